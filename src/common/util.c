@@ -1,0 +1,171 @@
+/* Secrets (wipe, constant-time compare, randomness), hex/base64 and CRC32. */
+#include "fleetkey/common.h"
+
+#include "fkd/nvs_format.h"
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+void fk_wipe(void *p, size_t len) {
+    if (p != NULL && len > 0) {
+        OPENSSL_cleanse(p, len);
+    }
+}
+
+void fk_free_secret(void *p, size_t len) {
+    fk_wipe(p, len);
+    free(p);
+}
+
+int fk_ct_equal(const void *a, const void *b, size_t n) {
+    /* CRYPTO_memcmp reads all n bytes whatever they hold: no early exit. */
+    return CRYPTO_memcmp(a, b, n) == 0;
+}
+
+enum fk_err fk_random(void *buf, size_t len) {
+    if (len > (size_t)INT32_MAX) {
+        return FK_E_ARG;
+    }
+    return RAND_priv_bytes(buf, (int)len) == 1 ? FK_OK : FK_E_CRYPTO;
+}
+
+static const char hexdig[] = "0123456789abcdef";
+
+enum fk_err fk_hex_encode(const void *in, size_t n, char *out, size_t out_size) {
+    const uint8_t *p = in;
+    if (out_size == 0 || n > (out_size - 1) / 2) {
+        return FK_E_NOSPACE;
+    }
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hexdig[p[i] >> 4];
+        out[2 * i + 1] = hexdig[p[i] & 15];
+    }
+    out[2 * n] = '\0';
+    return FK_OK;
+}
+
+static int hexval(char c) {
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    return -1;
+}
+
+enum fk_err fk_hex_decode(const char *in, size_t len, uint8_t *out, size_t out_size,
+                          size_t *out_len, size_t *bad_at) {
+    if (len % 2 != 0) {
+        if (bad_at != NULL) {
+            *bad_at = len;
+        }
+        return FK_E_PARSE;
+    }
+    if (len / 2 > out_size) {
+        return FK_E_NOSPACE;
+    }
+    for (size_t i = 0; i < len; i += 2) {
+        int hi = hexval(in[i]);
+        int lo = hexval(in[i + 1]);
+        if (hi < 0 || lo < 0) {
+            if (bad_at != NULL) {
+                *bad_at = hi < 0 ? i : i + 1;
+            }
+            return FK_E_PARSE;
+        }
+        out[i / 2] = (uint8_t)(hi << 4 | lo);
+    }
+    if (out_len != NULL) {
+        *out_len = len / 2;
+    }
+    return FK_OK;
+}
+
+static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+enum fk_err fk_base64_encode(const void *in, size_t n, char *out, size_t out_size) {
+    const uint8_t *p = in;
+    size_t need = (n + 2) / 3 * 4 + 1;
+    if (out_size < need) {
+        return FK_E_NOSPACE;
+    }
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16;
+        size_t left = n - i;
+        if (left > 1) {
+            v |= (uint32_t)p[i + 1] << 8;
+        }
+        if (left > 2) {
+            v |= p[i + 2];
+        }
+        out[o++] = b64[(v >> 18) & 63];
+        out[o++] = b64[(v >> 12) & 63];
+        out[o++] = left > 1 ? b64[(v >> 6) & 63] : '=';
+        out[o++] = left > 2 ? b64[v & 63] : '=';
+    }
+    out[o] = '\0';
+    return FK_OK;
+}
+
+static int b64val(char c) {
+    const char *p = memchr(b64, c, 64);
+    return (p != NULL && c != '\0') ? (int)(p - b64) : -1;
+}
+
+enum fk_err fk_base64_decode(const char *in, size_t len, uint8_t *out, size_t out_size,
+                             size_t *out_len) {
+    uint32_t acc = 0;
+    unsigned bits = 0;
+    size_t o = 0;
+    size_t pad = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = in[i];
+        if (c == ' ' || c == '\t' || c == '\r' || c == '\n') {
+            continue;
+        }
+        if (c == '=') {
+            pad++;
+            continue;
+        }
+        int v = b64val(c);
+        if (v < 0 || pad > 0) { /* a digit after padding, or not a base64 digit */
+            return FK_E_PARSE;
+        }
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            if (o >= out_size) {
+                return FK_E_NOSPACE;
+            }
+            out[o++] = (uint8_t)(acc >> bits);
+        }
+    }
+    /* Leftover bits must be padding zeros, and at most two '=' can end a quantum. */
+    if (pad > 2 || bits >= 6 || (acc & ((1u << bits) - 1u)) != 0) {
+        return FK_E_PARSE;
+    }
+    if (out_len != NULL) {
+        *out_len = o;
+    }
+    return FK_OK;
+}
+
+uint32_t fk_crc32_le(uint32_t crc, const void *buf, size_t len) {
+    return fkd_crc32_le(crc, buf, len);
+}
+
+void fk_time_rfc3339(long long unix_seconds, char out[21]) {
+    time_t t = (time_t)unix_seconds;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, 21, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}

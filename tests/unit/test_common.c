@@ -1,0 +1,226 @@
+/* Unit tests of the common module: error table, CRC32 variants, hex/base64 (valid and
+ * invalid), constant-time compare, fingerprints and redaction, atomic file writes. */
+#include "fleetkey/common.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static const char *tmpdir(void) {
+    static char dir[4096];
+    const char *base = getenv("FK_TMP");
+    snprintf(dir, sizeof dir, "%s", base != NULL ? base : "/tmp/fk_test_common");
+    assert_int_equal(fk_mkdirs(dir, 0700, NULL), FK_OK);
+    return dir;
+}
+
+static void strerror_covers_every_code(void **state) {
+    (void)state;
+    for (int i = 0; i < FK_ERR_COUNT; i++) {
+        assert_non_null(fk_strerror((enum fk_err)i));
+        assert_true(strncmp(fk_errname((enum fk_err)i), "FK_", 3) == 0);
+    }
+    assert_string_equal(fk_strerror((enum fk_err)9999), "unknown error");
+    assert_string_equal(fk_errname(FK_E_CRC), "FK_E_CRC");
+}
+
+static void crc32_matches_esp_idf_and_zlib_check_values(void **state) {
+    (void)state;
+    const char *s = "123456789";
+    assert_int_equal(fk_crc32_le(0xFFFFFFFFu, s, 9), 0xD202D277u); /* NVS variant */
+    assert_int_equal(fk_crc32_le(0, s, 9), 0xCBF43926u);           /* standard CRC-32 */
+    /* Chaining over two halves equals one pass (NVS entries are CRC'd in two pieces). */
+    uint32_t c = fk_crc32_le(0xFFFFFFFFu, s, 4);
+    assert_int_equal(fk_crc32_le(c, s + 4, 5), 0xD202D277u);
+}
+
+static void hex_round_trip_and_rejects_bad_digits(void **state) {
+    (void)state;
+    uint8_t in[] = {0x00, 0x7f, 0x80, 0xff};
+    char hex[9];
+    assert_int_equal(fk_hex_encode(in, 4, hex, sizeof hex), FK_OK);
+    assert_string_equal(hex, "007f80ff");
+    assert_int_equal(fk_hex_encode(in, 4, hex, 8), FK_E_NOSPACE);
+    uint8_t out[4];
+    size_t n = 0;
+    size_t bad = 0;
+    assert_int_equal(fk_hex_decode("007F80fF", 8, out, 4, &n, &bad), FK_OK);
+    assert_int_equal(n, 4);
+    assert_memory_equal(out, in, 4);
+    assert_int_equal(fk_hex_decode("007", 3, out, 4, &n, &bad), FK_E_PARSE);
+    assert_int_equal(fk_hex_decode("00g0", 4, out, 4, &n, &bad), FK_E_PARSE);
+    assert_int_equal(bad, 2);
+    assert_int_equal(fk_hex_decode("0000000000", 10, out, 4, &n, &bad), FK_E_NOSPACE);
+}
+
+static void base64_round_trip_and_rejects_garbage(void **state) {
+    (void)state;
+    const char *cases[][2] = {{"", ""}, {"f", "Zg=="}, {"fo", "Zm8="}, {"foo", "Zm9v"},
+                              {"foob", "Zm9vYg=="}, {"fooba", "Zm9vYmE="},
+                              {"foobar", "Zm9vYmFy"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char enc[16];
+        uint8_t dec[16];
+        size_t n = 99;
+        assert_int_equal(fk_base64_encode(cases[i][0], strlen(cases[i][0]), enc, sizeof enc),
+                         FK_OK);
+        assert_string_equal(enc, cases[i][1]);
+        assert_int_equal(fk_base64_decode(enc, strlen(enc), dec, sizeof dec, &n), FK_OK);
+        assert_int_equal(n, strlen(cases[i][0]));
+        assert_memory_equal(dec, cases[i][0], n);
+    }
+    uint8_t dec[16];
+    size_t n;
+    assert_int_equal(fk_base64_decode("Zm9v\nYmFy", 9, dec, sizeof dec, &n), FK_OK);
+    assert_int_equal(n, 6);
+    assert_int_equal(fk_base64_decode("Zm9v!", 5, dec, sizeof dec, &n), FK_E_PARSE);
+    assert_int_equal(fk_base64_decode("Zg==Zg==", 8, dec, sizeof dec, &n), FK_E_PARSE);
+    assert_int_equal(fk_base64_decode("Zh==", 4, dec, sizeof dec, &n), FK_E_PARSE);
+    assert_int_equal(fk_base64_decode("Zm9vYmFy", 8, dec, 5, &n), FK_E_NOSPACE);
+}
+
+static void ct_equal_compares_all_bytes(void **state) {
+    (void)state;
+    uint8_t a[32] = {0};
+    uint8_t b[32] = {0};
+    assert_true(fk_ct_equal(a, b, 32));
+    b[31] = 1;
+    assert_false(fk_ct_equal(a, b, 32));
+    b[31] = 0;
+    b[0] = 0x80;
+    assert_false(fk_ct_equal(a, b, 32));
+}
+
+static void fingerprint_hides_secret_and_is_stable(void **state) {
+    (void)state;
+    char f1[FK_FPR_LEN];
+    char f2[FK_FPR_LEN];
+    /* SHA-256("abc") = ba7816bf8f01cfea... */
+    assert_string_equal(fk_fpr("abc", 3, f1), "sha256:ba7816bf8f01cfea");
+    assert_string_not_equal(fk_fpr("abd", 3, f2), f1);
+}
+
+static void redaction_covers_secret_fields(void **state) {
+    (void)state;
+    assert_true(fk_redact_field("psk_hex"));
+    assert_true(fk_redact_field("wifi_password"));
+    assert_true(fk_redact_field("client_key_pem"));
+    assert_true(fk_redact_field("refresh_token"));
+    assert_false(fk_redact_field("device_id"));
+    assert_false(fk_redact_field("ota_public_key_der_hex"));
+}
+
+static void atomic_write_sets_mode_despite_umask(void **state) {
+    (void)state;
+    char *path = NULL;
+    assert_int_equal(fk_path_join(tmpdir(), "secret", ".bin", &path), FK_OK);
+    unlink(path);
+    mode_t old = umask(0);
+    assert_int_equal(fk_file_write_atomic(path, "abc", 3, 0600, 0, NULL), FK_OK);
+    umask(old);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(fk_file_read(path, 100, &buf, &len, NULL), FK_OK);
+    assert_int_equal(len, 3);
+    assert_memory_equal(buf, "abc", 3);
+    free(buf);
+    /* Replacing keeps readers safe and leaves no temp file behind. */
+    assert_int_equal(fk_file_write_atomic(path, "defg", 4, 0644, 0, NULL), FK_OK);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0644);
+    assert_int_equal(st.st_size, 4);
+    assert_int_equal(fk_file_write_atomic(path, "x", 1, 0600, FK_WRITE_EXCL, NULL), FK_E_EXISTS);
+    DIR *d = opendir(tmpdir());
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        assert_null(strstr(e->d_name, ".tmp."));
+    }
+    closedir(d);
+    free(path);
+}
+
+static void atomic_write_failure_leaves_old_file(void **state) {
+    (void)state;
+    struct fk_diag diag;
+    fk_diag_init(&diag);
+    assert_int_equal(
+        fk_file_write_atomic("/nonexistent-dir/x/file", "a", 1, 0600, 0, &diag), FK_E_IO);
+    char line[1024];
+    fk_diag_format(&diag, line, sizeof line);
+    assert_non_null(strstr(line, "/nonexistent-dir/x/file"));
+}
+
+static void file_read_enforces_limit(void **state) {
+    (void)state;
+    char *path = NULL;
+    assert_int_equal(fk_path_join(tmpdir(), "big", ".bin", &path), FK_OK);
+    uint8_t data[10000];
+    memset(data, 'x', sizeof data);
+    assert_int_equal(fk_file_write_atomic(path, data, sizeof data, 0600, 0, NULL), FK_OK);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(fk_file_read(path, 9999, &buf, &len, NULL), FK_E_TOOBIG);
+    assert_int_equal(fk_file_read(path, 10000, &buf, &len, NULL), FK_OK);
+    assert_int_equal(len, 10000);
+    free(buf);
+    struct fk_diag diag;
+    fk_diag_init(&diag);
+    assert_int_equal(fk_file_read("/no/such/file", 10, &buf, &len, &diag), FK_E_IO);
+    assert_string_equal(diag.file, "/no/such/file");
+    free(path);
+}
+
+static void diag_formats_file_and_line(void **state) {
+    (void)state;
+    struct fk_diag d;
+    fk_diag_init(&d);
+    assert_int_equal(fk_diag_at(&d, FK_E_PARSE, "devices.csv", 14, "mac: expected %s",
+                                "AA:BB:CC:DD:EE:FF"),
+                     FK_E_PARSE);
+    char line[256];
+    fk_diag_format(&d, line, sizeof line);
+    assert_string_equal(line, "devices.csv:14: mac: expected AA:BB:CC:DD:EE:FF");
+    fk_diag_init(&d);
+    snprintf(d.file, sizeof d.file, "img.bin");
+    d.offset = 0x1040;
+    fk_diag_set(&d, FK_E_CRC, "entry CRC");
+    fk_diag_format(&d, line, sizeof line);
+    assert_string_equal(line, "img.bin: offset 0x1040: entry CRC");
+}
+
+static void rfc3339_is_utc_with_z(void **state) {
+    (void)state;
+    char out[21];
+    fk_time_rfc3339(1736937000LL, out);
+    assert_string_equal(out, "2025-01-15T10:30:00Z");
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(strerror_covers_every_code),
+        cmocka_unit_test(crc32_matches_esp_idf_and_zlib_check_values),
+        cmocka_unit_test(hex_round_trip_and_rejects_bad_digits),
+        cmocka_unit_test(base64_round_trip_and_rejects_garbage),
+        cmocka_unit_test(ct_equal_compares_all_bytes),
+        cmocka_unit_test(fingerprint_hides_secret_and_is_stable),
+        cmocka_unit_test(redaction_covers_secret_fields),
+        cmocka_unit_test(atomic_write_sets_mode_despite_umask),
+        cmocka_unit_test(atomic_write_failure_leaves_old_file),
+        cmocka_unit_test(file_read_enforces_limit),
+        cmocka_unit_test(diag_formats_file_and_line),
+        cmocka_unit_test(rfc3339_is_utc_with_z),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
