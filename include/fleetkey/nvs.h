@@ -30,12 +30,17 @@ struct fk_nvs_builder;
 FK_MUST_CHECK enum fk_err fk_nvs_builder_new(unsigned version, struct fk_nvs_builder **out);
 /* Wipes every stored value and frees. NULL is a no-op. */
 void fk_nvs_builder_free(struct fk_nvs_builder *b);
+/* The format version (1 or 2) the builder was made for. */
+unsigned fk_nvs_builder_version(const struct fk_nvs_builder *b);
 /* Starts (or returns to) a namespace; later items go into it. FK_E_RANGE for a name longer
  * than 15 characters, FK_E_NOSPACE past 254 namespaces. */
 FK_MUST_CHECK enum fk_err fk_nvs_builder_namespace(struct fk_nvs_builder *b, const char *name,
                                                    struct fk_diag *diag);
 /* Fixed-width integer item; type is one of FKD_NVS_U8..FKD_NVS_I64. The value is given as a
- * signed or unsigned 64-bit number and must fit the type (FK_E_RANGE otherwise). */
+ * signed or unsigned 64-bit number and must fit the type (FK_E_RANGE otherwise): signed types
+ * (I8..I64) read svalue, unsigned types (U8..U64) read uvalue; the other one is ignored.
+ * Keys are 1..15 bytes (FK_E_RANGE), unique within their namespace (FK_E_EXISTS), and need a
+ * namespace first (FK_E_STATE); the same holds for strings and blobs. */
 FK_MUST_CHECK enum fk_err fk_nvs_builder_add_int(struct fk_nvs_builder *b, const char *key,
                                                  uint8_t type, int64_t svalue,
                                                  uint64_t uvalue, struct fk_diag *diag);

@@ -1,0 +1,460 @@
+/* The generator's CSV input (key,type,encoding,value), read into a builder.
+ *
+ * nvs_partition_gen reads its CSV with Python's csv.DictReader after dropping lines that start
+ * with '#': columns are found by their header name, fields may be quoted ("a,b ""c"""), quoted
+ * fields may hold line breaks, and empty lines are skipped. We follow that, and are stricter
+ * where the generator would write an image the device cannot use or would crash: an unknown
+ * row type, a key before any namespace, bad hex, an integer that does not fit its type, and
+ * keys longer than 15 bytes are errors naming the CSV line.
+ *
+ * Every value may be a secret (a PSK in hex), so every scratch buffer is wiped after use. */
+#include "fleetkey/nvs.h"
+
+#include "fkd/nvs_format.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_FIELDS 16
+#define MAX_FILE (1024u * 1024u) /* no valid NVS item is larger than a 1 MiB partition */
+
+struct record {
+    char *buf; /* the fields, each NUL-terminated, one after the other */
+    size_t cap;
+    size_t used;
+    size_t start[MAX_FIELDS];
+    size_t len[MAX_FIELDS];
+    size_t n;
+    long line; /* line the record starts on */
+};
+
+static enum fk_err rec_putc(struct record *r, char c) {
+    if (r->used == r->cap) {
+        size_t ncap = r->cap ? r->cap * 2 : 256;
+        char *nb = malloc(ncap);
+        if (nb == NULL) {
+            return FK_E_NOMEM;
+        }
+        if (r->used) {
+            memcpy(nb, r->buf, r->used);
+        }
+        fk_free_secret(r->buf, r->cap);
+        r->buf = nb;
+        r->cap = ncap;
+    }
+    r->buf[r->used++] = c;
+    return FK_OK;
+}
+
+static enum fk_err rec_end_field(struct record *r, size_t field_start) {
+    if (r->n == MAX_FIELDS) {
+        return FK_E_TOOBIG;
+    }
+    r->start[r->n] = field_start;
+    r->len[r->n] = r->used - field_start;
+    r->n++;
+    return rec_putc(r, '\0');
+}
+
+/* Reads the next non-empty, non-comment record from buf at *pos. Returns FK_OK with r->n == 0
+ * at the end of input. *line counts physical lines (1-based). */
+static enum fk_err next_record(const char *buf, size_t len, size_t *pos, long *line,
+                               struct record *r, const char *name, struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    size_t p = *pos;
+    r->used = 0;
+    r->n = 0;
+    for (;;) {
+        if (p >= len) {
+            *pos = p;
+            return FK_OK;
+        }
+        if (buf[p] == '#') { /* the generator filters comment lines before the CSV reader */
+            while (p < len && buf[p] != '\n' && buf[p] != '\r') {
+                p++;
+            }
+        }
+        if (p < len && (buf[p] == '\n' || buf[p] == '\r')) { /* empty line */
+            if (buf[p] == '\r' && p + 1 < len && buf[p + 1] == '\n') {
+                p++;
+            }
+            p++;
+            (*line)++;
+            continue;
+        }
+        if (p >= len) {
+            continue;
+        }
+        break;
+    }
+    r->line = *line;
+    size_t fstart = r->used;
+    int quoted = 0;
+    int at_start = 1;
+    for (;;) {
+        if (p >= len) {
+            FK_ENSURE(!quoted, fk_diag_at(diag, FK_E_PARSE, name, r->line,
+                                          "quoted field is not closed before the end of input"));
+            FK_GUARD(rec_end_field(r, fstart));
+            break;
+        }
+        char c = buf[p++];
+        if (quoted) {
+            if (c == '"') {
+                if (p < len && buf[p] == '"') {
+                    FK_GUARD(rec_putc(r, '"'));
+                    p++;
+                } else {
+                    quoted = 0;
+                }
+                continue;
+            }
+            if (c == '\r' && p < len && buf[p] == '\n') {
+                p++; /* the generator opens the CSV in text mode: CRLF becomes LF */
+                c = '\n';
+            }
+            if (c == '\n' || c == '\r') {
+                (*line)++;
+                c = '\n';
+            }
+            FK_GUARD(rec_putc(r, c));
+            continue;
+        }
+        if (c == '"' && at_start) {
+            quoted = 1;
+            at_start = 0;
+            continue;
+        }
+        if (c == ',') {
+            rc = rec_end_field(r, fstart);
+            FK_ENSURE(rc != FK_E_TOOBIG, fk_diag_at(diag, FK_E_PARSE, name, r->line,
+                                                     "more than %d columns", MAX_FIELDS));
+            FK_GUARD(rc);
+            fstart = r->used;
+            at_start = 1;
+            continue;
+        }
+        if (c == '\n' || c == '\r') {
+            if (c == '\r' && p < len && buf[p] == '\n') {
+                p++;
+            }
+            (*line)++;
+            rc = rec_end_field(r, fstart);
+            FK_ENSURE(rc != FK_E_TOOBIG, fk_diag_at(diag, FK_E_PARSE, name, r->line,
+                                                     "more than %d columns", MAX_FIELDS));
+            FK_GUARD(rc);
+            break;
+        }
+        at_start = 0;
+        FK_GUARD(rec_putc(r, c));
+    }
+    *pos = p;
+    rc = FK_OK;
+out:
+    if (rc == FK_E_TOOBIG) {
+        rc = fk_diag_at(diag, FK_E_PARSE, name, r->line, "more than %d columns", MAX_FIELDS);
+    }
+    return rc;
+}
+
+static const char *field(const struct record *r, int idx, size_t *flen) {
+    if (idx < 0 || (size_t)idx >= r->n) {
+        *flen = 0;
+        return NULL;
+    }
+    *flen = r->len[idx];
+    return r->buf + r->start[idx];
+}
+
+static int is_space(char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+/* Decimal integer as Python's int() reads it: optional surrounding whitespace and sign. */
+static enum fk_err parse_int(const char *s, size_t n, int *neg, uint64_t *mag) {
+    size_t i = 0;
+    while (i < n && is_space(s[i])) {
+        i++;
+    }
+    while (n > i && is_space(s[n - 1])) {
+        n--;
+    }
+    *neg = 0;
+    if (i < n && (s[i] == '-' || s[i] == '+')) {
+        *neg = s[i] == '-';
+        i++;
+    }
+    if (i == n) {
+        return FK_E_PARSE;
+    }
+    uint64_t v = 0;
+    int overflow = 0;
+    for (; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') {
+            return FK_E_PARSE;
+        }
+        unsigned d = (unsigned)(s[i] - '0');
+        if (v > (UINT64_MAX - d) / 10u) {
+            overflow = 1;
+        } else {
+            v = v * 10u + d;
+        }
+    }
+    *mag = v;
+    return overflow ? FK_E_RANGE : FK_OK;
+}
+
+struct enc {
+    const char *name;
+    uint8_t type; /* integer type, or 0 for the variable-length encodings */
+};
+
+static const struct enc encodings[] = {
+    {"u8", FKD_NVS_U8},   {"i8", FKD_NVS_I8},   {"u16", FKD_NVS_U16}, {"i16", FKD_NVS_I16},
+    {"u32", FKD_NVS_U32}, {"i32", FKD_NVS_I32}, {"u64", FKD_NVS_U64}, {"i64", FKD_NVS_I64},
+    {"string", 0},        {"hex2bin", 0},       {"base64", 0},        {"binary", 0},
+};
+
+static const struct enc *find_encoding(const char *s) {
+    for (size_t i = 0; i < sizeof encodings / sizeof encodings[0]; i++) {
+        if (strcmp(encodings[i].name, s) == 0) {
+            return &encodings[i];
+        }
+    }
+    return NULL;
+}
+
+/* Builder errors carry only a message; add the CSV line to it. */
+static enum fk_err at_line(struct fk_diag *diag, enum fk_err rc, const char *name, long line) {
+    if (diag != NULL && rc != FK_OK) {
+        snprintf(diag->file, sizeof diag->file, "%s", name);
+        diag->line = line;
+        if (diag->msg[0] == '\0') {
+            snprintf(diag->msg, sizeof diag->msg, "%s", fk_strerror(rc));
+        }
+    }
+    return rc;
+}
+
+static enum fk_err add_int_row(struct fk_nvs_builder *b, const char *key, const struct enc *e,
+                               const char *v, size_t vlen, const char *name, long line,
+                               struct fk_diag *diag) {
+    int neg = 0;
+    uint64_t mag = 0;
+    enum fk_err rc = parse_int(v, vlen, &neg, &mag);
+    int is_signed = (e->type & 0x10u) != 0;
+    if (rc == FK_E_PARSE) {
+        return fk_diag_at(diag, FK_E_PARSE, name, line, "key '%s': '%.40s' is not a decimal %s",
+                          key, v, e->name);
+    }
+    if (rc == FK_E_RANGE || (neg && !is_signed && mag != 0) ||
+        (is_signed && !neg && mag > (uint64_t)INT64_MAX) ||
+        (is_signed && neg && mag > (uint64_t)INT64_MAX + 1u)) {
+        return fk_diag_at(diag, FK_E_RANGE, name, line, "key '%s': %.40s does not fit %s", key,
+                          v, e->name);
+    }
+    int64_t sv = 0;
+    if (is_signed) {
+        sv = neg ? (mag == (uint64_t)INT64_MAX + 1u ? INT64_MIN : -(int64_t)mag) : (int64_t)mag;
+    }
+    rc = fk_nvs_builder_add_int(b, key, e->type, sv, mag, diag);
+    if (rc == FK_E_RANGE) {
+        return fk_diag_at(diag, FK_E_RANGE, name, line, "key '%s': %.40s does not fit %s", key,
+                          v, e->name);
+    }
+    return at_line(diag, rc, name, line);
+}
+
+/* Adds a variable-length item from raw bytes (a CSV field or a file's content). */
+static enum fk_err add_var_row(struct fk_nvs_builder *b, const char *key, const char *encname,
+                               const uint8_t *v, size_t vlen, const char *name, long line,
+                               struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    uint8_t *bin = NULL;
+    size_t bin_cap = 0;
+    size_t bin_len = 0;
+    char *str = NULL;
+    if (strcmp(encname, "string") == 0) {
+        FK_ENSURE(memchr(v, '\0', vlen) == NULL,
+                  fk_diag_at(diag, FK_E_PARSE, name, line, "key '%s': string holds a NUL byte",
+                             key));
+        str = malloc(vlen + 1);
+        FK_ENSURE(str != NULL, FK_E_NOMEM);
+        if (vlen) {
+            memcpy(str, v, vlen);
+        }
+        str[vlen] = '\0';
+        rc = fk_nvs_builder_add_str(b, key, str, diag);
+        FK_GUARD(at_line(diag, rc, name, line));
+    } else if (strcmp(encname, "binary") == 0) {
+        rc = fk_nvs_builder_add_blob(b, key, v, vlen, diag);
+        FK_GUARD(at_line(diag, rc, name, line));
+    } else if (strcmp(encname, "hex2bin") == 0) {
+        const char *s = (const char *)v;
+        size_t i = 0;
+        size_t n = vlen;
+        while (i < n && is_space(s[i])) { /* the generator strips the value first */
+            i++;
+        }
+        while (n > i && is_space(s[n - 1])) {
+            n--;
+        }
+        FK_ENSURE((n - i) % 2 == 0, fk_diag_at(diag, FK_E_PARSE, name, line,
+                                               "key '%s': hex2bin value has an odd number (%zu) "
+                                               "of digits",
+                                               key, n - i));
+        bin_cap = (n - i) / 2 + 1;
+        bin = malloc(bin_cap);
+        FK_ENSURE(bin != NULL, FK_E_NOMEM);
+        size_t bad = 0;
+        rc = fk_hex_decode(s + i, n - i, bin, bin_cap, &bin_len, &bad);
+        FK_ENSURE(rc == FK_OK, fk_diag_at(diag, FK_E_PARSE, name, line,
+                                          "key '%s': hex2bin value has a non-hex character at "
+                                          "position %zu",
+                                          key, bad + i + 1));
+        rc = fk_nvs_builder_add_blob(b, key, bin, bin_len, diag);
+        FK_GUARD(at_line(diag, rc, name, line));
+    } else { /* base64 */
+        bin_cap = vlen / 4 * 3 + 4;
+        bin = malloc(bin_cap);
+        FK_ENSURE(bin != NULL, FK_E_NOMEM);
+        rc = fk_base64_decode((const char *)v, vlen, bin, bin_cap, &bin_len);
+        FK_ENSURE(rc == FK_OK, fk_diag_at(diag, FK_E_PARSE, name, line,
+                                          "key '%s': value is not valid base64", key));
+        rc = fk_nvs_builder_add_blob(b, key, bin, bin_len, diag);
+        FK_GUARD(at_line(diag, rc, name, line));
+    }
+    rc = FK_OK;
+out:
+    fk_free_secret(bin, bin_cap);
+    fk_free_secret(str, str != NULL ? vlen + 1 : 0);
+    return rc;
+}
+
+static enum fk_err file_row(struct fk_nvs_builder *b, const char *key, const char *encname,
+                            const char *path, const char *base_dir, const char *name,
+                            long line, struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    char *full = NULL;
+    uint8_t *data = NULL;
+    size_t dlen = 0;
+    struct fk_diag fd;
+    fk_diag_init(&fd);
+    FK_ENSURE(base_dir != NULL, fk_diag_at(diag, FK_E_POLICY, name, line,
+                                           "key '%s': file rows are not allowed here", key));
+    FK_ENSURE(path[0] != '\0',
+              fk_diag_at(diag, FK_E_PARSE, name, line, "key '%s': file row without a path", key));
+    if (path[0] == '/') {
+        full = strdup(path);
+        FK_ENSURE(full != NULL, FK_E_NOMEM);
+    } else {
+        FK_GUARD(fk_path_join(base_dir, path, "", &full));
+    }
+    rc = fk_file_read(full, MAX_FILE, &data, &dlen, &fd);
+    if (rc != FK_OK) {
+        char why[600];
+        fk_diag_format(&fd, why, sizeof why);
+        rc = fk_diag_at(diag, rc == FK_E_TOOBIG ? FK_E_TOOBIG : FK_E_IO, name, line,
+                        "key '%s': cannot read file '%s': %s", key, full, why);
+        goto out;
+    }
+    FK_GUARD(add_var_row(b, key, encname, data, dlen, name, line, diag));
+    rc = FK_OK;
+out:
+    fk_free_secret(data, dlen + 1);
+    free(full);
+    return rc;
+}
+
+enum fk_err fk_nvs_csv_load(struct fk_nvs_builder *b, const char *buf, size_t len,
+                            const char *csv_name, const char *base_dir, struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    struct record r;
+    memset(&r, 0, sizeof r);
+    const char *name = csv_name != NULL ? csv_name : "<csv>";
+    size_t pos = 0;
+    long line = 1;
+    int col_key = -1;
+    int col_type = -1;
+    int col_enc = -1;
+    int col_val = -1;
+    FK_ENSURE(b != NULL && (buf != NULL || len == 0), FK_E_ARG);
+    if (len >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0) {
+        pos = 3; /* a UTF-8 byte order mark some editors add */
+    }
+
+    FK_GUARD(next_record(buf, len, &pos, &line, &r, name, diag));
+    FK_ENSURE(r.n > 0, fk_diag_at(diag, FK_E_PARSE, name, line,
+                                  "empty CSV: expected the header key,type,encoding,value"));
+    for (size_t i = 0; i < r.n; i++) {
+        const char *h = r.buf + r.start[i];
+        if (strcmp(h, "key") == 0) {
+            col_key = (int)i;
+        } else if (strcmp(h, "type") == 0) {
+            col_type = (int)i;
+        } else if (strcmp(h, "encoding") == 0) {
+            col_enc = (int)i;
+        } else if (strcmp(h, "value") == 0) {
+            col_val = (int)i;
+        }
+    }
+    FK_ENSURE(col_key >= 0 && col_type >= 0 && col_enc >= 0 && col_val >= 0,
+              fk_diag_at(diag, FK_E_PARSE, name, r.line,
+                         "header must name the columns key,type,encoding,value"));
+
+    for (;;) {
+        FK_GUARD(next_record(buf, len, &pos, &line, &r, name, diag));
+        if (r.n == 0) {
+            break;
+        }
+        size_t klen = 0;
+        size_t tlen = 0;
+        size_t elen = 0;
+        size_t vlen = 0;
+        const char *key = field(&r, col_key, &klen);
+        const char *type = field(&r, col_type, &tlen);
+        const char *enc = field(&r, col_enc, &elen);
+        const char *val = field(&r, col_val, &vlen);
+        FK_ENSURE(key != NULL && klen > 0,
+                  fk_diag_at(diag, FK_E_PARSE, name, r.line, "row without a key"));
+        FK_ENSURE(klen <= FKD_NVS_KEY_MAX,
+                  fk_diag_at(diag, FK_E_RANGE, name, r.line,
+                             "key '%.40s' is %zu characters long; NVS keys are at most %u", key,
+                             klen, FKD_NVS_KEY_MAX));
+        FK_ENSURE(type != NULL,
+                  fk_diag_at(diag, FK_E_PARSE, name, r.line, "key '%s': no type column", key));
+        if (strcmp(type, "namespace") == 0) {
+            rc = fk_nvs_builder_namespace(b, key, diag);
+            FK_GUARD(at_line(diag, rc, name, r.line));
+            continue;
+        }
+        FK_ENSURE(strcmp(type, "data") == 0 || strcmp(type, "file") == 0,
+                  fk_diag_at(diag, FK_E_PARSE, name, r.line,
+                             "key '%s': unknown type '%.40s' (expected namespace, data or file)",
+                             key, type));
+        const struct enc *e = enc != NULL ? find_encoding(enc) : NULL;
+        FK_ENSURE(e != NULL,
+                  fk_diag_at(diag, FK_E_PARSE, name, r.line,
+                             "key '%s': unknown encoding '%.40s' (expected u8, i8, u16, i16, "
+                             "u32, i32, u64, i64, string, hex2bin, base64 or binary)",
+                             key, enc != NULL ? enc : ""));
+        FK_ENSURE(val != NULL,
+                  fk_diag_at(diag, FK_E_PARSE, name, r.line, "key '%s': no value column", key));
+        if (strcmp(type, "file") == 0) {
+            FK_ENSURE(e->type == 0, fk_diag_at(diag, FK_E_PARSE, name, r.line,
+                                               "key '%s': a file row cannot use encoding %s",
+                                               key, e->name));
+            FK_GUARD(file_row(b, key, e->name, val, base_dir, name, r.line, diag));
+        } else if (e->type != 0) {
+            FK_GUARD(add_int_row(b, key, e, val, vlen, name, r.line, diag));
+        } else {
+            FK_GUARD(add_var_row(b, key, e->name, (const uint8_t *)val, vlen, name, r.line,
+                                 diag));
+        }
+    }
+    rc = FK_OK;
+out:
+    fk_free_secret(r.buf, r.cap);
+    return rc;
+}
