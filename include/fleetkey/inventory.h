@@ -1,0 +1,169 @@
+/* fleetkey inventory: the fleet's source of truth in one SQLite file.
+ *
+ * Tables (docs/provision-keys.md has the full schema):
+ *   devices      one row per device_id; a committed row is what makes a minted device
+ *                "complete" (provision-keys batch uses it as its commit point)
+ *   credentials  per device: kind ("psk", "ota_pubkey", "nvs_keys", ...), version,
+ *                fingerprint (fk_fpr, never the secret), created, expires, state
+ *   audit        append-only and hash-chained: hash = SHA-256(prev_hash || canonical row)
+ *   audit_head   the newest (seq, hash), so that truncating the tail is detected as well
+ *
+ * The database is opened in WAL mode with synchronous=FULL (a commit that returned is on
+ * disk), foreign keys on and a busy timeout, and migrated to the newest schema on open.
+ * Every statement binds its parameters; no value is ever pasted into SQL.
+ *
+ * Thread safety: one struct fk_inventory must be used by one thread at a time. Several
+ * processes may open the same file; writers are serialised by SQLite (BEGIN IMMEDIATE). */
+#ifndef FLEETKEY_INVENTORY_H
+#define FLEETKEY_INVENTORY_H
+
+#include "fleetkey/common.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FK_INVENTORY_SCHEMA_VERSION 1
+#define FK_INV_ID_SIZE 32     /* "robot-AABBCCDDEEFF" and other ids, with NUL */
+#define FK_INV_TEXT_SIZE 256  /* names, file names */
+#define FK_INV_TIME_SIZE 21   /* RFC 3339 UTC "2025-01-15T10:30:00Z", "" when unset */
+#define FK_INV_STATE_SIZE 16
+#define FK_INV_FPR_SIZE 80    /* "sha256:" + hex digits */
+
+struct fk_inventory; /* opaque */
+
+/* A device row. Strings are NUL-terminated; "" means SQL NULL for the optional ones
+ * (name, manifest, manifest_sha256, provisioned_at). state: "minted", "provisioned",
+ * "retired". */
+struct fk_inv_device {
+    char id[FK_INV_ID_SIZE];
+    char mac[18]; /* "AA:BB:CC:DD:EE:FF" */
+    char name[FK_INV_TEXT_SIZE];
+    char state[FK_INV_STATE_SIZE];
+    char manifest[FK_INV_TEXT_SIZE];  /* manifest file name, relative to the inventory's dir */
+    char manifest_sha256[65];         /* SHA-256 of the manifest file as written */
+    char created_at[FK_INV_TIME_SIZE];
+    char provisioned_at[FK_INV_TIME_SIZE];
+};
+
+/* A credential row. state: "active", "staged", "retired", "revoked". */
+struct fk_inv_credential {
+    char device_id[FK_INV_ID_SIZE];
+    char kind[FK_INV_ID_SIZE];
+    unsigned version;
+    char fingerprint[FK_INV_FPR_SIZE];
+    char created_at[FK_INV_TIME_SIZE];
+    char expires_at[FK_INV_TIME_SIZE]; /* "" = no expiry */
+    char state[FK_INV_STATE_SIZE];
+};
+
+/* One audit row as read back (verify, listing). */
+struct fk_inv_audit {
+    long long seq;
+    char at[FK_INV_TIME_SIZE];
+    char actor[FK_INV_ID_SIZE];
+    char kind[FK_INV_ID_SIZE];
+    char subject[FK_INV_TEXT_SIZE];
+    char hash[65];
+};
+
+/* What fk_inventory_audit_verify() found. */
+struct fk_inv_audit_report {
+    long long rows;        /* rows checked */
+    long long head_seq;    /* seq of the newest row, 0 when empty */
+    char head_hash[65];    /* its hash (hex), "" when empty; record it elsewhere to detect a
+                              wholesale rewrite (see docs/provision-keys.md) */
+    long long bad_seq;     /* first row that failed, 0 when none or not row-specific */
+    char problem[256];     /* "" when the chain verifies */
+};
+
+typedef int fk_inv_device_fn(void *user, const struct fk_inv_device *d);
+typedef int fk_inv_credential_fn(void *user, const struct fk_inv_credential *c);
+typedef int fk_inv_audit_fn(void *user, const struct fk_inv_audit *a);
+
+/* Opens (creating when missing, with mode 0600) the database at path and migrates it to
+ * FK_INVENTORY_SCHEMA_VERSION. *out is owned by the caller (fk_inventory_close).
+ * FK_OK, FK_E_DB (diag has SQLite's message), FK_E_UNSUPPORTED (the file's schema is newer
+ * than this program), FK_E_NOMEM. */
+FK_MUST_CHECK enum fk_err fk_inventory_open(const char *path, struct fk_inventory **out,
+                                            struct fk_diag *diag);
+/* Rolls back an open transaction and closes. NULL is a no-op. */
+void fk_inventory_close(struct fk_inventory *inv);
+
+/* Transactions: begin takes the write lock at once (BEGIN IMMEDIATE) so that the audit
+ * head read by later appends cannot change under us. Without an explicit transaction every
+ * write function runs in a transaction of its own. FK_OK, FK_E_DB, FK_E_STATE (nested begin,
+ * commit without begin). */
+FK_MUST_CHECK enum fk_err fk_inventory_begin(struct fk_inventory *inv, struct fk_diag *diag);
+FK_MUST_CHECK enum fk_err fk_inventory_commit(struct fk_inventory *inv, struct fk_diag *diag);
+/* Rolls back the open transaction, if any. */
+void fk_inventory_rollback(struct fk_inventory *inv);
+
+/* Inserts or replaces the row with d->id (mac must be unique across devices). created_at ""
+ * means now. FK_OK, FK_E_ARG (empty id/mac, unknown state), FK_E_DB (e.g. the mac belongs to
+ * another device). */
+FK_MUST_CHECK enum fk_err fk_inventory_device_upsert(struct fk_inventory *inv,
+                                                     const struct fk_inv_device *d,
+                                                     struct fk_diag *diag);
+/* Reads the row of id into *out. FK_OK, FK_E_NOTFOUND, FK_E_DB. */
+FK_MUST_CHECK enum fk_err fk_inventory_device_get(struct fk_inventory *inv, const char *id,
+                                                  struct fk_inv_device *out,
+                                                  struct fk_diag *diag);
+/* Calls fn for every device in id order; a non-zero return from fn stops the walk (FK_OK is
+ * still returned). FK_OK, FK_E_DB. */
+FK_MUST_CHECK enum fk_err fk_inventory_device_list(struct fk_inventory *inv,
+                                                   fk_inv_device_fn *fn, void *user,
+                                                   struct fk_diag *diag);
+/* Sets a device's state (and provisioned_at when state is "provisioned" and at is non-NULL).
+ * FK_OK, FK_E_NOTFOUND, FK_E_ARG, FK_E_DB. */
+FK_MUST_CHECK enum fk_err fk_inventory_device_set_state(struct fk_inventory *inv,
+                                                        const char *id, const char *state,
+                                                        const char *at, struct fk_diag *diag);
+
+/* Adds a credential (device_id must exist; (device_id, kind, version) must be new).
+ * created_at "" means now. FK_OK, FK_E_ARG, FK_E_EXISTS, FK_E_DB. */
+FK_MUST_CHECK enum fk_err fk_inventory_credential_add(struct fk_inventory *inv,
+                                                      const struct fk_inv_credential *c,
+                                                      struct fk_diag *diag);
+/* Calls fn for each credential of device_id (all devices when device_id is NULL), ordered
+ * by device, kind, version. FK_OK, FK_E_DB. */
+FK_MUST_CHECK enum fk_err fk_inventory_credential_list(struct fk_inventory *inv,
+                                                       const char *device_id,
+                                                       fk_inv_credential_fn *fn, void *user,
+                                                       struct fk_diag *diag);
+/* Changes the state of one credential. FK_OK, FK_E_NOTFOUND, FK_E_ARG, FK_E_DB. */
+FK_MUST_CHECK enum fk_err fk_inventory_credential_set_state(struct fk_inventory *inv,
+                                                            const char *device_id,
+                                                            const char *kind, unsigned version,
+                                                            const char *state,
+                                                            struct fk_diag *diag);
+
+/* Appends one audit row: who (actor), what (kind, e.g. "device.minted"), about what
+ * (subject, e.g. a device id) and detail (a JSON object as text; fingerprints only, never a
+ * secret). The row's hash chains to the previous row and the head is advanced in the same
+ * transaction. FK_OK, FK_E_ARG, FK_E_DB. */
+FK_MUST_CHECK enum fk_err fk_inventory_audit_append(struct fk_inventory *inv, const char *actor,
+                                                    const char *kind, const char *subject,
+                                                    const char *detail_json,
+                                                    struct fk_diag *diag);
+/* Walks the whole audit log in seq order and checks: seq runs 1, 2, 3... without gaps,
+ * each prev_hash equals the previous row's hash, each hash equals SHA-256(prev_hash ||
+ * canonical content), and the last row equals audit_head. Detected: an edited, deleted,
+ * inserted or reordered row anywhere, a truncated tail, a head that does not match. Not
+ * detected: someone with write access who recomputes every hash from some row on and the
+ * head too (compare rep->head_hash with a copy kept elsewhere for that).
+ * FK_OK (chain intact), FK_E_VERIFY (rep->problem and rep->bad_seq say what), FK_E_DB. */
+FK_MUST_CHECK enum fk_err fk_inventory_audit_verify(struct fk_inventory *inv,
+                                                    struct fk_inv_audit_report *rep,
+                                                    struct fk_diag *diag);
+/* Calls fn for each audit row in seq order. FK_OK, FK_E_DB. */
+FK_MUST_CHECK enum fk_err fk_inventory_audit_list(struct fk_inventory *inv, fk_inv_audit_fn *fn,
+                                                  void *user, struct fk_diag *diag);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,342 @@
+/* Unit tests of the inventory: schema creation and reopen, devices and credentials, the
+ * transaction API, and the audit chain, which must notice every edit, deletion, insertion,
+ * reordering and cut-off tail made behind its back with raw SQLite calls. */
+#include "fleetkey/inventory.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char db_path[4096];
+
+static void fresh_db(const char *name) {
+    const char *base = getenv("FK_TMP");
+    char dir[3000];
+    snprintf(dir, sizeof dir, "%s", base != NULL ? base : "/tmp/fk_test_inventory");
+    assert_int_equal(fk_mkdirs(dir, 0700, NULL), FK_OK);
+    snprintf(db_path, sizeof db_path, "%s/%s.db", dir, name);
+    const char *suffix[] = {"", "-wal", "-shm"};
+    for (int i = 0; i < 3; i++) {
+        char p[4200];
+        snprintf(p, sizeof p, "%s%s", db_path, suffix[i]);
+        unlink(p);
+    }
+}
+
+static struct fk_inventory *open_db(void) {
+    struct fk_inventory *inv = NULL;
+    struct fk_diag d;
+    fk_diag_init(&d);
+    assert_int_equal(fk_inventory_open(db_path, &inv, &d), FK_OK);
+    return inv;
+}
+
+static void add_device(struct fk_inventory *inv, int i) {
+    struct fk_inv_device d;
+    memset(&d, 0, sizeof d);
+    snprintf(d.id, sizeof d.id, "robot-0000000000%02X", i);
+    snprintf(d.mac, sizeof d.mac, "02:00:00:00:00:%02X", i);
+    snprintf(d.state, sizeof d.state, "minted");
+    snprintf(d.manifest, sizeof d.manifest, "%s.json", d.id);
+    assert_int_equal(fk_inventory_device_upsert(inv, &d, NULL), FK_OK);
+}
+
+/* Raw SQL on the file, as someone with write access to it would do; the triggers are the
+ * first thing such a person removes. */
+static void tamper(const char *sql) {
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+    char *err = NULL;
+    int r = sqlite3_exec(db,
+                         "DROP TRIGGER IF EXISTS audit_no_update;"
+                         "DROP TRIGGER IF EXISTS audit_no_delete;",
+                         NULL, NULL, &err);
+    assert_int_equal(r, SQLITE_OK);
+    r = sqlite3_exec(db, sql, NULL, NULL, &err);
+    if (r != SQLITE_OK) {
+        fprintf(stderr, "tamper: %s\n", err);
+    }
+    assert_int_equal(r, SQLITE_OK);
+    sqlite3_close(db);
+}
+
+static void audit_rows(struct fk_inventory *inv, int n) {
+    for (int i = 0; i < n; i++) {
+        char subject[32];
+        char detail[64];
+        snprintf(subject, sizeof subject, "robot-%012d", i);
+        snprintf(detail, sizeof detail, "{\"psk_fingerprint\":\"sha256:%016d\"}", i);
+        assert_int_equal(
+            fk_inventory_audit_append(inv, "test", "device.minted", subject, detail, NULL), FK_OK);
+    }
+}
+
+static enum fk_err verify_now(struct fk_inv_audit_report *rep) {
+    struct fk_inventory *inv = open_db();
+    enum fk_err rc = fk_inventory_audit_verify(inv, rep, NULL);
+    fk_inventory_close(inv);
+    return rc;
+}
+
+static void inventory_open_creates_0600_and_reopens(void **state) {
+    (void)state;
+    fresh_db("open");
+    mode_t old = umask(0);
+    struct fk_inventory *inv = open_db();
+    umask(old);
+    struct stat st;
+    assert_int_equal(stat(db_path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    add_device(inv, 1);
+    fk_inventory_close(inv);
+    inv = open_db(); /* second open: no migration runs twice */
+    struct fk_inv_device d;
+    assert_int_equal(fk_inventory_device_get(inv, "robot-000000000001", &d, NULL), FK_OK);
+    assert_string_equal(d.mac, "02:00:00:00:00:01");
+    assert_string_equal(d.state, "minted");
+    assert_string_equal(d.name, "");
+    assert_int_equal(strlen(d.created_at), 20);
+    fk_inventory_close(inv);
+}
+
+static void inventory_refuses_newer_schema(void **state) {
+    (void)state;
+    fresh_db("newer");
+    fk_inventory_close(open_db());
+    tamper("UPDATE schema_version SET version = 99");
+    struct fk_inventory *inv = NULL;
+    struct fk_diag d;
+    fk_diag_init(&d);
+    assert_int_equal(fk_inventory_open(db_path, &inv, &d), FK_E_UNSUPPORTED);
+    assert_null(inv);
+    assert_non_null(strstr(d.msg, "99"));
+}
+
+static int count_dev(void *user, const struct fk_inv_device *d) {
+    (void)d;
+    (*(int *)user)++;
+    return 0;
+}
+
+static int count_cred(void *user, const struct fk_inv_credential *c) {
+    assert_string_equal(c->state, "revoked");
+    (*(int *)user)++;
+    return 0;
+}
+
+static void inventory_devices_and_credentials(void **state) {
+    (void)state;
+    fresh_db("devcred");
+    struct fk_inventory *inv = open_db();
+    struct fk_diag d;
+    fk_diag_init(&d);
+    for (int i = 0; i < 5; i++) {
+        add_device(inv, i);
+    }
+    add_device(inv, 3); /* upsert: same id again is fine */
+    int n = 0;
+    assert_int_equal(fk_inventory_device_list(inv, count_dev, &n, NULL), FK_OK);
+    assert_int_equal(n, 5);
+    struct fk_inv_device dev;
+    assert_int_equal(fk_inventory_device_get(inv, "robot-nope", &dev, NULL), FK_E_NOTFOUND);
+
+    /* A second device may not claim an existing MAC. */
+    struct fk_inv_device dup;
+    memset(&dup, 0, sizeof dup);
+    snprintf(dup.id, sizeof dup.id, "robot-FFFFFFFFFFFF");
+    snprintf(dup.mac, sizeof dup.mac, "02:00:00:00:00:01");
+    snprintf(dup.state, sizeof dup.state, "minted");
+    assert_int_equal(fk_inventory_device_upsert(inv, &dup, &d), FK_E_DB);
+    snprintf(dup.state, sizeof dup.state, "bogus");
+    assert_int_equal(fk_inventory_device_upsert(inv, &dup, &d), FK_E_ARG);
+
+    struct fk_inv_credential c;
+    memset(&c, 0, sizeof c);
+    snprintf(c.device_id, sizeof c.device_id, "robot-000000000002");
+    snprintf(c.kind, sizeof c.kind, "psk");
+    c.version = 1;
+    snprintf(c.fingerprint, sizeof c.fingerprint, "sha256:0011223344556677");
+    snprintf(c.state, sizeof c.state, "active");
+    assert_int_equal(fk_inventory_credential_add(inv, &c, NULL), FK_OK);
+    assert_int_equal(fk_inventory_credential_add(inv, &c, &d), FK_E_EXISTS);
+    /* Foreign key: no credential for a device that does not exist. */
+    snprintf(c.device_id, sizeof c.device_id, "robot-nope");
+    assert_int_equal(fk_inventory_credential_add(inv, &c, &d), FK_E_DB);
+    assert_int_equal(fk_inventory_credential_set_state(inv, "robot-000000000002", "psk", 1,
+                                                       "revoked", NULL),
+                     FK_OK);
+    assert_int_equal(fk_inventory_credential_set_state(inv, "robot-000000000002", "psk", 2,
+                                                       "revoked", NULL),
+                     FK_E_NOTFOUND);
+    n = 0;
+    assert_int_equal(fk_inventory_credential_list(inv, "robot-000000000002", count_cred, &n, NULL),
+                     FK_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(fk_inventory_device_set_state(inv, "robot-000000000002", "provisioned",
+                                                   "2025-01-15T10:30:00Z", NULL),
+                     FK_OK);
+    assert_int_equal(fk_inventory_device_get(inv, "robot-000000000002", &dev, NULL), FK_OK);
+    assert_string_equal(dev.state, "provisioned");
+    assert_string_equal(dev.provisioned_at, "2025-01-15T10:30:00Z");
+    fk_inventory_close(inv);
+}
+
+static void inventory_rollback_discards_a_chunk(void **state) {
+    (void)state;
+    fresh_db("tx");
+    struct fk_inventory *inv = open_db();
+    assert_int_equal(fk_inventory_begin(inv, NULL), FK_OK);
+    assert_int_equal(fk_inventory_begin(inv, NULL), FK_E_STATE);
+    add_device(inv, 1);
+    audit_rows(inv, 1);
+    fk_inventory_rollback(inv);
+    int n = 0;
+    assert_int_equal(fk_inventory_device_list(inv, count_dev, &n, NULL), FK_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(fk_inventory_commit(inv, NULL), FK_E_STATE);
+
+    assert_int_equal(fk_inventory_begin(inv, NULL), FK_OK);
+    add_device(inv, 1);
+    add_device(inv, 2);
+    audit_rows(inv, 2);
+    assert_int_equal(fk_inventory_commit(inv, NULL), FK_OK);
+    /* A transaction left open at close is rolled back, not committed. */
+    assert_int_equal(fk_inventory_begin(inv, NULL), FK_OK);
+    add_device(inv, 3);
+    fk_inventory_close(inv);
+    inv = open_db();
+    n = 0;
+    assert_int_equal(fk_inventory_device_list(inv, count_dev, &n, NULL), FK_OK);
+    assert_int_equal(n, 2);
+    struct fk_inv_audit_report rep;
+    assert_int_equal(fk_inventory_audit_verify(inv, &rep, NULL), FK_OK);
+    assert_int_equal(rep.rows, 2);
+    fk_inventory_close(inv);
+}
+
+static void audit_refuses_update_through_the_library_file(void **state) {
+    (void)state;
+    fresh_db("trigger");
+    struct fk_inventory *inv = open_db();
+    audit_rows(inv, 2);
+    fk_inventory_close(inv);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+    assert_int_not_equal(sqlite3_exec(db, "UPDATE audit SET kind = 'x'", NULL, NULL, NULL),
+                         SQLITE_OK);
+    assert_int_not_equal(sqlite3_exec(db, "DELETE FROM audit", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+}
+
+static void audit_chain_verifies_when_untouched(void **state) {
+    (void)state;
+    fresh_db("intact");
+    struct fk_inv_audit_report rep;
+    assert_int_equal(verify_now(&rep), FK_OK); /* empty log */
+    assert_int_equal(rep.rows, 0);
+    struct fk_inventory *inv = open_db();
+    audit_rows(inv, 10);
+    fk_inventory_close(inv);
+    assert_int_equal(verify_now(&rep), FK_OK);
+    assert_int_equal(rep.rows, 10);
+    assert_int_equal(rep.head_seq, 10);
+    assert_int_equal(strlen(rep.head_hash), 64);
+    assert_string_equal(rep.problem, "");
+}
+
+/* Each tampering scenario starts from the same 10-row log. */
+static void expect_tamper_detected(const char *name, const char *sql, long long bad_seq) {
+    fresh_db(name);
+    struct fk_inventory *inv = open_db();
+    audit_rows(inv, 10);
+    fk_inventory_close(inv);
+    struct fk_inv_audit_report rep;
+    assert_int_equal(verify_now(&rep), FK_OK);
+    tamper(sql);
+    assert_int_equal(verify_now(&rep), FK_E_VERIFY);
+    assert_string_not_equal(rep.problem, "");
+    if (bad_seq > 0) {
+        assert_int_equal(rep.bad_seq, bad_seq);
+    }
+}
+
+static void audit_verify_detects_edited_content(void **state) {
+    (void)state;
+    expect_tamper_detected("edit", "UPDATE audit SET subject = 'robot-EVIL' WHERE seq = 4", 4);
+    expect_tamper_detected("edit_detail",
+                           "UPDATE audit SET detail = '{\"psk_fingerprint\":\"x\"}'"
+                           " WHERE seq = 7",
+                           7);
+    expect_tamper_detected("edit_time", "UPDATE audit SET at = '2020-01-01T00:00:00Z'"
+                                        " WHERE seq = 1",
+                           1);
+}
+
+static void audit_verify_detects_deleted_row(void **state) {
+    (void)state;
+    expect_tamper_detected("delete", "DELETE FROM audit WHERE seq = 5", 5);
+    /* Deleting and renumbering the rest so seq has no gap still breaks the chain. */
+    expect_tamper_detected("delete_renumber",
+                           "DELETE FROM audit WHERE seq = 5;"
+                           "UPDATE audit SET seq = seq - 1 WHERE seq > 5",
+                           5);
+}
+
+static void audit_verify_detects_reordered_rows(void **state) {
+    (void)state;
+    expect_tamper_detected("reorder",
+                           "UPDATE audit SET seq = 100 WHERE seq = 3;"
+                           "UPDATE audit SET seq = 3 WHERE seq = 4;"
+                           "UPDATE audit SET seq = 4 WHERE seq = 100;",
+                           3);
+}
+
+static void audit_verify_detects_inserted_row(void **state) {
+    (void)state;
+    /* A copy of row 2 (with its valid hashes) slipped in after it, the rest shifted. */
+    expect_tamper_detected("insert",
+                           "UPDATE audit SET seq = seq + 1000 WHERE seq > 2;"
+                           "UPDATE audit SET seq = seq - 999 WHERE seq > 1000;"
+                           "INSERT INTO audit(seq, at, actor, kind, subject, detail, prev_hash,"
+                           " hash) SELECT 3, at, actor, kind, subject, detail, prev_hash, hash"
+                           " FROM audit WHERE seq = 2;",
+                           3);
+    /* A forged row appended at the end without moving the head. */
+    expect_tamper_detected("append",
+                           "INSERT INTO audit(seq, at, actor, kind, subject, detail, prev_hash,"
+                           " hash) SELECT 11, at, actor, kind, subject, detail, hash, hash"
+                           " FROM audit WHERE seq = 10;",
+                           11);
+}
+
+static void audit_verify_detects_truncated_tail(void **state) {
+    (void)state;
+    expect_tamper_detected("truncate", "DELETE FROM audit WHERE seq > 8", 9);
+    expect_tamper_detected("head_edit", "UPDATE audit_head SET hash = (SELECT hash FROM audit WHERE seq = 3)", 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(inventory_open_creates_0600_and_reopens),
+        cmocka_unit_test(inventory_refuses_newer_schema),
+        cmocka_unit_test(inventory_devices_and_credentials),
+        cmocka_unit_test(inventory_rollback_discards_a_chunk),
+        cmocka_unit_test(audit_refuses_update_through_the_library_file),
+        cmocka_unit_test(audit_chain_verifies_when_untouched),
+        cmocka_unit_test(audit_verify_detects_edited_content),
+        cmocka_unit_test(audit_verify_detects_deleted_row),
+        cmocka_unit_test(audit_verify_detects_reordered_rows),
+        cmocka_unit_test(audit_verify_detects_inserted_row),
+        cmocka_unit_test(audit_verify_detects_truncated_tail),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
