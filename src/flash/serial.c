@@ -202,11 +202,12 @@ enum fk_err fk_serial_read(struct fk_serial *s, uint8_t *buf, size_t len, size_t
             *got = (size_t)n;
             return FK_OK;
         }
-        if (n == 0) {
-            /* A pty master that went away, a closed socket: nothing more will ever come. */
+        if (n == 0 && !s->is_tty) {
+            /* A closed socket: nothing more will ever come. (A tty in raw mode with VMIN 0
+             * returns 0 for "nothing yet"; a hung-up one shows POLLHUP below.) */
             return FK_E_IO;
         }
-        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
             return FK_E_IO;
         }
         long long left = deadline - now_ms();
@@ -218,7 +219,8 @@ enum fk_err fk_serial_read(struct fk_serial *s, uint8_t *buf, size_t len, size_t
         if (pr < 0 && errno != EINTR) {
             return FK_E_IO;
         }
-        if (pr > 0 && (p.revents & (POLLERR | POLLNVAL)) != 0) {
+        if (pr > 0 && (p.revents & POLLIN) == 0 &&
+            (p.revents & (POLLERR | POLLNVAL | POLLHUP)) != 0) {
             return FK_E_IO;
         }
     }

@@ -1,0 +1,7 @@
+/* robot-sim-dl: robot-sim's download mode as a program of its own (the same code robot-sim
+ * runs for --download-mode), so the flashing path can be used and tested by itself. */
+#include "download.h"
+
+int main(int argc, char **argv) {
+    return fk_sim_download_main(argc, argv);
+}
