@@ -1,0 +1,69 @@
+/* The one place where Mbed TLS 2.28 (Debian 12) and 3.x differ for the device library.
+ *
+ * Device sources include this header instead of reaching for version-specific names: the
+ * configuration header moved (config.h -> build_info.h), SHA-256 lost its _ret suffix, and 3.x
+ * needs psa_crypto_init() before any TLS when MBEDTLS_USE_PSA_CRYPTO is on. Everything else the
+ * device code uses (ssl, ssl_cookie, ctr_drbg, entropy, platform_util) kept its API. Nothing
+ * here allocates or touches the OS. */
+#ifndef FKD_MBEDTLS_COMPAT_H
+#define FKD_MBEDTLS_COMPAT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <mbedtls/version.h>
+#if MBEDTLS_VERSION_MAJOR >= 3
+#include <mbedtls/build_info.h>
+#else
+#if defined(MBEDTLS_CONFIG_FILE)
+#include MBEDTLS_CONFIG_FILE
+#else
+#include <mbedtls/config.h>
+#endif
+#endif
+
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/platform_util.h>
+#include <mbedtls/sha256.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/ssl_cookie.h>
+#if MBEDTLS_VERSION_MAJOR >= 3 && defined(MBEDTLS_USE_PSA_CRYPTO)
+#include <psa/crypto.h>
+#endif
+
+/* Values of MBEDTLS_ERR_NET_SEND_FAILED / _RECV_FAILED, which live in net_sockets.h, a header
+ * that pulls in the OS socket layer the device sources must not see. Stable across 2.x/3.x. */
+#define FKD_MBEDTLS_ERR_NET_SEND_FAILED (-0x004E)
+#define FKD_MBEDTLS_ERR_NET_RECV_FAILED (-0x004C)
+
+/* SHA-256 of len bytes into out[32]; 0 or an Mbed TLS error code. */
+static inline int fkd_mbedtls_sha256(const void *in, size_t len, uint8_t out[32]) {
+#if MBEDTLS_VERSION_MAJOR >= 3
+    return mbedtls_sha256((const unsigned char *)in, len, out, 0);
+#else
+    return mbedtls_sha256_ret((const unsigned char *)in, len, out, 0);
+#endif
+}
+
+/* Library-wide start-up that some versions need before the first handshake; idempotent. */
+static inline int fkd_mbedtls_global_init(void) {
+#if MBEDTLS_VERSION_MAJOR >= 3 && defined(MBEDTLS_USE_PSA_CRYPTO)
+    return psa_crypto_init() == PSA_SUCCESS ? 0 : -1;
+#else
+    return 0;
+#endif
+}
+
+/* 1 once the handshake of ssl has completed. */
+static inline int fkd_mbedtls_handshake_over(const mbedtls_ssl_context *ssl) {
+#if MBEDTLS_VERSION_NUMBER >= 0x03020000
+    return mbedtls_ssl_is_handshake_over((mbedtls_ssl_context *)ssl);
+#elif MBEDTLS_VERSION_MAJOR >= 3
+    return ssl->MBEDTLS_PRIVATE(state) == MBEDTLS_SSL_HANDSHAKE_OVER;
+#else
+    return ssl->state == MBEDTLS_SSL_HANDSHAKE_OVER;
+#endif
+}
+
+#endif
