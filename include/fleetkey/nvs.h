@@ -86,6 +86,90 @@ FK_MUST_CHECK enum fk_err fk_nvs_keys_parse(const uint8_t *buf, size_t len,
 FK_MUST_CHECK enum fk_err fk_nvs_encrypt(uint8_t *img, size_t len, const struct fk_nvs_keys *k);
 FK_MUST_CHECK enum fk_err fk_nvs_decrypt(uint8_t *img, size_t len, const struct fk_nvs_keys *k);
 
+/* ---- reading an image -----------------------------------------------------------------
+ * The reader walks every page of an image the way the device runtime would, checks each CRC
+ * (page header, entry, data) and every length against the page it is in, and collects the
+ * namespaces and items it finds plus a list of problems (offset + reason). It never trusts a
+ * length field: a span, size or chunk reference that does not fit is a problem, not a read.
+ * Values are copied out of the image (blob chunks from several pages are joined), so the
+ * image object does not borrow buf; the copies are wiped on free. */
+struct fk_nvs_image;
+
+/* One key as the device would read it. Pointers are owned by the image and live until
+ * fk_nvs_image_free(). */
+struct fk_nvs_item {
+    uint8_t ns_index;     /* namespace index in the entries */
+    const char *ns;       /* its name, "" when no namespace entry defines that index */
+    const char *key;      /* NUL-terminated, at most 15 bytes */
+    uint8_t type;         /* FKD_NVS_U8..FKD_NVS_I64, FKD_NVS_STR, FKD_NVS_BLOB (V1 blob) or
+                             FKD_NVS_BLOB_IDX (V2 blob, its chunks joined) */
+    uint64_t u;           /* integers: the value zero-extended (unsigned types) */
+    int64_t i;            /* integers: the value sign-extended (signed types) */
+    const uint8_t *data;  /* strings (without their NUL, but NUL-terminated here) and blobs */
+    size_t len;           /* bytes at data */
+    unsigned chunks;      /* V2 blobs: number of chunks; 0 otherwise */
+    size_t page;          /* page of the item's entry (the BLOB_IDX for a V2 blob) */
+    unsigned entry;       /* entry index in that page */
+    size_t offset;        /* byte offset of that entry in the image */
+};
+
+/* Something wrong in the image. */
+struct fk_nvs_problem {
+    size_t offset;     /* byte offset the problem is about */
+    long page;         /* page number, -1 for the image as a whole */
+    int entry;         /* entry index, -1 for the page header (or the image) */
+    enum fk_err code;  /* FK_E_CRC, FK_E_TRUNCATED, FK_E_PARSE, FK_E_NOTFOUND, FK_E_EXISTS,
+                          FK_E_UNSUPPORTED */
+    char reason[192];  /* "entry CRC 0x12345678, computed 0x9abcdef0" */
+};
+
+/* One page's header. */
+struct fk_nvs_page_info {
+    size_t index;        /* position in the image */
+    uint32_t state;      /* enum fkd_nvs_page_state, or another value if damaged */
+    uint32_t seq;        /* sequence number */
+    uint8_t version;     /* FKD_NVS_V1 / FKD_NVS_V2 */
+    const char *status;  /* "empty", "active", "full", "freeing", "corrupt", "invalid" or
+                            "unknown" */
+    int header_ok;       /* 1 when the header CRC matches (always 1 for an empty page) */
+    unsigned written;    /* entries the bitmap marks written */
+    unsigned erased;     /* entries the bitmap marks erased (or illegal) */
+};
+
+/* Reads a plain image of len bytes (normally a multiple of 4096; a trailing partial page is
+ * reported as FK_E_TRUNCATED and not read). Borrows buf for the call only. On FK_OK the image
+ * is clean; on a format error (FK_E_CRC, FK_E_TRUNCATED, FK_E_PARSE, FK_E_NOTFOUND,
+ * FK_E_EXISTS, FK_E_UNSUPPORTED: the first problem's code) *out is still set and lists every
+ * problem and every item that could be read. On FK_E_ARG / FK_E_NOMEM *out is NULL.
+ * Thread-safe for distinct images. */
+FK_MUST_CHECK enum fk_err fk_nvs_image_read(const uint8_t *buf, size_t len,
+                                            struct fk_nvs_image **out);
+/* Same for an encrypted image: decrypts a copy with k first (the copy is wiped). With the
+ * wrong keys every written entry fails its CRC. */
+FK_MUST_CHECK enum fk_err fk_nvs_image_read_encrypted(const uint8_t *buf, size_t len,
+                                                      const struct fk_nvs_keys *k,
+                                                      struct fk_nvs_image **out);
+/* Wipes the values and frees. NULL is a no-op. */
+void fk_nvs_image_free(struct fk_nvs_image *img);
+
+size_t fk_nvs_image_item_count(const struct fk_nvs_image *img);
+/* Item i (0-based, in page and entry order) or NULL past the end. */
+const struct fk_nvs_item *fk_nvs_image_item(const struct fk_nvs_image *img, size_t i);
+/* The item ns/key, or NULL. */
+const struct fk_nvs_item *fk_nvs_image_find(const struct fk_nvs_image *img, const char *ns,
+                                            const char *key);
+size_t fk_nvs_image_problem_count(const struct fk_nvs_image *img);
+const struct fk_nvs_problem *fk_nvs_image_problem(const struct fk_nvs_image *img, size_t i);
+size_t fk_nvs_image_page_count(const struct fk_nvs_image *img);
+const struct fk_nvs_page_info *fk_nvs_image_page(const struct fk_nvs_image *img, size_t i);
+/* Namespaces defined in the image: count, and the name of index 1..254 ("" when undefined). */
+size_t fk_nvs_image_namespace_count(const struct fk_nvs_image *img);
+const char *fk_nvs_image_namespace(const struct fk_nvs_image *img, unsigned index);
+
+/* "u8", "i8", ..., "u64", "i64", "string", "blob" (FKD_NVS_BLOB: V1 blobs, and
+ * FKD_NVS_BLOB_IDX: joined V2 blobs), "blob_data"; "unknown" otherwise. Never NULL. */
+const char *fk_nvs_type_name(uint8_t type);
+
 #ifdef __cplusplus
 }
 #endif
