@@ -207,6 +207,14 @@ FK_MUST_CHECK enum fk_err fk_pki_root_crl_refresh(struct fk_pki_ca *ca, const ch
                                                   size_t passphrase_len, unsigned days,
                                                   struct fk_diag *diag);
 
+/* ---- secrets from files ----------------------------------------------------------------- */
+/* Reads a passphrase/password file (at most 1024 bytes before the newline): the first line,
+ * without its "\n" or "\r\n". An empty password or a NUL byte is refused. *out is malloc'd
+ * and NUL-terminated; free it with fk_free_secret(*out, *out_len). FK_OK, FK_E_ARG,
+ * FK_E_TOOBIG, FK_E_IO, FK_E_NOTFOUND. */
+FK_MUST_CHECK enum fk_err fk_pki_read_secret_file(const char *path, char **out, size_t *out_len,
+                                                  struct fk_diag *diag);
+
 /* ---- PKCS#12 ---------------------------------------------------------------------------- */
 enum fk_pki_p12_form {
     /* PBES2 (PBKDF2-HMAC-SHA256, AES-256-CBC) for key and certificates, HMAC-SHA256 MAC. */

@@ -165,3 +165,31 @@ out:
     fk_free_secret(key, key_len);
     return rc;
 }
+
+enum fk_err fk_pki_read_secret_file(const char *path, char **out, size_t *out_len,
+                                    struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    char *buf = NULL;
+    size_t len = 0;
+    FK_ENSURE(path != NULL && out != NULL && out_len != NULL, FK_E_ARG);
+    FK_GUARD(pki_read_text(path, 4096, &buf, &len, diag));
+    /* The first line only: editors add a final newline, and a password never contains one. */
+    char *nl = memchr(buf, '\n', len);
+    size_t n = nl != NULL ? (size_t)(nl - buf) : len;
+    if (n > 0 && buf[n - 1] == '\r') {
+        n--;
+    }
+    FK_ENSURE(n > 0, fk_diag_at(diag, FK_E_ARG, path, 1, "empty password"));
+    FK_ENSURE(n <= 1024, fk_diag_at(diag, FK_E_TOOBIG, path, 1, "password longer than 1024"));
+    FK_ENSURE(memchr(buf, '\0', n) == NULL, fk_diag_at(diag, FK_E_ARG, path, 1, "NUL byte"));
+    fk_wipe(buf + n, len - n); /* anything after the first line is not ours to keep */
+    buf[n] = '\0';
+    *out = buf;
+    *out_len = n;
+    buf = NULL;
+    len = 0;
+    rc = FK_OK;
+out:
+    fk_free_secret(buf, len);
+    return rc;
+}
