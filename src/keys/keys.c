@@ -1,0 +1,388 @@
+/* Device identity, OTA signing keys and minting one device.
+ *
+ * Design: fk_keys_mint() does all the work in memory (secrets, image, manifest) so that
+ * nothing reaches the disk for a device whose inputs are bad; fk_keys_minted_write() then
+ * writes the files with the manifest last, because the manifest is what names the other
+ * files and what a person or `flash` opens first. Every file is written atomically (temp +
+ * rename) with mode 0600: the plain image and the manifest both hold the PSK.
+ *
+ * The fleet OTA key is shared read-only by worker threads, so its public DER is encoded once
+ * at load/generation time and copied afterwards; no OpenSSL object is touched by two threads
+ * at once. */
+#include "fleetkey/keys.h"
+
+#include <openssl/bio.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- identity ----------------------------------------------------------------------- */
+
+static int hex_val(char c) {
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    return -1;
+}
+
+enum fk_err fk_keys_mac_parse(const char *s, uint8_t mac[FK_MAC_LEN], struct fk_diag *diag) {
+    static const char expect[] = "expected AA:BB:CC:DD:EE:FF (hex pairs separated by ':' or '-')";
+    if (s == NULL || strlen(s) != 17) {
+        return fk_diag_set(diag, FK_E_PARSE, "%s", expect);
+    }
+    char sep = s[2];
+    if (sep != ':' && sep != '-') {
+        return fk_diag_set(diag, FK_E_PARSE, "%s", expect);
+    }
+    uint8_t tmp[FK_MAC_LEN];
+    for (int i = 0; i < FK_MAC_LEN; i++) {
+        const char *p = s + 3 * i;
+        int hi = hex_val(p[0]);
+        int lo = hex_val(p[1]);
+        if (hi < 0 || lo < 0 || (i < FK_MAC_LEN - 1 && p[2] != sep)) {
+            return fk_diag_set(diag, FK_E_PARSE, "%s", expect);
+        }
+        tmp[i] = (uint8_t)(hi << 4 | lo);
+    }
+    if (tmp[0] & 1u) {
+        return fk_diag_set(diag, FK_E_PARSE,
+                           "expected a unicast MAC (first byte even), got a multicast address");
+    }
+    int zero = 1;
+    for (int i = 0; i < FK_MAC_LEN; i++) {
+        zero &= tmp[i] == 0;
+    }
+    if (zero) {
+        return fk_diag_set(diag, FK_E_PARSE, "expected a device MAC, got 00:00:00:00:00:00");
+    }
+    memcpy(mac, tmp, FK_MAC_LEN);
+    return FK_OK;
+}
+
+void fk_keys_mac_format(const uint8_t mac[FK_MAC_LEN], char out[18]) {
+    snprintf(out, 18, "%02X:%02X:%02X:%02X:%02X:%02X", mac[0], mac[1], mac[2], mac[3], mac[4],
+             mac[5]);
+}
+
+enum fk_err fk_keys_mac_random(uint8_t mac[FK_MAC_LEN]) {
+    enum fk_err rc = FK_E_INTERNAL;
+    FK_GUARD(fk_random(mac, FK_MAC_LEN));
+    /* IEEE 802: bit 1 of the first octet = locally administered, bit 0 = group. A made-up
+     * address must never collide with a vendor's (universal) one, nor be multicast. */
+    mac[0] = (uint8_t)((mac[0] | 0x02u) & ~0x01u);
+    rc = FK_OK;
+out:
+    return rc;
+}
+
+void fk_keys_device_id(const uint8_t mac[FK_MAC_LEN], char out[FK_DEVICE_ID_SIZE]) {
+    snprintf(out, FK_DEVICE_ID_SIZE, "robot-%02X%02X%02X%02X%02X%02X", mac[0], mac[1], mac[2],
+             mac[3], mac[4], mac[5]);
+}
+
+void fk_keys_sha256_hex(const void *buf, size_t len, char out[65]) {
+    uint8_t d[32];
+    unsigned n = 0;
+    if (EVP_Digest(buf, len, d, &n, EVP_sha256(), NULL) != 1 || n != 32 ||
+        fk_hex_encode(d, sizeof d, out, 65) != FK_OK) {
+        out[0] = '\0'; /* only on allocation failure inside OpenSSL */
+    }
+}
+
+/* ---- OTA key ------------------------------------------------------------------------ */
+
+struct fk_ota_key {
+    EVP_PKEY *pkey;
+    int has_private;
+    uint8_t der[FK_OTA_PUB_DER_MAX];
+    size_t der_len;
+};
+
+static enum fk_err ota_wrap(EVP_PKEY *pkey, int has_private, struct fk_ota_key **out,
+                            struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    struct fk_ota_key *k = NULL;
+    char group[32] = "";
+    size_t glen = 0;
+    FK_ENSURE(EVP_PKEY_is_a(pkey, "EC"),
+              fk_diag_set(diag, FK_E_UNSUPPORTED, "OTA key must be ECDSA P-256"));
+    FK_ENSURE(EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group,
+                                             sizeof group, &glen) == 1 &&
+                  strcmp(group, "prime256v1") == 0,
+              fk_diag_set(diag, FK_E_UNSUPPORTED, "OTA key must be on P-256, not %s",
+                          group[0] != '\0' ? group : "an unknown curve"));
+    k = calloc(1, sizeof *k);
+    FK_ENSURE(k != NULL, FK_E_NOMEM);
+    int n = i2d_PUBKEY(pkey, NULL);
+    FK_ENSURE(n > 0 && (size_t)n <= sizeof k->der, FK_E_CRYPTO);
+    unsigned char *p = k->der;
+    FK_ENSURE(i2d_PUBKEY(pkey, &p) == n, FK_E_CRYPTO);
+    k->der_len = (size_t)n;
+    k->pkey = pkey;
+    k->has_private = has_private;
+    *out = k;
+    k = NULL;
+    rc = FK_OK;
+out:
+    free(k);
+    return rc;
+}
+
+enum fk_err fk_keys_ota_generate(struct fk_ota_key **out) {
+    enum fk_err rc = FK_E_INTERNAL;
+    EVP_PKEY *pkey = EVP_EC_gen("P-256");
+    FK_ENSURE(pkey != NULL, FK_E_CRYPTO);
+    FK_GUARD(ota_wrap(pkey, 1, out, NULL));
+    pkey = NULL;
+    rc = FK_OK;
+out:
+    EVP_PKEY_free(pkey);
+    return rc;
+}
+
+enum fk_err fk_keys_ota_load(const char *path, struct fk_ota_key **out, struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    BIO *bio = NULL;
+    EVP_PKEY *pkey = NULL;
+    int priv = 1;
+    FK_GUARD(fk_file_read(path, 16 * 1024, &buf, &len, diag));
+    FK_ENSURE(len <= INT32_MAX, FK_E_TOOBIG);
+    bio = BIO_new_mem_buf(buf, (int)len);
+    FK_ENSURE(bio != NULL, FK_E_NOMEM);
+    pkey = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+    if (pkey == NULL) {
+        priv = 0;
+        BIO_free(bio);
+        bio = BIO_new_mem_buf(buf, (int)len);
+        FK_ENSURE(bio != NULL, FK_E_NOMEM);
+        pkey = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
+    }
+    FK_ENSURE(pkey != NULL, fk_diag_at(diag, FK_E_PARSE, path, 0,
+                                       "expected a PEM P-256 private or public key"));
+    struct fk_diag why;
+    fk_diag_init(&why);
+    rc = ota_wrap(pkey, priv, out, &why);
+    FK_ENSURE(rc == FK_OK, fk_diag_at(diag, rc, path, 0, "%s", why.msg));
+    pkey = NULL;
+    rc = FK_OK;
+out:
+    BIO_free(bio);
+    EVP_PKEY_free(pkey);
+    fk_free_secret(buf, len);
+    return rc;
+}
+
+void fk_keys_ota_free(struct fk_ota_key *k) {
+    if (k == NULL) {
+        return;
+    }
+    EVP_PKEY_free(k->pkey); /* OpenSSL clears private key material on free */
+    free(k);
+}
+
+enum fk_err fk_keys_ota_public_der(const struct fk_ota_key *k, uint8_t *out, size_t out_size,
+                                   size_t *out_len) {
+    if (out_size < k->der_len) {
+        return FK_E_NOSPACE;
+    }
+    memcpy(out, k->der, k->der_len);
+    *out_len = k->der_len;
+    return FK_OK;
+}
+
+int fk_keys_ota_has_private(const struct fk_ota_key *k) {
+    return k != NULL && k->has_private;
+}
+
+enum fk_err fk_keys_ota_write_pem(const struct fk_ota_key *k, const char *path, unsigned flags,
+                                  struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    BIO *bio = NULL;
+    BUF_MEM *mem = NULL;
+    FK_ENSURE(k->has_private, fk_diag_at(diag, FK_E_STATE, path, 0, "no private key to write"));
+    bio = BIO_new(BIO_s_secmem());
+    FK_ENSURE(bio != NULL, FK_E_NOMEM);
+    /* PKCS#8 ("BEGIN PRIVATE KEY"), unencrypted: the file's 0600 mode and the machine's
+     * custody are its protection, as in the seed's workflow. */
+    FK_GUARD_OSSL(PEM_write_bio_PKCS8PrivateKey(bio, k->pkey, NULL, NULL, 0, NULL, NULL),
+                  FK_E_CRYPTO);
+    FK_ENSURE(BIO_get_mem_ptr(bio, &mem) == 1 && mem != NULL, FK_E_CRYPTO);
+    FK_GUARD(fk_file_write_atomic(path, mem->data, mem->length, 0600, flags, diag));
+    rc = FK_OK;
+out:
+    BIO_free(bio); /* secure-heap BIO: its buffer is cleansed on free */
+    return rc;
+}
+
+/* ---- minting ----------------------------------------------------------------------- */
+
+struct fk_minted {
+    struct fk_manifest m;
+    struct fk_ota_key *own; /* the device's own key pair, NULL with a fleet key */
+    uint8_t *img;           /* NVS image, encrypted when m.nvs_encrypted */
+    size_t img_len;
+    uint8_t keys_img[FK_NVS_KEYS_SIZE];
+};
+
+static size_t bounded_len(const char *s, size_t max) {
+    return s == NULL ? 0 : strnlen(s, max + 1);
+}
+
+enum fk_err fk_keys_mint(const struct fk_keys_mint_opts *o, struct fk_minted **out,
+                         struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    struct fk_nvs_keys nk;
+    uint8_t mac[FK_MAC_LEN];
+    struct fk_minted *d = calloc(1, sizeof *d);
+    memset(&nk, 0, sizeof nk);
+    FK_ENSURE(d != NULL, FK_E_NOMEM);
+    struct fk_manifest *m = &d->m;
+    size_t size = o->nvs_size != 0 ? o->nvs_size : FK_KEYS_NVS_SIZE;
+    FK_ENSURE(size >= FK_NVS_MIN_SIZE && size % 4096 == 0 && size <= 0x100000,
+              fk_diag_set(diag, FK_E_ARG, "NVS size must be a multiple of 4096, 0x3000..1 MiB"));
+    FK_ENSURE(bounded_len(o->name, FK_KEYS_NAME_MAX) <= FK_KEYS_NAME_MAX,
+              fk_diag_set(diag, FK_E_RANGE, "name: at most %d bytes", FK_KEYS_NAME_MAX));
+    if (o->wifi_ssid != NULL) {
+        size_t sl = bounded_len(o->wifi_ssid, FK_KEYS_SSID_MAX);
+        FK_ENSURE(sl >= 1 && sl <= FK_KEYS_SSID_MAX,
+                  fk_diag_set(diag, FK_E_RANGE, "wifi_ssid: 1 to %d bytes", FK_KEYS_SSID_MAX));
+        FK_ENSURE(bounded_len(o->wifi_password, FK_KEYS_WIFI_PASS_MAX) <= FK_KEYS_WIFI_PASS_MAX,
+                  fk_diag_set(diag, FK_E_RANGE, "wifi_password: at most %d bytes",
+                              FK_KEYS_WIFI_PASS_MAX));
+    }
+
+    if (o->mac != NULL) {
+        memcpy(mac, o->mac, sizeof mac);
+    } else {
+        FK_GUARD(fk_keys_mac_random(mac));
+    }
+    fk_keys_device_id(mac, m->device_id);
+    memcpy(m->psk_identity, m->device_id, sizeof m->psk_identity);
+    fk_keys_mac_format(mac, m->mac);
+    FK_GUARD(fk_random(m->psk, sizeof m->psk));
+    const struct fk_ota_key *ota = o->ota;
+    if (ota == NULL) {
+        FK_GUARD(fk_keys_ota_generate(&d->own));
+        ota = d->own;
+    }
+    FK_GUARD(fk_keys_ota_public_der(ota, m->ota_pub_der, sizeof m->ota_pub_der,
+                                    &m->ota_pub_der_len));
+    m->provisioned = 0;
+    m->schema_version = FK_MANIFEST_SCHEMA;
+    snprintf(m->name, sizeof m->name, "%s", o->name != NULL ? o->name : "");
+    snprintf(m->wifi_ssid, sizeof m->wifi_ssid, "%s", o->wifi_ssid != NULL ? o->wifi_ssid : "");
+    m->nvs_size = (unsigned)size;
+    m->nvs_encrypted = o->encrypt_nvs != 0;
+    fk_fpr(m->psk, sizeof m->psk, m->psk_fingerprint);
+    fk_fpr(m->ota_pub_der, m->ota_pub_der_len, m->ota_key_fingerprint);
+    m->psk_version = 1;
+    m->ota_key_version = 1;
+    fk_time_rfc3339((long long)time(NULL), m->created_at);
+    if (o->encrypt_nvs) {
+        FK_GUARD(fk_nvs_keys_generate(&nk));
+        fk_nvs_keys_encode(&nk, d->keys_img);
+        fk_fpr(d->keys_img, 2 * FK_NVS_KEY_LEN, m->nvs_keys_fingerprint);
+    }
+    d->img = malloc(size);
+    FK_ENSURE(d->img != NULL, FK_E_NOMEM);
+    FK_GUARD(fk_keys_nvs_render(m, o->wifi_ssid, o->wifi_password, size,
+                                o->encrypt_nvs ? &nk : NULL, d->img, size, &d->img_len, diag));
+    *out = d;
+    d = NULL;
+    rc = FK_OK;
+out:
+    fk_wipe(&nk, sizeof nk);
+    fk_keys_minted_free(d);
+    return rc;
+}
+
+void fk_keys_minted_free(struct fk_minted *d) {
+    if (d == NULL) {
+        return;
+    }
+    fk_free_secret(d->img, d->img_len);
+    fk_keys_ota_free(d->own);
+    fk_wipe(d, sizeof *d);
+    free(d);
+}
+
+const struct fk_manifest *fk_keys_minted_manifest(const struct fk_minted *d) {
+    return &d->m;
+}
+
+static enum fk_err remove_stale(const char *path, struct fk_diag *diag) {
+    if (unlink(path) != 0 && errno != ENOENT) {
+        return fk_diag_at(diag, FK_E_IO, path, 0, "cannot remove stale file: %s",
+                          strerror(errno));
+    }
+    return FK_OK;
+}
+
+enum fk_err fk_keys_minted_write(struct fk_minted *d, const char *dir, const char *base,
+                                 unsigned flags, char manifest_sha256[65],
+                                 struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    char *p_img = NULL;
+    char *p_keys = NULL;
+    char *p_pem = NULL;
+    char *p_json = NULL;
+    char *json = NULL;
+    size_t json_len = 0;
+    struct fk_manifest *m = &d->m;
+    FK_ENSURE(strlen(base) + 16 < FK_KEYS_FILE_MAX,
+              fk_diag_set(diag, FK_E_ARG, "file name too long: %s", base));
+    FK_GUARD(fk_path_join(dir, base, ".nvs.bin", &p_img));
+    FK_GUARD(fk_path_join(dir, base, ".nvs_keys.bin", &p_keys));
+    FK_GUARD(fk_path_join(dir, base, ".key.pem", &p_pem));
+    FK_GUARD(fk_path_join(dir, base, ".json", &p_json));
+
+    snprintf(m->nvs_image, sizeof m->nvs_image, "%s.nvs.bin", base);
+    fk_keys_sha256_hex(d->img, d->img_len, m->nvs_image_sha256);
+    FK_GUARD(fk_file_write_atomic(p_img, d->img, d->img_len, 0600, flags, diag));
+    if (m->nvs_encrypted) {
+        snprintf(m->nvs_keys, sizeof m->nvs_keys, "%s.nvs_keys.bin", base);
+        FK_GUARD(fk_file_write_atomic(p_keys, d->keys_img, sizeof d->keys_img, 0600, flags,
+                                      diag));
+    } else {
+        m->nvs_keys[0] = '\0';
+        FK_GUARD(remove_stale(p_keys, diag));
+    }
+    if (d->own != NULL) {
+        snprintf(m->ota_private_key, sizeof m->ota_private_key, "%s.key.pem", base);
+        FK_GUARD(fk_keys_ota_write_pem(d->own, p_pem, flags, diag));
+    } else {
+        m->ota_private_key[0] = '\0';
+        FK_GUARD(remove_stale(p_pem, diag));
+    }
+    FK_GUARD(fk_keys_manifest_render(m, &json, &json_len));
+    if (manifest_sha256 != NULL) {
+        fk_keys_sha256_hex(json, json_len, manifest_sha256);
+    }
+    FK_GUARD(fk_file_write_atomic(p_json, json, json_len, 0600, flags, diag));
+    rc = FK_OK;
+out:
+    if (json != NULL) {
+        fk_free_secret(json, json_len + 1);
+    }
+    free(p_img);
+    free(p_keys);
+    free(p_pem);
+    free(p_json);
+    return rc;
+}
