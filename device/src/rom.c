@@ -101,9 +101,11 @@ void fkd_rom_free(struct fkd_rom *r) {
     (void)r;
 }
 
-/* One fault of each kind fires once, so a client's retry can succeed. */
+/* One fault of each kind fires once, so a client's retry can succeed (every time with
+ * FKD_ROM_FAULT_STICKY, so that it cannot). */
 static int fault_once(struct fkd_rom *r, unsigned bit) {
-    if ((r->faults & bit) == 0 || (r->faults_fired & bit) != 0) {
+    if ((r->faults & bit) == 0 ||
+        ((r->faults_fired & bit) != 0 && (r->faults & FKD_ROM_FAULT_STICKY) == 0)) {
         return 0;
     }
     r->faults_fired |= bit;

@@ -134,7 +134,7 @@ static int parse_fault(const char *s, unsigned *faults) {
     } table[] = {
         {"md5", FKD_ROM_FAULT_MD5},           {"drop", FKD_ROM_FAULT_DROP},
         {"checksum", FKD_ROM_FAULT_CHECKSUM}, {"readback", FKD_ROM_FAULT_READBACK},
-        {"silent", FKD_ROM_FAULT_SILENT},
+        {"silent", FKD_ROM_FAULT_SILENT},     {"sticky", FKD_ROM_FAULT_STICKY},
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
         if (strcmp(s, table[i].name) == 0) {
@@ -212,7 +212,7 @@ static int open_pty(struct link *l, char *name, size_t name_size) {
 
 static void usage(FILE *f) {
     fprintf(f, "usage: robot-sim --flash IMAGE --download-mode [--pty-link PATH]\n"
-               "       [--mac AA:BB:CC:DD:EE:FF] [--fault md5|drop|checksum|readback|silent]...\n"
+               "       [--mac AA:BB:CC:DD:EE:FF] [--fault md5|drop|checksum|readback|silent|sticky]...\n"
                "       [--boot-after] [-- BOOT-ARGS...]\n");
 }
 

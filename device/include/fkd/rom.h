@@ -114,6 +114,7 @@ enum {
     FKD_ROM_FAULT_CHECKSUM = 1 << 2,  /* the first FLASH_DATA is refused as "Invalid CRC" */
     FKD_ROM_FAULT_READBACK = 1 << 3,  /* READ_FLASH_SLOW flips one bit of the first block */
     FKD_ROM_FAULT_SILENT = 1 << 4,    /* never answer anything (a dead port) */
+    FKD_ROM_FAULT_STICKY = 1 << 5,    /* the faults above fire every time, not once */
 };
 
 /* Why the responder stopped being a ROM loader. */
