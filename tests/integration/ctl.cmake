@@ -2,3 +2,16 @@
 # 127.0.0.1, ports picked by the OS (bound to 0 and printed), every wait bounded.
 add_executable(ctl_testd ${CMAKE_CURRENT_LIST_DIR}/ctl_testd.c)
 target_link_libraries(ctl_testd PRIVATE fkd_ctl fk_common fk_flags)
+
+add_executable(ctl_client ${CMAKE_CURRENT_LIST_DIR}/ctl_client.c)
+target_link_libraries(ctl_client PRIVATE fkd_ctl fk_common fk_flags)
+
+foreach(c s_client s_server fleetctl wrong_key garbage_flood rotation plaintext)
+    add_test(NAME ctl_interop_${c}
+        COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/ctl_interop.sh ${c} ${PROJECT_BINARY_DIR}/bin
+            ${PROJECT_BINARY_DIR}/tmp/ctl_interop_${c})
+    set_tests_properties(ctl_interop_${c} PROPERTIES TIMEOUT 120 LABELS "ctl;integration")
+    if(TARGET fleetctl)
+        set_tests_properties(ctl_interop_${c} PROPERTIES DEPENDS fleetctl)
+    endif()
+endforeach()
