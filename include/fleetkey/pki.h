@@ -114,9 +114,10 @@ struct fk_pki_issued; /* opaque: one freshly issued certificate (and key, when g
 /* Issues a certificate signed by the issuing CA, with a random 16-byte serial that is unique
  * in the index, and records it in index.json and certs/<serial>.crt.pem. Does not write the
  * per-name files (fk_pki_issued_save does). The leaf may not outlive the issuing CA. Borrows
- * opts for the call. FK_OK, FK_E_ARG (bad name or SAN), FK_E_RANGE (days, validity),
- * FK_E_PARSE (CSR malformed or truncated), FK_E_VERIFY (CSR signature), FK_E_POLICY (CSR key
- * type or CN), FK_E_TOOBIG (CSR), FK_E_CRYPTO, FK_E_IO, FK_E_NOMEM. */
+ * opts for the call; *out is NULL on failure. FK_OK, FK_E_ARG (bad name or SAN), FK_E_RANGE
+ * (days, validity), FK_E_PARSE (CSR malformed or truncated), FK_E_VERIFY (CSR signature),
+ * FK_E_POLICY (CSR key type or CN), FK_E_TOOBIG (CSR), FK_E_NOTFOUND (CA index missing),
+ * FK_E_CRYPTO, FK_E_IO, FK_E_NOMEM. */
 FK_MUST_CHECK enum fk_err fk_pki_issue(struct fk_pki_ca *ca, const struct fk_pki_issue_opts *opts,
                                        struct fk_pki_issued **out, struct fk_diag *diag);
 

@@ -1094,6 +1094,7 @@ enum fk_err fk_pki_issue(struct fk_pki_ca *ca, const struct fk_pki_issue_opts *o
     int64_t na = 0;
 
     FK_ENSURE(ca != NULL && o != NULL && out != NULL, FK_E_ARG);
+    *out = NULL;
     FK_GUARD(check_opts(ca, o, &nb, &na, diag));
     is = calloc(1, sizeof *is);
     FK_ENSURE(is != NULL, FK_E_NOMEM);
