@@ -1,0 +1,1 @@
+fk_fuzz(ctl_proto ${CMAKE_CURRENT_LIST_DIR}/fuzz_ctl_proto.c fkd_ctl)
