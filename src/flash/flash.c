@@ -418,7 +418,7 @@ enum fk_err fk_flash_write(struct fk_flash *f, uint32_t offset, const uint8_t *d
     uint8_t begin[16];
     uint8_t *block = NULL;
     const size_t bs = f->o.block_size;
-    char what[64];
+    char what[128];
 
     FK_ENSURE(offset % FKD_ROM_SECTOR == 0 && len <= 0xFFFFFFFFu - offset, FK_E_ARG);
     size_t blocks = (len + bs - 1) / bs;

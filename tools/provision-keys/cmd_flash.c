@@ -406,27 +406,29 @@ out:
 #ifdef HAVE_INVENTORY
 /* Records the flash; runs inside the caller's inventory transaction. */
 static enum fk_err inventory_record(struct fk_inventory *inv, const char *id, const char *mac,
-                                    const char *manifest, const char *at, const char *port,
-                                    const struct region *regs, size_t nregs,
-                                    struct fk_diag *diag) {
+                                    const char *manifest, const char *manifest_sha256,
+                                    const char *at, const char *port, const struct region *regs,
+                                    size_t nregs, struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     struct fk_inv_device d;
     char *detail = NULL;
     cJSON *j = NULL;
 
+    /* The row keeps what batch/generate recorded (name, created_at); the state, the time and
+     * the manifest's new hash change (upsert is INSERT .. ON CONFLICT DO UPDATE). */
     rc = fk_inventory_device_get(inv, id, &d, diag);
     if (rc == FK_E_NOTFOUND) {
         memset(&d, 0, sizeof d);
         snprintf(d.id, sizeof d.id, "%s", id);
         snprintf(d.mac, sizeof d.mac, "%s", mac);
-        snprintf(d.state, sizeof d.state, "provisioned");
-        snprintf(d.manifest, sizeof d.manifest, "%s", manifest);
-        snprintf(d.provisioned_at, sizeof d.provisioned_at, "%s", at);
-        FK_GUARD(fk_inventory_device_upsert(inv, &d, diag));
     } else {
         FK_GUARD(rc);
-        FK_GUARD(fk_inventory_device_set_state(inv, id, "provisioned", at, diag));
     }
+    snprintf(d.state, sizeof d.state, "provisioned");
+    snprintf(d.manifest, sizeof d.manifest, "%s", manifest);
+    snprintf(d.manifest_sha256, sizeof d.manifest_sha256, "%s", manifest_sha256);
+    snprintf(d.provisioned_at, sizeof d.provisioned_at, "%s", at);
+    FK_GUARD(fk_inventory_device_upsert(inv, &d, diag));
     j = cJSON_CreateObject();
     FK_ENSURE(j != NULL, FK_E_NOMEM);
     cJSON_AddStringToObject(j, "port", port);
@@ -579,7 +581,17 @@ static int do_flash(const struct opts *o) {
     } else {
         cJSON_AddStringToObject(m, "provisioned_at", at);
     }
-    rendered = cJSON_Print(m);
+    char *printed = cJSON_Print(m);
+    FK_ENSURE(printed != NULL, FK_E_NOMEM);
+    /* The file is the JSON text and a final newline; its SHA-256 goes to the inventory. */
+    size_t plen = strlen(printed);
+    rendered = malloc(plen + 2);
+    if (rendered != NULL) {
+        memcpy(rendered, printed, plen);
+        rendered[plen] = '\n';
+        rendered[plen + 1] = '\0';
+    }
+    fk_free_secret(printed, plen);
     FK_ENSURE(rendered != NULL, FK_E_NOMEM);
     if (inv_path == NULL) {
         if (fmt(path, sizeof path, "%s/inventory.db", dir) == 0 && access(path, F_OK) == 0) {
@@ -589,10 +601,16 @@ static int do_flash(const struct opts *o) {
 #ifdef HAVE_INVENTORY
     if (inv_path != NULL) {
         const char *base = strrchr(o->keys, '/');
+        uint8_t msha[32];
+        unsigned msha_len = 0;
+        char msha_hex[65];
+        FK_GUARD_OSSL(EVP_Digest(rendered, strlen(rendered), msha, &msha_len, EVP_sha256(), NULL),
+                      FK_E_CRYPTO);
+        FK_GUARD(fk_hex_encode(msha, sizeof msha, msha_hex, sizeof msha_hex));
         FK_GUARD(fk_inventory_open(inv_path, &inv, &diag));
         FK_GUARD(fk_inventory_begin(inv, &diag));
-        FK_GUARD(inventory_record(inv, device_id, mac_text, base != NULL ? base + 1 : o->keys, at,
-                                  o->port, regs, nregs, &diag));
+        FK_GUARD(inventory_record(inv, device_id, mac_text, base != NULL ? base + 1 : o->keys,
+                                  msha_hex, at, o->port, regs, nregs, &diag));
     }
 #else
     if (inv_path != NULL) {
@@ -600,10 +618,7 @@ static int do_flash(const struct opts *o) {
         goto out;
     }
 #endif
-    size_t rlen = strlen(rendered);
-    rendered[rlen] = '\n'; /* replaces the NUL; the length below says where it ends */
-    FK_GUARD(fk_file_write_atomic(o->keys, rendered, rlen + 1, 0600, 0, &diag));
-    rendered[rlen] = '\0';
+    FK_GUARD(fk_file_write_atomic(o->keys, rendered, strlen(rendered), 0600, 0, &diag));
 #ifdef HAVE_INVENTORY
     if (inv != NULL) {
         rc = fk_inventory_commit(inv, &diag);

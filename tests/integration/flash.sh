@@ -1,0 +1,226 @@
+#!/bin/sh
+# provision-keys flash end to end against robot-sim's download mode on a real pty: NVS images
+# made by ESP-IDF's own generator (tests/vectors/nvs) are flashed, verified and read back; the
+# manifest is marked provisioned and the inventory records it. Then every failure the issue
+# names: another robot's MAC, an MD5 mismatch, a read-back mismatch, a refused block, a lost
+# acknowledgement, a silent port, a missing port. Each failure must leave the manifest and the
+# inventory byte-for-byte as they were.
+#   sh flash.sh BIN_DIR VECTORS_DIR TMP_DIR
+set -eu
+bin=$1
+vec=$2/nvs
+tmp=$3
+pk="$bin/provision-keys"
+sim="$bin/robot-sim-dl"
+rm -rf "$tmp"
+mkdir -p "$tmp"
+failures=0
+passes=0
+sim_pid=""
+
+fail() {
+    echo "FAIL: $*" >&2
+    failures=$((failures + 1))
+}
+ok() {
+    passes=$((passes + 1))
+}
+cleanup() {
+    if [ -n "$sim_pid" ]; then
+        kill "$sim_pid" 2>/dev/null || true
+        wait "$sim_pid" 2>/dev/null || true
+    fi
+}
+trap cleanup EXIT INT TERM
+
+# start_sim IMAGE MAC [ARGS...]: robot-sim download mode on a pty linked at $tmp/tty.
+start_sim() {
+    image=$1
+    mac=$2
+    shift 2
+    cleanup
+    rm -f "$tmp/tty"
+    "$sim" --flash "$image" --download-mode --pty-link "$tmp/tty" --mac "$mac" "$@" \
+        >"$tmp/sim.log" 2>&1 &
+    sim_pid=$!
+    i=0
+    while [ ! -L "$tmp/tty" ] && [ $i -lt 100 ]; do
+        sleep 0.05
+        i=$((i + 1))
+    done
+    [ -L "$tmp/tty" ] || { fail "robot-sim did not create its pty link"; cat "$tmp/sim.log" >&2; }
+}
+
+stop_sim() {
+    cleanup
+    sim_pid=""
+}
+
+# expect RC CMD...: run CMD and compare its exit code; output in $tmp/out.
+expect() {
+    want=$1
+    shift
+    set +e
+    "$@" >"$tmp/out" 2>&1
+    got=$?
+    set -e
+    if [ "$got" != "$want" ]; then
+        fail "exit $got, wanted $want: $*"
+        cat "$tmp/out" >&2
+        return 1
+    fi
+    ok
+}
+
+contains() {
+    if grep -q -- "$1" "$tmp/out"; then ok; else fail "output lacks '$1'"; cat "$tmp/out" >&2; fi
+}
+
+# manifest DIR NAME MAC12 IMAGE [KEYS]: a manifest as `provision-keys generate` writes it.
+manifest() {
+    d=$1
+    name=$2
+    id="robot-$3"
+    cp "$4" "$d/$name.nvs.bin"
+    sha=$(sha256sum "$d/$name.nvs.bin" | cut -d' ' -f1)
+    enc=false
+    keys=null
+    if [ $# -ge 5 ]; then
+        cp "$5" "$d/$name.nvs_keys.bin"
+        enc=true
+        keys="\"$name.nvs_keys.bin\""
+    fi
+    cat >"$d/$name.json" <<JSON
+{
+  "device_id": "$id",
+  "psk_hex": "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+  "psk_identity": "$id",
+  "ota_public_key_der_hex": "3059301306072a8648ce3d020106082a8648ce3d03010703420004",
+  "provisioned": false,
+  "provisioned_at": null,
+  "schema_version": 1,
+  "name": "$name",
+  "nvs_image": "$name.nvs.bin",
+  "nvs_image_sha256": "$sha",
+  "nvs_encrypted": $enc,
+  "nvs_keys": $keys
+}
+JSON
+    chmod 600 "$d/$name.json"
+}
+
+region_equals() { # IMAGE OFFSET FILE
+    size=$(wc -c <"$3")
+    dd if="$1" of="$tmp/region" bs=4096 skip=$(($2 / 4096)) count=$((size / 4096)) 2>/dev/null
+    if cmp -s "$tmp/region" "$3"; then ok; else fail "flash at $2 differs from $3"; fi
+}
+
+unchanged() { # FILE COPY
+    if cmp -s "$1" "$2"; then ok; else fail "$1 changed on a failed flash"; fi
+}
+
+d="$tmp/keys"
+mkdir -p "$d"
+mac=24:0A:C4:00:00:01
+
+# 1. Plain NVS: flash, verify, provisioned, read back.
+manifest "$d" device_001 240AC4000001 "$vec/prov_plain.bin"
+start_sim "$tmp/robot1.bin" "$mac"
+expect 0 "$pk" flash --keys "$d/device_001.json" --port "$tmp/tty" --before no-reset --json \
+    --inventory "$tmp/inventory.db"
+contains '"ok":true'
+contains '"device_id":"robot-240AC4000001"'
+wait "$sim_pid" 2>/dev/null || true # FLASH_END "run": robot-sim leaves download mode
+sim_pid=""
+grep -q 'left download mode' "$tmp/sim.log" && ok || fail "robot-sim did not leave download mode"
+region_equals "$tmp/robot1.bin" $((0x9000)) "$vec/prov_plain.bin"
+grep -q '"provisioned":[[:space:]]*true' "$d/device_001.json" && ok || fail "not provisioned"
+grep -Eq '"provisioned_at":[[:space:]]*"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z"' \
+    "$d/device_001.json" && ok || fail "provisioned_at is not RFC 3339 UTC"
+for f in psk_hex psk_identity ota_public_key_der_hex schema_version name nvs_image_sha256; do
+    grep -q "\"$f\"" "$d/device_001.json" && ok || fail "manifest lost $f"
+done
+[ "$(stat -c %a "$d/device_001.json")" = 600 ] && ok || fail "manifest is not 0600"
+state=$(sqlite3 "$tmp/inventory.db" "SELECT state FROM devices WHERE id='robot-240AC4000001'")
+[ "$state" = provisioned ] && ok || fail "inventory state is '$state'"
+n=$(sqlite3 "$tmp/inventory.db" "SELECT count(*) FROM audit WHERE kind='device.flashed'")
+[ "$n" = 1 ] && ok || fail "audit has $n device.flashed rows"
+
+# Read it back through the ROM protocol.
+start_sim "$tmp/robot1.bin" "$mac"
+expect 0 "$pk" flash --read 0x9000 0x6000 --out "$tmp/dump.bin" --port "$tmp/tty" \
+    --before no-reset
+cmp -s "$tmp/dump.bin" "$vec/prov_plain.bin" && ok || fail "--read dump differs"
+stop_sim
+
+# 2. Encrypted NVS + nvs_keys at a higher baud rate.
+manifest "$d" device_002 240AC4000002 "$vec/prov_enc.bin" "$vec/nvs_keys_prov.bin"
+start_sim "$tmp/robot2.bin" 24:0A:C4:00:00:02
+expect 0 "$pk" flash --keys "$d/device_002.json" --port "$tmp/tty" --before no-reset \
+    --baud 921600
+contains 'verified'
+stop_sim
+region_equals "$tmp/robot2.bin" $((0x9000)) "$vec/prov_enc.bin"
+region_equals "$tmp/robot2.bin" $((0xF000)) "$vec/nvs_keys_prov.bin"
+
+# 3. Another robot on the port: refused, nothing changes; --force overrides.
+manifest "$d" device_003 240AC4000003 "$vec/prov_plain.bin"
+cp "$d/device_003.json" "$tmp/m3.orig"
+cp "$tmp/inventory.db" "$tmp/inv.orig"
+start_sim "$tmp/robot3.bin" 24:0A:C4:99:99:99
+expect 3 "$pk" flash --keys "$d/device_003.json" --port "$tmp/tty" --before no-reset \
+    --inventory "$tmp/inventory.db"
+contains 'this is robot-240AC4999999, the keys are for robot-240AC4000003'
+unchanged "$d/device_003.json" "$tmp/m3.orig"
+unchanged "$tmp/inventory.db" "$tmp/inv.orig"
+expect 0 "$pk" flash --keys "$d/device_003.json" --port "$tmp/tty" --before no-reset --force
+stop_sim
+
+# 4. Verification failures injected by the simulator: exit 5, nothing recorded.
+for fault in md5 readback; do
+    manifest "$d" device_004 240AC4000004 "$vec/prov_plain.bin"
+    cp "$d/device_004.json" "$tmp/m4.orig"
+    start_sim "$tmp/robot4.bin" 24:0A:C4:00:00:04 --fault "$fault"
+    expect 5 "$pk" flash --keys "$d/device_004.json" --port "$tmp/tty" --before no-reset \
+        --inventory "$tmp/inventory.db" --json
+    contains '"error":"FK_E_VERIFY"'
+    unchanged "$d/device_004.json" "$tmp/m4.orig"
+    unchanged "$tmp/inventory.db" "$tmp/inv.orig"
+    stop_sim
+done
+
+# 5. A refused block and a lost acknowledgement are retried.
+for fault in checksum drop; do
+    manifest "$d" device_005 240AC4000005 "$vec/prov_plain.bin"
+    start_sim "$tmp/robot5.bin" 24:0A:C4:00:00:05 --fault "$fault"
+    expect 0 "$pk" flash --keys "$d/device_005.json" --port "$tmp/tty" --before no-reset --json \
+        --timeout 500
+    contains '"retries":1'
+    stop_sim
+    region_equals "$tmp/robot5.bin" $((0x9000)) "$vec/prov_plain.bin"
+done
+
+# 6. Nobody answers: a clear message, exit 4; a port that does not exist: exit 1.
+manifest "$d" device_006 240AC4000006 "$vec/prov_plain.bin"
+cp "$d/device_006.json" "$tmp/m6.orig"
+start_sim "$tmp/robot6.bin" 24:0A:C4:00:00:06 --fault silent
+expect 4 "$pk" flash --keys "$d/device_006.json" --port "$tmp/tty" --before no-reset
+contains "no ESP32 bootloader answered on $tmp/tty: is the board in download mode?"
+unchanged "$d/device_006.json" "$tmp/m6.orig"
+stop_sim
+expect 1 "$pk" flash --keys "$d/device_006.json" --port "$tmp/no-such-tty" --before no-reset
+contains 'cannot open'
+unchanged "$d/device_006.json" "$tmp/m6.orig"
+
+# 7. A tampered image (not the one the manifest was minted with) is refused before flashing.
+manifest "$d" device_007 240AC4000007 "$vec/prov_plain.bin"
+printf 'x' | dd of="$d/device_007.nvs.bin" bs=1 seek=100 conv=notrunc 2>/dev/null
+expect 1 "$pk" flash --keys "$d/device_007.json" --port "$tmp/no-such-tty"
+contains 'nvs_image_sha256'
+
+# 8. Usage errors.
+expect 2 "$pk" flash --keys "$d/device_001.json"
+expect 2 "$pk" flash --port "$tmp/tty" --before sometimes
+
+echo "flash integration: $passes passed, $failures failed"
+[ "$failures" -eq 0 ]
