@@ -47,15 +47,17 @@ FKD_MUST_CHECK enum fkd_err fkd_flash_erase(const struct fkd_flash *f, uint32_t 
 
 /* ---- flash in a caller buffer, with power-loss injection ------------------------------------
  * Writes AND into the buffer (NOR), erases fill a sector with 0xFF. Counting: every write and
- * every erase call is one "program operation"; with fkd_flash_mem_cut(m, n, torn) set, the nth
- * operation (1-based) is the last: if torn, it applies only its first half (a write: the first
- * len/2 bytes; an erase: the first half of the sector), otherwise it is not applied at all,
- * and it and every later write/erase fail with FKD_E_POWERCUT. Reads keep working (the test
+ * every erase call is one "program operation"; after fkd_flash_mem_cut(m, n, torn), the nth
+ * operation from then on (1-based) is where the power fails: if torn, it applies only its
+ * first half (a write: the first len/2 bytes; an erase: the first half of the sector),
+ * otherwise it is not applied at all, and it and every later write/erase fail with
+ * FKD_E_POWERCUT. Reads keep working (the test
  * inspects the state); fkd_flash_mem_cut(m, 0, 0) clears the cut ("reboot"). */
 struct fkd_flash_mem {
     uint8_t *buf;
     uint32_t size;
     unsigned long ops;       /* program operations attempted so far */
+    unsigned long erases;    /* sector erases applied so far */
     unsigned long cut_at;    /* 0 = never */
     int torn;
     int dead;                /* the cut happened */

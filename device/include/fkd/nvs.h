@@ -21,7 +21,8 @@
  *   keys of the nvs_keys partition (eky ‖ tky ‖ CRC32), tweak = the entry's byte offset in the
  *   partition (16 bytes little-endian); headers and bitmaps stay plain.
  *
- * No allocation: the context (caller memory) keeps 40 bytes per page; lookups scan flash.
+ * No allocation: the context (caller memory) keeps 44 bytes per page and the expanded XTS
+ * keys; lookups scan the flash (partitions are a few pages).
  * Thread safety: one context, one thread (ESP-IDF adds a mutex around the same calls). */
 #ifndef FKD_NVS_H
 #define FKD_NVS_H
@@ -30,6 +31,7 @@
 #include "fkd/flash.h"
 #include "fkd/nvs_format.h"
 
+#include <mbedtls/aes.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -61,7 +63,8 @@ struct fkd_nvs {
     uint32_t active; /* index of the active page, or pages (none) */
     uint32_t max_seq;
     int encrypted;
-    uint8_t xts_key[FKD_NVS_XTS_KEY_LEN];
+    mbedtls_aes_xts_context xts_enc; /* keys expanded once at mount */
+    mbedtls_aes_xts_context xts_dec;
     int mounted;
 };
 
@@ -80,7 +83,7 @@ struct fkd_nvs_stats {
 };
 
 void fkd_nvs_init(struct fkd_nvs *n);
-/* Wipes the XTS keys; the flash is untouched. Safe after init. */
+/* Wipes the XTS keys; the flash is untouched. Safe after init and idempotent. */
 void fkd_nvs_free(struct fkd_nvs *n);
 
 /* Parses an nvs_keys partition image (eky[32] ‖ tky[32] ‖ u32 CRC32(eky‖tky) ‖ ...). Returns
