@@ -163,6 +163,20 @@ stop_sim
 region_equals "$tmp/robot2.bin" $((0x9000)) "$vec/prov_enc.bin"
 region_equals "$tmp/robot2.bin" $((0xF000)) "$vec/nvs_keys_prov.bin"
 
+# 2b. A custom partition table moves the NVS.
+cat >"$tmp/partitions.csv" <<CSV
+# Name, Type, SubType, Offset, Size, Flags
+nvs, data, nvs, 0x20000, 0x6000,
+factory, app, factory, 0x30000, 1M,
+CSV
+manifest "$d" device_008 240AC4000008 "$vec/prov_plain.bin"
+start_sim "$tmp/robot8.bin" 24:0A:C4:00:00:08
+expect 0 "$pk" flash --keys "$d/device_008.json" --port "$tmp/tty" --before no-reset \
+    --partition-table "$tmp/partitions.csv"
+contains 'nvs 0x20000+0x6000'
+stop_sim
+region_equals "$tmp/robot8.bin" $((0x20000)) "$vec/prov_plain.bin"
+
 # 3. Another robot on the port: refused, nothing changes; --force overrides.
 manifest "$d" device_003 240AC4000003 "$vec/prov_plain.bin"
 cp "$d/device_003.json" "$tmp/m3.orig"

@@ -16,6 +16,7 @@
 #include "cli.h"
 
 #include "fleetkey/flash.h"
+#include "fleetkey/partition.h"
 #if __has_include("fleetkey/inventory.h")
 #include "fleetkey/inventory.h"
 #define HAVE_INVENTORY 1
@@ -43,12 +44,6 @@ enum {
 #define IMAGE_MAX (1024 * 1024)
 #define DEFAULT_FLASH_SIZE (4u * 1024u * 1024u)
 
-/* The built-in partition layout (include/fleetkey/partition.h, fk_partition_default_csv):
- * nvs at 0x9000 (0x6000 bytes), nvs_keys at 0xF000 (0x1000 bytes). */
-#define DEFAULT_NVS_OFFSET 0x9000u
-#define DEFAULT_NVS_SIZE 0x6000u
-#define DEFAULT_NVS_KEYS_OFFSET 0xF000u
-#define DEFAULT_NVS_KEYS_SIZE 0x1000u
 
 struct region {
     const char *name;
@@ -211,99 +206,41 @@ out:
 }
 
 /* ---- partition table ------------------------------------------------------------------
- * Only the two rows this command needs are read: name or subtype nvs / nvs_keys, with explicit
- * offsets and sizes (as `provision-keys` and ESP-IDF projects write them). */
-static int parse_num(const char *s, uint32_t *out) {
-    unsigned long long v = 0;
-    char buf[32];
-    size_t n = strlen(s);
-    unsigned mult = 1;
-    if (n == 0 || n >= sizeof buf) {
-        return -1;
-    }
-    memcpy(buf, s, n + 1);
-    if (buf[n - 1] == 'K' || buf[n - 1] == 'k') {
-        mult = 1024;
-        buf[n - 1] = '\0';
-    } else if (buf[n - 1] == 'M' || buf[n - 1] == 'm') {
-        mult = 1024 * 1024;
-        buf[n - 1] = '\0';
-    }
-    if (fk_cli_parse_size(buf, &v) != 0 || v * mult > 0xFFFFFFFFull) {
-        return -1;
-    }
-    *out = (uint32_t)(v * mult);
-    return 0;
-}
-
-static char *trim(char *s) {
-    while (*s == ' ' || *s == '\t') {
-        s++;
-    }
-    size_t n = strlen(s);
-    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r')) {
-        s[--n] = '\0';
-    }
-    return s;
-}
-
+ * The nvs and nvs_keys partitions come from the table the robot boots with: the built-in
+ * default (fk_partition_default_csv, the one robot-sim lays out) or --partition-table. */
 static enum fk_err load_partitions(const char *path, struct region *nvs, struct region *keys,
                                    struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     uint8_t *buf = NULL;
     size_t len = 0;
-    long lineno = 0;
-    int have_nvs = 0;
+    struct fk_partition_table *t = NULL;
+    const char *text = fk_partition_default_csv;
+    const char *name = "built-in partition table";
 
-    FK_GUARD(fk_file_read(path, 64 * 1024, &buf, &len, diag));
-    for (char *line = (char *)buf; line != NULL && *line != '\0';) {
-        char *next = strchr(line, '\n');
-        if (next != NULL) {
-            *next++ = '\0';
-        }
-        lineno++;
-        char *hash = strchr(line, '#');
-        if (hash != NULL) {
-            *hash = '\0';
-        }
-        char *field[6] = {0};
-        int nf = 0;
-        for (char *p = line; p != NULL && nf < 6; nf++) {
-            char *comma = strchr(p, ',');
-            if (comma != NULL) {
-                *comma = '\0';
-            }
-            field[nf] = trim(p);
-            p = comma != NULL ? comma + 1 : NULL;
-        }
-        line = next;
-        if (nf < 5 || field[0][0] == '\0') {
-            continue;
-        }
-        struct region *r = NULL;
-        if (strcmp(field[2], "nvs") == 0 && strcmp(field[1], "data") == 0 && !have_nvs) {
-            r = nvs;
-            have_nvs = 1;
-        } else if (strcmp(field[2], "nvs_keys") == 0 && strcmp(field[1], "data") == 0) {
-            r = keys;
-        }
-        if (r == NULL) {
-            continue;
-        }
-        if (parse_num(field[3], &r->offset) != 0 || parse_num(field[4], &r->size) != 0 ||
-            r->offset % 4096 != 0) {
-            rc = fk_diag_at(diag, FK_E_PARSE, path, lineno,
-                            "%s: needs an explicit 4 KiB-aligned offset and a size", field[0]);
-            goto out;
-        }
+    t = calloc(1, sizeof *t);
+    FK_ENSURE(t != NULL, FK_E_NOMEM);
+    if (path != NULL) {
+        FK_GUARD(fk_file_read(path, 64 * 1024, &buf, &len, diag));
+        text = (const char *)buf;
+        name = path;
+    } else {
+        len = strlen(text);
     }
-    if (!have_nvs) {
-        rc = fk_diag_at(diag, FK_E_NOTFOUND, path, 0, "no data/nvs partition");
+    FK_GUARD(fk_partition_csv_parse(text, len, name, t, diag));
+    const struct fk_partition *p = fk_partition_find_type(t, FK_PART_DATA, FK_PART_SUB_NVS);
+    if (p == NULL) {
+        rc = fk_diag_at(diag, FK_E_NOTFOUND, name, 0, "no data/nvs partition");
         goto out;
     }
+    nvs->offset = p->offset;
+    nvs->size = p->size;
+    p = fk_partition_find_type(t, FK_PART_DATA, FK_PART_SUB_NVS_KEYS);
+    keys->offset = p != NULL ? p->offset : 0;
+    keys->size = p != NULL ? p->size : 0;
     rc = FK_OK;
 out:
     free(buf);
+    free(t);
     return rc;
 }
 
@@ -465,8 +402,8 @@ static int do_flash(const struct opts *o) {
     uint8_t want_mac[6], mac[6];
     char chip_id[19], mac_text[18], at[21], path[4096], dir[4096];
     struct region regs[2] = {
-        {"nvs", DEFAULT_NVS_OFFSET, DEFAULT_NVS_SIZE, NULL, 0, ""},
-        {"nvs_keys", DEFAULT_NVS_KEYS_OFFSET, DEFAULT_NVS_KEYS_SIZE, NULL, 0, ""},
+        {"nvs", 0, 0, NULL, 0, ""},
+        {"nvs_keys", 0, 0, NULL, 0, ""},
     };
     size_t nregs = 1;
     int sync_failed = 0, exit_code = FK_EXIT_FAIL;
@@ -490,9 +427,7 @@ static int do_flash(const struct opts *o) {
         snprintf(diag.file, sizeof diag.file, "%s", o->keys);
         goto out;
     }
-    if (o->pt != NULL) {
-        FK_GUARD(load_partitions(o->pt, &regs[0], &regs[1], &diag));
-    }
+    FK_GUARD(load_partitions(o->pt, &regs[0], &regs[1], &diag));
     dir_of(o->keys, dir, sizeof dir);
     const char *img = json_str(m, "nvs_image");
     if (img != NULL) {
