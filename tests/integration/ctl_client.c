@@ -132,8 +132,10 @@ static size_t client_hello(uint8_t *out, const uint8_t *cookie, size_t cookie_le
     }
     body[b++] = 0; /* session_id */
     body[b++] = (uint8_t)cookie_len;
-    memcpy(body + b, cookie, cookie_len);
-    b += cookie_len;
+    if (cookie_len > 0) {
+        memcpy(body + b, cookie, cookie_len);
+        b += cookie_len;
+    }
     body[b++] = 0;
     body[b++] = 2;
     body[b++] = 0x00;
