@@ -152,6 +152,7 @@ struct fk_keys_mint_opts {
                                        NULL: mint a key pair of the device's own */
     int encrypt_nvs;                /* encrypted image + nvs_keys partition image */
     size_t nvs_size;                /* 0 = FK_KEYS_NVS_SIZE */
+    unsigned version;               /* psk_version / ota_key_version to record, 0 = 1 */
 };
 
 struct fk_minted; /* opaque: everything one device needs, in memory until written */

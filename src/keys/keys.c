@@ -291,8 +291,8 @@ enum fk_err fk_keys_mint(const struct fk_keys_mint_opts *o, struct fk_minted **o
     m->nvs_encrypted = o->encrypt_nvs != 0;
     fk_fpr(m->psk, sizeof m->psk, m->psk_fingerprint);
     fk_fpr(m->ota_pub_der, m->ota_pub_der_len, m->ota_key_fingerprint);
-    m->psk_version = 1;
-    m->ota_key_version = 1;
+    m->psk_version = o->version != 0 ? o->version : 1;
+    m->ota_key_version = m->psk_version;
     fk_time_rfc3339((long long)time(NULL), m->created_at);
     if (o->encrypt_nvs) {
         FK_GUARD(fk_nvs_keys_generate(&nk));

@@ -160,8 +160,12 @@ static void ota_key_pem_round_trip_and_p256_only(void **state) {
 
 static struct fk_minted *mint_one(int encrypt, const struct fk_ota_key *fleet) {
     const uint8_t mac[6] = {0xAA, 0xBB, 0xCC, 0xDD, 0xEE, 0xFE};
-    struct fk_keys_mint_opts o = {mac, "lab \"bot\" 1", "FleetLab-5G", "Tr41n-R0b0t#2026",
-                                  fleet, encrypt, 0};
+    struct fk_keys_mint_opts o = {.mac = mac,
+                                  .name = "lab \"bot\" 1",
+                                  .wifi_ssid = "FleetLab-5G",
+                                  .wifi_password = "Tr41n-R0b0t#2026",
+                                  .ota = fleet,
+                                  .encrypt_nvs = encrypt};
     struct fk_minted *d = NULL;
     struct fk_diag diag;
     fk_diag_init(&diag);
@@ -546,8 +550,8 @@ static void minted_image_holds_the_manifest_psk(void **state) {
 
 static void mint_rejects_oversized_inputs(void **state) {
     (void)state;
-    struct fk_keys_mint_opts o = {NULL, NULL, "0123456789012345678901234567890123", "x", NULL, 0,
-                                  0};
+    struct fk_keys_mint_opts o = {.wifi_ssid = "0123456789012345678901234567890123",
+                                  .wifi_password = "x"};
     struct fk_minted *d = NULL;
     assert_int_equal(fk_keys_mint(&o, &d, NULL), FK_E_RANGE);
     assert_null(d);
