@@ -95,7 +95,9 @@ struct fk_pki_issue_opts {
                                      host name; n_sans entries, at most FK_PKI_MAX_SANS */
     size_t n_sans;
     unsigned days;                /* 0 → default for the kind (device 730, server 397, mobile
-                                     and operator 365); at most FK_PKI_MAX_DAYS */
+                                     and operator 365), shortened to the issuing CA's end;
+                                     an explicit value must fit inside the issuing CA's
+                                     validity (FK_E_RANGE); at most FK_PKI_MAX_DAYS */
     /* Explicit validity in Unix seconds, for certificates that must be expired or not yet
      * valid (tests of the TLS peers). Both 0 → notBefore = now - 5 minutes (clock skew),
      * notAfter = now + days. When set, not_before < not_after is required; days is ignored. */

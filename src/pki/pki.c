@@ -1067,6 +1067,12 @@ static enum fk_err check_opts(const struct fk_pki_ca *ca, const struct fk_pki_is
      * now rather than let it surprise a fleet later. */
     int64_t ca_na = asn1_to_unix(X509_get0_notAfter(ca->issuing));
     int64_t ca_nb = asn1_to_unix(X509_get0_notBefore(ca->issuing));
+    if (o->days == 0 && o->not_after == 0 && *na > ca_na) {
+        *na = ca_na; /* a default, not a request: shorten it to what the CA can vouch for */
+    }
+    if (*nb < ca_nb && o->not_before == 0) {
+        *nb = ca_nb; /* the clock-skew allowance may not reach before the CA itself */
+    }
     if (*na > ca_na || *nb < ca_nb) {
         char when[21];
         fk_time_rfc3339(ca_na, when);
