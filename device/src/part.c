@@ -76,36 +76,6 @@ enum fkd_err fkd_part_load(const struct fkd_flash *f, struct fkd_part_table *t) 
     return fkd_part_parse(buf, sizeof buf, f->size, t);
 }
 
-enum fkd_err fkd_part_encode(const struct fkd_part_table *t,
-                             uint8_t out[FKD_PART_TABLE_MAX_LEN]) {
-    memset(out, 0xFF, FKD_PART_TABLE_MAX_LEN);
-    /* Entries + the MD5 entry + at least one terminating 0xFF entry. */
-    if (t->count > FKD_PART_TABLE_MAX_LEN / FKD_PART_ENTRY_SIZE - 2) {
-        return FKD_E_RANGE;
-    }
-    size_t off = 0;
-    for (unsigned i = 0; i < t->count; i++, off += FKD_PART_ENTRY_SIZE) {
-        const struct fkd_part *p = &t->part[i];
-        uint8_t *e = out + off;
-        e[0] = MAGIC0;
-        e[1] = MAGIC1;
-        e[2] = p->type;
-        e[3] = p->subtype;
-        fkd_store_le32(e + 4, p->offset);
-        fkd_store_le32(e + 8, p->size);
-        memset(e + 12, 0, FKD_PART_LABEL_MAX);
-        memcpy(e + 12, p->label, strnlen(p->label, FKD_PART_LABEL_MAX));
-        fkd_store_le32(e + 28, p->flags);
-    }
-    uint8_t *m = out + off;
-    m[0] = MD5_MAGIC;
-    m[1] = MD5_MAGIC;
-    if (!md5(out, off, m + 16)) {
-        return FKD_E_CRYPTO;
-    }
-    return FKD_OK;
-}
-
 const struct fkd_part *fkd_part_find(const struct fkd_part_table *t, uint8_t type,
                                      uint8_t subtype, const char *label) {
     for (unsigned i = 0; i < t->count; i++) {
@@ -119,27 +89,4 @@ const struct fkd_part *fkd_part_find(const struct fkd_part_table *t, uint8_t typ
         }
     }
     return NULL;
-}
-
-static void add(struct fkd_part_table *t, const char *label, uint8_t type, uint8_t sub,
-                uint32_t off, uint32_t size, uint32_t flags) {
-    struct fkd_part *p = &t->part[t->count++];
-    memset(p, 0, sizeof *p);
-    memcpy(p->label, label, strnlen(label, FKD_PART_LABEL_MAX));
-    p->type = type;
-    p->subtype = sub;
-    p->offset = off;
-    p->size = size;
-    p->flags = flags;
-}
-
-void fkd_part_default(struct fkd_part_table *t) {
-    memset(t, 0, sizeof *t);
-    add(t, "nvs", FKD_PART_DATA, FKD_PART_SUB_NVS, 0x9000u, 0x6000u, 0);
-    add(t, "nvs_keys", FKD_PART_DATA, FKD_PART_SUB_NVS_KEYS, 0xF000u, 0x1000u,
-        FKD_PART_FLAG_ENCRYPTED);
-    add(t, "otadata", FKD_PART_DATA, FKD_PART_SUB_OTADATA, 0x10000u, 0x2000u, 0);
-    add(t, "phy_init", FKD_PART_DATA, FKD_PART_SUB_PHY, 0x12000u, 0x1000u, 0);
-    add(t, "ota_0", FKD_PART_APP, FKD_PART_SUB_OTA_0, 0x20000u, 0x100000u, 0);
-    add(t, "ota_1", FKD_PART_APP, FKD_PART_SUB_OTA_1, 0x120000u, 0x100000u, 0);
 }

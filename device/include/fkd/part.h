@@ -4,7 +4,10 @@
  * bytes of 32-byte entries: magic 0x50AA (bytes AA 50), type u8, subtype u8, offset u32,
  * size u32, label[16] (NUL-padded), flags u32 (bit 0: encrypted). An entry starting EB EB is
  * the MD5 entry: 14 bytes 0xFF then the MD5 of all preceding entries. The table ends at the
- * first entry of 0xFF bytes. Pure C, no allocation; the table lives in caller memory. */
+ * first entry of 0xFF bytes. Pure C, no allocation; the table lives in caller memory.
+ *
+ * Only the reader lives here: tables are written on the host (fleetkey/partition.h,
+ * fk_partition_encode), which is also where the default layout is defined. */
 #ifndef FKD_PART_H
 #define FKD_PART_H
 
@@ -61,19 +64,9 @@ FKD_MUST_CHECK enum fkd_err fkd_part_parse(const uint8_t *buf, size_t len, uint3
 /* Reads FKD_PART_TABLE_MAX_LEN bytes at 0x8000 of f and parses them. */
 FKD_MUST_CHECK enum fkd_err fkd_part_load(const struct fkd_flash *f, struct fkd_part_table *t);
 
-/* Encodes t (with the MD5 entry, 0xFF padding) into out[FKD_PART_TABLE_MAX_LEN]. FKD_OK or
- * FKD_E_RANGE (too many entries). */
-FKD_MUST_CHECK enum fkd_err fkd_part_encode(const struct fkd_part_table *t,
-                                            uint8_t out[FKD_PART_TABLE_MAX_LEN]);
-
 /* The first partition with this type/subtype (label NULL) or this label; NULL if none. */
 const struct fkd_part *fkd_part_find(const struct fkd_part_table *t, uint8_t type,
                                      uint8_t subtype, const char *label);
-
-/* The project's default layout (ESP-IDF two-OTA layout with nvs 0x6000 and nvs_keys):
- *   nvs 0x9000/0x6000, nvs_keys 0xF000/0x1000 (encrypted), otadata 0x10000/0x2000,
- *   phy_init 0x12000/0x1000, ota_0 0x20000/1M, ota_1 0x120000/1M. Cannot fail. */
-void fkd_part_default(struct fkd_part_table *t);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,173 @@
+/* `robot-sim flash-image create`: a blank chip image with the partition table at 0x8000 and,
+ * optionally, an NVS image and an nvs_keys image at their partitions' offsets. The table is
+ * encoded by the host library (fleetkey/partition.h: partitions.csv, or its default layout)
+ * and read back with the device's reader before anything is written, so both agree. */
+#include "robot_sim.h"
+
+#include "fleetkey/partition.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void image_usage(FILE *f) {
+    fputs("usage: robot-sim flash-image create --out FILE [--size 4M] [--partitions CSV]\n"
+          "                 [--nvs NVS.bin] [--nvs-keys NVS_KEYS.bin]\n"
+          "  --size        flash size (default 4M; K/M suffixes or 0x hex)\n"
+          "  --partitions  partitions.csv (default: the built-in two-OTA layout with nvs 0x6000\n"
+          "                and an encrypted nvs_keys partition)\n"
+          "  --nvs         image for the data/nvs partition (e.g. from provision-keys nvs)\n"
+          "  --nvs-keys    image for the data/nvs_keys partition\n",
+          f);
+}
+
+/* Reads a whole file (at most max bytes). */
+static uint8_t *slurp(const char *path, size_t max, size_t *len) {
+    uint8_t *buf = NULL;
+    if (fk_file_read(path, max, &buf, len, NULL) != FK_OK) {
+        return NULL;
+    }
+    return buf;
+}
+
+static int put_image(struct fkd_flash *flash, const struct fkd_part_table *t, uint8_t subtype,
+                     const char *what, const char *path) {
+    const struct fkd_part *p = fkd_part_find(t, FKD_PART_DATA, subtype, NULL);
+    if (p == NULL) {
+        fprintf(stderr, "robot-sim: the partition table has no data/%s partition for %s\n",
+                what, path);
+        return 2;
+    }
+    size_t len = 0;
+    uint8_t *img = slurp(path, 16u * 1024u * 1024u, &len);
+    if (img == NULL) {
+        fprintf(stderr, "robot-sim: %s: cannot read\n", path);
+        return 2;
+    }
+    int code = 0;
+    if (len == 0 || len > p->size) {
+        fprintf(stderr, "robot-sim: %s: %zu bytes do not fit partition %s (0x%x bytes)\n", path,
+                len, p->label, (unsigned)p->size);
+        code = 2;
+    } else if (fkd_flash_write(flash, p->offset, img, len) != FKD_OK) {
+        fprintf(stderr, "robot-sim: cannot write %s into the image\n", path);
+        code = 4;
+    } else {
+        fprintf(stderr, "robot-sim: %s -> %s at 0x%x (%zu bytes)\n", path, p->label,
+                (unsigned)p->offset, len);
+    }
+    fk_wipe(img, len);
+    free(img);
+    return code;
+}
+
+int robot_sim_image(int argc, char **argv) {
+    const char *out = NULL, *csv = NULL, *nvs = NULL, *keys = NULL;
+    uint32_t size = FKD_FLASH_DEFAULT_SIZE;
+    if (argc < 1 || strcmp(argv[0], "create") != 0) {
+        image_usage(stderr);
+        return 2;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--help") == 0) {
+            image_usage(stdout);
+            return 0;
+        }
+        if (v == NULL) {
+            fprintf(stderr, "robot-sim: %s needs a value\n", a);
+            return 2;
+        }
+        i++;
+        if (strcmp(a, "--out") == 0) {
+            out = v;
+        } else if (strcmp(a, "--partitions") == 0) {
+            csv = v;
+        } else if (strcmp(a, "--nvs") == 0) {
+            nvs = v;
+        } else if (strcmp(a, "--nvs-keys") == 0) {
+            keys = v;
+        } else if (strcmp(a, "--size") == 0) {
+            if (!robot_sim_parse_size(v, &size) || size % FKD_FLASH_SECTOR != 0 ||
+                size < 0x10000u || size > 16u * 1024u * 1024u) {
+                fprintf(stderr, "robot-sim: --size %s: expected 64K..16M, a multiple of 4K\n",
+                        v);
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "robot-sim: unknown option %s\n", a);
+            return 2;
+        }
+    }
+    if (out == NULL) {
+        image_usage(stderr);
+        return 2;
+    }
+
+    /* The table, from partitions.csv or the built-in layout. */
+    static struct fk_partition_table ht;
+    struct fk_diag diag;
+    fk_diag_init(&diag);
+    enum fk_err hrc;
+    if (csv != NULL) {
+        size_t len = 0;
+        uint8_t *text = slurp(csv, 1024u * 1024u, &len);
+        if (text == NULL) {
+            fprintf(stderr, "robot-sim: %s: cannot read\n", csv);
+            return 2;
+        }
+        hrc = fk_partition_csv_parse((const char *)text, len, csv, &ht, &diag);
+        free(text);
+    } else {
+        hrc = fk_partition_csv_parse(fk_partition_default_csv, strlen(fk_partition_default_csv),
+                                     "default partitions", &ht, &diag);
+    }
+    char msg[1024];
+    if (hrc != FK_OK) {
+        fk_diag_format(&diag, msg, sizeof msg);
+        fprintf(stderr, "robot-sim: %s\n", msg);
+        return 2;
+    }
+    uint8_t table[FK_PARTITION_TABLE_SIZE];
+    size_t tlen = 0;
+    if (fk_partition_encode(&ht, table, sizeof table, &tlen) != FK_OK) {
+        fprintf(stderr, "robot-sim: cannot encode the partition table\n");
+        return 2;
+    }
+    static struct fkd_part_table dt;
+    enum fkd_err rc = fkd_part_parse(table, tlen, size, &dt);
+    if (rc != FKD_OK) {
+        fprintf(stderr, "robot-sim: partition table does not fit a %u-byte flash (%s)\n",
+                (unsigned)size, fkd_strerror(rc));
+        return 2;
+    }
+
+    static struct fkd_flash_file ff;
+    struct fkd_flash flash;
+    rc = fkd_flash_file_open(&ff, out, 1, size, &flash);
+    if (rc != FKD_OK) {
+        fprintf(stderr, "robot-sim: %s: cannot create (%s)\n", out, fkd_strerror(rc));
+        return 4;
+    }
+    int code = 0;
+    if (fkd_flash_write(&flash, FKD_PART_TABLE_OFFSET, table, tlen) != FKD_OK) {
+        code = 4;
+    }
+    if (code == 0 && nvs != NULL) {
+        code = put_image(&flash, &dt, FKD_PART_SUB_NVS, "nvs", nvs);
+    }
+    if (code == 0 && keys != NULL) {
+        code = put_image(&flash, &dt, FKD_PART_SUB_NVS_KEYS, "nvs_keys", keys);
+    }
+    if (fkd_flash_file_close(&ff) != FKD_OK && code == 0) {
+        code = 4;
+    }
+    if (code == 0) {
+        fprintf(stderr, "robot-sim: %s: %u bytes, %u partitions\n", out, (unsigned)size,
+                dt.count);
+    } else {
+        remove(out); /* never leave a half-made image behind */
+    }
+    return code;
+}

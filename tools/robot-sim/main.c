@@ -1,0 +1,303 @@
+/* robot-sim: boots the device library from a flash image file, as a robot boots from flash.
+ *
+ *   robot-sim --flash robot.bin --sdkconfig sdkconfig [--boot-only] [--status-json]
+ *             [--verbose|--quiet] [service options...]
+ *   robot-sim flash-image create --out robot.bin [--size 4M] [--partitions partitions.csv]
+ *             [--nvs nvs.bin] [--nvs-keys nvs_keys.bin]
+ *   robot-sim nvs set|get|erase|list --flash robot.bin ...
+ *
+ * Boot: partition table at 0x8000 -> sdkconfig (+ MINITRAIN_* env in development) -> NVS
+ * (encrypted with the nvs_keys partition when CONFIG_NVS_ENCRYPTION=y) -> credential store ->
+ * policy -> posture on stdout -> start_services(). Exit codes: 0 booted (and services ended
+ * well), 2 usage or unreadable input, 3 boot refused by policy, 4 flash error. */
+#include "robot_sim.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SDKCONFIG_MAX (512u * 1024u)
+
+static struct robot_sim rs;
+static uint8_t sdkconfig_buf[SDKCONFIG_MAX];
+
+static void usage(FILE *f) {
+    fputs("usage: robot-sim --flash FILE --sdkconfig FILE [--boot-only] [--status-json]\n"
+          "                 [--verbose|--quiet] [service options]\n"
+          "       robot-sim flash-image create --out FILE [--size 4M] [--partitions CSV]\n"
+          "                 [--nvs NVS.bin] [--nvs-keys NVS_KEYS.bin]\n"
+          "       robot-sim nvs set|get|erase|list --flash FILE [--ns NS --key KEY] ...\n"
+          "                 (robot-sim nvs --help for details)\n",
+          f);
+}
+
+int robot_sim_parse_size(const char *s, uint32_t *out) {
+    char *end = NULL;
+    if (s == NULL || *s == '\0' || *s == '-') {
+        return 0;
+    }
+    unsigned long long v = strtoull(s, &end, 0);
+    unsigned long long mul = 1;
+    if (*end == 'K' || *end == 'k') {
+        mul = 1024;
+        end++;
+    } else if (*end == 'M' || *end == 'm') {
+        mul = 1024 * 1024;
+        end++;
+    }
+    if (*end != '\0' || v == 0 || v > 0xFFFFFFFFull / mul) {
+        return 0;
+    }
+    *out = (uint32_t)(v * mul);
+    return 1;
+}
+
+void robot_sim_mount_nvs(struct robot_sim *r, int want_encrypted, int require_keys) {
+    const struct fkd_part *np = fkd_part_find(&r->parts, FKD_PART_DATA, FKD_PART_SUB_NVS, NULL);
+    const struct fkd_part *kp =
+        fkd_part_find(&r->parts, FKD_PART_DATA, FKD_PART_SUB_NVS_KEYS, NULL);
+    uint8_t key[FKD_NVS_XTS_KEY_LEN];
+    enum fkd_err krc = FKD_E_NOTFOUND;
+    r->nvs_mounted = 0;
+    r->nvs_encrypted = 0;
+    if (np == NULL) {
+        fkd_log(FKD_LOG_ERROR, "boot: no data/nvs partition in the partition table");
+        return;
+    }
+    if (kp != NULL) {
+        uint8_t kbuf[FKD_NVS_KEYS_PART_MIN];
+        krc = fkd_flash_read(&r->flash, kp->offset, kbuf, sizeof kbuf);
+        if (krc == FKD_OK) {
+            krc = fkd_nvs_keys_parse(kbuf, sizeof kbuf, key);
+        }
+        fkd_wipe(kbuf, sizeof kbuf);
+    }
+    if (want_encrypted && krc != FKD_OK) {
+        if (kp == NULL) {
+            fkd_log(FKD_LOG_ERROR, "boot: CONFIG_NVS_ENCRYPTION is set but there is no "
+                                   "nvs_keys partition");
+        } else {
+            fkd_log(FKD_LOG_ERROR, "boot: CONFIG_NVS_ENCRYPTION is set but nvs_keys '%s' holds "
+                                   "no usable keys (%s)",
+                    kp->label, krc == FKD_E_NOTFOUND ? "blank" : fkd_strerror(krc));
+        }
+        if (require_keys) {
+            fkd_log(FKD_LOG_ERROR, "boot: NVS not mounted: it cannot be read without its keys");
+            return;
+        }
+    }
+    if (!want_encrypted && krc == FKD_OK) {
+        fkd_log(FKD_LOG_WARN, "boot: nvs_keys holds keys but CONFIG_NVS_ENCRYPTION is not set: "
+                              "mounting NVS unencrypted");
+    }
+    int enc = want_encrypted && krc == FKD_OK;
+    struct fkd_nvs_stats st;
+    fkd_nvs_init(&r->nvs);
+    enum fkd_err rc = fkd_nvs_mount(&r->nvs, &r->flash, np->offset, np->size,
+                                    enc ? key : NULL, &st);
+    fkd_wipe(key, sizeof key);
+    if (rc != FKD_OK) {
+        fkd_log(FKD_LOG_ERROR, "boot: NVS partition '%s' at 0x%x: mount failed: %s", np->label,
+                (unsigned)np->offset, fkd_strerror(rc));
+        return;
+    }
+    if (st.repaired > 0) {
+        fkd_log(FKD_LOG_WARN, "boot: NVS: repaired %u entries/pages left by an interrupted "
+                              "write", st.repaired);
+    }
+    fkd_log(FKD_LOG_INFO, "boot: NVS '%s' at 0x%x+0x%x mounted %s: %u pages in use, %u free",
+            np->label, (unsigned)np->offset, (unsigned)np->size,
+            enc ? "encrypted (AES-XTS, keys from nvs_keys)" : "unencrypted",
+            st.pages_active + st.pages_full, st.pages_free);
+    r->nvs_mounted = 1;
+    r->nvs_encrypted = enc;
+}
+
+/* JSON string with the escapes RFC 8259 requires. */
+static void json_str(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            fprintf(f, "\\%c", c);
+        } else if (c < 0x20) {
+            fprintf(f, "\\u%04x", c);
+        } else {
+            fputc(c, f);
+        }
+    }
+    fputc('"', f);
+}
+
+static void print_status_json(void) {
+    char posture[1024];
+    fkd_posture_json(&rs.posture, posture, sizeof posture);
+    printf("{\"flash\":");
+    json_str(stdout, rs.flash_path);
+    printf(",\"nvs_mounted\":%s,\"posture\":%s,\"credentials\":{",
+           rs.nvs_mounted ? "true" : "false", posture);
+    for (int i = 0; i < FKD_CRED_COUNT; i++) {
+        const struct fkd_cred_info *in = fkd_store_info(&rs.store, (enum fkd_cred)i);
+        printf("%s\"%s\":{\"source\":\"%s\",\"valid\":%s,\"bytes\":%zu,\"fingerprint\":",
+               i ? "," : "", fkd_cred_name((enum fkd_cred)i), fkd_cred_source_name(in->source),
+               in->valid ? "true" : "false", in->len);
+        if (in->source == FKD_SRC_NONE) {
+            printf("null}");
+        } else {
+            json_str(stdout, in->fpr);
+            printf("}");
+        }
+    }
+    printf("},\"config\":{\"wss_uri\":");
+    json_str(stdout, rs.cfg.wss_uri);
+    printf(",\"wss_uri_source\":\"%s\",\"expected_host\":",
+           fkd_cfg_source_name(rs.cfg.source[FKD_CFG_WSS_URI]));
+    json_str(stdout, rs.cfg.expected_host);
+    printf(",\"expected_host_source\":\"%s\",\"env_ignored\":%s}}\n",
+           fkd_cfg_source_name(rs.cfg.source[FKD_CFG_EXPECTED_HOST]),
+           rs.cfg.env_ignored ? "true" : "false");
+}
+
+static void print_status_text(void) {
+    const struct fkd_posture *p = &rs.posture;
+    printf("build: %s\n", fkd_build_name(p->build));
+    printf("boot: %s%s%s\n", p->boot_allowed ? "allowed" : "refused",
+           p->boot_allowed ? "" : " by rule ", p->boot_allowed ? "" : fkd_rule_name(p->refused_by));
+    printf("control listener: %s (udp port %u)\n", fkd_listener_name(p->listener),
+           (unsigned)p->dtls_port);
+    printf("updates: %s\n", p->updates_enabled ? "enabled" : "disabled");
+    printf("wifi: %s\n", fkd_wifi_mode_name(p->wifi));
+    printf("nvs: %s\n", p->nvs_encrypted ? "encrypted" : "unencrypted");
+    for (int r = 0; r < FKD_RULE_COUNT; r++) {
+        printf("rule %s: %s\n", fkd_rule_name((enum fkd_rule)r),
+               p->held[r] ? "held" : "NOT held");
+    }
+    for (int i = 0; i < FKD_CRED_COUNT; i++) {
+        const struct fkd_cred_info *in = fkd_store_info(&rs.store, (enum fkd_cred)i);
+        printf("credential %s: %s%s%s\n", fkd_cred_name((enum fkd_cred)i),
+               fkd_cred_source_name(in->source), in->source == FKD_SRC_NONE ? "" : " ",
+               in->source == FKD_SRC_NONE ? "" : in->fpr);
+    }
+}
+
+static int boot(int argc, char **argv) {
+    const char *sdkconfig = NULL;
+    int boot_only = 0, status_json = 0;
+    enum fkd_log_level lvl = FKD_LOG_INFO;
+    char **rest = calloc((size_t)argc + 1, sizeof *rest);
+    int nrest = 0;
+    int code = 2;
+    if (rest == NULL) {
+        return 2;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--flash") == 0 && i + 1 < argc) {
+            rs.flash_path = argv[++i];
+        } else if (strcmp(a, "--sdkconfig") == 0 && i + 1 < argc) {
+            sdkconfig = argv[++i];
+        } else if (strcmp(a, "--boot-only") == 0) {
+            boot_only = 1;
+        } else if (strcmp(a, "--status-json") == 0) {
+            status_json = 1;
+        } else if (strcmp(a, "--verbose") == 0) {
+            lvl = FKD_LOG_DEBUG;
+        } else if (strcmp(a, "--quiet") == 0) {
+            lvl = FKD_LOG_WARN;
+        } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            free(rest);
+            return 0;
+        } else {
+            rest[nrest++] = argv[i];
+        }
+    }
+    if (rs.flash_path == NULL || sdkconfig == NULL) {
+        usage(stderr);
+        free(rest);
+        return 2;
+    }
+    fkd_log_set(fkd_posix_log, "robot-sim", lvl);
+    fkd_config_init(&rs.cfg);
+    fkd_store_init(&rs.store);
+    fkd_nvs_init(&rs.nvs);
+    rs.file.fd = -1;
+
+    enum fkd_err rc = fkd_flash_file_open(&rs.file, rs.flash_path, 0, 0, &rs.flash);
+    if (rc != FKD_OK) {
+        fprintf(stderr, "robot-sim: %s: cannot open flash image (%s)\n", rs.flash_path,
+                fkd_strerror(rc));
+        goto out;
+    }
+    rc = fkd_part_load(&rs.flash, &rs.parts);
+    if (rc != FKD_OK) {
+        fprintf(stderr, "robot-sim: %s: no valid partition table at 0x8000 (%s)\n",
+                rs.flash_path, fkd_strerror(rc));
+        goto out;
+    }
+    size_t len = 0;
+    rc = fkd_posix_read_file(sdkconfig, sdkconfig_buf, sizeof sdkconfig_buf, &len);
+    if (rc != FKD_OK) {
+        fprintf(stderr, "robot-sim: %s: cannot read (%s)\n", sdkconfig, fkd_strerror(rc));
+        goto out;
+    }
+    struct fkd_cfg_diag diag = {0, ""};
+    rc = fkd_config_parse(&rs.cfg, (const char *)sdkconfig_buf, len, &diag);
+    fkd_wipe(sdkconfig_buf, len); /* it may hold the client key */
+    if (rc != FKD_OK) {
+        fprintf(stderr, "robot-sim: %s:%u: %s\n", sdkconfig, diag.line, diag.msg);
+        goto out;
+    }
+    rc = fkd_config_apply_env(&rs.cfg, fkd_posix_getenv, NULL);
+    if (rc != FKD_OK) {
+        goto out;
+    }
+    fkd_log(FKD_LOG_INFO, "boot: %s build, flash %s (%u bytes), %u partitions",
+            rs.cfg.production_build ? "production" : "development", rs.flash_path,
+            (unsigned)rs.flash.size, rs.parts.count);
+    robot_sim_mount_nvs(&rs, rs.cfg.nvs_encryption, 1);
+    rc = fkd_store_load(&rs.store, rs.nvs_mounted ? &rs.nvs : NULL, &rs.cfg);
+    if (rc != FKD_OK) {
+        code = 4;
+        goto out;
+    }
+    struct fkd_policy_input in = {&rs.store, &rs.cfg, rs.nvs_encrypted};
+    fkd_policy_evaluate(&in, &rs.posture);
+    if (status_json) {
+        print_status_json();
+    } else {
+        print_status_text();
+    }
+    fflush(stdout);
+    if (!rs.posture.boot_allowed) {
+        code = 3;
+        goto out;
+    }
+    if (boot_only) {
+        code = nrest > 0 ? 2 : 0;
+        if (nrest > 0) {
+            fprintf(stderr, "robot-sim: unknown option %s\n", rest[0]);
+        }
+        goto out;
+    }
+    code = start_services(&rs, nrest, rest);
+out:
+    fkd_store_free(&rs.store);
+    fkd_nvs_free(&rs.nvs);
+    fkd_config_free(&rs.cfg);
+    if (rs.file.map != NULL) {
+        fkd_flash_file_close(&rs.file);
+    }
+    free(rest);
+    return code;
+}
+
+int main(int argc, char **argv) {
+    if (argc >= 2 && strcmp(argv[1], "flash-image") == 0) {
+        return robot_sim_image(argc - 2, argv + 2);
+    }
+    if (argc >= 2 && strcmp(argv[1], "nvs") == 0) {
+        return robot_sim_nvs(argc - 2, argv + 2);
+    }
+    return boot(argc, argv);
+}

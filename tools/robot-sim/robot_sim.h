@@ -1,0 +1,54 @@
+/* robot-sim: the device library built for the host, booting from a flash image file.
+ *
+ * main.c parses arguments and boots (partition table -> sdkconfig -> NVS -> credential store
+ * -> policy); image.c makes flash images; nvs_cmd.c is `robot-sim nvs ...`; services.c holds
+ * start_services(), where the robot's network services (the DTLS-PSK control listener of
+ * issue 4, section 4) are started after a successful boot. */
+#ifndef ROBOT_SIM_H
+#define ROBOT_SIM_H
+
+#include "fkd/config.h"
+#include "fkd/flash.h"
+#include "fkd/nvs.h"
+#include "fkd/part.h"
+#include "fkd/policy.h"
+#include "fkd/store.h"
+#include "fkd_posix.h"
+
+/* Everything a booted robot holds; one static instance in main.c (no heap in the device
+ * parts). */
+struct robot_sim {
+    const char *flash_path;
+    struct fkd_flash_file file;
+    struct fkd_flash flash;
+    struct fkd_part_table parts;
+    struct fkd_config cfg;
+    struct fkd_nvs nvs;
+    int nvs_mounted;   /* NVS is usable (store loaded from it) */
+    int nvs_encrypted; /* mounted with XTS keys from nvs_keys */
+    struct fkd_store store;
+    struct fkd_posture posture;
+};
+
+/* Runs the services of a booted robot until they stop; returns the process exit code.
+ * rs->posture says what policy allows: posture.listener is FKD_LISTENER_DTLS (use
+ * fkd_store_psk(&rs->store, ...)), FKD_LISTENER_PLAINTEXT (development only) or
+ * FKD_LISTENER_REFUSED (do not start it); posture.dtls_port is the port. argv holds the
+ * command-line options main did not recognise (argc of them), for the services to parse. */
+int start_services(struct robot_sim *rs, int argc, char **argv);
+
+/* `robot-sim flash-image create ...` and `robot-sim nvs ...`; argv[0] is the subcommand
+ * word. Return the exit code. */
+int robot_sim_image(int argc, char **argv);
+int robot_sim_nvs(int argc, char **argv);
+
+/* Mounts the NVS partition of an opened flash: encrypted when want_encrypted and nvs_keys
+ * holds valid keys (logs why not otherwise). Sets rs->nvs_mounted / rs->nvs_encrypted.
+ * require_keys: with want_encrypted, refuse to mount plain when keys are missing (a boot with
+ * CONFIG_NVS_ENCRYPTION); otherwise mount plain. */
+void robot_sim_mount_nvs(struct robot_sim *rs, int want_encrypted, int require_keys);
+
+/* Parses "4M", "64K", "0x400000", "4194304". 1 on success. */
+int robot_sim_parse_size(const char *s, uint32_t *out);
+
+#endif
