@@ -6,7 +6,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: deps build build-asan check check-asan demo bench clean
+.PHONY: deps build build-asan check check-asan demo bench clean device-size
 
 deps:
 	@sh scripts/install-deps
@@ -31,6 +31,10 @@ bench: deps
 	cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
 	cmake --build build-bench -j $(JOBS)
 	sh bench/run build-bench
+
+# Compile device/src for the ESP32-C3 core (rv32imc, picolibc) and print its size.
+device-size: deps
+	sh scripts/device-size
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) build-bench

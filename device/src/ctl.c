@@ -491,21 +491,14 @@ void fkd_ctl_init(struct fkd_ctl *ctl) {
     memset(ctl, 0, sizeof *ctl);
     mbedtls_ssl_config_init(&ctl->conf);
     mbedtls_ssl_cookie_init(&ctl->cookie);
-    mbedtls_entropy_init(&ctl->entropy);
     mbedtls_ctr_drbg_init(&ctl->drbg);
     fkd_net_sock_init(&ctl->sock);
 }
 
 static int setup_tls(struct fkd_ctl *ctl) {
-    static const unsigned char pers[] = "fkd_ctl";
     int ret = fkd_mbedtls_global_init();
     if (ret == 0) {
-        ret = mbedtls_entropy_add_source(&ctl->entropy, fkd_net_entropy, NULL, 32,
-                                         MBEDTLS_ENTROPY_SOURCE_STRONG);
-    }
-    if (ret == 0) {
-        ret = mbedtls_ctr_drbg_seed(&ctl->drbg, mbedtls_entropy_func, &ctl->entropy, pers,
-                                    sizeof pers - 1);
+        ret = fkd_mbedtls_drbg_seed(&ctl->drbg, "fkd_ctl");
     }
     if (ret == 0) {
         ret = mbedtls_ssl_config_defaults(&ctl->conf, MBEDTLS_SSL_IS_SERVER,
@@ -720,7 +713,6 @@ void fkd_ctl_free(struct fkd_ctl *ctl) {
     mbedtls_ssl_config_free(&ctl->conf);
     mbedtls_ssl_cookie_free(&ctl->cookie);
     mbedtls_ctr_drbg_free(&ctl->drbg);
-    mbedtls_entropy_free(&ctl->entropy);
     fkd_net_close(&ctl->sock);
     fkd_ctl_clear_psk(ctl, FKD_CTL_SLOT_CURRENT);
     fkd_ctl_clear_psk(ctl, FKD_CTL_SLOT_NEXT);

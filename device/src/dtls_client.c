@@ -67,7 +67,6 @@ void fkd_dtls_client_init(struct fkd_dtls_client *c) {
     memset(c, 0, sizeof *c);
     mbedtls_ssl_init(&c->ssl);
     mbedtls_ssl_config_init(&c->conf);
-    mbedtls_entropy_init(&c->entropy);
     mbedtls_ctr_drbg_init(&c->drbg);
     fkd_net_sock_init(&c->sock);
 }
@@ -75,7 +74,6 @@ void fkd_dtls_client_init(struct fkd_dtls_client *c) {
 int fkd_dtls_client_setup(struct fkd_dtls_client *c, const char *ip, uint16_t port,
                           const uint8_t *identity, size_t identity_len, const uint8_t *psk,
                           size_t psk_len, uint32_t timeout_ms, mbedtls_ctr_drbg_context *drbg) {
-    static const unsigned char pers[] = "fkd_dtls_client";
     if (ip == NULL || identity == NULL || psk == NULL || identity_len == 0 || psk_len == 0 ||
         timeout_ms == 0) {
         return FKD_CTL_E_ARG;
@@ -90,12 +88,7 @@ int fkd_dtls_client_setup(struct fkd_dtls_client *c, const char *ip, uint16_t po
     }
     int ret = fkd_mbedtls_global_init();
     if (ret == 0 && drbg == NULL) {
-        ret = mbedtls_entropy_add_source(&c->entropy, fkd_net_entropy, NULL, 32,
-                                         MBEDTLS_ENTROPY_SOURCE_STRONG);
-        if (ret == 0) {
-            ret = mbedtls_ctr_drbg_seed(&c->drbg, mbedtls_entropy_func, &c->entropy, pers,
-                                        sizeof pers - 1);
-        }
+        ret = fkd_mbedtls_drbg_seed(&c->drbg, "fkd_dtls_client");
         drbg = &c->drbg;
     }
     if (ret == 0) {
@@ -189,6 +182,5 @@ void fkd_dtls_client_free(struct fkd_dtls_client *c) {
     mbedtls_ssl_free(&c->ssl); /* wipes the handshake PSK */
     mbedtls_ssl_config_free(&c->conf); /* wipes the configured PSK */
     mbedtls_ctr_drbg_free(&c->drbg);
-    mbedtls_entropy_free(&c->entropy);
     fkd_net_close(&c->sock);
 }

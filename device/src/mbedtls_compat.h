@@ -10,6 +10,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+
+#include "fkd/net.h"
 
 #include <mbedtls/version.h>
 #if MBEDTLS_VERSION_MAJOR >= 3
@@ -23,7 +26,6 @@
 #endif
 
 #include <mbedtls/ctr_drbg.h>
-#include <mbedtls/entropy.h>
 #include <mbedtls/platform_util.h>
 #include <mbedtls/sha256.h>
 #include <mbedtls/ssl.h>
@@ -44,6 +46,22 @@ static inline int fkd_mbedtls_sha256(const void *in, size_t len, uint8_t out[32]
 #else
     return mbedtls_sha256_ret((const unsigned char *)in, len, out, 0);
 #endif
+}
+
+/* Seeds a CTR-DRBG straight from the port's strong entropy source (fkd_net_entropy). No
+ * mbedtls_entropy_context in between: on Debian's configuration (HAVEGE on) that context alone
+ * is 38 KB, and the port's source (getrandom, esp_fill_random) is already a full-entropy
+ * source as CTR-DRBG expects. */
+static inline int fkd_mbedtls_entropy_cb(void *ctx, unsigned char *out, size_t len) {
+    size_t olen = 0;
+    if (fkd_net_entropy(ctx, out, len, &olen) != 0 || olen != len) {
+        return MBEDTLS_ERR_CTR_DRBG_ENTROPY_SOURCE_FAILED;
+    }
+    return 0;
+}
+static inline int fkd_mbedtls_drbg_seed(mbedtls_ctr_drbg_context *drbg, const char *pers) {
+    return mbedtls_ctr_drbg_seed(drbg, fkd_mbedtls_entropy_cb, NULL, (const unsigned char *)pers,
+                                 strlen(pers));
 }
 
 /* Library-wide start-up that some versions need before the first handshake; idempotent. */

@@ -28,7 +28,6 @@
 #include <stdint.h>
 
 #include <mbedtls/ctr_drbg.h>
-#include <mbedtls/entropy.h>
 #include <mbedtls/ssl.h>
 #include <mbedtls/ssl_cookie.h>
 
@@ -174,7 +173,6 @@ struct fkd_ctl {
     struct fkd_ctl_config cfg;
     mbedtls_ssl_config conf;
     mbedtls_ssl_cookie_ctx cookie;
-    mbedtls_entropy_context entropy;
     mbedtls_ctr_drbg_context drbg;
     struct fkd_net_sock sock;
     struct fkd_ctl_session *sessions;

@@ -11,7 +11,6 @@
 #include <stdint.h>
 
 #include <mbedtls/ctr_drbg.h>
-#include <mbedtls/entropy.h>
 #include <mbedtls/ssl.h>
 
 #include "fkd/ctl.h"
@@ -24,7 +23,6 @@ extern "C" {
 struct fkd_dtls_client {
     mbedtls_ssl_context ssl;
     mbedtls_ssl_config conf;
-    mbedtls_entropy_context entropy;
     mbedtls_ctr_drbg_context drbg;
     struct fkd_net_sock sock;
     struct fkd_net_addr peer;
