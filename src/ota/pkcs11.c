@@ -16,39 +16,63 @@
 
 #include <openssl/engine.h>
 #include <openssl/err.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The engine is loaded once and stays loaded for the life of the process: libp11 keeps global
+ * state (its RSA/EC methods, the module's slots) that it does not free when the engine is
+ * unloaded, and a second load would repeat the module's C_Initialize. Each key holds its own
+ * functional reference on top of this one. */
+static ENGINE *loaded;
+static int load_failed;
+static pthread_once_t load_once = PTHREAD_ONCE_INIT;
+
+static void load_engine(void) {
+    ENGINE_load_builtin_engines();
+    ENGINE *e = ENGINE_by_id("pkcs11");
+    if (e == NULL) {
+        load_failed = 1;
+        return;
+    }
+    const char *module = getenv("FK_PKCS11_MODULE");
+    if (module != NULL && module[0] != '\0' &&
+        ENGINE_ctrl_cmd_string(e, "MODULE_PATH", module, 0) != 1) {
+        ENGINE_free(e);
+        load_failed = 2;
+        return;
+    }
+    loaded = e;
+}
 
 enum fk_err fk_ota_pkcs11_load(const char *uri, int need_private, EVP_PKEY **pkey,
                                void **engine, struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     ENGINE *e = NULL;
-    int inited = 0;
+    const char *module = getenv("FK_PKCS11_MODULE");
 
     *pkey = NULL;
     *engine = NULL;
-    ENGINE_load_builtin_engines();
-    e = ENGINE_by_id("pkcs11");
-    if (e == NULL) {
+    FK_ENSURE(pthread_once(&load_once, load_engine) == 0, FK_E_INTERNAL);
+    if (loaded == NULL) {
         rc = fk_diag_set(diag, FK_E_UNSUPPORTED,
-                         "PKCS#11 key requested but the OpenSSL pkcs11 engine is not installed "
-                         "(Debian: libengine-pkcs11-openssl)");
+                         load_failed == 2
+                             ? "PKCS#11: the engine refused module %s"
+                             : "PKCS#11 key requested but the OpenSSL pkcs11 engine is not "
+                               "installed (Debian: libengine-pkcs11-openssl)%s",
+                         load_failed == 2 && module != NULL ? module : "");
         goto out;
-    }
-    const char *module = getenv("FK_PKCS11_MODULE");
-    if (module != NULL && module[0] != '\0') {
-        FK_ENSURE(ENGINE_ctrl_cmd_string(e, "MODULE_PATH", module, 0) == 1, FK_E_CRYPTO);
     }
     const char *pin = getenv("FK_PKCS11_PIN");
     if (pin != NULL && pin[0] != '\0') {
-        FK_ENSURE(ENGINE_ctrl_cmd_string(e, "PIN", pin, 0) == 1, FK_E_CRYPTO);
+        FK_ENSURE(ENGINE_ctrl_cmd_string(loaded, "PIN", pin, 0) == 1, FK_E_CRYPTO);
     }
-    if (ENGINE_init(e) != 1) {
+    if (ENGINE_init(loaded) != 1) {
         rc = fk_diag_set(diag, FK_E_CRYPTO, "PKCS#11: cannot initialise the engine (module %s)",
                          module != NULL ? module : "default");
         goto out;
     }
-    inited = 1;
+    e = loaded; /* a functional reference from here on */
     *pkey = need_private ? ENGINE_load_private_key(e, uri, NULL, NULL)
                          : ENGINE_load_public_key(e, uri, NULL, NULL);
     if (*pkey == NULL) {
@@ -63,18 +87,13 @@ enum fk_err fk_ota_pkcs11_load(const char *uri, int need_private, EVP_PKEY **pke
 out:
     ERR_clear_error();
     if (e != NULL) {
-        if (inited) {
-            ENGINE_finish(e);
-        }
-        ENGINE_free(e);
+        ENGINE_finish(e);
     }
     return rc;
 }
 
 void fk_ota_pkcs11_release(void *engine) {
-    ENGINE *e = engine;
-    if (e != NULL) {
-        ENGINE_finish(e);
-        ENGINE_free(e);
+    if (engine != NULL) {
+        ENGINE_finish(engine);
     }
 }
