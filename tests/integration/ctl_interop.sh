@@ -244,8 +244,11 @@ garbage_flood)
     fleet --keys device.json ping >g2 || fail "ping after the flood failed"
     stop_testd
     [ "$(stat_of hwm)" = 1 ] || fail "session high-water mark not 1: $(cat testd.out)"
+    # The kernel may drop part of a 500-datagram burst when the listener is slow (sanitizers,
+    # a loaded machine), so only require that a good part of it was challenged; the socket
+    # buffer alone holds well over 100 of these datagrams.
     hvr=$(stat_of hvr)
-    [ "$hvr" -ge 502 ] || fail "expected >= 502 HelloVerifyRequests, got $hvr"
+    [ "$hvr" -ge 102 ] || fail "expected >= 102 HelloVerifyRequests, got $hvr"
     dropped=$(stat_of dropped)
     [ "$dropped" -ge 5 ] || fail "expected >= 5 dropped datagrams, got $dropped"
     [ "$(stat_of ok)" = 2 ] || fail "expected 2 handshakes: $(cat testd.out)"
