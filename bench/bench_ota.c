@@ -186,8 +186,8 @@ int main(void) {
                r, ours_p256 / r);
     }
     const int cli_runs = 20;
-    char *sign_argv[] = {"openssl", "dgst",   "-sha256",  "-sign", key_path,
-                         "-out",    sig_path, img_path,   NULL};
+    char *sign_argv[] = {"openssl", "dgst",   "-sha256", "-sign", key_path,
+                         "-out",    sig_path, img_path,  NULL};
     double cs = spawn_loop(sign_argv, cli_runs);
     if (cs < 0) {
         printf("base   openssl dgst -sign: unavailable (openssl command failed)\n");
@@ -196,8 +196,8 @@ int main(void) {
         printf("base   openssl dgst -sha256 -sign %6.1f signatures/s (%d processes, P-256)  "
                "ratio ours/openssl %.2f\n",
                r, cli_runs, ours_p256 / r);
-        char *verify_argv[] = {"openssl",  "dgst",    "-sha256",  "-verify", pub_path,
-                               "-signature", sig_path, img_path, NULL};
+        char *verify_argv[] = {"openssl",    "dgst",   "-sha256", "-verify", pub_path,
+                               "-signature", sig_path, img_path,  NULL};
         double cv = spawn_loop(verify_argv, cli_runs);
         if (cv > 0) {
             double mbs = (double)IMAGE_LEN * cli_runs / cv / 1e6;

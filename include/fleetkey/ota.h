@@ -94,7 +94,7 @@ FK_MUST_CHECK enum fk_err fk_ota_image_parse(const uint8_t *buf, size_t len,
 
 enum fk_ota_scheme {
     FK_OTA_SCHEME_NONE = 0,
-    FK_OTA_SCHEME_RSA3072, /* RSA-PSS, SHA-256, MGF1-SHA-256, salt 32; block version 0x02 */
+    FK_OTA_SCHEME_RSA3072,    /* RSA-PSS, SHA-256, MGF1-SHA-256, salt 32; block version 0x02 */
     FK_OTA_SCHEME_ECDSA_P192, /* block version 0x03, SHA-256 (verify only makes sense) */
     FK_OTA_SCHEME_ECDSA_P256, /* block version 0x03, SHA-256 */
     FK_OTA_SCHEME_ECDSA_P384, /* block version 0x03, SHA-384 */
@@ -223,8 +223,8 @@ enum fk_ota_verdict {
 };
 
 struct fk_ota_verify_result {
-    int block;        /* first slot that verified, -1 when none */
-    int key;          /* index in the trusted list of the key that verified it, -1 */
+    int block; /* first slot that verified, -1 when none */
+    int key;   /* index in the trusted list of the key that verified it, -1 */
     enum fk_ota_verdict verdict[FK_OTA_SIG_BLOCKS_MAX];
     int key_of[FK_OTA_SIG_BLOCKS_MAX]; /* trusted key index per OK/BAD_SIG slot, else -1 */
 };

@@ -98,8 +98,8 @@ enum fk_err fk_ota_image_parse(const uint8_t *buf, size_t len, struct fk_ota_ima
         /* Compare against what remains (never pos + len, which may wrap). */
         if (seg->len > len - pos) {
             return fail_at(diag, FK_E_TRUNCATED, pos - 4,
-                           "app image: segment %u length %u runs past the end (%zu bytes left)",
-                           i, (unsigned)seg->len, len - pos);
+                           "app image: segment %u length %u runs past the end (%zu bytes left)", i,
+                           (unsigned)seg->len, len - pos);
         }
         /* The bootloader rejects a segment whose length is not a multiple of 4
          * (esp_image_format.c, verify_segment_header: "unaligned segment length"). */
@@ -127,8 +127,7 @@ enum fk_err fk_ota_image_parse(const uint8_t *buf, size_t len, struct fk_ota_ima
     out->checksum = buf[ck_pos];
     if (out->checksum != sum) {
         return fail_at(diag, FK_E_CRC, ck_pos,
-                       "app image: checksum byte 0x%02x, segments give 0x%02x", out->checksum,
-                       sum);
+                       "app image: checksum byte 0x%02x, segments give 0x%02x", out->checksum, sum);
     }
     size_t end = ck_pos + 1;
     if (out->hash_appended) {
@@ -153,8 +152,7 @@ enum fk_err fk_ota_image_parse(const uint8_t *buf, size_t len, struct fk_ota_ima
 
     /* The app description is the first thing in the first (DROM) segment of an app. */
     const struct fk_ota_segment *first = &out->segments[0];
-    if (first->len >= FK_OTA_APP_DESC_LEN &&
-        fk_load_le32(first->data) == FK_OTA_APP_DESC_MAGIC) {
+    if (first->len >= FK_OTA_APP_DESC_LEN && fk_load_le32(first->data) == FK_OTA_APP_DESC_MAGIC) {
         out->has_app_desc = 1;
         parse_app_desc(first->data, &out->app_desc);
     }

@@ -217,9 +217,9 @@ enum fk_err fk_ota_key_from_block(enum fk_ota_scheme s, const uint8_t *enc, size
         point[0] = 0x04;
         reverse_copy(point + 1, enc + 1, l->coord_len);
         reverse_copy(point + 1 + l->coord_len, enc + 1 + l->coord_len, l->coord_len);
-        FK_GUARD_OSSL(OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME,
-                                                      curve_group(s), 0),
-                      FK_E_CRYPTO);
+        FK_GUARD_OSSL(
+            OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, curve_group(s), 0),
+            FK_E_CRYPTO);
         FK_GUARD_OSSL(OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point,
                                                        1 + 2 * l->coord_len),
                       FK_E_CRYPTO);
@@ -295,9 +295,8 @@ static void set_name(struct fk_ota_key *k, const char *name) {
     snprintf(k->name, sizeof k->name, "%.*s***%s", head, name, rest);
 }
 
-enum fk_err fk_ota_key_from_pem(const uint8_t *pem, size_t len, const char *name,
-                                int need_private, struct fk_ota_key **out,
-                                struct fk_diag *diag) {
+enum fk_err fk_ota_key_from_pem(const uint8_t *pem, size_t len, const char *name, int need_private,
+                                struct fk_ota_key **out, struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     struct fk_ota_key *k = NULL;
     BIO *bio = NULL;

@@ -12,9 +12,9 @@
 #define FK_OTA_SIG_MAX 384u
 
 struct fk_ota_key {
-    EVP_PKEY *pkey;    /* as loaded: may be private, may live in a PKCS#11 token */
-    EVP_PKEY *pub;     /* the public half, a plain provider key (for encoding and verify) */
-    void *engine;      /* ENGINE * that pkey belongs to, NULL for PEM keys */
+    EVP_PKEY *pkey; /* as loaded: may be private, may live in a PKCS#11 token */
+    EVP_PKEY *pub;  /* the public half, a plain provider key (for encoding and verify) */
+    void *engine;   /* ENGINE * that pkey belongs to, NULL for PEM keys */
     int is_private;
     enum fk_ota_scheme scheme;
     uint8_t enc[FK_OTA_KEY_ENC_MAX]; /* the key fields exactly as a signature block holds them */
@@ -24,11 +24,11 @@ struct fk_ota_key {
 
 /* Field sizes per scheme (as espsecure lays them out). */
 struct fk_ota_layout {
-    uint8_t version;     /* block version byte */
-    uint8_t sha_version; /* ECDSA only: 0 SHA-256, 1 SHA-384 */
-    uint8_t curve_id;    /* ECDSA only: 1 P-192, 2 P-256, 3 P-384 */
-    size_t digest_len;   /* 32 or 48 */
-    size_t coord_len;    /* ECDSA field element bytes: 24, 32, 48 */
+    uint8_t version;         /* block version byte */
+    uint8_t sha_version;     /* ECDSA only: 0 SHA-256, 1 SHA-384 */
+    uint8_t curve_id;        /* ECDSA only: 1 P-192, 2 P-256, 3 P-384 */
+    size_t digest_len;       /* 32 or 48 */
+    size_t coord_len;        /* ECDSA field element bytes: 24, 32, 48 */
     size_t key_off, key_len; /* key field in the block (what the eFuse digest covers) */
     size_t sig_off, sig_field_len, sig_len; /* sig_len: meaningful bytes of the field */
 };
@@ -38,8 +38,8 @@ const struct fk_ota_layout *fk_ota_layout_of(enum fk_ota_scheme s);
 
 /* Loads a key from a "pkcs11:" URI through the OpenSSL pkcs11 engine (pkcs11.c). On success
  * *pkey and *engine are owned by the caller (release with fk_ota_pkcs11_release). */
-enum fk_err fk_ota_pkcs11_load(const char *uri, int need_private, EVP_PKEY **pkey,
-                               void **engine, struct fk_diag *diag);
+enum fk_err fk_ota_pkcs11_load(const char *uri, int need_private, EVP_PKEY **pkey, void **engine,
+                               struct fk_diag *diag);
 void fk_ota_pkcs11_release(void *engine);
 
 /* Makes a public key from the key fields of a block (the reverse of the encoding).

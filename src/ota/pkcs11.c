@@ -45,8 +45,8 @@ static void load_engine(void) {
     loaded = e;
 }
 
-enum fk_err fk_ota_pkcs11_load(const char *uri, int need_private, EVP_PKEY **pkey,
-                               void **engine, struct fk_diag *diag) {
+enum fk_err fk_ota_pkcs11_load(const char *uri, int need_private, EVP_PKEY **pkey, void **engine,
+                               struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     ENGINE *e = NULL;
     const char *module = getenv("FK_PKCS11_MODULE");

@@ -156,9 +156,8 @@ static enum fk_err digest_for(struct digests *d, const uint8_t *data, size_t len
 /* Writes one complete block for key into blk (1216 bytes), signing the data digest. The new
  * signature is checked with the public key before it is accepted, so a faulty signer (an HSM
  * glitch, a fault attack on the host) cannot produce a release that bricks an update. */
-static enum fk_err make_block(const struct fk_ota_key *key, struct digests *dg,
-                              const uint8_t *data, size_t len, uint8_t *blk,
-                              struct fk_diag *diag) {
+static enum fk_err make_block(const struct fk_ota_key *key, struct digests *dg, const uint8_t *data,
+                              size_t len, uint8_t *blk, struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     const struct fk_ota_layout *l = fk_ota_layout_of(key->scheme);
     const uint8_t *digest = NULL;
@@ -230,8 +229,8 @@ enum fk_err fk_ota_sign(const uint8_t *data, size_t len, struct fk_ota_key *cons
     memset(out + len, 0xFF, total - len);
     uint8_t *sector = out + signed_len;
     for (size_t i = 0; i < nkeys; i++) {
-        FK_GUARD(make_block(keys[i], &dg, out, signed_len, sector + i * FK_OTA_SIG_BLOCK_SIZE,
-                            diag));
+        FK_GUARD(
+            make_block(keys[i], &dg, out, signed_len, sector + i * FK_OTA_SIG_BLOCK_SIZE, diag));
     }
     *out_len = total;
     rc = FK_OK;
@@ -251,8 +250,7 @@ enum fk_err fk_ota_sign_append(const uint8_t *signed_img, size_t len,
     if (sec.leading_valid == 0) {
         rc = fk_diag_set(diag, FK_E_PARSE,
                          "no valid signature block 0 (%s): not a signed image, sign it first",
-                         sec.blocks[0].state == FK_OTA_BLOCK_ABSENT ? "absent"
-                                                                    : sec.blocks[0].why);
+                         sec.blocks[0].state == FK_OTA_BLOCK_ABSENT ? "absent" : sec.blocks[0].why);
         goto out;
     }
     /* Appending to an image whose data no longer matches its blocks would produce a file
@@ -315,8 +313,7 @@ static const char *verdict_text(enum fk_ota_verdict v) {
 }
 
 enum fk_err fk_ota_verify(const uint8_t *buf, size_t len, struct fk_ota_key *const *trusted,
-                          size_t ntrusted, struct fk_ota_verify_result *res,
-                          struct fk_diag *diag) {
+                          size_t ntrusted, struct fk_ota_verify_result *res, struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     struct fk_ota_sig_sector sec;
     struct fk_ota_verify_result local;
@@ -446,8 +443,8 @@ enum fk_err fk_ota_block_check(const struct fk_ota_sig_sector *sec, const uint8_
             goto out;
         }
     }
-    *self_sig_ok = fk_ota_verify_digest(pub, b->scheme, b->image_digest, b->digest_len, b->sig) ==
-                   FK_OK;
+    *self_sig_ok =
+        fk_ota_verify_digest(pub, b->scheme, b->image_digest, b->digest_len, b->sig) == FK_OK;
     rc = FK_OK;
 out:
     EVP_PKEY_free(pub);

@@ -49,9 +49,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
     }
     static struct fk_ota_key *trusted;
-    if (trusted == NULL &&
-        fk_ota_key_from_pem((const uint8_t *)trusted_pem, strlen(trusted_pem), "trusted", 0,
-                            &trusted, NULL) != FK_OK) {
+    if (trusted == NULL && fk_ota_key_from_pem((const uint8_t *)trusted_pem, strlen(trusted_pem),
+                                               "trusted", 0, &trusted, NULL) != FK_OK) {
         abort();
     }
     struct fk_ota_verify_result r;

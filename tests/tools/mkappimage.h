@@ -13,11 +13,11 @@ struct mkapp_opts {
     const char *version;      /* esp_app_desc_t.version, at most 31 characters */
     const char *project_name; /* at most 31 characters */
     uint32_t secure_version;
-    uint16_t chip_id;         /* 0 ESP32, 5 C3, 13 C6 ... */
-    unsigned extra_segments;  /* code segments after the DROM one, 0..15 */
-    uint32_t segment_len;     /* bytes of each extra segment (rounded up to 4) */
-    int hash_appended;        /* 1: append the SHA-256 of the image */
-    uint32_t seed;            /* pattern seed for segment data */
+    uint16_t chip_id;        /* 0 ESP32, 5 C3, 13 C6 ... */
+    unsigned extra_segments; /* code segments after the DROM one, 0..15 */
+    uint32_t segment_len;    /* bytes of each extra segment (rounded up to 4) */
+    int hash_appended;       /* 1: append the SHA-256 of the image */
+    uint32_t seed;           /* pattern seed for segment data */
 };
 
 /* Fills o with defaults: version "1.0.0", project "robot", secure_version 0, chip 0 (ESP32),

@@ -105,6 +105,34 @@ static void ota_vectors_verify_as_espsecure_does(void **state) {
                      FK_E_MISMATCH);
 }
 
+/* A tamper test per vector: a changed image byte is a digest mismatch, a changed block byte
+ * (under the CRC) a damaged sector; both fail for every key that verified before. */
+static void ota_vectors_fail_when_tampered(void **state) {
+    (void)state;
+    static const struct {
+        const char *img, *pub;
+    } rows[] = {
+        {"app_signed_a.bin", "key_a.pub.pem"},     {"app_signed_ab.bin", "key_a.pub.pem"},
+        {"app_signed_ab.bin", "key_b.pub.pem"},    {"app_signed_a_plus_b.bin", "key_b.pub.pem"},
+        {"app_signed_rsa.bin", "key_rsa.pub.pem"},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        size_t len = 0;
+        uint8_t *buf = load(rows[i].img, &len);
+        struct fk_ota_key *k = key(rows[i].pub, 0);
+        assert_int_equal(fk_ota_verify(buf, len, &k, 1, NULL, NULL), FK_OK);
+        const size_t spots[] = {77, 100500, SIG_OFF + 10, SIG_OFF + 600, SIG_OFF + 1216 + 900};
+        for (size_t j = 0; j < sizeof spots / sizeof spots[0]; j++) {
+            buf[spots[j]] ^= 0x20;
+            enum fk_err rc = fk_ota_verify(buf, len, &k, 1, NULL, NULL);
+            assert_int_equal(rc, j < 2 ? FK_E_MISMATCH : FK_E_PARSE);
+            buf[spots[j]] ^= 0x20;
+        }
+        fk_ota_key_free(k);
+        free(buf);
+    }
+}
+
 static void ota_verify_reports_block_verdicts(void **state) {
     (void)state;
     struct fk_ota_verify_result r;
@@ -337,14 +365,12 @@ static void ota_append_keeps_block0_and_matches_espsecure(void **state) {
     assert_int_equal(fk_ota_sign_append(out, len, &kr, 1, out, len, &out_len, NULL), FK_OK);
     expect_verify(out, len, "key_rsa.pub.pem", FK_OK, 2);
     expect_verify(out, len, "key_b.pub.pem", FK_OK, 1);
-    assert_int_equal(fk_ota_sign_append(out, len, &kb, 1, out, len, &out_len, NULL),
-                     FK_E_NOSPACE);
+    assert_int_equal(fk_ota_sign_append(out, len, &kb, 1, out, len, &out_len, NULL), FK_E_NOSPACE);
 
     /* Appending to a tampered image or to unsigned data is refused. */
     size_t tlen = 0;
     uint8_t *t = load("app_signed_a_tampered.bin", &tlen);
-    assert_int_equal(fk_ota_sign_append(t, tlen, &kb, 1, out, len, &out_len, NULL),
-                     FK_E_MISMATCH);
+    assert_int_equal(fk_ota_sign_append(t, tlen, &kb, 1, out, len, &out_len, NULL), FK_E_MISMATCH);
     memset(t + SIG_OFF, 0xFF, 4096);
     assert_int_equal(fk_ota_sign_append(t, tlen, &kb, 1, out, len, &out_len, NULL), FK_E_PARSE);
     fk_ota_key_free(kb);
@@ -407,8 +433,7 @@ static void ota_sign_p384_uses_sha384_and_verifies(void **state) {
     assert_int_equal(fk_ota_sig_sector_parse(out, len, &sec, NULL), FK_OK);
     assert_int_equal(fk_ota_block_pubkey_pem(&sec.blocks[0], pem, sizeof pem), FK_OK);
     struct fk_ota_key *again = NULL;
-    assert_int_equal(fk_ota_key_from_pem((const uint8_t *)pem, strlen(pem), "blk", 0, &again,
-                                         NULL),
+    assert_int_equal(fk_ota_key_from_pem((const uint8_t *)pem, strlen(pem), "blk", 0, &again, NULL),
                      FK_OK);
     assert_int_equal(fk_ota_verify(out, len, &again, 1, &r, NULL), FK_OK);
     fk_ota_key_free(again);
@@ -505,18 +530,36 @@ static void ota_verify_detects_tampering_anywhere(void **state) {
     uint8_t *out = sign_app(keys, 2, &len);
     const size_t s = SIG_OFF;
     const size_t spots[] = {
-        0, 0x1000, 99999,                 /* image bytes */
-        100000, 101000, SIG_OFF - 1,      /* the 0xFF padding */
-        s + 0, s + 1, s + 2, s + 3,       /* magic, version, sha version, reserved */
-        s + 4, s + 35,                    /* image digest */
-        s + 36, s + 37, s + 100,          /* curve id, key */
-        s + 101, s + 164,                 /* r, s */
-        s + 165, s + 1195,                /* zero padding under the CRC */
-        s + 1196, s + 1199,               /* CRC */
-        s + 1200, s + 1215,               /* padding after the CRC */
-        s + 1216 + 101, s + 1216 + 1196,  /* block 1: signature, CRC */
-        s + 2432, s + 3000, s + 3647,     /* erased slot 2 */
-        s + 3648, s + 4095,               /* sector fill */
+        0,
+        0x1000,
+        99999, /* image bytes */
+        100000,
+        101000,
+        SIG_OFF - 1, /* the 0xFF padding */
+        s + 0,
+        s + 1,
+        s + 2,
+        s + 3, /* magic, version, sha version, reserved */
+        s + 4,
+        s + 35, /* image digest */
+        s + 36,
+        s + 37,
+        s + 100, /* curve id, key */
+        s + 101,
+        s + 164, /* r, s */
+        s + 165,
+        s + 1195, /* zero padding under the CRC */
+        s + 1196,
+        s + 1199, /* CRC */
+        s + 1200,
+        s + 1215, /* padding after the CRC */
+        s + 1216 + 101,
+        s + 1216 + 1196, /* block 1: signature, CRC */
+        s + 2432,
+        s + 3000,
+        s + 3647, /* erased slot 2 */
+        s + 3648,
+        s + 4095, /* sector fill */
     };
     for (size_t i = 0; i < sizeof spots / sizeof spots[0]; i++) {
         expect_tamper_detected(out, len, spots[i], "key_a.pub.pem");
@@ -654,7 +697,7 @@ static void ota_image_parse_rejects_bad_fields(void **state) {
     /* One segment more than there are: the checksum and hash bytes are read as a segment
      * header, which fails one way or another. */
     assert_int_not_equal(parse_modified(1, 4, 0, &d), FK_OK);
-    assert_int_equal(parse_modified(23, 2, 0, &d), FK_E_PARSE);    /* hash_appended */
+    assert_int_equal(parse_modified(23, 2, 0, &d), FK_E_PARSE); /* hash_appended */
     /* Segment 1 length (at 24 + 8 + 256 + 4) past the end, huge (wrap), unaligned. */
     assert_int_equal(parse_modified(24 + 8 + 256 + 5, 0x40, 1, &d), FK_E_TRUNCATED);
     assert_int_equal(d.offset, 24 + 8 + 256 + 4);
@@ -709,6 +752,7 @@ static void ota_signed_app_image_round_trip(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(ota_vectors_verify_as_espsecure_does),
+        cmocka_unit_test(ota_vectors_fail_when_tampered),
         cmocka_unit_test(ota_verify_reports_block_verdicts),
         cmocka_unit_test(ota_verify_takes_several_trusted_keys),
         cmocka_unit_test(ota_key_digest_matches_espsecure),

@@ -179,8 +179,10 @@ static int check_sign_input(const struct args *a, const uint8_t *buf, size_t len
     if (rc != FK_OK) {
         snprintf(d->file, sizeof d->file, "%s", a->input);
         int ret = fk_cli_fail(d, rc);
-        fprintf(stderr, "provision-keys sign: %s: expected an ESP32 app image; use --raw to "
-                        "sign other data\n", a->input);
+        fprintf(stderr,
+                "provision-keys sign: %s: expected an ESP32 app image; use --raw to "
+                "sign other data\n",
+                a->input);
         return ret;
     }
     /* Erased-flash padding after the image is fine (an image pre-padded for secure boot);
@@ -215,9 +217,8 @@ int fk_cmd_sign(int argc, char **argv) {
     size_t in_len = 0;
     uint8_t *out = NULL;
     size_t out_len = 0;
-    int ret = parse("sign", argc, argv, BIT(OPT_KEY) | BIT(OPT_OUTPUT) | BIT(OPT_RAW) |
-                                            BIT(OPT_APPEND),
-                    &a);
+    int ret = parse("sign", argc, argv,
+                    BIT(OPT_KEY) | BIT(OPT_OUTPUT) | BIT(OPT_RAW) | BIT(OPT_APPEND), &a);
 
     fk_diag_init(&d);
     if (ret != 0 || a.help) {
