@@ -58,7 +58,7 @@ hexle() {
 }
 # rawrev FILE OFFSET LEN OUT: the LEN bytes at OFFSET reversed, as a binary file.
 rawrev() {
-    hexle "$1" "$2" "$3" | sed 's/../\\x&/g' | xargs -0 printf '%b' >"$4"
+    hexle "$1" "$2" "$3" | tr -d '\n' | sed 's/../\\x&/g' | xargs -0 printf '%b' >"$4"
 }
 
 # openssl_ecdsa SIGNED SECTOR_OFF BLOCK PUB SHA COORD: verify block BLOCK of SIGNED with openssl.
@@ -89,6 +89,7 @@ openssl_rsa() {
     f=$1 soff=$2 blk=$3 pub=$4
     base=$((soff + blk * 1216))
     rawrev "$f" $((base + 812)) 384 "$tmp/rsa.sig"
+    if [ "$(wc -c <"$tmp/rsa.sig")" -eq 384 ]; then ok; else fail "RSA signature not 384 bytes"; fi
     head -c "$soff" "$f" >"$tmp/padded.bin"
     expect 0 openssl dgst -sha256 -sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:32 \
         -sigopt rsa_mgf1_md:sha256 -verify "$pub" -signature "$tmp/rsa.sig" "$tmp/padded.bin"
