@@ -77,7 +77,7 @@ FK_MUST_CHECK enum fk_err fk_nvs_keys_generate(struct fk_nvs_keys *k);
 /* The 4096-byte nvs_keys partition image: eky ‖ tky ‖ CRC32 ‖ 0xFF padding. */
 void fk_nvs_keys_encode(const struct fk_nvs_keys *k, uint8_t out[FK_NVS_KEYS_SIZE]);
 /* Parses a key partition image (at least 68 bytes are read; CRC checked). FK_E_TRUNCATED,
- * FK_E_CRC. */
+ * FK_E_CRC, FK_E_CRYPTO (eky == tky, which XTS refuses). */
 FK_MUST_CHECK enum fk_err fk_nvs_keys_parse(const uint8_t *buf, size_t len,
                                             struct fk_nvs_keys *k, struct fk_diag *diag);
 /* Encrypts (or decrypts) the entries of a plain image in place: AES-256-XTS over each 32-byte

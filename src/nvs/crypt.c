@@ -62,6 +62,13 @@ enum fk_err fk_nvs_keys_parse(const uint8_t *buf, size_t len, struct fk_nvs_keys
                            "image, or damaged)",
                            stored, computed);
     }
+    /* XTS with key1 == key2 is refused by OpenSSL (and Python's cryptography): say so here
+     * rather than fail later with a bare crypto error. */
+    if (fk_ct_equal(buf, buf + FK_NVS_KEY_LEN, FK_NVS_KEY_LEN)) {
+        return fk_diag_set(diag, FK_E_CRYPTO,
+                           "key file holds the same key twice (eky == tky); AES-XTS needs two "
+                           "different keys");
+    }
     memcpy(k->eky, buf, FK_NVS_KEY_LEN);
     memcpy(k->tky, buf + FK_NVS_KEY_LEN, FK_NVS_KEY_LEN);
     return FK_OK;

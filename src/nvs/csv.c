@@ -418,6 +418,8 @@ enum fk_err fk_nvs_csv_load(struct fk_nvs_builder *b, const char *buf, size_t le
         const char *val = field(&r, col_val, &vlen);
         FK_ENSURE(key != NULL && klen > 0,
                   fk_diag_at(diag, FK_E_PARSE, name, r.line, "row without a key"));
+        FK_ENSURE(memchr(key, '\0', klen) == NULL,
+                  fk_diag_at(diag, FK_E_PARSE, name, r.line, "key holds a NUL byte"));
         FK_ENSURE(klen <= FKD_NVS_KEY_MAX,
                   fk_diag_at(diag, FK_E_RANGE, name, r.line,
                              "key '%.40s' is %zu characters long; NVS keys are at most %u", key,

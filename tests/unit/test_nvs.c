@@ -697,6 +697,7 @@ static void builder_api_reproduces_the_provisioning_vector(void **state) {
                      FK_E_RANGE);
     assert_int_equal(fk_nvs_builder_add_int(b, "e", FKD_NVS_STR, 0, 0, &d), FK_E_ARG);
     assert_int_equal(fk_nvs_builder_add_str(b, "", "x", &d), FK_E_ARG);
+    fk_nvs_builder_free(b);
     assert_int_equal(fk_nvs_builder_new(3, &b), FK_E_ARG);
     assert_null(b);
     free(gen);
@@ -887,6 +888,11 @@ static void keys_round_trip_and_reject_bad_crc(void **state) {
     buf[40] ^= 1;
     assert_int_equal(fk_nvs_keys_parse(buf, 67, &k2, &d), FK_E_TRUNCATED);
     assert_int_equal(fk_nvs_keys_parse(buf, 68, &k2, &d), FK_OK);
+    struct fk_nvs_keys same;
+    memset(&same, 0x33, sizeof same); /* eky == tky */
+    fk_nvs_keys_encode(&same, buf);
+    assert_int_equal(fk_nvs_keys_parse(buf, sizeof buf, &k2, &d), FK_E_CRYPTO);
+    assert_non_null(strstr(d.msg, "eky == tky"));
     memset(buf, 0xFF, sizeof buf); /* an erased partition */
     assert_int_equal(fk_nvs_keys_parse(buf, sizeof buf, &k2, &d), FK_E_CRC);
     /* Encrypt then decrypt is the identity on a real image, and changes every entry. */
