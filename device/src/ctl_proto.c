@@ -100,6 +100,11 @@ void fkd_ctl_json_bool(struct fkd_ctl_json *w, const char *k, int val) {
     puts_(w, val ? "true" : "false");
 }
 
+void fkd_ctl_json_raw(struct fkd_ctl_json *w, const char *k, const char *json) {
+    key(w, k);
+    puts_(w, json != NULL && json[0] != '\0' ? json : "null");
+}
+
 void fkd_ctl_json_begin(struct fkd_ctl_json *w, const char *k) {
     key(w, k);
     put(w, "{", 1);

@@ -2,28 +2,161 @@
  * START_SERVICES: the place where robot-sim starts the robot's network services.
  *
  * Owner of the body below: the DTLS-PSK control listener (issue 4, section 4: device/src/ctl*.c,
- * fkd/ctl.h). When the listener exists, this function sets it up in caller memory
- * (fkd_ctl_init / fkd_ctl_setup with &rs->store and &rs->posture) and serves until stopped.
- * The boot in main.c has already enforced policy: it never calls this function when the boot
- * was refused, and rs->posture.listener says whether the listener may run and how.
+ * fkd/ctl.h). It sets the listener up in static memory with the PSK and identity the
+ * credential store loaded from NVS (security/dtls_psk, security/psk_id), in the mode policy
+ * decided, and serves until SIGTERM/SIGINT (or --run-ms). The boot in main.c has already
+ * enforced policy: it never calls this function when the boot was refused.
+ *
+ * Options (the ones main.c did not take):
+ *   --ctl-port P    UDP port (default: CONFIG_MINITRAIN_DTLS_PORT, 5684; 0 = any free port)
+ *   --ctl-bind IP   address to bind (default 0.0.0.0)
+ *   --run-ms MS     stop after MS milliseconds (tests; default: until a signal)
+ * Prints "robot-sim: control listener on udp IP:PORT (MODE)" once it listens.
  * ====================================================================================== */
 #include "robot_sim.h"
 
+#include "fkd/ctl.h"
+#include "fkd/net.h"
+
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CTL_SESSIONS 4
+#define FW_VERSION "robot-sim 0.1.0"
+
+static struct fkd_ctl ctl;
+static struct fkd_ctl_session sessions[CTL_SESSIONS];
+static uint8_t rx[FKD_CTL_RX_MAX];
+static volatile sig_atomic_t stop;
+
+static void on_signal(int sig) {
+    (void)sig;
+    stop = 1;
+}
+
+static void ctl_log(void *user, enum fkd_ctl_level lvl, const char *line) {
+    (void)user;
+    static const enum fkd_log_level map[] = {FKD_LOG_DEBUG, FKD_LOG_INFO, FKD_LOG_WARN,
+                                             FKD_LOG_ERROR};
+    fkd_log(map[lvl], "%s", line);
+}
+
+/* `status` gets the posture and where the credentials came from (fingerprints only). */
+static void ctl_status(void *user, struct fkd_ctl_json *w) {
+    static const enum fkd_cred shown[] = {FKD_CRED_DTLS_PSK, FKD_CRED_OTA_PUBKEY,
+                                          FKD_CRED_CLIENT_CERT, FKD_CRED_WIFI_PASSWORD};
+    const struct robot_sim *rs = user;
+    char posture[512];
+    if (fkd_posture_json(&rs->posture, posture, sizeof posture) < sizeof posture) {
+        fkd_ctl_json_raw(w, "posture", posture);
+    }
+    fkd_ctl_json_begin(w, "credentials");
+    for (size_t i = 0; i < sizeof shown / sizeof shown[0]; i++) {
+        const struct fkd_cred_info *in = fkd_store_info(&rs->store, shown[i]);
+        fkd_ctl_json_begin(w, fkd_cred_name(shown[i]));
+        fkd_ctl_json_str(w, "source", fkd_cred_source_name(in->source));
+        fkd_ctl_json_str(w, "fpr", in->fpr);
+        fkd_ctl_json_end(w);
+    }
+    fkd_ctl_json_end(w);
+}
+
+static int parse_ul(const char *s, unsigned long max, unsigned long *out) {
+    char *end = NULL;
+    if (s == NULL || s[0] == '\0' || s[0] == '-') {
+        return -1;
+    }
+    unsigned long v = strtoul(s, &end, 10);
+    if (*end != '\0' || v > max) {
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
 
 int start_services(struct robot_sim *rs, int argc, char **argv) {
-    if (argc > 0) {
-        fprintf(stderr, "robot-sim: unknown option %s\n", argv[0]);
-        return 2;
+    unsigned long port = rs->posture.dtls_port;
+    unsigned long run_ms = 0;
+    const char *bind_ip = "0.0.0.0";
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--ctl-port") == 0 && v != NULL && parse_ul(v, 65535, &port) == 0) {
+            i++;
+        } else if (strcmp(a, "--ctl-bind") == 0 && v != NULL) {
+            bind_ip = v;
+            i++;
+        } else if (strcmp(a, "--run-ms") == 0 && v != NULL &&
+                   parse_ul(v, 86400000ul, &run_ms) == 0) {
+            i++;
+        } else {
+            fprintf(stderr, "robot-sim: unknown or incomplete option %s\n", a);
+            return 2;
+        }
     }
-    switch (rs->posture.listener) {
-    case FKD_LISTENER_REFUSED:
-        fkd_log(FKD_LOG_ERROR, "services: control listener not started (policy)");
-        break;
-    case FKD_LISTENER_DTLS:
-    case FKD_LISTENER_PLAINTEXT:
-        fkd_log(FKD_LOG_WARN, "services: no control listener in this build; nothing to run");
-        break;
+    if (rs->posture.listener == FKD_LISTENER_REFUSED) {
+        fkd_log(FKD_LOG_ERROR, "services: control listener not started (policy: dtls-required)");
+        return 0;
     }
-    return 0;
+
+    struct fkd_ctl_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.bind_ip = bind_ip;
+    cfg.port = (uint16_t)port;
+    cfg.fw_version = FW_VERSION;
+    cfg.log = ctl_log;
+    cfg.status = ctl_status;
+    cfg.user = rs;
+    fkd_ctl_init(&ctl);
+    if (rs->posture.listener == FKD_LISTENER_DTLS) {
+        const uint8_t *psk = NULL;
+        const char *identity = NULL;
+        if (fkd_store_psk(&rs->store, &psk, &identity) != FKD_OK ||
+            fkd_ctl_set_psk(&ctl, FKD_CTL_SLOT_CURRENT, (const uint8_t *)identity,
+                            strlen(identity), psk, FKD_PSK_LEN, 1) != FKD_CTL_OK) {
+            fkd_log(FKD_LOG_ERROR, "services: policy chose DTLS but the PSK is unusable");
+            fkd_ctl_free(&ctl);
+            return 1;
+        }
+        cfg.mode = FKD_CTL_MODE_DTLS;
+    } else {
+        /* Seed 004, development: "Can boot without PSK (control channel unencrypted, logged
+         * as error)". */
+        fkd_log(FKD_LOG_ERROR, "services: no valid DTLS PSK: control channel runs UNENCRYPTED "
+                               "(development build only)");
+        cfg.mode = FKD_CTL_MODE_PLAINTEXT;
+    }
+    int rc = fkd_ctl_setup(&ctl, &cfg, sessions, CTL_SESSIONS, rx, sizeof rx);
+    if (rc != FKD_CTL_OK) {
+        fkd_log(FKD_LOG_ERROR, "services: control listener: %s", fkd_ctl_strerror(rc));
+        fkd_ctl_free(&ctl);
+        return 1;
+    }
+    const char *mode = cfg.mode == FKD_CTL_MODE_DTLS ? "dtls-psk" : "plaintext";
+    fkd_log(FKD_LOG_INFO, "services: control listener on udp %s:%u (%s, %d sessions)", bind_ip,
+            (unsigned)fkd_ctl_port(&ctl), mode, CTL_SESSIONS);
+    printf("robot-sim: control listener on udp %s:%u (%s)\n", bind_ip,
+           (unsigned)fkd_ctl_port(&ctl), mode);
+    fflush(stdout);
+
+    signal(SIGTERM, on_signal);
+    signal(SIGINT, on_signal);
+    uint64_t deadline = run_ms != 0 ? fkd_net_now_ms() + run_ms : UINT64_MAX;
+    int code = 0;
+    while (!stop && fkd_net_now_ms() < deadline) {
+        if (fkd_ctl_poll(&ctl, 200) < 0) {
+            fkd_log(FKD_LOG_ERROR, "services: control socket failed");
+            code = 1;
+            break;
+        }
+    }
+    struct fkd_ctl_stats st;
+    fkd_ctl_get_stats(&ctl, &st);
+    fkd_log(FKD_LOG_INFO, "services: control listener stopped: %u handshakes ok, %u failed, "
+                          "%u requests",
+            st.handshakes_ok, st.handshakes_failed, st.requests);
+    fkd_ctl_free(&ctl);
+    return code;
 }

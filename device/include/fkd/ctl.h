@@ -41,7 +41,7 @@ extern "C" {
 #define FKD_CTL_PSK_MAX 64       /* bytes; NVS security/dtls_psk holds 32 */
 #define FKD_CTL_IDENTITY_MAX 64  /* bytes of a PSK identity we accept */
 #define FKD_CTL_REQ_MAX 128      /* longest request line */
-#define FKD_CTL_RESP_MAX 768     /* longest response */
+#define FKD_CTL_RESP_MAX 1100    /* longest response: one record within a 1200-byte MTU */
 #define FKD_CTL_RX_MAX 1536      /* receive buffer to hand to fkd_ctl_setup() */
 #define FKD_CTL_RX_MIN 512
 #define FKD_CTL_FPR_LEN 24       /* "sha256:" + 16 hex + NUL, same as the host's fk_fpr() */
@@ -98,6 +98,9 @@ struct fkd_ctl_json {
 void fkd_ctl_json_str(struct fkd_ctl_json *w, const char *key, const char *val);
 void fkd_ctl_json_int(struct fkd_ctl_json *w, const char *key, long long val);
 void fkd_ctl_json_bool(struct fkd_ctl_json *w, const char *key, int val);
+/* "key":<json> with json already serialised by the caller's own writer (e.g.
+ * fkd_posture_json); it must be one complete JSON value. */
+void fkd_ctl_json_raw(struct fkd_ctl_json *w, const char *key, const char *json);
 void fkd_ctl_json_begin(struct fkd_ctl_json *w, const char *key); /* opens "key":{ */
 void fkd_ctl_json_end(struct fkd_ctl_json *w);                     /* closes } */
 
