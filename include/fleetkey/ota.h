@@ -177,10 +177,12 @@ FK_MUST_CHECK enum fk_err fk_ota_key_digest(const struct fk_ota_key *key,
                                             uint8_t out[FK_OTA_KEY_DIGEST_LEN]);
 
 /* The public key of a block (as stored in it) in PEM, for people and for other tools.
- * Writes a NUL-terminated PEM into out. FK_OK, FK_E_NOSPACE, FK_E_PARSE, FK_E_CRYPTO. */
+ * Writes a NUL-terminated PEM into out. FK_OK; FK_E_ARG (blk not VALID); FK_E_NOSPACE;
+ * FK_E_PARSE (the key fields do not form a key, e.g. a point off the curve); FK_E_CRYPTO. */
 FK_MUST_CHECK enum fk_err fk_ota_block_pubkey_pem(const struct fk_ota_sig_block *blk, char *out,
                                                   size_t out_size);
-/* SHA-256 of a block's key fields (what signature-info prints). blk must be VALID. */
+/* SHA-256 of a block's key fields (what signature-info prints); all zeros unless blk is
+ * VALID. */
 void fk_ota_block_key_digest(const struct fk_ota_sig_block *blk,
                              uint8_t out[FK_OTA_KEY_DIGEST_LEN]);
 
@@ -195,8 +197,10 @@ size_t fk_ota_signed_size(size_t len);
  * PSS (salt 32), exactly as espsecure sign-data --version 2 does. data is not checked to be an
  * app image (the caller does that with fk_ota_image_parse). out must hold
  * fk_ota_signed_size(len) bytes; *out_len receives it. The keys are borrowed.
- * FK_OK; FK_E_ARG (0 or more than 3 keys, a public key); FK_E_NOSPACE (out too small);
- * FK_E_CRYPTO (the signer failed: diag says which key). */
+ * out may be data itself (signing in place) when the buffer is large enough.
+ * FK_OK; FK_E_ARG (no key, or a public key); FK_E_NOSPACE (more than 3 keys, or out too
+ * small); FK_E_TOOBIG (len too large to pad); FK_E_CRYPTO (the signer failed, or the new
+ * signature did not verify with the public key: diag says which key). Thread-safe. */
 FK_MUST_CHECK enum fk_err fk_ota_sign(const uint8_t *data, size_t len,
                                       struct fk_ota_key *const *keys, size_t nkeys, uint8_t *out,
                                       size_t out_size, size_t *out_len, struct fk_diag *diag);
@@ -216,7 +220,7 @@ FK_MUST_CHECK enum fk_err fk_ota_sign_append(const uint8_t *signed_img, size_t l
 /* ---- verify ---------------------------------------------------------------------------- */
 enum fk_ota_verdict {
     FK_OTA_V_ABSENT,    /* erased slot */
-    FK_OTA_V_INVALID,   /* malformed slot: skipped */
+    FK_OTA_V_INVALID,   /* malformed slot: fails verification (see fk_ota_verify) */
     FK_OTA_V_UNTRUSTED, /* well formed, its key is none of the trusted keys */
     FK_OTA_V_BAD_SIG,   /* its key is trusted but the signature does not verify */
     FK_OTA_V_OK,        /* verified with a trusted key */
@@ -249,7 +253,9 @@ FK_MUST_CHECK enum fk_err fk_ota_verify(const uint8_t *buf, size_t len,
 
 /* Checks one VALID block on its own, as signature-info does: its image digest against the
  * signed data (*digest_ok) and its signature against the key it carries (*self_sig_ok; a
- * well-formed block signed by someone else's key fails this). FK_OK or FK_E_CRYPTO. */
+ * well-formed block signed by someone else's key, or whose key fields do not form a key,
+ * fails this). This says nothing about trust: use fk_ota_verify for that. buf is the buffer
+ * sec was parsed from. FK_OK; FK_E_ARG (slot out of range or not VALID); FK_E_CRYPTO. */
 FK_MUST_CHECK enum fk_err fk_ota_block_check(const struct fk_ota_sig_sector *sec,
                                              const uint8_t *buf, unsigned slot, int *digest_ok,
                                              int *self_sig_ok);
