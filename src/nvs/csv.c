@@ -367,6 +367,77 @@ out:
     return rc;
 }
 
+/* nvs_partition_gen's blob_fill(N;0xPP) and blob_sz_fill(N;0xPP) encodings: the value's
+ * bytes padded with 0xPP to N bytes, the second one preceded by the value's length as a
+ * little-endian u32. Both are stored as blobs. Returns 1 and fills n/pad/with_size when enc
+ * has that form (N decimal, PP two hex digits), 0 otherwise. */
+static int parse_fill(const char *enc, size_t *n, uint8_t *pad, int *with_size) {
+    const char *p;
+    if (strncmp(enc, "blob_fill(", 10) == 0) {
+        p = enc + 10;
+        *with_size = 0;
+    } else if (strncmp(enc, "blob_sz_fill(", 13) == 0) {
+        p = enc + 13;
+        *with_size = 1;
+    } else {
+        return 0;
+    }
+    size_t v = 0;
+    const char *start = p;
+    while (*p >= '0' && *p <= '9' && p - start < 7) {
+        v = v * 10u + (size_t)(*p - '0');
+        p++;
+    }
+    if (p == start || p[0] != ';' || p[1] != '0' || (p[2] != 'x' && p[2] != 'X')) {
+        return 0;
+    }
+    uint8_t b = 0;
+    size_t got = 0;
+    if (fk_hex_decode(p + 3, 2, &b, 1, &got, NULL) != FK_OK || p[5] != ')' || p[6] != '\0') {
+        return 0;
+    }
+    *n = v;
+    *pad = b;
+    return 1;
+}
+
+static enum fk_err add_fill_row(struct fk_nvs_builder *b, const char *key, const char *enc,
+                                const char *v, size_t vlen, const char *name, long line,
+                                struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    size_t n = 0;
+    uint8_t pad = 0;
+    int with_size = 0;
+    uint8_t *data = NULL;
+    size_t dlen = 0;
+    FK_ENSURE(parse_fill(enc, &n, &pad, &with_size),
+              fk_diag_at(diag, FK_E_PARSE, name, line,
+                         "key '%s': bad encoding '%.40s' (expected blob_fill(N;0xPP) or "
+                         "blob_sz_fill(N;0xPP))",
+                         key, enc));
+    FK_ENSURE(vlen <= n, fk_diag_at(diag, FK_E_RANGE, name, line,
+                                    "key '%s': value of %zu bytes is longer than %s's %zu", key,
+                                    vlen, with_size ? "blob_sz_fill" : "blob_fill", n));
+    dlen = n + (with_size ? 4u : 0u);
+    data = malloc(dlen ? dlen : 1);
+    FK_ENSURE(data != NULL, FK_E_NOMEM);
+    size_t off = 0;
+    if (with_size) {
+        fk_store_le32(data, (uint32_t)vlen);
+        off = 4;
+    }
+    if (vlen) {
+        memcpy(data + off, v, vlen);
+    }
+    memset(data + off + vlen, pad, n - vlen);
+    rc = fk_nvs_builder_add_blob(b, key, data, dlen, diag);
+    FK_GUARD(at_line(diag, rc, name, line));
+    rc = FK_OK;
+out:
+    fk_free_secret(data, dlen ? dlen : 1);
+    return rc;
+}
+
 enum fk_err fk_nvs_csv_load(struct fk_nvs_builder *b, const char *buf, size_t len,
                             const char *csv_name, const char *base_dir, struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
@@ -435,11 +506,19 @@ enum fk_err fk_nvs_csv_load(struct fk_nvs_builder *b, const char *buf, size_t le
                   fk_diag_at(diag, FK_E_PARSE, name, r.line,
                              "key '%s': unknown type '%.40s' (expected namespace, data or file)",
                              key, type));
+        if (enc != NULL && strcmp(type, "data") == 0 &&
+            (strncmp(enc, "blob_fill(", 10) == 0 || strncmp(enc, "blob_sz_fill(", 13) == 0)) {
+            FK_ENSURE(val != NULL, fk_diag_at(diag, FK_E_PARSE, name, r.line,
+                                              "key '%s': no value column", key));
+            FK_GUARD(add_fill_row(b, key, enc, val, vlen, name, r.line, diag));
+            continue;
+        }
         const struct enc *e = enc != NULL ? find_encoding(enc) : NULL;
         FK_ENSURE(e != NULL,
                   fk_diag_at(diag, FK_E_PARSE, name, r.line,
                              "key '%s': unknown encoding '%.40s' (expected u8, i8, u16, i16, "
-                             "u32, i32, u64, i64, string, hex2bin, base64 or binary)",
+                             "u32, i32, u64, i64, string, hex2bin, base64, binary, blob_fill(N;0xPP) or "
+                             "blob_sz_fill(N;0xPP))",
                              key, enc != NULL ? enc : ""));
         FK_ENSURE(val != NULL,
                   fk_diag_at(diag, FK_E_PARSE, name, r.line, "key '%s': no value column", key));

@@ -657,6 +657,47 @@ static void csv_quoting_comments_and_crlf_do_not_change_the_image(void **state) 
     fk_nvs_builder_free(y);
 }
 
+/* The generator's blob_fill(N;0xPP) / blob_sz_fill(N;0xPP) encodings: value bytes padded to N
+ * with 0xPP, the second with the value's length (u32 LE) in front. */
+static void blob_fill_encodings_pad_as_the_generator_does(void **state) {
+    (void)state;
+    const char *csv = "key,type,encoding,value\nn,namespace,,\n"
+                      "f,data,blob_fill(8;0xAA),abc\n"
+                      "g,data,blob_sz_fill(4;0x00),ab\n"
+                      "h,data,blob_fill(3;0xff),\n";
+    struct fk_nvs_builder *b = NULL;
+    assert_int_equal(fk_nvs_builder_new(2, &b), FK_OK);
+    assert_int_equal(fk_nvs_csv_load(b, csv, strlen(csv), "t.csv", NULL, NULL), FK_OK);
+    uint8_t img[0x3000];
+    size_t len = 0;
+    assert_int_equal(fk_nvs_builder_render(b, sizeof img, img, sizeof img, &len, NULL), FK_OK);
+    fk_nvs_builder_free(b);
+    struct fk_nvs_image *r = NULL;
+    assert_int_equal(fk_nvs_image_read(img, len, &r), FK_OK);
+    const struct fk_nvs_item *f = fk_nvs_image_find(r, "n", "f");
+    const struct fk_nvs_item *g = fk_nvs_image_find(r, "n", "g");
+    const struct fk_nvs_item *h = fk_nvs_image_find(r, "n", "h");
+    assert_non_null(f);
+    assert_non_null(g);
+    assert_non_null(h);
+    assert_int_equal(f->len, 8);
+    assert_memory_equal(f->data, "abc\xaa\xaa\xaa\xaa\xaa", 8);
+    assert_int_equal(g->len, 8);
+    assert_memory_equal(g->data, "\x02\x00\x00\x00" "ab\x00\x00", 8);
+    assert_int_equal(h->len, 3);
+    assert_memory_equal(h->data, "\xff\xff\xff", 3);
+    fk_nvs_image_free(r);
+    struct fk_diag d;
+    assert_int_equal(load_text("key,type,encoding,value\nn,namespace,,\nf,data,blob_fill(2;0xAA),abc\n",
+                               2, 0, &d, NULL),
+                     FK_E_RANGE);
+    assert_int_equal(d.line, 3);
+    assert_int_equal(load_text("key,type,encoding,value\nn,namespace,,\nf,data,blob_fill(2;0xZZ),a\n",
+                               2, 0, &d, NULL),
+                     FK_E_PARSE);
+    assert_non_null(strstr(d.msg, "blob_fill(N;0xPP)"));
+}
+
 /* The provisioning image through the builder API (what the keys module does) equals the
  * generator's prov_plain.bin. */
 static void builder_api_reproduces_the_provisioning_vector(void **state) {
@@ -1062,6 +1103,7 @@ int main(void) {
         cmocka_unit_test(data_that_does_not_fit_says_how_much_is_needed),
         cmocka_unit_test(csv_quoting_comments_and_crlf_do_not_change_the_image),
         cmocka_unit_test(builder_api_reproduces_the_provisioning_vector),
+        cmocka_unit_test(blob_fill_encodings_pad_as_the_generator_does),
         cmocka_unit_test(reader_reports_each_damage_with_offset_and_reason),
         cmocka_unit_test(keys_round_trip_and_reject_bad_crc),
         cmocka_unit_test(partition_default_table_round_trips),
