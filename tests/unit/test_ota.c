@@ -133,6 +133,40 @@ static void ota_vectors_fail_when_tampered(void **state) {
     }
 }
 
+/* A block with a correct CRC but key fields that are not a key (a point off the curve, an even
+ * RSA modulus) is well formed yet verifies with nothing, and has no PEM. */
+static void ota_block_with_bogus_key_fields_verifies_with_nothing(void **state) {
+    (void)state;
+    static const struct {
+        const char *img, *pub;
+        size_t off;
+    } rows[] = {{"app_signed_a.bin", "key_a.pub.pem", 40},
+                {"app_signed_rsa.bin", "key_rsa.pub.pem", 36}};
+    for (int i = 0; i < 2; i++) {
+        size_t len = 0;
+        uint8_t *buf = load(rows[i].img, &len);
+        uint8_t *blk = buf + SIG_OFF;
+        blk[rows[i].off] ^= 0x01; /* x changes / n becomes even */
+        fk_store_le32(blk + 1196, fk_crc32_le(0, blk, 1196));
+        struct fk_ota_sig_sector sec;
+        assert_int_equal(fk_ota_sig_sector_parse(buf, len, &sec, NULL), FK_OK);
+        assert_int_equal(sec.blocks[0].state, FK_OTA_BLOCK_VALID);
+        int dok = 0;
+        int sok = 1;
+        assert_int_equal(fk_ota_block_check(&sec, buf, 0, &dok, &sok), FK_OK);
+        assert_true(dok);
+        assert_false(sok);
+        char pem[2048];
+        assert_int_not_equal(fk_ota_block_pubkey_pem(&sec.blocks[0], pem, sizeof pem), FK_OK);
+        struct fk_ota_verify_result r;
+        struct fk_ota_key *k = key(rows[i].pub, 0);
+        assert_int_equal(fk_ota_verify(buf, len, &k, 1, &r, NULL), FK_E_VERIFY);
+        assert_int_equal(r.verdict[0], FK_OTA_V_UNTRUSTED);
+        fk_ota_key_free(k);
+        free(buf);
+    }
+}
+
 static void ota_verify_reports_block_verdicts(void **state) {
     (void)state;
     struct fk_ota_verify_result r;
@@ -753,6 +787,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(ota_vectors_verify_as_espsecure_does),
         cmocka_unit_test(ota_vectors_fail_when_tampered),
+        cmocka_unit_test(ota_block_with_bogus_key_fields_verifies_with_nothing),
         cmocka_unit_test(ota_verify_reports_block_verdicts),
         cmocka_unit_test(ota_verify_takes_several_trusted_keys),
         cmocka_unit_test(ota_key_digest_matches_espsecure),
