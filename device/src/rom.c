@@ -8,6 +8,8 @@
  * size. Quotes are from esptool's "Serial Protocol" documentation. */
 #include "fkd/rom.h"
 
+#include "fkd/inflate.h"
+
 #include <mbedtls/md5.h>
 #include <mbedtls/version.h>
 #include <string.h>
@@ -86,6 +88,12 @@ int fkd_rom_setup(struct fkd_rom *r, const struct fkd_rom_flash *flash, fkd_rom_
     r->baud = baud;
     r->user = user;
     return 0;
+}
+
+void fkd_rom_set_deflate_buffer(struct fkd_rom *r, uint8_t *buf, size_t cap) {
+    r->defl = buf;
+    r->defl_cap = buf != NULL ? cap : 0;
+    r->defl_len = 0;
 }
 
 void fkd_rom_set_faults(struct fkd_rom *r, unsigned faults) {
@@ -260,12 +268,21 @@ static void handle_begin(struct fkd_rom *r, uint8_t cmd, const uint8_t *d, size_
         send_status(r, cmd, 0);
         return;
     }
+    int defl = cmd == FKD_ROM_FLASH_DEFL_BEGIN;
+    if (defl && r->defl_cap == 0) {
+        send_status(r, cmd, FKD_ROM_ERR_INVALID_MSG);
+        return;
+    }
     if (!r->attached) {
         send_status(r, cmd, FKD_ROM_ERR_FAILED); /* the ESP32 ROM needs SPI_ATTACH first */
         return;
     }
+    /* FLASH_DEFL_BEGIN: "uncompressed size, number of data packets, data packet size, flash
+     * offset"; on the ROM the size "is rounded up to flash erase block size". The packets
+     * carry the compressed stream, which has to fit the collection buffer. */
+    uint64_t data_max = defl ? (uint64_t)r->defl_cap : (uint64_t)r->flash.size - off;
     if (bsize > FKD_ROM_FLASH_BLOCK_MAX || !in_flash(r, off, size) ||
-        (blocks != 0 && (uint64_t)blocks * bsize > (uint64_t)r->flash.size - off)) {
+        (blocks != 0 && (uint64_t)blocks * bsize > data_max)) {
         send_status(r, cmd, FKD_ROM_ERR_INVALID_MSG);
         return;
     }
@@ -280,7 +297,10 @@ static void handle_begin(struct fkd_rom *r, uint8_t cmd, const uint8_t *d, size_
         send_status(r, cmd, FKD_ROM_ERR_FLASH_WRITE);
         return;
     }
-    r->writing = 1;
+    r->writing = defl ? 3 : 1;
+    r->defl_len = 0;
+    r->stage_base = 0;
+    r->stage_len = 0;
     r->w_offset = off;
     r->w_erase_end = size > 0 ? (uint32_t)end : off;
     r->w_blocks = blocks;
@@ -289,9 +309,57 @@ static void handle_begin(struct fkd_rom *r, uint8_t cmd, const uint8_t *d, size_
     send_status(r, cmd, 0);
 }
 
+/* Inflate sink: bytes go through a small stage into flash; back-references read the stage or,
+ * further back, the flash just written. */
+static int stage_flush(struct fkd_rom *r) {
+    if (r->stage_len > 0 &&
+        r->flash.write(r->flash.ctx, r->w_offset + r->stage_base, r->stage, r->stage_len) != 0) {
+        return -1;
+    }
+    r->stage_base += r->stage_len;
+    r->stage_len = 0;
+    return 0;
+}
+
+static int sink_put(void *user, uint8_t b) {
+    struct fkd_rom *r = user;
+    if (r->stage_len == sizeof r->stage && stage_flush(r) != 0) {
+        return -1;
+    }
+    r->stage[r->stage_len++] = b;
+    return 0;
+}
+
+static int sink_get(void *user, uint32_t dist, uint8_t *b) {
+    struct fkd_rom *r = user;
+    uint32_t pos = r->stage_base + r->stage_len - dist; /* dist <= produced: checked */
+    if (pos >= r->stage_base) {
+        *b = r->stage[pos - r->stage_base];
+        return 0;
+    }
+    return r->flash.read(r->flash.ctx, r->w_offset + pos, b, 1);
+}
+
+/* The last compressed block is in: inflate the whole stream into the erased region. */
+static uint8_t inflate_into_flash(struct fkd_rom *r) {
+    struct fkd_inflate_sink sink = {r, sink_put, sink_get};
+    uint32_t produced = 0;
+    enum fkd_inflate_result ir = fkd_inflate_zlib(r->defl, r->defl_len,
+                                                  r->w_erase_end - r->w_offset, &sink, &produced);
+    if (ir != FKD_INFLATE_OK) {
+        return ir == FKD_INFLATE_SINK ? FKD_ROM_ERR_FLASH_WRITE : FKD_ROM_ERR_DEFLATE;
+    }
+    if (stage_flush(r) != 0) {
+        return FKD_ROM_ERR_FLASH_WRITE;
+    }
+    r->stats.flash_bytes += produced;
+    return 0;
+}
+
 static void handle_data(struct fkd_rom *r, uint8_t cmd, uint32_t chk, const uint8_t *d,
                         size_t n) {
-    uint8_t want = cmd == FKD_ROM_FLASH_DATA ? 1 : 2;
+    uint8_t want = cmd == FKD_ROM_FLASH_DATA ? 1 : cmd == FKD_ROM_MEM_DATA ? 2 : 3;
+    int flashing = want != 2;
     /* "Four 32-bit words: data size, sequence number, 0, 0, then data." */
     if (n < FKD_ROM_DATA_HDR_LEN) {
         send_status(r, cmd, FKD_ROM_ERR_INVALID_MSG);
@@ -306,7 +374,7 @@ static void handle_data(struct fkd_rom *r, uint8_t cmd, uint32_t chk, const uint
     /* "The checksum is only applied to this final data to write section"; "The 8-bit result is
      * stored in the checksum field of the packet header (as a little endian 32-bit value)". */
     if (chk != fkd_rom_checksum(payload, len) ||
-        (cmd == FKD_ROM_FLASH_DATA && fault_once(r, FKD_ROM_FAULT_CHECKSUM))) {
+        (flashing && fault_once(r, FKD_ROM_FAULT_CHECKSUM))) {
         send_status(r, cmd, FKD_ROM_ERR_BAD_CRC);
         return;
     }
@@ -331,10 +399,28 @@ static void handle_data(struct fkd_rom *r, uint8_t cmd, uint32_t chk, const uint
             r->stats.flash_bytes += len;
         }
     }
+    if (want == 3 && !repeat) {
+        /* "Compressed Flash Download is the same, only the data is compressed using the gzip
+         * Deflate algorithm" (zlib framing): collect, and inflate once the stream is whole. */
+        if (len > r->defl_cap - r->defl_len) {
+            send_status(r, cmd, FKD_ROM_ERR_INVALID_MSG);
+            return;
+        }
+        memcpy(r->defl + r->defl_len, payload, len);
+        r->defl_len += len;
+        if (seq + 1u == r->w_blocks) {
+            uint8_t err = inflate_into_flash(r);
+            if (err != 0) {
+                r->writing = 0;
+                send_status(r, cmd, err);
+                return;
+            }
+        }
+    }
     if (!repeat) {
         r->w_next_seq++;
     }
-    if (cmd == FKD_ROM_FLASH_DATA && fault_once(r, FKD_ROM_FAULT_DROP)) {
+    if (flashing && fault_once(r, FKD_ROM_FAULT_DROP)) {
         return;
     }
     send_status(r, cmd, 0);
@@ -496,16 +582,19 @@ void fkd_rom_handle_packet(struct fkd_rom *r, const uint8_t *pkt, size_t len) {
         send_status(r, cmd, 0);
         break;
     case FKD_ROM_FLASH_BEGIN:
+    case FKD_ROM_FLASH_DEFL_BEGIN:
     case FKD_ROM_MEM_BEGIN:
         handle_begin(r, cmd, d, size);
         break;
     case FKD_ROM_FLASH_DATA:
+    case FKD_ROM_FLASH_DEFL_DATA:
     case FKD_ROM_MEM_DATA:
         handle_data(r, cmd, chk, d, size);
         break;
     case FKD_ROM_FLASH_END:
+    case FKD_ROM_FLASH_DEFL_END:
         /* "One 32-bit word: 0 to reboot, 1 run to user code." */
-        if (size != 4) {
+        if (size != 4 || (cmd == FKD_ROM_FLASH_DEFL_END && r->defl_cap == 0)) {
             send_status(r, cmd, FKD_ROM_ERR_INVALID_MSG);
             break;
         }
@@ -541,8 +630,8 @@ void fkd_rom_handle_packet(struct fkd_rom *r, const uint8_t *pkt, size_t len) {
         }
         break;
     default:
-        /* Commands this ROM does not implement (FLASH_DEFL_*, GET_SECURITY_INFO on ESP32, the
-         * stub-only 0xD0..) are answered "invalid message", never with silence. */
+        /* Commands the ESP32 ROM does not implement (GET_SECURITY_INFO, the stub-only 0xD0..)
+         * are answered "invalid message", never with silence. */
         send_status(r, cmd, FKD_ROM_ERR_INVALID_MSG);
         break;
     }

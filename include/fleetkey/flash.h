@@ -153,6 +153,15 @@ FK_MUST_CHECK enum fk_err fk_flash_write(struct fk_flash *f, uint32_t offset,
                                          const uint8_t *data, size_t len,
                                          fk_flash_progress_fn *progress, void *user,
                                          struct fk_diag *diag);
+/* The same write, compressed: a zlib stream (level 9) sent with FLASH_DEFL_BEGIN (erase size =
+ * len rounded up to the block size, as the ESP32 ROM expects) and FLASH_DEFL_DATA blocks (not
+ * padded), with the same retries. What esptool's write-flash does by default; an NVS image,
+ * mostly 0xFF, shrinks several times on the wire. Progress counts uncompressed bytes.
+ * FK_E_NOMEM, FK_E_INTERNAL (zlib failed), or as fk_flash_write. */
+FK_MUST_CHECK enum fk_err fk_flash_write_deflate(struct fk_flash *f, uint32_t offset,
+                                                 const uint8_t *data, size_t len,
+                                                 fk_flash_progress_fn *progress, void *user,
+                                                 struct fk_diag *diag);
 /* SPI_FLASH_MD5 of [offset, offset + len): the ROM's 32 hex characters decoded into md5.
  * FK_E_PARSE when the answer is not 32 hex digits. */
 FK_MUST_CHECK enum fk_err fk_flash_md5(struct fk_flash *f, uint32_t offset, uint32_t len,

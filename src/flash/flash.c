@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <zlib.h>
 
 #define RX_FRAME_MAX 512u /* the largest ROM response is 8 + 64 + 4 bytes */
 #define MAX_SKIP 100      /* unrelated frames tolerated while waiting for one response */
@@ -411,41 +412,38 @@ static unsigned per_mb_timeout(const struct fk_flash *f, size_t len, unsigned ms
     return t > f->o.timeout_ms ? (unsigned)t : f->o.timeout_ms;
 }
 
-enum fk_err fk_flash_write(struct fk_flash *f, uint32_t offset, const uint8_t *data, size_t len,
-                           fk_flash_progress_fn *progress, void *user, struct fk_diag *diag) {
+/* Sends stream in block-sized FLASH_DATA / FLASH_DEFL_DATA commands (pad: fill the last block
+ * with 0xFF, as plain writes must), retrying each block on a refused checksum or a lost
+ * answer. progress reports `scale`-mapped bytes (the uncompressed size for compressed writes). */
+static enum fk_err send_blocks(struct fk_flash *f, uint8_t cmd, uint32_t offset,
+                               const uint8_t *stream, size_t len, int pad, size_t progress_total,
+                               fk_flash_progress_fn *progress, void *user, struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     struct fk_flash_response resp;
-    uint8_t begin[16];
     uint8_t *block = NULL;
     const size_t bs = f->o.block_size;
     char what[128];
-
-    FK_ENSURE(offset % FKD_ROM_SECTOR == 0 && len <= 0xFFFFFFFFu - offset, FK_E_ARG);
     size_t blocks = (len + bs - 1) / bs;
-    fk_store_le32(begin, (uint32_t)len); /* ESP32ROM.get_erase_size() is the size itself */
-    fk_store_le32(begin + 4, (uint32_t)blocks);
-    fk_store_le32(begin + 8, (uint32_t)bs);
-    fk_store_le32(begin + 12, offset);
-    /* The ROM erases before it answers: esptool allows 40 s per MB. */
-    FK_GUARD(command(f, FKD_ROM_FLASH_BEGIN, begin, sizeof begin, 0,
-                     per_mb_timeout(f, len, 40000), &resp, diag, "flash_begin"));
+
     block = malloc(FKD_ROM_DATA_HDR_LEN + bs);
     FK_ENSURE(block != NULL, FK_E_NOMEM);
     for (size_t seq = 0; seq < blocks; seq++) {
         size_t take = len - seq * bs < bs ? len - seq * bs : bs;
+        size_t size = pad ? bs : take;
         /* "The last data block should be padded to the block size with 0xFF bytes." */
         memset(block + FKD_ROM_DATA_HDR_LEN, 0xFF, bs);
-        memcpy(block + FKD_ROM_DATA_HDR_LEN, data + seq * bs, take);
-        fk_store_le32(block, (uint32_t)bs);
+        memcpy(block + FKD_ROM_DATA_HDR_LEN, stream + seq * bs, take);
+        fk_store_le32(block, (uint32_t)size);
         fk_store_le32(block + 4, (uint32_t)seq);
         fk_store_le32(block + 8, 0);
         fk_store_le32(block + 12, 0);
-        uint8_t chk = fkd_rom_checksum(block + FKD_ROM_DATA_HDR_LEN, bs);
-        snprintf(what, sizeof what, "flash_data block %zu of %zu at 0x%x", seq + 1, blocks,
-                 (unsigned)(offset + seq * bs));
+        uint8_t chk = fkd_rom_checksum(block + FKD_ROM_DATA_HDR_LEN, size);
+        snprintf(what, sizeof what, "%s block %zu of %zu for 0x%x",
+                 cmd == FKD_ROM_FLASH_DATA ? "flash_data" : "flash_defl_data", seq + 1, blocks,
+                 (unsigned)offset);
         for (unsigned attempt = 1;; attempt++) {
-            rc = command(f, FKD_ROM_FLASH_DATA, block, FKD_ROM_DATA_HDR_LEN + bs, chk,
-                         f->o.timeout_ms, &resp, diag, what);
+            rc = command(f, cmd, block, FKD_ROM_DATA_HDR_LEN + size, chk, f->o.timeout_ms, &resp,
+                         diag, what);
             if (rc == FK_OK) {
                 break;
             }
@@ -465,12 +463,68 @@ enum fk_err fk_flash_write(struct fk_flash *f, uint32_t offset, const uint8_t *d
             }
         }
         if (progress != NULL) {
-            progress(user, seq * bs + take, len);
+            size_t done = (size_t)((unsigned long long)(seq * bs + take) * progress_total / len);
+            progress(user, done < progress_total ? done : progress_total, progress_total);
         }
     }
     rc = FK_OK;
 out:
     fk_free_secret(block, block != NULL ? FKD_ROM_DATA_HDR_LEN + bs : 0);
+    return rc;
+}
+
+static enum fk_err begin(struct fk_flash *f, uint8_t cmd, uint32_t erase, size_t blocks,
+                         uint32_t offset, size_t len, struct fk_diag *diag) {
+    struct fk_flash_response resp;
+    uint8_t b[16];
+    fk_store_le32(b, erase);
+    fk_store_le32(b + 4, (uint32_t)blocks);
+    fk_store_le32(b + 8, f->o.block_size);
+    fk_store_le32(b + 12, offset);
+    /* The ROM erases before it answers: esptool allows 40 s per MB. */
+    return command(f, cmd, b, sizeof b, 0, per_mb_timeout(f, len, 40000), &resp, diag,
+                   cmd == FKD_ROM_FLASH_BEGIN ? "flash_begin" : "flash_defl_begin");
+}
+
+enum fk_err fk_flash_write(struct fk_flash *f, uint32_t offset, const uint8_t *data, size_t len,
+                           fk_flash_progress_fn *progress, void *user, struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    const size_t bs = f->o.block_size;
+
+    FK_ENSURE(offset % FKD_ROM_SECTOR == 0 && len <= 0xFFFFFFFFu - offset, FK_E_ARG);
+    /* ESP32ROM.get_erase_size() is the size itself. */
+    FK_GUARD(begin(f, FKD_ROM_FLASH_BEGIN, (uint32_t)len, (len + bs - 1) / bs, offset, len,
+                   diag));
+    FK_GUARD(send_blocks(f, FKD_ROM_FLASH_DATA, offset, data, len, 1, len, progress, user, diag));
+    rc = FK_OK;
+out:
+    return rc;
+}
+
+enum fk_err fk_flash_write_deflate(struct fk_flash *f, uint32_t offset, const uint8_t *data,
+                                   size_t len, fk_flash_progress_fn *progress, void *user,
+                                   struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    const size_t bs = f->o.block_size;
+    uLongf zlen = 0;
+    uint8_t *z = NULL;
+
+    FK_ENSURE(offset % FKD_ROM_SECTOR == 0 && len <= 0xFFFFFFFFu - offset && len <= 0x7FFFFFFF,
+              FK_E_ARG);
+    zlen = compressBound((uLong)len);
+    z = malloc(zlen);
+    FK_ENSURE(z != NULL, FK_E_NOMEM);
+    FK_ENSURE(compress2(z, &zlen, data, (uLong)len, 9) == Z_OK, FK_E_INTERNAL);
+    /* esptool flash_defl_begin for the ROM: "write_size = erase_blocks * FLASH_WRITE_SIZE
+     * (ROM expects rounded up to erase block size)"; the packets carry the compressed data. */
+    size_t erase = (len + bs - 1) / bs * bs;
+    FK_GUARD(begin(f, FKD_ROM_FLASH_DEFL_BEGIN, (uint32_t)erase, (zlen + bs - 1) / bs, offset, len,
+                   diag));
+    FK_GUARD(send_blocks(f, FKD_ROM_FLASH_DEFL_DATA, offset, z, zlen, 0, len, progress, user,
+                         diag));
+    rc = FK_OK;
+out:
+    fk_free_secret(z, z != NULL ? zlen : 0);
     return rc;
 }
 

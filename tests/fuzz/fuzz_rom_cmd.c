@@ -74,6 +74,8 @@ static void setup(void) {
     if (fkd_rom_setup(&rom, &fl, tx, NULL, NULL) != 0) {
         abort();
     }
+    static uint8_t defl[0x4000];
+    fkd_rom_set_deflate_buffer(&rom, defl, sizeof defl);
     fkd_rom_handle_packet(&rom, attach, sizeof attach);
 }
 

@@ -153,11 +153,12 @@ expect 0 "$pk" flash --read 0x9000 0x6000 --out "$tmp/dump.bin" --port "$tmp/tty
 cmp -s "$tmp/dump.bin" "$vec/prov_plain.bin" && ok || fail "--read dump differs"
 stop_sim
 
-# 2. Encrypted NVS + nvs_keys at a higher baud rate.
+# 2. Encrypted NVS + nvs_keys at a higher baud rate, uncompressed (FLASH_DATA; case 1 used the
+#    default compressed download, FLASH_DEFL_DATA).
 manifest "$d" device_002 240AC4000002 "$vec/prov_enc.bin" "$vec/nvs_keys_prov.bin"
 start_sim "$tmp/robot2.bin" 24:0A:C4:00:00:02
 expect 0 "$pk" flash --keys "$d/device_002.json" --port "$tmp/tty" --before no-reset \
-    --baud 921600
+    --baud 921600 --no-compress
 contains 'verified'
 stop_sim
 region_equals "$tmp/robot2.bin" $((0x9000)) "$vec/prov_enc.bin"

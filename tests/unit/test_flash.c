@@ -2,6 +2,7 @@
  * responder packet by packet, and the host client against the responder over a socketpair and
  * over a real pty, with the responder's fault injection. */
 #define _GNU_SOURCE /* posix_openpt, ptsname_r */
+#include "fkd/inflate.h"
 #include "fkd/rom.h"
 #include "fkd/slip.h"
 #include "fleetkey/flash.h"
@@ -20,6 +21,7 @@
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <cmocka.h>
 
@@ -195,6 +197,112 @@ static void efuse_mac_matches_esptool_layout(void **state) {
     assert_int_equal(fkd_rom_checksum(NULL, 0), 0xEF);
     const uint8_t d[2] = {0xEF, 0x01};
     assert_int_equal(fkd_rom_checksum(d, 2), 0x01);
+}
+
+/* ---- inflate ------------------------------------------------------------------------------ */
+struct outbuf {
+    uint8_t *buf;
+    uint32_t len;
+    uint32_t cap;
+};
+
+static int out_put(void *user, uint8_t b) {
+    struct outbuf *o = user;
+    if (o->len >= o->cap) {
+        return -1;
+    }
+    o->buf[o->len++] = b;
+    return 0;
+}
+
+static int out_get(void *user, uint32_t dist, uint8_t *b) {
+    struct outbuf *o = user;
+    assert_true(dist >= 1 && dist <= o->len); /* the inflater checked it */
+    *b = o->buf[o->len - dist];
+    return 0;
+}
+
+static enum fkd_inflate_result inflate_buf(const uint8_t *z, size_t zlen, uint8_t *out,
+                                           uint32_t cap, uint32_t max_out, uint32_t *n) {
+    struct outbuf o = {out, 0, cap};
+    struct fkd_inflate_sink sink = {&o, out_put, out_get};
+    return fkd_inflate_zlib(z, zlen, max_out, &sink, n);
+}
+
+static void inflate_matches_zlib_at_every_level(void **state) {
+    (void)state;
+    const size_t sizes[] = {0, 1, 100, 5000, 0x6000};
+    uint8_t *in = malloc(0x6000), *z = malloc(0x8000), *out = malloc(0x6000);
+    assert_non_null(in);
+    assert_non_null(z);
+    assert_non_null(out);
+    for (int kind = 0; kind < 3; kind++) {
+        for (size_t i = 0; i < 0x6000; i++) {
+            /* erased flash, text-like repeats, noise */
+            in[i] = kind == 0 ? 0xFF : kind == 1 ? (uint8_t)("nvs_psk_"[i % 8] + (i / 4096))
+                                                 : (uint8_t)((i * 2654435761u) >> 13);
+        }
+        for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+            for (int level = 0; level <= 9; level += 3) { /* 0: stored blocks */
+                uLongf zlen = 0x8000;
+                assert_int_equal(compress2(z, &zlen, in, (uLong)sizes[k], level), Z_OK);
+                uint32_t n = 0;
+                assert_int_equal(inflate_buf(z, zlen, out, 0x6000, 0x6000, &n), FKD_INFLATE_OK);
+                assert_int_equal(n, sizes[k]);
+                assert_memory_equal(out, in, sizes[k]);
+            }
+        }
+    }
+    free(in);
+    free(z);
+    free(out);
+}
+
+static void inflate_rejects_malformed_streams(void **state) {
+    (void)state;
+    uint8_t in[3000], z[4000], out[3000];
+    for (size_t i = 0; i < sizeof in; i++) {
+        in[i] = (uint8_t)(i % 13 == 0 ? i : 0xFF);
+    }
+    uLongf zlen = sizeof z;
+    assert_int_equal(compress2(z, &zlen, in, sizeof in, 9), Z_OK);
+    uint32_t n = 0;
+    /* Every truncation fails. */
+    for (size_t cut = 0; cut < zlen; cut++) {
+        assert_int_not_equal(inflate_buf(z, cut, out, sizeof out, sizeof out, &n), FKD_INFLATE_OK);
+    }
+    /* More output than allowed. */
+    assert_int_equal(inflate_buf(z, zlen, out, sizeof out, 2999, &n), FKD_INFLATE_TOOBIG);
+    /* A wrong Adler-32. */
+    z[zlen - 1] ^= 1;
+    assert_int_equal(inflate_buf(z, zlen, out, sizeof out, sizeof out, &n), FKD_INFLATE_CHECK);
+    z[zlen - 1] ^= 1;
+    /* Bad header: not deflate, bad FCHECK, preset dictionary. */
+    uint8_t h0 = z[0], h1 = z[1];
+    z[0] = 0x79;
+    assert_int_equal(inflate_buf(z, zlen, out, sizeof out, sizeof out, &n), FKD_INFLATE_BAD);
+    z[0] = h0;
+    z[1] ^= 1;
+    assert_int_equal(inflate_buf(z, zlen, out, sizeof out, sizeof out, &n), FKD_INFLATE_BAD);
+    z[1] = h1;
+    /* Flipped bits anywhere: a clean failure or, rarely, the same bytes; never a crash. */
+    for (size_t i = 2; i < zlen; i++) {
+        z[i] ^= 0x10;
+        enum fkd_inflate_result r = inflate_buf(z, zlen, out, sizeof out, sizeof out, &n);
+        assert_true(r == FKD_INFLATE_OK || r < 0);
+        z[i] ^= 0x10;
+    }
+    /* A stored block whose NLEN is not ~LEN. */
+    const uint8_t bad_stored[] = {0x78, 0x01, 0x01, 0x05, 0x00, 0xFB, 0xFF, 1, 2, 3, 4, 5};
+    assert_int_equal(inflate_buf(bad_stored, sizeof bad_stored, out, sizeof out, sizeof out, &n),
+                     FKD_INFLATE_BAD);
+    /* A distance before the start of the output (fixed block: literal, then a match of
+     * distance 2 when one byte exists). Built by hand: BFINAL=1 BTYPE=01, literal 'A' (0x71
+     * as 8 bits 00110000+0x41), length code 257 (7 bits 0000001), distance code 1 (5 bits). */
+    const uint8_t far_back[] = {0x78, 0x01, 0x73, 0x04, 0x42, 0x00, 0x00};
+    enum fkd_inflate_result r = inflate_buf(far_back, sizeof far_back, out, sizeof out,
+                                            sizeof out, &n);
+    assert_true(r < 0);
 }
 
 /* ---- the responder, packet by packet ----------------------------------------------------- */
@@ -410,6 +518,7 @@ struct peer {
     int trickle; /* write responses one byte at a time (short reads on the host) */
     struct mem mem;
     struct fkd_rom rom;
+    uint8_t defl[0x10000];
     pthread_t th;
 };
 
@@ -466,6 +575,7 @@ static struct peer *peer_start(unsigned faults, int trickle, struct fk_flash **c
     fkd_rom_init(&p->rom, test_mac);
     assert_int_equal(fkd_rom_setup(&p->rom, &fl, peer_tx, NULL, p), 0);
     fkd_rom_set_faults(&p->rom, faults);
+    fkd_rom_set_deflate_buffer(&p->rom, p->defl, sizeof p->defl);
     struct fk_flash_opts o = {.timeout_ms = 300, .sync_attempts = 3};
     struct fk_serial *s = NULL;
     if (use_pty) {
@@ -609,6 +719,50 @@ static void client_times_out_when_the_device_goes_silent(void **state) {
     peer_stop(p);
 }
 
+static void client_writes_compressed_and_saves_wire_bytes(void **state) {
+    (void)state;
+    struct fk_flash *f = NULL;
+    struct peer *p = peer_start(FKD_ROM_FAULT_CHECKSUM | FKD_ROM_FAULT_DROP, 0, &f, 0);
+    struct fk_diag d;
+    struct fk_flash_stats a, b;
+    fk_diag_init(&d);
+    connect_client(f);
+    /* An NVS-like image: mostly erased, a few entries. */
+    uint8_t *data = malloc(0x6000);
+    assert_non_null(data);
+    memset(data, 0xFF, 0x6000);
+    for (size_t i = 0; i < 0x6000; i += 97) {
+        data[i] = (uint8_t)(i >> 3);
+    }
+    fk_flash_get_stats(f, &a);
+    assert_int_equal(fk_flash_write_deflate(f, 0x9000, data, 0x6000, NULL, NULL, &d), FK_OK);
+    fk_flash_get_stats(f, &b);
+    assert_true(b.tx_bytes - a.tx_bytes < 0x6000 / 2);
+    assert_int_equal(b.retries, 2); /* the faults hit compressed blocks too, and are retried */
+    assert_int_equal(fk_flash_verify(f, 0x9000, data, 0x6000, NULL, NULL, &d), FK_OK);
+    assert_memory_equal(p->mem.buf + 0x9000, data, 0x6000);
+    fk_flash_close(f);
+    free(data);
+    peer_stop(p);
+}
+
+static void rom_without_deflate_buffer_refuses_compressed_download(void **state) {
+    (void)state;
+    struct fk_flash *f = NULL;
+    struct peer *p = peer_start(0, 0, &f, 0);
+    struct fk_diag d;
+    fk_diag_init(&d);
+    connect_client(f);
+    fkd_rom_set_deflate_buffer(&p->rom, NULL, 0); /* the thread is idle between commands */
+    uint8_t data[0x1000];
+    memset(data, 0x11, sizeof data);
+    assert_int_equal(fk_flash_write_deflate(f, 0x9000, data, sizeof data, NULL, NULL, &d),
+                     FK_E_PROTOCOL);
+    assert_non_null(strstr(d.msg, "error 0x05"));
+    fk_flash_close(f);
+    peer_stop(p);
+}
+
 static void md5_mismatch_is_a_verify_failure(void **state) {
     (void)state;
     struct fk_flash *f = NULL;
@@ -710,6 +864,8 @@ int main(void) {
         cmocka_unit_test(packet_build_and_response_parse),
         cmocka_unit_test(response_parse_rejects_malformed),
         cmocka_unit_test(efuse_mac_matches_esptool_layout),
+        cmocka_unit_test(inflate_matches_zlib_at_every_level),
+        cmocka_unit_test(inflate_rejects_malformed_streams),
         cmocka_unit_test(rom_answers_sync_eight_times_and_registers),
         cmocka_unit_test(rom_flash_commands_check_state_checksum_and_sequence),
         cmocka_unit_test(client_writes_and_verifies_over_socketpair),
@@ -718,6 +874,8 @@ int main(void) {
         cmocka_unit_test(client_retries_blocks_on_checksum_error_and_lost_ack),
         cmocka_unit_test(client_gives_up_after_bounded_retries),
         cmocka_unit_test(client_times_out_when_the_device_goes_silent),
+        cmocka_unit_test(client_writes_compressed_and_saves_wire_bytes),
+        cmocka_unit_test(rom_without_deflate_buffer_refuses_compressed_download),
         cmocka_unit_test(md5_mismatch_is_a_verify_failure),
         cmocka_unit_test(readback_mismatch_is_a_verify_failure),
         cmocka_unit_test(silent_port_times_out_with_clear_message),

@@ -4,7 +4,7 @@
  *
  *   provision-keys flash --keys keys/device_001.json --port PORT [--baud 115200]
  *       [--before default-reset|no-reset] [--after run|no-reset] [--partition-table CSV]
- *       [--force] [--json] [--inventory PATH] [--timeout MS]
+ *       [--force] [--json] [--inventory PATH] [--timeout MS] [--no-compress]
  *   provision-keys flash --read OFFSET LEN --out FILE --port PORT [...]
  *
  * Exit codes (docs/flash.md): 0 flashed and verified; 1 any other failure; 2 usage; 3 the chip
@@ -58,7 +58,7 @@ struct opts {
     const char *keys, *port, *pt, *inventory, *out;
     unsigned baud;
     enum fk_flash_before before;
-    int run_after, force, json;
+    int run_after, force, json, no_compress;
     unsigned timeout_ms;
     int read_mode;
     unsigned long long read_off, read_len;
@@ -69,6 +69,7 @@ static void usage(FILE *f) {
             "usage: provision-keys flash --keys MANIFEST.json --port PORT [--baud N]\n"
             "           [--before default-reset|no-reset] [--after run|no-reset]\n"
             "           [--partition-table partitions.csv] [--force] [--json] [--inventory DB]\n"
+            "           [--no-compress] [--timeout MS]\n"
             "       provision-keys flash --read OFFSET LEN --out FILE --port PORT [--baud N]\n"
             "\n"
             "Writes the manifest's NVS image (and nvs_keys image when encrypted) through the\n"
@@ -473,8 +474,9 @@ static int do_flash(const struct opts *o) {
     int tty = fk_cli_stderr_is_tty() && !o->json;
     for (size_t i = 0; i < nregs; i++) {
         struct progress pw = {regs[i].name, tty};
-        FK_GUARD(fk_flash_write(f, regs[i].offset, regs[i].data, regs[i].len, progress_cb, &pw,
-                                &diag));
+        /* Compressed like esptool's default: an NVS image is mostly 0xFF. */
+        FK_GUARD((o->no_compress ? fk_flash_write : fk_flash_write_deflate)(
+            f, regs[i].offset, regs[i].data, regs[i].len, progress_cb, &pw, &diag));
     }
     for (size_t i = 0; i < nregs; i++) {
         char label[32];
@@ -637,6 +639,8 @@ int fk_cmd_flash(int argc, char **argv) {
             o.force = 1;
         } else if (strcmp(a, "--json") == 0) {
             o.json = 1;
+        } else if (strcmp(a, "--no-compress") == 0 || strcmp(a, "-u") == 0) {
+            o.no_compress = 1;
         } else if (strcmp(a, "--read") == 0) {
             if (i + 2 >= argc || fk_cli_parse_size(argv[i + 1], &o.read_off) != 0 ||
                 fk_cli_parse_size(argv[i + 2], &o.read_len) != 0) {

@@ -265,6 +265,7 @@ int fk_sim_download_main(int argc, char **argv) {
     struct image im = {-1, 0};
     struct link l = {-1, -1};
     char pty[128];
+    uint8_t *defl = NULL;
     int rc = 1, hosted = 0;
 
     for (int i = 1; i < argc; i++) {
@@ -331,6 +332,13 @@ int fk_sim_download_main(int argc, char **argv) {
         goto out;
     }
     fkd_rom_set_faults(&rom, faults);
+    /* Compressed downloads (esptool's default) collect their stream here: at most the chip. */
+    defl = malloc(im.size);
+    if (defl == NULL) {
+        fprintf(stderr, "robot-sim: out of memory\n");
+        goto out;
+    }
+    fkd_rom_set_deflate_buffer(&rom, defl, im.size);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     signal(SIGPIPE, SIG_IGN);
@@ -383,9 +391,12 @@ int fk_sim_download_main(int argc, char **argv) {
         l.master = -1;
         close(im.fd);
         im.fd = -1;
+        free(defl);
+        defl = NULL;
         rc = boot(argv[0], image_path, boot_argc, boot_argv);
     }
 out:
+    free(defl);
     if (l.master >= 0) {
         close(l.master);
     }

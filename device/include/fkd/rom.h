@@ -149,13 +149,20 @@ struct fkd_rom {
     unsigned faults_fired;
     uint8_t attached;
     uint8_t exit;
-    /* FLASH_BEGIN / MEM_BEGIN state */
-    uint8_t writing;    /* 0 none, 1 flash, 2 mem */
+    /* FLASH_BEGIN / MEM_BEGIN / FLASH_DEFL_BEGIN state */
+    uint8_t writing;    /* 0 none, 1 flash, 2 mem, 3 compressed flash */
     uint32_t w_offset;
     uint32_t w_erase_end;
     uint32_t w_blocks;
     uint32_t w_block_size;
     uint32_t w_next_seq;
+    /* compressed download: the zlib stream is collected, then inflated into flash */
+    uint8_t *defl;
+    size_t defl_cap;
+    size_t defl_len;
+    uint8_t stage[1024]; /* inflated bytes not yet written */
+    uint32_t stage_base; /* output index of stage[0] */
+    uint32_t stage_len;
     struct fkd_rom_stats stats;
 };
 
@@ -166,6 +173,11 @@ void fkd_rom_init(struct fkd_rom *r, const uint8_t mac[6]);
  * missing. */
 int fkd_rom_setup(struct fkd_rom *r, const struct fkd_rom_flash *flash, fkd_rom_tx_fn *tx,
                   fkd_rom_baud_fn *baud, void *user);
+/* Enables the compressed download (FLASH_DEFL_BEGIN/DATA/END, what esptool's write-flash uses
+ * unless --no-compress): the compressed stream of one FLASH_DEFL_BEGIN, up to cap bytes, is
+ * collected in buf (borrowed) and inflated into flash when its last block arrives. Without a
+ * buffer those commands are answered as unsupported. */
+void fkd_rom_set_deflate_buffer(struct fkd_rom *r, uint8_t *buf, size_t cap);
 /* FKD_ROM_FAULT_* bits. */
 void fkd_rom_set_faults(struct fkd_rom *r, unsigned faults);
 /* Feeds received bytes; every complete command is answered through tx before this returns.
