@@ -182,6 +182,12 @@ enum fk_pki_reason {
 FK_MUST_CHECK enum fk_err fk_pki_reason_parse(const char *s, enum fk_pki_reason *out);
 const char *fk_pki_reason_name(enum fk_pki_reason r);
 
+/* Normalises a serial as people paste it (hex in any case, optional "0x", ':' separators,
+ * leading zeros) to the index's form: lower-case hex without leading zeros. FK_OK or
+ * FK_E_ARG. Thread-safe. */
+FK_MUST_CHECK enum fk_err fk_pki_serial_parse(const char *in,
+                                              char out[FK_PKI_SERIAL_HEX_LEN * 2 + 1]);
+
 /* Marks the certificate with this serial (hex, any case, optional "0x" and ':' separators)
  * revoked at `when` (Unix seconds; 0 → now) in the index. FK_OK, FK_E_ARG (not a serial),
  * FK_E_NOTFOUND (not issued by this CA), FK_E_STATE (already revoked), FK_E_IO. */
@@ -194,6 +200,27 @@ FK_MUST_CHECK enum fk_err fk_pki_revoke_serial(struct fk_pki_ca *ca, const char 
 FK_MUST_CHECK enum fk_err fk_pki_revoke_name(struct fk_pki_ca *ca, enum fk_pki_kind kind,
                                              const char *name, enum fk_pki_reason reason,
                                              int64_t when, size_t *count, struct fk_diag *diag);
+
+/* One certificate as recorded in the CA index. */
+struct fk_pki_cert_info {
+    char serial[FK_PKI_SERIAL_HEX_LEN * 2 + 1]; /* lower-case hex */
+    enum fk_pki_kind kind;
+    char name[FK_PKI_NAME_MAX + 1];
+    char fingerprint[72]; /* "sha256:" + 64 hex digits of the certificate DER */
+    int64_t not_before;
+    int64_t not_after;
+    int revoked;
+    int64_t revoked_at;        /* when revoked */
+    enum fk_pki_reason reason; /* when revoked */
+};
+/* Return non-zero to stop the walk. */
+typedef int fk_pki_cert_fn(void *user, const struct fk_pki_cert_info *info);
+
+/* Calls fn for every certificate in the index, in the order they were issued, under the
+ * directory lock (fn must not call other fk_pki functions on the same CA directory). FK_OK,
+ * FK_E_PARSE (damaged index), FK_E_IO. */
+FK_MUST_CHECK enum fk_err fk_pki_list(struct fk_pki_ca *ca, fk_pki_cert_fn *fn, void *user,
+                                      struct fk_diag *diag);
 
 /* Signs a CRL v2 of the issuing CA (every revoked serial with its date and reason, the next
  * CRL number from the index, nextUpdate = thisUpdate + days, AKI) and returns it as PEM

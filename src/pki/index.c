@@ -12,6 +12,7 @@
 #include <cjson/cJSON.h>
 
 #include <errno.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,4 +168,49 @@ long long pki_index_next_crl_number(struct pki_index *ix) {
     long long v = (long long)n->valuedouble;
     cJSON_SetNumberValue(n, (double)(v + 1));
     return v;
+}
+
+enum fk_err fk_pki_list(struct fk_pki_ca *ca, fk_pki_cert_fn *fn, void *user,
+                        struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    struct pki_index ix = {-1, NULL, NULL};
+    FK_ENSURE(ca != NULL && fn != NULL, FK_E_ARG);
+    FK_GUARD(pki_index_open(ca->dir, 0, &ix, diag));
+    cJSON *e;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(ix.root, "certs")) {
+        struct fk_pki_cert_info info;
+        memset(&info, 0, sizeof info);
+        const char *serial = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "serial"));
+        const char *kind = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "kind"));
+        const char *name = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "name"));
+        const char *fpr = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "fingerprint"));
+        const char *st = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "status"));
+        const char *why = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "reason"));
+        const cJSON *nb = cJSON_GetObjectItemCaseSensitive(e, "not_before");
+        const cJSON *na = cJSON_GetObjectItemCaseSensitive(e, "not_after");
+        const cJSON *at = cJSON_GetObjectItemCaseSensitive(e, "revoked_at");
+        FK_ENSURE(serial != NULL && strlen(serial) < sizeof info.serial && name != NULL &&
+                      strlen(name) < sizeof info.name && st != NULL &&
+                      fk_pki_kind_parse(kind, &info.kind) == FK_OK,
+                  fk_diag_at(diag, FK_E_PARSE, ix.path, 0, "malformed certificate entry"));
+        snprintf(info.serial, sizeof info.serial, "%s", serial);
+        snprintf(info.name, sizeof info.name, "%s", name);
+        snprintf(info.fingerprint, sizeof info.fingerprint, "%s", fpr != NULL ? fpr : "");
+        info.not_before = cJSON_IsNumber(nb) ? (int64_t)nb->valuedouble : 0;
+        info.not_after = cJSON_IsNumber(na) ? (int64_t)na->valuedouble : 0;
+        info.revoked = strcmp(st, "revoked") == 0;
+        if (info.revoked) {
+            info.revoked_at = cJSON_IsNumber(at) ? (int64_t)at->valuedouble : 0;
+            if (why == NULL || fk_pki_reason_parse(why, &info.reason) != FK_OK) {
+                info.reason = FK_PKI_REASON_UNSPECIFIED;
+            }
+        }
+        if (fn(user, &info) != 0) {
+            break;
+        }
+    }
+    rc = FK_OK;
+out:
+    pki_index_close(&ix);
+    return rc;
 }

@@ -212,6 +212,10 @@ enum fk_err pki_serial_normalise(const char *in, char out[FK_PKI_SERIAL_HEX_LEN 
     return FK_OK;
 }
 
+enum fk_err fk_pki_serial_parse(const char *in, char out[FK_PKI_SERIAL_HEX_LEN * 2 + 1]) {
+    return pki_serial_normalise(in, out);
+}
+
 /* Copies a memory BIO's contents into a fresh NUL-terminated buffer. */
 static enum fk_err bio_take(BIO *bio, char **out, size_t *out_len) {
     char *data = NULL;

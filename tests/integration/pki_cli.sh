@@ -4,7 +4,7 @@
 # -text, req, pkcs12 -info) and Java's keytool (OpenJDK 17, scripts/packages.d/pki.txt).
 #
 # usage: pki_cli.sh CASE BIN_DIR TMP_DIR
-#   CASE: verify | csr | p12 | kconfig | negative
+#   CASE: verify | csr | p12 | kconfig | negative | inventory
 set -eu
 
 CASE=$1
@@ -33,6 +33,11 @@ refused() {
         fail "accepted: $*"
     fi
     cat out.txt err.txt >all.txt
+    # Under ASan a sanitizer report also exits non-zero: that is a bug, not a refusal.
+    if grep -q 'Sanitizer\|runtime error:' err.txt; then
+        cat err.txt >&2
+        fail "sanitizer report: $*"
+    fi
 }
 has() { # has FILE TEXT
     grep -qF -- "$2" "$1" || { cat "$1" >&2; fail "'$2' not in $1"; }
@@ -453,6 +458,43 @@ negative)
     has err.txt "index.json"
     cp index.bak pki/index.json
     ok "$PK" ca issue --dir pki --device robot-2
+    ;;
+
+inventory)
+    # Revocations reach the fleet inventory (another module's SQLite file): an audit row each,
+    # and the device credential carrying the certificate's fingerprint marked revoked. The
+    # device comes from 'provision-keys generate'; the mTLS credential row is inserted here
+    # with sqlite3 and a fingerprint computed by openssl, as generate/batch --ca will record it.
+    command -v sqlite3 >/dev/null || fail "sqlite3 missing (scripts/install-deps)"
+    init_ca
+    ok "$PK" generate --output keys/device_001.json --mac AA:BB:CC:DD:EE:01
+    id=robot-AABBCCDDEE01
+    ok "$PK" ca issue --dir pki --device "$id"
+    fpr="sha256:$(openssl x509 -in "pki/devices/$id.crt.pem" -outform DER |
+        openssl dgst -sha256 -r | cut -d' ' -f1)"
+    sqlite3 keys/inventory.db "INSERT INTO credentials(device_id, kind, version, fingerprint,
+        created_at, state) VALUES ('$id', 'mtls_cert', 1, '$fpr', '2026-01-01T00:00:00Z',
+        'active');" || fail "sqlite3 insert"
+    ok "$PK" ca issue --dir pki --mobile alice
+    ok "$PK" ca revoke --dir pki --device "$id" --reason keyCompromise \
+        --inventory keys/inventory.db
+    has out.txt "recorded in keys/inventory.db"
+    ok "$PK" ca revoke --dir pki "$(serial_of pki/mobiles/alice.crt.pem)" \
+        --inventory keys/inventory.db
+    st=$(sqlite3 keys/inventory.db "SELECT state FROM credentials WHERE kind='mtls_cert'")
+    [ "$st" = revoked ] || fail "mtls_cert credential state is '$st'"
+    st=$(sqlite3 keys/inventory.db "SELECT state FROM credentials WHERE kind='psk'")
+    [ "$st" = active ] || fail "psk credential touched: '$st'"
+    sqlite3 keys/inventory.db "SELECT kind, subject, detail FROM audit ORDER BY seq" >audit.txt
+    has audit.txt "pki.cert_revoked|$id|"
+    has audit.txt "pki.cert_revoked|alice|"
+    has audit.txt "\"reason\":\"keyCompromise\""
+    has audit.txt "$fpr"
+    # A revocation the CA refuses records nothing.
+    n1=$(sqlite3 keys/inventory.db "SELECT count(*) FROM audit")
+    refused "$PK" ca revoke --dir pki --device "$id" --inventory keys/inventory.db
+    n2=$(sqlite3 keys/inventory.db "SELECT count(*) FROM audit")
+    [ "$n1" = "$n2" ] || fail "a refused revocation was audited"
     ;;
 
 *)

@@ -880,6 +880,57 @@ static void secret_file_takes_the_first_line(void **state) {
     free(path);
 }
 
+struct list_count {
+    size_t total;
+    size_t revoked;
+    enum fk_pki_reason last_reason;
+};
+static int count_cb(void *user, const struct fk_pki_cert_info *info) {
+    struct list_count *c = user;
+    c->total++;
+    if (info->revoked) {
+        c->revoked++;
+        c->last_reason = info->reason;
+    }
+    assert_int_equal(strncmp(info->fingerprint, "sha256:", 7), 0);
+    assert_true(info->not_before < info->not_after);
+    return 0;
+}
+
+static void list_reports_index_and_serials_normalise(void **state) {
+    (void)state;
+    char *dir = NULL;
+    struct fk_pki_ca *ca = new_ca("list", &dir);
+    struct fk_pki_issued *c = NULL;
+    assert_int_equal(fk_pki_issue_device(ca, "robot-l1", 0, &c, NULL), FK_OK);
+    char serial[FK_PKI_SERIAL_HEX_LEN + 1];
+    snprintf(serial, sizeof serial, "%s", fk_pki_issued_serial(c));
+    fk_pki_issued_free(c);
+    assert_int_equal(fk_pki_issue_device(ca, "robot-l2", 0, &c, NULL), FK_OK);
+    fk_pki_issued_free(c);
+    assert_int_equal(fk_pki_revoke_serial(ca, serial, FK_PKI_REASON_PRIVILEGE_WITHDRAWN, 1234,
+                                          NULL),
+                     FK_OK);
+    struct list_count n = {0, 0, FK_PKI_REASON_UNSPECIFIED};
+    assert_int_equal(fk_pki_list(ca, count_cb, &n, NULL), FK_OK);
+    assert_int_equal(n.total, 2);
+    assert_int_equal(n.revoked, 1);
+    assert_int_equal(n.last_reason, FK_PKI_REASON_PRIVILEGE_WITHDRAWN);
+
+    char out[FK_PKI_SERIAL_HEX_LEN * 2 + 1];
+    assert_int_equal(fk_pki_serial_parse("0x00:0A:bC", out), FK_OK);
+    assert_string_equal(out, "abc");
+    assert_int_equal(fk_pki_serial_parse("", out), FK_E_ARG);
+    assert_int_equal(fk_pki_serial_parse("0x", out), FK_E_ARG);
+    assert_int_equal(fk_pki_serial_parse("00", out), FK_E_ARG);
+    assert_int_equal(fk_pki_serial_parse("12g4", out), FK_E_ARG);
+    assert_int_equal(fk_pki_serial_parse(
+                         "11111111111111111111111111111111111111111111111111111111111111111", out),
+                     FK_E_ARG);
+    fk_pki_ca_free(ca);
+    free(dir);
+}
+
 static void names_kinds_and_reasons_parse(void **state) {
     (void)state;
     enum fk_pki_kind k;
@@ -911,6 +962,7 @@ int main(void) {
         cmocka_unit_test(kconfig_and_shell_escaping),
         cmocka_unit_test(devcfg_round_trips_the_pems),
         cmocka_unit_test(secret_file_takes_the_first_line),
+        cmocka_unit_test(list_reports_index_and_serials_normalise),
         cmocka_unit_test(names_kinds_and_reasons_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

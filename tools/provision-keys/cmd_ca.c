@@ -1,6 +1,7 @@
 /* provision-keys ca init|issue|revoke|crl: the control-plane CA (docs/pki.md). Parses
  * arguments, calls the pki library, prints what was made (never key material). */
 #include "cli.h"
+#include "fleetkey/inventory.h"
 #include "fleetkey/pki.h"
 
 #include <getopt.h>
@@ -17,6 +18,7 @@ static const char ca_help[] =
     "                                [--replace] [--not-before T --not-after T]\n"
     "       provision-keys ca revoke --dir DIR (SERIAL | --device ID | --server HOST |\n"
     "                                --mobile NAME | --operator NAME) [--reason REASON]\n"
+    "                                [--inventory DB]\n"
     "       provision-keys ca crl    --dir DIR --out FILE [--days N]\n"
     "                                [--root [--passphrase-file F] [--root-days N]]\n"
     "\n"
@@ -33,7 +35,9 @@ static const char ca_help[] =
     "        validity, e.g. for expired test certificates.\n"
     "revoke  marks a certificate revoked by serial, or every unrevoked certificate of a name.\n"
     "        REASON: unspecified keyCompromise cACompromise affiliationChanged superseded\n"
-    "        cessationOfOperation privilegeWithdrawn.\n"
+    "        cessationOfOperation privilegeWithdrawn. With --inventory the revocation is also\n"
+    "        recorded in the fleet inventory: an audit entry per certificate, and device\n"
+    "        credentials with the certificate's fingerprint marked revoked.\n"
     "crl     writes the issuing CA's CRL (valid --days, default 7) followed by the root CRL to\n"
     "        FILE. --root first re-signs the root CRL with the root key.\n";
 
@@ -55,6 +59,7 @@ enum {
     OPT_OUT,
     OPT_ROOT,
     OPT_ROOT_DAYS,
+    OPT_INVENTORY,
     OPT_HELP,
 };
 
@@ -76,6 +81,7 @@ static const struct option ca_opts[] = {
     {"out", required_argument, NULL, OPT_OUT},
     {"root", no_argument, NULL, OPT_ROOT},
     {"root-days", required_argument, NULL, OPT_ROOT_DAYS},
+    {"inventory", required_argument, NULL, OPT_INVENTORY},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -92,6 +98,7 @@ struct ca_args {
     const char *reason;
     const char *out;
     const char *serial;
+    const char *inventory;
     unsigned days;
     unsigned root_days;
     int replace;
@@ -209,6 +216,9 @@ static int parse(int argc, char **argv, const char *cmd, struct ca_args *a) {
             break;
         case OPT_ROOT:
             a->root = 1;
+            break;
+        case OPT_INVENTORY:
+            a->inventory = optarg;
             break;
         case OPT_HELP:
             fputs(ca_help, stdout);
@@ -350,6 +360,84 @@ static int cmd_issue(int argc, char **argv) {
     return rc == FK_OK ? FK_EXIT_OK : fk_cli_fail(&diag, rc);
 }
 
+/* The certificates one revoke call just marked: by serial, or by (kind, name) and the
+ * revocation time we passed. */
+struct revoked_set {
+    const char *serial; /* normalised, or NULL */
+    int kind;
+    const char *name;
+    int64_t when;
+    struct fk_pki_cert_info items[64];
+    size_t n;
+};
+
+static int collect_revoked(void *user, const struct fk_pki_cert_info *info) {
+    struct revoked_set *set = user;
+    int hit = info->revoked &&
+              (set->serial != NULL
+                   ? strcmp(info->serial, set->serial) == 0
+                   : ((int)info->kind == set->kind && strcmp(info->name, set->name) == 0 &&
+                      info->revoked_at == set->when));
+    if (hit && set->n < sizeof set->items / sizeof set->items[0]) {
+        set->items[set->n++] = *info;
+    }
+    return 0;
+}
+
+struct cred_match {
+    const char *fingerprint;
+    char kinds[8][FK_INV_ID_SIZE];
+    unsigned versions[8];
+    size_t n;
+};
+
+static int match_credential(void *user, const struct fk_inv_credential *c) {
+    struct cred_match *m = user;
+    if (strcmp(c->fingerprint, m->fingerprint) == 0 && strcmp(c->state, "revoked") != 0 &&
+        m->n < sizeof m->versions / sizeof m->versions[0]) {
+        snprintf(m->kinds[m->n], sizeof m->kinds[m->n], "%s", c->kind);
+        m->versions[m->n++] = c->version;
+    }
+    return 0;
+}
+
+/* Records the revocations in the inventory, in one transaction: an audit row each, and the
+ * device's credential rows that carry the certificate's fingerprint set to "revoked". */
+static enum fk_err record_in_inventory(const char *db, const struct revoked_set *set,
+                                       struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    struct fk_inventory *inv = NULL;
+    FK_GUARD(fk_inventory_open(db, &inv, diag));
+    FK_GUARD(fk_inventory_begin(inv, diag));
+    for (size_t i = 0; i < set->n; i++) {
+        const struct fk_pki_cert_info *c = &set->items[i];
+        char detail[512];
+        snprintf(detail, sizeof detail,
+                 "{\"cert_kind\":\"%s\",\"serial\":\"%s\",\"fingerprint\":\"%s\","
+                 "\"reason\":\"%s\"}",
+                 fk_pki_kind_name(c->kind), c->serial, c->fingerprint,
+                 fk_pki_reason_name(c->reason));
+        FK_GUARD(fk_inventory_audit_append(inv, "provision-keys", "pki.cert_revoked", c->name,
+                                           detail, diag));
+        if (c->kind != FK_PKI_DEVICE) {
+            continue;
+        }
+        struct cred_match m;
+        memset(&m, 0, sizeof m);
+        m.fingerprint = c->fingerprint;
+        FK_GUARD(fk_inventory_credential_list(inv, c->name, match_credential, &m, diag));
+        for (size_t k = 0; k < m.n; k++) {
+            FK_GUARD(fk_inventory_credential_set_state(inv, c->name, m.kinds[k], m.versions[k],
+                                                       "revoked", diag));
+        }
+    }
+    FK_GUARD(fk_inventory_commit(inv, diag));
+    rc = FK_OK;
+out:
+    fk_inventory_close(inv); /* rolls back an unfinished transaction */
+    return rc;
+}
+
 static int cmd_revoke(int argc, char **argv) {
     struct ca_args a;
     int r = parse(argc, argv, "ca revoke", &a);
@@ -364,23 +452,49 @@ static int cmd_revoke(int argc, char **argv) {
     if (a.reason != NULL && fk_pki_reason_parse(a.reason, &reason) != FK_OK) {
         return fk_cli_usage_error("ca revoke", "unknown --reason '%s'", a.reason);
     }
+    struct revoked_set *set = calloc(1, sizeof *set);
+    if (set == NULL) {
+        return fk_cli_fail(NULL, FK_E_NOMEM);
+    }
+    char norm[FK_PKI_SERIAL_HEX_LEN * 2 + 1] = "";
+    set->kind = a.kind;
+    set->name = a.subject;
+    set->when = (int64_t)time(NULL);
     struct fk_diag diag;
     fk_diag_init(&diag);
     struct fk_pki_ca *ca = NULL;
     size_t n = 1;
     enum fk_err rc = fk_pki_ca_open(a.dir, &ca, &diag);
     if (rc == FK_OK && a.serial != NULL) {
-        rc = fk_pki_revoke_serial(ca, a.serial, reason, 0, &diag);
+        rc = fk_pki_revoke_serial(ca, a.serial, reason, set->when, &diag);
+        if (rc == FK_OK) {
+            rc = fk_pki_serial_parse(a.serial, norm);
+            set->serial = norm;
+        }
     } else if (rc == FK_OK) {
-        rc = fk_pki_revoke_name(ca, (enum fk_pki_kind)a.kind, a.subject, reason, 0, &n, &diag);
+        rc = fk_pki_revoke_name(ca, (enum fk_pki_kind)a.kind, a.subject, reason, set->when, &n,
+                                &diag);
+    }
+    if (rc == FK_OK) {
+        printf("revoked %zu certificate%s (%s); run 'provision-keys ca crl' to publish\n", n,
+               n == 1 ? "" : "s", fk_pki_reason_name(reason));
+    }
+    if (rc == FK_OK && a.inventory != NULL) {
+        rc = fk_pki_list(ca, collect_revoked, set, &diag);
+        if (rc == FK_OK) {
+            rc = record_in_inventory(a.inventory, set, &diag);
+        }
+        if (rc != FK_OK) {
+            fprintf(stderr, "provision-keys ca revoke: the CA revocation stands, but recording "
+                            "it in %s failed\n",
+                    a.inventory);
+        } else {
+            printf("recorded in %s\n", a.inventory);
+        }
     }
     fk_pki_ca_free(ca);
-    if (rc != FK_OK) {
-        return fk_cli_fail(&diag, rc);
-    }
-    printf("revoked %zu certificate%s (%s); run 'provision-keys ca crl' to publish\n", n,
-           n == 1 ? "" : "s", fk_pki_reason_name(reason));
-    return FK_EXIT_OK;
+    free(set);
+    return rc == FK_OK ? FK_EXIT_OK : fk_cli_fail(&diag, rc);
 }
 
 static int cmd_crl(int argc, char **argv) {
