@@ -2,7 +2,7 @@
  * table flashed at 0x8000 (gen_esp32part.py's formats), so robot-sim and `provision-keys flash`
  * can find the nvs and nvs_keys partitions the same way the bootloader does.
  *
- * Binary: up to 95 entries of 32 bytes (magic 0xAA 0x50, type, subtype, offset u32, size u32,
+ * Binary: up to 94 entries of 32 bytes (magic 0xAA 0x50, type, subtype, offset u32, size u32,
  * label[16] NUL-padded, flags u32; little-endian), then an MD5 entry (0xEB 0xEB, 14 x 0xFF, MD5
  * of all preceding entry bytes), then 0xFF up to FK_PARTITION_TABLE_SIZE. An all-0xFF entry
  * ends the table. Thread safety: all functions are pure over their arguments. */
@@ -21,7 +21,9 @@ extern "C" {
 #define FK_PARTITION_TABLE_OFFSET 0x8000u
 #define FK_PARTITION_TABLE_SIZE 0xC00u /* gen_esp32part.py MAX_PARTITION_LENGTH */
 #define FK_PARTITION_ENTRY_SIZE 32u
-#define FK_PARTITION_MAX 95u /* 0xC00 / 32 = 96 slots, one of them for the MD5 entry */
+/* 0xC00 / 32 = 96 slots: gen_esp32part.py wants the entries plus the MD5 entry to stay
+ * shorter than 0xC00, so one slot is left for the 0xFF end marker. */
+#define FK_PARTITION_MAX 94u
 #define FK_PARTITION_NAME_MAX 16u
 
 enum fk_partition_type { FK_PART_APP = 0x00, FK_PART_DATA = 0x01 };
@@ -65,9 +67,9 @@ extern const char fk_partition_default_csv[];
 /* Parses partitions.csv text (Name, Type, SubType, Offset, Size, Flags; '#' comments; sizes
  * as decimal, 0x hex or with K/M suffix; empty offsets computed as gen_esp32part.py does:
  * after the previous partition, data aligned to 0x1000, app to 0x10000, the first one at
- * 0x9000). Checks names (unique, <= 16 chars), alignment, overlaps and the 95-entry limit.
+ * 0x9000). Checks names (unique, <= 16 chars), alignment, overlaps and the 94-entry limit.
  * csv_name is used in diag ("partitions.csv:4: ..."). FK_OK, FK_E_PARSE, FK_E_RANGE,
- * FK_E_EXISTS, FK_E_TOOBIG. */
+ * FK_E_EXISTS, FK_E_TOOBIG (more than FK_PARTITION_MAX). */
 FK_MUST_CHECK enum fk_err fk_partition_csv_parse(const char *buf, size_t len,
                                                  const char *csv_name,
                                                  struct fk_partition_table *out,
