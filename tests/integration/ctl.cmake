@@ -15,3 +15,11 @@ foreach(c s_client s_server fleetctl wrong_key garbage_flood rotation plaintext)
         set_tests_properties(ctl_interop_${c} PROPERTIES DEPENDS fleetctl)
     endif()
 endforeach()
+
+# provision-keys generate -> robot-sim flash image -> boot -> DTLS from NVS (both builds).
+if(TARGET robot-sim AND TARGET provision-keys AND TARGET fleetctl)
+    add_test(NAME ctl_interop_robot_sim
+        COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/ctl_interop.sh robot_sim ${PROJECT_BINARY_DIR}/bin
+            ${PROJECT_BINARY_DIR}/tmp/ctl_interop_robot_sim)
+    set_tests_properties(ctl_interop_robot_sim PROPERTIES TIMEOUT 180 LABELS "ctl;integration")
+endif()

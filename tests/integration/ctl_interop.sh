@@ -1,7 +1,8 @@
 #!/bin/sh
 # Control-channel interop tests on real UDP sockets on 127.0.0.1 (issue 4, section 4).
 #   sh ctl_interop.sh CASE BIN_DIR WORK_DIR
-# CASE: s_client | s_server | fleetctl | wrong_key | garbage_flood | rotation | plaintext
+# CASE: s_client | s_server | fleetctl | wrong_key | garbage_flood | rotation | plaintext |
+#       robot_sim (provision-keys generate -> flash image -> robot-sim boot -> DTLS, both builds)
 # Servers bind port 0 and print the port they got, so parallel tests never clash. Every wait is
 # a loop bounded by count (and `timeout`); nothing asserts on elapsed time.
 set -eu
@@ -280,6 +281,81 @@ plaintext)
     "$bin/ctl_client" plain --port "$TPORT" "fly 1" >p3 || fail "plaintext error reply missing"
     grep -q '"error":"bad_request"' p3 || fail "unknown command: $(cat p3)"
     stop_testd
+    ;;
+robot_sim)
+    # The whole path: provision-keys mints a device, robot-sim boots its flash image (NVS) and
+    # serves DTLS with the PSK from NVS to fleetctl and openssl s_client.
+    pk="$bin/provision-keys"
+    rs="$bin/robot-sim"
+    # start_rs IMAGE SDKCONFIG: boots robot-sim on a free port, sets RPORT and RPID.
+    start_rs() {
+        : >rs.out
+        "$rs" --flash "$1" --sdkconfig "$2" --ctl-port 0 --ctl-bind 127.0.0.1 --run-ms 60000 \
+            >rs.out 2>rs.err &
+        RPID=$!
+        PIDS="$PIDS $RPID"
+        wait_for rs.out "control listener on udp" || fail "robot-sim did not listen: $(cat rs.err)"
+        RPORT=$(sed -n 's/.*control listener on udp 127\.0\.0\.1:\([0-9]*\).*/\1/p' rs.out)
+        [ -n "$RPORT" ] || fail "no robot-sim port"
+    }
+    stop_rs() {
+        kill "$RPID"
+        rrc=0
+        wait "$RPID" || rrc=$?
+        [ $rrc = 0 ] || fail "robot-sim exited with $rrc: $(cat rs.err)"
+    }
+    rfleet() {
+        "$bin/fleetctl" robot --host 127.0.0.1 --port "$RPORT" --timeout 10 "$@"
+    }
+    # Development build, plain NVS.
+    "$pk" generate --output keys/device_001.json --mac 24:0A:C4:12:34:56 >gen.out 2>&1 ||
+        fail "provision-keys generate: $(cat gen.out)"
+    "$rs" flash-image create --out robot.bin --nvs keys/device_001.nvs.bin >img.out 2>&1 ||
+        fail "flash-image create: $(cat img.out)"
+    printf 'CONFIG_MINITRAIN_DTLS_PORT=5684\n' >sdkconfig
+    start_rs robot.bin sdkconfig
+    rfleet --keys keys/device_001.json status >rs1 || fail "fleetctl status against robot-sim"
+    grep -q '"channel":"dtls-psk"' rs1 || fail "robot-sim status: $(cat rs1)"
+    grep -q '"identity":"robot-240AC4123456"' rs1 || fail "identity: $(cat rs1)"
+    grep -q '"build":"development"' rs1 || fail "posture missing: $(cat rs1)"
+    fpr=$(sed -n 's/.*"psk_fingerprint": *"\([^"]*\)".*/\1/p' keys/device_001.json)
+    [ -n "$fpr" ] || fail "manifest has no psk_fingerprint"
+    grep -q "\"security/dtls_psk\":{\"source\":\"nvs\",\"fpr\":\"$fpr\"" rs1 ||
+        fail "the PSK robot-sim uses is not the manifest's ($fpr): $(cat rs1)"
+    mpsk=$(sed -n 's/.*"psk_hex": *"\([0-9a-f]*\)".*/\1/p' keys/device_001.json)
+    s_client_req rs2 ping "$mpsk" robot-240AC4123456 "$RPORT"
+    grep -qx pong rs2 || fail "s_client against robot-sim: $(cat rs2 rs2.err)"
+    rfleet --keys keys/device_001.json move 1 2 >rs3 || fail "move against robot-sim"
+    set +e
+    rfleet --keys device.json ping >/dev/null 2>rs4.err; rc=$?
+    set -e
+    [ $rc = 1 ] || fail "robot-sim accepted another device's key"
+    grep -q "unknown psk identity" rs4.err || fail "wrong device: $(cat rs4.err)"
+    stop_rs
+    grep -q "$mpsk" rs.err rs.out && fail "robot-sim logged its PSK"
+    # Production build: encrypted NVS, secure boot; the same key works.
+    "$pk" generate --output keys/device_002.json --mac 24:0A:C4:12:34:57 --encrypt-nvs \
+        >gen2.out 2>&1 || fail "provision-keys generate --encrypt-nvs: $(cat gen2.out)"
+    "$rs" flash-image create --out prod.bin --nvs keys/device_002.nvs.bin \
+        --nvs-keys keys/device_002.nvs_keys.bin >img2.out 2>&1 || fail "prod image: $(cat img2.out)"
+    printf 'CONFIG_PRODUCTION_BUILD=y\nCONFIG_NVS_ENCRYPTION=y\nCONFIG_SECURE_BOOT_V2_ENABLED=y\n' \
+        >sdkconfig.prod
+    start_rs prod.bin sdkconfig.prod
+    rfleet --keys keys/device_002.json status >rs5 || fail "production robot-sim status"
+    grep -q '"build":"production"' rs5 || fail "production posture: $(cat rs5)"
+    grep -q '"nvs_encrypted":true' rs5 || fail "production NVS: $(cat rs5)"
+    stop_rs
+    # Development without a PSK: the same protocol in plaintext, logged as an error.
+    "$rs" flash-image create --out empty.bin >img3.out 2>&1 || fail "empty image: $(cat img3.out)"
+    start_rs empty.bin sdkconfig
+    grep -q "UNENCRYPTED" rs.err || fail "plaintext listener not logged as an error"
+    "$bin/ctl_client" plain --port "$RPORT" ping >rs6 || fail "plaintext ping to robot-sim"
+    grep -qx pong rs6 || fail "plaintext robot-sim: $(cat rs6)"
+    stop_rs
+    # Production without a PSK: no listener at all.
+    "$rs" --flash empty.bin --sdkconfig sdkconfig.prod --ctl-port 0 --ctl-bind 127.0.0.1 \
+        --run-ms 2000 >rs7.out 2>rs7.err || true
+    grep -q "control listener on udp" rs7.out && fail "production without a PSK served"
     ;;
 *)
     echo "unknown case $case_" >&2
