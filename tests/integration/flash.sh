@@ -253,6 +253,56 @@ if "$pk" generate --help >/dev/null 2>&1; then
     [ "$sum" = "$rec" ] && ok || fail "inventory's manifest_sha256 is not the new manifest's"
 fi
 
+# 10. The whole path: generate -> robot-sim (the device library) in download mode -> flash ->
+#     robot-sim leaves download mode, boots from the flash it now holds, and serves DTLS with
+#     the flashed PSK: `fleetctl robot ... status` works with the manifest's keys.
+if [ -x "$bin/robot-sim" ] && [ -x "$bin/fleetctl" ] && "$pk" generate --help >/dev/null 2>&1
+then
+    e="$tmp/e2e"
+    mkdir -p "$e"
+    printf 'Tr41n-R0b0t#2026\n' >"$e/wifi.pw"
+    expect 0 "$pk" generate --output "$e/device_001.json" --mac 24:0A:C4:00:00:20 \
+        --wifi-ssid FleetLab-5G --wifi-password-file "$e/wifi.pw" --encrypt-nvs
+    expect 0 "$bin/robot-sim" flash-image create --out "$e/robot.img"
+    printf 'CONFIG_PRODUCTION_BUILD=y\nCONFIG_NVS_ENCRYPTION=y\nCONFIG_SECURE_BOOT_V2_ENABLED=y\n' \
+        >"$e/prod.sdkconfig"
+    rm -f "$tmp/tty"
+    "$bin/robot-sim" --flash "$e/robot.img" --download-mode --pty-link "$tmp/tty" \
+        --mac 24:0A:C4:00:00:20 -- --sdkconfig "$e/prod.sdkconfig" --ctl-bind 127.0.0.1 \
+        --ctl-port 0 --run-ms 30000 >"$e/sim.log" 2>&1 &
+    sim_pid=$!
+    i=0
+    while [ ! -L "$tmp/tty" ] && [ $i -lt 100 ]; do
+        sleep 0.05
+        i=$((i + 1))
+    done
+    expect 0 "$pk" flash --keys "$e/device_001.json" --port "$tmp/tty" --before no-reset
+    port=""
+    i=0
+    while [ -z "$port" ] && [ $i -lt 200 ]; do
+        port=$(sed -n 's/^robot-sim: control listener on udp [0-9.]*:\([0-9]*\).*/\1/p' \
+            "$e/sim.log")
+        [ -n "$port" ] || sleep 0.05
+        i=$((i + 1))
+    done
+    if [ -n "$port" ]; then
+        ok
+        expect 0 "$bin/fleetctl" robot --host 127.0.0.1 --port "$port" --timeout 10 \
+            --keys "$e/device_001.json" status
+    else
+        fail "robot-sim did not boot into its control listener after the flash"
+        cat "$e/sim.log" >&2
+    fi
+    grep -q 'left download mode, booting from' "$e/sim.log" && ok || fail "no hand-over to boot"
+    if grep -q "$(sed -n 's/.*"psk_hex":[[:space:]]*"\([0-9a-f]*\)".*/\1/p' \
+        "$e/device_001.json")" "$e/sim.log"; then
+        fail "the PSK appears in robot-sim's output"
+    else
+        ok
+    fi
+    stop_sim
+fi
+
 # 8. Usage errors.
 expect 2 "$pk" flash --keys "$d/device_001.json"
 expect 2 "$pk" flash --port "$tmp/tty" --before sometimes

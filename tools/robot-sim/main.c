@@ -5,11 +5,14 @@
  *   robot-sim flash-image create --out robot.bin [--size 4M] [--partitions partitions.csv]
  *             [--nvs nvs.bin] [--nvs-keys nvs_keys.bin]
  *   robot-sim nvs set|get|erase|list --flash robot.bin ...
+ *   robot-sim --flash robot.bin --download-mode [--pty-link PATH] [--mac M] ... [-- BOOT-ARGS]
+ *             (ESP32 ROM download mode on a pty: download.c, docs/flash.md)
  *
  * Boot: partition table at 0x8000 -> sdkconfig (+ MINITRAIN_* env in development) -> NVS
  * (encrypted with the nvs_keys partition when CONFIG_NVS_ENCRYPTION=y) -> credential store ->
  * policy -> posture on stdout -> start_services(). Exit codes: 0 booted (and services ended
  * well), 2 usage or unreadable input, 3 boot refused by policy, 4 flash error. */
+#include "download.h"
 #include "robot_sim.h"
 
 #include <stdio.h>
@@ -293,6 +296,13 @@ out:
 }
 
 int main(int argc, char **argv) {
+    /* ---- flash (issue 5): ESP32 ROM download mode on a pty, tools/robot-sim/download.c ---- */
+    for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
+        if (strcmp(argv[i], "--download-mode") == 0) {
+            return fk_sim_download_main(argc, argv);
+        }
+    }
+    /* ---- end of the download-mode hook ---- */
     if (argc >= 2 && strcmp(argv[1], "flash-image") == 0) {
         return robot_sim_image(argc - 2, argv + 2);
     }

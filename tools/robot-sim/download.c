@@ -216,24 +216,29 @@ static void usage(FILE *f) {
                "       [--boot-after] [-- BOOT-ARGS...]\n");
 }
 
-/* Hands over to the normal boot: robot-sim next to this program, if there is one. */
-static int boot(const char *self, const char *image, int argc, char **argv) {
+/* Hands over to the normal boot: robot-sim (this program, or the one next to robot-sim-dl)
+ * with --flash IMAGE and the BOOT-ARGS given after "--". Without BOOT-ARGS there is nothing to
+ * boot with (robot-sim needs at least --sdkconfig), so download mode just ends. */
+static int boot(const char *image, int argc, char **argv) {
     char dir[PATH_MAX], prog[PATH_MAX + 16];
-    ssize_t n = readlink("/proc/self/exe", dir, sizeof dir - 1);
-    (void)self;
-    if (n <= 0) {
+    if (argv == NULL) {
+        printf("robot-sim: left download mode (no boot arguments after --: not booting)\n");
         return 0;
+    }
+    ssize_t n = readlink("/proc/self/exe", dir, sizeof dir - 1);
+    if (n <= 0) {
+        return 1;
     }
     dir[n] = '\0';
     char *slash = strrchr(dir, '/');
     if (slash == NULL) {
-        return 0;
+        return 1;
     }
     *slash = '\0';
     snprintf(prog, sizeof prog, "%s/robot-sim", dir);
-    if (access(prog, X_OK) != 0 || strcmp(prog, dir) == 0) {
-        printf("robot-sim: left download mode; no robot-sim program to boot\n");
-        return 0;
+    if (access(prog, X_OK) != 0) {
+        fprintf(stderr, "robot-sim: left download mode; %s not found: not booting\n", prog);
+        return 1;
     }
     char **args = calloc((size_t)argc + 4, sizeof *args);
     if (args == NULL) {
@@ -393,7 +398,7 @@ int fk_sim_download_main(int argc, char **argv) {
         im.fd = -1;
         free(defl);
         defl = NULL;
-        rc = boot(argv[0], image_path, boot_argc, boot_argv);
+        rc = boot(image_path, boot_argc, boot_argv);
     }
 out:
     free(defl);

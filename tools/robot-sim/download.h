@@ -5,7 +5,8 @@
  * answers the ESP32 ROM serial protocol there (device/src/rom.c), writing into IMAGE with NOR
  * semantics. It leaves download mode on FLASH_END, or with --boot-after when the host that
  * talked to it closes the port, and then hands over to the normal boot: robot-sim from the same
- * directory, run as `robot-sim --flash IMAGE BOOT-ARGS...`. */
+ * directory, run as `robot-sim --flash IMAGE BOOT-ARGS...` (without BOOT-ARGS it just exits:
+ * robot-sim cannot boot without at least --sdkconfig). */
 #ifndef ROBOT_SIM_DOWNLOAD_H
 #define ROBOT_SIM_DOWNLOAD_H
 
