@@ -301,6 +301,20 @@ static void walk_page(struct fk_nvs_image *img, size_t page) {
             i += span;
             continue;
         }
+        /* The data CRC does not cover the padding of the last data entry; writers (the
+         * generator, ESP-IDF, device/src/nvs.c) fill it with 0xFF, so anything else there is
+         * damage the CRC cannot see. */
+        size_t pad_end = (size_t)(span - 1) * FKD_NVS_ENTRY_SIZE;
+        size_t bad_pad = size;
+        while (bad_pad < pad_end && data[bad_pad] == 0xFF) {
+            bad_pad++;
+        }
+        if (bad_pad < pad_end) {
+            problem(img, FK_E_PARSE, off + FKD_NVS_ENTRY_SIZE + bad_pad, pg, (int)i,
+                    "key '%s': padding after its %zu data bytes is not 0xFF", e.key, size);
+            i += span;
+            continue;
+        }
         add_rec(img, page, i, &e, data, size);
         i += span;
     }
