@@ -48,13 +48,16 @@ static void put(struct out_buf *b, const char *fmt, ...) {
  * are copied; fields are UTF-8 by contract. */
 static void put_str(struct out_buf *b, const char *s) {
     put(b, "\"");
-    for (const unsigned char *c = (const unsigned char *)s; *c != '\0'; c++) {
+    for (const unsigned char *c = (const unsigned char *)s; *c != '\0' && !b->overflow; c++) {
         if (*c == '"' || *c == '\\') {
             put(b, "\\%c", *c);
         } else if (*c < 0x20) {
             put(b, "\\u%04x", *c);
+        } else if (b->cap - b->len < 2) {
+            b->overflow = 1;
         } else {
-            put(b, "%c", *c);
+            b->p[b->len++] = (char)*c; /* the common case, without a printf per byte */
+            b->p[b->len] = '\0';
         }
     }
     put(b, "\"");
