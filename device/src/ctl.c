@@ -72,32 +72,7 @@ static void printable(const unsigned char *in, size_t n, char *out, size_t size)
 }
 
 static const char *reason(int ret) {
-    switch (ret) {
-    case MBEDTLS_ERR_SSL_UNKNOWN_IDENTITY:
-        return "unknown PSK identity";
-    case MBEDTLS_ERR_SSL_INVALID_MAC:
-        return "bad record MAC in handshake (wrong PSK?)";
-    case MBEDTLS_ERR_SSL_TIMEOUT:
-        return "handshake timed out";
-    case MBEDTLS_ERR_SSL_NO_CIPHER_CHOSEN:
-        return "no common PSK ciphersuite";
-    case MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE:
-        return "peer sent a fatal alert";
-    case MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY:
-        return "peer closed";
-    case MBEDTLS_ERR_SSL_BAD_HS_CLIENT_HELLO:
-        return "bad ClientHello";
-    case MBEDTLS_ERR_SSL_BAD_HS_CLIENT_KEY_EXCHANGE:
-        return "bad ClientKeyExchange";
-    case MBEDTLS_ERR_SSL_BAD_HS_FINISHED:
-        return "Finished did not verify (wrong PSK?)";
-    case MBEDTLS_ERR_SSL_HELLO_VERIFY_REQUIRED:
-        return "cookie required";
-    case MBEDTLS_ERR_SSL_ALLOC_FAILED:
-        return "out of memory";
-    default:
-        return "protocol error";
-    }
+    return fkd_mbedtls_reason(ret);
 }
 
 /* ---- keys ---------------------------------------------------------------------------- */
@@ -519,10 +494,7 @@ static int setup_tls(struct fkd_ctl *ctl) {
     ctl->ciphersuites[3] = MBEDTLS_TLS_PSK_WITH_AES_256_GCM_SHA384;
     ctl->ciphersuites[4] = 0;
     mbedtls_ssl_conf_ciphersuites(&ctl->conf, ctl->ciphersuites);
-    mbedtls_ssl_conf_min_version(&ctl->conf, MBEDTLS_SSL_MAJOR_VERSION_3,
-                                 MBEDTLS_SSL_MINOR_VERSION_3); /* DTLS 1.2 only */
-    mbedtls_ssl_conf_max_version(&ctl->conf, MBEDTLS_SSL_MAJOR_VERSION_3,
-                                 MBEDTLS_SSL_MINOR_VERSION_3);
+    fkd_mbedtls_conf_tls12_only(&ctl->conf); /* DTLS 1.2 only */
     mbedtls_ssl_conf_rng(&ctl->conf, mbedtls_ctr_drbg_random, &ctl->drbg);
     mbedtls_ssl_conf_psk_cb(&ctl->conf, psk_cb, ctl);
     mbedtls_ssl_conf_dtls_cookies(&ctl->conf, mbedtls_ssl_cookie_write, mbedtls_ssl_cookie_check,

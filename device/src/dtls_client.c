@@ -103,8 +103,7 @@ int fkd_dtls_client_setup(struct fkd_dtls_client *c, const char *ip, uint16_t po
         c->ciphersuites[3] = MBEDTLS_TLS_PSK_WITH_AES_256_GCM_SHA384;
         c->ciphersuites[4] = 0;
         mbedtls_ssl_conf_ciphersuites(&c->conf, c->ciphersuites);
-        mbedtls_ssl_conf_min_version(&c->conf, MBEDTLS_SSL_MAJOR_VERSION_3,
-                                     MBEDTLS_SSL_MINOR_VERSION_3);
+        fkd_mbedtls_conf_tls12_only(&c->conf);
         mbedtls_ssl_conf_rng(&c->conf, mbedtls_ctr_drbg_random, drbg);
         mbedtls_ssl_conf_handshake_timeout(&c->conf, 500, timeout_ms);
         mbedtls_ssl_conf_read_timeout(&c->conf, timeout_ms);

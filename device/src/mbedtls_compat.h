@@ -73,6 +73,64 @@ static inline int fkd_mbedtls_global_init(void) {
 #endif
 }
 
+/* Restricts a configuration to (D)TLS 1.2: 3.2 replaced the major/minor pair by one enum. */
+static inline void fkd_mbedtls_conf_tls12_only(mbedtls_ssl_config *conf) {
+#if MBEDTLS_VERSION_NUMBER >= 0x03020000
+    mbedtls_ssl_conf_min_tls_version(conf, MBEDTLS_SSL_VERSION_TLS1_2);
+    mbedtls_ssl_conf_max_tls_version(conf, MBEDTLS_SSL_VERSION_TLS1_2);
+#else
+    mbedtls_ssl_conf_min_version(conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+    mbedtls_ssl_conf_max_version(conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+#endif
+}
+
+/* A handshake failure code in words, for the listener's log. 3.0 folded the per-message
+ * BAD_HS_* codes into generic ones, so each is mapped only where it exists. */
+static inline const char *fkd_mbedtls_reason(int ret) {
+    switch (ret) {
+    case MBEDTLS_ERR_SSL_UNKNOWN_IDENTITY:
+        return "unknown PSK identity";
+    case MBEDTLS_ERR_SSL_INVALID_MAC:
+        return "bad record MAC in handshake (wrong PSK?)";
+    case MBEDTLS_ERR_SSL_TIMEOUT:
+        return "handshake timed out";
+    case MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE:
+        return "peer sent a fatal alert";
+    case MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY:
+        return "peer closed";
+    case MBEDTLS_ERR_SSL_HELLO_VERIFY_REQUIRED:
+        return "cookie required";
+    case MBEDTLS_ERR_SSL_ALLOC_FAILED:
+        return "out of memory";
+#if defined(MBEDTLS_ERR_SSL_NO_CIPHER_CHOSEN)
+    case MBEDTLS_ERR_SSL_NO_CIPHER_CHOSEN:
+        return "no common PSK ciphersuite";
+#endif
+#if defined(MBEDTLS_ERR_SSL_HANDSHAKE_FAILURE)
+    case MBEDTLS_ERR_SSL_HANDSHAKE_FAILURE:
+        return "no common PSK ciphersuite or parameters";
+#endif
+#if defined(MBEDTLS_ERR_SSL_BAD_HS_CLIENT_HELLO)
+    case MBEDTLS_ERR_SSL_BAD_HS_CLIENT_HELLO:
+        return "bad ClientHello";
+#endif
+#if defined(MBEDTLS_ERR_SSL_BAD_HS_CLIENT_KEY_EXCHANGE)
+    case MBEDTLS_ERR_SSL_BAD_HS_CLIENT_KEY_EXCHANGE:
+        return "bad ClientKeyExchange";
+#endif
+#if defined(MBEDTLS_ERR_SSL_BAD_HS_FINISHED)
+    case MBEDTLS_ERR_SSL_BAD_HS_FINISHED:
+        return "Finished did not verify (wrong PSK?)";
+#endif
+#if defined(MBEDTLS_ERR_SSL_DECODE_ERROR)
+    case MBEDTLS_ERR_SSL_DECODE_ERROR:
+        return "malformed handshake message";
+#endif
+    default:
+        return "protocol error";
+    }
+}
+
 /* 1 once the handshake of ssl has completed. */
 static inline int fkd_mbedtls_handshake_over(const mbedtls_ssl_context *ssl) {
 #if MBEDTLS_VERSION_NUMBER >= 0x03020000
