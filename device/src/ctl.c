@@ -407,9 +407,13 @@ static void gate(struct fkd_ctl *ctl, size_t n, const struct fkd_net_addr *from)
         ctl->stats.dropped++;
         if (log_allowed(ctl)) {
             fkd_net_addr_str(from, peer, sizeof peer);
-            logf_(ctl, FKD_CTL_LOG_WARN,
-                  "ctl: %s: dropped %zu-byte datagram: not a DTLS ClientHello (plaintext?)", peer,
-                  n);
+            /* A DTLS record (content type 20..23, version 0xfe..) for no session is usually
+             * a late alert or retransmission of a session already closed. */
+            int dtls = n >= REC_HDR && ctl->rx[0] >= 20 && ctl->rx[0] <= 23 && ctl->rx[1] == 0xfe;
+            logf_(ctl, dtls ? FKD_CTL_LOG_INFO : FKD_CTL_LOG_WARN,
+                  "ctl: %s: dropped %zu-byte datagram: %s", peer, n,
+                  dtls ? "DTLS record for no session (late or stale)"
+                       : "not a DTLS ClientHello (plaintext?)");
         }
         return;
     }

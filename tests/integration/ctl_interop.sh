@@ -1,7 +1,7 @@
 #!/bin/sh
 # Control-channel interop tests on real UDP sockets on 127.0.0.1 (issue 4, section 4).
 #   sh ctl_interop.sh CASE BIN_DIR WORK_DIR
-# CASE: s_client | s_server | fleetctl | wrong_key | garbage_flood | rotation | plaintext |
+# CASE: s_client | s_server | fleetctl | wrong_key | garbage_flood | rotation | plaintext | limits |
 #       robot_sim (provision-keys generate -> flash image -> robot-sim boot -> DTLS, both builds)
 # Servers bind port 0 and print the port they got, so parallel tests never clash. Every wait is
 # a loop bounded by count (and `timeout`); nothing asserts on elapsed time.
@@ -281,6 +281,34 @@ plaintext)
     "$bin/ctl_client" plain --port "$TPORT" "fly 1" >p3 || fail "plaintext error reply missing"
     grep -q '"error":"bad_request"' p3 || fail "unknown command: $(cat p3)"
     stop_testd
+    ;;
+limits)
+    # One session slot: while s_client holds it, a second client is turned away (busy) and
+    # times out; once the held session is idle past --idle-ms the listener closes it and the
+    # slot serves the next client.
+    start_testd --psk-hex "$PSK" --identity "$ID" --sessions 1 --idle-ms 1500
+    rm -f hold.in
+    mkfifo hold.in
+    timeout 30 openssl s_client -dtls1_2 -psk "$PSK" -psk_identity "$ID" \
+        -connect "127.0.0.1:$TPORT" -quiet <hold.in >hold.out 2>hold.err &
+    hpid=$!
+    PIDS="$PIDS $hpid"
+    exec 6>hold.in
+    printf 'ping\n' >&6
+    wait_for hold.out pong || fail "holding client got no pong: $(cat hold.err)"
+    set +e
+    "$bin/fleetctl" robot --host 127.0.0.1 --port "$TPORT" --timeout 2 --keys device.json ping \
+        >l1 2>l1.err; rc=$?
+    set -e
+    [ $rc = 1 ] || fail "a second client got a slot that was taken (exit $rc)"
+    grep -q "no answer" l1.err || fail "busy listener: unexpected error: $(cat l1.err)"
+    wait_for testd.err "idle, session closed" || fail "idle session never closed"
+    fleet --keys device.json ping >l2 || fail "slot not reusable after the idle close"
+    grep -qx pong l2 || fail "after idle close: $(cat l2)"
+    exec 6>&-
+    stop_testd
+    [ "$(stat_of busy)" -ge 1 ] || fail "busy not counted: $(cat testd.out)"
+    [ "$(stat_of hwm)" = 1 ] || fail "more slots than configured: $(cat testd.out)"
     ;;
 robot_sim)
     # The whole path: provision-keys mints a device, robot-sim boots its flash image (NVS) and
