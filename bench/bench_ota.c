@@ -106,7 +106,7 @@ int main(void) {
     struct fk_ota_key *pub256 = NULL;
     EVP_PKEY *pks[3] = {NULL, NULL, NULL};
     static const char *const algs[3] = {"P-256", "P-384", "RSA"};
-    static const int iters[3] = {60, 60, 20};
+    static const int iters[3] = {20, 20, 10};
 
     if (img == NULL || out == NULL || mkdtemp(dir) == NULL) {
         fprintf(stderr, "bench_ota: setup failed\n");
@@ -143,69 +143,85 @@ int main(void) {
     }
     printf("image: %u bytes (1.5 MB), signed file %zu bytes\n", IMAGE_LEN, signed_size);
 
-    double ours_p256 = 0;
-    for (int s = 0; s < 3; s++) {
-        size_t olen = 0;
+    /* The machine is shared: every figure is the best of ROUNDS rounds, and ours and the
+     * baselines alternate within a round so that load changes hit both alike. */
+    enum { ROUNDS = 5 };
+    double best[3] = {1e9, 1e9, 1e9};
+    double best_verify = 1e9;
+    double best_evp = 1e9;
+    double best_cli_sign = 1e9;
+    double best_cli_verify = 1e9;
+    int cli_ok = 1;
+    const int vruns = 30;
+    const int cli_runs = 8;
+    char *sign_argv[] = {"openssl", "dgst",   "-sha256", "-sign", key_path,
+                         "-out",    sig_path, img_path,  NULL};
+    char *verify_argv[] = {"openssl",    "dgst",   "-sha256", "-verify", pub_path,
+                           "-signature", sig_path, img_path,  NULL};
+    size_t olen = 0;
+    for (int round = 0; round < ROUNDS; round++) {
+        for (int s = 0; s < 3; s++) {
+            double t0 = now();
+            for (int i = 0; i < iters[s]; i++) {
+                if (fk_ota_sign(img, IMAGE_LEN, &keys[s], 1, out, signed_size, &olen, NULL) !=
+                    FK_OK) {
+                    fprintf(stderr, "bench_ota: sign failed\n");
+                    goto out;
+                }
+            }
+            double t = (now() - t0) / iters[s];
+            best[s] = t < best[s] ? t : best[s];
+        }
+        /* The last image signed above is RSA: sign P-256 again for verify. */
+        if (fk_ota_sign(img, IMAGE_LEN, &keys[0], 1, out, signed_size, &olen, NULL) != FK_OK) {
+            goto out;
+        }
         double t0 = now();
-        for (int i = 0; i < iters[s]; i++) {
-            if (fk_ota_sign(img, IMAGE_LEN, &keys[s], 1, out, signed_size, &olen, NULL) != FK_OK) {
-                fprintf(stderr, "bench_ota: sign failed\n");
+        for (int i = 0; i < vruns; i++) {
+            if (fk_ota_verify(out, olen, &pub256, 1, NULL, NULL) != FK_OK) {
+                fprintf(stderr, "bench_ota: verify failed\n");
                 goto out;
             }
         }
-        double rate = iters[s] / (now() - t0);
-        if (s == 0) {
-            ours_p256 = rate;
+        double tv = (now() - t0) / vruns;
+        best_verify = tv < best_verify ? tv : best_verify;
+        double te = evp_sign_loop(pks[0], img, IMAGE_LEN, iters[0]);
+        if (te > 0 && te / iters[0] < best_evp) {
+            best_evp = te / iters[0];
         }
-        printf("sign   %-16s %8.1f signatures/s (fk_ota_sign, %d runs)\n",
-               fk_ota_scheme_name(fk_ota_key_scheme(keys[s])), rate, iters[s]);
-    }
-
-    /* Verify the P-256 image (the last one signed above is RSA: sign P-256 again). */
-    size_t olen = 0;
-    if (fk_ota_sign(img, IMAGE_LEN, &keys[0], 1, out, signed_size, &olen, NULL) != FK_OK) {
-        goto out;
-    }
-    const int vruns = 60;
-    double t0 = now();
-    for (int i = 0; i < vruns; i++) {
-        if (fk_ota_verify(out, olen, &pub256, 1, NULL, NULL) != FK_OK) {
-            fprintf(stderr, "bench_ota: verify failed\n");
-            goto out;
+        if (cli_ok) {
+            double cs = spawn_loop(sign_argv, cli_runs);
+            double cv = cs > 0 ? spawn_loop(verify_argv, cli_runs) : -1;
+            if (cs < 0 || cv < 0) {
+                cli_ok = 0;
+            } else {
+                best_cli_sign = cs / cli_runs < best_cli_sign ? cs / cli_runs : best_cli_sign;
+                best_cli_verify = cv / cli_runs < best_cli_verify ? cv / cli_runs : best_cli_verify;
+            }
         }
     }
-    double verify_mbs = (double)olen * vruns / (now() - t0) / 1e6;
-    printf("verify ECDSA P-256      %8.1f MB/s (fk_ota_verify, %d runs)\n", verify_mbs, vruns);
-
-    /* Baselines on the same file and key. */
-    double evp = evp_sign_loop(pks[0], img, IMAGE_LEN, iters[0]);
-    if (evp > 0) {
-        double r = iters[0] / evp;
-        printf("base   EVP_DigestSign   %8.1f signatures/s (OpenSSL in process, P-256)  "
-               "ratio ours/base %.2f\n",
-               r, ours_p256 / r);
+    for (int s = 0; s < 3; s++) {
+        printf("sign   %-14s %9.1f signatures/s (fk_ota_sign: pad, hash, sign, check, CRC)\n",
+               fk_ota_scheme_name(fk_ota_key_scheme(keys[s])), 1.0 / best[s]);
     }
-    const int cli_runs = 20;
-    char *sign_argv[] = {"openssl", "dgst",   "-sha256", "-sign", key_path,
-                         "-out",    sig_path, img_path,  NULL};
-    double cs = spawn_loop(sign_argv, cli_runs);
-    if (cs < 0) {
-        printf("base   openssl dgst -sign: unavailable (openssl command failed)\n");
+    double verify_mbs = (double)olen / best_verify / 1e6;
+    printf("verify ECDSA P-256    %9.1f MB/s (fk_ota_verify of the %zu-byte signed file)\n",
+           verify_mbs, olen);
+    printf("base   EVP_DigestSign %9.1f signatures/s (OpenSSL in process, P-256, SHA-256)  "
+           "ratio ours/base %.2f\n",
+           1.0 / best_evp, best_evp / best[0]);
+    if (!cli_ok) {
+        printf("base   openssl dgst: unavailable (the openssl command failed)\n");
     } else {
-        double r = cli_runs / cs;
-        printf("base   openssl dgst -sha256 -sign %6.1f signatures/s (%d processes, P-256)  "
-               "ratio ours/openssl %.2f\n",
-               r, cli_runs, ours_p256 / r);
-        char *verify_argv[] = {"openssl",    "dgst",   "-sha256", "-verify", pub_path,
-                               "-signature", sig_path, img_path,  NULL};
-        double cv = spawn_loop(verify_argv, cli_runs);
-        if (cv > 0) {
-            double mbs = (double)IMAGE_LEN * cli_runs / cv / 1e6;
-            printf("base   openssl dgst -sha256 -verify %6.1f MB/s (%d processes)  ratio "
-                   "ours/openssl %.2f\n",
-                   mbs, cli_runs, verify_mbs / mbs);
-        }
+        printf("base   openssl dgst -sha256 -sign   %7.1f signatures/s (one process each, P-256)"
+               "  ratio ours/openssl %.2f\n",
+               1.0 / best_cli_sign, best_cli_sign / best[0]);
+        double cli_mbs = (double)IMAGE_LEN / best_cli_verify / 1e6;
+        printf("base   openssl dgst -sha256 -verify %7.1f MB/s (one process each)  ratio "
+               "ours/openssl %.2f\n",
+               cli_mbs, verify_mbs / cli_mbs);
     }
+    printf("(best of %d rounds; ratio > 1 means fk_ota is faster)\n", ROUNDS);
     rc = 0;
 out:
     unlink(img_path);
