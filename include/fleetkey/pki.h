@@ -7,8 +7,9 @@
  * CA directory layout (docs/pki.md has the details):
  *   root.crt.pem  root.key.pem (0600, optionally encrypted)  root.crl.pem
  *   issuing.crt.pem  issuing.key.pem (0600)  ca-chain.pem (issuing + root)
- *   index.json      serials, names, validity and revocation state of every issued cert,
- *                   the CRL number; rewritten atomically under an flock on .lock
+ *   index.jsonl     append-only log: every issued cert (serial, name, validity,
+ *                   fingerprint), every revocation, the CRL numbers used; appended and
+ *                   fsync'd under an flock on .lock
  *   certs/<serial>.crt.pem       every certificate ever issued (never overwritten)
  *   <kind>s/<name>.crt.pem|.key.pem|.chain.pem   the current certificate of each name
  *
@@ -114,7 +115,7 @@ struct fk_pki_issue_opts {
 struct fk_pki_issued; /* opaque: one freshly issued certificate (and key, when generated) */
 
 /* Issues a certificate signed by the issuing CA, with a random 16-byte serial that is unique
- * in the index, and records it in index.json and certs/<serial>.crt.pem. Does not write the
+ * in the index, and records it in index.jsonl and certs/<serial>.crt.pem. Does not write the
  * per-name files (fk_pki_issued_save does). The leaf may not outlive the issuing CA. Borrows
  * opts for the call; *out is NULL on failure. FK_OK, FK_E_ARG (bad name or SAN), FK_E_RANGE
  * (days, validity), FK_E_PARSE (CSR malformed or truncated), FK_E_VERIFY (CSR signature),

@@ -550,7 +550,7 @@ out:
 /* ---- ca init ---------------------------------------------------------------------------- */
 static const char *const ca_files[] = {"root.key.pem", "root.crt.pem", "issuing.key.pem",
                                        "issuing.crt.pem", "ca-chain.pem", "root.crl.pem",
-                                       "index.json"};
+                                       PKI_INDEX_FILE};
 
 static enum fk_err write_in(const char *dir, const char *name, const void *data, size_t len,
                             unsigned mode, struct fk_diag *diag) {
@@ -598,7 +598,9 @@ out:
 enum fk_err fk_pki_ca_init(const char *dir, const struct fk_pki_init_opts *opts,
                            struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
-    struct pki_index ix = {-1, NULL, NULL};
+    int lock_fd = -1;
+    char *index_txt = NULL;
+    size_t index_len = 0;
     EVP_PKEY *root_key = NULL;
     EVP_PKEY *iss_key = NULL;
     X509 *root = NULL;
@@ -630,7 +632,7 @@ enum fk_err fk_pki_ca_init(const char *dir, const struct fk_pki_init_opts *opts,
               fk_diag_set(diag, FK_E_ARG, "passphrase: 1..1024 bytes"));
 
     FK_GUARD(fk_mkdirs(dir, 0700, diag));
-    FK_GUARD(pki_index_open(dir, 1, &ix, diag));
+    FK_GUARD(pki_lock_dir(dir, &lock_fd, diag));
     /* Never overwrite a CA: checked under the lock, so two concurrent inits cannot both pass. */
     for (size_t i = 0; i < sizeof ca_files / sizeof ca_files[0]; i++) {
         char *p = NULL;
@@ -684,9 +686,8 @@ enum fk_err fk_pki_ca_init(const char *dir, const struct fk_pki_init_opts *opts,
     FK_GUARD(write_in(dir, "issuing.crt.pem", iss_pem, strlen(iss_pem), 0644, diag));
     FK_GUARD(write_in(dir, "ca-chain.pem", chain, strlen(chain), 0644, diag));
     FK_GUARD(write_in(dir, "root.crl.pem", crl_pem, strlen(crl_pem), 0644, diag));
-    cJSON *rn = cJSON_AddNumberToObject(ix.root, "root_crl_number", 2);
-    FK_ENSURE(rn != NULL, FK_E_NOMEM);
-    FK_GUARD(pki_index_save(&ix, diag));
+    FK_GUARD(pki_index_initial(&index_txt, &index_len));
+    FK_GUARD(write_in(dir, PKI_INDEX_FILE, index_txt, index_len, 0644, diag));
 
     char fpr[72];
     FK_GUARD(fingerprint(root, fpr));
@@ -694,7 +695,10 @@ enum fk_err fk_pki_ca_init(const char *dir, const struct fk_pki_init_opts *opts,
            opts->passphrase != NULL ? ", key encrypted" : "");
     rc = FK_OK;
 out:
-    pki_index_close(&ix);
+    if (lock_fd >= 0) {
+        close(lock_fd);
+    }
+    free(index_txt);
     fk_free_secret(root_key_pem, root_key_len);
     fk_free_secret(iss_key_pem, iss_key_len);
     free(root_pem);
@@ -734,6 +738,7 @@ enum fk_err fk_pki_ca_open(const char *dir, struct fk_pki_ca **out, struct fk_di
     FK_ENSURE(dir != NULL && out != NULL, FK_E_ARG);
     ca = calloc(1, sizeof *ca);
     FK_ENSURE(ca != NULL, FK_E_NOMEM);
+    pki_index_init(&ca->ix);
     ca->dir = strdup(dir);
     FK_ENSURE(ca->dir != NULL, FK_E_NOMEM);
     rc = read_in(dir, "root.crt.pem", &root_txt, &root_len, diag);
@@ -781,6 +786,7 @@ void fk_pki_ca_free(struct fk_pki_ca *ca) {
     if (ca == NULL) {
         return;
     }
+    pki_index_free(&ca->ix);
     EVP_PKEY_free(ca->issuing_key); /* OpenSSL cleanses key material on free */
     X509_free(ca->root);
     X509_free(ca->issuing);
@@ -1090,7 +1096,7 @@ static enum fk_err check_opts(const struct fk_pki_ca *ca, const struct fk_pki_is
 enum fk_err fk_pki_issue(struct fk_pki_ca *ca, const struct fk_pki_issue_opts *o,
                          struct fk_pki_issued **out, struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
-    struct pki_index ix = {-1, NULL, NULL};
+    int locked = 0;
     struct fk_pki_issued *is = NULL;
     X509_REQ *req = NULL;
     EVP_PKEY *key = NULL;
@@ -1128,12 +1134,13 @@ enum fk_err fk_pki_issue(struct fk_pki_ca *ca, const struct fk_pki_issue_opts *o
     org = name_org(X509_get_subject_name(ca->issuing));
     FK_GUARD(make_name(org, fk_pki_kind_name(o->kind), o->name, &subj));
 
-    FK_GUARD(pki_index_open(ca->dir, 0, &ix, diag));
+    FK_GUARD(pki_index_lock(&ca->ix, ca->dir, diag));
+    locked = 1;
     do {
         ASN1_INTEGER_free(serial);
         serial = NULL;
         FK_GUARD(random_serial(&serial, is->serial));
-    } while (pki_index_find(&ix, is->serial) != NULL); /* 2^-126 per try; cheap to be sure */
+    } while (pki_index_find(&ca->ix, is->serial) != NULL); /* 2^-126 per try; cheap to be sure */
 
     FK_GUARD(build_cert(subj, pub, ca->issuing, nb, na, serial, &x));
     FK_GUARD(add_ext(x, ca->issuing, NID_basic_constraints, "critical,CA:FALSE"));
@@ -1179,10 +1186,10 @@ enum fk_err fk_pki_issue(struct fk_pki_ca *ca, const struct fk_pki_issue_opts *o
                                   diag));
     char *oneline = X509_NAME_oneline(subj, NULL, 0);
     FK_ENSURE(oneline != NULL, FK_E_NOMEM);
-    rc = pki_index_add(&ix, is->serial, o->kind, o->name, oneline, nb, na, is->fpr);
+    rc = pki_index_add(&ca->ix, is->serial, o->kind, o->name, oneline, nb, na, is->fpr);
     OPENSSL_free(oneline);
     FK_GUARD(rc);
-    FK_GUARD(pki_index_save(&ix, diag));
+    FK_GUARD(pki_index_commit(&ca->ix, diag));
     fk_log(FK_LOG_INFO, "pki: issued %s certificate for %s, serial %s, %s%s",
            fk_pki_kind_name(o->kind), o->name, is->serial, is->fpr,
            req != NULL ? " (from CSR)" : "");
@@ -1190,7 +1197,9 @@ enum fk_err fk_pki_issue(struct fk_pki_ca *ca, const struct fk_pki_issue_opts *o
     is = NULL;
     rc = FK_OK;
 out:
-    pki_index_close(&ix);
+    if (locked) {
+        pki_index_unlock(&ca->ix, rc == FK_OK);
+    }
     OPENSSL_free(der);
     free(path);
     free(org);
@@ -1247,24 +1256,6 @@ out:
 }
 
 /* ---- revoke ----------------------------------------------------------------------------- */
-static enum fk_err mark_revoked(cJSON *e, enum fk_pki_reason reason, int64_t when) {
-    char at[21];
-    fk_time_rfc3339(when, at);
-    cJSON *st = cJSON_GetObjectItemCaseSensitive(e, "status");
-    if (cJSON_SetValuestring(st, "revoked") == NULL) {
-        return FK_E_NOMEM;
-    }
-    cJSON_DeleteItemFromObjectCaseSensitive(e, "revoked_at");
-    cJSON_DeleteItemFromObjectCaseSensitive(e, "revoked_at_utc");
-    cJSON_DeleteItemFromObjectCaseSensitive(e, "reason");
-    if (cJSON_AddNumberToObject(e, "revoked_at", (double)when) == NULL ||
-        cJSON_AddStringToObject(e, "revoked_at_utc", at) == NULL ||
-        cJSON_AddStringToObject(e, "reason", fk_pki_reason_name(reason)) == NULL) {
-        return FK_E_NOMEM;
-    }
-    return FK_OK;
-}
-
 static int reason_ok(enum fk_pki_reason r) {
     return strcmp(fk_pki_reason_name(r), "?") != 0;
 }
@@ -1273,25 +1264,28 @@ enum fk_err fk_pki_revoke_serial(struct fk_pki_ca *ca, const char *serial,
                                  enum fk_pki_reason reason, int64_t when,
                                  struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
-    struct pki_index ix = {-1, NULL, NULL};
+    int locked = 0;
     char norm[FK_PKI_SERIAL_HEX_LEN * 2 + 1];
     FK_ENSURE(ca != NULL && reason_ok(reason), FK_E_ARG);
     FK_ENSURE(pki_serial_normalise(serial, norm) == FK_OK,
               fk_diag_set(diag, FK_E_ARG, "'%s' is not a serial number (hex)",
                           serial != NULL ? serial : ""));
-    FK_GUARD(pki_index_open(ca->dir, 0, &ix, diag));
-    cJSON *e = pki_index_find(&ix, norm);
+    FK_GUARD(pki_index_lock(&ca->ix, ca->dir, diag));
+    locked = 1;
+    cJSON *e = pki_index_find(&ca->ix, norm);
     FK_ENSURE(e != NULL, fk_diag_set(diag, FK_E_NOTFOUND,
                                      "serial %s was not issued by this CA", norm));
     const char *st = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "status"));
     FK_ENSURE(st != NULL && strcmp(st, "revoked") != 0,
               fk_diag_set(diag, FK_E_STATE, "serial %s is already revoked", norm));
-    FK_GUARD(mark_revoked(e, reason, when != 0 ? when : (int64_t)time(NULL)));
-    FK_GUARD(pki_index_save(&ix, diag));
+    FK_GUARD(pki_index_revoke(&ca->ix, norm, reason, when != 0 ? when : (int64_t)time(NULL)));
+    FK_GUARD(pki_index_commit(&ca->ix, diag));
     fk_log(FK_LOG_INFO, "pki: revoked serial %s (%s)", norm, fk_pki_reason_name(reason));
     rc = FK_OK;
 out:
-    pki_index_close(&ix);
+    if (locked) {
+        pki_index_unlock(&ca->ix, rc == FK_OK);
+    }
     return rc;
 }
 
@@ -1299,14 +1293,15 @@ enum fk_err fk_pki_revoke_name(struct fk_pki_ca *ca, enum fk_pki_kind kind, cons
                                enum fk_pki_reason reason, int64_t when, size_t *count,
                                struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
-    struct pki_index ix = {-1, NULL, NULL};
+    int locked = 0;
     size_t n = 0;
     FK_ENSURE(ca != NULL && reason_ok(reason), FK_E_ARG);
     FK_ENSURE(fk_pki_name_valid(name), fk_diag_set(diag, FK_E_ARG, "invalid name"));
-    FK_GUARD(pki_index_open(ca->dir, 0, &ix, diag));
+    FK_GUARD(pki_index_lock(&ca->ix, ca->dir, diag));
+    locked = 1;
     int64_t at = when != 0 ? when : (int64_t)time(NULL);
     cJSON *e;
-    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(ix.root, "certs")) {
+    cJSON_ArrayForEach(e, pki_index_certs(&ca->ix)) {
         const char *k = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "kind"));
         const char *nm = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "name"));
         const char *st = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "status"));
@@ -1314,21 +1309,24 @@ enum fk_err fk_pki_revoke_name(struct fk_pki_ca *ca, enum fk_pki_kind kind, cons
             strcmp(nm, name) != 0 || strcmp(st, "revoked") == 0) {
             continue;
         }
-        FK_GUARD(mark_revoked(e, reason, at));
         const char *s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "serial"));
+        FK_ENSURE(s != NULL, FK_E_PARSE);
+        FK_GUARD(pki_index_revoke(&ca->ix, s, reason, at));
         fk_log(FK_LOG_INFO, "pki: revoked %s %s serial %s (%s)", fk_pki_kind_name(kind), name,
                s != NULL ? s : "?", fk_pki_reason_name(reason));
         n++;
     }
     FK_ENSURE(n > 0, fk_diag_set(diag, FK_E_NOTFOUND, "no unrevoked %s certificate for '%s'",
                                  fk_pki_kind_name(kind), name));
-    FK_GUARD(pki_index_save(&ix, diag));
+    FK_GUARD(pki_index_commit(&ca->ix, diag));
     rc = FK_OK;
 out:
     if (count != NULL) {
         *count = rc == FK_OK ? n : 0;
     }
-    pki_index_close(&ix);
+    if (locked) {
+        pki_index_unlock(&ca->ix, rc == FK_OK);
+    }
     return rc;
 }
 
@@ -1336,7 +1334,7 @@ out:
 enum fk_err fk_pki_crl(struct fk_pki_ca *ca, int64_t this_update, unsigned days, char **out,
                        size_t *out_len, struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
-    struct pki_index ix = {-1, NULL, NULL};
+    int locked = 0;
     char *pem = NULL;
     char *root_crl = NULL;
     size_t root_len = 0;
@@ -1345,14 +1343,15 @@ enum fk_err fk_pki_crl(struct fk_pki_ca *ca, int64_t this_update, unsigned days,
     FK_ENSURE(d <= FK_PKI_MAX_DAYS, fk_diag_set(diag, FK_E_RANGE, "days: 1..%d",
                                                 FK_PKI_MAX_DAYS));
     int64_t tu = this_update != 0 ? this_update : (int64_t)time(NULL);
-    FK_GUARD(pki_index_open(ca->dir, 0, &ix, diag));
-    long long number = pki_index_next_crl_number(&ix);
-    FK_GUARD(build_crl(ca->issuing, ca->issuing_key,
-                       cJSON_GetObjectItemCaseSensitive(ix.root, "certs"), number, tu,
+    FK_GUARD(pki_index_lock(&ca->ix, ca->dir, diag));
+    locked = 1;
+    long long number = 0;
+    FK_GUARD(pki_index_take_number(&ca->ix, 0, &number));
+    FK_GUARD(build_crl(ca->issuing, ca->issuing_key, pki_index_certs(&ca->ix), number, tu,
                        tu + (int64_t)d * DAY, &pem));
     FK_GUARD(read_in(ca->dir, "root.crl.pem", &root_crl, &root_len, diag));
-    /* The number is consumed only once the CRL exists: save after signing. */
-    FK_GUARD(pki_index_save(&ix, diag));
+    /* The number is consumed only once the CRL exists: commit after signing. */
+    FK_GUARD(pki_index_commit(&ca->ix, diag));
     size_t n = strlen(pem) + root_len + 1;
     *out = malloc(n);
     FK_ENSURE(*out != NULL, FK_E_NOMEM);
@@ -1363,7 +1362,9 @@ enum fk_err fk_pki_crl(struct fk_pki_ca *ca, int64_t this_update, unsigned days,
     fk_log(FK_LOG_INFO, "pki: CRL number %lld signed, next update in %u days", number, d);
     rc = FK_OK;
 out:
-    pki_index_close(&ix);
+    if (locked) {
+        pki_index_unlock(&ca->ix, rc == FK_OK);
+    }
     free(pem);
     free(root_crl);
     return rc;
@@ -1373,7 +1374,7 @@ enum fk_err fk_pki_root_crl_refresh(struct fk_pki_ca *ca, const char *passphrase
                                     size_t passphrase_len, unsigned days,
                                     struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
-    struct pki_index ix = {-1, NULL, NULL};
+    int locked = 0;
     char *key_txt = NULL;
     size_t key_len = 0;
     EVP_PKEY *key = NULL;
@@ -1382,7 +1383,8 @@ enum fk_err fk_pki_root_crl_refresh(struct fk_pki_ca *ca, const char *passphrase
     FK_ENSURE(ca != NULL, FK_E_ARG);
     FK_ENSURE(days <= FK_PKI_MAX_DAYS, fk_diag_set(diag, FK_E_RANGE, "days: 0..%d",
                                                    FK_PKI_MAX_DAYS));
-    FK_GUARD(pki_index_open(ca->dir, 0, &ix, diag));
+    FK_GUARD(pki_index_lock(&ca->ix, ca->dir, diag));
+    locked = 1;
     FK_GUARD(read_in(ca->dir, "root.key.pem", &key_txt, &key_len, diag));
     FK_ENSURE(load_key_pem(key_txt, key_len, passphrase, passphrase_len, &key) == FK_OK,
               fk_diag_set(diag, FK_E_AUTH,
@@ -1392,18 +1394,18 @@ enum fk_err fk_pki_root_crl_refresh(struct fk_pki_ca *ca, const char *passphrase
     int64_t now = (int64_t)time(NULL);
     int64_t next = days != 0 ? now + (int64_t)days * DAY
                              : asn1_to_unix(X509_get0_notAfter(ca->issuing));
-    cJSON *rn = cJSON_GetObjectItemCaseSensitive(ix.root, "root_crl_number");
-    long long number = cJSON_IsNumber(rn) ? (long long)rn->valuedouble : 2;
+    long long number = 0;
+    FK_GUARD(pki_index_take_number(&ca->ix, 1, &number));
     FK_GUARD(build_crl(ca->root, key, NULL, number, now - CLOCK_SKEW, next, &pem));
-    cJSON_DeleteItemFromObjectCaseSensitive(ix.root, "root_crl_number");
-    FK_ENSURE(cJSON_AddNumberToObject(ix.root, "root_crl_number", (double)(number + 1)) != NULL,
-              FK_E_NOMEM);
+    /* Number first, file second: a crash in between skips a number, never reuses one. */
+    FK_GUARD(pki_index_commit(&ca->ix, diag));
     FK_GUARD(fk_path_join(ca->dir, "root.crl.pem", "", &path));
     FK_GUARD(fk_file_write_atomic(path, pem, strlen(pem), 0644, 0, diag));
-    FK_GUARD(pki_index_save(&ix, diag));
     rc = FK_OK;
 out:
-    pki_index_close(&ix);
+    if (locked) {
+        pki_index_unlock(&ca->ix, rc == FK_OK);
+    }
     fk_free_secret(key_txt, key_len);
     EVP_PKEY_free(key);
     free(pem);

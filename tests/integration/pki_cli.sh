@@ -396,12 +396,12 @@ negative)
     lacks pki/issuing.key.pem "ENCRYPTED"
     ok openssl pkey -in pki/root.key.pem -passin file:pass -noout
     refused openssl pkey -in pki/root.key.pem -passin pass:wrong -noout
-    before=$(sha256sum pki/root.key.pem pki/root.crt.pem pki/index.json)
+    before=$(sha256sum pki/root.key.pem pki/root.crt.pem pki/index.jsonl)
     # ca init over an existing CA: refused, nothing changed.
     refused "$PK" ca init --dir pki
     has err.txt "refusing to overwrite"
     refused "$PK" ca init --dir pki --passphrase-file pass
-    [ "$before" = "$(sha256sum pki/root.key.pem pki/root.crt.pem pki/index.json)" ] ||
+    [ "$before" = "$(sha256sum pki/root.key.pem pki/root.crt.pem pki/index.jsonl)" ] ||
         fail "ca init modified an existing CA"
     # Root CRL refresh needs the passphrase.
     refused "$PK" ca crl --dir pki --out c.pem --root
@@ -451,13 +451,21 @@ negative)
     refused "$PK" ca revoke --dir pki 7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF
     refused "$PK" ca revoke --dir pki not-hex
     refused "$PK" ca revoke --dir pki
-    # A damaged index is reported, not silently rebuilt.
-    cp pki/index.json index.bak
-    printf '{"version":1' >pki/index.json
+    # A damaged record in the index is reported, never skipped.
+    cp pki/index.jsonl index.bak
+    printf 'garbage\n' >>pki/index.jsonl
     refused "$PK" ca issue --dir pki --device robot-2
-    has err.txt "index.json"
-    cp index.bak pki/index.json
+    has err.txt "damaged record"
+    cp index.bak pki/index.jsonl
+    # An incomplete last record (a crash while appending) is cut off; nothing else is lost.
+    printf '{"op":"issue","serial":"ab' >>pki/index.jsonl
     ok "$PK" ca issue --dir pki --device robot-2
+    has err.txt "incomplete last record"
+    ok "$PK" ca revoke --dir pki --device robot-2
+    ok "$PK" ca revoke --dir pki --device robot-1
+    has out.txt "revoked 1 certificate"
+    [ "$(grep -c '"op":"issue"' pki/index.jsonl)" = 3 ] || fail "index should hold 3 issues"
+    [ "$(grep -c '"op":"revoke"' pki/index.jsonl)" = 3 ] || fail "index should hold 3 revokes"
     ;;
 
 inventory)
