@@ -3,4 +3,4 @@
 add_test(NAME nvs_cli COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/nvs_cli.sh
     ${PROJECT_BINARY_DIR}/bin ${PROJECT_SOURCE_DIR}/tests/vectors/nvs
     ${PROJECT_BINARY_DIR}/tmp/nvs_cli)
-set_tests_properties(nvs_cli PROPERTIES TIMEOUT 120 LABELS "nvs;integration")
+set_tests_properties(nvs_cli PROPERTIES TIMEOUT 300 LABELS "nvs;integration")
