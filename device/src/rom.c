@@ -105,8 +105,21 @@ const struct fkd_rom_stats *fkd_rom_get_stats(const struct fkd_rom *r) {
     return &r->stats;
 }
 
+/* Clears n bytes through a volatile pointer, so the stores cannot be dropped as dead. */
+static void wipe(void *p, size_t n) {
+    volatile uint8_t *v = p;
+    while (n-- > 0) {
+        *v++ = 0;
+    }
+}
+
 void fkd_rom_free(struct fkd_rom *r) {
-    (void)r;
+    /* The receive buffer, the stage and the compressed stream carried NVS images: keys. */
+    wipe(r->rx, sizeof r->rx);
+    wipe(r->stage, sizeof r->stage);
+    if (r->defl != NULL) {
+        wipe(r->defl, r->defl_cap);
+    }
 }
 
 /* One fault of each kind fires once, so a client's retry can succeed (every time with
@@ -346,6 +359,8 @@ static uint8_t inflate_into_flash(struct fkd_rom *r) {
     uint32_t produced = 0;
     enum fkd_inflate_result ir = fkd_inflate_zlib(r->defl, r->defl_len,
                                                   r->w_erase_end - r->w_offset, &sink, &produced);
+    wipe(r->defl, r->defl_len); /* the stream is an NVS image: keys; it is used up */
+    r->defl_len = 0;
     if (ir != FKD_INFLATE_OK) {
         return ir == FKD_INFLATE_SINK ? FKD_ROM_ERR_FLASH_WRITE : FKD_ROM_ERR_DEFLATE;
     }

@@ -174,10 +174,11 @@ void fk_flash_close(struct fk_flash *f) {
         return;
     }
     fk_serial_close(f->port);
-    free(f->pkt);
-    /* The wire buffer held key material on its way to the NVS partition. */
+    /* Packets, their SLIP encoding and the read-back frames held key material on their way to
+     * and from the NVS partition. */
+    fk_free_secret(f->pkt, f->pkt_cap);
     fk_free_secret(f->wire, f->wire_cap);
-    free(f);
+    fk_free_secret(f, sizeof *f);
 }
 
 void fk_flash_get_stats(const struct fk_flash *f, struct fk_flash_stats *out) {

@@ -164,6 +164,26 @@ stop_sim
 region_equals "$tmp/robot2.bin" $((0x9000)) "$vec/prov_enc.bin"
 region_equals "$tmp/robot2.bin" $((0xF000)) "$vec/nvs_keys_prov.bin"
 
+# 2a. --boot-after: the host leaves the robot in download mode (--after no-reset); robot-sim
+#     leaves download mode when the host closes the port.
+manifest "$d" device_009 240AC4000009 "$vec/prov_plain.bin"
+start_sim "$tmp/robot10.bin" 24:0A:C4:00:00:09 --boot-after
+expect 0 "$pk" flash --keys "$d/device_009.json" --port "$tmp/tty" --before no-reset \
+    --after no-reset
+i=0
+while kill -0 "$sim_pid" 2>/dev/null && [ $i -lt 100 ]; do
+    sleep 0.05
+    i=$((i + 1))
+done
+if kill -0 "$sim_pid" 2>/dev/null; then
+    fail "robot-sim --boot-after stayed in download mode after the host left"
+else
+    ok
+    grep -q 'left download mode' "$tmp/sim.log" && ok || fail "no exit message"
+fi
+stop_sim
+region_equals "$tmp/robot10.bin" $((0x9000)) "$vec/prov_plain.bin"
+
 # 2b. A custom partition table moves the NVS.
 cat >"$tmp/partitions.csv" <<CSV
 # Name, Type, SubType, Offset, Size, Flags
@@ -188,7 +208,8 @@ expect 3 "$pk" flash --keys "$d/device_003.json" --port "$tmp/tty" --before no-r
 contains 'this is robot-240AC4999999, the keys are for robot-240AC4000003'
 unchanged "$d/device_003.json" "$tmp/m3.orig"
 unchanged "$tmp/inventory.db" "$tmp/inv.orig"
-expect 0 "$pk" flash --keys "$d/device_003.json" --port "$tmp/tty" --before no-reset --force
+# (--before default-reset: the DTR/RTS sequence finds no modem lines on a pty and carries on.)
+expect 0 "$pk" flash --keys "$d/device_003.json" --port "$tmp/tty" --force
 stop_sim
 
 # 4. Verification failures injected by the simulator: exit 5, nothing recorded.

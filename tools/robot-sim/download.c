@@ -383,6 +383,7 @@ int fk_sim_download_main(int argc, char **argv) {
         fprintf(stderr, "robot-sim: %s: fsync: %s\n", image_path, strerror(errno));
         goto out;
     }
+    fkd_rom_free(&rom);
     const struct fkd_rom_stats *st = fkd_rom_get_stats(&rom);
     printf("robot-sim: download mode done: %u frames, %u bad, %u error replies, %u bytes "
            "written\n", st->frames, st->bad_frames, st->errors, st->flash_bytes);

@@ -187,7 +187,7 @@ enum fkd_rom_exit fkd_rom_feed(struct fkd_rom *r, const uint8_t *in, size_t len)
 /* Handles one already de-SLIPped command packet (the fuzz target; fkd_rom_feed uses it). */
 void fkd_rom_handle_packet(struct fkd_rom *r, const uint8_t *pkt, size_t len);
 const struct fkd_rom_stats *fkd_rom_get_stats(const struct fkd_rom *r);
-/* Safe after init; wipes nothing secret (the responder holds no secrets). */
+/* Safe after init; wipes the buffers that carried flash contents (NVS images hold keys). */
 void fkd_rom_free(struct fkd_rom *r);
 
 #ifdef __cplusplus
