@@ -44,24 +44,34 @@ FK_MUST_CHECK enum fk_err fk_nvs_builder_namespace(struct fk_nvs_builder *b, con
 FK_MUST_CHECK enum fk_err fk_nvs_builder_add_int(struct fk_nvs_builder *b, const char *key,
                                                  uint8_t type, int64_t svalue,
                                                  uint64_t uvalue, struct fk_diag *diag);
-/* String item (stored with its NUL). FK_E_RANGE when too long for the version. */
+/* String item (stored with its NUL). FK_E_RANGE when too long for the version: V2 allows
+ * 4000 bytes with the NUL (3969..4000 fill a fresh page, as the runtime allows and the
+ * generator cannot), V1 1984. */
 FK_MUST_CHECK enum fk_err fk_nvs_builder_add_str(struct fk_nvs_builder *b, const char *key,
                                                  const char *value, struct fk_diag *diag);
-/* Binary item: V2 BLOB_DATA chunks + BLOB_IDX; V1 one BLOB (max 1984 bytes). */
+/* Binary item: V2 BLOB_DATA chunks + BLOB_IDX (FK_E_RANGE past 127 * 4000 bytes); V1 one BLOB
+ * (max 1984 bytes). data may be NULL when len is 0. */
 FK_MUST_CHECK enum fk_err fk_nvs_builder_add_blob(struct fk_nvs_builder *b, const char *key,
                                                   const uint8_t *data, size_t len,
                                                   struct fk_diag *diag);
 /* Renders the image for a partition of `size` bytes (a multiple of 4096). For size >=
  * 0x3000 the image is exactly size bytes; below that (read-only) only the used pages are
  * written, as the generator does. out must hold size bytes; *out_len receives the image
- * length. FK_E_NOSPACE ("needs N bytes, partition has M" in diag) when it does not fit.
- * May be called more than once. */
+ * length. FK_E_NOSPACE ("needs N bytes, partition has M" in diag) when it does not fit,
+ * FK_E_ARG for a size that is not a positive multiple of 4096, FK_E_RANGE for a blob that
+ * would need more than 128 chunks. May be called more than once; b is not changed. */
 FK_MUST_CHECK enum fk_err fk_nvs_builder_render(const struct fk_nvs_builder *b, size_t size,
                                                 uint8_t *out, size_t out_size,
                                                 size_t *out_len, struct fk_diag *diag);
 
 /* Parses the generator's CSV (key,type,encoding,value) from (buf, len) into b. `file` rows
- * are read relative to base_dir. csv_name is used in diag ("devices.csv:14: ..."). */
+ * are read relative to base_dir (absolute paths as they are; at most 1 MiB each); with a NULL
+ * base_dir they are refused (FK_E_POLICY), which is how untrusted CSVs are loaded. Encodings:
+ * u8..i64, string, hex2bin, base64, binary, blob_fill(N;0xPP), blob_sz_fill(N;0xPP).
+ * csv_name is used in diag ("devices.csv:14: ..."). FK_OK, FK_E_PARSE (syntax, unknown type
+ * or encoding, bad number/hex/base64), FK_E_RANGE (key > 15 bytes, value too large for its
+ * type or the version), FK_E_STATE (key before any namespace), FK_E_EXISTS (key twice),
+ * FK_E_IO / FK_E_TOOBIG (file rows), FK_E_NOMEM. Rows before the failing one stay in b. */
 FK_MUST_CHECK enum fk_err fk_nvs_csv_load(struct fk_nvs_builder *b, const char *buf, size_t len,
                                           const char *csv_name, const char *base_dir,
                                           struct fk_diag *diag);
