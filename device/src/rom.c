@@ -19,6 +19,7 @@
 #define SPI_W0_REG (FKD_ROM_SPI_REG_BASE + 0x80u)
 #define SPI_CMD_USR (1u << 18)
 #define APB_CTL_DATE_REG 0x3FF6607Cu
+#define RTCCALICFG1_REG 0x3FF5F06Cu
 #define RESP_DATA_MAX (FKD_ROM_READ_SLOW_BLOCK + FKD_ROM_STATUS_LEN)
 
 static uint32_t ld32(const uint8_t *p) {
@@ -74,6 +75,10 @@ void fkd_rom_init(struct fkd_rom *r, const uint8_t mac[6]) {
     memset(r, 0, sizeof *r);
     fkd_slip_init(&r->slip, r->rx, sizeof r->rx);
     fkd_rom_mac_to_efuse(mac, &r->efuse[1], &r->efuse[2]);
+    /* EFUSE_RD_CK8M_FREQ (word 4, bits 0..7): with RTCCALICFG1 below it gives esptool's
+     * get_rom_cal_crystal_freq() 40 MHz, so its ESP32 change_baud() sends the rate asked for
+     * (cali 1024 * 15625 * 100 / 40 = 40,000,000). */
+    r->efuse[4] = 100;
 }
 
 int fkd_rom_setup(struct fkd_rom *r, const struct fkd_rom_flash *flash, fkd_rom_tx_fn *tx,
@@ -197,6 +202,9 @@ static uint32_t reg_read(const struct fkd_rom *r, uint32_t addr) {
     }
     if (addr == APB_CTL_DATE_REG) {
         return 0x16042000u;
+    }
+    if (addr == RTCCALICFG1_REG) {
+        return 1024u << 7; /* TIMERS_RTC_CALI_VALUE, bits 7..31 */
     }
     return 0;
 }

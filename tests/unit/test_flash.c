@@ -415,6 +415,31 @@ static void rom_answers_sync_eight_times_and_registers(void **state) {
     assert_int_equal(r.status, 0);
     r = rom_cmd(m, FKD_ROM_READ_REG, a, 3, 0);
     assert_int_equal(r.error, FKD_ROM_ERR_INVALID_MSG);
+    /* esptool's ESP32 crystal estimate from the UART divider: 347 * 115200 / 1e6 ~ 40 MHz. */
+    put32(a, FKD_ROM_UART_CLKDIV_REG);
+    assert_int_equal(rom_cmd(m, FKD_ROM_READ_REG, a, 4, 0).value & 0xFFFFFu, 347);
+    /* esptool get_rom_cal_crystal_freq(): cali * 15625 * ck8m / 40 must be 40 MHz, or its
+     * change_baud() would ask the ROM for a scaled (here: zero) rate. */
+    put32(a, 0x3FF5F06C);
+    uint32_t cali = (rom_cmd(m, FKD_ROM_READ_REG, a, 4, 0).value >> 7) & 0x01FFFFFFu;
+    put32(a, FKD_ROM_EFUSE_RD_BASE + 16);
+    uint32_t ck8m = rom_cmd(m, FKD_ROM_READ_REG, a, 4, 0).value & 0xFFu;
+    assert_int_equal((unsigned long long)cali * 15625u * ck8m / 40u, 40000000ull);
+    /* esptool flash_id(): USR2 = (7 << 28) | 0x9F, SPI_CMD_REG = USR, poll, read W0. */
+    uint8_t w[32];
+    put32(w, FKD_ROM_SPI_REG_BASE + 0x24);
+    put32(w + 4, (7u << 28) | 0x9F);
+    put32(w + 8, 0xFFFFFFFFu);
+    put32(w + 12, 0);
+    put32(w + 16, FKD_ROM_SPI_REG_BASE);
+    put32(w + 20, 1u << 18);
+    put32(w + 24, 0xFFFFFFFFu);
+    put32(w + 28, 0);
+    assert_int_equal(rom_cmd(m, FKD_ROM_WRITE_REG, w, 32, 0).status, 0);
+    put32(a, FKD_ROM_SPI_REG_BASE);
+    assert_int_equal(rom_cmd(m, FKD_ROM_READ_REG, a, 4, 0).value & (1u << 18), 0); /* done */
+    put32(a, FKD_ROM_SPI_REG_BASE + 0x80);
+    assert_int_equal(rom_cmd(m, FKD_ROM_READ_REG, a, 4, 0).value, 0x1440EFu); /* 1 MiB chip */
 
     /* Unsupported commands get the ROM's error status, not silence. */
     r = rom_cmd(m, FKD_ROM_GET_SECURITY_INFO, NULL, 0, 0);
