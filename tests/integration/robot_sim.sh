@@ -187,7 +187,10 @@ while :; do
     expect 0 "$RS" nvs get --flash cut.img --ns security --key fw
     val=$(cat out.txt)
     [ "$val" = "$OLD" ] || [ "$val" = "$NEW" ] || fail "cut $n: blob is neither old nor new"
-    expect 0 "$RS" --flash cut.img --sdkconfig prod.sdkconfig --boot-only
+    if [ $((n % 10)) = 1 ] || [ $rc = 0 ]; then
+        # Every tenth cut (process start-up is slow under sanitizers): the robot still boots.
+        expect 0 "$RS" --flash cut.img --sdkconfig prod.sdkconfig --boot-only
+    fi
     if [ $rc = 0 ]; then
         [ "$val" = "$NEW" ] || fail "cut $n: completed set did not store the new blob"
         break
