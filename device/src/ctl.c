@@ -159,12 +159,13 @@ static int bio_recv(void *p, unsigned char *buf, size_t len) {
     if (s->pending == NULL) {
         return MBEDTLS_ERR_SSL_WANT_READ;
     }
+    const uint8_t *src = s->pending;
     size_t n = s->pending_len;
     s->pending = NULL;
     if (n > len) {
         return MBEDTLS_ERR_SSL_WANT_READ; /* larger than a record buffer: drop */
     }
-    memcpy(buf, s->ctl->rx, n);
+    memcpy(buf, src, n);
     return (int)n;
 }
 
