@@ -166,6 +166,14 @@ static int printable_token(const char *s) {
     return 1;
 }
 
+static int no_prompt_cb(char *buf, int size, int rwflag, void *u) {
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    (void)u;
+    return -1; /* an encrypted device key is an error here, never a terminal prompt */
+}
+
 static enum fk_err check_pair(const char *crt, const char *key, struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     BIO *b = BIO_new_mem_buf(crt, -1);
@@ -177,7 +185,7 @@ static enum fk_err check_pair(const char *crt, const char *key, struct fk_diag *
     BIO_free(b);
     b = BIO_new_mem_buf(key, -1);
     FK_ENSURE(b != NULL, FK_E_NOMEM);
-    k = PEM_read_bio_PrivateKey(b, NULL, NULL, (void *)"");
+    k = PEM_read_bio_PrivateKey(b, NULL, no_prompt_cb, NULL);
     FK_ENSURE(k != NULL, fk_diag_set(diag, FK_E_PARSE, "device key: not an unencrypted PEM key"));
     FK_ENSURE(X509_check_private_key(x, k) == 1,
               fk_diag_set(diag, FK_E_MISMATCH, "device key does not match its certificate"));
