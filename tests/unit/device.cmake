@@ -1,6 +1,6 @@
 # Device library (device/): NVS runtime, flash model, partition table, config, store, policy.
 fk_unit_test(test_device_nvs SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_device_nvs.c
-    LIBS fkd fk_common)
+    LIBS fkd fk_nvs fk_common)
 fk_unit_test(test_device_config SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_device_config.c
     LIBS fkd)
 fk_unit_test(test_device_policy SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_device_policy.c

@@ -11,6 +11,7 @@
 #include "fkd/flash.h"
 #include "fkd/nvs.h"
 #include "fleetkey/common.h"
+#include "fleetkey/nvs.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -463,6 +464,63 @@ static void nvs_writes_read_back_after_remount(void **state) {
     }
 }
 
+/* What the device runtime writes (after many updates and garbage collections, plain and
+ * encrypted) is a clean image for the host reader, which checks every CRC and length on its
+ * own, and both read the same values. */
+static void nvs_device_writes_pass_the_host_reader(void **state) {
+    (void)state;
+    struct fk_nvs_keys hk;
+    for (int i = 0; i < 32; i++) {
+        hk.eky[i] = (uint8_t)(0x11 + i);
+        hk.tky[i] = (uint8_t)(0x77 ^ i);
+    }
+    uint8_t xk[64];
+    memcpy(xk, hk.eky, 32);
+    memcpy(xk + 32, hk.tky, 32);
+    for (int e = 0; e < 2; e++) {
+        struct mem_dev d;
+        blank_dev(&d, 0x6000);
+        struct fkd_nvs n;
+        fkd_nvs_init(&n);
+        assert_int_equal(fkd_nvs_mount(&n, &d.flash, 0, 0x6000, e ? xk : NULL, NULL), FKD_OK);
+        static uint8_t blob[6000];
+        for (unsigned i = 0; i < 300; i++) {
+            fill(blob, sizeof blob, i);
+            assert_int_equal(fkd_nvs_set_int(&n, "cnt", "n", FKD_NVS_I32, (uint64_t)-(int)i),
+                             FKD_OK);
+            if (i % 20 == 0) {
+                assert_int_equal(fkd_nvs_set_blob(&n, "security", "fw", blob, 4100 + i), FKD_OK);
+                assert_int_equal(fkd_nvs_set_str(&n, "wifi", "ssid", i % 40 ? "a" : "bbbbbbbbb"),
+                                 FKD_OK);
+            }
+        }
+        assert_true(d.mem.erases > 0);
+        struct fk_nvs_image *img = NULL;
+        enum fk_err hrc = e ? fk_nvs_image_read_encrypted(d.buf, 0x6000, &hk, &img)
+                            : fk_nvs_image_read(d.buf, 0x6000, &img);
+        assert_non_null(img);
+        for (size_t i = 0; i < fk_nvs_image_problem_count(img); i++) {
+            print_message("host reader: %s\n", fk_nvs_image_problem(img, i)->reason);
+        }
+        assert_int_equal(hrc, FK_OK);
+        const struct fk_nvs_item *it = fk_nvs_image_find(img, "cnt", "n");
+        assert_non_null(it);
+        assert_int_equal(it->i, -299);
+        it = fk_nvs_image_find(img, "security", "fw");
+        assert_non_null(it);
+        fill(blob, sizeof blob, 280);
+        assert_int_equal(it->len, 4100 + 280);
+        assert_memory_equal(it->data, blob, it->len);
+        it = fk_nvs_image_find(img, "wifi", "ssid");
+        assert_non_null(it);
+        assert_string_equal((const char *)it->data, "bbbbbbbbb"); /* i = 280 */
+        assert_int_equal(fk_nvs_image_item_count(img), 3);
+        fk_nvs_image_free(img);
+        fkd_nvs_free(&n);
+        free(d.buf);
+    }
+}
+
 static void nvs_gc_survives_5000_updates(void **state) {
     (void)state;
     struct mem_dev d;
@@ -701,6 +759,22 @@ static unsigned long sweep(const uint8_t *xts, int torn, unsigned *cuts_checked)
         size_t len;
         assert_int_equal(fkd_nvs_get_str(&n, "sw", "after", s, sizeof s, &len), FKD_OK);
         fkd_nvs_free(&n);
+        /* What mount left is a clean image for the host reader too. */
+        struct fk_nvs_image *img = NULL;
+        struct fk_nvs_keys hk;
+        if (xts != NULL) {
+            memcpy(hk.eky, xts, 32);
+            memcpy(hk.tky, xts + 32, 32);
+        }
+        enum fk_err hrc = xts != NULL ? fk_nvs_image_read_encrypted(d.buf, SWEEP_SIZE, &hk, &img)
+                                      : fk_nvs_image_read(d.buf, SWEEP_SIZE, &img);
+        if (hrc != FK_OK) {
+            fail_msg("cut %lu: host reader: %s", cut,
+                     img != NULL && fk_nvs_image_problem_count(img) > 0
+                         ? fk_nvs_image_problem(img, 0)->reason
+                         : "no image");
+        }
+        fk_nvs_image_free(img);
         (*cuts_checked)++;
     }
     free(d.buf);
@@ -787,6 +861,7 @@ int main(void) {
         cmocka_unit_test(nvs_keys_parse_rejects_bad_crc_and_blank),
         cmocka_unit_test(nvs_mount_erases_entry_with_bad_crc),
         cmocka_unit_test(nvs_writes_read_back_after_remount),
+        cmocka_unit_test(nvs_device_writes_pass_the_host_reader),
         cmocka_unit_test(nvs_gc_survives_5000_updates),
         cmocka_unit_test(nvs_full_partition_reports_nospace_and_stays_readable),
         cmocka_unit_test(nvs_power_cut_sweep_plain),
