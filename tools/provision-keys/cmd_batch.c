@@ -100,6 +100,23 @@ static const struct option opts[] = {
 
 static volatile sig_atomic_t interrupted;
 
+/* Fault injection for the crash test (tests/integration/batch/crash.sh), read once at start:
+ *   FK_TEST_KILL_AFTER_FILES=N    SIGKILL this process once N devices' files are written
+ *                                 (files on disk, no inventory row yet)
+ *   FK_TEST_KILL_BEFORE_COMMIT=K  SIGKILL right before the K-th chunk commit (files synced,
+ *                                 rows not committed)
+ * Both model a crash or power cut at the worst moment; unset (the normal case) they cost one
+ * integer compare. */
+static long kill_after_files = -1;
+static long kill_before_commit = -1;
+static atomic_long files_written;
+
+static void maybe_die(long at, long now) {
+    if (at >= 0 && now >= at) {
+        raise(SIGKILL);
+    }
+}
+
 static void on_signal(int sig) {
     (void)sig;
     interrupted = 1;
@@ -575,6 +592,7 @@ static void mint_one(struct chunk *c, size_t i) {
                                      r->manifest_sha, &r->diag);
     }
     if (r->rc == FK_OK) {
+        maybe_die(kill_after_files, atomic_fetch_add(&files_written, 1) + 1);
         r->m = *fk_keys_minted_manifest(m);
         fk_wipe(r->m.psk, sizeof r->m.psk);
     } else {
@@ -669,8 +687,10 @@ static enum fk_err chunk_commit(struct run *run, struct chunk *c, int dirfd,
     enum fk_err rc = FK_E_INTERNAL;
     /* One syncfs() covers every file and rename of the chunk; fsync per file would cost
      * a journal commit each. */
+    static long commits;
     FK_ENSURE(syncfs(dirfd) == 0,
               fk_diag_at(diag, FK_E_IO, run->outdir, 0, "syncfs: %s", strerror(errno)));
+    maybe_die(kill_before_commit, ++commits);
     FK_GUARD(fk_inventory_begin(inv, diag));
     for (size_t i = 0; i < c->n; i++) {
         const struct fk_manifest *m = &c->res[i].m;
@@ -882,6 +902,10 @@ int fk_cmd_batch(int argc, char **argv) {
     if (csv == NULL || outdir == NULL) {
         return fk_cli_usage_error("batch", "--csv and --output-dir are required");
     }
+    const char *hook = getenv("FK_TEST_KILL_AFTER_FILES");
+    kill_after_files = hook != NULL ? strtol(hook, NULL, 10) : -1;
+    hook = getenv("FK_TEST_KILL_BEFORE_COMMIT");
+    kill_before_commit = hook != NULL ? strtol(hook, NULL, 10) : -1;
     if (jobs == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         jobs = n < 1 ? 1 : n > JOBS_MAX ? JOBS_MAX : (unsigned long long)n;
