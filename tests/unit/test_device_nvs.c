@@ -695,8 +695,23 @@ static int matches(struct fkd_nvs *n, unsigned key, const struct value *v) {
     return rc == FKD_OK && len == v->len && memcmp(got, v->bytes, len) == 0;
 }
 
-static unsigned long sweep(const uint8_t *xts, int torn, unsigned *cuts_checked) {
+static void check_old_or_new(struct fkd_nvs *n, const struct model *before,
+                             const struct model *after, unsigned long cut, unsigned long cut2,
+                             unsigned k, int torn) {
+    for (unsigned key = 0; key < NKEYS; key++) {
+        if (!matches(n, key, &before->v[key]) && !matches(n, key, &after->v[key])) {
+            fail_msg("cut %lu, recovery cut %lu (step %u, torn %d): key %s is neither old nor "
+                     "new",
+                     cut, cut2, k, torn, sweep_keys[key]);
+        }
+    }
+}
+
+/* nested: also cut the recovery mount itself at each of its program operations. */
+static unsigned long sweep(const uint8_t *xts, int torn, int nested, unsigned *cuts_checked,
+                           unsigned *nested_checked) {
     static uint8_t base[SWEEP_SIZE];
+    static uint8_t after_cut[SWEEP_SIZE];
     struct mem_dev d;
     struct fkd_nvs n;
     static struct model before, after;
@@ -732,18 +747,37 @@ static unsigned long sweep(const uint8_t *xts, int torn, unsigned *cuts_checked)
         }
         assert_int_equal(rc, FKD_E_POWERCUT);
         fkd_nvs_free(&n);
-        /* Reboot. */
         fkd_flash_mem_cut(&d.mem, 0, 0);
+        if (nested) {
+            /* The power fails again while the reboot's mount repairs: cut it at each of its
+             * own program operations, then reboot cleanly. */
+            memcpy(after_cut, d.buf, SWEEP_SIZE);
+            unsigned long m0 = d.mem.ops;
+            fkd_nvs_init(&n);
+            assert_int_equal(fkd_nvs_mount(&n, &d.flash, 0, SWEEP_SIZE, xts, NULL), FKD_OK);
+            fkd_nvs_free(&n);
+            unsigned long repair_ops = d.mem.ops - m0;
+            for (unsigned long c2 = 1; c2 <= repair_ops; c2++) {
+                memcpy(d.buf, after_cut, SWEEP_SIZE);
+                fkd_flash_mem_cut(&d.mem, c2, torn);
+                fkd_nvs_init(&n);
+                assert_int_equal(fkd_nvs_mount(&n, &d.flash, 0, SWEEP_SIZE, xts, NULL),
+                                 FKD_E_POWERCUT);
+                fkd_nvs_free(&n);
+                fkd_flash_mem_cut(&d.mem, 0, 0);
+                fkd_nvs_init(&n);
+                assert_int_equal(fkd_nvs_mount(&n, &d.flash, 0, SWEEP_SIZE, xts, NULL), FKD_OK);
+                check_old_or_new(&n, &before, &after, cut, c2, k, torn);
+                assert_int_equal(fkd_nvs_set_str(&n, "sw", "after", "ok"), FKD_OK);
+                fkd_nvs_free(&n);
+                (*nested_checked)++;
+            }
+            memcpy(d.buf, after_cut, SWEEP_SIZE);
+        }
+        /* Reboot. */
         fkd_nvs_init(&n);
         assert_int_equal(fkd_nvs_mount(&n, &d.flash, 0, SWEEP_SIZE, xts, NULL), FKD_OK);
-        for (unsigned key = 0; key < NKEYS; key++) {
-            int old_ok = matches(&n, key, &before.v[key]);
-            int new_ok = matches(&n, key, &after.v[key]);
-            if (!old_ok && !new_ok) {
-                fail_msg("cut %lu (step %u, torn %d): key %s is neither old nor new", cut, k,
-                         torn, sweep_keys[key]);
-            }
-        }
+        check_old_or_new(&n, &before, &after, cut, 0, k, torn);
         /* The spare page survived, the store is still writable, and a second mount finds
          * nothing more to repair. */
         struct fkd_nvs_stats st0;
@@ -783,8 +817,8 @@ static unsigned long sweep(const uint8_t *xts, int torn, unsigned *cuts_checked)
 
 static void nvs_power_cut_sweep_plain(void **state) {
     (void)state;
-    unsigned checked = 0;
-    unsigned long total = sweep(NULL, 0, &checked);
+    unsigned checked = 0, nested = 0;
+    unsigned long total = sweep(NULL, 0, 0, &checked, &nested);
     print_message("power-cut sweep (plain, clean cut): %lu program operations, %u cut points "
                   "checked\n",
                   total, checked);
@@ -794,10 +828,13 @@ static void nvs_power_cut_sweep_plain(void **state) {
 
 static void nvs_power_cut_sweep_torn(void **state) {
     (void)state;
-    unsigned checked = 0;
-    unsigned long total = sweep(NULL, 1, &checked);
-    print_message("power-cut sweep (plain, torn write): %u cut points checked\n", checked);
+    unsigned checked = 0, nested = 0;
+    unsigned long total = sweep(NULL, 1, 1, &checked, &nested);
+    print_message("power-cut sweep (plain, torn write): %u cut points checked, plus %u cuts "
+                  "of the recovery mount after them\n",
+                  checked, nested);
     assert_int_equal(checked, total);
+    assert_true(nested > 0);
 }
 
 static void nvs_power_cut_sweep_encrypted_torn(void **state) {
@@ -806,8 +843,8 @@ static void nvs_power_cut_sweep_encrypted_torn(void **state) {
     for (int i = 0; i < 64; i++) {
         xk[i] = (uint8_t)(0xA0 + i);
     }
-    unsigned checked = 0;
-    unsigned long total = sweep(xk, 1, &checked);
+    unsigned checked = 0, nested = 0;
+    unsigned long total = sweep(xk, 1, 0, &checked, &nested);
     print_message("power-cut sweep (encrypted, torn write): %u cut points checked\n", checked);
     assert_int_equal(checked, total);
 }
