@@ -325,10 +325,8 @@ static uint32_t load24(const uint8_t *p) {
     return ((uint32_t)p[0] << 16) | ((uint32_t)p[1] << 8) | p[2];
 }
 
-/* Finds the cookie in a datagram that starts with an unfragmented DTLS ClientHello in epoch
- * 0. Returns 0 and sets *cookie and *cookie_len, or -1 when the datagram is anything else. */
-static int parse_client_hello(const uint8_t *d, size_t n, const uint8_t **cookie,
-                              size_t *cookie_len) {
+int fkd_ctl_hello_cookie(const uint8_t *d, size_t n, const uint8_t **cookie,
+                         size_t *cookie_len) {
     /* RFC 6347 4.1: type(1) version(2) epoch(2) sequence_number(6) length(2). */
     if (n < REC_HDR + HS_HDR + 2 + 32 + 1 + 1) {
         return -1;
@@ -404,7 +402,7 @@ static void gate(struct fkd_ctl *ctl, size_t n, const struct fkd_net_addr *from)
     const uint8_t *cookie = NULL;
     size_t cookie_len = 0;
     char peer[FKD_NET_ADDR_STR_MAX];
-    if (parse_client_hello(ctl->rx, n, &cookie, &cookie_len) != 0) {
+    if (fkd_ctl_hello_cookie(ctl->rx, n, &cookie, &cookie_len) != 0) {
         ctl->stats.dropped++;
         if (log_allowed(ctl)) {
             fkd_net_addr_str(from, peer, sizeof peer);

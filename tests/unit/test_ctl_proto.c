@@ -242,6 +242,86 @@ static void ctl_plaintext_setup_binds_a_port(void **state) {
     fkd_ctl_free(&ctl);
 }
 
+/* A DTLS 1.2 ClientHello as openssl s_client sends it after a HelloVerifyRequest, reduced to
+ * the fields the gate reads: record header, handshake header, version, random, session id,
+ * cookie, one suite, null compression. */
+static size_t hello(uint8_t *out, const uint8_t *cookie, uint8_t cookie_len) {
+    uint8_t body[128];
+    size_t b = 0;
+    body[b++] = 0xfe;
+    body[b++] = 0xfd;
+    memset(body + b, 0x42, 32);
+    b += 32;
+    body[b++] = 0;
+    body[b++] = cookie_len;
+    memcpy(body + b, cookie, cookie_len);
+    b += cookie_len;
+    static const uint8_t tail[] = {0, 2, 0x00, 0xa8, 1, 0};
+    memcpy(body + b, tail, sizeof tail);
+    b += sizeof tail;
+    static const uint8_t rec[11] = {22, 0xfe, 0xff, 0, 0, 0, 0, 0, 0, 0, 1};
+    memcpy(out, rec, sizeof rec);
+    out[11] = (uint8_t)((12 + b) >> 8);
+    out[12] = (uint8_t)(12 + b);
+    uint8_t hs[12] = {1, 0, (uint8_t)(b >> 8), (uint8_t)b, 0, 1, 0, 0, 0, 0, (uint8_t)(b >> 8),
+                      (uint8_t)b};
+    memcpy(out + 13, hs, sizeof hs);
+    memcpy(out + 25, body, b);
+    return 25 + b;
+}
+
+static void hello_cookie_finds_the_cookie_and_rejects_each_truncation(void **state) {
+    (void)state;
+    uint8_t d[256];
+    uint8_t c[32];
+    for (size_t i = 0; i < sizeof c; i++) {
+        c[i] = (uint8_t)(0xa0 + i);
+    }
+    size_t n = hello(d, c, sizeof c);
+    const uint8_t *cookie = NULL;
+    size_t len = 0;
+    assert_int_equal(fkd_ctl_hello_cookie(d, n, &cookie, &len), 0);
+    assert_int_equal(len, sizeof c);
+    assert_memory_equal(cookie, c, sizeof c);
+    for (size_t k = 0; k < n; k++) {
+        assert_int_equal(fkd_ctl_hello_cookie(d, k, &cookie, &len), -1);
+    }
+    n = hello(d, c, 0);
+    assert_int_equal(fkd_ctl_hello_cookie(d, n, &cookie, &len), 0);
+    assert_int_equal(len, 0);
+}
+
+static void hello_cookie_rejects_what_is_not_a_whole_epoch0_client_hello(void **state) {
+    (void)state;
+    uint8_t d[256];
+    uint8_t c[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    const uint8_t *cookie = NULL;
+    size_t len = 0;
+    size_t n = hello(d, c, sizeof c);
+    struct {
+        size_t at;
+        uint8_t val;
+    } bad[] = {
+        {0, 23},          /* application data, not handshake */
+        {1, 0x03},        /* TLS, not DTLS */
+        {4, 1},           /* epoch 1 */
+        {11, 0xff},       /* record longer than the datagram */
+        {13, 2},          /* ServerHello */
+        {21, 1},          /* fragment_offset != 0 */
+        {24, 0},          /* fragment_length != length */
+        {13 + 12 + 34, 33}, /* session id longer than 32 */
+        {13 + 12 + 35, 200}, /* cookie past the message */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        uint8_t t[256];
+        memcpy(t, d, n);
+        t[bad[i].at] = bad[i].val;
+        if (fkd_ctl_hello_cookie(t, n, &cookie, &len) == 0) {
+            fail_msg("accepted with byte %zu = 0x%02x", bad[i].at, bad[i].val);
+        }
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(proto_parse_accepts_the_three_commands),
@@ -255,6 +335,8 @@ int main(void) {
         cmocka_unit_test(ctl_setup_refuses_dtls_without_a_psk),
         cmocka_unit_test(ctl_set_psk_validates_and_wipes),
         cmocka_unit_test(ctl_plaintext_setup_binds_a_port),
+        cmocka_unit_test(hello_cookie_finds_the_cookie_and_rejects_each_truncation),
+        cmocka_unit_test(hello_cookie_rejects_what_is_not_a_whole_epoch0_client_hello),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -268,6 +268,11 @@ void fkd_ctl_proto_handle(const uint8_t *buf, size_t len, const struct fkd_ctl_r
                           struct fkd_ctl_robot *robot, uint8_t *out, size_t out_size,
                           size_t *out_len);
 
+/* The listener's pre-session parser, public for tests and fuzzing: finds the cookie in a
+ * datagram that starts with an unfragmented DTLS ClientHello in epoch 0. Borrows d; *cookie
+ * points into it. 0, or -1 when the datagram is anything else. */
+int fkd_ctl_hello_cookie(const uint8_t *d, size_t n, const uint8_t **cookie, size_t *cookie_len);
+
 /* "sha256:" + first 8 bytes of SHA-256(buf) in hex, the host's fk_fpr() format. */
 void fkd_ctl_fingerprint(const uint8_t *buf, size_t len, char out[FKD_CTL_FPR_LEN]);
 
