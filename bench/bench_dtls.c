@@ -38,7 +38,7 @@
 #endif
 
 #define N_SESSIONS 8
-#define N_HANDSHAKES 300
+#define N_HANDSHAKES 2000
 
 static long long heap_now, heap_peak;
 
