@@ -78,12 +78,13 @@ stat_of() { # stat_of NAME -> value from the stats line
 }
 
 # s_client_req OUT REQUEST PSK IDENTITY PORT: one request through openssl s_client; output in
-# OUT. s_client sends stdin lines after the handshake; stdin is closed once an answer came.
+# OUT. $SC_EXTRA adds s_client options (e.g. -cipher). s_client sends stdin lines after the handshake; stdin is closed once an answer came.
 s_client_req() {
     out=$1 req=$2 psk=$3 id=$4 port=$5
     rm -f sc.in
     mkfifo sc.in
-    timeout 20 openssl s_client -dtls1_2 -psk "$psk" -psk_identity "$id" \
+    # shellcheck disable=SC2086
+    timeout 20 openssl s_client -dtls1_2 -psk "$psk" -psk_identity "$id" ${SC_EXTRA:-} \
         -connect "127.0.0.1:$port" -quiet -no_ign_eof <sc.in >"$out" 2>"$out.err" &
     scpid=$!
     exec 4>sc.in
@@ -122,8 +123,20 @@ s_client)
     grep -q "$PSK" r2 && fail "status leaked the PSK"
     s_client_req r3 "move 3 4" "$PSK" "$ID" "$TPORT"
     grep -q '"x":3,"y":4' r3 || fail "s_client move: $(cat r3)"
+    # Each suite of the family, as a constrained peer would pick it.
+    for suite in PSK-AES128-CCM8:TLS-PSK-WITH-AES-128-CCM-8 PSK-AES128-CCM:TLS-PSK-WITH-AES-128-CCM \
+        PSK-AES256-GCM-SHA384:TLS-PSK-WITH-AES-256-GCM-SHA384; do
+        SC_EXTRA="-cipher ${suite%%:*}" s_client_req r4 ping "$PSK" "$ID" "$TPORT"
+        grep -qx pong r4 || fail "s_client with ${suite%%:*}: $(cat r4 r4.err)"
+        grep -q "authenticated (current key, ${suite#*:})" testd.err ||
+            fail "listener did not negotiate ${suite#*:}"
+    done
+    # A suite outside the family is refused with a reason in the log.
+    SC_EXTRA="-cipher PSK-CHACHA20-POLY1305" s_client_req r5 ping "$PSK" "$ID" "$TPORT"
+    grep -qx pong r5 && fail "PSK-CHACHA20-POLY1305 was accepted"
+    grep -q "no common PSK ciphersuite" testd.err || fail "no-common-suite not logged"
     stop_testd
-    [ "$(stat_of ok)" = 3 ] || fail "expected 3 handshakes, stats: $(cat testd.out)"
+    [ "$(stat_of ok)" = 6 ] || fail "expected 6 handshakes, stats: $(cat testd.out)"
     ;;
 s_server)
     # The device's Mbed TLS client against OpenSSL's DTLS server.
