@@ -129,6 +129,9 @@ static enum fkd_err set_state(struct fkd_nvs *n, uint32_t p, unsigned i, unsigne
     }
     unsigned b0 = i / 4;
     unsigned b1 = (i + count - 1) / 4;
+    if (n->readonly) {
+        return FKD_OK; /* a read-only mount repairs its view, never the flash */
+    }
     return fkd_flash_write(n->flash, page_addr(n, p) + FKD_NVS_BITMAP_OFFSET + b0,
                            pg->bitmap + b0, b1 - b0 + 1);
 }
@@ -137,6 +140,9 @@ static enum fkd_err set_page_state(struct fkd_nvs *n, uint32_t p, uint32_t state
     uint8_t w[4];
     fkd_store_le32(w, state);
     n->page[p].state = state;
+    if (n->readonly) {
+        return FKD_OK;
+    }
     return fkd_flash_write(n->flash, page_addr(n, p), w, sizeof w);
 }
 
@@ -148,6 +154,9 @@ static void page_reset(struct fkd_nvs_page *pg) {
 
 static enum fkd_err erase_page(struct fkd_nvs *n, uint32_t p) {
     page_reset(&n->page[p]);
+    if (n->readonly) {
+        return FKD_OK;
+    }
     return fkd_flash_erase(n->flash, page_addr(n, p));
 }
 
@@ -532,6 +541,12 @@ static enum fkd_err finish_freeing(struct fkd_nvs *n, unsigned *repaired) {
         if (newest != v && n->page[newest].state == FKD_NVS_PAGE_ACTIVE) {
             rc = erase_page(n, newest);
         }
+        if (n->readonly) {
+            /* The view a finished collection would give: the victim's items, in place. */
+            n->page[v].state = FKD_NVS_PAGE_FULL;
+            (*repaired)++;
+            continue;
+        }
         uint32_t fp = 0;
         if (rc == FKD_OK && count_free(n, &fp) == 0) {
             rc = FKD_E_NOSPACE;
@@ -764,11 +779,13 @@ out:
     return rc;
 }
 
-enum fkd_err fkd_nvs_mount(struct fkd_nvs *n, const struct fkd_flash *flash, uint32_t offset,
-                           uint32_t size, const uint8_t *xts_key, struct fkd_nvs_stats *stats) {
+static enum fkd_err mount(struct fkd_nvs *n, const struct fkd_flash *flash, uint32_t offset,
+                          uint32_t size, const uint8_t *xts_key, struct fkd_nvs_stats *stats,
+                          int readonly) {
     enum fkd_err rc = FKD_E_INTERNAL;
     unsigned repaired = 0;
     fkd_nvs_free(n);
+    n->readonly = readonly;
     FKD_ENSURE(flash != NULL && size % PAGE == 0 && size >= PAGE, FKD_E_ARG);
     FKD_ENSURE(size / PAGE <= FKD_NVS_MAX_PAGES, FKD_E_ARG);
     FKD_ENSURE(offset <= flash->size && size <= flash->size - offset, FKD_E_ARG);
@@ -812,6 +829,17 @@ out:
         fkd_nvs_free(n);
     }
     return rc;
+}
+
+enum fkd_err fkd_nvs_mount(struct fkd_nvs *n, const struct fkd_flash *flash, uint32_t offset,
+                           uint32_t size, const uint8_t *xts_key, struct fkd_nvs_stats *stats) {
+    return mount(n, flash, offset, size, xts_key, stats, 0);
+}
+
+enum fkd_err fkd_nvs_mount_readonly(struct fkd_nvs *n, const struct fkd_flash *flash,
+                                    uint32_t offset, uint32_t size, const uint8_t *xts_key,
+                                    struct fkd_nvs_stats *stats) {
+    return mount(n, flash, offset, size, xts_key, stats, 1);
 }
 
 enum fkd_err fkd_nvs_format(struct fkd_nvs *n, const struct fkd_flash *flash, uint32_t offset,
@@ -1024,7 +1052,7 @@ static enum fkd_err erase_others(struct fkd_nvs *n, uint8_t ns, const char *key,
 }
 
 static enum fkd_err writable(struct fkd_nvs *n, const char *ns, const char *key) {
-    if (n == NULL || !n->mounted) {
+    if (n == NULL || !n->mounted || n->readonly) {
         return FKD_E_STATE;
     }
     if (!name_ok(ns) || !name_ok(key)) {

@@ -300,13 +300,27 @@ static void nvs_wrong_key_reads_nothing(void **state) {
     struct mem_dev d;
     dev_from_image(&d, img, len);
     struct fkd_nvs n;
-    fkd_nvs_init(&n);
-    assert_int_equal(fkd_nvs_mount(&n, &d.flash, 0, (uint32_t)len, key, NULL), FKD_OK);
+    struct fkd_nvs_stats st;
     uint8_t psk[64];
     size_t plen;
+    /* Read-only: nothing readable, nothing written. */
+    fkd_nvs_init(&n);
+    assert_int_equal(fkd_nvs_mount_readonly(&n, &d.flash, 0, (uint32_t)len, key, &st), FKD_OK);
+    assert_true(st.repaired > 0);
+    assert_int_equal(fkd_nvs_get_blob(&n, "security", "dtls_psk", psk, sizeof psk, &plen),
+                     FKD_E_NOTFOUND);
+    assert_int_equal(fkd_nvs_set_str(&n, "a", "b", "c"), FKD_E_STATE);
+    fkd_nvs_free(&n);
+    assert_memory_equal(d.buf, img, len);
+    assert_int_equal(d.mem.ops, 0);
+    /* Read-write: the device treats undecryptable entries as corrupt and erases them, as
+     * ESP-IDF would: the data is gone for good. */
+    fkd_nvs_init(&n);
+    assert_int_equal(fkd_nvs_mount(&n, &d.flash, 0, (uint32_t)len, key, NULL), FKD_OK);
     assert_int_equal(fkd_nvs_get_blob(&n, "security", "dtls_psk", psk, sizeof psk, &plen),
                      FKD_E_NOTFOUND);
     fkd_nvs_free(&n);
+    assert_true(memcmp(d.buf, img, len) != 0);
     free(d.buf);
     free(kb);
     free(img);
@@ -748,6 +762,17 @@ static unsigned long sweep(const uint8_t *xts, int torn, int nested, unsigned *c
         assert_int_equal(rc, FKD_E_POWERCUT);
         fkd_nvs_free(&n);
         fkd_flash_mem_cut(&d.mem, 0, 0);
+        /* A read-only mount sees what the repair will give, and writes nothing. */
+        memcpy(after_cut, d.buf, SWEEP_SIZE);
+        unsigned long ro0 = d.mem.ops;
+        fkd_nvs_init(&n);
+        assert_int_equal(fkd_nvs_mount_readonly(&n, &d.flash, 0, SWEEP_SIZE, xts, NULL),
+                         FKD_OK);
+        check_old_or_new(&n, &before, &after, cut, 0, k, torn);
+        assert_int_equal(fkd_nvs_set_str(&n, "sw", "after", "ok"), FKD_E_STATE);
+        fkd_nvs_free(&n);
+        assert_int_equal(d.mem.ops, ro0);
+        assert_memory_equal(d.buf, after_cut, SWEEP_SIZE);
         if (nested) {
             /* The power fails again while the reboot's mount repairs: cut it at each of its
              * own program operations, then reboot cleanly. */

@@ -55,7 +55,8 @@ int robot_sim_parse_size(const char *s, uint32_t *out) {
     return 1;
 }
 
-void robot_sim_mount_nvs(struct robot_sim *r, int want_encrypted, int require_keys) {
+void robot_sim_mount_nvs(struct robot_sim *r, int want_encrypted, int require_keys,
+                         int readonly) {
     const struct fkd_part *np = fkd_part_find(&r->parts, FKD_PART_DATA, FKD_PART_SUB_NVS, NULL);
     const struct fkd_part *kp =
         fkd_part_find(&r->parts, FKD_PART_DATA, FKD_PART_SUB_NVS_KEYS, NULL);
@@ -96,8 +97,10 @@ void robot_sim_mount_nvs(struct robot_sim *r, int want_encrypted, int require_ke
     int enc = want_encrypted && krc == FKD_OK;
     struct fkd_nvs_stats st;
     fkd_nvs_init(&r->nvs);
-    enum fkd_err rc = fkd_nvs_mount(&r->nvs, &r->flash, np->offset, np->size,
-                                    enc ? key : NULL, &st);
+    enum fkd_err rc =
+        readonly ? fkd_nvs_mount_readonly(&r->nvs, &r->flash, np->offset, np->size,
+                                          enc ? key : NULL, &st)
+                 : fkd_nvs_mount(&r->nvs, &r->flash, np->offset, np->size, enc ? key : NULL, &st);
     fkd_wipe(key, sizeof key);
     if (rc != FKD_OK) {
         fkd_log(FKD_LOG_ERROR, "boot: NVS partition '%s' at 0x%x: mount failed: %s", np->label,
@@ -105,8 +108,9 @@ void robot_sim_mount_nvs(struct robot_sim *r, int want_encrypted, int require_ke
         return;
     }
     if (st.repaired > 0) {
-        fkd_log(FKD_LOG_WARN, "boot: NVS: repaired %u entries/pages left by an interrupted "
-                              "write", st.repaired);
+        fkd_log(FKD_LOG_WARN, "boot: NVS: %s %u entries/pages left by an interrupted write%s",
+                readonly ? "would repair" : "repaired", st.repaired,
+                readonly ? " (read-only: flash left as it is)" : "");
     }
     fkd_log(FKD_LOG_INFO, "boot: NVS '%s' at 0x%x+0x%x mounted %s: %u pages in use, %u free",
             np->label, (unsigned)np->offset, (unsigned)np->size,
@@ -258,7 +262,7 @@ static int boot(int argc, char **argv) {
     fkd_log(FKD_LOG_INFO, "boot: %s build, flash %s (%u bytes), %u partitions",
             rs.cfg.production_build ? "production" : "development", rs.flash_path,
             (unsigned)rs.flash.size, rs.parts.count);
-    robot_sim_mount_nvs(&rs, rs.cfg.nvs_encryption, 1);
+    robot_sim_mount_nvs(&rs, rs.cfg.nvs_encryption, 1, 0);
     rc = fkd_store_load(&rs.store, rs.nvs_mounted ? &rs.nvs : NULL, &rs.cfg);
     if (rc != FKD_OK) {
         code = 4;

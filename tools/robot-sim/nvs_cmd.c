@@ -21,6 +21,7 @@ static void nvs_usage(FILE *f) {
           "       robot-sim nvs list  --flash FILE\n"
           "  VALUE: --str TEXT | --hex HEX (blob) | --file PATH (blob) | --u8..--i64 NUMBER\n"
           "  --plain  ignore the keys in nvs_keys (mount unencrypted)\n"
+          "  get and list never write; set and erase repair as a booting robot would\n"
           "  get prints strings as text, integers in decimal, blobs in hex; exit 1: not found\n",
           f);
 }
@@ -178,7 +179,8 @@ int robot_sim_nvs(int argc, char **argv) {
         fkd_flash_file_close(&nrs.file);
         return 2;
     }
-    robot_sim_mount_nvs(&nrs, !plain, 0);
+    /* get and list only look: they must not "repair" an image they may be misreading. */
+    robot_sim_mount_nvs(&nrs, !plain, 0, is_get || is_list);
     int code = 0;
     if (!nrs.nvs_mounted) {
         code = 4;

@@ -45,8 +45,10 @@ int robot_sim_nvs(int argc, char **argv);
 /* Mounts the NVS partition of an opened flash: encrypted when want_encrypted and nvs_keys
  * holds valid keys (logs why not otherwise). Sets rs->nvs_mounted / rs->nvs_encrypted.
  * require_keys: with want_encrypted, refuse to mount plain when keys are missing (a boot with
- * CONFIG_NVS_ENCRYPTION); otherwise mount plain. */
-void robot_sim_mount_nvs(struct robot_sim *rs, int want_encrypted, int require_keys);
+ * CONFIG_NVS_ENCRYPTION); otherwise mount plain. readonly: repair nothing on flash
+ * (fkd_nvs_mount_readonly), for commands that only look. */
+void robot_sim_mount_nvs(struct robot_sim *rs, int want_encrypted, int require_keys,
+                         int readonly);
 
 /* Parses "4M", "64K", "0x400000", "4194304". 1 on success. */
 int robot_sim_parse_size(const char *s, uint32_t *out);

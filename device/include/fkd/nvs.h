@@ -63,6 +63,7 @@ struct fkd_nvs {
     uint32_t active; /* index of the active page, or pages (none) */
     uint32_t max_seq;
     int encrypted;
+    int readonly;
     mbedtls_aes_xts_context xts_enc; /* keys expanded once at mount */
     mbedtls_aes_xts_context xts_dec;
     int mounted;
@@ -99,6 +100,16 @@ FKD_MUST_CHECK enum fkd_err fkd_nvs_keys_parse(const uint8_t *buf, size_t len,
 FKD_MUST_CHECK enum fkd_err fkd_nvs_mount(struct fkd_nvs *n, const struct fkd_flash *flash,
                                           uint32_t offset, uint32_t size,
                                           const uint8_t *xts_key, struct fkd_nvs_stats *stats);
+/* Same, but never writes: what mount would repair is repaired in the RAM view only (an
+ * interrupted collection is seen as if finished), and every setter then fails with
+ * FKD_E_STATE. For tools that inspect an image (robot-sim nvs get/list) without changing it,
+ * e.g. when unsure whether the keys are right: a wrong key makes every entry fail its CRC,
+ * which a read-write mount would erase. */
+FKD_MUST_CHECK enum fkd_err fkd_nvs_mount_readonly(struct fkd_nvs *n,
+                                                   const struct fkd_flash *flash,
+                                                   uint32_t offset, uint32_t size,
+                                                   const uint8_t *xts_key,
+                                                   struct fkd_nvs_stats *stats);
 /* Erases every page of the partition (nvs_flash_erase_partition) and mounts it empty. */
 FKD_MUST_CHECK enum fkd_err fkd_nvs_format(struct fkd_nvs *n, const struct fkd_flash *flash,
                                            uint32_t offset, uint32_t size,
