@@ -26,7 +26,7 @@
 extern "C" {
 #endif
 
-#define FK_INVENTORY_SCHEMA_VERSION 1
+#define FK_INVENTORY_SCHEMA_VERSION 2
 #define FK_INV_ID_SIZE 32     /* "robot-AABBCCDDEEFF" and other ids, with NUL */
 #define FK_INV_TEXT_SIZE 256  /* names, file names */
 #define FK_INV_TIME_SIZE 21   /* RFC 3339 UTC "2025-01-15T10:30:00Z", "" when unset */
@@ -162,6 +162,35 @@ FK_MUST_CHECK enum fk_err fk_inventory_audit_verify(struct fk_inventory *inv,
 /* Calls fn for each audit row in seq order. FK_OK, FK_E_DB. */
 FK_MUST_CHECK enum fk_err fk_inventory_audit_list(struct fk_inventory *inv, fk_inv_audit_fn *fn,
                                                   void *user, struct fk_diag *diag);
+
+/* ---- presence: what fleetkey-server records when a device connects ---------------------- */
+#define FK_INV_PEER_SIZE 64     /* "[2001:db8::1]:65535" */
+#define FK_INV_JSON_SIZE 4096   /* posture / credential versions, compact JSON text */
+
+/* One device's presence row. Strings are NUL-terminated; "" is SQL NULL. */
+struct fk_inv_presence {
+    char device_id[FK_INV_ID_SIZE];
+    char first_seen[FK_INV_TIME_SIZE];          /* set on the first call only */
+    char last_seen[FK_INV_TIME_SIZE];           /* "" in a call means now */
+    char peer[FK_INV_PEER_SIZE];                /* address the device came from */
+    char firmware_version[FK_INV_TEXT_SIZE];
+    char credential_versions[FK_INV_JSON_SIZE]; /* JSON object as text */
+    char posture[FK_INV_JSON_SIZE];             /* JSON object as text, as the device sent it */
+};
+
+/* Records that a device connected: inserts or updates its presence row with p's last_seen
+ * (or now), peer, firmware version, credential versions and posture; first_seen is set only
+ * by the first call. *first (may be NULL) is set to 1 when the device had no presence row,
+ * *posture_changed (may be NULL) to 1 when it had one with a different posture text. The
+ * device must exist. Runs in its own transaction unless one is open. Borrows p for the call.
+ * FK_OK, FK_E_ARG (empty id), FK_E_NOTFOUND (no such device), FK_E_DB, FK_E_NOMEM. */
+FK_MUST_CHECK enum fk_err fk_inventory_device_seen(struct fk_inventory *inv,
+                                                   const struct fk_inv_presence *p, int *first,
+                                                   int *posture_changed, struct fk_diag *diag);
+/* Reads a device's presence row into *out. FK_OK, FK_E_NOTFOUND (never seen), FK_E_DB. */
+FK_MUST_CHECK enum fk_err fk_inventory_presence_get(struct fk_inventory *inv, const char *id,
+                                                    struct fk_inv_presence *out,
+                                                    struct fk_diag *diag);
 
 #ifdef __cplusplus
 }

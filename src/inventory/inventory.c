@@ -38,6 +38,8 @@ enum stmt_id {
     ST_HEAD_GET,
     ST_HEAD_SET,
     ST_AUDIT_ADD,
+    ST_SEEN_GET,
+    ST_SEEN_SET,
     ST_COUNT
 };
 
@@ -58,6 +60,14 @@ static const char *const stmt_sql[ST_COUNT] = {
                     " ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
     [ST_AUDIT_ADD] = "INSERT INTO audit(seq, at, actor, kind, subject, detail, prev_hash, hash)"
                      " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [ST_SEEN_GET] = "SELECT device_id, first_seen, last_seen, peer, firmware_version,"
+                    " credential_versions, posture FROM device_presence WHERE device_id = ?1",
+    [ST_SEEN_SET] =
+        "INSERT INTO device_presence(device_id, first_seen, last_seen, peer, firmware_version,"
+        " credential_versions, posture) VALUES(?1, ?2, ?2, ?3, ?4, ?5, ?6)"
+        " ON CONFLICT(device_id) DO UPDATE SET last_seen = excluded.last_seen,"
+        " peer = excluded.peer, firmware_version = excluded.firmware_version,"
+        " credential_versions = excluded.credential_versions, posture = excluded.posture",
 };
 
 /* Migrations: entry i takes the schema from version i to i + 1. Append, never edit. */
@@ -99,6 +109,15 @@ static const char *const migrations[] = {
     " BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;"
     "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit"
     " BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;",
+    /* 1 -> 2: what fleetkey-server learns when a device connects (last seen, posture). */
+    "CREATE TABLE device_presence("
+    " device_id TEXT PRIMARY KEY NOT NULL REFERENCES devices(id) ON DELETE RESTRICT,"
+    " first_seen TEXT NOT NULL,"
+    " last_seen TEXT NOT NULL,"
+    " peer TEXT,"
+    " firmware_version TEXT,"
+    " credential_versions TEXT,"
+    " posture TEXT);",
 };
 #define MIGRATION_COUNT ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -748,5 +767,83 @@ enum fk_err fk_inventory_audit_list(struct fk_inventory *inv, fk_inv_audit_fn *f
     rc = FK_OK;
 out:
     sqlite3_finalize(s);
+    return rc;
+}
+
+static void read_presence(sqlite3_stmt *s, struct fk_inv_presence *p) {
+    memset(p, 0, sizeof *p);
+    col_text(s, 0, p->device_id, sizeof p->device_id);
+    col_text(s, 1, p->first_seen, sizeof p->first_seen);
+    col_text(s, 2, p->last_seen, sizeof p->last_seen);
+    col_text(s, 3, p->peer, sizeof p->peer);
+    col_text(s, 4, p->firmware_version, sizeof p->firmware_version);
+    col_text(s, 5, p->credential_versions, sizeof p->credential_versions);
+    col_text(s, 6, p->posture, sizeof p->posture);
+}
+
+enum fk_err fk_inventory_presence_get(struct fk_inventory *inv, const char *id,
+                                      struct fk_inv_presence *out, struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    sqlite3_stmt *s = NULL;
+    FK_GUARD(stmt(inv, ST_SEEN_GET, &s, diag));
+    FK_ENSURE(bind_text(s, 1, id, 0) == SQLITE_OK, db_fail(inv, diag, "bind"));
+    int r = sqlite3_step(s);
+    FK_ENSURE(r == SQLITE_ROW || r == SQLITE_DONE, db_fail(inv, diag, "presence get"));
+    FK_ENSURE(r == SQLITE_ROW, fk_diag_set(diag, FK_E_NOTFOUND, "%s never seen", id));
+    read_presence(s, out);
+    rc = FK_OK;
+out:
+    if (s != NULL) {
+        sqlite3_reset(s);
+    }
+    return rc;
+}
+
+enum fk_err fk_inventory_device_seen(struct fk_inventory *inv, const struct fk_inv_presence *p,
+                                     int *first, int *posture_changed, struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    int own = 0;
+    sqlite3_stmt *s = NULL;
+    char now[FK_INV_TIME_SIZE];
+    struct fk_inv_presence *old = NULL;
+    int was_seen = 0;
+    int changed = 0;
+    FK_ENSURE(p->device_id[0] != '\0', fk_diag_set(diag, FK_E_ARG, "device id is required"));
+    old = malloc(sizeof *old);
+    FK_ENSURE(old != NULL, FK_E_NOMEM);
+    now_rfc3339(now);
+    FK_GUARD(auto_begin(inv, &own, diag));
+    rc = fk_inventory_presence_get(inv, p->device_id, old, diag);
+    FK_ENSURE(rc == FK_OK || rc == FK_E_NOTFOUND, rc);
+    was_seen = rc == FK_OK;
+    changed = was_seen && strcmp(old->posture, p->posture) != 0;
+    FK_GUARD(stmt(inv, ST_SEEN_SET, &s, diag));
+    FK_ENSURE(bind_text(s, 1, p->device_id, 0) == SQLITE_OK &&
+                  bind_text(s, 2, p->last_seen[0] != '\0' ? p->last_seen : now, 0) ==
+                      SQLITE_OK &&
+                  bind_text(s, 3, p->peer, 1) == SQLITE_OK &&
+                  bind_text(s, 4, p->firmware_version, 1) == SQLITE_OK &&
+                  bind_text(s, 5, p->credential_versions, 1) == SQLITE_OK &&
+                  bind_text(s, 6, p->posture, 1) == SQLITE_OK,
+              db_fail(inv, diag, "bind"));
+    int r = sqlite3_step(s);
+    FK_ENSURE(r != SQLITE_CONSTRAINT_FOREIGNKEY && r != SQLITE_CONSTRAINT,
+              fk_diag_set(diag, FK_E_NOTFOUND, "no device %s", p->device_id));
+    FK_ENSURE(r == SQLITE_DONE, db_fail(inv, diag, "presence set"));
+    rc = FK_OK;
+out:
+    if (s != NULL) {
+        sqlite3_reset(s);
+    }
+    free(old);
+    rc = auto_end(inv, own, rc, diag);
+    if (rc == FK_OK) {
+        if (first != NULL) {
+            *first = !was_seen;
+        }
+        if (posture_changed != NULL) {
+            *posture_changed = changed;
+        }
+    }
     return rc;
 }
