@@ -599,6 +599,14 @@ static void nvs_full_partition_reports_nospace_and_stays_readable(void **state) 
     assert_int_equal(fkd_nvs_set_int(&n, "full", "k0", FKD_NVS_U32, 7), FKD_OK);
     assert_int_equal(fkd_nvs_get_int(&n, "full", "k0", &v), FKD_OK);
     assert_int_equal(v.u, 7);
+    /* nvs_flash_erase_partition: everything gone, all pages free, writable again. */
+    assert_int_equal(fkd_nvs_format(&n, &d.flash, 0, 0x3000, NULL), FKD_OK);
+    assert_int_equal(fkd_nvs_get_int(&n, "full", "k0", &v), FKD_E_NOTFOUND);
+    struct fkd_nvs_stats st;
+    fkd_nvs_stats(&n, &st);
+    assert_int_equal(st.pages_free, 3);
+    assert_int_equal(fkd_nvs_set_int(&n, "full", "k1", FKD_NVS_U8, 1), FKD_OK);
+    assert_int_equal(fkd_nvs_format(&n, &d.flash, 0, 0x3001, NULL), FKD_E_ARG);
     fkd_nvs_free(&n);
     free(d.buf);
 }
