@@ -179,6 +179,15 @@ static void send_status(struct fkd_rom *r, uint8_t cmd, uint8_t error) {
     send(r, cmd, 0, NULL, 0, error);
 }
 
+/* A command the ROM does not implement. esptool.py and esptool-js both recognise the ESP32
+ * ROM's answer by a response whose command byte is NOT the request's, with status 1 and error
+ * 0x05 (esptool: "if op_ret != op and data[0] != 0 and data[1] == ROM_INVALID_RECV_MSG: raise
+ * UnsupportedCommandError"); esptool-js relies on that to fall back from GET_SECURITY_INFO to
+ * the chip magic on an ESP32. The command byte used here is 0x00, which no request has. */
+static void send_unsupported(struct fkd_rom *r) {
+    send(r, FKD_ROM_UNSUPPORTED_CMD, 0, NULL, 0, FKD_ROM_ERR_INVALID_MSG);
+}
+
 /* A range [off, off + len) inside the flash, computed without wrapping. */
 static int in_flash(const struct fkd_rom *r, uint32_t off, uint32_t len) {
     return off <= r->flash.size && len <= r->flash.size - off;
@@ -271,8 +280,9 @@ static void handle_write_reg(struct fkd_rom *r, uint8_t cmd, const uint8_t *d, s
 
 static void handle_begin(struct fkd_rom *r, uint8_t cmd, const uint8_t *d, size_t n) {
     /* FLASH_BEGIN: "Four 32-bit words: size to erase, number of data packets, data size in one
-     * packet, flash offset." The ESP32 ROM does not take the fifth (encryption) word. */
-    if (n != 16) {
+     * packet, flash offset." esptool leaves out the fifth (encrypted write) word for the ESP32
+     * ROM, esptool-js sends it as 0: both are accepted; an encrypted write is not supported. */
+    if ((n != 16 && n != 20) || (n == 20 && ld32(d + 16) != 0)) {
         send_status(r, cmd, FKD_ROM_ERR_INVALID_MSG);
         return;
     }
@@ -291,7 +301,7 @@ static void handle_begin(struct fkd_rom *r, uint8_t cmd, const uint8_t *d, size_
     }
     int defl = cmd == FKD_ROM_FLASH_DEFL_BEGIN;
     if (defl && r->defl_cap == 0) {
-        send_status(r, cmd, FKD_ROM_ERR_INVALID_MSG);
+        send_unsupported(r); /* without a buffer this responder has no compressed download */
         return;
     }
     if (!r->attached) {
@@ -410,11 +420,19 @@ static void handle_data(struct fkd_rom *r, uint8_t cmd, uint32_t chk, const uint
     }
     if (want == 1) {
         uint64_t at = (uint64_t)r->w_offset + (uint64_t)seq * r->w_block_size;
-        if (at + len > r->w_erase_end) {
-            send_status(r, cmd, FKD_ROM_ERR_FLASH_WRITE); /* outside the erased region */
-            return;
+        /* The last block is "padded to the block size with 0xFF bytes", and with esptool-js's
+         * 0x4000-byte blocks the padding runs past the region FLASH_BEGIN erased. Writing 0xFF
+         * to NOR flash changes nothing, so padding there is accepted (and not written); any
+         * other byte outside the erased region would corrupt flash: "flash write error". */
+        uint32_t inside = at >= r->w_erase_end ? 0
+                          : (uint32_t)(r->w_erase_end - at < len ? r->w_erase_end - at : len);
+        for (uint32_t i = inside; i < len; i++) {
+            if (payload[i] != 0xFF) {
+                send_status(r, cmd, FKD_ROM_ERR_FLASH_WRITE);
+                return;
+            }
         }
-        if (r->flash.write(r->flash.ctx, (uint32_t)at, payload, len) != 0) {
+        if (inside > 0 && r->flash.write(r->flash.ctx, (uint32_t)at, payload, inside) != 0) {
             send_status(r, cmd, FKD_ROM_ERR_FLASH_WRITE);
             return;
         }
@@ -617,7 +635,11 @@ void fkd_rom_handle_packet(struct fkd_rom *r, const uint8_t *pkt, size_t len) {
     case FKD_ROM_FLASH_END:
     case FKD_ROM_FLASH_DEFL_END:
         /* "One 32-bit word: 0 to reboot, 1 run to user code." */
-        if (size != 4 || (cmd == FKD_ROM_FLASH_DEFL_END && r->defl_cap == 0)) {
+        if (cmd == FKD_ROM_FLASH_DEFL_END && r->defl_cap == 0) {
+            send_unsupported(r);
+            break;
+        }
+        if (size != 4) {
             send_status(r, cmd, FKD_ROM_ERR_INVALID_MSG);
             break;
         }
@@ -654,8 +676,8 @@ void fkd_rom_handle_packet(struct fkd_rom *r, const uint8_t *pkt, size_t len) {
         break;
     default:
         /* Commands the ESP32 ROM does not implement (GET_SECURITY_INFO, the stub-only 0xD0..)
-         * are answered "invalid message", never with silence. */
-        send_status(r, cmd, FKD_ROM_ERR_INVALID_MSG);
+         * are answered as unsupported, never with silence. */
+        send_unsupported(r);
         break;
     }
 }

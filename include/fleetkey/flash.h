@@ -127,7 +127,8 @@ void fk_flash_get_stats(const struct fk_flash *f, struct fk_flash_stats *out);
  * download mode?"), FK_E_IO. */
 FK_MUST_CHECK enum fk_err fk_flash_sync(struct fk_flash *f, struct fk_diag *diag);
 /* READ_REG / WRITE_REG. FK_OK, FK_E_TIMEOUT, FK_E_PROTOCOL (error status: diag has the ROM
- * error), FK_E_IO. */
+ * error), FK_E_UNSUPPORTED (the ROM does not implement the command), FK_E_IO. The same codes
+ * apply to every command below. */
 FK_MUST_CHECK enum fk_err fk_flash_read_reg(struct fk_flash *f, uint32_t addr, uint32_t *val,
                                             struct fk_diag *diag);
 FK_MUST_CHECK enum fk_err fk_flash_write_reg(struct fk_flash *f, uint32_t addr, uint32_t val,

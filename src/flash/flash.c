@@ -254,8 +254,17 @@ static enum fk_err wait_resp(struct fk_flash *f, uint8_t cmd, unsigned timeout_m
             return fk_diag_set(diag, rc, "%s: %s: the port failed (device gone?)",
                                fk_serial_name(f->port), what);
         }
-        if (fk_flash_response_parse(frame, len, FKD_ROM_STATUS_LEN, resp) != FK_OK ||
-            resp->cmd != cmd) {
+        if (fk_flash_response_parse(frame, len, FKD_ROM_STATUS_LEN, resp) != FK_OK) {
+            continue;
+        }
+        if (resp->cmd != cmd) {
+            /* esptool's rule: another command byte with status 1 and "invalid message" is the
+             * ROM refusing a command it does not implement. */
+            if (resp->status != 0 && resp->error == FKD_ROM_ERR_INVALID_MSG) {
+                return fk_diag_set(diag, FK_E_UNSUPPORTED,
+                                   "%s: %s: the ROM does not support command 0x%02x",
+                                   fk_serial_name(f->port), what, cmd);
+            }
             continue;
         }
         if (resp->status != 0) {

@@ -266,7 +266,7 @@ int fk_sim_download_main(int argc, char **argv) {
     int have_mac = 0, boot_after = 0, boot_argc = 0;
     char **boot_argv = NULL;
     unsigned faults = 0;
-    static struct fkd_rom rom; /* ~7 KiB receive buffer: not on the stack */
+    static struct fkd_rom rom; /* ~17 KiB receive buffer: not on the stack */
     struct image im = {-1, 0};
     struct link l = {-1, -1};
     char pty[128];

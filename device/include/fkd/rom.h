@@ -10,7 +10,7 @@
  * fields are little-endian.
  *
  * Pure C: no OS header, no allocation; the context lives in caller memory (it holds the
- * receive buffer, about 7 KiB). MD5 comes from mbedTLS. Thread safety: one context per
+ * receive buffer, about 17 KiB). MD5 comes from mbedTLS. Thread safety: one context per
  * thread. */
 #ifndef FKD_ROM_H
 #define FKD_ROM_H
@@ -58,6 +58,8 @@ enum fkd_rom_error {
 };
 
 #define FKD_ROM_DIR_REQUEST 0x00u
+/* Command byte of the answer to an unsupported command (see rom.c send_unsupported). */
+#define FKD_ROM_UNSUPPORTED_CMD 0x00u
 #define FKD_ROM_DIR_RESPONSE 0x01u
 #define FKD_ROM_HDR_LEN 8u
 #define FKD_ROM_STATUS_LEN 4u          /* ESP32 ROM; the stub loader sends 2 */
@@ -68,9 +70,11 @@ enum fkd_rom_error {
 #define FKD_ROM_READ_SLOW_BLOCK 64u    /* READ_FLASH_SLOW: bytes per reply */
 #define FKD_ROM_MD5_HEX_LEN 32u        /* SPI_FLASH_MD5 from the ROM: hex, not raw */
 #define FKD_ROM_SECTOR 0x1000u
-#define FKD_ROM_FLASH_BLOCK_MAX 0x1000u /* largest FLASH_DATA block accepted */
+/* Largest FLASH_DATA / FLASH_DEFL_DATA block accepted: esptool sends 0x400 to the ROM, but
+ * esptool-js sends 0x4000 (its FLASH_WRITE_SIZE) to the ROM as well. */
+#define FKD_ROM_FLASH_BLOCK_MAX 0x4000u
 #define FKD_ROM_RAM_BLOCK_MAX 0x1800u   /* esptool ESP_RAM_BLOCK */
-#define FKD_ROM_FRAME_MAX (FKD_ROM_HDR_LEN + FKD_ROM_DATA_HDR_LEN + FKD_ROM_RAM_BLOCK_MAX)
+#define FKD_ROM_FRAME_MAX (FKD_ROM_HDR_LEN + FKD_ROM_DATA_HDR_LEN + FKD_ROM_FLASH_BLOCK_MAX)
 
 /* Chip detection and eFuse (esptool targets/esp32.py). */
 #define FKD_ROM_CHIP_MAGIC_REG 0x40001000u
