@@ -26,10 +26,14 @@
 #endif
 
 #include <mbedtls/ctr_drbg.h>
+#include <mbedtls/pk.h>
 #include <mbedtls/platform_util.h>
+#include <mbedtls/sha1.h>
 #include <mbedtls/sha256.h>
 #include <mbedtls/ssl.h>
+#include <mbedtls/oid.h>
 #include <mbedtls/ssl_cookie.h>
+#include <mbedtls/x509_crt.h>
 #if MBEDTLS_VERSION_MAJOR >= 3 && defined(MBEDTLS_USE_PSA_CRYPTO)
 #include <psa/crypto.h>
 #endif
@@ -45,6 +49,58 @@ static inline int fkd_mbedtls_sha256(const void *in, size_t len, uint8_t out[32]
     return mbedtls_sha256((const unsigned char *)in, len, out, 0);
 #else
     return mbedtls_sha256_ret((const unsigned char *)in, len, out, 0);
+#endif
+}
+
+/* SHA-1 of len bytes into out[20] (the WebSocket accept key, RFC 6455 4.2.2; not a security
+ * use of SHA-1); 0 or an Mbed TLS error code. */
+static inline int fkd_mbedtls_sha1(const void *in, size_t len, uint8_t out[20]) {
+#if MBEDTLS_VERSION_MAJOR >= 3
+    return mbedtls_sha1((const unsigned char *)in, len, out);
+#else
+    return mbedtls_sha1_ret((const unsigned char *)in, len, out);
+#endif
+}
+
+/* Parses a private key (PEM with its NUL counted in len, or DER); 3.0 added the RNG used for
+ * blinding during the pairwise check. */
+static inline int fkd_mbedtls_pk_parse_key(mbedtls_pk_context *pk, const uint8_t *key, size_t len,
+                                           mbedtls_ctr_drbg_context *drbg) {
+#if MBEDTLS_VERSION_MAJOR >= 3
+    return mbedtls_pk_parse_key(pk, key, len, NULL, 0, mbedtls_ctr_drbg_random, drbg);
+#else
+    (void)drbg;
+    return mbedtls_pk_parse_key(pk, key, len, NULL, 0);
+#endif
+}
+
+/* 1 when certificate and key belong together; 3.0 added the RNG. */
+static inline int fkd_mbedtls_pk_pair_ok(const mbedtls_pk_context *pub, const mbedtls_pk_context *prv,
+                                         mbedtls_ctr_drbg_context *drbg) {
+#if MBEDTLS_VERSION_MAJOR >= 3
+    return mbedtls_pk_check_pair(pub, prv, mbedtls_ctr_drbg_random, drbg) == 0;
+#else
+    (void)drbg;
+    return mbedtls_pk_check_pair(pub, prv) == 0;
+#endif
+}
+
+/* TLS 1.2 as the lowest version a client offers (1.3 too where the library has it). */
+static inline void fkd_mbedtls_conf_min_tls12(mbedtls_ssl_config *conf) {
+#if MBEDTLS_VERSION_NUMBER >= 0x03020000
+    mbedtls_ssl_conf_min_tls_version(conf, MBEDTLS_SSL_VERSION_TLS1_2);
+#else
+    mbedtls_ssl_conf_min_version(conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+#endif
+}
+
+/* 1 when crt carries a subjectAltName extension, whatever name types it lists (2.28 keeps only
+ * dNSName and otherName entries in subject_alt_names, so an IP-only SAN looks empty there). */
+static inline int fkd_mbedtls_crt_has_san(const mbedtls_x509_crt *crt) {
+#if MBEDTLS_VERSION_MAJOR >= 3
+    return mbedtls_x509_crt_has_ext_type(crt, MBEDTLS_X509_EXT_SUBJECT_ALT_NAME);
+#else
+    return (crt->ext_types & MBEDTLS_X509_EXT_SUBJECT_ALT_NAME) != 0;
 #endif
 }
 

@@ -1,5 +1,5 @@
 /* fkd net: what the control channel needs from the platform: one UDP socket, a monotonic
- * millisecond clock and an entropy source.
+ * millisecond clock and an entropy source; and what the wss client needs: one TCP socket.
  *
  * device/src calls only these functions; device/port/posix/net_posix.c implements them with BSD
  * sockets, clock_gettime and getrandom, and an ESP-IDF port does the same with lwIP's socket
@@ -36,6 +36,8 @@ enum {
     FKD_NET_E_IO = -2,     /* socket error (errno is the port's business) */
     FKD_NET_E_ARG = -3,    /* bad address or argument */
     FKD_NET_E_TOOBIG = -4, /* datagram larger than the buffer: it was dropped */
+    FKD_NET_E_TIMEOUT = -5, /* TCP connect did not complete in time */
+    FKD_NET_E_CLOSED = -6,  /* TCP peer closed the connection (orderly) */
 };
 
 /* Marks s closed; cannot fail. */
@@ -61,6 +63,28 @@ int fkd_net_addr_from(const char *ip, uint16_t port, struct fkd_net_addr *out);
 void fkd_net_addr_str(const struct fkd_net_addr *a, char *out, size_t size);
 /* 1 when a and b are the same address and port. */
 int fkd_net_addr_equal(const struct fkd_net_addr *a, const struct fkd_net_addr *b);
+
+/* ---- TCP (the wss client, fkd/wss.h) -------------------------------------------------------
+ * A stream socket, non-blocking like the UDP one: send/recv return at once, fkd_net_wait() and
+ * fkd_net_wait_write() are where the caller sleeps, always with a bound. */
+
+/* Connects s to host:port. host is a numeric IPv4/IPv6 address or a DNS name (the port's
+ * resolver; the first address that answers within the time left wins). Waits at most
+ * timeout_ms in total for the connection. FKD_NET_OK, FKD_NET_E_ARG (host does not resolve),
+ * FKD_NET_E_TIMEOUT, FKD_NET_E_IO (refused, unreachable). On failure s stays closed. */
+int fkd_net_tcp_connect(struct fkd_net_sock *s, const char *host, uint16_t port,
+                        uint32_t timeout_ms);
+/* Sends at most len bytes: the count sent (> 0), FKD_NET_E_AGAIN, FKD_NET_E_IO. Never raises
+ * SIGPIPE. */
+int fkd_net_send(struct fkd_net_sock *s, const uint8_t *buf, size_t len);
+/* Receives at most size bytes: the count (> 0), FKD_NET_E_CLOSED (peer closed),
+ * FKD_NET_E_AGAIN, FKD_NET_E_IO. */
+int fkd_net_recv(struct fkd_net_sock *s, uint8_t *buf, size_t size);
+/* Waits until s can take more bytes or timeout_ms passed: 1 writable, 0 timeout, FKD_NET_E_IO. */
+int fkd_net_wait_write(struct fkd_net_sock *s, uint32_t timeout_ms);
+/* Sleeps ms milliseconds (the wss client's backoff; callers keep each sleep short so that a
+ * stop request is seen soon). */
+void fkd_net_sleep_ms(uint32_t ms);
 
 /* Milliseconds from an arbitrary start; never goes backwards. */
 uint64_t fkd_net_now_ms(void);

@@ -1,4 +1,4 @@
-/* POSIX implementation of fkd/net.h: BSD UDP sockets (non-blocking), poll(2) for waiting,
+/* POSIX implementation of fkd/net.h: BSD UDP and TCP sockets (non-blocking), poll(2) for waiting,
  * CLOCK_MONOTONIC for time and getrandom(2) for entropy. The only file of the control channel
  * that includes OS headers. */
 #include "fkd/net.h"
@@ -6,7 +6,9 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
@@ -150,6 +152,111 @@ void fkd_net_addr_str(const struct fkd_net_addr *a, char *out, size_t size) {
 
 int fkd_net_addr_equal(const struct fkd_net_addr *a, const struct fkd_net_addr *b) {
     return a->len == b->len && memcmp(a->raw, b->raw, a->len) == 0;
+}
+
+/* ---- TCP ---------------------------------------------------------------------------------- */
+
+/* One non-blocking connect to ai, finished within timeout_ms. */
+static int connect_one(const struct addrinfo *ai, uint32_t timeout_ms, int *out_fd) {
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return FKD_NET_E_IO;
+    }
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+        if (errno != EINPROGRESS) {
+            close(fd);
+            return FKD_NET_E_IO;
+        }
+        struct pollfd p = {.fd = fd, .events = POLLOUT, .revents = 0};
+        int timeout = timeout_ms > 0x7fffffffu ? 0x7fffffff : (int)timeout_ms;
+        int r;
+        do {
+            r = poll(&p, 1, timeout); /* an EINTR restarts the full wait: still bounded */
+        } while (r < 0 && errno == EINTR);
+        if (r <= 0) {
+            close(fd);
+            return r == 0 ? FKD_NET_E_TIMEOUT : FKD_NET_E_IO;
+        }
+        int err = 0;
+        socklen_t el = sizeof err;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err != 0) {
+            close(fd);
+            return FKD_NET_E_IO;
+        }
+    }
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    *out_fd = fd;
+    return FKD_NET_OK;
+}
+
+int fkd_net_tcp_connect(struct fkd_net_sock *s, const char *host, uint16_t port,
+                        uint32_t timeout_ms) {
+    if (s == NULL || host == NULL || host[0] == '\0' || port == 0) {
+        return FKD_NET_E_ARG;
+    }
+    char service[8];
+    snprintf(service, sizeof service, "%u", (unsigned)port);
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    struct addrinfo *res = NULL;
+    if (getaddrinfo(host, service, &hints, &res) != 0 || res == NULL) {
+        return FKD_NET_E_ARG;
+    }
+    uint64_t deadline = fkd_net_now_ms() + timeout_ms;
+    int rc = FKD_NET_E_IO;
+    for (const struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+        uint64_t now = fkd_net_now_ms();
+        if (now >= deadline) {
+            rc = FKD_NET_E_TIMEOUT;
+            break;
+        }
+        int fd = -1;
+        rc = connect_one(ai, (uint32_t)(deadline - now), &fd);
+        if (rc == FKD_NET_OK) {
+            s->fd = fd;
+            break;
+        }
+    }
+    freeaddrinfo(res);
+    return rc;
+}
+
+int fkd_net_send(struct fkd_net_sock *s, const uint8_t *buf, size_t len) {
+    ssize_t n = send(s->fd, buf, len, MSG_NOSIGNAL);
+    if (n < 0) {
+        return (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) ? FKD_NET_E_AGAIN
+                                                                           : FKD_NET_E_IO;
+    }
+    return n > 0x7fffffff ? 0x7fffffff : (int)n;
+}
+
+int fkd_net_recv(struct fkd_net_sock *s, uint8_t *buf, size_t size) {
+    ssize_t n = recv(s->fd, buf, size > 0x7fffffffu ? 0x7fffffffu : size, 0);
+    if (n < 0) {
+        return (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) ? FKD_NET_E_AGAIN
+                                                                           : FKD_NET_E_IO;
+    }
+    return n == 0 ? FKD_NET_E_CLOSED : (int)n;
+}
+
+int fkd_net_wait_write(struct fkd_net_sock *s, uint32_t timeout_ms) {
+    struct pollfd p = {.fd = s->fd, .events = POLLOUT, .revents = 0};
+    int timeout = timeout_ms > 0x7fffffffu ? 0x7fffffff : (int)timeout_ms;
+    int r = poll(&p, 1, timeout);
+    if (r < 0) {
+        return errno == EINTR ? 0 : FKD_NET_E_IO;
+    }
+    return r > 0 ? 1 : 0;
+}
+
+void fkd_net_sleep_ms(uint32_t ms) {
+    struct timespec ts = {.tv_sec = (time_t)(ms / 1000u), .tv_nsec = (long)(ms % 1000u) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
 }
 
 uint64_t fkd_net_now_ms(void) {

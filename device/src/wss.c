@@ -1,0 +1,945 @@
+/* The device's secure-WebSocket client (fkd/wss.h; protocol: docs/wss-protocol.md).
+ *
+ * Shape: blocking calls with bounded waits, meant for a task/thread of its own (robot-sim runs
+ * it in a thread next to the DTLS listener's poll loop; on the chip it is one FreeRTOS task).
+ * Every wait goes through the port (fkd_net_wait / fkd_net_wait_write) in slices of at most
+ * 200 ms, so stop() is seen promptly and nothing waits unbounded: TCP connect, TLS handshake
+ * and upgrade share connect_timeout_ms; an open connection pings every ping_interval and gives
+ * up after two intervals of silence.
+ *
+ * TLS: mbedTLS client, TLS 1.2 minimum (the library's maximum above it), the device
+ * certificate and key from the credential store, authmode REQUIRED against the control-plane
+ * CA. The server name is checked twice: mbedtls_ssl_set_hostname(expected host) sets SNI and
+ * makes mbedTLS apply its own check, and our verify callback applies the RFC 6125 matcher of
+ * wss_proto.c (DNS SANs, CN only without a SAN extension, wildcard only as the whole left-most
+ * label, never "*.tld"), which is stricter than mbedTLS's on wildcards. Both must pass. A
+ * refusal is logged with the reason taken from the verify flags: bad chain, expired, not yet
+ * valid, host mismatch.
+ *
+ * Memory: the SSL context, configuration, DRBG, parsed certificates and key, the record
+ * buffers (mbedtls_ssl_setup, once) and the message buffers stay for the life of the context;
+ * between connections only mbedtls_ssl_session_reset runs. */
+#include "fkd/wss.h"
+
+#include "mbedtls_compat.h"
+
+#include <mbedtls/asn1.h>
+#include <mbedtls/base64.h>
+#include <mbedtls/oid.h>
+#include <mbedtls/x509.h>
+#include <stdio.h>
+#include <string.h>
+
+#define SLICE_MS 200u
+
+static const char *const reason_names[FKD_WSS_R_COUNT] = {
+    "none",          "configuration", "connect failed",     "TLS handshake failed",
+    "bad chain",     "expired",       "not yet valid",      "host mismatch",
+    "upgrade refused", "closed by server", "protocol violation", "timeout",
+    "I/O error",     "stopped",
+};
+
+const char *fkd_wss_reason_name(enum fkd_wss_reason r) {
+    return (unsigned)r < FKD_WSS_R_COUNT ? reason_names[r] : "unknown";
+}
+
+const char *fkd_wss_state_name(enum fkd_wss_state s) {
+    static const char *const names[] = {"idle", "connecting", "open", "welcomed", "backoff",
+                                        "stopped"};
+    return (unsigned)s < sizeof names / sizeof names[0] ? names[s] : "unknown";
+}
+
+uint32_t fkd_wss_backoff_ms(uint32_t min_ms, uint32_t max_ms, unsigned step, uint32_t rnd) {
+    if (min_ms == 0) {
+        min_ms = 1;
+    }
+    if (max_ms < min_ms) {
+        max_ms = min_ms;
+    }
+    uint32_t d = min_ms;
+    for (unsigned i = 0; i < step && d < max_ms; i++) {
+        d = d > max_ms / 2 ? max_ms : d * 2;
+    }
+    if (d > max_ms) {
+        d = max_ms;
+    }
+    /* Equal jitter: at least half the delay, so retries stay spread out even with a bad
+     * random source, and the other half random so a fleet that lost the server at the same
+     * moment does not come back in lockstep. */
+    uint32_t half = d / 2;
+    return (d - half) + (half > 0 ? rnd % (half + 1) : 0);
+}
+
+static int stopping(const struct fkd_wss *w) {
+    return w->cfg.stop != NULL && w->cfg.stop(w->cfg.user);
+}
+
+/* ---- socket <-> mbedTLS -------------------------------------------------------------------- */
+
+static int bio_send(void *p, const unsigned char *buf, size_t len) {
+    struct fkd_wss *w = p;
+    int r = fkd_net_send(&w->sock, buf, len);
+    if (r == FKD_NET_E_AGAIN) {
+        return MBEDTLS_ERR_SSL_WANT_WRITE;
+    }
+    return r < 0 ? FKD_MBEDTLS_ERR_NET_SEND_FAILED : r;
+}
+
+static int bio_recv(void *p, unsigned char *buf, size_t len) {
+    struct fkd_wss *w = p;
+    int r = fkd_net_recv(&w->sock, buf, len);
+    if (r == FKD_NET_E_AGAIN) {
+        return MBEDTLS_ERR_SSL_WANT_READ;
+    }
+    if (r == FKD_NET_E_CLOSED) {
+        return 0; /* mbedTLS: EOF */
+    }
+    return r < 0 ? FKD_MBEDTLS_ERR_NET_RECV_FAILED : r;
+}
+
+/* Waits (at most until deadline, in slices) for what ret asks. 0 go on, -1 deadline or stop. */
+static int wait_io(struct fkd_wss *w, int ret, uint64_t deadline) {
+    uint64_t now = fkd_net_now_ms();
+    if (now >= deadline || stopping(w)) {
+        return -1;
+    }
+    uint32_t slice = deadline - now < SLICE_MS ? (uint32_t)(deadline - now) : SLICE_MS;
+    int r = ret == MBEDTLS_ERR_SSL_WANT_WRITE ? fkd_net_wait_write(&w->sock, slice)
+                                              : fkd_net_wait(&w->sock, slice);
+    return r < 0 ? -1 : 0;
+}
+
+/* Writes all of buf through TLS before deadline. 0 or -1. */
+static int tls_write_all(struct fkd_wss *w, const uint8_t *buf, size_t len, uint64_t deadline) {
+    size_t off = 0;
+    while (off < len) {
+        int r = mbedtls_ssl_write(&w->ssl, buf + off, len - off);
+        if (r > 0) {
+            off += (size_t)r;
+            continue;
+        }
+        if (r != MBEDTLS_ERR_SSL_WANT_READ && r != MBEDTLS_ERR_SSL_WANT_WRITE) {
+            return -1;
+        }
+        if (wait_io(w, r, deadline) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ---- the frame layer's I/O ----------------------------------------------------------------- */
+
+static int ws_in(void *user, uint8_t *buf, size_t len) {
+    struct fkd_wss *w = user;
+    if (w->pre_off < w->pre_len) {
+        /* bytes that arrived with the 101 response belong to the first frames */
+        size_t n = w->pre_len - w->pre_off;
+        n = n < len ? n : len;
+        memcpy(buf, w->http + w->pre_off, n);
+        w->pre_off += n;
+        return (int)n;
+    }
+    size_t want = len > 0x7fffffffu ? 0x7fffffffu : len;
+    int r = mbedtls_ssl_read(&w->ssl, buf, want);
+    if (r > 0) {
+        return r;
+    }
+    if (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE) {
+        return 0;
+    }
+    w->io_ret = r; /* 0 or PEER_CLOSE_NOTIFY: the server went away; else an error */
+    return -1;
+}
+
+static int ws_out(void *user, const uint8_t *buf, size_t len) {
+    struct fkd_wss *w = user;
+    uint64_t deadline = fkd_net_now_ms() + w->cfg.connect_timeout_ms;
+    return tls_write_all(w, buf, len, deadline);
+}
+
+static int ws_mask(void *user, uint8_t *key, size_t len) {
+    struct fkd_wss *w = user;
+    return mbedtls_ctr_drbg_random(&w->drbg, key, len) == 0 ? 0 : -1;
+}
+
+/* ---- the server certificate ------------------------------------------------------------------ */
+
+static void cert_names(const mbedtls_x509_crt *crt, struct fkd_wss_names *n) {
+    memset(n, 0, sizeof *n);
+    n->has_san = fkd_mbedtls_crt_has_san(crt);
+    for (const mbedtls_x509_sequence *s = &crt->subject_alt_names; s != NULL; s = s->next) {
+        if (s->buf.p == NULL ||
+            s->buf.tag != (MBEDTLS_ASN1_CONTEXT_SPECIFIC | MBEDTLS_X509_SAN_DNS_NAME)) {
+            continue;
+        }
+        if (n->n_dns == sizeof n->dns / sizeof n->dns[0]) {
+            fkd_log(FKD_LOG_WARN, "wss: server certificate lists more than %zu DNS names; "
+                                  "only the first are checked",
+                    n->n_dns);
+            break;
+        }
+        n->dns[n->n_dns] = (const char *)s->buf.p;
+        n->dns_len[n->n_dns] = s->buf.len;
+        n->n_dns++;
+    }
+    /* RFC 6125 6.4.4 uses "the" CN; with several, the last (most specific) one counts. */
+    for (const mbedtls_x509_name *nm = &crt->subject; nm != NULL; nm = nm->next) {
+        if (nm->oid.p != NULL && MBEDTLS_OID_CMP(MBEDTLS_OID_AT_CN, &nm->oid) == 0) {
+            n->cn = (const char *)nm->val.p;
+            n->cn_len = nm->val.len;
+        }
+    }
+}
+
+static int verify_cb(void *p, mbedtls_x509_crt *crt, int depth, uint32_t *flags) {
+    struct fkd_wss *w = p;
+    if (depth != 0) {
+        return 0;
+    }
+    struct fkd_wss_names n;
+    cert_names(crt, &n);
+    if (!fkd_wss_names_match(&n, w->expected_host)) {
+        w->host_mismatch = 1;
+        *flags |= MBEDTLS_X509_BADCERT_CN_MISMATCH;
+    }
+    return 0;
+}
+
+static enum fkd_wss_reason refused(struct fkd_wss *w, int ret) {
+    if (ret == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
+        uint32_t f = mbedtls_ssl_get_verify_result(&w->ssl);
+        if (f & MBEDTLS_X509_BADCERT_NOT_TRUSTED) {
+            fkd_log(FKD_LOG_ERROR, "wss: refused: bad chain: the server certificate does not "
+                                   "chain to our CA (verify flags 0x%lx)",
+                    (unsigned long)f);
+            return FKD_WSS_R_BAD_CHAIN;
+        }
+        if (f & MBEDTLS_X509_BADCERT_EXPIRED) {
+            fkd_log(FKD_LOG_ERROR, "wss: refused: expired: the server certificate has expired "
+                                   "(verify flags 0x%lx)",
+                    (unsigned long)f);
+            return FKD_WSS_R_EXPIRED;
+        }
+        if (f & MBEDTLS_X509_BADCERT_FUTURE) {
+            fkd_log(FKD_LOG_ERROR, "wss: refused: not yet valid: the server certificate is not "
+                                   "valid yet (verify flags 0x%lx)",
+                    (unsigned long)f);
+            return FKD_WSS_R_NOT_YET;
+        }
+        if ((f & MBEDTLS_X509_BADCERT_CN_MISMATCH) || w->host_mismatch) {
+            fkd_log(FKD_LOG_ERROR, "wss: refused: host mismatch: the server certificate does "
+                                   "not name %s",
+                    w->expected_host);
+            return FKD_WSS_R_HOST;
+        }
+        fkd_log(FKD_LOG_ERROR, "wss: refused: bad chain: server certificate rejected (verify "
+                               "flags 0x%lx)",
+                (unsigned long)f);
+        return FKD_WSS_R_BAD_CHAIN;
+    }
+    const char *what = fkd_mbedtls_reason(ret);
+    if (ret == MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE) {
+        what = "the server sent a fatal alert (our client certificate refused?)";
+    }
+    fkd_log(FKD_LOG_ERROR, "wss: refused: TLS handshake failed: %s (-0x%04x)", what,
+            (unsigned)-ret);
+    return FKD_WSS_R_TLS;
+}
+
+/* ---- setup ----------------------------------------------------------------------------------- */
+
+void fkd_wss_init(struct fkd_wss *w) {
+    memset(w, 0, sizeof *w);
+    fkd_net_sock_init(&w->sock);
+    fkd_ws_init(&w->ws);
+    mbedtls_ssl_init(&w->ssl);
+    mbedtls_ssl_config_init(&w->conf);
+    mbedtls_ctr_drbg_init(&w->drbg);
+    mbedtls_x509_crt_init(&w->ca);
+    mbedtls_x509_crt_init(&w->own);
+    mbedtls_pk_init(&w->key);
+}
+
+/* PEM (NUL counted, as mbedTLS wants) or DER. */
+static size_t parse_len(const uint8_t *d, size_t len) {
+    return len >= 11 && memcmp(d, "-----BEGIN ", 11) == 0 ? len + 1 : len;
+}
+
+static enum fkd_err get_cred(const struct fkd_store *st, enum fkd_cred id, const uint8_t **d,
+                             size_t *len) {
+    const struct fkd_cred_info *in = fkd_store_info(st, id);
+    if (fkd_store_get(st, id, d, len) != FKD_OK || !in->valid || *len == 0) {
+        fkd_log(FKD_LOG_ERROR, "wss: not connecting: %s is missing", fkd_cred_name(id));
+        return FKD_E_NOTFOUND;
+    }
+    return FKD_OK;
+}
+
+static void own_id(struct fkd_wss *w) {
+    const mbedtls_x509_name *cn = NULL;
+    for (const mbedtls_x509_name *nm = &w->own.subject; nm != NULL; nm = nm->next) {
+        if (nm->oid.p != NULL && MBEDTLS_OID_CMP(MBEDTLS_OID_AT_CN, &nm->oid) == 0) {
+            cn = nm;
+        }
+    }
+    size_t o = 0;
+    if (cn != NULL) {
+        for (size_t i = 0; i < cn->val.len && o + 1 < sizeof w->device_id; i++) {
+            unsigned char c = cn->val.p[i];
+            w->device_id[o++] = (c >= 0x21 && c < 0x7F && c != '"' && c != '\\') ? (char)c : '?';
+        }
+    }
+    w->device_id[o] = '\0';
+}
+
+enum fkd_err fkd_wss_setup(struct fkd_wss *w, const struct fkd_wss_config *cfg) {
+    enum fkd_err rc = FKD_E_INTERNAL;
+    const uint8_t *ca = NULL, *crt = NULL, *key = NULL;
+    size_t ca_len = 0, crt_len = 0, key_len = 0;
+    const char *why = NULL;
+    int ret;
+    if (w == NULL || cfg == NULL || cfg->store == NULL || cfg->cfg == NULL ||
+        cfg->posture == NULL || cfg->fw_version == NULL || cfg->fw_version[0] == '\0' ||
+        strlen(cfg->fw_version) > 64 || w->setup_done) {
+        return FKD_E_ARG;
+    }
+    w->cfg = *cfg;
+    if (w->cfg.connect_timeout_ms == 0) {
+        w->cfg.connect_timeout_ms = 10000;
+    }
+    if (w->cfg.backoff_min_ms == 0) {
+        w->cfg.backoff_min_ms = 1000;
+    }
+    if (w->cfg.backoff_max_ms == 0) {
+        w->cfg.backoff_max_ms = 60000;
+    }
+    if (w->cfg.ping_interval_ms == 0) {
+        w->cfg.ping_interval_ms = 30000;
+    }
+    w->ping_interval_ms = w->cfg.ping_interval_ms;
+
+    const char *uri = cfg->uri != NULL ? cfg->uri : cfg->cfg->wss_uri;
+    if (uri == NULL || uri[0] == '\0') {
+        fkd_log(FKD_LOG_ERROR, "wss: not connecting: CONFIG_MINITRAIN_WSS_URI is not set");
+        rc = FKD_E_ARG;
+        goto out;
+    }
+    rc = fkd_wss_uri_parse(uri, strnlen(uri, FKD_CFG_URI_MAX), &w->uri, &why);
+    if (rc != FKD_OK) {
+        fkd_log(FKD_LOG_ERROR, "wss: not connecting: bad URI: %s", why != NULL ? why : "?");
+        rc = FKD_E_ARG;
+        goto out;
+    }
+    const char *host = cfg->expected_host != NULL ? cfg->expected_host : cfg->cfg->expected_host;
+    if (host == NULL || host[0] == '\0') {
+        if (w->uri.host_is_ip) {
+            fkd_log(FKD_LOG_ERROR, "wss: not connecting: CONFIG_MINITRAIN_EXPECTED_HOST is not "
+                                   "set and the URI names an IP address");
+            rc = FKD_E_ARG;
+            goto out;
+        }
+        fkd_log(FKD_LOG_WARN, "wss: CONFIG_MINITRAIN_EXPECTED_HOST not set: expecting the URI's "
+                              "host %s",
+                w->uri.host);
+        host = w->uri.host;
+    }
+    size_t hl = strnlen(host, sizeof w->expected_host);
+    if (hl == 0 || hl >= sizeof w->expected_host) {
+        fkd_log(FKD_LOG_ERROR, "wss: not connecting: expected host too long");
+        rc = FKD_E_ARG;
+        goto out;
+    }
+    memcpy(w->expected_host, host, hl + 1);
+
+    /* Credentials: the store already applied NVS-first and the development-only fallback. */
+    FKD_GUARD(get_cred(cfg->store, FKD_CRED_CA_CERT, &ca, &ca_len));
+    FKD_GUARD(get_cred(cfg->store, FKD_CRED_CLIENT_CERT, &crt, &crt_len));
+    FKD_GUARD(get_cred(cfg->store, FKD_CRED_CLIENT_KEY, &key, &key_len));
+    if (cfg->cfg->production_build &&
+        (fkd_store_info(cfg->store, FKD_CRED_CLIENT_CERT)->source != FKD_SRC_NVS ||
+         fkd_store_info(cfg->store, FKD_CRED_CLIENT_KEY)->source != FKD_SRC_NVS)) {
+        fkd_log(FKD_LOG_ERROR, "wss: not connecting (policy: mtls-nvs-only): a production build "
+                               "takes the client certificate and key from NVS only");
+        rc = FKD_E_POLICY;
+        goto out;
+    }
+
+    rc = FKD_E_CRYPTO;
+    ret = fkd_mbedtls_global_init();
+    if (ret == 0) {
+        ret = fkd_mbedtls_drbg_seed(&w->drbg, "fkd_wss");
+    }
+    if (ret != 0) {
+        fkd_log(FKD_LOG_ERROR, "wss: not connecting: random generator failed");
+        goto out;
+    }
+    ret = mbedtls_x509_crt_parse(&w->ca, ca, parse_len(ca, ca_len));
+    if (ret != 0) {
+        fkd_log(FKD_LOG_ERROR, "wss: not connecting: %s does not parse (-0x%04x)",
+                fkd_cred_name(FKD_CRED_CA_CERT), (unsigned)-ret);
+        goto out;
+    }
+    ret = mbedtls_x509_crt_parse(&w->own, crt, parse_len(crt, crt_len));
+    if (ret != 0) {
+        fkd_log(FKD_LOG_ERROR, "wss: not connecting: %s does not parse (-0x%04x)",
+                fkd_cred_name(FKD_CRED_CLIENT_CERT), (unsigned)-ret);
+        goto out;
+    }
+    ret = fkd_mbedtls_pk_parse_key(&w->key, key, parse_len(key, key_len), &w->drbg);
+    if (ret != 0) {
+        /* the key's bytes are never logged; its fingerprint is in the store's boot log */
+        fkd_log(FKD_LOG_ERROR, "wss: not connecting: %s does not parse (-0x%04x)",
+                fkd_cred_name(FKD_CRED_CLIENT_KEY), (unsigned)-ret);
+        goto out;
+    }
+    if (!fkd_mbedtls_pk_pair_ok(&w->own.pk, &w->key, &w->drbg)) {
+        fkd_log(FKD_LOG_ERROR, "wss: not connecting: the client key does not match the client "
+                               "certificate");
+        goto out;
+    }
+    own_id(w);
+    if (w->device_id[0] == '\0') {
+        fkd_log(FKD_LOG_ERROR, "wss: not connecting: the client certificate has no CN");
+        goto out;
+    }
+
+    ret = mbedtls_ssl_config_defaults(&w->conf, MBEDTLS_SSL_IS_CLIENT,
+                                      MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT);
+    if (ret == 0) {
+        mbedtls_ssl_conf_authmode(&w->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
+        mbedtls_ssl_conf_ca_chain(&w->conf, &w->ca, NULL);
+        mbedtls_ssl_conf_rng(&w->conf, mbedtls_ctr_drbg_random, &w->drbg);
+        mbedtls_ssl_conf_verify(&w->conf, verify_cb, w);
+        fkd_mbedtls_conf_min_tls12(&w->conf);
+        ret = mbedtls_ssl_conf_own_cert(&w->conf, &w->own, &w->key);
+    }
+    if (ret == 0) {
+        ret = mbedtls_ssl_setup(&w->ssl, &w->conf);
+    }
+    if (ret != 0) {
+        fkd_log(FKD_LOG_ERROR, "wss: not connecting: TLS setup failed (-0x%04x)", (unsigned)-ret);
+        rc = ret == MBEDTLS_ERR_SSL_ALLOC_FAILED ? FKD_E_NOSPACE : FKD_E_CRYPTO;
+        goto out;
+    }
+    w->ssl_ready = 1;
+    mbedtls_ssl_set_bio(&w->ssl, w, bio_send, bio_recv, NULL);
+    rc = fkd_ws_setup(&w->ws, FKD_WS_CLIENT, ws_in, ws_out, ws_mask, w, w->msg, sizeof w->msg);
+    if (rc != FKD_OK) {
+        fkd_log(FKD_LOG_ERROR, "wss: not connecting: no memory for the frame layer");
+        goto out;
+    }
+    w->setup_done = 1;
+    fkd_log(FKD_LOG_INFO, "wss: %s as %s, expecting server %s (client cert from %s, CA from %s)",
+            uri, w->device_id, w->expected_host,
+            fkd_cred_source_name(fkd_store_info(cfg->store, FKD_CRED_CLIENT_CERT)->source),
+            fkd_cred_source_name(fkd_store_info(cfg->store, FKD_CRED_CA_CERT)->source));
+    rc = FKD_OK;
+out:
+    return rc;
+}
+
+/* ---- JSON out ------------------------------------------------------------------------------ */
+
+struct jw {
+    char *b;
+    size_t cap;
+    size_t n;
+    int over;
+};
+
+static void put(struct jw *j, const char *s) {
+    size_t l = strlen(s);
+    if (j->over || l >= j->cap - j->n) {
+        j->over = 1;
+        return;
+    }
+    memcpy(j->b + j->n, s, l + 1);
+    j->n += l;
+}
+
+static void put_str(struct jw *j, const char *s) {
+    if (!j->over && fkd_wss_json_put_str(j->b, j->cap, &j->n, s, strlen(s)) != 0) {
+        j->over = 1;
+    }
+}
+
+static void put_uint(struct jw *j, unsigned long v) {
+    char num[24];
+    snprintf(num, sizeof num, "%lu", v);
+    put(j, num);
+}
+
+/* "credential_versions": 1 for the committed credential the store holds, 0 for an absent one;
+ * the rotation issue brings real version numbers with the two slots. */
+static void put_creds(struct jw *j, const struct fkd_store *st) {
+    const struct fkd_cred_info *cert = fkd_store_info(st, FKD_CRED_CLIENT_CERT);
+    const struct fkd_cred_info *psk = fkd_store_info(st, FKD_CRED_DTLS_PSK);
+    const struct fkd_cred_info *ota = fkd_store_info(st, FKD_CRED_OTA_PUBKEY);
+    const struct fkd_cred_info *wifi = fkd_store_info(st, FKD_CRED_WIFI_SSID);
+    put(j, "{\"mtls_cert\":");
+    put_uint(j, cert->valid ? 1u : 0u);
+    put(j, ",\"dtls_psk\":");
+    put_uint(j, psk->valid ? 1u : 0u);
+    put(j, ",\"ota_pubkey\":");
+    put_uint(j, ota->valid ? 1u : 0u);
+    put(j, ",\"wifi\":");
+    put_uint(j, wifi->valid ? 1u : 0u);
+    put(j, "}");
+}
+
+static void put_posture(struct jw *j, const struct fkd_posture *p) {
+    if (j->over) {
+        return;
+    }
+    size_t need = fkd_posture_json(p, j->b + j->n, j->cap - j->n);
+    if (need >= j->cap - j->n) {
+        j->over = 1;
+        return;
+    }
+    j->n += need;
+}
+
+static enum fkd_err send_text(struct fkd_wss *w, struct jw *j) {
+    if (j->over) {
+        fkd_log(FKD_LOG_ERROR, "wss: outgoing message larger than %u bytes", FKD_WSS_MSG_MAX);
+        return FKD_E_NOSPACE;
+    }
+    return fkd_ws_send(&w->ws, FKD_WS_OP_TEXT, (const uint8_t *)j->b, j->n);
+}
+
+static enum fkd_err send_hello(struct fkd_wss *w) {
+    struct jw j = {w->tx, sizeof w->tx, 0, 0};
+    put(&j, "{\"type\":\"hello\",\"device_id\":");
+    put_str(&j, w->device_id);
+    put(&j, ",\"firmware_version\":");
+    put_str(&j, w->cfg.fw_version);
+    put(&j, ",\"credential_versions\":");
+    put_creds(&j, w->cfg.store);
+    put(&j, ",\"posture\":");
+    put_posture(&j, w->cfg.posture);
+    put(&j, "}");
+    return send_text(w, &j);
+}
+
+static enum fkd_err send_ping(struct fkd_wss *w) {
+    struct jw j = {w->tx, sizeof w->tx, 0, 0};
+    w->ping_id = (w->ping_id + 1u) & 0x7fffffffu;
+    put(&j, "{\"type\":\"ping\",\"id\":");
+    put_uint(&j, w->ping_id);
+    put(&j, "}");
+    return send_text(w, &j);
+}
+
+static enum fkd_err send_pong(struct fkd_wss *w, const struct fkd_wss_msg *m) {
+    struct jw j = {w->tx, sizeof w->tx, 0, 0};
+    put(&j, "{\"type\":\"pong\"");
+    if (m->has_id_num) {
+        put(&j, ",\"id\":");
+        put_uint(&j, m->id_num);
+    }
+    put(&j, "}");
+    return send_text(w, &j);
+}
+
+static enum fkd_err send_response(struct fkd_wss *w, const struct fkd_wss_msg *m) {
+    struct jw j = {w->tx, sizeof w->tx, 0, 0};
+    put(&j, "{\"type\":\"response\",\"id\":");
+    put_str(&j, m->id);
+    if (strcmp(m->kind, "status") == 0) {
+        put(&j, ",\"ok\":true,\"body\":{\"firmware_version\":");
+        put_str(&j, w->cfg.fw_version);
+        put(&j, ",\"credential_versions\":");
+        put_creds(&j, w->cfg.store);
+        put(&j, ",\"posture\":");
+        put_posture(&j, w->cfg.posture);
+        put(&j, "}}");
+    } else {
+        /* "a device answers any kind it does not know with ok: false and error code
+         * unsupported_kind (never by closing)" */
+        char msg[FKD_WSS_STR_MAX + 32];
+        snprintf(msg, sizeof msg, "no handler for '%s'", m->kind);
+        put(&j, ",\"ok\":false,\"error\":{\"code\":\"unsupported_kind\",\"message\":");
+        put_str(&j, msg);
+        put(&j, "}}");
+        fkd_log(FKD_LOG_WARN, "wss: request %s of unknown kind answered unsupported_kind", m->id);
+    }
+    return send_text(w, &j);
+}
+
+/* ---- one connection ------------------------------------------------------------------------ */
+
+static void drop(struct fkd_wss *w) {
+    fkd_net_close(&w->sock);
+    w->pre_len = 0;
+    w->pre_off = 0;
+}
+
+static enum fkd_wss_reason do_close(struct fkd_wss *w, uint16_t code, const char *why,
+                                    enum fkd_wss_reason r) {
+    /* best effort: the connection ends whatever the peer does */
+    if (fkd_ws_send_close(&w->ws, code, why) != FKD_OK) {
+        fkd_log(FKD_LOG_DEBUG, "wss: close frame not sent");
+    }
+    (void)mbedtls_ssl_close_notify(&w->ssl);
+    return r;
+}
+
+static enum fkd_wss_reason upgrade(struct fkd_wss *w, uint64_t deadline) {
+    uint8_t nonce[16];
+    char key[FKD_WSS_KEY_LEN + 1];
+    char accept[FKD_WSS_ACCEPT_LEN + 1];
+    size_t olen = 0;
+    size_t klen = 0;
+    /* RFC 6455 4.1: "a randomly selected 16-byte value ... base64-encoded"; from the port's
+     * strong source. */
+    if (fkd_net_entropy(NULL, nonce, sizeof nonce, &olen) != 0 || olen != sizeof nonce ||
+        mbedtls_base64_encode((unsigned char *)key, sizeof key, &klen, nonce, sizeof nonce) != 0 ||
+        klen != FKD_WSS_KEY_LEN || fkd_wss_accept(key, klen, accept) != FKD_OK) {
+        fkd_log(FKD_LOG_ERROR, "wss: no random WebSocket key");
+        return FKD_WSS_R_IO;
+    }
+    char port[12] = "";
+    if (w->uri.port != FKD_WSS_DEFAULT_PORT) {
+        snprintf(port, sizeof port, ":%u", (unsigned)w->uri.port);
+    }
+    int is6 = strchr(w->uri.host, ':') != NULL;
+    int n = snprintf((char *)w->http, sizeof w->http,
+                     "GET %s HTTP/1.1\r\nHost: %s%s%s%s\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                     "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: %s\r\n"
+                     "User-Agent: fleetkey-device\r\n\r\n",
+                     w->uri.path, is6 ? "[" : "", w->uri.host, is6 ? "]" : "", port, key,
+                     FKD_WSS_SUBPROTOCOL);
+    if (n < 0 || (size_t)n >= sizeof w->http) {
+        return FKD_WSS_R_CONFIG;
+    }
+    if (tls_write_all(w, w->http, (size_t)n, deadline) != 0) {
+        fkd_log(FKD_LOG_ERROR, "wss: sending the upgrade request failed");
+        return FKD_WSS_R_IO;
+    }
+    /* Read the response headers; what follows the blank line is the first frame bytes. */
+    size_t got = 0;
+    size_t end = 0;
+    while (end == 0) {
+        if (got == sizeof w->http) {
+            fkd_log(FKD_LOG_ERROR, "wss: refused: upgrade refused: response headers longer than "
+                                   "%u bytes",
+                    FKD_WSS_HTTP_MAX);
+            return FKD_WSS_R_UPGRADE;
+        }
+        int r = mbedtls_ssl_read(&w->ssl, w->http + got, sizeof w->http - got);
+        if (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE) {
+            if (wait_io(w, r, deadline) != 0) {
+                fkd_log(FKD_LOG_ERROR, "wss: refused: upgrade refused: no response in time");
+                return stopping(w) ? FKD_WSS_R_STOPPED : FKD_WSS_R_TIMEOUT;
+            }
+            continue;
+        }
+        if (r <= 0) {
+            fkd_log(FKD_LOG_ERROR, "wss: refused: upgrade refused: connection closed during the "
+                                   "upgrade (-0x%04x)",
+                    (unsigned)-r);
+            return FKD_WSS_R_UPGRADE;
+        }
+        size_t from = got >= 3 ? got - 3 : 0;
+        got += (size_t)r;
+        for (size_t i = from; i + 3 < got; i++) {
+            if (memcmp(w->http + i, "\r\n\r\n", 4) == 0) {
+                end = i + 4;
+                break;
+            }
+        }
+    }
+    int status = 0;
+    const char *why = NULL;
+    enum fkd_err rc = fkd_wss_check_response(w->http, end, accept, &status, &why);
+    if (rc == FKD_E_AUTH) {
+        fkd_log(FKD_LOG_ERROR, "wss: refused: upgrade refused: HTTP %d%s", status,
+                status == 403 ? " (not admitted: unknown, retired or revoked device)" : "");
+        return FKD_WSS_R_UPGRADE;
+    }
+    if (rc != FKD_OK) {
+        fkd_log(FKD_LOG_ERROR, "wss: refused: upgrade refused: %s", why != NULL ? why : "?");
+        return FKD_WSS_R_UPGRADE;
+    }
+    w->pre_off = end;
+    w->pre_len = got;
+    return FKD_WSS_R_NONE;
+}
+
+static enum fkd_wss_reason handle_text(struct fkd_wss *w) {
+    struct fkd_wss_msg m;
+    const char *why = NULL;
+    if (fkd_wss_msg_parse(w->msg, w->ws.msg_len, &m, &why) != FKD_OK) {
+        fkd_log(FKD_LOG_ERROR, "wss: closing (1007): bad message from the server: %s",
+                why != NULL ? why : "?");
+        return do_close(w, FKD_WSS_CLOSE_BAD_DATA, "bad message", FKD_WSS_R_PROTOCOL);
+    }
+    enum fkd_err rc = FKD_OK;
+    switch (m.type) {
+    case FKD_WSS_MSG_WELCOME:
+        if (m.ping_interval_s != 0) {
+            w->ping_interval_ms = m.ping_interval_s * 1000u;
+        }
+        if (w->state != FKD_WSS_WELCOMED) {
+            w->stats.welcomes++;
+            w->backoff_step = 0; /* a server that lets us in resets the backoff */
+        }
+        w->state = FKD_WSS_WELCOMED;
+        fkd_log(FKD_LOG_INFO, "wss: welcomed by the server as %s (ping every %u s)",
+                w->device_id, (unsigned)(w->ping_interval_ms / 1000u));
+        break;
+    case FKD_WSS_MSG_PING:
+        rc = send_pong(w, &m);
+        break;
+    case FKD_WSS_MSG_PONG:
+        w->stats.pongs_received++;
+        break;
+    case FKD_WSS_MSG_REQUEST:
+        w->stats.requests++;
+        rc = send_response(w, &m);
+        break;
+    case FKD_WSS_MSG_ERROR:
+        fkd_log(FKD_LOG_WARN, "wss: server error %s: %s", m.code, m.message);
+        break;
+    default:
+        fkd_log(FKD_LOG_DEBUG, "wss: ignoring a message of type %s", m.type_str);
+        break;
+    }
+    if (rc != FKD_OK) {
+        fkd_log(FKD_LOG_ERROR, "wss: sending failed");
+        return FKD_WSS_R_IO;
+    }
+    return FKD_WSS_R_NONE;
+}
+
+static enum fkd_wss_reason serve(struct fkd_wss *w) {
+    uint64_t now = fkd_net_now_ms();
+    uint64_t opened = now;
+    w->last_rx_ms = now;
+    w->last_ping_ms = now;
+    for (;;) {
+        if (stopping(w)) {
+            return do_close(w, FKD_WSS_CLOSE_GOING_AWAY, "device stopping", FKD_WSS_R_STOPPED);
+        }
+        now = fkd_net_now_ms();
+        if (w->state != FKD_WSS_WELCOMED && now - opened >= w->cfg.connect_timeout_ms) {
+            fkd_log(FKD_LOG_ERROR, "wss: no welcome within %u ms", (unsigned)w->cfg.connect_timeout_ms);
+            return do_close(w, FKD_WSS_CLOSE_POLICY, "no welcome", FKD_WSS_R_TIMEOUT);
+        }
+        if (now - w->last_rx_ms >= 2ull * w->ping_interval_ms + w->cfg.connect_timeout_ms) {
+            fkd_log(FKD_LOG_ERROR, "wss: nothing from the server for %llu ms",
+                    (unsigned long long)(now - w->last_rx_ms));
+            return do_close(w, FKD_WSS_CLOSE_GOING_AWAY, "no answer", FKD_WSS_R_TIMEOUT);
+        }
+        if (w->state == FKD_WSS_WELCOMED && now - w->last_ping_ms >= w->ping_interval_ms) {
+            w->last_ping_ms = now;
+            if (send_ping(w) != FKD_OK) {
+                fkd_log(FKD_LOG_ERROR, "wss: sending a ping failed");
+                return FKD_WSS_R_IO;
+            }
+            w->stats.pings_sent++;
+        }
+        enum fkd_ws_event ev = fkd_ws_read(&w->ws);
+        enum fkd_wss_reason r = FKD_WSS_R_NONE;
+        switch (ev) {
+        case FKD_WS_AGAIN: {
+            if (mbedtls_ssl_get_bytes_avail(&w->ssl) > 0 || w->pre_off < w->pre_len) {
+                continue;
+            }
+            uint64_t next = w->last_ping_ms + w->ping_interval_ms;
+            uint32_t slice = next > now && next - now < SLICE_MS ? (uint32_t)(next - now)
+                                                                   : SLICE_MS;
+            if (fkd_net_wait(&w->sock, slice) < 0) {
+                return FKD_WSS_R_IO;
+            }
+            continue;
+        }
+        case FKD_WS_TEXT:
+            w->last_rx_ms = fkd_net_now_ms();
+            r = handle_text(w);
+            break;
+        case FKD_WS_BINARY:
+            fkd_log(FKD_LOG_ERROR, "wss: closing (1003): binary message from the server");
+            return do_close(w, FKD_WSS_CLOSE_UNSUPPORTED, "binary frame", FKD_WSS_R_PROTOCOL);
+        case FKD_WS_PING:
+            w->last_rx_ms = fkd_net_now_ms();
+            if (fkd_ws_send(&w->ws, FKD_WS_OP_PONG, w->ws.ctl, w->ws.ctl_len) != FKD_OK) {
+                return FKD_WSS_R_IO;
+            }
+            break;
+        case FKD_WS_PONG:
+            w->last_rx_ms = fkd_net_now_ms();
+            break;
+        case FKD_WS_CLOSE: {
+            char reason[64];
+            size_t rl = w->ws.ctl_len > 2 ? w->ws.ctl_len - 2 : 0;
+            size_t o = 0;
+            for (size_t i = 0; i < rl && o + 1 < sizeof reason; i++) {
+                unsigned char c = w->ws.ctl[2 + i];
+                reason[o++] = c >= 0x20 && c < 0x7F ? (char)c : '?';
+            }
+            reason[o] = '\0';
+            fkd_log(FKD_LOG_WARN, "wss: server closed the connection: %u %s",
+                    (unsigned)w->ws.close_code, reason);
+            /* 5.5.1: answer with a close carrying the same status code */
+            uint16_t code = w->ws.close_code == 1005 ? FKD_WSS_CLOSE_NORMAL : w->ws.close_code;
+            return do_close(w, code, "", FKD_WSS_R_CLOSED);
+        }
+        case FKD_WS_FAIL:
+            fkd_log(FKD_LOG_ERROR, "wss: closing (%u): %s", (unsigned)w->ws.close_code,
+                    w->ws.why != NULL ? w->ws.why : "?");
+            return do_close(w, w->ws.close_code, w->ws.why, FKD_WSS_R_PROTOCOL);
+        case FKD_WS_EOF:
+        default:
+            if (w->io_ret == 0 || w->io_ret == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY) {
+                fkd_log(FKD_LOG_WARN, "wss: the server closed the TLS connection");
+                return FKD_WSS_R_CLOSED;
+            }
+            fkd_log(FKD_LOG_ERROR, "wss: connection lost (-0x%04x)", (unsigned)-w->io_ret);
+            return FKD_WSS_R_IO;
+        }
+        if (r != FKD_WSS_R_NONE) {
+            return r;
+        }
+    }
+}
+
+enum fkd_wss_reason fkd_wss_connect_and_serve(struct fkd_wss *w) {
+    if (w == NULL || !w->setup_done) {
+        return FKD_WSS_R_CONFIG;
+    }
+    enum fkd_wss_reason r = FKD_WSS_R_NONE;
+    w->stats.attempts++;
+    w->state = FKD_WSS_CONNECTING;
+    w->host_mismatch = 0;
+    w->io_ret = 0;
+    drop(w);
+    int ret = mbedtls_ssl_session_reset(&w->ssl);
+    if (ret == 0) {
+        ret = mbedtls_ssl_set_hostname(&w->ssl, w->expected_host); /* SNI + mbedTLS's check */
+    }
+    if (ret != 0 || fkd_ws_reset(&w->ws) != FKD_OK) {
+        fkd_log(FKD_LOG_ERROR, "wss: out of memory for a new connection");
+        r = FKD_WSS_R_IO;
+        goto out;
+    }
+    uint64_t deadline = fkd_net_now_ms() + w->cfg.connect_timeout_ms;
+    int nr = fkd_net_tcp_connect(&w->sock, w->uri.host, w->uri.port, w->cfg.connect_timeout_ms);
+    if (nr != FKD_NET_OK) {
+        fkd_log(FKD_LOG_ERROR, "wss: connect to %s port %u failed: %s", w->uri.host,
+                (unsigned)w->uri.port,
+                nr == FKD_NET_E_ARG       ? "host does not resolve"
+                : nr == FKD_NET_E_TIMEOUT ? "timed out"
+                                          : "refused or unreachable");
+        r = FKD_WSS_R_CONNECT;
+        goto out;
+    }
+    for (;;) {
+        ret = mbedtls_ssl_handshake(&w->ssl);
+        if (ret == 0) {
+            break;
+        }
+        if (ret != MBEDTLS_ERR_SSL_WANT_READ && ret != MBEDTLS_ERR_SSL_WANT_WRITE) {
+            r = refused(w, ret);
+            goto out;
+        }
+        if (wait_io(w, ret, deadline) != 0) {
+            if (stopping(w)) {
+                r = FKD_WSS_R_STOPPED;
+            } else {
+                fkd_log(FKD_LOG_ERROR, "wss: refused: TLS handshake failed: timed out");
+                r = FKD_WSS_R_TIMEOUT;
+            }
+            goto out;
+        }
+    }
+    r = upgrade(w, deadline);
+    if (r != FKD_WSS_R_NONE) {
+        goto out;
+    }
+    w->stats.connects++;
+    w->state = FKD_WSS_OPEN;
+    fkd_log(FKD_LOG_INFO, "wss: connected to %s:%u%s (%s, %s), server certificate names %s",
+            w->uri.host, (unsigned)w->uri.port, w->uri.path, mbedtls_ssl_get_version(&w->ssl),
+            mbedtls_ssl_get_ciphersuite(&w->ssl), w->expected_host);
+    if (send_hello(w) != FKD_OK) {
+        fkd_log(FKD_LOG_ERROR, "wss: sending hello failed");
+        r = FKD_WSS_R_IO;
+        goto out;
+    }
+    fkd_log(FKD_LOG_INFO, "wss: hello sent (device %s)", w->device_id);
+    r = serve(w);
+out:
+    drop(w);
+    w->stats.last_error = r;
+    w->state = FKD_WSS_IDLE;
+    return r;
+}
+
+enum fkd_wss_reason fkd_wss_run(struct fkd_wss *w) {
+    enum fkd_wss_reason r = FKD_WSS_R_CONFIG;
+    if (w == NULL || !w->setup_done) {
+        return r;
+    }
+    for (;;) {
+        if (stopping(w)) {
+            r = FKD_WSS_R_STOPPED;
+            break;
+        }
+        r = fkd_wss_connect_and_serve(w);
+        if (r == FKD_WSS_R_STOPPED || stopping(w)) {
+            r = FKD_WSS_R_STOPPED;
+            break;
+        }
+        if (w->cfg.max_attempts != 0 && w->stats.attempts >= w->cfg.max_attempts) {
+            fkd_log(FKD_LOG_WARN, "wss: giving up after %u attempts (last: %s)",
+                    w->stats.attempts, fkd_wss_reason_name(r));
+            break;
+        }
+        uint32_t rnd = 0;
+        (void)mbedtls_ctr_drbg_random(&w->drbg, (unsigned char *)&rnd, sizeof rnd);
+        uint32_t delay =
+            fkd_wss_backoff_ms(w->cfg.backoff_min_ms, w->cfg.backoff_max_ms, w->backoff_step, rnd);
+        if (w->backoff_step < 31) {
+            w->backoff_step++;
+        }
+        w->stats.last_backoff_ms = delay;
+        w->state = FKD_WSS_BACKOFF;
+        fkd_log(FKD_LOG_INFO, "wss: reconnecting in %u ms (%s)", (unsigned)delay,
+                fkd_wss_reason_name(r));
+        uint64_t until = fkd_net_now_ms() + delay;
+        for (;;) {
+            uint64_t now = fkd_net_now_ms();
+            if (now >= until || stopping(w)) {
+                break;
+            }
+            fkd_net_sleep_ms(until - now < SLICE_MS ? (uint32_t)(until - now) : SLICE_MS);
+        }
+    }
+    w->state = FKD_WSS_STOPPED;
+    return r;
+}
+
+void fkd_wss_get_stats(const struct fkd_wss *w, struct fkd_wss_stats *out) {
+    *out = w->stats;
+}
+
+void fkd_wss_free(struct fkd_wss *w) {
+    if (w == NULL) {
+        return;
+    }
+    drop(w);
+    fkd_ws_free(&w->ws);
+    mbedtls_ssl_free(&w->ssl);
+    mbedtls_ssl_config_free(&w->conf);
+    mbedtls_ctr_drbg_free(&w->drbg);
+    mbedtls_x509_crt_free(&w->ca);
+    mbedtls_x509_crt_free(&w->own);
+    mbedtls_pk_free(&w->key); /* mbedTLS zeroizes the private key */
+    fkd_wipe(w->msg, sizeof w->msg);
+    fkd_wipe(w->tx, sizeof w->tx);
+    fkd_wipe(w->http, sizeof w->http);
+    fkd_wss_init(w);
+}
