@@ -1,7 +1,7 @@
 /* Fuzz harness: the device NVS runtime mounting arbitrary partition bytes (plain, and
  * encrypted with a fixed key), then reading every item it lists and writing one, as a robot
  * would after a corrupted flash. The input is repeated/truncated to a whole number of pages
- * (2..4). Must never crash, hang or read out of bounds. */
+ * (2..4). Must never crash, hang or read out of bounds; the read-only mount must not write. */
 #include "fkd/flash.h"
 #include "fkd/nvs.h"
 
@@ -44,6 +44,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         struct fkd_flash_mem m;
         struct fkd_flash f;
         fkd_flash_mem_init(&m, img, (uint32_t)len, &f);
+        /* Read-only first: it must leave every byte as it was. */
+        fkd_nvs_init(&nvs);
+        if (fkd_nvs_mount_readonly(&nvs, &f, 0, (uint32_t)len, enc ? key : NULL, NULL) ==
+            FKD_OK) {
+            ignore(fkd_nvs_foreach(&nvs, each, NULL));
+        }
+        fkd_nvs_free(&nvs);
+        if (m.ops != 0) {
+            __builtin_trap();
+        }
         fkd_nvs_init(&nvs);
         if (fkd_nvs_mount(&nvs, &f, 0, (uint32_t)len, enc ? key : NULL, NULL) == FKD_OK) {
             ignore(fkd_nvs_foreach(&nvs, each, NULL));
