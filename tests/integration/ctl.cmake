@@ -6,7 +6,7 @@ target_link_libraries(ctl_testd PRIVATE fkd_ctl fk_common fk_flags)
 add_executable(ctl_client ${CMAKE_CURRENT_LIST_DIR}/ctl_client.c)
 target_link_libraries(ctl_client PRIVATE fkd_ctl fk_common fk_flags)
 
-foreach(c s_client s_server fleetctl wrong_key garbage_flood rotation plaintext limits)
+foreach(c s_client s_server fleetctl wrong_key garbage_flood rotation plaintext limits stall)
     add_test(NAME ctl_interop_${c}
         COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/ctl_interop.sh ${c} ${PROJECT_BINARY_DIR}/bin
             ${PROJECT_BINARY_DIR}/tmp/ctl_interop_${c})

@@ -8,6 +8,9 @@
  *   ctl_client flood   --port P --count N
  *       N ClientHellos without a cookie, each from a different loopback source address
  *       (127.1.x.y), never reading the answers: what a spoofing attacker can do.
+ *   ctl_client stall   --port P
+ *       answers the cookie challenge, receives the server's first flight, then goes silent:
+ *       a peer that holds a session slot without ever finishing its handshake.
  *   ctl_client garbage --port P
  *       plaintext and malformed datagrams: a text request, random bytes, a truncated record,
  *       a ClientHello with a forged cookie, an oversized datagram.
@@ -35,7 +38,7 @@ static int parse_ul(const char *s, unsigned long max, unsigned long *out) {
 }
 
 static int usage(void) {
-    fprintf(stderr, "usage: ctl_client dtls|plain|flood|garbage --port P [--host IP] "
+    fprintf(stderr, "usage: ctl_client dtls|plain|flood|stall|garbage --port P [--host IP] "
                     "[--psk-hex HEX --identity ID] [--count N] [--timeout-ms MS] [REQUEST]\n");
     return 2;
 }
@@ -122,7 +125,8 @@ out:
 
 /* A minimal DTLS 1.2 ClientHello (RFC 6347 4.2.2) with the given cookie: one PSK suite, null
  * compression, no extensions. */
-static size_t client_hello(uint8_t *out, const uint8_t *cookie, size_t cookie_len, uint16_t seq) {
+static size_t client_hello(uint8_t *out, const uint8_t *cookie, size_t cookie_len, uint16_t seq,
+                           uint8_t msg_seq) {
     uint8_t body[128];
     size_t b = 0;
     body[b++] = 0xfe;
@@ -156,7 +160,7 @@ static size_t client_hello(uint8_t *out, const uint8_t *cookie, size_t cookie_le
     out[o++] = (uint8_t)(b >> 8);
     out[o++] = (uint8_t)b;
     out[o++] = 0;
-    out[o++] = 0; /* message_seq */
+    out[o++] = msg_seq; /* message_seq: 1 for the ClientHello that answers a cookie */
     out[o++] = 0;
     out[o++] = 0;
     out[o++] = 0; /* fragment_offset */
@@ -182,7 +186,7 @@ static int run_flood(void) {
         if (fkd_net_udp_bind(&s, src, 0, NULL) != FKD_NET_OK) {
             continue;
         }
-        size_t n = client_hello(ch, NULL, 0, (uint16_t)i);
+        size_t n = client_hello(ch, NULL, 0, (uint16_t)i, 0);
         if (fkd_net_sendto(&s, &to, ch, n) >= 0) {
             sent++;
         }
@@ -190,6 +194,47 @@ static int run_flood(void) {
     }
     printf("ctl_client: flood sent %lu cookieless ClientHellos from distinct sources\n", sent);
     return sent == opt_count ? 0 : 1;
+}
+
+static int run_stall(void) {
+    struct fkd_net_sock s;
+    struct fkd_net_addr to, from;
+    uint8_t buf[2048];
+    int rc = 1;
+    fkd_net_sock_init(&s);
+    if (fkd_net_addr_from(opt_host, (uint16_t)opt_port, &to) != FKD_NET_OK ||
+        fkd_net_udp_bind(&s, "127.0.0.1", 0, NULL) != FKD_NET_OK) {
+        return 1;
+    }
+    size_t n = client_hello(buf, NULL, 0, 0, 0);
+    if (fkd_net_sendto(&s, &to, buf, n) < 0 || fkd_net_wait(&s, (uint32_t)opt_timeout) != 1) {
+        fprintf(stderr, "ctl_client: no HelloVerifyRequest\n");
+        goto out;
+    }
+    int r = fkd_net_recvfrom(&s, buf, sizeof buf, &from);
+    /* HelloVerifyRequest: record(13) handshake(12) server_version(2) cookie<1> */
+    if (r < 13 + 12 + 3 || buf[13] != 3 || buf[13 + 14] > r - (13 + 12 + 3)) {
+        fprintf(stderr, "ctl_client: not a HelloVerifyRequest\n");
+        goto out;
+    }
+    uint8_t cookie[255];
+    size_t clen = buf[13 + 14];
+    memcpy(cookie, buf + 13 + 15, clen);
+    n = client_hello(buf, cookie, clen, 1, 1);
+    if (fkd_net_sendto(&s, &to, buf, n) < 0 || fkd_net_wait(&s, (uint32_t)opt_timeout) != 1) {
+        fprintf(stderr, "ctl_client: no ServerHello after the cookie\n");
+        goto out;
+    }
+    r = fkd_net_recvfrom(&s, buf, sizeof buf, &from);
+    if (r < 13 + 12 || buf[0] != 22 || buf[13] != 2) {
+        fprintf(stderr, "ctl_client: expected a ServerHello\n");
+        goto out;
+    }
+    printf("ctl_client: got the ServerHello, going silent\n");
+    rc = 0;
+out:
+    fkd_net_close(&s);
+    return rc;
 }
 
 static int run_garbage(void) {
@@ -208,10 +253,10 @@ static int run_garbage(void) {
         buf[i] = (uint8_t)(i * 31 + 7);
     }
     sent += fkd_net_sendto(&s, &to, buf, 200) >= 0;
-    size_t n = client_hello(buf, NULL, 0, 1);
+    size_t n = client_hello(buf, NULL, 0, 1, 0);
     sent += fkd_net_sendto(&s, &to, buf, 20) >= 0; /* truncated ClientHello */
     static const uint8_t forged[32] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
-    n = client_hello(buf, forged, sizeof forged, 2);
+    n = client_hello(buf, forged, sizeof forged, 2, 1);
     sent += fkd_net_sendto(&s, &to, buf, n) >= 0;
     memset(buf, 'A', sizeof buf);
     sent += fkd_net_sendto(&s, &to, buf, sizeof buf) >= 0; /* larger than the rx buffer */
@@ -269,6 +314,9 @@ int main(int argc, char **argv) {
     }
     if (strcmp(mode, "flood") == 0) {
         return run_flood();
+    }
+    if (strcmp(mode, "stall") == 0) {
+        return run_stall();
     }
     if (strcmp(mode, "garbage") == 0) {
         return run_garbage();

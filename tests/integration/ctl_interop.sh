@@ -2,6 +2,7 @@
 # Control-channel interop tests on real UDP sockets on 127.0.0.1 (issue 4, section 4).
 #   sh ctl_interop.sh CASE BIN_DIR WORK_DIR
 # CASE: s_client | s_server | fleetctl | wrong_key | garbage_flood | rotation | plaintext | limits |
+#       stall |
 #       robot_sim (provision-keys generate -> flash image -> robot-sim boot -> DTLS, both builds)
 # Servers bind port 0 and print the port they got, so parallel tests never clash. Every wait is
 # a loop bounded by count (and `timeout`); nothing asserts on elapsed time.
@@ -334,6 +335,28 @@ limits)
     fleet --keys device.json ping >l3 || fail "slot not reusable after the idle close"
     grep -qx pong l3 || fail "after idle close: $(cat l3)"
     exec 6>&-
+    stop_testd
+    ;;
+stall)
+    # A peer that passes the cookie and stalls its handshake holds its slot only until the
+    # handshake timer gives up (ctl_testd: 0.5 + 1 + 2 + 4 s); meanwhile the one slot is busy,
+    # afterwards it serves the next client.
+    start_testd --psk-hex "$PSK" --identity "$ID" --sessions 1
+    "$bin/ctl_client" stall --port "$TPORT" >st1 2>st1.err || fail "stall: $(cat st1.err)"
+    set +e
+    "$bin/fleetctl" robot --host 127.0.0.1 --port "$TPORT" --timeout 1 --keys device.json ping \
+        >/dev/null 2>st2.err; rc=$?
+    set -e
+    [ $rc = 1 ] || fail "a client got the slot a stalled handshake holds (exit $rc)"
+    i=0
+    while [ $i -lt 300 ] && ! grep -q "handshake timed out" testd.err; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    grep -q "identity '(none yet)': handshake timed out" testd.err ||
+        fail "stalled handshake never timed out: $(cat testd.err)"
+    fleet --keys device.json ping >st3 || fail "slot not released by the handshake timer"
+    grep -qx pong st3 || fail "after the stall: $(cat st3)"
     stop_testd
     ;;
 robot_sim)
