@@ -419,6 +419,39 @@ static void store_without_nvs_in_production_has_nothing(void **state) {
     fkd_store_free(&store);
 }
 
+/* PEM credentials may be provisioned as strings or as binary ("file,binary" CSV rows); a
+ * blob with a NUL inside is not a PEM string; a PSK longer than the store's room is unusable
+ * (and logged as too long), not truncated. */
+static void store_reads_pem_blobs_and_rejects_odd_values(void **state) {
+    (void)state;
+    run(&complete_prod);
+    static const char pem[] = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    assert_int_equal(fkd_nvs_set_blob(&nvs, "mtls", "client_cert", (const uint8_t *)pem,
+                                      sizeof pem - 1),
+                     FKD_OK);
+    static const uint8_t bad[] = {'a', 0, 'b'};
+    assert_int_equal(fkd_nvs_set_blob(&nvs, "mtls", "client_key", bad, sizeof bad), FKD_OK);
+    uint8_t longpsk[80];
+    memset(longpsk, 7, sizeof longpsk);
+    assert_int_equal(fkd_nvs_set_blob(&nvs, "security", "dtls_psk", longpsk, sizeof longpsk),
+                     FKD_OK);
+    logbuf[0] = '\0';
+    assert_int_equal(fkd_store_load(&store, &nvs, &cfg), FKD_OK);
+    const uint8_t *d;
+    size_t len;
+    assert_int_equal(fkd_store_get(&store, FKD_CRED_CLIENT_CERT, &d, &len), FKD_OK);
+    assert_int_equal(len, sizeof pem - 1);
+    assert_string_equal((const char *)d, pem);
+    assert_int_equal(fkd_store_info(&store, FKD_CRED_CLIENT_KEY)->source, FKD_SRC_NONE);
+    assert_int_equal(fkd_store_info(&store, FKD_CRED_CLIENT_KEY)->nvs_error, FKD_E_TYPE);
+    assert_int_equal(fkd_store_info(&store, FKD_CRED_DTLS_PSK)->source, FKD_SRC_NONE);
+    has_log("store: security/dtls_psk: unusable in NVS (too long); absent");
+    struct fkd_policy_input in = {&store, &cfg, 1};
+    fkd_policy_evaluate(&in, &posture);
+    assert_int_equal(posture.listener, FKD_LISTENER_REFUSED);
+    done();
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(prod_complete_boots_with_dtls),
@@ -438,6 +471,7 @@ int main(void) {
         cmocka_unit_test(dev_client_cert_from_env),
         cmocka_unit_test(store_free_wipes_and_get_reports_absent),
         cmocka_unit_test(store_without_nvs_in_production_has_nothing),
+        cmocka_unit_test(store_reads_pem_blobs_and_rejects_odd_values),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
