@@ -14,6 +14,7 @@
  * Prints "robot-sim: control listener on udp IP:PORT (MODE)" once it listens.
  * ====================================================================================== */
 #include "robot_sim.h"
+#include "wss_service.h" /* wss client (issue 6, section 3): its own thread, see there */
 
 #include "fkd/ctl.h"
 #include "fkd/net.h"
@@ -91,6 +92,8 @@ int start_services(struct robot_sim *rs, int argc, char **argv) {
         } else if (strcmp(a, "--run-ms") == 0 && v != NULL &&
                    parse_ul(v, 86400000ul, &run_ms) == 0) {
             i++;
+        } else if (robot_sim_wss_option(argc, argv, i) > 0) { /* --wss-*: wss_service.h */
+            i += robot_sim_wss_option(argc, argv, i) - 1;
         } else {
             fprintf(stderr, "robot-sim: unknown or incomplete option %s\n", a);
             return 2;
@@ -143,6 +146,8 @@ int start_services(struct robot_sim *rs, int argc, char **argv) {
 
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
+    /* ---- wss client (issue 6, section 3): runs in its own thread next to this loop ---- */
+    (void)robot_sim_wss_start(rs, FW_VERSION); /* a failure is logged; DTLS keeps running */
     uint64_t deadline = run_ms != 0 ? fkd_net_now_ms() + run_ms : UINT64_MAX;
     int code = 0;
     while (!stop && fkd_net_now_ms() < deadline) {
@@ -152,6 +157,7 @@ int start_services(struct robot_sim *rs, int argc, char **argv) {
             break;
         }
     }
+    robot_sim_wss_stop(); /* wss client (issue 6, section 3) */
     struct fkd_ctl_stats st;
     fkd_ctl_get_stats(&ctl, &st);
     fkd_log(FKD_LOG_INFO, "services: control listener stopped: %u handshakes ok, %u failed, "

@@ -1,0 +1,199 @@
+#!/bin/sh
+# Device wss client integration tests (issue 6, sections 3 and 5): robot-sim's wss client on
+# real TCP sockets on 127.0.0.1 against `openssl s_server` and `fleetkey-server`.
+#   sh wss.sh CASE BIN_DIR WORK_DIR
+# CASE:
+#   client_cert  s_server -Verify 1 -verify_return_error with our CA: the handshake completes
+#                only because the device presents its certificate; the upgrade request
+#                (GET /ws, Sec-WebSocket-Protocol: fleetkey.v1) reaches the server
+#   client_other s_server trusting another CA: it refuses the device's certificate, the
+#                device logs the TLS failure (the control case of client_cert)
+#   wrong_host   server certificate for localhost, device expects fleet.example.com
+#   other_ca     server certificate from another CA
+#   expired      server certificate of our CA whose notAfter has passed
+#   not_yet      server certificate of our CA whose notBefore is in the future
+#   backoff      nothing listens: the client retries with growing delays, then gives up
+#   server       robot-sim <-> fleetkey-server: connects, hello recorded in the inventory
+# The device side must refuse each bad server and log the reason; every wait is a loop
+# bounded by count; servers bind port 0 and print the port they got.
+set -eu
+case_=$1
+bin=$2
+work=$3
+rm -rf "$work"
+mkdir -p "$work"
+cd "$work"
+
+PK="$bin/provision-keys"
+RS="$bin/robot-sim"
+ID=robot-A1B2C3D4E5F6
+PIDS=""
+
+cleanup() {
+    for p in $PIDS; do
+        kill "$p" 2>/dev/null || true
+    done
+    for p in $PIDS; do
+        wait "$p" 2>/dev/null || true
+    done
+    PIDS=""
+}
+trap cleanup EXIT
+
+fail() {
+    echo "FAIL [$case_]: $*" >&2
+    for f in rs.err rs.out srv.out srv.err; do
+        [ -f "$f" ] && { echo "--- $f" >&2; tail -n 40 "$f" >&2; }
+    done
+    exit 1
+}
+
+# wait_for FILE PATTERN [TRIES]: up to TRIES (default 150) x 0.1 s for PATTERN in FILE.
+wait_for() {
+    i=0
+    n=${3:-150}
+    while [ $i -lt "$n" ]; do
+        if [ -f "$1" ] && grep -q -- "$2" "$1"; then
+            return 0
+        fi
+        sleep 0.1
+        i=$((i + 1))
+    done
+    return 1
+}
+
+# A CA with a device certificate, and the device's sdkconfig from `provision-keys kconfig`
+# (the seed's development path: CONFIG_MINITRAIN_* with the PEMs Kconfig-escaped).
+"$PK" ca init --dir pki --name "WSS Test Fleet" >/dev/null 2>&1 || fail "ca init"
+"$PK" ca issue --dir pki --device "$ID" >/dev/null 2>&1 || fail "ca issue --device"
+"$PK" ca issue --dir pki --server localhost --san IP:127.0.0.1 >/dev/null 2>&1 ||
+    fail "ca issue --server"
+"$RS" flash-image create --out robot.bin >/dev/null 2>&1 || fail "flash-image create"
+
+# sdkconfig EXPECTED_HOST: the development sdkconfig for the device
+sdkconfig() {
+    "$PK" kconfig --device "$ID" --dir pki --wss-uri "wss://127.0.0.1:1/ws" \
+        --expected-host "$1" --output sdkconfig >/dev/null 2>&1 || fail "kconfig"
+}
+
+# start_s_server CERT KEY [ARGS...]: TLS server on a free port; sets SPORT.
+start_s_server() {
+    cert=$1
+    key=$2
+    shift 2
+    : >srv.out
+    # s_server quits at the end of its stdin: give it a FIFO this shell holds open
+    [ -p srv.in ] || mkfifo srv.in
+    exec 3<>srv.in
+    openssl s_server -accept 127.0.0.1:0 -cert "$cert" -key "$key" -naccept 1 "$@" \
+        >srv.out 2>srv.err <srv.in &
+    PIDS="$PIDS $!"
+    wait_for srv.out "^ACCEPT" || fail "s_server did not start"
+    SPORT=$(sed -n 's/^ACCEPT .*:\([0-9]*\)$/\1/p' srv.out | head -n 1)
+    [ -n "$SPORT" ] || fail "no s_server port"
+}
+
+# start_robot URI [ARGS...]: robot-sim (development build) with its wss client on URI.
+start_robot() {
+    uri=$1
+    shift
+    "$RS" --flash robot.bin --sdkconfig sdkconfig --ctl-port 0 --ctl-bind 127.0.0.1 \
+        --run-ms 60000 --wss-uri "$uri" "$@" >rs.out 2>rs.err </dev/null &
+    RPID=$!
+    PIDS="$PIDS $RPID"
+}
+
+# refused PATTERN: the device logs "wss: refused: PATTERN" and never reports a connection.
+refused() {
+    wait_for rs.err "wss: refused: $1" || fail "device did not log 'wss: refused: $1'"
+    if grep -q "wss: connected" rs.err; then
+        fail "device reported a connection to a bad server"
+    fi
+    if grep -q "wss: hello sent" rs.err; then
+        fail "device sent hello to a bad server"
+    fi
+}
+
+case "$case_" in
+client_cert)
+    sdkconfig localhost
+    start_s_server pki/servers/localhost.crt.pem pki/servers/localhost.key.pem \
+        -Verify 1 -verify_return_error -CAfile pki/ca-chain.pem
+    start_robot "wss://127.0.0.1:$SPORT/ws" --wss-attempts 1
+    wait_for srv.out "Sec-WebSocket-Protocol: fleetkey.v1" ||
+        fail "no upgrade request reached the server"
+    grep -q "^GET /ws HTTP/1.1" srv.out || fail "request line is not GET /ws"
+    grep -q "^Sec-WebSocket-Version: 13" srv.out || fail "no Sec-WebSocket-Version: 13"
+    grep -q "^Sec-WebSocket-Key: [A-Za-z0-9+/]\{22\}==" srv.out || fail "no 16-byte key"
+    # s_server logs the verified client certificate's subject
+    grep -q "CN *= *$ID" srv.out || fail "s_server saw no client certificate for $ID"
+    grep -q "wss: refused" rs.err && fail "device refused a good server"
+    ;;
+client_other)
+    sdkconfig localhost
+    "$PK" ca init --dir pki2 --name "Other Fleet" >/dev/null 2>&1 || fail "ca init pki2"
+    start_s_server pki/servers/localhost.crt.pem pki/servers/localhost.key.pem \
+        -Verify 1 -verify_return_error -CAfile pki2/ca-chain.pem
+    start_robot "wss://127.0.0.1:$SPORT/ws" --wss-attempts 1
+    refused "TLS handshake failed"
+    grep -q "GET /ws" srv.out && fail "server took a request from an untrusted client"
+    ;;
+wrong_host)
+    sdkconfig fleet.example.com
+    start_s_server pki/servers/localhost.crt.pem pki/servers/localhost.key.pem
+    start_robot "wss://127.0.0.1:$SPORT/ws" --wss-attempts 1
+    refused "host mismatch: the server certificate does not name fleet.example.com"
+    ;;
+other_ca)
+    sdkconfig localhost
+    "$PK" ca init --dir pki2 --name "Other Fleet" >/dev/null 2>&1 || fail "ca init pki2"
+    "$PK" ca issue --dir pki2 --server localhost >/dev/null 2>&1 || fail "issue pki2"
+    start_s_server pki2/servers/localhost.crt.pem pki2/servers/localhost.key.pem
+    start_robot "wss://127.0.0.1:$SPORT/ws" --wss-attempts 1
+    refused "bad chain: the server certificate does not chain to our CA"
+    ;;
+expired | not_yet)
+    sdkconfig localhost
+    now=$(date +%s)
+    if [ "$case_" = expired ]; then
+        # inside the issuing CA's validity (ca init backdates it by a few minutes)
+        nb=$((now - 120))
+        na=$((now - 60))
+        want="expired: the server certificate has expired"
+    else
+        nb=$((now + 86400))
+        na=$((now + 2 * 86400))
+        want="not yet valid"
+    fi
+    "$PK" ca issue --dir pki --server localhost --replace --not-before "@$nb" \
+        --not-after "@$na" >/dev/null 2>issue.err || fail "ca issue (validity)"
+    start_s_server pki/servers/localhost.crt.pem pki/servers/localhost.key.pem
+    start_robot "wss://127.0.0.1:$SPORT/ws" --wss-attempts 1
+    refused "$want"
+    ;;
+backoff)
+    sdkconfig localhost
+    # a port nothing listens on: bind it with s_server, then stop s_server
+    start_s_server pki/servers/localhost.crt.pem pki/servers/localhost.key.pem
+    cleanup
+    start_robot "wss://127.0.0.1:$SPORT/ws" --wss-attempts 4 --wss-backoff-ms 50
+    wait_for rs.err "giving up after 4 attempts" 300 || fail "client did not give up"
+    [ "$(grep -c 'wss: connect to 127.0.0.1 port' rs.err)" -eq 4 ] || fail "not 4 attempts"
+    # the delays grow: 50 ms base, doubling, with equal jitter -> [25,50] [50,100] [100,200]
+    delays=$(sed -n 's/.*wss: reconnecting in \([0-9]*\) ms.*/\1/p' rs.err | tr '\n' ' ')
+    set -- $delays
+    [ $# -eq 3 ] || fail "expected 3 backoff delays, got: $delays"
+    [ "$1" -ge 25 ] && [ "$1" -le 50 ] || fail "first delay $1 not in [25,50]"
+    [ "$2" -ge 50 ] && [ "$2" -le 100 ] || fail "second delay $2 not in [50,100]"
+    [ "$3" -ge 100 ] && [ "$3" -le 200 ] || fail "third delay $3 not in [100,200]"
+    kill -0 "$RPID" 2>/dev/null || fail "robot-sim died after the client gave up"
+    ;;
+server)
+    sh "$(dirname "$0")/wss_server.sh" "$bin" "$work" || exit 1
+    ;;
+*)
+    echo "unknown case $case_" >&2
+    exit 2
+    ;;
+esac
+echo "PASS [$case_]"

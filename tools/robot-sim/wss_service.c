@@ -1,0 +1,122 @@
+/* robot-sim: the wss client thread (see wss_service.h). */
+#include "wss_service.h"
+
+#include "fkd/wss.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static struct fkd_wss wss; /* ~11 KiB of caller memory: the whole client */
+static pthread_t thread;
+static int started;
+static atomic_int stop_flag;
+static const char *opt_uri;
+static const char *opt_host;
+static unsigned long opt_attempts;
+static unsigned long opt_backoff_ms;
+static int opt_disabled;
+
+static int parse_ul(const char *s, unsigned long max, unsigned long *out) {
+    char *end = NULL;
+    if (s == NULL || s[0] == '\0' || s[0] == '-') {
+        return -1;
+    }
+    unsigned long v = strtoul(s, &end, 10);
+    if (*end != '\0' || v > max) {
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int robot_sim_wss_option(int argc, char **argv, int i) {
+    const char *a = argv[i];
+    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (strcmp(a, "--no-wss") == 0) {
+        opt_disabled = 1;
+        return 1;
+    }
+    if (strcmp(a, "--wss-uri") == 0) {
+        opt_uri = v;
+        return v != NULL ? 2 : -1;
+    }
+    if (strcmp(a, "--wss-host") == 0) {
+        opt_host = v;
+        return v != NULL ? 2 : -1;
+    }
+    if (strcmp(a, "--wss-attempts") == 0) {
+        return parse_ul(v, 1000000ul, &opt_attempts) == 0 ? 2 : -1;
+    }
+    if (strcmp(a, "--wss-backoff-ms") == 0) {
+        return parse_ul(v, 60000ul, &opt_backoff_ms) == 0 && opt_backoff_ms > 0 ? 2 : -1;
+    }
+    return 0;
+}
+
+static int should_stop(void *user) {
+    (void)user;
+    return atomic_load(&stop_flag);
+}
+
+static void *run(void *arg) {
+    (void)arg;
+    enum fkd_wss_reason r = fkd_wss_run(&wss);
+    struct fkd_wss_stats st;
+    fkd_wss_get_stats(&wss, &st);
+    fkd_log(FKD_LOG_INFO, "services: wss client stopped (%s): %u attempts, %u connected, "
+                          "%u welcomed, %u pings, %u requests",
+            fkd_wss_reason_name(r), st.attempts, st.connects, st.welcomes, st.pings_sent,
+            st.requests);
+    return NULL;
+}
+
+int robot_sim_wss_start(struct robot_sim *rs, const char *fw_version) {
+    if (opt_disabled) {
+        fkd_log(FKD_LOG_INFO, "services: wss client disabled (--no-wss)");
+        return 0;
+    }
+    const char *uri = opt_uri != NULL ? opt_uri : rs->cfg.wss_uri;
+    if (uri[0] == '\0') {
+        fkd_log(FKD_LOG_INFO, "services: no CONFIG_MINITRAIN_WSS_URI: wss client not started");
+        return 0;
+    }
+    struct fkd_wss_config c;
+    memset(&c, 0, sizeof c);
+    c.store = &rs->store;
+    c.cfg = &rs->cfg;
+    c.posture = &rs->posture;
+    c.fw_version = fw_version;
+    c.uri = opt_uri;
+    c.expected_host = opt_host;
+    c.max_attempts = (unsigned)opt_attempts;
+    c.backoff_min_ms = (uint32_t)opt_backoff_ms;
+    c.stop = should_stop;
+    fkd_wss_init(&wss);
+    if (fkd_wss_setup(&wss, &c) != FKD_OK) {
+        fkd_wss_free(&wss);
+        return 1;
+    }
+    atomic_store(&stop_flag, 0);
+    if (pthread_create(&thread, NULL, run, NULL) != 0) {
+        fkd_log(FKD_LOG_ERROR, "services: cannot start the wss thread");
+        fkd_wss_free(&wss);
+        return 1;
+    }
+    started = 1;
+    printf("robot-sim: wss client to %s\n", uri);
+    fflush(stdout);
+    return 0;
+}
+
+void robot_sim_wss_stop(void) {
+    if (!started) {
+        return;
+    }
+    atomic_store(&stop_flag, 1);
+    pthread_join(thread, NULL);
+    started = 0;
+    fkd_wss_free(&wss);
+}
