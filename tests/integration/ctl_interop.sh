@@ -82,7 +82,8 @@ stat_of() { # stat_of NAME -> value from the stats line
 # OUT. $SC_EXTRA adds s_client options (e.g. -cipher). s_client sends stdin lines after the handshake; stdin is closed once an answer came.
 s_client_req() {
     out=$1 req=$2 psk=$3 id=$4 port=$5
-    rm -f sc.in
+    # No stale answer from an earlier call may end the wait below before this one started.
+    rm -f sc.in "$out" "$out.err"
     mkfifo sc.in
     # shellcheck disable=SC2086
     timeout 20 openssl s_client -dtls1_2 -psk "$psk" -psk_identity "$id" ${SC_EXTRA:-} \
@@ -303,7 +304,7 @@ limits)
     # the slot serves the next client. No step races a timer against another.
     # hold_start PORT: s_client holding a session open on fd 6; sets HPID.
     hold_start() {
-        rm -f hold.in
+        rm -f hold.in hold.out hold.err
         mkfifo hold.in
         timeout 60 openssl s_client -dtls1_2 -psk "$PSK" -psk_identity "$ID" \
             -connect "127.0.0.1:$1" -quiet -no_ign_eof <hold.in >hold.out 2>hold.err &
