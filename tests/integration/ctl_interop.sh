@@ -317,7 +317,7 @@ limits)
     start_testd --psk-hex "$PSK" --identity "$ID" --sessions 1 --idle-ms 60000
     hold_start "$TPORT"
     set +e
-    "$bin/fleetctl" robot --host 127.0.0.1 --port "$TPORT" --timeout 1 --keys device.json ping \
+    "$bin/fleetctl" robot --host 127.0.0.1 --port "$TPORT" --timeout 3 --keys device.json ping \
         >l1 2>l1.err; rc=$?
     set -e
     [ $rc = 1 ] || fail "a second client got a slot that was taken (exit $rc)"
