@@ -294,7 +294,10 @@ static void info_cb(const SSL *ssl, int where, int ret) {
             r = R_NO_CERT;
         }
         char detail[160];
-        snprintf(detail, sizeof detail, "alert %s, %s", SSL_alert_desc_string_long(ret),
+        /* OpenSSL 3.0 has no text for TLS 1.3's certificate_required (RFC 8446 6.2). */
+        snprintf(detail, sizeof detail, "alert %s, %s",
+                 desc == SSL_AD_CERTIFICATE_REQUIRED ? "certificate required"
+                                                     : SSL_alert_desc_string_long(ret),
                  e != 0 ? ERR_reason_error_string(e) : "no error queued");
         reject(srv, ssl, r, detail);
     }

@@ -303,6 +303,7 @@ int main(int argc, char **argv) {
     if (port == 0 || ca == NULL || timeout_s == 0) {
         return usage();
     }
+    setvbuf(stdout, NULL, _IOLBF, 0); /* tests watch stdout while the client runs */
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     if (tls_max) {

@@ -7,6 +7,7 @@
 
 #include "fleetkey/common.h"
 #include "robot.h"
+#include "server_cmd.h"
 
 #define EXIT_USAGE 2
 
@@ -23,7 +24,9 @@ static void usage_robot(FILE *f) {
 
 static void usage(FILE *f) {
     fprintf(f, "usage: fleetctl <command> [options]\ncommands:\n"
-               "  robot   send one control command to a robot over DTLS-PSK\n");
+               "  robot   send one control command to a robot over DTLS-PSK\n"
+               "  devices, device ID   fleetkey-server admin API: fleetctl --p12 F.p12 --password-file F\n"
+               "          --server https://HOST:PORT --ca CA.pem (devices | device ID)\n");
     usage_robot(f);
 }
 
@@ -153,6 +156,11 @@ int main(int argc, char **argv) {
     }
     if (strcmp(argv[1], "robot") == 0) {
         return cmd_robot(argc - 2, argv + 2);
+    }
+    /* fleetctl [--p12 ... --server ...] devices | device ID: the server's admin API. */
+    if (strncmp(argv[1], "--", 2) == 0 || strcmp(argv[1], "devices") == 0 ||
+        strcmp(argv[1], "device") == 0) {
+        return fleetctl_server_main(argc - 1, argv + 1);
     }
     fprintf(stderr, "fleetctl: unknown command '%s'\n", argv[1]);
     usage(stderr);

@@ -1,0 +1,13 @@
+# fleetkey-server end to end on 127.0.0.1: real TLS, real sockets, certificates from
+# provision-keys ca, an independent WebSocket client (tests/tools/wss_client.c), the openssl
+# command line and fleetctl.
+if(TARGET fk_server AND TARGET fk_pki)
+    add_executable(wss_client ${CMAKE_CURRENT_LIST_DIR}/../tools/wss_client.c)
+    target_link_libraries(wss_client PRIVATE OpenSSL::SSL OpenSSL::Crypto fk_flags)
+    foreach(c hello refusals revoke openssl protocol admin fleetctl)
+        add_test(NAME server_${c}
+            COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/server.sh ${c} ${PROJECT_BINARY_DIR}/bin
+                ${PROJECT_BINARY_DIR}/tmp/server_${c})
+        set_tests_properties(server_${c} PROPERTIES TIMEOUT 180 LABELS "server;integration")
+    endforeach()
+endif()
