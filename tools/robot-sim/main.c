@@ -13,6 +13,7 @@
  * policy -> posture on stdout -> start_services(). Exit codes: 0 booted (and services ended
  * well), 2 usage or unreadable input, 3 boot refused by policy, 4 flash error. */
 #include "download.h"
+#include "ota_cmd.h" /* issue 7: OTA boot step, self-test, `robot-sim ota` */
 #include "robot_sim.h"
 
 #include <stdio.h>
@@ -30,7 +31,9 @@ static void usage(FILE *f) {
           "       robot-sim flash-image create --out FILE [--size 4M] [--partitions CSV]\n"
           "                 [--nvs NVS.bin] [--nvs-keys NVS_KEYS.bin]\n"
           "       robot-sim nvs set|get|erase|list --flash FILE [--ns NS --key KEY] ...\n"
-          "                 (robot-sim nvs --help for details)\n",
+          "                 (robot-sim nvs --help for details)\n"
+          "       robot-sim ota --flash FILE --sdkconfig FILE --image SIGNED.bin ...\n"
+          "                 (boot option --self-test pass|fail: confirm or reject a new app)\n",
           f);
 }
 
@@ -190,6 +193,7 @@ static void print_status_text(void) {
 static int boot(int argc, char **argv) {
     const char *sdkconfig = NULL;
     int boot_only = 0, status_json = 0;
+    const char *self_test = NULL; /* issue 7: --self-test pass|fail */
     enum fkd_log_level lvl = FKD_LOG_INFO;
     char **rest = calloc((size_t)argc + 1, sizeof *rest);
     int nrest = 0;
@@ -203,6 +207,8 @@ static int boot(int argc, char **argv) {
             rs.flash_path = argv[++i];
         } else if (strcmp(a, "--sdkconfig") == 0 && i + 1 < argc) {
             sdkconfig = argv[++i];
+        } else if (strcmp(a, "--self-test") == 0 && i + 1 < argc) {
+            self_test = argv[++i];
         } else if (strcmp(a, "--boot-only") == 0) {
             boot_only = 1;
         } else if (strcmp(a, "--status-json") == 0) {
@@ -275,11 +281,24 @@ static int boot(int argc, char **argv) {
     } else {
         print_status_text();
     }
+    /* ---- OTA (issue 7, ota_cmd.c): the bootloader's slot choice, the running image ---- */
+    code = robot_sim_ota_boot(&rs, !status_json);
+    if (code != 0) {
+        goto out;
+    }
+    code = 2;
+    /* ---- end of the OTA boot step ---- */
     fflush(stdout);
     if (!rs.posture.boot_allowed) {
         code = 3;
         goto out;
     }
+    /* ---- OTA (issue 7): the app's self-test verdict; later the control-plane reconnect ---- */
+    code = robot_sim_ota_self_test(&rs, self_test);
+    if (code != 0) {
+        goto out;
+    }
+    /* ---- end of the OTA self-test ---- */
     if (boot_only) {
         code = nrest > 0 ? 2 : 0;
         if (nrest > 0) {
@@ -312,6 +331,9 @@ int main(int argc, char **argv) {
     }
     if (argc >= 2 && strcmp(argv[1], "nvs") == 0) {
         return robot_sim_nvs(argc - 2, argv + 2);
+    }
+    if (argc >= 2 && strcmp(argv[1], "ota") == 0) { /* issue 7, ota_cmd.c */
+        return robot_sim_ota(argc - 1, argv + 1);
     }
     return boot(argc, argv);
 }
