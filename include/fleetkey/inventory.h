@@ -27,11 +27,11 @@ extern "C" {
 #endif
 
 #define FK_INVENTORY_SCHEMA_VERSION 2
-#define FK_INV_ID_SIZE 32     /* "robot-AABBCCDDEEFF" and other ids, with NUL */
-#define FK_INV_TEXT_SIZE 256  /* names, file names */
-#define FK_INV_TIME_SIZE 21   /* RFC 3339 UTC "2025-01-15T10:30:00Z", "" when unset */
+#define FK_INV_ID_SIZE 32    /* "robot-AABBCCDDEEFF" and other ids, with NUL */
+#define FK_INV_TEXT_SIZE 256 /* names, file names */
+#define FK_INV_TIME_SIZE 21  /* RFC 3339 UTC "2025-01-15T10:30:00Z", "" when unset */
 #define FK_INV_STATE_SIZE 16
-#define FK_INV_FPR_SIZE 80    /* "sha256:" + hex digits */
+#define FK_INV_FPR_SIZE 80 /* "sha256:" + hex digits */
 
 struct fk_inventory; /* opaque */
 
@@ -43,8 +43,8 @@ struct fk_inv_device {
     char mac[18]; /* "AA:BB:CC:DD:EE:FF" */
     char name[FK_INV_TEXT_SIZE];
     char state[FK_INV_STATE_SIZE];
-    char manifest[FK_INV_TEXT_SIZE];  /* manifest file name, relative to the inventory's dir */
-    char manifest_sha256[65];         /* SHA-256 of the manifest file as written */
+    char manifest[FK_INV_TEXT_SIZE]; /* manifest file name, relative to the inventory's dir */
+    char manifest_sha256[65];        /* SHA-256 of the manifest file as written */
     char created_at[FK_INV_TIME_SIZE];
     char provisioned_at[FK_INV_TIME_SIZE];
 };
@@ -72,12 +72,12 @@ struct fk_inv_audit {
 
 /* What fk_inventory_audit_verify() found. */
 struct fk_inv_audit_report {
-    long long rows;        /* rows checked */
-    long long head_seq;    /* seq of the newest row, 0 when empty */
-    char head_hash[65];    /* its hash (hex), "" when empty; record it elsewhere to detect a
-                              wholesale rewrite (see docs/provision-keys.md) */
-    long long bad_seq;     /* first row that failed, 0 when none or not row-specific */
-    char problem[256];     /* "" when the chain verifies */
+    long long rows;     /* rows checked */
+    long long head_seq; /* seq of the newest row, 0 when empty */
+    char head_hash[65]; /* its hash (hex), "" when empty; record it elsewhere to detect a
+                           wholesale rewrite (see docs/provision-keys.md) */
+    long long bad_seq;  /* first row that failed, 0 when none or not row-specific */
+    char problem[256];  /* "" when the chain verifies */
 };
 
 typedef int fk_inv_device_fn(void *user, const struct fk_inv_device *d);
@@ -110,18 +110,16 @@ FK_MUST_CHECK enum fk_err fk_inventory_device_upsert(struct fk_inventory *inv,
                                                      struct fk_diag *diag);
 /* Reads the row of id into *out. FK_OK, FK_E_NOTFOUND, FK_E_DB. */
 FK_MUST_CHECK enum fk_err fk_inventory_device_get(struct fk_inventory *inv, const char *id,
-                                                  struct fk_inv_device *out,
-                                                  struct fk_diag *diag);
+                                                  struct fk_inv_device *out, struct fk_diag *diag);
 /* Calls fn for every device in id order; a non-zero return from fn stops the walk (FK_OK is
  * still returned). FK_OK, FK_E_DB. */
-FK_MUST_CHECK enum fk_err fk_inventory_device_list(struct fk_inventory *inv,
-                                                   fk_inv_device_fn *fn, void *user,
-                                                   struct fk_diag *diag);
+FK_MUST_CHECK enum fk_err fk_inventory_device_list(struct fk_inventory *inv, fk_inv_device_fn *fn,
+                                                   void *user, struct fk_diag *diag);
 /* Sets a device's state (and provisioned_at when state is "provisioned" and at is non-NULL).
  * FK_OK, FK_E_NOTFOUND, FK_E_ARG, FK_E_DB. */
-FK_MUST_CHECK enum fk_err fk_inventory_device_set_state(struct fk_inventory *inv,
-                                                        const char *id, const char *state,
-                                                        const char *at, struct fk_diag *diag);
+FK_MUST_CHECK enum fk_err fk_inventory_device_set_state(struct fk_inventory *inv, const char *id,
+                                                        const char *state, const char *at,
+                                                        struct fk_diag *diag);
 
 /* Adds a credential (device_id must exist; (device_id, kind, version) must be new).
  * created_at "" means now. FK_OK, FK_E_ARG, FK_E_EXISTS, FK_E_DB. */
@@ -136,9 +134,8 @@ FK_MUST_CHECK enum fk_err fk_inventory_credential_list(struct fk_inventory *inv,
                                                        struct fk_diag *diag);
 /* Changes the state of one credential. FK_OK, FK_E_NOTFOUND, FK_E_ARG, FK_E_DB. */
 FK_MUST_CHECK enum fk_err fk_inventory_credential_set_state(struct fk_inventory *inv,
-                                                            const char *device_id,
-                                                            const char *kind, unsigned version,
-                                                            const char *state,
+                                                            const char *device_id, const char *kind,
+                                                            unsigned version, const char *state,
                                                             struct fk_diag *diag);
 
 /* Appends one audit row: who (actor), what (kind, e.g. "device.minted"), about what
@@ -147,8 +144,7 @@ FK_MUST_CHECK enum fk_err fk_inventory_credential_set_state(struct fk_inventory 
  * transaction. FK_OK, FK_E_ARG, FK_E_DB. */
 FK_MUST_CHECK enum fk_err fk_inventory_audit_append(struct fk_inventory *inv, const char *actor,
                                                     const char *kind, const char *subject,
-                                                    const char *detail_json,
-                                                    struct fk_diag *diag);
+                                                    const char *detail_json, struct fk_diag *diag);
 /* Walks the whole audit log in seq order and checks: seq runs 1, 2, 3... without gaps,
  * each prev_hash equals the previous row's hash, each hash equals SHA-256(prev_hash ||
  * canonical content), and the last row equals audit_head. Detected: an edited, deleted,
@@ -164,15 +160,15 @@ FK_MUST_CHECK enum fk_err fk_inventory_audit_list(struct fk_inventory *inv, fk_i
                                                   void *user, struct fk_diag *diag);
 
 /* ---- presence: what fleetkey-server records when a device connects ---------------------- */
-#define FK_INV_PEER_SIZE 64     /* "[2001:db8::1]:65535" */
-#define FK_INV_JSON_SIZE 4096   /* posture / credential versions, compact JSON text */
+#define FK_INV_PEER_SIZE 64   /* "[2001:db8::1]:65535" */
+#define FK_INV_JSON_SIZE 4096 /* posture / credential versions, compact JSON text */
 
 /* One device's presence row. Strings are NUL-terminated; "" is SQL NULL. */
 struct fk_inv_presence {
     char device_id[FK_INV_ID_SIZE];
-    char first_seen[FK_INV_TIME_SIZE];          /* set on the first call only */
-    char last_seen[FK_INV_TIME_SIZE];           /* "" in a call means now */
-    char peer[FK_INV_PEER_SIZE];                /* address the device came from */
+    char first_seen[FK_INV_TIME_SIZE]; /* set on the first call only */
+    char last_seen[FK_INV_TIME_SIZE];  /* "" in a call means now */
+    char peer[FK_INV_PEER_SIZE];       /* address the device came from */
     char firmware_version[FK_INV_TEXT_SIZE];
     char credential_versions[FK_INV_JSON_SIZE]; /* JSON object as text */
     char posture[FK_INV_JSON_SIZE];             /* JSON object as text, as the device sent it */

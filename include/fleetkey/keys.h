@@ -28,16 +28,16 @@ extern "C" {
 
 #define FK_MAC_LEN 6
 #define FK_PSK_LEN 32
-#define FK_DEVICE_ID_SIZE 19       /* "robot-" + 12 hex digits + NUL */
-#define FK_OTA_PUB_DER_MAX 128     /* a P-256 SubjectPublicKeyInfo is 91 bytes */
-#define FK_KEYS_NVS_SIZE 0x6000u   /* default NVS partition size */
+#define FK_DEVICE_ID_SIZE 19     /* "robot-" + 12 hex digits + NUL */
+#define FK_OTA_PUB_DER_MAX 128   /* a P-256 SubjectPublicKeyInfo is 91 bytes */
+#define FK_KEYS_NVS_SIZE 0x6000u /* default NVS partition size */
 #define FK_MANIFEST_SCHEMA 1
 #define FK_MANIFEST_MAX (64 * 1024) /* manifests larger than this are refused when read */
-#define FK_KEYS_NAME_MAX 64        /* device display name (CSV `name`) */
-#define FK_KEYS_SSID_MAX 32        /* 802.11 SSID */
-#define FK_KEYS_WIFI_PASS_MAX 64   /* WPA2 passphrase (8..63) or 64 hex digits */
-#define FK_KEYS_FILE_MAX 200       /* file names recorded in a manifest */
-#define FK_KEYS_PSK_ID_MAX 64      /* psk_id read back from an image, with NUL */
+#define FK_KEYS_NAME_MAX 64         /* device display name (CSV `name`) */
+#define FK_KEYS_SSID_MAX 32         /* 802.11 SSID */
+#define FK_KEYS_WIFI_PASS_MAX 64    /* WPA2 passphrase (8..63) or 64 hex digits */
+#define FK_KEYS_FILE_MAX 200        /* file names recorded in a manifest */
+#define FK_KEYS_PSK_ID_MAX 64       /* psk_id read back from an image, with NUL */
 
 /* ---- identity ----------------------------------------------------------------------- */
 
@@ -88,22 +88,22 @@ struct fk_manifest {
     char psk_identity[FK_DEVICE_ID_SIZE];    /* = device_id */
     uint8_t ota_pub_der[FK_OTA_PUB_DER_MAX]; /* ota_public_key_der_hex */
     size_t ota_pub_der_len;
-    int provisioned;                         /* false until flashed */
-    char provisioned_at[21];                 /* RFC 3339 UTC, "" = null */
+    int provisioned;         /* false until flashed */
+    char provisioned_at[21]; /* RFC 3339 UTC, "" = null */
     /* extra fields, after the seed's */
-    unsigned schema_version;                 /* FK_MANIFEST_SCHEMA */
+    unsigned schema_version; /* FK_MANIFEST_SCHEMA */
     char mac[18];
     char name[FK_KEYS_NAME_MAX + 1];
-    char wifi_ssid[FK_KEYS_SSID_MAX + 1];    /* the SSID in the image; the password never */
-    char nvs_image[FK_KEYS_FILE_MAX];        /* file name, relative to the manifest's dir */
-    char nvs_image_sha256[65];               /* of the file as written (encrypted if so) */
+    char wifi_ssid[FK_KEYS_SSID_MAX + 1]; /* the SSID in the image; the password never */
+    char nvs_image[FK_KEYS_FILE_MAX];     /* file name, relative to the manifest's dir */
+    char nvs_image_sha256[65];            /* of the file as written (encrypted if so) */
     unsigned nvs_size;
     int nvs_encrypted;
-    char nvs_keys[FK_KEYS_FILE_MAX];         /* nvs_keys partition file, "" when plain */
-    char ota_private_key[FK_KEYS_FILE_MAX];  /* the device's own PEM, "" with a fleet key */
-    char psk_fingerprint[FK_FPR_LEN];        /* fk_fpr(psk) */
-    char ota_key_fingerprint[FK_FPR_LEN];    /* fk_fpr(ota_pub_der) */
-    char nvs_keys_fingerprint[FK_FPR_LEN];   /* fk_fpr(eky || tky), "" when plain */
+    char nvs_keys[FK_KEYS_FILE_MAX];        /* nvs_keys partition file, "" when plain */
+    char ota_private_key[FK_KEYS_FILE_MAX]; /* the device's own PEM, "" with a fleet key */
+    char psk_fingerprint[FK_FPR_LEN];       /* fk_fpr(psk) */
+    char ota_key_fingerprint[FK_FPR_LEN];   /* fk_fpr(ota_pub_der) */
+    char nvs_keys_fingerprint[FK_FPR_LEN];  /* fk_fpr(eky || tky), "" when plain */
     unsigned psk_version;
     unsigned ota_key_version;
     char created_at[21];
@@ -144,15 +144,15 @@ FK_MUST_CHECK enum fk_err fk_keys_nvs_render(const struct fk_manifest *m, const 
 /* ---- minting a device ----------------------------------------------------------------- */
 
 struct fk_keys_mint_opts {
-    const uint8_t *mac;             /* FK_MAC_LEN bytes, or NULL for a random LAA MAC */
-    const char *name;               /* optional display name (CSV `name`) */
-    const char *wifi_ssid;          /* optional; with it, wifi_password (may be "") */
-    const char *wifi_password;      /* SECRET: copied and wiped on free */
-    const struct fk_ota_key *ota;   /* the fleet key the device trusts (public half used), or
-                                       NULL: mint a key pair of the device's own */
-    int encrypt_nvs;                /* encrypted image + nvs_keys partition image */
-    size_t nvs_size;                /* 0 = FK_KEYS_NVS_SIZE */
-    unsigned version;               /* psk_version / ota_key_version to record, 0 = 1 */
+    const uint8_t *mac;           /* FK_MAC_LEN bytes, or NULL for a random LAA MAC */
+    const char *name;             /* optional display name (CSV `name`) */
+    const char *wifi_ssid;        /* optional; with it, wifi_password (may be "") */
+    const char *wifi_password;    /* SECRET: copied and wiped on free */
+    const struct fk_ota_key *ota; /* the fleet key the device trusts (public half used), or
+                                     NULL: mint a key pair of the device's own */
+    int encrypt_nvs;              /* encrypted image + nvs_keys partition image */
+    size_t nvs_size;              /* 0 = FK_KEYS_NVS_SIZE */
+    unsigned version;             /* psk_version / ota_key_version to record, 0 = 1 */
 };
 
 struct fk_minted; /* opaque: everything one device needs, in memory until written */
@@ -160,8 +160,8 @@ struct fk_minted; /* opaque: everything one device needs, in memory until writte
 /* Mints one device: PSK, OTA binding, NVS image (and keys), manifest. *out is owned by the
  * caller (fk_keys_minted_free). FK_OK, FK_E_ARG, FK_E_RANGE (SSID/password/name too long),
  * FK_E_CRYPTO, FK_E_NOMEM, FK_E_NOSPACE. Thread-safe (opts->ota may be shared). */
-FK_MUST_CHECK enum fk_err fk_keys_mint(const struct fk_keys_mint_opts *opts,
-                                       struct fk_minted **out, struct fk_diag *diag);
+FK_MUST_CHECK enum fk_err fk_keys_mint(const struct fk_keys_mint_opts *opts, struct fk_minted **out,
+                                       struct fk_diag *diag);
 /* Wipes every secret and frees. NULL is a no-op. */
 void fk_keys_minted_free(struct fk_minted *d);
 /* The manifest (file names and hashes are filled in by fk_keys_minted_write). Borrowed. */
@@ -185,12 +185,10 @@ void fk_keys_sha256_hex(const void *buf, size_t len, char out[65]);
  * (decrypting a copy first when enc is non-NULL), checking every CRC on the way; used to
  * check that a device's image and its manifest agree. psk is SECRET. FK_OK, FK_E_NOTFOUND
  * (a key is missing), FK_E_CRC, FK_E_PARSE, FK_E_NOMEM. */
-FK_MUST_CHECK enum fk_err fk_keys_nvs_extract(const uint8_t *img, size_t len,
-                                              const struct fk_nvs_keys *enc,
-                                              uint8_t psk[FK_PSK_LEN],
-                                              char psk_id[FK_KEYS_PSK_ID_MAX],
-                                              uint8_t *der, size_t der_size, size_t *der_len,
-                                              struct fk_diag *diag);
+FK_MUST_CHECK enum fk_err
+fk_keys_nvs_extract(const uint8_t *img, size_t len, const struct fk_nvs_keys *enc,
+                    uint8_t psk[FK_PSK_LEN], char psk_id[FK_KEYS_PSK_ID_MAX], uint8_t *der,
+                    size_t der_size, size_t *der_len, struct fk_diag *diag);
 
 #ifdef __cplusplus
 }

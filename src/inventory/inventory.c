@@ -191,8 +191,8 @@ out:
 static enum fk_err migrate(struct fk_inventory *inv, struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     int version = 0;
-    FK_GUARD(exec(inv, "CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL)",
-                  diag));
+    FK_GUARD(
+        exec(inv, "CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL)", diag));
     /* Read and migrate under the write lock, so two processes opening a new file at once
      * cannot both run migration 0. */
     FK_GUARD(exec(inv, "BEGIN IMMEDIATE", diag));
@@ -200,16 +200,18 @@ static enum fk_err migrate(struct fk_inventory *inv, struct fk_diag *diag) {
     if (version > MIGRATION_COUNT) {
         exec(inv, "ROLLBACK", NULL);
         return fk_diag_at(diag, FK_E_UNSUPPORTED, inv->path, 0,
-                          "inventory schema version %d is newer than this program (%d)",
-                          version, MIGRATION_COUNT);
+                          "inventory schema version %d is newer than this program (%d)", version,
+                          MIGRATION_COUNT);
     }
     for (int v = version; v < MIGRATION_COUNT; v++) {
         FK_GUARD(exec(inv, migrations[v], diag));
     }
     if (version < MIGRATION_COUNT) {
         char sql[96];
-        snprintf(sql, sizeof sql, "DELETE FROM schema_version; INSERT INTO schema_version "
-                                  "VALUES(%d)", MIGRATION_COUNT);
+        snprintf(sql, sizeof sql,
+                 "DELETE FROM schema_version; INSERT INTO schema_version "
+                 "VALUES(%d)",
+                 MIGRATION_COUNT);
         FK_GUARD(exec(inv, sql, diag));
     }
     FK_GUARD(exec(inv, "COMMIT", diag));
@@ -221,8 +223,7 @@ out:
     return rc;
 }
 
-enum fk_err fk_inventory_open(const char *path, struct fk_inventory **out,
-                              struct fk_diag *diag) {
+enum fk_err fk_inventory_open(const char *path, struct fk_inventory **out, struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     struct fk_inventory *inv = calloc(1, sizeof *inv);
     FK_ENSURE(inv != NULL, FK_E_NOMEM);
@@ -234,13 +235,14 @@ enum fk_err fk_inventory_open(const char *path, struct fk_inventory **out,
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     FK_ENSURE(fd >= 0, fk_diag_at(diag, FK_E_IO, path, 0, "cannot open inventory"));
     close(fd);
-    FK_ENSURE(sqlite3_open_v2(path, &inv->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
-                              NULL) == SQLITE_OK,
+    FK_ENSURE(sqlite3_open_v2(path, &inv->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) ==
+                  SQLITE_OK,
               db_fail(inv, diag, "open"));
     sqlite3_extended_result_codes(inv->db, 1);
     FK_ENSURE(sqlite3_busy_timeout(inv->db, 10000) == SQLITE_OK, db_fail(inv, diag, "busy"));
-    FK_GUARD(exec(inv, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"
-                       " PRAGMA foreign_keys = ON; PRAGMA trusted_schema = OFF;",
+    FK_GUARD(exec(inv,
+                  "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"
+                  " PRAGMA foreign_keys = ON; PRAGMA trusted_schema = OFF;",
                   diag));
     FK_GUARD(migrate(inv, diag));
     *out = inv;
@@ -312,13 +314,12 @@ static enum fk_err auto_end(struct fk_inventory *inv, int own, enum fk_err rc,
 }
 
 static int valid_device_state(const char *s) {
-    return strcmp(s, "minted") == 0 || strcmp(s, "provisioned") == 0 ||
-           strcmp(s, "retired") == 0;
+    return strcmp(s, "minted") == 0 || strcmp(s, "provisioned") == 0 || strcmp(s, "retired") == 0;
 }
 
 static int valid_cred_state(const char *s) {
-    return strcmp(s, "active") == 0 || strcmp(s, "staged") == 0 ||
-           strcmp(s, "retired") == 0 || strcmp(s, "revoked") == 0;
+    return strcmp(s, "active") == 0 || strcmp(s, "staged") == 0 || strcmp(s, "retired") == 0 ||
+           strcmp(s, "revoked") == 0;
 }
 
 enum fk_err fk_inventory_device_upsert(struct fk_inventory *inv, const struct fk_inv_device *d,
@@ -339,8 +340,7 @@ enum fk_err fk_inventory_device_upsert(struct fk_inventory *inv, const struct fk
                   bind_text(s, 4, d->state, 0) == SQLITE_OK &&
                   bind_text(s, 5, d->manifest, 1) == SQLITE_OK &&
                   bind_text(s, 6, d->manifest_sha256, 1) == SQLITE_OK &&
-                  bind_text(s, 7, d->created_at[0] != '\0' ? d->created_at : now, 0) ==
-                      SQLITE_OK &&
+                  bind_text(s, 7, d->created_at[0] != '\0' ? d->created_at : now, 0) == SQLITE_OK &&
                   bind_text(s, 8, d->provisioned_at, 1) == SQLITE_OK,
               db_fail(inv, diag, "bind"));
     FK_ENSURE(sqlite3_step(s) == SQLITE_DONE, db_fail(inv, diag, "device upsert"));
@@ -410,8 +410,7 @@ out:
 }
 
 enum fk_err fk_inventory_device_set_state(struct fk_inventory *inv, const char *id,
-                                          const char *state, const char *at,
-                                          struct fk_diag *diag) {
+                                          const char *state, const char *at, struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     int own = 0;
     sqlite3_stmt *s = NULL;
@@ -434,8 +433,7 @@ out:
     return auto_end(inv, own, rc, diag);
 }
 
-enum fk_err fk_inventory_credential_add(struct fk_inventory *inv,
-                                        const struct fk_inv_credential *c,
+enum fk_err fk_inventory_credential_add(struct fk_inventory *inv, const struct fk_inv_credential *c,
                                         struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     int own = 0;
@@ -453,8 +451,7 @@ enum fk_err fk_inventory_credential_add(struct fk_inventory *inv,
                   bind_text(s, 2, c->kind, 0) == SQLITE_OK &&
                   sqlite3_bind_int64(s, 3, (sqlite3_int64)c->version) == SQLITE_OK &&
                   bind_text(s, 4, c->fingerprint, 0) == SQLITE_OK &&
-                  bind_text(s, 5, c->created_at[0] != '\0' ? c->created_at : now, 0) ==
-                      SQLITE_OK &&
+                  bind_text(s, 5, c->created_at[0] != '\0' ? c->created_at : now, 0) == SQLITE_OK &&
                   bind_text(s, 6, c->expires_at, 1) == SQLITE_OK &&
                   bind_text(s, 7, c->state, 0) == SQLITE_OK,
               db_fail(inv, diag, "bind"));
@@ -510,8 +507,8 @@ out:
 }
 
 enum fk_err fk_inventory_credential_set_state(struct fk_inventory *inv, const char *device_id,
-                                              const char *kind, unsigned version,
-                                              const char *state, struct fk_diag *diag) {
+                                              const char *kind, unsigned version, const char *state,
+                                              struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     int own = 0;
     sqlite3_stmt *s = NULL;
@@ -529,8 +526,8 @@ enum fk_err fk_inventory_credential_set_state(struct fk_inventory *inv, const ch
               db_fail(inv, diag, "bind"));
     FK_ENSURE(sqlite3_step(s) == SQLITE_DONE, db_fail(inv, diag, "credential set state"));
     FK_ENSURE(sqlite3_changes(inv->db) == 1,
-              fk_diag_set(diag, FK_E_NOTFOUND, "no credential %s %s version %u", device_id,
-                          kind, version));
+              fk_diag_set(diag, FK_E_NOTFOUND, "no credential %s %s version %u", device_id, kind,
+                          version));
     rc = FK_OK;
 out:
     sqlite3_finalize(s);
@@ -547,9 +544,9 @@ static void put_len_text(EVP_MD_CTX *md, const char *t) {
 }
 
 /* hash = SHA-256(prev_hash_hex decoded || canonical row), as 64 lower-case hex digits. */
-static enum fk_err row_hash(const char *prev_hex, long long seq, const char *at,
-                            const char *actor, const char *kind, const char *subject,
-                            const char *detail, char out[65]) {
+static enum fk_err row_hash(const char *prev_hex, long long seq, const char *at, const char *actor,
+                            const char *kind, const char *subject, const char *detail,
+                            char out[65]) {
     enum fk_err rc = FK_E_INTERNAL;
     uint8_t prev[32];
     uint8_t digest[32];
@@ -583,9 +580,9 @@ out:
 static const char zero_hash[65] =
     "0000000000000000000000000000000000000000000000000000000000000000";
 
-enum fk_err fk_inventory_audit_append(struct fk_inventory *inv, const char *actor,
-                                      const char *kind, const char *subject,
-                                      const char *detail_json, struct fk_diag *diag) {
+enum fk_err fk_inventory_audit_append(struct fk_inventory *inv, const char *actor, const char *kind,
+                                      const char *subject, const char *detail_json,
+                                      struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     int own = 0;
     sqlite3_stmt *s = NULL;
@@ -613,8 +610,7 @@ enum fk_err fk_inventory_audit_append(struct fk_inventory *inv, const char *acto
               fk_diag_set(diag, FK_E_VERIFY, "audit head hash is malformed"));
     FK_GUARD(stmt(inv, ST_AUDIT_ADD, &s, diag));
     FK_ENSURE(sqlite3_bind_int64(s, 1, seq) == SQLITE_OK && bind_text(s, 2, at, 0) == SQLITE_OK &&
-                  bind_text(s, 3, actor, 0) == SQLITE_OK &&
-                  bind_text(s, 4, kind, 0) == SQLITE_OK &&
+                  bind_text(s, 3, actor, 0) == SQLITE_OK && bind_text(s, 4, kind, 0) == SQLITE_OK &&
                   bind_text(s, 5, subject, 0) == SQLITE_OK &&
                   bind_text(s, 6, detail, 0) == SQLITE_OK &&
                   bind_text(s, 7, prev, 0) == SQLITE_OK && bind_text(s, 8, hash, 0) == SQLITE_OK,
@@ -633,8 +629,8 @@ out:
     return auto_end(inv, own, rc, diag);
 }
 
-static enum fk_err verify_fail(struct fk_inv_audit_report *rep, long long seq, const char *fmt,
-                               ...) FK_PRINTF(3, 4);
+static enum fk_err verify_fail(struct fk_inv_audit_report *rep, long long seq, const char *fmt, ...)
+    FK_PRINTF(3, 4);
 
 static enum fk_err verify_fail(struct fk_inv_audit_report *rep, long long seq, const char *fmt,
                                ...) {
@@ -680,14 +676,14 @@ enum fk_err fk_inventory_audit_verify(struct fk_inventory *inv, struct fk_inv_au
         }
         rep->rows++;
         if (seq != want) {
-            rc = verify_fail(rep, want, seq < want ? "row %lld out of order (found seq %lld)"
-                                                   : "row %lld missing (next is seq %lld)",
+            rc = verify_fail(rep, want,
+                             seq < want ? "row %lld out of order (found seq %lld)"
+                                        : "row %lld missing (next is seq %lld)",
                              want, seq);
             goto out;
         }
         if (strcmp(f[5], prev) != 0) {
-            rc = verify_fail(rep, seq, "row %lld: prev_hash does not match row %lld", seq,
-                             seq - 1);
+            rc = verify_fail(rep, seq, "row %lld: prev_hash does not match row %lld", seq, seq - 1);
             goto out;
         }
         if (row_hash(prev, seq, f[0], f[1], f[2], f[3], f[4], expect) != FK_OK ||
@@ -819,8 +815,7 @@ enum fk_err fk_inventory_device_seen(struct fk_inventory *inv, const struct fk_i
     changed = was_seen && strcmp(old->posture, p->posture) != 0;
     FK_GUARD(stmt(inv, ST_SEEN_SET, &s, diag));
     FK_ENSURE(bind_text(s, 1, p->device_id, 0) == SQLITE_OK &&
-                  bind_text(s, 2, p->last_seen[0] != '\0' ? p->last_seen : now, 0) ==
-                      SQLITE_OK &&
+                  bind_text(s, 2, p->last_seen[0] != '\0' ? p->last_seen : now, 0) == SQLITE_OK &&
                   bind_text(s, 3, p->peer, 1) == SQLITE_OK &&
                   bind_text(s, 4, p->firmware_version, 1) == SQLITE_OK &&
                   bind_text(s, 5, p->credential_versions, 1) == SQLITE_OK &&

@@ -120,8 +120,8 @@ static enum fk_err ota_wrap(EVP_PKEY *pkey, int has_private, struct fk_ota_key *
     size_t glen = 0;
     FK_ENSURE(EVP_PKEY_is_a(pkey, "EC"),
               fk_diag_set(diag, FK_E_UNSUPPORTED, "OTA key must be ECDSA P-256"));
-    FK_ENSURE(EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group,
-                                             sizeof group, &glen) == 1 &&
+    FK_ENSURE(EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof group,
+                                             &glen) == 1 &&
                   strcmp(group, "prime256v1") == 0,
               fk_diag_set(diag, FK_E_UNSUPPORTED, "OTA key must be on P-256, not %s",
                           group[0] != '\0' ? group : "an unknown curve"));
@@ -173,8 +173,8 @@ enum fk_err fk_keys_ota_load(const char *path, struct fk_ota_key **out, struct f
         FK_ENSURE(bio != NULL, FK_E_NOMEM);
         pkey = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
     }
-    FK_ENSURE(pkey != NULL, fk_diag_at(diag, FK_E_PARSE, path, 0,
-                                       "expected a PEM P-256 private or public key"));
+    FK_ENSURE(pkey != NULL,
+              fk_diag_at(diag, FK_E_PARSE, path, 0, "expected a PEM P-256 private or public key"));
     struct fk_diag why;
     fk_diag_init(&why);
     rc = ota_wrap(pkey, priv, out, &why);
@@ -281,8 +281,8 @@ enum fk_err fk_keys_mint(const struct fk_keys_mint_opts *o, struct fk_minted **o
         FK_GUARD(fk_keys_ota_generate(&d->own));
         ota = d->own;
     }
-    FK_GUARD(fk_keys_ota_public_der(ota, m->ota_pub_der, sizeof m->ota_pub_der,
-                                    &m->ota_pub_der_len));
+    FK_GUARD(
+        fk_keys_ota_public_der(ota, m->ota_pub_der, sizeof m->ota_pub_der, &m->ota_pub_der_len));
     m->provisioned = 0;
     m->schema_version = FK_MANIFEST_SCHEMA;
     snprintf(m->name, sizeof m->name, "%s", o->name != NULL ? o->name : "");
@@ -328,15 +328,13 @@ const struct fk_manifest *fk_keys_minted_manifest(const struct fk_minted *d) {
 
 static enum fk_err remove_stale(const char *path, struct fk_diag *diag) {
     if (unlink(path) != 0 && errno != ENOENT) {
-        return fk_diag_at(diag, FK_E_IO, path, 0, "cannot remove stale file: %s",
-                          strerror(errno));
+        return fk_diag_at(diag, FK_E_IO, path, 0, "cannot remove stale file: %s", strerror(errno));
     }
     return FK_OK;
 }
 
 enum fk_err fk_keys_minted_write(struct fk_minted *d, const char *dir, const char *base,
-                                 unsigned flags, char manifest_sha256[65],
-                                 struct fk_diag *diag) {
+                                 unsigned flags, char manifest_sha256[65], struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     char *p_img = NULL;
     char *p_keys = NULL;
@@ -357,8 +355,7 @@ enum fk_err fk_keys_minted_write(struct fk_minted *d, const char *dir, const cha
     FK_GUARD(fk_file_write_atomic(p_img, d->img, d->img_len, 0600, flags, diag));
     if (m->nvs_encrypted) {
         snprintf(m->nvs_keys, sizeof m->nvs_keys, "%s.nvs_keys.bin", base);
-        FK_GUARD(fk_file_write_atomic(p_keys, d->keys_img, sizeof d->keys_img, 0600, flags,
-                                      diag));
+        FK_GUARD(fk_file_write_atomic(p_keys, d->keys_img, sizeof d->keys_img, 0600, flags, diag));
     } else {
         m->nvs_keys[0] = '\0';
         FK_GUARD(remove_stale(p_keys, diag));

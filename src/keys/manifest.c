@@ -240,8 +240,7 @@ static int is_fpr(const char *s) {
 
 /* A file name recorded in a manifest must stay inside the manifest's directory. */
 static int is_plain_file_name(const char *s) {
-    return s[0] == '\0' ||
-           (strchr(s, '/') == NULL && strcmp(s, ".") != 0 && strcmp(s, "..") != 0);
+    return s[0] == '\0' || (strchr(s, '/') == NULL && strcmp(s, ".") != 0 && strcmp(s, "..") != 0);
 }
 
 static enum fk_err parse_tree(const cJSON *root, struct fk_manifest *m, struct fk_diag *diag) {
@@ -260,8 +259,8 @@ static enum fk_err parse_tree(const cJSON *root, struct fk_manifest *m, struct f
                   strlen(psk->valuestring) == 2 * FK_PSK_LEN,
               bad(diag, "psk_hex", "64 hex digits"));
     size_t n = 0;
-    FK_ENSURE(fk_hex_decode(psk->valuestring, 2 * FK_PSK_LEN, m->psk, sizeof m->psk, &n,
-                            NULL) == FK_OK &&
+    FK_ENSURE(fk_hex_decode(psk->valuestring, 2 * FK_PSK_LEN, m->psk, sizeof m->psk, &n, NULL) ==
+                      FK_OK &&
                   n == FK_PSK_LEN,
               bad(diag, "psk_hex", "64 hex digits"));
 
@@ -312,8 +311,8 @@ static enum fk_err parse_tree(const cJSON *root, struct fk_manifest *m, struct f
     FK_GUARD(get_str(root, "wifi_ssid", 0, m->wifi_ssid, sizeof m->wifi_ssid, diag));
     FK_GUARD(get_str(root, "nvs_image", 0, m->nvs_image, sizeof m->nvs_image, diag));
     FK_ENSURE(is_plain_file_name(m->nvs_image), bad(diag, "nvs_image", "a file name"));
-    FK_GUARD(get_str(root, "nvs_image_sha256", 0, m->nvs_image_sha256,
-                     sizeof m->nvs_image_sha256, diag));
+    FK_GUARD(get_str(root, "nvs_image_sha256", 0, m->nvs_image_sha256, sizeof m->nvs_image_sha256,
+                     diag));
     FK_ENSURE(m->nvs_image_sha256[0] == '\0' || strlen(m->nvs_image_sha256) == 64,
               bad(diag, "nvs_image_sha256", "64 hex digits"));
     FK_GUARD(get_uint(root, "nvs_size", &m->nvs_size, diag));
@@ -322,11 +321,11 @@ static enum fk_err parse_tree(const cJSON *root, struct fk_manifest *m, struct f
     FK_ENSURE(is_plain_file_name(m->nvs_keys), bad(diag, "nvs_keys", "a file name"));
     FK_ENSURE(!m->nvs_encrypted || m->nvs_keys[0] != '\0',
               bad(diag, "nvs_keys", "the key file of the encrypted image"));
-    FK_GUARD(get_str(root, "ota_private_key", 0, m->ota_private_key, sizeof m->ota_private_key,
-                     diag));
+    FK_GUARD(
+        get_str(root, "ota_private_key", 0, m->ota_private_key, sizeof m->ota_private_key, diag));
     FK_ENSURE(is_plain_file_name(m->ota_private_key), bad(diag, "ota_private_key", "a file name"));
-    FK_GUARD(get_str(root, "psk_fingerprint", 0, m->psk_fingerprint, sizeof m->psk_fingerprint,
-                     diag));
+    FK_GUARD(
+        get_str(root, "psk_fingerprint", 0, m->psk_fingerprint, sizeof m->psk_fingerprint, diag));
     FK_ENSURE(is_fpr(m->psk_fingerprint), bad(diag, "psk_fingerprint", "sha256:16 hex digits"));
     FK_GUARD(get_str(root, "ota_public_key_fingerprint", 0, m->ota_key_fingerprint,
                      sizeof m->ota_key_fingerprint, diag));
@@ -355,8 +354,7 @@ enum fk_err fk_keys_manifest_parse(const char *buf, size_t len, struct fk_manife
               fk_diag_set(diag, FK_E_TOOBIG, "manifest larger than %d bytes", FK_MANIFEST_MAX));
     root = cJSON_ParseWithLength(buf, len);
     FK_ENSURE(root != NULL, fk_diag_set(diag, FK_E_PARSE, "not valid JSON (near byte %ld)",
-                                        cJSON_GetErrorPtr() != NULL &&
-                                                cJSON_GetErrorPtr() >= buf &&
+                                        cJSON_GetErrorPtr() != NULL && cJSON_GetErrorPtr() >= buf &&
                                                 cJSON_GetErrorPtr() <= buf + len
                                             ? (long)(cJSON_GetErrorPtr() - buf)
                                             : -1L));
@@ -377,8 +375,7 @@ out:
     return rc;
 }
 
-enum fk_err fk_keys_manifest_load(const char *path, struct fk_manifest *out,
-                                  struct fk_diag *diag) {
+enum fk_err fk_keys_manifest_load(const char *path, struct fk_manifest *out, struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     uint8_t *buf = NULL;
     size_t len = 0;

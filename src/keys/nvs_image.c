@@ -126,8 +126,8 @@ struct item_find {
     size_t len;
     int ns;
     const char *key;
-    uint8_t type;      /* FKD_NVS_STR or FKD_NVS_BLOB_IDX (then chunks are gathered) */
-    int chunk;         /* for BLOB_DATA lookups */
+    uint8_t type; /* FKD_NVS_STR or FKD_NVS_BLOB_IDX (then chunks are gathered) */
+    int chunk;    /* for BLOB_DATA lookups */
     int found;
     struct fkd_nvs_entry e;
     size_t page;
@@ -156,17 +156,16 @@ static enum fk_err find_item(struct item_find *f, struct fk_diag *diag) {
 }
 
 /* A V2 blob: BLOB_IDX (total size, chunk count, first chunk) + its BLOB_DATA chunks. */
-static enum fk_err read_blob(const uint8_t *img, size_t len, int ns, const char *key,
-                             uint8_t *out, size_t out_size, size_t *out_len,
-                             struct fk_diag *diag) {
+static enum fk_err read_blob(const uint8_t *img, size_t len, int ns, const char *key, uint8_t *out,
+                             size_t out_size, size_t *out_len, struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     struct item_find f = {img, len, ns, key, FKD_NVS_BLOB_IDX, 0, 0, {0}, 0, 0};
     FK_GUARD(find_item(&f, diag));
     size_t total = fk_load_le32(f.e.data);
     unsigned count = f.e.data[4];
     unsigned first = f.e.data[5];
-    FK_ENSURE(total <= out_size, fk_diag_set(diag, FK_E_NOSPACE, "%s: %zu bytes is too large",
-                                             key, total));
+    FK_ENSURE(total <= out_size,
+              fk_diag_set(diag, FK_E_NOSPACE, "%s: %zu bytes is too large", key, total));
     size_t got = 0;
     for (unsigned c = first; c < first + count; c++) {
         struct item_find d = {img, len, ns, key, FKD_NVS_BLOB_DATA, (int)c, 0, {0}, 0, 0};
@@ -179,8 +178,8 @@ static enum fk_err read_blob(const uint8_t *img, size_t len, int ns, const char 
         memcpy(out + got, data, dlen);
         got += dlen;
     }
-    FK_ENSURE(got == total, fk_diag_set(diag, FK_E_PARSE, "%s: chunks hold %zu of %zu bytes",
-                                        key, got, total));
+    FK_ENSURE(got == total,
+              fk_diag_set(diag, FK_E_PARSE, "%s: chunks hold %zu of %zu bytes", key, got, total));
     *out_len = got;
     rc = FK_OK;
 out:
@@ -209,8 +208,8 @@ enum fk_err fk_keys_nvs_extract(const uint8_t *img, size_t len, const struct fk_
     FK_ENSURE(nf.index > 0, fk_diag_set(diag, FK_E_NOTFOUND, "namespace security: not found"));
 
     FK_GUARD(read_blob(img, len, nf.index, "dtls_psk", tmp, sizeof tmp, &n, diag));
-    FK_ENSURE(n == FK_PSK_LEN, fk_diag_set(diag, FK_E_PARSE, "dtls_psk: %zu bytes, expected %d",
-                                           n, FK_PSK_LEN));
+    FK_ENSURE(n == FK_PSK_LEN,
+              fk_diag_set(diag, FK_E_PARSE, "dtls_psk: %zu bytes, expected %d", n, FK_PSK_LEN));
     memcpy(psk, tmp, FK_PSK_LEN);
 
     struct item_find s = {img, len, nf.index, "psk_id", FKD_NVS_STR, 0, 0, {0}, 0, 0};

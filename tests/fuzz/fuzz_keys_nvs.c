@@ -17,8 +17,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (len == 0) {
         return 0;
     }
-    if (fk_keys_nvs_extract(data, len, NULL, psk, id, der, sizeof der, &der_len, NULL) ==
-        FK_OK) {
+    if (fk_keys_nvs_extract(data, len, NULL, psk, id, der, sizeof der, &der_len, NULL) == FK_OK) {
         if (der_len > sizeof der || memchr(id, '\0', sizeof id) == NULL) {
             abort();
         }

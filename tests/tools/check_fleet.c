@@ -82,8 +82,8 @@ static int audit(void *user, const struct fk_inv_audit *a) {
         c->other++;
         return 0;
     }
-    const struct fk_inv_device *d = bsearch(a->subject, c->devs->v, c->devs->n,
-                                            sizeof *c->devs->v, cmp_id);
+    const struct fk_inv_device *d =
+        bsearch(a->subject, c->devs->v, c->devs->n, sizeof *c->devs->v, cmp_id);
     if (d == NULL) {
         problem(a->subject, "device.minted audit entry for a device not in the inventory");
     } else {
@@ -95,7 +95,8 @@ static int audit(void *user, const struct fk_inv_audit *a) {
 static uint8_t *read_all(const char *dir, const char *name, size_t max, size_t *len) {
     char *p = NULL;
     uint8_t *buf = NULL;
-    if (fk_path_join(dir, name, "", &p) != FK_OK || fk_file_read(p, max, &buf, len, NULL) != FK_OK) {
+    if (fk_path_join(dir, name, "", &p) != FK_OK ||
+        fk_file_read(p, max, &buf, len, NULL) != FK_OK) {
         buf = NULL;
     }
     free(p);
@@ -144,8 +145,8 @@ static void check_device(const char *dir, const struct fk_inv_device *d, const u
     }
     struct cred_find cf;
     memset(&cf, 0, sizeof cf);
-    if (fk_inventory_credential_list(inv, d->id, cred, &cf, NULL) != FK_OK ||
-        cf.active_psk != 1 || strcmp(cf.psk_fpr, m.psk_fingerprint) != 0) {
+    if (fk_inventory_credential_list(inv, d->id, cred, &cf, NULL) != FK_OK || cf.active_psk != 1 ||
+        strcmp(cf.psk_fpr, m.psk_fingerprint) != 0) {
         problem(d->id, "inventory psk credential does not match the manifest");
     }
     img = read_all(dir, m.nvs_image, 1 << 20, &ilen);
@@ -169,8 +170,8 @@ static void check_device(const char *dir, const struct fk_inv_device *d, const u
     char psk_id[FK_KEYS_PSK_ID_MAX];
     uint8_t der[FK_OTA_PUB_DER_MAX];
     size_t der_len = 0;
-    if (fk_keys_nvs_extract(img, ilen, m.nvs_encrypted ? &k : NULL, psk, psk_id, der,
-                            sizeof der, &der_len, &diag) != FK_OK) {
+    if (fk_keys_nvs_extract(img, ilen, m.nvs_encrypted ? &k : NULL, psk, psk_id, der, sizeof der,
+                            &der_len, &diag) != FK_OK) {
         problem(d->id, diag.msg);
         goto out;
     }
@@ -275,8 +276,8 @@ int main(int argc, char **argv) {
     }
     if (manifests != devs.n || images != devs.n) {
         char msg[128];
-        snprintf(msg, sizeof msg, "%zu manifests and %zu images for %zu devices", manifests,
-                 images, devs.n);
+        snprintf(msg, sizeof msg, "%zu manifests and %zu images for %zu devices", manifests, images,
+                 devs.n);
         problem("fleet", msg);
     }
 

@@ -3,11 +3,14 @@
  * reordering and cut-off tail made behind its back with raw SQLite calls. */
 #include "fleetkey/inventory.h"
 
+/* cmocka needs these first, in this order. */
+/* clang-format off */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+/* clang-format on */
 
 #include <sqlite3.h>
 #include <stdio.h>
@@ -171,12 +174,12 @@ static void inventory_devices_and_credentials(void **state) {
     /* Foreign key: no credential for a device that does not exist. */
     snprintf(c.device_id, sizeof c.device_id, "robot-nope");
     assert_int_equal(fk_inventory_credential_add(inv, &c, &d), FK_E_DB);
-    assert_int_equal(fk_inventory_credential_set_state(inv, "robot-000000000002", "psk", 1,
-                                                       "revoked", NULL),
-                     FK_OK);
-    assert_int_equal(fk_inventory_credential_set_state(inv, "robot-000000000002", "psk", 2,
-                                                       "revoked", NULL),
-                     FK_E_NOTFOUND);
+    assert_int_equal(
+        fk_inventory_credential_set_state(inv, "robot-000000000002", "psk", 1, "revoked", NULL),
+        FK_OK);
+    assert_int_equal(
+        fk_inventory_credential_set_state(inv, "robot-000000000002", "psk", 2, "revoked", NULL),
+        FK_E_NOTFOUND);
     n = 0;
     assert_int_equal(fk_inventory_credential_list(inv, "robot-000000000002", count_cred, &n, NULL),
                      FK_OK);
@@ -276,8 +279,9 @@ static void audit_verify_detects_edited_content(void **state) {
                            "UPDATE audit SET detail = '{\"psk_fingerprint\":\"x\"}'"
                            " WHERE seq = 7",
                            7);
-    expect_tamper_detected("edit_time", "UPDATE audit SET at = '2020-01-01T00:00:00Z'"
-                                        " WHERE seq = 1",
+    expect_tamper_detected("edit_time",
+                           "UPDATE audit SET at = '2020-01-01T00:00:00Z'"
+                           " WHERE seq = 1",
                            1);
 }
 
@@ -321,7 +325,8 @@ static void audit_verify_detects_inserted_row(void **state) {
 static void audit_verify_detects_truncated_tail(void **state) {
     (void)state;
     expect_tamper_detected("truncate", "DELETE FROM audit WHERE seq > 8", 9);
-    expect_tamper_detected("head_edit", "UPDATE audit_head SET hash = (SELECT hash FROM audit WHERE seq = 3)", 0);
+    expect_tamper_detected(
+        "head_edit", "UPDATE audit_head SET hash = (SELECT hash FROM audit WHERE seq = 3)", 0);
 }
 
 int main(void) {

@@ -3,11 +3,14 @@
  * device NVS image against the golden provisioning vector made by ESP-IDF's generator. */
 #include "fleetkey/keys.h"
 
+/* cmocka needs these first, in this order. */
+/* clang-format off */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+/* clang-format on */
 
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -67,18 +70,18 @@ static void mac_parse_rejects_malformed(void **state) {
     (void)state;
     const char *bad[] = {
         "",
-        "AA:BB:CC:DD:EE",          /* too short */
-        "AA:BB:CC:DD:EE:FF:00",    /* too long */
-        "AA:BB:CC:DD:EE:F",        /* missing digit */
-        "AA:BB:CC:DD:EE:FG",       /* not hex */
-        "AA-BB:CC:DD:EE:FF",       /* mixed separators */
-        "AA.BB.CC.DD.EE.FF",       /* other separator */
-        "AABBCCDDEEFF",            /* no separators */
-        "AABB:CCDD:EEFF:00",       /* wrong grouping, right length */
-        " AA:BB:CC:DD:EE:F",       /* leading space */
-        "01:00:5E:00:00:01",       /* multicast */
-        "FF:FF:FF:FF:FF:FF",       /* broadcast (multicast bit) */
-        "00:00:00:00:00:00",       /* all zero */
+        "AA:BB:CC:DD:EE",       /* too short */
+        "AA:BB:CC:DD:EE:FF:00", /* too long */
+        "AA:BB:CC:DD:EE:F",     /* missing digit */
+        "AA:BB:CC:DD:EE:FG",    /* not hex */
+        "AA-BB:CC:DD:EE:FF",    /* mixed separators */
+        "AA.BB.CC.DD.EE.FF",    /* other separator */
+        "AABBCCDDEEFF",         /* no separators */
+        "AABB:CCDD:EEFF:00",    /* wrong grouping, right length */
+        " AA:BB:CC:DD:EE:F",    /* leading space */
+        "01:00:5E:00:00:01",    /* multicast */
+        "FF:FF:FF:FF:FF:FF",    /* broadcast (multicast bit) */
+        "00:00:00:00:00:00",    /* all zero */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         uint8_t mac[6] = {1, 2, 3, 4, 5, 6};
@@ -183,9 +186,9 @@ static void manifest_round_trip_keeps_seed_order(void **state) {
     size_t len = 0;
     assert_int_equal(fk_keys_manifest_render(m, &json, &len), FK_OK);
     /* The seed's six fields come first, in the seed's order. */
-    const char *order[] = {"\"device_id\"", "\"psk_hex\"", "\"psk_identity\"",
-                           "\"ota_public_key_der_hex\"", "\"provisioned\"", "\"provisioned_at\"",
-                           "\"schema_version\""};
+    const char *order[] = {
+        "\"device_id\"",   "\"psk_hex\"",        "\"psk_identity\"",  "\"ota_public_key_der_hex\"",
+        "\"provisioned\"", "\"provisioned_at\"", "\"schema_version\""};
     const char *prev = json;
     for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
         const char *at = strstr(json, order[i]);
@@ -303,8 +306,9 @@ static void expect_parse_error(const char *json, const char *field) {
 static void manifest_parse_rejects_missing_fields(void **state) {
     (void)state;
     load_vector_der();
-    const char *fields[] = {"device_id", "psk_hex", "psk_identity", "ota_public_key_der_hex",
-                            "provisioned", "provisioned_at"};
+    const char *fields[] = {"device_id",    "psk_hex",
+                            "psk_identity", "ota_public_key_der_hex",
+                            "provisioned",  "provisioned_at"};
     for (size_t i = 0; i < 6; i++) {
         char key[64];
         char renamed[64];
@@ -323,9 +327,10 @@ static void manifest_parse_rejects_wrong_types_and_values(void **state) {
     expect_parse_error(with("\"psk_hex\":\"", "\"psk_hex\":\"zz"), "psk_hex");
     expect_parse_error(with("50b3f7f7", "50b3f7g7"), "psk_hex");
     expect_parse_error(with("50b3f7f7", "50b3f7"), "psk_hex");
-    expect_parse_error(with("\"psk_hex\":\"50b3f7f7c416ce0937abf4ac096bdb5b08f8a528fa31c0a3253601bd6656cfc4\"",
-                            "\"psk_hex\":64"),
-                       "psk_hex");
+    expect_parse_error(
+        with("\"psk_hex\":\"50b3f7f7c416ce0937abf4ac096bdb5b08f8a528fa31c0a3253601bd6656cfc4\"",
+             "\"psk_hex\":64"),
+        "psk_hex");
     expect_parse_error(with("\"psk_identity\":\"robot-AABBCCDDEEFF\"", "\"psk_identity\":\"\""),
                        "psk_identity");
     expect_parse_error(with("\"ota_public_key_der_hex\":\"30", "\"ota_public_key_der_hex\":\"3"),
@@ -431,9 +436,9 @@ static void nvs_image_equals_the_generators_prov_vector(void **state) {
     size_t len = 0;
     struct fk_diag d;
     fk_diag_init(&d);
-    assert_int_equal(fk_keys_nvs_render(&m, "FleetLab-5G", "Tr41n-R0b0t#2026", 0, NULL, img,
-                                        0x6000, &len, &d),
-                     FK_OK);
+    assert_int_equal(
+        fk_keys_nvs_render(&m, "FleetLab-5G", "Tr41n-R0b0t#2026", 0, NULL, img, 0x6000, &len, &d),
+        FK_OK);
     assert_int_equal(len, want_len);
     assert_memory_equal(img, want, len);
 
@@ -455,17 +460,15 @@ static void nvs_image_equals_the_generators_prov_vector(void **state) {
     char id[FK_KEYS_PSK_ID_MAX];
     uint8_t der[FK_OTA_PUB_DER_MAX];
     size_t der_len = 0;
-    assert_int_equal(fk_keys_nvs_extract(want, want_len, NULL, psk, id, der, sizeof der,
-                                         &der_len, &d),
-                     FK_OK);
+    assert_int_equal(
+        fk_keys_nvs_extract(want, want_len, NULL, psk, id, der, sizeof der, &der_len, &d), FK_OK);
     assert_memory_equal(psk, m.psk, FK_PSK_LEN);
     assert_string_equal(id, "robot-AABBCCDDEEFF");
     assert_int_equal(der_len, 91);
     assert_memory_equal(der, m.ota_pub_der, 91);
     memset(psk, 0, sizeof psk);
-    assert_int_equal(fk_keys_nvs_extract(enc_want, enc_len, &k, psk, id, der, sizeof der,
-                                         &der_len, &d),
-                     FK_OK);
+    assert_int_equal(
+        fk_keys_nvs_extract(enc_want, enc_len, &k, psk, id, der, sizeof der, &der_len, &d), FK_OK);
     assert_memory_equal(psk, m.psk, FK_PSK_LEN);
     free(enc_want);
     free(kimg);
@@ -484,28 +487,25 @@ static void nvs_extract_rejects_tampered_and_wrong_key(void **state) {
     /* Flip one bit of the dtls_psk data (entry 2 of page 0: after the namespace entry and the
      * BLOB_DATA header). */
     img[64 + 2 * 32 + 5] ^= 0x01;
-    assert_int_equal(fk_keys_nvs_extract(img, len, NULL, psk, id, der, sizeof der, &der_len,
-                                         NULL),
+    assert_int_equal(fk_keys_nvs_extract(img, len, NULL, psk, id, der, sizeof der, &der_len, NULL),
                      FK_E_CRC);
     img[64 + 2 * 32 + 5] ^= 0x01;
     /* A damaged entry header. */
     img[64 + 1 * 32 + 9] ^= 0x40;
-    assert_int_equal(fk_keys_nvs_extract(img, len, NULL, psk, id, der, sizeof der, &der_len,
-                                         NULL),
+    assert_int_equal(fk_keys_nvs_extract(img, len, NULL, psk, id, der, sizeof der, &der_len, NULL),
                      FK_E_CRC);
     img[64 + 1 * 32 + 9] ^= 0x40;
-    assert_int_equal(fk_keys_nvs_extract(img, len - 1, NULL, psk, id, der, sizeof der,
-                                         &der_len, NULL),
-                     FK_E_PARSE);
+    assert_int_equal(
+        fk_keys_nvs_extract(img, len - 1, NULL, psk, id, der, sizeof der, &der_len, NULL),
+        FK_E_PARSE);
     free(img);
 
     size_t enc_len = 0;
     uint8_t *enc = read_vector("prov_enc.bin", &enc_len);
     struct fk_nvs_keys wrong;
     memset(&wrong, 0x11, sizeof wrong);
-    assert_int_not_equal(fk_keys_nvs_extract(enc, enc_len, &wrong, psk, id, der, sizeof der,
-                                             &der_len, NULL),
-                         FK_OK);
+    assert_int_not_equal(
+        fk_keys_nvs_extract(enc, enc_len, &wrong, psk, id, der, sizeof der, &der_len, NULL), FK_OK);
     free(enc);
 }
 
@@ -535,9 +535,8 @@ static void minted_image_holds_the_manifest_psk(void **state) {
     uint8_t der[FK_OTA_PUB_DER_MAX];
     size_t der_len = 0;
     /* Encrypted: unreadable without the keys, readable with them. */
-    assert_int_not_equal(fk_keys_nvs_extract(img, len, NULL, psk, id, der, sizeof der, &der_len,
-                                             NULL),
-                         FK_OK);
+    assert_int_not_equal(
+        fk_keys_nvs_extract(img, len, NULL, psk, id, der, sizeof der, &der_len, NULL), FK_OK);
     assert_int_equal(fk_keys_nvs_extract(img, len, &k, psk, id, der, sizeof der, &der_len, NULL),
                      FK_OK);
     assert_true(fk_ct_equal(psk, m->psk, FK_PSK_LEN));

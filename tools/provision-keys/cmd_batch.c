@@ -125,9 +125,9 @@ static void on_signal(int sig) {
 /* ---- CSV (RFC 4180) --------------------------------------------------------------------- */
 
 struct record {
-    long line;     /* line the record starts on */
+    long line; /* line the record starts on */
     size_t nf;
-    char **f;      /* NUL-terminated fields (may hold a password: wiped on free) */
+    char **f; /* NUL-terminated fields (may hold a password: wiped on free) */
 };
 
 static void record_free(struct record *r) {
@@ -393,8 +393,9 @@ static int csv_load(const char *path, struct csv_data *out, struct fk_diag *diag
      * much as it can. */
     if (out->nrecs == 0) {
         if (errors == 0) {
-            fk_diag_at(&d, FK_E_PARSE, path, 1, "header: expected a header row naming the "
-                                                "columns (at least mac)");
+            fk_diag_at(&d, FK_E_PARSE, path, 1,
+                       "header: expected a header row naming the "
+                       "columns (at least mac)");
             errors_report(&errors, &d);
         }
         return errors;
@@ -556,9 +557,9 @@ struct run {
     int encrypt;
     size_t nvs_size;
     int progress;
-    size_t total;      /* CSV devices */
-    size_t skipped;    /* already complete */
-    size_t minted;     /* committed in this run */
+    size_t total;   /* CSV devices */
+    size_t skipped; /* already complete */
+    size_t minted;  /* committed in this run */
     struct timespec t0;
     double last_progress;
 };
@@ -588,8 +589,8 @@ static void mint_one(struct chunk *c, size_t i) {
                                   .nvs_size = c->run->nvs_size};
     r->rc = fk_keys_mint(&o, &m, &r->diag);
     if (r->rc == FK_OK) {
-        r->rc = fk_keys_minted_write(m, c->run->outdir, dv->id, FK_WRITE_NOSYNC,
-                                     r->manifest_sha, &r->diag);
+        r->rc = fk_keys_minted_write(m, c->run->outdir, dv->id, FK_WRITE_NOSYNC, r->manifest_sha,
+                                     &r->diag);
     }
     if (r->rc == FK_OK) {
         maybe_die(kill_after_files, atomic_fetch_add(&files_written, 1) + 1);
@@ -658,17 +659,16 @@ static void progress(struct run *run, int final) {
     size_t done = run->skipped + run->minted;
     double rate = t > 0 ? (double)run->minted / t : 0;
     double eta = rate > 0 ? (double)(run->total - done) / rate : 0;
-    fprintf(stderr, "\r\033[Kbatch: %zu/%zu devices  %.0f/s  ETA %.0fs", done, run->total,
-            rate, eta);
+    fprintf(stderr, "\r\033[Kbatch: %zu/%zu devices  %.0f/s  ETA %.0fs", done, run->total, rate,
+            eta);
     if (final) {
         fputs("\r\033[K", stderr);
     }
     fflush(stderr);
 }
 
-static enum fk_err add_cred(struct fk_inventory *inv, const struct fk_manifest *m,
-                            const char *kind, unsigned version, const char *fpr,
-                            struct fk_diag *diag) {
+static enum fk_err add_cred(struct fk_inventory *inv, const struct fk_manifest *m, const char *kind,
+                            unsigned version, const char *fpr, struct fk_diag *diag) {
     struct fk_inv_credential c;
     memset(&c, 0, sizeof c);
     memcpy(c.device_id, m->device_id, sizeof m->device_id);
@@ -706,11 +706,9 @@ static enum fk_err chunk_commit(struct run *run, struct chunk *c, int dirfd,
         memcpy(d.created_at, m->created_at, sizeof m->created_at);
         FK_GUARD(fk_inventory_device_upsert(inv, &d, diag));
         FK_GUARD(add_cred(inv, m, "psk", m->psk_version, m->psk_fingerprint, diag));
-        FK_GUARD(add_cred(inv, m, "ota_pubkey", m->ota_key_version, m->ota_key_fingerprint,
-                          diag));
+        FK_GUARD(add_cred(inv, m, "ota_pubkey", m->ota_key_version, m->ota_key_fingerprint, diag));
         if (m->nvs_encrypted) {
-            FK_GUARD(add_cred(inv, m, "nvs_keys", m->psk_version, m->nvs_keys_fingerprint,
-                              diag));
+            FK_GUARD(add_cred(inv, m, "nvs_keys", m->psk_version, m->nvs_keys_fingerprint, diag));
         }
         snprintf(detail, sizeof detail,
                  "{\"mac\":\"%s\",\"manifest_sha256\":\"%s\",\"psk_fingerprint\":\"%s\","
@@ -718,8 +716,8 @@ static enum fk_err chunk_commit(struct run *run, struct chunk *c, int dirfd,
                  "\"nvs_encrypted\":%s}",
                  m->mac, c->res[i].manifest_sha, m->psk_fingerprint, m->ota_key_fingerprint,
                  m->nvs_image_sha256, m->nvs_encrypted ? "true" : "false");
-        FK_GUARD(fk_inventory_audit_append(inv, ACTOR, "device.minted", m->device_id, detail,
-                                           diag));
+        FK_GUARD(
+            fk_inventory_audit_append(inv, ACTOR, "device.minted", m->device_id, detail, diag));
     }
     FK_GUARD(fk_inventory_commit(inv, diag));
     run->minted += c->n;
@@ -829,9 +827,8 @@ out:
 }
 
 /* The fleet key: --ota-key, or OUTDIR/ota_signing.key.pem (created once, synced, audited). */
-static enum fk_err fleet_key(const char *outdir, struct fk_inventory *inv,
-                             struct fk_ota_key **key, int *created, char **key_path,
-                             struct fk_diag *diag) {
+static enum fk_err fleet_key(const char *outdir, struct fk_inventory *inv, struct fk_ota_key **key,
+                             int *created, char **key_path, struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     char detail[256];
     FK_GUARD(fk_path_join(outdir, "ota_signing.key.pem", "", key_path));
@@ -867,16 +864,27 @@ int fk_cmd_batch(int argc, char **argv) {
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case OPT_CSV: csv = optarg; break;
-        case OPT_OUTDIR: outdir = optarg; break;
-        case OPT_ENCRYPT: encrypt = 1; break;
-        case OPT_OTA_KEY: ota_path = optarg; break;
-        case OPT_INVENTORY: inv_path = optarg; break;
-        case OPT_JSON: json = 1; break;
+        case OPT_CSV:
+            csv = optarg;
+            break;
+        case OPT_OUTDIR:
+            outdir = optarg;
+            break;
+        case OPT_ENCRYPT:
+            encrypt = 1;
+            break;
+        case OPT_OTA_KEY:
+            ota_path = optarg;
+            break;
+        case OPT_INVENTORY:
+            inv_path = optarg;
+            break;
+        case OPT_JSON:
+            json = 1;
+            break;
         case OPT_JOBS:
             if (fk_cli_parse_size(optarg, &jobs) != 0 || jobs < 1 || jobs > JOBS_MAX) {
-                return fk_cli_usage_error("batch", "--jobs: 1 to %d, not '%s'", JOBS_MAX,
-                                          optarg);
+                return fk_cli_usage_error("batch", "--jobs: 1 to %d, not '%s'", JOBS_MAX, optarg);
             }
             break;
         case OPT_CHUNK:
@@ -888,12 +896,17 @@ int fk_cmd_batch(int argc, char **argv) {
         case OPT_NVS_SIZE:
             if (fk_cli_parse_size(optarg, &nvs_size) != 0 || nvs_size % 4096 != 0 ||
                 nvs_size < 0x3000 || nvs_size > 0x100000) {
-                return fk_cli_usage_error("batch", "--nvs-size: a multiple of 4096 from 0x3000 "
-                                                   "to 0x100000, not '%s'", optarg);
+                return fk_cli_usage_error("batch",
+                                          "--nvs-size: a multiple of 4096 from 0x3000 "
+                                          "to 0x100000, not '%s'",
+                                          optarg);
             }
             break;
-        case OPT_HELP: fputs(help, stdout); return FK_EXIT_OK;
-        default: return fk_cli_usage_error("batch", "unknown option");
+        case OPT_HELP:
+            fputs(help, stdout);
+            return FK_EXIT_OK;
+        default:
+            return fk_cli_usage_error("batch", "unknown option");
         }
     }
     if (optind != argc) {
@@ -958,9 +971,9 @@ int fk_cmd_batch(int argc, char **argv) {
     FK_GUARD(fk_path_join(outdir, ".batch.lock", "", &lock_path));
     lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     FK_ENSURE(lock_fd >= 0, fk_diag_at(&diag, FK_E_IO, lock_path, 0, "%s", strerror(errno)));
-    FK_ENSURE(flock(lock_fd, LOCK_EX | LOCK_NB) == 0,
-              fk_diag_at(&diag, FK_E_STATE, outdir, 0,
-                         "another batch is writing into this directory"));
+    FK_ENSURE(
+        flock(lock_fd, LOCK_EX | LOCK_NB) == 0,
+        fk_diag_at(&diag, FK_E_STATE, outdir, 0, "another batch is writing into this directory"));
     dirfd = open(outdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     FK_ENSURE(dirfd >= 0, fk_diag_at(&diag, FK_E_IO, outdir, 0, "%s", strerror(errno)));
     remove_stale_temps(outdir, dirfd);
@@ -989,8 +1002,8 @@ int fk_cmd_batch(int argc, char **argv) {
         char why[600];
         if (!complete_ok(outdir, row, why, sizeof why)) {
             if (bad_complete < ERRORS_SHOWN) {
-                fprintf(stderr, "provision-keys: %s:%ld: %s is recorded as minted but %s\n",
-                        csv, dv->line, dv->id, why);
+                fprintf(stderr, "provision-keys: %s:%ld: %s is recorded as minted but %s\n", csv,
+                        dv->line, dv->id, why);
             }
             bad_complete++;
             continue;
@@ -1097,12 +1110,13 @@ int fk_cmd_batch(int argc, char **argv) {
         printf("batch: %zu devices in %s: %zu minted, %zu already complete%s; %.2f s, %.0f "
                "devices/s (%llu jobs); fleet OTA key %s%s\n",
                run.total, outdir, run.minted, run.skipped,
-               complete ? "" : ", INTERRUPTED (run the same command again to finish)", secs,
-               rate, jobs, fpr, key_created ? " (new)" : "");
+               complete ? "" : ", INTERRUPTED (run the same command again to finish)", secs, rate,
+               jobs, fpr, key_created ? " (new)" : "");
     }
     if (!complete) {
-        fprintf(stderr, "provision-keys: interrupted after %zu of %zu devices; run the same "
-                        "command again to finish\n",
+        fprintf(stderr,
+                "provision-keys: interrupted after %zu of %zu devices; run the same "
+                "command again to finish\n",
                 run.skipped + run.minted, run.total);
         rc = FK_OK;
         goto out;

@@ -69,8 +69,7 @@ static const struct option opts[] = {
 };
 
 /* The first line of a password file, without its line end. The buffer is a secret. */
-static enum fk_err read_password(const char *path, char **out, size_t *cap,
-                                 struct fk_diag *diag) {
+static enum fk_err read_password(const char *path, char **out, size_t *cap, struct fk_diag *diag) {
     uint8_t *buf = NULL;
     size_t len = 0;
     enum fk_err rc = fk_file_read(path, 1024, &buf, &len, diag);
@@ -119,17 +118,16 @@ static int retire_active(struct fk_inventory *inv, const char *id, struct fk_dia
         return -1;
     }
     for (size_t i = 0; i < r.n; i++) {
-        if (fk_inventory_credential_set_state(inv, id, r.list[i].kind, r.list[i].version,
-                                              "retired", diag) != FK_OK) {
+        if (fk_inventory_credential_set_state(inv, id, r.list[i].kind, r.list[i].version, "retired",
+                                              diag) != FK_OK) {
             return -1;
         }
     }
     return 0;
 }
 
-static enum fk_err add_cred(struct fk_inventory *inv, const struct fk_manifest *m,
-                            const char *kind, unsigned version, const char *fpr,
-                            struct fk_diag *diag) {
+static enum fk_err add_cred(struct fk_inventory *inv, const struct fk_manifest *m, const char *kind,
+                            unsigned version, const char *fpr, struct fk_diag *diag) {
     struct fk_inv_credential c;
     memset(&c, 0, sizeof c);
     snprintf(c.device_id, sizeof c.device_id, "%s", m->device_id);
@@ -177,8 +175,8 @@ static enum fk_err record(struct fk_inventory *inv, const struct fk_manifest *m,
              m->mac, manifest_name, manifest_sha, m->psk_fingerprint, m->psk_version,
              m->ota_key_fingerprint, m->nvs_image_sha256, m->nvs_encrypted ? "true" : "false");
     FK_GUARD(fk_inventory_audit_append(inv, "provision-keys generate",
-                                       again ? "device.reminted" : "device.minted",
-                                       m->device_id, detail, diag));
+                                       again ? "device.reminted" : "device.minted", m->device_id,
+                                       detail, diag));
     FK_GUARD(fk_inventory_commit(inv, diag));
     rc = FK_OK;
 out:
@@ -200,24 +198,47 @@ int fk_cmd_generate(int argc, char **argv) {
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case OPT_OUTPUT: output = optarg; break;
-        case OPT_MAC: mac_s = optarg; break;
-        case OPT_SSID: ssid = optarg; break;
-        case OPT_PASSFILE: passfile = optarg; break;
-        case OPT_ENCRYPT: encrypt = 1; break;
-        case OPT_OTA_KEY: ota_path = optarg; break;
-        case OPT_INVENTORY: inv_path = optarg; break;
-        case OPT_FORCE: force = 1; break;
-        case OPT_JSON: json = 1; break;
+        case OPT_OUTPUT:
+            output = optarg;
+            break;
+        case OPT_MAC:
+            mac_s = optarg;
+            break;
+        case OPT_SSID:
+            ssid = optarg;
+            break;
+        case OPT_PASSFILE:
+            passfile = optarg;
+            break;
+        case OPT_ENCRYPT:
+            encrypt = 1;
+            break;
+        case OPT_OTA_KEY:
+            ota_path = optarg;
+            break;
+        case OPT_INVENTORY:
+            inv_path = optarg;
+            break;
+        case OPT_FORCE:
+            force = 1;
+            break;
+        case OPT_JSON:
+            json = 1;
+            break;
         case OPT_NVS_SIZE:
             if (fk_cli_parse_size(optarg, &nvs_size) != 0 || nvs_size % 4096 != 0 ||
                 nvs_size < 0x3000 || nvs_size > 0x100000) {
-                return fk_cli_usage_error("generate", "--nvs-size: a multiple of 4096 from "
-                                                      "0x3000 to 0x100000, not '%s'", optarg);
+                return fk_cli_usage_error("generate",
+                                          "--nvs-size: a multiple of 4096 from "
+                                          "0x3000 to 0x100000, not '%s'",
+                                          optarg);
             }
             break;
-        case OPT_HELP: fputs(help, stdout); return FK_EXIT_OK;
-        default: return fk_cli_usage_error("generate", "unknown option");
+        case OPT_HELP:
+            fputs(help, stdout);
+            return FK_EXIT_OK;
+        default:
+            return fk_cli_usage_error("generate", "unknown option");
         }
     }
     if (optind != argc) {

@@ -83,8 +83,7 @@ static int list_one(void *user, const struct fk_inv_device *d) {
     if (c->arr != NULL) {
         cJSON_AddItemToArray(c->arr, device_json(d));
     } else {
-        printf("%-18s  %-17s  %-11s  %-20s  %s\n", d->id, d->mac, d->state, d->created_at,
-               d->name);
+        printf("%-18s  %-17s  %-11s  %-20s  %s\n", d->id, d->mac, d->state, d->created_at, d->name);
     }
     return 0;
 }
@@ -102,8 +101,7 @@ static int cred_one(void *user, const struct fk_inv_credential *c) {
         cJSON_AddItemToArray(arr, o);
     } else {
         printf("  %-10s v%-3u %-24s %-8s created %s%s%s\n", c->kind, c->version, c->fingerprint,
-               c->state, c->created_at, c->expires_at[0] != '\0' ? " expires " : "",
-               c->expires_at);
+               c->state, c->created_at, c->expires_at[0] != '\0' ? " expires " : "", c->expires_at);
     }
     return 0;
 }
@@ -138,10 +136,17 @@ int fk_cmd_inventory(int argc, char **argv) {
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case OPT_INVENTORY: path = optarg; break;
-        case OPT_JSON: json = 1; break;
-        case OPT_HELP: fputs(help, stdout); return FK_EXIT_OK;
-        default: return fk_cli_usage_error("inventory", "unknown option");
+        case OPT_INVENTORY:
+            path = optarg;
+            break;
+        case OPT_JSON:
+            json = 1;
+            break;
+        case OPT_HELP:
+            fputs(help, stdout);
+            return FK_EXIT_OK;
+        default:
+            return fk_cli_usage_error("inventory", "unknown option");
         }
     }
     if (optind >= argc) {
@@ -150,8 +155,8 @@ int fk_cmd_inventory(int argc, char **argv) {
     const char *sub = argv[optind];
     int nargs = argc - optind - 1;
     if ((strcmp(sub, "list") == 0 || strcmp(sub, "verify-audit") == 0) ? nargs != 0
-        : strcmp(sub, "show") == 0                                      ? nargs != 1
-                                                                        : 1) {
+        : strcmp(sub, "show") == 0                                     ? nargs != 1
+                                                                       : 1) {
         return fk_cli_usage_error("inventory", "expected list, show ID or verify-audit");
     }
     /* Querying must not create an empty database where the user mistyped a path. */
@@ -169,8 +174,7 @@ int fk_cmd_inventory(int argc, char **argv) {
     if (strcmp(sub, "list") == 0) {
         struct list_ctx lc = {json ? cJSON_CreateArray() : NULL, 0};
         if (!json) {
-            printf("%-18s  %-17s  %-11s  %-20s  %s\n", "DEVICE", "MAC", "STATE", "CREATED",
-                   "NAME");
+            printf("%-18s  %-17s  %-11s  %-20s  %s\n", "DEVICE", "MAC", "STATE", "CREATED", "NAME");
         }
         rc = fk_inventory_device_list(inv, list_one, &lc, &diag);
         if (rc != FK_OK) {
