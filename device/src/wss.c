@@ -694,6 +694,9 @@ static enum fkd_wss_reason handle_text(struct fkd_wss *w) {
         rc = send_pong(w, &m);
         break;
     case FKD_WSS_MSG_PONG:
+        if (w->pongs_this_conn++ == 0) {
+            fkd_log(FKD_LOG_INFO, "wss: keep-alive answered (first pong on this connection)");
+        }
         w->stats.pongs_received++;
         break;
     case FKD_WSS_MSG_REQUEST:
@@ -815,6 +818,7 @@ enum fkd_wss_reason fkd_wss_connect_and_serve(struct fkd_wss *w) {
     w->state = FKD_WSS_CONNECTING;
     w->host_mismatch = 0;
     w->io_ret = 0;
+    w->pongs_this_conn = 0;
     drop(w);
     int ret = mbedtls_ssl_session_reset(&w->ssl);
     if (ret == 0) {

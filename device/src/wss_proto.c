@@ -388,7 +388,10 @@ enum fkd_err fkd_wss_check_response(const uint8_t *buf, size_t len, const char *
             break;
         }
     }
-    if (eol == NULL || (size_t)(eol - s) < 12 || memcmp(s, "HTTP/1.1 ", 9) != 0 ||
+    /* HTTP/1.0 is accepted for the status of a refusal (libwebsockets answers a refused
+     * upgrade with "HTTP/1.0 403"); a 101 must be HTTP/1.1 (RFC 6455 4.1). */
+    if (eol == NULL || (size_t)(eol - s) < 12 ||
+        (memcmp(s, "HTTP/1.1 ", 9) != 0 && memcmp(s, "HTTP/1.0 ", 9) != 0) ||
         !is_digit((unsigned char)s[9]) || !is_digit((unsigned char)s[10]) ||
         !is_digit((unsigned char)s[11]) || ((size_t)(eol - s) > 12 && s[12] != ' ')) {
         *why = "malformed status line";
@@ -398,6 +401,10 @@ enum fkd_err fkd_wss_check_response(const uint8_t *buf, size_t len, const char *
     if (*status != 101) {
         *why = "HTTP status is not 101";
         return FKD_E_AUTH;
+    }
+    if (s[7] != '1') {
+        *why = "101 over HTTP/1.0";
+        return FKD_E_PROTOCOL;
     }
     int upgrade = 0, connection = 0, acc = 0, proto = 0;
     size_t off = (size_t)(eol - s) + 2;

@@ -8,4 +8,11 @@ if(TARGET robot-sim AND TARGET provision-keys)
                 ${PROJECT_BINARY_DIR}/tmp/wss_${c})
         set_tests_properties(wss_${c} PROPERTIES TIMEOUT 120 LABELS "wss;integration")
     endforeach()
+    # robot-sim <-> fleetkey-server: connects, hello recorded, keep-alive, 403 for a stranger
+    if(TARGET fleetkey-server)
+        add_test(NAME wss_server
+            COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/wss.sh server ${PROJECT_BINARY_DIR}/bin
+                ${PROJECT_BINARY_DIR}/tmp/wss_server)
+        set_tests_properties(wss_server PROPERTIES TIMEOUT 120 LABELS "wss;integration")
+    endif()
 endif()

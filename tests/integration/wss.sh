@@ -189,11 +189,62 @@ backoff)
     kill -0 "$RPID" 2>/dev/null || fail "robot-sim died after the client gave up"
     ;;
 server)
-    sh "$(dirname "$0")/wss_server.sh" "$bin" "$work" || exit 1
+    # A provisioned device in the inventory (provision-keys generate), its certificate, the
+    # server certificate and a CRL; the device configured the development way (kconfig).
+    D1=robot-020000000001
+    "$PK" generate --output keys/d1.json --mac 02:00:00:00:00:01 >/dev/null 2>&1 ||
+        fail "generate"
+    "$PK" ca issue --dir pki --device "$D1" >/dev/null 2>&1 || fail "ca issue $D1"
+    "$PK" ca issue --dir pki --device robot-0200000000ff >/dev/null 2>&1 || fail "ca issue ff"
+    "$PK" ca crl --dir pki --out crl.pem >/dev/null 2>&1 || fail "ca crl"
+    "$PK" kconfig --device "$D1" --dir pki --wss-uri "wss://127.0.0.1:1/ws" \
+        --expected-host localhost --output sdkconfig >/dev/null 2>&1 || fail "kconfig"
+    rm -f port
+    "$bin/fleetkey-server" --listen 127.0.0.1 --port 0 --port-file port \
+        --cert pki/servers/localhost.chain.pem --key pki/servers/localhost.key.pem \
+        --ca pki/ca-chain.pem --crl crl.pem --inventory keys/inventory.db \
+        --ping_interval 1 >srv.out 2>srv.err </dev/null &
+    PIDS="$PIDS $!"
+    wait_for port "[0-9]" || fail "fleetkey-server did not start"
+    P=$(cat port)
+    start_robot "wss://127.0.0.1:$P/ws"
+    wait_for rs.err "wss: welcomed by the server as $D1 (ping every 1 s)" ||
+        fail "device was not welcomed"
+    wait_for srv.err "$D1: hello" || fail "server did not log the hello"
+    grep -q "$D1: hello, firmware robot-sim 0.1.0, development build" srv.err ||
+        fail "server did not take the hello's firmware and build"
+    # keep-alive: the device pings every ping_interval (1 s here) and the server answers
+    wait_for rs.err "wss: keep-alive answered" 300 || fail "no pong for the device's ping"
+    kill -TERM "$RPID"
+    wait "$RPID" || fail "robot-sim exit status $? after SIGTERM"
+    grep -q "wss client stopped (stopped): 1 attempts, 1 connected, 1 welcomed, [1-9][0-9]* pings, [1-9][0-9]* pongs" \
+        rs.err || fail "no ping/pong counted on the open connection"
+    # recorded in the inventory: the server's audit entry for the first connection
+    "$PK" inventory --inventory keys/inventory.db show "$D1" >inv.txt 2>&1 ||
+        fail "inventory show"
+    grep -q "device.connected *by fleetkey-server" inv.txt ||
+        fail "no device.connected audit entry: $(cat inv.txt)"
+    # a certificate of our CA for a device the inventory does not know: HTTP 403, backoff
+    "$PK" kconfig --device robot-0200000000ff --dir pki --wss-uri "wss://127.0.0.1:1/ws" \
+        --expected-host localhost --output sdkconfig >/dev/null 2>&1 || fail "kconfig ff"
+    start_robot "wss://127.0.0.1:$P/ws" --wss-attempts 2 --wss-backoff-ms 50
+    wait_for rs.err "giving up after 2 attempts" || fail "unknown device did not give up"
+    [ "$(grep -c 'wss: refused: upgrade refused: HTTP 403' rs.err)" -eq 2 ] ||
+        fail "unknown device not refused with 403 twice"
+    grep -q "wss: hello sent" rs.err && fail "unknown device sent hello"
     ;;
 *)
     echo "unknown case $case_" >&2
     exit 2
     ;;
 esac
+# robot-sim stops cleanly on SIGTERM (the wss thread joined, everything freed), and the
+# sanitizer build reports nothing (leaks included).
+if [ -n "${RPID:-}" ] && kill -0 "$RPID" 2>/dev/null; then
+    kill -TERM "$RPID"
+    wait "$RPID" || fail "robot-sim exit status $? after SIGTERM"
+fi
+if grep -q 'Sanitizer\|runtime error:' rs.err; then
+    fail "sanitizer report in robot-sim's log"
+fi
 echo "PASS [$case_]"

@@ -254,6 +254,12 @@ static void check_response_rejects_bad_answers(void **state) {
     assert_int_equal(status, 403);
     assert_int_equal(check("HTTP/1.1 400 Bad Request\r\n\r\n", &status, &why), FKD_E_AUTH);
     assert_int_equal(status, 400);
+    /* libwebsockets refuses an upgrade with HTTP/1.0 */
+    assert_int_equal(check("HTTP/1.0 403 Forbidden\r\ncontent-length: 0\r\n\r\n", &status, &why),
+                     FKD_E_AUTH);
+    assert_int_equal(status, 403);
+    assert_int_equal(check("HTTP/1.0 101 x\r\nUpgrade: websocket\r\n\r\n", &status, &why),
+                     FKD_E_PROTOCOL);
     static const char *const proto[] = {
         /* wrong accept */
         "HTTP/1.1 101 x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -285,7 +291,8 @@ static void check_response_rejects_bad_answers(void **state) {
     }
     static const char *const malformed[] = {
         "",
-        "HTTP/1.0 101 x\r\n\r\n",
+        "HTTP/2 101 x\r\n\r\n",
+        "HTTP/1.2 101 x\r\n\r\n",
         "HTTP/1.1 1O1 x\r\n\r\n",
         "HTTP/1.1 101x\r\n\r\n",
         "HTTP/1.1 101 x\r\nUpgrade websocket\r\n\r\n",

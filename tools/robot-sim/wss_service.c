@@ -67,9 +67,9 @@ static void *run(void *arg) {
     struct fkd_wss_stats st;
     fkd_wss_get_stats(&wss, &st);
     fkd_log(FKD_LOG_INFO, "services: wss client stopped (%s): %u attempts, %u connected, "
-                          "%u welcomed, %u pings, %u requests",
+                          "%u welcomed, %u pings, %u pongs, %u requests",
             fkd_wss_reason_name(r), st.attempts, st.connects, st.welcomes, st.pings_sent,
-            st.requests);
+            st.pongs_received, st.requests);
     return NULL;
 }
 

@@ -334,6 +334,7 @@ struct fkd_wss {
     unsigned backoff_step;
     int host_mismatch;               /* set by the verify callback */
     int io_ret;                      /* why mbedtls_ssl_read ended the input (0: EOF) */
+    unsigned pongs_this_conn;
     int setup_done;
     int ssl_ready;                   /* mbedtls_ssl_setup done (record buffers held) */
     struct fkd_wss_stats stats;
