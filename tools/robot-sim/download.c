@@ -13,7 +13,9 @@
 #define _GNU_SOURCE
 #include "download.h"
 
+#include "fkd/flash.h"
 #include "fkd/rom.h"
+#include "fkd_posix.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -32,11 +34,6 @@
 
 #define DEFAULT_FLASH_SIZE (4u * 1024u * 1024u)
 
-struct image {
-    int fd;
-    uint32_t size;
-};
-
 struct link {
     int master;
     int slave_cfg; /* slave fd used only to set raw mode/baud; closed right after setup */
@@ -49,39 +46,20 @@ static void on_signal(int sig) {
     stop_flag = 1;
 }
 
+/* The responder's flash callbacks over the device library's flash (fkd/flash.h): the POSIX
+ * port maps the image file onto the NOR model, so erase sets 0xFF, a write can only clear
+ * bits, and the file holds exactly what a chip would. */
 static int img_read(void *ctx, uint32_t off, void *buf, uint32_t len) {
-    struct image *im = ctx;
-    return pread(im->fd, buf, len, off) == (ssize_t)len ? 0 : -1;
+    return fkd_flash_read(ctx, off, buf, len) == FKD_OK ? 0 : -1;
 }
 
-/* NOR: a write can only clear bits; the stored byte becomes old & new. */
 static int img_write(void *ctx, uint32_t off, const void *buf, uint32_t len) {
-    struct image *im = ctx;
-    uint8_t old[4096];
-    const uint8_t *in = buf;
-    for (uint32_t done = 0; done < len;) {
-        uint32_t n = len - done < sizeof old ? len - done : (uint32_t)sizeof old;
-        if (pread(im->fd, old, n, off + done) != (ssize_t)n) {
-            return -1;
-        }
-        for (uint32_t i = 0; i < n; i++) {
-            old[i] &= in[done + i];
-        }
-        if (pwrite(im->fd, old, n, off + done) != (ssize_t)n) {
-            return -1;
-        }
-        done += n;
-    }
-    return 0;
+    return fkd_flash_write(ctx, off, buf, len) == FKD_OK ? 0 : -1;
 }
 
 static int img_erase(void *ctx, uint32_t off, uint32_t len) {
-    struct image *im = ctx;
-    uint8_t ff[4096];
-    memset(ff, 0xFF, sizeof ff);
-    for (uint32_t done = 0; done < len; done += sizeof ff) {
-        uint32_t n = len - done < sizeof ff ? len - done : (uint32_t)sizeof ff;
-        if (pwrite(im->fd, ff, n, off + done) != (ssize_t)n) {
+    for (uint32_t done = 0; done < len; done += FKD_FLASH_SECTOR) {
+        if (fkd_flash_erase(ctx, off + done) != FKD_OK) {
             return -1;
         }
     }
@@ -158,29 +136,20 @@ static void default_mac(const char *path, uint8_t mac[6]) {
     mac[5] = h[2];
 }
 
-/* Opens (creating an erased 4 MiB chip when missing) the flash image. */
-static int open_image(const char *path, struct image *im) {
-    struct stat st;
-    im->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (im->fd < 0 || fstat(im->fd, &st) != 0) {
-        fprintf(stderr, "robot-sim: %s: %s\n", path, strerror(errno));
+/* Opens the flash image through the POSIX port, creating an erased 4 MiB chip when missing. */
+static int open_image(const char *path, struct fkd_flash_file *ff, struct fkd_flash *fl) {
+    int create = access(path, F_OK) != 0;
+    enum fkd_err rc = fkd_flash_file_open(ff, path, create, create ? FKD_FLASH_DEFAULT_SIZE : 0, fl);
+    if (rc != FKD_OK) {
+        fprintf(stderr, "robot-sim: %s: cannot open the flash image (%s)\n", path,
+                fkd_strerror(rc));
         return -1;
     }
-    if (st.st_size == 0) {
-        im->size = DEFAULT_FLASH_SIZE;
-        if (img_erase(im, 0, im->size) != 0) {
-            fprintf(stderr, "robot-sim: %s: cannot create: %s\n", path, strerror(errno));
-            return -1;
-        }
-        return 0;
-    }
-    if (st.st_size < 0x10000 || st.st_size > 0x40000000 ||
-        ((unsigned long long)st.st_size & ((unsigned long long)st.st_size - 1)) != 0) {
-        fprintf(stderr, "robot-sim: %s: a flash image is a power of two between 64 KiB and "
-                        "1 GiB, this one has %lld bytes\n", path, (long long)st.st_size);
+    if (fl->size < 0x10000u || (fl->size & (fl->size - 1u)) != 0) {
+        fprintf(stderr, "robot-sim: %s: a flash chip is a power of two of at least 64 KiB, this "
+                        "image has %u bytes\n", path, (unsigned)fl->size);
         return -1;
     }
-    im->size = (uint32_t)st.st_size;
     return 0;
 }
 
@@ -267,7 +236,8 @@ int fk_sim_download_main(int argc, char **argv) {
     char **boot_argv = NULL;
     unsigned faults = 0;
     static struct fkd_rom rom; /* ~17 KiB receive buffer: not on the stack */
-    struct image im = {-1, 0};
+    static struct fkd_flash_file ff;
+    struct fkd_flash fl;
     struct link l = {-1, -1};
     char pty[128];
     uint8_t *defl = NULL;
@@ -317,7 +287,8 @@ int fk_sim_download_main(int argc, char **argv) {
     if (!have_mac) {
         default_mac(image_path, mac);
     }
-    if (open_image(image_path, &im) != 0 || open_pty(&l, pty, sizeof pty) != 0) {
+    ff.fd = -1;
+    if (open_image(image_path, &ff, &fl) != 0 || open_pty(&l, pty, sizeof pty) != 0) {
         goto out;
     }
     if (link_path != NULL) {
@@ -331,24 +302,24 @@ int fk_sim_download_main(int argc, char **argv) {
             goto out;
         }
     }
-    struct fkd_rom_flash fl = {&im, im.size, img_read, img_write, img_erase};
+    struct fkd_rom_flash rf = {&fl, fl.size, img_read, img_write, img_erase};
     fkd_rom_init(&rom, mac);
-    if (fkd_rom_setup(&rom, &fl, tx, set_baud, &l) != 0) {
+    if (fkd_rom_setup(&rom, &rf, tx, set_baud, &l) != 0) {
         goto out;
     }
     fkd_rom_set_faults(&rom, faults);
     /* Compressed downloads (esptool's default) collect their stream here: at most the chip. */
-    defl = malloc(im.size);
+    defl = malloc(fl.size);
     if (defl == NULL) {
         fprintf(stderr, "robot-sim: out of memory\n");
         goto out;
     }
-    fkd_rom_set_deflate_buffer(&rom, defl, im.size);
+    fkd_rom_set_deflate_buffer(&rom, defl, fl.size);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     signal(SIGPIPE, SIG_IGN);
     printf("robot-sim: download mode on %s (mac %02x:%02x:%02x:%02x:%02x:%02x, flash %u KiB)\n",
-           pty, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], (unsigned)(im.size / 1024));
+           pty, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], (unsigned)(fl.size / 1024));
     fflush(stdout);
 
     enum fkd_rom_exit ex = FKD_ROM_STAY;
@@ -379,8 +350,8 @@ int fk_sim_download_main(int argc, char **argv) {
             nanosleep(&ts, NULL);
         }
     }
-    if (fsync(im.fd) != 0) {
-        fprintf(stderr, "robot-sim: %s: fsync: %s\n", image_path, strerror(errno));
+    if (fkd_flash_file_close(&ff) != FKD_OK) {
+        fprintf(stderr, "robot-sim: %s: cannot write the flash image back\n", image_path);
         goto out;
     }
     fkd_rom_free(&rom);
@@ -395,8 +366,6 @@ int fk_sim_download_main(int argc, char **argv) {
     if (!stop_flag && (ex != FKD_ROM_STAY || boot_after)) {
         close(l.master);
         l.master = -1;
-        close(im.fd);
-        im.fd = -1;
         free(defl);
         defl = NULL;
         rc = boot(image_path, boot_argc, boot_argv);
@@ -406,8 +375,6 @@ out:
     if (l.master >= 0) {
         close(l.master);
     }
-    if (im.fd >= 0) {
-        close(im.fd);
-    }
+    (void)fkd_flash_file_close(&ff); /* safe when closed or never opened */
     return rc;
 }
