@@ -638,8 +638,9 @@ static enum fkd_wss_reason upgrade(struct fkd_wss *w, uint64_t deadline) {
         }
         if (r <= 0) {
             fkd_log(FKD_LOG_ERROR, "wss: refused: upgrade refused: connection closed during the "
-                                   "upgrade (-0x%04x)",
-                    (unsigned)-r);
+                                   "upgrade (%s)",
+                    r == 0 || r == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY ? "by the server"
+                                                                     : fkd_mbedtls_reason(r));
             return FKD_WSS_R_UPGRADE;
         }
         size_t from = got >= 3 ? got - 3 : 0;

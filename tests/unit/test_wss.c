@@ -785,6 +785,55 @@ static void client_setup_refuses_bad_configuration(void **state) {
     fkd_wss_free(&w);
 }
 
+/* A production build connects only with the client certificate and key from NVS
+ * (rule mtls-nvs-only), whatever the store holds otherwise. */
+static void client_setup_production_requires_nvs_credentials(void **state) {
+    (void)state;
+    static struct fkd_store st;
+    static struct fkd_config cfg;
+    static struct fkd_wss w;
+    struct fkd_posture posture;
+    memset(&posture, 0, sizeof posture);
+    fkd_store_init(&st);
+    fkd_config_init(&cfg);
+    static const char pem[] = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+    static const enum fkd_cred ids[] = {FKD_CRED_CA_CERT, FKD_CRED_CLIENT_CERT,
+                                        FKD_CRED_CLIENT_KEY};
+    char *bufs[] = {st.ca_cert, st.client_cert, st.client_key};
+    for (size_t i = 0; i < 3; i++) {
+        memcpy(bufs[i], pem, sizeof pem);
+        st.info[ids[i]].source = FKD_SRC_KCONFIG;
+        st.info[ids[i]].len = sizeof pem - 1;
+        st.info[ids[i]].valid = 1;
+    }
+    st.loaded = 1;
+    struct fkd_wss_config wc;
+    memset(&wc, 0, sizeof wc);
+    wc.store = &st;
+    wc.cfg = &cfg;
+    wc.posture = &posture;
+    wc.fw_version = "1.0.0";
+    wc.uri = "wss://fleet.example.com:8443/ws";
+    cfg.production_build = 1;
+    fkd_wss_init(&w);
+    assert_int_equal(fkd_wss_setup(&w, &wc), FKD_E_POLICY);
+    fkd_wss_free(&w);
+    /* the client certificate from NVS but the key from Kconfig: still refused */
+    st.info[FKD_CRED_CLIENT_CERT].source = FKD_SRC_NVS;
+    assert_int_equal(fkd_wss_setup(&w, &wc), FKD_E_POLICY);
+    fkd_wss_free(&w);
+    /* both from NVS: the policy passes, and this fake PEM is then refused as unparsable */
+    st.info[FKD_CRED_CLIENT_KEY].source = FKD_SRC_NVS;
+    assert_int_equal(fkd_wss_setup(&w, &wc), FKD_E_CRYPTO);
+    fkd_wss_free(&w);
+    /* development: the Kconfig credentials are acceptable (and equally unparsable here) */
+    cfg.production_build = 0;
+    st.info[FKD_CRED_CLIENT_KEY].source = FKD_SRC_KCONFIG;
+    assert_int_equal(fkd_wss_setup(&w, &wc), FKD_E_CRYPTO);
+    fkd_wss_free(&w);
+    fkd_store_free(&st);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(uri_parse_accepts_the_usual_forms),
@@ -805,6 +854,7 @@ int main(void) {
         cmocka_unit_test(json_put_str_escapes_and_bounds),
         cmocka_unit_test(backoff_grows_caps_and_jitters),
         cmocka_unit_test(client_setup_refuses_bad_configuration),
+        cmocka_unit_test(client_setup_production_requires_nvs_credentials),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
