@@ -31,6 +31,8 @@
 #include <openssl/x509v3.h>
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,6 +81,7 @@ struct session {
     unsigned q_n;
     int close_code;
     char close_reason[64];
+    int closing; /* close frame queued: log and count once */
 };
 
 struct http_sess {
@@ -464,6 +467,10 @@ static void schedule_close(struct session *s, struct lws *wsi, int code, const c
 
 static int close_now(struct session *s, struct lws *wsi, int code, const char *why,
                      const char *detail) {
+    if (s->closing) {
+        return -1;
+    }
+    s->closing = 1;
     fk_log(code == FK_WSS_CLOSE_GOING_AWAY ? FK_LOG_INFO : FK_LOG_WARN,
            "server: %s %s: closing %d (%s)%s%s", s->peer, s->id[0] ? s->id : "?", code, why,
            detail != NULL ? ": " : "", detail != NULL ? detail : "");
@@ -978,6 +985,13 @@ static int cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
             return 1;
         }
         return 0;
+    case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED: {
+        /* The TLS handshake flights are several records, each its own write: with Nagle,
+         * the second waits for the peer's delayed ACK (40 ms on Linux) on every handshake. */
+        int one = 1;
+        setsockopt(lws_get_socket_fd(wsi), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        return 0;
+    }
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
         return confirm_upgrade(srv, wsi);
     case LWS_CALLBACK_HTTP: {

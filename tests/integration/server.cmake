@@ -4,6 +4,9 @@
 if(TARGET fk_server AND TARGET fk_pki)
     add_executable(wss_client ${CMAKE_CURRENT_LIST_DIR}/../tools/wss_client.c)
     target_link_libraries(wss_client PRIVATE OpenSSL::SSL OpenSSL::Crypto fk_flags)
+    # The load generator of bench/bench_server.sh (built here: bench/ builds bench_*.c only).
+    add_executable(server_load ${PROJECT_SOURCE_DIR}/bench/server_load.c)
+    target_link_libraries(server_load PRIVATE OpenSSL::SSL OpenSSL::Crypto fk_flags)
     foreach(c hello refusals revoke openssl protocol admin fleetctl)
         add_test(NAME server_${c}
             COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/server.sh ${c} ${PROJECT_BINARY_DIR}/bin
