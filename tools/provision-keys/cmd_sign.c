@@ -3,7 +3,9 @@
  * prints what happened (key digests and names, never key material) and maps the result to an
  * exit code: 0 done / verified, 1 failed (with the reason), 2 bad command line. */
 #include "cli.h"
+#include "fleetkey/inventory.h"
 #include "fleetkey/ota.h"
+#include "fleetkey/rotation.h" /* --inventory: refuse retired keys (issue 7, section 3) */
 
 #include <getopt.h>
 #include <stdio.h>
@@ -26,7 +28,8 @@ static const char sign_help[] =
     "                the token PIN comes from FK_PKCS11_PIN, the module from FK_PKCS11_MODULE\n"
     "  --raw         sign any data; without it IMAGE must be a valid ESP32 app image\n"
     "  --append      add blocks to an already signed image; existing blocks stay unchanged\n"
-    "  --output OUT  the signed image (written atomically)\n";
+    "  --output OUT  the signed image (written atomically)\n"
+    "  --inventory DB  refuse keys the OTA key rotation retired (provision-keys rotate)\n";
 
 static const char verify_help[] =
     "usage: provision-keys verify --pubkey PUB [--pubkey PUB2 ...] SIGNED\n"
@@ -53,7 +56,7 @@ static const char digest_help[] =
     "(espsecure digest-sbv2-public-key). KEY is a PEM private or public key or a pkcs11: URI.\n"
     "--output also writes the 32 raw bytes to FILE.\n";
 
-enum { OPT_KEY = 256, OPT_PUBKEY, OPT_OUTPUT, OPT_RAW, OPT_APPEND, OPT_HELP };
+enum { OPT_KEY = 256, OPT_PUBKEY, OPT_OUTPUT, OPT_RAW, OPT_APPEND, OPT_INVENTORY, OPT_HELP };
 
 static const struct option sign_opts[] = {
     {"key", required_argument, NULL, OPT_KEY},
@@ -61,6 +64,7 @@ static const struct option sign_opts[] = {
     {"output", required_argument, NULL, OPT_OUTPUT},
     {"raw", no_argument, NULL, OPT_RAW},
     {"append", no_argument, NULL, OPT_APPEND},
+    {"inventory", required_argument, NULL, OPT_INVENTORY},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -73,6 +77,7 @@ struct args {
     int raw;
     int append;
     int help;
+    const char *inventory;
 };
 
 /* Which options a command takes, as a mask of 1 << (OPT_x - OPT_KEY). */
@@ -107,6 +112,9 @@ static int parse(const char *cmd, int argc, char **argv, unsigned allowed, struc
             break;
         case OPT_APPEND:
             a->append = 1;
+            break;
+        case OPT_INVENTORY:
+            a->inventory = optarg;
             break;
         default:
             break;
@@ -209,6 +217,33 @@ static int check_sign_input(const struct args *a, const uint8_t *buf, size_t len
     return 0;
 }
 
+/* Section 3 of issue 7: a key the OTA key rotation retired never signs again. */
+static int refuse_retired(const struct args *a, struct fk_ota_key **keys, struct fk_diag *d) {
+    struct fk_inventory *inv = NULL;
+    enum fk_err rc = fk_inventory_open(a->inventory, &inv, d);
+    int ret = 0;
+    for (size_t i = 0; rc == FK_OK && i < a->nkeys && ret == 0; i++) {
+        char fpr[FK_INV_FPR_SIZE];
+        int retired = 0;
+        rc = fk_rotation_key_fpr(keys[i], fpr);
+        if (rc == FK_OK) {
+            rc = fk_rotation_key_retired(inv, fpr, &retired, d);
+        }
+        if (rc == FK_OK && retired) {
+            fk_diag_set(d, FK_E_POLICY,
+                        "%s: this OTA signing key (%s) is retired in %s: signing with it is "
+                        "refused",
+                        fk_ota_key_name(keys[i]), fpr, a->inventory);
+            ret = fk_cli_fail(d, FK_E_POLICY);
+        }
+    }
+    if (rc != FK_OK && ret == 0) {
+        ret = fk_cli_fail(d, rc);
+    }
+    fk_inventory_close(inv);
+    return ret;
+}
+
 int fk_cmd_sign(int argc, char **argv) {
     struct args a;
     struct fk_diag d;
@@ -218,7 +253,9 @@ int fk_cmd_sign(int argc, char **argv) {
     uint8_t *out = NULL;
     size_t out_len = 0;
     int ret = parse("sign", argc, argv,
-                    BIT(OPT_KEY) | BIT(OPT_OUTPUT) | BIT(OPT_RAW) | BIT(OPT_APPEND), &a);
+                    BIT(OPT_KEY) | BIT(OPT_OUTPUT) | BIT(OPT_RAW) | BIT(OPT_APPEND) |
+                        BIT(OPT_INVENTORY),
+                    &a);
 
     fk_diag_init(&d);
     if (ret != 0 || a.help) {
@@ -249,6 +286,9 @@ int fk_cmd_sign(int argc, char **argv) {
         goto out;
     }
     if ((ret = load_keys(&a, 1, keys, &d)) != 0) {
+        goto out;
+    }
+    if (a.inventory != NULL && (ret = refuse_retired(&a, keys, &d)) != 0) {
         goto out;
     }
     size_t out_size = a.append ? in_len : fk_ota_signed_size(in_len);

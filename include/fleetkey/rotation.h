@@ -1,0 +1,130 @@
+/* fleetkey rotation: the OTA signing-key rotation planner (seed 004, "Rotating OTA Signing
+ * Key"), with the inventory as its gate.
+ *
+ * The seed's steps and what guards each one here:
+ *   1. new key pair                       (made by the release engineer or in an HSM)
+ *   2. releases dual-signed (old + new)   start records the new key for every device as
+ *                                         "staged"; from then on sign-release signs with both
+ *   3./4. firmware that trusts the new key; the server delivers security/ota_pubkey2 and the
+ *         device reports that it holds and trusts it: confirm --device (the server's call
+ *         later; a command for now) turns the device's new-key row "active"
+ *   5. new-key-only images                allowed only when EVERY device confirmed
+ *   6. old key retired                    allowed only when every device confirmed and runs
+ *                                         new-key-only firmware (confirm --firmware); marks
+ *                                         the old key "retired": signing with it is refused
+ * A step attempted before its gate holds is refused with the list of devices that block it,
+ * offline ones included ("a mis-signed OTA leaves devices unable to update").
+ *
+ * Inventory rows (credentials table, per device; fingerprints only, never key material):
+ *   kind "ota_signing_key", fingerprint "sbv2:<64 hex>" (the Secure Boot V2 key digest, the
+ *     eFuse value), state "active" (the device trusts it), "staged" (recorded, the device has
+ *     not confirmed it), "retired";
+ *   kind "ota_fw_new_only", fingerprint of the new key: the device runs firmware signed with
+ *     the new key only.
+ * Every step (and every refusal) is an audit row, kind "ota_rotation.<step>".
+ * Retired devices (device state "retired") take no part.
+ *
+ * Thread safety: as the inventory (one struct fk_inventory per thread). */
+#ifndef FLEETKEY_ROTATION_H
+#define FLEETKEY_ROTATION_H
+
+#include "fleetkey/common.h"
+#include "fleetkey/inventory.h"
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct fk_ota_key;
+
+#define FK_ROT_KIND_KEY "ota_signing_key"
+#define FK_ROT_KIND_FW "ota_fw_new_only"
+
+/* The two keys of a rotation, by fingerprint ("sbv2:" + hex SHA-256 key digest). */
+struct fk_rot_keys {
+    char old_fpr[FK_INV_FPR_SIZE];
+    char new_fpr[FK_INV_FPR_SIZE];
+};
+
+/* One device's part in the rotation. */
+struct fk_rot_device {
+    char id[FK_INV_ID_SIZE];
+    int trusts_old;    /* old key row "active" */
+    int holds_new;     /* new key row present (staged or active) */
+    int confirmed;     /* new key row "active": the device holds and trusts ota_pubkey2 */
+    int runs_new_only; /* ota_fw_new_only row "active" */
+    int seen;          /* the control plane has seen it at least once */
+    char last_seen[FK_INV_TIME_SIZE];
+};
+
+struct fk_rot_status {
+    struct fk_rot_device *dev; /* n entries, device id order; owned (fk_rot_status_free) */
+    size_t n;
+    size_t confirmed, runs_new_only;
+    int started;          /* start ran: some device holds the new key */
+    int old_retired;      /* the old key is retired */
+    int new_retired;      /* the new key is retired (a rotation after this one) */
+    int new_only_release; /* a release signed with the new key only exists */
+};
+
+/* The fingerprint of a key: "sbv2:" + the hex of fk_ota_key_digest. FK_OK, FK_E_CRYPTO. */
+FK_MUST_CHECK enum fk_err fk_rotation_key_fpr(const struct fk_ota_key *k,
+                                              char out[FK_INV_FPR_SIZE]);
+
+/* Reads every (non-retired) device's state for this rotation. *out is owned by the caller.
+ * FK_OK, FK_E_DB, FK_E_NOMEM. */
+FK_MUST_CHECK enum fk_err fk_rotation_status(struct fk_inventory *inv, const struct fk_rot_keys *k,
+                                             struct fk_rot_status *out, struct fk_diag *diag);
+void fk_rot_status_free(struct fk_rot_status *s);
+/* "never connected" or "last seen <time>"; never NULL. */
+const char *fk_rot_seen_text(const struct fk_rot_device *d, char *buf, size_t size);
+
+/* Step 2: records the new key for every device ("staged"; the old key "active" where no row
+ * says so yet). Idempotent. One transaction, one audit row.
+ * FK_OK; FK_E_ARG (old == new); FK_E_POLICY (the old or the new key is retired; a device
+ * trusts a third key: diag names it); FK_E_DB. */
+FK_MUST_CHECK enum fk_err fk_rotation_start(struct fk_inventory *inv, const struct fk_rot_keys *k,
+                                            const char *actor, struct fk_diag *diag);
+
+/* Steps 3/4: the device holds and trusts the new key (firmware == 0), or runs new-key-only
+ * firmware (firmware == 1: needs the key confirmed and a new-key-only release to exist).
+ * FK_OK; FK_E_NOTFOUND (no such device); FK_E_STATE (rotation not started / gate not met,
+ * audited as a refusal); FK_E_DB. */
+FK_MUST_CHECK enum fk_err fk_rotation_confirm(struct fk_inventory *inv, const struct fk_rot_keys *k,
+                                              const char *device, int firmware, const char *actor,
+                                              struct fk_diag *diag);
+
+/* The gate of sign-release: dual (new_only 0) needs the rotation started and the old key not
+ * retired; new_only needs every device confirmed. On FK_E_POLICY / FK_E_STATE *st (filled in
+ * any case when non-NULL; free it) lists the blocking devices and a refusal row is audited.
+ * FK_OK; FK_E_STATE (not started); FK_E_POLICY (gate not met, or a key retired); FK_E_DB. */
+FK_MUST_CHECK enum fk_err fk_rotation_gate_release(struct fk_inventory *inv,
+                                                   const struct fk_rot_keys *k, int new_only,
+                                                   const char *actor, struct fk_rot_status *st,
+                                                   struct fk_diag *diag);
+/* Audits a release that was signed (image_sha256: hex of the signed file). FK_OK, FK_E_DB. */
+FK_MUST_CHECK enum fk_err fk_rotation_record_release(struct fk_inventory *inv,
+                                                     const struct fk_rot_keys *k, int new_only,
+                                                     const char *image_name,
+                                                     const char *image_sha256, const char *actor,
+                                                     struct fk_diag *diag);
+
+/* Step 6: retires the old key when every device confirmed the new one, a new-key-only
+ * release exists and every device runs it. Otherwise FK_E_POLICY with *st (when non-NULL)
+ * listing the blockers, audited as a refusal. FK_OK, FK_E_STATE (not started), FK_E_POLICY,
+ * FK_E_DB. */
+FK_MUST_CHECK enum fk_err fk_rotation_retire_old(struct fk_inventory *inv,
+                                                 const struct fk_rot_keys *k, const char *actor,
+                                                 struct fk_rot_status *st, struct fk_diag *diag);
+
+/* *retired = 1 when some device row marks the key with this fingerprint retired (signing
+ * with it is then refused). FK_OK, FK_E_DB. */
+FK_MUST_CHECK enum fk_err fk_rotation_key_retired(struct fk_inventory *inv, const char *fpr,
+                                                  int *retired, struct fk_diag *diag);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

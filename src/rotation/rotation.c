@@ -1,0 +1,567 @@
+/* OTA signing-key rotation planner (fleetkey/rotation.h).
+ *
+ * Design: the inventory is the only state. Each device carries one credential row per signing
+ * key it is known to trust (kind "ota_signing_key", fingerprint = Secure Boot V2 key digest)
+ * and, once it reports running new-key-only firmware, an "ota_fw_new_only" row. Every gate is
+ * recomputed from those rows at the moment a step is attempted, inside the same transaction
+ * that performs the step, so two operators cannot race a step past its gate. A refusal is an
+ * audit row too: who tried what, and which devices blocked it. */
+#include "fleetkey/rotation.h"
+
+#include "fleetkey/ota.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FPR_PREFIX "sbv2:"
+#define STATE_ACTIVE "active"
+#define STATE_STAGED "staged"
+#define STATE_RETIRED "retired"
+
+enum fk_err fk_rotation_key_fpr(const struct fk_ota_key *k, char out[FK_INV_FPR_SIZE]) {
+    uint8_t dg[FK_OTA_KEY_DIGEST_LEN];
+    char hex[2 * FK_OTA_KEY_DIGEST_LEN + 1];
+    out[0] = '\0';
+    if (fk_ota_key_digest(k, dg) != FK_OK ||
+        fk_hex_encode(dg, sizeof dg, hex, sizeof hex) != FK_OK) {
+        return FK_E_CRYPTO;
+    }
+    snprintf(out, FK_INV_FPR_SIZE, "%s%s", FPR_PREFIX, hex);
+    return FK_OK;
+}
+
+void fk_rot_status_free(struct fk_rot_status *s) {
+    if (s == NULL) {
+        return;
+    }
+    free(s->dev);
+    memset(s, 0, sizeof *s);
+}
+
+const char *fk_rot_seen_text(const struct fk_rot_device *d, char *buf, size_t size) {
+    if (!d->seen) {
+        snprintf(buf, size, "never connected");
+    } else {
+        snprintf(buf, size, "last seen %s", d->last_seen);
+    }
+    return buf;
+}
+
+/* ---- loading ------------------------------------------------------------------------------ */
+struct loader {
+    struct fk_rot_status *st;
+    const struct fk_rot_keys *k;
+    size_t cap;
+    int nomem;
+    unsigned *max_version; /* per device, kind KEY (for start) */
+};
+
+static int on_device(void *user, const struct fk_inv_device *d) {
+    struct loader *l = user;
+    if (strcmp(d->state, "retired") == 0) {
+        return 0;
+    }
+    if (l->st->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 64;
+        struct fk_rot_device *v = realloc(l->st->dev, cap * sizeof *v);
+        unsigned *mv = realloc(l->max_version, cap * sizeof *mv);
+        if (v != NULL) {
+            l->st->dev = v;
+        }
+        if (mv != NULL) {
+            l->max_version = mv;
+        }
+        if (v == NULL || mv == NULL) {
+            l->nomem = 1;
+            return 1;
+        }
+        l->cap = cap;
+    }
+    struct fk_rot_device *r = &l->st->dev[l->st->n];
+    memset(r, 0, sizeof *r);
+    snprintf(r->id, sizeof r->id, "%s", d->id);
+    l->max_version[l->st->n] = 0;
+    l->st->n++;
+    return 0;
+}
+
+static int cmp_id(const void *key, const void *elem) {
+    return strcmp((const char *)key, ((const struct fk_rot_device *)elem)->id);
+}
+
+static int on_cred(void *user, const struct fk_inv_credential *c) {
+    struct loader *l = user;
+    struct fk_rot_device *d =
+        bsearch(c->device_id, l->st->dev, l->st->n, sizeof *l->st->dev, cmp_id);
+    if (d == NULL) {
+        return 0; /* a retired device */
+    }
+    size_t i = (size_t)(d - l->st->dev);
+    int active = strcmp(c->state, STATE_ACTIVE) == 0;
+    int retired = strcmp(c->state, STATE_RETIRED) == 0;
+    if (strcmp(c->kind, FK_ROT_KIND_KEY) == 0) {
+        if (c->version > l->max_version[i]) {
+            l->max_version[i] = c->version;
+        }
+        if (strcmp(c->fingerprint, l->k->old_fpr) == 0) {
+            d->trusts_old |= active;
+            l->st->old_retired |= retired;
+        } else if (strcmp(c->fingerprint, l->k->new_fpr) == 0) {
+            d->holds_new |= !retired;
+            d->confirmed |= active;
+            l->st->new_retired |= retired;
+        }
+    } else if (strcmp(c->kind, FK_ROT_KIND_FW) == 0 && strcmp(c->fingerprint, l->k->new_fpr) == 0) {
+        d->runs_new_only |= active;
+    }
+    return 0;
+}
+
+static int on_audit(void *user, const struct fk_inv_audit *a) {
+    struct loader *l = user;
+    if (strcmp(a->kind, "ota_rotation.release_new_only") == 0 &&
+        strcmp(a->subject, l->k->new_fpr) == 0) {
+        l->st->new_only_release = 1;
+    }
+    return 0;
+}
+
+/* Fills st (and, when max_version is non-NULL, a malloc'd per-device max version). */
+static enum fk_err load(struct fk_inventory *inv, const struct fk_rot_keys *k,
+                        struct fk_rot_status *st, unsigned **max_version, struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    struct loader l = {st, k, 0, 0, NULL};
+    memset(st, 0, sizeof *st);
+    FK_GUARD(fk_inventory_device_list(inv, on_device, &l, diag));
+    FK_ENSURE(!l.nomem, FK_E_NOMEM);
+    FK_GUARD(fk_inventory_credential_list(inv, NULL, on_cred, &l, diag));
+    FK_GUARD(fk_inventory_audit_list(inv, on_audit, &l, diag));
+    for (size_t i = 0; i < st->n; i++) {
+        struct fk_rot_device *d = &st->dev[i];
+        struct fk_inv_presence p;
+        enum fk_err prc = fk_inventory_presence_get(inv, d->id, &p, NULL);
+        if (prc == FK_OK && p.last_seen[0] != '\0') {
+            d->seen = 1;
+            snprintf(d->last_seen, sizeof d->last_seen, "%s", p.last_seen);
+        }
+        st->started |= d->holds_new;
+        st->confirmed += (size_t)d->confirmed;
+        st->runs_new_only += (size_t)d->runs_new_only;
+    }
+    rc = FK_OK;
+out:
+    if (rc == FK_OK && max_version != NULL) {
+        *max_version = l.max_version;
+        l.max_version = NULL;
+    }
+    free(l.max_version);
+    if (rc != FK_OK) {
+        fk_rot_status_free(st);
+    }
+    return rc;
+}
+
+enum fk_err fk_rotation_status(struct fk_inventory *inv, const struct fk_rot_keys *k,
+                               struct fk_rot_status *out, struct fk_diag *diag) {
+    return load(inv, k, out, NULL, diag);
+}
+
+/* ---- audit -------------------------------------------------------------------------------- */
+static enum fk_err audit(struct fk_inventory *inv, const char *actor, const char *kind,
+                         const char *subject, cJSON *detail, struct fk_diag *diag) {
+    enum fk_err rc = FK_E_NOMEM;
+    char *txt = detail != NULL ? cJSON_PrintUnformatted(detail) : NULL;
+    if (detail == NULL || txt != NULL) {
+        rc = fk_inventory_audit_append(inv, actor != NULL ? actor : "provision-keys", kind, subject,
+                                       txt != NULL ? txt : "{}", diag);
+    }
+    cJSON_free(txt);
+    cJSON_Delete(detail);
+    return rc;
+}
+
+static cJSON *detail_keys(const struct fk_rot_keys *k) {
+    cJSON *o = cJSON_CreateObject();
+    if (o != NULL) {
+        cJSON_AddStringToObject(o, "old_key", k->old_fpr);
+        cJSON_AddStringToObject(o, "new_key", k->new_fpr);
+    }
+    return o;
+}
+
+/* The devices that fail a gate, into the detail object and into diag's message. */
+enum gate { GATE_CONFIRMED, GATE_FIRMWARE };
+
+static size_t blockers(const struct fk_rot_status *st, enum gate g, cJSON *detail,
+                       struct fk_diag *diag, const char *what) {
+    cJSON *arr = detail != NULL ? cJSON_AddArrayToObject(detail, "blocking") : NULL;
+    char list[384] = "";
+    size_t used = 0, n = 0;
+    for (size_t i = 0; i < st->n; i++) {
+        const struct fk_rot_device *d = &st->dev[i];
+        int ok = g == GATE_CONFIRMED ? d->confirmed : d->runs_new_only;
+        if (ok) {
+            continue;
+        }
+        n++;
+        if (arr != NULL) {
+            cJSON_AddItemToArray(arr, cJSON_CreateString(d->id));
+        }
+        if (used + strlen(d->id) + 8 < sizeof list) {
+            used +=
+                (size_t)snprintf(list + used, sizeof list - used, "%s%s", n > 1 ? ", " : "", d->id);
+        } else if (used + 6 < sizeof list && list[used - 1] != '.') {
+            used += (size_t)snprintf(list + used, sizeof list - used, ", ...");
+        }
+    }
+    if (n > 0) {
+        fk_diag_set(diag, FK_E_POLICY, "refused: %zu of %zu devices %s: %s", n, st->n, what, list);
+    }
+    return n;
+}
+
+static enum fk_err refuse(struct fk_inventory *inv, const char *actor, const char *step,
+                          cJSON *detail, enum fk_err rc, struct fk_diag *diag) {
+    if (detail != NULL) {
+        cJSON_AddStringToObject(detail, "step", step);
+        cJSON_AddStringToObject(detail, "reason", diag != NULL ? diag->msg : fk_strerror(rc));
+    }
+    /* The refusal is recorded even though the step did not happen. */
+    enum fk_err arc = audit(inv, actor, "ota_rotation.refused", step, detail, NULL);
+    return arc == FK_OK ? rc : arc;
+}
+
+/* ---- steps -------------------------------------------------------------------------------- */
+struct third_key {
+    const struct fk_rot_keys *k;
+    char device[FK_INV_ID_SIZE];
+    char fpr[FK_INV_FPR_SIZE];
+};
+
+static int on_third(void *user, const struct fk_inv_credential *c) {
+    struct third_key *t = user;
+    if (strcmp(c->kind, FK_ROT_KIND_KEY) == 0 && strcmp(c->state, STATE_RETIRED) != 0 &&
+        strcmp(c->fingerprint, t->k->old_fpr) != 0 && strcmp(c->fingerprint, t->k->new_fpr) != 0) {
+        snprintf(t->device, sizeof t->device, "%s", c->device_id);
+        snprintf(t->fpr, sizeof t->fpr, "%s", c->fingerprint);
+        return 1;
+    }
+    return 0;
+}
+
+enum fk_err fk_rotation_start(struct fk_inventory *inv, const struct fk_rot_keys *k,
+                              const char *actor, struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    struct fk_rot_status st;
+    unsigned *maxv = NULL;
+    int in_tx = 0;
+    memset(&st, 0, sizeof st);
+    FK_ENSURE(strcmp(k->old_fpr, k->new_fpr) != 0,
+              fk_diag_set(diag, FK_E_ARG, "the new key is the old key"));
+    FK_GUARD(fk_inventory_begin(inv, diag));
+    in_tx = 1;
+    FK_GUARD(load(inv, k, &st, &maxv, diag));
+    if (st.old_retired || st.new_retired) {
+        rc = fk_diag_set(diag, FK_E_POLICY, "refused: the %s key is retired",
+                         st.old_retired ? "old" : "new");
+        goto refused;
+    }
+    /* A device that trusts some third key would be left behind by releases signed with the
+     * old and the new key: it must be rotated first (or retired). */
+    struct third_key t = {k, "", ""};
+    FK_GUARD(fk_inventory_credential_list(inv, NULL, on_third, &t, diag));
+    if (t.device[0] != '\0') {
+        rc = fk_diag_set(diag, FK_E_POLICY,
+                         "refused: device %s trusts OTA key %s, which is neither the old nor the "
+                         "new key",
+                         t.device, t.fpr);
+        goto refused;
+    }
+    size_t added = 0;
+    for (size_t i = 0; i < st.n; i++) {
+        struct fk_rot_device *d = &st.dev[i];
+        struct fk_inv_credential c;
+        memset(&c, 0, sizeof c);
+        snprintf(c.device_id, sizeof c.device_id, "%s", d->id);
+        snprintf(c.kind, sizeof c.kind, "%s", FK_ROT_KIND_KEY);
+        if (!d->trusts_old && !d->holds_new) {
+            /* The fleet's devices trust the old key (the planner's premise): record it. */
+            c.version = ++maxv[i];
+            snprintf(c.fingerprint, sizeof c.fingerprint, "%s", k->old_fpr);
+            snprintf(c.state, sizeof c.state, "%s", STATE_ACTIVE);
+            FK_GUARD(fk_inventory_credential_add(inv, &c, diag));
+        }
+        if (!d->holds_new) {
+            c.version = ++maxv[i];
+            snprintf(c.fingerprint, sizeof c.fingerprint, "%s", k->new_fpr);
+            snprintf(c.state, sizeof c.state, "%s", STATE_STAGED);
+            FK_GUARD(fk_inventory_credential_add(inv, &c, diag));
+            added++;
+        }
+    }
+    cJSON *det = detail_keys(k);
+    if (det != NULL) {
+        cJSON_AddNumberToObject(det, "devices", (double)st.n);
+        cJSON_AddNumberToObject(det, "staged", (double)added);
+    }
+    FK_GUARD(audit(inv, actor, "ota_rotation.start", k->new_fpr, det, diag));
+    FK_GUARD(fk_inventory_commit(inv, diag));
+    in_tx = 0;
+    rc = FK_OK;
+    goto out;
+refused:
+    rc = refuse(inv, actor, "start", detail_keys(k), rc, diag);
+    if (fk_inventory_commit(inv, NULL) == FK_OK) {
+        in_tx = 0;
+    }
+out:
+    if (in_tx) {
+        fk_inventory_rollback(inv);
+    }
+    free(maxv);
+    fk_rot_status_free(&st);
+    return rc;
+}
+
+static unsigned new_version_of(struct fk_inventory *inv, const struct fk_rot_keys *k,
+                               const char *device);
+
+struct find_ver {
+    const char *kind, *fpr;
+    unsigned version;
+};
+
+static int on_find(void *user, const struct fk_inv_credential *c) {
+    struct find_ver *f = user;
+    if (strcmp(c->kind, f->kind) == 0 && strcmp(c->fingerprint, f->fpr) == 0) {
+        f->version = c->version;
+        return 1;
+    }
+    return 0;
+}
+
+static unsigned new_version_of(struct fk_inventory *inv, const struct fk_rot_keys *k,
+                               const char *device) {
+    struct find_ver f = {FK_ROT_KIND_KEY, k->new_fpr, 0};
+    if (fk_inventory_credential_list(inv, device, on_find, &f, NULL) != FK_OK) {
+        return 0;
+    }
+    return f.version;
+}
+
+enum fk_err fk_rotation_confirm(struct fk_inventory *inv, const struct fk_rot_keys *k,
+                                const char *device, int firmware, const char *actor,
+                                struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    struct fk_rot_status st;
+    int in_tx = 0;
+    memset(&st, 0, sizeof st);
+    const char *step = firmware ? "confirm-firmware" : "confirm";
+    cJSON *rdet = NULL;
+    FK_GUARD(fk_inventory_begin(inv, diag));
+    in_tx = 1;
+    FK_GUARD(load(inv, k, &st, NULL, diag));
+    struct fk_rot_device *d = bsearch(device, st.dev, st.n, sizeof *st.dev, cmp_id);
+    FK_ENSURE(d != NULL, fk_diag_set(diag, FK_E_NOTFOUND, "no device %s in the inventory", device));
+    if (!d->holds_new) {
+        rc = fk_diag_set(diag, FK_E_STATE, "refused: %s does not hold the new key (run start)",
+                         device);
+        goto refused;
+    }
+    unsigned ver = new_version_of(inv, k, device);
+    if (!firmware) {
+        if (!d->confirmed) {
+            FK_GUARD(fk_inventory_credential_set_state(inv, device, FK_ROT_KIND_KEY, ver,
+                                                       STATE_ACTIVE, diag));
+        }
+    } else {
+        if (!d->confirmed) {
+            rc = fk_diag_set(diag, FK_E_STATE, "refused: %s has not confirmed the new key yet",
+                             device);
+            goto refused;
+        }
+        if (!st.new_only_release) {
+            rc = fk_diag_set(diag, FK_E_STATE,
+                             "refused: no release signed with the new key only exists yet");
+            goto refused;
+        }
+        if (!d->runs_new_only) {
+            struct fk_inv_credential c;
+            memset(&c, 0, sizeof c);
+            snprintf(c.device_id, sizeof c.device_id, "%s", device);
+            snprintf(c.kind, sizeof c.kind, "%s", FK_ROT_KIND_FW);
+            c.version = ver;
+            snprintf(c.fingerprint, sizeof c.fingerprint, "%s", k->new_fpr);
+            snprintf(c.state, sizeof c.state, "%s", STATE_ACTIVE);
+            FK_GUARD(fk_inventory_credential_add(inv, &c, diag));
+        }
+    }
+    cJSON *det = detail_keys(k);
+    FK_GUARD(audit(inv, actor, firmware ? "ota_rotation.confirm_firmware" : "ota_rotation.confirm",
+                   device, det, diag));
+    FK_GUARD(fk_inventory_commit(inv, diag));
+    in_tx = 0;
+    rc = FK_OK;
+    goto out;
+refused:
+    rdet = detail_keys(k);
+    if (rdet != NULL) {
+        cJSON_AddStringToObject(rdet, "device", device);
+    }
+    rc = refuse(inv, actor, step, rdet, rc, diag);
+    if (fk_inventory_commit(inv, NULL) == FK_OK) {
+        in_tx = 0;
+    }
+out:
+    if (in_tx) {
+        fk_inventory_rollback(inv);
+    }
+    fk_rot_status_free(&st);
+    return rc;
+}
+
+enum fk_err fk_rotation_gate_release(struct fk_inventory *inv, const struct fk_rot_keys *k,
+                                     int new_only, const char *actor, struct fk_rot_status *st_out,
+                                     struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    struct fk_rot_status st;
+    cJSON *det = NULL;
+    const char *step = new_only ? "sign-release --new-only" : "sign-release";
+    FK_GUARD(load(inv, k, &st, NULL, diag));
+    det = detail_keys(k);
+    if (st.new_retired) {
+        rc = fk_diag_set(diag, FK_E_POLICY, "refused: the new key is retired");
+    } else if (!st.started) {
+        rc = fk_diag_set(diag, FK_E_STATE, "refused: the rotation has not started (run start)");
+    } else if (!new_only && st.old_retired) {
+        rc = fk_diag_set(diag, FK_E_POLICY,
+                         "refused: the old key is retired; releases are signed with the new key "
+                         "only (--new-only)");
+    } else if (new_only &&
+               blockers(&st, GATE_CONFIRMED, det, diag, "have not confirmed the new key") > 0) {
+        rc = FK_E_POLICY;
+    } else {
+        rc = FK_OK;
+    }
+    if (rc != FK_OK) {
+        rc = refuse(inv, actor, step, det, rc, diag);
+        det = NULL;
+    }
+out:
+    cJSON_Delete(det);
+    if (st_out != NULL) {
+        *st_out = st;
+    } else {
+        fk_rot_status_free(&st);
+    }
+    return rc;
+}
+
+enum fk_err fk_rotation_record_release(struct fk_inventory *inv, const struct fk_rot_keys *k,
+                                       int new_only, const char *image_name,
+                                       const char *image_sha256, const char *actor,
+                                       struct fk_diag *diag) {
+    cJSON *det = detail_keys(k);
+    if (det != NULL) {
+        cJSON_AddStringToObject(det, "image", image_name != NULL ? image_name : "");
+        cJSON_AddStringToObject(det, "sha256", image_sha256 != NULL ? image_sha256 : "");
+        cJSON_AddBoolToObject(det, "new_only", new_only);
+    }
+    return audit(inv, actor,
+                 new_only ? "ota_rotation.release_new_only" : "ota_rotation.release_dual",
+                 k->new_fpr, det, diag);
+}
+
+enum fk_err fk_rotation_retire_old(struct fk_inventory *inv, const struct fk_rot_keys *k,
+                                   const char *actor, struct fk_rot_status *st_out,
+                                   struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    struct fk_rot_status st;
+    cJSON *det = NULL;
+    int in_tx = 0;
+    memset(&st, 0, sizeof st);
+    FK_GUARD(fk_inventory_begin(inv, diag));
+    in_tx = 1;
+    FK_GUARD(load(inv, k, &st, NULL, diag));
+    det = detail_keys(k);
+    if (!st.started) {
+        rc = fk_diag_set(diag, FK_E_STATE, "refused: the rotation has not started (run start)");
+    } else if (st.old_retired) {
+        rc = FK_OK; /* already done: idempotent */
+        goto commit;
+    } else if (blockers(&st, GATE_CONFIRMED, det, diag, "have not confirmed the new key") > 0) {
+        rc = FK_E_POLICY;
+    } else if (!st.new_only_release) {
+        rc = fk_diag_set(diag, FK_E_POLICY,
+                         "refused: no release signed with the new key only exists yet "
+                         "(sign-release --new-only)");
+    } else if (blockers(&st, GATE_FIRMWARE, det, diag, "do not run new-key-only firmware yet") >
+               0) {
+        rc = FK_E_POLICY;
+    } else {
+        rc = FK_OK;
+    }
+    if (rc != FK_OK) {
+        rc = refuse(inv, actor, "retire-old", det, rc, diag);
+        det = NULL;
+        goto commit;
+    }
+    for (size_t i = 0; i < st.n; i++) {
+        struct find_ver f = {FK_ROT_KIND_KEY, k->old_fpr, 0};
+        FK_GUARD(fk_inventory_credential_list(inv, st.dev[i].id, on_find, &f, diag));
+        if (f.version > 0) {
+            FK_GUARD(fk_inventory_credential_set_state(inv, st.dev[i].id, FK_ROT_KIND_KEY,
+                                                       f.version, STATE_RETIRED, diag));
+        }
+        st.dev[i].trusts_old = 0;
+    }
+    st.old_retired = 1;
+    cJSON_AddNumberToObject(det, "devices", (double)st.n);
+    FK_GUARD(audit(inv, actor, "ota_rotation.retire_old", k->old_fpr, det, diag));
+    det = NULL;
+    rc = FK_OK;
+commit: {
+    enum fk_err crc = fk_inventory_commit(inv, rc == FK_OK ? diag : NULL);
+    if (crc == FK_OK) {
+        in_tx = 0;
+    } else if (rc == FK_OK) {
+        rc = crc;
+    }
+}
+out:
+    if (in_tx) {
+        fk_inventory_rollback(inv);
+    }
+    cJSON_Delete(det);
+    if (st_out != NULL) {
+        *st_out = st;
+    } else {
+        fk_rot_status_free(&st);
+    }
+    return rc;
+}
+
+struct retired_scan {
+    const char *fpr;
+    int retired;
+};
+
+static int on_retired(void *user, const struct fk_inv_credential *c) {
+    struct retired_scan *r = user;
+    if (strcmp(c->kind, FK_ROT_KIND_KEY) == 0 && strcmp(c->fingerprint, r->fpr) == 0 &&
+        strcmp(c->state, STATE_RETIRED) == 0) {
+        r->retired = 1;
+        return 1;
+    }
+    return 0;
+}
+
+enum fk_err fk_rotation_key_retired(struct fk_inventory *inv, const char *fpr, int *retired,
+                                    struct fk_diag *diag) {
+    struct retired_scan r = {fpr, 0};
+    enum fk_err rc = fk_inventory_credential_list(inv, NULL, on_retired, &r, diag);
+    *retired = r.retired;
+    return rc;
+}

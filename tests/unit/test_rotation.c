@@ -1,0 +1,203 @@
+/* OTA signing-key rotation planner (fleetkey/rotation.h) on a small fleet in a real SQLite
+ * inventory: every early step is refused with the exact list of blocking devices (and the
+ * refusal is audited), then the whole sequence succeeds, the old key ends retired, and the
+ * audit chain verifies. Keys: the Secure Boot V2 vectors' A (old) and B (new). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "fleetkey/inventory.h"
+#include "fleetkey/ota.h"
+#include "fleetkey/rotation.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static struct fk_inventory *inv;
+static struct fk_rot_keys K;
+static char db[1024];
+
+static struct fk_ota_key *key(const char *name) {
+    const char *v = getenv("FK_VECTORS");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/sbv2/%s", v != NULL ? v : "tests/vectors", name);
+    struct fk_ota_key *k = NULL;
+    assert_int_equal(fk_ota_key_load(path, 0, &k, NULL), FK_OK);
+    return k;
+}
+
+static void add_device(const char *id, const char *mac, const char *state) {
+    struct fk_inv_device d;
+    memset(&d, 0, sizeof d);
+    snprintf(d.id, sizeof d.id, "%s", id);
+    snprintf(d.mac, sizeof d.mac, "%s", mac);
+    snprintf(d.state, sizeof d.state, "%s", state);
+    assert_int_equal(fk_inventory_device_upsert(inv, &d, NULL), FK_OK);
+}
+
+static int setup(void **state) {
+    (void)state;
+    const char *base = getenv("FK_TMP");
+    char dir[900];
+    snprintf(dir, sizeof dir, "%s", base != NULL ? base : "/tmp/test_rotation");
+    assert_int_equal(fk_mkdirs(dir, 0700, NULL), FK_OK);
+    snprintf(db, sizeof db, "%s/rotation.db", dir);
+    unlink(db);
+    assert_int_equal(fk_inventory_open(db, &inv, NULL), FK_OK);
+    add_device("robot-AAAAAAAAAA01", "AA:AA:AA:AA:AA:01", "provisioned");
+    add_device("robot-AAAAAAAAAA02", "AA:AA:AA:AA:AA:02", "provisioned");
+    add_device("robot-AAAAAAAAAA03", "AA:AA:AA:AA:AA:03", "provisioned");
+    add_device("robot-AAAAAAAAAA09", "AA:AA:AA:AA:AA:09", "retired"); /* takes no part */
+    struct fk_ota_key *a = key("key_a.pub.pem");
+    struct fk_ota_key *b = key("key_b.pub.pem");
+    assert_int_equal(fk_rotation_key_fpr(a, K.old_fpr), FK_OK);
+    assert_int_equal(fk_rotation_key_fpr(b, K.new_fpr), FK_OK);
+    fk_ota_key_free(a);
+    fk_ota_key_free(b);
+    /* The fingerprint is the eFuse key digest espsecure computes. */
+    assert_true(strncmp(K.old_fpr, "sbv2:", 5) == 0 && strlen(K.old_fpr) == 5 + 64);
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    fk_inventory_close(inv);
+    return 0;
+}
+
+static void expect_blockers(const struct fk_rot_status *st, int firmware, const char *want) {
+    char got[512] = "";
+    for (size_t i = 0; i < st->n; i++) {
+        int ok = firmware ? st->dev[i].runs_new_only : st->dev[i].confirmed;
+        if (!ok) {
+            size_t l = strlen(got);
+            snprintf(got + l, sizeof got - l, "%s%s", l ? " " : "", st->dev[i].id);
+        }
+    }
+    assert_string_equal(got, want);
+}
+
+static long long refusals;
+
+static int count_refusals(void *user, const struct fk_inv_audit *a) {
+    (void)user;
+    refusals += strcmp(a->kind, "ota_rotation.refused") == 0;
+    return 0;
+}
+
+static long long audited_refusals(void) {
+    refusals = 0;
+    assert_int_equal(fk_inventory_audit_list(inv, count_refusals, NULL, NULL), FK_OK);
+    return refusals;
+}
+
+static void rotation_refuses_each_early_step_then_completes(void **state) {
+    (void)state;
+    struct fk_rot_status st;
+    struct fk_diag d;
+    fk_diag_init(&d);
+    const char *all = "robot-AAAAAAAAAA01 robot-AAAAAAAAAA02 robot-AAAAAAAAAA03";
+
+    /* Nothing before start. */
+    assert_int_equal(fk_rotation_gate_release(inv, &K, 0, "t", &st, &d), FK_E_STATE);
+    fk_rot_status_free(&st);
+    assert_int_equal(fk_rotation_confirm(inv, &K, "robot-AAAAAAAAAA01", 0, "t", &d), FK_E_STATE);
+    assert_int_equal(fk_rotation_retire_old(inv, &K, "t", &st, &d), FK_E_STATE);
+    fk_rot_status_free(&st);
+    struct fk_rot_keys same = K;
+    memcpy(same.new_fpr, same.old_fpr, sizeof same.new_fpr);
+    assert_int_equal(fk_rotation_start(inv, &same, "t", &d), FK_E_ARG);
+    assert_int_equal(audited_refusals(), 3);
+
+    /* Start: every device holds the new key, staged; dual releases allowed. */
+    assert_int_equal(fk_rotation_start(inv, &K, "t", &d), FK_OK);
+    assert_int_equal(fk_rotation_start(inv, &K, "t", &d), FK_OK); /* idempotent */
+    assert_int_equal(fk_rotation_status(inv, &K, &st, &d), FK_OK);
+    assert_int_equal(st.n, 3);
+    assert_true(st.started);
+    assert_int_equal(st.confirmed, 0);
+    for (size_t i = 0; i < st.n; i++) {
+        assert_true(st.dev[i].trusts_old && st.dev[i].holds_new && !st.dev[i].confirmed);
+        assert_false(st.dev[i].seen);
+    }
+    fk_rot_status_free(&st);
+    assert_int_equal(fk_rotation_gate_release(inv, &K, 0, "t", NULL, &d), FK_OK);
+    assert_int_equal(fk_rotation_record_release(inv, &K, 0, "v2.ab.bin", "00", "t", &d), FK_OK);
+
+    /* New-key-only: refused with every device listed, then with the remaining ones. */
+    assert_int_equal(fk_rotation_gate_release(inv, &K, 1, "t", &st, &d), FK_E_POLICY);
+    expect_blockers(&st, 0, all);
+    assert_non_null(strstr(d.msg, "3 of 3 devices have not confirmed"));
+    fk_rot_status_free(&st);
+    assert_int_equal(fk_rotation_confirm(inv, &K, "robot-AAAAAAAAAA02", 0, "t", &d), FK_OK);
+    assert_int_equal(fk_rotation_confirm(inv, &K, "robot-AAAAAAAAAA02", 0, "t", &d), FK_OK);
+    assert_int_equal(fk_rotation_confirm(inv, &K, "robot-NOPE", 0, "t", &d), FK_E_NOTFOUND);
+    /* A device that has only just been seen is listed all the same, with when. */
+    struct fk_inv_presence p;
+    memset(&p, 0, sizeof p);
+    snprintf(p.device_id, sizeof p.device_id, "robot-AAAAAAAAAA03");
+    snprintf(p.last_seen, sizeof p.last_seen, "2026-01-02T03:04:05Z");
+    assert_int_equal(fk_inventory_device_seen(inv, &p, NULL, NULL, &d), FK_OK);
+    assert_int_equal(fk_rotation_gate_release(inv, &K, 1, "t", &st, &d), FK_E_POLICY);
+    expect_blockers(&st, 0, "robot-AAAAAAAAAA01 robot-AAAAAAAAAA03");
+    char seen[64];
+    assert_string_equal(fk_rot_seen_text(&st.dev[0], seen, sizeof seen), "never connected");
+    assert_string_equal(fk_rot_seen_text(&st.dev[2], seen, sizeof seen),
+                        "last seen 2026-01-02T03:04:05Z");
+    fk_rot_status_free(&st);
+    /* Retiring the old key: refused, same devices. */
+    assert_int_equal(fk_rotation_retire_old(inv, &K, "t", &st, &d), FK_E_POLICY);
+    expect_blockers(&st, 0, "robot-AAAAAAAAAA01 robot-AAAAAAAAAA03");
+    fk_rot_status_free(&st);
+    /* Firmware confirmation before any new-key-only release: refused. */
+    assert_int_equal(fk_rotation_confirm(inv, &K, "robot-AAAAAAAAAA02", 1, "t", &d), FK_E_STATE);
+
+    assert_int_equal(fk_rotation_confirm(inv, &K, "robot-AAAAAAAAAA01", 0, "t", &d), FK_OK);
+    assert_int_equal(fk_rotation_confirm(inv, &K, "robot-AAAAAAAAAA03", 0, "t", &d), FK_OK);
+    /* All confirmed, but no new-key-only release yet: retire-old still refused. */
+    assert_int_equal(fk_rotation_retire_old(inv, &K, "t", &st, &d), FK_E_POLICY);
+    assert_non_null(strstr(d.msg, "new key only"));
+    fk_rot_status_free(&st);
+    assert_int_equal(fk_rotation_gate_release(inv, &K, 1, "t", NULL, &d), FK_OK);
+    assert_int_equal(fk_rotation_record_release(inv, &K, 1, "v3.b.bin", "11", "t", &d), FK_OK);
+    /* New-only release exists, but devices do not run it yet. */
+    assert_int_equal(fk_rotation_confirm(inv, &K, "robot-AAAAAAAAAA02", 1, "t", &d), FK_OK);
+    assert_int_equal(fk_rotation_retire_old(inv, &K, "t", &st, &d), FK_E_POLICY);
+    expect_blockers(&st, 1, "robot-AAAAAAAAAA01 robot-AAAAAAAAAA03");
+    fk_rot_status_free(&st);
+    int retired = 1;
+    assert_int_equal(fk_rotation_key_retired(inv, K.old_fpr, &retired, &d), FK_OK);
+    assert_false(retired);
+
+    assert_int_equal(fk_rotation_confirm(inv, &K, "robot-AAAAAAAAAA01", 1, "t", &d), FK_OK);
+    assert_int_equal(fk_rotation_confirm(inv, &K, "robot-AAAAAAAAAA03", 1, "t", &d), FK_OK);
+    assert_int_equal(fk_rotation_retire_old(inv, &K, "t", &st, &d), FK_OK);
+    assert_true(st.old_retired);
+    fk_rot_status_free(&st);
+    assert_int_equal(fk_rotation_key_retired(inv, K.old_fpr, &retired, &d), FK_OK);
+    assert_true(retired);
+    assert_int_equal(fk_rotation_key_retired(inv, K.new_fpr, &retired, &d), FK_OK);
+    assert_false(retired);
+    /* After retirement: dual releases refused, new-only fine, start again refused. */
+    assert_int_equal(fk_rotation_gate_release(inv, &K, 0, "t", NULL, &d), FK_E_POLICY);
+    assert_int_equal(fk_rotation_gate_release(inv, &K, 1, "t", NULL, &d), FK_OK);
+    assert_int_equal(fk_rotation_start(inv, &K, "t", &d), FK_E_POLICY);
+    assert_int_equal(fk_rotation_retire_old(inv, &K, "t", NULL, &d), FK_OK); /* idempotent */
+
+    /* Every step and refusal is in the chain, and the chain holds. */
+    assert_true(audited_refusals() >= 10);
+    struct fk_inv_audit_report rep;
+    assert_int_equal(fk_inventory_audit_verify(inv, &rep, &d), FK_OK);
+    assert_true(rep.rows >= 20);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(rotation_refuses_each_early_step_then_completes),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
