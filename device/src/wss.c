@@ -631,8 +631,11 @@ static enum fkd_wss_reason upgrade(struct fkd_wss *w, uint64_t deadline) {
         int r = mbedtls_ssl_read(&w->ssl, w->http + got, sizeof w->http - got);
         if (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE) {
             if (wait_io(w, r, deadline) != 0) {
+                if (stopping(w)) {
+                    return FKD_WSS_R_STOPPED;
+                }
                 fkd_log(FKD_LOG_ERROR, "wss: refused: upgrade refused: no response in time");
-                return stopping(w) ? FKD_WSS_R_STOPPED : FKD_WSS_R_TIMEOUT;
+                return FKD_WSS_R_TIMEOUT;
             }
             continue;
         }

@@ -6,6 +6,7 @@
 #   client_cert  s_server -Verify 1 -verify_return_error with our CA: the handshake completes
 #                only because the device presents its certificate; the upgrade request
 #                (GET /ws, Sec-WebSocket-Protocol: fleetkey.v1) reaches the server
+#   nvs_creds    the same with the credentials in NVS (mtls/*) and none in sdkconfig
 #   client_other s_server trusting another CA: it refuses the device's certificate, the
 #                device logs the TLS failure (the control case of client_cert)
 #   wrong_host   server certificate for localhost, device expects fleet.example.com
@@ -128,6 +129,24 @@ client_cert)
     # s_server logs the verified client certificate's subject
     grep -q "CN *= *$ID" srv.out || fail "s_server saw no client certificate for $ID"
     grep -q "wss: refused" rs.err && fail "device refused a good server"
+    ;;
+nvs_creds)
+    # the credentials in NVS (mtls/*, PEM blobs as a "file,binary" CSV row makes them) and
+    # none in sdkconfig: NVS is where the client takes them from
+    for kv in "ca_cert:pki/ca-chain.pem" "client_cert:pki/devices/$ID.crt.pem" \
+        "client_key:pki/devices/$ID.key.pem"; do
+        "$RS" nvs set --flash robot.bin --ns mtls --key "${kv%%:*}" --file "${kv#*:}" \
+            >/dev/null 2>&1 || fail "nvs set ${kv%%:*}"
+    done
+    printf 'CONFIG_MINITRAIN_EXPECTED_HOST="localhost"\n' >sdkconfig
+    start_s_server pki/servers/localhost.crt.pem pki/servers/localhost.key.pem \
+        -Verify 1 -verify_return_error -CAfile pki/ca-chain.pem
+    start_robot "wss://127.0.0.1:$SPORT/ws" --wss-attempts 1
+    wait_for srv.out "Sec-WebSocket-Protocol: fleetkey.v1" ||
+        fail "no upgrade request reached the server"
+    grep -q "CN *= *$ID" srv.out || fail "s_server saw no client certificate for $ID"
+    grep -q "wss: .* as $ID, expecting server localhost (client cert from nvs, CA from nvs)" \
+        rs.err || fail "credentials not taken from NVS"
     ;;
 client_other)
     sdkconfig localhost
