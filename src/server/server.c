@@ -943,6 +943,40 @@ static int refuse_upgrade(struct fk_server *srv, struct lws *wsi, unsigned statu
     return 1;
 }
 
+struct fpr_match {
+    const char *fpr;
+    int revoked;
+};
+
+static int cred_revoked(void *user, const struct fk_inv_credential *c) {
+    struct fpr_match *m = user;
+    if (strcmp(c->fingerprint, m->fpr) == 0 && strcmp(c->state, "revoked") == 0) {
+        m->revoked = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* 1 when the inventory marks the peer's certificate (by its "sha256:<hex>" fingerprint, the
+ * form pki records) revoked: `ca revoke --inventory` takes effect here before the next CRL
+ * is published. */
+static int inventory_revoked(struct fk_server *srv, struct lws *wsi, const char *id) {
+    SSL *ssl = lws_get_ssl(wsi);
+    X509 *x = ssl != NULL ? SSL_get0_peer_certificate(ssl) : NULL;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    char fpr[8 + 2 * EVP_MAX_MD_SIZE + 1] = "sha256:";
+    if (x == NULL || X509_digest(x, EVP_sha256(), md, &mdlen) != 1 ||
+        fk_hex_encode(md, mdlen, fpr + 7, sizeof fpr - 7) != FK_OK) {
+        return 0;
+    }
+    struct fpr_match m = {fpr, 0};
+    if (fk_inventory_credential_list(srv->inv, id, cred_revoked, &m, NULL) != FK_OK) {
+        return 0;
+    }
+    return m.revoked;
+}
+
 static int confirm_upgrade(struct fk_server *srv, struct lws *wsi) {
     char path[128];
     char name[FK_WSS_ID_MAX + 1];
@@ -969,6 +1003,10 @@ static int confirm_upgrade(struct fk_server *srv, struct lws *wsi) {
     }
     if (rc != FK_OK) {
         return refuse_upgrade(srv, wsi, 503, R_COUNT, name, "inventory unavailable");
+    }
+    if (inventory_revoked(srv, wsi, name)) {
+        return refuse_upgrade(srv, wsi, 403, R_REVOKED, name,
+                              "certificate revoked in the inventory");
     }
     return 0;
 }

@@ -211,6 +211,16 @@ revoke)
         sleep 0.1
     done
     ok "$W" --port "$P" $(dev $D1) hello $D1
+    # The inventory marks D2's certificate revoked (as `ca revoke --inventory` does for a
+    # recorded credential) before any CRL says so: new upgrades are refused at once, with
+    # 403 and reason revoked; the established D2 connection is not touched.
+    fpr="sha256:$(openssl x509 -in pki/devices/$D2.crt.pem -outform DER | sha256sum | cut -c1-64)"
+    sqlite3 keys/inventory.db "INSERT INTO credentials(device_id, kind, version, fingerprint,
+        created_at, state) VALUES('$D2', 'mtls_cert', 1, '$fpr', '2026-01-01T00:00:00Z',
+        'revoked')" || fail "sqlite3 insert"
+    ok "$W" --port "$P" $(dev $D2) --upgrade-status 403
+    expect_log "$D2: WebSocket upgrade refused (403): certificate revoked in the inventory"
+    expect_metric_ge 'fleetkey_rejections_total{reason="revoked"}' 1
     ok "$PK" ca revoke --dir pki --device $D1 --reason keyCompromise \
         --inventory keys/inventory.db
     ok "$PK" ca crl --dir pki --out crl.pem.new
@@ -223,7 +233,7 @@ revoke)
         sleep 0.1
     done
     refused_tls --port "$P" $(dev $D1) hello $D1
-    expect_metric_ge 'fleetkey_rejections_total{reason="revoked"}' 1
+    expect_metric_ge 'fleetkey_rejections_total{reason="revoked"}' 2
     expect_log "handshake refused: revoked (depth 0 .*certificate revoked"
     touch go1
     # SIGHUP reloads as well.
@@ -247,7 +257,7 @@ revoke)
     touch go2
     wait $D2_PID || { cat d2.out d2.err >&2; fail "D2's connection did not survive the reloads"; }
     [ "$(grep -c '"type":"pong"' d2.out)" -eq 2 ] || fail "D2 expected two pongs"
-    ok "$W" --port "$P" $(dev $D2) hello $D2
+    ok "$W" --port "$P" $(dev $D2) --upgrade-status 403
     stop_server
     ;;
 openssl)
