@@ -7,6 +7,10 @@
 #                only because the device presents its certificate; the upgrade request
 #                (GET /ws, Sec-WebSocket-Protocol: fleetkey.v1) reaches the server
 #   nvs_creds    the same with the credentials in NVS (mtls/*) and none in sdkconfig
+#   bad_frames   a hand-driven server: welcome, an unknown request kind (answered), then a
+#                frame over the size limit: the device closes with 1009
+#   masked_frame the same, then a masked frame: the device closes with 1002
+#   server_close the same, then the server's close 1001: logged, connection ends
 #   client_other s_server trusting another CA: it refuses the device's certificate, the
 #                device logs the TLS failure (the control case of client_cert)
 #   wrong_host   server certificate for localhost, device expects fleet.example.com
@@ -147,6 +151,49 @@ nvs_creds)
     grep -q "CN *= *$ID" srv.out || fail "s_server saw no client certificate for $ID"
     grep -q "wss: .* as $ID, expecting server localhost (client cert from nvs, CA from nvs)" \
         rs.err || fail "credentials not taken from NVS"
+    ;;
+bad_frames | masked_frame | server_close)
+    # s_server as a hand-driven WebSocket server: the script answers the upgrade with the
+    # right accept key and sends welcome, then what the case is about.
+    sdkconfig localhost
+    start_s_server pki/servers/localhost.crt.pem pki/servers/localhost.key.pem \
+        -Verify 1 -verify_return_error -CAfile pki/ca-chain.pem
+    start_robot "wss://127.0.0.1:$SPORT/ws" --wss-attempts 1
+    wait_for srv.out "Sec-WebSocket-Protocol: fleetkey.v1" || fail "no upgrade request"
+    key=$(sed -n 's/^Sec-WebSocket-Key: \([A-Za-z0-9+/=]*\).*/\1/p' srv.out | head -n 1)
+    acc=$(printf '%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11' "$key" | openssl sha1 -binary |
+        openssl base64)
+    printf 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\nSec-WebSocket-Protocol: fleetkey.v1\r\n\r\n' "$acc" >&3
+    wait_for rs.err "wss: hello sent" || fail "device sent no hello after the upgrade"
+    # text_frame JSON: one unmasked text frame (payload < 126 bytes) to the device
+    text_frame() {
+        printf '\201%b%s' "\\$(printf '%03o' ${#1})" "$1" >&3
+    }
+    text_frame '{"type":"welcome","device_id":"x","ping_interval":30,"max_message":4096}'
+    wait_for rs.err "wss: welcomed by the server" || fail "welcome not taken"
+    case "$case_" in
+    bad_frames)
+        # a request of an unknown kind is answered, never closed on
+        text_frame '{"type":"request","id":"r-1","kind":"rotate","body":{}}'
+        wait_for rs.err "request r-1 of unknown kind answered unsupported_kind" ||
+            fail "unknown request kind not answered"
+        # text frame with a 16-bit length of 4097, and a few payload bytes: 1009
+        printf '\201\176\020\001xxxx' >&3
+        wait_for rs.err "wss: closing (1009): message too big" || fail "no close 1009"
+        ;;
+    masked_frame)
+        # RFC 6455 5.1: a client closes on a masked frame from the server: 1002
+        printf '\201\201\001\002\003\004x' >&3
+        wait_for rs.err "wss: closing (1002): masked frame from the server" ||
+            fail "no close 1002"
+        ;;
+    server_close)
+        # the server closes with 1001: the device logs it and answers the close
+        printf '\210\006\003\351byeb' >&3
+        wait_for rs.err "wss: server closed the connection: 1001 byeb" || fail "close not seen"
+        ;;
+    esac
+    wait_for rs.err "giving up after 1 attempts" || fail "device kept the connection"
     ;;
 client_other)
     sdkconfig localhost
