@@ -193,8 +193,14 @@ static enum fk_err migrate(struct fk_inventory *inv, struct fk_diag *diag) {
     int version = 0;
     FK_GUARD(
         exec(inv, "CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL)", diag));
-    /* Read and migrate under the write lock, so two processes opening a new file at once
-     * cannot both run migration 0. */
+    /* Fast path: an up-to-date file needs no write lock, so opening it never waits for a
+     * running batch's transaction. */
+    FK_GUARD(schema_version(inv, &version, diag));
+    if (version == MIGRATION_COUNT) {
+        return FK_OK;
+    }
+    /* Read again and migrate under the write lock, so two processes opening a new file at
+     * once cannot both run migration 0. */
     FK_GUARD(exec(inv, "BEGIN IMMEDIATE", diag));
     FK_GUARD(schema_version(inv, &version, diag));
     if (version > MIGRATION_COUNT) {

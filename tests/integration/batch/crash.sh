@@ -10,7 +10,8 @@
 
 N=2000
 make_csv $N devices.csv
-run() { "$PK" batch --csv devices.csv --output-dir keys --jobs 2 --chunk 64 --encrypt-nvs "$@"; }
+ARGS=(batch --csv devices.csv --output-dir keys --jobs 2 --chunk 64 --encrypt-nvs)
+run() { "$PK" "${ARGS[@]}" "$@"; }
 count() { "$PK" inventory --inventory keys/inventory.db --json list | grep -c '"device_id"' || true; }
 
 # 1. Deterministic crash points (the process kills itself there).
@@ -30,16 +31,37 @@ c2=$(count)
 "$PK" inventory --inventory keys/inventory.db verify-audit >/dev/null || fail "audit after hooks"
 
 # 2. Random SIGKILLs, 20-300 ms into a run.
+# The program itself is started in the background (not a shell function, whose subshell would
+# be what gets killed, leaving the batch running).
 for i in 1 2 3 4 5 6; do
-    run >/dev/null 2>&1 &
+    files0=$(ls keys | wc -l)
+    "$PK" "${ARGS[@]}" >/dev/null 2>&1 &
     pid=$!
+    if [ $i -gt 2 ]; then
+        # Later rounds first wait until the run has written files (rounds 3-4) or committed
+        # devices (5-6), or ended, so kills land inside the minting loop and between commits
+        # whatever the machine's speed; no time limit is involved.
+        rows0=$(count)
+        while kill -0 $pid 2>/dev/null; do
+            if [ $i -le 4 ]; then
+                [ "$(ls keys | wc -l)" -le "$files0" ] || break
+            else
+                [ "$(count)" -le "$rows0" ] || break
+            fi
+            sleep 0.01
+        done
+    fi
     sleep "0.$(printf '%03d' $((20 + RANDOM % 281)))"
     kill -9 $pid 2>/dev/null || true
-    wait $pid 2>/dev/null || true
-    echo "kill $i: $(count) devices recorded"
+    set +e
+    wait $pid 2>/dev/null
+    rc=$?
+    set -e
+    [ $rc -eq 137 ] || [ $rc -eq 0 ] || fail "run $i ended with $rc, neither killed nor done"
+    echo "kill $i: exit $rc, $(count) devices recorded"
 done
 # 3. Ctrl-C: the run stops at a chunk boundary and says how to finish.
-run >/dev/null 2>int.err &
+"$PK" "${ARGS[@]}" >/dev/null 2>int.err &
 pid=$!
 sleep 0.1
 kill -INT $pid 2>/dev/null || true
