@@ -677,6 +677,49 @@ static void ota_power_cut_at_every_write_still_boots(void **state) {
     free(img);
 }
 
+/* The bootloader's own writes: NEW -> PENDING_VERIFY on the first boot, PENDING_VERIFY ->
+ * ABORTED on the boot after an unconfirmed one, INVALID after a failed self-test. A cut in any
+ * of them (clean or torn) still leaves a bootable image on the next power-on. */
+static void ota_power_cut_in_boot_state_changes(void **state) {
+    (void)state;
+    struct fkd_sbv2_keys ks;
+    keys_a(&ks);
+    robot_with_v1(&ks);
+    struct fkd_ota_boot b = boot(&ks);
+    size_t len = 0;
+    uint8_t *img = signed_app("2.0.0", 2, KA, &len);
+    struct fkd_ota_update u;
+    assert_int_equal(stream(img, len, 4096, &ks, &b, &u), FKD_OK);
+    free(img);
+    memcpy(base, R.chip, CHIP); /* v2 installed, NEW */
+    unsigned points = 0;
+    for (int phase = 0; phase < 3; phase++) {
+        for (int torn = 0; torn <= 1; torn++) {
+            for (unsigned long k = 1; k <= 2; k++) { /* each state change: erase + write */
+                memcpy(R.chip, base, CHIP);
+                robot_power_on();
+                if (phase >= 1) {
+                    b = boot(&ks); /* v2 now PENDING_VERIFY */
+                    assert_int_equal(b.slot, 1);
+                }
+                fkd_flash_mem_cut(&R.m, k, torn);
+                struct fkd_ota_boot c;
+                enum fkd_err rc = phase == 2 ? fkd_ota_mark_invalid(&R.f, &R.t, &b)
+                                             : fkd_ota_boot_select(&R.f, &R.t, &ks, 1, &c);
+                assert_int_equal(rc, FKD_E_POWERCUT);
+                robot_power_on();
+                for (int again = 0; again < 2; again++) {
+                    c = boot(&ks);
+                    assert_true(c.slot == 0 || c.slot == 1);
+                    assert_string_equal(c.app.version, c.slot == 0 ? "1.0.0" : "2.0.0");
+                }
+                points++;
+            }
+        }
+    }
+    assert_int_equal(points, 12);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(sbv2_vectors_verify_as_espsecure_does),
@@ -689,6 +732,7 @@ int main(void) {
         cmocka_unit_test(ota_refuses_unsigned_wrong_key_tampered_and_rollback),
         cmocka_unit_test(ota_dual_signed_image_accepted_by_old_and_new_key),
         cmocka_unit_test(ota_power_cut_at_every_write_still_boots),
+        cmocka_unit_test(ota_power_cut_in_boot_state_changes),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     free(R.chip);
