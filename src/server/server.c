@@ -641,11 +641,12 @@ static int cb_ws(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
     switch (reason) {
     case LWS_CALLBACK_ESTABLISHED: {
         memset(s, 0, sizeof *s);
+        if (wsi_identity(wsi, s->id) != ID_DEVICE) {
+            return -1; /* cannot happen: the upgrade was refused before; s->srv stays NULL,
+                          so CLOSED does not unlink a session that was never linked */
+        }
         s->srv = srv;
         s->wsi = wsi;
-        if (wsi_identity(wsi, s->id) != ID_DEVICE) {
-            return -1; /* cannot happen: the upgrade was refused before */
-        }
         lws_get_peer_simple(wsi, s->peer, sizeof s->peer);
         s->opened = s->last_rx = time(NULL);
         s->next = srv->sessions;

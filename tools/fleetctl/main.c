@@ -25,8 +25,9 @@ static void usage_robot(FILE *f) {
 static void usage(FILE *f) {
     fprintf(f, "usage: fleetctl <command> [options]\ncommands:\n"
                "  robot   send one control command to a robot over DTLS-PSK\n"
-               "  devices, device ID   fleetkey-server admin API: fleetctl --p12 F.p12 --password-file F\n"
-               "          --server https://HOST:PORT --ca CA.pem (devices | device ID)\n");
+               "  devices, device ID   fleetkey-server's admin API (docs/server.md):\n"
+               "          fleetctl --p12 F.p12 --password-file F --server https://HOST:PORT\n"
+               "                   --ca CA.pem (devices | device ID)\n");
     usage_robot(f);
 }
 
