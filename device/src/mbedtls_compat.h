@@ -104,6 +104,30 @@ static inline int fkd_mbedtls_crt_has_san(const mbedtls_x509_crt *crt) {
 #endif
 }
 
+/* A TLS client whose input record buffer is smaller than the 16 KiB a server may send asks
+ * for the largest RFC 6066 max_fragment_length that fits (a chip build of the wss client sets
+ * MBEDTLS_SSL_IN_CONTENT_LEN to a few KiB); with the full 16 KiB buffer nothing is asked. */
+static inline int fkd_mbedtls_conf_fit_records(mbedtls_ssl_config *conf) {
+#if defined(MBEDTLS_SSL_MAX_FRAGMENT_LENGTH)
+    unsigned char code;
+    if (MBEDTLS_SSL_IN_CONTENT_LEN >= 16384) {
+        return 0;
+    } else if (MBEDTLS_SSL_IN_CONTENT_LEN >= 4096) {
+        code = MBEDTLS_SSL_MAX_FRAG_LEN_4096;
+    } else if (MBEDTLS_SSL_IN_CONTENT_LEN >= 2048) {
+        code = MBEDTLS_SSL_MAX_FRAG_LEN_2048;
+    } else if (MBEDTLS_SSL_IN_CONTENT_LEN >= 1024) {
+        code = MBEDTLS_SSL_MAX_FRAG_LEN_1024;
+    } else {
+        code = MBEDTLS_SSL_MAX_FRAG_LEN_512;
+    }
+    return mbedtls_ssl_conf_max_frag_len(conf, code);
+#else
+    (void)conf;
+    return 0;
+#endif
+}
+
 /* Seeds a CTR-DRBG straight from the port's strong entropy source (fkd_net_entropy). No
  * mbedtls_entropy_context in between: on Debian's configuration (HAVEGE on) that context alone
  * is 38 KB, and the port's source (getrandom, esp_fill_random) is already a full-entropy

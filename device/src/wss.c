@@ -412,6 +412,9 @@ enum fkd_err fkd_wss_setup(struct fkd_wss *w, const struct fkd_wss_config *cfg) 
         mbedtls_ssl_conf_rng(&w->conf, mbedtls_ctr_drbg_random, &w->drbg);
         mbedtls_ssl_conf_verify(&w->conf, verify_cb, w);
         fkd_mbedtls_conf_min_tls12(&w->conf);
+        ret = fkd_mbedtls_conf_fit_records(&w->conf);
+    }
+    if (ret == 0) {
         ret = mbedtls_ssl_conf_own_cert(&w->conf, &w->own, &w->key);
     }
     if (ret == 0) {
