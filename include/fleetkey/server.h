@@ -47,13 +47,15 @@ struct fk_server_config {
     unsigned ping_interval;   /* seconds, announced in welcome; idle close at 3x; default 30 */
     enum fk_log_level log_level; /* default FK_LOG_INFO */
     int allow_no_crl;         /* development only */
+    int status_request;       /* send a `status` request after each welcome (default 0) */
 };
 
 /* Fills the defaults above (no paths). Cannot fail. */
 void fk_server_config_init(struct fk_server_config *cfg);
 
 /* Applies one setting by name ("listen", "port", "cert", "key", "ca", "crl", "inventory",
- * "max_connections", "hello_timeout", "ping_interval", "log_level", "allow_no_crl"); the
+ * "max_connections", "hello_timeout", "ping_interval", "log_level", "allow_no_crl",
+ * "status_request"); the
  * command line uses the same names as --flags. FK_OK, FK_E_ARG (unknown name, bad value;
  * diag says which), FK_E_TOOBIG (path too long). */
 FK_MUST_CHECK enum fk_err fk_server_config_set(struct fk_server_config *cfg, const char *name,

@@ -68,6 +68,11 @@ enum fk_err fk_server_config_set(struct fk_server_config *cfg, const char *name,
         enum fk_err rc = set_uint(name, v, 0, 1, &b, diag);
         cfg->allow_no_crl = (int)b;
         return rc;
+    } else if (strcmp(name, "status_request") == 0) {
+        unsigned b = 0;
+        enum fk_err rc = set_uint(name, v, 0, 1, &b, diag);
+        cfg->status_request = (int)b;
+        return rc;
     } else if (strcmp(name, "log_level") == 0) {
         static const char *const names[] = {"debug", "info", "warn", "error"};
         for (int i = 0; i < 4; i++) {

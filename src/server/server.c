@@ -82,6 +82,8 @@ struct session {
     int close_code;
     char close_reason[64];
     int closing; /* close frame queued: log and count once */
+    char pending[FK_WSS_REQID_MAX + 1]; /* id of the outstanding request, "" when none */
+    time_t pending_since;
 };
 
 struct http_sess {
@@ -109,6 +111,7 @@ struct fk_server {
     unsigned long long closes[8]; /* by close code, index from close_index() */
     unsigned long long http_requests;
     unsigned long long crl_reloads, crl_reload_failures;
+    unsigned long long requests, responses, request_timeouts;
     int load_error; /* set when LOAD_EXTRA could not configure TLS */
 };
 
@@ -535,7 +538,22 @@ static int on_hello(struct session *s, struct lws *wsi, const struct fk_wss_msg 
     cJSON_AddStringToObject(w, "server_time", now);
     cJSON_AddNumberToObject(w, "ping_interval", srv->cfg.ping_interval);
     cJSON_AddNumberToObject(w, "max_message", FK_WSS_MAX_MESSAGE);
-    return enqueue_json(s, wsi, w) == 0 ? 0 : -1;
+    if (enqueue_json(s, wsi, w) != 0) {
+        return -1;
+    }
+    if (srv->cfg.status_request) {
+        /* One outstanding request per connection (docs/wss-protocol.md); ids are unique per
+         * server run, so also per connection. */
+        snprintf(s->pending, sizeof s->pending, "r-%06llu", ++srv->requests);
+        s->pending_since = time(NULL);
+        cJSON *r = cJSON_CreateObject();
+        cJSON_AddStringToObject(r, "type", "request");
+        cJSON_AddStringToObject(r, "id", s->pending);
+        cJSON_AddStringToObject(r, "kind", "status");
+        cJSON_AddItemToObject(r, "body", cJSON_CreateObject());
+        return enqueue_json(s, wsi, r) == 0 ? 0 : -1;
+    }
+    return 0;
 }
 
 static int on_message(struct session *s, struct lws *wsi, const uint8_t *buf, size_t len) {
@@ -566,8 +584,15 @@ static int on_message(struct session *s, struct lws *wsi, const uint8_t *buf, si
     case FK_WSS_PONG:
         return 0;
     case FK_WSS_RESPONSE:
-        fk_log(FK_LOG_DEBUG, "server: %s: response %s to no outstanding request", s->id,
-               m.req_id);
+        if (s->pending[0] == '\0' || strcmp(m.req_id, s->pending) != 0) {
+            fk_log(FK_LOG_DEBUG, "server: %s: response %s to no outstanding request", s->id,
+                   m.req_id);
+            return 0;
+        }
+        s->srv->responses++;
+        fk_log(FK_LOG_INFO, "server: %s %s: response %s: %s", s->peer, s->id, m.req_id,
+               m.ok ? "ok" : "refused");
+        s->pending[0] = '\0';
         return 0;
     case FK_WSS_OTHER:
     default: {
@@ -801,11 +826,16 @@ static int http_metrics(struct fk_server *srv, struct lws *wsi, struct http_sess
                   "# TYPE fleetkey_crl_reloads_total counter\n"
                   "fleetkey_crl_reloads_total{result=\"ok\"} %llu\n"
                   "fleetkey_crl_reloads_total{result=\"failed\"} %llu\n"
+                  "# HELP fleetkey_requests_total Server-initiated requests, by outcome.\n"
+                  "# TYPE fleetkey_requests_total counter\n"
+                  "fleetkey_requests_total{outcome=\"sent\"} %llu\n"
+                  "fleetkey_requests_total{outcome=\"answered\"} %llu\n"
+                  "fleetkey_requests_total{outcome=\"timed_out\"} %llu\n"
                   "# HELP fleetkey_uptime_seconds Seconds since start.\n"
                   "# TYPE fleetkey_uptime_seconds gauge\n"
                   "fleetkey_uptime_seconds %lld\n",
-              srv->http_requests, srv->crl_reloads, srv->crl_reload_failures,
-              (long long)(time(NULL) - srv->started));
+              srv->http_requests, srv->crl_reloads, srv->crl_reload_failures, srv->requests,
+              srv->responses, srv->request_timeouts, (long long)(time(NULL) - srv->started));
     int r = b.failed ? -1
                      : http_reply(wsi, h, 200, "text/plain; version=0.0.4; charset=utf-8", b.p,
                                   b.len);
@@ -1100,6 +1130,13 @@ static void tick(lws_sorted_usec_list_t *sul) {
             schedule_close(s, s->wsi, FK_WSS_CLOSE_POLICY, "no hello in time");
         } else if (now - s->last_rx >= 3 * (time_t)srv->cfg.ping_interval) {
             schedule_close(s, s->wsi, FK_WSS_CLOSE_GOING_AWAY, "idle");
+        }
+        if (s->pending[0] != '\0' && now - s->pending_since >= 30) {
+            /* docs/wss-protocol.md: the server gives up after 30 s; the connection stays. */
+            fk_log(FK_LOG_WARN, "server: %s %s: request %s unanswered after 30 s", s->peer,
+                   s->id, s->pending);
+            srv->request_timeouts++;
+            s->pending[0] = '\0';
         }
     }
     lws_sul_schedule(srv->ctx, 0, &srv->tick, tick, LWS_US_PER_SEC);

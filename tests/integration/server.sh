@@ -308,6 +308,16 @@ protocol)
     # Nothing else was affected: the server still serves.
     ok "$W" --port "$P" $(dev $D1) hello $D1 ping
     stop_server
+    # A server-initiated request and its response (status_request = 1).
+    start_server --status_request 1
+    ok "$W" --port "$P" $(dev $D1) hello $D1 expect request \
+        send '{"type":"response","id":"r-000001","ok":true,"body":{}}' \
+        send '{"type":"response","id":"r-999999","ok":true}' ping
+    grep -q '"type":"request","id":"r-000001","kind":"status","body":{}' out.txt ||
+        fail "no status request: $(cat out.txt)"
+    expect_log "$D1: response r-000001: ok"
+    expect_metric_ge 'fleetkey_requests_total{outcome="answered"}' 1
+    stop_server
     ;;
 admin)
     start_server

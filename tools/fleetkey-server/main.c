@@ -46,6 +46,7 @@ static void usage(FILE *f) {
             "  --ping_interval S      keep-alive announced in welcome (default 30)\n"
             "  --log_level L          debug, info, warn, error (default info)\n"
             "  --allow_no_crl 1       development only: run without a CRL\n"
+            "  --status_request 1     send a 'status' request after each welcome\n"
             "  --port-file FILE       write the bound port to FILE (tests)\n");
 }
 
