@@ -3,7 +3,7 @@
 # is built, fleetkey-server. Ports are picked by the OS; every wait is bounded.
 if(TARGET robot-sim AND TARGET provision-keys)
     foreach(c client_cert nvs_creds bad_frames masked_frame server_close
-            client_other wrong_host other_ca expired not_yet backoff)
+            client_other cn_only san_over_cn wrong_host other_ca expired not_yet backoff)
         add_test(NAME wss_${c}
             COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/wss.sh ${c} ${PROJECT_BINARY_DIR}/bin
                 ${PROJECT_BINARY_DIR}/tmp/wss_${c})

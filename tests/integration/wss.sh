@@ -13,6 +13,8 @@
 #   server_close the same, then the server's close 1001: logged, connection ends
 #   client_other s_server trusting another CA: it refuses the device's certificate, the
 #                device logs the TLS failure (the control case of client_cert)
+#   cn_only      server certificate with CN=localhost and no SAN: accepted (CN fallback)
+#   san_over_cn  CN=localhost but a SAN naming another host: refused (no CN fallback)
 #   wrong_host   server certificate for localhost, device expects fleet.example.com
 #   other_ca     server certificate from another CA
 #   expired      server certificate of our CA whose notAfter has passed
@@ -203,6 +205,29 @@ client_other)
     start_robot "wss://127.0.0.1:$SPORT/ws" --wss-attempts 1
     refused "TLS handshake failed"
     grep -q "GET /ws" srv.out && fail "server took a request from an untrusted client"
+    ;;
+cn_only | san_over_cn)
+    # Server certificates made by openssl from our issuing CA: CN=localhost and no
+    # subjectAltName (the CN counts: accepted), or CN=localhost with a SAN naming another host
+    # (the CN no longer counts: refused). RFC 6125 6.4.4.
+    sdkconfig localhost
+    printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' >ext.cnf
+    [ "$case_" = san_over_cn ] && printf 'subjectAltName=DNS:other.example.com\n' >>ext.cnf
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout cn.key \
+        -subj "/O=WSS Test Fleet/CN=localhost" -out cn.csr >/dev/null 2>&1 || fail "req"
+    openssl x509 -req -in cn.csr -CA pki/issuing.crt.pem -CAkey pki/issuing.key.pem \
+        -set_serial 0x1234 -days 2 -extfile ext.cnf -out cn.crt >/dev/null 2>&1 || fail "x509"
+    openssl verify -CAfile pki/root.crt.pem -untrusted pki/issuing.crt.pem cn.crt >/dev/null ||
+        fail "test certificate does not verify"
+    start_s_server cn.crt cn.key -Verify 1 -verify_return_error -CAfile pki/ca-chain.pem
+    start_robot "wss://127.0.0.1:$SPORT/ws" --wss-attempts 1
+    if [ "$case_" = cn_only ]; then
+        wait_for srv.out "Sec-WebSocket-Protocol: fleetkey.v1" ||
+            fail "device refused a CN-only certificate naming localhost"
+        grep -q "wss: refused" rs.err && fail "device refused a good CN-only certificate"
+    else
+        refused "host mismatch: the server certificate does not name localhost"
+    fi
     ;;
 wrong_host)
     sdkconfig fleet.example.com
