@@ -465,7 +465,11 @@ enum fkd_err fkd_ota_finish(struct fkd_ota_update *u) {
     if (rc != FKD_OK) {
         fkd_log(FKD_LOG_ERROR, "ota: REFUSED: no valid signature from a trusted key (%s; "
                                "blocks: %s, %s, %s)",
-                fkd_strerror(rc), fkd_sbv2_verdict_name(u->sig.verdict[0]),
+                rc == FKD_E_CORRUPT ? "the image was changed after signing"
+                : rc == FKD_E_PARSE ? "damaged signature sector"
+                : rc == FKD_E_AUTH  ? "no block verifies with a trusted key"
+                                    : fkd_strerror(rc),
+                fkd_sbv2_verdict_name(u->sig.verdict[0]),
                 fkd_sbv2_verdict_name(u->sig.verdict[1]),
                 fkd_sbv2_verdict_name(u->sig.verdict[2]));
         goto out;

@@ -308,7 +308,7 @@ int robot_sim_ota(int argc, char **argv) {
         fprintf(stderr, "robot-sim: power cut after %lu flash operations%s\n", cut,
                 torn ? " (last one torn)" : "");
     } else {
-        fprintf(stderr, "robot-sim: ota: update refused: %s\n", fkd_strerror(rc));
+        fprintf(stderr, "robot-sim: ota: update refused (%s)\n", fkd_errname(rc));
     }
 out:
     if (in != NULL) {
