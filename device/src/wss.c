@@ -442,6 +442,18 @@ out:
     return rc;
 }
 
+/* A copy of s for the log: bytes outside printable ASCII become '?', so nothing a server
+ * sends can forge log lines. */
+static const char *loggable(const char *s, char *buf, size_t cap) {
+    size_t o = 0;
+    for (; s[o] != '\0' && o + 1 < cap; o++) {
+        unsigned char c = (unsigned char)s[o];
+        buf[o] = c >= 0x20 && c < 0x7F ? (char)c : '?';
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
 /* ---- JSON out ------------------------------------------------------------------------------ */
 
 struct jw {
@@ -565,7 +577,9 @@ static enum fkd_err send_response(struct fkd_wss *w, const struct fkd_wss_msg *m
         put(&j, ",\"ok\":false,\"error\":{\"code\":\"unsupported_kind\",\"message\":");
         put_str(&j, msg);
         put(&j, "}}");
-        fkd_log(FKD_LOG_WARN, "wss: request %s of unknown kind answered unsupported_kind", m->id);
+        char idl[FKD_WSS_STR_MAX];
+        fkd_log(FKD_LOG_WARN, "wss: request %s of unknown kind answered unsupported_kind",
+                loggable(m->id, idl, sizeof idl));
     }
     return send_text(w, &j);
 }
@@ -710,12 +724,18 @@ static enum fkd_wss_reason handle_text(struct fkd_wss *w) {
         w->stats.requests++;
         rc = send_response(w, &m);
         break;
-    case FKD_WSS_MSG_ERROR:
-        fkd_log(FKD_LOG_WARN, "wss: server error %s: %s", m.code, m.message);
+    case FKD_WSS_MSG_ERROR: {
+        char cl[FKD_WSS_STR_MAX], ml[FKD_WSS_STR_MAX];
+        fkd_log(FKD_LOG_WARN, "wss: server error %s: %s", loggable(m.code, cl, sizeof cl),
+                loggable(m.message, ml, sizeof ml));
         break;
-    default:
-        fkd_log(FKD_LOG_DEBUG, "wss: ignoring a message of type %s", m.type_str);
+    }
+    default: {
+        char tl[FKD_WSS_STR_MAX];
+        fkd_log(FKD_LOG_DEBUG, "wss: ignoring a message of type %s",
+                loggable(m.type_str, tl, sizeof tl));
         break;
+    }
     }
     if (rc != FKD_OK) {
         fkd_log(FKD_LOG_ERROR, "wss: sending failed");

@@ -294,7 +294,7 @@ server)
     "$bin/fleetkey-server" --listen 127.0.0.1 --port 0 --port-file port \
         --cert pki/servers/localhost.chain.pem --key pki/servers/localhost.key.pem \
         --ca pki/ca-chain.pem --crl crl.pem --inventory keys/inventory.db \
-        --ping_interval 1 >srv.out 2>srv.err </dev/null &
+        --ping_interval 1 --status_request 1 >srv.out 2>srv.err </dev/null &
     PIDS="$PIDS $!"
     wait_for port "[0-9]" || fail "fleetkey-server did not start"
     P=$(cat port)
@@ -304,12 +304,14 @@ server)
     wait_for srv.err "$D1: hello" || fail "server did not log the hello"
     grep -q "$D1: hello, firmware robot-sim 0.1.0, development build" srv.err ||
         fail "server did not take the hello's firmware and build"
+    # the server's status request (after welcome) is answered ok
+    wait_for srv.err "$D1: response [^ ]*: ok" || fail "status request not answered ok"
     # keep-alive: the device pings every ping_interval (1 s here) and the server answers
     wait_for rs.err "wss: keep-alive answered" 300 || fail "no pong for the device's ping"
     kill -TERM "$RPID"
     wait "$RPID" || fail "robot-sim exit status $? after SIGTERM"
-    grep -q "wss client stopped (stopped): 1 attempts, 1 connected, 1 welcomed, [1-9][0-9]* pings, [1-9][0-9]* pongs" \
-        rs.err || fail "no ping/pong counted on the open connection"
+    grep -q "wss client stopped (stopped): 1 attempts, 1 connected, 1 welcomed, [1-9][0-9]* pings, [1-9][0-9]* pongs, 1 requests" \
+        rs.err || fail "no ping/pong/request counted on the open connection"
     # recorded in the inventory: the server's audit entry for the first connection
     "$PK" inventory --inventory keys/inventory.db show "$D1" >inv.txt 2>&1 ||
         fail "inventory show"
