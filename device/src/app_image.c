@@ -17,7 +17,7 @@
  *   version[32], project_name[32], time[16], date[16], idf_ver[32], app_elf_sha256[32], ... */
 #include "fkd/ota.h"
 
-#include "ota_mbedtls.h"
+#include "mbedtls_compat.h"
 
 #include <string.h>
 

@@ -21,7 +21,7 @@
 #include "fkd/ota.h"
 
 #include "fkd/nvs.h"
-#include "ota_mbedtls.h"
+#include "mbedtls_compat.h"
 
 #include <string.h>
 

@@ -20,7 +20,7 @@
 #include "fkd/ota.h"
 
 #include "fkd/nvs_format.h"
-#include "ota_mbedtls.h"
+#include "mbedtls_compat.h"
 
 #include <mbedtls/bignum.h>
 #include <mbedtls/ecp.h>
