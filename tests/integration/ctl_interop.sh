@@ -79,20 +79,25 @@ stat_of() { # stat_of NAME -> value from the stats line
 }
 
 # s_client_req OUT REQUEST PSK IDENTITY PORT: one request through openssl s_client; output in
-# OUT. $SC_EXTRA adds s_client options (e.g. -cipher). s_client sends stdin lines after the handshake; stdin is closed once an answer came.
+# OUT. $SC_EXTRA adds s_client options (e.g. -cipher). s_client sends stdin lines after the
+# handshake; stdin is closed once an answer came. With -no_ign_eof, EOF on stdin makes s_client
+# send close_notify and exit at once, without reading an answer still on its way: closing stdin
+# early loses the answer although the listener got the request and replied (stats requests=).
+# So stdin stays open until the answer is in OUT or s_client has exited; the 30 s bound is only
+# a backstop, far above any handshake on a loaded machine.
 s_client_req() {
     out=$1 req=$2 psk=$3 id=$4 port=$5
     # No stale answer from an earlier call may end the wait below before this one started.
     rm -f sc.in "$out" "$out.err"
     mkfifo sc.in
     # shellcheck disable=SC2086
-    timeout 20 openssl s_client -dtls1_2 -psk "$psk" -psk_identity "$id" ${SC_EXTRA:-} \
+    timeout 60 openssl s_client -dtls1_2 -psk "$psk" -psk_identity "$id" ${SC_EXTRA:-} \
         -connect "127.0.0.1:$port" -quiet -no_ign_eof <sc.in >"$out" 2>"$out.err" &
     scpid=$!
     exec 4>sc.in
     printf '%s\n' "$req" >&4
     i=0
-    while [ $i -lt 100 ]; do
+    while [ $i -lt 300 ]; do
         if [ -s "$out" ] || ! kill -0 $scpid 2>/dev/null; then
             break
         fi
@@ -139,6 +144,7 @@ s_client)
     grep -q "no common PSK ciphersuite" testd.err || fail "no-common-suite not logged"
     stop_testd
     [ "$(stat_of ok)" = 6 ] || fail "expected 6 handshakes, stats: $(cat testd.out)"
+    [ "$(stat_of requests)" = 6 ] || fail "expected 6 requests served: $(cat testd.out)"
     ;;
 s_server)
     # The device's Mbed TLS client against OpenSSL's DTLS server.
