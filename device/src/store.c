@@ -111,6 +111,61 @@ static int pubkey_ok(const uint8_t *der, size_t len) {
     return ok;
 }
 
+size_t fkd_der_seq_len(const uint8_t *buf, size_t len) {
+    /* X.690 8.1.2-8.1.3: one identifier octet (0x30: universal, constructed, SEQUENCE),
+     * then a short-form length (< 0x80) or 0x81..0x84 and that many big-endian octets. */
+    if (buf == NULL || len < 2 || buf[0] != 0x30) {
+        return 0;
+    }
+    size_t hdr = 2;
+    size_t body = buf[1];
+    if (buf[1] & 0x80u) {
+        size_t n = buf[1] & 0x7Fu;
+        if (n == 0 || n > 4 || n > len - 2) {
+            return 0; /* indefinite (BER only) or too long for any buffer here */
+        }
+        body = 0;
+        for (size_t i = 0; i < n; i++) {
+            body = (body << 8) | buf[2 + i];
+        }
+        hdr += n;
+    }
+    if (body > len - hdr) { /* not hdr + body > len: may wrap */
+        return 0;
+    }
+    return hdr + body;
+}
+
+size_t fkd_der_seq_count(const uint8_t *buf, size_t len, size_t max) {
+    size_t n = 0;
+    size_t off = 0;
+    while (off < len) {
+        size_t e = fkd_der_seq_len(buf + off, len - off);
+        if (e == 0 || n == max) {
+            return 0;
+        }
+        off += e; /* e <= len - off */
+        n++;
+    }
+    return n;
+}
+
+/* The mtls items: DER when they start with a SEQUENCE (the client certificate and key are
+ * exactly one, the CA chain up to FKD_CA_CHAIN_MAX), otherwise PEM text. */
+static int is_der(const uint8_t *buf, size_t len) {
+    return len > 0 && buf[0] == 0x30;
+}
+
+static int mtls_ok(const uint8_t *buf, size_t len, enum fkd_cred id) {
+    if (!is_der(buf, len)) {
+        return len > 0;
+    }
+    if (id == FKD_CRED_CA_CERT) {
+        return fkd_der_seq_count(buf, len, FKD_CA_CHAIN_MAX) > 0;
+    }
+    return fkd_der_seq_len(buf, len) == len;
+}
+
 static int validate(const struct fkd_store *s, enum fkd_cred id, size_t len) {
     switch (id) {
     case FKD_CRED_DTLS_PSK:
@@ -125,6 +180,12 @@ static int validate(const struct fkd_store *s, enum fkd_cred id, size_t len) {
         return len >= 1 && len <= 32;
     case FKD_CRED_WIFI_PASSWORD:
         return len <= 64; /* empty: an open network */
+    case FKD_CRED_CA_CERT:
+        return mtls_ok((const uint8_t *)s->ca_cert, len, id);
+    case FKD_CRED_CLIENT_CERT:
+        return mtls_ok((const uint8_t *)s->client_cert, len, id);
+    case FKD_CRED_CLIENT_KEY:
+        return mtls_ok((const uint8_t *)s->client_key, len, id);
     default:
         return len > 0;
     }
@@ -146,12 +207,14 @@ static enum fkd_err from_nvs(struct fkd_store *s, struct fkd_nvs *nvs, enum fkd_
                  ? fkd_nvs_get_str(nvs, d->ns, d->key, (char *)buf, size, len)
                  : FKD_E_TYPE;
     } else if (type == FKD_NVS_BLOB_IDX || type == FKD_NVS_BLOB) {
-        /* Strings may be provisioned as binary (PEM files as "file,binary" rows). */
+        /* Strings may be provisioned as binary (PEM files as "file,binary" rows); the mtls
+         * items may also be DER, which holds NUL bytes by nature. */
         size_t room = d->is_str ? size - 1 : size;
         rc = fkd_nvs_get_blob(nvs, d->ns, d->key, buf, room, len);
         if (rc == FKD_OK && d->is_str) {
             buf[*len] = 0;
-            if (memchr(buf, 0, *len) != NULL) {
+            int der = id >= FKD_CRED_CA_CERT && is_der(buf, *len);
+            if (!der && memchr(buf, 0, *len) != NULL) {
                 rc = FKD_E_TYPE;
             }
         }

@@ -374,7 +374,19 @@ enum fkd_err fkd_wss_setup(struct fkd_wss *w, const struct fkd_wss_config *cfg) 
         fkd_log(FKD_LOG_ERROR, "wss: not connecting: random generator failed");
         goto out;
     }
-    ret = mbedtls_x509_crt_parse(&w->ca, ca, parse_len(ca, ca_len));
+    if (ca_len > 0 && ca[0] == 0x30) {
+        /* DER chain (NVS from generate/batch --ca): certificates back to back, each length
+         * checked against what remains by the store; parse_der takes one at a time. */
+        ret = 0;
+        for (size_t off = 0; off < ca_len && ret == 0;) {
+            size_t e = fkd_der_seq_len(ca + off, ca_len - off);
+            ret = e == 0 ? MBEDTLS_ERR_X509_INVALID_FORMAT
+                         : mbedtls_x509_crt_parse_der(&w->ca, ca + off, e);
+            off += e;
+        }
+    } else {
+        ret = mbedtls_x509_crt_parse(&w->ca, ca, parse_len(ca, ca_len));
+    }
     if (ret != 0) {
         fkd_log(FKD_LOG_ERROR, "wss: not connecting: %s does not parse (-0x%04x)",
                 fkd_cred_name(FKD_CRED_CA_CERT), (unsigned)-ret);

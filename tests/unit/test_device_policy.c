@@ -452,6 +452,97 @@ static void store_reads_pem_blobs_and_rejects_odd_values(void **state) {
     done();
 }
 
+/* DER mtls items (what `provision-keys generate/batch --ca` writes): a blob starting with a
+ * SEQUENCE is DER, NUL bytes and all; the certificate and key are one SEQUENCE exactly, the
+ * CA chain several back to back, each length checked against what remains. */
+static size_t der_seq(uint8_t *out, size_t body, uint8_t fill) {
+    size_t h;
+    out[0] = 0x30;
+    if (body < 0x80) {
+        out[1] = (uint8_t)body;
+        h = 2;
+    } else {
+        out[1] = 0x82;
+        out[2] = (uint8_t)(body >> 8);
+        out[3] = (uint8_t)body;
+        h = 4;
+    }
+    memset(out + h, fill, body); /* fill 0: NUL bytes, as real DER has */
+    return h + body;
+}
+
+static void store_loads_der_cert_key_and_chain(void **state) {
+    (void)state;
+    run(&complete_prod);
+    uint8_t cert[600], key[200], chain[1200];
+    size_t cl = der_seq(cert, 580, 0);
+    size_t kl = der_seq(key, 0x7f, 0);
+    size_t nl = der_seq(chain, 500, 1);
+    nl += der_seq(chain + nl, 480, 0);
+    assert_int_equal(fkd_nvs_set_blob(&nvs, "mtls", "client_cert", cert, cl), FKD_OK);
+    assert_int_equal(fkd_nvs_set_blob(&nvs, "mtls", "client_key", key, kl), FKD_OK);
+    assert_int_equal(fkd_nvs_set_blob(&nvs, "mtls", "ca_cert", chain, nl), FKD_OK);
+    assert_int_equal(fkd_store_load(&store, &nvs, &cfg), FKD_OK);
+    const uint8_t *d;
+    size_t len;
+    assert_int_equal(fkd_store_get(&store, FKD_CRED_CLIENT_CERT, &d, &len), FKD_OK);
+    assert_int_equal(len, cl);
+    assert_memory_equal(d, cert, cl);
+    assert_true(fkd_store_info(&store, FKD_CRED_CLIENT_CERT)->valid);
+    assert_int_equal(fkd_store_get(&store, FKD_CRED_CLIENT_KEY, &d, &len), FKD_OK);
+    assert_int_equal(len, kl);
+    assert_true(fkd_store_info(&store, FKD_CRED_CLIENT_KEY)->valid);
+    assert_int_equal(fkd_store_get(&store, FKD_CRED_CA_CERT, &d, &len), FKD_OK);
+    assert_int_equal(len, nl);
+    assert_memory_equal(d, chain, nl);
+    assert_true(fkd_store_info(&store, FKD_CRED_CA_CERT)->valid);
+    assert_int_equal(fkd_der_seq_count(d, len, FKD_CA_CHAIN_MAX), 2);
+    done();
+}
+
+static void store_rejects_malformed_der(void **state) {
+    (void)state;
+    run(&complete_prod);
+    uint8_t cert[700], chain[1200];
+    size_t cl = der_seq(cert, 580, 0);
+    cert[cl] = 0x30; /* trailing bytes after the one certificate */
+    cert[cl + 1] = 0x00;
+    size_t nl = der_seq(chain, 500, 1);
+    nl += der_seq(chain + nl, 480, 0);
+    chain[nl - 481] = 0xFF; /* second certificate claims more than remains */
+    assert_int_equal(fkd_nvs_set_blob(&nvs, "mtls", "client_cert", cert, cl + 2), FKD_OK);
+    assert_int_equal(fkd_nvs_set_blob(&nvs, "mtls", "ca_cert", chain, nl), FKD_OK);
+    assert_int_equal(fkd_store_load(&store, &nvs, &cfg), FKD_OK);
+    assert_false(fkd_store_info(&store, FKD_CRED_CLIENT_CERT)->valid);
+    assert_false(fkd_store_info(&store, FKD_CRED_CA_CERT)->valid);
+    has_log("store: mtls/ca_cert: from nvs");
+    has_log("(INVALID)");
+    done();
+}
+
+static void der_seq_len_checks_every_length_form(void **state) {
+    (void)state;
+    static const uint8_t short_form[] = {0x30, 0x02, 0x05, 0x00};
+    assert_int_equal(fkd_der_seq_len(short_form, sizeof short_form), 4);
+    assert_int_equal(fkd_der_seq_len(short_form, 3), 0);            /* truncated body */
+    assert_int_equal(fkd_der_seq_len(short_form, 1), 0);            /* truncated header */
+    assert_int_equal(fkd_der_seq_len(NULL, 4), 0);
+    static const uint8_t not_seq[] = {0x31, 0x00};
+    assert_int_equal(fkd_der_seq_len(not_seq, sizeof not_seq), 0);
+    static const uint8_t indefinite[] = {0x30, 0x80, 0x00, 0x00};
+    assert_int_equal(fkd_der_seq_len(indefinite, sizeof indefinite), 0);
+    static const uint8_t five[] = {0x30, 0x85, 0, 0, 0, 0, 1, 0};
+    assert_int_equal(fkd_der_seq_len(five, sizeof five), 0);
+    static const uint8_t huge[] = {0x30, 0x84, 0xFF, 0xFF, 0xFF, 0xFF, 0};
+    assert_int_equal(fkd_der_seq_len(huge, sizeof huge), 0); /* would wrap a 32-bit size */
+    static const uint8_t long_hdr[] = {0x30, 0x82, 0x00}; /* length bytes cut off */
+    assert_int_equal(fkd_der_seq_len(long_hdr, sizeof long_hdr), 0);
+    static const uint8_t two[] = {0x30, 0x00, 0x30, 0x81, 0x01, 0x00};
+    assert_int_equal(fkd_der_seq_count(two, sizeof two, 4), 2);
+    assert_int_equal(fkd_der_seq_count(two, sizeof two, 1), 0); /* more than max */
+    assert_int_equal(fkd_der_seq_count(two, sizeof two - 1, 4), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(prod_complete_boots_with_dtls),
@@ -472,6 +563,9 @@ int main(void) {
         cmocka_unit_test(store_free_wipes_and_get_reports_absent),
         cmocka_unit_test(store_without_nvs_in_production_has_nothing),
         cmocka_unit_test(store_reads_pem_blobs_and_rejects_odd_values),
+        cmocka_unit_test(store_loads_der_cert_key_and_chain),
+        cmocka_unit_test(store_rejects_malformed_der),
+        cmocka_unit_test(der_seq_len_checks_every_length_form),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

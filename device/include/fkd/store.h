@@ -11,9 +11,12 @@
  *   security/ota_pubkey2 blob, DER SPKI   second trusted OTA key (dual-sign transition)
  *   wifi/ssid            string
  *   wifi/password        string
- *   mtls/ca_cert         string or blob   PEM; the control-plane CA
- *   mtls/client_cert     string or blob   PEM; the device certificate
- *   mtls/client_key      string or blob   PEM; the device private key
+ *   mtls/ca_cert         string or blob   the control-plane CA chain: PEM, or DER
+ *                                         certificates back to back (issuing, then root)
+ *   mtls/client_cert     string or blob   the device certificate, PEM or DER
+ *   mtls/client_key      string or blob   the device private key, PEM or DER (PKCS#8/SEC1)
+ * A blob whose first byte is 0x30 (an ASN.1 SEQUENCE) is DER; `provision-keys generate/batch
+ * --ca` writes DER. Anything else must be PEM text without NUL bytes.
  *
  * Precedence: development: NVS, then Kconfig (CONFIG_WIFI_*, CONFIG_MINITRAIN_*_PEM) with
  * MINITRAIN_* environment overrides; production: NVS only, except the CA certificate, which is
@@ -116,6 +119,15 @@ const struct fkd_cred_info *fkd_store_info(const struct fkd_store *s, enum fkd_c
  * only when both are valid; FKD_E_NOTFOUND otherwise (outputs untouched). */
 FKD_MUST_CHECK enum fkd_err fkd_store_psk(const struct fkd_store *s, const uint8_t **psk,
                                           const char **identity);
+
+/* DER structure checks for the mtls items; bounded, no allocation. The length of the DER
+ * SEQUENCE (tag 0x30, definite length of at most 4 length bytes) at the start of (buf, len),
+ * header included, or 0 when buf does not start with one that fits in len. */
+size_t fkd_der_seq_len(const uint8_t *buf, size_t len);
+/* How many DER SEQUENCEs lie back to back in (buf, len), filling it exactly; 0 when anything
+ * is left over or malformed, or when there are more than max. */
+size_t fkd_der_seq_count(const uint8_t *buf, size_t len, size_t max);
+#define FKD_CA_CHAIN_MAX 4u /* certificates accepted in mtls/ca_cert (DER form) */
 
 /* "security/dtls_psk", ...; and "none" / "nvs" / "kconfig" / "env". Never NULL. */
 const char *fkd_cred_name(enum fkd_cred id);
