@@ -107,6 +107,11 @@ struct fk_manifest {
     unsigned psk_version;
     unsigned ota_key_version;
     char created_at[21];
+    /* mTLS identity (`--ca`), all "" without one; the private key is never in a manifest */
+    char mtls_cert[FK_KEYS_FILE_MAX];       /* certificate PEM file name (0644) */
+    char mtls_cert_fingerprint[72];         /* "sha256:" + 64 hex digits of the DER */
+    char mtls_cert_serial[33];              /* lower-case hex, as the CA index records it */
+    char mtls_cert_not_after[21];           /* RFC 3339 UTC */
 };
 
 void fk_keys_manifest_wipe(struct fk_manifest *m);
@@ -129,17 +134,37 @@ FK_MUST_CHECK enum fk_err fk_keys_manifest_load(const char *path, struct fk_mani
 
 /* ---- NVS image ---------------------------------------------------------------------- */
 
+/* A device's mTLS identity as it goes into the NVS image: DER blobs. Borrowed. */
+#define FK_KEYS_MTLS_BLOB_MAX 4000u /* each blob; the device buffers hold 4096 bytes */
+struct fk_keys_mtls {
+    const uint8_t *cert_der; /* the device certificate */
+    size_t cert_der_len;
+    const uint8_t *key_der; /* its private key, PKCS#8: SECRET */
+    size_t key_der_len;
+    const uint8_t *ca_der; /* the CA chain: DER certificates back to back, issuing first,
+                              then the root */
+    size_t ca_der_len;
+};
+
 /* Builds the device's NVS image (docs/nvs-layout.md): namespace "security" with dtls_psk
  * (blob, 32 bytes), psk_id (string) and ota_pubkey (blob, DER); then, when wifi_ssid is
  * non-NULL, namespace "wifi" with ssid and password (strings; password may be "" for an open
- * network). size is the partition size (0 = FK_KEYS_NVS_SIZE). With enc non-NULL the image
- * is encrypted with it (AES-256-XTS). out must hold size bytes. FK_OK, FK_E_NOSPACE,
- * FK_E_RANGE, FK_E_ARG, FK_E_NOMEM, FK_E_CRYPTO. */
+ * network); then, when mtls is non-NULL, namespace "mtls" with ca_cert, client_cert and
+ * client_key (blobs, DER). size is the partition size (0 = FK_KEYS_NVS_SIZE). With enc
+ * non-NULL the image is encrypted with it (AES-256-XTS). out must hold size bytes. FK_OK,
+ * FK_E_NOSPACE, FK_E_RANGE, FK_E_ARG, FK_E_NOMEM, FK_E_CRYPTO. */
 FK_MUST_CHECK enum fk_err fk_keys_nvs_render(const struct fk_manifest *m, const char *wifi_ssid,
-                                             const char *wifi_password, size_t size,
+                                             const char *wifi_password,
+                                             const struct fk_keys_mtls *mtls, size_t size,
                                              const struct fk_nvs_keys *enc, uint8_t *out,
                                              size_t out_size, size_t *out_len,
                                              struct fk_diag *diag);
+
+/* Converts a PEM bundle of certificates (e.g. issuing + root) into their DER encodings back
+ * to back, in the same order. *out is malloc'd (free()). FK_OK, FK_E_PARSE (no certificate
+ * or a damaged one), FK_E_NOMEM. Thread-safe. */
+FK_MUST_CHECK enum fk_err fk_keys_pem_chain_to_der(const char *pem, uint8_t **out,
+                                                   size_t *out_len);
 
 /* ---- minting a device ----------------------------------------------------------------- */
 
@@ -153,6 +178,15 @@ struct fk_keys_mint_opts {
     int encrypt_nvs;              /* encrypted image + nvs_keys partition image */
     size_t nvs_size;              /* 0 = FK_KEYS_NVS_SIZE */
     unsigned version;             /* psk_version / ota_key_version to record, 0 = 1 */
+    /* An mTLS identity issued by the caller (pki: fk_pki_issue_device) or NULL. Its blobs go
+     * into the image (the key only there: it is copied nowhere else and the image buffer is
+     * wiped on free); cert_pem, fingerprint, serial and not_after go to base.crt.pem and the
+     * manifest. Borrowed for the call. */
+    const struct fk_keys_mtls *mtls;
+    const char *mtls_cert_pem;
+    const char *mtls_fingerprint; /* "sha256:<64 hex>" */
+    const char *mtls_serial;      /* hex */
+    int64_t mtls_not_after;       /* Unix seconds */
 };
 
 struct fk_minted; /* opaque: everything one device needs, in memory until written */
@@ -169,7 +203,8 @@ const struct fk_manifest *fk_keys_minted_manifest(const struct fk_minted *d);
 
 /* Writes the device's files into dir, named base + suffix:
  *   base.nvs.bin (0600), base.nvs_keys.bin (0600, encrypted only), base.key.pem (0600, own
- *   key only), then base.json (0600: it holds the PSK) last.
+ *   key only), base.crt.pem (0644, the mTLS certificate, with an mTLS identity only; its key
+ *   is in the image and nowhere else), then base.json (0600: it holds the PSK) last.
  * A stale base.nvs_keys.bin / base.key.pem that this device does not have is removed, so a
  * redone device never keeps another run's files. flags as fk_file_write_atomic
  * (FK_WRITE_NOSYNC when the caller syncs a whole chunk). On return *manifest_sha256 (65
@@ -180,6 +215,12 @@ FK_MUST_CHECK enum fk_err fk_keys_minted_write(struct fk_minted *d, const char *
 
 /* SHA-256 of a buffer in lower-case hex (out[65]). */
 void fk_keys_sha256_hex(const void *buf, size_t len, char out[65]);
+
+/* Reads blob ns/key from a plain (decrypted) image into out (at most out_size bytes),
+ * checking every CRC. FK_OK, FK_E_NOTFOUND, FK_E_NOSPACE, FK_E_CRC, FK_E_PARSE. */
+FK_MUST_CHECK enum fk_err fk_keys_nvs_read_blob(const uint8_t *img, size_t len, const char *ns,
+                                                const char *key, uint8_t *out, size_t out_size,
+                                                size_t *out_len, struct fk_diag *diag);
 
 /* Extracts security/dtls_psk, security/psk_id and security/ota_pubkey from a device image
  * (decrypting a copy first when enc is non-NULL), checking every CRC on the way; used to

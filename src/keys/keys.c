@@ -13,6 +13,7 @@
 
 #include <openssl/bio.h>
 #include <openssl/core_names.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -238,6 +239,7 @@ struct fk_minted {
     uint8_t *img;           /* NVS image, encrypted when m.nvs_encrypted */
     size_t img_len;
     uint8_t keys_img[FK_NVS_KEYS_SIZE];
+    char *cert_pem; /* the mTLS certificate (public), NULL without one */
 };
 
 static size_t bounded_len(const char *s, size_t max) {
@@ -256,6 +258,11 @@ enum fk_err fk_keys_mint(const struct fk_keys_mint_opts *o, struct fk_minted **o
     size_t size = o->nvs_size != 0 ? o->nvs_size : FK_KEYS_NVS_SIZE;
     FK_ENSURE(size >= FK_NVS_MIN_SIZE && size % 4096 == 0 && size <= 0x100000,
               fk_diag_set(diag, FK_E_ARG, "NVS size must be a multiple of 4096, 0x3000..1 MiB"));
+    FK_ENSURE(o->mtls == NULL ||
+                  (o->mtls_cert_pem != NULL && o->mtls_fingerprint != NULL &&
+                   o->mtls_serial != NULL && strlen(o->mtls_fingerprint) < 72 &&
+                   strlen(o->mtls_serial) < 33 && o->mtls_not_after > 0),
+              fk_diag_set(diag, FK_E_ARG, "mtls: certificate PEM, fingerprint, serial required"));
     FK_ENSURE(bounded_len(o->name, FK_KEYS_NAME_MAX) <= FK_KEYS_NAME_MAX,
               fk_diag_set(diag, FK_E_RANGE, "name: at most %d bytes", FK_KEYS_NAME_MAX));
     if (o->wifi_ssid != NULL) {
@@ -299,9 +306,17 @@ enum fk_err fk_keys_mint(const struct fk_keys_mint_opts *o, struct fk_minted **o
         fk_nvs_keys_encode(&nk, d->keys_img);
         fk_fpr(d->keys_img, 2 * FK_NVS_KEY_LEN, m->nvs_keys_fingerprint);
     }
+    if (o->mtls != NULL) {
+        d->cert_pem = strdup(o->mtls_cert_pem);
+        FK_ENSURE(d->cert_pem != NULL, FK_E_NOMEM);
+        snprintf(m->mtls_cert_fingerprint, sizeof m->mtls_cert_fingerprint, "%s",
+                 o->mtls_fingerprint);
+        snprintf(m->mtls_cert_serial, sizeof m->mtls_cert_serial, "%s", o->mtls_serial);
+        fk_time_rfc3339((long long)o->mtls_not_after, m->mtls_cert_not_after);
+    }
     d->img = malloc(size);
     FK_ENSURE(d->img != NULL, FK_E_NOMEM);
-    FK_GUARD(fk_keys_nvs_render(m, o->wifi_ssid, o->wifi_password, size,
+    FK_GUARD(fk_keys_nvs_render(m, o->wifi_ssid, o->wifi_password, o->mtls, size,
                                 o->encrypt_nvs ? &nk : NULL, d->img, size, &d->img_len, diag));
     *out = d;
     d = NULL;
@@ -317,6 +332,7 @@ void fk_keys_minted_free(struct fk_minted *d) {
         return;
     }
     fk_free_secret(d->img, d->img_len);
+    free(d->cert_pem);
     fk_keys_ota_free(d->own);
     fk_wipe(d, sizeof *d);
     free(d);
@@ -340,6 +356,7 @@ enum fk_err fk_keys_minted_write(struct fk_minted *d, const char *dir, const cha
     char *p_keys = NULL;
     char *p_pem = NULL;
     char *p_json = NULL;
+    char *p_crt = NULL;
     char *json = NULL;
     size_t json_len = 0;
     struct fk_manifest *m = &d->m;
@@ -349,6 +366,7 @@ enum fk_err fk_keys_minted_write(struct fk_minted *d, const char *dir, const cha
     FK_GUARD(fk_path_join(dir, base, ".nvs_keys.bin", &p_keys));
     FK_GUARD(fk_path_join(dir, base, ".key.pem", &p_pem));
     FK_GUARD(fk_path_join(dir, base, ".json", &p_json));
+    FK_GUARD(fk_path_join(dir, base, ".crt.pem", &p_crt));
 
     snprintf(m->nvs_image, sizeof m->nvs_image, "%s.nvs.bin", base);
     fk_keys_sha256_hex(d->img, d->img_len, m->nvs_image_sha256);
@@ -367,6 +385,14 @@ enum fk_err fk_keys_minted_write(struct fk_minted *d, const char *dir, const cha
         m->ota_private_key[0] = '\0';
         FK_GUARD(remove_stale(p_pem, diag));
     }
+    if (d->cert_pem != NULL) {
+        /* Public: 0644. Its private key exists only inside the image. */
+        snprintf(m->mtls_cert, sizeof m->mtls_cert, "%s.crt.pem", base);
+        FK_GUARD(fk_file_write_atomic(p_crt, d->cert_pem, strlen(d->cert_pem), 0644, flags, diag));
+    } else {
+        m->mtls_cert[0] = '\0';
+        FK_GUARD(remove_stale(p_crt, diag));
+    }
     FK_GUARD(fk_keys_manifest_render(m, &json, &json_len));
     if (manifest_sha256 != NULL) {
         fk_keys_sha256_hex(json, json_len, manifest_sha256);
@@ -381,5 +407,44 @@ out:
     free(p_keys);
     free(p_pem);
     free(p_json);
+    free(p_crt);
+    return rc;
+}
+
+enum fk_err fk_keys_pem_chain_to_der(const char *pem, uint8_t **out, size_t *out_len) {
+    enum fk_err rc = FK_E_INTERNAL;
+    BIO *bio = NULL;
+    X509 *x = NULL;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    size_t n_certs = 0;
+    size_t pem_len = strlen(pem);
+    FK_ENSURE(pem_len <= INT32_MAX, FK_E_TOOBIG);
+    bio = BIO_new_mem_buf(pem, (int)pem_len);
+    FK_ENSURE(bio != NULL, FK_E_NOMEM);
+    /* DER is never longer than the PEM that encodes it, so one buffer of that size holds the
+     * whole chain. */
+    buf = malloc(pem_len + 1);
+    FK_ENSURE(buf != NULL, FK_E_NOMEM);
+    while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+        int n = i2d_X509(x, NULL);
+        FK_ENSURE(n > 0 && (size_t)n <= pem_len - len, FK_E_PARSE);
+        unsigned char *p = buf + len;
+        FK_ENSURE(i2d_X509(x, &p) == n, FK_E_CRYPTO);
+        len += (size_t)n;
+        n_certs++;
+        X509_free(x);
+        x = NULL;
+    }
+    ERR_clear_error(); /* the end of input is reported as an error */
+    FK_ENSURE(n_certs > 0, FK_E_PARSE);
+    *out = buf;
+    *out_len = len;
+    buf = NULL;
+    rc = FK_OK;
+out:
+    X509_free(x);
+    BIO_free(bio);
+    free(buf);
     return rc;
 }

@@ -122,6 +122,13 @@ enum fk_err fk_keys_manifest_render(const struct fk_manifest *m, char **out, siz
     put(&b, ",\n  \"psk_version\": %u", m->psk_version);
     put(&b, ",\n  \"ota_key_version\": %u", m->ota_key_version);
     put_str_field(&b, "created_at", m->created_at, 1);
+    if (m->mtls_cert_fingerprint[0] != '\0') {
+        /* Only with an mTLS identity, so manifests without one stay as they were. */
+        put_str_field(&b, "mtls_cert", m->mtls_cert, 1);
+        put_str_field(&b, "mtls_cert_fingerprint", m->mtls_cert_fingerprint, 1);
+        put_str_field(&b, "mtls_cert_serial", m->mtls_cert_serial, 1);
+        put_str_field(&b, "mtls_cert_not_after", m->mtls_cert_not_after, 1);
+    }
     put(&b, "\n}\n");
     if (b.overflow) {
         fk_free_secret(b.p, b.cap);
@@ -340,6 +347,20 @@ static enum fk_err parse_tree(const cJSON *root, struct fk_manifest *m, struct f
     FK_GUARD(get_str(root, "created_at", 0, m->created_at, sizeof m->created_at, diag));
     FK_ENSURE(m->created_at[0] == '\0' || is_rfc3339_z(m->created_at),
               bad(diag, "created_at", "an RFC 3339 UTC time"));
+    FK_GUARD(get_str(root, "mtls_cert", 0, m->mtls_cert, sizeof m->mtls_cert, diag));
+    FK_ENSURE(is_plain_file_name(m->mtls_cert), bad(diag, "mtls_cert", "a file name"));
+    FK_GUARD(get_str(root, "mtls_cert_fingerprint", 0, m->mtls_cert_fingerprint,
+                     sizeof m->mtls_cert_fingerprint, diag));
+    FK_ENSURE(m->mtls_cert_fingerprint[0] == '\0' ||
+                  (strlen(m->mtls_cert_fingerprint) == 71 &&
+                   strncmp(m->mtls_cert_fingerprint, "sha256:", 7) == 0),
+              bad(diag, "mtls_cert_fingerprint", "sha256:64 hex digits"));
+    FK_GUARD(get_str(root, "mtls_cert_serial", 0, m->mtls_cert_serial, sizeof m->mtls_cert_serial,
+                     diag));
+    FK_GUARD(get_str(root, "mtls_cert_not_after", 0, m->mtls_cert_not_after,
+                     sizeof m->mtls_cert_not_after, diag));
+    FK_ENSURE(m->mtls_cert_not_after[0] == '\0' || is_rfc3339_z(m->mtls_cert_not_after),
+              bad(diag, "mtls_cert_not_after", "an RFC 3339 UTC time"));
     rc = FK_OK;
 out:
     return rc;

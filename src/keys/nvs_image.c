@@ -10,7 +10,8 @@
 #include <string.h>
 
 enum fk_err fk_keys_nvs_render(const struct fk_manifest *m, const char *wifi_ssid,
-                               const char *wifi_password, size_t size,
+                               const char *wifi_password, const struct fk_keys_mtls *mtls,
+                               size_t size,
                                const struct fk_nvs_keys *enc, uint8_t *out, size_t out_size,
                                size_t *out_len, struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
@@ -19,6 +20,14 @@ enum fk_err fk_keys_nvs_render(const struct fk_manifest *m, const char *wifi_ssi
         size = FK_KEYS_NVS_SIZE;
     }
     FK_ENSURE(out_size >= size, FK_E_NOSPACE);
+    if (mtls != NULL) {
+        FK_ENSURE(mtls->cert_der_len > 0 && mtls->key_der_len > 0 && mtls->ca_der_len > 0 &&
+                      mtls->cert_der_len <= FK_KEYS_MTLS_BLOB_MAX &&
+                      mtls->key_der_len <= FK_KEYS_MTLS_BLOB_MAX &&
+                      mtls->ca_der_len <= FK_KEYS_MTLS_BLOB_MAX,
+                  fk_diag_set(diag, FK_E_RANGE, "mtls: each blob 1 to %u bytes",
+                              FK_KEYS_MTLS_BLOB_MAX));
+    }
     FK_GUARD(fk_nvs_builder_new(2, &b));
     /* The order is the contract's (and the golden vector's, tests/vectors/nvs/prov.csv). */
     FK_GUARD(fk_nvs_builder_namespace(b, "security", diag));
@@ -30,6 +39,15 @@ enum fk_err fk_keys_nvs_render(const struct fk_manifest *m, const char *wifi_ssi
         FK_GUARD(fk_nvs_builder_add_str(b, "ssid", wifi_ssid, diag));
         FK_GUARD(fk_nvs_builder_add_str(b, "password", wifi_password != NULL ? wifi_password : "",
                                         diag));
+    }
+    if (mtls != NULL) {
+        /* DER, not PEM: smaller, and the device tells them apart by the first byte (0x30,
+         * a SEQUENCE; PEM starts with '-'). The chain is issuing CA then root. */
+        FK_GUARD(fk_nvs_builder_namespace(b, "mtls", diag));
+        FK_GUARD(fk_nvs_builder_add_blob(b, "ca_cert", mtls->ca_der, mtls->ca_der_len, diag));
+        FK_GUARD(
+            fk_nvs_builder_add_blob(b, "client_cert", mtls->cert_der, mtls->cert_der_len, diag));
+        FK_GUARD(fk_nvs_builder_add_blob(b, "client_key", mtls->key_der, mtls->key_der_len, diag));
     }
     FK_GUARD(fk_nvs_builder_render(b, size, out, out_size, out_len, diag));
     if (enc != NULL) {
@@ -181,6 +199,19 @@ static enum fk_err read_blob(const uint8_t *img, size_t len, int ns, const char 
     FK_ENSURE(got == total,
               fk_diag_set(diag, FK_E_PARSE, "%s: chunks hold %zu of %zu bytes", key, got, total));
     *out_len = got;
+    rc = FK_OK;
+out:
+    return rc;
+}
+
+enum fk_err fk_keys_nvs_read_blob(const uint8_t *img, size_t len, const char *ns,
+                                  const char *key, uint8_t *out, size_t out_size, size_t *out_len,
+                                  struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    struct ns_find nf = {ns, -1};
+    FK_GUARD(walk(img, len, ns_visit, &nf, diag));
+    FK_ENSURE(nf.index > 0, fk_diag_set(diag, FK_E_NOTFOUND, "namespace %s: not found", ns));
+    FK_GUARD(read_blob(img, len, nf.index, key, out, out_size, out_len, diag));
     rc = FK_OK;
 out:
     return rc;

@@ -8,4 +8,11 @@ if(TARGET fk_keys AND TARGET fk_inventory)
         set_tests_properties(batch_${t} PROPERTIES TIMEOUT 900 ENVIRONMENT
             "FK_BIN=${PROJECT_BINARY_DIR}/bin;FK_TMP=${PROJECT_BINARY_DIR}/tmp/batch_${t};FK_VECTORS=${PROJECT_SOURCE_DIR}/tests/vectors")
     endforeach()
+    # The same with --ca (an mTLS certificate per device, one P-256 keygen and signature each,
+    # index appended under the CA's lock): fewer devices to stay near a minute.
+    if(TARGET fk_pki)
+        add_test(NAME batch_crash_ca COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/batch/crash.sh)
+        set_tests_properties(batch_crash_ca PROPERTIES TIMEOUT 900 ENVIRONMENT
+            "CRASH_CA=1;CRASH_N=200;FK_BIN=${PROJECT_BINARY_DIR}/bin;FK_TMP=${PROJECT_BINARY_DIR}/tmp/batch_crash_ca;FK_VECTORS=${PROJECT_SOURCE_DIR}/tests/vectors")
+    endif()
 endif()

@@ -2,6 +2,7 @@
  * manifest (round trip and every kind of bad input), file modes whatever the umask, and the
  * device NVS image against the golden provisioning vector made by ESP-IDF's generator. */
 #include "fleetkey/keys.h"
+#include "fleetkey/pki.h"
 
 /* cmocka needs these first, in this order. */
 /* clang-format off */
@@ -12,8 +13,14 @@
 #include <cmocka.h>
 /* clang-format on */
 
+#include <openssl/bn.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
+#include <openssl/x509v3.h>
+
+#include <dirent.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -437,7 +444,7 @@ static void nvs_image_equals_the_generators_prov_vector(void **state) {
     struct fk_diag d;
     fk_diag_init(&d);
     assert_int_equal(
-        fk_keys_nvs_render(&m, "FleetLab-5G", "Tr41n-R0b0t#2026", 0, NULL, img, 0x6000, &len, &d),
+        fk_keys_nvs_render(&m, "FleetLab-5G", "Tr41n-R0b0t#2026", NULL, 0, NULL, img, 0x6000, &len, &d),
         FK_OK);
     assert_int_equal(len, want_len);
     assert_memory_equal(img, want, len);
@@ -449,7 +456,7 @@ static void nvs_image_equals_the_generators_prov_vector(void **state) {
     assert_int_equal(fk_nvs_keys_parse(kimg, klen, &k, NULL), FK_OK);
     size_t enc_len = 0;
     uint8_t *enc_want = read_vector("prov_enc.bin", &enc_len);
-    assert_int_equal(fk_keys_nvs_render(&m, "FleetLab-5G", "Tr41n-R0b0t#2026", 0x6000, &k, img,
+    assert_int_equal(fk_keys_nvs_render(&m, "FleetLab-5G", "Tr41n-R0b0t#2026", NULL, 0x6000, &k, img,
                                         0x6000, &len, &d),
                      FK_OK);
     assert_int_equal(len, enc_len);
@@ -571,6 +578,210 @@ static void mint_rejects_oversized_inputs(void **state) {
     fk_keys_minted_free(d);
 }
 
+/* ---- mTLS identity (generate/batch --ca) ------------------------------------------------ */
+
+/* 1 when needle occurs in the file at path. */
+static int file_contains(const char *path, const uint8_t *needle, size_t n) {
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(fk_file_read(path, 1 << 22, &buf, &len, NULL), FK_OK);
+    int hit = 0;
+    for (size_t i = 0; !hit && n <= len && i <= len - n; i++) {
+        hit = memcmp(buf + i, needle, n) == 0;
+    }
+    free(buf);
+    return hit;
+}
+
+/* Every regular file under dir (recursively): none may hold any form of the key. */
+static size_t scan_tree(const char *dir, const uint8_t *const *needles, const size_t *lens,
+                        size_t n_needles) {
+    size_t files = 0;
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) {
+            continue;
+        }
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        struct stat st;
+        assert_int_equal(lstat(path, &st), 0);
+        if (S_ISDIR(st.st_mode)) {
+            files += scan_tree(path, needles, lens, n_needles);
+            continue;
+        }
+        files++;
+        for (size_t k = 0; k < n_needles; k++) {
+            if (file_contains(path, needles[k], lens[k])) {
+                fail_msg("%s holds the device's mTLS private key (form %zu)", path, k);
+            }
+        }
+    }
+    closedir(d);
+    return files;
+}
+
+static void mint_with_ca_puts_mtls_identity_in_image_only(void **state) {
+    (void)state;
+    char root[3200], ca_dir[3300], out_dir[3300], path[4096];
+    snprintf(root, sizeof root, "%s/mtls", tmpdir());
+    snprintf(ca_dir, sizeof ca_dir, "%s/pki", root);
+    snprintf(out_dir, sizeof out_dir, "%s/out", root);
+    snprintf(path, sizeof path, "rm -rf '%s'", root);
+    assert_int_equal(system(path), 0);
+    assert_int_equal(fk_mkdirs(out_dir, 0700, NULL), FK_OK);
+    struct fk_diag diag;
+    fk_diag_init(&diag);
+    struct fk_pki_init_opts io = {0};
+    assert_int_equal(fk_pki_ca_init(ca_dir, &io, &diag), FK_OK);
+    struct fk_pki_ca *ca = NULL;
+    assert_int_equal(fk_pki_ca_open(ca_dir, &ca, &diag), FK_OK);
+    uint8_t *chain = NULL;
+    size_t chain_len = 0;
+    assert_int_equal(fk_keys_pem_chain_to_der(fk_pki_ca_chain_pem(ca), &chain, &chain_len), FK_OK);
+
+    const uint8_t mac[6] = {0x02, 0x11, 0x22, 0x33, 0x44, 0x55};
+    struct fk_pki_issued *iss = NULL;
+    assert_int_equal(fk_pki_issue_device(ca, "robot-021122334455", 0, &iss, &diag), FK_OK);
+    struct fk_keys_mtls blobs = {0};
+    blobs.cert_der = fk_pki_issued_cert_der(iss, &blobs.cert_der_len);
+    blobs.key_der = fk_pki_issued_key_der(iss, &blobs.key_der_len);
+    blobs.ca_der = chain;
+    blobs.ca_der_len = chain_len;
+    /* The forms the key could leak in: PKCS#8 DER, its PEM body's first line, the scalar. */
+    uint8_t *key_der = malloc(blobs.key_der_len);
+    assert_non_null(key_der);
+    memcpy(key_der, blobs.key_der, blobs.key_der_len);
+    size_t key_der_len = blobs.key_der_len;
+    const char *kp = strchr(fk_pki_issued_key_pem(iss), '\n') + 1;
+    uint8_t pem_line[64];
+    memcpy(pem_line, kp, sizeof pem_line);
+    const unsigned char *p = key_der;
+    EVP_PKEY *pkey = d2i_AutoPrivateKey(NULL, &p, (long)key_der_len);
+    assert_non_null(pkey);
+    BIGNUM *bn = NULL;
+    assert_int_equal(EVP_PKEY_get_bn_param(pkey, "priv", &bn), 1);
+    uint8_t scalar[32];
+    assert_int_equal(BN_bn2binpad(bn, scalar, sizeof scalar), 32);
+    BN_clear_free(bn);
+
+    struct fk_keys_mint_opts o = {.mac = mac,
+                                  .encrypt_nvs = 1,
+                                  .mtls = &blobs,
+                                  .mtls_cert_pem = fk_pki_issued_cert_pem(iss),
+                                  .mtls_fingerprint = fk_pki_issued_fingerprint(iss),
+                                  .mtls_serial = fk_pki_issued_serial(iss),
+                                  .mtls_not_after = fk_pki_issued_not_after(iss)};
+    struct fk_minted *d = NULL;
+    assert_int_equal(fk_keys_mint(&o, &d, &diag), FK_OK);
+    fk_pki_issued_free(iss);
+    char sha[65];
+    assert_int_equal(fk_keys_minted_write(d, out_dir, "dev", FK_WRITE_NOSYNC, sha, &diag), FK_OK);
+    fk_keys_minted_free(d);
+
+    /* The manifest: fingerprint, serial, expiry, certificate file; never the key. */
+    struct fk_manifest m;
+    snprintf(path, sizeof path, "%s/dev.json", out_dir);
+    assert_int_equal(fk_keys_manifest_load(path, &m, &diag), FK_OK);
+    assert_string_equal(m.mtls_cert, "dev.crt.pem");
+    assert_int_equal(strlen(m.mtls_cert_serial), 32);
+    assert_int_equal(strlen(m.mtls_cert_not_after), 20);
+    assert_int_equal(file_mode(out_dir, "dev.crt.pem"), 0644);
+
+    /* The image, decrypted with its keys partition: the three items, DER. */
+    uint8_t *img = NULL, *kimg = NULL;
+    size_t len = 0, klen = 0;
+    snprintf(path, sizeof path, "%s/dev.nvs.bin", out_dir);
+    assert_int_equal(fk_file_read(path, 1 << 20, &img, &len, NULL), FK_OK);
+    snprintf(path, sizeof path, "%s/dev.nvs_keys.bin", out_dir);
+    assert_int_equal(fk_file_read(path, 1 << 20, &kimg, &klen, NULL), FK_OK);
+    struct fk_nvs_keys nk;
+    assert_int_equal(fk_nvs_keys_parse(kimg, klen, &nk, NULL), FK_OK);
+    assert_int_equal(fk_nvs_decrypt(img, len, &nk), FK_OK);
+    uint8_t cert[4096], key[4096], cas[4096];
+    size_t cert_len = 0, key_len = 0, cas_len = 0;
+    assert_int_equal(fk_keys_nvs_read_blob(img, len, "mtls", "client_cert", cert, sizeof cert,
+                                           &cert_len, &diag),
+                     FK_OK);
+    assert_int_equal(
+        fk_keys_nvs_read_blob(img, len, "mtls", "client_key", key, sizeof key, &key_len, &diag),
+        FK_OK);
+    assert_int_equal(
+        fk_keys_nvs_read_blob(img, len, "mtls", "ca_cert", cas, sizeof cas, &cas_len, &diag),
+        FK_OK);
+    fk_free_secret(img, len);
+    free(kimg);
+    /* The certificate parses with OpenSSL; its SHA-256 is the manifest's fingerprint, and it
+     * is the .crt.pem file's certificate. */
+    p = cert;
+    X509 *x = d2i_X509(NULL, &p, (long)cert_len);
+    assert_non_null(x);
+    assert_ptr_equal(p, cert + cert_len);
+    uint8_t md[32];
+    unsigned mdlen = 0;
+    assert_int_equal(X509_digest(x, EVP_sha256(), md, &mdlen), 1);
+    char fpr[72] = "sha256:";
+    assert_int_equal(fk_hex_encode(md, 32, fpr + 7, sizeof fpr - 7), FK_OK);
+    assert_string_equal(fpr, m.mtls_cert_fingerprint);
+    snprintf(path, sizeof path, "%s/dev.crt.pem", out_dir);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    X509 *xf = PEM_read_X509(f, NULL, NULL, NULL);
+    fclose(f);
+    assert_non_null(xf);
+    assert_int_equal(X509_cmp(x, xf), 0);
+    X509_free(xf);
+    /* The key in the image is the certificate's key. */
+    assert_int_equal(key_len, key_der_len);
+    assert_memory_equal(key, key_der, key_len);
+    p = key;
+    EVP_PKEY *ik = d2i_AutoPrivateKey(NULL, &p, (long)key_len);
+    assert_non_null(ik);
+    assert_int_equal(X509_check_private_key(x, ik), 1);
+    EVP_PKEY_free(ik);
+    /* The chain: issuing then root, DER back to back, exactly ca-chain.pem's certificates. */
+    assert_int_equal(cas_len, chain_len);
+    assert_memory_equal(cas, chain, chain_len);
+    p = cas;
+    X509 *issuing = d2i_X509(NULL, &p, (long)cas_len);
+    assert_non_null(issuing);
+    X509 *rootc = d2i_X509(NULL, &p, (long)(cas + cas_len - p));
+    assert_non_null(rootc);
+    assert_ptr_equal(p, cas + cas_len);
+    assert_int_equal(X509_check_issued(issuing, x), X509_V_OK);
+    assert_int_equal(X509_check_issued(rootc, issuing), X509_V_OK);
+    X509_free(issuing);
+    X509_free(rootc);
+    X509_free(x);
+    fk_wipe(key, sizeof key);
+
+    /* No file written (the device's, the CA directory's) holds the key in any form: the
+     * encrypted image holds it only as ciphertext. */
+    const uint8_t *needles[] = {key_der, pem_line, scalar};
+    const size_t lens[] = {key_der_len, sizeof pem_line, sizeof scalar};
+    assert_true(scan_tree(root, needles, lens, 3) >= 8);
+
+    fk_keys_manifest_wipe(&m);
+    fk_wipe(scalar, sizeof scalar);
+    fk_free_secret(key_der, key_der_len);
+    EVP_PKEY_free(pkey);
+    free(chain);
+    fk_pki_ca_free(ca);
+}
+
+static void manifest_without_mtls_has_no_mtls_fields(void **state) {
+    (void)state;
+    struct fk_minted *d = mint_one(0, NULL);
+    char *json = NULL;
+    size_t len = 0;
+    assert_int_equal(fk_keys_manifest_render(fk_keys_minted_manifest(d), &json, &len), FK_OK);
+    assert_null(strstr(json, "mtls"));
+    fk_free_secret(json, len + 1);
+    fk_keys_minted_free(d);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(mac_parse_accepts_both_separators_and_cases),
@@ -587,6 +798,8 @@ int main(void) {
         cmocka_unit_test(nvs_extract_rejects_tampered_and_wrong_key),
         cmocka_unit_test(minted_image_holds_the_manifest_psk),
         cmocka_unit_test(mint_rejects_oversized_inputs),
+        cmocka_unit_test(mint_with_ca_puts_mtls_identity_in_image_only),
+        cmocka_unit_test(manifest_without_mtls_has_no_mtls_fields),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -22,6 +22,7 @@
 #include "cli.h"
 #include "fleetkey/inventory.h"
 #include "fleetkey/keys.h"
+#include "mtls.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -49,6 +50,7 @@
 static const char help[] =
     "usage: provision-keys batch --csv devices.csv --output-dir keys/ [--jobs N]\n"
     "         [--encrypt-nvs] [--ota-key PEM] [--inventory PATH] [--nvs-size SIZE] [--json]\n"
+    "         [--ca DIR [--cert-days N]]\n"
     "\n"
     "Mints one device per CSV row, as `generate` does, named by device id in OUTPUT-DIR:\n"
     "robot-XXXXXXXXXXXX.json, .nvs.bin and (with --encrypt-nvs) .nvs_keys.bin, all 0600.\n"
@@ -66,6 +68,11 @@ static const char help[] =
     "kill, power loss) and it finishes the missing devices; a device recorded in the\n"
     "inventory is never minted again.\n"
     "\n"
+    "  --ca DIR          also issue each device an mTLS certificate from the CA in DIR:\n"
+    "                    certificate, key and CA chain go into its image (namespace mtls,\n"
+    "                    DER), the certificate to robot-XXXXXXXXXXXX.crt.pem (0644), the\n"
+    "                    key nowhere else; use --encrypt-nvs in production\n"
+    "  --cert-days N     certificate validity (default: the CA's device default)\n"
     "  --jobs N          worker threads (default: the number of CPUs)\n"
     "  --inventory PATH  inventory database (default OUTPUT-DIR/inventory.db)\n"
     "  --json            print the summary as JSON on stdout\n"
@@ -81,6 +88,8 @@ enum {
     OPT_NVS_SIZE,
     OPT_JSON,
     OPT_CHUNK,
+    OPT_CA,
+    OPT_CERT_DAYS,
     OPT_HELP
 };
 
@@ -94,6 +103,8 @@ static const struct option opts[] = {
     {"nvs-size", required_argument, NULL, OPT_NVS_SIZE},
     {"json", no_argument, NULL, OPT_JSON},
     {"chunk", required_argument, NULL, OPT_CHUNK},
+    {"ca", required_argument, NULL, OPT_CA},
+    {"cert-days", required_argument, NULL, OPT_CERT_DAYS},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -556,6 +567,13 @@ struct run {
     const struct fk_ota_key *fleet;
     int encrypt;
     size_t nvs_size;
+    /* --ca: one CA object shared by the workers, used under ca_lock (pki objects are not
+     * thread-safe; the CA index append is serialised anyway by its directory lock). */
+    struct fk_pki_ca *ca;
+    const uint8_t *chain;
+    size_t chain_len;
+    unsigned cert_days;
+    pthread_mutex_t ca_lock;
     int progress;
     size_t total;   /* CSV devices */
     size_t skipped; /* already complete */
@@ -587,7 +605,19 @@ static void mint_one(struct chunk *c, size_t i) {
                                   .ota = c->run->fleet,
                                   .encrypt_nvs = c->run->encrypt,
                                   .nvs_size = c->run->nvs_size};
-    r->rc = fk_keys_mint(&o, &m, &r->diag);
+    struct fk_pki_issued *issued = NULL;
+    struct fk_keys_mtls blobs;
+    r->rc = FK_OK;
+    if (c->run->ca != NULL) {
+        pthread_mutex_lock(&c->run->ca_lock);
+        r->rc = fk_cli_mtls_issue(c->run->ca, dv->id, c->run->cert_days, c->run->chain,
+                                  c->run->chain_len, &issued, &blobs, &o, &r->diag);
+        pthread_mutex_unlock(&c->run->ca_lock);
+    }
+    if (r->rc == FK_OK) {
+        r->rc = fk_keys_mint(&o, &m, &r->diag);
+    }
+    fk_pki_issued_free(issued); /* wipes the key: the image holds the only copy now */
     if (r->rc == FK_OK) {
         r->rc = fk_keys_minted_write(m, c->run->outdir, dv->id, FK_WRITE_NOSYNC, r->manifest_sha,
                                      &r->diag);
@@ -668,7 +698,8 @@ static void progress(struct run *run, int final) {
 }
 
 static enum fk_err add_cred(struct fk_inventory *inv, const struct fk_manifest *m, const char *kind,
-                            unsigned version, const char *fpr, struct fk_diag *diag) {
+                            unsigned version, const char *fpr, const char *expires,
+                            struct fk_diag *diag) {
     struct fk_inv_credential c;
     memset(&c, 0, sizeof c);
     memcpy(c.device_id, m->device_id, sizeof m->device_id);
@@ -676,6 +707,7 @@ static enum fk_err add_cred(struct fk_inventory *inv, const struct fk_manifest *
     c.version = version;
     snprintf(c.fingerprint, sizeof c.fingerprint, "%s", fpr);
     memcpy(c.created_at, m->created_at, sizeof m->created_at);
+    snprintf(c.expires_at, sizeof c.expires_at, "%s", expires);
     snprintf(c.state, sizeof c.state, "active");
     return fk_inventory_credential_add(inv, &c, diag);
 }
@@ -705,17 +737,24 @@ static enum fk_err chunk_commit(struct run *run, struct chunk *c, int dirfd,
         memcpy(d.manifest_sha256, c->res[i].manifest_sha, sizeof d.manifest_sha256);
         memcpy(d.created_at, m->created_at, sizeof m->created_at);
         FK_GUARD(fk_inventory_device_upsert(inv, &d, diag));
-        FK_GUARD(add_cred(inv, m, "psk", m->psk_version, m->psk_fingerprint, diag));
-        FK_GUARD(add_cred(inv, m, "ota_pubkey", m->ota_key_version, m->ota_key_fingerprint, diag));
+        FK_GUARD(add_cred(inv, m, "psk", m->psk_version, m->psk_fingerprint, "", diag));
+        FK_GUARD(
+            add_cred(inv, m, "ota_pubkey", m->ota_key_version, m->ota_key_fingerprint, "", diag));
         if (m->nvs_encrypted) {
-            FK_GUARD(add_cred(inv, m, "nvs_keys", m->psk_version, m->nvs_keys_fingerprint, diag));
+            FK_GUARD(
+                add_cred(inv, m, "nvs_keys", m->psk_version, m->nvs_keys_fingerprint, "", diag));
+        }
+        if (m->mtls_cert_fingerprint[0] != '\0') {
+            FK_GUARD(add_cred(inv, m, "mtls_cert", m->psk_version, m->mtls_cert_fingerprint,
+                              m->mtls_cert_not_after, diag));
         }
         snprintf(detail, sizeof detail,
                  "{\"mac\":\"%s\",\"manifest_sha256\":\"%s\",\"psk_fingerprint\":\"%s\","
                  "\"ota_public_key_fingerprint\":\"%s\",\"nvs_image_sha256\":\"%s\","
-                 "\"nvs_encrypted\":%s}",
+                 "\"nvs_encrypted\":%s,\"mtls_cert_fingerprint\":\"%s\",\"mtls_cert_serial\":\"%s\"}",
                  m->mac, c->res[i].manifest_sha, m->psk_fingerprint, m->ota_key_fingerprint,
-                 m->nvs_image_sha256, m->nvs_encrypted ? "true" : "false");
+                 m->nvs_image_sha256, m->nvs_encrypted ? "true" : "false",
+                 m->mtls_cert_fingerprint, m->mtls_cert_serial);
         FK_GUARD(
             fk_inventory_audit_append(inv, ACTOR, "device.minted", m->device_id, detail, diag));
     }
@@ -826,6 +865,24 @@ out:
     return ok;
 }
 
+static int cmp_dev_id(const void *a, const void *b) {
+    return strcmp((*(struct dev *const *)a)->id, (*(struct dev *const *)b)->id);
+}
+
+static int cmp_key_dev(const void *key, const void *elem) {
+    return strcmp(key, (*(struct dev *const *)elem)->id);
+}
+
+struct pending_set {
+    struct dev **sorted;
+    size_t n;
+};
+
+static int is_pending(void *user, const char *name) {
+    const struct pending_set *p = user;
+    return p->n > 0 && bsearch(name, p->sorted, p->n, sizeof *p->sorted, cmp_key_dev) != NULL;
+}
+
 /* The fleet key: --ota-key, or OUTDIR/ota_signing.key.pem (created once, synced, audited). */
 static enum fk_err fleet_key(const char *outdir, struct fk_inventory *inv, struct fk_ota_key **key,
                              int *created, char **key_path, struct fk_diag *diag) {
@@ -856,6 +913,8 @@ int fk_cmd_batch(int argc, char **argv) {
     const char *outdir = NULL;
     const char *ota_path = NULL;
     const char *inv_path = NULL;
+    const char *ca_dir = NULL;
+    unsigned long long cert_days = 0;
     unsigned long long nvs_size = FK_KEYS_NVS_SIZE;
     unsigned long long jobs = 0;
     unsigned long long chunk_size = CHUNK_DEFAULT;
@@ -881,6 +940,16 @@ int fk_cmd_batch(int argc, char **argv) {
             break;
         case OPT_JSON:
             json = 1;
+            break;
+        case OPT_CA:
+            ca_dir = optarg;
+            break;
+        case OPT_CERT_DAYS:
+            if (fk_cli_parse_size(optarg, &cert_days) != 0 || cert_days < 1 ||
+                cert_days > FK_PKI_MAX_DAYS) {
+                return fk_cli_usage_error("batch", "--cert-days: 1 to %d, not '%s'",
+                                          FK_PKI_MAX_DAYS, optarg);
+            }
             break;
         case OPT_JOBS:
             if (fk_cli_parse_size(optarg, &jobs) != 0 || jobs < 1 || jobs > JOBS_MAX) {
@@ -915,6 +984,14 @@ int fk_cmd_batch(int argc, char **argv) {
     if (csv == NULL || outdir == NULL) {
         return fk_cli_usage_error("batch", "--csv and --output-dir are required");
     }
+    if (cert_days != 0 && ca_dir == NULL) {
+        return fk_cli_usage_error("batch", "--cert-days needs --ca");
+    }
+    if (ca_dir != NULL && !encrypt) {
+        fprintf(stderr, "provision-keys batch: warning: --ca without --encrypt-nvs puts each "
+                        "device's mTLS private key in a plain NVS image; production images "
+                        "must be encrypted\n");
+    }
     const char *hook = getenv("FK_TEST_KILL_AFTER_FILES");
     kill_after_files = hook != NULL ? strtol(hook, NULL, 10) : -1;
     hook = getenv("FK_TEST_KILL_BEFORE_COMMIT");
@@ -932,6 +1009,10 @@ int fk_cmd_batch(int argc, char **argv) {
     struct fk_inventory *inv = NULL;
     struct committed done = {NULL, 0, 0, 0};
     struct dev **pending = NULL;
+    struct dev **pending_sorted = NULL;
+    uint8_t *chain = NULL;
+    size_t chain_len = 0;
+    size_t superseded = 0;
     struct result *res[2] = {NULL, NULL};
     struct chunk ch[2];
     char *default_inv = NULL;
@@ -944,6 +1025,7 @@ int fk_cmd_batch(int argc, char **argv) {
     size_t bad_complete = 0;
     struct run run;
     memset(&run, 0, sizeof run);
+    pthread_mutex_init(&run.ca_lock, NULL);
     memset(&data, 0, sizeof data);
     memset(ch, 0, sizeof ch);
     fk_diag_init(&diag);
@@ -964,6 +1046,9 @@ int fk_cmd_batch(int argc, char **argv) {
     }
     if (ota_path != NULL) {
         FK_GUARD(fk_keys_ota_load(ota_path, &fleet, &diag));
+    }
+    if (ca_dir != NULL) {
+        FK_GUARD(fk_cli_mtls_open(ca_dir, &run.ca, &chain, &chain_len, &diag));
     }
 
     /* 2. The output directory, its lock, leftovers of a killed run, the inventory. */
@@ -1016,11 +1101,39 @@ int fk_cmd_batch(int argc, char **argv) {
                           "minted again: restore its files (or retire it) and re-run",
                           bad_complete));
 
+    /* A device to be minted may have certificates from an attempt that died before its
+     * commit point (or from an earlier mint elsewhere): it is minted from scratch with a new
+     * certificate, so those are superseded. Revoked before anything new is issued, so a
+     * crash anywhere leaves at most the certificates of uncommitted attempts unrevoked, and
+     * the next run revokes them here. A complete device is never touched. */
+    if (run.ca != NULL && npending > 0) {
+        pending_sorted = malloc(npending * sizeof *pending_sorted);
+        FK_ENSURE(pending_sorted != NULL, FK_E_NOMEM);
+        memcpy(pending_sorted, pending, npending * sizeof *pending_sorted);
+        qsort(pending_sorted, npending, sizeof *pending_sorted, cmp_dev_id);
+        struct pending_set ps = {pending_sorted, npending};
+        FK_GUARD(fk_cli_mtls_supersede(run.ca, is_pending, &ps, NULL, &superseded, &diag));
+        if (superseded > 0) {
+            char detail[128];
+            snprintf(detail, sizeof detail, "{\"revoked\":%zu,\"reason\":\"superseded\"}",
+                     superseded);
+            FK_GUARD(fk_inventory_audit_append(inv, ACTOR, "mtls_cert.superseded", "batch",
+                                               detail, &diag));
+            fprintf(stderr,
+                    "provision-keys batch: revoked %zu certificate(s) of devices minted again "
+                    "(superseded)\n",
+                    superseded);
+        }
+    }
+
     /* 4. Mint in chunks: workers fill chunk k+1 while this thread commits chunk k. */
     run.outdir = outdir;
     run.fleet = fleet;
     run.encrypt = encrypt;
     run.nvs_size = (size_t)nvs_size;
+    run.chain = chain;
+    run.chain_len = chain_len;
+    run.cert_days = (unsigned)cert_days;
     run.total = data.ndev;
     run.progress = fk_cli_stderr_is_tty() && !json;
     clock_gettime(CLOCK_MONOTONIC, &run.t0);
@@ -1101,6 +1214,8 @@ int fk_cmd_batch(int argc, char **argv) {
         cJSON_AddBoolToObject(o, "ota_key_created", key_created);
         cJSON_AddStringToObject(o, "ota_public_key_fingerprint", fpr);
         cJSON_AddBoolToObject(o, "nvs_encrypted", encrypt);
+        cJSON_AddBoolToObject(o, "mtls", run.ca != NULL);
+        cJSON_AddNumberToObject(o, "mtls_certs_superseded", (double)superseded);
         char *text = cJSON_PrintUnformatted(o);
         cJSON_Delete(o);
         FK_ENSURE(text != NULL, FK_E_NOMEM);
@@ -1138,6 +1253,10 @@ out:
         }
     }
     fk_inventory_close(inv);
+    fk_pki_ca_free(run.ca);
+    pthread_mutex_destroy(&run.ca_lock);
+    free(chain);
+    free(pending_sorted);
     fk_keys_ota_free(fleet);
     csv_data_free(&data);
     free(pending);

@@ -8,6 +8,7 @@
 #include "cli.h"
 #include "fleetkey/inventory.h"
 #include "fleetkey/keys.h"
+#include "mtls.h"
 
 #include <cjson/cJSON.h>
 #include <getopt.h>
@@ -20,7 +21,8 @@
 static const char help[] =
     "usage: provision-keys generate --output keys/device_001.json [--mac AA:BB:CC:DD:EE:FF]\n"
     "         [--wifi-ssid SSID --wifi-password-file FILE] [--encrypt-nvs] [--ota-key PEM]\n"
-    "         [--nvs-size SIZE] [--inventory PATH] [--force] [--json]\n"
+    "         [--nvs-size SIZE] [--inventory PATH] [--ca DIR [--cert-days N]] [--force]\n"
+    "         [--json]\n"
     "\n"
     "Mints one device: a 32-byte DTLS PSK, its OTA signing key pair (P-256; the private key\n"
     "goes to device_001.key.pem, mode 0600) or, with --ota-key, trust in an existing fleet\n"
@@ -30,8 +32,14 @@ static const char help[] =
     "  device_001.key.pem       OTA private key (PKCS#8), 0600, unless --ota-key\n"
     "  device_001.nvs.bin       NVS image (default size 0x6000), 0600\n"
     "  device_001.nvs_keys.bin  NVS encryption keys partition, 0600, with --encrypt-nvs\n"
+    "  device_001.crt.pem       mTLS device certificate, 0644, with --ca\n"
     "and records the device in the inventory (default: inventory.db next to --output).\n"
     "\n"
+    "  --ca DIR                also issue the device's mTLS certificate from the CA in DIR\n"
+    "                          (provision-keys ca init); certificate, key and CA chain go\n"
+    "                          into the image (namespace mtls, DER), the key nowhere else:\n"
+    "                          use --encrypt-nvs in production\n"
+    "  --cert-days N           certificate validity (default: the CA's device default)\n"
     "  --mac M                 the device's Wi-Fi MAC (AA:BB:CC:DD:EE:FF or aa-bb-...);\n"
     "                          without it a random locally-administered MAC is used\n"
     "  --wifi-password-file F  first line of F is the password (never on the command line)\n"
@@ -50,6 +58,8 @@ enum {
     OPT_INVENTORY,
     OPT_FORCE,
     OPT_JSON,
+    OPT_CA,
+    OPT_CERT_DAYS,
     OPT_HELP
 };
 
@@ -64,6 +74,8 @@ static const struct option opts[] = {
     {"inventory", required_argument, NULL, OPT_INVENTORY},
     {"force", no_argument, NULL, OPT_FORCE},
     {"json", no_argument, NULL, OPT_JSON},
+    {"ca", required_argument, NULL, OPT_CA},
+    {"cert-days", required_argument, NULL, OPT_CERT_DAYS},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -126,8 +138,9 @@ static int retire_active(struct fk_inventory *inv, const char *id, struct fk_dia
     return 0;
 }
 
-static enum fk_err add_cred(struct fk_inventory *inv, const struct fk_manifest *m, const char *kind,
-                            unsigned version, const char *fpr, struct fk_diag *diag) {
+static enum fk_err add_cred_exp(struct fk_inventory *inv, const struct fk_manifest *m,
+                                const char *kind, unsigned version, const char *fpr,
+                                const char *expires, struct fk_diag *diag) {
     struct fk_inv_credential c;
     memset(&c, 0, sizeof c);
     snprintf(c.device_id, sizeof c.device_id, "%s", m->device_id);
@@ -135,8 +148,18 @@ static enum fk_err add_cred(struct fk_inventory *inv, const struct fk_manifest *
     c.version = version;
     snprintf(c.fingerprint, sizeof c.fingerprint, "%s", fpr);
     snprintf(c.created_at, sizeof c.created_at, "%s", m->created_at);
+    snprintf(c.expires_at, sizeof c.expires_at, "%s", expires);
     snprintf(c.state, sizeof c.state, "active");
     return fk_inventory_credential_add(inv, &c, diag);
+}
+
+static enum fk_err add_cred(struct fk_inventory *inv, const struct fk_manifest *m, const char *kind,
+                            unsigned version, const char *fpr, struct fk_diag *diag) {
+    return add_cred_exp(inv, m, kind, version, fpr, "", diag);
+}
+
+static int same_name(void *user, const char *name) {
+    return strcmp(user, name) == 0;
 }
 
 /* Device row, credentials and the audit entry, in one transaction. */
@@ -167,6 +190,10 @@ static enum fk_err record(struct fk_inventory *inv, const struct fk_manifest *m,
     if (m->nvs_encrypted) {
         FK_GUARD(add_cred(inv, m, "nvs_keys", m->psk_version, m->nvs_keys_fingerprint, diag));
     }
+    if (m->mtls_cert_fingerprint[0] != '\0') {
+        FK_GUARD(add_cred_exp(inv, m, "mtls_cert", m->psk_version, m->mtls_cert_fingerprint,
+                              m->mtls_cert_not_after, diag));
+    }
     snprintf(detail, sizeof detail,
              "{\"mac\":\"%s\",\"manifest\":\"%s\",\"manifest_sha256\":\"%s\","
              "\"psk_fingerprint\":\"%s\",\"psk_version\":%u,"
@@ -191,6 +218,8 @@ int fk_cmd_generate(int argc, char **argv) {
     const char *passfile = NULL;
     const char *ota_path = NULL;
     const char *inv_path = NULL;
+    const char *ca_dir = NULL;
+    unsigned long long cert_days = 0;
     unsigned long long nvs_size = FK_KEYS_NVS_SIZE;
     int encrypt = 0;
     int force = 0;
@@ -225,6 +254,16 @@ int fk_cmd_generate(int argc, char **argv) {
         case OPT_JSON:
             json = 1;
             break;
+        case OPT_CA:
+            ca_dir = optarg;
+            break;
+        case OPT_CERT_DAYS:
+            if (fk_cli_parse_size(optarg, &cert_days) != 0 || cert_days < 1 ||
+                cert_days > FK_PKI_MAX_DAYS) {
+                return fk_cli_usage_error("generate", "--cert-days: 1 to %d, not '%s'",
+                                          FK_PKI_MAX_DAYS, optarg);
+            }
+            break;
         case OPT_NVS_SIZE:
             if (fk_cli_parse_size(optarg, &nvs_size) != 0 || nvs_size % 4096 != 0 ||
                 nvs_size < 0x3000 || nvs_size > 0x100000) {
@@ -250,11 +289,19 @@ int fk_cmd_generate(int argc, char **argv) {
     if ((ssid == NULL) != (passfile == NULL)) {
         return fk_cli_usage_error("generate", "--wifi-ssid and --wifi-password-file go together");
     }
+    if (cert_days != 0 && ca_dir == NULL) {
+        return fk_cli_usage_error("generate", "--cert-days needs --ca");
+    }
     uint8_t mac[FK_MAC_LEN];
     struct fk_diag diag;
     fk_diag_init(&diag);
     if (mac_s != NULL && fk_keys_mac_parse(mac_s, mac, &diag) != FK_OK) {
         return fk_cli_usage_error("generate", "--mac: %s", diag.msg);
+    }
+    if (ca_dir != NULL && !encrypt) {
+        fprintf(stderr, "provision-keys generate: warning: --ca without --encrypt-nvs puts the "
+                        "device's mTLS private key in a plain NVS image; production images "
+                        "must be encrypted\n");
     }
 
     int ret = FK_EXIT_FAIL;
@@ -264,6 +311,12 @@ int fk_cmd_generate(int argc, char **argv) {
     struct fk_ota_key *fleet = NULL;
     struct fk_minted *dev = NULL;
     struct fk_inventory *inv = NULL;
+    struct fk_pki_ca *ca = NULL;
+    struct fk_pki_issued *issued = NULL;
+    uint8_t *chain = NULL;
+    size_t chain_len = 0;
+    struct fk_keys_mtls blobs;
+    size_t superseded = 0;
     char *default_inv = NULL;
     char *json_path = NULL;
     char dir[4096];
@@ -285,6 +338,9 @@ int fk_cmd_generate(int argc, char **argv) {
     }
     if (ota_path != NULL) {
         FK_GUARD(fk_keys_ota_load(ota_path, &fleet, &diag));
+    }
+    if (ca_dir != NULL) {
+        FK_GUARD(fk_cli_mtls_open(ca_dir, &ca, &chain, &chain_len, &diag));
     }
     FK_GUARD(fk_mkdirs(dir, 0700, &diag));
     FK_GUARD(fk_path_join(dir, base, ".json", &json_path));
@@ -326,20 +382,41 @@ int fk_cmd_generate(int argc, char **argv) {
         fk_diag_init(&diag);
     }
 
-    struct fk_keys_mint_opts o = {.mac = mac_s != NULL ? mac : NULL,
+    /* The certificate names the device, so the MAC (the id) is fixed before minting. */
+    int have_mac = mac_s != NULL;
+    if (!have_mac && ca != NULL) {
+        FK_GUARD(fk_keys_mac_random(mac));
+        have_mac = 1;
+    }
+    struct fk_keys_mint_opts o = {.mac = have_mac ? mac : NULL,
                                   .wifi_ssid = ssid,
                                   .wifi_password = pass,
                                   .ota = fleet,
                                   .encrypt_nvs = encrypt,
                                   .nvs_size = (size_t)nvs_size,
                                   .version = version};
+    if (ca != NULL) {
+        char id[FK_DEVICE_ID_SIZE];
+        fk_keys_device_id(mac, id);
+        FK_GUARD(fk_cli_mtls_issue(ca, id, (unsigned)cert_days, chain, chain_len, &issued, &blobs,
+                                   &o, &diag));
+    }
     FK_GUARD(fk_keys_mint(&o, &dev, &diag));
+    /* The key is in the image now; drop the issuer's copy at once. */
+    fk_pki_issued_free(issued);
+    issued = NULL;
     /* Files first (each fsynced), the inventory row last: the row is the commit point. */
     FK_GUARD(fk_keys_minted_write(dev, dir, base, 0, manifest_sha, &diag));
     const struct fk_manifest *m = fk_keys_minted_manifest(dev);
     char manifest_name[600];
     snprintf(manifest_name, sizeof manifest_name, "%s.json", base);
     FK_GUARD(record(inv, m, manifest_name, manifest_sha, again, &diag));
+    if (ca != NULL) {
+        /* The committed certificate supersedes every other one of this device in the CA
+         * (an earlier mint, or an attempt that died before its inventory row). */
+        FK_GUARD(fk_cli_mtls_supersede(ca, same_name, (void *)m->device_id,
+                                       m->mtls_cert_fingerprint, &superseded, &diag));
+    }
     fk_log(FK_LOG_DEBUG, "generate: psk %s minted for %s", m->psk_fingerprint, m->device_id);
 
     if (json) {
@@ -356,6 +433,13 @@ int fk_cmd_generate(int argc, char **argv) {
         cJSON_AddStringToObject(o_json, "ota_public_key_fingerprint", m->ota_key_fingerprint);
         cJSON_AddStringToObject(o_json, "nvs_image", img_path);
         cJSON_AddBoolToObject(o_json, "nvs_encrypted", m->nvs_encrypted);
+        if (m->mtls_cert[0] != '\0') {
+            cJSON_AddStringToObject(o_json, "mtls_cert", m->mtls_cert);
+            cJSON_AddStringToObject(o_json, "mtls_cert_fingerprint", m->mtls_cert_fingerprint);
+            cJSON_AddStringToObject(o_json, "mtls_cert_serial", m->mtls_cert_serial);
+            cJSON_AddStringToObject(o_json, "mtls_cert_not_after", m->mtls_cert_not_after);
+            cJSON_AddNumberToObject(o_json, "mtls_certs_superseded", (double)superseded);
+        }
         cJSON_AddStringToObject(o_json, "inventory", inv_path);
         char *text = cJSON_PrintUnformatted(o_json);
         FK_ENSURE(text != NULL, FK_E_NOMEM);
@@ -377,6 +461,15 @@ int fk_cmd_generate(int argc, char **argv) {
         if (m->nvs_encrypted) {
             printf("  nvs keys    %s/%s (0600)\n", dir, m->nvs_keys);
         }
+        if (m->mtls_cert[0] != '\0') {
+            printf("  mtls cert   %s/%s  %s (serial %s, until %s; key only in the image)\n",
+                   dir, m->mtls_cert, m->mtls_cert_fingerprint, m->mtls_cert_serial,
+                   m->mtls_cert_not_after);
+            if (superseded > 0) {
+                printf("  superseded  %zu earlier certificate(s) of %s revoked\n", superseded,
+                       m->device_id);
+            }
+        }
         printf("  inventory   %s\n", inv_path);
     }
     ret = FK_EXIT_OK;
@@ -387,6 +480,9 @@ out:
     }
     fk_inventory_close(inv);
     fk_keys_minted_free(dev);
+    fk_pki_issued_free(issued);
+    fk_pki_ca_free(ca);
+    free(chain);
     fk_keys_ota_free(fleet);
     fk_free_secret(pass, pass_cap);
     free(default_inv);

@@ -6,11 +6,19 @@
 # no temp file may be left and the audit chain must verify (check_fleet).
 # Nothing here depends on how fast the machine is: a kill that lands after the run finished
 # is simply a run that finished.
+# With CRASH_CA=1 (test batch_crash_ca, CRASH_N devices) every device also gets an mTLS
+# certificate (--ca): afterwards each device must have exactly one unrevoked certificate in
+# the CA index, the one its manifest and inventory name; every certificate of an attempt the
+# kills cut short must be revoked (superseded).
 . "$(dirname "$0")/lib.sh"
 
-N=2000
+N=${CRASH_N:-2000}
 make_csv $N devices.csv
 ARGS=(batch --csv devices.csv --output-dir keys --jobs 2 --chunk 64 --encrypt-nvs)
+if [ "${CRASH_CA:-0}" = 1 ]; then
+    "$PK" ca init --dir pki >/dev/null 2>&1 || fail "ca init"
+    ARGS+=(--ca pki)
+fi
 run() { "$PK" "${ARGS[@]}" "$@"; }
 count() { "$PK" inventory --inventory keys/inventory.db --json list | grep -c '"device_id"' || true; }
 
@@ -77,6 +85,33 @@ run --json >final.json 2>final.err || fail "final run failed: $(cat final.err)"
 grep -q '"ok":true' final.json || fail "final: $(cat final.json)"
 grep -q "\"minted\":$((N - before))," final.json || fail "final run minted the wrong number: $(cat final.json)"
 "$CHECK_FLEET" keys $N || fail "fleet inconsistent after crashes"
+if [ "${CRASH_CA:-0}" = 1 ]; then
+    python3 - "$N" <<'PY' || fail "CA index and fleet disagree"
+import glob, json, sys
+live, revoked = {}, set()
+for line in open("pki/index.jsonl"):
+    e = json.loads(line)
+    if e.get("op") == "revoke":
+        revoked.add(e["serial"])
+    elif e.get("op") == "issue" and e.get("kind") == "device":
+        live.setdefault(e["name"], []).append((e["serial"], e["fingerprint"]))
+n = 0
+for path in glob.glob("keys/robot-*.json"):
+    m = json.load(open(path))
+    certs = [c for c in live.get(m["device_id"], []) if c[0] not in revoked]
+    want = (m["mtls_cert_serial"], m["mtls_cert_fingerprint"])
+    if certs != [want]:
+        sys.exit("%s: unrevoked certificates %s, manifest %s" % (m["device_id"], certs, want))
+    n += 1
+if n != int(sys.argv[1]):
+    sys.exit("%d manifests" % n)
+issued = sum(len(v) for v in live.values())
+print("crash: %d certificates issued, %d revoked as superseded" % (issued, len(revoked)))
+PY
+    for f in keys/robot-*.crt.pem; do
+        openssl verify -CAfile pki/ca-chain.pem "$f" >/dev/null 2>&1 || fail "$f does not verify"
+    done
+fi
 
 # 5. And a completed fleet survives one more run untouched.
 tree_sums keys >a.sha
