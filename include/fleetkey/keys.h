@@ -108,10 +108,10 @@ struct fk_manifest {
     unsigned ota_key_version;
     char created_at[21];
     /* mTLS identity (`--ca`), all "" without one; the private key is never in a manifest */
-    char mtls_cert[FK_KEYS_FILE_MAX];       /* certificate PEM file name (0644) */
-    char mtls_cert_fingerprint[72];         /* "sha256:" + 64 hex digits of the DER */
-    char mtls_cert_serial[33];              /* lower-case hex, as the CA index records it */
-    char mtls_cert_not_after[21];           /* RFC 3339 UTC */
+    char mtls_cert[FK_KEYS_FILE_MAX]; /* certificate PEM file name (0644) */
+    char mtls_cert_fingerprint[72];   /* "sha256:" + 64 hex digits of the DER */
+    char mtls_cert_serial[33];        /* lower-case hex, as the CA index records it */
+    char mtls_cert_not_after[21];     /* RFC 3339 UTC */
 };
 
 void fk_keys_manifest_wipe(struct fk_manifest *m);
@@ -153,18 +153,15 @@ struct fk_keys_mtls {
  * client_key (blobs, DER). size is the partition size (0 = FK_KEYS_NVS_SIZE). With enc
  * non-NULL the image is encrypted with it (AES-256-XTS). out must hold size bytes. FK_OK,
  * FK_E_NOSPACE, FK_E_RANGE, FK_E_ARG, FK_E_NOMEM, FK_E_CRYPTO. */
-FK_MUST_CHECK enum fk_err fk_keys_nvs_render(const struct fk_manifest *m, const char *wifi_ssid,
-                                             const char *wifi_password,
-                                             const struct fk_keys_mtls *mtls, size_t size,
-                                             const struct fk_nvs_keys *enc, uint8_t *out,
-                                             size_t out_size, size_t *out_len,
-                                             struct fk_diag *diag);
+FK_MUST_CHECK enum fk_err
+fk_keys_nvs_render(const struct fk_manifest *m, const char *wifi_ssid, const char *wifi_password,
+                   const struct fk_keys_mtls *mtls, size_t size, const struct fk_nvs_keys *enc,
+                   uint8_t *out, size_t out_size, size_t *out_len, struct fk_diag *diag);
 
 /* Converts a PEM bundle of certificates (e.g. issuing + root) into their DER encodings back
  * to back, in the same order. *out is malloc'd (free()). FK_OK, FK_E_PARSE (no certificate
  * or a damaged one), FK_E_NOMEM. Thread-safe. */
-FK_MUST_CHECK enum fk_err fk_keys_pem_chain_to_der(const char *pem, uint8_t **out,
-                                                   size_t *out_len);
+FK_MUST_CHECK enum fk_err fk_keys_pem_chain_to_der(const char *pem, uint8_t **out, size_t *out_len);
 
 /* ---- minting a device ----------------------------------------------------------------- */
 

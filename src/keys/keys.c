@@ -258,10 +258,9 @@ enum fk_err fk_keys_mint(const struct fk_keys_mint_opts *o, struct fk_minted **o
     size_t size = o->nvs_size != 0 ? o->nvs_size : FK_KEYS_NVS_SIZE;
     FK_ENSURE(size >= FK_NVS_MIN_SIZE && size % 4096 == 0 && size <= 0x100000,
               fk_diag_set(diag, FK_E_ARG, "NVS size must be a multiple of 4096, 0x3000..1 MiB"));
-    FK_ENSURE(o->mtls == NULL ||
-                  (o->mtls_cert_pem != NULL && o->mtls_fingerprint != NULL &&
-                   o->mtls_serial != NULL && strlen(o->mtls_fingerprint) < 72 &&
-                   strlen(o->mtls_serial) < 33 && o->mtls_not_after > 0),
+    FK_ENSURE(o->mtls == NULL || (o->mtls_cert_pem != NULL && o->mtls_fingerprint != NULL &&
+                                  o->mtls_serial != NULL && strlen(o->mtls_fingerprint) < 72 &&
+                                  strlen(o->mtls_serial) < 33 && o->mtls_not_after > 0),
               fk_diag_set(diag, FK_E_ARG, "mtls: certificate PEM, fingerprint, serial required"));
     FK_ENSURE(bounded_len(o->name, FK_KEYS_NAME_MAX) <= FK_KEYS_NAME_MAX,
               fk_diag_set(diag, FK_E_RANGE, "name: at most %d bytes", FK_KEYS_NAME_MAX));

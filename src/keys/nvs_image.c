@@ -11,9 +11,8 @@
 
 enum fk_err fk_keys_nvs_render(const struct fk_manifest *m, const char *wifi_ssid,
                                const char *wifi_password, const struct fk_keys_mtls *mtls,
-                               size_t size,
-                               const struct fk_nvs_keys *enc, uint8_t *out, size_t out_size,
-                               size_t *out_len, struct fk_diag *diag) {
+                               size_t size, const struct fk_nvs_keys *enc, uint8_t *out,
+                               size_t out_size, size_t *out_len, struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     struct fk_nvs_builder *b = NULL;
     if (size == 0) {
@@ -21,12 +20,12 @@ enum fk_err fk_keys_nvs_render(const struct fk_manifest *m, const char *wifi_ssi
     }
     FK_ENSURE(out_size >= size, FK_E_NOSPACE);
     if (mtls != NULL) {
-        FK_ENSURE(mtls->cert_der_len > 0 && mtls->key_der_len > 0 && mtls->ca_der_len > 0 &&
-                      mtls->cert_der_len <= FK_KEYS_MTLS_BLOB_MAX &&
-                      mtls->key_der_len <= FK_KEYS_MTLS_BLOB_MAX &&
-                      mtls->ca_der_len <= FK_KEYS_MTLS_BLOB_MAX,
-                  fk_diag_set(diag, FK_E_RANGE, "mtls: each blob 1 to %u bytes",
-                              FK_KEYS_MTLS_BLOB_MAX));
+        FK_ENSURE(
+            mtls->cert_der_len > 0 && mtls->key_der_len > 0 && mtls->ca_der_len > 0 &&
+                mtls->cert_der_len <= FK_KEYS_MTLS_BLOB_MAX &&
+                mtls->key_der_len <= FK_KEYS_MTLS_BLOB_MAX &&
+                mtls->ca_der_len <= FK_KEYS_MTLS_BLOB_MAX,
+            fk_diag_set(diag, FK_E_RANGE, "mtls: each blob 1 to %u bytes", FK_KEYS_MTLS_BLOB_MAX));
     }
     FK_GUARD(fk_nvs_builder_new(2, &b));
     /* The order is the contract's (and the golden vector's, tests/vectors/nvs/prov.csv). */
@@ -204,8 +203,8 @@ out:
     return rc;
 }
 
-enum fk_err fk_keys_nvs_read_blob(const uint8_t *img, size_t len, const char *ns,
-                                  const char *key, uint8_t *out, size_t out_size, size_t *out_len,
+enum fk_err fk_keys_nvs_read_blob(const uint8_t *img, size_t len, const char *ns, const char *key,
+                                  uint8_t *out, size_t out_size, size_t *out_len,
                                   struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     struct ns_find nf = {ns, -1};

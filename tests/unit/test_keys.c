@@ -443,9 +443,9 @@ static void nvs_image_equals_the_generators_prov_vector(void **state) {
     size_t len = 0;
     struct fk_diag d;
     fk_diag_init(&d);
-    assert_int_equal(
-        fk_keys_nvs_render(&m, "FleetLab-5G", "Tr41n-R0b0t#2026", NULL, 0, NULL, img, 0x6000, &len, &d),
-        FK_OK);
+    assert_int_equal(fk_keys_nvs_render(&m, "FleetLab-5G", "Tr41n-R0b0t#2026", NULL, 0, NULL, img,
+                                        0x6000, &len, &d),
+                     FK_OK);
     assert_int_equal(len, want_len);
     assert_memory_equal(img, want, len);
 
@@ -456,8 +456,8 @@ static void nvs_image_equals_the_generators_prov_vector(void **state) {
     assert_int_equal(fk_nvs_keys_parse(kimg, klen, &k, NULL), FK_OK);
     size_t enc_len = 0;
     uint8_t *enc_want = read_vector("prov_enc.bin", &enc_len);
-    assert_int_equal(fk_keys_nvs_render(&m, "FleetLab-5G", "Tr41n-R0b0t#2026", NULL, 0x6000, &k, img,
-                                        0x6000, &len, &d),
+    assert_int_equal(fk_keys_nvs_render(&m, "FleetLab-5G", "Tr41n-R0b0t#2026", NULL, 0x6000, &k,
+                                        img, 0x6000, &len, &d),
                      FK_OK);
     assert_int_equal(len, enc_len);
     assert_memory_equal(img, enc_want, len);
@@ -702,9 +702,9 @@ static void mint_with_ca_puts_mtls_identity_in_image_only(void **state) {
     assert_int_equal(fk_nvs_decrypt(img, len, &nk), FK_OK);
     uint8_t cert[4096], key[4096], cas[4096];
     size_t cert_len = 0, key_len = 0, cas_len = 0;
-    assert_int_equal(fk_keys_nvs_read_blob(img, len, "mtls", "client_cert", cert, sizeof cert,
-                                           &cert_len, &diag),
-                     FK_OK);
+    assert_int_equal(
+        fk_keys_nvs_read_blob(img, len, "mtls", "client_cert", cert, sizeof cert, &cert_len, &diag),
+        FK_OK);
     assert_int_equal(
         fk_keys_nvs_read_blob(img, len, "mtls", "client_key", key, sizeof key, &key_len, &diag),
         FK_OK);

@@ -748,13 +748,14 @@ static enum fk_err chunk_commit(struct run *run, struct chunk *c, int dirfd,
             FK_GUARD(add_cred(inv, m, "mtls_cert", m->psk_version, m->mtls_cert_fingerprint,
                               m->mtls_cert_not_after, diag));
         }
-        snprintf(detail, sizeof detail,
-                 "{\"mac\":\"%s\",\"manifest_sha256\":\"%s\",\"psk_fingerprint\":\"%s\","
-                 "\"ota_public_key_fingerprint\":\"%s\",\"nvs_image_sha256\":\"%s\","
-                 "\"nvs_encrypted\":%s,\"mtls_cert_fingerprint\":\"%s\",\"mtls_cert_serial\":\"%s\"}",
-                 m->mac, c->res[i].manifest_sha, m->psk_fingerprint, m->ota_key_fingerprint,
-                 m->nvs_image_sha256, m->nvs_encrypted ? "true" : "false",
-                 m->mtls_cert_fingerprint, m->mtls_cert_serial);
+        snprintf(
+            detail, sizeof detail,
+            "{\"mac\":\"%s\",\"manifest_sha256\":\"%s\",\"psk_fingerprint\":\"%s\","
+            "\"ota_public_key_fingerprint\":\"%s\",\"nvs_image_sha256\":\"%s\","
+            "\"nvs_encrypted\":%s,\"mtls_cert_fingerprint\":\"%s\",\"mtls_cert_serial\":\"%s\"}",
+            m->mac, c->res[i].manifest_sha, m->psk_fingerprint, m->ota_key_fingerprint,
+            m->nvs_image_sha256, m->nvs_encrypted ? "true" : "false", m->mtls_cert_fingerprint,
+            m->mtls_cert_serial);
         FK_GUARD(
             fk_inventory_audit_append(inv, ACTOR, "device.minted", m->device_id, detail, diag));
     }
@@ -1117,8 +1118,8 @@ int fk_cmd_batch(int argc, char **argv) {
             char detail[128];
             snprintf(detail, sizeof detail, "{\"revoked\":%zu,\"reason\":\"superseded\"}",
                      superseded);
-            FK_GUARD(fk_inventory_audit_append(inv, ACTOR, "mtls_cert.superseded", "batch",
-                                               detail, &diag));
+            FK_GUARD(fk_inventory_audit_append(inv, ACTOR, "mtls_cert.superseded", "batch", detail,
+                                               &diag));
             fprintf(stderr,
                     "provision-keys batch: revoked %zu certificate(s) of devices minted again "
                     "(superseded)\n",

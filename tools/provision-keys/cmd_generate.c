@@ -462,8 +462,8 @@ int fk_cmd_generate(int argc, char **argv) {
             printf("  nvs keys    %s/%s (0600)\n", dir, m->nvs_keys);
         }
         if (m->mtls_cert[0] != '\0') {
-            printf("  mtls cert   %s/%s  %s (serial %s, until %s; key only in the image)\n",
-                   dir, m->mtls_cert, m->mtls_cert_fingerprint, m->mtls_cert_serial,
+            printf("  mtls cert   %s/%s  %s (serial %s, until %s; key only in the image)\n", dir,
+                   m->mtls_cert, m->mtls_cert_fingerprint, m->mtls_cert_serial,
                    m->mtls_cert_not_after);
             if (superseded > 0) {
                 printf("  superseded  %zu earlier certificate(s) of %s revoked\n", superseded,

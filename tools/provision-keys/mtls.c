@@ -20,9 +20,9 @@ out:
 }
 
 enum fk_err fk_cli_mtls_issue(struct fk_pki_ca *ca, const char *id, unsigned days,
-                              const uint8_t *chain, size_t chain_len,
-                              struct fk_pki_issued **issued, struct fk_keys_mtls *blobs,
-                              struct fk_keys_mint_opts *o, struct fk_diag *diag) {
+                              const uint8_t *chain, size_t chain_len, struct fk_pki_issued **issued,
+                              struct fk_keys_mtls *blobs, struct fk_keys_mint_opts *o,
+                              struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     FK_GUARD(fk_pki_issue_device(ca, id, days, issued, diag));
     memset(blobs, 0, sizeof *blobs);

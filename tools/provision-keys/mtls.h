@@ -20,8 +20,8 @@ FK_MUST_CHECK enum fk_err fk_cli_mtls_open(const char *dir, struct fk_pki_ca **c
 FK_MUST_CHECK enum fk_err fk_cli_mtls_issue(struct fk_pki_ca *ca, const char *id, unsigned days,
                                             const uint8_t *chain, size_t chain_len,
                                             struct fk_pki_issued **issued,
-                                            struct fk_keys_mtls *blobs,
-                                            struct fk_keys_mint_opts *o, struct fk_diag *diag);
+                                            struct fk_keys_mtls *blobs, struct fk_keys_mint_opts *o,
+                                            struct fk_diag *diag);
 
 /* Which device names fk_cli_mtls_supersede looks at. */
 typedef int fk_cli_name_fn(void *user, const char *name);
