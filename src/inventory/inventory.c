@@ -358,7 +358,8 @@ out:
     return auto_end(inv, own, rc, diag);
 }
 
-static void read_device(sqlite3_stmt *s, struct fk_inv_device *d) {
+static void read_device(sqlite3_stmt *s, void *out) {
+    struct fk_inv_device *d = out;
     memset(d, 0, sizeof *d);
     col_text(s, 0, d->id, sizeof d->id);
     col_text(s, 1, d->mac, sizeof d->mac);
@@ -370,20 +371,32 @@ static void read_device(sqlite3_stmt *s, struct fk_inv_device *d) {
     col_text(s, 7, d->provisioned_at, sizeof d->provisioned_at);
 }
 
-enum fk_err fk_inventory_device_get(struct fk_inventory *inv, const char *id,
-                                    struct fk_inv_device *out, struct fk_diag *diag) {
+/* Runs the one-row lookup st with id bound to ?1 and hands the row to read. FK_E_NOTFOUND
+ * without a row and without touching diag: each caller words its own message. */
+static enum fk_err get_by_id(struct fk_inventory *inv, enum stmt_id st, const char *id,
+                             const char *what, void (*read)(sqlite3_stmt *, void *), void *out,
+                             struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     sqlite3_stmt *s = NULL;
-    FK_GUARD(stmt(inv, ST_DEV_GET, &s, diag));
+    FK_GUARD(stmt(inv, st, &s, diag));
     FK_ENSURE(bind_text(s, 1, id, 0) == SQLITE_OK, db_fail(inv, diag, "bind"));
     int r = sqlite3_step(s);
-    FK_ENSURE(r == SQLITE_ROW || r == SQLITE_DONE, db_fail(inv, diag, "device get"));
-    FK_ENSURE(r == SQLITE_ROW, fk_diag_set(diag, FK_E_NOTFOUND, "no device %s", id));
-    read_device(s, out);
+    FK_ENSURE(r == SQLITE_ROW || r == SQLITE_DONE, db_fail(inv, diag, what));
+    FK_ENSURE(r == SQLITE_ROW, FK_E_NOTFOUND);
+    read(s, out);
     rc = FK_OK;
 out:
     if (s != NULL) {
         sqlite3_reset(s);
+    }
+    return rc;
+}
+
+enum fk_err fk_inventory_device_get(struct fk_inventory *inv, const char *id,
+                                    struct fk_inv_device *out, struct fk_diag *diag) {
+    enum fk_err rc = get_by_id(inv, ST_DEV_GET, id, "device get", read_device, out, diag);
+    if (rc == FK_E_NOTFOUND) {
+        rc = fk_diag_set(diag, FK_E_NOTFOUND, "no device %s", id);
     }
     return rc;
 }
@@ -772,7 +785,8 @@ out:
     return rc;
 }
 
-static void read_presence(sqlite3_stmt *s, struct fk_inv_presence *p) {
+static void read_presence(sqlite3_stmt *s, void *out) {
+    struct fk_inv_presence *p = out;
     memset(p, 0, sizeof *p);
     col_text(s, 0, p->device_id, sizeof p->device_id);
     col_text(s, 1, p->first_seen, sizeof p->first_seen);
@@ -785,18 +799,9 @@ static void read_presence(sqlite3_stmt *s, struct fk_inv_presence *p) {
 
 enum fk_err fk_inventory_presence_get(struct fk_inventory *inv, const char *id,
                                       struct fk_inv_presence *out, struct fk_diag *diag) {
-    enum fk_err rc = FK_E_INTERNAL;
-    sqlite3_stmt *s = NULL;
-    FK_GUARD(stmt(inv, ST_SEEN_GET, &s, diag));
-    FK_ENSURE(bind_text(s, 1, id, 0) == SQLITE_OK, db_fail(inv, diag, "bind"));
-    int r = sqlite3_step(s);
-    FK_ENSURE(r == SQLITE_ROW || r == SQLITE_DONE, db_fail(inv, diag, "presence get"));
-    FK_ENSURE(r == SQLITE_ROW, fk_diag_set(diag, FK_E_NOTFOUND, "%s never seen", id));
-    read_presence(s, out);
-    rc = FK_OK;
-out:
-    if (s != NULL) {
-        sqlite3_reset(s);
+    enum fk_err rc = get_by_id(inv, ST_SEEN_GET, id, "presence get", read_presence, out, diag);
+    if (rc == FK_E_NOTFOUND) {
+        rc = fk_diag_set(diag, FK_E_NOTFOUND, "%s never seen", id);
     }
     return rc;
 }
