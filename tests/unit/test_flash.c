@@ -835,36 +835,30 @@ static void rom_without_deflate_buffer_refuses_compressed_download(void **state)
     peer_stop(p);
 }
 
-static void md5_mismatch_is_a_verify_failure(void **state) {
-    (void)state;
+/* A write the ROM accepts, then a verify that the injected fault makes fail with msg. */
+static void check_verify_failure(unsigned fault, const char *msg) {
     struct fk_flash *f = NULL;
-    struct peer *p = peer_start(FKD_ROM_FAULT_MD5, 0, &f, 0);
+    struct peer *p = peer_start(fault, 0, &f, 0);
     struct fk_diag d;
     fk_diag_init(&d);
     connect_client(f);
     uint8_t *data = pattern(0x1000);
     assert_int_equal(fk_flash_write(f, 0x9000, data, 0x1000, NULL, NULL, &d), FK_OK);
     assert_int_equal(fk_flash_verify(f, 0x9000, data, 0x1000, NULL, NULL, &d), FK_E_VERIFY);
-    assert_non_null(strstr(d.msg, "MD5"));
+    assert_non_null(strstr(d.msg, msg));
     fk_flash_close(f);
     free(data);
     peer_stop(p);
 }
 
+static void md5_mismatch_is_a_verify_failure(void **state) {
+    (void)state;
+    check_verify_failure(FKD_ROM_FAULT_MD5, "MD5");
+}
+
 static void readback_mismatch_is_a_verify_failure(void **state) {
     (void)state;
-    struct fk_flash *f = NULL;
-    struct peer *p = peer_start(FKD_ROM_FAULT_READBACK, 0, &f, 0);
-    struct fk_diag d;
-    fk_diag_init(&d);
-    connect_client(f);
-    uint8_t *data = pattern(0x1000);
-    assert_int_equal(fk_flash_write(f, 0x9000, data, 0x1000, NULL, NULL, &d), FK_OK);
-    assert_int_equal(fk_flash_verify(f, 0x9000, data, 0x1000, NULL, NULL, &d), FK_E_VERIFY);
-    assert_non_null(strstr(d.msg, "read-back"));
-    fk_flash_close(f);
-    free(data);
-    peer_stop(p);
+    check_verify_failure(FKD_ROM_FAULT_READBACK, "read-back");
 }
 
 static void silent_port_times_out_with_clear_message(void **state) {
