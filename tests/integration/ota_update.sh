@@ -18,25 +18,8 @@ MK="$BIN/mkappimage"
 command -v openssl >/dev/null 2>&1 || { echo "openssl needed: skip"; exit 77; }
 rm -rf "$TMP"
 mkdir -p "$TMP/keys"
+. "$(dirname "$0")/lib.sh"
 cd "$TMP"
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
-# run EXPECTED_EXIT NAME cmd...: stdout/stderr into NAME.out / NAME.err
-run() {
-    want=$1
-    name=$2
-    shift 2
-    set +e
-    "$@" >"$name.out" 2>"$name.err"
-    got=$?
-    set -e
-    [ "$got" = "$want" ] || { cat "$name.out" "$name.err"; fail "$name: exit $got, expected $want"; }
-}
-expect() { # expect FILE TEXT
-    grep -q -- "$2" "$1" || { cat "$1"; fail "$1 lacks '$2'"; }
-}
 
 # ---- images -------------------------------------------------------------------------------
 openssl pkey -in "$VEC/key_a.pem" -pubout -outform DER -out a.der 2>/dev/null

@@ -13,11 +13,8 @@ PK="$BIN/provision-keys"
 command -v python3 >/dev/null 2>&1 || { echo "python3 needed: skip"; exit 77; }
 rm -rf "$TMP"
 mkdir -p "$TMP/keys"
+. "$(dirname "$0")/lib.sh"
 cd "$TMP"
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
 printf 'Tr41n-R0b0t#2026\n' >wifi.pw
 "$PK" generate --output keys/device_001.json --mac AA:BB:CC:DD:EE:FF --wifi-ssid FleetLab-5G \
     --wifi-password-file wifi.pw --encrypt-nvs >gen.out 2>&1 || { cat gen.out; fail "generate"; }

@@ -14,24 +14,8 @@ PK="$BIN/provision-keys"
 MK="$BIN/mkappimage"
 rm -rf "$TMP"
 mkdir -p "$TMP/keys"
+. "$(dirname "$0")/lib.sh"
 cd "$TMP"
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
-run() { # run EXPECTED_EXIT NAME cmd...
-    want=$1
-    name=$2
-    shift 2
-    set +e
-    "$@" >"$name.out" 2>"$name.err"
-    got=$?
-    set -e
-    [ "$got" = "$want" ] || { cat "$name.out" "$name.err"; fail "$name: exit $got, expected $want"; }
-}
-expect() {
-    grep -q -- "$2" "$1" || { cat "$1"; fail "$1 lacks '$2'"; }
-}
 # blockers FILE "ID ID ...": the refusal lists exactly these devices
 blockers() {
     got=$(sed -n 's/^  blocking: \([^ ]*\) .*/\1/p' "$1" | tr '\n' ' ' | sed 's/ $//')
