@@ -136,6 +136,10 @@ FK_MUST_CHECK enum fk_err fk_hex_encode(const void *in, size_t n, char *out, siz
  * non-NULL), FK_E_NOSPACE. */
 FK_MUST_CHECK enum fk_err fk_hex_decode(const char *in, size_t len, uint8_t *out, size_t out_size,
                                         size_t *out_len, size_t *bad_at);
+/* Parses s as a decimal number with strtoul (leading white space allowed) for a command-line
+ * option. FK_OK with *out set; FK_E_ARG, *out untouched, when s is NULL or empty, starts with
+ * '-', has anything after the digits or is above max. Thread-safe. */
+FK_MUST_CHECK enum fk_err fk_parse_ulong(const char *s, unsigned long max, unsigned long *out);
 /* Standard base64 (RFC 4648 with padding) of n bytes; out needs 4*ceil(n/3)+1 bytes. */
 FK_MUST_CHECK enum fk_err fk_base64_encode(const void *in, size_t n, char *out, size_t out_size);
 /* Decodes standard base64; whitespace (space, tab, CR, LF) is skipped, padding is optional at

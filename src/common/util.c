@@ -1,4 +1,4 @@
-/* Secrets (wipe, constant-time compare, randomness), hex/base64 and CRC32. */
+/* Secrets (wipe, constant-time compare, randomness), hex/base64, option numbers and CRC32. */
 #include "fleetkey/common.h"
 
 #include "fkd/nvs_format.h"
@@ -44,6 +44,20 @@ enum fk_err fk_hex_encode(const void *in, size_t n, char *out, size_t out_size) 
         out[2 * i + 1] = hexdig[p[i] & 15];
     }
     out[2 * n] = '\0';
+    return FK_OK;
+}
+
+enum fk_err fk_parse_ulong(const char *s, unsigned long max, unsigned long *out) {
+    char *end = NULL;
+    /* Checked before strtoul, which would take "-1" as ULONG_MAX and "" as 0. */
+    if (s == NULL || s[0] == '\0' || s[0] == '-') {
+        return FK_E_ARG;
+    }
+    unsigned long v = strtoul(s, &end, 10);
+    if (*end != '\0' || v > max) {
+        return FK_E_ARG;
+    }
+    *out = v;
     return FK_OK;
 }
 

@@ -27,16 +27,6 @@ static const char *opt_host = "127.0.0.1";
 static unsigned long opt_port, opt_count = 100, opt_timeout = 5000;
 static const char *opt_psk_hex, *opt_identity;
 
-static int parse_ul(const char *s, unsigned long max, unsigned long *out) {
-    char *end = NULL;
-    unsigned long v = strtoul(s, &end, 10);
-    if (s[0] == '\0' || s[0] == '-' || *end != '\0' || v > max) {
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
 static int usage(void) {
     fprintf(stderr, "usage: ctl_client dtls|plain|flood|stall|garbage --port P [--host IP] "
                     "[--psk-hex HEX --identity ID] [--count N] [--timeout-ms MS] [REQUEST]\n");
@@ -282,7 +272,7 @@ int main(int argc, char **argv) {
         }
         const char *v = argv[++i];
         if (strcmp(a, "--port") == 0) {
-            if (parse_ul(v, 65535, &opt_port) != 0) {
+            if (fk_parse_ulong(v, 65535, &opt_port) != FK_OK) {
                 return usage();
             }
         } else if (strcmp(a, "--host") == 0) {
@@ -292,11 +282,11 @@ int main(int argc, char **argv) {
         } else if (strcmp(a, "--identity") == 0) {
             opt_identity = v;
         } else if (strcmp(a, "--count") == 0) {
-            if (parse_ul(v, 60000, &opt_count) != 0) {
+            if (fk_parse_ulong(v, 60000, &opt_count) != FK_OK) {
                 return usage();
             }
         } else if (strcmp(a, "--timeout-ms") == 0) {
-            if (parse_ul(v, 600000, &opt_timeout) != 0 || opt_timeout == 0) {
+            if (fk_parse_ulong(v, 600000, &opt_timeout) != FK_OK || opt_timeout == 0) {
                 return usage();
             }
         } else {

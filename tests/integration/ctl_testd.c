@@ -41,16 +41,6 @@ static void status_cb(void *user, struct fkd_ctl_json *w) {
     fkd_ctl_json_end(w);
 }
 
-static int parse_uint(const char *s, unsigned long max, unsigned long *out) {
-    char *end = NULL;
-    unsigned long v = strtoul(s, &end, 10);
-    if (s[0] == '\0' || s[0] == '-' || *end != '\0' || v > max) {
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
 static int usage(void) {
     fprintf(stderr, "usage: ctl_testd --psk-hex HEX --identity ID [--next-psk-hex HEX "
                     "--next-identity ID] [--plaintext] [--sessions N] [--idle-ms MS] [--port P] "
@@ -107,19 +97,19 @@ int main(int argc, char **argv) {
         } else if (strcmp(a, "--port-file") == 0) {
             port_file = v;
         } else if (strcmp(a, "--port") == 0) {
-            if (parse_uint(v, 65535, &port) != 0) {
+            if (fk_parse_ulong(v, 65535, &port) != FK_OK) {
                 return usage();
             }
         } else if (strcmp(a, "--sessions") == 0) {
-            if (parse_uint(v, MAX_SESSIONS, &n_sessions) != 0 || n_sessions == 0) {
+            if (fk_parse_ulong(v, MAX_SESSIONS, &n_sessions) != FK_OK || n_sessions == 0) {
                 return usage();
             }
         } else if (strcmp(a, "--idle-ms") == 0) {
-            if (parse_uint(v, 3600000, &idle_ms) != 0) {
+            if (fk_parse_ulong(v, 3600000, &idle_ms) != FK_OK) {
                 return usage();
             }
         } else if (strcmp(a, "--run-ms") == 0) {
-            if (parse_uint(v, 3600000, &run_ms) != 0) {
+            if (fk_parse_ulong(v, 3600000, &run_ms) != FK_OK) {
                 return usage();
             }
         } else {

@@ -62,6 +62,22 @@ static void hex_round_trip_and_rejects_bad_digits(void **state) {
     assert_int_equal(fk_hex_decode("0000000000", 10, out, 4, &n, &bad), FK_E_NOSPACE);
 }
 
+static void parse_ulong_takes_bounded_decimal_only(void **state) {
+    (void)state;
+    unsigned long v = 7;
+    assert_int_equal(fk_parse_ulong("0", 10, &v), FK_OK);
+    assert_int_equal(v, 0);
+    assert_int_equal(fk_parse_ulong("65535", 65535, &v), FK_OK);
+    assert_int_equal(v, 65535);
+    v = 7;
+    const char *bad[] = {"65536", "", "-1", "12x", "0x10", "1 ", "99999999999999999999999"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(fk_parse_ulong(bad[i], 65535, &v), FK_E_ARG);
+        assert_int_equal(v, 7); /* untouched on failure */
+    }
+    assert_int_equal(fk_parse_ulong(NULL, 65535, &v), FK_E_ARG);
+}
+
 static void base64_round_trip_and_rejects_garbage(void **state) {
     (void)state;
     const char *cases[][2] = {{"", ""}, {"f", "Zg=="}, {"fo", "Zm8="}, {"foo", "Zm9v"},
@@ -212,6 +228,7 @@ int main(void) {
         cmocka_unit_test(strerror_covers_every_code),
         cmocka_unit_test(crc32_matches_esp_idf_and_zlib_check_values),
         cmocka_unit_test(hex_round_trip_and_rejects_bad_digits),
+        cmocka_unit_test(parse_ulong_takes_bounded_decimal_only),
         cmocka_unit_test(base64_round_trip_and_rejects_garbage),
         cmocka_unit_test(ct_equal_compares_all_bytes),
         cmocka_unit_test(fingerprint_hides_secret_and_is_stable),

@@ -18,6 +18,7 @@
 
 #include "fkd/ctl.h"
 #include "fkd/net.h"
+#include "fleetkey/common.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -64,19 +65,6 @@ static void ctl_status(void *user, struct fkd_ctl_json *w) {
     fkd_ctl_json_end(w);
 }
 
-static int parse_ul(const char *s, unsigned long max, unsigned long *out) {
-    char *end = NULL;
-    if (s == NULL || s[0] == '\0' || s[0] == '-') {
-        return -1;
-    }
-    unsigned long v = strtoul(s, &end, 10);
-    if (*end != '\0' || v > max) {
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
 int start_services(struct robot_sim *rs, int argc, char **argv) {
     unsigned long port = rs->posture.dtls_port;
     unsigned long run_ms = 0;
@@ -84,13 +72,13 @@ int start_services(struct robot_sim *rs, int argc, char **argv) {
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--ctl-port") == 0 && v != NULL && parse_ul(v, 65535, &port) == 0) {
+        if (strcmp(a, "--ctl-port") == 0 && v != NULL && fk_parse_ulong(v, 65535, &port) == FK_OK) {
             i++;
         } else if (strcmp(a, "--ctl-bind") == 0 && v != NULL) {
             bind_ip = v;
             i++;
         } else if (strcmp(a, "--run-ms") == 0 && v != NULL &&
-                   parse_ul(v, 86400000ul, &run_ms) == 0) {
+                   fk_parse_ulong(v, 86400000ul, &run_ms) == FK_OK) {
             i++;
         } else if (robot_sim_wss_option(argc, argv, i) > 0) { /* --wss-*: wss_service.h */
             i += robot_sim_wss_option(argc, argv, i) - 1;

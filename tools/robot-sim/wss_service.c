@@ -2,6 +2,7 @@
 #include "wss_service.h"
 
 #include "fkd/wss.h"
+#include "fleetkey/common.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -19,19 +20,6 @@ static unsigned long opt_attempts;
 static unsigned long opt_backoff_ms;
 static int opt_disabled;
 
-static int parse_ul(const char *s, unsigned long max, unsigned long *out) {
-    char *end = NULL;
-    if (s == NULL || s[0] == '\0' || s[0] == '-') {
-        return -1;
-    }
-    unsigned long v = strtoul(s, &end, 10);
-    if (*end != '\0' || v > max) {
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
 int robot_sim_wss_option(int argc, char **argv, int i) {
     const char *a = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -48,10 +36,10 @@ int robot_sim_wss_option(int argc, char **argv, int i) {
         return v != NULL ? 2 : -1;
     }
     if (strcmp(a, "--wss-attempts") == 0) {
-        return parse_ul(v, 1000000ul, &opt_attempts) == 0 ? 2 : -1;
+        return fk_parse_ulong(v, 1000000ul, &opt_attempts) == FK_OK ? 2 : -1;
     }
     if (strcmp(a, "--wss-backoff-ms") == 0) {
-        return parse_ul(v, 60000ul, &opt_backoff_ms) == 0 && opt_backoff_ms > 0 ? 2 : -1;
+        return fk_parse_ulong(v, 60000ul, &opt_backoff_ms) == FK_OK && opt_backoff_ms > 0 ? 2 : -1;
     }
     return 0;
 }
