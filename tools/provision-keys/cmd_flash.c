@@ -341,6 +341,19 @@ out:
     return FK_EXIT_OK;
 }
 
+/* The "regions" array of what was written, the same in the audit detail and in --json. */
+static void add_regions(cJSON *j, const struct region *regs, size_t nregs) {
+    cJSON *arr = cJSON_AddArrayToObject(j, "regions");
+    for (size_t i = 0; i < nregs; i++) {
+        cJSON *r = cJSON_CreateObject();
+        cJSON_AddStringToObject(r, "partition", regs[i].name);
+        cJSON_AddNumberToObject(r, "offset", regs[i].offset);
+        cJSON_AddNumberToObject(r, "length", (double)regs[i].len);
+        cJSON_AddStringToObject(r, "md5", regs[i].md5);
+        cJSON_AddItemToArray(arr, r);
+    }
+}
+
 #ifdef HAVE_INVENTORY
 /* Records the flash; runs inside the caller's inventory transaction. */
 static enum fk_err inventory_record(struct fk_inventory *inv, const char *id, const char *mac,
@@ -371,15 +384,7 @@ static enum fk_err inventory_record(struct fk_inventory *inv, const char *id, co
     FK_ENSURE(j != NULL, FK_E_NOMEM);
     cJSON_AddStringToObject(j, "port", port);
     cJSON_AddStringToObject(j, "mac", mac);
-    cJSON *arr = cJSON_AddArrayToObject(j, "regions");
-    for (size_t i = 0; i < nregs; i++) {
-        cJSON *r = cJSON_CreateObject();
-        cJSON_AddStringToObject(r, "partition", regs[i].name);
-        cJSON_AddNumberToObject(r, "offset", regs[i].offset);
-        cJSON_AddNumberToObject(r, "length", (double)regs[i].len);
-        cJSON_AddStringToObject(r, "md5", regs[i].md5);
-        cJSON_AddItemToArray(arr, r);
-    }
+    add_regions(j, regs, nregs);
     detail = cJSON_PrintUnformatted(j);
     FK_ENSURE(detail != NULL, FK_E_NOMEM);
     FK_GUARD(fk_inventory_audit_append(inv, "provision-keys", "device.flashed", id, detail,
@@ -578,15 +583,7 @@ static int do_flash(const struct opts *o) {
         cJSON_AddStringToObject(j, "mac", mac_text);
         cJSON_AddStringToObject(j, "port", o->port);
         cJSON_AddStringToObject(j, "provisioned_at", at);
-        cJSON *arr = cJSON_AddArrayToObject(j, "regions");
-        for (size_t i = 0; i < nregs; i++) {
-            cJSON *r = cJSON_CreateObject();
-            cJSON_AddStringToObject(r, "partition", regs[i].name);
-            cJSON_AddNumberToObject(r, "offset", regs[i].offset);
-            cJSON_AddNumberToObject(r, "length", (double)regs[i].len);
-            cJSON_AddStringToObject(r, "md5", regs[i].md5);
-            cJSON_AddItemToArray(arr, r);
-        }
+        add_regions(j, regs, nregs);
         cJSON_AddNumberToObject(j, "wire_tx_bytes", (double)st.tx_bytes);
         cJSON_AddNumberToObject(j, "wire_rx_bytes", (double)st.rx_bytes);
         cJSON_AddNumberToObject(j, "retries", st.retries);
