@@ -99,6 +99,15 @@ expect_metric_ge() {
     v=$(metric "$1")
     [ -n "$v" ] && [ "$v" -ge "$2" ] || fail "metric $1 = '$v', expected >= $2"
 }
+# wait_metric_ge NAME MIN MESSAGE: wait, bounded (100 x 0.1 s), until metric NAME >= MIN.
+wait_metric_ge() {
+    i=0
+    while [ "$(metric "$1")" -lt "$2" ]; do
+        i=$((i + 1))
+        [ $i -le 100 ] || fail "$3"
+        sleep 0.1
+    done
+}
 expect_log() {
     grep -q -- "$1" srv.log || fail "server log lacks: $1"
 }
@@ -226,33 +235,18 @@ revoke)
     ok "$PK" ca crl --dir pki --out crl.pem.new
     mv crl.pem.new crl.pem
     # Reload on change (the server looks once a second): wait for it, bounded.
-    i=0
-    while [ "$(metric 'fleetkey_crl_reloads_total{result="ok"}')" -lt 1 ]; do
-        i=$((i + 1))
-        [ $i -le 100 ] || fail "CRL not reloaded"
-        sleep 0.1
-    done
+    wait_metric_ge 'fleetkey_crl_reloads_total{result="ok"}' 1 "CRL not reloaded"
     refused_tls --port "$P" $(dev $D1) hello $D1
     expect_metric_ge 'fleetkey_rejections_total{reason="revoked"}' 2
     expect_log "handshake refused: revoked (depth 0 .*certificate revoked"
     touch go1
     # SIGHUP reloads as well.
     kill -HUP "$SRV_PID"
-    i=0
-    while [ "$(metric 'fleetkey_crl_reloads_total{result="ok"}')" -lt 2 ]; do
-        i=$((i + 1))
-        [ $i -le 100 ] || fail "CRL not reloaded on SIGHUP"
-        sleep 0.1
-    done
+    wait_metric_ge 'fleetkey_crl_reloads_total{result="ok"}' 2 "CRL not reloaded on SIGHUP"
     # A damaged CRL file is refused and the previous CRL stays in force.
     echo garbage >crl.pem.new
     mv crl.pem.new crl.pem
-    i=0
-    while [ "$(metric 'fleetkey_crl_reloads_total{result="failed"}')" -lt 1 ]; do
-        i=$((i + 1))
-        [ $i -le 100 ] || fail "damaged CRL not noticed"
-        sleep 0.1
-    done
+    wait_metric_ge 'fleetkey_crl_reloads_total{result="failed"}' 1 "damaged CRL not noticed"
     refused_tls --port "$P" $(dev $D1) hello $D1
     touch go2
     wait $D2_PID || { cat d2.out d2.err >&2; fail "D2's connection did not survive the reloads"; }
