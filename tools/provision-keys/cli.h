@@ -19,6 +19,10 @@ int fk_cli_fail(const struct fk_diag *diag, enum fk_err rc);
 int fk_cli_usage_error(const char *cmd, const char *fmt, ...) FK_PRINTF(2, 3);
 /* Parses a size such as 0x6000 or 24576 into *out. 0 on success, -1 when not a number. */
 int fk_cli_parse_size(const char *s, unsigned long long *out);
+/* Parses the --nvs-size option of generate and batch: a multiple of 4096 from 0x3000 (one
+ * spare page, as the device runtime needs) to 0x100000. Returns 0 and sets *out, or prints
+ * the usage error for cmd and returns FK_EXIT_USAGE. */
+int fk_cli_parse_nvs_size(const char *cmd, const char *arg, unsigned long long *out);
 /* 1 when stderr is a terminal (progress output goes there only then). */
 int fk_cli_stderr_is_tty(void);
 

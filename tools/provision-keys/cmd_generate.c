@@ -265,12 +265,8 @@ int fk_cmd_generate(int argc, char **argv) {
             }
             break;
         case OPT_NVS_SIZE:
-            if (fk_cli_parse_size(optarg, &nvs_size) != 0 || nvs_size % 4096 != 0 ||
-                nvs_size < 0x3000 || nvs_size > 0x100000) {
-                return fk_cli_usage_error("generate",
-                                          "--nvs-size: a multiple of 4096 from "
-                                          "0x3000 to 0x100000, not '%s'",
-                                          optarg);
+            if (fk_cli_parse_nvs_size("generate", optarg, &nvs_size) != 0) {
+                return FK_EXIT_USAGE;
             }
             break;
         case OPT_HELP:

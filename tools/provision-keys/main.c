@@ -114,6 +114,16 @@ int fk_cli_parse_size(const char *s, unsigned long long *out) {
     return 0;
 }
 
+int fk_cli_parse_nvs_size(const char *cmd, const char *arg, unsigned long long *out) {
+    unsigned long long v = 0;
+    if (fk_cli_parse_size(arg, &v) != 0 || v % 4096 != 0 || v < 0x3000 || v > 0x100000) {
+        return fk_cli_usage_error(cmd, "--nvs-size: a multiple of 4096 from 0x3000 to 0x100000, "
+                                       "not '%s'", arg);
+    }
+    *out = v;
+    return 0;
+}
+
 int fk_cli_stderr_is_tty(void) {
     return isatty(STDERR_FILENO);
 }
