@@ -26,7 +26,7 @@
 extern "C" {
 #endif
 
-#define FK_INVENTORY_SCHEMA_VERSION 2
+#define FK_INVENTORY_SCHEMA_VERSION 3
 #define FK_INV_ID_SIZE 32    /* "robot-AABBCCDDEEFF" and other ids, with NUL */
 #define FK_INV_TEXT_SIZE 256 /* names, file names */
 #define FK_INV_TIME_SIZE 21  /* RFC 3339 UTC "2025-01-15T10:30:00Z", "" when unset */
@@ -172,10 +172,12 @@ struct fk_inv_presence {
     char firmware_version[FK_INV_TEXT_SIZE];
     char credential_versions[FK_INV_JSON_SIZE]; /* JSON object as text */
     char posture[FK_INV_JSON_SIZE];             /* JSON object as text, as the device sent it */
+    char ota[FK_INV_JSON_SIZE]; /* hello's "ota" object as compact JSON text (running slot,
+                                   state, version, trusted OTA key fingerprints); "" none */
 };
 
 /* Records that a device connected: inserts or updates its presence row with p's last_seen
- * (or now), peer, firmware version, credential versions and posture; first_seen is set only
+ * (or now), peer, firmware version, credential versions, posture and ota; first_seen is set only
  * by the first call. *first (may be NULL) is set to 1 when the device had no presence row,
  * *posture_changed (may be NULL) to 1 when it had one with a different posture text. The
  * device must exist. Runs in its own transaction unless one is open. Borrows p for the call.
@@ -187,6 +189,31 @@ FK_MUST_CHECK enum fk_err fk_inventory_device_seen(struct fk_inventory *inv,
 FK_MUST_CHECK enum fk_err fk_inventory_presence_get(struct fk_inventory *inv, const char *id,
                                                     struct fk_inv_presence *out,
                                                     struct fk_diag *diag);
+
+/* ---- OTA signing-key rotations (written by fleetkey/rotation.h's start) --------------- */
+#define FK_INV_DER_MAX 1024 /* a DER SubjectPublicKeyInfo (RSA-3072: 422 bytes) */
+
+/* One recorded rotation: the two key fingerprints and the new public key (public material,
+ * kept so fleetkey-server can deliver it to the devices). */
+struct fk_inv_rotation {
+    long long seq; /* 1, 2, ...: later rotations have higher numbers */
+    char old_fpr[FK_INV_FPR_SIZE];
+    char new_fpr[FK_INV_FPR_SIZE];
+    uint8_t new_der[FK_INV_DER_MAX];
+    size_t new_der_len;
+    char started_at[FK_INV_TIME_SIZE];
+};
+
+/* Records a rotation (old_fpr -> new_fpr) with the new key's DER; the same pair again is a
+ * no-op (the first record stays). Runs in its own transaction unless one is open.
+ * FK_OK, FK_E_ARG (empty fingerprint, der empty or longer than FK_INV_DER_MAX), FK_E_DB. */
+FK_MUST_CHECK enum fk_err fk_inventory_rotation_add(struct fk_inventory *inv, const char *old_fpr,
+                                                    const char *new_fpr, const uint8_t *der,
+                                                    size_t der_len, struct fk_diag *diag);
+/* The rotation recorded last. FK_OK, FK_E_NOTFOUND (none ever), FK_E_DB. */
+FK_MUST_CHECK enum fk_err fk_inventory_rotation_last(struct fk_inventory *inv,
+                                                     struct fk_inv_rotation *out,
+                                                     struct fk_diag *diag);
 
 #ifdef __cplusplus
 }

@@ -176,6 +176,12 @@ const char *fk_ota_key_name(const struct fk_ota_key *key);
 FK_MUST_CHECK enum fk_err fk_ota_key_digest(const struct fk_ota_key *key,
                                             uint8_t out[FK_OTA_KEY_DIGEST_LEN]);
 
+/* The public half of a key as DER SubjectPublicKeyInfo (what the device stores in NVS
+ * security/ota_pubkey). FK_OK; FK_E_NOSPACE (*len then says how much is needed);
+ * FK_E_CRYPTO. */
+FK_MUST_CHECK enum fk_err fk_ota_key_public_der(const struct fk_ota_key *key, uint8_t *out,
+                                                size_t cap, size_t *len);
+
 /* The public key of a block (as stored in it) in PEM, for people and for other tools.
  * Writes a NUL-terminated PEM into out. FK_OK; FK_E_ARG (blk not VALID); FK_E_NOSPACE;
  * FK_E_PARSE (the key fields do not form a key, e.g. a point off the curve); FK_E_CRYPTO. */

@@ -48,6 +48,18 @@ struct fk_rot_keys {
     char new_fpr[FK_INV_FPR_SIZE];
 };
 
+#define FK_ROT_DER_MAX 1024 /* a DER SubjectPublicKeyInfo: RSA-3072 is 422 bytes */
+
+/* The rotation `start` recorded last (the one under way, or the one that ended last):
+ * its two keys and the new public key itself, which fleetkey-server delivers to each device
+ * as security/ota_pubkey2 (a public key: not a secret). */
+struct fk_rot_current {
+    struct fk_rot_keys keys;
+    uint8_t new_der[FK_ROT_DER_MAX]; /* DER SubjectPublicKeyInfo of the new key */
+    size_t new_der_len;
+    char started_at[FK_INV_TIME_SIZE];
+};
+
 /* One device's part in the rotation. */
 struct fk_rot_device {
     char id[FK_INV_ID_SIZE];
@@ -82,11 +94,25 @@ void fk_rot_status_free(struct fk_rot_status *s);
 const char *fk_rot_seen_text(const struct fk_rot_device *d, char *buf, size_t size);
 
 /* Step 2: records the new key for every device ("staged"; the old key "active" where no row
- * says so yet). Idempotent. One transaction, one audit row.
- * FK_OK; FK_E_ARG (old == new); FK_E_POLICY (the old or the new key is retired; a device
- * trusts a third key: diag names it); FK_E_DB. */
+ * says so yet) and the rotation itself with the new public key (new_der, DER SPKI, whose
+ * fingerprint must be k->new_fpr), so the server can deliver it. Idempotent. One transaction,
+ * one audit row.
+ * FK_OK; FK_E_ARG (old == new, new_der empty/too long or not the key of new_fpr); FK_E_POLICY
+ * (the old or the new key is retired; a device trusts a third key: diag names it); FK_E_DB. */
 FK_MUST_CHECK enum fk_err fk_rotation_start(struct fk_inventory *inv, const struct fk_rot_keys *k,
+                                            const uint8_t *new_der, size_t new_der_len,
                                             const char *actor, struct fk_diag *diag);
+
+/* The rotation started last. *found = 0 (out zeroed) when none was ever started.
+ * FK_OK, FK_E_DB. */
+FK_MUST_CHECK enum fk_err fk_rotation_current(struct fk_inventory *inv, struct fk_rot_current *out,
+                                              int *found, struct fk_diag *diag);
+
+/* The "sbv2:<hex>" fingerprint of a DER SubjectPublicKeyInfo (RSA-3072, EC P-256/P-384), as
+ * fk_rotation_key_fpr gives for the same key. FK_OK, FK_E_PARSE, FK_E_UNSUPPORTED,
+ * FK_E_CRYPTO. */
+FK_MUST_CHECK enum fk_err fk_rotation_der_fpr(const uint8_t *der, size_t len,
+                                              char out[FK_INV_FPR_SIZE]);
 
 /* Steps 3/4: the device holds and trusts the new key (firmware == 0), or runs new-key-only
  * firmware (firmware == 1: needs the key confirmed and a new-key-only release to exist).

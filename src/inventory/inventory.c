@@ -61,13 +61,14 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_AUDIT_ADD] = "INSERT INTO audit(seq, at, actor, kind, subject, detail, prev_hash, hash)"
                      " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     [ST_SEEN_GET] = "SELECT device_id, first_seen, last_seen, peer, firmware_version,"
-                    " credential_versions, posture FROM device_presence WHERE device_id = ?1",
+                    " credential_versions, posture, ota FROM device_presence WHERE device_id = ?1",
     [ST_SEEN_SET] =
         "INSERT INTO device_presence(device_id, first_seen, last_seen, peer, firmware_version,"
-        " credential_versions, posture) VALUES(?1, ?2, ?2, ?3, ?4, ?5, ?6)"
+        " credential_versions, posture, ota) VALUES(?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7)"
         " ON CONFLICT(device_id) DO UPDATE SET last_seen = excluded.last_seen,"
         " peer = excluded.peer, firmware_version = excluded.firmware_version,"
-        " credential_versions = excluded.credential_versions, posture = excluded.posture",
+        " credential_versions = excluded.credential_versions, posture = excluded.posture,"
+        " ota = excluded.ota",
 };
 
 /* Migrations: entry i takes the schema from version i to i + 1. Append, never edit. */
@@ -118,6 +119,16 @@ static const char *const migrations[] = {
     " firmware_version TEXT,"
     " credential_versions TEXT,"
     " posture TEXT);",
+    /* 2 -> 3 (issue 7): the device's OTA state from hello, and the OTA signing-key rotations
+     * with the new public key the server delivers. */
+    "ALTER TABLE device_presence ADD COLUMN ota TEXT;"
+    "CREATE TABLE ota_rotation("
+    " seq INTEGER PRIMARY KEY,"
+    " old_fpr TEXT NOT NULL,"
+    " new_fpr TEXT NOT NULL,"
+    " new_pubkey BLOB NOT NULL,"
+    " started_at TEXT NOT NULL,"
+    " UNIQUE(old_fpr, new_fpr));",
 };
 #define MIGRATION_COUNT ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -795,6 +806,7 @@ static void read_presence(sqlite3_stmt *s, void *out) {
     col_text(s, 4, p->firmware_version, sizeof p->firmware_version);
     col_text(s, 5, p->credential_versions, sizeof p->credential_versions);
     col_text(s, 6, p->posture, sizeof p->posture);
+    col_text(s, 7, p->ota, sizeof p->ota);
 }
 
 enum fk_err fk_inventory_presence_get(struct fk_inventory *inv, const char *id,
@@ -830,7 +842,8 @@ enum fk_err fk_inventory_device_seen(struct fk_inventory *inv, const struct fk_i
                   bind_text(s, 3, p->peer, 1) == SQLITE_OK &&
                   bind_text(s, 4, p->firmware_version, 1) == SQLITE_OK &&
                   bind_text(s, 5, p->credential_versions, 1) == SQLITE_OK &&
-                  bind_text(s, 6, p->posture, 1) == SQLITE_OK,
+                  bind_text(s, 6, p->posture, 1) == SQLITE_OK &&
+                  bind_text(s, 7, p->ota, 1) == SQLITE_OK,
               db_fail(inv, diag, "bind"));
     int r = sqlite3_step(s);
     FK_ENSURE(r != SQLITE_CONSTRAINT_FOREIGNKEY && r != SQLITE_CONSTRAINT,
@@ -851,5 +864,70 @@ out:
             *posture_changed = changed;
         }
     }
+    return rc;
+}
+
+/* ---- OTA signing-key rotations ----------------------------------------------------------- */
+
+enum fk_err fk_inventory_rotation_add(struct fk_inventory *inv, const char *old_fpr,
+                                      const char *new_fpr, const uint8_t *der, size_t der_len,
+                                      struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    int own = 0;
+    sqlite3_stmt *s = NULL;
+    char now[FK_INV_TIME_SIZE];
+    FK_ENSURE(old_fpr[0] != '\0' && new_fpr[0] != '\0',
+              fk_diag_set(diag, FK_E_ARG, "rotation: both key fingerprints are required"));
+    FK_ENSURE(der != NULL && der_len > 0 && der_len <= FK_INV_DER_MAX,
+              fk_diag_set(diag, FK_E_ARG, "rotation: public key of %zu bytes (1..%u expected)",
+                          der_len, (unsigned)FK_INV_DER_MAX));
+    now_rfc3339(now);
+    FK_GUARD(auto_begin(inv, &own, diag));
+    /* OR IGNORE: start is idempotent, and the first record of a pair is the one that counts */
+    FK_ENSURE(sqlite3_prepare_v2(inv->db,
+                                 "INSERT OR IGNORE INTO ota_rotation(old_fpr, new_fpr, new_pubkey,"
+                                 " started_at) VALUES(?1, ?2, ?3, ?4)",
+                                 -1, &s, NULL) == SQLITE_OK,
+              db_fail(inv, diag, "prepare"));
+    FK_ENSURE(bind_text(s, 1, old_fpr, 0) == SQLITE_OK &&
+                  bind_text(s, 2, new_fpr, 0) == SQLITE_OK &&
+                  sqlite3_bind_blob(s, 3, der, (int)der_len, SQLITE_TRANSIENT) == SQLITE_OK &&
+                  bind_text(s, 4, now, 0) == SQLITE_OK,
+              db_fail(inv, diag, "bind"));
+    FK_ENSURE(sqlite3_step(s) == SQLITE_DONE, db_fail(inv, diag, "rotation add"));
+    rc = FK_OK;
+out:
+    sqlite3_finalize(s);
+    return auto_end(inv, own, rc, diag);
+}
+
+enum fk_err fk_inventory_rotation_last(struct fk_inventory *inv, struct fk_inv_rotation *out,
+                                       struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    sqlite3_stmt *s = NULL;
+    memset(out, 0, sizeof *out);
+    FK_ENSURE(sqlite3_prepare_v2(inv->db,
+                                 "SELECT seq, old_fpr, new_fpr, new_pubkey, started_at"
+                                 " FROM ota_rotation ORDER BY seq DESC LIMIT 1",
+                                 -1, &s, NULL) == SQLITE_OK,
+              db_fail(inv, diag, "prepare"));
+    int r = sqlite3_step(s);
+    FK_ENSURE(r != SQLITE_DONE, fk_diag_set(diag, FK_E_NOTFOUND, "no OTA key rotation recorded"));
+    FK_ENSURE(r == SQLITE_ROW, db_fail(inv, diag, "rotation last"));
+    out->seq = sqlite3_column_int64(s, 0);
+    col_text(s, 1, out->old_fpr, sizeof out->old_fpr);
+    col_text(s, 2, out->new_fpr, sizeof out->new_fpr);
+    const void *blob = sqlite3_column_blob(s, 3);
+    int n = sqlite3_column_bytes(s, 3);
+    /* the file may have been edited by hand: trust no length in it */
+    FK_ENSURE(blob != NULL && n > 0 && (size_t)n <= sizeof out->new_der,
+              fk_diag_set(diag, FK_E_DB, "rotation %lld: stored public key of %d bytes",
+                          out->seq, n));
+    memcpy(out->new_der, blob, (size_t)n);
+    out->new_der_len = (size_t)n;
+    col_text(s, 4, out->started_at, sizeof out->started_at);
+    rc = FK_OK;
+out:
+    sqlite3_finalize(s);
     return rc;
 }

@@ -403,6 +403,24 @@ enum fk_err fk_ota_key_digest(const struct fk_ota_key *key, uint8_t out[FK_OTA_K
                                                                                 : FK_E_CRYPTO;
 }
 
+enum fk_err fk_ota_key_public_der(const struct fk_ota_key *key, uint8_t *out, size_t cap,
+                                  size_t *len) {
+    *len = 0;
+    if (key == NULL || key->pub == NULL) {
+        return FK_E_ARG;
+    }
+    int n = i2d_PUBKEY(key->pub, NULL);
+    if (n <= 0) {
+        return FK_E_CRYPTO;
+    }
+    *len = (size_t)n;
+    if ((size_t)n > cap) {
+        return FK_E_NOSPACE;
+    }
+    unsigned char *p = out;
+    return i2d_PUBKEY(key->pub, &p) == n ? FK_OK : FK_E_CRYPTO;
+}
+
 /* ---- sign / verify primitives ---------------------------------------------------------- */
 
 static enum fk_err set_pss(EVP_PKEY_CTX *ctx) {

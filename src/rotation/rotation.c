@@ -251,8 +251,58 @@ static int on_third(void *user, const struct fk_inv_credential *c) {
     return 0;
 }
 
+enum fk_err fk_rotation_der_fpr(const uint8_t *der, size_t len, char out[FK_INV_FPR_SIZE]) {
+    enum fk_err rc = FK_E_INTERNAL;
+    struct fk_ota_key *key = NULL;
+    char *pem = NULL;
+    static const char head[] = "-----BEGIN PUBLIC KEY-----\n", tail[] = "\n-----END PUBLIC KEY-----\n";
+    out[0] = '\0';
+    FK_ENSURE(der != NULL && len > 0 && len <= FK_ROT_DER_MAX, FK_E_PARSE);
+    size_t b64 = 4 * ((len + 2) / 3) + 1;
+    size_t cap = sizeof head + b64 + sizeof tail;
+    pem = malloc(cap);
+    FK_ENSURE(pem != NULL, FK_E_NOMEM);
+    /* The ota module reads keys as PEM; one base64 line is valid PEM for OpenSSL's reader. */
+    memcpy(pem, head, sizeof head - 1);
+    FK_GUARD(fk_base64_encode(der, len, pem + sizeof head - 1, b64));
+    size_t n = strlen(pem);
+    memcpy(pem + n, tail, sizeof tail);
+    FK_GUARD(fk_ota_key_from_pem((const uint8_t *)pem, strlen(pem), "public key", 0, &key, NULL));
+    FK_GUARD(fk_rotation_key_fpr(key, out));
+    rc = FK_OK;
+out:
+    fk_ota_key_free(key);
+    free(pem);
+    return rc;
+}
+
+enum fk_err fk_rotation_current(struct fk_inventory *inv, struct fk_rot_current *out, int *found,
+                                struct fk_diag *diag) {
+    struct fk_inv_rotation *r = malloc(sizeof *r);
+    enum fk_err rc = FK_E_NOMEM;
+    memset(out, 0, sizeof *out);
+    *found = 0;
+    if (r == NULL) {
+        return rc;
+    }
+    rc = fk_inventory_rotation_last(inv, r, diag);
+    if (rc == FK_OK) {
+        snprintf(out->keys.old_fpr, sizeof out->keys.old_fpr, "%s", r->old_fpr);
+        snprintf(out->keys.new_fpr, sizeof out->keys.new_fpr, "%s", r->new_fpr);
+        memcpy(out->new_der, r->new_der, r->new_der_len);
+        out->new_der_len = r->new_der_len;
+        snprintf(out->started_at, sizeof out->started_at, "%s", r->started_at);
+        *found = 1;
+    } else if (rc == FK_E_NOTFOUND) {
+        rc = FK_OK;
+    }
+    free(r);
+    return rc;
+}
+
 enum fk_err fk_rotation_start(struct fk_inventory *inv, const struct fk_rot_keys *k,
-                              const char *actor, struct fk_diag *diag) {
+                              const uint8_t *new_der, size_t new_der_len, const char *actor,
+                              struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     struct fk_rot_status st;
     unsigned *maxv = NULL;
@@ -260,6 +310,12 @@ enum fk_err fk_rotation_start(struct fk_inventory *inv, const struct fk_rot_keys
     memset(&st, 0, sizeof st);
     FK_ENSURE(strcmp(k->old_fpr, k->new_fpr) != 0,
               fk_diag_set(diag, FK_E_ARG, "the new key is the old key"));
+    char der_fpr[FK_INV_FPR_SIZE];
+    /* The key the server will deliver must be the key the inventory gates on. */
+    FK_ENSURE(fk_rotation_der_fpr(new_der, new_der_len, der_fpr) == FK_OK &&
+                  strcmp(der_fpr, k->new_fpr) == 0,
+              fk_diag_set(diag, FK_E_ARG, "the new public key does not have fingerprint %s",
+                          k->new_fpr));
     FK_GUARD(fk_inventory_begin(inv, diag));
     in_tx = 1;
     FK_GUARD(load(inv, k, &st, &maxv, diag));
@@ -306,6 +362,7 @@ enum fk_err fk_rotation_start(struct fk_inventory *inv, const struct fk_rot_keys
         cJSON_AddNumberToObject(det, "devices", (double)st.n);
         cJSON_AddNumberToObject(det, "staged", (double)added);
     }
+    FK_GUARD(fk_inventory_rotation_add(inv, k->old_fpr, k->new_fpr, new_der, new_der_len, diag));
     FK_GUARD(audit(inv, actor, "ota_rotation.start", k->new_fpr, det, diag));
     FK_GUARD(fk_inventory_commit(inv, diag));
     in_tx = 0;

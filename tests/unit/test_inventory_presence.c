@@ -60,6 +60,7 @@ static void presence_first_then_update_keeps_first_seen(void **state) {
     assert_int_equal(first, 0);
     assert_int_equal(changed, 0);
     snprintf(p.posture, sizeof p.posture, "{\"build\":\"production\"}");
+    snprintf(p.ota, sizeof p.ota, "{\"slot\":\"ota_1\",\"state\":\"valid\"}");
     snprintf(p.last_seen, sizeof p.last_seen, "2026-01-03T00:00:00Z");
     assert_int_equal(fk_inventory_device_seen(inv, &p, &first, &changed, NULL), FK_OK);
     assert_int_equal(first, 0);
@@ -71,6 +72,7 @@ static void presence_first_then_update_keeps_first_seen(void **state) {
     assert_string_equal(got.posture, "{\"build\":\"production\"}");
     assert_string_equal(got.firmware_version, "1.0.0");
     assert_string_equal(got.peer, "127.0.0.1:4000");
+    assert_string_equal(got.ota, "{\"slot\":\"ota_1\",\"state\":\"valid\"}");
     fk_inventory_close(inv);
 }
 

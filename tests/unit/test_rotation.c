@@ -20,6 +20,8 @@
 static struct fk_inventory *inv;
 static struct fk_rot_keys K;
 static char db[1024];
+static uint8_t new_der[FK_ROT_DER_MAX], old_der[FK_ROT_DER_MAX]; /* B and A, DER SPKI */
+static size_t new_der_len, old_der_len;
 
 static struct fk_ota_key *key(const char *name) {
     const char *v = getenv("FK_VECTORS");
@@ -56,6 +58,17 @@ static int setup(void **state) {
     struct fk_ota_key *b = key("key_b.pub.pem");
     assert_int_equal(fk_rotation_key_fpr(a, K.old_fpr), FK_OK);
     assert_int_equal(fk_rotation_key_fpr(b, K.new_fpr), FK_OK);
+    assert_int_equal(fk_ota_key_public_der(b, new_der, sizeof new_der, &new_der_len), FK_OK);
+    assert_int_equal(fk_ota_key_public_der(a, old_der, sizeof old_der, &old_der_len), FK_OK);
+    /* the DER round-trips to the same fingerprint */
+    char fpr[FK_INV_FPR_SIZE];
+    assert_int_equal(fk_rotation_der_fpr(new_der, new_der_len, fpr), FK_OK);
+    assert_string_equal(fpr, K.new_fpr);
+    assert_int_equal(fk_rotation_der_fpr(new_der, new_der_len - 1, fpr), FK_E_PARSE);
+    size_t need = 0;
+    assert_int_equal(fk_ota_key_public_der(b, new_der, 10, &need), FK_E_NOSPACE);
+    assert_int_equal(need, new_der_len);
+    assert_int_equal(fk_ota_key_public_der(b, new_der, sizeof new_der, &new_der_len), FK_OK);
     fk_ota_key_free(a);
     fk_ota_key_free(b);
     /* The fingerprint is the eFuse key digest espsecure computes. */
@@ -110,12 +123,26 @@ static void rotation_refuses_each_early_step_then_completes(void **state) {
     fk_rot_status_free(&st);
     struct fk_rot_keys same = K;
     memcpy(same.new_fpr, same.old_fpr, sizeof same.new_fpr);
-    assert_int_equal(fk_rotation_start(inv, &same, "t", &d), FK_E_ARG);
+    assert_int_equal(fk_rotation_start(inv, &same, new_der, new_der_len, "t", &d), FK_E_ARG);
+    /* the public key handed in must be the key of new_fpr (it is what devices will get) */
+    assert_int_equal(fk_rotation_start(inv, &K, old_der, old_der_len, "t", &d), FK_E_ARG);
+    assert_int_equal(fk_rotation_start(inv, &K, new_der, 0, "t", &d), FK_E_ARG);
     assert_int_equal(audited_refusals(), 3);
+    struct fk_rot_current cur;
+    int found = 1;
+    assert_int_equal(fk_rotation_current(inv, &cur, &found, &d), FK_OK);
+    assert_int_equal(found, 0);
 
     /* Start: every device holds the new key, staged; dual releases allowed. */
-    assert_int_equal(fk_rotation_start(inv, &K, "t", &d), FK_OK);
-    assert_int_equal(fk_rotation_start(inv, &K, "t", &d), FK_OK); /* idempotent */
+    assert_int_equal(fk_rotation_start(inv, &K, new_der, new_der_len, "t", &d), FK_OK);
+    assert_int_equal(fk_rotation_start(inv, &K, new_der, new_der_len, "t", &d), FK_OK);
+    assert_int_equal(fk_rotation_current(inv, &cur, &found, &d), FK_OK);
+    assert_int_equal(found, 1);
+    assert_string_equal(cur.keys.old_fpr, K.old_fpr);
+    assert_string_equal(cur.keys.new_fpr, K.new_fpr);
+    assert_int_equal(cur.new_der_len, new_der_len);
+    assert_memory_equal(cur.new_der, new_der, new_der_len);
+    assert_true(cur.started_at[0] != '\0');
     assert_int_equal(fk_rotation_status(inv, &K, &st, &d), FK_OK);
     assert_int_equal(st.n, 3);
     assert_true(st.started);
@@ -185,7 +212,7 @@ static void rotation_refuses_each_early_step_then_completes(void **state) {
     /* After retirement: dual releases refused, new-only fine, start again refused. */
     assert_int_equal(fk_rotation_gate_release(inv, &K, 0, "t", NULL, &d), FK_E_POLICY);
     assert_int_equal(fk_rotation_gate_release(inv, &K, 1, "t", NULL, &d), FK_OK);
-    assert_int_equal(fk_rotation_start(inv, &K, "t", &d), FK_E_POLICY);
+    assert_int_equal(fk_rotation_start(inv, &K, new_der, new_der_len, "t", &d), FK_E_POLICY);
     assert_int_equal(fk_rotation_retire_old(inv, &K, "t", NULL, &d), FK_OK); /* idempotent */
 
     /* Every step and refusal is in the chain, and the chain holds. */

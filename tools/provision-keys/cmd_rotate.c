@@ -267,7 +267,16 @@ int fk_cmd_rotate(int argc, char **argv) {
         rc = fk_rotation_status(inv, &k, &st, &d);
         ret = rc == FK_OK ? print_status(&st, &k) : fk_cli_fail(&d, rc);
     } else if (strcmp(a.step, "start") == 0) {
-        rc = fk_rotation_start(inv, &k, "provision-keys", &d);
+        uint8_t der[FK_ROT_DER_MAX];
+        size_t der_len = 0;
+        /* the new public key goes into the inventory: fleetkey-server delivers it to the
+         * devices as security/ota_pubkey2 */
+        rc = fk_ota_key_public_der(newk, der, sizeof der, &der_len);
+        if (rc == FK_OK) {
+            rc = fk_rotation_start(inv, &k, der, der_len, "provision-keys", &d);
+        } else {
+            fk_diag_set(&d, rc, "%s: cannot encode the public key", a.new_key);
+        }
         if (rc == FK_OK) {
             printf("rotation started: new key %s recorded (staged) for every device; sign "
                    "releases with sign-release (old + new key)\n",
