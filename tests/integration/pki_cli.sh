@@ -503,6 +503,18 @@ inventory)
     refused "$PK" ca revoke --dir pki --device "$id" --inventory keys/inventory.db
     n2=$(sqlite3 keys/inventory.db "SELECT count(*) FROM audit")
     [ "$n1" = "$n2" ] || fail "a refused revocation was audited"
+    # A name re-issued many times: every one of its live certificates is revoked and each
+    # is recorded (the record once stopped at 64 without saying so).
+    i=0
+    while [ $i -lt 70 ]; do
+        ok "$PK" ca issue --dir pki --mobile bob --replace
+        i=$((i + 1))
+    done
+    ok "$PK" ca revoke --dir pki --mobile bob --inventory keys/inventory.db
+    has out.txt "revoked 70 certificates"
+    n=$(sqlite3 keys/inventory.db "SELECT count(*) FROM audit WHERE kind='pki.cert_revoked'
+        AND subject='bob'")
+    [ "$n" = 70 ] || fail "$n of 70 revocations of bob recorded"
     ;;
 
 *)

@@ -367,8 +367,9 @@ struct revoked_set {
     int kind;
     const char *name;
     int64_t when;
-    struct fk_pki_cert_info items[64];
-    size_t n;
+    struct fk_pki_cert_info *items; /* grows: a name may have been re-issued many times */
+    size_t n, cap;
+    int nomem;
 };
 
 static int collect_revoked(void *user, const struct fk_pki_cert_info *info) {
@@ -378,9 +379,20 @@ static int collect_revoked(void *user, const struct fk_pki_cert_info *info) {
                    ? strcmp(info->serial, set->serial) == 0
                    : ((int)info->kind == set->kind && strcmp(info->name, set->name) == 0 &&
                       info->revoked_at == set->when));
-    if (hit && set->n < sizeof set->items / sizeof set->items[0]) {
-        set->items[set->n++] = *info;
+    if (!hit) {
+        return 0;
     }
+    if (set->n == set->cap) {
+        size_t cap = set->cap != 0 ? 2 * set->cap : 16;
+        struct fk_pki_cert_info *v = realloc(set->items, cap * sizeof *v);
+        if (v == NULL) {
+            set->nomem = 1;
+            return 1; /* stop: an incomplete record would be a silent lie */
+        }
+        set->items = v;
+        set->cap = cap;
+    }
+    set->items[set->n++] = *info;
     return 0;
 }
 
@@ -481,6 +493,9 @@ static int cmd_revoke(int argc, char **argv) {
     }
     if (rc == FK_OK && a.inventory != NULL) {
         rc = fk_pki_list(ca, collect_revoked, set, &diag);
+        if (rc == FK_OK && set->nomem) {
+            rc = fk_diag_set(&diag, FK_E_NOMEM, "out of memory listing the revoked certificates");
+        }
         if (rc == FK_OK) {
             rc = record_in_inventory(a.inventory, set, &diag);
         }
@@ -493,6 +508,7 @@ static int cmd_revoke(int argc, char **argv) {
         }
     }
     fk_pki_ca_free(ca);
+    free(set->items);
     free(set);
     return rc == FK_OK ? FK_EXIT_OK : fk_cli_fail(&diag, rc);
 }
