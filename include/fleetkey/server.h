@@ -48,6 +48,9 @@ struct fk_server_config {
     enum fk_log_level log_level; /* default FK_LOG_INFO */
     int allow_no_crl;         /* development only */
     int status_request;       /* send a `status` request after each welcome (default 0) */
+    char ota_dir[1024];       /* spool directory of update images; "" = "ota" next to the
+                                 inventory file. Created 0700 */
+    unsigned long long ota_max_image; /* largest image POST /api/ota accepts (default 16 MiB) */
 };
 
 /* Fills the defaults above (no paths). Cannot fail. */
@@ -55,7 +58,7 @@ void fk_server_config_init(struct fk_server_config *cfg);
 
 /* Applies one setting by name ("listen", "port", "cert", "key", "ca", "crl", "inventory",
  * "max_connections", "hello_timeout", "ping_interval", "log_level", "allow_no_crl",
- * "status_request"); the
+ * "status_request", "ota_dir", "ota_max_image"); the
  * command line uses the same names as --flags. FK_OK, FK_E_ARG (unknown name, bad value;
  * diag says which), FK_E_TOOBIG (path too long). */
 FK_MUST_CHECK enum fk_err fk_server_config_set(struct fk_server_config *cfg, const char *name,
@@ -103,8 +106,31 @@ enum fk_wss_type {
 #define FK_WSS_FW_MAX 64       /* firmware_version */
 #define FK_WSS_REQID_MAX 36    /* request/response id */
 
-/* A parsed message. Strings are copies, NUL-terminated. For hello, credential_versions and
- * posture are re-serialised compact JSON (what the inventory stores). */
+#define FK_WSS_OTA_KEYS_MAX 8  /* entries of ota.keys / a response body's keys */
+#define FK_WSS_FPR_MAX 79      /* "sbv2:<64 hex>" and longer forms, without NUL */
+
+/* One trusted OTA key as a device reports it: NVS key name -> fingerprint. */
+struct fk_wss_ota_key {
+    char name[33];                 /* "ota_pubkey", "ota_pubkey2" */
+    char fpr[FK_WSS_FPR_MAX + 1];  /* "sbv2:<64 hex>", lower-cased */
+};
+
+/* The "ota" object of hello and of a status response (docs/wss-protocol.md, "OTA state in
+ * hello and in the status body"). Every member is optional; present says the object was. */
+struct fk_wss_ota {
+    int present;
+    char slot[16];
+    char state[16];          /* new, pending_verify, valid, invalid, aborted, undefined */
+    char version[33];
+    long long secure_version; /* -1 when absent */
+    char app_sha256[65];     /* 64 lowercase hex, "" when absent */
+    int updates;             /* -1 absent, 0, 1 */
+    size_t nkeys;
+    struct fk_wss_ota_key keys[FK_WSS_OTA_KEYS_MAX];
+};
+
+/* A parsed message. Strings are copies, NUL-terminated. For hello, credential_versions,
+ * posture and ota are re-serialised compact JSON (what the inventory stores). */
 struct fk_wss_msg {
     enum fk_wss_type type;
     char type_name[FK_WSS_STR_MAX + 1];
@@ -117,6 +143,23 @@ struct fk_wss_msg {
     long long id;  /* ping/pong id */
     char req_id[FK_WSS_REQID_MAX + 1]; /* response */
     int ok;        /* response */
+    /* hello's "ota", or a response body's "ota" (status); ota_json its compact text ("" when
+     * absent). */
+    struct fk_wss_ota ota;
+    char ota_json[FK_WSS_MAX_MESSAGE];
+    /* response: error.code / error.message ("" when absent; message cut to fit) */
+    char err_code[FK_WSS_STR_MAX + 1];
+    char err_msg[FK_WSS_STR_MAX + 1];
+    /* response body members of the OTA kinds; -1 / "" when absent */
+    long long chunk;          /* ota_begin: 1..65536 */
+    long long received;       /* ota_chunk: 0..2^53 */
+    long long secure_version; /* ota_finish */
+    char slot[16];            /* ota_begin, ota_finish */
+    char version[33];         /* ota_finish */
+    char key[FK_WSS_FPR_MAX + 1]; /* ota_finish: the key that verified */
+    int has_keys;             /* ota_key: body.keys was present */
+    size_t nkeys;
+    struct fk_wss_ota_key keys[FK_WSS_OTA_KEYS_MAX];
 };
 
 /* Parses one message (buf, len), at most FK_WSS_MAX_MESSAGE bytes, valid UTF-8, one JSON
@@ -126,6 +169,123 @@ struct fk_wss_msg {
  * FK_E_TOOBIG, FK_E_PARSE. Thread-safe. */
 FK_MUST_CHECK enum fk_err fk_wss_msg_parse(const uint8_t *buf, size_t len, struct fk_wss_msg *out,
                                            int *close_code, struct fk_diag *diag);
+
+/* ---- OTA delivery: the pure parts (src/server/ota.c) ----------------------------------- */
+/* What the server decides for OTA updates and OTA-key rotation, as functions of plain data so
+ * that they are tested without sockets (tests/unit/test_server_ota.c). */
+
+#define FK_OTA_CHUNK 2048u      /* decoded bytes per ota_chunk (docs/wss-protocol.md) */
+#define FK_OTA_MAX_ATTEMPTS 3u  /* ota_begin attempts before a device's transfer is failed */
+#define FK_OTA_SIGNERS_MAX 3u   /* signature blocks in a sector */
+#define FK_OTA_TRUST_MAX 16u
+
+/* A set of key fingerprints ("sbv2:<hex>", compared case-insensitively). */
+struct fk_ota_fprs {
+    size_t n;
+    char fpr[FK_OTA_TRUST_MAX][FK_WSS_FPR_MAX + 1];
+};
+/* Adds fpr unless present or the set is full (then ignored). Cannot fail. */
+void fk_ota_fprs_add(struct fk_ota_fprs *set, const char *fpr);
+int fk_ota_fprs_has(const struct fk_ota_fprs *set, const char *fpr);
+/* The interlock: 1 when the device trusting `trusted` trusts at least one of `signers`. */
+int fk_ota_trusts_any(const struct fk_ota_fprs *trusted, const struct fk_ota_fprs *signers);
+
+/* What the server checked of an uploaded image. */
+struct fk_ota_image_info {
+    uint64_t size;              /* bytes of the signed file (a multiple of 4096, >= 8192) */
+    char sha256[65];            /* SHA-256 of the whole file, hex (ota_begin's "sha256") */
+    char app_sha256[65];        /* the app image's appended SHA-256, hex: what a device
+                                   running it reports as ota.app_sha256 */
+    char version[33];
+    uint32_t secure_version;
+    struct fk_ota_fprs signers; /* "sbv2:<hex>" of each block that verified with its own key */
+};
+
+/* Checks a signed update image (buf, len): an ESP32 app image with an appended SHA-256, padded
+ * to 4096, then a Secure Boot V2 signature sector whose every valid block verifies with the
+ * key it carries (public keys only: this says who signed, not whom to trust). Borrows buf.
+ * FK_OK; FK_E_PARSE / FK_E_TRUNCATED / FK_E_CRC (not such an image), FK_E_VERIFY (no block,
+ * or a block that does not verify), FK_E_UNSUPPORTED (no appended SHA-256); diag says what.
+ * Thread-safe. */
+FK_MUST_CHECK enum fk_err fk_ota_image_check(const uint8_t *buf, size_t len,
+                                             struct fk_ota_image_info *out,
+                                             struct fk_diag *diag);
+
+/* One device's part in an update job. */
+enum fk_ota_tstate {
+    FK_OTA_QUEUED,      /* waiting for the device (or for a new attempt) */
+    FK_OTA_SENDING,     /* ota_begin accepted, chunks flowing */
+    FK_OTA_INSTALLED,   /* ota_finish accepted: the device reboots into it */
+    FK_OTA_CONFIRMED,   /* final: the device runs the image (same app_sha256), state valid */
+    FK_OTA_REFUSED,     /* final: the device refused it (error holds its code) */
+    FK_OTA_ROLLED_BACK, /* final: came back running another image, or it is invalid/aborted */
+    FK_OTA_FAILED,      /* final: transfer errors in FK_OTA_MAX_ATTEMPTS attempts */
+};
+/* "queued", "sending", ...; never NULL. */
+const char *fk_ota_tstate_name(enum fk_ota_tstate st);
+int fk_ota_tstate_final(enum fk_ota_tstate st);
+
+struct fk_ota_target {
+    char device[FK_WSS_ID_MAX + 1];
+    enum fk_ota_tstate state;
+    uint64_t sent;      /* bytes the device acknowledged in this attempt */
+    unsigned attempts;  /* ota_begin requests sent */
+    unsigned chunk;     /* decoded bytes per ota_chunk in this attempt */
+    char error[FK_WSS_STR_MAX + 1]; /* refused/failed/rolled_back: why */
+};
+
+/* Applies a device's report (hello or status "ota") to its target of the job whose app image
+ * hash is app_sha256. Returns 1 when the state changed. A report without "ota" changes
+ * nothing; running the image in state valid confirms (also straight from queued: an
+ * idempotent re-run); after installed, another image or state invalid/aborted is a roll-back;
+ * a transfer interrupted by a reconnect goes back to queued. */
+int fk_ota_target_report(struct fk_ota_target *t, const char *app_sha256,
+                         const struct fk_wss_ota *ota);
+
+/* The request kinds of the OTA channel, and what the server does next. */
+enum fk_ota_action {
+    FK_OTA_ACT_NONE,
+    FK_OTA_ACT_STATUS,      /* status: after a reboot into a job's image (pending_verify) */
+    FK_OTA_ACT_KEY_NEW,     /* ota_key ota_pubkey2: the rotation's new key */
+    FK_OTA_ACT_KEY_PROMOTE, /* ota_key ota_pubkey: the old key is retired */
+    FK_OTA_ACT_ABORT,       /* ota_abort: the device said busy */
+    FK_OTA_ACT_BEGIN,
+    FK_OTA_ACT_CHUNK,
+    FK_OTA_ACT_FINISH,
+};
+const char *fk_ota_action_kind(enum fk_ota_action a); /* "ota_begin"...; "" for NONE */
+
+/* A device's response to the OTA request `a` for target t (of an image of `size` bytes):
+ * ok, the error code ("" when none), and the ints of the body (-1 when absent). Updates t
+ * (state, sent, chunk, attempts, error). Returns 1 when the state changed. *need_abort is set
+ * when the device must get ota_abort before the next ota_begin (busy). */
+int fk_ota_target_response(struct fk_ota_target *t, enum fk_ota_action a, uint64_t size, int ok,
+                           const char *err_code, long long chunk, long long received,
+                           int *need_abort);
+
+/* The connection carrying t's transfer went away (or a request timed out) while sending:
+ * back to queued from byte 0, or failed once FK_OTA_MAX_ATTEMPTS were used. 1 when changed. */
+int fk_ota_target_lost(struct fk_ota_target *t, const char *why);
+
+/* Everything fk_ota_next looks at for one connection. */
+struct fk_ota_view {
+    int has_ota;           /* the device reports "ota" (it runs app images) */
+    int status_due;        /* hello said pending_verify and a job waits on it; no status yet */
+    int rot_active;        /* an OTA-key rotation is under way (new key not retired) */
+    int reports_new;       /* the device reports the rotation's new key (any slot) */
+    int has_trusted_key;   /* the device reports at least one key */
+    int key_new_tried;     /* ota_key ota_pubkey2 already sent on this connection */
+    int old_retired;       /* the rotation's old key is retired */
+    int old_in_primary;    /* the device reports the old key as ota_pubkey */
+    int new_in_secondary;  /* ... and the new one as ota_pubkey2 */
+    int key_promote_tried; /* ota_key ota_pubkey already sent on this connection */
+    int need_abort;        /* the device answered busy: abort first */
+    const struct fk_ota_target *t; /* the device's current update target, or NULL */
+    uint64_t size;         /* its image size */
+};
+/* The next request for a device, in the order docs/wss-protocol.md gives ("What the server
+ * pushes, and when"). Pure. */
+enum fk_ota_action fk_ota_next(const struct fk_ota_view *v);
 
 /* 1 when (buf, len) is well-formed UTF-8 (RFC 3629: no overlongs, no surrogates, <= U+10FFFF). */
 int fk_wss_utf8_valid(const uint8_t *buf, size_t len);

@@ -15,6 +15,7 @@ void fk_server_config_init(struct fk_server_config *cfg) {
     cfg->hello_timeout = 10;
     cfg->ping_interval = 30;
     cfg->log_level = FK_LOG_INFO;
+    cfg->ota_max_image = 16ull * 1024 * 1024;
 }
 
 static enum fk_err set_uint(const char *name, const char *v, unsigned lo, unsigned hi,
@@ -73,6 +74,17 @@ enum fk_err fk_server_config_set(struct fk_server_config *cfg, const char *name,
         enum fk_err rc = set_uint(name, v, 0, 1, &b, diag);
         cfg->status_request = (int)b;
         return rc;
+    } else if (strcmp(name, "ota_dir") == 0) {
+        return set_str(name, v, cfg->ota_dir, sizeof cfg->ota_dir, diag);
+    } else if (strcmp(name, "ota_max_image") == 0) {
+        /* ota_begin requires at least 8192 bytes; 4 GiB is far beyond any ESP32 slot. */
+        unsigned long n = 0;
+        if (fk_parse_ulong(v, 4ul * 1024 * 1024 * 1024, &n) != FK_OK || n < 8192) {
+            return fk_diag_set(diag, FK_E_ARG, "%s: expected bytes in 8192..4294967296, got '%s'",
+                               name, v);
+        }
+        cfg->ota_max_image = n;
+        return FK_OK;
     } else if (strcmp(name, "log_level") == 0) {
         static const char *const names[] = {"debug", "info", "warn", "error"};
         for (int i = 0; i < 4; i++) {

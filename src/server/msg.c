@@ -82,6 +82,110 @@ static enum fk_err print_compact(const cJSON *it, char *out, size_t size, const 
     return FK_OK;
 }
 
+/* An integer member in [lo, hi] (JSON numbers are doubles: exact integers only). */
+static enum fk_err get_int(const cJSON *o, const char *name, double lo, double hi,
+                           long long *out, struct fk_diag *diag) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (it == NULL) {
+        return FK_OK;
+    }
+    if (!cJSON_IsNumber(it) || it->valuedouble < lo || it->valuedouble > hi ||
+        it->valuedouble != (double)(long long)it->valuedouble) {
+        return fk_diag_set(diag, FK_E_PARSE, "\"%s\" is not an integer in %.0f..%.0f", name, lo,
+                           hi);
+    }
+    *out = (long long)it->valuedouble;
+    return FK_OK;
+}
+
+static enum fk_err opt_str(const cJSON *o, const char *name, char *out, size_t size,
+                           struct fk_diag *diag) {
+    enum fk_err rc = get_str(o, name, out, size, 0, diag);
+    return rc == FK_E_NOTFOUND ? FK_OK : rc;
+}
+
+static void lower(char *s) {
+    for (; *s != '\0'; s++) {
+        if (*s >= 'A' && *s <= 'Z') {
+            *s = (char)(*s - 'A' + 'a');
+        }
+    }
+}
+
+/* "keys": NVS key name -> "sbv2:<hex>" (docs/wss-protocol.md), at most FK_WSS_OTA_KEYS_MAX. */
+static enum fk_err parse_keys(const cJSON *keys, struct fk_wss_ota_key *out, size_t *n,
+                              struct fk_diag *diag) {
+    const cJSON *e = NULL;
+    *n = 0;
+    if (!cJSON_IsObject(keys)) {
+        return fk_diag_set(diag, FK_E_PARSE, "\"keys\" is not an object");
+    }
+    cJSON_ArrayForEach(e, keys) {
+        if (*n >= FK_WSS_OTA_KEYS_MAX) {
+            return fk_diag_set(diag, FK_E_PARSE, "more than %u OTA keys", FK_WSS_OTA_KEYS_MAX);
+        }
+        size_t kl = e->string != NULL ? strlen(e->string) : 0;
+        if (kl < 1 || kl >= sizeof out[0].name) {
+            return fk_diag_set(diag, FK_E_PARSE, "OTA key name length not in 1..32");
+        }
+        if (!cJSON_IsString(e) || e->valuestring == NULL || e->valuestring[0] == '\0' ||
+            strlen(e->valuestring) >= sizeof out[0].fpr) {
+            return fk_diag_set(diag, FK_E_PARSE, "OTA key '%s' is not a fingerprint string",
+                               e->string);
+        }
+        memcpy(out[*n].name, e->string, kl + 1);
+        memcpy(out[*n].fpr, e->valuestring, strlen(e->valuestring) + 1);
+        lower(out[*n].fpr);
+        ++*n;
+    }
+    return FK_OK;
+}
+
+static int is_hex64(const char *s) {
+    if (strlen(s) != 64) {
+        return 0;
+    }
+    for (size_t i = 0; i < 64; i++) {
+        char c = s[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The "ota" object (docs/wss-protocol.md, "OTA state in hello and in the status body"):
+ * each member typed, each optional; the object re-serialised compact for the inventory. */
+static enum fk_err parse_ota(const cJSON *o, struct fk_wss_msg *m, struct fk_diag *diag) {
+    enum fk_err rc = FK_E_PARSE;
+    struct fk_wss_ota *ota = &m->ota;
+    const cJSON *it = NULL;
+    FK_ENSURE(cJSON_IsObject(o), fk_diag_set(diag, FK_E_PARSE, "\"ota\" is not an object"));
+    ota->present = 1;
+    FK_GUARD(opt_str(o, "slot", ota->slot, sizeof ota->slot, diag));
+    FK_GUARD(opt_str(o, "state", ota->state, sizeof ota->state, diag));
+    FK_GUARD(opt_str(o, "version", ota->version, sizeof ota->version, diag));
+    FK_GUARD(get_int(o, "secure_version", 0, 4294967295.0, &ota->secure_version, diag));
+    FK_GUARD(opt_str(o, "app_sha256", ota->app_sha256, sizeof ota->app_sha256, diag));
+    FK_ENSURE(ota->app_sha256[0] == '\0' || is_hex64(ota->app_sha256),
+              fk_diag_set(diag, FK_E_PARSE, "\"ota.app_sha256\" is not 64 hex digits"));
+    lower(ota->app_sha256);
+    it = cJSON_GetObjectItemCaseSensitive(o, "updates");
+    if (it != NULL) {
+        FK_ENSURE(cJSON_IsBool(it),
+                  fk_diag_set(diag, FK_E_PARSE, "\"ota.updates\" is not a boolean"));
+        ota->updates = cJSON_IsTrue(it);
+    }
+    it = cJSON_GetObjectItemCaseSensitive(o, "keys");
+    if (it != NULL) {
+        FK_GUARD(parse_keys(it, ota->keys, &ota->nkeys, diag));
+    }
+    FK_GUARD(print_compact(o, m->ota_json, sizeof m->ota_json, "ota", diag));
+    rc = FK_OK;
+out:
+    return rc;
+}
+
 static enum fk_err parse_hello(const cJSON *o, struct fk_wss_msg *m, struct fk_diag *diag) {
     enum fk_err rc = FK_E_PARSE;
     FK_GUARD(get_str(o, "device_id", m->device_id, sizeof m->device_id, 1, diag));
@@ -120,6 +224,10 @@ static enum fk_err parse_hello(const cJSON *o, struct fk_wss_msg *m, struct fk_d
         FK_ENSURE(cJSON_IsBool(e), fk_diag_set(diag, FK_E_PARSE, "posture rule not a boolean"));
     }
     FK_GUARD(print_compact(p, m->posture, sizeof m->posture, "posture", diag));
+    const cJSON *ota = cJSON_GetObjectItemCaseSensitive(o, "ota");
+    if (ota != NULL) {
+        FK_GUARD(parse_ota(ota, m, diag));
+    }
     rc = FK_OK;
 out:
     return rc;
@@ -137,6 +245,44 @@ static enum fk_err parse_ping_id(const cJSON *o, struct fk_wss_msg *m, struct fk
     m->has_id = 1;
     m->id = id->valueint;
     return FK_OK;
+}
+
+/* The body members of the OTA kinds' answers (docs/wss-protocol.md, "Request kinds for
+ * updates and OTA keys"). The parser does not know which request a response answers, so each
+ * member is checked by its name wherever it appears; the names do not collide. */
+static enum fk_err parse_body(const cJSON *b, struct fk_wss_msg *m, struct fk_diag *diag) {
+    enum fk_err rc = FK_E_PARSE;
+    FK_GUARD(get_int(b, "chunk", 1, 65536, &m->chunk, diag));
+    FK_GUARD(get_int(b, "received", 0, 9007199254740992.0, &m->received, diag));
+    FK_GUARD(get_int(b, "secure_version", 0, 4294967295.0, &m->secure_version, diag));
+    FK_GUARD(opt_str(b, "slot", m->slot, sizeof m->slot, diag));
+    FK_GUARD(opt_str(b, "version", m->version, sizeof m->version, diag));
+    FK_GUARD(opt_str(b, "key", m->key, sizeof m->key, diag));
+    lower(m->key);
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(b, "reboot");
+    FK_ENSURE(it == NULL || cJSON_IsBool(it),
+              fk_diag_set(diag, FK_E_PARSE, "\"reboot\" is not a boolean"));
+    it = cJSON_GetObjectItemCaseSensitive(b, "keys");
+    if (it != NULL) {
+        m->has_keys = 1;
+        FK_GUARD(parse_keys(it, m->keys, &m->nkeys, diag));
+    }
+    /* status: the members of hello; only "ota" is used, the rest typed as in hello. */
+    char fw[FK_WSS_FW_MAX + 1];
+    FK_GUARD(opt_str(b, "firmware_version", fw, sizeof fw, diag));
+    it = cJSON_GetObjectItemCaseSensitive(b, "credential_versions");
+    FK_ENSURE(it == NULL || cJSON_IsObject(it),
+              fk_diag_set(diag, FK_E_PARSE, "\"credential_versions\" is not an object"));
+    it = cJSON_GetObjectItemCaseSensitive(b, "posture");
+    FK_ENSURE(it == NULL || cJSON_IsObject(it),
+              fk_diag_set(diag, FK_E_PARSE, "\"posture\" is not an object"));
+    it = cJSON_GetObjectItemCaseSensitive(b, "ota");
+    if (it != NULL) {
+        FK_GUARD(parse_ota(it, m, diag));
+    }
+    rc = FK_OK;
+out:
+    return rc;
 }
 
 static enum fk_err parse_response(const cJSON *o, struct fk_wss_msg *m, struct fk_diag *diag) {
@@ -157,7 +303,24 @@ static enum fk_err parse_response(const cJSON *o, struct fk_wss_msg *m, struct f
     if (err != NULL && !cJSON_IsObject(err)) {
         return fk_diag_set(diag, FK_E_PARSE, "response \"error\" is not an object");
     }
-    return FK_OK;
+    if (err != NULL) {
+        rc = opt_str(err, "code", m->err_code, sizeof m->err_code, diag);
+        if (rc != FK_OK) {
+            return rc;
+        }
+        /* The message is for people: cut to fit rather than refused when long. */
+        const cJSON *msg = cJSON_GetObjectItemCaseSensitive(err, "message");
+        if (msg != NULL && !cJSON_IsString(msg)) {
+            return fk_diag_set(diag, FK_E_PARSE, "\"error.message\" is not a string");
+        }
+        if (msg != NULL && msg->valuestring != NULL) {
+            snprintf(m->err_msg, sizeof m->err_msg, "%s", msg->valuestring);
+        }
+    }
+    if (!m->ok && m->err_code[0] == '\0') {
+        snprintf(m->err_code, sizeof m->err_code, "unspecified");
+    }
+    return body != NULL ? parse_body(body, m, diag) : FK_OK;
 }
 
 enum fk_err fk_wss_msg_parse(const uint8_t *buf, size_t len, struct fk_wss_msg *m,
@@ -165,6 +328,9 @@ enum fk_err fk_wss_msg_parse(const uint8_t *buf, size_t len, struct fk_wss_msg *
     enum fk_err rc = FK_E_PARSE;
     cJSON *root = NULL;
     memset(m, 0, sizeof *m);
+    m->ota.secure_version = -1;
+    m->ota.updates = -1;
+    m->chunk = m->received = m->secure_version = -1;
     *close_code = FK_WSS_CLOSE_INVALID;
     if (len > FK_WSS_MAX_MESSAGE) {
         *close_code = FK_WSS_CLOSE_TOO_BIG;

@@ -22,6 +22,7 @@
 #include "fleetkey/server.h"
 
 #include "fleetkey/inventory.h"
+#include "fleetkey/rotation.h"
 
 #include <cjson/cJSON.h>
 #include <libwebsockets.h>
@@ -39,7 +40,9 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <fcntl.h>
 #include <time.h>
+#include <unistd.h>
 
 #define OUTQ_MAX 8 /* queued messages per connection before it is closed as a flood */
 
@@ -84,11 +87,45 @@ struct session {
     int closing; /* close frame queued: log and count once */
     char pending[FK_WSS_REQID_MAX + 1]; /* id of the outstanding request, "" when none */
     time_t pending_since;
+    /* OTA delivery (docs/wss-protocol.md, "What the server pushes, and when") */
+    enum fk_ota_action pending_act; /* what the outstanding request is */
+    struct fk_wss_ota ota;          /* the device's last report (hello, status, ota_key) */
+    struct ota_job *job;            /* the job of target, when target is set */
+    struct fk_ota_target *target;   /* the update this connection works on, or NULL */
+    int status_sent;                /* status_request = 1: the one status was sent */
+    int status_due;                 /* rebooted into a job's image: ask status first */
+    int key_new_tried, key_promote_tried, need_abort;
+    int rot_confirmed;              /* fk_rotation_confirm done (or not needed) here */
+};
+
+/* One update job: an image in the spool directory and one target per device. Jobs live as long
+ * as the server (v1: not persisted; the audit log keeps what happened). */
+struct ota_job {
+    char id[16];
+    char created_at[FK_INV_TIME_SIZE];
+    char operator_name[FK_WSS_ID_MAX + 1];
+    char path[1200];
+    int fd; /* the spool file, read with pread for each chunk */
+    struct fk_ota_image_info info;
+    size_t n;
+    struct fk_ota_target *t;
+    char (*updated)[FK_INV_TIME_SIZE]; /* per target: when its state last changed */
 };
 
 struct http_sess {
     unsigned char *buf; /* LWS_PRE + body */
     size_t len;
+    /* POST /api/ota in progress */
+    int upload;        /* 1 while the body is being spooled */
+    int refused;       /* answered before the body ended: the rest is discarded */
+    int fd;            /* temp file in ota_dir when has_fd (zeroed memory: fd 0 is not ours) */
+    int has_fd;
+    char tmp[1100];
+    unsigned long long clen, got;
+    int all;           /* ?all=1 */
+    char (*ids)[FK_WSS_ID_MAX + 1]; /* ?device=ID..., deduplicated */
+    size_t nids;
+    char operator_name[FK_WSS_ID_MAX + 1];
 };
 
 struct fk_server {
@@ -113,6 +150,14 @@ struct fk_server {
     unsigned long long crl_reloads, crl_reload_failures;
     unsigned long long requests, responses, request_timeouts;
     int load_error; /* set when LOAD_EXTRA could not configure TLS */
+    /* OTA */
+    char ota_dir[1024];
+    struct ota_job **jobs;
+    size_t njobs, jobs_cap;
+    struct fk_rot_current rot; /* the rotation started last, re-read once a second */
+    int rot_found, rot_old_retired, rot_new_retired;
+    unsigned long long ota_bytes, ota_states[FK_OTA_FAILED + 1], ota_keys[2],
+        ota_uploads_refused;
 };
 
 static int ctx_idx = -1; /* SSL_CTX ex_data: struct fk_server * */
@@ -482,6 +527,434 @@ static int close_now(struct session *s, struct lws *wsi, int code, const char *w
     return -1;
 }
 
+/* ---- OTA delivery: jobs, pushes, key rotation (docs/wss-protocol.md) -------------------- */
+
+/* A device-supplied string made safe for one log line: printable ASCII only. */
+static const char *log_safe(const char *in, char *out, size_t size) {
+    size_t i = 0;
+    for (; in[i] != '\0' && i + 1 < size; i++) {
+        out[i] = in[i] >= 0x20 && in[i] < 0x7f ? in[i] : '?';
+    }
+    out[i] = '\0';
+    return out;
+}
+
+/* The rotation state, re-read from the inventory (operators run `provision-keys rotate` on
+ * the same file while the server runs). On a database error the previous view stays. */
+static void rot_refresh(struct fk_server *srv) {
+    struct fk_rot_current cur;
+    int found = 0, old_ret = 0, new_ret = 0;
+    struct fk_diag d;
+    fk_diag_init(&d);
+    if (fk_rotation_current(srv->inv, &cur, &found, &d) != FK_OK ||
+        (found && (fk_rotation_key_retired(srv->inv, cur.keys.old_fpr, &old_ret, &d) != FK_OK ||
+                   fk_rotation_key_retired(srv->inv, cur.keys.new_fpr, &new_ret, &d) != FK_OK))) {
+        fk_log(FK_LOG_DEBUG, "server: rotation state not read (kept): %s", d.msg);
+        return;
+    }
+    if (found && (!srv->rot_found || strcmp(cur.keys.new_fpr, srv->rot.keys.new_fpr) != 0)) {
+        fk_log(FK_LOG_INFO, "server: OTA-key rotation %s -> %s under way", cur.keys.old_fpr,
+               cur.keys.new_fpr);
+    }
+    srv->rot = cur;
+    srv->rot_found = found;
+    srv->rot_old_retired = old_ret;
+    srv->rot_new_retired = new_ret;
+}
+
+/* Does the report list fpr (under NVS key name, or under any name when name is NULL)? */
+static int reports_key(const struct fk_wss_ota *o, const char *name, const char *fpr) {
+    for (size_t i = 0; i < o->nkeys; i++) {
+        if ((name == NULL || strcmp(o->keys[i].name, name) == 0) &&
+            strcasecmp(o->keys[i].fpr, fpr) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+struct cred_find {
+    const char *kind;
+    const char *fpr;
+    int active;
+};
+
+static int cred_find_active(void *user, const struct fk_inv_credential *c) {
+    struct cred_find *f = user;
+    if (strcmp(c->kind, f->kind) == 0 && strcasecmp(c->fingerprint, f->fpr) == 0 &&
+        strcmp(c->state, "active") == 0) {
+        f->active = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* 1 when the device's credential (kind, fpr) is already "active" in the inventory: then
+ * fk_rotation_confirm has nothing to do (and would audit a second confirm). -1 on error. */
+static int cred_active(struct fk_server *srv, const char *id, const char *kind, const char *fpr) {
+    struct cred_find f = {kind, fpr, 0};
+    if (fk_inventory_credential_list(srv->inv, id, cred_find_active, &f, NULL) != FK_OK) {
+        return -1;
+    }
+    return f.active;
+}
+
+/* Records in the inventory that a device holds the rotation's new key (firmware 0) or runs
+ * an image signed by the new key only (firmware 1). Once per fact: already active rows are
+ * skipped; FK_E_STATE (gate not met) is logged, fk_rotation_confirm audits the refusal. */
+static void rot_confirm(struct fk_server *srv, const char *id, int firmware) {
+    const char *kind = firmware ? FK_ROT_KIND_FW : FK_ROT_KIND_KEY;
+    if (!srv->rot_found || cred_active(srv, id, kind, srv->rot.keys.new_fpr) != 0) {
+        return;
+    }
+    struct fk_diag d;
+    fk_diag_init(&d);
+    enum fk_err rc = fk_rotation_confirm(srv->inv, &srv->rot.keys, id, firmware,
+                                         "fleetkey-server", &d);
+    if (rc == FK_OK) {
+        fk_log(FK_LOG_INFO, "server: %s: rotation %s confirmed (%s)", id,
+               firmware ? "firmware" : "key", srv->rot.keys.new_fpr);
+    } else {
+        fk_log(rc == FK_E_STATE ? FK_LOG_INFO : FK_LOG_WARN,
+               "server: %s: rotation %s not confirmed: %s", id, firmware ? "firmware" : "key",
+               d.msg[0] ? d.msg : fk_strerror(rc));
+    }
+}
+
+static const char *const state_audit[FK_OTA_FAILED + 1] = {
+    "device.ota_queued",    NULL, "device.ota_installed", "device.ota_confirmed",
+    "device.ota_refused", "device.ota_rolled_back", "device.ota_failed"};
+
+static void audit_target(struct fk_server *srv, const struct ota_job *job,
+                         const struct fk_ota_target *t, const char *kind, const char *actor) {
+    char detail[512];
+    struct fk_diag d;
+    fk_diag_init(&d);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "job", job->id);
+    cJSON_AddStringToObject(o, "version", job->info.version);
+    char pre[17];
+    snprintf(pre, sizeof pre, "%.16s", job->info.sha256);
+    cJSON_AddStringToObject(o, "sha256", pre);
+    if (t->error[0] != '\0') {
+        cJSON_AddStringToObject(o, "error", t->error);
+    }
+    if (!cJSON_PrintPreallocated(o, detail, (int)sizeof detail, 0)) {
+        snprintf(detail, sizeof detail, "{}");
+    }
+    cJSON_Delete(o);
+    if (fk_inventory_audit_append(srv->inv, actor, kind, t->device, detail, &d) != FK_OK) {
+        fk_log(FK_LOG_WARN, "server: %s: audit %s not written: %s", t->device, kind, d.msg);
+    }
+}
+
+/* A target changed state: log, count, audit, and the rotation's firmware confirmation. */
+static void target_changed(struct fk_server *srv, struct ota_job *job, struct fk_ota_target *t,
+                           enum fk_ota_tstate was) {
+    size_t idx = (size_t)(t - job->t);
+    fk_time_rfc3339((long long)time(NULL), job->updated[idx]);
+    srv->ota_states[t->state]++;
+    char why[FK_WSS_STR_MAX + 1];
+    fk_log(fk_ota_tstate_final(t->state) && t->state != FK_OTA_CONFIRMED ? FK_LOG_WARN
+                                                                         : FK_LOG_INFO,
+           "server: ota %s: %s: %s -> %s%s%s", job->id, t->device, fk_ota_tstate_name(was),
+           fk_ota_tstate_name(t->state), t->error[0] ? ": " : "",
+           log_safe(t->error, why, sizeof why));
+    if (state_audit[t->state] != NULL && t->state != FK_OTA_QUEUED) {
+        audit_target(srv, job, t, state_audit[t->state], "fleetkey-server");
+    }
+    /* An image signed ONLY by the rotation's new key, running valid: the device is on
+     * new-key-only firmware (rotation step 5). */
+    if (t->state == FK_OTA_CONFIRMED && srv->rot_found && job->info.signers.n == 1 &&
+        strcasecmp(job->info.signers.fpr[0], srv->rot.keys.new_fpr) == 0) {
+        rot_confirm(srv, t->device, 1);
+    }
+}
+
+/* The first job (in creation order) with a target for id that is not final. */
+static struct fk_ota_target *find_target(struct fk_server *srv, const char *id,
+                                         struct ota_job **jobp) {
+    for (size_t j = 0; j < srv->njobs; j++) {
+        struct ota_job *job = srv->jobs[j];
+        for (size_t i = 0; i < job->n; i++) {
+            if (!fk_ota_tstate_final(job->t[i].state) && strcmp(job->t[i].device, id) == 0) {
+                *jobp = job;
+                return &job->t[i];
+            }
+        }
+    }
+    *jobp = NULL;
+    return NULL;
+}
+
+/* Applies a report (hello or status "ota") to every open target of the device. */
+static void apply_report(struct session *s, const struct fk_wss_ota *ota) {
+    struct fk_server *srv = s->srv;
+    for (size_t j = 0; j < srv->njobs; j++) {
+        struct ota_job *job = srv->jobs[j];
+        for (size_t i = 0; i < job->n; i++) {
+            struct fk_ota_target *t = &job->t[i];
+            if (strcmp(t->device, s->id) != 0) {
+                continue;
+            }
+            enum fk_ota_tstate was = t->state;
+            if (fk_ota_target_report(t, job->info.app_sha256, ota)) {
+                target_changed(srv, job, t, was);
+            }
+        }
+    }
+    s->target = find_target(srv, s->id, &s->job);
+}
+
+static int send_request(struct session *s, enum fk_ota_action a, cJSON *body) {
+    struct fk_server *srv = s->srv;
+    /* One outstanding request per connection (docs/wss-protocol.md); ids are unique per
+     * server run, so also per connection. */
+    snprintf(s->pending, sizeof s->pending, "r-%06llu", ++srv->requests);
+    s->pending_since = time(NULL);
+    s->pending_act = a;
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddStringToObject(r, "type", "request");
+    cJSON_AddStringToObject(r, "id", s->pending);
+    cJSON_AddStringToObject(r, "kind", a == FK_OTA_ACT_NONE ? "status" : fk_ota_action_kind(a));
+    cJSON_AddItemToObject(r, "body", body != NULL ? body : cJSON_CreateObject());
+    return enqueue_json(s, s->wsi, r) == 0 ? 0 : -1;
+}
+
+static cJSON *key_body(struct fk_server *srv, const char *slot) {
+    char der[2 * FK_ROT_DER_MAX];
+    if (fk_base64_encode(srv->rot.new_der, srv->rot.new_der_len, der, sizeof der) != FK_OK) {
+        return NULL;
+    }
+    cJSON *b = cJSON_CreateObject();
+    cJSON_AddStringToObject(b, "slot", slot);
+    cJSON_AddStringToObject(b, "der", der);
+    cJSON_AddStringToObject(b, "fingerprint", srv->rot.keys.new_fpr);
+    return b;
+}
+
+/* After welcome and after each response: at most one next request, in the protocol's order. */
+static int push_next(struct session *s) {
+    struct fk_server *srv = s->srv;
+    if (!s->hello_done || s->pending[0] != '\0' || s->close_code != 0 || s->closing) {
+        return 0;
+    }
+    if (srv->cfg.status_request && !s->status_sent) {
+        s->status_sent = 1;
+        return send_request(s, FK_OTA_ACT_STATUS, NULL);
+    }
+    if (s->target == NULL || fk_ota_tstate_final(s->target->state)) {
+        s->target = find_target(srv, s->id, &s->job);
+    }
+    const char *newf = srv->rot.keys.new_fpr, *oldf = srv->rot.keys.old_fpr;
+    struct fk_ota_view v;
+    memset(&v, 0, sizeof v);
+    v.has_ota = s->ota.present;
+    v.status_due = s->status_due;
+    v.rot_active = srv->rot_found && !srv->rot_new_retired && srv->rot.new_der_len > 0;
+    v.reports_new = v.rot_active && reports_key(&s->ota, NULL, newf);
+    v.has_trusted_key = s->ota.nkeys > 0;
+    v.key_new_tried = s->key_new_tried;
+    v.old_retired = srv->rot_old_retired;
+    v.old_in_primary = v.rot_active && reports_key(&s->ota, "ota_pubkey", oldf);
+    v.new_in_secondary = v.rot_active && reports_key(&s->ota, "ota_pubkey2", newf);
+    v.key_promote_tried = s->key_promote_tried;
+    v.need_abort = s->need_abort;
+    v.t = s->target;
+    v.size = s->job != NULL ? s->job->info.size : 0;
+    enum fk_ota_action a = fk_ota_next(&v);
+    cJSON *b = NULL;
+    switch (a) {
+    case FK_OTA_ACT_NONE:
+        return 0;
+    case FK_OTA_ACT_STATUS:
+        s->status_due = 0;
+        break;
+    case FK_OTA_ACT_KEY_NEW:
+    case FK_OTA_ACT_KEY_PROMOTE:
+        if (a == FK_OTA_ACT_KEY_NEW) {
+            s->key_new_tried = 1;
+        } else {
+            s->key_promote_tried = 1;
+        }
+        b = key_body(srv, a == FK_OTA_ACT_KEY_NEW ? "ota_pubkey2" : "ota_pubkey");
+        if (b == NULL) {
+            return 0;
+        }
+        fk_log(FK_LOG_INFO, "server: %s %s: sending OTA key %s as %s", s->peer, s->id, newf,
+               a == FK_OTA_ACT_KEY_NEW ? "ota_pubkey2" : "ota_pubkey");
+        break;
+    case FK_OTA_ACT_ABORT:
+    case FK_OTA_ACT_FINISH:
+        break;
+    case FK_OTA_ACT_BEGIN:
+        s->target->attempts++;
+        b = cJSON_CreateObject();
+        cJSON_AddNumberToObject(b, "size", (double)s->job->info.size);
+        cJSON_AddStringToObject(b, "sha256", s->job->info.sha256);
+        cJSON_AddStringToObject(b, "version", s->job->info.version);
+        fk_log(FK_LOG_INFO, "server: ota %s: %s: ota_begin, %llu bytes, version %s (attempt %u)",
+               s->job->id, s->id, (unsigned long long)s->job->info.size, s->job->info.version,
+               s->target->attempts);
+        break;
+    case FK_OTA_ACT_CHUNK: {
+        uint8_t data[FK_OTA_CHUNK];
+        char b64[4 * (FK_OTA_CHUNK / 3 + 1) + 1];
+        uint64_t off = s->target->sent;
+        size_t n = s->target->chunk;
+        if (n == 0 || n > FK_OTA_CHUNK) {
+            n = FK_OTA_CHUNK;
+        }
+        if (n > s->job->info.size - off) {
+            n = (size_t)(s->job->info.size - off);
+        }
+        ssize_t r = pread(s->job->fd, data, n, (off_t)off);
+        if (r != (ssize_t)n || fk_base64_encode(data, n, b64, sizeof b64) != FK_OK) {
+            enum fk_ota_tstate was = s->target->state;
+            s->target->attempts = FK_OTA_MAX_ATTEMPTS;
+            if (fk_ota_target_lost(s->target, "spool file unreadable")) {
+                target_changed(srv, s->job, s->target, was);
+            }
+            return 0;
+        }
+        b = cJSON_CreateObject();
+        cJSON_AddNumberToObject(b, "offset", (double)off);
+        cJSON_AddStringToObject(b, "data", b64);
+        srv->ota_bytes += n;
+        break;
+    }
+    }
+    return send_request(s, a, b);
+}
+
+/* A response to one of our requests (already matched to s->pending). */
+static void on_push_response(struct session *s, const struct fk_wss_msg *m) {
+    struct fk_server *srv = s->srv;
+    enum fk_ota_action a = s->pending_act;
+    char code[FK_WSS_STR_MAX + 1], msg[FK_WSS_STR_MAX + 1];
+    log_safe(m->err_code, code, sizeof code);
+    log_safe(m->err_msg, msg, sizeof msg);
+    switch (a) {
+    case FK_OTA_ACT_STATUS:
+        if (m->ok && m->ota.present) {
+            s->ota = m->ota;
+            apply_report(s, &m->ota);
+        }
+        break;
+    case FK_OTA_ACT_KEY_NEW:
+    case FK_OTA_ACT_KEY_PROMOTE: {
+        const char *slot = a == FK_OTA_ACT_KEY_NEW ? "ota_pubkey2" : "ota_pubkey";
+        if (!m->ok) {
+            fk_log(FK_LOG_WARN, "server: %s %s: ota_key %s refused: %s (%s)", s->peer, s->id,
+                   slot, code, msg);
+            break;
+        }
+        if (m->has_keys) {
+            s->ota.nkeys = m->nkeys;
+            memcpy(s->ota.keys, m->keys, sizeof s->ota.keys);
+        }
+        srv->ota_keys[a == FK_OTA_ACT_KEY_NEW ? 0 : 1]++;
+        fk_log(FK_LOG_INFO, "server: %s %s: ota_key %s %s accepted", s->peer, s->id, slot,
+               srv->rot.keys.new_fpr);
+        char detail[256];
+        snprintf(detail, sizeof detail, "{\"slot\":\"%s\",\"fingerprint\":\"%s\"}", slot,
+                 srv->rot.keys.new_fpr);
+        struct fk_diag d;
+        fk_diag_init(&d);
+        if (fk_inventory_audit_append(srv->inv, "fleetkey-server", "device.ota_key_delivered",
+                                      s->id, detail, &d) != FK_OK) {
+            fk_log(FK_LOG_WARN, "server: %s: audit not written: %s", s->id, d.msg);
+        }
+        if (reports_key(&s->ota, NULL, srv->rot.keys.new_fpr) && !s->rot_confirmed) {
+            s->rot_confirmed = 1;
+            rot_confirm(srv, s->id, 0);
+        }
+        break;
+    }
+    case FK_OTA_ACT_ABORT:
+        s->need_abort = 0;
+        break;
+    case FK_OTA_ACT_BEGIN:
+    case FK_OTA_ACT_CHUNK:
+    case FK_OTA_ACT_FINISH: {
+        struct fk_ota_target *t = s->target;
+        if (t == NULL || s->job == NULL) {
+            break;
+        }
+        if (!m->ok) {
+            fk_log(FK_LOG_WARN, "server: ota %s: %s: %s refused: %s (%s)", s->job->id, s->id,
+                   fk_ota_action_kind(a), code, msg);
+        } else if (a == FK_OTA_ACT_FINISH) {
+            char key[FK_WSS_FPR_MAX + 1];
+            fk_log(FK_LOG_INFO, "server: ota %s: %s: installed into %s, key %s", s->job->id,
+                   s->id, log_safe(m->slot, code, sizeof code), log_safe(m->key, key, sizeof key));
+        }
+        enum fk_ota_tstate was = t->state;
+        int abort_first = 0;
+        if (fk_ota_target_response(t, a, s->job->info.size, m->ok, m->err_code, m->chunk,
+                                   m->received, &abort_first)) {
+            target_changed(srv, s->job, t, was);
+        }
+        if (abort_first) {
+            s->need_abort = 1;
+        }
+        break;
+    }
+    case FK_OTA_ACT_NONE:
+        break;
+    }
+}
+
+/* A pending request went unanswered for 30 s. */
+static void on_push_timeout(struct session *s) {
+    enum fk_ota_action a = s->pending_act;
+    struct fk_ota_target *t = s->target;
+    if (t == NULL || s->job == NULL) {
+        return;
+    }
+    enum fk_ota_tstate was = t->state;
+    int changed = 0, abort_first = 0;
+    if (a == FK_OTA_ACT_BEGIN) {
+        changed = fk_ota_target_response(t, a, s->job->info.size, 0, "timeout", -1, -1,
+                                         &abort_first);
+        abort_first = 1;
+    } else if (a == FK_OTA_ACT_CHUNK || a == FK_OTA_ACT_FINISH) {
+        changed = fk_ota_target_lost(t, "request timed out");
+        abort_first = 1;
+    }
+    s->need_abort = abort_first;
+    if (changed) {
+        target_changed(s->srv, s->job, t, was);
+    }
+}
+
+/* The connection is going away: a transfer in flight goes back to the queue. */
+static void on_push_closed(struct session *s) {
+    struct fk_ota_target *t = s->target;
+    if (t != NULL && s->job != NULL && t->state == FK_OTA_SENDING) {
+        enum fk_ota_tstate was = t->state;
+        if (fk_ota_target_lost(t, "connection closed during the transfer")) {
+            target_changed(s->srv, s->job, t, was);
+        }
+    }
+}
+
+/* After a hello with "ota": update targets, confirm a delivered key, decide on status. */
+static void on_hello_ota(struct session *s) {
+    struct fk_server *srv = s->srv;
+    rot_refresh(srv);
+    if (!s->ota.present) {
+        return;
+    }
+    apply_report(s, &s->ota);
+    /* "status, when hello said state: pending_verify and an update job targets the device" */
+    s->status_due = strcmp(s->ota.state, "pending_verify") == 0 && s->target != NULL;
+    if (srv->rot_found && reports_key(&s->ota, NULL, srv->rot.keys.new_fpr)) {
+        s->rot_confirmed = 1;
+        rot_confirm(srv, s->id, 0);
+    }
+}
+
 static int on_hello(struct session *s, struct lws *wsi, const struct fk_wss_msg *m) {
     struct fk_server *srv = s->srv;
     if (s->hello_done) {
@@ -502,6 +975,7 @@ static int on_hello(struct session *s, struct lws *wsi, const struct fk_wss_msg 
     snprintf(p->credential_versions, sizeof p->credential_versions, "%s",
              m->credential_versions);
     snprintf(p->posture, sizeof p->posture, "%s", m->posture);
+    snprintf(p->ota, sizeof p->ota, "%s", m->ota_json);
     int first = 0;
     int changed = 0;
     struct fk_diag d;
@@ -541,19 +1015,9 @@ static int on_hello(struct session *s, struct lws *wsi, const struct fk_wss_msg 
     if (enqueue_json(s, wsi, w) != 0) {
         return -1;
     }
-    if (srv->cfg.status_request) {
-        /* One outstanding request per connection (docs/wss-protocol.md); ids are unique per
-         * server run, so also per connection. */
-        snprintf(s->pending, sizeof s->pending, "r-%06llu", ++srv->requests);
-        s->pending_since = time(NULL);
-        cJSON *r = cJSON_CreateObject();
-        cJSON_AddStringToObject(r, "type", "request");
-        cJSON_AddStringToObject(r, "id", s->pending);
-        cJSON_AddStringToObject(r, "kind", "status");
-        cJSON_AddItemToObject(r, "body", cJSON_CreateObject());
-        return enqueue_json(s, wsi, r) == 0 ? 0 : -1;
-    }
-    return 0;
+    s->ota = m->ota;
+    on_hello_ota(s);
+    return push_next(s);
 }
 
 static int on_message(struct session *s, struct lws *wsi, const uint8_t *buf, size_t len) {
@@ -590,10 +1054,12 @@ static int on_message(struct session *s, struct lws *wsi, const uint8_t *buf, si
             return 0;
         }
         s->srv->responses++;
-        fk_log(FK_LOG_INFO, "server: %s %s: response %s: %s", s->peer, s->id, m.req_id,
+        fk_log(s->pending_act == FK_OTA_ACT_CHUNK ? FK_LOG_DEBUG : FK_LOG_INFO,
+               "server: %s %s: response %s: %s", s->peer, s->id, m.req_id,
                m.ok ? "ok" : "refused");
         s->pending[0] = '\0';
-        return 0;
+        on_push_response(s, &m);
+        return push_next(s);
     case FK_WSS_OTHER:
     default: {
         cJSON *o = cJSON_CreateObject();
@@ -710,6 +1176,7 @@ static int cb_ws(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
     }
     case LWS_CALLBACK_CLOSED:
         if (s->srv != NULL) {
+            on_push_closed(s);
             if (s->prev != NULL) {
                 s->prev->next = s->next;
             } else {
@@ -831,11 +1298,34 @@ static int http_metrics(struct fk_server *srv, struct lws *wsi, struct http_sess
                   "fleetkey_requests_total{outcome=\"sent\"} %llu\n"
                   "fleetkey_requests_total{outcome=\"answered\"} %llu\n"
                   "fleetkey_requests_total{outcome=\"timed_out\"} %llu\n"
+                  "# HELP fleetkey_ota_jobs_total Update jobs accepted (POST /api/ota).\n"
+                  "# TYPE fleetkey_ota_jobs_total counter\n"
+                  "fleetkey_ota_jobs_total %zu\n"
+                  "# HELP fleetkey_ota_uploads_refused_total Update images refused.\n"
+                  "# TYPE fleetkey_ota_uploads_refused_total counter\n"
+                  "fleetkey_ota_uploads_refused_total %llu\n"
+                  "# HELP fleetkey_ota_bytes_total Image bytes pushed in ota_chunk requests.\n"
+                  "# TYPE fleetkey_ota_bytes_total counter\n"
+                  "fleetkey_ota_bytes_total %llu\n"
+                  "# HELP fleetkey_ota_keys_delivered_total OTA keys a device accepted, by slot.\n"
+                  "# TYPE fleetkey_ota_keys_delivered_total counter\n"
+                  "fleetkey_ota_keys_delivered_total{slot=\"ota_pubkey2\"} %llu\n"
+                  "fleetkey_ota_keys_delivered_total{slot=\"ota_pubkey\"} %llu\n"
                   "# HELP fleetkey_uptime_seconds Seconds since start.\n"
                   "# TYPE fleetkey_uptime_seconds gauge\n"
                   "fleetkey_uptime_seconds %lld\n",
               srv->http_requests, srv->crl_reloads, srv->crl_reload_failures, srv->requests,
-              srv->responses, srv->request_timeouts, (long long)(time(NULL) - srv->started));
+              srv->responses, srv->request_timeouts, srv->njobs, srv->ota_uploads_refused,
+              srv->ota_bytes, srv->ota_keys[0], srv->ota_keys[1],
+              (long long)(time(NULL) - srv->started));
+    sb_printf(&b, "# HELP fleetkey_ota_devices_total Device update transitions, by new state.\n"
+                  "# TYPE fleetkey_ota_devices_total counter\n");
+    for (int st = FK_OTA_QUEUED; st <= FK_OTA_FAILED; st++) {
+        if (st != FK_OTA_SENDING) {
+            sb_printf(&b, "fleetkey_ota_devices_total{state=\"%s\"} %llu\n",
+                      fk_ota_tstate_name((enum fk_ota_tstate)st), srv->ota_states[st]);
+        }
+    }
     int r = b.failed ? -1
                      : http_reply(wsi, h, 200, "text/plain; version=0.0.4; charset=utf-8", b.p,
                                   b.len);
@@ -893,6 +1383,495 @@ static int cred_one(void *user, const struct fk_inv_credential *c) {
     cJSON_AddStringToObject(o, "expires_at", c->expires_at);
     cJSON_AddItemToArray(user, o);
     return 0;
+}
+
+/* ---- admin API: update jobs (POST/GET /api/ota) --------------------------------------- */
+
+#define DISCARD_MAX (1024u * 1024u) /* body bytes read after an early refusal, then close */
+
+static int http_json(struct lws *wsi, struct http_sess *h, unsigned status, cJSON *o) {
+    char *text = o != NULL ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    if (text == NULL) {
+        return -1;
+    }
+    int r = http_reply(wsi, h, status, "application/json", text, strlen(text));
+    cJSON_free(text);
+    return r;
+}
+
+static void upload_cleanup(struct http_sess *h) {
+    if (h->has_fd) {
+        close(h->fd);
+        h->has_fd = 0;
+    }
+    if (h->tmp[0] != '\0') {
+        unlink(h->tmp);
+        h->tmp[0] = '\0';
+    }
+    free(h->ids);
+    h->ids = NULL;
+    h->nids = 0;
+}
+
+/* Refuses an upload: one warn line, one audit row (kind ota.upload_refused), the JSON answer
+ * {"error": why, ...extra}. Takes extra (may be NULL). */
+static int upload_refuse(struct fk_server *srv, struct lws *wsi, struct http_sess *h,
+                         unsigned status, const char *why, const char *subject, cJSON *extra) {
+    cJSON *o = extra != NULL ? extra : cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "error", why);
+    char detail[2048];
+    cJSON *a = cJSON_Duplicate(o, 1);
+    cJSON_AddNumberToObject(a, "status", status);
+    if (!cJSON_PrintPreallocated(a, detail, (int)sizeof detail, 0)) {
+        snprintf(detail, sizeof detail, "{\"status\":%u}", status);
+    }
+    cJSON_Delete(a);
+    struct fk_diag d;
+    fk_diag_init(&d);
+    if (fk_inventory_audit_append(srv->inv,
+                                  h->operator_name[0] ? h->operator_name : "fleetkey-server",
+                                  "ota.upload_refused", subject, detail, &d) != FK_OK) {
+        fk_log(FK_LOG_WARN, "server: audit ota.upload_refused not written: %s", d.msg);
+    }
+    fk_log(FK_LOG_WARN, "server: POST /api/ota by %s refused (%u): %s",
+           h->operator_name[0] ? h->operator_name : "?", status, why);
+    srv->ota_uploads_refused++;
+    h->refused = 1;
+    upload_cleanup(h);
+    return http_json(wsi, h, status, o);
+}
+
+static int add_target_id(struct http_sess *h, const char *id) {
+    for (size_t i = 0; i < h->nids; i++) {
+        if (strcmp(h->ids[i], id) == 0) {
+            return 0;
+        }
+    }
+    void *p = realloc(h->ids, (h->nids + 1) * sizeof *h->ids);
+    if (p == NULL) {
+        return -1;
+    }
+    h->ids = p;
+    snprintf(h->ids[h->nids++], sizeof h->ids[0], "%s", id);
+    return 0;
+}
+
+static int all_one(void *user, const struct fk_inv_device *d) {
+    struct http_sess *h = user;
+    if (strcmp(d->state, "retired") != 0 && add_target_id(h, d->id) != 0) {
+        return 1;
+    }
+    return 0;
+}
+
+/* POST /api/ota?device=ID[&device=ID...] | ?all=1, headers read: who, which devices, how big.
+ * Everything that can be refused before the image arrives is refused here. */
+static int ota_post_start(struct fk_server *srv, struct lws *wsi, struct http_sess *h) {
+    char arg[128], cl[32];
+    h->upload = 1;
+    for (int i = 0; lws_hdr_copy_fragment(wsi, arg, sizeof arg, WSI_TOKEN_HTTP_URI_ARGS, i) > 0;
+         i++) {
+        if (strncmp(arg, "device=", 7) == 0) {
+            const char *id = arg + 7;
+            struct fk_inv_device d;
+            if (!name_ok(id, strlen(id)) || strlen(id) >= sizeof d.id) {
+                return upload_refuse(srv, wsi, h, 404, "no such device", "-", NULL);
+            }
+            enum fk_err rc = fk_inventory_device_get(srv->inv, id, &d, NULL);
+            if (rc == FK_E_NOTFOUND || (rc == FK_OK && strcmp(d.state, "retired") == 0)) {
+                char why[160];
+                snprintf(why, sizeof why, "no such device: %s%s", id,
+                         rc == FK_OK ? " (retired)" : "");
+                cJSON *o = cJSON_CreateObject();
+                cJSON_AddStringToObject(o, "device", id);
+                return upload_refuse(srv, wsi, h, 404, why, id, o);
+            } else if (rc != FK_OK) {
+                return upload_refuse(srv, wsi, h, 500, "inventory error", id, NULL);
+            }
+            if (add_target_id(h, id) != 0) {
+                return -1;
+            }
+        } else if (strcmp(arg, "all=1") == 0) {
+            h->all = 1;
+        } else {
+            return upload_refuse(srv, wsi, h, 400, "expected ?device=ID[&device=ID...] or ?all=1",
+                                 "-", NULL);
+        }
+    }
+    if ((h->nids > 0) == (h->all != 0)) {
+        return upload_refuse(srv, wsi, h, 400, "expected ?device=ID[&device=ID...] or ?all=1",
+                             "-", NULL);
+    }
+    if (h->all && (fk_inventory_device_list(srv->inv, all_one, h, NULL) != FK_OK)) {
+        return upload_refuse(srv, wsi, h, 500, "inventory error", "-", NULL);
+    }
+    if (h->nids == 0) {
+        return upload_refuse(srv, wsi, h, 404, "no device to update", "-", NULL);
+    }
+    unsigned long n = 0;
+    if (lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0 ||
+        fk_parse_ulong(cl, ~0ul, &n) != FK_OK) {
+        return upload_refuse(srv, wsi, h, 411, "Content-Length required", "-", NULL);
+    }
+    if (n > srv->cfg.ota_max_image) {
+        char why[128];
+        snprintf(why, sizeof why, "image of %lu bytes is larger than ota_max_image (%llu)", n,
+                 srv->cfg.ota_max_image);
+        return upload_refuse(srv, wsi, h, 413, why, "-", NULL);
+    }
+    h->clen = n;
+    int w = snprintf(h->tmp, sizeof h->tmp, "%s/.upload-XXXXXX", srv->ota_dir);
+    if (w < 0 || (size_t)w >= sizeof h->tmp) {
+        h->tmp[0] = '\0';
+        return upload_refuse(srv, wsi, h, 500, "ota_dir path too long", "-", NULL);
+    }
+    h->fd = mkstemp(h->tmp);
+    h->has_fd = h->fd >= 0;
+    if (!h->has_fd) {
+        fk_log(FK_LOG_ERROR, "server: cannot create a spool file in %s: %s", srv->ota_dir,
+               strerror(errno));
+        h->tmp[0] = '\0';
+        return upload_refuse(srv, wsi, h, 500, "cannot spool the image", "-", NULL);
+    }
+    (void)fchmod(h->fd, 0600);
+    if (n == 0) {
+        return upload_refuse(srv, wsi, h, 422, "empty body: expected a signed image", "-", NULL);
+    }
+    return 0;
+}
+
+static int ota_post_body(struct http_sess *h, const uint8_t *in, size_t len) {
+    if (h->refused || !h->has_fd) {
+        h->got += len;
+        return h->got > DISCARD_MAX ? -1 : 0; /* refused already: read a little, then close */
+    }
+    if (len > h->clen - h->got) {
+        return -1;
+    }
+    while (len > 0) {
+        ssize_t w = write(h->fd, in, len);
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w <= 0) {
+            fk_log(FK_LOG_ERROR, "server: spool write %s: %s", h->tmp, strerror(errno));
+            upload_cleanup(h);
+            h->refused = 1; /* answered at the end of the body */
+            return 0;
+        }
+        in += w;
+        len -= (size_t)w;
+        h->got += (size_t)w;
+    }
+    return 0;
+}
+
+struct trust_ctx {
+    struct fk_ota_fprs *set;
+};
+
+static int trust_cred(void *user, const struct fk_inv_credential *c) {
+    struct fk_ota_fprs *set = user;
+    if (strcmp(c->kind, FK_ROT_KIND_KEY) == 0 && strcmp(c->state, "active") == 0) {
+        fk_ota_fprs_add(set, c->fingerprint);
+    }
+    return 0;
+}
+
+static struct session *session_of(struct fk_server *srv, const char *id) {
+    for (struct session *s = srv->sessions; s != NULL; s = s->next) {
+        if (s->hello_done && s->close_code == 0 && strcmp(s->id, id) == 0) {
+            return s;
+        }
+    }
+    return NULL;
+}
+
+/* What a device trusts as far as the server knows: the keys its last hello reported (or the
+ * live connection's report), plus its inventory rows ota_signing_key "active". *seen: it sent
+ * an "ota" report once. Fills *p (scratch) with the presence row; *have_p says it did. */
+static enum fk_err device_trust(struct fk_server *srv, const char *id, struct fk_ota_fprs *set,
+                                struct fk_inv_presence *p, int *have_p) {
+    memset(set, 0, sizeof *set);
+    *have_p = fk_inventory_presence_get(srv->inv, id, p, NULL) == FK_OK;
+    if (*have_p && p->ota[0] != '\0') {
+        cJSON *o = cJSON_Parse(p->ota);
+        const cJSON *keys = cJSON_GetObjectItemCaseSensitive(o, "keys");
+        const cJSON *e = NULL;
+        cJSON_ArrayForEach(e, keys) {
+            if (cJSON_IsString(e)) {
+                fk_ota_fprs_add(set, e->valuestring);
+            }
+        }
+        cJSON_Delete(o);
+    }
+    const struct session *s = session_of(srv, id);
+    for (size_t i = 0; s != NULL && i < s->ota.nkeys; i++) {
+        fk_ota_fprs_add(set, s->ota.keys[i].fpr);
+    }
+    return fk_inventory_credential_list(srv->inv, id, trust_cred, set, NULL);
+}
+
+static cJSON *fprs_json(const struct fk_ota_fprs *set) {
+    cJSON *a = cJSON_CreateArray();
+    for (size_t i = 0; i < set->n; i++) {
+        cJSON_AddItemToArray(a, cJSON_CreateString(set->fpr[i]));
+    }
+    return a;
+}
+
+static int ota_post_done(struct fk_server *srv, struct lws *wsi, struct http_sess *h) {
+    uint8_t *img = NULL;
+    size_t len = 0;
+    struct fk_ota_image_info info;
+    struct fk_inv_presence *p = NULL;
+    struct ota_job *job = NULL;
+    cJSON *blocking = NULL;
+    char why[700], pre[17] = "-", final[1200];
+    int r = -1;
+    struct fk_diag d;
+    fk_diag_init(&d);
+    h->upload = 0;
+    if (!h->has_fd || h->got != h->clen) {
+        r = upload_refuse(srv, wsi, h, 500, "cannot spool the image", "-", NULL);
+        goto out;
+    }
+    if (fsync(h->fd) != 0 || fk_file_read(h->tmp, (size_t)h->clen, &img, &len, &d) != FK_OK) {
+        r = upload_refuse(srv, wsi, h, 500, "cannot spool the image", "-", NULL);
+        goto out;
+    }
+    if (fk_ota_image_check(img, len, &info, &d) != FK_OK) {
+        snprintf(why, sizeof why, "not a signed app image: %s", d.msg);
+        r = upload_refuse(srv, wsi, h, 422, why, "-", NULL);
+        goto out;
+    }
+    snprintf(pre, sizeof pre, "%.16s", info.sha256);
+    /* No signing key of the image may be retired (rotation step 6: signing with it is
+     * refused, so is delivering what it signed). */
+    cJSON *retired = cJSON_CreateArray();
+    for (size_t i = 0; i < info.signers.n; i++) {
+        int ret = 0;
+        if (fk_rotation_key_retired(srv->inv, info.signers.fpr[i], &ret, &d) != FK_OK) {
+            cJSON_Delete(retired);
+            r = upload_refuse(srv, wsi, h, 500, "inventory error", pre, NULL);
+            goto out;
+        }
+        if (ret) {
+            cJSON_AddItemToArray(retired, cJSON_CreateString(info.signers.fpr[i]));
+        }
+    }
+    if (cJSON_GetArraySize(retired) > 0) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddItemToObject(o, "keys", retired);
+        r = upload_refuse(srv, wsi, h, 409, "the image is signed with a retired OTA key", pre, o);
+        goto out;
+    }
+    cJSON_Delete(retired);
+    /* The interlock: "a mis-signed OTA leaves devices unable to update". Every target must
+     * trust at least one key that signed the image, or nothing is sent to anyone. */
+    p = malloc(sizeof *p);
+    if (p == NULL) {
+        goto out;
+    }
+    blocking = cJSON_CreateArray();
+    cJSON *ids = cJSON_CreateArray();
+    for (size_t i = 0; i < h->nids; i++) {
+        struct fk_ota_fprs trusted;
+        int have_p = 0;
+        if (device_trust(srv, h->ids[i], &trusted, p, &have_p) != FK_OK) {
+            cJSON_Delete(ids);
+            r = upload_refuse(srv, wsi, h, 500, "inventory error", pre, NULL);
+            goto out;
+        }
+        if (!fk_ota_trusts_any(&trusted, &info.signers)) {
+            cJSON *b = cJSON_CreateObject();
+            cJSON_AddStringToObject(b, "id", h->ids[i]);
+            cJSON_AddItemToObject(b, "trusts", fprs_json(&trusted));
+            if (have_p) {
+                cJSON_AddStringToObject(b, "last_seen", p->last_seen);
+            } else {
+                cJSON_AddNullToObject(b, "last_seen");
+            }
+            cJSON_AddItemToArray(blocking, b);
+            cJSON_AddItemToArray(ids, cJSON_CreateString(h->ids[i]));
+        }
+    }
+    if (cJSON_GetArraySize(ids) > 0) {
+        cJSON *o = cJSON_CreateObject();
+        snprintf(why, sizeof why,
+                 "%d device(s) trust none of the keys that signed the image and would refuse it",
+                 cJSON_GetArraySize(ids));
+        cJSON_AddItemToObject(o, "devices", ids);
+        cJSON_AddItemToObject(o, "blocking", blocking);
+        blocking = NULL;
+        cJSON_AddItemToObject(o, "signers", fprs_json(&info.signers));
+        r = upload_refuse(srv, wsi, h, 409, why, pre, o);
+        goto out;
+    }
+    cJSON_Delete(ids);
+    /* Accepted: the spool file gets its name (the SHA-256), then the job. */
+    snprintf(final, sizeof final, "%s/%s.bin", srv->ota_dir, info.sha256);
+    if (rename(h->tmp, final) != 0 || fk_dir_sync(srv->ota_dir, NULL) != FK_OK) {
+        r = upload_refuse(srv, wsi, h, 500, "cannot spool the image", pre, NULL);
+        goto out;
+    }
+    h->tmp[0] = '\0';
+    job = calloc(1, sizeof *job);
+    if (job == NULL || (job->t = calloc(h->nids, sizeof *job->t)) == NULL ||
+        (job->updated = calloc(h->nids, sizeof *job->updated)) == NULL) {
+        goto out;
+    }
+    job->fd = open(final, O_RDONLY | O_CLOEXEC);
+    if (job->fd < 0) {
+        r = upload_refuse(srv, wsi, h, 500, "cannot spool the image", pre, NULL);
+        goto out;
+    }
+    if (srv->njobs == srv->jobs_cap) {
+        size_t cap = srv->jobs_cap ? 2 * srv->jobs_cap : 16;
+        void *q = realloc(srv->jobs, cap * sizeof *srv->jobs);
+        if (q == NULL) {
+            goto out;
+        }
+        srv->jobs = q;
+        srv->jobs_cap = cap;
+    }
+    snprintf(job->id, sizeof job->id, "j-%06zu", srv->njobs + 1);
+    fk_time_rfc3339((long long)time(NULL), job->created_at);
+    snprintf(job->operator_name, sizeof job->operator_name, "%s", h->operator_name);
+    snprintf(job->path, sizeof job->path, "%s", final);
+    job->info = info;
+    job->n = h->nids;
+    srv->jobs[srv->njobs++] = job;
+    struct ota_job *j = job;
+    job = NULL;
+    cJSON *resp = cJSON_CreateObject();
+    cJSON_AddStringToObject(resp, "job", j->id);
+    cJSON *devs = cJSON_AddArrayToObject(resp, "devices");
+    for (size_t i = 0; i < j->n; i++) {
+        struct fk_ota_target *t = &j->t[i];
+        snprintf(t->device, sizeof t->device, "%s", h->ids[i]);
+        t->state = FK_OTA_QUEUED;
+        memcpy(j->updated[i], j->created_at, sizeof j->updated[i]);
+        cJSON_AddItemToArray(devs, cJSON_CreateString(t->device));
+        audit_target(srv, j, t, "device.ota_queued", h->operator_name);
+        srv->ota_states[FK_OTA_QUEUED]++;
+        /* Idempotent re-runs: a device already running this image valid is confirmed. */
+        struct session *s = session_of(srv, t->device);
+        struct fk_wss_ota rep;
+        memset(&rep, 0, sizeof rep);
+        if (s != NULL) {
+            rep = s->ota;
+        } else if (fk_inventory_presence_get(srv->inv, t->device, p, NULL) == FK_OK &&
+                   p->ota[0] != '\0') {
+            cJSON *o = cJSON_Parse(p->ota);
+            const cJSON *sha = cJSON_GetObjectItemCaseSensitive(o, "app_sha256");
+            const cJSON *st = cJSON_GetObjectItemCaseSensitive(o, "state");
+            if (cJSON_IsString(sha) && cJSON_IsString(st)) {
+                rep.present = 1;
+                snprintf(rep.app_sha256, sizeof rep.app_sha256, "%s", sha->valuestring);
+                snprintf(rep.state, sizeof rep.state, "%s", st->valuestring);
+            }
+            cJSON_Delete(o);
+        }
+        if (fk_ota_target_report(t, j->info.app_sha256, &rep)) {
+            snprintf(t->error, sizeof t->error, "already running it");
+            target_changed(srv, j, t, FK_OTA_QUEUED);
+        }
+    }
+    cJSON_AddStringToObject(resp, "version", j->info.version);
+    cJSON_AddStringToObject(resp, "sha256", j->info.sha256);
+    cJSON_AddNumberToObject(resp, "size", (double)j->info.size);
+    cJSON_AddItemToObject(resp, "signers", fprs_json(&j->info.signers));
+    fk_log(FK_LOG_INFO, "server: ota %s: %s queued by %s for %zu device(s): version %s, %llu "
+                        "bytes, sha256 %s",
+           j->id, final, h->operator_name, j->n, j->info.version,
+           (unsigned long long)j->info.size, pre);
+    upload_cleanup(h);
+    r = http_json(wsi, h, 202, resp);
+    /* Connected targets start now rather than at the next tick. */
+    for (size_t i = 0; i < j->n; i++) {
+        struct session *s = session_of(srv, j->t[i].device);
+        if (s != NULL && push_next(s) != 0) {
+            schedule_close(s, s->wsi, FK_WSS_CLOSE_INTERNAL, "internal error");
+        }
+    }
+out:
+    if (job != NULL) {
+        if (job->fd > 0) {
+            close(job->fd);
+        }
+        free(job->t);
+        free(job->updated);
+        free(job);
+    }
+    cJSON_Delete(blocking);
+    free(p);
+    free(img);
+    if (r < 0) {
+        upload_cleanup(h);
+    }
+    return r;
+}
+
+static cJSON *job_json(const struct ota_job *j, int detail) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "job", j->id);
+    cJSON_AddStringToObject(o, "created_at", j->created_at);
+    cJSON_AddStringToObject(o, "operator", j->operator_name);
+    cJSON_AddStringToObject(o, "version", j->info.version);
+    cJSON_AddNumberToObject(o, "secure_version", j->info.secure_version);
+    cJSON_AddNumberToObject(o, "size", (double)j->info.size);
+    cJSON_AddStringToObject(o, "sha256", j->info.sha256);
+    cJSON_AddStringToObject(o, "app_sha256", j->info.app_sha256);
+    cJSON_AddItemToObject(o, "signers", fprs_json(&j->info.signers));
+    unsigned long counts[FK_OTA_FAILED + 1] = {0};
+    int done = 1;
+    cJSON *devs = detail ? cJSON_AddArrayToObject(o, "devices") : NULL;
+    for (size_t i = 0; i < j->n; i++) {
+        const struct fk_ota_target *t = &j->t[i];
+        counts[t->state]++;
+        done &= fk_ota_tstate_final(t->state);
+        if (devs != NULL) {
+            cJSON *d = cJSON_CreateObject();
+            cJSON_AddStringToObject(d, "id", t->device);
+            cJSON_AddStringToObject(d, "state", fk_ota_tstate_name(t->state));
+            cJSON_AddNumberToObject(d, "sent", (double)t->sent);
+            cJSON_AddNumberToObject(d, "attempts", t->attempts);
+            if (t->error[0] != '\0') {
+                cJSON_AddStringToObject(d, "error", t->error);
+            } else {
+                cJSON_AddNullToObject(d, "error");
+            }
+            cJSON_AddStringToObject(d, "updated_at", j->updated[i]);
+            cJSON_AddItemToArray(devs, d);
+        }
+    }
+    cJSON *c = cJSON_AddObjectToObject(o, "counts");
+    for (int st = FK_OTA_QUEUED; st <= FK_OTA_FAILED; st++) {
+        cJSON_AddNumberToObject(c, fk_ota_tstate_name((enum fk_ota_tstate)st), counts[st]);
+    }
+    cJSON_AddBoolToObject(o, "done", done);
+    return o;
+}
+
+static int ota_get(struct fk_server *srv, struct lws *wsi, struct http_sess *h,
+                   const char *path) {
+    if (strcmp(path, "/api/ota") == 0) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON *arr = cJSON_AddArrayToObject(o, "jobs");
+        for (size_t j = 0; j < srv->njobs; j++) {
+            cJSON_AddItemToArray(arr, job_json(srv->jobs[j], 0));
+        }
+        return http_json(wsi, h, 200, o);
+    }
+    const char *id = path + strlen("/api/ota/");
+    for (size_t j = 0; j < srv->njobs; j++) {
+        if (strcmp(srv->jobs[j]->id, id) == 0) {
+            return http_json(wsi, h, 200, job_json(srv->jobs[j], 1));
+        }
+    }
+    return http_json_error(wsi, h, 404, "no such job");
 }
 
 static int http_api(struct fk_server *srv, struct lws *wsi, struct http_sess *h,
@@ -1067,8 +2046,27 @@ static int cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
         const char *path = in;
         char name[FK_WSS_ID_MAX + 1];
         srv->http_requests++;
+        /* A keep-alive connection reuses h: each request starts clean. */
+        upload_cleanup(h);
+        h->upload = h->refused = h->all = 0;
+        h->clen = h->got = 0;
+        h->operator_name[0] = '\0';
+        if (lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0 && strcmp(path, "/api/ota") == 0) {
+            enum id_kind k = wsi_identity(wsi, name);
+            if (k != ID_OPERATOR) {
+                char peer[64];
+                lws_get_peer_simple(wsi, peer, sizeof peer);
+                fk_log(FK_LOG_WARN, "server: %s %s %s: admin API refused (403): not an operator",
+                       peer, kind_name(k), name);
+                h->upload = 1;
+                return upload_refuse(srv, wsi, h, 403, "operator certificate required",
+                                     name[0] ? name : "-", NULL);
+            }
+            snprintf(h->operator_name, sizeof h->operator_name, "%s", name);
+            return ota_post_start(srv, wsi, h);
+        }
         if (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) <= 0) {
-            return http_json_error(wsi, h, 405, "only GET");
+            return http_json_error(wsi, h, 405, "only GET (and POST /api/ota)");
         }
         if (strcmp(path, "/healthz") == 0) {
             return http_reply(wsi, h, 200, "text/plain", "ok\n", 3);
@@ -1087,8 +2085,34 @@ static int cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
             }
             return http_api(srv, wsi, h, path);
         }
+        if (strcmp(path, "/api/ota") == 0 || strncmp(path, "/api/ota/", 9) == 0) {
+            enum id_kind k = wsi_identity(wsi, name);
+            if (k != ID_OPERATOR) {
+                char peer[64];
+                lws_get_peer_simple(wsi, peer, sizeof peer);
+                fk_log(FK_LOG_WARN, "server: %s %s %s: admin API refused (403): not an operator",
+                       peer, kind_name(k), name);
+                return http_json_error(wsi, h, 403, "operator certificate required");
+            }
+            return ota_get(srv, wsi, h, path);
+        }
         return http_json_error(wsi, h, 404, "not found");
     }
+    case LWS_CALLBACK_HTTP_BODY:
+        if (!h->upload) {
+            return -1;
+        }
+        return ota_post_body(h, in, len);
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        if (!h->upload) {
+            return -1;
+        }
+        if (h->refused) {
+            /* Answered before the body ended: close once the answer is out. */
+            h->upload = 0;
+            return h->buf == NULL ? -1 : 0;
+        }
+        return ota_post_done(srv, wsi, h);
     case LWS_CALLBACK_HTTP_WRITEABLE:
         if (h->buf == NULL) {
             return 0;
@@ -1098,10 +2122,17 @@ static int cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
         }
         free(h->buf);
         h->buf = NULL;
+        if (h->refused) {
+            /* An early refusal: the rest of the body is read and dropped (bounded), then the
+             * connection closes; closing with unread data would reset it and could lose this
+             * answer before the client reads it. */
+            return h->upload ? 0 : -1;
+        }
         return lws_http_transaction_completed(wsi) ? -1 : 0;
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
     case LWS_CALLBACK_CLOSED_HTTP:
         if (h != NULL) {
+            upload_cleanup(h);
             free(h->buf);
             h->buf = NULL;
         }
@@ -1137,6 +2168,17 @@ static void tick(lws_sorted_usec_list_t *sul) {
                    s->id, s->pending);
             srv->request_timeouts++;
             s->pending[0] = '\0';
+            on_push_timeout(s);
+        }
+    }
+    /* Rotation steps taken meanwhile (provision-keys rotate on the same inventory) and new
+     * jobs reach idle connections within a second. */
+    if (srv->sessions != NULL) {
+        rot_refresh(srv);
+    }
+    for (struct session *s = srv->sessions; s != NULL; s = s->next) {
+        if (s->close_code == 0 && push_next(s) != 0) {
+            schedule_close(s, s->wsi, FK_WSS_CLOSE_INTERNAL, "internal error");
         }
     }
     lws_sul_schedule(srv->ctx, 0, &srv->tick, tick, LWS_US_PER_SEC);
@@ -1166,6 +2208,18 @@ enum fk_err fk_server_new(const struct fk_server_config *cfg, struct fk_server *
     srv->cfg = *cfg;
     srv->started = time(NULL);
     FK_GUARD(fk_inventory_open(cfg->inventory, &srv->inv, diag));
+    if (cfg->ota_dir[0] != '\0') {
+        snprintf(srv->ota_dir, sizeof srv->ota_dir, "%s", cfg->ota_dir);
+    } else {
+        /* Default: "ota" next to the inventory file. */
+        const char *slash = strrchr(cfg->inventory, '/');
+        int n = slash != NULL ? (int)(slash - cfg->inventory) : 1;
+        FK_ENSURE(snprintf(srv->ota_dir, sizeof srv->ota_dir, "%.*s/ota", n,
+                           slash != NULL ? cfg->inventory : ".") < (int)sizeof srv->ota_dir,
+                  fk_diag_set(diag, FK_E_TOOBIG, "ota_dir path too long"));
+    }
+    FK_GUARD(fk_mkdirs(srv->ota_dir, 0700, diag));
+    rot_refresh(srv);
     if (ctx_idx < 0) {
         ctx_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
         ssl_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
@@ -1268,5 +2322,12 @@ void fk_server_free(struct fk_server *srv) {
         lws_context_destroy(srv->ctx);
     }
     fk_inventory_close(srv->inv);
+    for (size_t j = 0; j < srv->njobs; j++) {
+        close(srv->jobs[j]->fd);
+        free(srv->jobs[j]->t);
+        free(srv->jobs[j]->updated);
+        free(srv->jobs[j]);
+    }
+    free(srv->jobs);
     free(srv);
 }
