@@ -100,6 +100,7 @@ enum fkd_err fkd_app_check(fkd_read_fn *rd, void *user, uint32_t max_len,
         FKD_GUARD(rd(user, pos, buf, 32));
         FKD_ENSURE(fkd_mbedtls_sha256_finish(&sha, hash) == 0, FKD_E_CRYPTO);
         FKD_ENSURE(memcmp(hash, buf, 32) == 0, FKD_E_CRC); /* public data */
+        memcpy(out->sha256, hash, sizeof out->sha256); /* reported as app_sha256 */
         pos += 32u;
     }
     out->image_len = pos;

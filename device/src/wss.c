@@ -36,7 +36,7 @@ static const char *const reason_names[FKD_WSS_R_COUNT] = {
     "none",          "configuration", "connect failed",     "TLS handshake failed",
     "bad chain",     "expired",       "not yet valid",      "host mismatch",
     "upgrade refused", "closed by server", "protocol violation", "timeout",
-    "I/O error",     "stopped",
+    "I/O error",     "stopped",       "rebooting",
 };
 
 const char *fkd_wss_reason_name(enum fkd_wss_reason r) {
@@ -527,6 +527,31 @@ static void put_posture(struct jw *j, const struct fkd_posture *p) {
     j->n += need;
 }
 
+/* The handler's "ota" member (wss-protocol.md, "OTA state in hello and in the status body"):
+ * written in place after `,"ota":`; taken back when the handler has nothing to say. */
+static void put_ota(struct fkd_wss *w, struct jw *j) {
+    const struct fkd_wss_handler *h = w->cfg.handler;
+    if (j->over || h == NULL || h->state_json == NULL) {
+        return;
+    }
+    size_t mark = j->n;
+    put(j, ",\"ota\":");
+    if (j->over) {
+        return;
+    }
+    size_t room = j->cap - j->n;
+    size_t n = h->state_json(w->cfg.handler_user, j->b + j->n, room);
+    if (n == 0 || n >= room) {
+        if (n >= room) {
+            fkd_log(FKD_LOG_ERROR, "wss: the ota state does not fit the message: left out");
+        }
+        j->n = mark;
+        j->b[mark] = '\0';
+        return;
+    }
+    j->n += n;
+}
+
 static enum fkd_err send_text(struct fkd_wss *w, struct jw *j) {
     if (j->over) {
         fkd_log(FKD_LOG_ERROR, "wss: outgoing message larger than %u bytes", FKD_WSS_MSG_MAX);
@@ -545,6 +570,7 @@ static enum fkd_err send_hello(struct fkd_wss *w) {
     put_creds(&j, w->cfg.store);
     put(&j, ",\"posture\":");
     put_posture(&j, w->cfg.posture);
+    put_ota(w, &j);
     put(&j, "}");
     return send_text(w, &j);
 }
@@ -569,8 +595,62 @@ static enum fkd_err send_pong(struct fkd_wss *w, const struct fkd_wss_msg *m) {
     return send_text(w, &j);
 }
 
-static enum fkd_err send_response(struct fkd_wss *w, const struct fkd_wss_msg *m) {
+/* A request the handler takes: its answer is written straight into tx after `"body":` (no
+ * second buffer); an error rewinds to after the id and writes the error object instead.
+ * FKD_E_NOTFOUND when the handler does not know the kind. */
+static enum fkd_err handler_response(struct fkd_wss *w, const struct fkd_wss_msg *m, struct jw *j,
+                                     int *reboot) {
+    const struct fkd_wss_handler *h = w->cfg.handler;
+    if (h == NULL || h->request == NULL) {
+        return FKD_E_NOTFOUND;
+    }
+    size_t mark = j->n;
+    put(j, ",\"ok\":true,\"body\":");
+    if (j->over || j->cap - j->n < 3) {
+        j->over = 1;
+        return FKD_E_NOSPACE;
+    }
+    struct fkd_wss_reply r;
+    memset(&r, 0, sizeof r);
+    r.body = j->b + j->n;
+    r.body_cap = j->cap - j->n - 2; /* room for the closing "}" and the NUL */
+    const uint8_t *body = m->has_body ? w->msg + m->body_off : NULL;
+    if (h->request(w->cfg.handler_user, m->kind, body, m->has_body ? m->body_len : 0, &r) ==
+        FKD_WSS_REQ_UNKNOWN) {
+        j->n = mark;
+        j->b[mark] = '\0';
+        return FKD_E_NOTFOUND;
+    }
+    char idl[FKD_WSS_STR_MAX], kl[FKD_WSS_STR_MAX];
+    r.code[sizeof r.code - 1] = '\0';
+    r.message[sizeof r.message - 1] = '\0';
+    if (r.code[0] == '\0' && r.body_len > 0 && r.body_len < r.body_cap) {
+        j->n += r.body_len;
+        j->b[j->n] = '\0';
+        put(j, "}");
+        *reboot = r.reboot;
+        return FKD_OK;
+    }
+    if (r.code[0] == '\0') {
+        /* a handler that wrote nothing usable: answered as an internal error, never silence */
+        snprintf(r.code, sizeof r.code, "internal");
+        snprintf(r.message, sizeof r.message, "the device could not write its answer");
+    }
+    j->n = mark;
+    j->b[mark] = '\0';
+    put(j, ",\"ok\":false,\"error\":{\"code\":");
+    put_str(j, r.code);
+    put(j, ",\"message\":");
+    put_str(j, r.message);
+    put(j, "}}");
+    fkd_log(FKD_LOG_INFO, "wss: request %s (%s) answered %s", loggable(m->id, idl, sizeof idl),
+            loggable(m->kind, kl, sizeof kl), r.code);
+    return FKD_OK;
+}
+
+static enum fkd_err send_response(struct fkd_wss *w, const struct fkd_wss_msg *m, int *reboot) {
     struct jw j = {w->tx, sizeof w->tx, 0, 0};
+    *reboot = 0;
     put(&j, "{\"type\":\"response\",\"id\":");
     put_str(&j, m->id);
     if (strcmp(m->kind, "status") == 0) {
@@ -580,7 +660,10 @@ static enum fkd_err send_response(struct fkd_wss *w, const struct fkd_wss_msg *m
         put_creds(&j, w->cfg.store);
         put(&j, ",\"posture\":");
         put_posture(&j, w->cfg.posture);
+        put_ota(w, &j);
         put(&j, "}}");
+    } else if (handler_response(w, m, &j, reboot) == FKD_OK) {
+        /* answered by the handler */
     } else {
         /* "a device answers any kind it does not know with ok: false and error code
          * unsupported_kind (never by closing)" */
@@ -710,6 +793,7 @@ static enum fkd_wss_reason handle_text(struct fkd_wss *w) {
         return do_close(w, FKD_WSS_CLOSE_BAD_DATA, "bad message", FKD_WSS_R_PROTOCOL);
     }
     enum fkd_err rc = FKD_OK;
+    int reboot = 0;
     switch (m.type) {
     case FKD_WSS_MSG_WELCOME:
         if (m.ping_interval_s != 0) {
@@ -722,6 +806,11 @@ static enum fkd_wss_reason handle_text(struct fkd_wss *w) {
         w->state = FKD_WSS_WELCOMED;
         fkd_log(FKD_LOG_INFO, "wss: welcomed by the server as %s (ping every %u s)",
                 w->device_id, (unsigned)(w->ping_interval_ms / 1000u));
+        /* Before the next message is read: a status request right after welcome sees what
+         * the handler did here (an image confirming itself). */
+        if (w->cfg.handler != NULL && w->cfg.handler->welcomed != NULL) {
+            w->cfg.handler->welcomed(w->cfg.handler_user);
+        }
         break;
     case FKD_WSS_MSG_PING:
         rc = send_pong(w, &m);
@@ -734,7 +823,7 @@ static enum fkd_wss_reason handle_text(struct fkd_wss *w) {
         break;
     case FKD_WSS_MSG_REQUEST:
         w->stats.requests++;
-        rc = send_response(w, &m);
+        rc = send_response(w, &m, &reboot);
         break;
     case FKD_WSS_MSG_ERROR: {
         char cl[FKD_WSS_STR_MAX], ml[FKD_WSS_STR_MAX];
@@ -752,6 +841,12 @@ static enum fkd_wss_reason handle_text(struct fkd_wss *w) {
     if (rc != FKD_OK) {
         fkd_log(FKD_LOG_ERROR, "wss: sending failed");
         return FKD_WSS_R_IO;
+    }
+    if (reboot) {
+        /* "After sending the response the device closes the connection with 1000
+         * "rebooting" and reboots into the new image" */
+        fkd_log(FKD_LOG_INFO, "wss: closing (1000): rebooting");
+        return do_close(w, FKD_WSS_CLOSE_NORMAL, "rebooting", FKD_WSS_R_REBOOT);
     }
     return FKD_WSS_R_NONE;
 }
@@ -932,6 +1027,9 @@ enum fkd_wss_reason fkd_wss_run(struct fkd_wss *w) {
             break;
         }
         r = fkd_wss_connect_and_serve(w);
+        if (r == FKD_WSS_R_REBOOT) {
+            break; /* the caller reboots the device; no reconnect from this image */
+        }
         if (r == FKD_WSS_R_STOPPED || stopping(w)) {
             r = FKD_WSS_R_STOPPED;
             break;

@@ -61,6 +61,7 @@ struct fkd_app_info {
     char time[17];
     char date[17];
     char idf_ver[33];
+    uint8_t sha256[32]; /* the appended SHA-256 (valid when hash_appended; else zeros) */
 };
 
 /* Reads len bytes at off of the image source into buf. FKD_OK or an error passed through. */

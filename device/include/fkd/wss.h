@@ -239,6 +239,10 @@ struct fkd_wss_msg {
     /* error */
     char code[FKD_WSS_STR_MAX];
     char message[FKD_WSS_STR_MAX];
+    /* request: the "body" object as a slice of the parsed bytes (has_body 0: absent) */
+    int has_body;
+    size_t body_off;
+    size_t body_len;
 };
 
 /* Parses one message (a UTF-8 JSON object with a string "type"; nesting at most 16 deep; the
@@ -252,6 +256,44 @@ FKD_MUST_CHECK enum fkd_err fkd_wss_msg_parse(const uint8_t *buf, size_t len, st
 /* Appends s to out[*pos..size) as a JSON string (quoted, escaped). 0, or -1 when it did not
  * fit (*pos then unchanged). */
 int fkd_wss_json_put_str(char *out, size_t size, size_t *pos, const char *s, size_t len);
+
+/* ---- reading a request body ------------------------------------------------------------------
+ * A request's "body" is handed to a handler as the slice fkd_wss_msg_parse validated (body_off,
+ * body_len). These read its top-level members in place: no copy, no allocation, each length
+ * checked against what remains. They expect a slice that is one valid JSON object (what the
+ * message parser accepted); anything else is FKD_E_PARSE. */
+
+enum fkd_wss_jtype {
+    FKD_WSS_J_NONE = 0,
+    FKD_WSS_J_STR,
+    FKD_WSS_J_NUM,
+    FKD_WSS_J_OBJ,
+    FKD_WSS_J_ARR,
+    FKD_WSS_J_TRUE,
+    FKD_WSS_J_FALSE,
+    FKD_WSS_J_NULL,
+};
+
+/* One member's value, borrowed from the object's bytes: a string's raw contents between the
+ * quotes (escapes still in), a number's text, a container's text with its brackets. */
+struct fkd_wss_jval {
+    enum fkd_wss_jtype type;
+    const uint8_t *p;
+    size_t len;
+};
+
+/* Finds the top-level member name of the JSON object (obj, len). Member names are compared
+ * raw (a name written with escapes never matches). FKD_OK; FKD_E_NOTFOUND (no such member);
+ * FKD_E_PARSE (not one JSON object, or the member appears twice). */
+FKD_MUST_CHECK enum fkd_err fkd_wss_json_get(const uint8_t *obj, size_t len, const char *name,
+                                             struct fkd_wss_jval *out);
+/* A JSON integer 0..max (no sign, fraction or exponent). FKD_OK or FKD_E_TYPE. */
+FKD_MUST_CHECK enum fkd_err fkd_wss_jval_uint(const struct fkd_wss_jval *v, uint32_t max,
+                                              uint32_t *out);
+/* A string, unescaped into out (NUL-terminated). FKD_OK; FKD_E_TYPE (not a string);
+ * FKD_E_RANGE (does not fit out_size, or holds a NUL / lone surrogate escape). */
+FKD_MUST_CHECK enum fkd_err fkd_wss_jval_str(const struct fkd_wss_jval *v, char *out,
+                                             size_t out_size);
 
 /* ---- the client ------------------------------------------------------------------------- */
 
@@ -280,11 +322,56 @@ enum fkd_wss_reason {
     FKD_WSS_R_TIMEOUT,      /* no pong / no traffic in time */
     FKD_WSS_R_IO,           /* socket or TLS error on an open connection */
     FKD_WSS_R_STOPPED,      /* fkd_wss_run was asked to stop */
+    FKD_WSS_R_REBOOT,       /* a handler asked for a reboot: closed with 1000 "rebooting" */
     FKD_WSS_R_COUNT
 };
 const char *fkd_wss_reason_name(enum fkd_wss_reason r); /* never NULL */
 
 typedef int fkd_wss_stop_fn(void *user); /* non-zero: stop as soon as possible */
+
+/* ---- the handler: what an application adds to the channel -------------------------------------
+ * Optional. All three callbacks run on the client's thread, one at a time, between messages;
+ * none may block for long (the connection is not served meanwhile). */
+
+#define FKD_WSS_ERR_CODE_MAX 33u /* error codes: at most 32 bytes + NUL */
+
+/* What a request handler answers. The client points body at the part of its outgoing buffer
+ * that follows `"body":` (body_cap bytes, about 3.9 KiB); the handler writes one JSON object
+ * there and sets body_len, or sets code (and optionally message) for ok:false. */
+struct fkd_wss_reply {
+    char *body;
+    size_t body_cap;
+    size_t body_len;
+    char code[FKD_WSS_ERR_CODE_MAX];  /* "" : ok */
+    char message[FKD_WSS_STR_MAX];    /* for people; may be "" */
+    int reboot; /* set with an ok answer: after sending it, close 1000 "rebooting" and return
+                 * FKD_WSS_R_REBOOT from fkd_wss_run */
+};
+
+enum fkd_wss_req_result {
+    FKD_WSS_REQ_DONE = 0, /* *reply is filled in (ok or error) */
+    FKD_WSS_REQ_UNKNOWN,  /* not a kind of this handler: answered unsupported_kind */
+};
+
+/* Writes the JSON value of the "ota" member of hello and of the status body (one object) into
+ * out[0..size). Returns its length, or 0 when there is nothing to add (member left out) or it
+ * did not fit (logged by the client). */
+typedef size_t fkd_wss_state_fn(void *user, char *out, size_t size);
+/* Answers a request of kind (NUL-terminated, at most 128 bytes) whose body is (body, body_len)
+ * (a JSON object validated by the message parser; NULL/0 when the request had none).
+ * body is borrowed for the call only. */
+typedef enum fkd_wss_req_result fkd_wss_request_fn(void *user, const char *kind,
+                                                   const uint8_t *body, size_t body_len,
+                                                   struct fkd_wss_reply *reply);
+/* The server answered hello with welcome (each connection). Runs before any later message of
+ * that connection is handled. */
+typedef void fkd_wss_welcome_fn(void *user);
+
+struct fkd_wss_handler {
+    fkd_wss_state_fn *state_json; /* may be NULL */
+    fkd_wss_request_fn *request;  /* may be NULL: every kind but status is unsupported */
+    fkd_wss_welcome_fn *welcomed; /* may be NULL */
+};
 
 struct fkd_wss_config {
     const struct fkd_store *store;     /* credentials; borrowed while the client lives */
@@ -300,6 +387,8 @@ struct fkd_wss_config {
     unsigned max_attempts;             /* fkd_wss_run gives up after this many; 0: never */
     fkd_wss_stop_fn *stop;             /* polled at least every 200 ms; may be NULL */
     void *user;
+    const struct fkd_wss_handler *handler; /* may be NULL; borrowed while the client lives */
+    void *handler_user;
 };
 
 struct fkd_wss_stats {
@@ -359,7 +448,8 @@ FKD_MUST_CHECK enum fkd_err fkd_wss_setup(struct fkd_wss *w, const struct fkd_ws
 /* One connection: connect, verify, upgrade, hello, then serve until the connection ends or
  * stop() asks; returns why it ended (never FKD_WSS_R_NONE). */
 enum fkd_wss_reason fkd_wss_connect_and_serve(struct fkd_wss *w);
-/* Connections in a loop with backoff between them until stop() or max_attempts. Returns the
+/* Connections in a loop with backoff between them until stop(), max_attempts, or a handler's
+ * reply asking for a reboot (FKD_WSS_R_REBOOT: the caller reboots the device). Returns the
  * reason the last connection ended. */
 enum fkd_wss_reason fkd_wss_run(struct fkd_wss *w);
 /* The delay before retry number step (0-based): min(max, min * 2^step), then "equal jitter":
