@@ -698,7 +698,8 @@ static void ota_key(struct fkd_ota_remote *r, const uint8_t *body, size_t blen,
             return;
         }
         key_drop(r, FKD_OTA_KEY_SECOND);
-        fkd_log(FKD_LOG_INFO, "ota: security/ota_pubkey2 erased: only %s is trusted", fpr);
+        fkd_log(FKD_LOG_INFO, "ota: security/ota_pubkey2 promoted to security/ota_pubkey "
+                              "(ota_pubkey2 erased): only %s is trusted", fpr);
     }
     struct out o = {rep->body, rep->body_cap, 0, 0};
     put(&o, "{\"keys\":");

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define SDKCONFIG_MAX (512u * 1024u)
 
@@ -335,5 +336,14 @@ int main(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "ota") == 0) { /* issue 7, ota_cmd.c */
         return robot_sim_ota(argc - 1, argv + 1);
     }
-    return boot(argc, argv);
+    int code = boot(argc, argv);
+    if (code == ROBOT_SIM_REBOOT) {
+        /* A reboot (issue 7): the same program, the same arguments, the same pid; the boot
+         * that follows runs the bootloader again on the flash file closed above. */
+        fflush(NULL);
+        execv("/proc/self/exe", argv);
+        perror("robot-sim: reboot: execv /proc/self/exe");
+        return 4;
+    }
+    return code;
 }

@@ -117,7 +117,36 @@ int robot_sim_ota_self_test(struct robot_sim *rs, const char *verdict) {
 }
 
 int robot_sim_ota_confirm(struct robot_sim *rs) {
+    if (!robot_sim_ota_pending()) {
+        return 0; /* already valid (or nothing runs): nothing to confirm */
+    }
+    fkd_log(FKD_LOG_INFO, "ota: self-test: %s reached the control plane (welcomed)",
+            running.part->label);
     return robot_sim_ota_self_test(rs, "pass");
+}
+
+int robot_sim_ota_pending(void) {
+    return booted && running.slot >= 0 && running.entry >= 0 &&
+           running.state == FKD_OTA_IMG_PENDING_VERIFY;
+}
+
+struct fkd_ota_boot *robot_sim_ota_running(void) {
+    return booted ? &running : NULL;
+}
+
+int robot_sim_ota_rollback(struct robot_sim *rs) {
+    if (!robot_sim_ota_pending()) {
+        return 0;
+    }
+    enum fkd_err rc = fkd_ota_mark_invalid(&rs->flash, &rs->parts, &running);
+    if (rc == FKD_E_STATE) {
+        return 5;
+    }
+    if (rc != FKD_OK) {
+        fkd_log(FKD_LOG_ERROR, "ota: rollback: %s", fkd_strerror(rc));
+        return 4;
+    }
+    return 0;
 }
 
 /* ---- robot-sim ota ------------------------------------------------------------------------ */

@@ -7,6 +7,8 @@
 
 #include "robot_sim.h"
 
+#include "fkd/ota.h"
+
 /* `robot-sim ota --flash FILE --sdkconfig FILE --image SIGNED.bin [--chunk N]
  *  [--cut-after N [--torn]] [--verbose|--quiet]`; argv[0] is "ota". Boots the robot as
  * main.c does (partition table, sdkconfig + env, NVS, store, policy, bootloader), then streams
@@ -28,7 +30,18 @@ int robot_sim_ota_boot(struct robot_sim *rs, int text);
  * 0, 2 (bad word), 4 (flash error), 5 (fail with nothing to roll back to). */
 int robot_sim_ota_self_test(struct robot_sim *rs, const char *verdict);
 
-/* For the control-plane client: the robot reconnected, which is its self-test passing. */
+/* For the control-plane client: the robot was welcomed by the control plane, which is its
+ * self-test passing. Marks a PENDING_VERIFY image valid (prints the "self-test: pass: ..."
+ * line); a no-op otherwise. Returns as robot_sim_ota_self_test. */
 int robot_sim_ota_confirm(struct robot_sim *rs);
+/* 1 when the running image is still PENDING_VERIFY (it has not confirmed itself). */
+int robot_sim_ota_pending(void);
+/* What the bootloader chose for this process (its state changes as the image confirms);
+ * NULL when the flash has no OTA partitions. Owned by ota_cmd.c. */
+struct fkd_ota_boot *robot_sim_ota_running(void);
+/* The self-test failed (no welcome in time): a PENDING_VERIFY image is marked invalid so the
+ * next boot runs the previous slot. 0 (also when not pending), 4 flash error, 5 nothing to
+ * roll back to. */
+int robot_sim_ota_rollback(struct robot_sim *rs);
 
 #endif

@@ -36,6 +36,10 @@ struct robot_sim {
  * FKD_LISTENER_REFUSED (do not start it); posture.dtls_port is the port. argv holds the
  * command-line options main did not recognise (argc of them), for the services to parse. */
 int start_services(struct robot_sim *rs, int argc, char **argv);
+/* start_services' answer when the robot must reboot (an OTA update was installed, or the new
+ * image failed its self-test): main.c closes the flash and re-executes robot-sim with its
+ * original arguments. */
+#define ROBOT_SIM_REBOOT 100
 
 /* `robot-sim flash-image create ...` and `robot-sim nvs ...`; argv[0] is the subcommand
  * word. Return the exit code. */

@@ -11,8 +11,16 @@
  *   --ctl-port P    UDP port (default: CONFIG_MINITRAIN_DTLS_PORT, 5684; 0 = any free port)
  *   --ctl-bind IP   address to bind (default 0.0.0.0)
  *   --run-ms MS     stop after MS milliseconds (tests; default: until a signal)
+ *   --self-test-timeout-ms MS   (issue 7) a running image still pending verification that is
+ *                   not welcomed by the control plane within MS of boot (default 60000) fails
+ *                   its self-test: marked invalid, and the robot reboots into the previous slot
  * Prints "robot-sim: control listener on udp IP:PORT (MODE)" once it listens.
+ *
+ * Reboots (issue 7): after a successful ota_finish over the wss channel, and after a failed
+ * self-test, start_services stops everything and returns ROBOT_SIM_REBOOT; main.c then
+ * re-executes robot-sim with its original arguments (same pid), which boots the new slot.
  * ====================================================================================== */
+#include "ota_cmd.h"     /* issue 7: the running image, its self-test */
 #include "robot_sim.h"
 #include "wss_service.h" /* wss client (issue 6, section 3): its own thread, see there */
 
@@ -65,9 +73,26 @@ static void ctl_status(void *user, struct fkd_ctl_json *w) {
     fkd_ctl_json_end(w);
 }
 
+/* The version the robot reports: the running app image's, else the simulator's own. */
+static const char *fw_version(void) {
+    const struct fkd_ota_boot *b = robot_sim_ota_running();
+    if (b != NULL && b->slot >= 0 && b->app.version[0] != '\0') {
+        return b->app.version;
+    }
+    return FW_VERSION;
+}
+
+/* The slot the next boot runs after an update or a rollback: the other one. */
+static int other_slot(void) {
+    const struct fkd_ota_boot *b = robot_sim_ota_running();
+    return b != NULL && b->slot == 0 ? 1 : 0;
+}
+
 int start_services(struct robot_sim *rs, int argc, char **argv) {
     unsigned long port = rs->posture.dtls_port;
     unsigned long run_ms = 0;
+    unsigned long self_test_ms = 60000;
+    uint64_t booted_ms = fkd_net_now_ms();
     const char *bind_ip = "0.0.0.0";
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -79,6 +104,9 @@ int start_services(struct robot_sim *rs, int argc, char **argv) {
             i++;
         } else if (strcmp(a, "--run-ms") == 0 && v != NULL &&
                    fk_parse_ulong(v, 86400000ul, &run_ms) == FK_OK) {
+            i++;
+        } else if (strcmp(a, "--self-test-timeout-ms") == 0 && v != NULL &&
+                   fk_parse_ulong(v, 86400000ul, &self_test_ms) == FK_OK && self_test_ms > 0) {
             i++;
         } else if (robot_sim_wss_option(argc, argv, i) > 0) { /* --wss-*: wss_service.h */
             i += robot_sim_wss_option(argc, argv, i) - 1;
@@ -96,7 +124,7 @@ int start_services(struct robot_sim *rs, int argc, char **argv) {
     memset(&cfg, 0, sizeof cfg);
     cfg.bind_ip = bind_ip;
     cfg.port = (uint16_t)port;
-    cfg.fw_version = FW_VERSION;
+    cfg.fw_version = fw_version();
     cfg.log = ctl_log;
     cfg.status = ctl_status;
     cfg.user = rs;
@@ -135,17 +163,53 @@ int start_services(struct robot_sim *rs, int argc, char **argv) {
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
     /* ---- wss client (issue 6, section 3): runs in its own thread next to this loop ---- */
-    (void)robot_sim_wss_start(rs, FW_VERSION); /* a failure is logged; DTLS keeps running */
+    (void)robot_sim_wss_start(rs, fw_version()); /* a failure is logged; DTLS keeps running */
     uint64_t deadline = run_ms != 0 ? fkd_net_now_ms() + run_ms : UINT64_MAX;
     int code = 0;
+    int pending = robot_sim_ota_pending();
+    if (pending) {
+        fkd_log(FKD_LOG_INFO, "ota: self-test: waiting up to %lu ms for the control plane's "
+                              "welcome", self_test_ms);
+    }
     while (!stop && fkd_net_now_ms() < deadline) {
         if (fkd_ctl_poll(&ctl, 200) < 0) {
             fkd_log(FKD_LOG_ERROR, "services: control socket failed");
             code = 1;
             break;
         }
+        /* ---- OTA (issue 7): reboot into a new image; self-test deadline ---- */
+        if (robot_sim_wss_reboot_requested()) {
+            code = ROBOT_SIM_REBOOT;
+            break;
+        }
+        if (pending && !robot_sim_wss_welcomed() &&
+            fkd_net_now_ms() - booted_ms >= self_test_ms) {
+            robot_sim_wss_stop(); /* no confirmation can race the rollback now */
+            if (robot_sim_ota_pending()) {
+                const struct fkd_ota_boot *b = robot_sim_ota_running();
+                fkd_log(FKD_LOG_ERROR, "ota: self-test failed: ota_%d %s was not welcomed by "
+                                       "the control plane within %lu ms: rolling back",
+                        b->slot, b->app.version, self_test_ms);
+                int rb = robot_sim_ota_rollback(rs);
+                if (rb == 0) {
+                    fkd_log(FKD_LOG_WARN, "ota: ota_%d %s rolled back: marked invalid, the "
+                                          "next boot runs ota_%d",
+                            b->slot, b->app.version, other_slot());
+                    code = ROBOT_SIM_REBOOT;
+                    break;
+                }
+                fkd_log(FKD_LOG_ERROR, "ota: no rollback (%s): ota_%d keeps running",
+                        rb == 5 ? "no previous image" : "flash error", b->slot);
+            }
+            pending = 0;
+        }
     }
     robot_sim_wss_stop(); /* wss client (issue 6, section 3) */
+    if (code == ROBOT_SIM_REBOOT) {
+        printf("robot-sim: rebooting into ota_%d\n", other_slot());
+        fflush(stdout);
+        fkd_log(FKD_LOG_INFO, "services: rebooting into ota_%d", other_slot());
+    }
     struct fkd_ctl_stats st;
     fkd_ctl_get_stats(&ctl, &st);
     fkd_log(FKD_LOG_INFO, "services: control listener stopped: %u handshakes ok, %u failed, "

@@ -1,8 +1,10 @@
 /* robot-sim: the wss client thread (see wss_service.h). */
 #include "wss_service.h"
 
+#include "fkd/ota_remote.h"
 #include "fkd/wss.h"
 #include "fleetkey/common.h"
+#include "ota_cmd.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -11,9 +13,14 @@
 #include <string.h>
 
 static struct fkd_wss wss; /* ~11 KiB of caller memory: the whole client */
+static struct fkd_ota_remote remote; /* ~8.5 KiB: OTA over the channel (fkd/ota_remote.h) */
+static struct fkd_wss_handler handler;
+static struct robot_sim *booted_rs; /* for the welcome hook */
 static pthread_t thread;
 static int started;
 static atomic_int stop_flag;
+static atomic_int reboot_flag; /* the client ended with FKD_WSS_R_REBOOT */
+static atomic_int welcomed_flag;
 static const char *opt_uri;
 static const char *opt_host;
 static unsigned long opt_attempts;
@@ -49,9 +56,21 @@ static int should_stop(void *user) {
     return atomic_load(&stop_flag);
 }
 
+/* Welcomed by the control plane: the running image's self-test has passed (docs/
+ * ota-updates.md). Runs on the client thread before the next message is read, so a status
+ * request right after welcome reports state valid. */
+static void on_welcome(void *user) {
+    (void)user;
+    (void)robot_sim_ota_confirm(booted_rs);
+    atomic_store(&welcomed_flag, 1);
+}
+
 static void *run(void *arg) {
     (void)arg;
     enum fkd_wss_reason r = fkd_wss_run(&wss);
+    if (r == FKD_WSS_R_REBOOT) {
+        atomic_store(&reboot_flag, 1);
+    }
     struct fkd_wss_stats st;
     fkd_wss_get_stats(&wss, &st);
     fkd_log(FKD_LOG_INFO, "services: wss client stopped (%s): %u attempts, %u connected, "
@@ -71,6 +90,16 @@ int robot_sim_wss_start(struct robot_sim *rs, const char *fw_version) {
         fkd_log(FKD_LOG_INFO, "services: no CONFIG_MINITRAIN_WSS_URI: wss client not started");
         return 0;
     }
+    struct fkd_ota_boot *running = robot_sim_ota_running();
+    if (running != NULL && running->slot >= 0 && strstr(running->app.project_name, "no-wss")) {
+        /* A simulated broken firmware (tests of rollback): it never reaches the control plane,
+         * so its self-test times out. */
+        fkd_log(FKD_LOG_WARN, "services: firmware %s %s cannot reach the control plane "
+                              "(simulated broken build, project name contains no-wss): wss "
+                              "client not started",
+                running->app.project_name, running->app.version);
+        return 0;
+    }
     struct fkd_wss_config c;
     memset(&c, 0, sizeof c);
     c.store = &rs->store;
@@ -82,15 +111,48 @@ int robot_sim_wss_start(struct robot_sim *rs, const char *fw_version) {
     c.max_attempts = (unsigned)opt_attempts;
     c.backoff_min_ms = (uint32_t)opt_backoff_ms;
     c.stop = should_stop;
+    booted_rs = rs;
+    fkd_ota_remote_init(&remote);
+    if (running != NULL) {
+        /* OTA over the channel: the slots, NVS and trusted keys of this boot. */
+        struct fkd_ota_remote_config oc;
+        memset(&oc, 0, sizeof oc);
+        oc.flash = &rs->flash;
+        oc.parts = &rs->parts;
+        oc.nvs = rs->nvs_mounted ? &rs->nvs : NULL;
+        oc.running = running;
+        const uint8_t *der = NULL;
+        size_t len = 0;
+        if (fkd_store_info(&rs->store, FKD_CRED_OTA_PUBKEY)->valid &&
+            fkd_store_get(&rs->store, FKD_CRED_OTA_PUBKEY, &der, &len) == FKD_OK) {
+            oc.ota_pubkey = der;
+            oc.ota_pubkey_len = len;
+        }
+        if (fkd_store_info(&rs->store, FKD_CRED_OTA_PUBKEY2)->valid &&
+            fkd_store_get(&rs->store, FKD_CRED_OTA_PUBKEY2, &der, &len) == FKD_OK) {
+            oc.ota_pubkey2 = der;
+            oc.ota_pubkey2_len = len;
+        }
+        if (fkd_ota_remote_setup(&remote, &oc) == FKD_OK) {
+            handler = fkd_ota_remote_handler;
+        }
+    }
+    handler.welcomed = on_welcome;
+    c.handler = &handler;
+    c.handler_user = &remote;
     fkd_wss_init(&wss);
     if (fkd_wss_setup(&wss, &c) != FKD_OK) {
         fkd_wss_free(&wss);
+        fkd_ota_remote_free(&remote);
         return 1;
     }
     atomic_store(&stop_flag, 0);
+    atomic_store(&reboot_flag, 0);
+    atomic_store(&welcomed_flag, 0);
     if (pthread_create(&thread, NULL, run, NULL) != 0) {
         fkd_log(FKD_LOG_ERROR, "services: cannot start the wss thread");
         fkd_wss_free(&wss);
+        fkd_ota_remote_free(&remote);
         return 1;
     }
     started = 1;
@@ -107,4 +169,13 @@ void robot_sim_wss_stop(void) {
     pthread_join(thread, NULL);
     started = 0;
     fkd_wss_free(&wss);
+    fkd_ota_remote_free(&remote);
+}
+
+int robot_sim_wss_reboot_requested(void) {
+    return atomic_load(&reboot_flag);
+}
+
+int robot_sim_wss_welcomed(void) {
+    return atomic_load(&welcomed_flag);
 }

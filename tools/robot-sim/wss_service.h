@@ -12,7 +12,13 @@
  *   --wss-attempts N     give up after N connections (default: never)
  *   --wss-backoff-ms MS  first retry delay (default 1000; the cap is 60 s)
  *   --no-wss             do not start the client
- * Without a URI (sdkconfig, env or --wss-uri) the client is not started (one INFO line). */
+ * Without a URI (sdkconfig, env or --wss-uri) the client is not started (one INFO line).
+ *
+ * OTA (issue 7): when the robot runs app images, the client carries the "ota" state and
+ * answers the update and OTA-key requests (fkd/ota_remote.h); a welcome confirms a running
+ * image still pending verification (robot_sim_ota_confirm: its self-test). A running image
+ * whose project name contains "no-wss" stands for a broken firmware: the client is not
+ * started, so that image's self-test times out and it is rolled back (services.c). */
 #ifndef ROBOT_SIM_WSS_SERVICE_H
 #define ROBOT_SIM_WSS_SERVICE_H
 
@@ -26,5 +32,10 @@ int robot_sim_wss_option(int argc, char **argv, int i);
 int robot_sim_wss_start(struct robot_sim *rs, const char *fw_version);
 /* Asks the thread to stop and joins it (at most a few hundred ms). Safe when not started. */
 void robot_sim_wss_stop(void);
+/* 1 once the client ended because a request (a successful ota_finish) asked for a reboot:
+ * it closed with 1000 "rebooting" and its thread is done. */
+int robot_sim_wss_reboot_requested(void);
+/* 1 once the server welcomed the client (the running image then confirmed itself). */
+int robot_sim_wss_welcomed(void);
 
 #endif
