@@ -827,6 +827,45 @@ static int push_next(struct session *s) {
     return send_request(s, a, b);
 }
 
+/* The presence row keeps the device's newest "ota" report, not only hello's: a status answer
+ * (valid after a reboot) or a new key set (ota_key) is what the next job's interlock and
+ * idempotence check must see, also when the device is offline by then. keys (may be NULL)
+ * replaces the "keys" member of the stored report; else ota_json replaces it whole. */
+static void presence_update_ota(struct fk_server *srv, const char *id, const char *ota_json,
+                                const struct fk_wss_ota_key *keys, size_t nkeys) {
+    struct fk_inv_presence *p = malloc(sizeof *p);
+    struct fk_diag d;
+    fk_diag_init(&d);
+    if (p == NULL || fk_inventory_presence_get(srv->inv, id, p, &d) != FK_OK) {
+        free(p);
+        return;
+    }
+    if (keys != NULL) {
+        cJSON *o = cJSON_Parse(p->ota);
+        if (!cJSON_IsObject(o)) {
+            cJSON_Delete(o);
+            o = cJSON_CreateObject();
+        }
+        cJSON *k = cJSON_CreateObject();
+        for (size_t i = 0; i < nkeys; i++) {
+            cJSON_AddStringToObject(k, keys[i].name, keys[i].fpr);
+        }
+        cJSON_DeleteItemFromObjectCaseSensitive(o, "keys");
+        cJSON_AddItemToObject(o, "keys", k);
+        if (!cJSON_PrintPreallocated(o, p->ota, (int)sizeof p->ota, 0)) {
+            p->ota[0] = '\0';
+        }
+        cJSON_Delete(o);
+    } else {
+        snprintf(p->ota, sizeof p->ota, "%s", ota_json);
+    }
+    p->last_seen[0] = '\0';
+    if (p->ota[0] == '\0' || fk_inventory_device_seen(srv->inv, p, NULL, NULL, &d) != FK_OK) {
+        fk_log(FK_LOG_WARN, "server: %s: OTA state not recorded: %s", id, d.msg);
+    }
+    free(p);
+}
+
 /* A response to one of our requests (already matched to s->pending). */
 static void on_push_response(struct session *s, const struct fk_wss_msg *m) {
     struct fk_server *srv = s->srv;
@@ -838,6 +877,7 @@ static void on_push_response(struct session *s, const struct fk_wss_msg *m) {
     case FK_OTA_ACT_STATUS:
         if (m->ok && m->ota.present) {
             s->ota = m->ota;
+            presence_update_ota(srv, s->id, m->ota_json, NULL, 0);
             apply_report(s, &m->ota);
         }
         break;
@@ -852,6 +892,7 @@ static void on_push_response(struct session *s, const struct fk_wss_msg *m) {
         if (m->has_keys) {
             s->ota.nkeys = m->nkeys;
             memcpy(s->ota.keys, m->keys, sizeof s->ota.keys);
+            presence_update_ota(srv, s->id, NULL, m->keys, m->nkeys);
         }
         srv->ota_keys[a == FK_OTA_ACT_KEY_NEW ? 0 : 1]++;
         fk_log(FK_LOG_INFO, "server: %s %s: ota_key %s %s accepted", s->peer, s->id, slot,

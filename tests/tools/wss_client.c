@@ -15,8 +15,18 @@
  *   wait-file F       wait (bounded by --timeout) until file F exists
  *   expect-close CODE read until the server's close frame; its code must be CODE
  *   idle S            read for S seconds; any message or close fails
+ *   expect-request KIND  read the next message: a request of that kind (its id is kept)
+ *   respond JSON      answer the last request: {"type":"response","id":ID,"ok":true,"body":JSON}
+ *   respond-error CODE  answer the last request with ok false and error code CODE
+ * Scripted device for OTA pushes (docs/wss-protocol.md, request kinds for updates):
+ *   ota-recv FILE     answer ota_begin (chunk 2048), every ota_chunk (offsets checked, data
+ *                     appended to FILE), then ota_finish (ok)
+ *   ota-recv-refuse FILE CODE  the same, but ota_finish answered with error CODE
+ *   ota-recv-partial FILE N    ota_begin and N chunks, then stop (the next step decides)
+ *   drop              end the connection abruptly (no close frame): a device losing power
  * Special forms: --upgrade-status N expects the HTTP answer N instead of 101 and stops there;
- * --get PATH sends an HTTP GET instead of an upgrade and prints "STATUS\nBODY".
+ * --get PATH sends an HTTP GET instead of an upgrade and prints "STATUS\nBODY"; --post PATH
+ * --body FILE sends FILE as a POST body (Content-Length) and prints the answer the same way.
  * Exit: 0 all steps passed, 1 a step failed, 2 usage, 3 TLS refused (handshake or the first
  * read after it: in TLS 1.3 the server judges the client certificate after the client has
  * finished), 4 connect failed. Every wait is bounded by --timeout (default 10 s). */
@@ -35,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -215,6 +226,10 @@ static int connect_tcp(const char *host, unsigned port) {
     struct timeval tv = {(time_t)timeout_s, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    /* A frame is written as header + payload (two TLS records): without this the second
+     * waits for the server's delayed ACK on every message. */
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
         close(fd);
         return -1;
@@ -259,6 +274,127 @@ static void ws_accept_for(const char *key, char out[64]) {
     EVP_EncodeBlock((unsigned char *)out, dg, SHA_DIGEST_LENGTH);
 }
 
+static char last_req_id[64];
+
+/* The string value of "name" in a compact JSON text (what the server sends: cJSON, no
+ * whitespace, no escapes in the members read here). */
+static int json_str(const char *msg, const char *name, char *out, size_t size) {
+    char key[64];
+    snprintf(key, sizeof key, "\"%s\":\"", name);
+    const char *p = strstr(msg, key);
+    if (p == NULL) {
+        return -1;
+    }
+    p += strlen(key);
+    const char *e = strchr(p, '"');
+    if (e == NULL || (size_t)(e - p) >= size) {
+        return -1;
+    }
+    memcpy(out, p, (size_t)(e - p));
+    out[e - p] = '\0';
+    return 0;
+}
+
+static long long json_int(const char *msg, const char *name) {
+    char key[64];
+    snprintf(key, sizeof key, "\"%s\":", name);
+    const char *p = strstr(msg, key);
+    return p != NULL ? strtoll(p + strlen(key), NULL, 10) : -1;
+}
+
+/* Reads the next message, which must be a request of kind `kind`; keeps its id. */
+static int expect_request(char *msg, size_t size, const char *kind) {
+    size_t len = 0;
+    char k[64];
+    int op = recv_msg(msg, size, &len);
+    if (op != 1 || !msg_type_is(msg, "request") || json_str(msg, "kind", k, sizeof k) != 0 ||
+        strcmp(k, kind) != 0 || json_str(msg, "id", last_req_id, sizeof last_req_id) != 0) {
+        fprintf(stderr, "wss_client: expected request %s, got op %d '%.300s'\n", kind, op, msg);
+        return -1;
+    }
+    return 0;
+}
+
+static void respond(const char *body) {
+    static char r[8192];
+    snprintf(r, sizeof r, "{\"type\":\"response\",\"id\":\"%s\",\"ok\":true,\"body\":%s}",
+             last_req_id, body);
+    send_text(r);
+}
+
+static void respond_error(const char *code) {
+    char r[512];
+    snprintf(r, sizeof r,
+             "{\"type\":\"response\",\"id\":\"%s\",\"ok\":false,\"error\":{\"code\":\"%s\","
+             "\"message\":\"scripted refusal\"}}",
+             last_req_id, code);
+    send_text(r);
+}
+
+/* A device receiving an update: ota_begin, chunks (max_chunks, or all when < 0), ota_finish
+ * answered ok or with finish_error. The bytes go to path. */
+static int ota_recv(const char *path, long max_chunks, const char *finish_error) {
+    static char msg[1 << 16];
+    static uint8_t data[4096];
+    FILE *f = fopen(path, "wb");
+    if (f == NULL || expect_request(msg, sizeof msg, "ota_begin") != 0) {
+        return -1;
+    }
+    long long size = json_int(msg, "size");
+    respond("{\"slot\":\"ota_1\",\"chunk\":2048}");
+    long long got = 0;
+    for (long n = 0; max_chunks < 0 || n < max_chunks; n++) {
+        size_t len = 0;
+        char kind[64], b64[4096];
+        int op = recv_msg(msg, sizeof msg, &len);
+        if (op != 1 || json_str(msg, "kind", kind, sizeof kind) != 0 ||
+            json_str(msg, "id", last_req_id, sizeof last_req_id) != 0) {
+            fprintf(stderr, "wss_client: ota: expected a request, got op %d '%.200s'\n", op, msg);
+            return -1;
+        }
+        if (strcmp(kind, "ota_finish") == 0) {
+            if (got != size) {
+                fprintf(stderr, "wss_client: ota_finish after %lld of %lld bytes\n", got, size);
+                return -1;
+            }
+            if (finish_error != NULL) {
+                respond_error(finish_error);
+            } else {
+                respond("{\"slot\":\"ota_1\",\"version\":\"2.0.0\",\"secure_version\":2,"
+                        "\"key\":\"sbv2:00\",\"reboot\":true}");
+            }
+            printf("ota: received %lld bytes\n", got);
+            fclose(f);
+            return 0;
+        }
+        if (strcmp(kind, "ota_chunk") != 0 || json_int(msg, "offset") != got ||
+            json_str(msg, "data", b64, sizeof b64) != 0) {
+            fprintf(stderr, "wss_client: ota: bad chunk at %lld: '%.200s'\n", got, msg);
+            return -1;
+        }
+        size_t bl = strlen(b64);
+        int dl = EVP_DecodeBlock(data, (const unsigned char *)b64, (int)bl);
+        if (dl < 0) {
+            fprintf(stderr, "wss_client: ota: bad base64\n");
+            return -1;
+        }
+        dl -= (bl > 0 && b64[bl - 1] == '=') + (bl > 1 && b64[bl - 2] == '=');
+        if (dl <= 0 || dl > 2048) {
+            fprintf(stderr, "wss_client: ota: chunk of %d bytes\n", dl);
+            return -1;
+        }
+        fwrite(data, 1, (size_t)dl, f);
+        fflush(f);
+        got += dl;
+        char body[64];
+        snprintf(body, sizeof body, "{\"received\":%lld}", got);
+        respond(body);
+    }
+    printf("ota: stopped after %lld bytes\n", got);
+    fclose(f);
+    return 0;
+}
+
 static int usage(void) {
     fprintf(stderr, "usage: wss_client --port P --ca CA [--cert C --key K] [options] STEP...\n");
     return 2;
@@ -266,7 +402,7 @@ static int usage(void) {
 
 int main(int argc, char **argv) {
     const char *host = "127.0.0.1", *ca = NULL, *cert = NULL, *key = NULL, *path = "/ws";
-    const char *subproto = "fleetkey.v1", *get = NULL;
+    const char *subproto = "fleetkey.v1", *get = NULL, *post = NULL, *body_file = NULL;
     unsigned port = 0;
     int tls_max = 0, want_status = 101;
     int i = 1;
@@ -291,6 +427,10 @@ int main(int argc, char **argv) {
             subproto = v;
         } else if (strcmp(a, "--get") == 0) {
             get = v;
+        } else if (strcmp(a, "--post") == 0) {
+            post = v;
+        } else if (strcmp(a, "--body") == 0) {
+            body_file = v;
         } else if (strcmp(a, "--timeout") == 0) {
             timeout_s = (unsigned)strtoul(v, NULL, 10);
         } else if (strcmp(a, "--upgrade-status") == 0) {
@@ -335,11 +475,41 @@ int main(int argc, char **argv) {
 
     char head[8192];
     size_t got = 0;
-    if (get != NULL) {
+    if (get != NULL || post != NULL) {
         char req[512];
-        snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n",
-                 get, host);
-        write_all(req, strlen(req));
+        if (post != NULL) {
+            FILE *bf = body_file != NULL ? fopen(body_file, "rb") : NULL;
+            if (bf == NULL) {
+                fprintf(stderr, "wss_client: --post needs a readable --body FILE\n");
+                return 2;
+            }
+            fseek(bf, 0, SEEK_END);
+            long blen = ftell(bf);
+            fseek(bf, 0, SEEK_SET);
+            snprintf(req, sizeof req,
+                     "POST %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n"
+                     "Content-Type: application/octet-stream\r\nContent-Length: %ld\r\n\r\n",
+                     post, host, blen);
+            write_all(req, strlen(req));
+            /* The server may answer (403, 413) before the body is in: stop sending then. */
+            static uint8_t chunk[16384];
+            size_t n;
+            while ((n = fread(chunk, 1, sizeof chunk, bf)) > 0) {
+                struct timeval tv0 = {0, 0};
+                fd_set rs;
+                FD_ZERO(&rs);
+                FD_SET(fd, &rs);
+                if (SSL_pending(ssl) > 0 || select(fd + 1, &rs, NULL, NULL, &tv0) > 0 ||
+                    write_all(chunk, n) != 0) {
+                    break;
+                }
+            }
+            fclose(bf);
+        } else {
+            snprintf(req, sizeof req,
+                     "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", get, host);
+            write_all(req, strlen(req));
+        }
         int st = read_http(head, sizeof head, &got);
         long clen = -1;
         const char *cl = ci_find(head, "\r\ncontent-length:");
@@ -477,6 +647,37 @@ int main(int argc, char **argv) {
                 return 1;
             }
             i++;
+        } else if (strcmp(step, "expect-request") == 0 && arg != NULL) {
+            if (expect_request(msg, sizeof msg, arg) != 0) {
+                return 1;
+            }
+            printf("%s\n", msg);
+            i++;
+        } else if (strcmp(step, "respond") == 0 && arg != NULL) {
+            respond(arg);
+            i++;
+        } else if (strcmp(step, "respond-error") == 0 && arg != NULL) {
+            respond_error(arg);
+            i++;
+        } else if (strcmp(step, "ota-recv") == 0 && arg != NULL) {
+            if (ota_recv(arg, -1, NULL) != 0) {
+                return 1;
+            }
+            i++;
+        } else if (strcmp(step, "ota-recv-refuse") == 0 && arg != NULL && i + 2 < argc) {
+            if (ota_recv(arg, -1, argv[i + 2]) != 0) {
+                return 1;
+            }
+            i += 2;
+        } else if (strcmp(step, "ota-recv-partial") == 0 && arg != NULL && i + 2 < argc) {
+            if (ota_recv(arg, strtol(argv[i + 2], NULL, 10), NULL) != 0) {
+                return 1;
+            }
+            i += 2;
+        } else if (strcmp(step, "drop") == 0) {
+            /* No close frame, no TLS close_notify: the TCP connection just ends. */
+            close(fd);
+            return 0;
         } else if (strcmp(step, "idle") == 0 && arg != NULL) {
             unsigned s = (unsigned)strtoul(arg, NULL, 10);
             struct timeval tv = {(time_t)s, 0};
