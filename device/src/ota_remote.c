@@ -588,9 +588,21 @@ static void ota_finish(struct fkd_ota_remote *r, struct fkd_wss_reply *rep) {
     const struct fkd_sbv2_result *sig = fkd_ota_sig_result(&r->upd);
     if (rc != FKD_OK) {
         const char *code = finish_code(rc, sig);
+        static const char *const why[][2] = {
+            {"truncated", "bytes are missing"},
+            {"signature_untrusted", "no signature block from a trusted key verifies"},
+            {"signature_mismatch", "the image was changed after signing"},
+            {"signature_malformed", "the signature sector is damaged"},
+            {"image_invalid", "the app image in flash does not check"},
+            {"anti_rollback", "secure_version below the committed one"},
+        };
+        const char *text = fkd_strerror(rc);
+        for (size_t i = 0; i < sizeof why / sizeof why[0]; i++) {
+            text = strcmp(code, why[i][0]) == 0 ? why[i][1] : text;
+        }
         r->active = 0; /* finish ended the update either way */
         abandon(r);
-        fail(kind, rep, code, "%s", fkd_strerror(rc));
+        fail(kind, rep, code, "%s (%s)", text, fkd_errname(rc));
         return;
     }
     const struct fkd_app_info *a = fkd_ota_app(&r->upd);
