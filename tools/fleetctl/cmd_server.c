@@ -18,6 +18,8 @@
 #include <openssl/x509v3.h>
 
 #include <netdb.h>
+#include <poll.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,20 +31,20 @@
 
 static void usage(FILE *f) {
     fprintf(f, "usage: fleetctl --p12 NAME.p12 --password-file F --server https://HOST:PORT\n"
-               "                --ca CA.pem [--json] [--timeout S] (devices | device ID)\n"
+               "                --ca CA.pem [--json] [--timeout S] COMMAND\n"
                "  devices     every device of the inventory: id, state, connected, last seen\n"
                "  device ID   one device with presence, posture and credentials (JSON)\n"
+               "  ota (--device ID ... | --all) [--wait S | --no-wait] IMAGE.bin\n"
+               "              push a signed update; wait (default 600 s) until every device\n"
+               "              confirmed it, refused it, rolled back or failed\n"
+               "  ota-status JOB   one update job, per device\n"
                "The identity in NAME.p12 must be an operator certificate (provision-keys\n"
                "export-p12 --operator); the server answers other certificates with 403.\n"
-               "exit status: 0 ok, 1 failure (TLS, HTTP error, 403/404), 2 usage\n");
+               "exit status: 0 ok, 1 failure (TLS, HTTP error, 403/404/409; ota: a device\n"
+               "refused, rolled back or failed), 2 usage, 3 ota: --wait ran out\n");
 }
 
-struct url {
-    char host[256];
-    char port[8];
-};
-
-static int parse_url(const char *s, struct url *u) {
+int fleetctl_parse_url(const char *s, struct fleetctl_url *u) {
     if (strncmp(s, "https://", 8) != 0) {
         return -1;
     }
@@ -82,7 +84,7 @@ static int parse_url(const char *s, struct url *u) {
     return 0;
 }
 
-static int tcp_connect(const struct url *u, unsigned timeout_s) {
+static int tcp_connect(const struct fleetctl_url *u, unsigned timeout_s) {
     struct addrinfo hints, *res = NULL;
     memset(&hints, 0, sizeof hints);
     hints.ai_socktype = SOCK_STREAM;
@@ -160,15 +162,53 @@ out:
     return ok ? 0 : -1;
 }
 
-/* GET path; *status and a malloc'd NUL-terminated body on success. */
-static int https_get(SSL_CTX *ctx, const struct url *u, const char *path, unsigned timeout_s,
-                     int *status, char **body) {
+/* Streams the file at body_path as the request body. The server may answer before the body
+ * is in (403, 413, a refused target): sending stops as soon as an answer is readable, and a
+ * failed write is not an error by itself (the answer says what happened). */
+static void send_body(SSL *ssl, int fd, FILE *f) {
+    static uint8_t chunk[64 * 1024];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        struct pollfd pfd = {fd, POLLIN, 0};
+        if (SSL_pending(ssl) > 0 || poll(&pfd, 1, 0) > 0) {
+            return;
+        }
+        for (size_t off = 0; off < n;) {
+            int w = SSL_write(ssl, chunk + off, (int)(n - off));
+            if (w <= 0) {
+                return;
+            }
+            off += (size_t)w;
+        }
+    }
+}
+
+int fleetctl_https(SSL_CTX *ctx, const struct fleetctl_url *u, const char *method,
+                   const char *path, const char *body_path, unsigned timeout_s, int *status,
+                   char **body) {
     int rc = -1;
     SSL *ssl = NULL;
     char *buf = NULL;
+    FILE *bf = NULL;
+    long long body_len = 0;
+    if (body_path != NULL) {
+        struct stat sb;
+        bf = fopen(body_path, "rb");
+        if (bf == NULL || fstat(fileno(bf), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+            fprintf(stderr, "fleetctl: cannot read %s\n", body_path);
+            if (bf != NULL) {
+                fclose(bf);
+            }
+            return -1;
+        }
+        body_len = (long long)sb.st_size;
+    }
     int fd = tcp_connect(u, timeout_s);
     if (fd < 0) {
         fprintf(stderr, "fleetctl: cannot connect to %s:%s\n", u->host, u->port);
+        if (bf != NULL) {
+            fclose(bf);
+        }
         return -1;
     }
     ssl = SSL_new(ctx);
@@ -192,14 +232,23 @@ static int https_get(SSL_CTX *ctx, const struct url *u, const char *path, unsign
                 v != X509_V_OK ? X509_verify_cert_error_string(v) : "");
         goto out;
     }
-    char req[512];
-    int n = snprintf(req, sizeof req,
-                     "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: application/json\r\n"
-                     "Connection: close\r\nUser-Agent: fleetctl\r\n\r\n",
-                     path, u->host);
+    char req[1024];
+    int n = bf != NULL
+                ? snprintf(req, sizeof req,
+                           "%s %s HTTP/1.1\r\nHost: %s\r\nAccept: application/json\r\n"
+                           "Content-Type: application/octet-stream\r\nContent-Length: %lld\r\n"
+                           "Connection: close\r\nUser-Agent: fleetctl\r\n\r\n",
+                           method, path, u->host, body_len)
+                : snprintf(req, sizeof req,
+                           "%s %s HTTP/1.1\r\nHost: %s\r\nAccept: application/json\r\n"
+                           "Connection: close\r\nUser-Agent: fleetctl\r\n\r\n",
+                           method, path, u->host);
     if (n <= 0 || (size_t)n >= sizeof req || SSL_write(ssl, req, n) != n) {
         fprintf(stderr, "fleetctl: request failed (the server refused our certificate?)\n");
         goto out;
+    }
+    if (bf != NULL) {
+        send_body(ssl, fd, bf);
     }
     buf = malloc(RESP_MAX + 1);
     if (buf == NULL) {
@@ -241,6 +290,9 @@ static int https_get(SSL_CTX *ctx, const struct url *u, const char *path, unsign
     rc = 0;
 out:
     free(buf);
+    if (bf != NULL) {
+        fclose(bf);
+    }
     if (ssl != NULL) {
         SSL_shutdown(ssl);
         SSL_free(ssl);
@@ -249,7 +301,7 @@ out:
     return rc;
 }
 
-static const char *jstr(const cJSON *o, const char *k) {
+const char *fleetctl_jstr(const cJSON *o, const char *k) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
     return cJSON_IsString(v) ? v->valuestring : "-";
 }
@@ -265,9 +317,9 @@ static int print_devices(const char *body) {
     printf("%-24s %-12s %-9s %-21s %s\n", "ID", "STATE", "CONNECTED", "LAST SEEN", "FIRMWARE");
     const cJSON *d = NULL;
     cJSON_ArrayForEach(d, arr) {
-        printf("%-24s %-12s %-9s %-21s %s\n", jstr(d, "id"), jstr(d, "state"),
+        printf("%-24s %-12s %-9s %-21s %s\n", fleetctl_jstr(d, "id"), fleetctl_jstr(d, "state"),
                cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(d, "connected")) ? "yes" : "no",
-               jstr(d, "last_seen"), jstr(d, "firmware_version"));
+               fleetctl_jstr(d, "last_seen"), fleetctl_jstr(d, "firmware_version"));
     }
     cJSON_Delete(root);
     return 0;
@@ -317,9 +369,17 @@ int fleetctl_server_main(int argc, char **argv) {
     }
     const char *cmd = i < argc ? argv[i] : "";
     const char *id = i + 1 < argc ? argv[i + 1] : NULL;
-    struct url u;
+    struct fleetctl_url u;
+    struct fleetctl_ota_args ota;
     char path[128];
-    if (strcmp(cmd, "devices") == 0 && i + 1 == argc) {
+    int is_ota = strcmp(cmd, "ota") == 0 || strcmp(cmd, "ota-status") == 0;
+    memset(&ota, 0, sizeof ota);
+    if (is_ota) {
+        int urc = fleetctl_ota_parse(cmd, argc - i - 1, argv + i + 1, &ota);
+        if (urc != 0) {
+            return urc;
+        }
+    } else if (strcmp(cmd, "devices") == 0 && i + 1 == argc) {
         snprintf(path, sizeof path, "/api/devices");
     } else if (strcmp(cmd, "device") == 0 && id != NULL && i + 2 == argc &&
                fk_pki_name_valid(id)) {
@@ -329,9 +389,10 @@ int fleetctl_server_main(int argc, char **argv) {
         return 2;
     }
     if (p12 == NULL || pwfile == NULL || server == NULL || ca == NULL ||
-        parse_url(server, &u) != 0) {
+        fleetctl_parse_url(server, &u) != 0) {
         fprintf(stderr, "fleetctl: need --p12, --password-file, --server https://HOST:PORT and "
                         "--ca\n");
+        free(ota.devices);
         return 2;
     }
 
@@ -344,6 +405,7 @@ int fleetctl_server_main(int argc, char **argv) {
     fk_diag_init(&d);
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     if (ctx == NULL) {
+        free(ota.devices);
         return 1;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
@@ -361,13 +423,20 @@ int fleetctl_server_main(int argc, char **argv) {
     int loaded = load_p12(ctx, p12, pw);
     fk_free_secret(pw, pw_len);
     pw = NULL;
-    if (loaded != 0 || https_get(ctx, &u, path, timeout_s, &status, &body) != 0) {
+    if (loaded != 0) {
+        goto out;
+    }
+    if (is_ota) {
+        rc = fleetctl_ota_run(ctx, &u, timeout_s, json, &ota);
+        goto out;
+    }
+    if (fleetctl_https(ctx, &u, "GET", path, NULL, timeout_s, &status, &body) != 0) {
         goto out;
     }
     if (status != 200) {
         cJSON *e = cJSON_Parse(body);
         fprintf(stderr, "fleetctl: server answered %d: %s\n", status,
-                e != NULL ? jstr(e, "error") : "(no detail)");
+                e != NULL ? fleetctl_jstr(e, "error") : "(no detail)");
         cJSON_Delete(e);
         goto out;
     }
@@ -387,6 +456,7 @@ int fleetctl_server_main(int argc, char **argv) {
         rc = print_devices(body);
     }
 out:
+    free(ota.devices);
     free(body);
     SSL_CTX_free(ctx);
     return rc;

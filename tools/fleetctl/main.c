@@ -1,6 +1,7 @@
 /* fleetctl: the operator's command line. Thin: parse arguments, call the code that does the
  * work, map its error to an exit code (0 ok, 1 failure, 2 usage; docs/fleetctl.md).
- * Subcommands: `robot` (DTLS control channel to one robot). */
+ * Subcommands: `robot` (DTLS control channel to one robot); `devices`, `device`, `ota`,
+ * `ota-status` (fleetkey-server's admin API, cmd_server.c / cmd_ota.c). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +28,10 @@ static void usage(FILE *f) {
                "  robot   send one control command to a robot over DTLS-PSK\n"
                "  devices, device ID   fleetkey-server's admin API (docs/server.md):\n"
                "          fleetctl --p12 F.p12 --password-file F --server https://HOST:PORT\n"
-               "                   --ca CA.pem (devices | device ID)\n");
+               "                   --ca CA.pem (devices | device ID)\n"
+               "  ota, ota-status JOB  push a signed update through fleetkey-server and follow\n"
+               "          it: fleetctl --p12 ... ota (--device ID ... | --all) [--wait S]\n"
+               "          IMAGE.bin (docs/fleetctl.md)\n");
     usage_robot(f);
 }
 
@@ -160,7 +164,8 @@ int main(int argc, char **argv) {
     }
     /* fleetctl [--p12 ... --server ...] devices | device ID: the server's admin API. */
     if (strncmp(argv[1], "--", 2) == 0 || strcmp(argv[1], "devices") == 0 ||
-        strcmp(argv[1], "device") == 0) {
+        strcmp(argv[1], "device") == 0 || strcmp(argv[1], "ota") == 0 ||
+        strcmp(argv[1], "ota-status") == 0) {
         return fleetctl_server_main(argc - 1, argv + 1);
     }
     fprintf(stderr, "fleetctl: unknown command '%s'\n", argv[1]);
