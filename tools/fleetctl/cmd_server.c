@@ -377,6 +377,7 @@ int fleetctl_server_main(int argc, char **argv) {
     if (is_ota) {
         int urc = fleetctl_ota_parse(cmd, argc - i - 1, argv + i + 1, &ota);
         if (urc != 0) {
+            free(ota.devices);
             return urc;
         }
     } else if (strcmp(cmd, "devices") == 0 && i + 1 == argc) {
