@@ -1,0 +1,300 @@
+#!/bin/sh
+# OTA over the control channel, end to end with real processes on real sockets (issue 7):
+# production robot-sim devices (encrypted NVS from `provision-keys generate --ca --ota-key`,
+# credentials from NVS only, Secure Boot V2 on) connected to fleetkey-server over mTLS wss;
+# images from mkappimage signed by `provision-keys sign` / `rotate ota-key sign-release`;
+# the operator drives everything with fleetctl and provision-keys.
+#   sh ota_wss.sh CASE BIN_DIR VECTORS_DIR WORK_DIR
+# CASE:
+#   update    fleetctl ota --all: both robots receive v2, verify it, reboot into it and
+#             confirm it by reconnecting; a re-run is confirmed at once; an image signed by a
+#             key no robot trusts is refused by the server (409, the robots listed); an image
+#             whose firmware cannot reach the control plane is installed, fails its
+#             self-test and the robot rolls back (rolled_back); an anti-rollback image is
+#             refused by the robot and reported; an unsigned image is refused by the server
+#   rotation  the seed's OTA signing-key rotation over the network with its interlocks: the
+#             server delivers security/ota_pubkey2 to each robot and confirms it in the
+#             inventory; a new-key-only release is refused while one robot is offline (named
+#             as blocking) and allowed once it connected; the new-key-only update reaches all
+#             robots; the old key is retired, the server promotes the new key to
+#             security/ota_pubkey on each robot, and the old key is refused everywhere
+# Keys: the Secure Boot V2 vectors' A (old) and B (new). Every wait is bounded; ports come
+# from the OS.
+set -eu
+CASE=$1
+BIN=$2
+VEC=$3/sbv2
+TMP=$4
+PK="$BIN/provision-keys"
+RS="$BIN/robot-sim"
+MK="$BIN/mkappimage"
+for t in "$PK" "$RS" "$MK" "$BIN/fleetkey-server" "$BIN/fleetctl"; do
+    [ -x "$t" ] || { echo "$t not built: skip"; exit 77; }
+done
+rm -rf "$TMP"
+mkdir -p "$TMP/keys"
+. "$(dirname "$0")/lib.sh"
+cd "$TMP"
+
+PIDS=""
+cleanup() {
+    for p in $PIDS; do
+        kill "$p" 2>/dev/null || true
+    done
+    for p in $PIDS; do
+        wait "$p" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+
+# wait_for FILE PATTERN [TENTHS]: up to TENTHS x 0.1 s (default 600) for PATTERN in FILE.
+wait_for() {
+    i=0
+    while [ $i -lt "${3:-600}" ]; do
+        grep -q -- "$2" "$1" 2>/dev/null && return 0
+        sleep 0.1
+        i=$((i + 1))
+    done
+    echo "--- $1" >&2
+    tail -n 30 "$1" >&2 2>/dev/null || true
+    return 1
+}
+
+# ---- the fleet: CA, server, operator, robots ---------------------------------------------
+run 0 ca_init "$PK" ca init --dir pki --name "OTA over wss test"
+run 0 ca_srv "$PK" ca issue --dir pki --server localhost --san IP:127.0.0.1
+run 0 ca_op "$PK" ca issue --dir pki --operator ops
+echo 'ota wss test passphrase' >pw.txt
+run 0 p12 "$PK" export-p12 --dir pki --operator ops --password-file pw.txt --out ops.p12
+run 0 crl "$PK" ca crl --dir pki --out crl.pem
+openssl pkey -in "$VEC/key_a.pem" -pubout -outform DER -out a.der 2>/dev/null
+openssl pkey -in "$VEC/key_b.pem" -pubout -outform DER -out b.der 2>/dev/null
+FPR_B="sbv2:$("$PK" key-digest --key "$VEC/key_b.pem" | cut -d' ' -f1)"
+
+cat >prod.sdkconfig <<'CFG'
+CONFIG_PRODUCTION_BUILD=y
+CONFIG_NVS_ENCRYPTION=y
+CONFIG_SECURE_BOOT_V2_ENABLED=y
+CONFIG_MINITRAIN_EXPECTED_HOST="localhost"
+CFG
+
+"$MK" --version 1.0.0 --secure-version 1 --segment-len 3000 --seed 1 v1.bin
+"$MK" --version 2.0.0 --secure-version 2 --segment-len 5000 --seed 2 v2.bin
+run 0 sign_v1 "$PK" sign --key "$VEC/key_a.pem" --output v1.a.bin v1.bin
+
+# mint N: a production robot trusting key A, running v1 (factory install + first boot).
+mint() {
+    n=$1
+    run 0 gen$n "$PK" generate --output keys/device_00$n.json --mac 02:00:00:00:20:0$n \
+        --ca pki --encrypt-nvs --ota-key "$VEC/key_a.pem"
+    run 0 img$n "$RS" flash-image create --out robot$n.img --nvs "keys/device_00$n.nvs.bin" \
+        --nvs-keys "keys/device_00$n.nvs_keys.bin"
+    run 0 fac$n "$RS" ota --flash robot$n.img --sdkconfig prod.sdkconfig --image v1.a.bin
+    run 0 boot$n "$RS" --flash robot$n.img --sdkconfig prod.sdkconfig --boot-only \
+        --self-test pass
+    expect boot$n.out "app: robot 1.0.0"
+}
+
+start_server() {
+    rm -f port
+    "$BIN/fleetkey-server" --listen 127.0.0.1 --port 0 --port-file port \
+        --cert pki/servers/localhost.chain.pem --key pki/servers/localhost.key.pem \
+        --ca pki/ca-chain.pem --crl crl.pem --inventory keys/inventory.db \
+        --ping_interval 2 >srv.out 2>srv.err </dev/null &
+    PIDS="$PIDS $!"
+    wait_for port "[0-9]" || fail "fleetkey-server did not start"
+    P=$(cat port)
+    FC="$BIN/fleetctl --p12 ops.p12 --password-file pw.txt --server https://127.0.0.1:$P \
+        --ca pki/ca-chain.pem"
+}
+
+# start_robot N: runs robot N against the server (its log: rsN.out / rsN.err); the pid stays
+# the same across its reboots (robot-sim reboots by exec).
+start_robot() {
+    "$RS" --flash robot$1.img --sdkconfig prod.sdkconfig --ctl-port 0 --ctl-bind 127.0.0.1 \
+        --run-ms 600000 --wss-uri "wss://127.0.0.1:$P/ws" --wss-backoff-ms 200 \
+        --self-test-timeout-ms 8000 >rs$1.out 2>>rs$1.err </dev/null &
+    eval "RPID$1=\$!"
+    PIDS="$PIDS $!"
+}
+stop_robot() {
+    eval "pid=\$RPID$1"
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+# welcomed N COUNT: robot N has been welcomed COUNT times (its log survives reboots)
+welcomed() {
+    i=0
+    while [ $i -lt 600 ]; do
+        c=$(grep -c "wss: welcomed by the server" rs$1.err 2>/dev/null || true)
+        [ "${c:-0}" -ge "$2" ] && return 0
+        sleep 0.1
+        i=$((i + 1))
+    done
+    tail -n 30 rs$1.err >&2
+    return 1
+}
+# nvs_key N KEY: prints security/KEY of robot N (stopped) in hex; exit 1 when absent
+nvs_key() {
+    "$RS" nvs get --flash robot$1.img --ns security --key "$2" 2>/dev/null
+}
+
+case "$CASE" in
+update)
+    mint 1
+    mint 2
+    D1=robot-020000002001
+    D2=robot-020000002002
+    "$MK" --version 3.0.0 --secure-version 3 --project robot-no-wss --seed 3 v3broken.bin
+    "$MK" --version 0.9.0 --secure-version 0 --seed 4 v0.bin
+    run 0 sign_v2 "$PK" sign --key "$VEC/key_a.pem" --output v2.a.bin v2.bin
+    run 0 sign_v2b "$PK" sign --key "$VEC/key_b.pem" --output v2.b.bin v2.bin
+    run 0 sign_v3 "$PK" sign --key "$VEC/key_a.pem" --output v3broken.a.bin v3broken.bin
+    run 0 sign_v0 "$PK" sign --key "$VEC/key_a.pem" --output v0.a.bin v0.bin
+    size=$(wc -c <v2.a.bin)
+    { head -c $((size - 4096)) v2.a.bin; head -c 4096 /dev/zero | tr '\000' '\377'; } \
+        >v2.unsigned.bin
+    start_server
+    start_robot 1
+    start_robot 2
+    welcomed 1 1 || fail "robot 1 not welcomed"
+    welcomed 2 1 || fail "robot 2 not welcomed"
+
+    # v2 to the whole fleet over the channel
+    run 0 ota_v2 $FC ota --all --wait 180 v2.a.bin
+    expect ota_v2.out "$D1.*confirmed"
+    expect ota_v2.out "$D2.*confirmed"
+    for n in 1 2; do
+        expect rs$n.err "rebooting into ota_1"
+        expect rs$n.out "app: robot 2.0.0"
+        expect rs$n.err "marked valid"
+    done
+    run 0 show1 "$PK" inventory --inventory keys/inventory.db show $D1
+    expect show1.out "device.ota_confirmed"
+    # the same image again: nothing to send, confirmed at once
+    run 0 ota_again $FC ota --all --wait 60 v2.a.bin
+    expect ota_again.out "$D1.*confirmed"
+    [ "$(grep -c 'rebooting into' rs1.err)" -eq 1 ] || fail "robot 1 rebooted for a re-run"
+
+    # signed only by a key no robot trusts: the server refuses it and names the robots
+    run 1 ota_b $FC ota --all --wait 60 v2.b.bin
+    expect ota_b.err "409"
+    expect ota_b.err "$D1"
+    expect ota_b.err "$D2"
+    # not signed at all
+    run 1 ota_unsigned $FC ota --device $D1 --wait 60 v2.unsigned.bin
+    expect ota_unsigned.err "422.*not signed"
+
+    # firmware whose self-test fails (cannot reach the control plane): installed, then the
+    # robot rolls back to v2 by itself and comes back running it
+    run 1 ota_broken $FC ota --device $D1 --wait 240 v3broken.a.bin
+    expect ota_broken.out "$D1.*rolled_back"
+    expect rs1.err "no-wss"
+    expect rs1.err "rolled back"
+    # anti-rollback: the robot refuses v0 (secure_version 0 < 2) and says why
+    run 1 ota_old $FC ota --device $D2 --wait 120 v0.a.bin
+    expect ota_old.out "$D2.*refused.*anti_rollback"
+    expect rs2.err "REFUSED"
+    stop_robot 1
+    stop_robot 2
+    run 0 final1 "$RS" --flash robot1.img --sdkconfig prod.sdkconfig --boot-only
+    expect final1.out "app: robot 2.0.0"
+    expect final1.out "app state: valid"
+    run 0 final2 "$RS" --flash robot2.img --sdkconfig prod.sdkconfig --boot-only
+    expect final2.out "app: robot 2.0.0"
+    ;;
+
+rotation)
+    mint 1
+    mint 2
+    mint 3
+    D1=robot-020000002001
+    D2=robot-020000002002
+    D3=robot-020000002003
+    "$MK" --version 3.0.0 --secure-version 3 --segment-len 4000 --seed 5 v3.bin
+    R="$PK rotate ota-key --inventory keys/inventory.db --old-key $VEC/key_a.pem \
+        --new-key $VEC/key_b.pem"
+    start_server
+    start_robot 1
+    start_robot 2
+    welcomed 1 1 || fail "robot 1 not welcomed"
+    welcomed 2 1 || fail "robot 2 not welcomed"
+    # Step 2: the rotation starts; releases are dual-signed
+    run 0 rot_start $R start
+    run 0 rel2 $R sign-release --output v2.ab.bin v2.bin
+    # Step 3: the server delivers ota_pubkey2 to the connected robots (at their next
+    # connection or at once); they confirm, the inventory records it
+    run 0 ota_dual $FC ota --device $D1 --device $D2 --wait 180 v2.ab.bin
+    for n in 1 2; do
+        wait_for rs$n.err "ota_pubkey2" || fail "robot $n never got ota_pubkey2"
+    done
+    i=0
+    while [ $i -lt 300 ]; do
+        $R status >st.out 2>&1 || true
+        grep -q "$D1.*confirmed" st.out && grep -q "$D2.*confirmed" st.out && break
+        sleep 0.1
+        i=$((i + 1))
+    done
+    # Step 4's interlock: robot 3 never connected, so new-key-only is refused, naming it
+    run 1 early_new $R sign-release --new-only --output v3.b.bin v3.bin
+    expect early_new.err "$D3"
+    grep -q "$D1" early_new.err && fail "a confirmed robot listed as blocking"
+    [ ! -e v3.b.bin ] || fail "a refused release left a file"
+    # ... and so is a key-B-only image at the server for robot 3
+    run 0 sign_b "$PK" sign --key "$VEC/key_b.pem" --output v2.b.bin v2.bin
+    run 1 early_push $FC ota --device $D3 --wait 30 v2.b.bin
+    expect early_push.err "blocking: $D3 .*never connected"
+    # robot 3 comes online: it gets the key and confirms
+    start_robot 3
+    welcomed 3 1 || fail "robot 3 not welcomed"
+    wait_for rs3.err "ota_pubkey2" || fail "robot 3 never got ota_pubkey2"
+    i=0
+    while [ $i -lt 300 ]; do
+        $R sign-release --new-only --output v3.b.bin v3.bin >rel3.out 2>rel3.err && break
+        sleep 0.1
+        i=$((i + 1))
+    done
+    [ -s v3.b.bin ] || { cat rel3.err; fail "new-key-only release still refused"; }
+    run 1 verify_a "$PK" verify --pubkey "$VEC/key_a.pub.pem" v3.b.bin
+    run 0 verify_b "$PK" verify --pubkey "$VEC/key_b.pub.pem" v3.b.bin
+    # Step 4: new-key-only firmware to every robot; each confirmation is recorded
+    run 0 ota_new $FC ota --all --wait 240 v3.b.bin
+    for d in $D1 $D2 $D3; do
+        expect ota_new.out "$d.*confirmed"
+    done
+    # Step 5: retire the old key; the server then promotes B to ota_pubkey on each robot
+    run 0 retire $R retire-old
+    run 1 sign_old "$PK" sign --inventory keys/inventory.db --key "$VEC/key_a.pem" \
+        --output x.bin v2.bin
+    for n in 1 2 3; do
+        wait_for rs$n.err "ota_pubkey replaced\|promoted" || fail "robot $n: no promotion"
+    done
+    # an old-key image is now refused by the server (retired key)
+    run 0 sign_a3 "$PK" sign --key "$VEC/key_a.pem" --output v3.a.bin v3.bin
+    run 1 push_old $FC ota --all --wait 30 v3.a.bin
+    expect push_old.err "retired"
+    stop_robot 1
+    stop_robot 2
+    stop_robot 3
+    for n in 1 2 3; do
+        got=$(nvs_key $n ota_pubkey) || fail "robot $n: no ota_pubkey"
+        [ "$got" = "$(od -An -tx1 -v b.der | tr -d ' \n')" ] ||
+            fail "robot $n: ota_pubkey is not the new key"
+        if nvs_key $n ota_pubkey2 >/dev/null; then
+            fail "robot $n still holds ota_pubkey2"
+        fi
+        run 0 fin$n "$RS" --flash robot$n.img --sdkconfig prod.sdkconfig --boot-only
+        expect fin$n.out "app: robot 3.0.0"
+    done
+    run 0 audit "$PK" inventory --inventory keys/inventory.db verify-audit
+    ;;
+*)
+    fail "unknown case $CASE"
+    ;;
+esac
+for f in rs1.err rs2.err rs3.err srv.err; do
+    if [ -f $f ] && grep -q 'Sanitizer\|runtime error:' $f; then
+        fail "sanitizer report in $f"
+    fi
+done
+echo "PASS [ota_wss $CASE]"
