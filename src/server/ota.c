@@ -81,10 +81,9 @@ enum fk_err fk_ota_image_check(const uint8_t *buf, size_t len, struct fk_ota_ima
         /* Each block verifies with the key it carries: the image says who signed it. Whom a
          * device trusts is the interlock's business. */
         FK_ENSURE(fk_ota_block_pubkey_pem(b, pem, sizeof pem) == FK_OK,
-                  fk_diag_set(diag, FK_E_VERIFY, "signature block %u: its key does not parse",
-                              i));
-        FK_GUARD(fk_ota_key_from_pem((const uint8_t *)pem, strlen(pem), "block key", 0, &key,
-                                     diag));
+                  fk_diag_set(diag, FK_E_VERIFY, "signature block %u: its key does not parse", i));
+        FK_GUARD(
+            fk_ota_key_from_pem((const uint8_t *)pem, strlen(pem), "block key", 0, &key, diag));
         struct fk_ota_verify_result res;
         struct fk_ota_key *const one[1] = {key};
         rc = fk_ota_verify(buf, len, one, 1, &res, diag);
@@ -202,7 +201,7 @@ static int permanent(enum fk_ota_action a, const char *code) {
     static const char *const chunk[] = {"not_app_image", "too_large", NULL};
     static const char *const finish[] = {"signature_untrusted", "signature_mismatch",
                                          "signature_malformed", "image_invalid",
-                                         "anti_rollback", NULL};
+                                         "anti_rollback",       NULL};
     const char *const *list = a == FK_OTA_ACT_BEGIN    ? begin
                               : a == FK_OTA_ACT_CHUNK  ? chunk
                               : a == FK_OTA_ACT_FINISH ? finish
@@ -226,8 +225,8 @@ int fk_ota_target_response(struct fk_ota_target *t, enum fk_ota_action a, uint64
     if (a == FK_OTA_ACT_BEGIN && t->state == FK_OTA_QUEUED) {
         if (ok) {
             t->sent = 0;
-            t->chunk = chunk > 0 && chunk < (long long)FK_OTA_CHUNK ? (unsigned)chunk
-                                                                    : FK_OTA_CHUNK;
+            t->chunk =
+                chunk > 0 && chunk < (long long)FK_OTA_CHUNK ? (unsigned)chunk : FK_OTA_CHUNK;
             t->error[0] = '\0';
             return set_state(t, FK_OTA_SENDING, NULL);
         }

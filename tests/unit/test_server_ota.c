@@ -22,8 +22,8 @@ static enum fk_err parse(const char *s, int *code) {
     return fk_wss_msg_parse((const uint8_t *)s, strlen(s), &m, code, NULL);
 }
 
-#define HELLO_HEAD                                                                             \
-    "{\"type\":\"hello\",\"device_id\":\"robot-1\",\"firmware_version\":\"2.0.0\","         \
+#define HELLO_HEAD                                                                                 \
+    "{\"type\":\"hello\",\"device_id\":\"robot-1\",\"firmware_version\":\"2.0.0\","                \
     "\"credential_versions\":{},\"posture\":{\"build\":\"production\",\"rules\":{}}"
 #define SHA "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 #define FA "sbv2:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
@@ -86,14 +86,16 @@ static void hello_ota_wrong_types_close_1007(void **state) {
         "\"ota\":{\"app_sha256\":12}",
         "\"ota\":{\"app_sha256\":\"abc\"}",
         "\"ota\":{\"app_sha256\":\"" SHA "0\"}",
-        "\"ota\":{\"app_sha256\":\"zz23456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"}",
+        "\"ota\":{\"app_sha256\":"
+        "\"zz23456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"}",
         "\"ota\":{\"updates\":1}",
         "\"ota\":{\"keys\":[]}",
         "\"ota\":{\"keys\":{\"ota_pubkey\":5}}",
         "\"ota\":{\"keys\":{\"ota_pubkey\":\"\"}}",
         "\"ota\":{\"keys\":{\"\":\"" FA "\"}}",
         "\"ota\":{\"slot\":\"a_slot_name_longer_than_fifteen\"}",
-        "\"ota\":{\"keys\":{\"a\":\"x\",\"b\":\"x\",\"c\":\"x\",\"d\":\"x\",\"e\":\"x\",\"f\":\"x\","
+        "\"ota\":{\"keys\":{\"a\":\"x\",\"b\":\"x\",\"c\":\"x\",\"d\":\"x\",\"e\":\"x\",\"f\":"
+        "\"x\","
         "\"g\":\"x\",\"h\":\"x\",\"i\":\"x\"}}",
     };
     char buf[1024];
@@ -109,12 +111,12 @@ static void hello_ota_wrong_types_close_1007(void **state) {
 static void app_sha256_is_lower_cased(void **state) {
     (void)state;
     int code = 0;
-    assert_int_equal(
-        parse(HELLO_HEAD ",\"ota\":{\"app_sha256\":"
-                         "\"0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef\","
-                         "\"keys\":{\"ota_pubkey\":\"SBV2:AA\"}}}",
-              &code),
-        FK_OK);
+    assert_int_equal(parse(HELLO_HEAD
+                           ",\"ota\":{\"app_sha256\":"
+                           "\"0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef\","
+                           "\"keys\":{\"ota_pubkey\":\"SBV2:AA\"}}}",
+                           &code),
+                     FK_OK);
     assert_string_equal(m.ota.app_sha256, SHA);
     assert_string_equal(m.ota.keys[0].fpr, "sbv2:aa");
 }
@@ -339,7 +341,8 @@ static void interlock_needs_one_common_key(void **state) {
     assert_true(fk_ota_trusts_any(&trusted, &signers));
     /* case-insensitive, deduplicated */
     memset(&trusted, 0, sizeof trusted);
-    fk_ota_fprs_add(&trusted, "SBV2:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    fk_ota_fprs_add(&trusted,
+                    "SBV2:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
     fk_ota_fprs_add(&trusted, FA);
     assert_int_equal(trusted.n, 1);
     assert_true(fk_ota_trusts_any(&trusted, &signers));
@@ -376,15 +379,12 @@ static void target_goes_through_a_whole_update(void **state) {
     assert_false(fk_ota_target_report(&t, SHA, &r));
     assert_int_equal(t.state, FK_OTA_QUEUED);
     t.attempts = 1;
-    assert_true(fk_ota_target_response(&t, FK_OTA_ACT_BEGIN, 8192, 1, "", 1000, -1,
-                                       &abort_first));
+    assert_true(fk_ota_target_response(&t, FK_OTA_ACT_BEGIN, 8192, 1, "", 1000, -1, &abort_first));
     assert_int_equal(t.state, FK_OTA_SENDING);
     assert_int_equal(t.chunk, 1000); /* the device's smaller chunk */
-    assert_false(fk_ota_target_response(&t, FK_OTA_ACT_CHUNK, 8192, 1, "", -1, 1000,
-                                        &abort_first));
+    assert_false(fk_ota_target_response(&t, FK_OTA_ACT_CHUNK, 8192, 1, "", -1, 1000, &abort_first));
     assert_int_equal(t.sent, 1000);
-    assert_true(fk_ota_target_response(&t, FK_OTA_ACT_FINISH, 8192, 1, "", -1, -1,
-                                       &abort_first));
+    assert_true(fk_ota_target_response(&t, FK_OTA_ACT_FINISH, 8192, 1, "", -1, -1, &abort_first));
     assert_int_equal(t.state, FK_OTA_INSTALLED);
     /* rebooted, pending_verify: nothing yet; then valid: confirmed */
     r = report("pending_verify", SHA);
@@ -434,8 +434,7 @@ static void target_refusals_keep_the_device_code(void **state) {
     (void)state;
     int abort_first = 0;
     static const char *const finish[] = {"signature_untrusted", "signature_mismatch",
-                                         "signature_malformed", "image_invalid",
-                                         "anti_rollback"};
+                                         "signature_malformed", "image_invalid", "anti_rollback"};
     for (size_t i = 0; i < sizeof finish / sizeof finish[0]; i++) {
         struct fk_ota_target t = target();
         t.state = FK_OTA_SENDING;
@@ -447,8 +446,8 @@ static void target_refusals_keep_the_device_code(void **state) {
     }
     struct fk_ota_target t = target();
     t.attempts = 1;
-    assert_true(fk_ota_target_response(&t, FK_OTA_ACT_BEGIN, 8192, 0, "updates_disabled", -1,
-                                       -1, &abort_first));
+    assert_true(fk_ota_target_response(&t, FK_OTA_ACT_BEGIN, 8192, 0, "updates_disabled", -1, -1,
+                                       &abort_first));
     assert_int_equal(t.state, FK_OTA_REFUSED);
     t = target();
     t.state = FK_OTA_SENDING;
@@ -463,10 +462,10 @@ static void target_transfer_errors_retry_then_fail(void **state) {
     struct fk_ota_target t = target();
     for (unsigned a = 1; a <= FK_OTA_MAX_ATTEMPTS; a++) {
         t.attempts = a;
-        assert_true(fk_ota_target_response(&t, FK_OTA_ACT_BEGIN, 8192, 1, "", 2048, -1,
-                                           &abort_first));
-        assert_false(fk_ota_target_response(&t, FK_OTA_ACT_CHUNK, 8192, 1, "", -1, 2048,
-                                            &abort_first));
+        assert_true(
+            fk_ota_target_response(&t, FK_OTA_ACT_BEGIN, 8192, 1, "", 2048, -1, &abort_first));
+        assert_false(
+            fk_ota_target_response(&t, FK_OTA_ACT_CHUNK, 8192, 1, "", -1, 2048, &abort_first));
         /* the connection drops mid-transfer */
         assert_true(fk_ota_target_lost(&t, "connection closed"));
         if (a < FK_OTA_MAX_ATTEMPTS) {
@@ -481,30 +480,29 @@ static void target_transfer_errors_retry_then_fail(void **state) {
     t.state = FK_OTA_SENDING;
     t.attempts = 1;
     t.sent = 2048;
-    assert_true(fk_ota_target_response(&t, FK_OTA_ACT_CHUNK, 8192, 0, "bad_offset", -1, -1,
-                                       &abort_first));
+    assert_true(
+        fk_ota_target_response(&t, FK_OTA_ACT_CHUNK, 8192, 0, "bad_offset", -1, -1, &abort_first));
     assert_int_equal(abort_first, 1);
     assert_int_equal(t.state, FK_OTA_QUEUED);
     /* a received count that does not advance is a transfer error too */
     t.state = FK_OTA_SENDING;
     t.sent = 2048;
-    assert_true(fk_ota_target_response(&t, FK_OTA_ACT_CHUNK, 8192, 1, "", -1, 2048,
-                                       &abort_first));
+    assert_true(fk_ota_target_response(&t, FK_OTA_ACT_CHUNK, 8192, 1, "", -1, 2048, &abort_first));
     assert_int_equal(t.state, FK_OTA_QUEUED);
     /* transfer_corrupt at finish: another attempt */
     t.state = FK_OTA_SENDING;
-    assert_true(fk_ota_target_response(&t, FK_OTA_ACT_FINISH, 8192, 0, "transfer_corrupt", -1,
-                                       -1, &abort_first));
+    assert_true(fk_ota_target_response(&t, FK_OTA_ACT_FINISH, 8192, 0, "transfer_corrupt", -1, -1,
+                                       &abort_first));
     assert_int_equal(t.state, FK_OTA_QUEUED);
     /* busy: abort first, no state change until attempts run out */
     t = target();
     t.attempts = 1;
-    assert_false(fk_ota_target_response(&t, FK_OTA_ACT_BEGIN, 8192, 0, "busy", -1, -1,
-                                        &abort_first));
+    assert_false(
+        fk_ota_target_response(&t, FK_OTA_ACT_BEGIN, 8192, 0, "busy", -1, -1, &abort_first));
     assert_int_equal(abort_first, 1);
     t.attempts = FK_OTA_MAX_ATTEMPTS;
-    assert_true(fk_ota_target_response(&t, FK_OTA_ACT_BEGIN, 8192, 0, "busy", -1, -1,
-                                       &abort_first));
+    assert_true(
+        fk_ota_target_response(&t, FK_OTA_ACT_BEGIN, 8192, 0, "busy", -1, -1, &abort_first));
     assert_int_equal(t.state, FK_OTA_FAILED);
     /* lost outside a transfer changes nothing */
     t = target();

@@ -104,8 +104,8 @@ static void print_error(int status, const char *body) {
     cJSON_Delete(e);
 }
 
-static int get_job(SSL_CTX *ctx, const struct fleetctl_url *u, unsigned timeout_s,
-                   const char *job, cJSON **out) {
+static int get_job(SSL_CTX *ctx, const struct fleetctl_url *u, unsigned timeout_s, const char *job,
+                   cJSON **out) {
     char path[96];
     char *body = NULL;
     int status = 0;
