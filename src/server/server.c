@@ -96,6 +96,7 @@ struct session {
     int status_due;                 /* rebooted into a job's image: ask status first */
     int key_new_tried, key_promote_tried, need_abort;
     int rot_confirmed;              /* fk_rotation_confirm done (or not needed) here */
+    int superseded;                 /* the device connected again: push nothing here */
 };
 
 /* One update job: an image in the spool directory and one target per device. Jobs live as long
@@ -736,7 +737,8 @@ static cJSON *key_body(struct fk_server *srv, const char *slot) {
 /* After welcome and after each response: at most one next request, in the protocol's order. */
 static int push_next(struct session *s) {
     struct fk_server *srv = s->srv;
-    if (!s->hello_done || s->pending[0] != '\0' || s->close_code != 0 || s->closing) {
+    if (!s->hello_done || s->pending[0] != '\0' || s->close_code != 0 || s->closing ||
+        s->superseded) {
         return 0;
     }
     if (srv->cfg.status_request && !s->status_sent) {
@@ -983,6 +985,16 @@ static void on_push_closed(struct session *s) {
 /* After a hello with "ota": update targets, confirm a delivered key, decide on status. */
 static void on_hello_ota(struct session *s) {
     struct fk_server *srv = s->srv;
+    /* A device that reconnects while its previous connection lingers (power lost: no FIN
+     * until the idle time-out): the new connection takes the transfer over, and the old one
+     * must neither answer for it nor, when it finally closes, reset it. */
+    for (struct session *o = srv->sessions; o != NULL; o = o->next) {
+        if (o != s && o->hello_done && strcmp(o->id, s->id) == 0) {
+            o->target = NULL;
+            o->job = NULL;
+            o->superseded = 1;
+        }
+    }
     rot_refresh(srv);
     if (!s->ota.present) {
         return;
@@ -1622,7 +1634,7 @@ static int trust_cred(void *user, const struct fk_inv_credential *c) {
 
 static struct session *session_of(struct fk_server *srv, const char *id) {
     for (struct session *s = srv->sessions; s != NULL; s = s->next) {
-        if (s->hello_done && s->close_code == 0 && strcmp(s->id, id) == 0) {
+        if (s->hello_done && s->close_code == 0 && !s->superseded && strcmp(s->id, id) == 0) {
             return s;
         }
     }

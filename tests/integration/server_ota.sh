@@ -298,8 +298,44 @@ disconnect)
     cmp got.bin v2.a.bin || fail "image after a restart differs"
     wait_state j-000001 $D1 installed
     tr -d '\n' <out.txt | grep -q '"attempts":2' || fail "second attempt not counted"
+    # Power lost without a FIN: the old connection lingers while the device reconnects. The
+    # new connection takes the transfer over from byte 0; the old one closing later must not
+    # touch it.
+    post "device=$D1" v2.ab.bin
+    status_is 202
+    H1=$(hello_ota $D1 valid "$OLDAPP" "{\"ota_pubkey\":\"$FA\"}")
+    # wait_bytes FILE N: bounded wait until the scripted device wrote N bytes to FILE.
+    wait_bytes() {
+        i=0
+        until [ "$(wc -c <"$1" 2>/dev/null || echo 0)" -ge "$2" ]; do
+            i=$((i + 1))
+            [ $i -le 100 ] || fail "$1: fewer than $2 bytes received"
+            sleep 0.1
+        done
+    }
+    "$W" --port "$P" $(dev $D1) --timeout 30 send "$H1" expect welcome \
+        ota-recv-partial stale.bin 3 wait-file go-stale >stale.out 2>stale.err &
+    STALE=$!
+    wait_bytes stale.bin 6144
+    "$W" --port "$P" $(dev $D1) --timeout 30 send "$H1" expect welcome \
+        ota-recv-partial new.bin 4 wait-file go-new >new.out 2>new.err &
+    NEW=$!
+    BG_PID="$STALE $NEW"
+    wait_bytes new.bin 8192
+    touch go-stale
+    wait $STALE || { cat stale.out stale.err >&2; fail "stale connection"; }
+    wait_state j-000002 $D1 sending
+    tr -d '\n' <out.txt | grep -q '"sent":8192' || { cat out.txt >&2; fail "takeover reset"; }
+    touch go-new
+    wait $NEW || { cat new.out new.err >&2; fail "new connection"; }
+    BG_PID=""
+    wait_state j-000002 $D1 queued
+    ok "$W" --port "$P" $(dev $D1) --timeout 30 send "$H1" expect welcome ota-recv got3.bin
+    cmp got3.bin v2.ab.bin || fail "image after a takeover differs"
+    wait_state j-000002 $D1 installed
     # A device already updating answers busy: the server aborts first, then begins again.
     post "device=$D2" v2.a.bin
+    expect_out '"job":"j-000003"'
     ok "$W" --port "$P" $(dev $D2) --timeout 30 \
         send "$(hello_ota $D2 valid "$OLDAPP" "{\"ota_pubkey\":\"$FA\"}")" expect welcome \
         expect-request ota_begin respond-error busy expect-request ota_abort respond '{}' \
