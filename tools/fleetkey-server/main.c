@@ -47,6 +47,8 @@ static void usage(FILE *f) {
             "  --log_level L          debug, info, warn, error (default info)\n"
             "  --allow_no_crl 1       development only: run without a CRL\n"
             "  --status_request 1     send a 'status' request after each welcome\n"
+            "  --ota_dir DIR          spool of update images (default: ota next to the inventory)\n"
+            "  --ota_max_image BYTES  largest image POST /api/ota accepts (default 16777216)\n"
             "  --port-file FILE       write the bound port to FILE (tests)\n");
 }
 
