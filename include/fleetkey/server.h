@@ -199,6 +199,9 @@ struct fk_ota_image_info {
     char version[33];
     uint32_t secure_version;
     struct fk_ota_fprs signers; /* "sbv2:<hex>" of each block that verified with its own key */
+    struct fk_ota_fprs signers_der; /* signers_der.fpr[i]: fk_fpr() of signer i's DER public
+                                       key, the form provision-keys generate records for the
+                                       device's ota_pubkey credential */
 };
 
 /* Checks a signed update image (buf, len): an ESP32 app image with an appended SHA-256, padded

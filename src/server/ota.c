@@ -13,6 +13,8 @@
 
 #include <openssl/evp.h>
 
+#define FK_OTA_DER_MAX 1024 /* DER SubjectPublicKeyInfo: RSA-3072 is 422 bytes */
+
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -95,7 +97,18 @@ enum fk_err fk_ota_image_check(const uint8_t *buf, size_t len, struct fk_ota_ima
         char fpr[FK_WSS_FPR_MAX + 1] = "sbv2:";
         FK_GUARD(fk_ota_key_digest(key, dg));
         FK_GUARD(fk_hex_encode(dg, sizeof dg, fpr + 5, sizeof fpr - 5));
+        size_t before = out->signers.n;
         fk_ota_fprs_add(&out->signers, fpr);
+        if (out->signers.n > before) {
+            /* the same key in the inventory's other spelling, index for index */
+            uint8_t der[FK_OTA_DER_MAX];
+            size_t der_len = 0;
+            char dfpr[FK_FPR_LEN];
+            FK_GUARD(fk_ota_key_public_der(key, der, sizeof der, &der_len));
+            snprintf(out->signers_der.fpr[before], sizeof out->signers_der.fpr[before], "%s",
+                     fk_fpr(der, der_len, dfpr));
+            out->signers_der.n = out->signers.n;
+        }
         fk_ota_key_free(key);
         key = NULL;
     }

@@ -1624,10 +1624,26 @@ struct trust_ctx {
     struct fk_ota_fprs *set;
 };
 
+struct trust_walk {
+    struct fk_ota_fprs *set;
+    const struct fk_ota_image_info *info;
+};
+
 static int trust_cred(void *user, const struct fk_inv_credential *c) {
-    struct fk_ota_fprs *set = user;
-    if (strcmp(c->kind, FK_ROT_KIND_KEY) == 0 && strcmp(c->state, "active") == 0) {
-        fk_ota_fprs_add(set, c->fingerprint);
+    struct trust_walk *w = user;
+    if (strcmp(c->state, "active") != 0) {
+        return 0;
+    }
+    if (strcmp(c->kind, FK_ROT_KIND_KEY) == 0) {
+        fk_ota_fprs_add(w->set, c->fingerprint);
+    } else if (strcmp(c->kind, "ota_pubkey") == 0) {
+        /* provision-keys generate/batch record the OTA key written into the device's NVS as
+         * fk_fpr(DER): a device never connected still trusts the key it was minted with */
+        for (size_t i = 0; i < w->info->signers_der.n; i++) {
+            if (strcmp(c->fingerprint, w->info->signers_der.fpr[i]) == 0) {
+                fk_ota_fprs_add(w->set, w->info->signers.fpr[i]);
+            }
+        }
     }
     return 0;
 }
@@ -1644,7 +1660,8 @@ static struct session *session_of(struct fk_server *srv, const char *id) {
 /* What a device trusts as far as the server knows: the keys its last hello reported (or the
  * live connection's report), plus its inventory rows ota_signing_key "active". *seen: it sent
  * an "ota" report once. Fills *p (scratch) with the presence row; *have_p says it did. */
-static enum fk_err device_trust(struct fk_server *srv, const char *id, struct fk_ota_fprs *set,
+static enum fk_err device_trust(struct fk_server *srv, const char *id,
+                                const struct fk_ota_image_info *info, struct fk_ota_fprs *set,
                                 struct fk_inv_presence *p, int *have_p) {
     memset(set, 0, sizeof *set);
     *have_p = fk_inventory_presence_get(srv->inv, id, p, NULL) == FK_OK;
@@ -1663,7 +1680,8 @@ static enum fk_err device_trust(struct fk_server *srv, const char *id, struct fk
     for (size_t i = 0; s != NULL && i < s->ota.nkeys; i++) {
         fk_ota_fprs_add(set, s->ota.keys[i].fpr);
     }
-    return fk_inventory_credential_list(srv->inv, id, trust_cred, set, NULL);
+    struct trust_walk w = {set, info};
+    return fk_inventory_credential_list(srv->inv, id, trust_cred, &w, NULL);
 }
 
 static cJSON *fprs_json(const struct fk_ota_fprs *set) {
@@ -1732,7 +1750,7 @@ static int ota_post_done(struct fk_server *srv, struct lws *wsi, struct http_ses
     for (size_t i = 0; i < h->nids; i++) {
         struct fk_ota_fprs trusted;
         int have_p = 0;
-        if (device_trust(srv, h->ids[i], &trusted, p, &have_p) != FK_OK) {
+        if (device_trust(srv, h->ids[i], &info, &trusted, p, &have_p) != FK_OK) {
             cJSON_Delete(ids);
             r = upload_refuse(srv, wsi, h, 500, "inventory error", pre, NULL);
             goto out;

@@ -176,6 +176,13 @@ update)
     expect ota_again.out "$D1.*confirmed"
     [ "$(grep -c 'rebooting into' rs1.err)" -eq 1 ] || fail "robot 1 rebooted for a re-run"
 
+    # a robot minted with the fleet key that never connected: the server knows from the
+    # inventory (its ota_pubkey credential) that it will accept the image, and queues it
+    mint 3
+    run 0 ota_new3 $FC ota --device robot-020000002003 --no-wait v2.a.bin
+    expect ota_new3.out "job j-"
+    run 0 st3 $FC ota-status "$(sed -n 's/^job \(j-[0-9]*\).*/\1/p' ota_new3.out)"
+    expect st3.out "robot-020000002003 *queued"
     # signed only by a key no robot trusts: the server refuses it and names the robots
     run 1 ota_b $FC ota --all --wait 60 v2.b.bin
     expect ota_b.err "409"

@@ -195,9 +195,9 @@ admin)
     post "device=$D1" v2.bin
     status_is 422
     expect_out "not a signed app image"
-    # Interlock. Nobody was seen and the inventory has no OTA-key rows (generate --ota-key
-    # records none; rotate start does): every device would refuse -> 409 naming all three.
-    post "all=1" v2.a.bin
+    # Interlock. Nobody was seen; the inventory's ota_pubkey rows (generate --ota-key A) say
+    # each device trusts A only: a B-signed image would be refused by all -> 409 naming all.
+    post "all=1" v2.b.bin
     status_is 409
     expect_out "\"devices\":\\[\"$D1\",\"$D2\",\"$D3\"\\]"
     expect_out "would refuse it"

@@ -268,6 +268,21 @@ static void image_check_names_each_signer(void **state) {
     assert_int_equal(len % 4096, 0);
     assert_int_equal(info.signers.n, 1);
     assert_string_equal(info.signers.fpr[0], fa);
+    /* the signer in the inventory's ota_pubkey spelling: fk_fpr of its DER public key */
+    {
+        char path[1024];
+        const char *v = getenv("FK_VECTORS");
+        snprintf(path, sizeof path, "%s/sbv2/key_a.pub.pem", v != NULL ? v : "tests/vectors");
+        struct fk_ota_key *ka = NULL;
+        uint8_t der[1024];
+        size_t der_len = 0;
+        char want[FK_FPR_LEN];
+        assert_int_equal(fk_ota_key_load(path, 0, &ka, NULL), FK_OK);
+        assert_int_equal(fk_ota_key_public_der(ka, der, sizeof der, &der_len), FK_OK);
+        fk_ota_key_free(ka);
+        assert_int_equal(info.signers_der.n, 1);
+        assert_string_equal(info.signers_der.fpr[0], fk_fpr(der, der_len, want));
+    }
     assert_string_equal(info.version, "2.0.0");
     assert_int_equal(info.secure_version, 2);
     assert_int_equal(strlen(info.sha256), 64);
