@@ -20,7 +20,7 @@ static int usage_ota(void) {
     fprintf(stderr, "usage: fleetctl --p12 F.p12 --password-file F --server https://HOST:PORT "
                     "--ca CA.pem [--json]\n"
                     "         ota (--device ID ... | --all) [--wait SECONDS | --no-wait] "
-                    "IMAGE.bin\n"
+                    "[--poll-ms MS] IMAGE.bin\n"
                     "         ota-status JOB\n");
     return 2;
 }
@@ -28,6 +28,7 @@ static int usage_ota(void) {
 int fleetctl_ota_parse(const char *cmd, int argc, char **argv, struct fleetctl_ota_args *a) {
     memset(a, 0, sizeof *a);
     a->wait_s = 600;
+    a->poll_ms = 1000;
     if (strcmp(cmd, "ota-status") == 0) {
         a->status_only = 1;
         if (argc != 1 || strncmp(argv[0], "j-", 2) != 0 || !fk_pki_name_valid(argv[0])) {
@@ -60,6 +61,14 @@ int fleetctl_ota_parse(const char *cmd, int argc, char **argv, struct fleetctl_o
                 return 2;
             }
             a->wait_s = w;
+        } else if (strcmp(o, "--poll-ms") == 0 && i + 1 < argc) {
+            char *end = NULL;
+            long ms = strtol(argv[++i], &end, 10);
+            if (end == NULL || *end != '\0' || ms < 10 || ms > 60000) {
+                fprintf(stderr, "fleetctl ota: --poll-ms: expected 10..60000 milliseconds\n");
+                return 2;
+            }
+            a->poll_ms = ms;
         } else if (o[0] != '-' && a->image == NULL && i + 1 == argc) {
             a->image = o;
         } else {
@@ -262,7 +271,8 @@ int fleetctl_ota_run(SSL_CTX *ctx, const struct fleetctl_url *u, unsigned timeou
             rc = EXIT_WAIT;
             break;
         }
-        sleep(1);
+        struct timespec ts = {a->poll_ms / 1000, (a->poll_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
     }
     if (json) {
         print_json(job);

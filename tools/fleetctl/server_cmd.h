@@ -37,6 +37,7 @@ struct fleetctl_ota_args {
     int ndevices;
     int all;
     long wait_s;         /* default 600 */
+    long poll_ms;        /* between two reads of the job; default 1000 */
     int no_wait;
     const char *image;
 };
