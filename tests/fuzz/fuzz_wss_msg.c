@@ -3,7 +3,8 @@
  * acting on it. Invariants checked (abort on violation): a refusal names close code 1007 or
  * 1009 and an accepted message 0; every accepted message was valid UTF-8 of at most
  * FK_WSS_MAX_MESSAGE bytes; what the parser copied out is NUL-terminated within its field;
- * a hello's re-serialised posture and credential versions parse back as JSON objects.
+ * a hello's re-serialised posture and credential versions parse back as JSON objects, and so
+ * does the re-serialised "ota" object of a hello or a response whenever one was taken.
  * Corpus: tests/fuzz/corpus/wss_msg/ (protocol examples from docs/wss-protocol.md, and
  * truncated, mistyped, oversized and non-UTF-8 variants). */
 #include "fleetkey/server.h"
@@ -59,6 +60,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         terminated(m.credential_versions, sizeof m.credential_versions);
         object_text(m.posture);
         object_text(m.credential_versions);
+    }
+    terminated(m.ota_json, sizeof m.ota_json);
+    terminated(m.err_code, sizeof m.err_code);
+    terminated(m.err_msg, sizeof m.err_msg);
+    if (m.ota_json[0] != '\0') {
+        object_text(m.ota_json);
     }
     return 0;
 }
