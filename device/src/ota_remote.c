@@ -185,8 +185,8 @@ static void put_jstr(struct out *o, const char *s) {
     o->n = pos;
 }
 
-static void fail(const char *kind, struct fkd_wss_reply *r, const char *code, const char *fmt,
-                 ...) FKD_PRINTF(4, 5);
+static void fail(const char *kind, struct fkd_wss_reply *r, const char *code, const char *fmt, ...)
+    FKD_PRINTF(4, 5);
 static void fail(const char *kind, struct fkd_wss_reply *r, const char *code, const char *fmt,
                  ...) {
     va_list ap;
@@ -228,7 +228,8 @@ static const char *state_name(const struct fkd_ota_boot *b) {
     }
 }
 
-/* ---- trusted keys ----------------------------------------------------------------------------- */
+/* ---- trusted keys -----------------------------------------------------------------------------
+ */
 
 enum fkd_err fkd_ota_key_fingerprint(const struct fkd_sbv2_key *k,
                                      char out[FKD_OTA_REMOTE_FPR_LEN]) {
@@ -292,7 +293,8 @@ static enum fkd_err key_parse(const uint8_t *der, size_t len, struct fkd_sbv2_ke
     return fkd_mbedtls_sha256(k->enc, k->enc_len, d) == 0 ? FKD_OK : FKD_E_CRYPTO;
 }
 
-/* ---- context ------------------------------------------------------------------------------------ */
+/* ---- context ------------------------------------------------------------------------------------
+ */
 
 void fkd_ota_remote_init(struct fkd_ota_remote *r) {
     memset(r, 0, sizeof *r);
@@ -318,8 +320,9 @@ enum fkd_err fkd_ota_remote_setup(struct fkd_ota_remote *r,
         }
         enum fkd_err rc = key_parse(der[s], len[s], &k, d);
         if (rc != FKD_OK) {
-            fkd_log(FKD_LOG_ERROR, "ota: security/%s is not a usable Secure Boot V2 key (%s): "
-                                   "not trusted",
+            fkd_log(FKD_LOG_ERROR,
+                    "ota: security/%s is not a usable Secure Boot V2 key (%s): "
+                    "not trusted",
                     slot_nvs_key[s], fkd_strerror(rc));
             continue;
         }
@@ -354,7 +357,8 @@ const struct fkd_sbv2_keys *fkd_ota_remote_keys(const struct fkd_ota_remote *r) 
     return &r->keys;
 }
 
-/* ---- state ---------------------------------------------------------------------------------------- */
+/* ---- state
+ * ---------------------------------------------------------------------------------------- */
 
 static void put_keys(struct out *o, const struct fkd_ota_remote *r) {
     char hx[65];
@@ -400,7 +404,8 @@ size_t fkd_ota_remote_state_json(void *user, char *out, size_t size) {
     return o.n;
 }
 
-/* ---- requests ------------------------------------------------------------------------------------- */
+/* ---- requests
+ * ------------------------------------------------------------------------------------- */
 
 /* Body members: absent or of the wrong type are the caller's bad_request. */
 static enum fkd_err get_uint(const uint8_t *body, size_t len, const char *name, uint32_t max,
@@ -456,13 +461,14 @@ static void ota_begin(struct fkd_ota_remote *r, const uint8_t *body, size_t blen
         return;
     }
     if (size % FKD_SBV2_SECTOR != 0 || size < FKD_OTA_MIN_IMAGE) {
-        fail(kind, rep, "bad_request", "size %lu: a signed image is a multiple of 4096 bytes, "
-                                       "at least 8192",
+        fail(kind, rep, "bad_request",
+             "size %lu: a signed image is a multiple of 4096 bytes, "
+             "at least 8192",
              (unsigned long)size);
         return;
     }
-    enum fkd_err rc = fkd_ota_begin(&r->upd, r->cfg.flash, r->cfg.parts, &r->keys, r->cfg.nvs,
-                                    run, size);
+    enum fkd_err rc =
+        fkd_ota_begin(&r->upd, r->cfg.flash, r->cfg.parts, &r->keys, r->cfg.nvs, run, size);
     if (rc != FKD_OK) {
         const char *code = rc == FKD_E_NOSPACE  ? "too_large"
                            : rc == FKD_E_POLICY ? "updates_disabled"
@@ -520,7 +526,9 @@ static void ota_chunk(struct fkd_ota_remote *r, const uint8_t *body, size_t blen
     if (b != 0 || n == 0) {
         abandon(r);
         fail(kind, rep, "bad_request", "data: %s",
-             b == -2  ? "more than " "2048" " decoded bytes"
+             b == -2  ? "more than "
+                        "2048"
+                        " decoded bytes"
              : b != 0 ? "not standard base64"
                       : "empty");
         return;
@@ -559,9 +567,9 @@ static const char *finish_code(enum fkd_err rc, const struct fkd_sbv2_result *si
         return "truncated";
     }
     if (sig->block < 0) {
-        return rc == FKD_E_CORRUPT                          ? "signature_mismatch"
-               : rc == FKD_E_PARSE || rc == FKD_E_CRYPTO   ? "signature_malformed"
-                                                           : "signature_untrusted";
+        return rc == FKD_E_CORRUPT                       ? "signature_mismatch"
+               : rc == FKD_E_PARSE || rc == FKD_E_CRYPTO ? "signature_malformed"
+                                                         : "signature_untrusted";
     }
     return rc == FKD_E_POLICY ? "anti_rollback" : "image_invalid";
 }
@@ -579,8 +587,9 @@ static void ota_finish(struct fkd_ota_remote *r, struct fkd_wss_reply *rep) {
         if (fkd_mbedtls_sha256_finish(&r->xfer, got) != 0 ||
             memcmp(got, r->want_sha256, sizeof got) != 0) { /* public data */
             abandon(r);
-            fail(kind, rep, "transfer_corrupt", "the SHA-256 of the bytes received differs "
-                                                "from ota_begin's");
+            fail(kind, rep, "transfer_corrupt",
+                 "the SHA-256 of the bytes received differs "
+                 "from ota_begin's");
             return;
         }
     }
@@ -612,16 +621,17 @@ static void ota_finish(struct fkd_ota_remote *r, struct fkd_wss_reply *rep) {
         hex_lower(r->digest[sig->key], 32, fpr + 5);
     }
     if (strcmp(a->version, r->version) != 0) {
-        fkd_log(FKD_LOG_WARN, "ota: ota_begin announced version %s, the image says %s",
-                r->version, a->version);
+        fkd_log(FKD_LOG_WARN, "ota: ota_begin announced version %s, the image says %s", r->version,
+                a->version);
     }
     struct out o = {rep->body, rep->body_cap, 0, 0};
     put(&o, "{\"slot\":\"%s\",\"version\":", r->upd.target->label);
     put_jstr(&o, a->version);
     put(&o, ",\"secure_version\":%lu,\"key\":\"%s\",\"reboot\":true}",
         (unsigned long)a->secure_version, fpr);
-    fkd_log(FKD_LOG_INFO, "ota: remote update installed into %s (%s %s, secure_version %lu, "
-                          "key %s): rebooting",
+    fkd_log(FKD_LOG_INFO,
+            "ota: remote update installed into %s (%s %s, secure_version %lu, "
+            "key %s): rebooting",
             r->upd.target->label, a->project_name, a->version, (unsigned long)a->secure_version,
             fpr);
     r->active = 0;
@@ -694,8 +704,7 @@ static void ota_key(struct fkd_ota_remote *r, const uint8_t *body, size_t blen,
          * power-cut note at the top: the new key is written before the staged copy goes). */
         rc = fkd_nvs_set_blob(r->cfg.nvs, "security", slot_nvs_key[slot], r->buf, n);
         if (rc != FKD_OK) {
-            fail(kind, rep, "flash_error", "writing security/%s: %s", slot_name,
-                 fkd_strerror(rc));
+            fail(kind, rep, "flash_error", "writing security/%s: %s", slot_name, fkd_strerror(rc));
             return;
         }
         key_set(r, slot, &k, d);
@@ -705,13 +714,14 @@ static void ota_key(struct fkd_ota_remote *r, const uint8_t *body, size_t blen,
         /* Step 2: the staged copy goes; also what a resend does after a cut between. */
         rc = fkd_nvs_erase_key(r->cfg.nvs, "security", slot_nvs_key[FKD_OTA_KEY_SECOND]);
         if (rc != FKD_OK && rc != FKD_E_NOTFOUND) {
-            fail(kind, rep, "flash_error", "erasing security/ota_pubkey2: %s",
-                 fkd_strerror(rc));
+            fail(kind, rep, "flash_error", "erasing security/ota_pubkey2: %s", fkd_strerror(rc));
             return;
         }
         key_drop(r, FKD_OTA_KEY_SECOND);
-        fkd_log(FKD_LOG_INFO, "ota: security/ota_pubkey2 promoted to security/ota_pubkey "
-                              "(ota_pubkey2 erased): only %s is trusted", fpr);
+        fkd_log(FKD_LOG_INFO,
+                "ota: security/ota_pubkey2 promoted to security/ota_pubkey "
+                "(ota_pubkey2 erased): only %s is trusted",
+                fpr);
     }
     struct out o = {rep->body, rep->body_cap, 0, 0};
     put(&o, "{\"keys\":");
@@ -768,13 +778,15 @@ void fkd_ota_remote_welcomed(void *user) {
     }
     enum fkd_err rc = fkd_ota_mark_valid(r->cfg.flash, r->cfg.parts, r->cfg.nvs, b);
     if (rc != FKD_OK) {
-        fkd_log(FKD_LOG_ERROR, "ota: self-test passed (welcomed) but ota_%d could not be marked "
-                               "valid: %s",
+        fkd_log(FKD_LOG_ERROR,
+                "ota: self-test passed (welcomed) but ota_%d could not be marked "
+                "valid: %s",
                 b->slot, fkd_strerror(rc));
         return;
     }
-    fkd_log(FKD_LOG_INFO, "ota: self-test passed: welcomed by the control plane, ota_%d %s "
-                          "confirmed",
+    fkd_log(FKD_LOG_INFO,
+            "ota: self-test passed: welcomed by the control plane, ota_%d %s "
+            "confirmed",
             b->slot, b->app.version);
 }
 

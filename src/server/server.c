@@ -2145,7 +2145,9 @@ static int cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
         if (strcmp(path, "/metrics") == 0) {
             return http_metrics(srv, wsi, h);
         }
-        if (strcmp(path, "/api/devices") == 0 || strncmp(path, "/api/devices/", 13) == 0) {
+        int devices = strcmp(path, "/api/devices") == 0 || strncmp(path, "/api/devices/", 13) == 0;
+        int ota = strcmp(path, "/api/ota") == 0 || strncmp(path, "/api/ota/", 9) == 0;
+        if (devices || ota) {
             enum id_kind k = wsi_identity(wsi, name);
             if (k != ID_OPERATOR) {
                 char peer[64];
@@ -2154,18 +2156,7 @@ static int cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
                        peer, kind_name(k), name);
                 return http_json_error(wsi, h, 403, "operator certificate required");
             }
-            return http_api(srv, wsi, h, path);
-        }
-        if (strcmp(path, "/api/ota") == 0 || strncmp(path, "/api/ota/", 9) == 0) {
-            enum id_kind k = wsi_identity(wsi, name);
-            if (k != ID_OPERATOR) {
-                char peer[64];
-                lws_get_peer_simple(wsi, peer, sizeof peer);
-                fk_log(FK_LOG_WARN, "server: %s %s %s: admin API refused (403): not an operator",
-                       peer, kind_name(k), name);
-                return http_json_error(wsi, h, 403, "operator certificate required");
-            }
-            return ota_get(srv, wsi, h, path);
+            return devices ? http_api(srv, wsi, h, path) : ota_get(srv, wsi, h, path);
         }
         return http_json_error(wsi, h, 404, "not found");
     }
