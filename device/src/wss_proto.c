@@ -241,7 +241,8 @@ enum fkd_err fkd_wss_uri_parse(const char *uri, size_t len, struct fkd_wss_uri *
     return FKD_OK;
 }
 
-/* ---- RFC 6125 host matching ------------------------------------------------------------------- */
+/* ---- RFC 6125 host matching -------------------------------------------------------------------
+ */
 
 /* Splits off the first label of s[0..n): its length (up to the first dot). */
 static size_t first_label(const char *s, size_t n) {
@@ -307,7 +308,8 @@ int fkd_wss_names_match(const struct fkd_wss_names *n, const char *host) {
     return n->cn != NULL && fkd_wss_host_match(n->cn, n->cn_len, host);
 }
 
-/* ---- RFC 6455 opening handshake --------------------------------------------------------------- */
+/* ---- RFC 6455 opening handshake ---------------------------------------------------------------
+ */
 
 enum fkd_err fkd_wss_accept(const char *key, size_t key_len, char out[FKD_WSS_ACCEPT_LEN + 1]) {
     /* RFC 6455 4.2.2 step 5: "concatenate ... with the string
@@ -363,8 +365,8 @@ static int list_has(const char *v, size_t n, const char *token) {
     return 0;
 }
 
-enum fkd_err fkd_wss_check_response(const uint8_t *buf, size_t len, const char *accept,
-                                    int *status, const char **why) {
+enum fkd_err fkd_wss_check_response(const uint8_t *buf, size_t len, const char *accept, int *status,
+                                    const char **why) {
     const char *dummy = NULL;
     int st_dummy = 0;
     if (why == NULL) {
@@ -448,8 +450,7 @@ enum fkd_err fkd_wss_check_response(const uint8_t *buf, size_t len, const char *
         } else if (ieq(line, nl, "Sec-WebSocket-Accept", 20)) {
             acc = vn == FKD_WSS_ACCEPT_LEN && memcmp(v, accept, vn) == 0;
         } else if (ieq(line, nl, "Sec-WebSocket-Protocol", 22)) {
-            proto = vn == sizeof FKD_WSS_SUBPROTOCOL - 1 &&
-                    memcmp(v, FKD_WSS_SUBPROTOCOL, vn) == 0;
+            proto = vn == sizeof FKD_WSS_SUBPROTOCOL - 1 && memcmp(v, FKD_WSS_SUBPROTOCOL, vn) == 0;
         } else if (ieq(line, nl, "Sec-WebSocket-Extensions", 24) && vn > 0) {
             /* "If the response includes a Sec-WebSocket-Extensions header field and this
              * header field indicates the use of an extension that was not present in the
@@ -473,7 +474,8 @@ enum fkd_err fkd_wss_check_response(const uint8_t *buf, size_t len, const char *
     return FKD_E_PROTOCOL;
 }
 
-/* ---- UTF-8 ------------------------------------------------------------------------------------- */
+/* ---- UTF-8 -------------------------------------------------------------------------------------
+ */
 
 int fkd_utf8_valid(const uint8_t *b, size_t n) {
     size_t i = 0;
@@ -720,6 +722,66 @@ static int scan_value(struct jscan *s, int depth, enum jtype *type) {
     return scan_num(s);
 }
 
+/* One member of an object at a time, for the two object parsers below. The scanner stands on
+ * '{' for obj_open (-1: not an object). obj_next: 1 a member (key: raw bytes [ks, ks + kl),
+ * escapes not decoded, so an escaped name never equals ours; value: [vs, ve) of type t),
+ * 0 the object ended ('}' consumed), -1 malformed (s->why says what). */
+struct jmember {
+    size_t ks, kl, vs, ve;
+    enum jtype t;
+};
+
+static int obj_open(struct jscan *s) {
+    ws_skip(s);
+    if (s->i >= s->n || s->b[s->i] != '{') {
+        s->why = "not a JSON object";
+        return -1;
+    }
+    s->i++;
+    return 0;
+}
+
+static int obj_next(struct jscan *s, int *first, struct jmember *m) {
+    ws_skip(s);
+    if (s->i < s->n && s->b[s->i] == '}' && *first) {
+        s->i++;
+        return 0;
+    }
+    if (!*first) {
+        if (s->i < s->n && s->b[s->i] == '}') {
+            s->i++;
+            return 0;
+        }
+        if (s->i >= s->n || s->b[s->i] != ',') {
+            s->why = "expected ',' or '}'";
+            return -1;
+        }
+        s->i++;
+        ws_skip(s);
+    }
+    *first = 0;
+    if (scan_str(s, &m->ks, &m->kl) != 0) {
+        return -1;
+    }
+    ws_skip(s);
+    if (s->i >= s->n || s->b[s->i] != ':') {
+        s->why = "expected ':'";
+        return -1;
+    }
+    s->i++;
+    ws_skip(s);
+    m->vs = s->i;
+    m->t = J_NONE;
+    if (scan_value(s, 1, &m->t) != 0) {
+        if (s->why == NULL) {
+            s->why = "bad value";
+        }
+        return -1;
+    }
+    m->ve = s->i;
+    return 1;
+}
+
 static unsigned hexval(uint8_t c) {
     return is_digit(c) ? (unsigned)(c - '0') : (unsigned)(lower(c) - 'a' + 10);
 }
@@ -865,71 +927,38 @@ enum fkd_err fkd_wss_msg_parse(const uint8_t *buf, size_t len, struct fkd_wss_ms
     };
     enum jtype id_type = J_NONE;
     struct jscan s = {buf, len, 0, NULL};
-    ws_skip(&s);
-    if (s.i >= s.n || s.b[s.i] != '{') {
-        *why = "not a JSON object";
+    struct jmember jm;
+    int first = 1, r;
+    if (obj_open(&s) != 0) {
+        *why = s.why;
         return FKD_E_PARSE;
     }
-    s.i++;
-    ws_skip(&s);
-    if (s.i < s.n && s.b[s.i] == '}') {
-        s.i++;
-    } else {
-        for (;;) {
-            size_t ks, kl;
-            enum jtype t;
-            ws_skip(&s);
-            if (scan_str(&s, &ks, &kl) != 0) {
-                *why = s.why;
-                return FKD_E_PARSE;
-            }
-            ws_skip(&s);
-            if (s.i >= s.n || s.b[s.i] != ':') {
-                *why = "expected ':'";
-                return FKD_E_PARSE;
-            }
-            s.i++;
-            ws_skip(&s);
-            size_t vs = s.i;
-            if (scan_value(&s, 1, &t) != 0) {
-                *why = s.why != NULL ? s.why : "bad value";
-                return FKD_E_PARSE;
-            }
-            size_t ve = s.i;
-            for (size_t k = 0; k < M_N; k++) {
-                size_t nl = strlen(m[k].name);
-                /* Member names with escapes never equal ours: compared raw. */
-                if (kl != nl || memcmp(buf + ks, m[k].name, nl) != 0) {
-                    continue;
-                }
-                if (m[k].found) {
-                    *why = "duplicate member";
-                    return FKD_E_PARSE;
-                }
-                m[k].found = 1;
-                m[k].want = k == M_ID ? t : m[k].want;
-                if (k == M_ID) {
-                    id_type = t;
-                }
-                if (t != m[k].want) {
-                    /* checked per message type below, except "type" itself */
-                    m[k].want = J_NONE;
-                }
-                m[k].start = t == J_STR ? vs + 1 : vs;
-                m[k].len = t == J_STR ? ve - vs - 2 : ve - vs;
-            }
-            ws_skip(&s);
-            if (s.i < s.n && s.b[s.i] == ',') {
-                s.i++;
+    while ((r = obj_next(&s, &first, &jm)) == 1) {
+        for (size_t k = 0; k < M_N; k++) {
+            size_t nl = strlen(m[k].name);
+            if (jm.kl != nl || memcmp(buf + jm.ks, m[k].name, nl) != 0) {
                 continue;
             }
-            if (s.i < s.n && s.b[s.i] == '}') {
-                s.i++;
-                break;
+            if (m[k].found) {
+                *why = "duplicate member";
+                return FKD_E_PARSE;
             }
-            *why = "expected ',' or '}'";
-            return FKD_E_PARSE;
+            m[k].found = 1;
+            m[k].want = k == M_ID ? jm.t : m[k].want;
+            if (k == M_ID) {
+                id_type = jm.t;
+            }
+            if (jm.t != m[k].want) {
+                /* checked per message type below, except "type" itself */
+                m[k].want = J_NONE;
+            }
+            m[k].start = jm.t == J_STR ? jm.vs + 1 : jm.vs;
+            m[k].len = jm.t == J_STR ? jm.ve - jm.vs - 2 : jm.ve - jm.vs;
         }
+    }
+    if (r < 0) {
+        *why = s.why;
+        return FKD_E_PARSE;
     }
     ws_skip(&s);
     if (s.i != s.n) {
@@ -950,12 +979,12 @@ enum fkd_err fkd_wss_msg_parse(const uint8_t *buf, size_t len, struct fkd_wss_ms
             out->type = msg_types[k].type;
         }
     }
-#define WANT(k, label)                                                                         \
-    do {                                                                                       \
-        if (m[k].found && m[k].want == J_NONE) {                                               \
-            *why = label " has the wrong type";                                                \
-            return FKD_E_TYPE;                                                                 \
-        }                                                                                      \
+#define WANT(k, label)                                                                             \
+    do {                                                                                           \
+        if (m[k].found && m[k].want == J_NONE) {                                                   \
+            *why = label " has the wrong type";                                                    \
+            return FKD_E_TYPE;                                                                     \
+        }                                                                                          \
     } while (0)
     switch (out->type) {
     case FKD_WSS_MSG_WELCOME:
@@ -968,9 +997,8 @@ enum fkd_err fkd_wss_msg_parse(const uint8_t *buf, size_t len, struct fkd_wss_ms
             *why = "\"ping_interval\" not an integer 1..86400";
             return FKD_E_TYPE;
         }
-        if (m[M_MAX_MESSAGE].found &&
-            to_uint(buf + m[M_MAX_MESSAGE].start, m[M_MAX_MESSAGE].len, 0x7fffffffu,
-                    &out->max_message) != 0) {
+        if (m[M_MAX_MESSAGE].found && to_uint(buf + m[M_MAX_MESSAGE].start, m[M_MAX_MESSAGE].len,
+                                              0x7fffffffu, &out->max_message) != 0) {
             *why = "\"max_message\" not a non-negative integer";
             return FKD_E_TYPE;
         }
@@ -1012,8 +1040,8 @@ enum fkd_err fkd_wss_msg_parse(const uint8_t *buf, size_t len, struct fkd_wss_ms
     case FKD_WSS_MSG_ERROR:
         WANT(M_CODE, "\"code\"");
         WANT(M_MESSAGE, "\"message\"");
-        if ((m[M_CODE].found && unescape(buf + m[M_CODE].start, m[M_CODE].len, out->code,
-                                         sizeof out->code) != 0) ||
+        if ((m[M_CODE].found &&
+             unescape(buf + m[M_CODE].start, m[M_CODE].len, out->code, sizeof out->code) != 0) ||
             (m[M_MESSAGE].found && unescape(buf + m[M_MESSAGE].start, m[M_MESSAGE].len,
                                             out->message, sizeof out->message) != 0)) {
             *why = "\"code\" or \"message\" longer than 128 bytes";
@@ -1033,12 +1061,12 @@ int fkd_wss_json_put_str(char *out, size_t size, size_t *pos, const char *s, siz
     if (out == NULL || p >= size) {
         return -1;
     }
-#define PUT(ch)                                                                                \
-    do {                                                                                       \
-        if (p + 1 >= size) {                                                                   \
-            return -1;                                                                         \
-        }                                                                                      \
-        out[p++] = (char)(ch);                                                                 \
+#define PUT(ch)                                                                                    \
+    do {                                                                                           \
+        if (p + 1 >= size) {                                                                       \
+            return -1;                                                                             \
+        }                                                                                          \
+        out[p++] = (char)(ch);                                                                     \
     } while (0)
     PUT('"');
     for (size_t i = 0; i < len; i++) {
@@ -1078,57 +1106,28 @@ enum fkd_err fkd_wss_json_get(const uint8_t *obj, size_t len, const char *name,
     }
     size_t nl = strlen(name);
     struct jscan s = {obj, len, 0, NULL};
-    ws_skip(&s);
-    if (s.i >= s.n || s.b[s.i] != '{') {
+    struct jmember jm;
+    int first = 1, r;
+    if (obj_open(&s) != 0) {
         return FKD_E_PARSE;
     }
-    s.i++;
-    ws_skip(&s);
-    if (s.i < s.n && s.b[s.i] == '}') {
-        s.i++;
-    } else {
-        for (;;) {
-            size_t ks = 0, kl = 0;
-            enum jtype t = J_NONE;
-            ws_skip(&s);
-            if (scan_str(&s, &ks, &kl) != 0) {
+    while ((r = obj_next(&s, &first, &jm)) == 1) {
+        if (jm.kl == nl && memcmp(obj + jm.ks, name, nl) == 0) {
+            /* Two values for one name: which one counts is up to each parser (RFC 8259 4),
+             * so the device refuses rather than guess differently from the server. */
+            if (found) {
+                memset(out, 0, sizeof *out);
                 return FKD_E_PARSE;
             }
-            ws_skip(&s);
-            if (s.i >= s.n || s.b[s.i] != ':') {
-                return FKD_E_PARSE;
-            }
-            s.i++;
-            ws_skip(&s);
-            size_t vs = s.i;
-            if (scan_value(&s, 1, &t) != 0) {
-                return FKD_E_PARSE;
-            }
-            size_t ve = s.i;
-            if (kl == nl && memcmp(obj + ks, name, nl) == 0) {
-                /* Two values for one name: which one counts is up to each parser (RFC 8259
-                 * 4), so the device refuses rather than guess differently from the server. */
-                if (found) {
-                    memset(out, 0, sizeof *out);
-                    return FKD_E_PARSE;
-                }
-                found = 1;
-                out->type = (enum fkd_wss_jtype)t; /* same order as enum jtype */
-                out->p = t == J_STR ? obj + vs + 1 : obj + vs;
-                out->len = t == J_STR ? ve - vs - 2 : ve - vs;
-            }
-            ws_skip(&s);
-            if (s.i < s.n && s.b[s.i] == ',') {
-                s.i++;
-                continue;
-            }
-            if (s.i < s.n && s.b[s.i] == '}') {
-                s.i++;
-                break;
-            }
-            memset(out, 0, sizeof *out);
-            return FKD_E_PARSE;
+            found = 1;
+            out->type = (enum fkd_wss_jtype)jm.t; /* same order as enum jtype */
+            out->p = jm.t == J_STR ? obj + jm.vs + 1 : obj + jm.vs;
+            out->len = jm.t == J_STR ? jm.ve - jm.vs - 2 : jm.ve - jm.vs;
         }
+    }
+    if (r < 0) {
+        memset(out, 0, sizeof *out);
+        return FKD_E_PARSE;
     }
     ws_skip(&s);
     if (s.i != s.n) {
