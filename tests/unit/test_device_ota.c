@@ -3,11 +3,11 @@
  * selection, rollback, anti-rollback, and a power cut at every flash operation of an update,
  * its first boot and its confirmation. Signed images are real: app images from
  * tests/tools/mkappimage, signed by the host module (src/ota) with the vectors' keys. */
+#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
 
 #include "fkd/nvs.h"
 #include "fkd/ota.h"
@@ -15,6 +15,7 @@
 #include "fleetkey/ota.h"
 #include "fleetkey/partition.h"
 #include "mkappimage.h"
+#include "ota_fixture.h"
 
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -25,60 +26,10 @@
 
 #define CHIP (4u << 20)
 
-/* ---- files and keys ------------------------------------------------------------------------ */
-static uint8_t *load(const char *name, size_t *len) {
-    const char *v = getenv("FK_VECTORS");
-    char path[1024];
-    snprintf(path, sizeof path, "%s/sbv2/%s", v != NULL ? v : "tests/vectors", name);
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    assert_int_equal(fseek(f, 0, SEEK_END), 0);
-    long n = ftell(f);
-    assert_true(n > 0);
-    rewind(f);
-    uint8_t *b = malloc((size_t)n);
-    assert_non_null(b);
-    assert_int_equal(fread(b, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    *len = (size_t)n;
-    return b;
-}
-
-/* The DER SubjectPublicKeyInfo of a PEM key file (private or public), as NVS holds it. */
-static size_t pub_der(const char *name, uint8_t *out, size_t out_size) {
-    size_t len = 0;
-    uint8_t *pem = load(name, &len);
-    BIO *bio = BIO_new_mem_buf(pem, (int)len);
-    EVP_PKEY *k = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
-    if (k == NULL) {
-        BIO_free(bio);
-        bio = BIO_new_mem_buf(pem, (int)len);
-        k = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
-    }
-    assert_non_null(k);
-    int n = i2d_PUBKEY(k, NULL);
-    assert_true(n > 0 && (size_t)n <= out_size);
-    uint8_t *p = out;
-    assert_int_equal(i2d_PUBKEY(k, &p), n);
-    EVP_PKEY_free(k);
-    BIO_free(bio);
-    free(pem);
-    return (size_t)n;
-}
-
 static void trust(struct fkd_sbv2_keys *ks, const char *name) {
     uint8_t der[1024];
-    size_t n = pub_der(name, der, sizeof der);
+    size_t n = fkt_vector_pub_der(name, der, sizeof der);
     assert_int_equal(fkd_sbv2_keys_add(ks, der, n), FKD_OK);
-}
-
-static struct fk_ota_key *host_key(const char *name) {
-    const char *v = getenv("FK_VECTORS");
-    char path[1024];
-    snprintf(path, sizeof path, "%s/sbv2/%s", v != NULL ? v : "tests/vectors", name);
-    struct fk_ota_key *k = NULL;
-    assert_int_equal(fk_ota_key_load(path, 1, &k, NULL), FK_OK);
-    return k;
 }
 
 /* A P-384 signing key made here (the vectors have none), as a host key and as DER SPKI. */
@@ -118,7 +69,7 @@ static enum fkd_err verify_vector(const char *img, const char *pub, struct fkd_s
     fkd_sbv2_keys_init(&ks);
     trust(&ks, pub);
     size_t len = 0;
-    uint8_t *b = load(img, &len);
+    uint8_t *b = fkt_vector_load(img, &len);
     enum fkd_err rc = verify_buf(b, len, &ks, r);
     free(b);
     return rc;
@@ -164,7 +115,7 @@ static void sbv2_keys_from_der_match_espsecure_digests(void **state) {
         uint8_t d[32];
         SHA256(ks.key[0].enc, ks.key[0].enc_len, d);
         size_t len = 0;
-        uint8_t *want = load(names[i][1], &len);
+        uint8_t *want = fkt_vector_load(names[i][1], &len);
         assert_int_equal(len, 32);
         assert_memory_equal(d, want, 32);
         free(want);
@@ -178,7 +129,7 @@ static void sbv2_rejects_damage_anywhere_in_the_sector(void **state) {
     trust(&ks, "key_a.pub.pem");
     trust(&ks, "key_b.pub.pem");
     size_t len = 0;
-    uint8_t *img = load("app_signed_ab.bin", &len);
+    uint8_t *img = fkt_vector_load("app_signed_ab.bin", &len);
     uint8_t *sec = img + len - FKD_SBV2_SECTOR;
     assert_int_equal(verify_buf(img, len, &ks, NULL), FKD_OK);
     /* Every 7th byte of the sector, one at a time: a changed block fails its CRC or its
@@ -228,7 +179,7 @@ static void sbv2_rejects_damage_anywhere_in_the_sector(void **state) {
     trust(&only_a, "key_a.pub.pem");
     trust(&only_a, "key_b.pub.pem");
     uint8_t der[1024];
-    size_t n = pub_der("key_rsa.pub.pem", der, sizeof der);
+    size_t n = fkt_vector_pub_der("key_rsa.pub.pem", der, sizeof der);
     assert_int_equal(fkd_sbv2_keys_add(&only_a, der, n), FKD_E_NOSPACE);
 }
 
@@ -237,7 +188,7 @@ static void sbv2_verifies_host_signed_p384_and_rsa(void **state) {
     uint8_t der[256];
     size_t der_len = 0;
     struct fk_ota_key *k384 = p384_key(der, &der_len);
-    struct fk_ota_key *krsa = host_key("key_rsa.pem");
+    struct fk_ota_key *krsa = fkt_vector_key("key_rsa.pem");
     uint8_t data[10000];
     for (size_t i = 0; i < sizeof data; i++) {
         data[i] = (uint8_t)(i * 13u);
@@ -291,7 +242,7 @@ static void otadata_crc_and_selection_follow_esp_idf(void **state) {
     fkd_otadata_parse(buf, sizeof buf, &od);
     assert_int_equal(od.active, 1);
     assert_int_equal(fkd_otadata_slot(&od.e[1]), 1); /* (6 - 1) % 2 */
-    buf[4096 + 28] ^= 1;                              /* bad CRC: the other one wins */
+    buf[4096 + 28] ^= 1;                             /* bad CRC: the other one wins */
     fkd_otadata_parse(buf, sizeof buf, &od);
     assert_int_equal(od.active, 0);
     assert_int_equal(fkd_otadata_slot(&od.e[0]), 0);
@@ -300,7 +251,8 @@ static void otadata_crc_and_selection_follow_esp_idf(void **state) {
     assert_string_equal(fkd_ota_img_state_name(FKD_OTA_IMG_PENDING_VERIFY), "pending-verify");
 }
 
-/* ---- a robot in memory ------------------------------------------------------------------------ */
+/* ---- a robot in memory ------------------------------------------------------------------------
+ */
 struct robot {
     uint8_t *chip;
     struct fkd_flash_mem m;
@@ -344,37 +296,6 @@ static void robot_power_on(void) {
     assert_int_equal(fkd_nvs_mount(&R.nvs, &R.f, np->offset, np->size, NULL, NULL), FKD_OK);
 }
 
-/* A real app image signed by the host with the given vector keys (NULL-terminated). */
-static uint8_t *signed_app(const char *version, uint32_t secver, const char *const *keys,
-                           size_t *len) {
-    struct mkapp_opts o;
-    mkapp_defaults(&o);
-    o.version = version;
-    o.secure_version = secver;
-    o.segment_len = 3000;
-    o.seed = secver * 7u + (uint32_t)strlen(version);
-    size_t alen = mkapp_size(&o);
-    uint8_t *app = malloc(alen);
-    assert_int_equal(mkapp_build(&o, app, alen), alen);
-    struct fk_ota_key *k[3];
-    size_t n = 0;
-    for (; keys[n] != NULL; n++) {
-        k[n] = host_key(keys[n]);
-    }
-    size_t cap = fk_ota_signed_size(alen);
-    uint8_t *img = malloc(cap);
-    assert_int_equal(fk_ota_sign(app, alen, k, n, img, cap, len, NULL), FK_OK);
-    for (size_t i = 0; i < n; i++) {
-        fk_ota_key_free(k[i]);
-    }
-    free(app);
-    return img;
-}
-
-static const char *const KA[] = {"key_a.pem", NULL};
-static const char *const KB[] = {"key_b.pem", NULL};
-static const char *const KAB[] = {"key_a.pem", "key_b.pem", NULL};
-
 /* Streams img in chunks of `chunk` bytes; returns the first error (begin, write or finish). */
 static enum fkd_err stream(const uint8_t *img, size_t len, size_t chunk,
                            const struct fkd_sbv2_keys *ks, const struct fkd_ota_boot *running,
@@ -403,7 +324,7 @@ static void robot_with_v1(const struct fkd_sbv2_keys *ks) {
     assert_int_equal(fkd_ota_boot_select(&R.f, &R.t, ks, 0, &b), FKD_OK);
     assert_int_equal(b.slot, -1); /* nothing to boot yet */
     size_t len = 0;
-    uint8_t *img = signed_app("1.0.0", 1, KA, &len);
+    uint8_t *img = fkt_signed_app("1.0.0", 1, FKT_KA, &len);
     struct fkd_ota_update u;
     assert_int_equal(stream(img, len, 4096, ks, &b, &u), FKD_OK);
     free(img);
@@ -416,8 +337,8 @@ static void robot_with_v1(const struct fkd_sbv2_keys *ks) {
 
 static struct fkd_ota_boot boot(const struct fkd_sbv2_keys *ks) {
     struct fkd_ota_boot b;
-    assert_int_equal(
-        fkd_ota_boot_select(&R.f, &R.t, ks, fkd_ota_committed_secver(&R.nvs), &b), FKD_OK);
+    assert_int_equal(fkd_ota_boot_select(&R.f, &R.t, ks, fkd_ota_committed_secver(&R.nvs), &b),
+                     FKD_OK);
     return b;
 }
 
@@ -432,7 +353,7 @@ static void ota_update_boots_new_image_and_confirms(void **state) {
     assert_int_equal(b.state, FKD_OTA_IMG_VALID);
     assert_true(b.signature_checked);
     size_t len = 0;
-    uint8_t *img = signed_app("2.0.0", 2, KA, &len);
+    uint8_t *img = fkt_signed_app("2.0.0", 2, FKT_KA, &len);
     struct fkd_ota_update u;
     /* Odd chunk sizes cross every sector and the signature sector boundary. */
     assert_int_equal(stream(img, len, 777, &ks, &b, &u), FKD_OK);
@@ -450,8 +371,7 @@ static void ota_update_boots_new_image_and_confirms(void **state) {
     assert_int_equal(b.slot, 1);
     assert_int_equal(b.state, FKD_OTA_IMG_VALID);
     assert_false(b.rolled_back);
-    printf("# struct fkd_ota_update: %zu bytes of caller memory\n",
-           sizeof(struct fkd_ota_update));
+    printf("# struct fkd_ota_update: %zu bytes of caller memory\n", sizeof(struct fkd_ota_update));
 }
 
 static void ota_rolls_back_an_image_that_never_confirms(void **state) {
@@ -461,7 +381,7 @@ static void ota_rolls_back_an_image_that_never_confirms(void **state) {
     robot_with_v1(&ks);
     struct fkd_ota_boot b = boot(&ks);
     size_t len = 0;
-    uint8_t *img = signed_app("2.0.0", 2, KA, &len);
+    uint8_t *img = fkt_signed_app("2.0.0", 2, FKT_KA, &len);
     struct fkd_ota_update u;
     assert_int_equal(stream(img, len, 4096, &ks, &b, &u), FKD_OK);
     b = boot(&ks);
@@ -507,7 +427,7 @@ static void ota_refuses_unsigned_wrong_key_tampered_and_rollback(void **state) {
     memcpy(before, R.chip + odp->offset, sizeof before);
 
     size_t len = 0;
-    uint8_t *img = signed_app("2.0.0", 2, KA, &len);
+    uint8_t *img = fkt_signed_app("2.0.0", 2, FKT_KA, &len);
     /* Unsigned: the same app image, its signature sector erased. */
     uint8_t *uns = malloc(len);
     memcpy(uns, img, len);
@@ -517,7 +437,7 @@ static void ota_refuses_unsigned_wrong_key_tampered_and_rollback(void **state) {
     assert_int_equal(stream(uns, len - FKD_SBV2_SECTOR - 100, 1000, &ks, &b, &u), FKD_E_ARG);
     /* Signed by a key the robot does not trust. */
     size_t blen = 0;
-    uint8_t *imgb = signed_app("2.0.0", 2, KB, &blen);
+    uint8_t *imgb = fkt_signed_app("2.0.0", 2, FKT_KB, &blen);
     assert_int_equal(stream(imgb, blen, 1000, &ks, &b, &u), FKD_E_AUTH);
     /* Changed after signing, in the app and in the signature sector. */
     memcpy(uns, img, len);
@@ -543,7 +463,7 @@ static void ota_refuses_unsigned_wrong_key_tampered_and_rollback(void **state) {
     fkd_ota_update_free(&u);
     /* Anti-rollback: secure_version 0 below the committed 1. */
     size_t olen = 0;
-    uint8_t *old = signed_app("0.9.0", 0, KA, &olen);
+    uint8_t *old = fkt_signed_app("0.9.0", 0, FKT_KA, &olen);
     assert_int_equal(stream(old, olen, 1000, &ks, &b, &u), FKD_E_POLICY);
     /* Development without a key: updates disabled. */
     struct fkd_sbv2_keys none;
@@ -568,10 +488,9 @@ static void ota_refuses_unsigned_wrong_key_tampered_and_rollback(void **state) {
 static void ota_dual_signed_image_accepted_by_old_and_new_key(void **state) {
     (void)state;
     size_t len = 0;
-    uint8_t *img = signed_app("2.0.0", 2, KAB, &len);
-    static const char *const trusted[][2] = {{"key_a.pub.pem", NULL},
-                                             {"key_b.pub.pem", NULL},
-                                             {"key_a.pub.pem", "key_b.pub.pem"}};
+    uint8_t *img = fkt_signed_app("2.0.0", 2, FKT_KAB, &len);
+    static const char *const trusted[][2] = {
+        {"key_a.pub.pem", NULL}, {"key_b.pub.pem", NULL}, {"key_a.pub.pem", "key_b.pub.pem"}};
     for (int i = 0; i < 3; i++) {
         struct fkd_sbv2_keys ks;
         fkd_sbv2_keys_init(&ks);
@@ -598,7 +517,7 @@ static void ota_dual_signed_image_accepted_by_old_and_new_key(void **state) {
     trust(&kb, "key_b.pub.pem");
     robot_new();
     size_t alen = 0;
-    uint8_t *olda = signed_app("2.0.0", 2, KA, &alen);
+    uint8_t *olda = fkt_signed_app("2.0.0", 2, FKT_KA, &alen);
     struct fkd_ota_boot b = boot(&kb);
     struct fkd_ota_update u;
     assert_int_equal(stream(olda, alen, 4096, &kb, &b, &u), FKD_E_AUTH);
@@ -611,8 +530,7 @@ static void ota_dual_signed_image_accepted_by_old_and_new_key(void **state) {
 static enum fkd_err update_boot_confirm(const uint8_t *img, size_t len,
                                         const struct fkd_sbv2_keys *ks) {
     struct fkd_ota_boot b;
-    enum fkd_err rc =
-        fkd_ota_boot_select(&R.f, &R.t, ks, fkd_ota_committed_secver(&R.nvs), &b);
+    enum fkd_err rc = fkd_ota_boot_select(&R.f, &R.t, ks, fkd_ota_committed_secver(&R.nvs), &b);
     if (rc != FKD_OK) {
         return rc;
     }
@@ -635,7 +553,7 @@ static void ota_power_cut_at_every_write_still_boots(void **state) {
     robot_with_v1(&ks);
     memcpy(base, R.chip, CHIP);
     size_t len = 0;
-    uint8_t *img = signed_app("2.0.0", 2, KA, &len);
+    uint8_t *img = fkt_signed_app("2.0.0", 2, FKT_KA, &len);
     /* Count the operations of a clean run. */
     unsigned long before = R.m.ops;
     assert_int_equal(update_boot_confirm(img, len, &ks), FKD_OK);
@@ -687,7 +605,7 @@ static void ota_power_cut_in_boot_state_changes(void **state) {
     robot_with_v1(&ks);
     struct fkd_ota_boot b = boot(&ks);
     size_t len = 0;
-    uint8_t *img = signed_app("2.0.0", 2, KA, &len);
+    uint8_t *img = fkt_signed_app("2.0.0", 2, FKT_KA, &len);
     struct fkd_ota_update u;
     assert_int_equal(stream(img, len, 4096, &ks, &b, &u), FKD_OK);
     free(img);

@@ -5,11 +5,11 @@
  * (tests/tools/mkappimage) signed by the host module with the espsecure vector keys, sent as
  * real base64 (OpenSSL's encoder, not ours). Expected key fingerprints are espsecure's digests
  * (tests/vectors/sbv2/key_*.digest.bin). */
+#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
 
 #include "fkd/nvs.h"
 #include "fkd/ota.h"
@@ -19,6 +19,7 @@
 #include "fleetkey/ota.h"
 #include "fleetkey/partition.h"
 #include "mkappimage.h"
+#include "ota_fixture.h"
 
 #include <cjson/cJSON.h>
 #include <openssl/evp.h>
@@ -30,45 +31,10 @@
 
 #define CHIP (4u << 20)
 
-/* ---- files and keys ------------------------------------------------------------------------ */
-static uint8_t *load(const char *name, size_t *len) {
-    const char *v = getenv("FK_VECTORS");
-    char path[1024];
-    snprintf(path, sizeof path, "%s/sbv2/%s", v != NULL ? v : "tests/vectors", name);
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    assert_int_equal(fseek(f, 0, SEEK_END), 0);
-    long n = ftell(f);
-    assert_true(n > 0);
-    rewind(f);
-    uint8_t *b = malloc((size_t)n);
-    assert_non_null(b);
-    assert_int_equal(fread(b, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    *len = (size_t)n;
-    return b;
-}
-
-static size_t pub_der(const char *name, uint8_t *out, size_t out_size) {
-    size_t len = 0;
-    uint8_t *pem = load(name, &len);
-    BIO *bio = BIO_new_mem_buf(pem, (int)len);
-    EVP_PKEY *k = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
-    assert_non_null(k);
-    int n = i2d_PUBKEY(k, NULL);
-    assert_true(n > 0 && (size_t)n <= out_size);
-    uint8_t *p = out;
-    assert_int_equal(i2d_PUBKEY(k, &p), n);
-    EVP_PKEY_free(k);
-    BIO_free(bio);
-    free(pem);
-    return (size_t)n;
-}
-
 /* "sbv2:" + espsecure's digest of a vector key. */
 static void espsecure_fpr(const char *digest_file, char out[FKD_OTA_REMOTE_FPR_LEN]) {
     size_t len = 0;
-    uint8_t *d = load(digest_file, &len);
+    uint8_t *d = fkt_vector_load(digest_file, &len);
     assert_int_equal(len, 32);
     strcpy(out, "sbv2:");
     for (size_t i = 0; i < 32; i++) {
@@ -76,45 +42,6 @@ static void espsecure_fpr(const char *digest_file, char out[FKD_OTA_REMOTE_FPR_L
     }
     free(d);
 }
-
-static struct fk_ota_key *host_key(const char *name) {
-    const char *v = getenv("FK_VECTORS");
-    char path[1024];
-    snprintf(path, sizeof path, "%s/sbv2/%s", v != NULL ? v : "tests/vectors", name);
-    struct fk_ota_key *k = NULL;
-    assert_int_equal(fk_ota_key_load(path, 1, &k, NULL), FK_OK);
-    return k;
-}
-
-static uint8_t *signed_app(const char *version, uint32_t secver, const char *const *keys,
-                           size_t *len) {
-    struct mkapp_opts o;
-    mkapp_defaults(&o);
-    o.version = version;
-    o.secure_version = secver;
-    o.segment_len = 3000;
-    o.seed = secver * 7u + (uint32_t)strlen(version);
-    size_t alen = mkapp_size(&o);
-    uint8_t *app = malloc(alen);
-    assert_int_equal(mkapp_build(&o, app, alen), alen);
-    struct fk_ota_key *k[3];
-    size_t n = 0;
-    for (; keys[n] != NULL; n++) {
-        k[n] = host_key(keys[n]);
-    }
-    size_t cap = fk_ota_signed_size(alen);
-    uint8_t *img = malloc(cap);
-    assert_int_equal(fk_ota_sign(app, alen, k, n, img, cap, len, NULL), FK_OK);
-    for (size_t i = 0; i < n; i++) {
-        fk_ota_key_free(k[i]);
-    }
-    free(app);
-    return img;
-}
-
-static const char *const KA[] = {"key_a.pem", NULL};
-static const char *const KB[] = {"key_b.pem", NULL};
-static const char *const KAB[] = {"key_a.pem", "key_b.pem", NULL}; /* a rotation's release */
 
 /* ---- a robot in memory ---------------------------------------------------------------------- */
 struct robot {
@@ -168,14 +95,14 @@ static void robot_boot(void) {
     fkd_ota_remote_free(&R.rem);
     fkd_nvs_free(&R.nvs);
     fkd_nvs_init(&R.nvs);
-    assert_int_equal(
-        fkd_nvs_mount(&R.nvs, &R.f, nvs_part()->offset, nvs_part()->size, NULL, NULL), FKD_OK);
+    assert_int_equal(fkd_nvs_mount(&R.nvs, &R.f, nvs_part()->offset, nvs_part()->size, NULL, NULL),
+                     FKD_OK);
     struct fkd_sbv2_keys ks;
     fkd_sbv2_keys_init(&ks);
     for (int i = 0; i < 2; i++) {
         R.der_len[i] = 0;
-        enum fkd_err rc = fkd_nvs_get_blob(&R.nvs, "security", names[i], R.der[i],
-                                           sizeof R.der[i], &R.der_len[i]);
+        enum fkd_err rc = fkd_nvs_get_blob(&R.nvs, "security", names[i], R.der[i], sizeof R.der[i],
+                                           &R.der_len[i]);
         assert_true(rc == FKD_OK || rc == FKD_E_NOTFOUND);
         if (rc != FKD_OK) {
             R.der_len[i] = 0;
@@ -188,20 +115,26 @@ static void robot_boot(void) {
     assert_int_equal(fkd_ota_boot_select(&R.f, &R.t, ks.count > 0 ? &ks : NULL,
                                          fkd_ota_committed_secver(&R.nvs), &R.running),
                      FKD_OK);
-    struct fkd_ota_remote_config c = {&R.f, &R.t, &R.nvs, &R.running,
-                                      R.der_len[0] ? R.der[0] : NULL, R.der_len[0],
-                                      R.der_len[1] ? R.der[1] : NULL, R.der_len[1]};
+    struct fkd_ota_remote_config c = {&R.f,
+                                      &R.t,
+                                      &R.nvs,
+                                      &R.running,
+                                      R.der_len[0] ? R.der[0] : NULL,
+                                      R.der_len[0],
+                                      R.der_len[1] ? R.der[1] : NULL,
+                                      R.der_len[1]};
     fkd_ota_remote_init(&R.rem);
     assert_int_equal(fkd_ota_remote_setup(&R.rem, &c), FKD_OK);
 }
 
 static void nvs_put_key(const char *slot, const char *pem) {
     uint8_t der[1024];
-    size_t n = pub_der(pem, der, sizeof der);
+    size_t n = fkt_vector_pub_der(pem, der, sizeof der);
     assert_int_equal(fkd_nvs_set_blob(&R.nvs, "security", slot, der, n), FKD_OK);
 }
 
-/* ---- requests as the server sends them -------------------------------------------------------- */
+/* ---- requests as the server sends them --------------------------------------------------------
+ */
 static char reply_body[FKD_WSS_MSG_MAX];
 static struct fkd_wss_reply rep;
 static cJSON *last; /* the last ok body, parsed */
@@ -217,8 +150,9 @@ static char *b64(const uint8_t *d, size_t n) {
  * protocol's 4096 bytes and parse as the device parses it. */
 static const char *req(const char *kind, const char *body) {
     static char msg[FKD_WSS_MSG_MAX + 1];
-    int n = snprintf(msg, sizeof msg, "{\"type\":\"request\",\"id\":\"r-000001\",\"kind\":\"%s\"%s%s}",
-                     kind, body != NULL ? ",\"body\":" : "", body != NULL ? body : "");
+    int n =
+        snprintf(msg, sizeof msg, "{\"type\":\"request\",\"id\":\"r-000001\",\"kind\":\"%s\"%s%s}",
+                 kind, body != NULL ? ",\"body\":" : "", body != NULL ? body : "");
     assert_true(n > 0 && (size_t)n <= FKD_WSS_MSG_MAX);
     struct fkd_wss_msg m;
     assert_int_equal(fkd_wss_msg_parse((const uint8_t *)msg, (size_t)n, &m, NULL), FKD_OK);
@@ -250,8 +184,7 @@ static const char *begin(size_t size, const uint8_t *img, size_t len) {
     for (int i = 0; i < 32; i++) {
         snprintf(hx + 2 * i, 3, "%02x", d[i]);
     }
-    snprintf(body, sizeof body, "{\"size\":%zu,\"sha256\":\"%s\",\"version\":\"2.0.0\"}", size,
-             hx);
+    snprintf(body, sizeof body, "{\"size\":%zu,\"sha256\":\"%s\",\"version\":\"2.0.0\"}", size, hx);
     return req("ota_begin", body);
 }
 
@@ -306,7 +239,7 @@ static void robot_with_v1(void) {
     robot_boot();
     assert_int_equal(R.running.slot, -1);
     size_t len = 0;
-    uint8_t *img = signed_app("1.0.0", 1, KAB, &len);
+    uint8_t *img = fkt_signed_app("1.0.0", 1, FKT_KAB, &len);
     assert_string_equal(send_image(img, len, 2048), "");
     free(img);
     robot_boot();
@@ -317,7 +250,8 @@ static void robot_with_v1(void) {
     robot_boot();
 }
 
-/* ---- tests ------------------------------------------------------------------------------------------ */
+/* ---- tests
+ * ------------------------------------------------------------------------------------------ */
 static void ota_remote_update_fed_as_messages_boots_and_confirms_on_welcome(void **st) {
     (void)st;
     robot_with_v1();
@@ -336,7 +270,7 @@ static void ota_remote_update_fed_as_messages_boots_and_confirms_on_welcome(void
     cJSON_Delete(o);
 
     size_t len = 0;
-    uint8_t *img = signed_app("2.0.0", 2, KA, &len);
+    uint8_t *img = fkt_signed_app("2.0.0", 2, FKT_KA, &len);
     assert_string_equal(send_image(img, len, 2048), "");
     assert_string_equal(jstr(last, "slot"), "ota_1");
     assert_string_equal(jstr(last, "version"), "2.0.0");
@@ -382,7 +316,7 @@ static void ota_remote_answers_every_error_with_its_code(void **st) {
     uint8_t before[2 * 4096];
     memcpy(before, R.chip + odp->offset, sizeof before);
     size_t len = 0;
-    uint8_t *img = signed_app("2.0.0", 2, KA, &len);
+    uint8_t *img = fkt_signed_app("2.0.0", 2, FKT_KA, &len);
 
     /* No update in force. */
     assert_string_equal(chunk(0, img, 100), "no_update");
@@ -407,8 +341,8 @@ static void ota_remote_answers_every_error_with_its_code(void **st) {
     /* bad base64 abandons it */
     assert_string_equal(req("ota_chunk", "{\"offset\":2048,\"data\":\"AAA\"}"), "bad_request");
     assert_string_equal(chunk(2048, img + 2048, 100), "no_update");
-    static const char *const bad_b64[] = {"\"A===\"", "\"AA=A\"", "\"AA==AAAA\"", "\"A A=\"",
-                                         "\"\"", "\"AA\\nA=\"", "12", "null"};
+    static const char *const bad_b64[] = {"\"A===\"", "\"AA=A\"",    "\"AA==AAAA\"", "\"A A=\"",
+                                          "\"\"",     "\"AA\\nA=\"", "12",           "null"};
     for (size_t i = 0; i < sizeof bad_b64 / sizeof bad_b64[0]; i++) {
         char body[64];
         assert_string_equal(begin(len, img, len), "");
@@ -461,11 +395,11 @@ static void ota_remote_answers_every_error_with_its_code(void **st) {
     assert_string_equal(send_image(bad, len, 2048), "signature_untrusted"); /* unsigned */
     /* untrusted signature */
     size_t blen = 0;
-    uint8_t *imgb = signed_app("2.0.0", 2, KB, &blen);
+    uint8_t *imgb = fkt_signed_app("2.0.0", 2, FKT_KB, &blen);
     assert_string_equal(send_image(imgb, blen, 2048), "signature_untrusted");
     /* anti-rollback: secure_version 0 below the committed 1 */
     size_t olen = 0;
-    uint8_t *old = signed_app("0.9.0", 0, KA, &olen);
+    uint8_t *old = fkt_signed_app("0.9.0", 0, FKT_KA, &olen);
     assert_string_equal(send_image(old, olen, 1500), "anti_rollback");
     /* unknown kinds are the client's unsupported_kind */
     memset(&rep, 0, sizeof rep);
@@ -495,10 +429,10 @@ static void ota_remote_answers_every_error_with_its_code(void **st) {
 static char *key_body(const char *slot, const char *pem, const char *fpr) {
     static char body[2048];
     uint8_t der[1024];
-    size_t n = pub_der(pem, der, sizeof der);
+    size_t n = fkt_vector_pub_der(pem, der, sizeof der);
     char *s = b64(der, n);
-    snprintf(body, sizeof body, "{\"slot\":\"%s\",\"der\":\"%s\",\"fingerprint\":\"%s\"}", slot,
-             s, fpr);
+    snprintf(body, sizeof body, "{\"slot\":\"%s\",\"der\":\"%s\",\"fingerprint\":\"%s\"}", slot, s,
+             fpr);
     free(s);
     return body;
 }
@@ -512,7 +446,7 @@ static void nvs_key_is(const char *slot, const char *pem) {
         return;
     }
     assert_int_equal(rc, FKD_OK);
-    wn = pub_der(pem, want, sizeof want);
+    wn = fkt_vector_pub_der(pem, want, sizeof want);
     assert_int_equal(gn, wn);
     assert_memory_equal(got, want, wn);
 }
@@ -532,17 +466,16 @@ static void ota_remote_key_stage_then_promote(void **st) {
     assert_string_equal(req("ota_key", key_body("ota_pubkey2", "key_b.pub.pem", fa)),
                         "fingerprint_mismatch");
     char body[512];
-    snprintf(body, sizeof body, "{\"slot\":\"ota_pubkey2\",\"der\":\"AAAA\",\"fingerprint\":\"%s\"}",
-             fb);
+    snprintf(body, sizeof body,
+             "{\"slot\":\"ota_pubkey2\",\"der\":\"AAAA\",\"fingerprint\":\"%s\"}", fb);
     assert_string_equal(req("ota_key", body), "bad_key");
-    snprintf(body, sizeof body, "{\"slot\":\"ota_pubkey2\",\"der\":\"AA!A\",\"fingerprint\":\"%s\"}",
-             fb);
+    snprintf(body, sizeof body,
+             "{\"slot\":\"ota_pubkey2\",\"der\":\"AA!A\",\"fingerprint\":\"%s\"}", fb);
     assert_string_equal(req("ota_key", body), "bad_request");
     snprintf(body, sizeof body, "{\"slot\":\"ota_pubkey2\",\"der\":7,\"fingerprint\":\"%s\"}", fb);
     assert_string_equal(req("ota_key", body), "bad_request");
     /* Promoting a key the device does not hold next to the old one: never. */
-    assert_string_equal(req("ota_key", key_body("ota_pubkey", "key_b.pub.pem", fb)),
-                        "not_staged");
+    assert_string_equal(req("ota_key", key_body("ota_pubkey", "key_b.pub.pem", fb)), "not_staged");
     nvs_key_is("ota_pubkey", "key_a.pub.pem");
     nvs_key_is("ota_pubkey2", NULL);
     /* The current key sent again: ok, nothing written. */
@@ -562,12 +495,11 @@ static void ota_remote_key_stage_then_promote(void **st) {
     assert_int_equal(R.m.ops, ops); /* idempotent */
     /* A B-signed update is accepted now (then dropped: abort after the check). */
     size_t blen = 0;
-    uint8_t *imgb = signed_app("2.0.0", 2, KB, &blen);
+    uint8_t *imgb = fkt_signed_app("2.0.0", 2, FKT_KB, &blen);
     /* Replaced by another second key (RSA), then staged B again. */
     assert_string_equal(req("ota_key", key_body("ota_pubkey2", "key_rsa.pub.pem", fr)), "");
     nvs_key_is("ota_pubkey2", "key_rsa.pub.pem");
-    assert_string_equal(req("ota_key", key_body("ota_pubkey", "key_b.pub.pem", fb)),
-                        "not_staged");
+    assert_string_equal(req("ota_key", key_body("ota_pubkey", "key_b.pub.pem", fb)), "not_staged");
     assert_string_equal(req("ota_key", key_body("ota_pubkey2", "key_b.pub.pem", fb)), "");
 
     /* Step 4: promote B; from then on only B. */
@@ -582,7 +514,7 @@ static void ota_remote_key_stage_then_promote(void **st) {
     assert_string_equal(req("ota_key", key_body("ota_pubkey", "key_b.pub.pem", fb)), "");
     assert_int_equal(R.m.ops, ops);
     size_t alen = 0;
-    uint8_t *imga = signed_app("2.0.0", 2, KA, &alen);
+    uint8_t *imga = fkt_signed_app("2.0.0", 2, FKT_KA, &alen);
     assert_string_equal(send_image(imga, alen, 2048), "signature_untrusted");
     assert_string_equal(send_image(imgb, blen, 2048), "");
     assert_string_equal(jstr(last, "key"), fb);
@@ -628,8 +560,8 @@ static void ota_remote_key_promote_survives_a_power_cut_anywhere(void **st) {
             /* The new key is trusted in one slot or both. */
             assert_true((cJSON_IsString(p1) && strcmp(p1->valuestring, fb) == 0) ||
                         (cJSON_IsString(p2) && strcmp(p2->valuestring, fb) == 0));
-            both += cJSON_IsString(p1) && cJSON_IsString(p2) &&
-                    strcmp(p1->valuestring, fb) == 0 && strcmp(p2->valuestring, fb) == 0;
+            both += cJSON_IsString(p1) && cJSON_IsString(p2) && strcmp(p1->valuestring, fb) == 0 &&
+                    strcmp(p2->valuestring, fb) == 0;
             cJSON_Delete(o);
             assert_string_equal(req("ota_key", promote), "");
             nvs_key_is("ota_pubkey", "key_b.pub.pem");
@@ -660,8 +592,7 @@ int main(void) {
                                   teardown),
         cmocka_unit_test_teardown(ota_remote_answers_every_error_with_its_code, teardown),
         cmocka_unit_test_teardown(ota_remote_key_stage_then_promote, teardown),
-        cmocka_unit_test_teardown(ota_remote_key_promote_survives_a_power_cut_anywhere,
-                                  teardown),
+        cmocka_unit_test_teardown(ota_remote_key_promote_survives_a_power_cut_anywhere, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     free(R.chip);
