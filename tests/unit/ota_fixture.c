@@ -1,9 +1,10 @@
 /* Shared fixtures of the device OTA unit tests: see ota_fixture.h. */
-#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+/* cmocka needs the four above first */
+#include <cmocka.h>
 
 #include "ota_fixture.h"
 

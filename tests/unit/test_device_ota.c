@@ -3,11 +3,12 @@
  * selection, rollback, anti-rollback, and a power cut at every flash operation of an update,
  * its first boot and its confirmation. Signed images are real: app images from
  * tests/tools/mkappimage, signed by the host module (src/ota) with the vectors' keys. */
-#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+/* cmocka needs the four above first */
+#include <cmocka.h>
 
 #include "fkd/nvs.h"
 #include "fkd/ota.h"

@@ -5,11 +5,12 @@
  * (tests/tools/mkappimage) signed by the host module with the espsecure vector keys, sent as
  * real base64 (OpenSSL's encoder, not ours). Expected key fingerprints are espsecure's digests
  * (tests/vectors/sbv2/key_*.digest.bin). */
-#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+/* cmocka needs the four above first */
+#include <cmocka.h>
 
 #include "fkd/nvs.h"
 #include "fkd/ota.h"
