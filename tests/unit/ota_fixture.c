@@ -8,6 +8,7 @@
 
 #include "ota_fixture.h"
 
+#include "fleetkey/partition.h"
 #include "mkappimage.h"
 
 #include <openssl/evp.h>
@@ -97,4 +98,39 @@ uint8_t *fkt_signed_app(const char *version, uint32_t secver, const char *const 
     }
     free(app);
     return img;
+}
+
+void fkt_flash_new(struct fkt_flash *r) {
+    static struct fk_partition_table ht;
+    uint8_t table[FK_PARTITION_TABLE_SIZE];
+    size_t tlen = 0;
+    if (r->chip == NULL) {
+        r->chip = malloc(FKT_CHIP);
+        assert_non_null(r->chip);
+    }
+    memset(r->chip, 0xFF, FKT_CHIP);
+    assert_int_equal(fk_partition_csv_parse(fk_partition_default_csv,
+                                            strlen(fk_partition_default_csv), "d.csv", &ht, NULL),
+                     FK_OK);
+    assert_int_equal(fk_partition_encode(&ht, table, sizeof table, &tlen), FK_OK);
+    memcpy(r->chip + FKD_PART_TABLE_OFFSET, table, tlen);
+    fkd_flash_mem_init(&r->m, r->chip, FKT_CHIP, &r->f);
+    assert_int_equal(fkd_part_load(&r->f, &r->t), FKD_OK);
+    const struct fkd_part *np = fkt_flash_nvs(r);
+    fkd_nvs_init(&r->nvs);
+    assert_int_equal(fkd_nvs_format(&r->nvs, &r->f, np->offset, np->size, NULL), FKD_OK);
+}
+
+const struct fkd_part *fkt_flash_nvs(const struct fkt_flash *r) {
+    const struct fkd_part *np = fkd_part_find(&r->t, FKD_PART_DATA, FKD_PART_SUB_NVS, NULL);
+    assert_non_null(np);
+    return np;
+}
+
+void fkt_flash_power_on(struct fkt_flash *r) {
+    fkd_flash_mem_cut(&r->m, 0, 0);
+    const struct fkd_part *np = fkt_flash_nvs(r);
+    fkd_nvs_free(&r->nvs);
+    fkd_nvs_init(&r->nvs);
+    assert_int_equal(fkd_nvs_mount(&r->nvs, &r->f, np->offset, np->size, NULL, NULL), FKD_OK);
 }

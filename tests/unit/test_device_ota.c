@@ -25,8 +25,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHIP (4u << 20)
-
 static void trust(struct fkd_sbv2_keys *ks, const char *name) {
     uint8_t der[1024];
     size_t n = fkt_vector_pub_der(name, der, sizeof der);
@@ -254,47 +252,19 @@ static void otadata_crc_and_selection_follow_esp_idf(void **state) {
 
 /* ---- a robot in memory ------------------------------------------------------------------------
  */
-struct robot {
-    uint8_t *chip;
-    struct fkd_flash_mem m;
-    struct fkd_flash f;
-    struct fkd_part_table t;
-    struct fkd_nvs nvs;
-};
-
-static struct robot R;
+static struct fkt_flash R;
 static uint8_t *base; /* snapshot of a robot before an update */
 
 static void robot_new(void) {
-    static struct fk_partition_table ht;
-    uint8_t table[FK_PARTITION_TABLE_SIZE];
-    size_t tlen = 0;
-    if (R.chip == NULL) {
-        R.chip = malloc(CHIP);
-        base = malloc(CHIP);
-        assert_non_null(R.chip);
+    fkt_flash_new(&R);
+    if (base == NULL) {
+        base = malloc(FKT_CHIP);
         assert_non_null(base);
     }
-    memset(R.chip, 0xFF, CHIP);
-    assert_int_equal(fk_partition_csv_parse(fk_partition_default_csv,
-                                            strlen(fk_partition_default_csv), "d.csv", &ht, NULL),
-                     FK_OK);
-    assert_int_equal(fk_partition_encode(&ht, table, sizeof table, &tlen), FK_OK);
-    memcpy(R.chip + FKD_PART_TABLE_OFFSET, table, tlen);
-    fkd_flash_mem_init(&R.m, R.chip, CHIP, &R.f);
-    assert_int_equal(fkd_part_load(&R.f, &R.t), FKD_OK);
-    const struct fkd_part *np = fkd_part_find(&R.t, FKD_PART_DATA, FKD_PART_SUB_NVS, NULL);
-    fkd_nvs_init(&R.nvs);
-    assert_int_equal(fkd_nvs_format(&R.nvs, &R.f, np->offset, np->size, NULL), FKD_OK);
 }
 
-/* Power back on: a fresh NVS mount (repairing what a cut left). */
 static void robot_power_on(void) {
-    fkd_flash_mem_cut(&R.m, 0, 0);
-    const struct fkd_part *np = fkd_part_find(&R.t, FKD_PART_DATA, FKD_PART_SUB_NVS, NULL);
-    fkd_nvs_free(&R.nvs);
-    fkd_nvs_init(&R.nvs);
-    assert_int_equal(fkd_nvs_mount(&R.nvs, &R.f, np->offset, np->size, NULL, NULL), FKD_OK);
+    fkt_flash_power_on(&R);
 }
 
 /* Streams img in chunks of `chunk` bytes; returns the first error (begin, write or finish). */
@@ -552,7 +522,7 @@ static void ota_power_cut_at_every_write_still_boots(void **state) {
     struct fkd_sbv2_keys ks;
     keys_a(&ks);
     robot_with_v1(&ks);
-    memcpy(base, R.chip, CHIP);
+    memcpy(base, R.chip, FKT_CHIP);
     size_t len = 0;
     uint8_t *img = fkt_signed_app("2.0.0", 2, FKT_KA, &len);
     /* Count the operations of a clean run. */
@@ -563,7 +533,7 @@ static void ota_power_cut_at_every_write_still_boots(void **state) {
     unsigned points = 0, saw_old = 0, saw_new = 0;
     for (int torn = 0; torn <= 1; torn++) {
         for (unsigned long k = 1; k <= total; k++) {
-            memcpy(R.chip, base, CHIP);
+            memcpy(R.chip, base, FKT_CHIP);
             robot_power_on();
             fkd_flash_mem_cut(&R.m, k, torn);
             enum fkd_err rc = update_boot_confirm(img, len, &ks);
@@ -610,12 +580,12 @@ static void ota_power_cut_in_boot_state_changes(void **state) {
     struct fkd_ota_update u;
     assert_int_equal(stream(img, len, 4096, &ks, &b, &u), FKD_OK);
     free(img);
-    memcpy(base, R.chip, CHIP); /* v2 installed, NEW */
+    memcpy(base, R.chip, FKT_CHIP); /* v2 installed, NEW */
     unsigned points = 0;
     for (int phase = 0; phase < 3; phase++) {
         for (int torn = 0; torn <= 1; torn++) {
             for (unsigned long k = 1; k <= 2; k++) { /* each state change: erase + write */
-                memcpy(R.chip, base, CHIP);
+                memcpy(R.chip, base, FKT_CHIP);
                 robot_power_on();
                 if (phase >= 1) {
                     b = boot(&ks); /* v2 now PENDING_VERIFY */

@@ -30,8 +30,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHIP (4u << 20)
-
 /* "sbv2:" + espsecure's digest of a vector key. */
 static void espsecure_fpr(const char *digest_file, char out[FKD_OTA_REMOTE_FPR_LEN]) {
     size_t len = 0;
@@ -46,11 +44,7 @@ static void espsecure_fpr(const char *digest_file, char out[FKD_OTA_REMOTE_FPR_L
 
 /* ---- a robot in memory ---------------------------------------------------------------------- */
 struct robot {
-    uint8_t *chip;
-    struct fkd_flash_mem m;
-    struct fkd_flash f;
-    struct fkd_part_table t;
-    struct fkd_nvs nvs;
+    struct fkt_flash hw;
     struct fkd_ota_boot running;
     struct fkd_ota_remote rem;
     uint8_t der[2][1024]; /* the keys as the store would hold them (read from NVS) */
@@ -61,30 +55,15 @@ static struct robot R;
 static uint8_t *snap;
 
 static const struct fkd_part *nvs_part(void) {
-    return fkd_part_find(&R.t, FKD_PART_DATA, FKD_PART_SUB_NVS, NULL);
+    return fkt_flash_nvs(&R.hw);
 }
 
 static void robot_new(void) {
-    static struct fk_partition_table ht;
-    uint8_t table[FK_PARTITION_TABLE_SIZE];
-    size_t tlen = 0;
-    if (R.chip == NULL) {
-        R.chip = malloc(CHIP);
-        snap = malloc(CHIP);
-        assert_non_null(R.chip);
+    fkt_flash_new(&R.hw);
+    if (snap == NULL) {
+        snap = malloc(FKT_CHIP);
         assert_non_null(snap);
     }
-    memset(R.chip, 0xFF, CHIP);
-    assert_int_equal(fk_partition_csv_parse(fk_partition_default_csv,
-                                            strlen(fk_partition_default_csv), "d.csv", &ht, NULL),
-                     FK_OK);
-    assert_int_equal(fk_partition_encode(&ht, table, sizeof table, &tlen), FK_OK);
-    memcpy(R.chip + FKD_PART_TABLE_OFFSET, table, tlen);
-    fkd_flash_mem_init(&R.m, R.chip, CHIP, &R.f);
-    assert_int_equal(fkd_part_load(&R.f, &R.t), FKD_OK);
-    fkd_nvs_init(&R.nvs);
-    assert_int_equal(fkd_nvs_format(&R.nvs, &R.f, nvs_part()->offset, nvs_part()->size, NULL),
-                     FKD_OK);
     fkd_ota_remote_init(&R.rem);
 }
 
@@ -92,18 +71,19 @@ static void robot_new(void) {
  * store does, the bootloader's choice, a new handler. */
 static void robot_boot(void) {
     static const char *const names[2] = {"ota_pubkey", "ota_pubkey2"};
-    fkd_flash_mem_cut(&R.m, 0, 0);
+    fkd_flash_mem_cut(&R.hw.m, 0, 0);
     fkd_ota_remote_free(&R.rem);
-    fkd_nvs_free(&R.nvs);
-    fkd_nvs_init(&R.nvs);
-    assert_int_equal(fkd_nvs_mount(&R.nvs, &R.f, nvs_part()->offset, nvs_part()->size, NULL, NULL),
-                     FKD_OK);
+    fkd_nvs_free(&R.hw.nvs);
+    fkd_nvs_init(&R.hw.nvs);
+    assert_int_equal(
+        fkd_nvs_mount(&R.hw.nvs, &R.hw.f, nvs_part()->offset, nvs_part()->size, NULL, NULL),
+        FKD_OK);
     struct fkd_sbv2_keys ks;
     fkd_sbv2_keys_init(&ks);
     for (int i = 0; i < 2; i++) {
         R.der_len[i] = 0;
-        enum fkd_err rc = fkd_nvs_get_blob(&R.nvs, "security", names[i], R.der[i], sizeof R.der[i],
-                                           &R.der_len[i]);
+        enum fkd_err rc = fkd_nvs_get_blob(&R.hw.nvs, "security", names[i], R.der[i],
+                                           sizeof R.der[i], &R.der_len[i]);
         assert_true(rc == FKD_OK || rc == FKD_E_NOTFOUND);
         if (rc != FKD_OK) {
             R.der_len[i] = 0;
@@ -113,12 +93,12 @@ static void robot_boot(void) {
     }
     /* Secure Boot V2 on while there is a key (production); without one, a development
      * bootloader checks no signature. */
-    assert_int_equal(fkd_ota_boot_select(&R.f, &R.t, ks.count > 0 ? &ks : NULL,
-                                         fkd_ota_committed_secver(&R.nvs), &R.running),
+    assert_int_equal(fkd_ota_boot_select(&R.hw.f, &R.hw.t, ks.count > 0 ? &ks : NULL,
+                                         fkd_ota_committed_secver(&R.hw.nvs), &R.running),
                      FKD_OK);
-    struct fkd_ota_remote_config c = {&R.f,
-                                      &R.t,
-                                      &R.nvs,
+    struct fkd_ota_remote_config c = {&R.hw.f,
+                                      &R.hw.t,
+                                      &R.hw.nvs,
                                       &R.running,
                                       R.der_len[0] ? R.der[0] : NULL,
                                       R.der_len[0],
@@ -131,7 +111,7 @@ static void robot_boot(void) {
 static void nvs_put_key(const char *slot, const char *pem) {
     uint8_t der[1024];
     size_t n = fkt_vector_pub_der(pem, der, sizeof der);
-    assert_int_equal(fkd_nvs_set_blob(&R.nvs, "security", slot, der, n), FKD_OK);
+    assert_int_equal(fkd_nvs_set_blob(&R.hw.nvs, "security", slot, der, n), FKD_OK);
 }
 
 /* ---- requests as the server sends them --------------------------------------------------------
@@ -297,12 +277,12 @@ static void ota_remote_update_fed_as_messages_boots_and_confirms_on_welcome(void
     assert_string_equal(jstr(o, "app_sha256"), hx);
     cJSON_Delete(o);
     assert_string_equal(begin(len, img, len), "pending_verify");
-    assert_int_equal(fkd_ota_committed_secver(&R.nvs), 1);
+    assert_int_equal(fkd_ota_committed_secver(&R.hw.nvs), 1);
     fkd_ota_remote_welcomed(&R.rem); /* the self-test: welcomed by the control plane */
     o = state();
     assert_string_equal(jstr(o, "state"), "valid");
     cJSON_Delete(o);
-    assert_int_equal(fkd_ota_committed_secver(&R.nvs), 2);
+    assert_int_equal(fkd_ota_committed_secver(&R.hw.nvs), 2);
     robot_boot();
     assert_int_equal(R.running.slot, 1);
     assert_int_equal(R.running.state, FKD_OTA_IMG_VALID);
@@ -313,9 +293,9 @@ static void ota_remote_update_fed_as_messages_boots_and_confirms_on_welcome(void
 static void ota_remote_answers_every_error_with_its_code(void **st) {
     (void)st;
     robot_with_v1();
-    const struct fkd_part *odp = fkd_part_find(&R.t, FKD_PART_DATA, FKD_PART_SUB_OTADATA, NULL);
+    const struct fkd_part *odp = fkd_part_find(&R.hw.t, FKD_PART_DATA, FKD_PART_SUB_OTADATA, NULL);
     uint8_t before[2 * 4096];
-    memcpy(before, R.chip + odp->offset, sizeof before);
+    memcpy(before, R.hw.chip + odp->offset, sizeof before);
     size_t len = 0;
     uint8_t *img = fkt_signed_app("2.0.0", 2, FKT_KA, &len);
 
@@ -409,12 +389,12 @@ static void ota_remote_answers_every_error_with_its_code(void **st) {
     assert_int_equal(fkd_ota_remote_request(&R.rem, "rotate", (const uint8_t *)"{}", 2, &rep),
                      FKD_WSS_REQ_UNKNOWN);
     /* None of it touched otadata. */
-    assert_memory_equal(before, R.chip + odp->offset, sizeof before);
+    assert_memory_equal(before, R.hw.chip + odp->offset, sizeof before);
     robot_boot();
     assert_int_equal(R.running.slot, 0);
     assert_string_equal(R.running.app.version, "1.0.0");
     /* Development without a key: updates disabled, and said so in the state. */
-    assert_int_equal(fkd_nvs_erase_key(&R.nvs, "security", "ota_pubkey"), FKD_OK);
+    assert_int_equal(fkd_nvs_erase_key(&R.hw.nvs, "security", "ota_pubkey"), FKD_OK);
     robot_boot();
     cJSON *o = state();
     assert_true(cJSON_IsFalse(cJSON_GetObjectItem(o, "updates")));
@@ -441,7 +421,7 @@ static char *key_body(const char *slot, const char *pem, const char *fpr) {
 static void nvs_key_is(const char *slot, const char *pem) {
     uint8_t want[1024], got[1024];
     size_t wn = 0, gn = 0;
-    enum fkd_err rc = fkd_nvs_get_blob(&R.nvs, "security", slot, got, sizeof got, &gn);
+    enum fkd_err rc = fkd_nvs_get_blob(&R.hw.nvs, "security", slot, got, sizeof got, &gn);
     if (pem == NULL) {
         assert_int_equal(rc, FKD_E_NOTFOUND);
         return;
@@ -480,9 +460,9 @@ static void ota_remote_key_stage_then_promote(void **st) {
     nvs_key_is("ota_pubkey", "key_a.pub.pem");
     nvs_key_is("ota_pubkey2", NULL);
     /* The current key sent again: ok, nothing written. */
-    unsigned long ops = R.m.ops;
+    unsigned long ops = R.hw.m.ops;
     assert_string_equal(req("ota_key", key_body("ota_pubkey", "key_a.pub.pem", fa)), "");
-    assert_int_equal(R.m.ops, ops);
+    assert_int_equal(R.hw.m.ops, ops);
 
     /* Step 3: stage B; trusted at once, next to A. */
     assert_string_equal(req("ota_key", key_body("ota_pubkey2", "key_b.pub.pem", fb)), "");
@@ -491,9 +471,9 @@ static void ota_remote_key_stage_then_promote(void **st) {
     assert_string_equal(jstr(k, "ota_pubkey2"), fb);
     nvs_key_is("ota_pubkey2", "key_b.pub.pem");
     assert_int_equal(fkd_ota_remote_keys(&R.rem)->count, 2);
-    ops = R.m.ops;
+    ops = R.hw.m.ops;
     assert_string_equal(req("ota_key", key_body("ota_pubkey2", "key_b.pub.pem", fb)), "");
-    assert_int_equal(R.m.ops, ops); /* idempotent */
+    assert_int_equal(R.hw.m.ops, ops); /* idempotent */
     /* A B-signed update is accepted now (then dropped: abort after the check). */
     size_t blen = 0;
     uint8_t *imgb = fkt_signed_app("2.0.0", 2, FKT_KB, &blen);
@@ -511,9 +491,9 @@ static void ota_remote_key_stage_then_promote(void **st) {
     nvs_key_is("ota_pubkey", "key_b.pub.pem");
     nvs_key_is("ota_pubkey2", NULL);
     assert_int_equal(fkd_ota_remote_keys(&R.rem)->count, 1);
-    ops = R.m.ops;
+    ops = R.hw.m.ops;
     assert_string_equal(req("ota_key", key_body("ota_pubkey", "key_b.pub.pem", fb)), "");
-    assert_int_equal(R.m.ops, ops);
+    assert_int_equal(R.hw.m.ops, ops);
     size_t alen = 0;
     uint8_t *imga = fkt_signed_app("2.0.0", 2, FKT_KA, &alen);
     assert_string_equal(send_image(imga, alen, 2048), "signature_untrusted");
@@ -539,19 +519,19 @@ static void ota_remote_key_promote_survives_a_power_cut_anywhere(void **st) {
     espsecure_fpr("key_b.digest.bin", fb);
     assert_string_equal(req("ota_key", key_body("ota_pubkey2", "key_b.pub.pem", fb)), "");
     robot_boot();
-    memcpy(snap, R.chip, CHIP);
+    memcpy(snap, R.hw.chip, FKT_CHIP);
     char promote[2048];
     snprintf(promote, sizeof promote, "%s", key_body("ota_pubkey", "key_b.pub.pem", fb));
-    unsigned long ops = R.m.ops;
+    unsigned long ops = R.hw.m.ops;
     assert_string_equal(req("ota_key", promote), "");
-    unsigned long total = R.m.ops - ops;
+    unsigned long total = R.hw.m.ops - ops;
     assert_true(total >= 2);
     unsigned points = 0, both = 0;
     for (int torn = 0; torn <= 1; torn++) {
         for (unsigned long k = 1; k <= total; k++) {
-            memcpy(R.chip, snap, CHIP);
+            memcpy(R.hw.chip, snap, FKT_CHIP);
             robot_boot();
-            fkd_flash_mem_cut(&R.m, k, torn);
+            fkd_flash_mem_cut(&R.hw.m, k, torn);
             assert_string_equal(req("ota_key", promote), "flash_error");
             robot_boot(); /* power back on */
             cJSON *o = state();
@@ -581,7 +561,7 @@ static void ota_remote_key_promote_survives_a_power_cut_anywhere(void **st) {
 static int teardown(void **st) {
     (void)st;
     fkd_ota_remote_free(&R.rem);
-    fkd_nvs_free(&R.nvs);
+    fkd_nvs_free(&R.hw.nvs);
     cJSON_Delete(last);
     last = NULL;
     return 0;
@@ -596,7 +576,7 @@ int main(void) {
         cmocka_unit_test_teardown(ota_remote_key_promote_survives_a_power_cut_anywhere, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
-    free(R.chip);
+    free(R.hw.chip);
     free(snap);
     return rc;
 }
