@@ -16,6 +16,7 @@ W="$BIN/wss_client"
 
 rm -rf "$T"
 mkdir -p "$T"
+HERE=$(cd "$(dirname "$0")" && pwd)
 cd "$T"
 
 SRV_PID=""
@@ -71,22 +72,7 @@ hello_json() {
 dev() { echo "--ca $CA --cert pki/devices/$1.chain.pem --key pki/devices/$1.key.pem"; }
 OPER="--ca $CA --cert pki/operators/alice.chain.pem --key pki/operators/alice.key.pem"
 
-# start_server [extra flags]: runs fleetkey-server in the background, waits for its port.
-start_server() {
-    rm -f port
-    "$BIN/fleetkey-server" --listen 127.0.0.1 --port 0 --port-file port \
-        --cert pki/servers/localhost.chain.pem --key pki/servers/localhost.key.pem \
-        --ca $CA --crl crl.pem --inventory keys/inventory.db "$@" 2>srv.log &
-    SRV_PID=$!
-    i=0
-    while [ ! -s port ]; do
-        i=$((i + 1))
-        [ $i -le 200 ] || fail "server did not start"
-        kill -0 "$SRV_PID" 2>/dev/null || fail "server exited"
-        sleep 0.1
-    done
-    P=$(cat port)
-}
+. "$HERE/server_lib.sh" # start_server
 metrics() {
     "$W" --port "$P" $OPER --get /metrics >metrics.txt 2>/dev/null || fail "GET /metrics"
 }

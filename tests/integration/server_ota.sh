@@ -20,6 +20,7 @@ MK="$BIN/mkappimage"
 
 rm -rf "$T"
 mkdir -p "$T/keys"
+HERE=$(cd "$(dirname "$0")" && pwd)
 cd "$T"
 
 SRV_PID=""
@@ -90,21 +91,7 @@ hello_ota() {
 }
 OLDAPP=$(printf '%064d' 1)
 
-start_server() {
-    rm -f port
-    "$BIN/fleetkey-server" --listen 127.0.0.1 --port 0 --port-file port \
-        --cert pki/servers/localhost.chain.pem --key pki/servers/localhost.key.pem \
-        --ca $CA --crl crl.pem --inventory keys/inventory.db "$@" 2>srv.log &
-    SRV_PID=$!
-    i=0
-    while [ ! -s port ]; do
-        i=$((i + 1))
-        [ $i -le 200 ] || fail "server did not start"
-        kill -0 "$SRV_PID" 2>/dev/null || fail "server exited"
-        sleep 0.1
-    done
-    P=$(cat port)
-}
+. "$HERE/server_lib.sh" # start_server
 stop_server() {
     kill -TERM "$SRV_PID"
     set +e

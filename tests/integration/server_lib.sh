@@ -1,0 +1,21 @@
+# Shared by the fleetkey-server integration scripts (server.sh, server_ota.sh). Source it after
+# BIN, CA and a fail function are set, from the scratch directory holding pki/, crl.pem and
+# keys/inventory.db.
+
+# start_server [extra flags]: runs fleetkey-server in the background on a port the OS picks
+# (log: srv.log), waits for its port file; sets SRV_PID and P.
+start_server() {
+    rm -f port
+    "$BIN/fleetkey-server" --listen 127.0.0.1 --port 0 --port-file port \
+        --cert pki/servers/localhost.chain.pem --key pki/servers/localhost.key.pem \
+        --ca $CA --crl crl.pem --inventory keys/inventory.db "$@" 2>srv.log &
+    SRV_PID=$!
+    i=0
+    while [ ! -s port ]; do
+        i=$((i + 1))
+        [ $i -le 200 ] || fail "server did not start"
+        kill -0 "$SRV_PID" 2>/dev/null || fail "server exited"
+        sleep 0.1
+    done
+    P=$(cat port)
+}
