@@ -410,6 +410,35 @@ static enum fk_err crl_load(struct fk_server *srv, struct fk_diag *diag) {
     return FK_OK;
 }
 
+static void schedule_close(struct session *s, struct lws *wsi, int code, const char *why);
+
+/* After a CRL reload: the WebSockets whose client certificate the new CRL revokes were admitted
+ * under the old one. Each peer chain is verified again against the new store, and a connection
+ * whose certificate is now revoked is closed 1008; other verdicts (an expiry during the
+ * connection, say) are left to the next handshake. */
+static void close_revoked(struct fk_server *srv) {
+    X509_STORE *st = SSL_CTX_get_cert_store(srv->ssl_ctx);
+    for (struct session *s = srv->sessions; s != NULL; s = s->next) {
+        if (s->wsi == NULL || s->closing || s->close_code != 0) {
+            continue;
+        }
+        SSL *ssl = lws_get_ssl(s->wsi);
+        X509 *leaf = ssl != NULL ? SSL_get0_peer_certificate(ssl) : NULL;
+        X509_STORE_CTX *ctx = leaf != NULL ? X509_STORE_CTX_new() : NULL;
+        int revoked = ctx != NULL &&
+                      X509_STORE_CTX_init(ctx, st, leaf, SSL_get_peer_cert_chain(ssl)) == 1 &&
+                      X509_verify_cert(ctx) != 1 &&
+                      X509_STORE_CTX_get_error(ctx) == X509_V_ERR_CERT_REVOKED;
+        if (revoked) {
+            fk_log(FK_LOG_WARN, "server: %s %s: certificate revoked by the new CRL: closing",
+                   s->peer, s->id[0] != '\0' ? s->id : "?");
+            schedule_close(s, s->wsi, FK_WSS_CLOSE_POLICY, "certificate revoked");
+        }
+        X509_STORE_CTX_free(ctx);
+        ERR_clear_error();
+    }
+}
+
 static void crl_maybe_reload(struct fk_server *srv) {
     struct stat sb;
     int changed = srv->reload;
@@ -440,6 +469,7 @@ static void crl_maybe_reload(struct fk_server *srv) {
         return;
     }
     srv->crl_reloads++;
+    close_revoked(srv);
 }
 
 static int setup_tls(struct fk_server *srv, SSL_CTX *ctx) {

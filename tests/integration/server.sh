@@ -206,6 +206,16 @@ revoke)
         sleep 0.1
     done
     ok "$W" --port "$P" $(dev $D1) hello $D1
+    # D1 connects again and stays: when the CRL revokes it, the server ends this connection
+    # with 1008 at the reload (it was admitted under the old CRL).
+    "$W" --port "$P" $(dev $D1) --timeout 60 hello $D1 expect-close 1008 >d1.out 2>d1.err &
+    D1_PID=$!
+    i=0
+    until grep -q welcome d1.out 2>/dev/null; do
+        i=$((i + 1))
+        [ $i -le 200 ] || fail "D1 did not connect"
+        sleep 0.1
+    done
     # The inventory marks D2's certificate revoked (as `ca revoke --inventory` does for a
     # recorded credential) before any CRL says so: new upgrades are refused at once, with
     # 403 and reason revoked; the established D2 connection is not touched.
@@ -225,6 +235,8 @@ revoke)
     refused_tls --port "$P" $(dev $D1) hello $D1
     expect_metric_ge 'fleetkey_rejections_total{reason="revoked"}' 2
     expect_log "handshake refused: revoked (depth 0 .*certificate revoked"
+    wait "$D1_PID" || { cat d1.out d1.err >&2; fail "D1's open connection was not closed 1008"; }
+    expect_log "$D1: certificate revoked by the new CRL: closing"
     touch go1
     # SIGHUP reloads as well.
     kill -HUP "$SRV_PID"
