@@ -526,9 +526,7 @@ static void ota_chunk(struct fkd_ota_remote *r, const uint8_t *body, size_t blen
     if (b != 0 || n == 0) {
         abandon(r);
         fail(kind, rep, "bad_request", "data: %s",
-             b == -2  ? "more than "
-                        "2048"
-                        " decoded bytes"
+             b == -2  ? "more than 2048 decoded bytes"
              : b != 0 ? "not standard base64"
                       : "empty");
         return;
