@@ -293,6 +293,79 @@ static enum fkd_err key_parse(const uint8_t *der, size_t len, struct fkd_sbv2_ke
     return fkd_mbedtls_sha256(k->enc, k->enc_len, d) == 0 ? FKD_OK : FKD_E_CRYPTO;
 }
 
+/* The rotation's endorsement (fleetkey/rotation.h: FK_ROT_ENDORSE_*): one Secure Boot V2
+ * block by the key in security/ota_pubkey over TAG || der, padded with 0xFF to 4096 bytes.
+ * Without it whoever speaks for the server could add a firmware key; with it only the holder
+ * of the current release key can. The block is decoded into the update's signature-sector
+ * buffer, free while no update is under way (ota_key refuses during one). */
+#define ENDORSE_TAG "fleetkey-ota-key-endorsement-v1\n"
+#define ENDORSE_TAG_LEN 32u
+
+static const char *endorsement_problem(struct fkd_ota_remote *r, const uint8_t *der, size_t n,
+                                       const uint8_t *body, size_t blen) {
+    static const uint8_t ff[64] = {
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    struct fkd_wss_jval e;
+    size_t got = 0;
+    uint8_t d256[32], d384[64];
+    uint8_t *sector = r->upd.sector;
+    int primary = key_index(r, FKD_OTA_KEY_PRIMARY);
+    if (primary < 0) {
+        return "no security/ota_pubkey to check an endorsement with";
+    }
+    if (fkd_wss_json_get(body, blen, "endorsement", &e) != FKD_OK || e.type != FKD_WSS_J_STR ||
+        b64_decode(e.p, e.len, sector, FKD_SBV2_SECTOR, &got) != 0 || got != FKD_SBV2_BLOCK) {
+        return "endorsement: expected base64 of one 1216-byte signature block";
+    }
+    if (n > FKD_SBV2_SECTOR - ENDORSE_TAG_LEN) {
+        return "key too long to endorse";
+    }
+    memset(sector + FKD_SBV2_BLOCK, 0xFF, FKD_SBV2_SECTOR - FKD_SBV2_BLOCK);
+    /* the digests of TAG || der || 0xFF..., without a 4 KiB buffer for the data */
+    mbedtls_sha256_context c256;
+    mbedtls_sha512_context c384;
+    mbedtls_sha256_init(&c256);
+    mbedtls_sha512_init(&c384);
+    int want384 = fkd_sbv2_keys_need_sha384(&r->keys);
+    int bad = fkd_mbedtls_sha256_starts(&c256) != 0 ||
+              fkd_mbedtls_sha256_update(&c256, ENDORSE_TAG, ENDORSE_TAG_LEN) != 0 ||
+              fkd_mbedtls_sha256_update(&c256, der, n) != 0;
+    if (want384) {
+        bad |= fkd_mbedtls_sha384_starts(&c384) != 0 ||
+               fkd_mbedtls_sha384_update(&c384, ENDORSE_TAG, ENDORSE_TAG_LEN) != 0 ||
+               fkd_mbedtls_sha384_update(&c384, der, n) != 0;
+    }
+    for (size_t left = FKD_SBV2_SECTOR - ENDORSE_TAG_LEN - n; left > 0 && !bad;) {
+        size_t k = left < sizeof ff ? left : sizeof ff;
+        bad |= fkd_mbedtls_sha256_update(&c256, ff, k) != 0;
+        if (want384) {
+            bad |= fkd_mbedtls_sha384_update(&c384, ff, k) != 0;
+        }
+        left -= k;
+    }
+    bad |= fkd_mbedtls_sha256_finish(&c256, d256) != 0;
+    if (want384) {
+        bad |= fkd_mbedtls_sha384_finish(&c384, d384) != 0;
+    }
+    mbedtls_sha256_free(&c256);
+    mbedtls_sha512_free(&c384);
+    if (bad) {
+        return "hashing failed";
+    }
+    struct fkd_sbv2_result res;
+    if (fkd_sbv2_verify(sector, d256, want384 ? d384 : NULL, &r->keys, &res) != FKD_OK ||
+        res.key < 0 || r->key_slot[res.key] != FKD_OTA_KEY_PRIMARY) {
+        /* only security/ota_pubkey may vouch: a staged second key vouching for its successor
+         * would let one delivered key bring in the next */
+        return "the endorsement does not verify with security/ota_pubkey";
+    }
+    return NULL;
+}
+
 /* ---- context ------------------------------------------------------------------------------------
  */
 
@@ -691,6 +764,13 @@ static void ota_key(struct fkd_ota_remote *r, const uint8_t *body, size_t blen,
          * hold next to the old one. */
         fail(kind, rep, "not_staged", "%s is not the staged security/ota_pubkey2", fpr);
         return;
+    }
+    if (slot == FKD_OTA_KEY_SECOND && !in_slot) {
+        const char *why = endorsement_problem(r, r->buf, n, body, blen);
+        if (why != NULL) {
+            fail(kind, rep, "not_endorsed", "%s: %s", fpr, why);
+            return;
+        }
     }
     int erase_staged = slot == FKD_OTA_KEY_PRIMARY && staged;
     if (r->cfg.nvs == NULL && (!in_slot || erase_staged)) {

@@ -26,7 +26,7 @@
 extern "C" {
 #endif
 
-#define FK_INVENTORY_SCHEMA_VERSION 3
+#define FK_INVENTORY_SCHEMA_VERSION 4
 #define FK_INV_ID_SIZE 32    /* "robot-AABBCCDDEEFF" and other ids, with NUL */
 #define FK_INV_TEXT_SIZE 256 /* names, file names */
 #define FK_INV_TIME_SIZE 21  /* RFC 3339 UTC "2025-01-15T10:30:00Z", "" when unset */
@@ -191,7 +191,8 @@ FK_MUST_CHECK enum fk_err fk_inventory_presence_get(struct fk_inventory *inv, co
                                                     struct fk_diag *diag);
 
 /* ---- OTA signing-key rotations (written by fleetkey/rotation.h's start) --------------- */
-#define FK_INV_DER_MAX 1024 /* a DER SubjectPublicKeyInfo (RSA-3072: 422 bytes) */
+#define FK_INV_DER_MAX 1024    /* a DER SubjectPublicKeyInfo (RSA-3072: 422 bytes) */
+#define FK_INV_ENDORSE_LEN 1216 /* one Secure Boot V2 signature block */
 
 /* One recorded rotation: the two key fingerprints and the new public key (public material,
  * kept so fleetkey-server can deliver it to the devices). */
@@ -201,16 +202,20 @@ struct fk_inv_rotation {
     char new_fpr[FK_INV_FPR_SIZE];
     uint8_t new_der[FK_INV_DER_MAX];
     size_t new_der_len;
+    uint8_t endorsement[FK_INV_ENDORSE_LEN]; /* the old key's signature block over the new key */
     char started_at[FK_INV_TIME_SIZE];
 };
 
-/* Records a rotation (old_fpr -> new_fpr) with the new key's DER; the same pair again is a
- * no-op (the first record stays). Runs in its own transaction unless one is open.
+/* Records a rotation (old_fpr -> new_fpr) with the new key's DER and the old key's
+ * endorsement of it (FK_INV_ENDORSE_LEN bytes; checked by the caller); the same pair again is
+ * a no-op (the first record stays). Runs in its own transaction unless one is open.
  * FK_OK, FK_E_ARG (empty fingerprint, der empty or longer than FK_INV_DER_MAX), FK_E_DB. */
 FK_MUST_CHECK enum fk_err fk_inventory_rotation_add(struct fk_inventory *inv, const char *old_fpr,
                                                     const char *new_fpr, const uint8_t *der,
-                                                    size_t der_len, struct fk_diag *diag);
-/* The rotation recorded last. FK_OK, FK_E_NOTFOUND (none ever), FK_E_DB. */
+                                                    size_t der_len, const uint8_t *endorsement,
+                                                    struct fk_diag *diag);
+/* The rotation recorded last. FK_OK, FK_E_NOTFOUND (none ever), FK_E_DB (also: a row without
+ * a well-formed key or endorsement, e.g. edited by hand). */
 FK_MUST_CHECK enum fk_err fk_inventory_rotation_last(struct fk_inventory *inv,
                                                      struct fk_inv_rotation *out,
                                                      struct fk_diag *diag);

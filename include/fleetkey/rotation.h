@@ -50,6 +50,18 @@ struct fk_rot_keys {
 
 #define FK_ROT_DER_MAX 1024 /* a DER SubjectPublicKeyInfo: RSA-3072 is 422 bytes */
 
+/* The endorsement of a new OTA key by the old one: a Secure Boot V2 signature block (1216
+ * bytes, the old key's scheme) over FK_ROT_ENDORSE_TAG (32 bytes) || the new key's DER SPKI,
+ * padded with 0xFF to 4096 bytes, exactly as espsecure signs data. A device accepts
+ * security/ota_pubkey2 over the channel only with an endorsement that verifies with its
+ * security/ota_pubkey, so whoever controls the control plane cannot add a firmware key to the
+ * fleet: only the holder of the current release key can. The tag's first byte is not an app
+ * image's 0xE9, so no endorsement is a firmware signature and no firmware signature is an
+ * endorsement. */
+#define FK_ROT_ENDORSE_LEN 1216
+#define FK_ROT_ENDORSE_TAG "fleetkey-ota-key-endorsement-v1\n" /* 32 bytes, no NUL */
+#define FK_ROT_ENDORSE_TAG_LEN 32
+
 /* The rotation `start` recorded last (the one under way, or the one that ended last):
  * its two keys and the new public key itself, which fleetkey-server delivers to each device
  * as security/ota_pubkey2 (a public key: not a secret). */
@@ -57,6 +69,7 @@ struct fk_rot_current {
     struct fk_rot_keys keys;
     uint8_t new_der[FK_ROT_DER_MAX]; /* DER SubjectPublicKeyInfo of the new key */
     size_t new_der_len;
+    uint8_t endorsement[FK_ROT_ENDORSE_LEN]; /* the old key's endorsement of new_der */
     char started_at[FK_INV_TIME_SIZE];
 };
 
@@ -93,14 +106,31 @@ void fk_rot_status_free(struct fk_rot_status *s);
 /* "never connected" or "last seen <time>"; never NULL. */
 const char *fk_rot_seen_text(const struct fk_rot_device *d, char *buf, size_t size);
 
+/* Signs the endorsement of der (the new key, DER SPKI, at most 4064 bytes) with old (a
+ * private key, PEM or PKCS#11). FK_OK; FK_E_ARG (der empty or too long, old not private);
+ * FK_E_CRYPTO. */
+FK_MUST_CHECK enum fk_err fk_rotation_endorse(struct fk_ota_key *old, const uint8_t *der,
+                                              size_t der_len,
+                                              uint8_t out[FK_ROT_ENDORSE_LEN],
+                                              struct fk_diag *diag);
+/* Checks an endorsement of der against the key whose fingerprint is old_fpr: the block's own
+ * key must have that fingerprint and its signature must verify. FK_OK; FK_E_VERIFY. */
+FK_MUST_CHECK enum fk_err fk_rotation_endorsement_check(const char *old_fpr, const uint8_t *der,
+                                                        size_t der_len,
+                                                        const uint8_t block[FK_ROT_ENDORSE_LEN],
+                                                        struct fk_diag *diag);
+
 /* Step 2: records the new key for every device ("staged"; the old key "active" where no row
  * says so yet) and the rotation itself with the new public key (new_der, DER SPKI, whose
- * fingerprint must be k->new_fpr), so the server can deliver it. Idempotent. One transaction,
- * one audit row.
- * FK_OK; FK_E_ARG (old == new, new_der empty/too long or not the key of new_fpr); FK_E_POLICY
- * (the old or the new key is retired; a device trusts a third key: diag names it); FK_E_DB. */
+ * fingerprint must be k->new_fpr) and the old key's endorsement of it
+ * (fk_rotation_endorsement_check must pass), so the server can deliver it. Idempotent. One
+ * transaction, one audit row.
+ * FK_OK; FK_E_ARG (old == new, new_der empty/too long or not the key of new_fpr, the
+ * endorsement does not verify with the old key); FK_E_POLICY (the old or the new key is
+ * retired; a device trusts a third key: diag names it); FK_E_DB. */
 FK_MUST_CHECK enum fk_err fk_rotation_start(struct fk_inventory *inv, const struct fk_rot_keys *k,
                                             const uint8_t *new_der, size_t new_der_len,
+                                            const uint8_t endorsement[FK_ROT_ENDORSE_LEN],
                                             const char *actor, struct fk_diag *diag);
 
 /* The rotation started last. *found = 0 (out zeroed) when none was ever started.

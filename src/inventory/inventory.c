@@ -129,6 +129,10 @@ static const char *const migrations[] = {
     " new_pubkey BLOB NOT NULL,"
     " started_at TEXT NOT NULL,"
     " UNIQUE(old_fpr, new_fpr));",
+    /* 3 -> 4: the old key's endorsement of the new one, which devices require before they
+     * trust a key delivered over the channel. A rotation recorded without one cannot be
+     * delivered: start it again (idempotent for the devices, it records the endorsement). */
+    "ALTER TABLE ota_rotation ADD COLUMN endorsement BLOB;",
 };
 #define MIGRATION_COUNT ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -871,7 +875,7 @@ out:
 
 enum fk_err fk_inventory_rotation_add(struct fk_inventory *inv, const char *old_fpr,
                                       const char *new_fpr, const uint8_t *der, size_t der_len,
-                                      struct fk_diag *diag) {
+                                      const uint8_t *endorsement, struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     int own = 0;
     sqlite3_stmt *s = NULL;
@@ -881,18 +885,24 @@ enum fk_err fk_inventory_rotation_add(struct fk_inventory *inv, const char *old_
     FK_ENSURE(der != NULL && der_len > 0 && der_len <= FK_INV_DER_MAX,
               fk_diag_set(diag, FK_E_ARG, "rotation: public key of %zu bytes (1..%u expected)",
                           der_len, (unsigned)FK_INV_DER_MAX));
+    FK_ENSURE(endorsement != NULL, fk_diag_set(diag, FK_E_ARG, "rotation: no endorsement"));
     now_rfc3339(now);
     FK_GUARD(auto_begin(inv, &own, diag));
-    /* OR IGNORE: start is idempotent, and the first record of a pair is the one that counts */
+    /* Start is idempotent and the first record of a pair is the one that counts; a row from
+     * before schema 4 gets its endorsement (and keeps its key and time). */
     FK_ENSURE(sqlite3_prepare_v2(inv->db,
-                                 "INSERT OR IGNORE INTO ota_rotation(old_fpr, new_fpr, new_pubkey,"
-                                 " started_at) VALUES(?1, ?2, ?3, ?4)",
+                                 "INSERT INTO ota_rotation(old_fpr, new_fpr, new_pubkey,"
+                                 " started_at, endorsement) VALUES(?1, ?2, ?3, ?4, ?5)"
+                                 " ON CONFLICT(old_fpr, new_fpr) DO UPDATE SET endorsement ="
+                                 " excluded.endorsement WHERE endorsement IS NULL",
                                  -1, &s, NULL) == SQLITE_OK,
               db_fail(inv, diag, "prepare"));
     FK_ENSURE(bind_text(s, 1, old_fpr, 0) == SQLITE_OK &&
                   bind_text(s, 2, new_fpr, 0) == SQLITE_OK &&
                   sqlite3_bind_blob(s, 3, der, (int)der_len, SQLITE_TRANSIENT) == SQLITE_OK &&
-                  bind_text(s, 4, now, 0) == SQLITE_OK,
+                  bind_text(s, 4, now, 0) == SQLITE_OK &&
+                  sqlite3_bind_blob(s, 5, endorsement, FK_INV_ENDORSE_LEN, SQLITE_TRANSIENT) ==
+                      SQLITE_OK,
               db_fail(inv, diag, "bind"));
     FK_ENSURE(sqlite3_step(s) == SQLITE_DONE, db_fail(inv, diag, "rotation add"));
     rc = FK_OK;
@@ -907,8 +917,8 @@ enum fk_err fk_inventory_rotation_last(struct fk_inventory *inv, struct fk_inv_r
     sqlite3_stmt *s = NULL;
     memset(out, 0, sizeof *out);
     FK_ENSURE(sqlite3_prepare_v2(inv->db,
-                                 "SELECT seq, old_fpr, new_fpr, new_pubkey, started_at"
-                                 " FROM ota_rotation ORDER BY seq DESC LIMIT 1",
+                                 "SELECT seq, old_fpr, new_fpr, new_pubkey, started_at,"
+                                 " endorsement FROM ota_rotation ORDER BY seq DESC LIMIT 1",
                                  -1, &s, NULL) == SQLITE_OK,
               db_fail(inv, diag, "prepare"));
     int r = sqlite3_step(s);
@@ -926,6 +936,13 @@ enum fk_err fk_inventory_rotation_last(struct fk_inventory *inv, struct fk_inv_r
     memcpy(out->new_der, blob, (size_t)n);
     out->new_der_len = (size_t)n;
     col_text(s, 4, out->started_at, sizeof out->started_at);
+    const void *e = sqlite3_column_blob(s, 5);
+    FK_ENSURE(e != NULL && sqlite3_column_bytes(s, 5) == FK_INV_ENDORSE_LEN,
+              fk_diag_set(diag, FK_E_DB,
+                          "rotation %lld has no endorsement (recorded before schema 4): run "
+                          "rotate ota-key start again",
+                          out->seq));
+    memcpy(out->endorsement, e, FK_INV_ENDORSE_LEN);
     rc = FK_OK;
 out:
     sqlite3_finalize(s);

@@ -276,6 +276,81 @@ out:
     return rc;
 }
 
+/* TAG || der, the data an endorsement signs (fk_ota_sign pads it to 4096). */
+static uint8_t *endorsed_data(const uint8_t *der, size_t len, size_t *n) {
+    if (der == NULL || len == 0 || len > FK_OTA_SECTOR_SIZE - FK_ROT_ENDORSE_TAG_LEN) {
+        return NULL;
+    }
+    uint8_t *d = malloc(FK_ROT_ENDORSE_TAG_LEN + len);
+    if (d != NULL) {
+        memcpy(d, FK_ROT_ENDORSE_TAG, FK_ROT_ENDORSE_TAG_LEN);
+        memcpy(d + FK_ROT_ENDORSE_TAG_LEN, der, len);
+        *n = FK_ROT_ENDORSE_TAG_LEN + len;
+    }
+    return d;
+}
+
+enum fk_err fk_rotation_endorse(struct fk_ota_key *old, const uint8_t *der, size_t der_len,
+                                uint8_t out[FK_ROT_ENDORSE_LEN], struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    size_t n = 0, signed_len = 0;
+    uint8_t *data = endorsed_data(der, der_len, &n);
+    uint8_t *img = malloc(2 * FK_OTA_SECTOR_SIZE);
+    struct fk_ota_key *const keys[1] = {old};
+    FK_ENSURE(data != NULL && img != NULL,
+              fk_diag_set(diag, data == NULL && der_len > 0 ? FK_E_ARG : FK_E_NOMEM,
+                          "endorsement: a public key of %zu bytes", der_len));
+    FK_ENSURE(fk_ota_key_is_private(old),
+              fk_diag_set(diag, FK_E_ARG, "endorsement: %s is not a private key",
+                          fk_ota_key_name(old)));
+    FK_GUARD(fk_ota_sign(data, n, keys, 1, img, 2 * FK_OTA_SECTOR_SIZE, &signed_len, diag));
+    FK_ENSURE(signed_len == 2 * FK_OTA_SECTOR_SIZE, FK_E_INTERNAL);
+    memcpy(out, img + FK_OTA_SECTOR_SIZE, FK_ROT_ENDORSE_LEN);
+    rc = FK_OK;
+out:
+    free(img);
+    free(data);
+    return rc;
+}
+
+enum fk_err fk_rotation_endorsement_check(const char *old_fpr, const uint8_t *der, size_t der_len,
+                                          const uint8_t block[FK_ROT_ENDORSE_LEN],
+                                          struct fk_diag *diag) {
+    enum fk_err rc = FK_E_VERIFY;
+    size_t n = 0;
+    uint8_t *data = endorsed_data(der, der_len, &n);
+    uint8_t *img = malloc(2 * FK_OTA_SECTOR_SIZE);
+    struct fk_ota_key *key = NULL;
+    struct fk_ota_sig_sector sec;
+    char pem[4096], fpr[FK_INV_FPR_SIZE];
+    FK_ENSURE(data != NULL && img != NULL, fk_diag_set(diag, FK_E_VERIFY, "endorsement: no key"));
+    /* the signed layout: data padded with 0xFF to 4096, then the sector with this block */
+    memset(img, 0xFF, 2 * FK_OTA_SECTOR_SIZE);
+    memcpy(img, data, n);
+    memcpy(img + FK_OTA_SECTOR_SIZE, block, FK_ROT_ENDORSE_LEN);
+    FK_ENSURE(fk_ota_sig_sector_parse(img, 2 * FK_OTA_SECTOR_SIZE, &sec, NULL) == FK_OK &&
+                  sec.blocks[0].state == FK_OTA_BLOCK_VALID &&
+                  fk_ota_block_pubkey_pem(&sec.blocks[0], pem, sizeof pem) == FK_OK &&
+                  fk_ota_key_from_pem((const uint8_t *)pem, strlen(pem), "endorser", 0, &key,
+                                      NULL) == FK_OK &&
+                  fk_rotation_key_fpr(key, fpr) == FK_OK,
+              fk_diag_set(diag, FK_E_VERIFY, "endorsement: not a signature block"));
+    FK_ENSURE(strcmp(fpr, old_fpr) == 0,
+              fk_diag_set(diag, FK_E_VERIFY, "endorsement signed by %s, not by the old key %s",
+                          fpr, old_fpr));
+    struct fk_ota_verify_result res;
+    struct fk_ota_key *const one[1] = {key};
+    FK_ENSURE(fk_ota_verify(img, 2 * FK_OTA_SECTOR_SIZE, one, 1, &res, NULL) == FK_OK &&
+                  res.block == 0,
+              fk_diag_set(diag, FK_E_VERIFY, "endorsement: the signature does not verify"));
+    rc = FK_OK;
+out:
+    fk_ota_key_free(key);
+    free(img);
+    free(data);
+    return rc;
+}
+
 enum fk_err fk_rotation_current(struct fk_inventory *inv, struct fk_rot_current *out, int *found,
                                 struct fk_diag *diag) {
     struct fk_inv_rotation *r = malloc(sizeof *r);
@@ -291,6 +366,7 @@ enum fk_err fk_rotation_current(struct fk_inventory *inv, struct fk_rot_current 
         snprintf(out->keys.new_fpr, sizeof out->keys.new_fpr, "%s", r->new_fpr);
         memcpy(out->new_der, r->new_der, r->new_der_len);
         out->new_der_len = r->new_der_len;
+        memcpy(out->endorsement, r->endorsement, sizeof out->endorsement);
         snprintf(out->started_at, sizeof out->started_at, "%s", r->started_at);
         *found = 1;
     } else if (rc == FK_E_NOTFOUND) {
@@ -301,7 +377,8 @@ enum fk_err fk_rotation_current(struct fk_inventory *inv, struct fk_rot_current 
 }
 
 enum fk_err fk_rotation_start(struct fk_inventory *inv, const struct fk_rot_keys *k,
-                              const uint8_t *new_der, size_t new_der_len, const char *actor,
+                              const uint8_t *new_der, size_t new_der_len,
+                              const uint8_t endorsement[FK_ROT_ENDORSE_LEN], const char *actor,
                               struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     struct fk_rot_status st;
@@ -316,6 +393,12 @@ enum fk_err fk_rotation_start(struct fk_inventory *inv, const struct fk_rot_keys
                   strcmp(der_fpr, k->new_fpr) == 0,
               fk_diag_set(diag, FK_E_ARG, "the new public key does not have fingerprint %s",
                           k->new_fpr));
+    /* Devices will refuse a key whose endorsement does not verify with their ota_pubkey:
+     * refuse to record one here rather than let the server deliver it in vain. */
+    FK_ENSURE(endorsement != NULL, fk_diag_set(diag, FK_E_ARG, "no endorsement of the new key"));
+    FK_ENSURE(fk_rotation_endorsement_check(k->old_fpr, new_der, new_der_len, endorsement, diag) ==
+                  FK_OK,
+              FK_E_ARG); /* diag says why */
     FK_GUARD(fk_inventory_begin(inv, diag));
     in_tx = 1;
     FK_GUARD(load(inv, k, &st, &maxv, diag));
@@ -362,7 +445,8 @@ enum fk_err fk_rotation_start(struct fk_inventory *inv, const struct fk_rot_keys
         cJSON_AddNumberToObject(det, "devices", (double)st.n);
         cJSON_AddNumberToObject(det, "staged", (double)added);
     }
-    FK_GUARD(fk_inventory_rotation_add(inv, k->old_fpr, k->new_fpr, new_der, new_der_len, diag));
+    FK_GUARD(fk_inventory_rotation_add(inv, k->old_fpr, k->new_fpr, new_der, new_der_len,
+                                       endorsement, diag));
     FK_GUARD(audit(inv, actor, "ota_rotation.start", k->new_fpr, det, diag));
     FK_GUARD(fk_inventory_commit(inv, diag));
     in_tx = 0;

@@ -754,13 +754,19 @@ static int send_request(struct session *s, enum fk_ota_action a, cJSON *body) {
 
 static cJSON *key_body(struct fk_server *srv, const char *slot) {
     char der[2 * FK_ROT_DER_MAX];
-    if (fk_base64_encode(srv->rot.new_der, srv->rot.new_der_len, der, sizeof der) != FK_OK) {
+    char endorsement[2 * FK_ROT_ENDORSE_LEN];
+    if (fk_base64_encode(srv->rot.new_der, srv->rot.new_der_len, der, sizeof der) != FK_OK ||
+        fk_base64_encode(srv->rot.endorsement, sizeof srv->rot.endorsement, endorsement,
+                         sizeof endorsement) != FK_OK) {
         return NULL;
     }
     cJSON *b = cJSON_CreateObject();
     cJSON_AddStringToObject(b, "slot", slot);
     cJSON_AddStringToObject(b, "der", der);
     cJSON_AddStringToObject(b, "fingerprint", srv->rot.keys.new_fpr);
+    /* the old key's signature over the new one: the device's own check, so that this server
+     * cannot introduce a firmware key (rotation.h, FK_ROT_ENDORSE_TAG) */
+    cJSON_AddStringToObject(b, "endorsement", endorsement);
     return b;
 }
 

@@ -25,15 +25,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define CHIP (4u << 20)
 
 static const uint8_t key_a_der[] = {
-      0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02,
-      0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03,
-      0x42, 0x00, 0x04, 0x0b, 0xf3, 0x57, 0xd8, 0x3a, 0x00, 0x0e, 0x6f, 0x6c,
-      0xbc, 0x6f, 0x5b, 0x56, 0x21, 0xbd, 0x85, 0xf4, 0xfb, 0x5c, 0xff, 0x23,
-      0xd3, 0x80, 0x1e, 0x2a, 0x09, 0x83, 0xe0, 0x40, 0xc3, 0x15, 0xa6, 0x85,
-      0xb8, 0x8f, 0x2c, 0x23, 0xee, 0x96, 0x7b, 0x1c, 0x09, 0x53, 0xd1, 0x56,
-      0xa0, 0x1a, 0xb2, 0xe4, 0x49, 0x36, 0x34, 0x9f, 0xe7, 0xd5, 0xed, 0xe7,
-      0x68, 0x3d, 0x04, 0x93, 0xb3, 0xc4, 0x05
-};
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00, 0x04, 0x0b, 0xf3, 0x57, 0xd8, 0x3a,
+    0x00, 0x0e, 0x6f, 0x6c, 0xbc, 0x6f, 0x5b, 0x56, 0x21, 0xbd, 0x85, 0xf4, 0xfb, 0x5c, 0xff, 0x23,
+    0xd3, 0x80, 0x1e, 0x2a, 0x09, 0x83, 0xe0, 0x40, 0xc3, 0x15, 0xa6, 0x85, 0xb8, 0x8f, 0x2c, 0x23,
+    0xee, 0x96, 0x7b, 0x1c, 0x09, 0x53, 0xd1, 0x56, 0xa0, 0x1a, 0xb2, 0xe4, 0x49, 0x36, 0x34, 0x9f,
+    0xe7, 0xd5, 0xed, 0xe7, 0x68, 0x3d, 0x04, 0x93, 0xb3, 0xc4, 0x05};
 
 static uint8_t *pristine;
 static uint8_t *chip;
@@ -69,8 +66,8 @@ static void setup_once(void) {
         abort();
     }
     memset(pristine, 0xFF, CHIP);
-    if (fk_partition_csv_parse(fk_partition_default_csv, strlen(fk_partition_default_csv),
-                               "d.csv", &ht, NULL) != FK_OK ||
+    if (fk_partition_csv_parse(fk_partition_default_csv, strlen(fk_partition_default_csv), "d.csv",
+                               &ht, NULL) != FK_OK ||
         fk_partition_encode(&ht, table, sizeof table, &tlen) != FK_OK) {
         abort();
     }
@@ -86,11 +83,26 @@ static void setup_once(void) {
 }
 
 static int known_code(const char *c) {
-    static const char *const codes[] = {
-        "bad_request", "busy", "updates_disabled", "pending_verify", "too_large",
-        "flash_error", "bad_offset", "no_update", "not_app_image", "transfer_corrupt",
-        "truncated", "signature_untrusted", "signature_mismatch", "signature_malformed",
-        "image_invalid", "anti_rollback", "fingerprint_mismatch", "bad_key", "not_staged"};
+    static const char *const codes[] = {"bad_request",
+                                        "busy",
+                                        "updates_disabled",
+                                        "pending_verify",
+                                        "too_large",
+                                        "not_endorsed",
+                                        "flash_error",
+                                        "bad_offset",
+                                        "no_update",
+                                        "not_app_image",
+                                        "transfer_corrupt",
+                                        "truncated",
+                                        "signature_untrusted",
+                                        "signature_mismatch",
+                                        "signature_malformed",
+                                        "image_invalid",
+                                        "anti_rollback",
+                                        "fingerprint_mismatch",
+                                        "bad_key",
+                                        "not_staged"};
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
         if (strcmp(c, codes[i]) == 0) {
             return 1;
@@ -170,8 +182,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     running.app.secure_version = 1;
     running.app.hash_appended = 1;
     memcpy(running.app.version, "1.0.0", 6);
-    struct fkd_ota_remote_config c = {&flash, &parts, &nvs, &running, key_a_der,
-                                      sizeof key_a_der, NULL, 0};
+    struct fkd_ota_remote_config c = {&flash,    &parts,           &nvs, &running,
+                                      key_a_der, sizeof key_a_der, NULL, 0};
     fkd_ota_remote_init(&rem);
     if (fkd_ota_remote_setup(&rem, &c) != FKD_OK) {
         abort();

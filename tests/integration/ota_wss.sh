@@ -226,7 +226,11 @@ rotation)
     start_robot 2
     welcomed 1 1 || fail "robot 1 not welcomed"
     welcomed 2 1 || fail "robot 2 not welcomed"
-    # Step 2: the rotation starts; releases are dual-signed
+    # Step 2: the rotation starts; releases are dual-signed. Starting it takes the old
+    # private key: it endorses the new key, and robots take no key without that.
+    run 1 start_pub "$PK" rotate ota-key --inventory keys/inventory.db \
+        --old-key "$VEC/key_a.pub.pem" --new-key "$VEC/key_b.pem" start
+    expect start_pub.err "signing needs the private key"
     run 0 rot_start $R start
     run 0 rel2 $R sign-release --output v2.ab.bin v2.bin
     # Step 3: the server delivers ota_pubkey2 to the connected robots (at their next

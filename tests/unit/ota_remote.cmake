@@ -3,4 +3,5 @@
 # promotion with a power cut at every flash operation. cJSON checks the JSON the device writes.
 fk_unit_test(test_ota_remote SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_ota_remote.c
     ${CMAKE_CURRENT_LIST_DIR}/ota_fixture.c
-    LIBS fkd fk_ota fk_nvs fk_common fk_test_mkappimage OpenSSL::Crypto PkgConfig::CJSON)
+    LIBS fkd fk_rotation fk_inventory fk_ota fk_nvs fk_common fk_test_mkappimage OpenSSL::Crypto
+    PkgConfig::CJSON)

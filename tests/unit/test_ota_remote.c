@@ -19,6 +19,7 @@
 #include "fkd/wss.h"
 #include "fleetkey/ota.h"
 #include "fleetkey/partition.h"
+#include "fleetkey/rotation.h"
 #include "mkappimage.h"
 #include "ota_fixture.h"
 
@@ -407,14 +408,29 @@ static void ota_remote_answers_every_error_with_its_code(void **st) {
     free(bad);
 }
 
+/* Who endorses the keys key_body sends (the rotation's old key, a private vector key);
+ * NULL: no endorsement member. */
+static const char *endorser = "key_a.pem";
+static char body2[4096];
+
 static char *key_body(const char *slot, const char *pem, const char *fpr) {
-    static char body[2048];
-    uint8_t der[1024];
+    static char body[4096];
+    uint8_t der[1024], e[FK_ROT_ENDORSE_LEN];
     size_t n = fkt_vector_pub_der(pem, der, sizeof der);
     char *s = b64(der, n);
-    snprintf(body, sizeof body, "{\"slot\":\"%s\",\"der\":\"%s\",\"fingerprint\":\"%s\"}", slot, s,
-             fpr);
+    int w = snprintf(body, sizeof body, "{\"slot\":\"%s\",\"der\":\"%s\",\"fingerprint\":\"%s\"",
+                     slot, s, fpr);
     free(s);
+    if (endorser != NULL) {
+        /* the host's endorsement (provision-keys rotate ota-key start makes the same) */
+        struct fk_ota_key *k = fkt_vector_key(endorser);
+        assert_int_equal(fk_rotation_endorse(k, der, n, e, NULL), FK_OK);
+        fk_ota_key_free(k);
+        char *es = b64(e, sizeof e);
+        w += snprintf(body + w, sizeof body - (size_t)w, ",\"endorsement\":\"%s\"", es);
+        free(es);
+    }
+    snprintf(body + w, sizeof body - (size_t)w, "}");
     return body;
 }
 
@@ -455,6 +471,28 @@ static void ota_remote_key_stage_then_promote(void **st) {
     assert_string_equal(req("ota_key", body), "bad_request");
     snprintf(body, sizeof body, "{\"slot\":\"ota_pubkey2\",\"der\":7,\"fingerprint\":\"%s\"}", fb);
     assert_string_equal(req("ota_key", body), "bad_request");
+    /* A second key needs the endorsement of security/ota_pubkey (A): none, one by B itself,
+     * one by A of another key (the RSA key's endorsement replayed for B). */
+    endorser = NULL;
+    assert_string_equal(req("ota_key", key_body("ota_pubkey2", "key_b.pub.pem", fb)),
+                        "not_endorsed");
+    endorser = "key_b.pem";
+    assert_string_equal(req("ota_key", key_body("ota_pubkey2", "key_b.pub.pem", fb)),
+                        "not_endorsed");
+    endorser = "key_a.pem";
+    {
+        char other[4096], *p = NULL, *q = NULL;
+        snprintf(other, sizeof other, "%s", key_body("ota_pubkey2", "key_rsa.pub.pem", fr));
+        const char *replay = strstr(other, "\"endorsement\"");
+        assert_non_null(replay);
+        snprintf(body2, sizeof body2, "%s", key_body("ota_pubkey2", "key_b.pub.pem", fb));
+        p = strstr(body2, "\"endorsement\"");
+        assert_non_null(p);
+        q = p;
+        snprintf(q, sizeof body2 - (size_t)(q - body2), "%s", replay);
+        assert_string_equal(req("ota_key", body2), "not_endorsed");
+    }
+    nvs_key_is("ota_pubkey2", NULL);
     /* Promoting a key the device does not hold next to the old one: never. */
     assert_string_equal(req("ota_key", key_body("ota_pubkey", "key_b.pub.pem", fb)), "not_staged");
     nvs_key_is("ota_pubkey", "key_a.pub.pem");

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+/* cmocka needs the four above first */
 #include <cmocka.h>
 
 #include "fleetkey/inventory.h"
@@ -22,6 +23,7 @@ static struct fk_rot_keys K;
 static char db[1024];
 static uint8_t new_der[FK_ROT_DER_MAX], old_der[FK_ROT_DER_MAX]; /* B and A, DER SPKI */
 static size_t new_der_len, old_der_len;
+static uint8_t endorse[FK_ROT_ENDORSE_LEN]; /* A's endorsement of B */
 
 static struct fk_ota_key *key(const char *name) {
     const char *v = getenv("FK_VECTORS");
@@ -70,6 +72,30 @@ static int setup(void **state) {
     assert_int_equal(need, new_der_len);
     assert_int_equal(fk_ota_key_public_der(b, new_der, sizeof new_der, &new_der_len), FK_OK);
     fk_ota_key_free(a);
+    /* A endorses B: a signature block checked against A's fingerprint, and nothing else */
+    struct fk_ota_key *ap = key("key_a.pem");
+    struct fk_ota_key *bp = key("key_b.pem");
+    assert_int_equal(fk_rotation_endorse(ap, new_der, new_der_len, endorse, NULL), FK_OK);
+    assert_int_equal(fk_rotation_endorsement_check(K.old_fpr, new_der, new_der_len, endorse, NULL),
+                     FK_OK);
+    assert_int_equal(fk_rotation_endorsement_check(K.new_fpr, new_der, new_der_len, endorse, NULL),
+                     FK_E_VERIFY); /* not B's signature */
+    assert_int_equal(fk_rotation_endorsement_check(K.old_fpr, old_der, old_der_len, endorse, NULL),
+                     FK_E_VERIFY); /* not an endorsement of A */
+    uint8_t bad[FK_ROT_ENDORSE_LEN];
+    memcpy(bad, endorse, sizeof bad);
+    bad[600] ^= 1;
+    assert_int_equal(fk_rotation_endorsement_check(K.old_fpr, new_der, new_der_len, bad, NULL),
+                     FK_E_VERIFY);
+    uint8_t by_b[FK_ROT_ENDORSE_LEN];
+    assert_int_equal(fk_rotation_endorse(bp, new_der, new_der_len, by_b, NULL), FK_OK);
+    assert_int_equal(fk_rotation_endorsement_check(K.old_fpr, new_der, new_der_len, by_b, NULL),
+                     FK_E_VERIFY); /* the new key vouching for itself */
+    struct fk_ota_key *apub = key("key_a.pub.pem");
+    assert_int_equal(fk_rotation_endorse(apub, new_der, new_der_len, by_b, NULL), FK_E_ARG);
+    fk_ota_key_free(apub);
+    fk_ota_key_free(ap);
+    fk_ota_key_free(bp);
     fk_ota_key_free(b);
     /* The fingerprint is the eFuse key digest espsecure computes. */
     assert_true(strncmp(K.old_fpr, "sbv2:", 5) == 0 && strlen(K.old_fpr) == 5 + 64);
@@ -123,10 +149,16 @@ static void rotation_refuses_each_early_step_then_completes(void **state) {
     fk_rot_status_free(&st);
     struct fk_rot_keys same = K;
     memcpy(same.new_fpr, same.old_fpr, sizeof same.new_fpr);
-    assert_int_equal(fk_rotation_start(inv, &same, new_der, new_der_len, "t", &d), FK_E_ARG);
+    assert_int_equal(fk_rotation_start(inv, &same, new_der, new_der_len, endorse, "t", &d),
+                     FK_E_ARG);
     /* the public key handed in must be the key of new_fpr (it is what devices will get) */
-    assert_int_equal(fk_rotation_start(inv, &K, old_der, old_der_len, "t", &d), FK_E_ARG);
-    assert_int_equal(fk_rotation_start(inv, &K, new_der, 0, "t", &d), FK_E_ARG);
+    assert_int_equal(fk_rotation_start(inv, &K, old_der, old_der_len, endorse, "t", &d), FK_E_ARG);
+    assert_int_equal(fk_rotation_start(inv, &K, new_der, 0, endorse, "t", &d), FK_E_ARG);
+    /* an endorsement that does not verify with the old key is refused */
+    uint8_t bad2[FK_ROT_ENDORSE_LEN];
+    memcpy(bad2, endorse, sizeof bad2);
+    bad2[1000] ^= 0x80;
+    assert_int_equal(fk_rotation_start(inv, &K, new_der, new_der_len, bad2, "t", &d), FK_E_ARG);
     assert_int_equal(audited_refusals(), 3);
     struct fk_rot_current cur;
     int found = 1;
@@ -134,14 +166,15 @@ static void rotation_refuses_each_early_step_then_completes(void **state) {
     assert_int_equal(found, 0);
 
     /* Start: every device holds the new key, staged; dual releases allowed. */
-    assert_int_equal(fk_rotation_start(inv, &K, new_der, new_der_len, "t", &d), FK_OK);
-    assert_int_equal(fk_rotation_start(inv, &K, new_der, new_der_len, "t", &d), FK_OK);
+    assert_int_equal(fk_rotation_start(inv, &K, new_der, new_der_len, endorse, "t", &d), FK_OK);
+    assert_int_equal(fk_rotation_start(inv, &K, new_der, new_der_len, endorse, "t", &d), FK_OK);
     assert_int_equal(fk_rotation_current(inv, &cur, &found, &d), FK_OK);
     assert_int_equal(found, 1);
     assert_string_equal(cur.keys.old_fpr, K.old_fpr);
     assert_string_equal(cur.keys.new_fpr, K.new_fpr);
     assert_int_equal(cur.new_der_len, new_der_len);
     assert_memory_equal(cur.new_der, new_der, new_der_len);
+    assert_memory_equal(cur.endorsement, endorse, sizeof endorse);
     assert_true(cur.started_at[0] != '\0');
     assert_int_equal(fk_rotation_status(inv, &K, &st, &d), FK_OK);
     assert_int_equal(st.n, 3);
@@ -212,7 +245,8 @@ static void rotation_refuses_each_early_step_then_completes(void **state) {
     /* After retirement: dual releases refused, new-only fine, start again refused. */
     assert_int_equal(fk_rotation_gate_release(inv, &K, 0, "t", NULL, &d), FK_E_POLICY);
     assert_int_equal(fk_rotation_gate_release(inv, &K, 1, "t", NULL, &d), FK_OK);
-    assert_int_equal(fk_rotation_start(inv, &K, new_der, new_der_len, "t", &d), FK_E_POLICY);
+    assert_int_equal(fk_rotation_start(inv, &K, new_der, new_der_len, endorse, "t", &d),
+                     FK_E_POLICY);
     assert_int_equal(fk_rotation_retire_old(inv, &K, "t", NULL, &d), FK_OK); /* idempotent */
 
     /* Every step and refusal is in the chain, and the chain holds. */

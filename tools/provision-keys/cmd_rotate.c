@@ -20,7 +20,9 @@ static const char rotate_help[] =
     "Plans and drives the rotation of the OTA (firmware) signing key, seed 004's steps, with\n"
     "the inventory as the gate. Keys: PEM files or pkcs11: URIs (private keys where a step\n"
     "signs). STEP:\n"
-    "  start                      record NEW as a trusted OTA key of every device (staged)\n"
+    "  start                      record NEW as a trusted OTA key of every device (staged),\n"
+    "                             with OLD's endorsement of it (OLD must be the private\n"
+    "                             key: devices accept NEW over the channel only so signed)\n"
     "  status                     per device: holds the new key? confirmed? runs new-only\n"
     "                             firmware? last seen\n"
     "  confirm --device ID [--firmware]\n"
@@ -246,7 +248,9 @@ int fk_cmd_rotate(int argc, char **argv) {
     memset(&st, 0, sizeof st);
     memset(&k, 0, sizeof k);
     int need_private = strcmp(a.step, "sign-release") == 0;
-    enum fk_err rc = fk_ota_key_load(a.old_key, need_private, &oldk, &d);
+    /* start signs the endorsement of the new key with the old one */
+    enum fk_err rc = fk_ota_key_load(a.old_key, need_private || strcmp(a.step, "start") == 0,
+                                     &oldk, &d);
     if (rc == FK_OK) {
         rc = fk_ota_key_load(a.new_key, need_private, &newk, &d);
     }
@@ -267,15 +271,18 @@ int fk_cmd_rotate(int argc, char **argv) {
         rc = fk_rotation_status(inv, &k, &st, &d);
         ret = rc == FK_OK ? print_status(&st, &k) : fk_cli_fail(&d, rc);
     } else if (strcmp(a.step, "start") == 0) {
-        uint8_t der[FK_ROT_DER_MAX];
+        uint8_t der[FK_ROT_DER_MAX], endorsement[FK_ROT_ENDORSE_LEN];
         size_t der_len = 0;
-        /* the new public key goes into the inventory: fleetkey-server delivers it to the
-         * devices as security/ota_pubkey2 */
+        /* the new public key goes into the inventory, endorsed by the old key: fleetkey-server
+         * delivers both, devices check the endorsement with their security/ota_pubkey */
         rc = fk_ota_key_public_der(newk, der, sizeof der, &der_len);
-        if (rc == FK_OK) {
-            rc = fk_rotation_start(inv, &k, der, der_len, "provision-keys", &d);
-        } else {
+        if (rc != FK_OK) {
             fk_diag_set(&d, rc, "%s: cannot encode the public key", a.new_key);
+        } else {
+            rc = fk_rotation_endorse(oldk, der, der_len, endorsement, &d);
+        }
+        if (rc == FK_OK) {
+            rc = fk_rotation_start(inv, &k, der, der_len, endorsement, "provision-keys", &d);
         }
         if (rc == FK_OK) {
             printf("rotation started: new key %s recorded (staged) for every device; sign "
