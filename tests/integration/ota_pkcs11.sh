@@ -108,6 +108,11 @@ fi
 # A token key as the trusted key of verify.
 expect 0 "$pk" verify --pubkey "$uri_384;type=public" "$tmp/d3.bin"
 
+# The rotation's endorsement of a new key, signed by the release key in the token (start
+# checks it against the old key's fingerprint before recording it).
+expect 0 "$pk" rotate ota-key --inventory "$tmp/rot.db" --old-key "$uri_a;type=private" \
+    --new-key "$vec/key_b.pub.pem" start
+
 # Wrong PIN, unknown object: refused with a reason, no output file.
 FK_PKCS11_PIN=000000 expect 1 "$pk" sign --raw --key "$uri_a;type=private" \
     --output "$tmp/bad.bin" "$vec/app.bin"
