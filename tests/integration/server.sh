@@ -28,15 +28,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-fail() {
-    echo "FAIL ($CASE): $*" >&2
-    echo "---- server log" >&2
-    tail -40 srv.log >&2 2>/dev/null || true
-    exit 1
-}
-ok() {
-    "$@" >out.txt 2>err.txt || { cat out.txt err.txt >&2; fail "failed: $*"; }
-}
+. "$HERE/server_lib.sh" # fail, ok, expect_log, start_server
 no_sanitizer_report() {
     if grep -q 'Sanitizer\|runtime error:' "$1"; then
         cat "$1" >&2
@@ -72,7 +64,6 @@ hello_json() {
 dev() { echo "--ca $CA --cert pki/devices/$1.chain.pem --key pki/devices/$1.key.pem"; }
 OPER="--ca $CA --cert pki/operators/alice.chain.pem --key pki/operators/alice.key.pem"
 
-. "$HERE/server_lib.sh" # start_server
 metrics() {
     "$W" --port "$P" $OPER --get /metrics >metrics.txt 2>/dev/null || fail "GET /metrics"
 }
@@ -93,9 +84,6 @@ wait_metric_ge() {
         [ $i -le 100 ] || fail "$3"
         sleep 0.1
     done
-}
-expect_log() {
-    grep -q -- "$1" srv.log || fail "server log lacks: $1"
 }
 stop_server() {
     kill -TERM "$SRV_PID"

@@ -33,18 +33,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-fail() {
-    echo "FAIL ($CASE): $*" >&2
-    echo "---- server log" >&2
-    tail -40 srv.log >&2 2>/dev/null || true
-    exit 1
-}
-ok() {
-    "$@" >out.txt 2>err.txt || { cat out.txt err.txt >&2; fail "failed: $*"; }
-}
-expect_log() {
-    grep -q -- "$1" srv.log || fail "server log lacks: $1"
-}
+. "$HERE/server_lib.sh" # fail, ok, expect_log, start_server
 expect_out() {
     grep -q -- "$1" out.txt || { cat out.txt >&2; fail "output lacks: $1"; }
 }
@@ -91,7 +80,6 @@ hello_ota() {
 }
 OLDAPP=$(printf '%064d' 1)
 
-. "$HERE/server_lib.sh" # start_server
 stop_server() {
     kill -TERM "$SRV_PID"
     set +e
