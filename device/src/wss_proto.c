@@ -646,6 +646,21 @@ static int scan_lit(struct jscan *s, const char *lit) {
 
 /* Any value, nested containers bounded by depth; *type says what it was. Iterative over
  * containers would be longer; the recursion is bounded by JSON_DEPTH_MAX frames. */
+/* A member name and its ':' (whitespace around both skipped before the value). */
+static int scan_key(struct jscan *s, size_t *start, size_t *len) {
+    ws_skip(s);
+    if (scan_str(s, start, len) != 0) {
+        return -1;
+    }
+    ws_skip(s);
+    if (s->i >= s->n || s->b[s->i] != ':') {
+        s->why = "expected ':'";
+        return -1;
+    }
+    s->i++;
+    return 0;
+}
+
 static int scan_value(struct jscan *s, int depth, enum jtype *type) {
     ws_skip(s);
     if (s->i >= s->n) {
@@ -674,17 +689,8 @@ static int scan_value(struct jscan *s, int depth, enum jtype *type) {
             return 0;
         }
         for (;;) {
-            if (obj) {
-                ws_skip(s);
-                if (scan_str(s, &a, &b) != 0) {
-                    return -1;
-                }
-                ws_skip(s);
-                if (s->i >= s->n || s->b[s->i] != ':') {
-                    s->why = "expected ':'";
-                    return -1;
-                }
-                s->i++;
+            if (obj && scan_key(s, &a, &b) != 0) {
+                return -1;
             }
             if (scan_value(s, depth + 1, &dummy) != 0) {
                 return -1;
@@ -760,15 +766,9 @@ static int obj_next(struct jscan *s, int *first, struct jmember *m) {
         ws_skip(s);
     }
     *first = 0;
-    if (scan_str(s, &m->ks, &m->kl) != 0) {
+    if (scan_key(s, &m->ks, &m->kl) != 0) {
         return -1;
     }
-    ws_skip(s);
-    if (s->i >= s->n || s->b[s->i] != ':') {
-        s->why = "expected ':'";
-        return -1;
-    }
-    s->i++;
     ws_skip(s);
     m->vs = s->i;
     m->t = J_NONE;
