@@ -33,10 +33,21 @@
 #define SLICE_MS 200u
 
 static const char *const reason_names[FKD_WSS_R_COUNT] = {
-    "none",          "configuration", "connect failed",     "TLS handshake failed",
-    "bad chain",     "expired",       "not yet valid",      "host mismatch",
-    "upgrade refused", "closed by server", "protocol violation", "timeout",
-    "I/O error",     "stopped",       "rebooting",
+    "none",
+    "configuration",
+    "connect failed",
+    "TLS handshake failed",
+    "bad chain",
+    "expired",
+    "not yet valid",
+    "host mismatch",
+    "upgrade refused",
+    "closed by server",
+    "protocol violation",
+    "timeout",
+    "I/O error",
+    "stopped",
+    "rebooting",
 };
 
 const char *fkd_wss_reason_name(enum fkd_wss_reason r) {
@@ -44,8 +55,8 @@ const char *fkd_wss_reason_name(enum fkd_wss_reason r) {
 }
 
 const char *fkd_wss_state_name(enum fkd_wss_state s) {
-    static const char *const names[] = {"idle", "connecting", "open", "welcomed", "backoff",
-                                        "stopped"};
+    static const char *const names[] = {"idle",     "connecting", "open",
+                                        "welcomed", "backoff",    "stopped"};
     return (unsigned)s < sizeof names / sizeof names[0] ? names[s] : "unknown";
 }
 
@@ -174,8 +185,9 @@ static void cert_names(const mbedtls_x509_crt *crt, struct fkd_wss_names *n) {
             continue;
         }
         if (n->n_dns == sizeof n->dns / sizeof n->dns[0]) {
-            fkd_log(FKD_LOG_WARN, "wss: server certificate lists more than %zu DNS names; "
-                                  "only the first are checked",
+            fkd_log(FKD_LOG_WARN,
+                    "wss: server certificate lists more than %zu DNS names; "
+                    "only the first are checked",
                     n->n_dns);
             break;
         }
@@ -210,31 +222,36 @@ static enum fkd_wss_reason refused(struct fkd_wss *w, int ret) {
     if (ret == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
         uint32_t f = mbedtls_ssl_get_verify_result(&w->ssl);
         if (f & MBEDTLS_X509_BADCERT_NOT_TRUSTED) {
-            fkd_log(FKD_LOG_ERROR, "wss: refused: bad chain: the server certificate does not "
-                                   "chain to our CA (verify flags 0x%lx)",
+            fkd_log(FKD_LOG_ERROR,
+                    "wss: refused: bad chain: the server certificate does not "
+                    "chain to our CA (verify flags 0x%lx)",
                     (unsigned long)f);
             return FKD_WSS_R_BAD_CHAIN;
         }
         if (f & MBEDTLS_X509_BADCERT_EXPIRED) {
-            fkd_log(FKD_LOG_ERROR, "wss: refused: expired: the server certificate has expired "
-                                   "(verify flags 0x%lx)",
+            fkd_log(FKD_LOG_ERROR,
+                    "wss: refused: expired: the server certificate has expired "
+                    "(verify flags 0x%lx)",
                     (unsigned long)f);
             return FKD_WSS_R_EXPIRED;
         }
         if (f & MBEDTLS_X509_BADCERT_FUTURE) {
-            fkd_log(FKD_LOG_ERROR, "wss: refused: not yet valid: the server certificate is not "
-                                   "valid yet (verify flags 0x%lx)",
+            fkd_log(FKD_LOG_ERROR,
+                    "wss: refused: not yet valid: the server certificate is not "
+                    "valid yet (verify flags 0x%lx)",
                     (unsigned long)f);
             return FKD_WSS_R_NOT_YET;
         }
         if ((f & MBEDTLS_X509_BADCERT_CN_MISMATCH) || w->host_mismatch) {
-            fkd_log(FKD_LOG_ERROR, "wss: refused: host mismatch: the server certificate does "
-                                   "not name %s",
+            fkd_log(FKD_LOG_ERROR,
+                    "wss: refused: host mismatch: the server certificate does "
+                    "not name %s",
                     w->expected_host);
             return FKD_WSS_R_HOST;
         }
-        fkd_log(FKD_LOG_ERROR, "wss: refused: bad chain: server certificate rejected (verify "
-                               "flags 0x%lx)",
+        fkd_log(FKD_LOG_ERROR,
+                "wss: refused: bad chain: server certificate rejected (verify "
+                "flags 0x%lx)",
                 (unsigned long)f);
         return FKD_WSS_R_BAD_CHAIN;
     }
@@ -339,8 +356,9 @@ enum fkd_err fkd_wss_setup(struct fkd_wss *w, const struct fkd_wss_config *cfg) 
             rc = FKD_E_ARG;
             goto out;
         }
-        fkd_log(FKD_LOG_WARN, "wss: CONFIG_MINITRAIN_EXPECTED_HOST not set: expecting the URI's "
-                              "host %s",
+        fkd_log(FKD_LOG_WARN,
+                "wss: CONFIG_MINITRAIN_EXPECTED_HOST not set: expecting the URI's "
+                "host %s",
                 w->uri.host);
         host = w->uri.host;
     }
@@ -416,8 +434,8 @@ enum fkd_err fkd_wss_setup(struct fkd_wss *w, const struct fkd_wss_config *cfg) 
         goto out;
     }
 
-    ret = mbedtls_ssl_config_defaults(&w->conf, MBEDTLS_SSL_IS_CLIENT,
-                                      MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT);
+    ret = mbedtls_ssl_config_defaults(&w->conf, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM,
+                                      MBEDTLS_SSL_PRESET_DEFAULT);
     if (ret == 0) {
         mbedtls_ssl_conf_authmode(&w->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
         mbedtls_ssl_conf_ca_chain(&w->conf, &w->ca, NULL);
@@ -735,8 +753,9 @@ static enum fkd_wss_reason upgrade(struct fkd_wss *w, uint64_t deadline) {
     size_t end = 0;
     while (end == 0) {
         if (got == sizeof w->http) {
-            fkd_log(FKD_LOG_ERROR, "wss: refused: upgrade refused: response headers longer than "
-                                   "%u bytes",
+            fkd_log(FKD_LOG_ERROR,
+                    "wss: refused: upgrade refused: response headers longer than "
+                    "%u bytes",
                     FKD_WSS_HTTP_MAX);
             return FKD_WSS_R_UPGRADE;
         }
@@ -752,8 +771,9 @@ static enum fkd_wss_reason upgrade(struct fkd_wss *w, uint64_t deadline) {
             continue;
         }
         if (r <= 0) {
-            fkd_log(FKD_LOG_ERROR, "wss: refused: upgrade refused: connection closed during the "
-                                   "upgrade (%s)",
+            fkd_log(FKD_LOG_ERROR,
+                    "wss: refused: upgrade refused: connection closed during the "
+                    "upgrade (%s)",
                     r == 0 || r == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY ? "by the server"
                                                                      : fkd_mbedtls_reason(r));
             return FKD_WSS_R_UPGRADE;
@@ -804,8 +824,8 @@ static enum fkd_wss_reason handle_text(struct fkd_wss *w) {
             w->backoff_step = 0; /* a server that lets us in resets the backoff */
         }
         w->state = FKD_WSS_WELCOMED;
-        fkd_log(FKD_LOG_INFO, "wss: welcomed by the server as %s (ping every %u s)",
-                w->device_id, (unsigned)(w->ping_interval_ms / 1000u));
+        fkd_log(FKD_LOG_INFO, "wss: welcomed by the server as %s (ping every %u s)", w->device_id,
+                (unsigned)(w->ping_interval_ms / 1000u));
         /* Before the next message is read: a status request right after welcome sees what
          * the handler did here (an image confirming itself). */
         if (w->cfg.handler != NULL && w->cfg.handler->welcomed != NULL) {
@@ -862,7 +882,8 @@ static enum fkd_wss_reason serve(struct fkd_wss *w) {
         }
         now = fkd_net_now_ms();
         if (w->state != FKD_WSS_WELCOMED && now - opened >= w->cfg.connect_timeout_ms) {
-            fkd_log(FKD_LOG_ERROR, "wss: no welcome within %u ms", (unsigned)w->cfg.connect_timeout_ms);
+            fkd_log(FKD_LOG_ERROR, "wss: no welcome within %u ms",
+                    (unsigned)w->cfg.connect_timeout_ms);
             return do_close(w, FKD_WSS_CLOSE_POLICY, "no welcome", FKD_WSS_R_TIMEOUT);
         }
         if (now - w->last_rx_ms >= 2ull * w->ping_interval_ms + w->cfg.connect_timeout_ms) {
@@ -886,8 +907,8 @@ static enum fkd_wss_reason serve(struct fkd_wss *w) {
                 continue;
             }
             uint64_t next = w->last_ping_ms + w->ping_interval_ms;
-            uint32_t slice = next > now && next - now < SLICE_MS ? (uint32_t)(next - now)
-                                                                   : SLICE_MS;
+            uint32_t slice =
+                next > now && next - now < SLICE_MS ? (uint32_t)(next - now) : SLICE_MS;
             if (fkd_net_wait(&w->sock, slice) < 0) {
                 return FKD_WSS_R_IO;
             }
@@ -1035,8 +1056,8 @@ enum fkd_wss_reason fkd_wss_run(struct fkd_wss *w) {
             break;
         }
         if (w->cfg.max_attempts != 0 && w->stats.attempts >= w->cfg.max_attempts) {
-            fkd_log(FKD_LOG_WARN, "wss: giving up after %u attempts (last: %s)",
-                    w->stats.attempts, fkd_wss_reason_name(r));
+            fkd_log(FKD_LOG_WARN, "wss: giving up after %u attempts (last: %s)", w->stats.attempts,
+                    fkd_wss_reason_name(r));
             break;
         }
         uint32_t rnd = 0;

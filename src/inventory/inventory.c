@@ -897,13 +897,12 @@ enum fk_err fk_inventory_rotation_add(struct fk_inventory *inv, const char *old_
                                  " excluded.endorsement WHERE endorsement IS NULL",
                                  -1, &s, NULL) == SQLITE_OK,
               db_fail(inv, diag, "prepare"));
-    FK_ENSURE(bind_text(s, 1, old_fpr, 0) == SQLITE_OK &&
-                  bind_text(s, 2, new_fpr, 0) == SQLITE_OK &&
-                  sqlite3_bind_blob(s, 3, der, (int)der_len, SQLITE_TRANSIENT) == SQLITE_OK &&
-                  bind_text(s, 4, now, 0) == SQLITE_OK &&
-                  sqlite3_bind_blob(s, 5, endorsement, FK_INV_ENDORSE_LEN, SQLITE_TRANSIENT) ==
-                      SQLITE_OK,
-              db_fail(inv, diag, "bind"));
+    FK_ENSURE(
+        bind_text(s, 1, old_fpr, 0) == SQLITE_OK && bind_text(s, 2, new_fpr, 0) == SQLITE_OK &&
+            sqlite3_bind_blob(s, 3, der, (int)der_len, SQLITE_TRANSIENT) == SQLITE_OK &&
+            bind_text(s, 4, now, 0) == SQLITE_OK &&
+            sqlite3_bind_blob(s, 5, endorsement, FK_INV_ENDORSE_LEN, SQLITE_TRANSIENT) == SQLITE_OK,
+        db_fail(inv, diag, "bind"));
     FK_ENSURE(sqlite3_step(s) == SQLITE_DONE, db_fail(inv, diag, "rotation add"));
     rc = FK_OK;
 out:
@@ -930,9 +929,9 @@ enum fk_err fk_inventory_rotation_last(struct fk_inventory *inv, struct fk_inv_r
     const void *blob = sqlite3_column_blob(s, 3);
     int n = sqlite3_column_bytes(s, 3);
     /* the file may have been edited by hand: trust no length in it */
-    FK_ENSURE(blob != NULL && n > 0 && (size_t)n <= sizeof out->new_der,
-              fk_diag_set(diag, FK_E_DB, "rotation %lld: stored public key of %d bytes",
-                          out->seq, n));
+    FK_ENSURE(
+        blob != NULL && n > 0 && (size_t)n <= sizeof out->new_der,
+        fk_diag_set(diag, FK_E_DB, "rotation %lld: stored public key of %d bytes", out->seq, n));
     memcpy(out->new_der, blob, (size_t)n);
     out->new_der_len = (size_t)n;
     col_text(s, 4, out->started_at, sizeof out->started_at);

@@ -255,7 +255,8 @@ enum fk_err fk_rotation_der_fpr(const uint8_t *der, size_t len, char out[FK_INV_
     enum fk_err rc = FK_E_INTERNAL;
     struct fk_ota_key *key = NULL;
     char *pem = NULL;
-    static const char head[] = "-----BEGIN PUBLIC KEY-----\n", tail[] = "\n-----END PUBLIC KEY-----\n";
+    static const char head[] = "-----BEGIN PUBLIC KEY-----\n",
+                      tail[] = "\n-----END PUBLIC KEY-----\n";
     out[0] = '\0';
     FK_ENSURE(der != NULL && len > 0 && len <= FK_ROT_DER_MAX, FK_E_PARSE);
     size_t b64 = 4 * ((len + 2) / 3) + 1;
@@ -300,9 +301,9 @@ enum fk_err fk_rotation_endorse(struct fk_ota_key *old, const uint8_t *der, size
     FK_ENSURE(data != NULL && img != NULL,
               fk_diag_set(diag, data == NULL && der_len > 0 ? FK_E_ARG : FK_E_NOMEM,
                           "endorsement: a public key of %zu bytes", der_len));
-    FK_ENSURE(fk_ota_key_is_private(old),
-              fk_diag_set(diag, FK_E_ARG, "endorsement: %s is not a private key",
-                          fk_ota_key_name(old)));
+    FK_ENSURE(
+        fk_ota_key_is_private(old),
+        fk_diag_set(diag, FK_E_ARG, "endorsement: %s is not a private key", fk_ota_key_name(old)));
     FK_GUARD(fk_ota_sign(data, n, keys, 1, img, 2 * FK_OTA_SECTOR_SIZE, &signed_len, diag));
     FK_ENSURE(signed_len == 2 * FK_OTA_SECTOR_SIZE, FK_E_INTERNAL);
     memcpy(out, img + FK_OTA_SECTOR_SIZE, FK_ROT_ENDORSE_LEN);
@@ -336,8 +337,8 @@ enum fk_err fk_rotation_endorsement_check(const char *old_fpr, const uint8_t *de
                   fk_rotation_key_fpr(key, fpr) == FK_OK,
               fk_diag_set(diag, FK_E_VERIFY, "endorsement: not a signature block"));
     FK_ENSURE(strcmp(fpr, old_fpr) == 0,
-              fk_diag_set(diag, FK_E_VERIFY, "endorsement signed by %s, not by the old key %s",
-                          fpr, old_fpr));
+              fk_diag_set(diag, FK_E_VERIFY, "endorsement signed by %s, not by the old key %s", fpr,
+                          old_fpr));
     struct fk_ota_verify_result res;
     struct fk_ota_key *const one[1] = {key};
     FK_ENSURE(fk_ota_verify(img, 2 * FK_OTA_SECTOR_SIZE, one, 1, &res, NULL) == FK_OK &&
@@ -389,10 +390,10 @@ enum fk_err fk_rotation_start(struct fk_inventory *inv, const struct fk_rot_keys
               fk_diag_set(diag, FK_E_ARG, "the new key is the old key"));
     char der_fpr[FK_INV_FPR_SIZE];
     /* The key the server will deliver must be the key the inventory gates on. */
-    FK_ENSURE(fk_rotation_der_fpr(new_der, new_der_len, der_fpr) == FK_OK &&
-                  strcmp(der_fpr, k->new_fpr) == 0,
-              fk_diag_set(diag, FK_E_ARG, "the new public key does not have fingerprint %s",
-                          k->new_fpr));
+    FK_ENSURE(
+        fk_rotation_der_fpr(new_der, new_der_len, der_fpr) == FK_OK &&
+            strcmp(der_fpr, k->new_fpr) == 0,
+        fk_diag_set(diag, FK_E_ARG, "the new public key does not have fingerprint %s", k->new_fpr));
     /* Devices will refuse a key whose endorsement does not verify with their ota_pubkey:
      * refuse to record one here rather than let the server deliver it in vain. */
     FK_ENSURE(endorsement != NULL, fk_diag_set(diag, FK_E_ARG, "no endorsement of the new key"));
@@ -663,7 +664,7 @@ enum fk_err fk_rotation_retire_old(struct fk_inventory *inv, const struct fk_rot
     FK_GUARD(audit(inv, actor, "ota_rotation.retire_old", k->old_fpr, det, diag));
     det = NULL;
     rc = FK_OK;
-commit: {
+commit : {
     enum fk_err crc = fk_inventory_commit(inv, rc == FK_OK ? diag : NULL);
     if (crc == FK_OK) {
         in_tx = 0;

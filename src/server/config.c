@@ -25,8 +25,8 @@ static enum fk_err set_uint(const char *name, const char *v, unsigned lo, unsign
     unsigned long n = strtoul(v, &end, 10);
     if (v[0] == '\0' || v[0] == '-' || end == NULL || *end != '\0' || errno != 0 || n < lo ||
         n > hi) {
-        return fk_diag_set(diag, FK_E_ARG, "%s: expected an integer in %u..%u, got '%s'", name,
-                           lo, hi, v);
+        return fk_diag_set(diag, FK_E_ARG, "%s: expected an integer in %u..%u, got '%s'", name, lo,
+                           hi, v);
     }
     *out = (unsigned)n;
     return FK_OK;
@@ -42,8 +42,8 @@ static enum fk_err set_str(const char *name, const char *v, char *out, size_t si
     return FK_OK;
 }
 
-enum fk_err fk_server_config_set(struct fk_server_config *cfg, const char *name,
-                                 const char *v, struct fk_diag *diag) {
+enum fk_err fk_server_config_set(struct fk_server_config *cfg, const char *name, const char *v,
+                                 struct fk_diag *diag) {
     if (strcmp(name, "listen") == 0) {
         return set_str(name, v, cfg->listen, sizeof cfg->listen, diag);
     } else if (strcmp(name, "port") == 0) {

@@ -54,8 +54,8 @@ int fk_wss_utf8_valid(const uint8_t *s, size_t len) {
 
 /* Copies string member name of o into out (size bytes incl. NUL). Missing: FK_E_NOTFOUND
  * when optional, else FK_E_PARSE; wrong type or too long: FK_E_PARSE. */
-static enum fk_err get_str(const cJSON *o, const char *name, char *out, size_t size,
-                           int required, struct fk_diag *diag) {
+static enum fk_err get_str(const cJSON *o, const char *name, char *out, size_t size, int required,
+                           struct fk_diag *diag) {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, name);
     if (it == NULL) {
         return required ? fk_diag_set(diag, FK_E_PARSE, "missing \"%s\"", name) : FK_E_NOTFOUND;
@@ -65,8 +65,7 @@ static enum fk_err get_str(const cJSON *o, const char *name, char *out, size_t s
     }
     size_t n = strlen(it->valuestring);
     if (n >= size || (required && n == 0)) {
-        return fk_diag_set(diag, FK_E_PARSE, "\"%s\" length %zu not in 1..%zu", name, n,
-                           size - 1);
+        return fk_diag_set(diag, FK_E_PARSE, "\"%s\" length %zu not in 1..%zu", name, n, size - 1);
     }
     memcpy(out, it->valuestring, n + 1);
     return FK_OK;
@@ -83,8 +82,8 @@ static enum fk_err print_compact(const cJSON *it, char *out, size_t size, const 
 }
 
 /* An integer member in [lo, hi] (JSON numbers are doubles: exact integers only). */
-static enum fk_err get_int(const cJSON *o, const char *name, double lo, double hi,
-                           long long *out, struct fk_diag *diag) {
+static enum fk_err get_int(const cJSON *o, const char *name, double lo, double hi, long long *out,
+                           struct fk_diag *diag) {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, name);
     if (it == NULL) {
         return FK_OK;
@@ -189,8 +188,8 @@ out:
 static enum fk_err parse_hello(const cJSON *o, struct fk_wss_msg *m, struct fk_diag *diag) {
     enum fk_err rc = FK_E_PARSE;
     FK_GUARD(get_str(o, "device_id", m->device_id, sizeof m->device_id, 1, diag));
-    FK_GUARD(get_str(o, "firmware_version", m->firmware_version, sizeof m->firmware_version, 1,
-                     diag));
+    FK_GUARD(
+        get_str(o, "firmware_version", m->firmware_version, sizeof m->firmware_version, 1, diag));
     const cJSON *cv = cJSON_GetObjectItemCaseSensitive(o, "credential_versions");
     FK_ENSURE(cJSON_IsObject(cv),
               fk_diag_set(diag, FK_E_PARSE, "\"credential_versions\" is not an object"));
@@ -202,10 +201,10 @@ static enum fk_err parse_hello(const cJSON *o, struct fk_wss_msg *m, struct fk_d
         FK_ENSURE(kl >= 1 && kl <= 32,
                   fk_diag_set(diag, FK_E_PARSE, "credential name length not in 1..32"));
         /* A version is a non-negative integer below 2^31 (JSON numbers are doubles). */
-        FK_ENSURE(cJSON_IsNumber(e) && e->valuedouble >= 0 && e->valuedouble <= 2147483647.0 &&
-                      e->valuedouble == (double)e->valueint,
-                  fk_diag_set(diag, FK_E_PARSE, "credential version of '%s' not an integer",
-                              e->string));
+        FK_ENSURE(
+            cJSON_IsNumber(e) && e->valuedouble >= 0 && e->valuedouble <= 2147483647.0 &&
+                e->valuedouble == (double)e->valueint,
+            fk_diag_set(diag, FK_E_PARSE, "credential version of '%s' not an integer", e->string));
     }
     FK_GUARD(print_compact(cv, m->credential_versions, sizeof m->credential_versions,
                            "credential_versions", diag));
@@ -323,8 +322,8 @@ static enum fk_err parse_response(const cJSON *o, struct fk_wss_msg *m, struct f
     return body != NULL ? parse_body(body, m, diag) : FK_OK;
 }
 
-enum fk_err fk_wss_msg_parse(const uint8_t *buf, size_t len, struct fk_wss_msg *m,
-                             int *close_code, struct fk_diag *diag) {
+enum fk_err fk_wss_msg_parse(const uint8_t *buf, size_t len, struct fk_wss_msg *m, int *close_code,
+                             struct fk_diag *diag) {
     enum fk_err rc = FK_E_PARSE;
     cJSON *root = NULL;
     memset(m, 0, sizeof *m);

@@ -32,6 +32,7 @@
 #include <openssl/x509v3.h>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -40,7 +41,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <fcntl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -58,8 +58,8 @@ enum reason {
     R_COUNT
 };
 static const char *const reason_names[R_COUNT] = {
-    "no_cert", "bad_chain", "expired", "not_yet_valid", "revoked", "unknown_identity",
-    "protocol_version", "other"};
+    "no_cert", "bad_chain",        "expired",          "not_yet_valid",
+    "revoked", "unknown_identity", "protocol_version", "other"};
 
 enum id_kind { ID_NONE, ID_DEVICE, ID_MOBILE, ID_OPERATOR, ID_SERVER };
 
@@ -84,7 +84,7 @@ struct session {
     unsigned q_n;
     int close_code;
     char close_reason[64];
-    int closing; /* close frame queued: log and count once */
+    int closing;                        /* close frame queued: log and count once */
     char pending[FK_WSS_REQID_MAX + 1]; /* id of the outstanding request, "" when none */
     time_t pending_since;
     /* OTA delivery (docs/wss-protocol.md, "What the server pushes, and when") */
@@ -95,8 +95,8 @@ struct session {
     int status_sent;                /* status_request = 1: the one status was sent */
     int status_due;                 /* rebooted into a job's image: ask status first */
     int key_new_tried, key_promote_tried, need_abort;
-    int rot_confirmed;              /* fk_rotation_confirm done (or not needed) here */
-    int superseded;                 /* the device connected again: push nothing here */
+    int rot_confirmed; /* fk_rotation_confirm done (or not needed) here */
+    int superseded;    /* the device connected again: push nothing here */
 };
 
 /* One update job: an image in the spool directory and one target per device. Jobs live as long
@@ -117,13 +117,13 @@ struct http_sess {
     unsigned char *buf; /* LWS_PRE + body */
     size_t len;
     /* POST /api/ota in progress */
-    int upload;        /* 1 while the body is being spooled */
-    int refused;       /* answered before the body ended: the rest is discarded */
-    int fd;            /* temp file in ota_dir when has_fd (zeroed memory: fd 0 is not ours) */
+    int upload;  /* 1 while the body is being spooled */
+    int refused; /* answered before the body ended: the rest is discarded */
+    int fd;      /* temp file in ota_dir when has_fd (zeroed memory: fd 0 is not ours) */
     int has_fd;
     char tmp[1100];
     unsigned long long clen, got;
-    int all;           /* ?all=1 */
+    int all;                        /* ?all=1 */
     char (*ids)[FK_WSS_ID_MAX + 1]; /* ?device=ID..., deduplicated */
     size_t nids;
     char operator_name[FK_WSS_ID_MAX + 1];
@@ -157,8 +157,7 @@ struct fk_server {
     size_t njobs, jobs_cap;
     struct fk_rot_current rot; /* the rotation started last, re-read once a second */
     int rot_found, rot_old_retired, rot_new_retired;
-    unsigned long long ota_bytes, ota_states[FK_OTA_FAILED + 1], ota_keys[2],
-        ota_uploads_refused;
+    unsigned long long ota_bytes, ota_states[FK_OTA_FAILED + 1], ota_keys[2], ota_uploads_refused;
 };
 
 static int ctx_idx = -1; /* SSL_CTX ex_data: struct fk_server * */
@@ -425,10 +424,9 @@ static void close_revoked(struct fk_server *srv) {
         SSL *ssl = lws_get_ssl(s->wsi);
         X509 *leaf = ssl != NULL ? SSL_get0_peer_certificate(ssl) : NULL;
         X509_STORE_CTX *ctx = leaf != NULL ? X509_STORE_CTX_new() : NULL;
-        int revoked = ctx != NULL &&
-                      X509_STORE_CTX_init(ctx, st, leaf, SSL_get_peer_cert_chain(ssl)) == 1 &&
-                      X509_verify_cert(ctx) != 1 &&
-                      X509_STORE_CTX_get_error(ctx) == X509_V_ERR_CERT_REVOKED;
+        int revoked =
+            ctx != NULL && X509_STORE_CTX_init(ctx, st, leaf, SSL_get_peer_cert_chain(ssl)) == 1 &&
+            X509_verify_cert(ctx) != 1 && X509_STORE_CTX_get_error(ctx) == X509_V_ERR_CERT_REVOKED;
         if (revoked) {
             fk_log(FK_LOG_WARN, "server: %s %s: certificate revoked by the new CRL: closing",
                    s->peer, s->id[0] != '\0' ? s->id : "?");
@@ -640,8 +638,8 @@ static void rot_confirm(struct fk_server *srv, const char *id, int firmware) {
     }
     struct fk_diag d;
     fk_diag_init(&d);
-    enum fk_err rc = fk_rotation_confirm(srv->inv, &srv->rot.keys, id, firmware,
-                                         "fleetkey-server", &d);
+    enum fk_err rc =
+        fk_rotation_confirm(srv->inv, &srv->rot.keys, id, firmware, "fleetkey-server", &d);
     if (rc == FK_OK) {
         fk_log(FK_LOG_INFO, "server: %s: rotation %s confirmed (%s)", id,
                firmware ? "firmware" : "key", srv->rot.keys.new_fpr);
@@ -653,8 +651,10 @@ static void rot_confirm(struct fk_server *srv, const char *id, int firmware) {
 }
 
 static const char *const state_audit[FK_OTA_FAILED + 1] = {
-    "device.ota_queued",    NULL, "device.ota_installed", "device.ota_confirmed",
-    "device.ota_refused", "device.ota_rolled_back", "device.ota_failed"};
+    "device.ota_queued",    NULL,
+    "device.ota_installed", "device.ota_confirmed",
+    "device.ota_refused",   "device.ota_rolled_back",
+    "device.ota_failed"};
 
 static void audit_target(struct fk_server *srv, const struct ota_job *job,
                          const struct fk_ota_target *t, const char *kind, const char *actor) {
@@ -686,11 +686,10 @@ static void target_changed(struct fk_server *srv, struct ota_job *job, struct fk
     fk_time_rfc3339((long long)time(NULL), job->updated[idx]);
     srv->ota_states[t->state]++;
     char why[FK_WSS_STR_MAX + 1];
-    fk_log(fk_ota_tstate_final(t->state) && t->state != FK_OTA_CONFIRMED ? FK_LOG_WARN
-                                                                         : FK_LOG_INFO,
-           "server: ota %s: %s: %s -> %s%s%s", job->id, t->device, fk_ota_tstate_name(was),
-           fk_ota_tstate_name(t->state), t->error[0] ? ": " : "",
-           log_safe(t->error, why, sizeof why));
+    fk_log(
+        fk_ota_tstate_final(t->state) && t->state != FK_OTA_CONFIRMED ? FK_LOG_WARN : FK_LOG_INFO,
+        "server: ota %s: %s: %s -> %s%s%s", job->id, t->device, fk_ota_tstate_name(was),
+        fk_ota_tstate_name(t->state), t->error[0] ? ": " : "", log_safe(t->error, why, sizeof why));
     if (state_audit[t->state] != NULL && t->state != FK_OTA_QUEUED) {
         audit_target(srv, job, t, state_audit[t->state], "fleetkey-server");
     }
@@ -923,8 +922,8 @@ static void on_push_response(struct session *s, const struct fk_wss_msg *m) {
     case FK_OTA_ACT_KEY_PROMOTE: {
         const char *slot = a == FK_OTA_ACT_KEY_NEW ? "ota_pubkey2" : "ota_pubkey";
         if (!m->ok) {
-            fk_log(FK_LOG_WARN, "server: %s %s: ota_key %s refused: %s (%s)", s->peer, s->id,
-                   slot, code, msg);
+            fk_log(FK_LOG_WARN, "server: %s %s: ota_key %s refused: %s (%s)", s->peer, s->id, slot,
+                   code, msg);
             break;
         }
         if (m->has_keys) {
@@ -965,8 +964,8 @@ static void on_push_response(struct session *s, const struct fk_wss_msg *m) {
                    fk_ota_action_kind(a), code, msg);
         } else if (a == FK_OTA_ACT_FINISH) {
             char key[FK_WSS_FPR_MAX + 1];
-            fk_log(FK_LOG_INFO, "server: ota %s: %s: installed into %s, key %s", s->job->id,
-                   s->id, log_safe(m->slot, code, sizeof code), log_safe(m->key, key, sizeof key));
+            fk_log(FK_LOG_INFO, "server: ota %s: %s: installed into %s, key %s", s->job->id, s->id,
+                   log_safe(m->slot, code, sizeof code), log_safe(m->key, key, sizeof key));
         }
         enum fk_ota_tstate was = t->state;
         int abort_first = 0;
@@ -994,8 +993,8 @@ static void on_push_timeout(struct session *s) {
     enum fk_ota_tstate was = t->state;
     int changed = 0, abort_first = 0;
     if (a == FK_OTA_ACT_BEGIN) {
-        changed = fk_ota_target_response(t, a, s->job->info.size, 0, "timeout", -1, -1,
-                                         &abort_first);
+        changed =
+            fk_ota_target_response(t, a, s->job->info.size, 0, "timeout", -1, -1, &abort_first);
         abort_first = 1;
     } else if (a == FK_OTA_ACT_CHUNK || a == FK_OTA_ACT_FINISH) {
         changed = fk_ota_target_lost(t, "request timed out");
@@ -1061,8 +1060,7 @@ static int on_hello(struct session *s, struct lws *wsi, const struct fk_wss_msg 
     snprintf(p->device_id, sizeof p->device_id, "%.*s", (int)sizeof p->device_id - 1, s->id);
     snprintf(p->peer, sizeof p->peer, "%s", s->peer);
     snprintf(p->firmware_version, sizeof p->firmware_version, "%s", m->firmware_version);
-    snprintf(p->credential_versions, sizeof p->credential_versions, "%s",
-             m->credential_versions);
+    snprintf(p->credential_versions, sizeof p->credential_versions, "%s", m->credential_versions);
     snprintf(p->posture, sizeof p->posture, "%s", m->posture);
     snprintf(p->ota, sizeof p->ota, "%s", m->ota_json);
     int first = 0;
@@ -1082,8 +1080,8 @@ static int on_hello(struct session *s, struct lws *wsi, const struct fk_wss_msg 
         }
         cJSON_Delete(o);
         rc = fk_inventory_audit_append(srv->inv, "fleetkey-server",
-                                       first ? "device.connected" : "device.posture_changed",
-                                       s->id, detail, &d);
+                                       first ? "device.connected" : "device.posture_changed", s->id,
+                                       detail, &d);
     }
     if (rc != FK_OK) {
         char msg[600];
@@ -1144,8 +1142,7 @@ static int on_message(struct session *s, struct lws *wsi, const uint8_t *buf, si
         }
         s->srv->responses++;
         fk_log(s->pending_act == FK_OTA_ACT_CHUNK ? FK_LOG_DEBUG : FK_LOG_INFO,
-               "server: %s %s: response %s: %s", s->peer, s->id, m.req_id,
-               m.ok ? "ok" : "refused");
+               "server: %s %s: response %s: %s", s->peer, s->id, m.req_id, m.ok ? "ok" : "refused");
         s->pending[0] = '\0';
         on_push_response(s, &m);
         return push_next(s);
@@ -1308,8 +1305,7 @@ static int http_reply(struct lws *wsi, struct http_sess *h, unsigned status, con
     return 0;
 }
 
-static int http_json_error(struct lws *wsi, struct http_sess *h, unsigned status,
-                           const char *msg) {
+static int http_json_error(struct lws *wsi, struct http_sess *h, unsigned status, const char *msg) {
     char body[256];
     int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}\n", msg);
     return http_reply(wsi, h, status, "application/json", body, (size_t)n);
@@ -1350,13 +1346,15 @@ static void sb_printf(struct strbuf *b, const char *fmt, ...) {
 
 static int http_metrics(struct fk_server *srv, struct lws *wsi, struct http_sess *h) {
     struct strbuf b = {0};
-    sb_printf(&b, "# HELP fleetkey_connections_open WebSocket connections open now.\n"
-                  "# TYPE fleetkey_connections_open gauge\n"
-                  "fleetkey_connections_open %llu\n",
+    sb_printf(&b,
+              "# HELP fleetkey_connections_open WebSocket connections open now.\n"
+              "# TYPE fleetkey_connections_open gauge\n"
+              "fleetkey_connections_open %llu\n",
               srv->ws_open);
-    sb_printf(&b, "# HELP fleetkey_handshakes_total TLS handshakes completed (client "
-                  "certificate verified).\n# TYPE fleetkey_handshakes_total counter\n"
-                  "fleetkey_handshakes_total %llu\n",
+    sb_printf(&b,
+              "# HELP fleetkey_handshakes_total TLS handshakes completed (client "
+              "certificate verified).\n# TYPE fleetkey_handshakes_total counter\n"
+              "fleetkey_handshakes_total %llu\n",
               srv->handshakes_ok);
     sb_printf(&b, "# HELP fleetkey_rejections_total Connections refused, by reason.\n"
                   "# TYPE fleetkey_rejections_total counter\n");
@@ -1364,10 +1362,11 @@ static int http_metrics(struct fk_server *srv, struct lws *wsi, struct http_sess
         sb_printf(&b, "fleetkey_rejections_total{reason=\"%s\"} %llu\n", reason_names[r],
                   srv->rejections[r]);
     }
-    sb_printf(&b, "# HELP fleetkey_messages_total WebSocket messages, by direction.\n"
-                  "# TYPE fleetkey_messages_total counter\n"
-                  "fleetkey_messages_total{direction=\"in\"} %llu\n"
-                  "fleetkey_messages_total{direction=\"out\"} %llu\n",
+    sb_printf(&b,
+              "# HELP fleetkey_messages_total WebSocket messages, by direction.\n"
+              "# TYPE fleetkey_messages_total counter\n"
+              "fleetkey_messages_total{direction=\"in\"} %llu\n"
+              "fleetkey_messages_total{direction=\"out\"} %llu\n",
               srv->msgs_in, srv->msgs_out);
     sb_printf(&b, "# HELP fleetkey_ws_closes_total WebSocket closes sent by the server, by "
                   "code.\n# TYPE fleetkey_ws_closes_total counter\n");
@@ -1375,34 +1374,35 @@ static int http_metrics(struct fk_server *srv, struct lws *wsi, struct http_sess
         sb_printf(&b, "fleetkey_ws_closes_total{code=\"%d\"} %llu\n", close_codes[i],
                   srv->closes[i]);
     }
-    sb_printf(&b, "# HELP fleetkey_http_requests_total HTTP requests served.\n"
-                  "# TYPE fleetkey_http_requests_total counter\n"
-                  "fleetkey_http_requests_total %llu\n"
-                  "# HELP fleetkey_crl_reloads_total CRL reloads, by result.\n"
-                  "# TYPE fleetkey_crl_reloads_total counter\n"
-                  "fleetkey_crl_reloads_total{result=\"ok\"} %llu\n"
-                  "fleetkey_crl_reloads_total{result=\"failed\"} %llu\n"
-                  "# HELP fleetkey_requests_total Server-initiated requests, by outcome.\n"
-                  "# TYPE fleetkey_requests_total counter\n"
-                  "fleetkey_requests_total{outcome=\"sent\"} %llu\n"
-                  "fleetkey_requests_total{outcome=\"answered\"} %llu\n"
-                  "fleetkey_requests_total{outcome=\"timed_out\"} %llu\n"
-                  "# HELP fleetkey_ota_jobs_total Update jobs accepted (POST /api/ota).\n"
-                  "# TYPE fleetkey_ota_jobs_total counter\n"
-                  "fleetkey_ota_jobs_total %zu\n"
-                  "# HELP fleetkey_ota_uploads_refused_total Update images refused.\n"
-                  "# TYPE fleetkey_ota_uploads_refused_total counter\n"
-                  "fleetkey_ota_uploads_refused_total %llu\n"
-                  "# HELP fleetkey_ota_bytes_total Image bytes pushed in ota_chunk requests.\n"
-                  "# TYPE fleetkey_ota_bytes_total counter\n"
-                  "fleetkey_ota_bytes_total %llu\n"
-                  "# HELP fleetkey_ota_keys_delivered_total OTA keys a device accepted, by slot.\n"
-                  "# TYPE fleetkey_ota_keys_delivered_total counter\n"
-                  "fleetkey_ota_keys_delivered_total{slot=\"ota_pubkey2\"} %llu\n"
-                  "fleetkey_ota_keys_delivered_total{slot=\"ota_pubkey\"} %llu\n"
-                  "# HELP fleetkey_uptime_seconds Seconds since start.\n"
-                  "# TYPE fleetkey_uptime_seconds gauge\n"
-                  "fleetkey_uptime_seconds %lld\n",
+    sb_printf(&b,
+              "# HELP fleetkey_http_requests_total HTTP requests served.\n"
+              "# TYPE fleetkey_http_requests_total counter\n"
+              "fleetkey_http_requests_total %llu\n"
+              "# HELP fleetkey_crl_reloads_total CRL reloads, by result.\n"
+              "# TYPE fleetkey_crl_reloads_total counter\n"
+              "fleetkey_crl_reloads_total{result=\"ok\"} %llu\n"
+              "fleetkey_crl_reloads_total{result=\"failed\"} %llu\n"
+              "# HELP fleetkey_requests_total Server-initiated requests, by outcome.\n"
+              "# TYPE fleetkey_requests_total counter\n"
+              "fleetkey_requests_total{outcome=\"sent\"} %llu\n"
+              "fleetkey_requests_total{outcome=\"answered\"} %llu\n"
+              "fleetkey_requests_total{outcome=\"timed_out\"} %llu\n"
+              "# HELP fleetkey_ota_jobs_total Update jobs accepted (POST /api/ota).\n"
+              "# TYPE fleetkey_ota_jobs_total counter\n"
+              "fleetkey_ota_jobs_total %zu\n"
+              "# HELP fleetkey_ota_uploads_refused_total Update images refused.\n"
+              "# TYPE fleetkey_ota_uploads_refused_total counter\n"
+              "fleetkey_ota_uploads_refused_total %llu\n"
+              "# HELP fleetkey_ota_bytes_total Image bytes pushed in ota_chunk requests.\n"
+              "# TYPE fleetkey_ota_bytes_total counter\n"
+              "fleetkey_ota_bytes_total %llu\n"
+              "# HELP fleetkey_ota_keys_delivered_total OTA keys a device accepted, by slot.\n"
+              "# TYPE fleetkey_ota_keys_delivered_total counter\n"
+              "fleetkey_ota_keys_delivered_total{slot=\"ota_pubkey2\"} %llu\n"
+              "fleetkey_ota_keys_delivered_total{slot=\"ota_pubkey\"} %llu\n"
+              "# HELP fleetkey_uptime_seconds Seconds since start.\n"
+              "# TYPE fleetkey_uptime_seconds gauge\n"
+              "fleetkey_uptime_seconds %lld\n",
               srv->http_requests, srv->crl_reloads, srv->crl_reload_failures, srv->requests,
               srv->responses, srv->request_timeouts, srv->njobs, srv->ota_uploads_refused,
               srv->ota_bytes, srv->ota_keys[0], srv->ota_keys[1],
@@ -1415,9 +1415,9 @@ static int http_metrics(struct fk_server *srv, struct lws *wsi, struct http_sess
                       fk_ota_tstate_name((enum fk_ota_tstate)st), srv->ota_states[st]);
         }
     }
-    int r = b.failed ? -1
-                     : http_reply(wsi, h, 200, "text/plain; version=0.0.4; charset=utf-8", b.p,
-                                  b.len);
+    int r = b.failed
+                ? -1
+                : http_reply(wsi, h, 200, "text/plain; version=0.0.4; charset=utf-8", b.p, b.len);
     free(b.p);
     return r;
 }
@@ -1589,8 +1589,8 @@ static int ota_post_start(struct fk_server *srv, struct lws *wsi, struct http_se
         }
     }
     if ((h->nids > 0) == (h->all != 0)) {
-        return upload_refuse(srv, wsi, h, 400, "expected ?device=ID[&device=ID...] or ?all=1",
-                             "-", NULL);
+        return upload_refuse(srv, wsi, h, 400, "expected ?device=ID[&device=ID...] or ?all=1", "-",
+                             NULL);
     }
     if (h->all && (fk_inventory_device_list(srv->inv, all_one, h, NULL) != FK_OK)) {
         return upload_refuse(srv, wsi, h, 500, "inventory error", "-", NULL);
@@ -1890,10 +1890,11 @@ static int ota_post_done(struct fk_server *srv, struct lws *wsi, struct http_ses
     cJSON_AddStringToObject(resp, "sha256", j->info.sha256);
     cJSON_AddNumberToObject(resp, "size", (double)j->info.size);
     cJSON_AddItemToObject(resp, "signers", fprs_json(&j->info.signers));
-    fk_log(FK_LOG_INFO, "server: ota %s: %s queued by %s for %zu device(s): version %s, %llu "
-                        "bytes, sha256 %s",
-           j->id, final, h->operator_name, j->n, j->info.version,
-           (unsigned long long)j->info.size, pre);
+    fk_log(FK_LOG_INFO,
+           "server: ota %s: %s queued by %s for %zu device(s): version %s, %llu "
+           "bytes, sha256 %s",
+           j->id, final, h->operator_name, j->n, j->info.version, (unsigned long long)j->info.size,
+           pre);
     upload_cleanup(h);
     r = http_json(wsi, h, 202, resp);
     /* Connected targets start now rather than at the next tick. */
@@ -1962,8 +1963,7 @@ static cJSON *job_json(const struct ota_job *j, int detail) {
     return o;
 }
 
-static int ota_get(struct fk_server *srv, struct lws *wsi, struct http_sess *h,
-                   const char *path) {
+static int ota_get(struct fk_server *srv, struct lws *wsi, struct http_sess *h, const char *path) {
     if (strcmp(path, "/api/ota") == 0) {
         cJSON *o = cJSON_CreateObject();
         cJSON *arr = cJSON_AddArrayToObject(o, "jobs");
@@ -1981,8 +1981,7 @@ static int ota_get(struct fk_server *srv, struct lws *wsi, struct http_sess *h,
     return http_json_error(wsi, h, 404, "no such job");
 }
 
-static int http_api(struct fk_server *srv, struct lws *wsi, struct http_sess *h,
-                    const char *path) {
+static int http_api(struct fk_server *srv, struct lws *wsi, struct http_sess *h, const char *path) {
     cJSON *o = NULL;
     if (strcmp(path, "/api/devices") == 0) {
         cJSON *arr = cJSON_CreateArray();
@@ -2045,15 +2044,15 @@ static int offers_subprotocol(struct lws *wsi) {
     return 0;
 }
 
-static int refuse_upgrade(struct fk_server *srv, struct lws *wsi, unsigned status,
-                          enum reason r, const char *who, const char *why) {
+static int refuse_upgrade(struct fk_server *srv, struct lws *wsi, unsigned status, enum reason r,
+                          const char *who, const char *why) {
     char peer[64];
     lws_get_peer_simple(wsi, peer, sizeof peer);
     if (r != R_COUNT) {
         srv->rejections[r]++;
     }
-    fk_log(FK_LOG_WARN, "server: %s %s: WebSocket upgrade refused (%u): %s%s%s", peer, who,
-           status, why, r != R_COUNT ? ", reason " : "", r != R_COUNT ? reason_names[r] : "");
+    fk_log(FK_LOG_WARN, "server: %s %s: WebSocket upgrade refused (%u): %s%s%s", peer, who, status,
+           why, r != R_COUNT ? ", reason " : "", r != R_COUNT ? reason_names[r] : "");
     if (lws_return_http_status(wsi, status, why)) {
         return -1;
     }
@@ -2262,8 +2261,8 @@ static void tick(lws_sorted_usec_list_t *sul) {
         }
         if (s->pending[0] != '\0' && now - s->pending_since >= 30) {
             /* docs/wss-protocol.md: the server gives up after 30 s; the connection stays. */
-            fk_log(FK_LOG_WARN, "server: %s %s: request %s unanswered after 30 s", s->peer,
-                   s->id, s->pending);
+            fk_log(FK_LOG_WARN, "server: %s %s: request %s unanswered after 30 s", s->peer, s->id,
+                   s->pending);
             srv->request_timeouts++;
             s->pending[0] = '\0';
             on_push_timeout(s);
@@ -2343,9 +2342,8 @@ enum fk_err fk_server_new(const struct fk_server_config *cfg, struct fk_server *
     }
     vi.vhost_name = "fleetkey";
     vi.port = (int)cfg->port;
-    vi.iface = strcmp(cfg->listen, "0.0.0.0") == 0 || strcmp(cfg->listen, "::") == 0
-                   ? NULL
-                   : cfg->listen;
+    vi.iface =
+        strcmp(cfg->listen, "0.0.0.0") == 0 || strcmp(cfg->listen, "::") == 0 ? NULL : cfg->listen;
     vi.protocols = protocols;
     vi.ssl_cert_filepath = cfg->cert;
     vi.ssl_private_key_filepath = cfg->key;
@@ -2359,8 +2357,9 @@ enum fk_err fk_server_new(const struct fk_server_config *cfg, struct fk_server *
                           " see the log)",
                           cfg->listen, cfg->port));
     lws_sul_schedule(srv->ctx, 0, &srv->tick, tick, LWS_US_PER_SEC);
-    fk_log(FK_LOG_INFO, "server: listening on %s:%u (wss %s, TLS 1.2-1.3, client certificates "
-                        "required)",
+    fk_log(FK_LOG_INFO,
+           "server: listening on %s:%u (wss %s, TLS 1.2-1.3, client certificates "
+           "required)",
            cfg->listen, fk_server_port(srv), FK_WSS_PATH);
     *out = srv;
     srv = NULL;

@@ -19,11 +19,11 @@
 
 #include <netdb.h>
 #include <poll.h>
-#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -183,9 +183,8 @@ static void send_body(SSL *ssl, int fd, FILE *f) {
     }
 }
 
-int fleetctl_https(SSL_CTX *ctx, const struct fleetctl_url *u, const char *method,
-                   const char *path, const char *body_path, unsigned timeout_s, int *status,
-                   char **body) {
+int fleetctl_https(SSL_CTX *ctx, const struct fleetctl_url *u, const char *method, const char *path,
+                   const char *body_path, unsigned timeout_s, int *status, char **body) {
     int rc = -1;
     SSL *ssl = NULL;
     char *buf = NULL;
@@ -382,8 +381,7 @@ int fleetctl_server_main(int argc, char **argv) {
         }
     } else if (strcmp(cmd, "devices") == 0 && i + 1 == argc) {
         snprintf(path, sizeof path, "/api/devices");
-    } else if (strcmp(cmd, "device") == 0 && id != NULL && i + 2 == argc &&
-               fk_pki_name_valid(id)) {
+    } else if (strcmp(cmd, "device") == 0 && id != NULL && i + 2 == argc && fk_pki_name_valid(id)) {
         snprintf(path, sizeof path, "/api/devices/%s", id);
     } else {
         usage(stderr);

@@ -84,8 +84,8 @@ out:
     return rc;
 }
 
-enum fk_err fleetctl_psk_from_file(const char *path, const char *identity,
-                                   struct fleetctl_psk *out, struct fk_diag *diag) {
+enum fk_err fleetctl_psk_from_file(const char *path, const char *identity, struct fleetctl_psk *out,
+                                   struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     uint8_t *buf = NULL;
     size_t len = 0;
@@ -96,8 +96,8 @@ enum fk_err fleetctl_psk_from_file(const char *path, const char *identity,
     while (a < b && (buf[a] == ' ' || buf[a] == '\n' || buf[a] == '\r' || buf[a] == '\t')) {
         a++;
     }
-    while (b > a && (buf[b - 1] == ' ' || buf[b - 1] == '\n' || buf[b - 1] == '\r' ||
-                     buf[b - 1] == '\t')) {
+    while (b > a &&
+           (buf[b - 1] == ' ' || buf[b - 1] == '\n' || buf[b - 1] == '\r' || buf[b - 1] == '\t')) {
         b--;
     }
     rc = set_psk(out, (const char *)buf + a, b - a, identity, path, diag);
@@ -202,8 +202,7 @@ static int open_socket(const char *host, const char *port, struct fk_diag *diag,
     }
     int fd = -1;
     for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                    ai->ai_protocol);
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
         if (fd < 0) {
             continue;
         }
@@ -288,8 +287,10 @@ enum fk_err fleetctl_robot_request(const char *host, const char *port,
         int saved = errno;
         if (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
             /* ICMP port unreachable on the connected socket: nobody listens there. */
-            rc = fk_diag_set(diag, FK_E_IO, "handshake failed: %s:%s: %s (no listener on that "
-                             "port?)", host, port, saved ? strerror(saved) : "socket error");
+            rc = fk_diag_set(diag, FK_E_IO,
+                             "handshake failed: %s:%s: %s (no listener on that "
+                             "port?)",
+                             host, port, saved ? strerror(saved) : "socket error");
             goto out;
         }
         ossl_reason(why, sizeof why);

@@ -95,8 +95,8 @@ static void set_baud(void *user, uint32_t baud) {
 static int parse_mac(const char *s, uint8_t mac[6]) {
     unsigned v[6];
     char tail;
-    if (strlen(s) != 17 || sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%c", &v[0], &v[1], &v[2], &v[3],
-                                  &v[4], &v[5], &tail) != 6) {
+    if (strlen(s) != 17 || sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%c", &v[0], &v[1], &v[2], &v[3], &v[4],
+                                  &v[5], &tail) != 6) {
         return -1;
     }
     for (int i = 0; i < 6; i++) {
@@ -139,15 +139,18 @@ static void default_mac(const char *path, uint8_t mac[6]) {
 /* Opens the flash image through the POSIX port, creating an erased 4 MiB chip when missing. */
 static int open_image(const char *path, struct fkd_flash_file *ff, struct fkd_flash *fl) {
     int create = access(path, F_OK) != 0;
-    enum fkd_err rc = fkd_flash_file_open(ff, path, create, create ? FKD_FLASH_DEFAULT_SIZE : 0, fl);
+    enum fkd_err rc =
+        fkd_flash_file_open(ff, path, create, create ? FKD_FLASH_DEFAULT_SIZE : 0, fl);
     if (rc != FKD_OK) {
         fprintf(stderr, "robot-sim: %s: cannot open the flash image (%s)\n", path,
                 fkd_strerror(rc));
         return -1;
     }
     if (fl->size < 0x10000u || (fl->size & (fl->size - 1u)) != 0) {
-        fprintf(stderr, "robot-sim: %s: a flash chip is a power of two of at least 64 KiB, this "
-                        "image has %u bytes\n", path, (unsigned)fl->size);
+        fprintf(stderr,
+                "robot-sim: %s: a flash chip is a power of two of at least 64 KiB, this "
+                "image has %u bytes\n",
+                path, (unsigned)fl->size);
         return -1;
     }
     return 0;
@@ -180,9 +183,11 @@ static int open_pty(struct link *l, char *name, size_t name_size) {
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: robot-sim --flash IMAGE --download-mode [--pty-link PATH]\n"
-               "       [--mac AA:BB:CC:DD:EE:FF] [--fault md5|drop|checksum|readback|silent|sticky]...\n"
-               "       [--boot-after] [-- BOOT-ARGS...]\n");
+    fprintf(
+        f,
+        "usage: robot-sim --flash IMAGE --download-mode [--pty-link PATH]\n"
+        "       [--mac AA:BB:CC:DD:EE:FF] [--fault md5|drop|checksum|readback|silent|sticky]...\n"
+        "       [--boot-after] [-- BOOT-ARGS...]\n");
 }
 
 /* Hands over to the normal boot: robot-sim (this program, or the one next to robot-sim-dl)
@@ -357,7 +362,8 @@ int fk_sim_download_main(int argc, char **argv) {
     fkd_rom_free(&rom);
     const struct fkd_rom_stats *st = fkd_rom_get_stats(&rom);
     printf("robot-sim: download mode done: %u frames, %u bad, %u error replies, %u bytes "
-           "written\n", st->frames, st->bad_frames, st->errors, st->flash_bytes);
+           "written\n",
+           st->frames, st->bad_frames, st->errors, st->flash_bytes);
     fflush(stdout);
     if (link_path != NULL) {
         (void)unlink(link_path);

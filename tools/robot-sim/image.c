@@ -34,8 +34,8 @@ static int put_image(struct fkd_flash *flash, const struct fkd_part_table *t, ui
                      const char *what, const char *path) {
     const struct fkd_part *p = fkd_part_find(t, FKD_PART_DATA, subtype, NULL);
     if (p == NULL) {
-        fprintf(stderr, "robot-sim: the partition table has no data/%s partition for %s\n",
-                what, path);
+        fprintf(stderr, "robot-sim: the partition table has no data/%s partition for %s\n", what,
+                path);
         return 2;
     }
     size_t len = 0;
@@ -91,8 +91,7 @@ int robot_sim_image(int argc, char **argv) {
         } else if (strcmp(a, "--size") == 0) {
             if (!robot_sim_parse_size(v, &size) || size % FKD_FLASH_SECTOR != 0 ||
                 size < 0x10000u || size > 16u * 1024u * 1024u) {
-                fprintf(stderr, "robot-sim: --size %s: expected 64K..16M, a multiple of 4K\n",
-                        v);
+                fprintf(stderr, "robot-sim: --size %s: expected 64K..16M, a multiple of 4K\n", v);
                 return 2;
             }
         } else {
@@ -164,8 +163,7 @@ int robot_sim_image(int argc, char **argv) {
         code = 4;
     }
     if (code == 0) {
-        fprintf(stderr, "robot-sim: %s: %u bytes, %u partitions\n", out, (unsigned)size,
-                dt.count);
+        fprintf(stderr, "robot-sim: %s: %u bytes, %u partitions\n", out, (unsigned)size, dt.count);
     } else {
         remove(out); /* never leave a half-made image behind */
     }

@@ -59,8 +59,7 @@ int robot_sim_parse_size(const char *s, uint32_t *out) {
     return 1;
 }
 
-void robot_sim_mount_nvs(struct robot_sim *r, int want_encrypted, int require_keys,
-                         int readonly) {
+void robot_sim_mount_nvs(struct robot_sim *r, int want_encrypted, int require_keys, int readonly) {
     const struct fkd_part *np = fkd_part_find(&r->parts, FKD_PART_DATA, FKD_PART_SUB_NVS, NULL);
     const struct fkd_part *kp =
         fkd_part_find(&r->parts, FKD_PART_DATA, FKD_PART_SUB_NVS_KEYS, NULL);
@@ -85,8 +84,9 @@ void robot_sim_mount_nvs(struct robot_sim *r, int want_encrypted, int require_ke
             fkd_log(FKD_LOG_ERROR, "boot: CONFIG_NVS_ENCRYPTION is set but there is no "
                                    "nvs_keys partition");
         } else {
-            fkd_log(FKD_LOG_ERROR, "boot: CONFIG_NVS_ENCRYPTION is set but nvs_keys '%s' holds "
-                                   "no usable keys (%s)",
+            fkd_log(FKD_LOG_ERROR,
+                    "boot: CONFIG_NVS_ENCRYPTION is set but nvs_keys '%s' holds "
+                    "no usable keys (%s)",
                     kp->label, krc == FKD_E_NOTFOUND ? "blank" : fkd_strerror(krc));
         }
         if (require_keys) {
@@ -180,8 +180,7 @@ static void print_status_text(void) {
     printf("wifi: %s\n", fkd_wifi_mode_name(p->wifi));
     printf("nvs: %s\n", p->nvs_encrypted ? "encrypted" : "unencrypted");
     for (int r = 0; r < FKD_RULE_COUNT; r++) {
-        printf("rule %s: %s\n", fkd_rule_name((enum fkd_rule)r),
-               p->held[r] ? "held" : "NOT held");
+        printf("rule %s: %s\n", fkd_rule_name((enum fkd_rule)r), p->held[r] ? "held" : "NOT held");
     }
     for (int i = 0; i < FKD_CRED_COUNT; i++) {
         const struct fkd_cred_info *in = fkd_store_info(&rs.store, (enum fkd_cred)i);
@@ -245,8 +244,8 @@ static int boot(int argc, char **argv) {
     }
     rc = fkd_part_load(&rs.flash, &rs.parts);
     if (rc != FKD_OK) {
-        fprintf(stderr, "robot-sim: %s: no valid partition table at 0x8000 (%s)\n",
-                rs.flash_path, fkd_strerror(rc));
+        fprintf(stderr, "robot-sim: %s: no valid partition table at 0x8000 (%s)\n", rs.flash_path,
+                fkd_strerror(rc));
         goto out;
     }
     size_t len = 0;

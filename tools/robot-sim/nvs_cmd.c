@@ -30,9 +30,8 @@ static const struct {
     const char *opt;
     uint8_t type;
 } int_opts[] = {
-    {"--u8", FKD_NVS_U8},   {"--i8", FKD_NVS_I8},   {"--u16", FKD_NVS_U16},
-    {"--i16", FKD_NVS_I16}, {"--u32", FKD_NVS_U32}, {"--i32", FKD_NVS_I32},
-    {"--u64", FKD_NVS_U64}, {"--i64", FKD_NVS_I64},
+    {"--u8", FKD_NVS_U8},   {"--i8", FKD_NVS_I8},   {"--u16", FKD_NVS_U16}, {"--i16", FKD_NVS_I16},
+    {"--u32", FKD_NVS_U32}, {"--i32", FKD_NVS_I32}, {"--u64", FKD_NVS_U64}, {"--i64", FKD_NVS_I64},
 };
 
 static int list_cb(void *user, const char *ns, const char *key, uint8_t type) {

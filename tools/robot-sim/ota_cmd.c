@@ -27,8 +27,10 @@ static void store_keys(const struct fkd_store *s, struct fkd_sbv2_keys *ks) {
         }
         enum fkd_err rc = fkd_sbv2_keys_add(ks, der, len);
         if (rc != FKD_OK) {
-            fkd_log(FKD_LOG_ERROR, "ota: %s is not a usable Secure Boot V2 key (%s): not "
-                                   "trusted", fkd_cred_name(ids[i]), fkd_strerror(rc));
+            fkd_log(FKD_LOG_ERROR,
+                    "ota: %s is not a usable Secure Boot V2 key (%s): not "
+                    "trusted",
+                    fkd_cred_name(ids[i]), fkd_strerror(rc));
         }
     }
 }
@@ -67,17 +69,18 @@ int robot_sim_ota_boot(struct robot_sim *rs, int text) {
         printf("app state: %s%s\n", state, running.rolled_back ? " (rolled back)" : "");
         printf("app signature: %s\n", running.signature_checked ? "verified" : "not checked");
     }
-    fkd_log(FKD_LOG_INFO, "boot: running %s: %s %s (secure_version %u, %s)%s",
-            running.part->label, a->project_name, a->version, (unsigned)a->secure_version,
-            state, running.rolled_back ? ", after a rollback" : "");
+    fkd_log(FKD_LOG_INFO, "boot: running %s: %s %s (secure_version %u, %s)%s", running.part->label,
+            a->project_name, a->version, (unsigned)a->secure_version, state,
+            running.rolled_back ? ", after a rollback" : "");
     return 0;
 }
 
 int robot_sim_ota_self_test(struct robot_sim *rs, const char *verdict) {
     if (verdict == NULL) {
         if (booted && running.slot >= 0 && running.state == FKD_OTA_IMG_PENDING_VERIFY) {
-            fkd_log(FKD_LOG_WARN, "ota: %s not confirmed yet: it is rolled back at the next "
-                                  "boot unless it passes its self-test",
+            fkd_log(FKD_LOG_WARN,
+                    "ota: %s not confirmed yet: it is rolled back at the next "
+                    "boot unless it passes its self-test",
                     running.part->label);
         }
         return 0;
@@ -92,8 +95,8 @@ int robot_sim_ota_self_test(struct robot_sim *rs, const char *verdict) {
     }
     enum fkd_err rc;
     if (strcmp(verdict, "pass") == 0) {
-        rc = fkd_ota_mark_valid(&rs->flash, &rs->parts, rs->nvs_mounted ? &rs->nvs : NULL,
-                                &running);
+        rc =
+            fkd_ota_mark_valid(&rs->flash, &rs->parts, rs->nvs_mounted ? &rs->nvs : NULL, &running);
         if (rc == FKD_OK) {
             printf("self-test: pass: %s %s marked valid\n", running.part->label,
                    running.app.version);
@@ -330,9 +333,8 @@ int robot_sim_ota(int argc, char **argv) {
         const struct fkd_sbv2_result *sr = fkd_ota_sig_result(&upd);
         printf("ota: installed %s %s (secure_version %u) into ota_%u in %zu chunks; signature "
                "block %d verified with %s; boots next, pending its self-test\n",
-               a->project_name, a->version, (unsigned)a->secure_version, upd.target_slot,
-               chunks, sr->block,
-               sr->key == 0 ? "security/ota_pubkey" : "security/ota_pubkey2");
+               a->project_name, a->version, (unsigned)a->secure_version, upd.target_slot, chunks,
+               sr->block, sr->key == 0 ? "security/ota_pubkey" : "security/ota_pubkey2");
     } else if (rc == FKD_E_POWERCUT) {
         fprintf(stderr, "robot-sim: power cut after %lu flash operations%s\n", cut,
                 torn ? " (last one torn)" : "");

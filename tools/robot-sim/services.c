@@ -20,7 +20,7 @@
  * self-test, start_services stops everything and returns ROBOT_SIM_REBOOT; main.c then
  * re-executes robot-sim with its original arguments (same pid), which boots the new slot.
  * ====================================================================================== */
-#include "ota_cmd.h"     /* issue 7: the running image, its self-test */
+#include "ota_cmd.h" /* issue 7: the running image, its self-test */
 #include "robot_sim.h"
 #include "wss_service.h" /* wss client (issue 6, section 3): its own thread, see there */
 
@@ -133,8 +133,8 @@ int start_services(struct robot_sim *rs, int argc, char **argv) {
         const uint8_t *psk = NULL;
         const char *identity = NULL;
         if (fkd_store_psk(&rs->store, &psk, &identity) != FKD_OK ||
-            fkd_ctl_set_psk(&ctl, FKD_CTL_SLOT_CURRENT, (const uint8_t *)identity,
-                            strlen(identity), psk, FKD_PSK_LEN, 1) != FKD_CTL_OK) {
+            fkd_ctl_set_psk(&ctl, FKD_CTL_SLOT_CURRENT, (const uint8_t *)identity, strlen(identity),
+                            psk, FKD_PSK_LEN, 1) != FKD_CTL_OK) {
             fkd_log(FKD_LOG_ERROR, "services: policy chose DTLS but the PSK is unusable");
             fkd_ctl_free(&ctl);
             return 1;
@@ -156,8 +156,8 @@ int start_services(struct robot_sim *rs, int argc, char **argv) {
     const char *mode = cfg.mode == FKD_CTL_MODE_DTLS ? "dtls-psk" : "plaintext";
     fkd_log(FKD_LOG_INFO, "services: control listener on udp %s:%u (%s, %d sessions)", bind_ip,
             (unsigned)fkd_ctl_port(&ctl), mode, CTL_SESSIONS);
-    printf("robot-sim: control listener on udp %s:%u (%s)\n", bind_ip,
-           (unsigned)fkd_ctl_port(&ctl), mode);
+    printf("robot-sim: control listener on udp %s:%u (%s)\n", bind_ip, (unsigned)fkd_ctl_port(&ctl),
+           mode);
     fflush(stdout);
 
     signal(SIGTERM, on_signal);
@@ -168,8 +168,10 @@ int start_services(struct robot_sim *rs, int argc, char **argv) {
     int code = 0;
     int pending = robot_sim_ota_pending();
     if (pending) {
-        fkd_log(FKD_LOG_INFO, "ota: self-test: waiting up to %lu ms for the control plane's "
-                              "welcome", self_test_ms);
+        fkd_log(FKD_LOG_INFO,
+                "ota: self-test: waiting up to %lu ms for the control plane's "
+                "welcome",
+                self_test_ms);
     }
     while (!stop && fkd_net_now_ms() < deadline) {
         if (fkd_ctl_poll(&ctl, 200) < 0) {
@@ -182,18 +184,19 @@ int start_services(struct robot_sim *rs, int argc, char **argv) {
             code = ROBOT_SIM_REBOOT;
             break;
         }
-        if (pending && !robot_sim_wss_welcomed() &&
-            fkd_net_now_ms() - booted_ms >= self_test_ms) {
+        if (pending && !robot_sim_wss_welcomed() && fkd_net_now_ms() - booted_ms >= self_test_ms) {
             robot_sim_wss_stop(); /* no confirmation can race the rollback now */
             if (robot_sim_ota_pending()) {
                 const struct fkd_ota_boot *b = robot_sim_ota_running();
-                fkd_log(FKD_LOG_ERROR, "ota: self-test failed: ota_%d %s was not welcomed by "
-                                       "the control plane within %lu ms: rolling back",
+                fkd_log(FKD_LOG_ERROR,
+                        "ota: self-test failed: ota_%d %s was not welcomed by "
+                        "the control plane within %lu ms: rolling back",
                         b->slot, b->app.version, self_test_ms);
                 int rb = robot_sim_ota_rollback(rs);
                 if (rb == 0) {
-                    fkd_log(FKD_LOG_WARN, "ota: ota_%d %s rolled back: marked invalid, the "
-                                          "next boot runs ota_%d",
+                    fkd_log(FKD_LOG_WARN,
+                            "ota: ota_%d %s rolled back: marked invalid, the "
+                            "next boot runs ota_%d",
                             b->slot, b->app.version, other_slot());
                     code = ROBOT_SIM_REBOOT;
                     break;
@@ -212,8 +215,9 @@ int start_services(struct robot_sim *rs, int argc, char **argv) {
     }
     struct fkd_ctl_stats st;
     fkd_ctl_get_stats(&ctl, &st);
-    fkd_log(FKD_LOG_INFO, "services: control listener stopped: %u handshakes ok, %u failed, "
-                          "%u requests",
+    fkd_log(FKD_LOG_INFO,
+            "services: control listener stopped: %u handshakes ok, %u failed, "
+            "%u requests",
             st.handshakes_ok, st.handshakes_failed, st.requests);
     fkd_ctl_free(&ctl);
     return code;

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static struct fkd_wss wss; /* ~11 KiB of caller memory: the whole client */
+static struct fkd_wss wss;           /* ~11 KiB of caller memory: the whole client */
 static struct fkd_ota_remote remote; /* ~8.5 KiB: OTA over the channel (fkd/ota_remote.h) */
 static struct fkd_wss_handler handler;
 static struct robot_sim *booted_rs; /* for the welcome hook */
@@ -73,8 +73,9 @@ static void *run(void *arg) {
     }
     struct fkd_wss_stats st;
     fkd_wss_get_stats(&wss, &st);
-    fkd_log(FKD_LOG_INFO, "services: wss client stopped (%s): %u attempts, %u connected, "
-                          "%u welcomed, %u pings, %u pongs, %u requests",
+    fkd_log(FKD_LOG_INFO,
+            "services: wss client stopped (%s): %u attempts, %u connected, "
+            "%u welcomed, %u pings, %u pongs, %u requests",
             fkd_wss_reason_name(r), st.attempts, st.connects, st.welcomes, st.pings_sent,
             st.pongs_received, st.requests);
     return NULL;
@@ -94,9 +95,10 @@ int robot_sim_wss_start(struct robot_sim *rs, const char *fw_version) {
     if (running != NULL && running->slot >= 0 && strstr(running->app.project_name, "no-wss")) {
         /* A simulated broken firmware (tests of rollback): it never reaches the control plane,
          * so its self-test times out. */
-        fkd_log(FKD_LOG_WARN, "services: firmware %s %s cannot reach the control plane "
-                              "(simulated broken build, project name contains no-wss): wss "
-                              "client not started",
+        fkd_log(FKD_LOG_WARN,
+                "services: firmware %s %s cannot reach the control plane "
+                "(simulated broken build, project name contains no-wss): wss "
+                "client not started",
                 running->app.project_name, running->app.version);
         return 0;
     }
