@@ -32,6 +32,7 @@
 #include <openssl/x509v3.h>
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -155,6 +156,7 @@ struct fk_server {
     char ota_dir[1024];
     struct ota_job **jobs;
     size_t njobs, jobs_cap;
+    unsigned long next_job;    /* number of the next job id; above every job on disk */
     struct fk_rot_current rot; /* the rotation started last, re-read once a second */
     int rot_found, rot_old_retired, rot_new_retired;
     unsigned long long ota_bytes, ota_states[FK_OTA_FAILED + 1], ota_keys[2], ota_uploads_refused;
@@ -679,6 +681,218 @@ static void audit_target(struct fk_server *srv, const struct ota_job *job,
     }
 }
 
+/* ---- jobs on disk --------------------------------------------------------------------------
+ * Each job is also a file, ota_dir/j-NNNNNN.json (what GET /api/ota/JOB shows), rewritten
+ * atomically at every state change, so a restarted server knows its jobs: finished ones for
+ * `fleetctl ota-status`, open ones to push again (a transfer cut by the restart starts over
+ * from byte 0, as after any disconnect). The image itself is the spool file named by its
+ * SHA-256 next to it, checked again when the job is loaded. */
+static cJSON *job_json(const struct ota_job *j, int detail);
+
+static void job_save(struct fk_server *srv, const struct ota_job *job) {
+    char path[1200];
+    struct fk_diag d;
+    fk_diag_init(&d);
+    cJSON *o = job_json(job, 1);
+    char *txt = o != NULL ? cJSON_Print(o) : NULL;
+    snprintf(path, sizeof path, "%s/%s.json", srv->ota_dir, job->id);
+    if (txt == NULL || fk_file_write_atomic(path, txt, strlen(txt), 0600, 0, &d) != FK_OK) {
+        fk_log(FK_LOG_WARN, "server: ota %s: job not saved (%s): a restart would forget it",
+               job->id, txt == NULL ? "out of memory" : d.msg);
+    }
+    cJSON_free(txt);
+    cJSON_Delete(o);
+}
+
+static const char *jstr_or(const cJSON *o, const char *name, const char *dflt) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    return cJSON_IsString(v) ? v->valuestring : dflt;
+}
+
+static int tstate_parse(const char *name, enum fk_ota_tstate *out) {
+    for (int st = FK_OTA_QUEUED; st <= FK_OTA_FAILED; st++) {
+        if (strcmp(name, fk_ota_tstate_name((enum fk_ota_tstate)st)) == 0) {
+            *out = (enum fk_ota_tstate)st;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static int job_append(struct fk_server *srv, struct ota_job *job) {
+    if (srv->njobs == srv->jobs_cap) {
+        size_t cap = srv->jobs_cap ? 2 * srv->jobs_cap : 16;
+        void *q = realloc(srv->jobs, cap * sizeof *srv->jobs);
+        if (q == NULL) {
+            return -1;
+        }
+        srv->jobs = q;
+        srv->jobs_cap = cap;
+    }
+    srv->jobs[srv->njobs++] = job;
+    return 0;
+}
+
+static void job_free(struct ota_job *job) {
+    if (job == NULL) {
+        return;
+    }
+    if (job->fd > 0) {
+        close(job->fd);
+    }
+    free(job->t);
+    free(job->updated);
+    free(job);
+}
+
+/* One saved job: its JSON, then its image checked again. Returns the job or NULL (why in
+ * *why; the file is left for the operator). */
+static struct ota_job *job_load(struct fk_server *srv, const char *name, unsigned long num,
+                                const char **why) {
+    char path[1200];
+    uint8_t *txt = NULL, *img = NULL;
+    size_t len = 0, ilen = 0;
+    struct ota_job *job = NULL;
+    cJSON *o = NULL;
+    *why = "unreadable";
+    snprintf(path, sizeof path, "%s/%s", srv->ota_dir, name);
+    if (fk_file_read(path, 4u << 20, &txt, &len, NULL) != FK_OK) {
+        goto fail;
+    }
+    *why = "not a job (JSON)";
+    o = cJSON_ParseWithLength((const char *)txt, len);
+    const cJSON *devs = cJSON_GetObjectItemCaseSensitive(o, "devices");
+    const char *sha = jstr_or(o, "sha256", "");
+    if (!cJSON_IsArray(devs) || cJSON_GetArraySize(devs) < 1 || strlen(sha) != 64 ||
+        strspn(sha, "0123456789abcdef") != 64) {
+        goto fail;
+    }
+    size_t n = (size_t)cJSON_GetArraySize(devs);
+    job = calloc(1, sizeof *job);
+    if (job == NULL || (job->t = calloc(n, sizeof *job->t)) == NULL ||
+        (job->updated = calloc(n, sizeof *job->updated)) == NULL) {
+        *why = "out of memory";
+        goto fail;
+    }
+    job->n = n;
+    snprintf(job->id, sizeof job->id, "j-%06lu", num);
+    snprintf(job->created_at, sizeof job->created_at, "%s", jstr_or(o, "created_at", ""));
+    snprintf(job->operator_name, sizeof job->operator_name, "%s", jstr_or(o, "operator", ""));
+    snprintf(job->path, sizeof job->path, "%s/%s.bin", srv->ota_dir, sha);
+    *why = "its image is missing or no longer checks";
+    struct fk_diag d;
+    fk_diag_init(&d);
+    if (fk_file_read(job->path, srv->cfg.ota_max_image, &img, &ilen, NULL) != FK_OK ||
+        fk_ota_image_check(img, ilen, &job->info, &d) != FK_OK ||
+        strcmp(job->info.sha256, sha) != 0) {
+        goto fail;
+    }
+    job->fd = open(job->path, O_RDONLY | O_CLOEXEC);
+    if (job->fd < 0) {
+        goto fail;
+    }
+    *why = "a device entry is malformed";
+    size_t i = 0;
+    const cJSON *e = NULL;
+    cJSON_ArrayForEach(e, devs) {
+        struct fk_ota_target *t = &job->t[i];
+        const char *id = jstr_or(e, "id", "");
+        const cJSON *att = cJSON_GetObjectItemCaseSensitive(e, "attempts");
+        if (!name_ok(id, strlen(id)) || strlen(id) > FK_WSS_ID_MAX ||
+            tstate_parse(jstr_or(e, "state", ""), &t->state) != 0 || !cJSON_IsNumber(att) ||
+            att->valuedouble < 0 || att->valuedouble > 1000) {
+            goto fail;
+        }
+        snprintf(t->device, sizeof t->device, "%s", id);
+        t->attempts = (unsigned)att->valuedouble;
+        const cJSON *sent = cJSON_GetObjectItemCaseSensitive(e, "sent");
+        if (cJSON_IsNumber(sent) && sent->valuedouble >= 0 &&
+            sent->valuedouble <= (double)job->info.size) {
+            t->sent = (uint64_t)sent->valuedouble;
+        }
+        snprintf(t->error, sizeof t->error, "%s", jstr_or(e, "error", ""));
+        snprintf(job->updated[i], sizeof job->updated[i], "%s", jstr_or(e, "updated_at", ""));
+        if (t->state == FK_OTA_SENDING) {
+            t->state = FK_OTA_QUEUED; /* the transfer the restart cut starts over */
+            t->sent = 0;
+        }
+        i++;
+    }
+    cJSON_Delete(o);
+    free(txt);
+    free(img);
+    return job;
+fail:
+    cJSON_Delete(o);
+    free(txt);
+    free(img);
+    job_free(job);
+    return NULL;
+}
+
+/* At start: every saved job, in id order; next_job above the highest id seen. */
+static void jobs_load(struct fk_server *srv) {
+    DIR *dir = opendir(srv->ota_dir);
+    struct dirent *de;
+    unsigned long *nums = NULL;
+    size_t n = 0, cap = 0;
+    srv->next_job = 1;
+    while (dir != NULL && (de = readdir(dir)) != NULL) {
+        unsigned long num = 0;
+        char tail[8] = "";
+        if (sscanf(de->d_name, "j-%6lu%7s", &num, tail) != 2 || strcmp(tail, ".json") != 0 ||
+            strlen(de->d_name) != 2 + 6 + 5 || num == 0) {
+            continue;
+        }
+        if (n == cap) {
+            cap = cap ? 2 * cap : 16;
+            unsigned long *q = realloc(nums, cap * sizeof *nums);
+            if (q == NULL) {
+                break;
+            }
+            nums = q;
+        }
+        nums[n++] = num;
+        if (num >= srv->next_job) {
+            srv->next_job = num + 1;
+        }
+    }
+    if (dir != NULL) {
+        closedir(dir);
+    }
+    /* creation order: the order pushes are served in */
+    for (size_t a = 1; a < n; a++) {
+        for (size_t b = a; b > 0 && nums[b - 1] > nums[b]; b--) {
+            unsigned long x = nums[b];
+            nums[b] = nums[b - 1];
+            nums[b - 1] = x;
+        }
+    }
+    size_t open_jobs = 0;
+    for (size_t k = 0; k < n; k++) {
+        char name[32];
+        const char *why = NULL;
+        snprintf(name, sizeof name, "j-%06lu.json", nums[k]);
+        struct ota_job *job = job_load(srv, name, nums[k], &why);
+        if (job == NULL || job_append(srv, job) != 0) {
+            fk_log(FK_LOG_ERROR, "server: %s/%s: job not loaded: %s", srv->ota_dir, name,
+                   job == NULL ? why : "out of memory");
+            job_free(job);
+            continue;
+        }
+        for (size_t i = 0; i < job->n; i++) {
+            srv->ota_states[job->t[i].state]++;
+            open_jobs += !fk_ota_tstate_final(job->t[i].state);
+        }
+    }
+    free(nums);
+    if (n > 0) {
+        fk_log(FK_LOG_INFO,
+               "server: %zu update job(s) loaded from %s, %zu device(s) still to update",
+               srv->njobs, srv->ota_dir, open_jobs);
+    }
+}
+
 /* A target changed state: log, count, audit, and the rotation's firmware confirmation. */
 static void target_changed(struct fk_server *srv, struct ota_job *job, struct fk_ota_target *t,
                            enum fk_ota_tstate was) {
@@ -699,6 +913,7 @@ static void target_changed(struct fk_server *srv, struct ota_job *job, struct fk
         strcasecmp(job->info.signers.fpr[0], srv->rot.keys.new_fpr) == 0) {
         rot_confirm(srv, t->device, 1);
     }
+    job_save(srv, job);
 }
 
 /* The first job (in creation order) with a target for id that is not final. */
@@ -1834,22 +2049,16 @@ static int ota_post_done(struct fk_server *srv, struct lws *wsi, struct http_ses
         r = upload_refuse(srv, wsi, h, 500, "cannot spool the image", pre, NULL);
         goto out;
     }
-    if (srv->njobs == srv->jobs_cap) {
-        size_t cap = srv->jobs_cap ? 2 * srv->jobs_cap : 16;
-        void *q = realloc(srv->jobs, cap * sizeof *srv->jobs);
-        if (q == NULL) {
-            goto out;
-        }
-        srv->jobs = q;
-        srv->jobs_cap = cap;
-    }
-    snprintf(job->id, sizeof job->id, "j-%06zu", srv->njobs + 1);
+    snprintf(job->id, sizeof job->id, "j-%06lu", srv->next_job);
     fk_time_rfc3339((long long)time(NULL), job->created_at);
     snprintf(job->operator_name, sizeof job->operator_name, "%s", h->operator_name);
     snprintf(job->path, sizeof job->path, "%s", final);
     job->info = info;
     job->n = h->nids;
-    srv->jobs[srv->njobs++] = job;
+    if (job_append(srv, job) != 0) {
+        goto out;
+    }
+    srv->next_job++;
     struct ota_job *j = job;
     job = NULL;
     cJSON *resp = cJSON_CreateObject();
@@ -1886,6 +2095,7 @@ static int ota_post_done(struct fk_server *srv, struct lws *wsi, struct http_ses
             target_changed(srv, j, t, FK_OTA_QUEUED);
         }
     }
+    job_save(srv, j);
     cJSON_AddStringToObject(resp, "version", j->info.version);
     cJSON_AddStringToObject(resp, "sha256", j->info.sha256);
     cJSON_AddNumberToObject(resp, "size", (double)j->info.size);
@@ -1905,14 +2115,7 @@ static int ota_post_done(struct fk_server *srv, struct lws *wsi, struct http_ses
         }
     }
 out:
-    if (job != NULL) {
-        if (job->fd > 0) {
-            close(job->fd);
-        }
-        free(job->t);
-        free(job->updated);
-        free(job);
-    }
+    job_free(job);
     cJSON_Delete(blocking);
     free(p);
     free(img);
@@ -2316,6 +2519,7 @@ enum fk_err fk_server_new(const struct fk_server_config *cfg, struct fk_server *
                   fk_diag_set(diag, FK_E_TOOBIG, "ota_dir path too long"));
     }
     FK_GUARD(fk_mkdirs(srv->ota_dir, 0700, diag));
+    jobs_load(srv);
     rot_refresh(srv);
     if (ctx_idx < 0) {
         ctx_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
@@ -2420,10 +2624,7 @@ void fk_server_free(struct fk_server *srv) {
     }
     fk_inventory_close(srv->inv);
     for (size_t j = 0; j < srv->njobs; j++) {
-        close(srv->jobs[j]->fd);
-        free(srv->jobs[j]->t);
-        free(srv->jobs[j]->updated);
-        free(srv->jobs[j]);
+        job_free(srv->jobs[j]);
     }
     free(srv->jobs);
     free(srv);

@@ -100,8 +100,9 @@ start_server() {
     "$BIN/fleetkey-server" --listen 127.0.0.1 --port 0 --port-file port \
         --cert pki/servers/localhost.chain.pem --key pki/servers/localhost.key.pem \
         --ca pki/ca-chain.pem --crl crl.pem --inventory keys/inventory.db \
-        --ping_interval 2 >srv.out 2>srv.err </dev/null &
-    PIDS="$PIDS $!"
+        --ping_interval 2 >srv.out 2>>srv.err </dev/null &
+    SPID=$!
+    PIDS="$PIDS $SPID"
     wait_for port "[0-9]" || fail "fleetkey-server did not start"
     P=$(cat port)
     FC="$BIN/fleetctl --p12 ops.p12 --password-file pw.txt --server https://127.0.0.1:$P \
@@ -181,7 +182,8 @@ update)
     mint 3
     run 0 ota_new3 $FC ota --device robot-020000002003 --no-wait v2.a.bin
     expect ota_new3.out "job j-"
-    run 0 st3 $FC ota-status "$(sed -n 's/^job \(j-[0-9]*\).*/\1/p' ota_new3.out)"
+    J3=$(sed -n 's/^job \(j-[0-9]*\).*/\1/p' ota_new3.out)
+    run 0 st3 $FC ota-status "$J3"
     expect st3.out "robot-020000002003 *queued"
     # signed only by a key no robot trusts: the server refuses it and names the robots
     run 1 ota_b $FC ota --all --wait 60 v2.b.bin
@@ -202,8 +204,30 @@ update)
     run 1 ota_old $FC ota --device $D2 --wait 120 v0.a.bin
     expect ota_old.out "$D2.*refused.*anti_rollback"
     expect rs2.err "REFUSED"
+    # The server restarts: its jobs survive (finished ones for ota-status, open ones are
+    # pushed again), and new jobs get new ids.
+    kill -TERM "$SPID"
+    wait "$SPID" 2>/dev/null || true
+    echo '{"job": "j-000099", "devices": [' >keys/ota/j-000099.json # a damaged job file
+    start_server
+    wait_for srv.err "update job(s) loaded from" || fail "jobs not reloaded"
+    expect srv.err "j-000099.json: job not loaded: not a job"
+    run 0 st1_after $FC ota-status j-000001
+    expect st1_after.out "$D1 *confirmed"
+    run 0 st3_after $FC ota-status "$J3"
+    expect st3_after.out "robot-020000002003 *queued"
+    start_robot 3
+    i=0
+    while ! $FC ota-status "$J3" 2>/dev/null | grep -q "robot-020000002003 *confirmed"; do
+        i=$((i + 1))
+        [ $i -le 600 ] || fail "robot 3 never confirmed the job queued before the restart"
+        sleep 0.1
+    done
+    run 0 ota_after $FC ota --device $D2 --no-wait v2.a.bin
+    expect ota_after.out "job j-000100" # ids never reused, not even a damaged file's
     stop_robot 1
     stop_robot 2
+    stop_robot 3
     run 0 final1 "$RS" --flash robot1.img --sdkconfig prod.sdkconfig --boot-only
     expect final1.out "app: robot 2.0.0"
     expect final1.out "app state: valid"
