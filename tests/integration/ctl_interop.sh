@@ -10,43 +10,26 @@ set -eu
 case_=$1
 bin=$2
 work=$3
+HERE=$(cd "$(dirname "$0")" && pwd)
 rm -rf "$work"
 mkdir -p "$work"
 cd "$work"
 
 PSK=$(openssl rand -hex 32)
 ID=robot-A1B2C3D4E5F6
-PIDS=""
+. "$HERE/lib.sh" # PIDS, stop_all, wait_for
 
 fail() {
     echo "FAIL [$case_]: $*" >&2
     for f in testd.err testd.out; do
         [ -f "$f" ] && { echo "--- $f" >&2; cat "$f" >&2; }
     done
-    cleanup
+    stop_all
     exit 1
 }
 
-cleanup() {
-    for p in $PIDS; do
-        kill "$p" 2>/dev/null || true
-    done
-    PIDS=""
-}
-trap cleanup EXIT
+trap stop_all EXIT
 
-# wait_for FILE PATTERN: up to 100 x 0.1 s for PATTERN to appear in FILE.
-wait_for() {
-    i=0
-    while [ $i -lt 100 ]; do
-        if [ -f "$1" ] && grep -q -- "$2" "$1"; then
-            return 0
-        fi
-        sleep 0.1
-        i=$((i + 1))
-    done
-    return 1
-}
 
 # start_testd ARGS...: starts ctl_testd, sets TPORT and TPID.
 start_testd() {

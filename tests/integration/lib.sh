@@ -1,5 +1,6 @@
 # Helpers for the integration scripts that stop at the first failure (ota_update.sh,
-# rotation_cli.sh, robot_sim_provisioned.sh). Source it before `cd` with
+# rotation_cli.sh, robot_sim_provisioned.sh, ota_wss.sh, wss.sh, mtls_provision.sh,
+# ctl_interop.sh). Source it before `cd` with
 #   . "$(dirname "$0")/lib.sh"
 # Scripts that count failures and go on (ota_cli.sh, flash.sh...) keep their own helpers:
 # their fail does not exit.
@@ -23,4 +24,30 @@ run() {
 # expect FILE TEXT: FILE contains TEXT (a grep pattern).
 expect() {
     grep -q -- "$2" "$1" || { cat "$1"; fail "$1 lacks '$2'"; }
+}
+
+# Background processes a script starts go into PIDS; stop_all ends them (make it the EXIT trap:
+# `trap stop_all EXIT`). Scripts with a fail of their own define it after sourcing this file.
+PIDS=""
+stop_all() {
+    for p in $PIDS; do
+        kill "$p" 2>/dev/null || true
+    done
+    for p in $PIDS; do
+        wait "$p" 2>/dev/null || true
+    done
+    PIDS=""
+}
+# wait_for FILE PATTERN [TENTHS]: up to TENTHS x 0.1 s (default 150) for PATTERN to appear in
+# FILE; 1 when it never did.
+wait_for() {
+    i=0
+    while [ $i -lt "${3:-150}" ]; do
+        if [ -f "$1" ] && grep -q -- "$2" "$1"; then
+            return 0
+        fi
+        sleep 0.1
+        i=$((i + 1))
+    done
+    return 1
 }

@@ -8,39 +8,20 @@
 set -eu
 bin=$1
 work=$2
+HERE=$(cd "$(dirname "$0")" && pwd)
 rm -rf "$work"
 mkdir -p "$work"
 cd "$work"
 PK="$bin/provision-keys"
 RS="$bin/robot-sim"
-PIDS=""
-cleanup() {
-    for p in $PIDS; do
-        kill "$p" 2>/dev/null || true
-    done
-    for p in $PIDS; do
-        wait "$p" 2>/dev/null || true
-    done
-}
-trap cleanup EXIT
+. "$HERE/lib.sh" # PIDS, stop_all, wait_for
+trap stop_all EXIT
 fail() {
     echo "FAIL [mtls_provision]: $*" >&2
     for f in batch.err rs.err srv.err; do
         [ -f "$f" ] && { echo "--- $f" >&2; tail -n 40 "$f" >&2; }
     done
     exit 1
-}
-wait_for() {
-    i=0
-    n=${3:-150}
-    while [ $i -lt "$n" ]; do
-        if [ -f "$1" ] && grep -q -- "$2" "$1"; then
-            return 0
-        fi
-        sleep 0.1
-        i=$((i + 1))
-    done
-    return 1
 }
 
 "$PK" ca init --dir pki --name "mTLS Provisioning Test" >/dev/null 2>&1 || fail "ca init"

@@ -36,29 +36,7 @@ mkdir -p "$TMP/keys"
 . "$(dirname "$0")/lib.sh"
 cd "$TMP"
 
-PIDS=""
-cleanup() {
-    for p in $PIDS; do
-        kill "$p" 2>/dev/null || true
-    done
-    for p in $PIDS; do
-        wait "$p" 2>/dev/null || true
-    done
-}
-trap cleanup EXIT
-
-# wait_for FILE PATTERN [TENTHS]: up to TENTHS x 0.1 s (default 600) for PATTERN in FILE.
-wait_for() {
-    i=0
-    while [ $i -lt "${3:-600}" ]; do
-        grep -q -- "$2" "$1" 2>/dev/null && return 0
-        sleep 0.1
-        i=$((i + 1))
-    done
-    echo "--- $1" >&2
-    tail -n 30 "$1" >&2 2>/dev/null || true
-    return 1
-}
+trap stop_all EXIT
 
 # ---- the fleet: CA, server, operator, robots ---------------------------------------------
 run 0 ca_init "$PK" ca init --dir pki --name "OTA over wss test"
@@ -103,7 +81,7 @@ start_server() {
         --ping_interval 2 >srv.out 2>>srv.err </dev/null &
     SPID=$!
     PIDS="$PIDS $SPID"
-    wait_for port "[0-9]" || fail "fleetkey-server did not start"
+    wait_for port "[0-9]" 600 || fail "fleetkey-server did not start"
     P=$(cat port)
     FC="$BIN/fleetctl --p12 ops.p12 --password-file pw.txt --server https://127.0.0.1:$P \
         --ca pki/ca-chain.pem"
@@ -210,7 +188,7 @@ update)
     wait "$SPID" 2>/dev/null || true
     echo '{"job": "j-000099", "devices": [' >keys/ota/j-000099.json # a damaged job file
     start_server
-    wait_for srv.err "update job(s) loaded from" || fail "jobs not reloaded"
+    wait_for srv.err "update job(s) loaded from" 600 || fail "jobs not reloaded"
     expect srv.err "j-000099.json: job not loaded: not a job"
     run 0 st1_after $FC ota-status j-000001
     expect st1_after.out "$D1 *confirmed"
@@ -261,7 +239,7 @@ rotation)
     # connection or at once); they confirm, the inventory records it
     run 0 ota_dual $FC ota --device $D1 --device $D2 --wait 180 v2.ab.bin
     for n in 1 2; do
-        wait_for rs$n.err "ota_pubkey2" || fail "robot $n never got ota_pubkey2"
+        wait_for rs$n.err "ota_pubkey2" 600 || fail "robot $n never got ota_pubkey2"
     done
     i=0
     while [ $i -lt 300 ]; do
@@ -282,7 +260,7 @@ rotation)
     # robot 3 comes online: it gets the key and confirms
     start_robot 3
     welcomed 3 1 || fail "robot 3 not welcomed"
-    wait_for rs3.err "ota_pubkey2" || fail "robot 3 never got ota_pubkey2"
+    wait_for rs3.err "ota_pubkey2" 600 || fail "robot 3 never got ota_pubkey2"
     i=0
     while [ $i -lt 300 ]; do
         $R sign-release --new-only --output v3.b.bin v3.bin >rel3.out 2>rel3.err && break
@@ -302,7 +280,7 @@ rotation)
     run 1 sign_old "$PK" sign --inventory keys/inventory.db --key "$VEC/key_a.pem" \
         --output x.bin v2.bin
     for n in 1 2 3; do
-        wait_for rs$n.err "ota_pubkey replaced\|promoted" || fail "robot $n: no promotion"
+        wait_for rs$n.err "ota_pubkey replaced\|promoted" 600 || fail "robot $n: no promotion"
     done
     # an old-key image is now refused by the server (retired key)
     run 0 sign_a3 "$PK" sign --key "$VEC/key_a.pem" --output v3.a.bin v3.bin

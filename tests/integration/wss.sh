@@ -27,6 +27,7 @@ set -eu
 case_=$1
 bin=$2
 work=$3
+HERE=$(cd "$(dirname "$0")" && pwd)
 rm -rf "$work"
 mkdir -p "$work"
 cd "$work"
@@ -34,18 +35,8 @@ cd "$work"
 PK="$bin/provision-keys"
 RS="$bin/robot-sim"
 ID=robot-A1B2C3D4E5F6
-PIDS=""
-
-cleanup() {
-    for p in $PIDS; do
-        kill "$p" 2>/dev/null || true
-    done
-    for p in $PIDS; do
-        wait "$p" 2>/dev/null || true
-    done
-    PIDS=""
-}
-trap cleanup EXIT
+. "$HERE/lib.sh" # PIDS, stop_all, wait_for, run, expect
+trap stop_all EXIT
 
 fail() {
     echo "FAIL [$case_]: $*" >&2
@@ -56,18 +47,6 @@ fail() {
 }
 
 # wait_for FILE PATTERN [TRIES]: up to TRIES (default 150) x 0.1 s for PATTERN in FILE.
-wait_for() {
-    i=0
-    n=${3:-150}
-    while [ $i -lt "$n" ]; do
-        if [ -f "$1" ] && grep -q -- "$2" "$1"; then
-            return 0
-        fi
-        sleep 0.1
-        i=$((i + 1))
-    done
-    return 1
-}
 
 # A CA with a device certificate, and the device's sdkconfig from `provision-keys kconfig`
 # (the seed's development path: CONFIG_MINITRAIN_* with the PEMs Kconfig-escaped).
@@ -266,7 +245,7 @@ backoff)
     sdkconfig localhost
     # a port nothing listens on: bind it with s_server, then stop s_server
     start_s_server pki/servers/localhost.crt.pem pki/servers/localhost.key.pem
-    cleanup
+    stop_all
     start_robot "wss://127.0.0.1:$SPORT/ws" --wss-attempts 4 --wss-backoff-ms 50
     wait_for rs.err "giving up after 4 attempts" 300 || fail "client did not give up"
     [ "$(grep -c 'wss: connect to 127.0.0.1 port' rs.err)" -eq 4 ] || fail "not 4 attempts"
