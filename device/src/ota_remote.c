@@ -212,20 +212,11 @@ static const char *state_name(const struct fkd_ota_boot *b) {
     if (b->entry < 0) {
         return "undefined"; /* no otadata entry: a factory-flashed robot */
     }
-    switch (b->state) {
-    case FKD_OTA_IMG_NEW:
-        return "new";
-    case FKD_OTA_IMG_PENDING_VERIFY:
-        return "pending_verify";
-    case FKD_OTA_IMG_VALID:
-        return "valid";
-    case FKD_OTA_IMG_INVALID:
-        return "invalid";
-    case FKD_OTA_IMG_ABORTED:
-        return "aborted";
-    default:
-        return "undefined";
+    if (b->state == FKD_OTA_IMG_PENDING_VERIFY) {
+        return "pending_verify"; /* the protocol's spelling; robot-sim prints pending-verify */
     }
+    const char *n = fkd_ota_img_state_name(b->state);
+    return strcmp(n, "?") == 0 ? "undefined" : n;
 }
 
 /* ---- trusted keys -----------------------------------------------------------------------------
