@@ -12,20 +12,8 @@
 set -eu
 B=$(cd "${1:-build-bench}" && pwd)/bin
 RUNS=${FK_BENCH_OTA_RUNS:-3}
-for p in fleetkey-server fleetctl robot-sim provision-keys mkappimage; do
-    [ -x "$B/$p" ] || { echo "bench_ota_wss: $B/$p not built; skipped"; exit 0; }
-done
-T=$(mktemp -d /tmp/fk_bench_ota_wss.XXXXXX)
-PIDS=""
-cleanup() {
-    for p in $PIDS; do
-        kill "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-    done
-    rm -rf "$T"
-}
-trap cleanup EXIT INT TERM
-cd "$T"
+. "$(dirname "$0")/lib.inc"
+bench_begin bench_ota_wss fleetkey-server fleetctl robot-sim provision-keys mkappimage
 PK="$B/provision-keys"
 RS="$B/robot-sim"
 q() { "$@" >/dev/null 2>&1 || { echo "bench_ota_wss: failed: $*" >&2; exit 1; }; }

@@ -22,20 +22,8 @@ B=$(cd "${1:-build-bench}" && pwd)/bin
 S=${FK_BENCH_SECONDS:-5}
 W=${FK_BENCH_WORKERS:-4}
 N=${FK_BENCH_CONNS:-10000}
-for p in fleetkey-server server_load provision-keys; do
-    [ -x "$B/$p" ] || { echo "bench_server: $B/$p not built; skipped"; exit 0; }
-done
-T=$(mktemp -d /tmp/fk_bench_server.XXXXXX)
-PIDS=""
-cleanup() {
-    for p in $PIDS; do
-        kill "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-    done
-    rm -rf "$T"
-}
-trap cleanup EXIT INT TERM
-cd "$T"
+. "$(dirname "$0")/lib.inc"
+bench_begin bench_server fleetkey-server server_load provision-keys
 
 "$B/provision-keys" ca init --dir pki >/dev/null 2>&1
 "$B/provision-keys" ca issue --dir pki --server localhost --san IP:127.0.0.1 >/dev/null 2>&1
