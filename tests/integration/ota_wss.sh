@@ -11,7 +11,10 @@
 #             key no robot trusts is refused by the server (409, the robots listed); an image
 #             whose firmware cannot reach the control plane is installed, fails its
 #             self-test and the robot rolls back (rolled_back); an anti-rollback image is
-#             refused by the robot and reported; an unsigned image is refused by the server
+#             refused by the robot and reported; an unsigned image is refused by the server;
+#             the server restarts with a job still queued for a robot that never connected:
+#             the job is reloaded (a damaged job file is skipped), the robot connects and
+#             confirms it, new jobs continue the numbering
 #   rotation  the seed's OTA signing-key rotation over the network with its interlocks: the
 #             server delivers security/ota_pubkey2 to each robot and confirms it in the
 #             inventory; a new-key-only release is refused while one robot is offline (named
