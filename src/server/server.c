@@ -112,6 +112,7 @@ struct ota_job {
     size_t n;
     struct fk_ota_target *t;
     char (*updated)[FK_INV_TIME_SIZE]; /* per target: when its state last changed */
+    int dirty; /* changed since its file was written (saved by the next tick) */
 };
 
 struct http_sess {
@@ -682,8 +683,10 @@ static void audit_target(struct fk_server *srv, const struct ota_job *job,
 }
 
 /* ---- jobs on disk --------------------------------------------------------------------------
- * Each job is also a file, ota_dir/j-NNNNNN.json (what GET /api/ota/JOB shows), rewritten
- * atomically at every state change, so a restarted server knows its jobs: finished ones for
+ * Each job is also a file, ota_dir/j-NNNNNN.json (what GET /api/ota/JOB shows), written when
+ * the job is accepted and then rewritten atomically at most once a second while its targets
+ * change (a fleet-wide job changes thousands of times; one write per change would be quadratic)
+ * and at shutdown, so a restarted server knows its jobs: finished ones for
  * `fleetctl ota-status`, open ones to push again (a transfer cut by the restart starts over
  * from byte 0, as after any disconnect). The image itself is the spool file named by its
  * SHA-256 next to it, checked again when the job is loaded. */
@@ -702,6 +705,18 @@ static void job_save(struct fk_server *srv, const struct ota_job *job) {
     }
     cJSON_free(txt);
     cJSON_Delete(o);
+}
+
+/* The jobs changed since they were last written. A crash loses at most a second of
+ * transitions, which the robots' next reports re-establish (running the image valid:
+ * confirmed) or which a transfer restart repeats. */
+static void jobs_save_dirty(struct fk_server *srv) {
+    for (size_t j = 0; j < srv->njobs; j++) {
+        if (srv->jobs[j]->dirty) {
+            srv->jobs[j]->dirty = 0;
+            job_save(srv, srv->jobs[j]);
+        }
+    }
 }
 
 static const char *jstr_or(const cJSON *o, const char *name, const char *dflt) {
@@ -913,7 +928,7 @@ static void target_changed(struct fk_server *srv, struct ota_job *job, struct fk
         strcasecmp(job->info.signers.fpr[0], srv->rot.keys.new_fpr) == 0) {
         rot_confirm(srv, t->device, 1);
     }
-    job_save(srv, job);
+    job->dirty = 1;
 }
 
 /* The first job (in creation order) with a target for id that is not final. */
@@ -2095,7 +2110,8 @@ static int ota_post_done(struct fk_server *srv, struct lws *wsi, struct http_ses
             target_changed(srv, j, t, FK_OTA_QUEUED);
         }
     }
-    job_save(srv, j);
+    j->dirty = 0;
+    job_save(srv, j); /* on disk before the operator hears 202 */
     cJSON_AddStringToObject(resp, "version", j->info.version);
     cJSON_AddStringToObject(resp, "sha256", j->info.sha256);
     cJSON_AddNumberToObject(resp, "size", (double)j->info.size);
@@ -2453,6 +2469,7 @@ static void tick(lws_sorted_usec_list_t *sul) {
     struct fk_server *srv = lws_container_of(sul, struct fk_server, tick);
     time_t now = time(NULL);
     crl_maybe_reload(srv);
+    jobs_save_dirty(srv);
     for (struct session *s = srv->sessions; s != NULL; s = s->next) {
         if (s->close_code != 0) {
             continue;
@@ -2623,6 +2640,7 @@ void fk_server_free(struct fk_server *srv) {
         lws_context_destroy(srv->ctx);
     }
     fk_inventory_close(srv->inv);
+    jobs_save_dirty(srv);
     for (size_t j = 0; j < srv->njobs; j++) {
         job_free(srv->jobs[j]);
     }
