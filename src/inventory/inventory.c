@@ -769,12 +769,18 @@ out:
 
 enum fk_err fk_inventory_audit_list(struct fk_inventory *inv, fk_inv_audit_fn *fn, void *user,
                                     struct fk_diag *diag) {
+    return fk_inventory_audit_list_after(inv, 0, fn, user, diag);
+}
+
+enum fk_err fk_inventory_audit_list_after(struct fk_inventory *inv, long long after,
+                                          fk_inv_audit_fn *fn, void *user, struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     sqlite3_stmt *s = NULL;
     FK_ENSURE(sqlite3_prepare_v2(inv->db,
                                  "SELECT seq, at, actor, kind, subject, hash FROM audit"
-                                 " ORDER BY seq",
-                                 -1, &s, NULL) == SQLITE_OK,
+                                 " WHERE seq > ?1 ORDER BY seq",
+                                 -1, &s, NULL) == SQLITE_OK &&
+                  sqlite3_bind_int64(s, 1, after) == SQLITE_OK,
               db_fail(inv, diag, "prepare"));
     for (;;) {
         int r = sqlite3_step(s);

@@ -158,6 +158,7 @@ struct fk_server {
     struct ota_job **jobs;
     size_t njobs, jobs_cap;
     unsigned long next_job;    /* number of the next job id; above every job on disk */
+    long long audit_seen;      /* newest audit row looked at for revocations */
     struct fk_rot_current rot; /* the rotation started last, re-read once a second */
     int rot_found, rot_old_retired, rot_new_retired;
     unsigned long long ota_bytes, ota_states[FK_OTA_FAILED + 1], ota_keys[2], ota_uploads_refused;
@@ -2312,6 +2313,36 @@ static int inventory_revoked(struct fk_server *srv, struct lws *wsi, const char 
     return m.revoked;
 }
 
+/* ---- revocations recorded in the inventory while devices are connected -------------------
+ * `ca revoke --inventory` appends a pki.cert_revoked audit row naming the device; each tick
+ * reads the rows appended since the last one, and a connected device so named whose own
+ * certificate the inventory now marks revoked is closed 1008, without waiting for the next
+ * CRL. Only new rows are read, so a tick costs nothing when nothing happened. */
+static int on_new_audit(void *user, const struct fk_inv_audit *a) {
+    struct fk_server *srv = user;
+    srv->audit_seen = a->seq;
+    if (strcmp(a->kind, "pki.cert_revoked") != 0) {
+        return 0;
+    }
+    for (struct session *s = srv->sessions; s != NULL; s = s->next) {
+        if (s->hello_done && !s->closing && s->close_code == 0 && strcmp(s->id, a->subject) == 0 &&
+            inventory_revoked(srv, s->wsi, s->id)) {
+            fk_log(FK_LOG_WARN, "server: %s %s: certificate revoked in the inventory: closing",
+                   s->peer, s->id);
+            schedule_close(s, s->wsi, FK_WSS_CLOSE_POLICY, "certificate revoked");
+        }
+    }
+    return 0;
+}
+
+static void revocations_check(struct fk_server *srv) {
+    struct fk_diag d;
+    fk_diag_init(&d);
+    if (fk_inventory_audit_list_after(srv->inv, srv->audit_seen, on_new_audit, srv, &d) != FK_OK) {
+        fk_log(FK_LOG_WARN, "server: reading new audit rows failed: %s", d.msg);
+    }
+}
+
 static int confirm_upgrade(struct fk_server *srv, struct lws *wsi) {
     char path[128];
     char name[FK_WSS_ID_MAX + 1];
@@ -2469,6 +2500,7 @@ static void tick(lws_sorted_usec_list_t *sul) {
     struct fk_server *srv = lws_container_of(sul, struct fk_server, tick);
     time_t now = time(NULL);
     crl_maybe_reload(srv);
+    revocations_check(srv);
     jobs_save_dirty(srv);
     for (struct session *s = srv->sessions; s != NULL; s = s->next) {
         if (s->close_code != 0) {
@@ -2536,6 +2568,7 @@ enum fk_err fk_server_new(const struct fk_server_config *cfg, struct fk_server *
                   fk_diag_set(diag, FK_E_TOOBIG, "ota_dir path too long"));
     }
     FK_GUARD(fk_mkdirs(srv->ota_dir, 0700, diag));
+    revocations_check(srv); /* from now on only new rows: older ones were judged at upgrade */
     jobs_load(srv);
     rot_refresh(srv);
     if (ctx_idx < 0) {

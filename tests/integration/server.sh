@@ -214,6 +214,28 @@ revoke)
     ok "$W" --port "$P" $(dev $D2) --upgrade-status 403
     expect_log "$D2: WebSocket upgrade refused (403): certificate revoked in the inventory"
     expect_metric_ge 'fleetkey_rejections_total{reason="revoked"}' 1
+    # D3, whose certificate the inventory records, is connected when `ca revoke --inventory`
+    # revokes it: the server reads the new audit row and closes it 1008 at once, before any
+    # CRL is published.
+    D3=robot-020000000003
+    ok "$PK" generate --output keys/d3.json --mac 02:00:00:00:00:03
+    ok "$PK" ca issue --dir pki --device $D3
+    fpr3="sha256:$(openssl x509 -in pki/devices/$D3.crt.pem -outform DER | sha256sum | cut -c1-64)"
+    sqlite3 keys/inventory.db "INSERT INTO credentials(device_id, kind, version, fingerprint,
+        created_at, state) VALUES('$D3', 'mtls_cert', 1, '$fpr3', '2026-01-01T00:00:00Z',
+        'active')" || fail "sqlite3 insert"
+    "$W" --port "$P" $(dev $D3) --timeout 60 hello $D3 expect-close 1008 >d3.out 2>d3.err &
+    D3_PID=$!
+    i=0
+    until grep -q welcome d3.out 2>/dev/null; do
+        i=$((i + 1))
+        [ $i -le 200 ] || fail "D3 did not connect"
+        sleep 0.1
+    done
+    ok "$PK" ca revoke --dir pki --device $D3 --reason keyCompromise \
+        --inventory keys/inventory.db
+    wait "$D3_PID" || { cat d3.out d3.err >&2; fail "D3 was not closed 1008 on its revocation"; }
+    expect_log "$D3: certificate revoked in the inventory: closing"
     ok "$PK" ca revoke --dir pki --device $D1 --reason keyCompromise \
         --inventory keys/inventory.db
     ok "$PK" ca crl --dir pki --out crl.pem.new

@@ -240,6 +240,19 @@ static void audit_refuses_update_through_the_library_file(void **state) {
     sqlite3_close(db);
 }
 
+struct after_walk {
+    long long *seq;
+    size_t *n;
+};
+
+static int collect_seq(void *user, const struct fk_inv_audit *a) {
+    struct after_walk *w = user;
+    if (*w->n < 16) {
+        w->seq[(*w->n)++] = a->seq;
+    }
+    return 0;
+}
+
 static void audit_chain_verifies_when_untouched(void **state) {
     (void)state;
     fresh_db("intact");
@@ -254,6 +267,18 @@ static void audit_chain_verifies_when_untouched(void **state) {
     assert_int_equal(rep.head_seq, 10);
     assert_int_equal(strlen(rep.head_hash), 64);
     assert_string_equal(rep.problem, "");
+    /* a reader that saw rows 1..7 gets 8, 9, 10, in order */
+    inv = open_db();
+    long long seen[16];
+    size_t n_seen = 0;
+    struct after_walk w = {seen, &n_seen};
+    assert_int_equal(fk_inventory_audit_list_after(inv, 7, collect_seq, &w, NULL), FK_OK);
+    assert_int_equal(n_seen, 3);
+    assert_true(seen[0] == 8 && seen[1] == 9 && seen[2] == 10);
+    n_seen = 0;
+    assert_int_equal(fk_inventory_audit_list_after(inv, 10, collect_seq, &w, NULL), FK_OK);
+    assert_int_equal(n_seen, 0);
+    fk_inventory_close(inv);
 }
 
 /* Each tampering scenario starts from the same 10-row log. */
