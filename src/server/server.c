@@ -157,8 +157,10 @@ struct fk_server {
     char ota_dir[1024];
     struct ota_job **jobs;
     size_t njobs, jobs_cap;
-    unsigned long next_job;    /* number of the next job id; above every job on disk */
-    long long audit_seen;      /* newest audit row looked at for revocations */
+    unsigned long next_job;  /* number of the next job id; above every job on disk */
+    long long audit_seen;    /* newest audit row looked at for revocations */
+    long long rot_audit_seq; /* audit_seen when the rotation state was last read */
+    int rot_loaded;
     struct fk_rot_current rot; /* the rotation started last, re-read once a second */
     int rot_found, rot_old_retired, rot_new_retired;
     unsigned long long ota_bytes, ota_states[FK_OTA_FAILED + 1], ota_keys[2], ota_uploads_refused;
@@ -579,6 +581,11 @@ static void rot_refresh(struct fk_server *srv) {
     int found = 0, old_ret = 0, new_ret = 0;
     struct fk_diag d;
     fk_diag_init(&d);
+    /* Every rotation step appends an audit row; without a new row (revocations_check reads
+     * them each tick) nothing can have changed, and the reads below scan every credential. */
+    if (srv->rot_loaded && srv->rot_audit_seq == srv->audit_seen) {
+        return;
+    }
     if (fk_rotation_current(srv->inv, &cur, &found, &d) != FK_OK ||
         (found && (fk_rotation_key_retired(srv->inv, cur.keys.old_fpr, &old_ret, &d) != FK_OK ||
                    fk_rotation_key_retired(srv->inv, cur.keys.new_fpr, &new_ret, &d) != FK_OK))) {
@@ -593,6 +600,8 @@ static void rot_refresh(struct fk_server *srv) {
     srv->rot_found = found;
     srv->rot_old_retired = old_ret;
     srv->rot_new_retired = new_ret;
+    srv->rot_loaded = 1;
+    srv->rot_audit_seq = srv->audit_seen;
 }
 
 /* Does the report list fpr (under NVS key name, or under any name when name is NULL)? */
