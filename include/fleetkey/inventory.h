@@ -158,6 +158,10 @@ FK_MUST_CHECK enum fk_err fk_inventory_audit_verify(struct fk_inventory *inv,
 /* Calls fn for each audit row in seq order. FK_OK, FK_E_DB. */
 FK_MUST_CHECK enum fk_err fk_inventory_audit_list(struct fk_inventory *inv, fk_inv_audit_fn *fn,
                                                   void *user, struct fk_diag *diag);
+/* *found = 1 when some audit row has this kind and subject. FK_OK, FK_E_DB. */
+FK_MUST_CHECK enum fk_err fk_inventory_audit_exists(struct fk_inventory *inv, const char *kind,
+                                                    const char *subject, int *found,
+                                                    struct fk_diag *diag);
 /* The same for the rows with seq > after only (what another process appended since a reader
  * last looked; seq comes from the rows it saw, or 0). FK_OK, FK_E_DB. */
 FK_MUST_CHECK enum fk_err fk_inventory_audit_list_after(struct fk_inventory *inv, long long after,

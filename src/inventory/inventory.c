@@ -772,6 +772,26 @@ enum fk_err fk_inventory_audit_list(struct fk_inventory *inv, fk_inv_audit_fn *f
     return fk_inventory_audit_list_after(inv, 0, fn, user, diag);
 }
 
+enum fk_err fk_inventory_audit_exists(struct fk_inventory *inv, const char *kind,
+                                      const char *subject, int *found, struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    sqlite3_stmt *s = NULL;
+    *found = 0;
+    FK_ENSURE(sqlite3_prepare_v2(inv->db,
+                                 "SELECT 1 FROM audit WHERE kind = ?1 AND subject = ?2 LIMIT 1", -1,
+                                 &s, NULL) == SQLITE_OK &&
+                  bind_text(s, 1, kind, 0) == SQLITE_OK &&
+                  bind_text(s, 2, subject, 0) == SQLITE_OK,
+              db_fail(inv, diag, "prepare"));
+    int r = sqlite3_step(s);
+    FK_ENSURE(r == SQLITE_ROW || r == SQLITE_DONE, db_fail(inv, diag, "audit exists"));
+    *found = r == SQLITE_ROW;
+    rc = FK_OK;
+out:
+    sqlite3_finalize(s);
+    return rc;
+}
+
 enum fk_err fk_inventory_audit_list_after(struct fk_inventory *inv, long long after,
                                           fk_inv_audit_fn *fn, void *user, struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;

@@ -163,6 +163,38 @@ out:
     return rc;
 }
 
+/* One device's part (for confirm, which the server calls once per device: loading the whole
+ * fleet each time would make a fleet's confirmations quadratic). st gets that device only
+ * (n 0 when it does not exist or is retired) and new_only_release. */
+static enum fk_err load_one(struct fk_inventory *inv, const struct fk_rot_keys *k,
+                            const char *device, struct fk_rot_status *st, struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    struct loader l = {st, k, 0, 0, NULL};
+    struct fk_inv_device dev;
+    int found = 0;
+    memset(st, 0, sizeof *st);
+    rc = fk_inventory_device_get(inv, device, &dev, diag);
+    if (rc == FK_E_NOTFOUND) {
+        return FK_OK;
+    }
+    FK_GUARD(rc);
+    if (on_device(&l, &dev) != 0 || l.nomem) {
+        rc = FK_E_NOMEM;
+        goto out;
+    }
+    FK_GUARD(fk_inventory_credential_list(inv, device, on_cred, &l, diag));
+    FK_GUARD(fk_inventory_audit_exists(inv, "ota_rotation.release_new_only", k->new_fpr, &found,
+                                       diag));
+    st->new_only_release = found;
+    rc = FK_OK;
+out:
+    free(l.max_version);
+    if (rc != FK_OK) {
+        fk_rot_status_free(st);
+    }
+    return rc;
+}
+
 enum fk_err fk_rotation_status(struct fk_inventory *inv, const struct fk_rot_keys *k,
                                struct fk_rot_status *out, struct fk_diag *diag) {
     return load(inv, k, out, NULL, diag);
@@ -504,7 +536,7 @@ enum fk_err fk_rotation_confirm(struct fk_inventory *inv, const struct fk_rot_ke
     cJSON *rdet = NULL;
     FK_GUARD(fk_inventory_begin(inv, diag));
     in_tx = 1;
-    FK_GUARD(load(inv, k, &st, NULL, diag));
+    FK_GUARD(load_one(inv, k, device, &st, diag));
     struct fk_rot_device *d = bsearch(device, st.dev, st.n, sizeof *st.dev, cmp_id);
     FK_ENSURE(d != NULL, fk_diag_set(diag, FK_E_NOTFOUND, "no device %s in the inventory", device));
     if (!d->holds_new) {

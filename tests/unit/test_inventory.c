@@ -278,6 +278,16 @@ static void audit_chain_verifies_when_untouched(void **state) {
     n_seen = 0;
     assert_int_equal(fk_inventory_audit_list_after(inv, 10, collect_seq, &w, NULL), FK_OK);
     assert_int_equal(n_seen, 0);
+    int found = 0;
+    assert_int_equal(
+        fk_inventory_audit_exists(inv, "device.minted", "robot-000000000009", &found, NULL), FK_OK);
+    assert_int_equal(found, 1);
+    assert_int_equal(
+        fk_inventory_audit_exists(inv, "device.minted", "robot-000000000010", &found, NULL), FK_OK);
+    assert_int_equal(found, 0);
+    assert_int_equal(
+        fk_inventory_audit_exists(inv, "device.retired", "robot-000000000009", &found, NULL), FK_OK);
+    assert_int_equal(found, 0);
     fk_inventory_close(inv);
 }
 
