@@ -64,6 +64,22 @@ hello_json() {
 dev() { echo "--ca $CA --cert pki/devices/$1.chain.pem --key pki/devices/$1.key.pem"; }
 OPER="--ca $CA --cert pki/operators/alice.chain.pem --key pki/operators/alice.key.pem"
 
+# hold ID NAME STEP...: device ID connects in the background and stays (wss_client hello
+# ID STEP..., output in NAME.out / NAME.err); returns once it is welcomed, with HELD_PID set.
+hold() {
+    hold_id=$1
+    hold_name=$2
+    shift 2
+    "$W" --port "$P" $(dev $hold_id) --timeout 60 hello $hold_id "$@" >$hold_name.out \
+        2>$hold_name.err &
+    HELD_PID=$!
+    i=0
+    until grep -q welcome $hold_name.out 2>/dev/null; do
+        i=$((i + 1))
+        [ $i -le 200 ] || fail "$hold_id did not connect"
+        sleep 0.1
+    done
+}
 metrics() {
     "$W" --port "$P" $OPER --get /metrics >metrics.txt 2>/dev/null || fail "GET /metrics"
 }
@@ -184,26 +200,13 @@ refusals)
 revoke)
     start_server
     # D2 connects and stays connected across the CRL reloads.
-    "$W" --port "$P" $(dev $D2) --timeout 60 hello $D2 wait-file go1 ping wait-file go2 ping \
-        >d2.out 2>d2.err &
-    D2_PID=$!
-    i=0
-    until grep -q welcome d2.out 2>/dev/null; do
-        i=$((i + 1))
-        [ $i -le 200 ] || fail "D2 did not connect"
-        sleep 0.1
-    done
+    hold $D2 d2 wait-file go1 ping wait-file go2 ping
+    D2_PID=$HELD_PID
     ok "$W" --port "$P" $(dev $D1) hello $D1
     # D1 connects again and stays: when the CRL revokes it, the server ends this connection
     # with 1008 at the reload (it was admitted under the old CRL).
-    "$W" --port "$P" $(dev $D1) --timeout 60 hello $D1 expect-close 1008 >d1.out 2>d1.err &
-    D1_PID=$!
-    i=0
-    until grep -q welcome d1.out 2>/dev/null; do
-        i=$((i + 1))
-        [ $i -le 200 ] || fail "D1 did not connect"
-        sleep 0.1
-    done
+    hold $D1 d1 expect-close 1008
+    D1_PID=$HELD_PID
     # The inventory marks D2's certificate revoked (as `ca revoke --inventory` does for a
     # recorded credential) before any CRL says so: new upgrades are refused at once, with
     # 403 and reason revoked; the established D2 connection is not touched.
@@ -224,14 +227,8 @@ revoke)
     sqlite3 keys/inventory.db "INSERT INTO credentials(device_id, kind, version, fingerprint,
         created_at, state) VALUES('$D3', 'mtls_cert', 1, '$fpr3', '2026-01-01T00:00:00Z',
         'active')" || fail "sqlite3 insert"
-    "$W" --port "$P" $(dev $D3) --timeout 60 hello $D3 expect-close 1008 >d3.out 2>d3.err &
-    D3_PID=$!
-    i=0
-    until grep -q welcome d3.out 2>/dev/null; do
-        i=$((i + 1))
-        [ $i -le 200 ] || fail "D3 did not connect"
-        sleep 0.1
-    done
+    hold $D3 d3 expect-close 1008
+    D3_PID=$HELD_PID
     ok "$PK" ca revoke --dir pki --device $D3 --reason keyCompromise \
         --inventory keys/inventory.db
     wait "$D3_PID" || { cat d3.out d3.err >&2; fail "D3 was not closed 1008 on its revocation"; }
