@@ -93,6 +93,9 @@ static int cmp_id(const void *key, const void *elem) {
 
 static int on_cred(void *user, const struct fk_inv_credential *c) {
     struct loader *l = user;
+    if (l->st->n == 0) {
+        return 0; /* no device takes part (dev is NULL: not a bsearch base) */
+    }
     struct fk_rot_device *d =
         bsearch(c->device_id, l->st->dev, l->st->n, sizeof *l->st->dev, cmp_id);
     if (d == NULL) {
@@ -183,8 +186,8 @@ static enum fk_err load_one(struct fk_inventory *inv, const struct fk_rot_keys *
         goto out;
     }
     FK_GUARD(fk_inventory_credential_list(inv, device, on_cred, &l, diag));
-    FK_GUARD(fk_inventory_audit_exists(inv, "ota_rotation.release_new_only", k->new_fpr, &found,
-                                       diag));
+    FK_GUARD(
+        fk_inventory_audit_exists(inv, "ota_rotation.release_new_only", k->new_fpr, &found, diag));
     st->new_only_release = found;
     rc = FK_OK;
 out:
@@ -537,7 +540,8 @@ enum fk_err fk_rotation_confirm(struct fk_inventory *inv, const struct fk_rot_ke
     FK_GUARD(fk_inventory_begin(inv, diag));
     in_tx = 1;
     FK_GUARD(load_one(inv, k, device, &st, diag));
-    struct fk_rot_device *d = bsearch(device, st.dev, st.n, sizeof *st.dev, cmp_id);
+    /* load_one gives this device or none (st.dev NULL: no bsearch on it) */
+    struct fk_rot_device *d = st.n == 1 ? &st.dev[0] : NULL;
     FK_ENSURE(d != NULL, fk_diag_set(diag, FK_E_NOTFOUND, "no device %s in the inventory", device));
     if (!d->holds_new) {
         rc = fk_diag_set(diag, FK_E_STATE, "refused: %s does not hold the new key (run start)",

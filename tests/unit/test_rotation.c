@@ -196,6 +196,8 @@ static void rotation_refuses_each_early_step_then_completes(void **state) {
     assert_int_equal(fk_rotation_confirm(inv, &K, "robot-AAAAAAAAAA02", 0, "t", &d), FK_OK);
     assert_int_equal(fk_rotation_confirm(inv, &K, "robot-AAAAAAAAAA02", 0, "t", &d), FK_OK);
     assert_int_equal(fk_rotation_confirm(inv, &K, "robot-NOPE", 0, "t", &d), FK_E_NOTFOUND);
+    /* a retired device takes no part */
+    assert_int_equal(fk_rotation_confirm(inv, &K, "robot-AAAAAAAAAA09", 0, "t", &d), FK_E_NOTFOUND);
     /* A device that has only just been seen is listed all the same, with when. */
     struct fk_inv_presence p;
     memset(&p, 0, sizeof p);
