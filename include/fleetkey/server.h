@@ -226,6 +226,12 @@ enum fk_ota_tstate {
 };
 /* "queued", "sending", ...; never NULL. */
 const char *fk_ota_tstate_name(enum fk_ota_tstate st);
+/* The state named name. FK_OK, FK_E_PARSE. */
+FK_MUST_CHECK enum fk_err fk_ota_tstate_parse(const char *name, enum fk_ota_tstate *out);
+
+/* 1 when (s, n) is an identity name the fleet uses (device ids, operator names): 1..64 bytes of
+ * [A-Za-z0-9._-], not starting with '.' or '-'. */
+int fk_wss_id_valid(const char *s, size_t n);
 int fk_ota_tstate_final(enum fk_ota_tstate st);
 
 struct fk_ota_target {
@@ -236,6 +242,30 @@ struct fk_ota_target {
     unsigned chunk;     /* decoded bytes per ota_chunk in this attempt */
     char error[FK_WSS_STR_MAX + 1]; /* refused/failed/rolled_back: why */
 };
+
+#define FK_OTA_TIME_SIZE 21 /* RFC 3339 UTC "2026-11-25T17:00:00Z" + NUL */
+
+/* A saved job as read back at start: fleetkey-server keeps each as ota_dir/j-NNNNNN.json,
+ * the object that GET on /api/ota/JOB answers. */
+struct fk_ota_job_record {
+    char created_at[FK_OTA_TIME_SIZE];
+    char operator_name[FK_WSS_ID_MAX + 1];
+    char sha256[65]; /* of the signed file: the spool file is <sha256>.bin */
+    size_t n;
+    struct fk_ota_target *t;             /* n targets (sent, attempts, state, error) */
+    char (*updated)[FK_OTA_TIME_SIZE];   /* n times of the last state change */
+};
+
+/* Parses a saved job (buf, len: JSON, at most 4 MiB). Every device entry must have a valid id
+ * (fk_wss_id_valid), a known state and 0..1000 attempts; "sent" (non-negative) and "error"
+ * (cut to fit) are optional; sha256 must be 64 lowercase hex digits; at least one device. A
+ * transfer the file shows under way (sending) is returned as queued with sent 0: whoever reads
+ * it back starts that transfer over. out is owned by the caller (fk_ota_job_record_free).
+ * FK_OK; FK_E_PARSE (diag says what); FK_E_TOOBIG; FK_E_NOMEM. Thread-safe. */
+FK_MUST_CHECK enum fk_err fk_ota_job_parse(const uint8_t *buf, size_t len,
+                                           struct fk_ota_job_record *out, struct fk_diag *diag);
+/* Frees what fk_ota_job_parse allocated; zeroes r. NULL-safe. */
+void fk_ota_job_record_free(struct fk_ota_job_record *r);
 
 /* Applies a device's report (hello or status "ota") to its target of the job whose app image
  * hash is app_sha256. Returns 1 when the state changed. A report without "ota" changes

@@ -11,11 +11,13 @@
 
 #include "fleetkey/ota.h"
 
+#include <cjson/cJSON.h>
 #include <openssl/evp.h>
 
 #define FK_OTA_DER_MAX 1024 /* DER SubjectPublicKeyInfo: RSA-3072 is 422 bytes */
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -127,6 +129,30 @@ out:
 }
 
 /* ---- a device's target ------------------------------------------------------------------ */
+
+int fk_wss_id_valid(const char *s, size_t n) {
+    if (n == 0 || n > FK_WSS_ID_MAX || s[0] == '.' || s[0] == '-') {
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-')) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+enum fk_err fk_ota_tstate_parse(const char *name, enum fk_ota_tstate *out) {
+    for (int st = FK_OTA_QUEUED; st <= FK_OTA_FAILED; st++) {
+        if (strcmp(name, fk_ota_tstate_name((enum fk_ota_tstate)st)) == 0) {
+            *out = (enum fk_ota_tstate)st;
+            return FK_OK;
+        }
+    }
+    return FK_E_PARSE;
+}
 
 const char *fk_ota_tstate_name(enum fk_ota_tstate st) {
     switch (st) {
@@ -344,4 +370,83 @@ enum fk_ota_action fk_ota_next(const struct fk_ota_view *v) {
         return t->sent < v->size ? FK_OTA_ACT_CHUNK : FK_OTA_ACT_FINISH;
     }
     return FK_OTA_ACT_NONE;
+}
+
+/* ---- saved jobs ------------------------------------------------------------------------- */
+
+static const char *jstr(const cJSON *o, const char *name) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+void fk_ota_job_record_free(struct fk_ota_job_record *r) {
+    if (r == NULL) {
+        return;
+    }
+    free(r->t);
+    free(r->updated);
+    memset(r, 0, sizeof *r);
+}
+
+enum fk_err fk_ota_job_parse(const uint8_t *buf, size_t len, struct fk_ota_job_record *out,
+                             struct fk_diag *diag) {
+    enum fk_err rc = FK_E_PARSE;
+    cJSON *o = NULL;
+    memset(out, 0, sizeof *out);
+    FK_ENSURE(len <= (4u << 20), fk_diag_set(diag, FK_E_TOOBIG, "job: %zu bytes", len));
+    o = cJSON_ParseWithLength((const char *)buf, len);
+    FK_ENSURE(cJSON_IsObject(o), fk_diag_set(diag, FK_E_PARSE, "job: not a JSON object"));
+    const char *sha = jstr(o, "sha256");
+    FK_ENSURE(sha != NULL && strlen(sha) == 64 && strspn(sha, "0123456789abcdef") == 64,
+              fk_diag_set(diag, FK_E_PARSE, "job: sha256: expected 64 lowercase hex digits"));
+    memcpy(out->sha256, sha, 65);
+    snprintf(out->created_at, sizeof out->created_at, "%s",
+             jstr(o, "created_at") != NULL ? jstr(o, "created_at") : "");
+    const char *op = jstr(o, "operator");
+    FK_ENSURE(op == NULL || op[0] == '\0' || fk_wss_id_valid(op, strlen(op)),
+              fk_diag_set(diag, FK_E_PARSE, "job: operator: not a name"));
+    snprintf(out->operator_name, sizeof out->operator_name, "%s", op != NULL ? op : "");
+    const cJSON *devs = cJSON_GetObjectItemCaseSensitive(o, "devices");
+    int nd = cJSON_IsArray(devs) ? cJSON_GetArraySize(devs) : 0;
+    FK_ENSURE(nd >= 1, fk_diag_set(diag, FK_E_PARSE, "job: devices: expected a non-empty array"));
+    out->t = calloc((size_t)nd, sizeof *out->t);
+    out->updated = calloc((size_t)nd, sizeof *out->updated);
+    FK_ENSURE(out->t != NULL && out->updated != NULL, FK_E_NOMEM);
+    const cJSON *e = NULL;
+    cJSON_ArrayForEach(e, devs) {
+        size_t i = out->n;
+        struct fk_ota_target *t = &out->t[i];
+        const char *id = jstr(e, "id");
+        const char *state = jstr(e, "state");
+        const cJSON *att = cJSON_GetObjectItemCaseSensitive(e, "attempts");
+        const cJSON *sent = cJSON_GetObjectItemCaseSensitive(e, "sent");
+        FK_ENSURE(id != NULL && fk_wss_id_valid(id, strlen(id)),
+                  fk_diag_set(diag, FK_E_PARSE, "job: devices[%zu].id: not a device id", i));
+        FK_ENSURE(state != NULL && fk_ota_tstate_parse(state, &t->state) == FK_OK,
+                  fk_diag_set(diag, FK_E_PARSE, "job: devices[%zu].state: unknown", i));
+        FK_ENSURE(cJSON_IsNumber(att) && att->valuedouble >= 0 && att->valuedouble <= 1000,
+                  fk_diag_set(diag, FK_E_PARSE, "job: devices[%zu].attempts: expected 0..1000", i));
+        FK_ENSURE(sent == NULL || (cJSON_IsNumber(sent) && sent->valuedouble >= 0 &&
+                                   sent->valuedouble <= 9007199254740992.0),
+                  fk_diag_set(diag, FK_E_PARSE, "job: devices[%zu].sent: expected a size", i));
+        snprintf(t->device, sizeof t->device, "%s", id);
+        t->attempts = (unsigned)att->valuedouble;
+        t->sent = sent != NULL ? (uint64_t)sent->valuedouble : 0;
+        const char *err = jstr(e, "error");
+        snprintf(t->error, sizeof t->error, "%s", err != NULL ? err : "");
+        const char *upd = jstr(e, "updated_at");
+        snprintf(out->updated[i], sizeof out->updated[i], "%s", upd != NULL ? upd : "");
+        if (t->state == FK_OTA_SENDING) {
+            t->state = FK_OTA_QUEUED; /* the transfer the file shows under way starts over */
+            t->sent = 0;
+        }
+        out->n++;
+    }
+    rc = FK_OK;
+out:
+    cJSON_Delete(o);
+    if (rc != FK_OK) {
+        fk_ota_job_record_free(out);
+    }
+    return rc;
 }

@@ -111,9 +111,11 @@ struct ota_job {
     struct fk_ota_image_info info;
     size_t n;
     struct fk_ota_target *t;
-    char (*updated)[FK_INV_TIME_SIZE]; /* per target: when its state last changed */
+    char (*updated)[FK_OTA_TIME_SIZE]; /* per target: when its state last changed */
     int dirty; /* changed since its file was written (saved by the next tick) */
 };
+
+_Static_assert(FK_OTA_TIME_SIZE == FK_INV_TIME_SIZE, "one time format for jobs and inventory");
 
 struct http_sess {
     unsigned char *buf; /* LWS_PRE + body */
@@ -185,19 +187,6 @@ static int close_index(int code) {
 
 /* The name part of urn:fleetkey:<kind>:<name>, checked like fk_pki_name_valid (the same
  * character set), so a name is safe in logs, SQL parameters and JSON. */
-static int name_ok(const char *s, size_t n) {
-    if (n == 0 || n > FK_WSS_ID_MAX || s[0] == '.' || s[0] == '-') {
-        return 0;
-    }
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-')) {
-            return 0;
-        }
-    }
-    return 1;
-}
 
 static enum id_kind cert_identity(X509 *x, char name[FK_WSS_ID_MAX + 1]) {
     enum id_kind kind = ID_NONE;
@@ -223,7 +212,7 @@ static enum id_kind cert_identity(X509 *x, char name[FK_WSS_ID_MAX + 1]) {
             size_t pl = strlen(kinds[k].prefix);
             /* memchr: an embedded NUL must not shorten the name we compare and log. */
             if (n > pl && memcmp(u, kinds[k].prefix, pl) == 0 && memchr(u, '\0', n) == NULL &&
-                name_ok(u + pl, n - pl)) {
+                fk_wss_id_valid(u + pl, n - pl)) {
                 memcpy(name, u + pl, n - pl);
                 name[n - pl] = '\0';
                 kind = kinds[k].kind;
@@ -729,21 +718,6 @@ static void jobs_save_dirty(struct fk_server *srv) {
     }
 }
 
-static const char *jstr_or(const cJSON *o, const char *name, const char *dflt) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
-    return cJSON_IsString(v) ? v->valuestring : dflt;
-}
-
-static int tstate_parse(const char *name, enum fk_ota_tstate *out) {
-    for (int st = FK_OTA_QUEUED; st <= FK_OTA_FAILED; st++) {
-        if (strcmp(name, fk_ota_tstate_name((enum fk_ota_tstate)st)) == 0) {
-            *out = (enum fk_ota_tstate)st;
-            return 0;
-        }
-    }
-    return -1;
-}
-
 static int job_append(struct fk_server *srv, struct ota_job *job) {
     if (srv->njobs == srv->jobs_cap) {
         size_t cap = srv->jobs_cap ? 2 * srv->jobs_cap : 16;
@@ -770,85 +744,59 @@ static void job_free(struct ota_job *job) {
     free(job);
 }
 
-/* One saved job: its JSON, then its image checked again. Returns the job or NULL (why in
- * *why; the file is left for the operator). */
+/* One saved job: its JSON (fk_ota_job_parse), then its image checked again. Returns the job
+ * or NULL (why in *why; the file is left for the operator). */
 static struct ota_job *job_load(struct fk_server *srv, const char *name, unsigned long num,
                                 const char **why) {
     char path[1200];
     uint8_t *txt = NULL, *img = NULL;
     size_t len = 0, ilen = 0;
     struct ota_job *job = NULL;
-    cJSON *o = NULL;
+    struct fk_ota_job_record rec;
+    memset(&rec, 0, sizeof rec);
     *why = "unreadable";
     snprintf(path, sizeof path, "%s/%s", srv->ota_dir, name);
     if (fk_file_read(path, 4u << 20, &txt, &len, NULL) != FK_OK) {
         goto fail;
     }
-    *why = "not a job (JSON)";
-    o = cJSON_ParseWithLength((const char *)txt, len);
-    const cJSON *devs = cJSON_GetObjectItemCaseSensitive(o, "devices");
-    const char *sha = jstr_or(o, "sha256", "");
-    if (!cJSON_IsArray(devs) || cJSON_GetArraySize(devs) < 1 || strlen(sha) != 64 ||
-        strspn(sha, "0123456789abcdef") != 64) {
+    *why = "not a job";
+    if (fk_ota_job_parse(txt, len, &rec, NULL) != FK_OK) {
         goto fail;
     }
-    size_t n = (size_t)cJSON_GetArraySize(devs);
+    *why = "out of memory";
     job = calloc(1, sizeof *job);
-    if (job == NULL || (job->t = calloc(n, sizeof *job->t)) == NULL ||
-        (job->updated = calloc(n, sizeof *job->updated)) == NULL) {
-        *why = "out of memory";
+    if (job == NULL) {
         goto fail;
     }
-    job->n = n;
     snprintf(job->id, sizeof job->id, "j-%06lu", num);
-    snprintf(job->created_at, sizeof job->created_at, "%s", jstr_or(o, "created_at", ""));
-    snprintf(job->operator_name, sizeof job->operator_name, "%s", jstr_or(o, "operator", ""));
-    snprintf(job->path, sizeof job->path, "%s/%s.bin", srv->ota_dir, sha);
+    snprintf(job->created_at, sizeof job->created_at, "%s", rec.created_at);
+    snprintf(job->operator_name, sizeof job->operator_name, "%s", rec.operator_name);
+    snprintf(job->path, sizeof job->path, "%s/%s.bin", srv->ota_dir, rec.sha256);
     *why = "its image is missing or no longer checks";
-    struct fk_diag d;
-    fk_diag_init(&d);
     if (fk_file_read(job->path, srv->cfg.ota_max_image, &img, &ilen, NULL) != FK_OK ||
-        fk_ota_image_check(img, ilen, &job->info, &d) != FK_OK ||
-        strcmp(job->info.sha256, sha) != 0) {
+        fk_ota_image_check(img, ilen, &job->info, NULL) != FK_OK ||
+        strcmp(job->info.sha256, rec.sha256) != 0) {
         goto fail;
     }
     job->fd = open(job->path, O_RDONLY | O_CLOEXEC);
     if (job->fd < 0) {
         goto fail;
     }
-    *why = "a device entry is malformed";
-    size_t i = 0;
-    const cJSON *e = NULL;
-    cJSON_ArrayForEach(e, devs) {
-        struct fk_ota_target *t = &job->t[i];
-        const char *id = jstr_or(e, "id", "");
-        const cJSON *att = cJSON_GetObjectItemCaseSensitive(e, "attempts");
-        if (!name_ok(id, strlen(id)) || strlen(id) > FK_WSS_ID_MAX ||
-            tstate_parse(jstr_or(e, "state", ""), &t->state) != 0 || !cJSON_IsNumber(att) ||
-            att->valuedouble < 0 || att->valuedouble > 1000) {
-            goto fail;
+    job->n = rec.n;
+    job->t = rec.t;
+    job->updated = rec.updated;
+    rec.t = NULL;
+    rec.updated = NULL;
+    for (size_t i = 0; i < job->n; i++) {
+        if (job->t[i].sent > job->info.size) {
+            job->t[i].sent = job->info.size;
         }
-        snprintf(t->device, sizeof t->device, "%s", id);
-        t->attempts = (unsigned)att->valuedouble;
-        const cJSON *sent = cJSON_GetObjectItemCaseSensitive(e, "sent");
-        if (cJSON_IsNumber(sent) && sent->valuedouble >= 0 &&
-            sent->valuedouble <= (double)job->info.size) {
-            t->sent = (uint64_t)sent->valuedouble;
-        }
-        snprintf(t->error, sizeof t->error, "%s", jstr_or(e, "error", ""));
-        snprintf(job->updated[i], sizeof job->updated[i], "%s", jstr_or(e, "updated_at", ""));
-        if (t->state == FK_OTA_SENDING) {
-            t->state = FK_OTA_QUEUED; /* the transfer the restart cut starts over */
-            t->sent = 0;
-        }
-        i++;
     }
-    cJSON_Delete(o);
     free(txt);
     free(img);
     return job;
 fail:
-    cJSON_Delete(o);
+    fk_ota_job_record_free(&rec);
     free(txt);
     free(img);
     job_free(job);
@@ -1804,7 +1752,7 @@ static int ota_post_start(struct fk_server *srv, struct lws *wsi, struct http_se
         if (strncmp(arg, "device=", 7) == 0) {
             const char *id = arg + 7;
             struct fk_inv_device d;
-            if (!name_ok(id, strlen(id)) || strlen(id) >= sizeof d.id) {
+            if (!fk_wss_id_valid(id, strlen(id)) || strlen(id) >= sizeof d.id) {
                 return upload_refuse(srv, wsi, h, 404, "no such device", "-", NULL);
             }
             enum fk_err rc = fk_inventory_device_get(srv->inv, id, &d, NULL);
@@ -2224,7 +2172,7 @@ static int http_api(struct fk_server *srv, struct lws *wsi, struct http_sess *h,
     } else {
         const char *id = path + strlen("/api/devices/");
         struct fk_inv_device d;
-        if (!name_ok(id, strlen(id))) {
+        if (!fk_wss_id_valid(id, strlen(id))) {
             return http_json_error(wsi, h, 404, "no such device");
         }
         enum fk_err rc = fk_inventory_device_get(srv->inv, id, &d, NULL);

@@ -574,6 +574,58 @@ static void next_follows_the_protocol_order(void **state) {
     assert_int_equal(fk_ota_next(&v), FK_OTA_ACT_NONE);
 }
 
+/* A saved job read back: a cut transfer comes back queued from byte 0; damage is refused. */
+static void saved_job_is_read_back_and_damage_refused(void **state) {
+    (void)state;
+    static const char good[] =
+        "{\"job\":\"j-000007\",\"created_at\":\"2026-11-25T17:00:00Z\",\"operator\":\"ops\","
+        "\"sha256\":\"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\","
+        "\"devices\":[{\"id\":\"robot-020000000001\",\"state\":\"sending\",\"sent\":4096,"
+        "\"attempts\":2,\"error\":null,\"updated_at\":\"2026-11-25T17:00:01Z\"},"
+        "{\"id\":\"robot-020000000002\",\"state\":\"refused\",\"sent\":0,\"attempts\":1,"
+        "\"error\":\"anti_rollback\",\"updated_at\":\"2026-11-25T17:00:02Z\"}]}";
+    struct fk_ota_job_record r;
+    assert_int_equal(fk_ota_job_parse((const uint8_t *)good, strlen(good), &r, NULL), FK_OK);
+    assert_int_equal(r.n, 2);
+    assert_string_equal(r.operator_name, "ops");
+    assert_string_equal(r.t[0].device, "robot-020000000001");
+    assert_int_equal(r.t[0].state, FK_OTA_QUEUED); /* was sending: starts over */
+    assert_int_equal(r.t[0].sent, 0);
+    assert_int_equal(r.t[0].attempts, 2);
+    assert_int_equal(r.t[1].state, FK_OTA_REFUSED);
+    assert_string_equal(r.t[1].error, "anti_rollback");
+    assert_string_equal(r.updated[1], "2026-11-25T17:00:02Z");
+    fk_ota_job_record_free(&r);
+    static const char *const bad[] = {
+        "",
+        "[]",
+        "{\"sha256\":\"0123\",\"devices\":[{\"id\":\"robot-1\",\"state\":\"queued\","
+        "\"attempts\":0}]}",
+        "{\"sha256\":\"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\","
+        "\"devices\":[]}",
+        "{\"sha256\":\"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\","
+        "\"devices\":[{\"id\":\"../x\",\"state\":\"queued\",\"attempts\":0}]}",
+        "{\"sha256\":\"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\","
+        "\"devices\":[{\"id\":\"robot-1\",\"state\":\"lost\",\"attempts\":0}]}",
+        "{\"sha256\":\"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\","
+        "\"devices\":[{\"id\":\"robot-1\",\"state\":\"queued\",\"attempts\":1001}]}",
+        "{\"sha256\":\"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\","
+        "\"devices\":[{\"id\":\"robot-1\",\"state\":\"queued\",\"attempts\":0,"
+        "\"sent\":-1}]}",
+        "{\"sha256\":\"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\","
+        "\"operator\":\"a b\",\"devices\":[{\"id\":\"robot-1\",\"state\":\"queued\","
+        "\"attempts\":0}]}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct fk_diag d;
+        fk_diag_init(&d);
+        assert_int_equal(fk_ota_job_parse((const uint8_t *)bad[i], strlen(bad[i]), &r, &d),
+                         FK_E_PARSE);
+        assert_null(r.t);
+        assert_true(d.msg[0] != '\0');
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(hello_ota_is_parsed_and_reserialised),
@@ -591,6 +643,7 @@ int main(void) {
         cmocka_unit_test(target_refusals_keep_the_device_code),
         cmocka_unit_test(target_transfer_errors_retry_then_fail),
         cmocka_unit_test(next_follows_the_protocol_order),
+        cmocka_unit_test(saved_job_is_read_back_and_damage_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
