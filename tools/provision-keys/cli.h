@@ -23,6 +23,9 @@ int fk_cli_parse_size(const char *s, unsigned long long *out);
  * spare page, as the device runtime needs) to 0x100000. Returns 0 and sets *out, or prints
  * the usage error for cmd and returns FK_EXIT_USAGE. */
 int fk_cli_parse_nvs_size(const char *cmd, const char *arg, unsigned long long *out);
+/* Parses the --cert-days option of generate and batch: 1 to FK_PKI_MAX_DAYS. Returns 0 and
+ * sets *out, or prints the usage error for cmd and returns FK_EXIT_USAGE. */
+int fk_cli_parse_cert_days(const char *cmd, const char *arg, unsigned long long *out);
 /* 1 when stderr is a terminal (progress output goes there only then). */
 int fk_cli_stderr_is_tty(void);
 

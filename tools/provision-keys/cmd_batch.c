@@ -946,10 +946,8 @@ int fk_cmd_batch(int argc, char **argv) {
             ca_dir = optarg;
             break;
         case OPT_CERT_DAYS:
-            if (fk_cli_parse_size(optarg, &cert_days) != 0 || cert_days < 1 ||
-                cert_days > FK_PKI_MAX_DAYS) {
-                return fk_cli_usage_error("batch", "--cert-days: 1 to %d, not '%s'",
-                                          FK_PKI_MAX_DAYS, optarg);
+            if (fk_cli_parse_cert_days("batch", optarg, &cert_days) != 0) {
+                return FK_EXIT_USAGE;
             }
             break;
         case OPT_JOBS:

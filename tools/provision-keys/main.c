@@ -2,6 +2,8 @@
  * subcommand; each cmd_<name>.c is built in when it exists (CMake defines FK_HAVE_CMD_<name>). */
 #include "cli.h"
 
+#include "fleetkey/pki.h"
+
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -119,6 +121,15 @@ int fk_cli_parse_nvs_size(const char *cmd, const char *arg, unsigned long long *
     if (fk_cli_parse_size(arg, &v) != 0 || v % 4096 != 0 || v < 0x3000 || v > 0x100000) {
         return fk_cli_usage_error(cmd, "--nvs-size: a multiple of 4096 from 0x3000 to 0x100000, "
                                        "not '%s'", arg);
+    }
+    *out = v;
+    return 0;
+}
+
+int fk_cli_parse_cert_days(const char *cmd, const char *arg, unsigned long long *out) {
+    unsigned long long v = 0;
+    if (fk_cli_parse_size(arg, &v) != 0 || v < 1 || v > FK_PKI_MAX_DAYS) {
+        return fk_cli_usage_error(cmd, "--cert-days: 1 to %d, not '%s'", FK_PKI_MAX_DAYS, arg);
     }
     *out = v;
     return 0;
