@@ -2,24 +2,34 @@
 # Interop: an unmodified esptool-js (Espressif's JavaScript esptool, from the npm registry)
 # detects robot-sim as an ESP32 over its pty, reads the eFuse MAC, writes an NVS image made by
 # ESP-IDF's generator through the ROM loader (no stub), compressed and plain, and checks the
-# ROM's MD5; the image file must then hold exactly those bytes. Exit 77 (skipped) without node
-# and npm, or when esptool-js cannot be installed (no registry access).
+# ROM's MD5; the image file must then hold exactly those bytes. Exit 77 (skipped) when the npm
+# registry cannot be reached; without node and npm too, except under CI, where that fails.
 #   sh flash_esptool_js.sh BIN_DIR VECTORS_DIR TMP_DIR SRC_DIR
 set -eu
 bin=$1
 vec=$2/nvs
 tmp=$3
 src=$4
-version=0.7.0
-command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || {
-    echo "node/npm not installed: skip"; exit 77; }
+. "$src/tests/integration/skip.sh"
+# scripts/packages.d/js.txt declares node and npm: their absence is the project's to fix.
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 ||
+    fk_skip "node/npm not installed (scripts/install-deps installs nodejs and npm)"
 rm -rf "$tmp"
 mkdir -p "$tmp/js"
-if ! (cd "$tmp/js" && timeout 300 npm install --no-audit --no-fund --silent \
-    "esptool-js@$version" >npm.log 2>&1); then
-    echo "esptool-js $version could not be installed: skip"
+# The exact esptool-js and its dependencies, as tests/integration/js/package-lock.json pins
+# them, installed into the build tree: `npm ci` refuses a lockfile that disagrees with
+# package.json and checks every package's integrity hash.
+cp "$src/tests/integration/js/package.json" "$src/tests/integration/js/package-lock.json" \
+    "$tmp/js/"
+if ! (cd "$tmp/js" && timeout 300 npm ci --no-audit --no-fund --silent >npm.log 2>&1); then
     cat "$tmp/js/npm.log"
-    exit 77
+    # Only an unreachable registry is outside our control; any other npm error is a failure.
+    if grep -Eq 'ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ECONNRESET|ETIMEDOUT|ENETUNREACH' \
+        "$tmp/js/npm.log"; then
+        fk_skip_external "the npm registry cannot be reached to install esptool-js"
+    fi
+    echo "FAIL: npm ci of tests/integration/js failed" >&2
+    exit 1
 fi
 ejs="$tmp/js/node_modules/esptool-js"
 failures=0
