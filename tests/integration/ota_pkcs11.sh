@@ -3,13 +3,15 @@
 # (SOFTHSM2_CONF), the vectors' P-256 key, a fresh RSA-3072 and a fresh P-384 key imported
 # into it, then provision-keys sign --key pkcs11:... through the OpenSSL pkcs11 engine, and the
 # result verified with the PEM public keys (ours and openssl's). Exit 77 (skipped) only when
-# SoftHSM2 or the engine is not installed.
+# SoftHSM2 or the engine is not installed, and
+# never under CI (tests/integration/skip.sh).
 #   sh ota_pkcs11.sh BIN_DIR VECTORS_DIR TMP_DIR
 set -eu
 bin=$1
 vec=$2/sbv2
 tmp=$3
 pk="$bin/provision-keys"
+. "$(dirname "$0")/skip.sh"
 
 module=""
 for m in /usr/lib/softhsm/libsofthsm2.so /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so \
@@ -19,8 +21,7 @@ done
 enginedir=$(openssl version -e | sed 's/^ENGINESDIR: "\(.*\)"$/\1/')
 if ! command -v softhsm2-util >/dev/null || [ -z "$module" ] || [ ! -f "$enginedir/pkcs11.so" ]
 then
-    echo "SKIP: softhsm2 or libengine-pkcs11-openssl not installed (scripts/install-deps)"
-    exit 77
+    fk_skip "softhsm2 or libengine-pkcs11-openssl not installed (scripts/install-deps)"
 fi
 
 rm -rf "$tmp"

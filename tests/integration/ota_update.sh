@@ -14,8 +14,9 @@ TMP=$3
 RS="$BIN/robot-sim"
 PK="$BIN/provision-keys"
 MK="$BIN/mkappimage"
-"$PK" generate --help >/dev/null 2>&1 || { echo "provision-keys generate not built: skip"; exit 77; }
-command -v openssl >/dev/null 2>&1 || { echo "openssl needed: skip"; exit 77; }
+. "$(dirname "$0")/skip.sh"
+"$PK" generate --help >/dev/null 2>&1 || fk_skip "provision-keys generate not built"
+command -v openssl >/dev/null 2>&1 || fk_skip "openssl not installed"
 rm -rf "$TMP"
 mkdir -p "$TMP/keys"
 . "$(dirname "$0")/lib.sh"

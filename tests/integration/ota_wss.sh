@@ -31,8 +31,9 @@ TMP=$4
 PK="$BIN/provision-keys"
 RS="$BIN/robot-sim"
 MK="$BIN/mkappimage"
+. "$(dirname "$0")/skip.sh"
 for t in "$PK" "$RS" "$MK" "$BIN/fleetkey-server" "$BIN/fleetctl"; do
-    [ -x "$t" ] || { echo "$t not built: skip"; exit 77; }
+    [ -x "$t" ] || fk_skip "$t not built"
 done
 rm -rf "$TMP"
 mkdir -p "$TMP/keys"

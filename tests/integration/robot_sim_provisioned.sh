@@ -2,15 +2,16 @@
 # A robot provisioned by `provision-keys generate` (seed 004's workflow) boots in robot-sim:
 # the NVS image and nvs_keys image it writes load unchanged, production policy holds, and the
 # PSK robot-sim loaded is the manifest's (compared by fingerprint: SHA-256 prefix).
-# Exit 77 (skipped) while provision-keys has no `generate`.
+# Exit 77 (skipped) without python3 or provision-keys, except under CI (skip.sh).
 # Usage: robot_sim_provisioned.sh BIN_DIR TMP_DIR
 set -eu
 BIN=$1
 TMP=$2
 RS="$BIN/robot-sim"
 PK="$BIN/provision-keys"
-"$PK" generate --help >/dev/null 2>&1 || { echo "provision-keys generate not built: skip"; exit 77; }
-command -v python3 >/dev/null 2>&1 || { echo "python3 needed: skip"; exit 77; }
+. "$(dirname "$0")/skip.sh"
+"$PK" generate --help >/dev/null 2>&1 || fk_skip "provision-keys generate not built"
+command -v python3 >/dev/null 2>&1 || fk_skip "python3 not installed"
 rm -rf "$TMP"
 mkdir -p "$TMP/keys"
 . "$(dirname "$0")/lib.sh"
