@@ -185,7 +185,17 @@ static enum fkd_err load_class(struct fkd_rot *r, enum fkd_rot_class c) {
         return FKD_OK;
     }
     /* Idle, committed or rolled back: nothing may be left in the spare slot (an interrupted
-     * stage, or the retired credential of a commit whose erase was cut). */
+     * stage, or the retired credential of a commit whose erase was cut) - unless the active
+     * slot is empty or incomplete and the spare is whole (NVS changed behind our back, e.g. a
+     * tool rewrote slot A under a record that names B): never erase the only good copy. */
+    if (!slot_complete(r, c, ci->active) && slot_complete(r, c, spare)) {
+        fkd_log(FKD_LOG_ERROR, "rot: %s: slot %c incomplete, slot %c whole: using %c",
+                classes[c].name, ci->active ? 'B' : 'A', spare ? 'B' : 'A', spare ? 'B' : 'A');
+        struct fkd_rot_info fixed = *ci;
+        fixed.active = spare;
+        fixed.state = FKD_ROT_IDLE;
+        return rec_write(r, c, &fixed);
+    }
     if (slot_any(r, c, spare)) {
         fkd_log(FKD_LOG_INFO, "rot: %s: erasing slot %c (not in use)", classes[c].name,
                 spare ? 'B' : 'A');

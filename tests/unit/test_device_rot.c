@@ -241,6 +241,16 @@ static void rot_damaged_record_falls_back_to_a_complete_slot(void **state) {
     assert_int_equal(fkd_nvs_set_str(&d.nvs, "fk_rot", "psk", "staged"), FKD_OK);
     assert_int_equal(dev_boot(&d, 0, 0), FKD_OK);
     assert_int_equal(fkd_rot_slot_in_use(&d.rot, FKD_ROT_PSK), FKD_ROT_SLOT_B);
+    /* A tool rewrote slot A and erased B under a record that names B: the record follows the
+     * whole slot; the only good copy is never erased. */
+    assert_int_equal(fkd_nvs_erase_key(&d.nvs, "security", "dtls_psk_b"), FKD_OK);
+    uint8_t psk[FKD_PSK_LEN];
+    fill_psk(psk, 0);
+    assert_int_equal(fkd_nvs_set_blob(&d.nvs, "security", "dtls_psk", psk, sizeof psk), FKD_OK);
+    assert_int_equal(fkd_nvs_set_str(&d.nvs, "security", "psk_id", ID_OLD), FKD_OK);
+    assert_int_equal(dev_boot(&d, 0, 0), FKD_OK);
+    assert_int_equal(fkd_rot_slot_in_use(&d.rot, FKD_ROT_PSK), FKD_ROT_SLOT_A);
+    assert_int_equal(slot_version(&d, FKD_ROT_SLOT_A), 0);
 }
 
 /* ---- the power-cut sweeps ---------------------------------------------------------------- */
