@@ -4,6 +4,7 @@
  * interlock: every target must trust a key that signed it), prints the job, then polls
  * GET /api/ota/JOB once a second and prints each device's state changes until every device
  * is in a final state or --wait runs out. docs/fleetctl.md, docs/server.md. */
+#include "https.h"
 #include "server_cmd.h"
 
 #include "fleetkey/pki.h"

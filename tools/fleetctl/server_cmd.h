@@ -3,31 +3,13 @@
 #ifndef FLEETCTL_SERVER_CMD_H
 #define FLEETCTL_SERVER_CMD_H
 
-#include <cjson/cJSON.h>
+#include "https.h"
+
 #include <openssl/ssl.h>
 
 /* argv starts at the first global option (--p12 ...) or the command; returns the exit
  * status (0 ok, 1 failure, 2 usage; ota: 3 when --wait ran out). */
 int fleetctl_server_main(int argc, char **argv);
-
-struct fleetctl_url {
-    char host[256];
-    char port[8];
-};
-
-/* "https://HOST[:PORT][/...]" (IPv6 in brackets; port 8443 when absent). 0 or -1. */
-int fleetctl_parse_url(const char *s, struct fleetctl_url *u);
-
-/* One HTTP/1.1 request over a fresh mTLS connection: method, path, the file at body_path as
- * the body (streamed with Content-Length; NULL: no body). *status and a malloc'd
- * NUL-terminated *body (the caller frees it) on success. Errors are printed to stderr.
- * 0 or -1. */
-int fleetctl_https(SSL_CTX *ctx, const struct fleetctl_url *u, const char *method,
-                   const char *path, const char *body_path, unsigned timeout_s, int *status,
-                   char **body);
-
-/* The string member k of o, or "-". */
-const char *fleetctl_jstr(const cJSON *o, const char *k);
 
 /* fleetctl ... ota (--device ID ... | --all) [--wait S | --no-wait] IMAGE, ota-status JOB. */
 struct fleetctl_ota_args {
