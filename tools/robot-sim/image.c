@@ -10,6 +10,27 @@
 #include <stdlib.h>
 #include <string.h>
 
+int robot_sim_parse_size(const char *s, uint32_t *out) {
+    char *end = NULL;
+    if (s == NULL || *s == '\0' || *s == '-') {
+        return 0;
+    }
+    unsigned long long v = strtoull(s, &end, 0);
+    unsigned long long mul = 1;
+    if (*end == 'K' || *end == 'k') {
+        mul = 1024;
+        end++;
+    } else if (*end == 'M' || *end == 'm') {
+        mul = 1024 * 1024;
+        end++;
+    }
+    if (*end != '\0' || v == 0 || v > 0xFFFFFFFFull / mul) {
+        return 0;
+    }
+    *out = (uint32_t)(v * mul);
+    return 1;
+}
+
 static void image_usage(FILE *f) {
     fputs("usage: robot-sim flash-image create --out FILE [--size 4M] [--partitions CSV]\n"
           "                 [--nvs NVS.bin] [--nvs-keys NVS_KEYS.bin]\n"

@@ -12,9 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static struct fkd_ota_boot running; /* what the bootloader chose for this process */
-static int booted;
-
 /* The trusted keys of the store; count 0 when none is valid (updates disabled). */
 static void store_keys(const struct fkd_store *s, struct fkd_sbv2_keys *ks) {
     static const enum fkd_cred ids[2] = {FKD_CRED_OTA_PUBKEY, FKD_CRED_OTA_PUBKEY2};
@@ -41,47 +38,50 @@ int robot_sim_ota_boot(struct robot_sim *rs, int text) {
     /* Secure Boot V2: the bootloader runs only signed images. */
     const struct fkd_sbv2_keys *verify = rs->cfg.secure_boot_v2 ? &ks : NULL;
     uint32_t secver = fkd_ota_committed_secver(rs->nvs_mounted ? &rs->nvs : NULL);
-    enum fkd_err rc = fkd_ota_boot_select(&rs->flash, &rs->parts, verify, secver, &running);
+    enum fkd_err rc = fkd_ota_boot_select(&rs->flash, &rs->parts, verify, secver, &rs->ota.running);
     if (rc == FKD_E_NOTFOUND) {
         fkd_log(FKD_LOG_WARN, "boot: no otadata/ota_0 partition: no app image is run");
-        booted = 0;
+        rs->ota.booted = 0;
         return 0;
     }
     if (rc != FKD_OK) {
         fkd_log(FKD_LOG_ERROR, "boot: otadata: %s", fkd_strerror(rc));
         return 4;
     }
-    booted = 1;
-    const struct fkd_app_info *a = &running.app;
-    if (running.slot < 0) {
+    rs->ota.booted = 1;
+    const struct fkd_app_info *a = &rs->ota.running.app;
+    if (rs->ota.running.slot < 0) {
         if (text) {
             printf("running: none (no bootable app image in ota_0/ota_1)\n");
         }
         fkd_log(FKD_LOG_WARN, "boot: no bootable app image in ota_0/ota_1");
         return 0;
     }
-    const char *state = running.entry >= 0 ? fkd_ota_img_state_name(running.state)
-                                           : "first boot (no otadata entry)";
+    const char *state = rs->ota.running.entry >= 0 ? fkd_ota_img_state_name(rs->ota.running.state)
+                                                   : "first boot (no otadata entry)";
     if (text) {
-        printf("running: %s at 0x%x\n", running.part->label, (unsigned)running.part->offset);
+        printf("running: %s at 0x%x\n", rs->ota.running.part->label,
+               (unsigned)rs->ota.running.part->offset);
         printf("app: %s %s, secure_version %u, built %s %s\n", a->project_name, a->version,
                (unsigned)a->secure_version, a->date, a->time);
-        printf("app state: %s%s\n", state, running.rolled_back ? " (rolled back)" : "");
-        printf("app signature: %s\n", running.signature_checked ? "verified" : "not checked");
+        printf("app state: %s%s\n", state, rs->ota.running.rolled_back ? " (rolled back)" : "");
+        printf("app signature: %s\n",
+               rs->ota.running.signature_checked ? "verified" : "not checked");
     }
-    fkd_log(FKD_LOG_INFO, "boot: running %s: %s %s (secure_version %u, %s)%s", running.part->label,
-            a->project_name, a->version, (unsigned)a->secure_version, state,
-            running.rolled_back ? ", after a rollback" : "");
+    fkd_log(FKD_LOG_INFO, "boot: running %s: %s %s (secure_version %u, %s)%s",
+            rs->ota.running.part->label, a->project_name, a->version, (unsigned)a->secure_version,
+            state, rs->ota.running.rolled_back ? ", after a rollback" : "");
     return 0;
 }
 
 int robot_sim_ota_self_test(struct robot_sim *rs, const char *verdict) {
     if (verdict == NULL) {
-        if (booted && running.slot >= 0 && running.state == FKD_OTA_IMG_PENDING_VERIFY) {
+        if (rs->ota.booted && rs->ota.running.slot >= 0 &&
+            rs->ota.running.state == FKD_OTA_IMG_PENDING_VERIFY) {
             fkd_log(FKD_LOG_WARN,
                     "ota: %s not confirmed yet: it is rolled back at the next "
                     "boot unless it passes its self-test",
-                    running.part->label);
+                    rs->ota.running.part->label);
         }
         return 0;
     }
@@ -89,23 +89,23 @@ int robot_sim_ota_self_test(struct robot_sim *rs, const char *verdict) {
         fprintf(stderr, "robot-sim: --self-test %s: expected pass or fail\n", verdict);
         return 2;
     }
-    if (!booted || running.slot < 0) {
+    if (!rs->ota.booted || rs->ota.running.slot < 0) {
         fkd_log(FKD_LOG_WARN, "ota: no running app image: --self-test %s ignored", verdict);
         return 0;
     }
     enum fkd_err rc;
     if (strcmp(verdict, "pass") == 0) {
-        rc =
-            fkd_ota_mark_valid(&rs->flash, &rs->parts, rs->nvs_mounted ? &rs->nvs : NULL, &running);
+        rc = fkd_ota_mark_valid(&rs->flash, &rs->parts, rs->nvs_mounted ? &rs->nvs : NULL,
+                                &rs->ota.running);
         if (rc == FKD_OK) {
-            printf("self-test: pass: %s %s marked valid\n", running.part->label,
-                   running.app.version);
+            printf("self-test: pass: %s %s marked valid\n", rs->ota.running.part->label,
+                   rs->ota.running.app.version);
         }
     } else {
-        rc = fkd_ota_mark_invalid(&rs->flash, &rs->parts, &running);
+        rc = fkd_ota_mark_invalid(&rs->flash, &rs->parts, &rs->ota.running);
         if (rc == FKD_OK) {
             printf("self-test: fail: %s %s marked invalid; rolling back at the next boot\n",
-                   running.part->label, running.app.version);
+                   rs->ota.running.part->label, rs->ota.running.app.version);
         } else if (rc == FKD_E_STATE) {
             printf("self-test: fail: nothing to roll back to\n");
             return 5;
@@ -120,28 +120,28 @@ int robot_sim_ota_self_test(struct robot_sim *rs, const char *verdict) {
 }
 
 int robot_sim_ota_confirm(struct robot_sim *rs) {
-    if (!robot_sim_ota_pending()) {
+    if (!robot_sim_ota_pending(rs)) {
         return 0; /* already valid (or nothing runs): nothing to confirm */
     }
     fkd_log(FKD_LOG_INFO, "ota: self-test: %s reached the control plane (welcomed)",
-            running.part->label);
+            rs->ota.running.part->label);
     return robot_sim_ota_self_test(rs, "pass");
 }
 
-int robot_sim_ota_pending(void) {
-    return booted && running.slot >= 0 && running.entry >= 0 &&
-           running.state == FKD_OTA_IMG_PENDING_VERIFY;
+int robot_sim_ota_pending(const struct robot_sim *rs) {
+    return rs->ota.booted && rs->ota.running.slot >= 0 && rs->ota.running.entry >= 0 &&
+           rs->ota.running.state == FKD_OTA_IMG_PENDING_VERIFY;
 }
 
-struct fkd_ota_boot *robot_sim_ota_running(void) {
-    return booted ? &running : NULL;
+struct fkd_ota_boot *robot_sim_ota_running(struct robot_sim *rs) {
+    return rs->ota.booted ? &rs->ota.running : NULL;
 }
 
 int robot_sim_ota_rollback(struct robot_sim *rs) {
-    if (!robot_sim_ota_pending()) {
+    if (!robot_sim_ota_pending(rs)) {
         return 0;
     }
-    enum fkd_err rc = fkd_ota_mark_invalid(&rs->flash, &rs->parts, &running);
+    enum fkd_err rc = fkd_ota_mark_invalid(&rs->flash, &rs->parts, &rs->ota.running);
     if (rc == FKD_E_STATE) {
         return 5;
     }
@@ -305,7 +305,7 @@ int robot_sim_ota(int argc, char **argv) {
         goto out;
     }
     rc = fkd_ota_begin(&upd, &ors.flash, &ors.parts, &ks, ors.nvs_mounted ? &ors.nvs : NULL,
-                       &running, (uint32_t)size);
+                       &ors.ota.running, (uint32_t)size);
     if (rc == FKD_OK && cut > 0) {
         fkd_flash_mem_cut(&ors.file.mem, cut, torn);
     }

@@ -35,10 +35,10 @@ int robot_sim_ota_self_test(struct robot_sim *rs, const char *verdict);
  * line); a no-op otherwise. Returns as robot_sim_ota_self_test. */
 int robot_sim_ota_confirm(struct robot_sim *rs);
 /* 1 when the running image is still PENDING_VERIFY (it has not confirmed itself). */
-int robot_sim_ota_pending(void);
-/* What the bootloader chose for this process (its state changes as the image confirms);
- * NULL when the flash has no OTA partitions. Owned by ota_cmd.c. */
-struct fkd_ota_boot *robot_sim_ota_running(void);
+int robot_sim_ota_pending(const struct robot_sim *rs);
+/* What the bootloader chose for this boot of rs (its state changes as the image confirms);
+ * NULL when the flash has no OTA partitions. Points into rs->ota. */
+struct fkd_ota_boot *robot_sim_ota_running(struct robot_sim *rs);
 /* The self-test failed (no welcome in time): a PENDING_VERIFY image is marked invalid so the
  * next boot runs the previous slot. 0 (also when not pending), 4 flash error, 5 nothing to
  * roll back to. */

@@ -1,22 +1,65 @@
 /* robot-sim: the device library built for the host, booting from a flash image file.
  *
  * main.c parses arguments and boots (partition table -> sdkconfig -> NVS -> credential store
- * -> policy); image.c makes flash images; nvs_cmd.c is `robot-sim nvs ...`; services.c holds
+ * -> policy); robot_sim.c mounts NVS for every command; image.c makes flash images;
+ * nvs_cmd.c is `robot-sim nvs ...`; services.c holds
  * start_services(), where the robot's network services (the DTLS-PSK control listener of
  * issue 4, section 4) are started after a successful boot. */
 #ifndef ROBOT_SIM_H
 #define ROBOT_SIM_H
 
 #include "fkd/config.h"
+#include "fkd/ctl.h"
 #include "fkd/flash.h"
 #include "fkd/nvs.h"
+#include "fkd/ota.h"
+#include "fkd/ota_remote.h"
 #include "fkd/part.h"
 #include "fkd/policy.h"
 #include "fkd/store.h"
+#include "fkd/wss.h"
 #include "fkd_posix.h"
 
-/* Everything a booted robot holds; one static instance in main.c (no heap in the device
- * parts). */
+#include <pthread.h>
+#include <stdatomic.h>
+
+/* ota_cmd.c's part of the context: what the bootloader chose for this boot. */
+struct robot_sim_ota {
+    struct fkd_ota_boot running;
+    int booted; /* robot_sim_ota_boot found OTA partitions; running is meaningful */
+};
+
+/* services.c's part: the DTLS-PSK control listener, in caller memory as on the chip. */
+#define ROBOT_SIM_CTL_SESSIONS 4
+struct robot_sim_ctl {
+    struct fkd_ctl ctl;
+    struct fkd_ctl_session sessions[ROBOT_SIM_CTL_SESSIONS];
+    uint8_t rx[FKD_CTL_RX_MAX];
+};
+
+/* wss_service.c's part: the client thread, what it shares with the listener's loop (the
+ * atomic flags) and the --wss-* options. */
+struct robot_sim_wss {
+    struct fkd_wss client;        /* ~11 KiB of caller memory: the whole client */
+    struct fkd_ota_remote remote; /* ~8.5 KiB: OTA over the channel (fkd/ota_remote.h) */
+    struct fkd_wss_handler handler;
+    pthread_t thread;
+    int started;
+    atomic_int stop_flag;
+    atomic_int reboot_flag; /* the client ended with FKD_WSS_R_REBOOT */
+    atomic_int welcomed_flag;
+    const char *opt_uri;
+    const char *opt_host;
+    unsigned long opt_attempts;
+    unsigned long opt_backoff_ms;
+    int opt_disabled;
+};
+
+/* Everything a booted robot holds, the one context every part of robot-sim takes as a
+ * parameter: boot state (main.c), the running image (ota_cmd.c), the control listener
+ * (services.c) and the wss client (wss_service.c). One static instance per command (main.c,
+ * ota_cmd.c, nvs_cmd.c): no heap in the device parts, and no part reaches into another's
+ * file-scope state. */
 struct robot_sim {
     const char *flash_path;
     struct fkd_flash_file file;
@@ -28,6 +71,9 @@ struct robot_sim {
     int nvs_encrypted; /* mounted with XTS keys from nvs_keys */
     struct fkd_store store;
     struct fkd_posture posture;
+    struct robot_sim_ota ota;
+    struct robot_sim_ctl ctl;
+    struct robot_sim_wss wss;
 };
 
 /* Runs the services of a booted robot until they stop; returns the process exit code.
@@ -54,7 +100,7 @@ int robot_sim_nvs(int argc, char **argv);
 void robot_sim_mount_nvs(struct robot_sim *rs, int want_encrypted, int require_keys,
                          int readonly);
 
-/* Parses "4M", "64K", "0x400000", "4194304". 1 on success. */
+/* Parses "4M", "64K", "0x400000", "4194304" (image.c). 1 on success. */
 int robot_sim_parse_size(const char *s, uint32_t *out);
 
 #endif

@@ -33,12 +33,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CTL_SESSIONS 4
 #define FW_VERSION "robot-sim 0.1.0"
 
-static struct fkd_ctl ctl;
-static struct fkd_ctl_session sessions[CTL_SESSIONS];
-static uint8_t rx[FKD_CTL_RX_MAX];
+/* The one piece of file-scope state left: a signal handler gets no context pointer, and this
+ * flag is all it touches (the listener itself lives in rs->ctl). */
 static volatile sig_atomic_t stop;
 
 static void on_signal(int sig) {
@@ -74,8 +72,8 @@ static void ctl_status(void *user, struct fkd_ctl_json *w) {
 }
 
 /* The version the robot reports: the running app image's, else the simulator's own. */
-static const char *fw_version(void) {
-    const struct fkd_ota_boot *b = robot_sim_ota_running();
+static const char *fw_version(struct robot_sim *rs) {
+    const struct fkd_ota_boot *b = robot_sim_ota_running(rs);
     if (b != NULL && b->slot >= 0 && b->app.version[0] != '\0') {
         return b->app.version;
     }
@@ -83,8 +81,8 @@ static const char *fw_version(void) {
 }
 
 /* The slot the next boot runs after an update or a rollback: the other one. */
-static int other_slot(void) {
-    const struct fkd_ota_boot *b = robot_sim_ota_running();
+static int other_slot(struct robot_sim *rs) {
+    const struct fkd_ota_boot *b = robot_sim_ota_running(rs);
     return b != NULL && b->slot == 0 ? 1 : 0;
 }
 
@@ -108,8 +106,8 @@ int start_services(struct robot_sim *rs, int argc, char **argv) {
         } else if (strcmp(a, "--self-test-timeout-ms") == 0 && v != NULL &&
                    fk_parse_ulong(v, 86400000ul, &self_test_ms) == FK_OK && self_test_ms > 0) {
             i++;
-        } else if (robot_sim_wss_option(argc, argv, i) > 0) { /* --wss-*: wss_service.h */
-            i += robot_sim_wss_option(argc, argv, i) - 1;
+        } else if (robot_sim_wss_option(rs, argc, argv, i) > 0) { /* --wss-*: wss_service.h */
+            i += robot_sim_wss_option(rs, argc, argv, i) - 1;
         } else {
             fprintf(stderr, "robot-sim: unknown or incomplete option %s\n", a);
             return 2;
@@ -124,19 +122,19 @@ int start_services(struct robot_sim *rs, int argc, char **argv) {
     memset(&cfg, 0, sizeof cfg);
     cfg.bind_ip = bind_ip;
     cfg.port = (uint16_t)port;
-    cfg.fw_version = fw_version();
+    cfg.fw_version = fw_version(rs);
     cfg.log = ctl_log;
     cfg.status = ctl_status;
     cfg.user = rs;
-    fkd_ctl_init(&ctl);
+    fkd_ctl_init(&rs->ctl.ctl);
     if (rs->posture.listener == FKD_LISTENER_DTLS) {
         const uint8_t *psk = NULL;
         const char *identity = NULL;
         if (fkd_store_psk(&rs->store, &psk, &identity) != FKD_OK ||
-            fkd_ctl_set_psk(&ctl, FKD_CTL_SLOT_CURRENT, (const uint8_t *)identity, strlen(identity),
-                            psk, FKD_PSK_LEN, 1) != FKD_CTL_OK) {
+            fkd_ctl_set_psk(&rs->ctl.ctl, FKD_CTL_SLOT_CURRENT, (const uint8_t *)identity,
+                            strlen(identity), psk, FKD_PSK_LEN, 1) != FKD_CTL_OK) {
             fkd_log(FKD_LOG_ERROR, "services: policy chose DTLS but the PSK is unusable");
-            fkd_ctl_free(&ctl);
+            fkd_ctl_free(&rs->ctl.ctl);
             return 1;
         }
         cfg.mode = FKD_CTL_MODE_DTLS;
@@ -147,26 +145,27 @@ int start_services(struct robot_sim *rs, int argc, char **argv) {
                                "(development build only)");
         cfg.mode = FKD_CTL_MODE_PLAINTEXT;
     }
-    int rc = fkd_ctl_setup(&ctl, &cfg, sessions, CTL_SESSIONS, rx, sizeof rx);
+    int rc = fkd_ctl_setup(&rs->ctl.ctl, &cfg, rs->ctl.sessions, ROBOT_SIM_CTL_SESSIONS, rs->ctl.rx,
+                           sizeof rs->ctl.rx);
     if (rc != FKD_CTL_OK) {
         fkd_log(FKD_LOG_ERROR, "services: control listener: %s", fkd_ctl_strerror(rc));
-        fkd_ctl_free(&ctl);
+        fkd_ctl_free(&rs->ctl.ctl);
         return 1;
     }
     const char *mode = cfg.mode == FKD_CTL_MODE_DTLS ? "dtls-psk" : "plaintext";
     fkd_log(FKD_LOG_INFO, "services: control listener on udp %s:%u (%s, %d sessions)", bind_ip,
-            (unsigned)fkd_ctl_port(&ctl), mode, CTL_SESSIONS);
-    printf("robot-sim: control listener on udp %s:%u (%s)\n", bind_ip, (unsigned)fkd_ctl_port(&ctl),
-           mode);
+            (unsigned)fkd_ctl_port(&rs->ctl.ctl), mode, ROBOT_SIM_CTL_SESSIONS);
+    printf("robot-sim: control listener on udp %s:%u (%s)\n", bind_ip,
+           (unsigned)fkd_ctl_port(&rs->ctl.ctl), mode);
     fflush(stdout);
 
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
     /* ---- wss client (issue 6, section 3): runs in its own thread next to this loop ---- */
-    (void)robot_sim_wss_start(rs, fw_version()); /* a failure is logged; DTLS keeps running */
+    (void)robot_sim_wss_start(rs, fw_version(rs)); /* a failure is logged; DTLS keeps running */
     uint64_t deadline = run_ms != 0 ? fkd_net_now_ms() + run_ms : UINT64_MAX;
     int code = 0;
-    int pending = robot_sim_ota_pending();
+    int pending = robot_sim_ota_pending(rs);
     if (pending) {
         fkd_log(FKD_LOG_INFO,
                 "ota: self-test: waiting up to %lu ms for the control plane's "
@@ -174,20 +173,21 @@ int start_services(struct robot_sim *rs, int argc, char **argv) {
                 self_test_ms);
     }
     while (!stop && fkd_net_now_ms() < deadline) {
-        if (fkd_ctl_poll(&ctl, 200) < 0) {
+        if (fkd_ctl_poll(&rs->ctl.ctl, 200) < 0) {
             fkd_log(FKD_LOG_ERROR, "services: control socket failed");
             code = 1;
             break;
         }
         /* ---- OTA (issue 7): reboot into a new image; self-test deadline ---- */
-        if (robot_sim_wss_reboot_requested()) {
+        if (robot_sim_wss_reboot_requested(rs)) {
             code = ROBOT_SIM_REBOOT;
             break;
         }
-        if (pending && !robot_sim_wss_welcomed() && fkd_net_now_ms() - booted_ms >= self_test_ms) {
-            robot_sim_wss_stop(); /* no confirmation can race the rollback now */
-            if (robot_sim_ota_pending()) {
-                const struct fkd_ota_boot *b = robot_sim_ota_running();
+        if (pending && !robot_sim_wss_welcomed(rs) &&
+            fkd_net_now_ms() - booted_ms >= self_test_ms) {
+            robot_sim_wss_stop(rs); /* no confirmation can race the rollback now */
+            if (robot_sim_ota_pending(rs)) {
+                const struct fkd_ota_boot *b = robot_sim_ota_running(rs);
                 fkd_log(FKD_LOG_ERROR,
                         "ota: self-test failed: ota_%d %s was not welcomed by "
                         "the control plane within %lu ms: rolling back",
@@ -197,7 +197,7 @@ int start_services(struct robot_sim *rs, int argc, char **argv) {
                     fkd_log(FKD_LOG_WARN,
                             "ota: ota_%d %s rolled back: marked invalid, the "
                             "next boot runs ota_%d",
-                            b->slot, b->app.version, other_slot());
+                            b->slot, b->app.version, other_slot(rs));
                     code = ROBOT_SIM_REBOOT;
                     break;
                 }
@@ -207,18 +207,18 @@ int start_services(struct robot_sim *rs, int argc, char **argv) {
             pending = 0;
         }
     }
-    robot_sim_wss_stop(); /* wss client (issue 6, section 3) */
+    robot_sim_wss_stop(rs); /* wss client (issue 6, section 3) */
     if (code == ROBOT_SIM_REBOOT) {
-        printf("robot-sim: rebooting into ota_%d\n", other_slot());
+        printf("robot-sim: rebooting into ota_%d\n", other_slot(rs));
         fflush(stdout);
-        fkd_log(FKD_LOG_INFO, "services: rebooting into ota_%d", other_slot());
+        fkd_log(FKD_LOG_INFO, "services: rebooting into ota_%d", other_slot(rs));
     }
     struct fkd_ctl_stats st;
-    fkd_ctl_get_stats(&ctl, &st);
+    fkd_ctl_get_stats(&rs->ctl.ctl, &st);
     fkd_log(FKD_LOG_INFO,
             "services: control listener stopped: %u handshakes ok, %u failed, "
             "%u requests",
             st.handshakes_ok, st.handshakes_failed, st.requests);
-    fkd_ctl_free(&ctl);
+    fkd_ctl_free(&rs->ctl.ctl);
     return code;
 }

@@ -1,4 +1,4 @@
-/* robot-sim: the wss client thread (see wss_service.h). */
+/* robot-sim: the wss client thread (see wss_service.h). Its state is rs->wss (robot_sim.h). */
 #include "wss_service.h"
 
 #include "fkd/ota_remote.h"
@@ -6,73 +6,66 @@
 #include "fleetkey/common.h"
 #include "ota_cmd.h"
 
-#include <pthread.h>
-#include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static struct fkd_wss wss;           /* ~11 KiB of caller memory: the whole client */
-static struct fkd_ota_remote remote; /* ~8.5 KiB: OTA over the channel (fkd/ota_remote.h) */
-static struct fkd_wss_handler handler;
-static struct robot_sim *booted_rs; /* for the welcome hook */
-static pthread_t thread;
-static int started;
-static atomic_int stop_flag;
-static atomic_int reboot_flag; /* the client ended with FKD_WSS_R_REBOOT */
-static atomic_int welcomed_flag;
-static const char *opt_uri;
-static const char *opt_host;
-static unsigned long opt_attempts;
-static unsigned long opt_backoff_ms;
-static int opt_disabled;
-
-int robot_sim_wss_option(int argc, char **argv, int i) {
+int robot_sim_wss_option(struct robot_sim *rs, int argc, char **argv, int i) {
     const char *a = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (strcmp(a, "--no-wss") == 0) {
-        opt_disabled = 1;
+        rs->wss.opt_disabled = 1;
         return 1;
     }
     if (strcmp(a, "--wss-uri") == 0) {
-        opt_uri = v;
+        rs->wss.opt_uri = v;
         return v != NULL ? 2 : -1;
     }
     if (strcmp(a, "--wss-host") == 0) {
-        opt_host = v;
+        rs->wss.opt_host = v;
         return v != NULL ? 2 : -1;
     }
     if (strcmp(a, "--wss-attempts") == 0) {
-        return fk_parse_ulong(v, 1000000ul, &opt_attempts) == FK_OK ? 2 : -1;
+        return fk_parse_ulong(v, 1000000ul, &rs->wss.opt_attempts) == FK_OK ? 2 : -1;
     }
     if (strcmp(a, "--wss-backoff-ms") == 0) {
-        return fk_parse_ulong(v, 60000ul, &opt_backoff_ms) == FK_OK && opt_backoff_ms > 0 ? 2 : -1;
+        return fk_parse_ulong(v, 60000ul, &rs->wss.opt_backoff_ms) == FK_OK &&
+                       rs->wss.opt_backoff_ms > 0
+                   ? 2
+                   : -1;
     }
     return 0;
 }
 
 static int should_stop(void *user) {
-    (void)user;
-    return atomic_load(&stop_flag);
+    struct robot_sim *rs = user;
+    return atomic_load(&rs->wss.stop_flag);
+}
+
+/* The handler's user is the fkd_ota_remote (fkd_ota_remote_handler's callbacks take it), which
+ * lives inside the context: step back out to the robot it belongs to. */
+static struct robot_sim *rs_of_remote(void *remote) {
+    return (struct robot_sim *)(void *)((char *)remote - offsetof(struct robot_sim, wss.remote));
 }
 
 /* Welcomed by the control plane: the running image's self-test has passed (docs/
  * ota-updates.md). Runs on the client thread before the next message is read, so a status
  * request right after welcome reports state valid. */
 static void on_welcome(void *user) {
-    (void)user;
-    (void)robot_sim_ota_confirm(booted_rs);
-    atomic_store(&welcomed_flag, 1);
+    struct robot_sim *rs = rs_of_remote(user);
+    (void)robot_sim_ota_confirm(rs);
+    atomic_store(&rs->wss.welcomed_flag, 1);
 }
 
 static void *run(void *arg) {
-    (void)arg;
-    enum fkd_wss_reason r = fkd_wss_run(&wss);
+    struct robot_sim *rs = arg;
+    enum fkd_wss_reason r = fkd_wss_run(&rs->wss.client);
     if (r == FKD_WSS_R_REBOOT) {
-        atomic_store(&reboot_flag, 1);
+        atomic_store(&rs->wss.reboot_flag, 1);
     }
     struct fkd_wss_stats st;
-    fkd_wss_get_stats(&wss, &st);
+    fkd_wss_get_stats(&rs->wss.client, &st);
     fkd_log(FKD_LOG_INFO,
             "services: wss client stopped (%s): %u attempts, %u connected, "
             "%u welcomed, %u pings, %u pongs, %u requests",
@@ -82,16 +75,16 @@ static void *run(void *arg) {
 }
 
 int robot_sim_wss_start(struct robot_sim *rs, const char *fw_version) {
-    if (opt_disabled) {
+    if (rs->wss.opt_disabled) {
         fkd_log(FKD_LOG_INFO, "services: wss client disabled (--no-wss)");
         return 0;
     }
-    const char *uri = opt_uri != NULL ? opt_uri : rs->cfg.wss_uri;
+    const char *uri = rs->wss.opt_uri != NULL ? rs->wss.opt_uri : rs->cfg.wss_uri;
     if (uri[0] == '\0') {
         fkd_log(FKD_LOG_INFO, "services: no CONFIG_MINITRAIN_WSS_URI: wss client not started");
         return 0;
     }
-    struct fkd_ota_boot *running = robot_sim_ota_running();
+    struct fkd_ota_boot *running = robot_sim_ota_running(rs);
     if (running != NULL && running->slot >= 0 && strstr(running->app.project_name, "no-wss")) {
         /* A simulated broken firmware (tests of rollback): it never reaches the control plane,
          * so its self-test times out. */
@@ -108,13 +101,13 @@ int robot_sim_wss_start(struct robot_sim *rs, const char *fw_version) {
     c.cfg = &rs->cfg;
     c.posture = &rs->posture;
     c.fw_version = fw_version;
-    c.uri = opt_uri;
-    c.expected_host = opt_host;
-    c.max_attempts = (unsigned)opt_attempts;
-    c.backoff_min_ms = (uint32_t)opt_backoff_ms;
+    c.uri = rs->wss.opt_uri;
+    c.expected_host = rs->wss.opt_host;
+    c.max_attempts = (unsigned)rs->wss.opt_attempts;
+    c.backoff_min_ms = (uint32_t)rs->wss.opt_backoff_ms;
     c.stop = should_stop;
-    booted_rs = rs;
-    fkd_ota_remote_init(&remote);
+    c.user = rs;
+    fkd_ota_remote_init(&rs->wss.remote);
     if (running != NULL) {
         /* OTA over the channel: the slots, NVS and trusted keys of this boot. */
         struct fkd_ota_remote_config oc;
@@ -135,49 +128,49 @@ int robot_sim_wss_start(struct robot_sim *rs, const char *fw_version) {
             oc.ota_pubkey2 = der;
             oc.ota_pubkey2_len = len;
         }
-        if (fkd_ota_remote_setup(&remote, &oc) == FKD_OK) {
-            handler = fkd_ota_remote_handler;
+        if (fkd_ota_remote_setup(&rs->wss.remote, &oc) == FKD_OK) {
+            rs->wss.handler = fkd_ota_remote_handler;
         }
     }
-    handler.welcomed = on_welcome;
-    c.handler = &handler;
-    c.handler_user = &remote;
-    fkd_wss_init(&wss);
-    if (fkd_wss_setup(&wss, &c) != FKD_OK) {
-        fkd_wss_free(&wss);
-        fkd_ota_remote_free(&remote);
+    rs->wss.handler.welcomed = on_welcome;
+    c.handler = &rs->wss.handler;
+    c.handler_user = &rs->wss.remote;
+    fkd_wss_init(&rs->wss.client);
+    if (fkd_wss_setup(&rs->wss.client, &c) != FKD_OK) {
+        fkd_wss_free(&rs->wss.client);
+        fkd_ota_remote_free(&rs->wss.remote);
         return 1;
     }
-    atomic_store(&stop_flag, 0);
-    atomic_store(&reboot_flag, 0);
-    atomic_store(&welcomed_flag, 0);
-    if (pthread_create(&thread, NULL, run, NULL) != 0) {
+    atomic_store(&rs->wss.stop_flag, 0);
+    atomic_store(&rs->wss.reboot_flag, 0);
+    atomic_store(&rs->wss.welcomed_flag, 0);
+    if (pthread_create(&rs->wss.thread, NULL, run, rs) != 0) {
         fkd_log(FKD_LOG_ERROR, "services: cannot start the wss thread");
-        fkd_wss_free(&wss);
-        fkd_ota_remote_free(&remote);
+        fkd_wss_free(&rs->wss.client);
+        fkd_ota_remote_free(&rs->wss.remote);
         return 1;
     }
-    started = 1;
+    rs->wss.started = 1;
     printf("robot-sim: wss client to %s\n", uri);
     fflush(stdout);
     return 0;
 }
 
-void robot_sim_wss_stop(void) {
-    if (!started) {
+void robot_sim_wss_stop(struct robot_sim *rs) {
+    if (!rs->wss.started) {
         return;
     }
-    atomic_store(&stop_flag, 1);
-    pthread_join(thread, NULL);
-    started = 0;
-    fkd_wss_free(&wss);
-    fkd_ota_remote_free(&remote);
+    atomic_store(&rs->wss.stop_flag, 1);
+    pthread_join(rs->wss.thread, NULL);
+    rs->wss.started = 0;
+    fkd_wss_free(&rs->wss.client);
+    fkd_ota_remote_free(&rs->wss.remote);
 }
 
-int robot_sim_wss_reboot_requested(void) {
-    return atomic_load(&reboot_flag);
+int robot_sim_wss_reboot_requested(struct robot_sim *rs) {
+    return atomic_load(&rs->wss.reboot_flag);
 }
 
-int robot_sim_wss_welcomed(void) {
-    return atomic_load(&welcomed_flag);
+int robot_sim_wss_welcomed(struct robot_sim *rs) {
+    return atomic_load(&rs->wss.welcomed_flag);
 }

@@ -4,7 +4,8 @@
  * Why a thread: the client is written as one blocking task with bounded waits (as it runs on
  * the chip, a FreeRTOS task), and a TLS handshake (ECDHE + certificate verification) takes
  * long enough that running it inside the listener's poll loop would stall DTLS clients. The
- * two share only read-only boot state (store, config, posture) and the log handler.
+ * two share only read-only boot state (store, config, posture), the log handler and the
+ * atomic flags of rs->wss (robot_sim.h), where the client and its options live.
  *
  * Options (taken by start_services):
  *   --wss-uri URI        override CONFIG_MINITRAIN_WSS_URI (tests)
@@ -26,16 +27,16 @@
 
 /* If argv[i] is a wss option, consumes it (and its value) and returns how many arguments it
  * took (1 or 2); 0 when it is not one; -1 when its value is missing or bad. */
-int robot_sim_wss_option(int argc, char **argv, int i);
+int robot_sim_wss_option(struct robot_sim *rs, int argc, char **argv, int i);
 /* Starts the client thread (no-op with --no-wss or without a URI). 0, or 1 when setup failed
  * (logged; the robot keeps running its other services). */
 int robot_sim_wss_start(struct robot_sim *rs, const char *fw_version);
 /* Asks the thread to stop and joins it (at most a few hundred ms). Safe when not started. */
-void robot_sim_wss_stop(void);
+void robot_sim_wss_stop(struct robot_sim *rs);
 /* 1 once the client ended because a request (a successful ota_finish) asked for a reboot:
  * it closed with 1000 "rebooting" and its thread is done. */
-int robot_sim_wss_reboot_requested(void);
+int robot_sim_wss_reboot_requested(struct robot_sim *rs);
 /* 1 once the server welcomed the client (the running image then confirmed itself). */
-int robot_sim_wss_welcomed(void);
+int robot_sim_wss_welcomed(struct robot_sim *rs);
 
 #endif
