@@ -1,12 +1,13 @@
 /* OTA delivery over the wss channel: the decisions, as pure functions of plain data.
  *
- * Design: server.c owns sockets, the inventory and the job list; everything it decides about
- * an update or an OTA-key rotation is asked of this file, which sees only structs: which
- * image may be accepted (fk_ota_image_check), which device would refuse it (the interlock,
- * fk_ota_trusts_any), how a device's target moves through queued -> sending -> installed ->
- * confirmed / refused / rolled_back / failed, and which request a connection gets next, in
- * the order docs/wss-protocol.md ("What the server pushes, and when") lays down. So the state
- * machine is tested without a socket (tests/unit/test_server_ota.c). */
+ * Design: the rest of src/server/ owns sockets, the inventory and the job list (session.c,
+ * push.c, jobs.c); everything it decides about an update or an OTA-key rotation is asked of
+ * this file, which sees only structs: which image may be accepted (fk_ota_image_check),
+ * which device would refuse it (the interlock, fk_ota_trusts_any), how a device's target
+ * moves through queued -> sending -> installed -> confirmed / refused / rolled_back / failed,
+ * and which request a connection gets next, in the order docs/wss-protocol.md ("What the
+ * server pushes, and when") lays down. So the state machine is tested without a socket
+ * (tests/unit/test_server_ota.c). */
 #include "fleetkey/server.h"
 
 #include "fleetkey/ota.h"

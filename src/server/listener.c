@@ -1,0 +1,182 @@
+/* The event loop and listener: see listener_internal.h. lws owns the sockets, the HTTP parser
+ * and the RFC 6455 framing; the protocols' callbacks hand each event to the concern that owns
+ * it (auth.c: TLS setup and upgrade checks; admin.c: HTTP requests; session.c: WebSockets). */
+#include "listener_internal.h"
+
+#include "admin_internal.h"
+#include "auth_internal.h"
+#include "jobs_internal.h"
+#include "session_internal.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+
+/* The connection-level events of the "http" protocol; a request's own events are admin.c's. */
+static int cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                   size_t len) {
+    struct fk_server *srv = lws_context_user(lws_get_context(wsi));
+    switch (reason) {
+    case LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS:
+        if (fk_srv_setup_tls(srv, user) != 0) {
+            srv->load_error = 1;
+            return 1;
+        }
+        return 0;
+    case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED: {
+        /* The TLS handshake flights are several records, each its own write: with Nagle,
+         * the second waits for the peer's delayed ACK (40 ms on Linux) on every handshake. */
+        int one = 1;
+        setsockopt(lws_get_socket_fd(wsi), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        return 0;
+    }
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        return fk_srv_confirm_upgrade(srv, wsi);
+    default:
+        return fk_srv_admin_http(wsi, reason, user, in, len);
+    }
+}
+
+static const struct lws_protocols protocols[] = {
+    {"http", cb_http, sizeof(struct http_sess), 0, 0, NULL, 0},
+    {FK_WSS_SUBPROTOCOL, fk_srv_session_cb, sizeof(struct session), FK_WSS_MAX_MESSAGE, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0}};
+
+/* ---- loop ------------------------------------------------------------------------------- */
+
+static void tick(lws_sorted_usec_list_t *sul) {
+    struct fk_server *srv = lws_container_of(sul, struct fk_server, tick);
+    time_t now = time(NULL);
+    fk_srv_crl_maybe_reload(srv);
+    fk_srv_revocations_check(srv);
+    fk_srv_jobs_save_dirty(srv);
+    for (struct session *s = srv->sessions; s != NULL; s = s->next) {
+        if (s->close_code != 0) {
+            continue;
+        }
+        if (!s->hello_done && now - s->opened >= (time_t)srv->cfg.hello_timeout) {
+            fk_srv_schedule_close(s, s->wsi, FK_WSS_CLOSE_POLICY, "no hello in time");
+        } else if (now - s->last_rx >= 3 * (time_t)srv->cfg.ping_interval) {
+            fk_srv_schedule_close(s, s->wsi, FK_WSS_CLOSE_GOING_AWAY, "idle");
+        }
+        if (s->pending[0] != '\0' && now - s->pending_since >= 30) {
+            /* docs/wss-protocol.md: the server gives up after 30 s; the connection stays. */
+            fk_log(FK_LOG_WARN, "server: %s %s: request %s unanswered after 30 s", s->peer, s->id,
+                   s->pending);
+            srv->request_timeouts++;
+            s->pending[0] = '\0';
+            fk_srv_push_timeout(s);
+        }
+    }
+    /* Rotation steps taken meanwhile (provision-keys rotate on the same inventory) and new
+     * jobs reach idle connections within a second. */
+    if (srv->sessions != NULL) {
+        fk_srv_rot_refresh(srv);
+    }
+    for (struct session *s = srv->sessions; s != NULL; s = s->next) {
+        if (s->close_code == 0 && fk_srv_push_next(s) != 0) {
+            fk_srv_schedule_close(s, s->wsi, FK_WSS_CLOSE_INTERNAL, "internal error");
+        }
+    }
+    lws_sul_schedule(srv->ctx, 0, &srv->tick, tick, LWS_US_PER_SEC);
+}
+
+static void lws_log_emit(int level, const char *line) {
+    char buf[512];
+    size_t n = strlen(line);
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) {
+        n--;
+    }
+    snprintf(buf, sizeof buf, "%.*s", (int)(n < 400 ? n : 400), line);
+    fk_log(level == LLL_ERR ? FK_LOG_WARN : FK_LOG_DEBUG, "lws: %s", buf);
+}
+
+enum fk_err fk_srv_listener_start(struct fk_server *srv, struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    const struct fk_server_config *cfg = &srv->cfg;
+    lws_set_log_level(cfg->log_level == FK_LOG_DEBUG ? (LLL_ERR | LLL_WARN | LLL_NOTICE) : LLL_ERR,
+                      lws_log_emit);
+    struct lws_context_creation_info ci;
+    memset(&ci, 0, sizeof ci);
+    ci.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT | LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+    ci.user = srv;
+    ci.fd_limit_per_thread = cfg->max_connections + 32;
+    ci.count_threads = 1;
+    srv->ctx = lws_create_context(&ci);
+    FK_ENSURE(srv->ctx != NULL, fk_diag_set(diag, FK_E_INTERNAL, "lws_create_context failed"));
+
+    struct lws_context_creation_info vi;
+    memset(&vi, 0, sizeof vi);
+    vi.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    if (strchr(cfg->listen, ':') == NULL) {
+        vi.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
+    }
+    vi.vhost_name = "fleetkey";
+    vi.port = (int)cfg->port;
+    vi.iface =
+        strcmp(cfg->listen, "0.0.0.0") == 0 || strcmp(cfg->listen, "::") == 0 ? NULL : cfg->listen;
+    vi.protocols = protocols;
+    vi.ssl_cert_filepath = cfg->cert;
+    vi.ssl_private_key_filepath = cfg->key;
+    vi.alpn = "http/1.1"; /* WebSockets ride HTTP/1.1 upgrades (docs/wss-protocol.md) */
+    vi.timeout_secs = 10; /* TLS handshake and HTTP request deadline */
+    vi.user = srv;
+    srv->vh = lws_create_vhost(srv->ctx, &vi);
+    FK_ENSURE(srv->vh != NULL && !srv->load_error && srv->ssl_ctx != NULL,
+              fk_diag_set(diag, FK_E_IO,
+                          "cannot serve on %s:%u (port busy, or certificate/key/CA/CRL unusable:"
+                          " see the log)",
+                          cfg->listen, cfg->port));
+    lws_sul_schedule(srv->ctx, 0, &srv->tick, tick, LWS_US_PER_SEC);
+    fk_log(FK_LOG_INFO,
+           "server: listening on %s:%u (wss %s, TLS 1.2-1.3, client certificates "
+           "required)",
+           cfg->listen, fk_srv_listener_port(srv), FK_WSS_PATH);
+    rc = FK_OK;
+out:
+    return rc;
+}
+
+unsigned fk_srv_listener_port(const struct fk_server *srv) {
+    return srv->vh != NULL ? (unsigned)lws_get_vhost_listen_port(srv->vh) : 0;
+}
+
+void fk_srv_listener_wake(struct fk_server *srv) {
+    if (srv->ctx != NULL) {
+        lws_cancel_service(srv->ctx);
+    }
+}
+
+enum fk_err fk_srv_listener_run(struct fk_server *srv) {
+    while (!srv->stop) {
+        if (lws_service(srv->ctx, 0) < 0) {
+            return FK_E_INTERNAL;
+        }
+        if (srv->reload) {
+            fk_srv_crl_maybe_reload(srv);
+        }
+    }
+    /* Going away: every WebSocket gets close 1001; a bounded number of loop turns to send
+     * them, then the context is destroyed by fk_server_free. */
+    fk_log(FK_LOG_INFO, "server: stopping");
+    for (struct session *s = srv->sessions; s != NULL; s = s->next) {
+        fk_srv_schedule_close(s, s->wsi, FK_WSS_CLOSE_GOING_AWAY, "server shutting down");
+    }
+    time_t until = time(NULL) + 2;
+    while (srv->sessions != NULL && time(NULL) < until) {
+        if (lws_service(srv->ctx, 0) < 0) {
+            break;
+        }
+    }
+    return FK_OK;
+}
+
+void fk_srv_listener_free(struct fk_server *srv) {
+    if (srv->ctx != NULL) {
+        lws_context_destroy(srv->ctx);
+        srv->ctx = NULL;
+        srv->vh = NULL;
+    }
+}

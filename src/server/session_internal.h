@@ -1,0 +1,34 @@
+/* Device sessions (session.c): the fleetkey.v1 WebSocket protocol state of each connection.
+ *
+ * Owns a session from ESTABLISHED to CLOSED: the bounded reassembly of fragmented messages
+ * (FK_WSS_MAX_MESSAGE), parsing (msg.c), hello (device id = certificate identity, presence and
+ * audit in the inventory, welcome), ping/pong, routing responses to push.c, the outgoing queue
+ * whose overflow closes the connection, and the close (logged and counted once). What the
+ * server pushes and when is push.c's; time-outs are driven by the listener's tick. */
+#ifndef FK_SERVER_SESSION_INTERNAL_H
+#define FK_SERVER_SESSION_INTERNAL_H
+
+#include "server_internal.h"
+
+#include <cjson/cJSON.h>
+
+/* The close codes /metrics counts, in srv->closes[] order; the last (0) counts any other. */
+extern const int fk_srv_close_codes[8];
+
+/* The lws callback of the fleetkey.v1 protocol (user: struct session). */
+int fk_srv_session_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                      size_t len);
+
+/* Queues o (taken, deleted here) as one text message. 0, or -1 when it cannot be printed or
+ * queued (a full queue also schedules close 1008). */
+int fk_srv_enqueue_json(struct session *s, struct lws *wsi, cJSON *o);
+
+/* Sends close code / why at the next writable callback. */
+void fk_srv_schedule_close(struct session *s, struct lws *wsi, int code, const char *why);
+
+/* The live session of device id (said hello, not closing, not superseded), or NULL. */
+struct session *fk_srv_session_of(struct fk_server *srv, const char *id);
+/* 1 when some session of device id said hello (what /api/devices shows as "connected"). */
+int fk_srv_connected(const struct fk_server *srv, const char *id);
+
+#endif
