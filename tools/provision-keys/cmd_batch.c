@@ -22,7 +22,7 @@
 #include "cli.h"
 #include "fleetkey/inventory.h"
 #include "fleetkey/keys.h"
-#include "mtls.h"
+#include "fleetkey/pki.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -610,7 +610,7 @@ static void mint_one(struct chunk *c, size_t i) {
     r->rc = FK_OK;
     if (c->run->ca != NULL) {
         pthread_mutex_lock(&c->run->ca_lock);
-        r->rc = fk_cli_mtls_issue(c->run->ca, dv->id, c->run->cert_days, c->run->chain,
+        r->rc = fk_pki_mtls_issue(c->run->ca, dv->id, c->run->cert_days, c->run->chain,
                                   c->run->chain_len, &issued, &blobs, &o, &r->diag);
         pthread_mutex_unlock(&c->run->ca_lock);
     }
@@ -1043,7 +1043,7 @@ int fk_cmd_batch(int argc, char **argv) {
         FK_GUARD(fk_keys_ota_load(ota_path, &fleet, &diag));
     }
     if (ca_dir != NULL) {
-        FK_GUARD(fk_cli_mtls_open(ca_dir, &run.ca, &chain, &chain_len, &diag));
+        FK_GUARD(fk_pki_mtls_open(ca_dir, &run.ca, &chain, &chain_len, &diag));
     }
 
     /* 2. The output directory, its lock, leftovers of a killed run, the inventory. */
@@ -1107,7 +1107,7 @@ int fk_cmd_batch(int argc, char **argv) {
         memcpy(pending_sorted, pending, npending * sizeof *pending_sorted);
         qsort(pending_sorted, npending, sizeof *pending_sorted, cmp_dev_id);
         struct pending_set ps = {pending_sorted, npending};
-        FK_GUARD(fk_cli_mtls_supersede(run.ca, is_pending, &ps, NULL, &superseded, &diag));
+        FK_GUARD(fk_pki_mtls_supersede(run.ca, is_pending, &ps, NULL, &superseded, &diag));
         if (superseded > 0) {
             char detail[128];
             snprintf(detail, sizeof detail, "{\"revoked\":%zu,\"reason\":\"superseded\"}",
