@@ -20,6 +20,7 @@
  * and commits chunk k; SQLite is only ever touched by the main thread. */
 #define _GNU_SOURCE /* syncfs() */
 #include "cli.h"
+#include "fleetkey/csv.h"
 #include "fleetkey/inventory.h"
 #include "fleetkey/keys.h"
 #include "fleetkey/pki.h"
@@ -150,142 +151,67 @@ static void record_free(struct record *r) {
     r->nf = 0;
 }
 
-struct field_buf {
-    char *p;
-    size_t len;
-    size_t cap;
-};
-
-static int fb_put(struct field_buf *b, char c) {
-    if (b->len + 1 >= b->cap) {
-        size_t ncap = b->cap == 0 ? 32 : b->cap * 2;
-        char *np = malloc(ncap);
-        if (np == NULL) {
-            return -1;
-        }
-        if (b->p != NULL) {
-            memcpy(np, b->p, b->len);
-            fk_free_secret(b->p, b->cap); /* growing must not leave copies of a password */
-        }
-        b->p = np;
-        b->cap = ncap;
-    }
-    b->p[b->len++] = c;
-    b->p[b->len] = '\0';
-    return 0;
-}
-
-static int rec_push(struct record *r, struct field_buf *b) {
-    if (b->p == NULL && fb_put(b, 'x') == 0) {
-        b->len = 0;
-        b->p[0] = '\0';
-    }
-    if (b->p == NULL) {
-        return -1;
-    }
-    char **nf = realloc(r->f, (r->nf + 1) * sizeof *nf);
-    if (nf == NULL) {
-        return -1;
-    }
-    r->f = nf;
-    r->f[r->nf++] = b->p;
-    b->p = NULL;
-    b->len = b->cap = 0;
-    return 0;
-}
-
-/* Reads one record starting at *pos. Returns 1 with a record, 0 at the end of input, -1 on
- * error (diag set). *line counts physical lines (quoted fields may span several). */
-static int csv_next(const char *buf, size_t len, size_t *pos, long *line, const char *file,
-                    struct record *r, struct fk_diag *diag) {
-    size_t i = *pos;
-    struct field_buf b = {NULL, 0, 0};
+/* Reads one record (fleetkey/csv.h, strict dialect: RFC 4180). Returns 1 with a record, 0 at
+ * the end of input, -1 on error (diag set). */
+static int csv_next(struct fk_csv *csv, const char *file, struct record *r, struct fk_diag *diag) {
     memset(r, 0, sizeof *r);
-    if (i >= len) {
-        return 0;
-    }
-    r->line = *line;
     for (;;) {
-        if (i < len && buf[i] == '"') {
-            long opened = *line;
-            i++;
-            for (;;) {
-                if (i >= len) {
-                    fk_diag_at(diag, FK_E_PARSE, file, opened,
-                               "field %zu: quoted field is never closed", r->nf + 1);
-                    goto fail;
-                }
-                if (buf[i] == '"') {
-                    if (i + 1 < len && buf[i + 1] == '"') {
-                        if (fb_put(&b, '"') != 0) {
-                            goto nomem;
-                        }
-                        i += 2;
-                        continue;
-                    }
-                    i++;
-                    break;
-                }
-                if (buf[i] == '\n') {
-                    (*line)++;
-                }
-                if (fb_put(&b, buf[i]) != 0) {
-                    goto nomem;
-                }
-                i++;
-            }
-            if (i < len && buf[i] != ',' && buf[i] != '\n' && buf[i] != '\r') {
-                fk_diag_at(diag, FK_E_PARSE, file, *line,
-                           "field %zu: expected ',' or the end of the line after a closing quote",
-                           r->nf + 1);
-                goto fail;
-            }
-        } else {
-            while (i < len && buf[i] != ',' && buf[i] != '\n' && buf[i] != '\r') {
-                if (buf[i] == '"') {
-                    fk_diag_at(diag, FK_E_PARSE, file, *line,
-                               "field %zu: expected a quote only at the start of a field "
-                               "(write \"\" inside a quoted field)",
-                               r->nf + 1);
-                    goto fail;
-                }
-                if (buf[i] == '\0') {
-                    fk_diag_at(diag, FK_E_PARSE, file, *line, "field %zu: NUL byte", r->nf + 1);
-                    goto fail;
-                }
-                if (fb_put(&b, buf[i]) != 0) {
-                    goto nomem;
-                }
-                i++;
-            }
+        struct fk_csv_field f;
+        enum fk_csv_status st = fk_csv_next(csv, &f);
+        if (st == FK_CSV_END) {
+            return 0;
         }
-        if (rec_push(r, &b) != 0) {
+        if (st == FK_CSV_ERROR) {
+            size_t n = csv->error_field + 1;
+            long at = csv->error_line;
+            switch (csv->error) {
+            case FK_CSV_E_UNCLOSED:
+                fk_diag_at(diag, FK_E_PARSE, file, at, "field %zu: quoted field is never closed",
+                           n);
+                break;
+            case FK_CSV_E_AFTER_QUOTE:
+                fk_diag_at(diag, FK_E_PARSE, file, at,
+                           "field %zu: expected ',' or the end of the line after a closing quote",
+                           n);
+                break;
+            case FK_CSV_E_STRAY_QUOTE:
+                fk_diag_at(diag, FK_E_PARSE, file, at,
+                           "field %zu: expected a quote only at the start of a field "
+                           "(write \"\" inside a quoted field)",
+                           n);
+                break;
+            case FK_CSV_E_NUL:
+                fk_diag_at(diag, FK_E_PARSE, file, at, "field %zu: NUL byte", n);
+                break;
+            default:
+                fk_diag_at(diag, FK_E_PARSE, file, at, "expected CR LF or LF line ends");
+                break;
+            }
+            goto fail;
+        }
+        r->line = f.line;
+        char **nf = realloc(r->f, (r->nf + 1) * sizeof *nf);
+        if (nf == NULL) {
             goto nomem;
         }
-        if (i >= len) {
-            break;
+        r->f = nf;
+        /* Allocated at its final size: no copy of a password is left behind by growing. */
+        char *v = malloc(f.len + 1);
+        if (v == NULL) {
+            goto nomem;
         }
-        if (buf[i] == ',') {
-            i++;
-            continue;
+        if (fk_csv_field_value(csv, &f, v, f.len + 1, NULL) != FK_OK) {
+            fk_free_secret(v, f.len + 1);
+            goto nomem;
         }
-        if (buf[i] == '\r') {
-            if (i + 1 >= len || buf[i + 1] != '\n') {
-                fk_diag_at(diag, FK_E_PARSE, file, *line, "expected CR LF or LF line ends");
-                goto fail;
-            }
-            i++;
+        r->f[r->nf++] = v;
+        if (f.last) {
+            return 1;
         }
-        i++; /* '\n' */
-        (*line)++;
-        break;
     }
-    *pos = i;
-    return 1;
 nomem:
     fk_diag_set(diag, FK_E_NOMEM, "out of memory reading %s", file);
 fail:
-    fk_free_secret(b.p, b.cap);
     record_free(r);
     return -1;
 }
@@ -359,16 +285,13 @@ static int csv_load(const char *path, struct csv_data *out, struct fk_diag *diag
     if (fk_file_read(path, CSV_MAX, &buf, &len, diag) != FK_OK) {
         return -1;
     }
-    size_t pos = 0;
-    long line = 1;
-    if (len >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0) {
-        pos = 3; /* a UTF-8 byte order mark, as spreadsheet programs write it */
-    }
+    struct fk_csv csv;
+    fk_csv_init(&csv, (const char *)buf, len, FK_CSV_STRICT);
     size_t cap = 0;
     for (;;) {
         struct record r;
         fk_diag_init(&d);
-        int got = csv_next((const char *)buf, len, &pos, &line, path, &r, &d);
+        int got = csv_next(&csv, path, &r, &d);
         if (got < 0) {
             errors_report(&errors, &d);
             break; /* after a quoting error the rest cannot be trusted */
