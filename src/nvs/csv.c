@@ -7,7 +7,12 @@
  * row type, a key before any namespace, bad hex, an integer that does not fit its type, and
  * keys longer than 15 bytes are errors naming the CSV line.
  *
+ * Records and fields come from the shared tokenizer (fleetkey/csv.h) in its Python dialect with
+ * comment and empty-line skipping; this file keeps the columns, the row semantics and the
+ * messages.
+ *
  * Every value may be a secret (a PSK in hex), so every scratch buffer is wiped after use. */
+#include "fleetkey/csv.h"
 #include "fleetkey/nvs.h"
 
 #include "fkd/nvs_format.h"
@@ -29,132 +34,59 @@ struct record {
     long line; /* line the record starts on */
 };
 
-static enum fk_err rec_putc(struct record *r, char c) {
-    if (r->used == r->cap) {
-        size_t ncap = r->cap ? r->cap * 2 : 256;
-        char *nb = malloc(ncap);
-        if (nb == NULL) {
-            return FK_E_NOMEM;
-        }
-        if (r->used) {
-            memcpy(nb, r->buf, r->used);
-        }
-        fk_free_secret(r->buf, r->cap);
-        r->buf = nb;
-        r->cap = ncap;
+/* Room for n more bytes in r->buf. Growing wipes the old buffer: it may hold a secret. */
+static enum fk_err rec_reserve(struct record *r, size_t n) {
+    if (r->cap - r->used >= n) {
+        return FK_OK;
     }
-    r->buf[r->used++] = c;
+    size_t ncap = r->cap ? r->cap : 256;
+    while (ncap - r->used < n) {
+        ncap *= 2;
+    }
+    char *nb = malloc(ncap);
+    if (nb == NULL) {
+        return FK_E_NOMEM;
+    }
+    if (r->used) {
+        memcpy(nb, r->buf, r->used);
+    }
+    fk_free_secret(r->buf, r->cap);
+    r->buf = nb;
+    r->cap = ncap;
     return FK_OK;
 }
 
-static enum fk_err rec_end_field(struct record *r, size_t field_start) {
-    if (r->n == MAX_FIELDS) {
-        return FK_E_TOOBIG;
-    }
-    r->start[r->n] = field_start;
-    r->len[r->n] = r->used - field_start;
-    r->n++;
-    return rec_putc(r, '\0');
-}
-
-/* Reads the next non-empty, non-comment record from buf at *pos. Returns FK_OK with r->n == 0
- * at the end of input. *line counts physical lines (1-based). */
-static enum fk_err next_record(const char *buf, size_t len, size_t *pos, long *line,
-                               struct record *r, const char *name, struct fk_diag *diag) {
+/* Reads the next non-empty, non-comment record (fleetkey/csv.h, Python dialect). Returns
+ * FK_OK with r->n == 0 at the end of input. */
+static enum fk_err next_record(struct fk_csv *csv, struct record *r, const char *name,
+                               struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
-    size_t p = *pos;
     r->used = 0;
     r->n = 0;
     for (;;) {
-        if (p >= len) {
-            *pos = p;
-            return FK_OK;
-        }
-        if (buf[p] == '#') { /* the generator filters comment lines before the CSV reader */
-            while (p < len && buf[p] != '\n' && buf[p] != '\r') {
-                p++;
-            }
-        }
-        if (p < len && (buf[p] == '\n' || buf[p] == '\r')) { /* empty line */
-            if (buf[p] == '\r' && p + 1 < len && buf[p + 1] == '\n') {
-                p++;
-            }
-            p++;
-            (*line)++;
-            continue;
-        }
-        if (p >= len) {
-            continue;
-        }
-        break;
-    }
-    r->line = *line;
-    size_t fstart = r->used;
-    int quoted = 0;
-    int at_start = 1;
-    for (;;) {
-        if (p >= len) {
-            FK_ENSURE(!quoted, fk_diag_at(diag, FK_E_PARSE, name, r->line,
-                                          "quoted field is not closed before the end of input"));
-            FK_GUARD(rec_end_field(r, fstart));
+        struct fk_csv_field f;
+        enum fk_csv_status st = fk_csv_next(csv, &f);
+        if (st == FK_CSV_END) {
             break;
         }
-        char c = buf[p++];
-        if (quoted) {
-            if (c == '"') {
-                if (p < len && buf[p] == '"') {
-                    FK_GUARD(rec_putc(r, '"'));
-                    p++;
-                } else {
-                    quoted = 0;
-                }
-                continue;
-            }
-            if (c == '\r' && p < len && buf[p] == '\n') {
-                p++; /* the generator opens the CSV in text mode: CRLF becomes LF */
-                c = '\n';
-            }
-            if (c == '\n' || c == '\r') {
-                (*line)++;
-                c = '\n';
-            }
-            FK_GUARD(rec_putc(r, c));
-            continue;
-        }
-        if (c == '"' && at_start) {
-            quoted = 1;
-            at_start = 0;
-            continue;
-        }
-        if (c == ',') {
-            rc = rec_end_field(r, fstart);
-            FK_ENSURE(rc != FK_E_TOOBIG, fk_diag_at(diag, FK_E_PARSE, name, r->line,
-                                                     "more than %d columns", MAX_FIELDS));
-            FK_GUARD(rc);
-            fstart = r->used;
-            at_start = 1;
-            continue;
-        }
-        if (c == '\n' || c == '\r') {
-            if (c == '\r' && p < len && buf[p] == '\n') {
-                p++;
-            }
-            (*line)++;
-            rc = rec_end_field(r, fstart);
-            FK_ENSURE(rc != FK_E_TOOBIG, fk_diag_at(diag, FK_E_PARSE, name, r->line,
-                                                     "more than %d columns", MAX_FIELDS));
-            FK_GUARD(rc);
+        FK_ENSURE(st == FK_CSV_FIELD,
+                  fk_diag_at(diag, FK_E_PARSE, name, csv->record_line,
+                             "quoted field is not closed before the end of input"));
+        r->line = f.line;
+        FK_ENSURE(r->n < MAX_FIELDS,
+                  fk_diag_at(diag, FK_E_PARSE, name, r->line, "more than %d columns", MAX_FIELDS));
+        FK_GUARD(rec_reserve(r, f.len + 1));
+        FK_GUARD(fk_csv_field_value(csv, &f, r->buf + r->used, r->cap - r->used, NULL));
+        r->start[r->n] = r->used;
+        r->len[r->n] = f.len;
+        r->n++;
+        r->used += f.len + 1;
+        if (f.last) {
             break;
         }
-        at_start = 0;
-        FK_GUARD(rec_putc(r, c));
     }
-    *pos = p;
     rc = FK_OK;
 out:
-    if (rc == FK_E_TOOBIG) {
-        rc = fk_diag_at(diag, FK_E_PARSE, name, r->line, "more than %d columns", MAX_FIELDS);
-    }
     return rc;
 }
 
@@ -444,19 +376,18 @@ enum fk_err fk_nvs_csv_load(struct fk_nvs_builder *b, const char *buf, size_t le
     struct record r;
     memset(&r, 0, sizeof r);
     const char *name = csv_name != NULL ? csv_name : "<csv>";
-    size_t pos = 0;
-    long line = 1;
+    struct fk_csv csv;
     int col_key = -1;
     int col_type = -1;
     int col_enc = -1;
     int col_val = -1;
     FK_ENSURE(b != NULL && (buf != NULL || len == 0), FK_E_ARG);
-    if (len >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0) {
-        pos = 3; /* a UTF-8 byte order mark some editors add */
-    }
+    /* The generator filters '#' lines, then csv.DictReader skips empty rows; the UTF-8 byte
+     * order mark some editors add is skipped by the tokenizer. */
+    fk_csv_init(&csv, buf, len, FK_CSV_COMMENTS | FK_CSV_SKIP_EMPTY);
 
-    FK_GUARD(next_record(buf, len, &pos, &line, &r, name, diag));
-    FK_ENSURE(r.n > 0, fk_diag_at(diag, FK_E_PARSE, name, line,
+    FK_GUARD(next_record(&csv, &r, name, diag));
+    FK_ENSURE(r.n > 0, fk_diag_at(diag, FK_E_PARSE, name, csv.line,
                                   "empty CSV: expected the header key,type,encoding,value"));
     for (size_t i = 0; i < r.n; i++) {
         const char *h = r.buf + r.start[i];
@@ -475,7 +406,7 @@ enum fk_err fk_nvs_csv_load(struct fk_nvs_builder *b, const char *buf, size_t le
                          "header must name the columns key,type,encoding,value"));
 
     for (;;) {
-        FK_GUARD(next_record(buf, len, &pos, &line, &r, name, diag));
+        FK_GUARD(next_record(&csv, &r, name, diag));
         if (r.n == 0) {
             break;
         }

@@ -8,7 +8,7 @@
 #include "cli.h"
 #include "fleetkey/inventory.h"
 #include "fleetkey/keys.h"
-#include "mtls.h"
+#include "fleetkey/pki.h"
 
 #include <cjson/cJSON.h>
 #include <getopt.h>
@@ -334,7 +334,7 @@ int fk_cmd_generate(int argc, char **argv) {
         FK_GUARD(fk_keys_ota_load(ota_path, &fleet, &diag));
     }
     if (ca_dir != NULL) {
-        FK_GUARD(fk_cli_mtls_open(ca_dir, &ca, &chain, &chain_len, &diag));
+        FK_GUARD(fk_pki_mtls_open(ca_dir, &ca, &chain, &chain_len, &diag));
     }
     FK_GUARD(fk_mkdirs(dir, 0700, &diag));
     FK_GUARD(fk_path_join(dir, base, ".json", &json_path));
@@ -392,7 +392,7 @@ int fk_cmd_generate(int argc, char **argv) {
     if (ca != NULL) {
         char id[FK_DEVICE_ID_SIZE];
         fk_keys_device_id(mac, id);
-        FK_GUARD(fk_cli_mtls_issue(ca, id, (unsigned)cert_days, chain, chain_len, &issued, &blobs,
+        FK_GUARD(fk_pki_mtls_issue(ca, id, (unsigned)cert_days, chain, chain_len, &issued, &blobs,
                                    &o, &diag));
     }
     FK_GUARD(fk_keys_mint(&o, &dev, &diag));
@@ -408,7 +408,7 @@ int fk_cmd_generate(int argc, char **argv) {
     if (ca != NULL) {
         /* The committed certificate supersedes every other one of this device in the CA
          * (an earlier mint, or an attempt that died before its inventory row). */
-        FK_GUARD(fk_cli_mtls_supersede(ca, same_name, (void *)m->device_id,
+        FK_GUARD(fk_pki_mtls_supersede(ca, same_name, (void *)m->device_id,
                                        m->mtls_cert_fingerprint, &superseded, &diag));
     }
     fk_log(FK_LOG_DEBUG, "generate: psk %s minted for %s", m->psk_fingerprint, m->device_id);

@@ -1,10 +1,13 @@
-/* generate/batch --ca: see mtls.h. */
-#include "mtls.h"
+/* A device's mTLS identity for the image minted by generate and batch (--ca): see the
+ * fk_pki_mtls_* declarations at the end of pki.h. Moved here from the provision-keys tool so
+ * that batch minting (src/batch) and rotation can issue device certificates too. */
+#include "fleetkey/keys.h"
+#include "fleetkey/pki.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-enum fk_err fk_cli_mtls_open(const char *dir, struct fk_pki_ca **ca, uint8_t **chain,
+enum fk_err fk_pki_mtls_open(const char *dir, struct fk_pki_ca **ca, uint8_t **chain,
                              size_t *chain_len, struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     FK_GUARD(fk_pki_ca_open(dir, ca, diag));
@@ -19,7 +22,7 @@ out:
     return rc;
 }
 
-enum fk_err fk_cli_mtls_issue(struct fk_pki_ca *ca, const char *id, unsigned days,
+enum fk_err fk_pki_mtls_issue(struct fk_pki_ca *ca, const char *id, unsigned days,
                               const uint8_t *chain, size_t chain_len, struct fk_pki_issued **issued,
                               struct fk_keys_mtls *blobs, struct fk_keys_mint_opts *o,
                               struct fk_diag *diag) {
@@ -42,7 +45,7 @@ out:
 }
 
 struct victims {
-    fk_cli_name_fn *wanted;
+    fk_pki_name_fn *wanted;
     void *user;
     const char *keep;
     char (*serial)[FK_PKI_SERIAL_HEX_LEN * 2 + 1];
@@ -71,7 +74,7 @@ static int collect(void *user, const struct fk_pki_cert_info *info) {
     return 0;
 }
 
-enum fk_err fk_cli_mtls_supersede(struct fk_pki_ca *ca, fk_cli_name_fn *wanted, void *user,
+enum fk_err fk_pki_mtls_supersede(struct fk_pki_ca *ca, fk_pki_name_fn *wanted, void *user,
                                   const char *keep_fpr, size_t *count, struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     struct victims v = {wanted, user, keep_fpr, NULL, 0, 0, 0};

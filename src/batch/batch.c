@@ -1,0 +1,620 @@
+/* The fleet minting engine (fleetkey/batch.h): mint every device given, idempotent and
+ * crash-safe. Moved out of `provision-keys batch` so rotation can mint successors too.
+ *
+ * Crash-safety design (docs/provision-keys.md, "Crash safety"):
+ *   - The whole input is validated first (devices.c for a CSV); any error stops before a byte
+ *     is written.
+ *   - The committed inventory row of a device is its commit point. Files are written first
+ *     (each atomically: temp + rename, so a file is old or new, never a prefix), made durable
+ *     for a whole chunk at once with one syncfs(), and only then are the chunk's rows, their
+ *     credentials and audit entries committed in one SQLite transaction.
+ *   - A re-run skips every device whose row is committed (after a cheap check that its
+ *     manifest is still the one recorded: SHA-256 of the file, and that the image exists);
+ *     it never re-mints one. A device with files but no committed row was interrupted before
+ *     its commit point: it is minted again from scratch and its files are replaced, so
+ *     nothing of the interrupted attempt survives (stale optional files are removed too).
+ *   - Temp files left by a killed run are removed at start, under an exclusive lock on
+ *     OUTPUT_DIR/.batch.lock that also keeps two batches from minting into one directory.
+ *   - The fleet OTA key is written (synced) before any device refers to it and reused when
+ *     present, so re-runs and interrupted runs keep one fleet key.
+ *
+ * Throughput: worker threads (opts->jobs) mint and write chunk k+1 while the main thread syncs
+ * and commits chunk k; SQLite is only ever touched by the main thread. */
+#define _GNU_SOURCE /* syncfs() */
+#include "fleetkey/batch.h"
+#include "fleetkey/inventory.h"
+#include "fleetkey/keys.h"
+#include "fleetkey/pki.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+struct run;
+static void emit(struct run *run, const struct fk_batch_event *ev);
+
+struct result {
+    enum fk_err rc;
+    struct fk_diag diag;
+    struct fk_manifest m; /* PSK wiped: only fingerprints and names are used afterwards */
+    char manifest_sha[65];
+};
+
+struct run {
+    const char *outdir;
+    const struct fk_ota_key *fleet;
+    int encrypt;
+    size_t nvs_size;
+    /* --ca: one CA object shared by the workers, used under ca_lock (pki objects are not
+     * thread-safe; the CA index append is serialised anyway by its directory lock). */
+    struct fk_pki_ca *ca;
+    const uint8_t *chain;
+    size_t chain_len;
+    unsigned cert_days;
+    pthread_mutex_t ca_lock;
+    const char *actor;
+    fk_batch_event_fn *on_event;
+    void *user;
+    atomic_size_t files_written; /* devices whose files are written, for FK_BATCH_EV_FILES */
+    size_t commits;              /* chunks committed or being committed */
+    size_t total;                /* devices given */
+    size_t skipped;              /* already complete */
+    size_t minted;               /* committed in this run */
+    struct timespec t0;
+};
+
+struct chunk {
+    struct run *run;
+    const struct fk_batch_device **devs;
+    struct result *res;
+    size_t n;
+    atomic_size_t next;
+    atomic_int failed;
+    pthread_t threads[FK_BATCH_JOBS_MAX];
+    int nthreads;
+};
+
+static void mint_one(struct chunk *c, size_t i) {
+    const struct fk_batch_device *dv = c->devs[i];
+    struct result *r = &c->res[i];
+    struct fk_minted *m = NULL;
+    fk_diag_init(&r->diag);
+    struct fk_keys_mint_opts o = {.mac = dv->mac,
+                                  .name = dv->name,
+                                  .wifi_ssid = dv->ssid,
+                                  .wifi_password = dv->ssid != NULL ? dv->pass : NULL,
+                                  .ota = c->run->fleet,
+                                  .encrypt_nvs = c->run->encrypt,
+                                  .nvs_size = c->run->nvs_size};
+    struct fk_pki_issued *issued = NULL;
+    struct fk_keys_mtls blobs;
+    r->rc = FK_OK;
+    if (c->run->ca != NULL) {
+        pthread_mutex_lock(&c->run->ca_lock);
+        r->rc = fk_pki_mtls_issue(c->run->ca, dv->id, c->run->cert_days, c->run->chain,
+                                  c->run->chain_len, &issued, &blobs, &o, &r->diag);
+        pthread_mutex_unlock(&c->run->ca_lock);
+    }
+    if (r->rc == FK_OK) {
+        r->rc = fk_keys_mint(&o, &m, &r->diag);
+    }
+    fk_pki_issued_free(issued); /* wipes the key: the image holds the only copy now */
+    if (r->rc == FK_OK) {
+        r->rc = fk_keys_minted_write(m, c->run->outdir, dv->id, FK_WRITE_NOSYNC, r->manifest_sha,
+                                     &r->diag);
+    }
+    if (r->rc == FK_OK) {
+        struct fk_batch_event ev = {.kind = FK_BATCH_EV_FILES,
+                                    .count = atomic_fetch_add(&c->run->files_written, 1) + 1};
+        emit(c->run, &ev);
+        r->m = *fk_keys_minted_manifest(m);
+        fk_wipe(r->m.psk, sizeof r->m.psk);
+    } else {
+        if (r->diag.line == 0 && r->diag.file[0] == '\0') {
+            fk_diag_at(&r->diag, r->rc, NULL, 0, "%s: %s", dv->id,
+                       r->diag.msg[0] != '\0' ? r->diag.msg : fk_strerror(r->rc));
+        }
+        atomic_store(&c->failed, 1);
+    }
+    fk_keys_minted_free(m);
+}
+
+static void *worker(void *arg) {
+    struct chunk *c = arg;
+    for (;;) {
+        if (atomic_load(&c->failed)) {
+            break;
+        }
+        size_t i = atomic_fetch_add(&c->next, 1);
+        if (i >= c->n) {
+            break;
+        }
+        mint_one(c, i);
+    }
+    return NULL;
+}
+
+static int chunk_start(struct chunk *c, int jobs) {
+    atomic_store(&c->next, 0);
+    atomic_store(&c->failed, 0);
+    c->nthreads = 0;
+    for (int t = 0; t < jobs && (size_t)t < c->n; t++) {
+        if (pthread_create(&c->threads[t], NULL, worker, c) != 0) {
+            break;
+        }
+        c->nthreads++;
+    }
+    return c->nthreads > 0 ? 0 : -1;
+}
+
+static void chunk_join(struct chunk *c) {
+    for (int t = 0; t < c->nthreads; t++) {
+        pthread_join(c->threads[t], NULL);
+    }
+    c->nthreads = 0;
+}
+
+static double seconds_since(const struct timespec *t0) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static void progress(struct run *run, int final) {
+    struct fk_batch_event ev = {.kind = FK_BATCH_EV_PROGRESS,
+                                .done = run->skipped + run->minted,
+                                .total = run->total,
+                                .minted = run->minted,
+                                .final = final};
+    emit(run, &ev);
+}
+
+static enum fk_err add_cred(struct fk_inventory *inv, const struct fk_manifest *m, const char *kind,
+                            unsigned version, const char *fpr, const char *expires,
+                            struct fk_diag *diag) {
+    struct fk_inv_credential c;
+    memset(&c, 0, sizeof c);
+    memcpy(c.device_id, m->device_id, sizeof m->device_id);
+    snprintf(c.kind, sizeof c.kind, "%s", kind);
+    c.version = version;
+    snprintf(c.fingerprint, sizeof c.fingerprint, "%s", fpr);
+    memcpy(c.created_at, m->created_at, sizeof m->created_at);
+    snprintf(c.expires_at, sizeof c.expires_at, "%s", expires);
+    snprintf(c.state, sizeof c.state, "active");
+    return fk_inventory_credential_add(inv, &c, diag);
+}
+
+/* Makes the chunk's files durable, then commits its rows: the commit point of every device
+ * in it. */
+static enum fk_err chunk_commit(struct run *run, struct chunk *c, int dirfd,
+                                struct fk_inventory *inv, struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    /* One syncfs() covers every file and rename of the chunk; fsync per file would cost
+     * a journal commit each. */
+    FK_ENSURE(syncfs(dirfd) == 0,
+              fk_diag_at(diag, FK_E_IO, run->outdir, 0, "syncfs: %s", strerror(errno)));
+    struct fk_batch_event ev = {.kind = FK_BATCH_EV_COMMIT, .count = ++run->commits};
+    emit(run, &ev);
+    FK_GUARD(fk_inventory_begin(inv, diag));
+    for (size_t i = 0; i < c->n; i++) {
+        const struct fk_manifest *m = &c->res[i].m;
+        struct fk_inv_device d;
+        char detail[1024];
+        memset(&d, 0, sizeof d);
+        memcpy(d.id, m->device_id, sizeof m->device_id);
+        memcpy(d.mac, m->mac, sizeof m->mac);
+        memcpy(d.name, m->name, sizeof m->name);
+        snprintf(d.state, sizeof d.state, "minted");
+        snprintf(d.manifest, sizeof d.manifest, "%s.json", m->device_id);
+        memcpy(d.manifest_sha256, c->res[i].manifest_sha, sizeof d.manifest_sha256);
+        memcpy(d.created_at, m->created_at, sizeof m->created_at);
+        FK_GUARD(fk_inventory_device_upsert(inv, &d, diag));
+        FK_GUARD(add_cred(inv, m, "psk", m->psk_version, m->psk_fingerprint, "", diag));
+        FK_GUARD(
+            add_cred(inv, m, "ota_pubkey", m->ota_key_version, m->ota_key_fingerprint, "", diag));
+        if (m->nvs_encrypted) {
+            FK_GUARD(
+                add_cred(inv, m, "nvs_keys", m->psk_version, m->nvs_keys_fingerprint, "", diag));
+        }
+        if (m->mtls_cert_fingerprint[0] != '\0') {
+            FK_GUARD(add_cred(inv, m, "mtls_cert", m->psk_version, m->mtls_cert_fingerprint,
+                              m->mtls_cert_not_after, diag));
+        }
+        snprintf(
+            detail, sizeof detail,
+            "{\"mac\":\"%s\",\"manifest_sha256\":\"%s\",\"psk_fingerprint\":\"%s\","
+            "\"ota_public_key_fingerprint\":\"%s\",\"nvs_image_sha256\":\"%s\","
+            "\"nvs_encrypted\":%s,\"mtls_cert_fingerprint\":\"%s\",\"mtls_cert_serial\":\"%s\"}",
+            m->mac, c->res[i].manifest_sha, m->psk_fingerprint, m->ota_key_fingerprint,
+            m->nvs_image_sha256, m->nvs_encrypted ? "true" : "false", m->mtls_cert_fingerprint,
+            m->mtls_cert_serial);
+        FK_GUARD(fk_inventory_audit_append(inv, run->actor, "device.minted", m->device_id, detail,
+                                           diag));
+    }
+    FK_GUARD(fk_inventory_commit(inv, diag));
+    run->minted += c->n;
+    for (size_t i = 0; i < c->n; i++) {
+        fk_log(FK_LOG_DEBUG, "batch: psk %s minted for %s", c->res[i].m.psk_fingerprint,
+               c->res[i].m.device_id);
+    }
+    rc = FK_OK;
+out:
+    fk_inventory_rollback(inv);
+    return rc;
+}
+
+/* Removes NAME.tmp.PID.N files a killed run left (file.c's temp names). Runs under the
+ * directory lock, so no live batch is writing them. */
+static void remove_stale_temps(const char *dir, int dirfd) {
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        return;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        const char *t = strstr(e->d_name, ".tmp.");
+        if (t == NULL) {
+            continue;
+        }
+        const char *p = t + 5;
+        int dots = 0;
+        int ok = *p != '\0';
+        for (; *p != '\0'; p++) {
+            if (*p == '.') {
+                dots++;
+            } else if (*p < '0' || *p > '9') {
+                ok = 0;
+            }
+        }
+        if (ok && dots == 1) {
+            unlinkat(dirfd, e->d_name, 0);
+        }
+    }
+    closedir(d);
+}
+
+struct committed {
+    struct fk_inv_device *v;
+    size_t n;
+    size_t cap;
+    int oom; /* a partial list must never be taken for the whole: it would re-mint */
+};
+
+static int collect_device(void *user, const struct fk_inv_device *d) {
+    struct committed *c = user;
+    if (c->n == c->cap) {
+        size_t ncap = c->cap == 0 ? 1024 : c->cap * 2;
+        struct fk_inv_device *nv = realloc(c->v, ncap * sizeof *nv);
+        if (nv == NULL) {
+            c->oom = 1;
+            return 1;
+        }
+        c->v = nv;
+        c->cap = ncap;
+    }
+    c->v[c->n++] = *d;
+    return 0;
+}
+
+static int cmp_inv_id(const void *key, const void *elem) {
+    return strcmp(key, ((const struct fk_inv_device *)elem)->id);
+}
+
+/* A committed device is "complete" when its manifest is byte for byte the one recorded and
+ * its image is there. Cheap: one small file hashed, one stat. */
+static int complete_ok(const char *outdir, const struct fk_inv_device *d, char *why,
+                       size_t why_size) {
+    char *path = NULL;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int ok = 0;
+    if (fk_path_join(outdir, d->manifest[0] != '\0' ? d->manifest : d->id,
+                     d->manifest[0] != '\0' ? "" : ".json", &path) != FK_OK) {
+        snprintf(why, why_size, "out of memory");
+        return 0;
+    }
+    if (fk_file_read(path, FK_MANIFEST_MAX, &buf, &len, NULL) != FK_OK) {
+        snprintf(why, why_size, "its manifest %s is missing or unreadable", path);
+        goto out;
+    }
+    char sha[65];
+    fk_keys_sha256_hex(buf, len, sha);
+    if (strcmp(sha, d->manifest_sha256) != 0) {
+        snprintf(why, why_size, "its manifest %s differs from the one recorded", path);
+        goto out;
+    }
+    free(path);
+    path = NULL;
+    struct stat st;
+    if (fk_path_join(outdir, d->id, ".nvs.bin", &path) != FK_OK || stat(path, &st) != 0 ||
+        st.st_size < 4096) {
+        snprintf(why, why_size, "its NVS image %s is missing", path != NULL ? path : d->id);
+        goto out;
+    }
+    ok = 1;
+out:
+    fk_free_secret(buf, len + 1);
+    free(path);
+    return ok;
+}
+
+static int cmp_dev_id(const void *a, const void *b) {
+    return strcmp((*(const struct fk_batch_device *const *)a)->id,
+                  (*(const struct fk_batch_device *const *)b)->id);
+}
+
+static int cmp_key_dev(const void *key, const void *elem) {
+    return strcmp(key, (*(const struct fk_batch_device *const *)elem)->id);
+}
+
+struct pending_set {
+    const struct fk_batch_device **sorted;
+    size_t n;
+};
+
+static int is_pending(void *user, const char *name) {
+    const struct pending_set *p = user;
+    return p->n > 0 && bsearch(name, p->sorted, p->n, sizeof *p->sorted, cmp_key_dev) != NULL;
+}
+
+/* The fleet key: --ota-key, or OUTDIR/ota_signing.key.pem (created once, synced, audited). */
+static enum fk_err fleet_key(const char *outdir, const char *actor, struct fk_inventory *inv,
+                             struct fk_ota_key **key, int *created, char **key_path,
+                             struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    char detail[256];
+    FK_GUARD(fk_path_join(outdir, "ota_signing.key.pem", "", key_path));
+    if (access(*key_path, F_OK) == 0) {
+        return fk_keys_ota_load(*key_path, key, diag);
+    }
+    FK_GUARD(fk_keys_ota_generate(key));
+    FK_GUARD(fk_keys_ota_write_pem(*key, *key_path, FK_WRITE_EXCL, diag));
+    *created = 1;
+    uint8_t der[FK_OTA_PUB_DER_MAX];
+    size_t der_len = 0;
+    char fpr[FK_FPR_LEN];
+    FK_GUARD(fk_keys_ota_public_der(*key, der, sizeof der, &der_len));
+    snprintf(detail, sizeof detail,
+             "{\"file\":\"ota_signing.key.pem\",\"ota_public_key_fingerprint\":\"%s\"}",
+             fk_fpr(der, der_len, fpr));
+    FK_GUARD(fk_inventory_audit_append(inv, actor, "ota_key.created", "fleet", detail, diag));
+    rc = FK_OK;
+out:
+    return rc;
+}
+
+static void emit(struct run *run, const struct fk_batch_event *ev) {
+    if (run->on_event != NULL) {
+        run->on_event(run->user, ev);
+    }
+}
+
+void fk_batch_result_clear(struct fk_batch_result *res) {
+    free(res->inventory_path);
+    free(res->ota_key_path);
+    memset(res, 0, sizeof *res);
+}
+
+enum fk_err fk_batch_run(const struct fk_batch_opts *o, const struct fk_batch_device *devs,
+                         size_t n, struct fk_batch_result *res, struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    struct fk_ota_key *fleet = NULL;
+    struct fk_inventory *inv = NULL;
+    struct committed done = {NULL, 0, 0, 0};
+    const struct fk_batch_device **pending = NULL;
+    const struct fk_batch_device **pending_sorted = NULL;
+    uint8_t *chain = NULL;
+    size_t chain_len = 0;
+    struct result *res_buf[2] = {NULL, NULL};
+    struct chunk ch[2];
+    char *lock_path = NULL;
+    int lock_fd = -1;
+    int dirfd = -1;
+    size_t npending = 0;
+    size_t bad_complete = 0;
+    const char *outdir = o->output_dir;
+    size_t chunk_size = o->chunk != 0 ? o->chunk : FK_BATCH_CHUNK_DEFAULT;
+    unsigned jobs = o->jobs;
+    struct run run;
+    memset(&run, 0, sizeof run);
+    pthread_mutex_init(&run.ca_lock, NULL);
+    memset(ch, 0, sizeof ch);
+    memset(res, 0, sizeof *res);
+    run.actor = o->actor != NULL ? o->actor : "provision-keys batch";
+    run.on_event = o->on_event;
+    run.user = o->user;
+    if (jobs == 0) {
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        jobs = ncpu < 1 ? 1 : ncpu > FK_BATCH_JOBS_MAX ? FK_BATCH_JOBS_MAX : (unsigned)ncpu;
+    }
+    res->jobs = jobs;
+    res->total = n;
+    FK_ENSURE(outdir != NULL && (devs != NULL || n == 0) && jobs <= FK_BATCH_JOBS_MAX &&
+                  chunk_size <= FK_BATCH_CHUNK_MAX,
+              FK_E_ARG);
+
+    /* 1. The keys the devices will refer to. */
+    if (o->ota_key_path != NULL) {
+        FK_GUARD(fk_keys_ota_load(o->ota_key_path, &fleet, diag));
+        res->ota_key_path = strdup(o->ota_key_path);
+        FK_ENSURE(res->ota_key_path != NULL, FK_E_NOMEM);
+    }
+    if (o->ca_dir != NULL) {
+        FK_GUARD(fk_pki_mtls_open(o->ca_dir, &run.ca, &chain, &chain_len, diag));
+    }
+
+    /* 2. The output directory, its lock, leftovers of a killed run, the inventory. */
+    FK_GUARD(fk_mkdirs(outdir, 0700, diag));
+    FK_GUARD(fk_path_join(outdir, ".batch.lock", "", &lock_path));
+    lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    FK_ENSURE(lock_fd >= 0, fk_diag_at(diag, FK_E_IO, lock_path, 0, "%s", strerror(errno)));
+    FK_ENSURE(
+        flock(lock_fd, LOCK_EX | LOCK_NB) == 0,
+        fk_diag_at(diag, FK_E_STATE, outdir, 0, "another batch is writing into this directory"));
+    dirfd = open(outdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    FK_ENSURE(dirfd >= 0, fk_diag_at(diag, FK_E_IO, outdir, 0, "%s", strerror(errno)));
+    remove_stale_temps(outdir, dirfd);
+    if (o->inventory_path != NULL) {
+        res->inventory_path = strdup(o->inventory_path);
+        FK_ENSURE(res->inventory_path != NULL, FK_E_NOMEM);
+    } else {
+        FK_GUARD(fk_path_join(outdir, "inventory.db", "", &res->inventory_path));
+    }
+    FK_GUARD(fk_inventory_open(res->inventory_path, &inv, diag));
+    if (fleet == NULL) {
+        FK_GUARD(fleet_key(outdir, run.actor, inv, &fleet, &res->ota_key_created,
+                           &res->ota_key_path, diag));
+    }
+
+    /* 3. Which devices are complete (committed and intact), which are to be minted. */
+    FK_GUARD(fk_inventory_device_list(inv, collect_device, &done, diag));
+    FK_ENSURE(!done.oom, FK_E_NOMEM);
+    pending = malloc((n + 1) * sizeof *pending);
+    FK_ENSURE(pending != NULL, FK_E_NOMEM);
+    for (size_t i = 0; i < n; i++) {
+        const struct fk_batch_device *dv = &devs[i];
+        const struct fk_inv_device *row =
+            done.n > 0 ? bsearch(dv->id, done.v, done.n, sizeof *done.v, cmp_inv_id) : NULL;
+        if (row == NULL) {
+            pending[npending++] = dv;
+            continue;
+        }
+        char why[600];
+        if (!complete_ok(outdir, row, why, sizeof why)) {
+            struct fk_batch_event ev = {.kind = FK_BATCH_EV_DAMAGED, .device = dv, .why = why};
+            emit(&run, &ev);
+            bad_complete++;
+            continue;
+        }
+        run.skipped++;
+    }
+    FK_ENSURE(bad_complete == 0,
+              fk_diag_set(diag, FK_E_MISMATCH,
+                          "%zu recorded device(s) are damaged; a recorded device is never "
+                          "minted again: restore its files (or retire it) and re-run",
+                          bad_complete));
+
+    /* A device to be minted may have certificates from an attempt that died before its
+     * commit point (or from an earlier mint elsewhere): it is minted from scratch with a new
+     * certificate, so those are superseded. Revoked before anything new is issued, so a
+     * crash anywhere leaves at most the certificates of uncommitted attempts unrevoked, and
+     * the next run revokes them here. A complete device is never touched. */
+    if (run.ca != NULL && npending > 0) {
+        pending_sorted = malloc(npending * sizeof *pending_sorted);
+        FK_ENSURE(pending_sorted != NULL, FK_E_NOMEM);
+        memcpy(pending_sorted, pending, npending * sizeof *pending_sorted);
+        qsort(pending_sorted, npending, sizeof *pending_sorted, cmp_dev_id);
+        struct pending_set ps = {pending_sorted, npending};
+        FK_GUARD(fk_pki_mtls_supersede(run.ca, is_pending, &ps, NULL, &res->superseded, diag));
+        if (res->superseded > 0) {
+            char detail[128];
+            snprintf(detail, sizeof detail, "{\"revoked\":%zu,\"reason\":\"superseded\"}",
+                     res->superseded);
+            FK_GUARD(fk_inventory_audit_append(inv, run.actor, "mtls_cert.superseded", "batch",
+                                               detail, diag));
+            struct fk_batch_event ev = {.kind = FK_BATCH_EV_SUPERSEDED, .count = res->superseded};
+            emit(&run, &ev);
+        }
+    }
+
+    /* 4. Mint in chunks: workers fill chunk k+1 while this thread commits chunk k. */
+    run.outdir = outdir;
+    run.fleet = fleet;
+    run.encrypt = o->encrypt_nvs;
+    run.nvs_size = o->nvs_size != 0 ? o->nvs_size : FK_KEYS_NVS_SIZE;
+    run.chain = chain;
+    run.chain_len = chain_len;
+    run.cert_days = o->cert_days;
+    run.total = n;
+    clock_gettime(CLOCK_MONOTONIC, &run.t0);
+    struct fk_batch_event start = {.kind = FK_BATCH_EV_MINTING};
+    emit(&run, &start);
+    for (int k = 0; k < 2; k++) {
+        res_buf[k] = calloc(chunk_size, sizeof *res_buf[k]);
+        FK_ENSURE(res_buf[k] != NULL, FK_E_NOMEM);
+        ch[k].run = &run;
+        ch[k].res = res_buf[k];
+    }
+    struct chunk *prev = NULL;
+    size_t next = 0;
+    int cur = 0;
+    rc = FK_OK;
+    while (next < npending && (o->stop == NULL || !*o->stop)) {
+        struct chunk *now = &ch[cur];
+        now->devs = pending + next;
+        now->n = npending - next < chunk_size ? npending - next : chunk_size;
+        next += now->n;
+        FK_ENSURE(chunk_start(now, (int)jobs) == 0,
+                  fk_diag_set(diag, FK_E_NOMEM, "cannot start worker threads"));
+        enum fk_err crc = FK_OK;
+        if (prev != NULL) {
+            crc = chunk_commit(&run, prev, dirfd, inv, diag);
+            prev = NULL;
+            progress(&run, 0);
+        }
+        chunk_join(now);
+        FK_GUARD(crc);
+        if (atomic_load(&now->failed)) {
+            for (size_t i = 0; i < now->n; i++) {
+                if (now->res[i].rc != FK_OK) {
+                    if (diag != NULL) {
+                        *diag = now->res[i].diag;
+                    }
+                    rc = now->res[i].rc;
+                    break;
+                }
+            }
+            goto out;
+        }
+        prev = now;
+        cur ^= 1;
+    }
+    if (prev != NULL) {
+        FK_GUARD(chunk_commit(&run, prev, dirfd, inv, diag));
+    }
+    progress(&run, 1);
+
+    /* 5. What the run did. */
+    res->seconds = seconds_since(&run.t0);
+    res->complete = run.skipped + run.minted == run.total;
+    uint8_t der[FK_OTA_PUB_DER_MAX];
+    size_t der_len = 0;
+    FK_GUARD(fk_keys_ota_public_der(fleet, der, sizeof der, &der_len));
+    fk_fpr(der, der_len, res->ota_fingerprint);
+    rc = FK_OK;
+out:
+    for (int k = 0; k < 2; k++) {
+        chunk_join(&ch[k]);
+        if (res_buf[k] != NULL) {
+            fk_wipe(res_buf[k], chunk_size * sizeof *res_buf[k]);
+            free(res_buf[k]);
+        }
+    }
+    res->minted = run.minted;
+    res->skipped = run.skipped;
+    fk_inventory_close(inv);
+    fk_pki_ca_free(run.ca);
+    pthread_mutex_destroy(&run.ca_lock);
+    free(chain);
+    free(pending_sorted);
+    fk_keys_ota_free(fleet);
+    free(pending);
+    free(done.v);
+    if (dirfd >= 0) {
+        close(dirfd);
+    }
+    if (lock_fd >= 0) {
+        close(lock_fd); /* releases the lock */
+    }
+    free(lock_path);
+    return rc;
+}
