@@ -302,7 +302,7 @@ FK_MUST_CHECK enum fk_err fk_pki_kconfig_escape(const char *s, char *out, size_t
 size_t fk_pki_shell_quoted_len(const char *s);
 FK_MUST_CHECK enum fk_err fk_pki_shell_quote(const char *s, char *out, size_t out_size);
 
-/* ---- device mTLS identities for minting (issue.c) ------------------------------------ */
+/* ---- device mTLS identities for minting (mint_cert.c) ------------------------------------ */
 /* The `--ca` part of generate and batch: a device's mTLS identity issued from the CA and
  * handed to fk_keys_mint. The private key goes from the issued certificate (wiped when freed)
  * into the NVS image and nowhere else: no CA-directory key file, no manifest field, no .pem
