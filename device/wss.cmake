@@ -1,4 +1,4 @@
-# The wss client (device/src/wss.c, wss_proto.c, ws_frame.c; fkd/wss.h), compiled into `fkd`
+# The wss client (device/src/wss/: wss.c, wss_proto.c, ws_frame.c; fkd/wss.h), compiled into `fkd`
 # by device.cmake's glob. Its framing is wslay's frame API (Debian libwslay-dev,
 # scripts/packages.d/wss.txt), so fkd links wslay; only programs that use the client pull the
 # objects in. fkd_wss = the core + the POSIX socket port, for the tests and robot-sim.
