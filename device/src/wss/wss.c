@@ -22,8 +22,9 @@
  *
  * Files: this one is the session (setup, the HTTP upgrade, the message loop, reconnects with
  * backoff); wss_tls.c the transport under it (socket <-> mbedTLS, TLS setup, the server
- * certificate check); wss_msg.c the JSON messages the device sends; wss_proto.c the pure
- * parsers; ws_frame.c the RFC 6455 framing. wss_internal.h joins the first three. */
+ * certificate check); wss_msg.c the JSON messages the device sends; wss_proto.c (URI, host
+ * matching, handshake, UTF-8) and wss_json.c (the message parser) the pure parsers;
+ * ws_frame.c the RFC 6455 framing. wss_internal.h joins them. */
 #include "fkd/wss.h"
 
 #include "wss_internal.h"

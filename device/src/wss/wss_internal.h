@@ -1,7 +1,7 @@
 /* Pieces shared by the wss client's files (device/src/wss); not part of the public contract
  * (fkd/wss.h). wss.c is the session (setup, upgrade, the message loop, reconnects), wss_tls.c
  * the transport under it (socket, mbedTLS, server certificate), wss_msg.c the messages the
- * device sends. All of them work on the caller's struct fkd_wss; none allocates. */
+ * device sends; wss_proto.c and wss_json.c the pure parsers. None allocates. */
 #ifndef FKD_WSS_INTERNAL_H
 #define FKD_WSS_INTERNAL_H
 
@@ -9,6 +9,19 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+/* ASCII helpers of the pure parsers (wss_proto.c, wss_json.c): no locale, no table. */
+static inline int fkd_wss_lower(int c) {
+    return (c >= 'A' && c <= 'Z') ? c + ('a' - 'A') : c;
+}
+
+static inline int fkd_wss_is_digit(int c) {
+    return c >= '0' && c <= '9';
+}
+
+static inline int fkd_wss_is_hex(int c) {
+    return fkd_wss_is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
 
 /* The longest single wait: stop() is seen within this many milliseconds. */
 #define FKD_WSS_SLICE_MS 200u
