@@ -25,6 +25,7 @@ struct fkd_nvs_pos {
 
 /* ---- nvs_page.c: entries and pages ---- */
 
+/* The flash address of page p of the partition. */
 uint32_t fkd_nvs_page_addr(const struct fkd_nvs *n, uint32_t p);
 /* 1 when all len bytes of b are 0xFF (never written). */
 int fkd_nvs_all_ff(const uint8_t *b, size_t len);
