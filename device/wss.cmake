@@ -1,5 +1,6 @@
-# The wss client (device/src/wss.c, wss_proto.c, ws_frame.c; fkd/wss.h), compiled into `fkd`
-# by device.cmake's glob. Its framing is wslay's frame API (Debian libwslay-dev,
+# The wss client (device/src/wss/: the session wss.c, wss_tls.c, wss_msg.c, the parsers
+# wss_proto.c and wss_json.c, the framing ws_frame.c; fkd/wss.h), compiled into `fkd` by
+# device.cmake's glob. Its framing is wslay's frame API (Debian libwslay-dev,
 # scripts/packages.d/wss.txt), so fkd links wslay; only programs that use the client pull the
 # objects in. fkd_wss = the core + the POSIX socket port, for the tests and robot-sim.
 find_path(WSLAY_INCLUDE_DIR wslay/wslay.h REQUIRED)

@@ -5,7 +5,7 @@
  * that arrived after its timeout) are skipped, at most MAX_SKIP of them. Block writes are
  * retried a fixed number of times, only for the two failures a retry can cure: a checksum the
  * ROM refused ("Invalid CRC in message", a line error) and a response that never came. The
- * device side (device/src/rom.c) acknowledges a repeated sequence number, so a retry after a
+ * device side (device/src/rom/rom.c) acknowledges a repeated sequence number, so a retry after a
  * lost acknowledgement is safe. */
 #include "fleetkey/flash.h"
 

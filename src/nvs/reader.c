@@ -302,7 +302,7 @@ static void walk_page(struct fk_nvs_image *img, size_t page) {
             continue;
         }
         /* The data CRC does not cover the padding of the last data entry; writers (the
-         * generator, ESP-IDF, device/src/nvs.c) fill it with 0xFF, so anything else there is
+         * generator, ESP-IDF, device/src/nvs/nvs.c) fill it with 0xFF, so anything else there is
          * damage the CRC cannot see. */
         size_t pad_end = (size_t)(span - 1) * FKD_NVS_ENTRY_SIZE;
         size_t bad_pad = size;

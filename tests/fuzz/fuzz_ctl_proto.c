@@ -1,4 +1,4 @@
-/* Fuzz target: the control protocol's request parser and handler (device/src/ctl_proto.c), fed
+/* Fuzz target: the control protocol's request parser and handler (device/src/ctl/ctl_proto.c), fed
  * whatever a peer can put in one datagram. Checks the invariants that matter on the device:
  * no read past len, no write past the response buffer, a response for every input, and a
  * position that never leaves the arena. */

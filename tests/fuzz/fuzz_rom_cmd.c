@@ -1,4 +1,4 @@
-/* Fuzz target: the command parser of robot-sim's ROM responder (device/src/rom.c), fed the
+/* Fuzz target: the command parser of robot-sim's ROM responder (device/src/rom/rom.c), fed the
  * input both as one decoded packet and as a raw serial byte stream, over a 64 KiB flash in
  * memory. Every response it sends must be a well-formed SLIP frame holding a well-formed
  * response (direction 0x01, size field equal to the data, 4 status bytes), and flash accesses

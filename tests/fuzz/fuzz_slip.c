@@ -1,4 +1,4 @@
-/* Fuzz target: the SLIP decoder (device/src/slip.c) that both the host flasher and the
+/* Fuzz target: the SLIP decoder (device/src/rom/slip.c) that both the host flasher and the
  * device-side ROM responder run on untrusted serial input. Checks, beyond "no crash": a decoded
  * frame never exceeds the decoder's buffer, re-encoding a frame and decoding it again gives the
  * same bytes, and encoding the whole input then decoding it is the identity. */

@@ -1,4 +1,4 @@
-/* Fuzz target: the device's WebSocket frame decoder (device/src/ws_frame.c over wslay's frame
+/* Fuzz target: the device's WebSocket frame decoder (device/src/wss/ws_frame.c over wslay's frame
  * API), fed whatever the server can send inside the TLS connection as a byte stream. The first input byte picks the read size (1..64
  * bytes per read, so frame headers and payloads split at every offset) and the role; the rest
  * is the stream. Invariants: no read or write outside the buffers (ASan), every event is one

@@ -1,5 +1,5 @@
 /* Fuzz target: the device-side JSON message parser of the wss client (fkd_wss_msg_parse in
- * device/src/wss_proto.c), fed any text message a server can send. Invariants: no read past
+ * device/src/wss/wss_json.c), fed any text message a server can send. Invariants: no read past
  * len (the driver hands an exact-size heap copy), every string in the result is
  * NUL-terminated inside its field, a request's id is 1..36 bytes, a success only for a JSON
  * object with a string "type", and the id echoed through fkd_wss_json_put_str parses back to

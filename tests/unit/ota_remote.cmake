@@ -1,4 +1,4 @@
-# OTA over the control channel (device/src/ota_remote.c, fkd/ota_remote.h): the request kinds
+# OTA over the control channel (device/src/ota/ota_remote.c, fkd/ota_remote.h): the request kinds
 # of docs/wss-protocol.md fed as complete JSON messages, every error code, ota_key staging and
 # promotion with a power cut at every flash operation. cJSON checks the JSON the device writes.
 fk_unit_test(test_ota_remote SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_ota_remote.c

@@ -1,4 +1,4 @@
-/* Unit tests of the control protocol (device/src/ctl_proto.c): the request parser (valid
+/* Unit tests of the control protocol (device/src/ctl/ctl_proto.c): the request parser (valid
  * forms, every kind of malformed input, each truncation), the handler's replies, the bounded
  * JSON writer, and the listener's setup checks that need no socket traffic. */
 #include "fkd/ctl.h"

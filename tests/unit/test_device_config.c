@@ -1,4 +1,4 @@
-/* Unit tests of the device configuration (device/src/config.c): the sdkconfig format, its
+/* Unit tests of the device configuration (device/src/core/config.c): the sdkconfig format, its
  * negative cases, and the MINITRAIN_* environment overrides (development only). */
 #include "fkd/config.h"
 

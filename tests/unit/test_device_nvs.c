@@ -1,4 +1,4 @@
-/* Unit tests of the device NVS runtime (device/src/nvs.c) and the NOR flash model.
+/* Unit tests of the device NVS runtime (device/src/nvs/nvs.c) and the NOR flash model.
  *
  * - Every plain image of tests/vectors/nvs (made by ESP-IDF's nvs_partition_gen) mounts with
  *   nothing to repair and every CSV row reads back equal; the encrypted images with their

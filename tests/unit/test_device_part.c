@@ -1,4 +1,4 @@
-/* Unit tests of the device's partition table reader (device/src/part.c) against tables the
+/* Unit tests of the device's partition table reader (device/src/boot/part.c) against tables the
  * host library encodes (fleetkey/partition.h), and its negative cases. */
 #include "fkd/flash.h"
 #include "fkd/part.h"

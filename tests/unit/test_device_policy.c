@@ -1,4 +1,4 @@
-/* Unit tests of the credential store and the production policy (device/src/store.c,
+/* Unit tests of the credential store and the production policy (device/src/store/store.c,
  * policy.c): one test per rule of seed 004's table in each build, the Kconfig/env fallback
  * and its precedence, and that no log line ever carries a secret.
  *

@@ -1,4 +1,4 @@
-/* Device credential rotation (device/src/rot.c) on an in-memory flash with real NVS:
+/* Device credential rotation (device/src/store/rot.c) on an in-memory flash with real NVS:
  * - the state machine's transitions and refusals (wrong version, trial restage, bad values);
  * - attempts and time limits rolling a trial back;
  * - a damaged record falling back to the slot that holds a credential;

@@ -1,6 +1,6 @@
 /* Host writer -> device reader: every image the host builder makes from the vectors' CSVs
  * (plain and encrypted), and the 3969/4000-byte strings the generator cannot place, is mounted
- * by the device NVS runtime (device/src/nvs.c, on a flash model in memory) and every key our
+ * by the device NVS runtime (device/src/nvs/nvs.c, on a flash model in memory) and every key our
  * host reader lists reads back with the same type and value. The two sides share only the
  * entry codec, so this checks the page rules and the encryption against an independent
  * reader. */

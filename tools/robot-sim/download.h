@@ -2,7 +2,7 @@
  *
  * `--flash IMAGE --download-mode [--pty-link PATH] [--mac AA:BB:CC:DD:EE:FF] [--fault KIND]...
  *  [--boot-after] [-- BOOT-ARGS...]` opens a pty, prints its path, points PATH at it, and
- * answers the ESP32 ROM serial protocol there (device/src/rom.c), writing into IMAGE with NOR
+ * answers the ESP32 ROM serial protocol there (device/src/rom/rom.c), writing into IMAGE with NOR
  * semantics. It leaves download mode on FLASH_END, or with --boot-after when the host that
  * talked to it closes the port, and then hands over to the normal boot: robot-sim from the same
  * directory, run as `robot-sim --flash IMAGE BOOT-ARGS...` (without BOOT-ARGS it just exits:

@@ -1,7 +1,7 @@
 /* ======================================================================================
  * START_SERVICES: the place where robot-sim starts the robot's network services.
  *
- * Owner of the body below: the DTLS-PSK control listener (issue 4, section 4: device/src/ctl*.c,
+ * Owner of the body below: the DTLS-PSK control listener (issue 4, section 4: device/src/ctl/,
  * fkd/ctl.h). It sets the listener up in static memory with the PSK and identity the
  * credential store loaded from NVS (security/dtls_psk, security/psk_id), in the mode policy
  * decided, and serves until SIGTERM/SIGINT (or --run-ms). The boot in main.c has already

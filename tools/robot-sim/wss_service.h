@@ -1,4 +1,4 @@
-/* robot-sim's wss client service (device/src/wss.c, fkd/wss.h): the connection to the control
+/* robot-sim's wss client service (device/src/wss/wss.c, fkd/wss.h): the connection to the control
  * plane, run in a thread of its own next to the DTLS listener's poll loop in services.c.
  *
  * Why a thread: the client is written as one blocking task with bounded waits (as it runs on

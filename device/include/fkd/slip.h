@@ -1,6 +1,6 @@
 /* SLIP framing (RFC 1055) as the ESP32 ROM serial download protocol uses it: the one
  * implementation shared by the host flasher (src/flash) and the device-side ROM responder
- * (device/src/rom.c).
+ * (device/src/rom/rom.c).
  *
  * esptool "Serial Protocol", Low Level Protocol: "Each SLIP packet begins and ends with 0xC0.
  * Within the packet, all occurrences of 0xC0 and 0xDB are replaced with 0xDB 0xDC and 0xDB 0xDD,

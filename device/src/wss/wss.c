@@ -18,19 +18,22 @@
  *
  * Memory: the SSL context, configuration, DRBG, parsed certificates and key, the record
  * buffers (mbedtls_ssl_setup, once) and the message buffers stay for the life of the context;
- * between connections only mbedtls_ssl_session_reset runs. */
+ * between connections only mbedtls_ssl_session_reset runs.
+ *
+ * Files: this one is the session (setup, the HTTP upgrade, the message loop, reconnects with
+ * backoff); wss_tls.c the transport under it (socket <-> mbedTLS, TLS setup, the server
+ * certificate check); wss_msg.c the JSON messages the device sends; wss_proto.c (URI, host
+ * matching, handshake, UTF-8) and wss_json.c (the message parser) the pure parsers;
+ * ws_frame.c the RFC 6455 framing. wss_internal.h joins them. */
 #include "fkd/wss.h"
+
+#include "wss_internal.h"
 
 #include "mbedtls_compat.h"
 
-#include <mbedtls/asn1.h>
 #include <mbedtls/base64.h>
-#include <mbedtls/oid.h>
-#include <mbedtls/x509.h>
 #include <stdio.h>
 #include <string.h>
-
-#define SLICE_MS 200u
 
 static const char *const reason_names[FKD_WSS_R_COUNT] = {
     "none",
@@ -81,187 +84,8 @@ uint32_t fkd_wss_backoff_ms(uint32_t min_ms, uint32_t max_ms, unsigned step, uin
     return (d - half) + (half > 0 ? rnd % (half + 1) : 0);
 }
 
-static int stopping(const struct fkd_wss *w) {
+int fkd_wss_stopping(const struct fkd_wss *w) {
     return w->cfg.stop != NULL && w->cfg.stop(w->cfg.user);
-}
-
-/* ---- socket <-> mbedTLS -------------------------------------------------------------------- */
-
-static int bio_send(void *p, const unsigned char *buf, size_t len) {
-    struct fkd_wss *w = p;
-    int r = fkd_net_send(&w->sock, buf, len);
-    if (r == FKD_NET_E_AGAIN) {
-        return MBEDTLS_ERR_SSL_WANT_WRITE;
-    }
-    return r < 0 ? FKD_MBEDTLS_ERR_NET_SEND_FAILED : r;
-}
-
-static int bio_recv(void *p, unsigned char *buf, size_t len) {
-    struct fkd_wss *w = p;
-    int r = fkd_net_recv(&w->sock, buf, len);
-    if (r == FKD_NET_E_AGAIN) {
-        return MBEDTLS_ERR_SSL_WANT_READ;
-    }
-    if (r == FKD_NET_E_CLOSED) {
-        return 0; /* mbedTLS: EOF */
-    }
-    return r < 0 ? FKD_MBEDTLS_ERR_NET_RECV_FAILED : r;
-}
-
-/* Waits (at most until deadline, in slices) for what ret asks. 0 go on, -1 deadline or stop. */
-static int wait_io(struct fkd_wss *w, int ret, uint64_t deadline) {
-    uint64_t now = fkd_net_now_ms();
-    if (now >= deadline || stopping(w)) {
-        return -1;
-    }
-    uint32_t slice = deadline - now < SLICE_MS ? (uint32_t)(deadline - now) : SLICE_MS;
-    int r = ret == MBEDTLS_ERR_SSL_WANT_WRITE ? fkd_net_wait_write(&w->sock, slice)
-                                              : fkd_net_wait(&w->sock, slice);
-    return r < 0 ? -1 : 0;
-}
-
-/* Writes all of buf through TLS before deadline. 0 or -1. */
-static int tls_write_all(struct fkd_wss *w, const uint8_t *buf, size_t len, uint64_t deadline) {
-    size_t off = 0;
-    while (off < len) {
-        int r = mbedtls_ssl_write(&w->ssl, buf + off, len - off);
-        if (r > 0) {
-            off += (size_t)r;
-            continue;
-        }
-        if (r != MBEDTLS_ERR_SSL_WANT_READ && r != MBEDTLS_ERR_SSL_WANT_WRITE) {
-            return -1;
-        }
-        if (wait_io(w, r, deadline) != 0) {
-            return -1;
-        }
-    }
-    return 0;
-}
-
-/* ---- the frame layer's I/O ----------------------------------------------------------------- */
-
-static int ws_in(void *user, uint8_t *buf, size_t len) {
-    struct fkd_wss *w = user;
-    if (w->pre_off < w->pre_len) {
-        /* bytes that arrived with the 101 response belong to the first frames */
-        size_t n = w->pre_len - w->pre_off;
-        n = n < len ? n : len;
-        memcpy(buf, w->http + w->pre_off, n);
-        w->pre_off += n;
-        return (int)n;
-    }
-    size_t want = len > 0x7fffffffu ? 0x7fffffffu : len;
-    int r = mbedtls_ssl_read(&w->ssl, buf, want);
-    if (r > 0) {
-        return r;
-    }
-    if (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE) {
-        return 0;
-    }
-    w->io_ret = r; /* 0 or PEER_CLOSE_NOTIFY: the server went away; else an error */
-    return -1;
-}
-
-static int ws_out(void *user, const uint8_t *buf, size_t len) {
-    struct fkd_wss *w = user;
-    uint64_t deadline = fkd_net_now_ms() + w->cfg.connect_timeout_ms;
-    return tls_write_all(w, buf, len, deadline);
-}
-
-static int ws_mask(void *user, uint8_t *key, size_t len) {
-    struct fkd_wss *w = user;
-    return mbedtls_ctr_drbg_random(&w->drbg, key, len) == 0 ? 0 : -1;
-}
-
-/* ---- the server certificate ------------------------------------------------------------------ */
-
-static void cert_names(const mbedtls_x509_crt *crt, struct fkd_wss_names *n) {
-    memset(n, 0, sizeof *n);
-    n->has_san = fkd_mbedtls_crt_has_san(crt);
-    for (const mbedtls_x509_sequence *s = &crt->subject_alt_names; s != NULL; s = s->next) {
-        if (s->buf.p == NULL ||
-            s->buf.tag != (MBEDTLS_ASN1_CONTEXT_SPECIFIC | MBEDTLS_X509_SAN_DNS_NAME)) {
-            continue;
-        }
-        if (n->n_dns == sizeof n->dns / sizeof n->dns[0]) {
-            fkd_log(FKD_LOG_WARN,
-                    "wss: server certificate lists more than %zu DNS names; "
-                    "only the first are checked",
-                    n->n_dns);
-            break;
-        }
-        n->dns[n->n_dns] = (const char *)s->buf.p;
-        n->dns_len[n->n_dns] = s->buf.len;
-        n->n_dns++;
-    }
-    /* RFC 6125 6.4.4 uses "the" CN; with several, the last (most specific) one counts. */
-    for (const mbedtls_x509_name *nm = &crt->subject; nm != NULL; nm = nm->next) {
-        if (nm->oid.p != NULL && MBEDTLS_OID_CMP(MBEDTLS_OID_AT_CN, &nm->oid) == 0) {
-            n->cn = (const char *)nm->val.p;
-            n->cn_len = nm->val.len;
-        }
-    }
-}
-
-static int verify_cb(void *p, mbedtls_x509_crt *crt, int depth, uint32_t *flags) {
-    struct fkd_wss *w = p;
-    if (depth != 0) {
-        return 0;
-    }
-    struct fkd_wss_names n;
-    cert_names(crt, &n);
-    if (!fkd_wss_names_match(&n, w->expected_host)) {
-        w->host_mismatch = 1;
-        *flags |= MBEDTLS_X509_BADCERT_CN_MISMATCH;
-    }
-    return 0;
-}
-
-static enum fkd_wss_reason refused(struct fkd_wss *w, int ret) {
-    if (ret == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
-        uint32_t f = mbedtls_ssl_get_verify_result(&w->ssl);
-        if (f & MBEDTLS_X509_BADCERT_NOT_TRUSTED) {
-            fkd_log(FKD_LOG_ERROR,
-                    "wss: refused: bad chain: the server certificate does not "
-                    "chain to our CA (verify flags 0x%lx)",
-                    (unsigned long)f);
-            return FKD_WSS_R_BAD_CHAIN;
-        }
-        if (f & MBEDTLS_X509_BADCERT_EXPIRED) {
-            fkd_log(FKD_LOG_ERROR,
-                    "wss: refused: expired: the server certificate has expired "
-                    "(verify flags 0x%lx)",
-                    (unsigned long)f);
-            return FKD_WSS_R_EXPIRED;
-        }
-        if (f & MBEDTLS_X509_BADCERT_FUTURE) {
-            fkd_log(FKD_LOG_ERROR,
-                    "wss: refused: not yet valid: the server certificate is not "
-                    "valid yet (verify flags 0x%lx)",
-                    (unsigned long)f);
-            return FKD_WSS_R_NOT_YET;
-        }
-        if ((f & MBEDTLS_X509_BADCERT_CN_MISMATCH) || w->host_mismatch) {
-            fkd_log(FKD_LOG_ERROR,
-                    "wss: refused: host mismatch: the server certificate does "
-                    "not name %s",
-                    w->expected_host);
-            return FKD_WSS_R_HOST;
-        }
-        fkd_log(FKD_LOG_ERROR,
-                "wss: refused: bad chain: server certificate rejected (verify "
-                "flags 0x%lx)",
-                (unsigned long)f);
-        return FKD_WSS_R_BAD_CHAIN;
-    }
-    const char *what = fkd_mbedtls_reason(ret);
-    if (ret == MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE) {
-        what = "the server sent a fatal alert (our client certificate refused?)";
-    }
-    fkd_log(FKD_LOG_ERROR, "wss: refused: TLS handshake failed: %s (-0x%04x)", what,
-            (unsigned)-ret);
-    return FKD_WSS_R_TLS;
 }
 
 /* ---- setup ----------------------------------------------------------------------------------- */
@@ -278,44 +102,9 @@ void fkd_wss_init(struct fkd_wss *w) {
     mbedtls_pk_init(&w->key);
 }
 
-/* PEM (NUL counted, as mbedTLS wants) or DER. */
-static size_t parse_len(const uint8_t *d, size_t len) {
-    return len >= 11 && memcmp(d, "-----BEGIN ", 11) == 0 ? len + 1 : len;
-}
-
-static enum fkd_err get_cred(const struct fkd_store *st, enum fkd_cred id, const uint8_t **d,
-                             size_t *len) {
-    const struct fkd_cred_info *in = fkd_store_info(st, id);
-    if (fkd_store_get(st, id, d, len) != FKD_OK || !in->valid || *len == 0) {
-        fkd_log(FKD_LOG_ERROR, "wss: not connecting: %s is missing", fkd_cred_name(id));
-        return FKD_E_NOTFOUND;
-    }
-    return FKD_OK;
-}
-
-static void own_id(struct fkd_wss *w) {
-    const mbedtls_x509_name *cn = NULL;
-    for (const mbedtls_x509_name *nm = &w->own.subject; nm != NULL; nm = nm->next) {
-        if (nm->oid.p != NULL && MBEDTLS_OID_CMP(MBEDTLS_OID_AT_CN, &nm->oid) == 0) {
-            cn = nm;
-        }
-    }
-    size_t o = 0;
-    if (cn != NULL) {
-        for (size_t i = 0; i < cn->val.len && o + 1 < sizeof w->device_id; i++) {
-            unsigned char c = cn->val.p[i];
-            w->device_id[o++] = (c >= 0x21 && c < 0x7F && c != '"' && c != '\\') ? (char)c : '?';
-        }
-    }
-    w->device_id[o] = '\0';
-}
-
 enum fkd_err fkd_wss_setup(struct fkd_wss *w, const struct fkd_wss_config *cfg) {
     enum fkd_err rc = FKD_E_INTERNAL;
-    const uint8_t *ca = NULL, *crt = NULL, *key = NULL;
-    size_t ca_len = 0, crt_len = 0, key_len = 0;
     const char *why = NULL;
-    int ret;
     if (w == NULL || cfg == NULL || cfg->store == NULL || cfg->cfg == NULL ||
         cfg->posture == NULL || cfg->fw_version == NULL || cfg->fw_version[0] == '\0' ||
         strlen(cfg->fw_version) > 64 || w->setup_done) {
@@ -370,98 +159,7 @@ enum fkd_err fkd_wss_setup(struct fkd_wss *w, const struct fkd_wss_config *cfg) 
     }
     memcpy(w->expected_host, host, hl + 1);
 
-    /* Credentials: the store already applied NVS-first and the development-only fallback. */
-    FKD_GUARD(get_cred(cfg->store, FKD_CRED_CA_CERT, &ca, &ca_len));
-    FKD_GUARD(get_cred(cfg->store, FKD_CRED_CLIENT_CERT, &crt, &crt_len));
-    FKD_GUARD(get_cred(cfg->store, FKD_CRED_CLIENT_KEY, &key, &key_len));
-    if (cfg->cfg->production_build &&
-        (fkd_store_info(cfg->store, FKD_CRED_CLIENT_CERT)->source != FKD_SRC_NVS ||
-         fkd_store_info(cfg->store, FKD_CRED_CLIENT_KEY)->source != FKD_SRC_NVS)) {
-        fkd_log(FKD_LOG_ERROR, "wss: not connecting (policy: mtls-nvs-only): a production build "
-                               "takes the client certificate and key from NVS only");
-        rc = FKD_E_POLICY;
-        goto out;
-    }
-
-    rc = FKD_E_CRYPTO;
-    ret = fkd_mbedtls_global_init();
-    if (ret == 0) {
-        ret = fkd_mbedtls_drbg_seed(&w->drbg, "fkd_wss");
-    }
-    if (ret != 0) {
-        fkd_log(FKD_LOG_ERROR, "wss: not connecting: random generator failed");
-        goto out;
-    }
-    if (ca_len > 0 && ca[0] == 0x30) {
-        /* DER chain (NVS from generate/batch --ca): certificates back to back, each length
-         * checked against what remains by the store; parse_der takes one at a time. */
-        ret = 0;
-        for (size_t off = 0; off < ca_len && ret == 0;) {
-            size_t e = fkd_der_seq_len(ca + off, ca_len - off);
-            ret = e == 0 ? MBEDTLS_ERR_X509_INVALID_FORMAT
-                         : mbedtls_x509_crt_parse_der(&w->ca, ca + off, e);
-            off += e;
-        }
-    } else {
-        ret = mbedtls_x509_crt_parse(&w->ca, ca, parse_len(ca, ca_len));
-    }
-    if (ret != 0) {
-        fkd_log(FKD_LOG_ERROR, "wss: not connecting: %s does not parse (-0x%04x)",
-                fkd_cred_name(FKD_CRED_CA_CERT), (unsigned)-ret);
-        goto out;
-    }
-    ret = mbedtls_x509_crt_parse(&w->own, crt, parse_len(crt, crt_len));
-    if (ret != 0) {
-        fkd_log(FKD_LOG_ERROR, "wss: not connecting: %s does not parse (-0x%04x)",
-                fkd_cred_name(FKD_CRED_CLIENT_CERT), (unsigned)-ret);
-        goto out;
-    }
-    ret = fkd_mbedtls_pk_parse_key(&w->key, key, parse_len(key, key_len), &w->drbg);
-    if (ret != 0) {
-        /* the key's bytes are never logged; its fingerprint is in the store's boot log */
-        fkd_log(FKD_LOG_ERROR, "wss: not connecting: %s does not parse (-0x%04x)",
-                fkd_cred_name(FKD_CRED_CLIENT_KEY), (unsigned)-ret);
-        goto out;
-    }
-    if (!fkd_mbedtls_pk_pair_ok(&w->own.pk, &w->key, &w->drbg)) {
-        fkd_log(FKD_LOG_ERROR, "wss: not connecting: the client key does not match the client "
-                               "certificate");
-        goto out;
-    }
-    own_id(w);
-    if (w->device_id[0] == '\0') {
-        fkd_log(FKD_LOG_ERROR, "wss: not connecting: the client certificate has no CN");
-        goto out;
-    }
-
-    ret = mbedtls_ssl_config_defaults(&w->conf, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM,
-                                      MBEDTLS_SSL_PRESET_DEFAULT);
-    if (ret == 0) {
-        mbedtls_ssl_conf_authmode(&w->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
-        mbedtls_ssl_conf_ca_chain(&w->conf, &w->ca, NULL);
-        mbedtls_ssl_conf_rng(&w->conf, mbedtls_ctr_drbg_random, &w->drbg);
-        mbedtls_ssl_conf_verify(&w->conf, verify_cb, w);
-        fkd_mbedtls_conf_min_tls12(&w->conf);
-        ret = fkd_mbedtls_conf_fit_records(&w->conf);
-    }
-    if (ret == 0) {
-        ret = mbedtls_ssl_conf_own_cert(&w->conf, &w->own, &w->key);
-    }
-    if (ret == 0) {
-        ret = mbedtls_ssl_setup(&w->ssl, &w->conf);
-    }
-    if (ret != 0) {
-        fkd_log(FKD_LOG_ERROR, "wss: not connecting: TLS setup failed (-0x%04x)", (unsigned)-ret);
-        rc = ret == MBEDTLS_ERR_SSL_ALLOC_FAILED ? FKD_E_NOSPACE : FKD_E_CRYPTO;
-        goto out;
-    }
-    w->ssl_ready = 1;
-    mbedtls_ssl_set_bio(&w->ssl, w, bio_send, bio_recv, NULL);
-    rc = fkd_ws_setup(&w->ws, FKD_WS_CLIENT, ws_in, ws_out, ws_mask, w, w->msg, sizeof w->msg);
-    if (rc != FKD_OK) {
-        fkd_log(FKD_LOG_ERROR, "wss: not connecting: no memory for the frame layer");
-        goto out;
-    }
+    FKD_GUARD(fkd_wss_tls_setup(w, cfg));
     w->setup_done = 1;
     fkd_log(FKD_LOG_INFO, "wss: %s as %s, expecting server %s (client cert from %s, CA from %s)",
             uri, w->device_id, w->expected_host,
@@ -470,231 +168,6 @@ enum fkd_err fkd_wss_setup(struct fkd_wss *w, const struct fkd_wss_config *cfg) 
     rc = FKD_OK;
 out:
     return rc;
-}
-
-/* A copy of s for the log: bytes outside printable ASCII become '?', so nothing a server
- * sends can forge log lines. */
-static const char *loggable(const char *s, char *buf, size_t cap) {
-    size_t o = 0;
-    for (; s[o] != '\0' && o + 1 < cap; o++) {
-        unsigned char c = (unsigned char)s[o];
-        buf[o] = c >= 0x20 && c < 0x7F ? (char)c : '?';
-    }
-    buf[o] = '\0';
-    return buf;
-}
-
-/* ---- JSON out ------------------------------------------------------------------------------ */
-
-struct jw {
-    char *b;
-    size_t cap;
-    size_t n;
-    int over;
-};
-
-static void put(struct jw *j, const char *s) {
-    size_t l = strlen(s);
-    if (j->over || l >= j->cap - j->n) {
-        j->over = 1;
-        return;
-    }
-    memcpy(j->b + j->n, s, l + 1);
-    j->n += l;
-}
-
-static void put_str(struct jw *j, const char *s) {
-    if (!j->over && fkd_wss_json_put_str(j->b, j->cap, &j->n, s, strlen(s)) != 0) {
-        j->over = 1;
-    }
-}
-
-static void put_uint(struct jw *j, unsigned long v) {
-    char num[24];
-    snprintf(num, sizeof num, "%lu", v);
-    put(j, num);
-}
-
-/* "credential_versions": 1 for the committed credential the store holds, 0 for an absent one;
- * the rotation issue brings real version numbers with the two slots. */
-static void put_creds(struct jw *j, const struct fkd_store *st) {
-    const struct fkd_cred_info *cert = fkd_store_info(st, FKD_CRED_CLIENT_CERT);
-    const struct fkd_cred_info *psk = fkd_store_info(st, FKD_CRED_DTLS_PSK);
-    const struct fkd_cred_info *ota = fkd_store_info(st, FKD_CRED_OTA_PUBKEY);
-    const struct fkd_cred_info *wifi = fkd_store_info(st, FKD_CRED_WIFI_SSID);
-    put(j, "{\"mtls_cert\":");
-    put_uint(j, cert->valid ? 1u : 0u);
-    put(j, ",\"dtls_psk\":");
-    put_uint(j, psk->valid ? 1u : 0u);
-    put(j, ",\"ota_pubkey\":");
-    put_uint(j, ota->valid ? 1u : 0u);
-    put(j, ",\"wifi\":");
-    put_uint(j, wifi->valid ? 1u : 0u);
-    put(j, "}");
-}
-
-static void put_posture(struct jw *j, const struct fkd_posture *p) {
-    if (j->over) {
-        return;
-    }
-    size_t need = fkd_posture_json(p, j->b + j->n, j->cap - j->n);
-    if (need >= j->cap - j->n) {
-        j->over = 1;
-        return;
-    }
-    j->n += need;
-}
-
-/* The handler's "ota" member (wss-protocol.md, "OTA state in hello and in the status body"):
- * written in place after `,"ota":`; taken back when the handler has nothing to say. */
-static void put_ota(struct fkd_wss *w, struct jw *j) {
-    const struct fkd_wss_handler *h = w->cfg.handler;
-    if (j->over || h == NULL || h->state_json == NULL) {
-        return;
-    }
-    size_t mark = j->n;
-    put(j, ",\"ota\":");
-    if (j->over) {
-        return;
-    }
-    size_t room = j->cap - j->n;
-    size_t n = h->state_json(w->cfg.handler_user, j->b + j->n, room);
-    if (n == 0 || n >= room) {
-        if (n >= room) {
-            fkd_log(FKD_LOG_ERROR, "wss: the ota state does not fit the message: left out");
-        }
-        j->n = mark;
-        j->b[mark] = '\0';
-        return;
-    }
-    j->n += n;
-}
-
-static enum fkd_err send_text(struct fkd_wss *w, struct jw *j) {
-    if (j->over) {
-        fkd_log(FKD_LOG_ERROR, "wss: outgoing message larger than %u bytes", FKD_WSS_MSG_MAX);
-        return FKD_E_NOSPACE;
-    }
-    return fkd_ws_send(&w->ws, FKD_WS_OP_TEXT, (const uint8_t *)j->b, j->n);
-}
-
-static enum fkd_err send_hello(struct fkd_wss *w) {
-    struct jw j = {w->tx, sizeof w->tx, 0, 0};
-    put(&j, "{\"type\":\"hello\",\"device_id\":");
-    put_str(&j, w->device_id);
-    put(&j, ",\"firmware_version\":");
-    put_str(&j, w->cfg.fw_version);
-    put(&j, ",\"credential_versions\":");
-    put_creds(&j, w->cfg.store);
-    put(&j, ",\"posture\":");
-    put_posture(&j, w->cfg.posture);
-    put_ota(w, &j);
-    put(&j, "}");
-    return send_text(w, &j);
-}
-
-static enum fkd_err send_ping(struct fkd_wss *w) {
-    struct jw j = {w->tx, sizeof w->tx, 0, 0};
-    w->ping_id = (w->ping_id + 1u) & 0x7fffffffu;
-    put(&j, "{\"type\":\"ping\",\"id\":");
-    put_uint(&j, w->ping_id);
-    put(&j, "}");
-    return send_text(w, &j);
-}
-
-static enum fkd_err send_pong(struct fkd_wss *w, const struct fkd_wss_msg *m) {
-    struct jw j = {w->tx, sizeof w->tx, 0, 0};
-    put(&j, "{\"type\":\"pong\"");
-    if (m->has_id_num) {
-        put(&j, ",\"id\":");
-        put_uint(&j, m->id_num);
-    }
-    put(&j, "}");
-    return send_text(w, &j);
-}
-
-/* A request the handler takes: its answer is written straight into tx after `"body":` (no
- * second buffer); an error rewinds to after the id and writes the error object instead.
- * FKD_E_NOTFOUND when the handler does not know the kind. */
-static enum fkd_err handler_response(struct fkd_wss *w, const struct fkd_wss_msg *m, struct jw *j,
-                                     int *reboot) {
-    const struct fkd_wss_handler *h = w->cfg.handler;
-    if (h == NULL || h->request == NULL) {
-        return FKD_E_NOTFOUND;
-    }
-    size_t mark = j->n;
-    put(j, ",\"ok\":true,\"body\":");
-    if (j->over || j->cap - j->n < 3) {
-        j->over = 1;
-        return FKD_E_NOSPACE;
-    }
-    struct fkd_wss_reply r;
-    memset(&r, 0, sizeof r);
-    r.body = j->b + j->n;
-    r.body_cap = j->cap - j->n - 2; /* room for the closing "}" and the NUL */
-    const uint8_t *body = m->has_body ? w->msg + m->body_off : NULL;
-    if (h->request(w->cfg.handler_user, m->kind, body, m->has_body ? m->body_len : 0, &r) ==
-        FKD_WSS_REQ_UNKNOWN) {
-        j->n = mark;
-        j->b[mark] = '\0';
-        return FKD_E_NOTFOUND;
-    }
-    char idl[FKD_WSS_STR_MAX], kl[FKD_WSS_STR_MAX];
-    r.code[sizeof r.code - 1] = '\0';
-    r.message[sizeof r.message - 1] = '\0';
-    if (r.code[0] == '\0' && r.body_len > 0 && r.body_len < r.body_cap) {
-        j->n += r.body_len;
-        j->b[j->n] = '\0';
-        put(j, "}");
-        *reboot = r.reboot;
-        return FKD_OK;
-    }
-    if (r.code[0] == '\0') {
-        /* a handler that wrote nothing usable: answered as an internal error, never silence */
-        snprintf(r.code, sizeof r.code, "internal");
-        snprintf(r.message, sizeof r.message, "the device could not write its answer");
-    }
-    j->n = mark;
-    j->b[mark] = '\0';
-    put(j, ",\"ok\":false,\"error\":{\"code\":");
-    put_str(j, r.code);
-    put(j, ",\"message\":");
-    put_str(j, r.message);
-    put(j, "}}");
-    fkd_log(FKD_LOG_INFO, "wss: request %s (%s) answered %s", loggable(m->id, idl, sizeof idl),
-            loggable(m->kind, kl, sizeof kl), r.code);
-    return FKD_OK;
-}
-
-static enum fkd_err send_response(struct fkd_wss *w, const struct fkd_wss_msg *m, int *reboot) {
-    struct jw j = {w->tx, sizeof w->tx, 0, 0};
-    *reboot = 0;
-    put(&j, "{\"type\":\"response\",\"id\":");
-    put_str(&j, m->id);
-    if (strcmp(m->kind, "status") == 0) {
-        put(&j, ",\"ok\":true,\"body\":{\"firmware_version\":");
-        put_str(&j, w->cfg.fw_version);
-        put(&j, ",\"credential_versions\":");
-        put_creds(&j, w->cfg.store);
-        put(&j, ",\"posture\":");
-        put_posture(&j, w->cfg.posture);
-        put_ota(w, &j);
-        put(&j, "}}");
-    } else if (handler_response(w, m, &j, reboot) == FKD_OK) {
-        /* answered by the handler */
-    } else {
-        /* "a device answers any kind it does not know with ok: false and error code
-         * unsupported_kind (never by closing)" */
-        char msg[FKD_WSS_STR_MAX + 32];
-        snprintf(msg, sizeof msg, "no handler for '%s'", m->kind);
-        put(&j, ",\"ok\":false,\"error\":{\"code\":\"unsupported_kind\",\"message\":");
-        put_str(&j, msg);
-        put(&j, "}}");
-        char idl[FKD_WSS_STR_MAX];
-        fkd_log(FKD_LOG_WARN, "wss: request %s of unknown kind answered unsupported_kind",
-                loggable(m->id, idl, sizeof idl));
-    }
-    return send_text(w, &j);
 }
 
 /* ---- one connection ------------------------------------------------------------------------ */
@@ -744,7 +217,7 @@ static enum fkd_wss_reason upgrade(struct fkd_wss *w, uint64_t deadline) {
     if (n < 0 || (size_t)n >= sizeof w->http) {
         return FKD_WSS_R_CONFIG;
     }
-    if (tls_write_all(w, w->http, (size_t)n, deadline) != 0) {
+    if (fkd_wss_tls_write_all(w, w->http, (size_t)n, deadline) != 0) {
         fkd_log(FKD_LOG_ERROR, "wss: sending the upgrade request failed");
         return FKD_WSS_R_IO;
     }
@@ -761,8 +234,8 @@ static enum fkd_wss_reason upgrade(struct fkd_wss *w, uint64_t deadline) {
         }
         int r = mbedtls_ssl_read(&w->ssl, w->http + got, sizeof w->http - got);
         if (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE) {
-            if (wait_io(w, r, deadline) != 0) {
-                if (stopping(w)) {
+            if (fkd_wss_wait_io(w, r, deadline) != 0) {
+                if (fkd_wss_stopping(w)) {
                     return FKD_WSS_R_STOPPED;
                 }
                 fkd_log(FKD_LOG_ERROR, "wss: refused: upgrade refused: no response in time");
@@ -833,7 +306,7 @@ static enum fkd_wss_reason handle_text(struct fkd_wss *w) {
         }
         break;
     case FKD_WSS_MSG_PING:
-        rc = send_pong(w, &m);
+        rc = fkd_wss_send_pong(w, &m);
         break;
     case FKD_WSS_MSG_PONG:
         if (w->pongs_this_conn++ == 0) {
@@ -843,18 +316,18 @@ static enum fkd_wss_reason handle_text(struct fkd_wss *w) {
         break;
     case FKD_WSS_MSG_REQUEST:
         w->stats.requests++;
-        rc = send_response(w, &m, &reboot);
+        rc = fkd_wss_send_response(w, &m, &reboot);
         break;
     case FKD_WSS_MSG_ERROR: {
         char cl[FKD_WSS_STR_MAX], ml[FKD_WSS_STR_MAX];
-        fkd_log(FKD_LOG_WARN, "wss: server error %s: %s", loggable(m.code, cl, sizeof cl),
-                loggable(m.message, ml, sizeof ml));
+        fkd_log(FKD_LOG_WARN, "wss: server error %s: %s", fkd_wss_loggable(m.code, cl, sizeof cl),
+                fkd_wss_loggable(m.message, ml, sizeof ml));
         break;
     }
     default: {
         char tl[FKD_WSS_STR_MAX];
         fkd_log(FKD_LOG_DEBUG, "wss: ignoring a message of type %s",
-                loggable(m.type_str, tl, sizeof tl));
+                fkd_wss_loggable(m.type_str, tl, sizeof tl));
         break;
     }
     }
@@ -877,7 +350,7 @@ static enum fkd_wss_reason serve(struct fkd_wss *w) {
     w->last_rx_ms = now;
     w->last_ping_ms = now;
     for (;;) {
-        if (stopping(w)) {
+        if (fkd_wss_stopping(w)) {
             return do_close(w, FKD_WSS_CLOSE_GOING_AWAY, "device stopping", FKD_WSS_R_STOPPED);
         }
         now = fkd_net_now_ms();
@@ -893,7 +366,7 @@ static enum fkd_wss_reason serve(struct fkd_wss *w) {
         }
         if (w->state == FKD_WSS_WELCOMED && now - w->last_ping_ms >= w->ping_interval_ms) {
             w->last_ping_ms = now;
-            if (send_ping(w) != FKD_OK) {
+            if (fkd_wss_send_ping(w) != FKD_OK) {
                 fkd_log(FKD_LOG_ERROR, "wss: sending a ping failed");
                 return FKD_WSS_R_IO;
             }
@@ -907,8 +380,8 @@ static enum fkd_wss_reason serve(struct fkd_wss *w) {
                 continue;
             }
             uint64_t next = w->last_ping_ms + w->ping_interval_ms;
-            uint32_t slice =
-                next > now && next - now < SLICE_MS ? (uint32_t)(next - now) : SLICE_MS;
+            uint32_t slice = next > now && next - now < FKD_WSS_SLICE_MS ? (uint32_t)(next - now)
+                                                                         : FKD_WSS_SLICE_MS;
             if (fkd_net_wait(&w->sock, slice) < 0) {
                 return FKD_WSS_R_IO;
             }
@@ -1001,11 +474,11 @@ enum fkd_wss_reason fkd_wss_connect_and_serve(struct fkd_wss *w) {
             break;
         }
         if (ret != MBEDTLS_ERR_SSL_WANT_READ && ret != MBEDTLS_ERR_SSL_WANT_WRITE) {
-            r = refused(w, ret);
+            r = fkd_wss_tls_refused(w, ret);
             goto out;
         }
-        if (wait_io(w, ret, deadline) != 0) {
-            if (stopping(w)) {
+        if (fkd_wss_wait_io(w, ret, deadline) != 0) {
+            if (fkd_wss_stopping(w)) {
                 r = FKD_WSS_R_STOPPED;
             } else {
                 fkd_log(FKD_LOG_ERROR, "wss: refused: TLS handshake failed: timed out");
@@ -1023,7 +496,7 @@ enum fkd_wss_reason fkd_wss_connect_and_serve(struct fkd_wss *w) {
     fkd_log(FKD_LOG_INFO, "wss: connected to %s:%u%s (%s, %s), server certificate names %s",
             w->uri.host, (unsigned)w->uri.port, w->uri.path, mbedtls_ssl_get_version(&w->ssl),
             mbedtls_ssl_get_ciphersuite(&w->ssl), w->expected_host);
-    if (send_hello(w) != FKD_OK) {
+    if (fkd_wss_send_hello(w) != FKD_OK) {
         fkd_log(FKD_LOG_ERROR, "wss: sending hello failed");
         r = FKD_WSS_R_IO;
         goto out;
@@ -1043,7 +516,7 @@ enum fkd_wss_reason fkd_wss_run(struct fkd_wss *w) {
         return r;
     }
     for (;;) {
-        if (stopping(w)) {
+        if (fkd_wss_stopping(w)) {
             r = FKD_WSS_R_STOPPED;
             break;
         }
@@ -1051,7 +524,7 @@ enum fkd_wss_reason fkd_wss_run(struct fkd_wss *w) {
         if (r == FKD_WSS_R_REBOOT) {
             break; /* the caller reboots the device; no reconnect from this image */
         }
-        if (r == FKD_WSS_R_STOPPED || stopping(w)) {
+        if (r == FKD_WSS_R_STOPPED || fkd_wss_stopping(w)) {
             r = FKD_WSS_R_STOPPED;
             break;
         }
@@ -1074,10 +547,11 @@ enum fkd_wss_reason fkd_wss_run(struct fkd_wss *w) {
         uint64_t until = fkd_net_now_ms() + delay;
         for (;;) {
             uint64_t now = fkd_net_now_ms();
-            if (now >= until || stopping(w)) {
+            if (now >= until || fkd_wss_stopping(w)) {
                 break;
             }
-            fkd_net_sleep_ms(until - now < SLICE_MS ? (uint32_t)(until - now) : SLICE_MS);
+            fkd_net_sleep_ms(until - now < FKD_WSS_SLICE_MS ? (uint32_t)(until - now)
+                                                            : FKD_WSS_SLICE_MS);
         }
     }
     w->state = FKD_WSS_STOPPED;
