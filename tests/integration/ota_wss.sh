@@ -246,11 +246,12 @@ rotation)
         wait_for rs$n.err "ota_pubkey2" 600 || fail "robot $n never got ota_pubkey2"
     done
     i=0
-    while [ $i -lt 300 ]; do
+    while :; do
         $R status >st.out 2>&1 || true
-        grep -q "$D1.*confirmed" st.out && grep -q "$D2.*confirmed" st.out && break
-        sleep 0.1
+        grep -q "$D1.*new key confirmed" st.out && grep -q "$D2.*new key confirmed" st.out && break
         i=$((i + 1))
+        [ $i -lt 1200 ] || { cat st.out; fail "robots 1 and 2 never confirmed ota_pubkey2"; }
+        sleep 0.1
     done
     # Step 4's interlock: robot 3 never connected, so new-key-only is refused, naming it
     run 1 early_new $R sign-release --new-only --output v3.b.bin v3.bin
