@@ -51,6 +51,11 @@ struct fk_server_config {
     char ota_dir[1024];       /* spool directory of update images; "" = "ota" next to the
                                  inventory file. Created 0700 */
     unsigned long long ota_max_image; /* largest image POST /api/ota accepts (default 16 MiB) */
+    char rot_dir[1024];       /* credential rotation plans (rot-NNNNNN.json, 0600: they hold
+                                 staged PSKs); "" = ota_dir. Created 0700 */
+    char ca_dir[1024];        /* the fleet CA (provision-keys ca init) whose issuing key signs
+                                 the CSRs of an mtls rotation and whose CRL revokes the old
+                                 certificates (written to crl); "" = mtls rotations refused */
 };
 
 /* Fills the defaults above (no paths). Cannot fail. */
@@ -58,7 +63,7 @@ void fk_server_config_init(struct fk_server_config *cfg);
 
 /* Applies one setting by name ("listen", "port", "cert", "key", "ca", "crl", "inventory",
  * "max_connections", "hello_timeout", "ping_interval", "log_level", "allow_no_crl",
- * "status_request", "ota_dir", "ota_max_image"); the
+ * "status_request", "ota_dir", "ota_max_image", "rot_dir", "ca_dir"); the
  * command line uses the same names as --flags. FK_OK, FK_E_ARG (unknown name, bad value;
  * diag says which), FK_E_TOOBIG (path too long). */
 FK_MUST_CHECK enum fk_err fk_server_config_set(struct fk_server_config *cfg, const char *name,
@@ -129,6 +134,24 @@ struct fk_wss_ota {
     struct fk_wss_ota_key keys[FK_WSS_OTA_KEYS_MAX];
 };
 
+/* One class of the "rot" object of hello and of a status or rot_* response body
+ * (docs/wss-protocol.md, "Credential rotation"). present says the class was reported. */
+struct fk_wss_rot_class {
+    int present;
+    char state[16];           /* idle, staged, trial, committed, rolled_back */
+    long long version;        /* active credential's version (0: as minted) */
+    long long staged_version; /* 0: none */
+    long long attempts;
+    char reason[16];          /* none, attempts, timeout, server, invalid */
+};
+enum fk_wss_rot_cls { FK_WSS_ROT_CA, FK_WSS_ROT_MTLS, FK_WSS_ROT_PSK, FK_WSS_ROT_CLASSES };
+struct fk_wss_rot {
+    int present;
+    struct fk_wss_rot_class c[FK_WSS_ROT_CLASSES]; /* indexed like enum fk_plan_class */
+    struct fk_wss_rot_class single; /* a rot_* answer's "rot" when it is one class's state */
+};
+#define FK_WSS_CSR_MAX 2048 /* PEM PKCS#10 of a P-256 key, with room */
+
 /* A parsed message. Strings are copies, NUL-terminated. For hello, credential_versions,
  * posture and ota are re-serialised compact JSON (what the inventory stores). */
 struct fk_wss_msg {
@@ -160,6 +183,10 @@ struct fk_wss_msg {
     int has_keys;             /* ota_key: body.keys was present */
     size_t nkeys;
     struct fk_wss_ota_key keys[FK_WSS_OTA_KEYS_MAX];
+    /* hello's or a response body's "rot"; hello's posture.dtls_port (0 when absent) */
+    struct fk_wss_rot rot;
+    long long dtls_port;
+    char csr[FK_WSS_CSR_MAX + 1]; /* rot_csr answer: body.csr ("" when absent) */
 };
 
 /* Parses one message (buf, len), at most FK_WSS_MAX_MESSAGE bytes, valid UTF-8, one JSON

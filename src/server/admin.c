@@ -282,6 +282,10 @@ static const struct route routes[] = {
     {M_GET, "/api/devices/", 1, deny_json, route_device},
     {M_GET, "/api/ota", 0, deny_json, fk_srv_ota_list},
     {M_GET, "/api/ota/", 1, deny_json, fk_srv_ota_job},
+    {M_POST, "/api/rotation", 0, deny_json, fk_srv_rot_post},
+    {M_POST, "/api/rotation/", 1, deny_json, fk_srv_rot_action},
+    {M_GET, "/api/rotation", 0, deny_json, fk_srv_rot_list},
+    {M_GET, "/api/rotation/", 1, deny_json, fk_srv_rot_get},
 };
 
 static const struct route *route_find(enum method m, const char *path) {
@@ -302,7 +306,7 @@ static int dispatch(struct fk_server *srv, struct lws *wsi, struct http_sess *h,
     const struct route *r = route_find(m, path);
     if (r == NULL) {
         return m == M_GET ? fk_srv_http_json_error(wsi, h, 404, "not found")
-                          : fk_srv_http_json_error(wsi, h, 405, "only GET (and POST /api/ota)");
+                          : fk_srv_http_json_error(wsi, h, 405, "only GET (and POST /api/ota, /api/rotation)");
     }
     if (r->deny != NULL) {
         char name[FK_WSS_ID_MAX + 1];
@@ -328,16 +332,22 @@ int fk_srv_admin_http(struct lws *wsi, enum lws_callback_reasons reason, void *u
         srv->http_requests++;
         /* A keep-alive connection reuses h: each request starts clean. */
         fk_srv_upload_cleanup(h);
-        h->upload = h->refused = h->all = 0;
+        h->upload = h->refused = h->all = h->jbody = 0;
         h->clen = h->got = 0;
         h->operator_name[0] = '\0';
         return dispatch(srv, wsi, h, in);
     case LWS_CALLBACK_HTTP_BODY:
+        if (h->jbody) {
+            return fk_srv_rot_body(h, in, len);
+        }
         if (!h->upload) {
             return -1;
         }
         return fk_srv_ota_post_body(h, in, len);
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        if (h->jbody) {
+            return fk_srv_rot_body_done(srv, wsi, h);
+        }
         if (!h->upload) {
             return -1;
         }
@@ -369,6 +379,8 @@ int fk_srv_admin_http(struct lws *wsi, enum lws_callback_reasons reason, void *u
             fk_srv_upload_cleanup(h);
             free(h->buf);
             h->buf = NULL;
+            free(h->jbuf);
+            h->jbuf = NULL;
         }
         return 0;
     default:

@@ -36,6 +36,17 @@ int fk_srv_http_json_error(struct lws *wsi, struct http_sess *h, unsigned status
 /* Answers status with o (taken) as compact JSON. */
 int fk_srv_http_json(struct lws *wsi, struct http_sess *h, unsigned status, cJSON *o);
 
+/* ---- admin_rot.c ----------------------------------------------------------------------- */
+
+fk_srv_route_fn fk_srv_rot_post;   /* POST /api/rotation: a new plan (body JSON) */
+fk_srv_route_fn fk_srv_rot_action; /* POST /api/rotation/ID/start|pause|resume|abort|force */
+fk_srv_route_fn fk_srv_rot_list;   /* GET /api/rotation */
+fk_srv_route_fn fk_srv_rot_get;    /* GET /api/rotation/ID[?devices=1] */
+/* A JSON body's bytes (at most 64 KiB). 0, or -1 to drop the connection. */
+int fk_srv_rot_body(struct http_sess *h, const uint8_t *in, size_t len);
+/* The JSON body is complete: the route's handler. */
+int fk_srv_rot_body_done(struct fk_server *srv, struct lws *wsi, struct http_sess *h);
+
 /* ---- admin_ota.c ----------------------------------------------------------------------- */
 
 fk_srv_route_fn fk_srv_ota_post_start; /* POST /api/ota, headers read */

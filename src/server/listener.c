@@ -2,6 +2,7 @@
  * and the RFC 6455 framing; the protocols' callbacks hand each event to the concern that owns
  * it (auth.c: TLS setup and upgrade checks; admin.c: HTTP requests; session.c: WebSockets). */
 #include "listener_internal.h"
+#include "rot_internal.h"
 
 #include "admin_internal.h"
 #include "auth_internal.h"
@@ -52,6 +53,7 @@ static void tick(lws_sorted_usec_list_t *sul) {
     fk_srv_crl_maybe_reload(srv);
     fk_srv_revocations_check(srv);
     fk_srv_jobs_save_dirty(srv);
+    fk_srv_rot_tick(srv);
     for (struct session *s = srv->sessions; s != NULL; s = s->next) {
         if (s->close_code != 0) {
             continue;

@@ -185,6 +185,43 @@ out:
     return rc;
 }
 
+/* One class of "rot" (docs/wss-protocol.md, "Credential rotation"). */
+static enum fk_err parse_rot_class(const cJSON *o, const char *name, struct fk_wss_rot_class *c,
+                                   struct fk_diag *diag) {
+    enum fk_err rc = FK_E_PARSE;
+    FK_ENSURE(cJSON_IsObject(o), fk_diag_set(diag, FK_E_PARSE, "\"rot.%s\" is not an object", name));
+    c->present = 1;
+    FK_GUARD(opt_str(o, "state", c->state, sizeof c->state, diag));
+    FK_GUARD(get_int(o, "version", 0, 2147483647.0, &c->version, diag));
+    FK_GUARD(get_int(o, "staged_version", 0, 2147483647.0, &c->staged_version, diag));
+    FK_GUARD(get_int(o, "attempts", 0, 2147483647.0, &c->attempts, diag));
+    FK_GUARD(opt_str(o, "reason", c->reason, sizeof c->reason, diag));
+    rc = FK_OK;
+out:
+    return rc;
+}
+
+/* "rot": one member per class ("ca", "mtls", "psk"); a rot_* answer may also carry the one
+ * class's state directly ({"state": ...}), kept in single. */
+static enum fk_err parse_rot(const cJSON *o, struct fk_wss_rot *r, struct fk_diag *diag) {
+    static const char *const names[FK_WSS_ROT_CLASSES] = {"ca", "mtls", "psk"};
+    enum fk_err rc = FK_E_PARSE;
+    FK_ENSURE(cJSON_IsObject(o), fk_diag_set(diag, FK_E_PARSE, "\"rot\" is not an object"));
+    r->present = 1;
+    for (int i = 0; i < FK_WSS_ROT_CLASSES; i++) {
+        const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, names[i]);
+        if (it != NULL) {
+            FK_GUARD(parse_rot_class(it, names[i], &r->c[i], diag));
+        }
+    }
+    if (cJSON_GetObjectItemCaseSensitive(o, "state") != NULL) {
+        FK_GUARD(parse_rot_class(o, "state", &r->single, diag));
+    }
+    rc = FK_OK;
+out:
+    return rc;
+}
+
 static enum fk_err parse_hello(const cJSON *o, struct fk_wss_msg *m, struct fk_diag *diag) {
     enum fk_err rc = FK_E_PARSE;
     FK_GUARD(get_str(o, "device_id", m->device_id, sizeof m->device_id, 1, diag));
@@ -223,9 +260,14 @@ static enum fk_err parse_hello(const cJSON *o, struct fk_wss_msg *m, struct fk_d
         FK_ENSURE(cJSON_IsBool(e), fk_diag_set(diag, FK_E_PARSE, "posture rule not a boolean"));
     }
     FK_GUARD(print_compact(p, m->posture, sizeof m->posture, "posture", diag));
+    FK_GUARD(get_int(p, "dtls_port", 0, 65535, &m->dtls_port, diag));
     const cJSON *ota = cJSON_GetObjectItemCaseSensitive(o, "ota");
     if (ota != NULL) {
         FK_GUARD(parse_ota(ota, m, diag));
+    }
+    const cJSON *rot = cJSON_GetObjectItemCaseSensitive(o, "rot");
+    if (rot != NULL) {
+        FK_GUARD(parse_rot(rot, &m->rot, diag));
     }
     rc = FK_OK;
 out:
@@ -279,6 +321,12 @@ static enum fk_err parse_body(const cJSON *b, struct fk_wss_msg *m, struct fk_di
     if (it != NULL) {
         FK_GUARD(parse_ota(it, m, diag));
     }
+    /* status and the rot_* kinds: the rotation state; rot_csr: the CSR */
+    it = cJSON_GetObjectItemCaseSensitive(b, "rot");
+    if (it != NULL) {
+        FK_GUARD(parse_rot(it, &m->rot, diag));
+    }
+    FK_GUARD(opt_str(b, "csr", m->csr, sizeof m->csr, diag));
     rc = FK_OK;
 out:
     return rc;

@@ -2,6 +2,7 @@
  * when"): see jobs_internal.h. */
 #include "jobs_internal.h"
 
+#include "rot_internal.h"
 #include "session_internal.h"
 
 #include <stdio.h>
@@ -11,16 +12,20 @@
 #include <unistd.h>
 
 static int send_request(struct session *s, enum fk_ota_action a, cJSON *body) {
+    s->pending_act = a;
+    return fk_srv_send_request(s, a == FK_OTA_ACT_NONE ? "status" : fk_ota_action_kind(a), body);
+}
+
+int fk_srv_send_request(struct session *s, const char *kind, cJSON *body) {
     struct fk_server *srv = s->srv;
     /* One outstanding request per connection (docs/wss-protocol.md); ids are unique per
      * server run, so also per connection. */
     snprintf(s->pending, sizeof s->pending, "r-%06llu", ++srv->requests);
     s->pending_since = time(NULL);
-    s->pending_act = a;
     cJSON *r = cJSON_CreateObject();
     cJSON_AddStringToObject(r, "type", "request");
     cJSON_AddStringToObject(r, "id", s->pending);
-    cJSON_AddStringToObject(r, "kind", a == FK_OTA_ACT_NONE ? "status" : fk_ota_action_kind(a));
+    cJSON_AddStringToObject(r, "kind", kind);
     cJSON_AddItemToObject(r, "body", body != NULL ? body : cJSON_CreateObject());
     return fk_srv_enqueue_json(s, s->wsi, r) == 0 ? 0 : -1;
 }
@@ -77,7 +82,9 @@ int fk_srv_push_next(struct session *s) {
     cJSON *b = NULL;
     switch (a) {
     case FK_OTA_ACT_NONE:
-        return 0;
+        /* docs/wss-protocol.md: the rotation's pushes come after the OTA items */
+        s->pending_act = FK_OTA_ACT_NONE;
+        return fk_srv_rot_push(s);
     case FK_OTA_ACT_STATUS:
         s->status_due = 0;
         break;
@@ -181,6 +188,10 @@ static void presence_update_ota(struct fk_server *srv, const char *id, const cha
 void fk_srv_push_response(struct session *s, const struct fk_wss_msg *m) {
     struct fk_server *srv = s->srv;
     enum fk_ota_action a = s->pending_act;
+    if (s->rot_act != ROT_ACT_NONE) {
+        fk_srv_rot_response(s, m);
+        return;
+    }
     char code[FK_WSS_STR_MAX + 1], msg[FK_WSS_STR_MAX + 1];
     fk_srv_log_safe(m->err_code, code, sizeof code);
     fk_srv_log_safe(m->err_msg, msg, sizeof msg);
@@ -261,6 +272,7 @@ void fk_srv_push_response(struct session *s, const struct fk_wss_msg *m) {
 /* A pending request went unanswered for 30 s. */
 void fk_srv_push_timeout(struct session *s) {
     enum fk_ota_action a = s->pending_act;
+    s->rot_act = ROT_ACT_NONE; /* the plan's own timeout delivers again */
     struct fk_ota_target *t = s->target;
     if (t == NULL || s->job == NULL) {
         return;

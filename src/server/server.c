@@ -14,6 +14,8 @@
  *   push.c        the OTA channel of a session: next request, responses, time-outs
  *   jobs.c        update jobs and their files in ota_dir, target state changes, the
  *                 OTA-key rotation view (rotation jobs join here)
+ *   rot.c         credential rotation jobs (rot_* requests, confirmation from handshakes,
+ *                 interlock, revocation) and their files in rot_dir; admin_rot.c their routes
  *   admin.c       the admin HTTP API: one route table and its dispatch, /healthz, /metrics,
  *                 /api/devices; admin_ota.c: the /api/ota routes (upload, interlock, jobs)
  *   ota.c, msg.c, config.c   pure parts behind fleetkey/server.h (OTA decisions, wss message
@@ -23,6 +25,7 @@
 #include "auth_internal.h"
 #include "jobs_internal.h"
 #include "listener_internal.h"
+#include "rot_internal.h"
 #include "server_internal.h"
 
 #include <stdio.h>
@@ -57,6 +60,10 @@ enum fk_err fk_server_new(const struct fk_server_config *cfg, struct fk_server *
     fk_srv_revocations_check(
         srv); /* from now on only new rows: older ones were judged at upgrade */
     fk_srv_jobs_load(srv);
+    snprintf(srv->rot_dir, sizeof srv->rot_dir, "%s",
+             cfg->rot_dir[0] != '\0' ? cfg->rot_dir : srv->ota_dir);
+    FK_GUARD(fk_mkdirs(srv->rot_dir, 0700, diag));
+    fk_srv_rot_load(srv);
     fk_srv_rot_refresh(srv);
     FK_ENSURE(fk_srv_auth_init() == 0, FK_E_CRYPTO);
     FK_GUARD(fk_srv_listener_start(srv, diag));
@@ -93,6 +100,8 @@ void fk_server_free(struct fk_server *srv) {
     fk_srv_listener_free(srv); /* sessions close: transfers in flight go back to the queue */
     fk_inventory_close(srv->inv);
     fk_srv_jobs_save_dirty(srv);
+    fk_srv_rot_save_dirty(srv);
+    fk_srv_rot_free(srv);
     for (size_t j = 0; j < srv->njobs; j++) {
         fk_srv_job_free(srv->jobs[j]);
     }

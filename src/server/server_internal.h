@@ -78,6 +78,12 @@ struct session {
     int key_new_tried, key_promote_tried, need_abort;
     int rot_confirmed; /* fk_rotation_confirm done (or not needed) here */
     int superseded;    /* the device connected again: push nothing here */
+    /* credential rotation (rot.c) */
+    struct fk_wss_rot rot; /* the device's last report; rot.present 0: never sent rot_* */
+    long long dtls_port;   /* posture.dtls_port of hello, 0 when absent */
+    char serial[FK_WSS_STR_MAX + 1]; /* this connection's client certificate serial, hex */
+    int rot_act;           /* enum rot_act of the outstanding request */
+    int rot_cls;           /* its class */
 };
 
 /* One update job: an image in the spool directory and one target per device. Jobs live as long
@@ -97,6 +103,10 @@ struct ota_job {
 
 _Static_assert(FK_OTA_TIME_SIZE == FK_INV_TIME_SIZE, "one time format for jobs and inventory");
 
+struct http_sess;
+typedef int (*fk_srv_route_fn_ptr)(struct fk_server *srv, struct lws *wsi, struct http_sess *h,
+                                   const char *path);
+
 /* One HTTP connection: the lws per-session user data of the "http" protocol (admin.c,
  * admin_ota.c); a keep-alive connection reuses it for each request. */
 struct http_sess {
@@ -113,6 +123,12 @@ struct http_sess {
     char (*ids)[FK_WSS_ID_MAX + 1]; /* ?device=ID..., deduplicated */
     size_t nids;
     char operator_name[FK_WSS_ID_MAX + 1];
+    /* a JSON body (the /api/rotation POSTs), at most 64 KiB */
+    int jbody;
+    char *jbuf;
+    size_t jlen;
+    char jpath[128];
+    fk_srv_route_fn_ptr jdone;
 };
 
 /* The server: one per fk_server_new, used from the service thread only (fk_server_stop and
@@ -149,6 +165,13 @@ struct fk_server {
     int rot_loaded;
     struct fk_rot_current rot; /* the rotation started last, re-read once a second */
     int rot_found, rot_old_retired, rot_new_retired;
+    /* credential rotation (rot.c) */
+    char rot_dir[1024];
+    struct rot_job **rjobs;
+    size_t nrjobs;
+    unsigned long next_rjob;
+    struct fk_pki_ca *ca; /* opened on first use */
+    unsigned long long rot_delivered, rot_commits;
     unsigned long long ota_bytes, ota_states[FK_OTA_FAILED + 1], ota_keys[2], ota_uploads_refused;
 };
 

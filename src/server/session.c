@@ -4,6 +4,7 @@
  * only allocated when a message arrives in several pieces; outgoing messages wait in a short
  * per-connection queue whose overflow closes that connection. */
 #include "session_internal.h"
+#include "rot_internal.h"
 
 #include "auth_internal.h"
 #include "jobs_internal.h"
@@ -139,6 +140,7 @@ static int on_hello(struct session *s, struct lws *wsi, const struct fk_wss_msg 
     }
     s->ota = m->ota;
     fk_srv_hello_ota(s);
+    fk_srv_rot_hello(s, m);
     return fk_srv_push_next(s);
 }
 

@@ -1,0 +1,999 @@
+/* Credential rotation jobs: see rot_internal.h. */
+#include "rot_internal.h"
+
+#include "jobs_internal.h"
+#include "session_internal.h"
+
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define ACTOR "fleetkey-server"
+
+static const char *const cred_kind[FK_PLAN_CLASSES] = {"ca_cert", "mtls_cert", "psk", "ota_pubkey"};
+
+void fk_srv_rot_dirty(struct rot_job *j) {
+    j->dirty = 1;
+}
+
+void fk_srv_rot_audit(struct fk_server *srv, const struct rot_job *j, const char *actor,
+                      const char *kind, const char *subject, cJSON *detail) {
+    char buf[1024];
+    struct fk_diag d;
+    fk_diag_init(&d);
+    if (detail == NULL) {
+        detail = cJSON_CreateObject();
+    }
+    cJSON_AddStringToObject(detail, "plan", j->id);
+    if (!cJSON_PrintPreallocated(detail, buf, (int)sizeof buf, 0)) {
+        snprintf(buf, sizeof buf, "{\"plan\":\"%s\"}", j->id);
+    }
+    cJSON_Delete(detail);
+    if (fk_inventory_audit_append(srv->inv, actor, kind, subject, buf, &d) != FK_OK) {
+        fk_log(FK_LOG_WARN, "server: rotation %s: audit %s not written: %s", j->id, kind, d.msg);
+    }
+}
+
+static cJSON *cls_detail(enum fk_plan_class c, unsigned version, const char *reason) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "class", fk_plan_class_name(c));
+    if (version > 0) {
+        cJSON_AddNumberToObject(o, "version", version);
+    }
+    if (reason != NULL && reason[0] != '\0') {
+        cJSON_AddStringToObject(o, "reason", reason);
+    }
+    return o;
+}
+
+/* ---- files ------------------------------------------------------------------------------ */
+
+cJSON *fk_srv_rot_json(const struct rot_job *j, int detail) {
+    struct fk_plan_counts k;
+    fk_plan_counts(j->p, &k);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", j->id);
+    cJSON_AddStringToObject(o, "created_at", j->created_at);
+    cJSON_AddStringToObject(o, "operator", j->operator_name);
+    cJSON_AddStringToObject(o, "state", fk_plan_state_name(j->p->state));
+    cJSON_AddStringToObject(o, "pause_reason", j->p->pause_reason);
+    cJSON_AddNumberToObject(o, "wave", j->p->wave);
+    cJSON *w = cJSON_AddArrayToObject(o, "waves");
+    for (size_t i = 0; i < j->p->spec.n_waves; i++) {
+        cJSON_AddItemToArray(w, cJSON_CreateNumber(j->p->spec.waves[i]));
+    }
+    cJSON *cl = cJSON_AddArrayToObject(o, "classes");
+    for (int c = 0; c < FK_PLAN_CLASSES; c++) {
+        if (j->p->spec.classes & (1u << c)) {
+            cJSON_AddItemToArray(cl, cJSON_CreateString(fk_plan_class_name((enum fk_plan_class)c)));
+        }
+    }
+    cJSON_AddBoolToObject(o, "forced", j->p->forced);
+    cJSON_AddBoolToObject(o, "revoked", j->revoked);
+    cJSON *n = cJSON_AddObjectToObject(o, "counts");
+    cJSON_AddNumberToObject(n, "devices", (double)k.devices);
+    cJSON_AddNumberToObject(n, "open", (double)k.open);
+    cJSON_AddNumberToObject(n, "confirmed", (double)k.confirmed);
+    cJSON_AddNumberToObject(n, "failed", (double)k.failed);
+    cJSON_AddNumberToObject(n, "rolled_back", (double)k.rolled_back);
+    cJSON_AddNumberToObject(n, "in_flight", (double)k.in_flight);
+    cJSON_AddNumberToObject(n, "offline", (double)k.offline);
+    cJSON_AddNumberToObject(n, "pending", (double)k.pending);
+    if (j->p->state == FK_PLAN_SETTLED) {
+        char(*b)[FK_PLAN_DEV_SIZE] = NULL;
+        size_t nb = 0;
+        enum fk_err rc = fk_plan_interlock(j->p, &b, &nb); /* settled: never changes the plan
+                                                               unless it holds, which the
+                                                               tick would have seen first */
+        cJSON *arr = cJSON_AddArrayToObject(o, "blockers");
+        for (size_t i = 0; rc != FK_OK && i < nb; i++) {
+            cJSON_AddItemToArray(arr, cJSON_CreateString(b[i]));
+        }
+        free(b);
+    }
+    if (detail) {
+        cJSON *arr = cJSON_AddArrayToObject(o, "devices");
+        for (size_t i = 0; i < j->p->n; i++) {
+            const struct fk_plan_target *t = &j->p->t[i];
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "device", t->device);
+            for (int c = 0; c < FK_PLAN_CLASSES; c++) {
+                if (j->p->spec.classes & (1u << c)) {
+                    cJSON_AddStringToObject(e, fk_plan_class_name((enum fk_plan_class)c),
+                                            fk_plan_tstate_name((enum fk_plan_tstate)t->state[c]));
+                }
+            }
+            cJSON_AddBoolToObject(e, "offline", t->offline);
+            cJSON_AddStringToObject(e, "reason", t->reason);
+            cJSON_AddItemToArray(arr, e);
+        }
+    }
+    return o;
+}
+
+/* The file: the plan as fk_plan_to_json wrote it, plus what only the server knows (issued
+ * serials, staged PSKs: secrets, hence 0600 and never logged). */
+static void job_save(struct fk_server *srv, struct rot_job *j) {
+    char path[1200], *pj = NULL, *txt = NULL;
+    size_t pl = 0;
+    struct fk_diag d;
+    fk_diag_init(&d);
+    cJSON *o = NULL;
+    if (fk_plan_to_json(j->p, &pj, &pl) != FK_OK) {
+        goto out;
+    }
+    o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", j->id);
+    cJSON_AddStringToObject(o, "created_at", j->created_at);
+    cJSON_AddStringToObject(o, "operator", j->operator_name);
+    cJSON_AddBoolToObject(o, "revoked", j->revoked);
+    cJSON_AddItemToObject(o, "plan", cJSON_Parse(pj));
+    cJSON *devs = cJSON_AddObjectToObject(o, "server");
+    for (size_t i = 0; i < j->p->n; i++) {
+        const struct rot_dev *rd = &j->d[i];
+        cJSON *e = cJSON_CreateObject();
+        cJSON *v = cJSON_AddArrayToObject(e, "version");
+        cJSON *a = cJSON_AddArrayToObject(e, "audited");
+        cJSON *f = cJSON_AddArrayToObject(e, "fpr");
+        for (int c = 0; c < FK_PLAN_CLASSES; c++) {
+            cJSON_AddItemToArray(v, cJSON_CreateNumber(rd->version[c]));
+            cJSON_AddItemToArray(a, cJSON_CreateNumber(rd->audited[c]));
+            cJSON_AddItemToArray(f, cJSON_CreateString(rd->fpr[c]));
+        }
+        cJSON_AddStringToObject(e, "serial", rd->serial);
+        if (rd->has_psk) {
+            char hex[2 * ROT_PSK_LEN + 1];
+            if (fk_hex_encode(rd->psk, ROT_PSK_LEN, hex, sizeof hex) == FK_OK) {
+                cJSON_AddStringToObject(e, "psk", hex);
+            }
+            fk_wipe(hex, sizeof hex);
+        }
+        cJSON_AddItemToObject(devs, j->p->t[i].device, e);
+    }
+    txt = cJSON_PrintUnformatted(o);
+    snprintf(path, sizeof path, "%s/%s.json", srv->rot_dir, j->id);
+    if (txt != NULL && fk_file_write_atomic(path, txt, strlen(txt), 0600, 0, &d) == FK_OK) {
+        j->dirty = 0;
+    }
+out:
+    if (j->dirty) {
+        fk_log(FK_LOG_WARN, "server: rotation %s: not saved (%s)", j->id, d.msg);
+    }
+    if (txt != NULL) {
+        fk_wipe(txt, strlen(txt));
+        cJSON_free(txt);
+    }
+    cJSON_Delete(o); /* holds the PSK hex: cJSON frees without wiping; short-lived */
+    free(pj);
+}
+
+void fk_srv_rot_save_dirty(struct fk_server *srv) {
+    for (size_t i = 0; i < srv->nrjobs; i++) {
+        if (srv->rjobs[i]->dirty) {
+            job_save(srv, srv->rjobs[i]);
+        }
+    }
+}
+
+static void job_free(struct rot_job *j) {
+    if (j == NULL) {
+        return;
+    }
+    if (j->d != NULL && j->p != NULL) {
+        fk_wipe(j->d, j->p->n * sizeof *j->d);
+    }
+    free(j->d);
+    fk_plan_free(j->p);
+    free(j);
+}
+
+static int job_append(struct fk_server *srv, struct rot_job *j) {
+    void *q = realloc(srv->rjobs, (srv->nrjobs + 1) * sizeof *srv->rjobs);
+    if (q == NULL) {
+        return -1;
+    }
+    srv->rjobs = q;
+    srv->rjobs[srv->nrjobs++] = j;
+    return 0;
+}
+
+static int load_one(struct fk_server *srv, const char *name, unsigned long num) {
+    char path[1200];
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    char *pj = NULL;
+    cJSON *o = NULL;
+    struct rot_job *j = NULL;
+    struct fk_diag d;
+    fk_diag_init(&d);
+    int ok = 0;
+    snprintf(path, sizeof path, "%s/%s", srv->rot_dir, name);
+    if (fk_file_read(path, 256u << 20, &buf, &len, &d) != FK_OK) {
+        goto out;
+    }
+    o = cJSON_ParseWithLength((const char *)buf, len);
+    const cJSON *plan = cJSON_GetObjectItemCaseSensitive(o, "plan");
+    const cJSON *srvp = cJSON_GetObjectItemCaseSensitive(o, "server");
+    j = calloc(1, sizeof *j);
+    if (!cJSON_IsObject(plan) || !cJSON_IsObject(srvp) || j == NULL ||
+        (pj = cJSON_PrintUnformatted(plan)) == NULL) {
+        snprintf(d.msg, sizeof d.msg, "not a rotation job file");
+        goto out;
+    }
+    if (fk_plan_from_json((const uint8_t *)pj, strlen(pj), &j->p, &d) != FK_OK) {
+        goto out;
+    }
+    snprintf(j->id, sizeof j->id, "rot-%06lu", num);
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, "created_at");
+    snprintf(j->created_at, sizeof j->created_at, "%s", cJSON_IsString(it) ? it->valuestring : "");
+    it = cJSON_GetObjectItemCaseSensitive(o, "operator");
+    snprintf(j->operator_name, sizeof j->operator_name, "%s",
+             cJSON_IsString(it) ? it->valuestring : "");
+    j->revoked = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "revoked"));
+    j->d = calloc(j->p->n ? j->p->n : 1, sizeof *j->d);
+    if (j->d == NULL) {
+        goto out;
+    }
+    for (size_t i = 0; i < j->p->n; i++) {
+        struct rot_dev *rd = &j->d[i];
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(srvp, j->p->t[i].device);
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(e, "version");
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(e, "audited");
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(e, "fpr");
+        for (int c = 0; c < FK_PLAN_CLASSES; c++) {
+            const cJSON *x = cJSON_GetArrayItem(v, c);
+            rd->version[c] = cJSON_IsNumber(x) && x->valuedouble >= 0 && x->valuedouble < 2e9
+                                 ? (unsigned)x->valuedouble
+                                 : 0;
+            x = cJSON_GetArrayItem(a, c);
+            rd->audited[c] = cJSON_IsNumber(x) && x->valueint != 0;
+            x = cJSON_GetArrayItem(f, c);
+            snprintf(rd->fpr[c], sizeof rd->fpr[c], "%s", cJSON_IsString(x) ? x->valuestring : "");
+        }
+        it = cJSON_GetObjectItemCaseSensitive(e, "serial");
+        snprintf(rd->serial, sizeof rd->serial, "%s", cJSON_IsString(it) ? it->valuestring : "");
+        it = cJSON_GetObjectItemCaseSensitive(e, "psk");
+        size_t pl = 0, bad = 0;
+        if (cJSON_IsString(it) &&
+            fk_hex_decode(it->valuestring, strlen(it->valuestring), rd->psk, sizeof rd->psk, &pl,
+                          &bad) == FK_OK &&
+            pl == ROT_PSK_LEN) {
+            rd->has_psk = 1;
+        }
+    }
+    if (job_append(srv, j) != 0) {
+        goto out;
+    }
+    fk_log(FK_LOG_INFO, "server: rotation %s loaded: %s, %zu devices", j->id,
+           fk_plan_state_name(j->p->state), j->p->n);
+    j = NULL;
+    ok = 1;
+out:
+    if (!ok) {
+        fk_log(FK_LOG_WARN, "server: rotation file %s not loaded (left on disk): %s", path, d.msg);
+    }
+    job_free(j);
+    if (pj != NULL) {
+        cJSON_free(pj);
+    }
+    cJSON_Delete(o);
+    if (buf != NULL) {
+        fk_free_secret(buf, len);
+    }
+    return ok ? 0 : -1;
+}
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+void fk_srv_rot_load(struct fk_server *srv) {
+    DIR *dir = opendir(srv->rot_dir);
+    char **names = NULL;
+    size_t n = 0;
+    srv->next_rjob = 1;
+    if (dir == NULL) {
+        return;
+    }
+    struct dirent *e;
+    while ((e = readdir(dir)) != NULL) {
+        unsigned long num;
+        char tail[8];
+        if (sscanf(e->d_name, "rot-%6lu.jso%1s", &num, tail) == 2 && strlen(e->d_name) == 15) {
+            char **q = realloc(names, (n + 1) * sizeof *names);
+            if (q == NULL) {
+                break;
+            }
+            names = q;
+            names[n++] = strdup(e->d_name);
+            if (num >= srv->next_rjob) {
+                srv->next_rjob = num + 1;
+            }
+        }
+    }
+    closedir(dir);
+    if (n > 0) {
+        qsort(names, n, sizeof *names, cmp_str);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (names[i] != NULL) {
+            (void)load_one(srv, names[i], strtoul(names[i] + 4, NULL, 10));
+        }
+        free(names[i]);
+    }
+    free(names);
+}
+
+void fk_srv_rot_free(struct fk_server *srv) {
+    for (size_t i = 0; i < srv->nrjobs; i++) {
+        job_free(srv->rjobs[i]);
+    }
+    free(srv->rjobs);
+    srv->rjobs = NULL;
+    srv->nrjobs = 0;
+    fk_pki_ca_free(srv->ca);
+    srv->ca = NULL;
+}
+
+struct rot_job *fk_srv_rot_current(struct fk_server *srv) {
+    for (size_t i = srv->nrjobs; i-- > 0;) {
+        struct rot_job *j = srv->rjobs[i];
+        if (j->p->state != FK_PLAN_ABORTED && (j->p->state != FK_PLAN_DONE || !j->revoked)) {
+            return j;
+        }
+    }
+    return NULL;
+}
+
+/* ---- creating ----------------------------------------------------------------------------- */
+
+int fk_srv_rot_create(struct fk_server *srv, const struct fk_plan_spec *spec,
+                      const char *const *devices, size_t n, const char *operator_name,
+                      struct rot_job **out, unsigned *status, char *why, size_t why_size) {
+    struct fk_diag d;
+    fk_diag_init(&d);
+    struct rot_job *j = NULL;
+    *out = NULL;
+    if (fk_srv_rot_current(srv) != NULL) {
+        *status = 409;
+        snprintf(why, why_size, "a rotation is already under way: %s", fk_srv_rot_current(srv)->id);
+        return -1;
+    }
+    unsigned unsupported = spec->classes & ~((1u << FK_PLAN_MTLS) | (1u << FK_PLAN_PSK));
+    if (unsupported != 0) {
+        *status = 400;
+        snprintf(why, why_size, "the server rotates the classes mtls and psk only");
+        return -1;
+    }
+    if ((spec->classes & (1u << FK_PLAN_MTLS)) && srv->cfg.ca_dir[0] == '\0') {
+        *status = 400;
+        snprintf(why, why_size, "mtls rotation needs ca_dir in the server configuration");
+        return -1;
+    }
+    j = calloc(1, sizeof *j);
+    if (j == NULL) {
+        goto nomem;
+    }
+    snprintf(j->id, sizeof j->id, "rot-%06lu", srv->next_rjob);
+    if (fk_plan_new(j->id, spec, devices, n, &j->p, &d) != FK_OK) {
+        *status = 400;
+        snprintf(why, why_size, "%s", d.msg[0] ? d.msg : "bad plan");
+        job_free(j);
+        return -1;
+    }
+    j->d = calloc(n ? n : 1, sizeof *j->d);
+    if (j->d == NULL || job_append(srv, j) != 0) {
+        goto nomem;
+    }
+    srv->next_rjob++;
+    fk_time_rfc3339((long long)time(NULL), j->created_at);
+    snprintf(j->operator_name, sizeof j->operator_name, "%s", operator_name);
+    /* Created paused: `plan` shows what would happen before anything is delivered. */
+    if (fk_plan_pause(j->p, "not started") != FK_OK) {
+        fk_log(FK_LOG_WARN, "server: rotation %s: not paused", j->id);
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "devices", (double)n);
+    cJSON_AddNumberToObject(o, "classes", spec->classes);
+    fk_srv_rot_audit(srv, j, operator_name, "rotation.created", j->id, o);
+    job_save(srv, j);
+    fk_log(FK_LOG_INFO, "server: rotation %s created by %s: %zu devices", j->id, operator_name, n);
+    *out = j;
+    return 0;
+nomem:
+    job_free(j);
+    *status = 500;
+    snprintf(why, why_size, "out of memory");
+    return -1;
+}
+
+/* ---- delivery ----------------------------------------------------------------------------- */
+
+static size_t index_of(const struct rot_job *j, const char *device) {
+    const struct fk_plan_target *t = fk_plan_find(j->p, device);
+    return t == NULL ? (size_t)-1 : (size_t)(t - j->p->t);
+}
+
+/* fk_plan_step's delivery: only marks it due for a connected rotation-capable device. */
+static int send_cb(void *user, const char *device, enum fk_plan_class c, unsigned attempt,
+                   char reason[FK_PLAN_REASON_SIZE]) {
+    struct fk_server *srv = user;
+    struct rot_job *j = fk_srv_rot_current(srv);
+    struct session *s = fk_srv_session_of(srv, device);
+    size_t i = j != NULL ? index_of(j, device) : (size_t)-1;
+    if (i == (size_t)-1) {
+        snprintf(reason, FK_PLAN_REASON_SIZE, "internal: no job");
+        return -1;
+    }
+    if (s == NULL || !s->rot.present) {
+        return 0;
+    }
+    if (c != FK_PLAN_MTLS && c != FK_PLAN_PSK) {
+        snprintf(reason, FK_PLAN_REASON_SIZE, "class not rotated by the server");
+        return -1;
+    }
+    if (!s->rot.c[c].present) {
+        snprintf(reason, FK_PLAN_REASON_SIZE, "device does not rotate %s", fk_plan_class_name(c));
+        return -1;
+    }
+    j->d[i].due[c] = 1;
+    fk_log(FK_LOG_INFO, "server: rotation %s: %s: %s delivery due (attempt %u)", j->id, device,
+           fk_plan_class_name(c), attempt);
+    return 1;
+}
+
+struct vmax {
+    const char *kind;
+    unsigned max;
+};
+
+static int vmax_cb(void *user, const struct fk_inv_credential *c) {
+    struct vmax *v = user;
+    if (strcmp(c->kind, v->kind) == 0 && c->version > v->max) {
+        v->max = c->version;
+    }
+    return 0;
+}
+
+/* The successor's version: above what the device reports and what the inventory holds. */
+static unsigned next_version(struct fk_server *srv, struct session *s, struct rot_dev *rd,
+                             enum fk_plan_class c) {
+    struct vmax v = {cred_kind[c], 0};
+    if (fk_inventory_credential_list(srv->inv, s->id, vmax_cb, &v, NULL) != FK_OK) {
+        v.max = 0; /* the device's report and our record still count */
+    }
+    unsigned m = v.max;
+    const struct fk_wss_rot_class *rc = &s->rot.c[c];
+    if ((unsigned long long)rc->version > m) {
+        m = (unsigned)rc->version;
+    }
+    if ((unsigned long long)rc->staged_version > m) {
+        m = (unsigned)rc->staged_version;
+    }
+    if (rd->version[c] > m) {
+        m = rd->version[c];
+    }
+    return m + 1;
+}
+
+/* The successor as an inventory row in state staged (a retry replaces nothing: new version). */
+static void record_staged(struct fk_server *srv, const char *dev, enum fk_plan_class c,
+                          unsigned version, const char *fpr) {
+    struct fk_inv_credential cr;
+    struct fk_diag d;
+    fk_diag_init(&d);
+    memset(&cr, 0, sizeof cr);
+    snprintf(cr.device_id, sizeof cr.device_id, "%s", dev);
+    snprintf(cr.kind, sizeof cr.kind, "%s", cred_kind[c]);
+    cr.version = version;
+    snprintf(cr.fingerprint, sizeof cr.fingerprint, "%s", fpr);
+    fk_time_rfc3339((long long)time(NULL), cr.created_at);
+    snprintf(cr.state, sizeof cr.state, "staged");
+    if (fk_inventory_credential_add(srv->inv, &cr, &d) != FK_OK) {
+        fk_log(FK_LOG_WARN, "server: %s: %s v%u not recorded: %s", dev, cred_kind[c], version,
+               d.msg);
+    }
+}
+
+static int send_rot(struct session *s, enum rot_act a, enum fk_plan_class c, const char *kind,
+                    cJSON *body) {
+    s->rot_act = a;
+    s->rot_cls = c;
+    return fk_srv_send_request(s, kind, body);
+}
+
+static int stage_psk(struct fk_server *srv, struct session *s, struct rot_job *j,
+                     struct rot_dev *rd) {
+    char b64[64], fpr[FK_FPR_LEN];
+    if (RAND_priv_bytes(rd->psk, ROT_PSK_LEN) != 1 ||
+        fk_base64_encode(rd->psk, ROT_PSK_LEN, b64, sizeof b64) != FK_OK) {
+        return 0;
+    }
+    rd->has_psk = 1;
+    rd->version[FK_PLAN_PSK] = next_version(srv, s, rd, FK_PLAN_PSK);
+    snprintf(rd->fpr[FK_PLAN_PSK], sizeof rd->fpr[FK_PLAN_PSK], "%s",
+             fk_fpr(rd->psk, ROT_PSK_LEN, fpr));
+    record_staged(srv, s->id, FK_PLAN_PSK, rd->version[FK_PLAN_PSK], rd->fpr[FK_PLAN_PSK]);
+    fk_srv_rot_dirty(j);
+    cJSON *b = cJSON_CreateObject();
+    cJSON_AddStringToObject(b, "class", "psk");
+    cJSON_AddNumberToObject(b, "version", rd->version[FK_PLAN_PSK]);
+    cJSON_AddStringToObject(b, "psk", b64);
+    cJSON_AddStringToObject(b, "identity", s->id);
+    fk_wipe(b64, sizeof b64);
+    fk_log(FK_LOG_INFO, "server: rotation %s: %s: rot_stage psk v%u %s", j->id, s->id,
+           rd->version[FK_PLAN_PSK], rd->fpr[FK_PLAN_PSK]);
+    int r = send_rot(s, ROT_ACT_STAGE, FK_PLAN_PSK, "rot_stage", b);
+    return r;
+}
+
+static int is_state(const struct fk_wss_rot_class *c, const char *st) {
+    return c->present && strcmp(c->state, st) == 0;
+}
+
+int fk_srv_rot_push(struct session *s) {
+    struct fk_server *srv = s->srv;
+    struct rot_job *j = fk_srv_rot_current(srv);
+    if (!s->rot.present || j == NULL) {
+        return 0;
+    }
+    size_t i = index_of(j, s->id);
+    if (i == (size_t)-1) {
+        return 0;
+    }
+    struct rot_dev *rd = &j->d[i];
+    for (int c = 0; c < FK_PLAN_CLASSES; c++) {
+        if (rd->commit_due[c]) {
+            rd->commit_due[c] = 0;
+            cJSON *b = cJSON_CreateObject();
+            cJSON_AddStringToObject(b, "class", fk_plan_class_name((enum fk_plan_class)c));
+            cJSON_AddNumberToObject(b, "version", rd->version[c]);
+            if (c == FK_PLAN_MTLS) {
+                cJSON_AddStringToObject(b, "serial", rd->serial);
+            }
+            fk_log(FK_LOG_INFO, "server: rotation %s: %s: rot_commit %s v%u", j->id, s->id,
+                   fk_plan_class_name((enum fk_plan_class)c), rd->version[c]);
+            return send_rot(s, ROT_ACT_COMMIT, (enum fk_plan_class)c, "rot_commit", b);
+        }
+    }
+    if (j->p->state != FK_PLAN_RUNNING && j->p->state != FK_PLAN_SETTLED) {
+        return 0;
+    }
+    for (int c = 0; c < FK_WSS_ROT_CLASSES; c++) {
+        if (!rd->due[c]) {
+            continue;
+        }
+        const struct fk_wss_rot_class *dc = &s->rot.c[c];
+        if ((is_state(dc, "trial") || is_state(dc, "staged")) && dc->staged_version > 0 &&
+            (unsigned long long)dc->staged_version != rd->version[c]) {
+            /* another version in trial: the device says busy until it is rolled back */
+            cJSON *b = cJSON_CreateObject();
+            cJSON_AddStringToObject(b, "class", fk_plan_class_name((enum fk_plan_class)c));
+            cJSON_AddStringToObject(b, "reason", "server");
+            return send_rot(s, ROT_ACT_ROLLBACK, (enum fk_plan_class)c, "rot_rollback", b);
+        }
+        rd->due[c] = 0;
+        srv->rot_delivered++;
+        if (c == FK_PLAN_PSK) {
+            return stage_psk(srv, s, j, rd);
+        }
+        cJSON *b = cJSON_CreateObject();
+        cJSON_AddStringToObject(b, "class", "mtls");
+        cJSON_AddStringToObject(b, "subject", s->id);
+        return send_rot(s, ROT_ACT_CSR, FK_PLAN_MTLS, "rot_csr", b);
+    }
+    return 0;
+}
+
+/* rot_csr answered: sign it, record it, stage it. */
+static int stage_mtls(struct fk_server *srv, struct session *s, struct rot_job *j,
+                      struct rot_dev *rd, const char *csr) {
+    struct fk_diag d;
+    fk_diag_init(&d);
+    struct fk_pki_issued *is = NULL;
+    char b64[4096];
+    const char *why = NULL;
+    if (srv->ca == NULL && fk_pki_ca_open(srv->cfg.ca_dir, &srv->ca, &d) != FK_OK) {
+        why = "CA unavailable";
+    } else {
+        struct fk_pki_issue_opts o;
+        memset(&o, 0, sizeof o);
+        o.kind = FK_PKI_DEVICE;
+        o.name = s->id;
+        o.csr = (const uint8_t *)csr;
+        o.csr_len = strlen(csr);
+        size_t dl = 0;
+        if (fk_pki_issue(srv->ca, &o, &is, &d) != FK_OK) {
+            why = "CSR refused";
+        } else {
+            const uint8_t *der = fk_pki_issued_cert_der(is, &dl);
+            if (fk_base64_encode(der, dl, b64, sizeof b64) != FK_OK) {
+                why = "certificate too big";
+            }
+        }
+    }
+    if (why != NULL) {
+        /* A CA outage or a bad CSR: the plan's timeout delivers again (a new CSR). */
+        fk_log(FK_LOG_WARN, "server: rotation %s: %s: %s: %s", j->id, s->id, why, d.msg);
+        fk_pki_issued_free(is);
+        return 0;
+    }
+    rd->version[FK_PLAN_MTLS] = next_version(srv, s, rd, FK_PLAN_MTLS);
+    snprintf(rd->serial, sizeof rd->serial, "%s", fk_pki_issued_serial(is));
+    snprintf(rd->fpr[FK_PLAN_MTLS], sizeof rd->fpr[FK_PLAN_MTLS], "%s",
+             fk_pki_issued_fingerprint(is));
+    fk_pki_issued_free(is);
+    record_staged(srv, s->id, FK_PLAN_MTLS, rd->version[FK_PLAN_MTLS], rd->fpr[FK_PLAN_MTLS]);
+    fk_srv_rot_dirty(j);
+    fk_log(FK_LOG_INFO, "server: rotation %s: %s: rot_stage mtls v%u serial %s", j->id, s->id,
+           rd->version[FK_PLAN_MTLS], rd->serial);
+    cJSON *b = cJSON_CreateObject();
+    cJSON_AddStringToObject(b, "class", "mtls");
+    cJSON_AddNumberToObject(b, "version", rd->version[FK_PLAN_MTLS]);
+    cJSON_AddStringToObject(b, "cert", b64);
+    return send_rot(s, ROT_ACT_STAGE, FK_PLAN_MTLS, "rot_stage", b);
+}
+
+struct rows {
+    const char *kind;
+    size_t n;
+    unsigned v[64];
+    char state[64][FK_INV_STATE_SIZE];
+};
+
+static int rows_cb(void *user, const struct fk_inv_credential *c) {
+    struct rows *r = user;
+    if (strcmp(c->kind, r->kind) == 0 && r->n < 64) {
+        r->v[r->n] = c->version;
+        snprintf(r->state[r->n], sizeof r->state[r->n], "%s", c->state);
+        r->n++;
+    }
+    return 0;
+}
+
+/* Rows of kind for dev: version keep (0: none) becomes keep_state (unless NULL); every other
+ * row not yet revoked becomes other_state when it is active (retire) or any state (revoke). */
+static size_t set_states(struct fk_server *srv, const char *dev, const char *kind, unsigned keep,
+                         const char *keep_state, const char *other_state) {
+    struct rows r;
+    memset(&r, 0, sizeof r);
+    r.kind = kind;
+    size_t changed = 0;
+    struct fk_diag d;
+    fk_diag_init(&d);
+    if (fk_inventory_credential_list(srv->inv, dev, rows_cb, &r, &d) != FK_OK) {
+        fk_log(FK_LOG_WARN, "server: %s: credentials not read: %s", dev, d.msg);
+        return 0;
+    }
+    int revoking = strcmp(other_state, "revoked") == 0;
+    for (size_t k = 0; k < r.n; k++) {
+        const char *to = NULL;
+        if (r.v[k] == keep) {
+            to = keep_state;
+        } else if (strcmp(r.state[k], "revoked") != 0 &&
+                   (revoking || strcmp(r.state[k], "active") == 0)) {
+            to = other_state;
+        }
+        if (to != NULL && strcmp(to, r.state[k]) != 0) {
+            if (fk_inventory_credential_set_state(srv->inv, dev, kind, r.v[k], to, &d) == FK_OK) {
+                changed++;
+            } else {
+                fk_log(FK_LOG_WARN, "server: %s: %s v%u not set %s: %s", dev, kind, r.v[k], to,
+                       d.msg);
+            }
+        }
+    }
+    return changed;
+}
+
+/* The device confirmed class c: inventory successor active, predecessors retired (revoked
+ * only after the interlock). */
+static void confirmed(struct fk_server *srv, struct rot_job *j, size_t i, enum fk_plan_class c) {
+    struct rot_dev *rd = &j->d[i];
+    const char *dev = j->p->t[i].device;
+    enum fk_err rc = fk_plan_report(j->p, dev, c, FK_PLAN_T_CONFIRMED, "");
+    if (rc != FK_OK) {
+        fk_log(FK_LOG_INFO, "server: rotation %s: %s: stale confirmation (%s)", j->id, dev,
+               fk_strerror(rc));
+        return;
+    }
+    srv->rot_commits++;
+    (void)set_states(srv, dev, cred_kind[c], rd->version[c], "active", "retired");
+    rd->audited[c] = 1;
+    fk_srv_rot_dirty(j);
+    fk_srv_rot_audit(srv, j, ACTOR, "rotation.confirmed", dev, cls_detail(c, rd->version[c], ""));
+    fk_log(FK_LOG_INFO, "server: rotation %s: %s: %s v%u confirmed", j->id, dev,
+           fk_plan_class_name(c), rd->version[c]);
+}
+
+static void take_rot(struct session *s, const struct fk_wss_msg *m, int c) {
+    if (c >= FK_WSS_ROT_CLASSES) {
+        return;
+    }
+    if (m->rot.c[c].present) {
+        s->rot.c[c] = m->rot.c[c];
+    } else if (m->rot.single.present) {
+        s->rot.c[c] = m->rot.single;
+    }
+}
+
+void fk_srv_rot_response(struct session *s, const struct fk_wss_msg *m) {
+    struct fk_server *srv = s->srv;
+    enum rot_act a = (enum rot_act)s->rot_act;
+    enum fk_plan_class c = (enum fk_plan_class)s->rot_cls;
+    s->rot_act = ROT_ACT_NONE;
+    struct rot_job *j = fk_srv_rot_current(srv);
+    size_t i = j != NULL ? index_of(j, s->id) : (size_t)-1;
+    char code[FK_WSS_STR_MAX + 1];
+    fk_srv_log_safe(m->err_code, code, sizeof code);
+    if (i == (size_t)-1) {
+        return;
+    }
+    struct rot_dev *rd = &j->d[i];
+    take_rot(s, m, c);
+    if (!m->ok) {
+        fk_log(FK_LOG_WARN, "server: rotation %s: %s: %s refused: %s", j->id, s->id,
+               a == ROT_ACT_CSR      ? "rot_csr"
+               : a == ROT_ACT_STAGE  ? "rot_stage"
+               : a == ROT_ACT_COMMIT ? "rot_commit"
+                                     : "rot_rollback",
+               code);
+        if (strcmp(m->err_code, "busy") == 0 && a != ROT_ACT_COMMIT) {
+            rd->due[c] = 1; /* after a rollback */
+        } else if (a == ROT_ACT_STAGE || a == ROT_ACT_CSR) {
+            if (fk_plan_report(j->p, s->id, c, FK_PLAN_T_FAILED, code) == FK_OK) {
+                fk_srv_rot_dirty(j);
+            }
+        }
+        return;
+    }
+    switch (a) {
+    case ROT_ACT_CSR:
+        if (m->csr[0] == '\0' || stage_mtls(srv, s, j, rd, m->csr) != 0) {
+            fk_log(FK_LOG_WARN, "server: rotation %s: %s: no usable CSR", j->id, s->id);
+        }
+        break;
+    case ROT_ACT_STAGE:
+        fk_srv_rot_audit(srv, j, ACTOR, "rotation.staged", s->id,
+                         cls_detail(c, rd->version[c], ""));
+        break;
+    case ROT_ACT_COMMIT:
+        confirmed(srv, j, i, c);
+        break;
+    case ROT_ACT_ROLLBACK:
+        if (!m->rot.c[c].present && !m->rot.single.present) {
+            s->rot.c[c].staged_version = 0;
+            snprintf(s->rot.c[c].state, sizeof s->rot.c[c].state, "rolled_back");
+        }
+        break;
+    case ROT_ACT_NONE:
+        break;
+    }
+}
+
+/* This connection's client certificate serial, in the CA index's form. */
+static void conn_serial(struct session *s) {
+    s->serial[0] = '\0';
+    SSL *ssl = lws_get_ssl(s->wsi);
+    X509 *x = ssl != NULL ? SSL_get0_peer_certificate(ssl) : NULL;
+    BIGNUM *bn = x != NULL ? ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL) : NULL;
+    char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
+    if (hex != NULL) {
+        char norm[FK_PKI_SERIAL_HEX_LEN * 2 + 1];
+        if (fk_pki_serial_parse(hex, norm) == FK_OK) {
+            snprintf(s->serial, sizeof s->serial, "%s", norm);
+        }
+    }
+    OPENSSL_free(hex);
+    BN_free(bn);
+}
+
+static int same_serial(const char *a, const char *b) {
+    char x[FK_PKI_SERIAL_HEX_LEN * 2 + 1], y[FK_PKI_SERIAL_HEX_LEN * 2 + 1];
+    return a[0] != '\0' && b[0] != '\0' && fk_pki_serial_parse(a, x) == FK_OK &&
+           fk_pki_serial_parse(b, y) == FK_OK && strcmp(x, y) == 0;
+}
+
+void fk_srv_rot_hello(struct session *s, const struct fk_wss_msg *m) {
+    struct fk_server *srv = s->srv;
+    s->rot = m->rot;
+    s->dtls_port = m->dtls_port;
+    s->rot_act = ROT_ACT_NONE;
+    conn_serial(s);
+    struct rot_job *j = fk_srv_rot_current(srv);
+    size_t i = j != NULL && s->rot.present ? index_of(j, s->id) : (size_t)-1;
+    if (i == (size_t)-1) {
+        return;
+    }
+    struct rot_dev *rd = &j->d[i];
+    const struct fk_plan_target *t = &j->p->t[i];
+    for (int c = 0; c < FK_WSS_ROT_CLASSES; c++) {
+        const struct fk_wss_rot_class *dc = &s->rot.c[c];
+        if (!dc->present || rd->version[c] == 0) {
+            continue;
+        }
+        if (t->state[c] == FK_PLAN_T_SENT && is_state(dc, "rolled_back")) {
+            if (fk_plan_report(j->p, s->id, (enum fk_plan_class)c, FK_PLAN_T_ROLLED_BACK,
+                               dc->reason) == FK_OK) {
+                fk_log(FK_LOG_WARN, "server: rotation %s: %s: %s rolled back (%s)", j->id, s->id,
+                       fk_plan_class_name((enum fk_plan_class)c), dc->reason);
+                fk_srv_rot_dirty(j);
+            }
+            continue;
+        }
+        int in_trial =
+            is_state(dc, "trial") && (unsigned long long)dc->staged_version == rd->version[c];
+        int committed = (unsigned long long)dc->version == rd->version[c];
+        if (c == FK_PLAN_MTLS && (in_trial || committed) && t->state[c] != FK_PLAN_T_CONFIRMED &&
+            same_serial(s->serial, rd->serial)) {
+            /* the handshake of this connection authenticated with the issued certificate */
+            rd->commit_due[c] = 1;
+        }
+    }
+}
+
+/* ---- the tick: step, audit of outcomes, interlock, revocation --------------------------- */
+
+static void audit_outcomes(struct fk_server *srv, struct rot_job *j) {
+    for (size_t i = 0; i < j->p->n; i++) {
+        const struct fk_plan_target *t = &j->p->t[i];
+        for (int c = 0; c < FK_PLAN_CLASSES; c++) {
+            if (j->d[i].audited[c] ||
+                (t->state[c] != FK_PLAN_T_FAILED && t->state[c] != FK_PLAN_T_ROLLED_BACK)) {
+                continue;
+            }
+            j->d[i].audited[c] = 1;
+            fk_srv_rot_audit(srv, j, ACTOR,
+                             t->state[c] == FK_PLAN_T_FAILED ? "rotation.device_failed"
+                                                             : "rotation.device_rolled_back",
+                             t->device,
+                             cls_detail((enum fk_plan_class)c, j->d[i].version[c], t->reason));
+            fk_srv_rot_dirty(j);
+        }
+    }
+}
+
+struct serials {
+    const char *name;
+    const char *keep;
+    size_t n;
+    char s[32][FK_PKI_SERIAL_HEX_LEN * 2 + 1];
+};
+
+static int serials_cb(void *user, const struct fk_pki_cert_info *info) {
+    struct serials *x = user;
+    if (info->kind == FK_PKI_DEVICE && !info->revoked && strcmp(info->name, x->name) == 0 &&
+        !same_serial(info->serial, x->keep) && x->n < 32) {
+        snprintf(x->s[x->n++], sizeof x->s[0], "%s", info->serial);
+    }
+    return 0;
+}
+
+/* After the interlock (or force): every device's old credentials go. */
+static void revoke_old(struct fk_server *srv, struct rot_job *j) {
+    struct fk_diag d;
+    fk_diag_init(&d);
+    size_t certs = 0, psks = 0;
+    int crl_due = 0;
+    for (size_t i = 0; i < j->p->n; i++) {
+        const struct fk_plan_target *t = &j->p->t[i];
+        struct rot_dev *rd = &j->d[i];
+        if (j->p->spec.classes & (1u << FK_PLAN_MTLS)) {
+            if (srv->ca == NULL && fk_pki_ca_open(srv->cfg.ca_dir, &srv->ca, &d) != FK_OK) {
+                fk_log(FK_LOG_WARN, "server: rotation %s: CA unavailable, revocation retried: %s",
+                       j->id, d.msg);
+                return;
+            }
+            struct serials x;
+            memset(&x, 0, sizeof x);
+            x.name = t->device;
+            /* a device that never confirmed keeps nothing: it was named by the force */
+            x.keep = t->state[FK_PLAN_MTLS] == FK_PLAN_T_CONFIRMED ? rd->serial : "";
+            if (fk_pki_list(srv->ca, serials_cb, &x, &d) != FK_OK) {
+                fk_log(FK_LOG_WARN, "server: rotation %s: CA index: %s", j->id, d.msg);
+                return;
+            }
+            for (size_t k = 0; k < x.n; k++) {
+                if (fk_pki_revoke_serial(srv->ca, x.s[k], FK_PKI_REASON_SUPERSEDED, 0, &d) ==
+                    FK_OK) {
+                    certs++;
+                    crl_due = 1;
+                    cJSON *o = cJSON_CreateObject();
+                    cJSON_AddStringToObject(o, "serial", x.s[k]);
+                    fk_srv_rot_audit(srv, j, ACTOR, "rotation.revoked", t->device, o);
+                }
+            }
+            (void)set_states(
+                srv, t->device, cred_kind[FK_PLAN_MTLS],
+                t->state[FK_PLAN_MTLS] == FK_PLAN_T_CONFIRMED ? rd->version[FK_PLAN_MTLS] : 0, NULL,
+                "revoked");
+        }
+        if (j->p->spec.classes & (1u << FK_PLAN_PSK)) {
+            size_t n = set_states(
+                srv, t->device, cred_kind[FK_PLAN_PSK],
+                t->state[FK_PLAN_PSK] == FK_PLAN_T_CONFIRMED ? rd->version[FK_PLAN_PSK] : 0, NULL,
+                "revoked");
+            if (n > 0) {
+                psks += n;
+                cJSON *o = cJSON_CreateObject();
+                cJSON_AddStringToObject(o, "class", "psk");
+                cJSON_AddNumberToObject(o, "credentials", (double)n);
+                fk_srv_rot_audit(srv, j, ACTOR, "rotation.revoked", t->device, o);
+            }
+        }
+    }
+    if (crl_due) {
+        char *pem = NULL;
+        size_t pl = 0;
+        if (srv->cfg.crl[0] == '\0') {
+            fk_log(FK_LOG_WARN, "server: rotation %s: no crl configured: new CRL not written",
+                   j->id);
+        } else if (fk_pki_crl(srv->ca, 0, 0, &pem, &pl, &d) != FK_OK ||
+                   fk_file_write_atomic(srv->cfg.crl, pem, pl, 0644, 0, &d) != FK_OK) {
+            fk_log(FK_LOG_WARN, "server: rotation %s: CRL not written: %s", j->id, d.msg);
+        } else {
+            srv->reload = 1; /* the next tick reloads it and closes old-certificate sessions */
+        }
+        free(pem);
+    }
+    j->revoked = 1;
+    fk_srv_rot_dirty(j);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "certificates", (double)certs);
+    cJSON_AddNumberToObject(o, "psks", (double)psks);
+    cJSON_AddBoolToObject(o, "forced", j->p->forced);
+    fk_srv_rot_audit(srv, j, ACTOR, "rotation.old_revoked", j->id, o);
+    fk_log(FK_LOG_INFO, "server: rotation %s: old credentials revoked (%zu certificates, %zu PSKs)",
+           j->id, certs, psks);
+}
+
+void fk_srv_rot_tick(struct fk_server *srv) {
+    struct rot_job *j = fk_srv_rot_current(srv);
+    if (j == NULL) {
+        return;
+    }
+    enum fk_plan_state was = j->p->state;
+    unsigned wave = j->p->wave;
+    if (was == FK_PLAN_RUNNING || was == FK_PLAN_SETTLED) {
+        if (fk_plan_step(j->p, (int64_t)time(NULL), send_cb, srv) > 0) {
+            fk_srv_rot_dirty(j);
+        }
+    }
+    audit_outcomes(srv, j);
+    if (j->p->wave != wave) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "wave", j->p->wave);
+        cJSON_AddNumberToObject(o, "percent", j->p->spec.waves[j->p->wave]);
+        fk_srv_rot_audit(srv, j, ACTOR, "rotation.wave_opened", j->id, o);
+        fk_srv_rot_dirty(j);
+    }
+    if (j->p->state != was) {
+        fk_log(FK_LOG_INFO, "server: rotation %s: %s -> %s %s", j->id, fk_plan_state_name(was),
+               fk_plan_state_name(j->p->state), j->p->pause_reason);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "reason", j->p->pause_reason);
+        fk_srv_rot_audit(srv, j, ACTOR,
+                         j->p->state == FK_PLAN_PAUSED ? "rotation.paused" : "rotation.settled",
+                         j->id, o);
+        fk_srv_rot_dirty(j);
+    }
+    if (j->p->state == FK_PLAN_SETTLED) {
+        char(*b)[FK_PLAN_DEV_SIZE] = NULL;
+        size_t nb = 0;
+        if (fk_plan_interlock(j->p, &b, &nb) == FK_OK) {
+            fk_srv_rot_audit(srv, j, ACTOR, "rotation.interlock_held", j->id, NULL);
+            fk_srv_rot_dirty(j);
+        }
+        free(b);
+    }
+    if (j->p->state == FK_PLAN_DONE && !j->revoked) {
+        revoke_old(srv, j);
+    }
+    fk_srv_rot_save_dirty(srv);
+}

@@ -1,0 +1,95 @@
+/* Credential rotation jobs (rot.c, admin_rot.c): the server side of docs/wss-protocol.md,
+ * "Credential rotation (request kinds rot_*, server -> device)".
+ *
+ * One rotation plan (fleetkey/plan.h) at a time drives what is delivered: each 1 s tick calls
+ * fk_plan_step, whose send callback only marks a delivery due for a connected device that
+ * reports "rot" (an offline one stays pending); the device's session then sends it at its
+ * next free request slot (fk_srv_rot_push, after the OTA items): rot_csr -> CSR signed by the
+ * fleet CA (cfg.ca_dir) -> rot_stage for mtls, a fresh 32-byte PSK -> rot_stage for psk.
+ * Confirmation comes from a handshake, never from the device's word: an mtls device in trial
+ * whose connection presents the certificate issued for the staged version gets rot_commit;
+ * for psk the server opens its own DTLS 1.2 PSK handshake with the staged PSK to the device's
+ * listener (rot_check.c, a worker thread) and needs status auth_slot "next". Once the plan is
+ * settled the interlock (or an operator's force naming exactly the blockers) lets the old
+ * credentials be revoked: CRL entries + a new CRL file (reloaded at once) for mtls, inventory
+ * rows for psk. Every step is an audit row.
+ *
+ * Each job is saved as rot_dir/rot-NNNNNN.json (0600: it holds staged PSKs), atomically, on
+ * every change at most once a second and at shutdown, and reloaded at start: a kill -9
+ * resumes where the file stood. Service thread only, except the PSK check worker, which
+ * touches nothing but its own struct rot_check. */
+#ifndef FK_SERVER_ROT_INTERNAL_H
+#define FK_SERVER_ROT_INTERNAL_H
+
+#include "server_internal.h"
+
+#include "fleetkey/pki.h"
+#include "fleetkey/plan.h"
+
+#include <cjson/cJSON.h>
+
+#define ROT_PSK_LEN 32
+
+_Static_assert((int)FK_WSS_ROT_MTLS == (int)FK_PLAN_MTLS && (int)FK_WSS_ROT_PSK == (int)FK_PLAN_PSK,
+               "the classes of rot in a hello are indexed like the plan's");
+
+/* What the outstanding rot_* request of a session is. */
+enum rot_act { ROT_ACT_NONE, ROT_ACT_CSR, ROT_ACT_STAGE, ROT_ACT_COMMIT, ROT_ACT_ROLLBACK };
+
+/* The server's side of one plan target (same index as plan->t). */
+struct rot_dev {
+    unsigned version[FK_PLAN_CLASSES];          /* the version delivered last, 0: none yet */
+    char serial[FK_PKI_SERIAL_HEX_LEN * 2 + 1]; /* mtls: the serial issued for version[MTLS] */
+    char fpr[FK_PLAN_CLASSES][72];              /* fingerprint of the delivered credential */
+    uint8_t psk[ROT_PSK_LEN];                   /* psk: the staged key (secret) */
+    int has_psk;
+    int due[FK_PLAN_CLASSES];        /* fk_plan_step asked for a delivery not sent yet */
+    int commit_due[FK_PLAN_CLASSES]; /* seen authenticate: rot_commit to send */
+    int audited[FK_PLAN_CLASSES];    /* the final state of the class was audited */
+};
+
+struct rot_job {
+    char id[16];
+    char created_at[FK_INV_TIME_SIZE];
+    char operator_name[FK_WSS_ID_MAX + 1];
+    struct fk_plan *p;
+    struct rot_dev *d;
+    int revoked; /* the old credentials were revoked (done plans) */
+    int dirty;
+};
+
+/* ---- rot.c ----------------------------------------------------------------------------- */
+
+/* At start: loads every rot-*.json of rot_dir (a bad one is logged and left on disk). */
+void fk_srv_rot_load(struct fk_server *srv);
+/* The 1 s tick: plan step, PSK check results, interlock and revocation, saving. */
+void fk_srv_rot_tick(struct fk_server *srv);
+/* Writes the jobs changed since their last write; at shutdown. */
+void fk_srv_rot_save_dirty(struct fk_server *srv);
+void fk_srv_rot_free(struct fk_server *srv);
+/* After hello: the session's rotation state, confirmation or rollback outcome. */
+void fk_srv_rot_hello(struct session *s, const struct fk_wss_msg *m);
+/* The next rot_* request of s, if any (called when no OTA request is due). 0, or -1 when
+ * the message could not be queued. */
+int fk_srv_rot_push(struct session *s);
+/* The answer to s's outstanding rot_* request (s->rot_act, already cleared pending). */
+void fk_srv_rot_response(struct session *s, const struct fk_wss_msg *m);
+/* The job that is running, paused or settled (or done, not yet revoked), or NULL. */
+struct rot_job *fk_srv_rot_current(struct fk_server *srv);
+/* JSON of a job; detail adds per-device states. NULL when out of memory. */
+cJSON *fk_srv_rot_json(const struct rot_job *j, int detail);
+/* Audits kind about subject with detail (compact JSON) as actor; failures logged. */
+void fk_srv_rot_audit(struct fk_server *srv, const struct rot_job *j, const char *actor,
+                      const char *kind, const char *subject, cJSON *detail);
+/* A new plan (created paused, "not started") from an admin request; 0, or -1 with *status and
+ * *why set. */
+int fk_srv_rot_create(struct fk_server *srv, const struct fk_plan_spec *spec,
+                      const char *const *devices, size_t n, const char *operator_name,
+                      struct rot_job **out, unsigned *status, char *why, size_t why_size);
+/* Marks j changed (saved by the next tick). */
+void fk_srv_rot_dirty(struct rot_job *j);
+
+/* ---- admin_rot.c ----------------------------------------------------------------------- */
+/* (declared in admin_internal.h with the other route handlers) */
+
+#endif
