@@ -863,4 +863,6 @@ const struct fkd_wss_handler fkd_ota_remote_handler = {
     fkd_ota_remote_state_json,
     fkd_ota_remote_request,
     fkd_ota_remote_welcomed,
+    NULL,
+    NULL,
 };
