@@ -381,6 +381,25 @@ static const char *mtls_values(struct fkd_rot_remote *r, const uint8_t *body, si
     return NULL;
 }
 
+/* The second half of rot_stage: the trial begins at once (attempt 1) and the class's state is
+ * the answer; for mtls the client reconnects presenting the staged credential. */
+static void begin_trial(struct fkd_rot_remote *r, enum fkd_rot_class c, uint32_t version,
+                        struct fkd_wss_reply *rep) {
+    enum fkd_err rc = fkd_rot_trial_begin(r->rot, c, fkd_net_now_ms());
+    if (rc != FKD_OK) {
+        fail("rot_stage", rep, "flash_error", "%s version %lu staged, trial not begun: %s",
+             fkd_rot_class_name(c), (unsigned long)version, fkd_strerror(rc));
+        return;
+    }
+    fkd_log(FKD_LOG_INFO, "rot: %s: version %lu in trial, attempt 1", fkd_rot_class_name(c),
+            (unsigned long)version);
+    if (c == FKD_ROT_MTLS) {
+        r->trial_counted = 1; /* the reconnection that follows is attempt 1 */
+        rep->reconnect = 1;
+    }
+    answer_state("rot_stage", r, c, rep);
+}
+
 static void rot_stage(struct fkd_rot_remote *r, const uint8_t *body, size_t blen,
                       struct fkd_wss_reply *rep) {
     static const char kind[] = "rot_stage";
@@ -393,10 +412,15 @@ static void rot_stage(struct fkd_rot_remote *r, const uint8_t *body, size_t blen
     }
     const struct fkd_rot_info *i = fkd_rot_info(r->rot, c);
     const char *cls = fkd_rot_class_name(c);
-    if ((i->state == FKD_ROT_STAGED || i->state == FKD_ROT_TRIAL) && i->staged_version == version) {
-        fkd_log(FKD_LOG_INFO, "rot: %s: version %lu already staged (repeat)", cls,
+    if (i->state == FKD_ROT_TRIAL && i->staged_version == version) {
+        fkd_log(FKD_LOG_INFO, "rot: %s: version %lu already in trial (repeat)", cls,
                 (unsigned long)version);
         answer_state(kind, r, c, rep);
+        return;
+    }
+    if (i->state == FKD_ROT_STAGED && i->staged_version == version) {
+        /* Staged, but the trial did not begin (a power cut between the two): begin it now. */
+        begin_trial(r, c, version, rep);
         return;
     }
     if (version <= i->version) {
@@ -432,19 +456,8 @@ static void rot_stage(struct fkd_rot_remote *r, const uint8_t *body, size_t blen
     if (c == FKD_ROT_MTLS) {
         drop_pending(r); /* the key now lives in the staged slot */
     }
-    rc = fkd_rot_trial_begin(r->rot, c, fkd_net_now_ms());
-    if (rc != FKD_OK) {
-        fail(kind, rep, "flash_error", "%s version %lu staged, trial not begun: %s", cls,
-             (unsigned long)version, fkd_strerror(rc));
-        return;
-    }
-    fkd_log(FKD_LOG_INFO, "rot: %s: version %lu staged (%s), trial attempt 1", cls,
-            (unsigned long)version, fpr);
-    if (c == FKD_ROT_MTLS) {
-        r->trial_counted = 1; /* the reconnection that follows is attempt 1 */
-        rep->reconnect = 1;
-    }
-    answer_state(kind, r, c, rep);
+    fkd_log(FKD_LOG_INFO, "rot: %s: version %lu staged (%s)", cls, (unsigned long)version, fpr);
+    begin_trial(r, c, version, rep);
 }
 
 /* ---- rot_commit / rot_rollback --------------------------------------------------------------- */
