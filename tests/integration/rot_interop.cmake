@@ -8,3 +8,11 @@ if(TARGET fkd_posix)
             ${PROJECT_BINARY_DIR}/tmp/rot_interop_psk)
     set_tests_properties(rot_interop_psk PROPERTIES TIMEOUT 180 LABELS "ctl;rot;integration")
 endif()
+
+# robot-sim: --help lists every option; --power-cut-at-write during the boot's rotation repair.
+if(TARGET robot-sim)
+    add_test(NAME robot_sim_rot COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/robot_sim_rot.sh
+        ${PROJECT_BINARY_DIR}/bin ${PROJECT_SOURCE_DIR}/tests/vectors ${PROJECT_SOURCE_DIR}
+        ${PROJECT_BINARY_DIR}/tmp/robot_sim_rot)
+    set_tests_properties(robot_sim_rot PROPERTIES TIMEOUT 180 LABELS "rot;integration")
+endif()
