@@ -13,7 +13,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 rm -rf "$work"
 mkdir -p "$work"
 cd "$work"
-. "$HERE/lib.sh" # PIDS, stop_all, wait_for
+. "$HERE/lib.sh" # PIDS, stop_all, wait_for, s_client_req
 
 OLD=$(openssl rand -hex 32)
 NEW=$(openssl rand -hex 32)
@@ -67,36 +67,12 @@ send() {
     [ -s "resp.$1" ] || fail "no response to request $1"
 }
 
-# s_client_req OUT REQUEST PSK IDENTITY: as in ctl_interop.sh (stdin kept open until an answer
-# came or s_client ended).
-s_client_req() {
-    out=$1 req=$2 psk=$3 id=$4
-    rm -f sc.in "$out" "$out.err"
-    mkfifo sc.in
-    timeout 60 openssl s_client -dtls1_2 -psk "$psk" -psk_identity "$id" \
-        -connect "127.0.0.1:$PORT" -quiet -no_ign_eof <sc.in >"$out" 2>"$out.err" &
-    scpid=$!
-    exec 4>sc.in
-    printf '%s\n' "$req" >&4
-    i=0
-    while [ $i -lt 300 ]; do
-        if [ -s "$out" ] || ! kill -0 $scpid 2>/dev/null; then
-            break
-        fi
-        sleep 0.1
-        i=$((i + 1))
-    done
-    exec 4>&-
-    wait $scpid 2>/dev/null || true
-    rm -f sc.in
-}
-
 works() { # works NAME PSK ID SLOT: status answered, authenticated with SLOT
-    s_client_req "$1" status "$2" "$3"
+    s_client_req "$1" status "$2" "$3" "$PORT"
     grep -q "\"auth_slot\":\"$4\"" "$1" || fail "$1: expected auth_slot $4: $(cat "$1" "$1.err")"
 }
 refused() { # refused NAME PSK ID
-    s_client_req "$1" ping "$2" "$3"
+    s_client_req "$1" ping "$2" "$3" "$PORT"
     [ ! -s "$1" ] || fail "$1: the key was accepted: $(cat "$1")"
 }
 
