@@ -297,6 +297,16 @@ FKD_MUST_CHECK enum fkd_err fkd_wss_jval_uint(const struct fkd_wss_jval *v, uint
 FKD_MUST_CHECK enum fkd_err fkd_wss_jval_str(const struct fkd_wss_jval *v, char *out,
                                              size_t out_size);
 
+/* A bounded snprintf-style appender for a handler's reply body (reply->body, body_cap): once
+ * something does not fit it stays overflowed (over), and n never passes cap. */
+struct fkd_wss_out {
+    char *b;
+    size_t cap;
+    size_t n;
+    int over;
+};
+void fkd_wss_out_put(struct fkd_wss_out *o, const char *fmt, ...) FKD_PRINTF(2, 3);
+
 /* ---- the client ------------------------------------------------------------------------- */
 
 enum fkd_wss_state {

@@ -34,33 +34,10 @@ static const enum fkd_rot_class served[] = {FKD_ROT_PSK, FKD_ROT_MTLS};
 /* ---- replies ----------------------------------------------------------------------------------
  */
 
-/* snprintf-style appender into a reply body: once it overflows, it stays overflowed. */
-struct out {
-    char *b;
-    size_t cap;
-    size_t n;
-    int over;
-};
-
-static void put(struct out *o, const char *fmt, ...) FKD_PRINTF(2, 3);
-static void put(struct out *o, const char *fmt, ...) {
-    if (o->over) {
-        return;
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(o->b + o->n, o->cap - o->n, fmt, ap);
-    va_end(ap);
-    if (k < 0 || (size_t)k >= o->cap - o->n) {
-        o->over = 1;
-        return;
-    }
-    o->n += (size_t)k;
-}
-
-static void put_class(struct out *o, const struct fkd_rot *rot, enum fkd_rot_class c) {
+static void put_class(struct fkd_wss_out *o, const struct fkd_rot *rot, enum fkd_rot_class c) {
     const struct fkd_rot_info *i = fkd_rot_info(rot, c);
-    put(o,
+    fkd_wss_out_put(
+        o,
         "\"%s\":{\"state\":\"%s\",\"version\":%lu,\"staged_version\":%lu,\"reason\":\"%s\","
         "\"attempts\":%u}",
         fkd_rot_class_name(c), fkd_rot_state_name(i->state), (unsigned long)i->version,
@@ -71,15 +48,15 @@ size_t fkd_rot_state_json(const struct fkd_rot *rot, char *out, size_t size) {
     if (rot == NULL || out == NULL || size == 0) {
         return 0;
     }
-    struct out o = {out, size, 0, 0};
-    put(&o, "{");
+    struct fkd_wss_out o = {out, size, 0, 0};
+    fkd_wss_out_put(&o, "{");
     for (size_t k = 0; k < sizeof served / sizeof served[0]; k++) {
         if (k > 0) {
-            put(&o, ",");
+            fkd_wss_out_put(&o, ",");
         }
         put_class(&o, rot, served[k]);
     }
-    put(&o, "}");
+    fkd_wss_out_put(&o, "}");
     if (o.over) {
         out[0] = '\0';
         return 0;
@@ -104,10 +81,10 @@ static void fail(const char *kind, struct fkd_wss_reply *r, const char *code, co
 /* ok body {"rot":{"<class>":{...}}}: the class's state after the request. */
 static void answer_state(const char *kind, struct fkd_rot_remote *r, enum fkd_rot_class c,
                          struct fkd_wss_reply *rep) {
-    struct out o = {rep->body, rep->body_cap, 0, 0};
-    put(&o, "{\"rot\":{");
+    struct fkd_wss_out o = {rep->body, rep->body_cap, 0, 0};
+    fkd_wss_out_put(&o, "{\"rot\":{");
     put_class(&o, r->rot, c);
-    put(&o, "}}");
+    fkd_wss_out_put(&o, "}}");
     if (o.over) {
         fail(kind, rep, "internal", "answer does not fit");
         return;
@@ -283,13 +260,13 @@ static void rot_csr(struct fkd_rot_remote *r, const uint8_t *body, size_t blen,
         return;
     }
     r->pending = 1;
-    struct out o = {rep->body, rep->body_cap, 0, 0};
-    put(&o, "{\"csr\":");
+    struct fkd_wss_out o = {rep->body, rep->body_cap, 0, 0};
+    fkd_wss_out_put(&o, "{\"csr\":");
     if (!o.over && fkd_wss_json_put_str(o.b, o.cap, &o.n, (const char *)r->buf,
                                         strlen((const char *)r->buf)) != 0) {
         o.over = 1;
     }
-    put(&o, "}");
+    fkd_wss_out_put(&o, "}");
     if (o.over) {
         fail(kind, rep, "internal", "answer does not fit");
         return;
