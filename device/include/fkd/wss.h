@@ -403,9 +403,9 @@ typedef void fkd_wss_credentials_fn(void *user, struct fkd_wss_creds *c);
 typedef int fkd_wss_tick_fn(void *user);
 
 struct fkd_wss_handler {
-    fkd_wss_state_fn *state_json; /* may be NULL */
-    fkd_wss_request_fn *request;  /* may be NULL: every kind but status is unsupported */
-    fkd_wss_welcome_fn *welcomed; /* may be NULL */
+    fkd_wss_state_fn *state_json;        /* may be NULL */
+    fkd_wss_request_fn *request;         /* may be NULL: every kind but status is unsupported */
+    fkd_wss_welcome_fn *welcomed;        /* may be NULL */
     fkd_wss_credentials_fn *credentials; /* may be NULL: always the store's */
     fkd_wss_tick_fn *tick;               /* may be NULL */
 };

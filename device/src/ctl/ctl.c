@@ -234,8 +234,9 @@ size_t fkd_ctl_commit_next(struct fkd_ctl *ctl) {
             ctl->sessions[i].slot = FKD_CTL_SLOT_CURRENT; /* their key is the current one now */
         }
     }
-    logf_(ctl, FKD_CTL_LOG_INFO, "ctl: next key %s (version %lu) is now current; %zu session(s) "
-                                 "of the retired key closed",
+    logf_(ctl, FKD_CTL_LOG_INFO,
+          "ctl: next key %s (version %lu) is now current; %zu session(s) "
+          "of the retired key closed",
           ctl->keys[FKD_CTL_SLOT_CURRENT].fpr,
           (unsigned long)ctl->keys[FKD_CTL_SLOT_CURRENT].version, closed);
     return closed;
