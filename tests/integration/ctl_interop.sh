@@ -61,36 +61,7 @@ stat_of() { # stat_of NAME -> value from the stats line
     sed -n "s/.*ctl_testd: stats.* $1=\([0-9]*\).*/\1/p" testd.out
 }
 
-# s_client_req OUT REQUEST PSK IDENTITY PORT: one request through openssl s_client; output in
-# OUT. $SC_EXTRA adds s_client options (e.g. -cipher). s_client sends stdin lines after the
-# handshake; stdin is closed once an answer came. With -no_ign_eof, EOF on stdin makes s_client
-# send close_notify and exit at once, without reading an answer still on its way: closing stdin
-# early loses the answer although the listener got the request and replied (stats requests=).
-# So stdin stays open until the answer is in OUT or s_client has exited; the 30 s bound is only
-# a backstop, far above any handshake on a loaded machine.
-s_client_req() {
-    out=$1 req=$2 psk=$3 id=$4 port=$5
-    # No stale answer from an earlier call may end the wait below before this one started.
-    rm -f sc.in "$out" "$out.err"
-    mkfifo sc.in
-    # shellcheck disable=SC2086
-    timeout 60 openssl s_client -dtls1_2 -psk "$psk" -psk_identity "$id" ${SC_EXTRA:-} \
-        -connect "127.0.0.1:$port" -quiet -no_ign_eof <sc.in >"$out" 2>"$out.err" &
-    scpid=$!
-    exec 4>sc.in
-    printf '%s\n' "$req" >&4
-    i=0
-    while [ $i -lt 300 ]; do
-        if [ -s "$out" ] || ! kill -0 $scpid 2>/dev/null; then
-            break
-        fi
-        sleep 0.1
-        i=$((i + 1))
-    done
-    exec 4>&-
-    wait $scpid 2>/dev/null || true
-    rm -f sc.in
-}
+# s_client_req OUT REQUEST PSK IDENTITY PORT: lib.sh.
 
 fleet() { # fleet ARGS... : fleetctl robot against the test listener, manifest keys
     "$bin/fleetctl" robot --host 127.0.0.1 --port "$TPORT" --timeout 10 "$@"

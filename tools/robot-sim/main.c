@@ -16,6 +16,8 @@
 #include "ota_cmd.h" /* issue 7: OTA boot step, self-test, `robot-sim ota` */
 #include "robot_sim.h"
 
+#include "fleetkey/common.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,15 +29,41 @@ static struct robot_sim rs;
 static uint8_t sdkconfig_buf[SDKCONFIG_MAX];
 
 static void usage(FILE *f) {
-    fputs("usage: robot-sim --flash FILE --sdkconfig FILE [--boot-only] [--status-json]\n"
-          "                 [--verbose|--quiet] [service options]\n"
-          "       robot-sim flash-image create --out FILE [--size 4M] [--partitions CSV]\n"
-          "                 [--nvs NVS.bin] [--nvs-keys NVS_KEYS.bin]\n"
-          "       robot-sim nvs set|get|erase|list --flash FILE [--ns NS --key KEY] ...\n"
-          "                 (robot-sim nvs --help for details)\n"
-          "       robot-sim ota --flash FILE --sdkconfig FILE --image SIGNED.bin ...\n"
-          "                 (boot option --self-test pass|fail: confirm or reject a new app)\n",
-          f);
+    fputs(
+        "usage: robot-sim --flash FILE --sdkconfig FILE [boot options] [service options]\n"
+        "       robot-sim flash-image create --out FILE [--size 4M] [--partitions CSV]\n"
+        "                 [--nvs NVS.bin] [--nvs-keys NVS_KEYS.bin]\n"
+        "       robot-sim nvs set|get|erase|list --flash FILE [--ns NS --key KEY] ...\n"
+        "                 (robot-sim nvs --help for details)\n"
+        "       robot-sim ota --flash FILE --sdkconfig FILE --image SIGNED.bin ...\n"
+        "                 (robot-sim ota --help for details)\n"
+        "       robot-sim --flash FILE --download-mode [--pty-link PATH] [--mac M] ... [-- "
+        "BOOT-ARGS]\n"
+        "\n"
+        "boot options:\n"
+        "  --boot-only               boot, print the posture, exit\n"
+        "  --status-json             print the boot status as one JSON line\n"
+        "  --self-test pass|fail     the new app image's own verdict (OTA)\n"
+        "  --verbose | --quiet       log level debug | warnings only\n"
+        "  --rot-trial-ms MS         a credential trial not confirmed within MS of boot rolls\n"
+        "                            back (default: no time limit)\n"
+        "  --rot-attempts N          trial connections before a rollback (default 3)\n"
+        "  --power-cut-at-write K    the power fails at the K-th flash write or erase from\n"
+        "                            boot on: the robot stops there (exit 6)\n"
+        "  --power-cut-torn          ... and that write is half applied\n"
+        "service options (control listener, wss client):\n"
+        "  --ctl-port P              DTLS listener UDP port (default CONFIG_MINITRAIN_DTLS_PORT;\n"
+        "                            0: any free port)\n"
+        "  --ctl-bind IP             address to bind (default 0.0.0.0)\n"
+        "  --run-ms MS               stop after MS milliseconds (default: until a signal)\n"
+        "  --self-test-timeout-ms MS a pending app image not welcomed within MS fails its\n"
+        "                            self-test (default 60000)\n"
+        "  --wss-uri URI             override CONFIG_MINITRAIN_WSS_URI\n"
+        "  --wss-host HOST           override CONFIG_MINITRAIN_EXPECTED_HOST\n"
+        "  --wss-attempts N          give up after N connections (default: never)\n"
+        "  --wss-backoff-ms MS       first retry delay (default 1000)\n"
+        "  --no-wss                  do not start the wss client\n",
+        f);
 }
 
 /* JSON string with the escapes RFC 8259 requires. */
@@ -131,6 +159,28 @@ static int boot(int argc, char **argv) {
             lvl = FKD_LOG_DEBUG;
         } else if (strcmp(a, "--quiet") == 0) {
             lvl = FKD_LOG_WARN;
+        } else if (strcmp(a, "--rot-trial-ms") == 0 && i + 1 < argc) {
+            if (fk_parse_ulong(argv[++i], 86400000ul, &rs.opt_rot_trial_ms) != FK_OK) {
+                fprintf(stderr, "robot-sim: --rot-trial-ms: expected milliseconds\n");
+                free(rest);
+                return 2;
+            }
+        } else if (strcmp(a, "--rot-attempts") == 0 && i + 1 < argc) {
+            if (fk_parse_ulong(argv[++i], 1000ul, &rs.opt_rot_attempts) != FK_OK ||
+                rs.opt_rot_attempts == 0) {
+                fprintf(stderr, "robot-sim: --rot-attempts: expected 1..1000\n");
+                free(rest);
+                return 2;
+            }
+        } else if (strcmp(a, "--power-cut-at-write") == 0 && i + 1 < argc) {
+            if (fk_parse_ulong(argv[++i], 1000000000ul, &rs.opt_cut_at) != FK_OK ||
+                rs.opt_cut_at == 0) {
+                fprintf(stderr, "robot-sim: --power-cut-at-write: expected a positive number\n");
+                free(rest);
+                return 2;
+            }
+        } else if (strcmp(a, "--power-cut-torn") == 0) {
+            rs.opt_cut_torn = 1;
         } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout);
             free(rest);
@@ -147,6 +197,7 @@ static int boot(int argc, char **argv) {
     fkd_log_set(fkd_posix_log, "robot-sim", lvl);
     fkd_config_init(&rs.cfg);
     fkd_store_init(&rs.store);
+    pthread_mutex_init(&rs.rot_lock, NULL);
     fkd_nvs_init(&rs.nvs);
     rs.file.fd = -1;
 
@@ -179,11 +230,29 @@ static int boot(int argc, char **argv) {
     if (rc != FKD_OK) {
         goto out;
     }
+    if (rs.opt_cut_at > 0) {
+        /* Fault injection: counted from here, so the boot's own repairs are writes too. */
+        fkd_flash_mem_cut(&rs.file.mem, rs.opt_cut_at, rs.opt_cut_torn);
+    }
     fkd_log(FKD_LOG_INFO, "boot: %s build, flash %s (%u bytes), %u partitions",
             rs.cfg.production_build ? "production" : "development", rs.flash_path,
             (unsigned)rs.flash.size, rs.parts.count);
     robot_sim_mount_nvs(&rs, rs.cfg.nvs_encryption, 1, 0);
-    rc = fkd_store_load(&rs.store, rs.nvs_mounted ? &rs.nvs : NULL, &rs.cfg);
+    /* Credential rotation: which slot each class uses, finishing what a power cut left. */
+    fkd_rot_init(&rs.rot);
+    if (rs.nvs_mounted) {
+        rc = fkd_rot_load(&rs.rot, &rs.nvs, (unsigned)rs.opt_rot_attempts, rs.opt_rot_trial_ms);
+        rs.rot_loaded = rc == FKD_OK;
+        if (rc != FKD_OK) {
+            fkd_log(FKD_LOG_ERROR, "boot: rotation records: %s (repaired at the next boot)",
+                    fkd_strerror(rc));
+        }
+    }
+    if (rs.file.mem.dead) {
+        goto power_cut;
+    }
+    rc = fkd_store_load_rot(&rs.store, rs.nvs_mounted ? &rs.nvs : NULL, &rs.cfg,
+                            rs.rot_loaded ? &rs.rot : NULL);
     if (rc != FKD_OK) {
         code = 4;
         goto out;
@@ -221,6 +290,13 @@ static int boot(int argc, char **argv) {
         goto out;
     }
     code = start_services(&rs, nrest, rest);
+power_cut:
+    if (rs.file.mem.dead) {
+        printf("robot-sim: power cut at flash write %lu%s\n", rs.opt_cut_at,
+               rs.opt_cut_torn ? " (torn)" : "");
+        fflush(stdout);
+        code = ROBOT_SIM_POWER_CUT;
+    }
 out:
     fkd_store_free(&rs.store);
     fkd_nvs_free(&rs.nvs);

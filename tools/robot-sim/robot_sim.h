@@ -16,6 +16,8 @@
 #include "fkd/ota_remote.h"
 #include "fkd/part.h"
 #include "fkd/policy.h"
+#include "fkd/rot.h"
+#include "fkd/rot_remote.h"
 #include "fkd/store.h"
 #include "fkd/wss.h"
 #include "fkd_posix.h"
@@ -33,6 +35,7 @@ struct robot_sim_ota {
 #define ROBOT_SIM_CTL_SESSIONS 4
 struct robot_sim_ctl {
     struct fkd_ctl ctl;
+    struct fkd_rot_ctl rot_sync; /* which rotation keys the listener holds (fkd_rot_ctl_sync) */
     struct fkd_ctl_session sessions[ROBOT_SIM_CTL_SESSIONS];
     uint8_t rx[FKD_CTL_RX_MAX];
 };
@@ -42,7 +45,10 @@ struct robot_sim_ctl {
 struct robot_sim_wss {
     struct fkd_wss client;        /* ~11 KiB of caller memory: the whole client */
     struct fkd_ota_remote remote; /* ~8.5 KiB: OTA over the channel (fkd/ota_remote.h) */
-    struct fkd_wss_handler handler;
+    int ota_ready;                /* remote was set up: the robot runs app images */
+    struct fkd_rot_remote rot;    /* ~7.5 KiB: credential rotation (fkd/rot_remote.h) */
+    int rot_ready;
+    struct fkd_wss_handler handler; /* OTA, then rotation (wss_service.c) */
     pthread_t thread;
     int started;
     atomic_int stop_flag;
@@ -71,10 +77,22 @@ struct robot_sim {
     int nvs_encrypted; /* mounted with XTS keys from nvs_keys */
     struct fkd_store store;
     struct fkd_posture posture;
+    /* Credential rotation (fkd/rot.h): loaded at boot over the mounted NVS; the wss thread's
+     * handler writes it, the listener's loop follows it: both under rot_lock. */
+    struct fkd_rot rot;
+    int rot_loaded;
+    pthread_mutex_t rot_lock;
+    unsigned long opt_rot_trial_ms; /* --rot-trial-ms (0: no time limit) */
+    unsigned long opt_rot_attempts; /* --rot-attempts (0: FKD_ROT_DEFAULT_ATTEMPTS) */
+    unsigned long opt_cut_at;       /* --power-cut-at-write K (0: never) */
+    int opt_cut_torn;               /* --power-cut-torn */
     struct robot_sim_ota ota;
     struct robot_sim_ctl ctl;
     struct robot_sim_wss wss;
 };
+
+/* Exit code of a robot whose power was cut (--power-cut-at-write). */
+#define ROBOT_SIM_POWER_CUT 6
 
 /* Runs the services of a booted robot until they stop; returns the process exit code.
  * rs->posture says what policy allows: posture.listener is FKD_LISTENER_DTLS (use
@@ -97,8 +115,7 @@ int robot_sim_nvs(int argc, char **argv);
  * require_keys: with want_encrypted, refuse to mount plain when keys are missing (a boot with
  * CONFIG_NVS_ENCRYPTION); otherwise mount plain. readonly: repair nothing on flash
  * (fkd_nvs_mount_readonly), for commands that only look. */
-void robot_sim_mount_nvs(struct robot_sim *rs, int want_encrypted, int require_keys,
-                         int readonly);
+void robot_sim_mount_nvs(struct robot_sim *rs, int want_encrypted, int require_keys, int readonly);
 
 /* Parses "4M", "64K", "0x400000", "4194304" (image.c). 1 on success. */
 int robot_sim_parse_size(const char *s, uint32_t *out);

@@ -11,6 +11,11 @@
  *   --ctl-port P    UDP port (default: CONFIG_MINITRAIN_DTLS_PORT, 5684; 0 = any free port)
  *   --ctl-bind IP   address to bind (default 0.0.0.0)
  *   --run-ms MS     stop after MS milliseconds (tests; default: until a signal)
+ * (robot-sim --help lists these with the boot options.)
+ * Rotation (issue 14): with the rotation records loaded at boot, the listener's keys come from
+ * the psk class (fkd_rot_ctl_sync: current, and the staged PSK as next during a trial) and
+ * follow it on every loop: at commit the next key becomes current and the sessions of the
+ * retired one are closed. The loop also applies the trial time limit (fkd_rot_poll).
  *   --self-test-timeout-ms MS   (issue 7) a running image still pending verification that is
  *                   not welcomed by the control plane within MS of boot (default 60000) fails
  *                   its self-test: marked invalid, and the robot reboots into the previous slot
@@ -28,6 +33,7 @@
 #include "fkd/net.h"
 #include "fleetkey/common.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -127,7 +133,12 @@ int start_services(struct robot_sim *rs, int argc, char **argv) {
     cfg.status = ctl_status;
     cfg.user = rs;
     fkd_ctl_init(&rs->ctl.ctl);
-    if (rs->posture.listener == FKD_LISTENER_DTLS) {
+    fkd_rot_ctl_init(&rs->ctl.rot_sync);
+    if (rs->posture.listener == FKD_LISTENER_DTLS && rs->rot_loaded &&
+        fkd_rot_ctl_sync(&rs->ctl.rot_sync, &rs->rot, &rs->ctl.ctl) == FKD_OK) {
+        /* The keys of the psk rotation class: current, and next during a trial. */
+        cfg.mode = FKD_CTL_MODE_DTLS;
+    } else if (rs->posture.listener == FKD_LISTENER_DTLS) {
         const uint8_t *psk = NULL;
         const char *identity = NULL;
         if (fkd_store_psk(&rs->store, &psk, &identity) != FKD_OK ||
@@ -166,6 +177,7 @@ int start_services(struct robot_sim *rs, int argc, char **argv) {
     uint64_t deadline = run_ms != 0 ? fkd_net_now_ms() + run_ms : UINT64_MAX;
     int code = 0;
     int pending = robot_sim_ota_pending(rs);
+    int rot_sync_failed = 0;
     if (pending) {
         fkd_log(FKD_LOG_INFO,
                 "ota: self-test: waiting up to %lu ms for the control plane's "
@@ -177,6 +189,23 @@ int start_services(struct robot_sim *rs, int argc, char **argv) {
             fkd_log(FKD_LOG_ERROR, "services: control socket failed");
             code = 1;
             break;
+        }
+        /* ---- credential rotation: trial time limit; the listener follows the psk class ---- */
+        if (rs->file.mem.dead) {
+            code = ROBOT_SIM_POWER_CUT; /* --power-cut-at-write: the robot is off */
+            break;
+        }
+        if (rs->rot_loaded && cfg.mode == FKD_CTL_MODE_DTLS) {
+            pthread_mutex_lock(&rs->rot_lock);
+            if (!rs->wss.started) {
+                (void)fkd_rot_poll(&rs->rot, fkd_net_now_ms()); /* else the wss tick does */
+            }
+            enum fkd_err sr = fkd_rot_ctl_sync(&rs->ctl.rot_sync, &rs->rot, &rs->ctl.ctl);
+            pthread_mutex_unlock(&rs->rot_lock);
+            if (sr != FKD_OK && !rot_sync_failed) {
+                fkd_log(FKD_LOG_ERROR, "services: listener keys not updated: %s", fkd_strerror(sr));
+            }
+            rot_sync_failed = sr != FKD_OK;
         }
         /* ---- OTA (issue 7): reboot into a new image; self-test deadline ---- */
         if (robot_sim_wss_reboot_requested(rs)) {

@@ -43,17 +43,54 @@ static int should_stop(void *user) {
     return atomic_load(&rs->wss.stop_flag);
 }
 
-/* The handler's user is the fkd_ota_remote (fkd_ota_remote_handler's callbacks take it), which
- * lives inside the context: step back out to the robot it belongs to. */
-static struct robot_sim *rs_of_remote(void *remote) {
-    return (struct robot_sim *)(void *)((char *)remote - offsetof(struct robot_sim, wss.remote));
+/* The handler (user = the robot): OTA (fkd/ota_remote.h) when the robot runs app images, then
+ * credential rotation (fkd/rot_remote.h). The rotation calls hold rot_lock: they write the
+ * rotation records the listener's loop reads (services.c). */
+static size_t h_state(void *user, char *out, size_t size) {
+    struct robot_sim *rs = user;
+    return rs->wss.ota_ready ? fkd_ota_remote_state_json(&rs->wss.remote, out, size) : 0;
+}
+
+static enum fkd_wss_req_result h_request(void *user, const char *kind, const uint8_t *body,
+                                         size_t body_len, struct fkd_wss_reply *reply) {
+    struct robot_sim *rs = user;
+    enum fkd_wss_req_result r = FKD_WSS_REQ_UNKNOWN;
+    if (rs->wss.ota_ready) {
+        r = fkd_ota_remote_request(&rs->wss.remote, kind, body, body_len, reply);
+    }
+    if (r == FKD_WSS_REQ_UNKNOWN && rs->wss.rot_ready) {
+        pthread_mutex_lock(&rs->rot_lock);
+        r = fkd_rot_remote_request(&rs->wss.rot, kind, body, body_len, reply);
+        pthread_mutex_unlock(&rs->rot_lock);
+    }
+    return r;
+}
+
+static void h_credentials(void *user, struct fkd_wss_creds *c) {
+    struct robot_sim *rs = user;
+    if (rs->wss.rot_ready) {
+        pthread_mutex_lock(&rs->rot_lock);
+        fkd_rot_remote_credentials(&rs->wss.rot, c);
+        pthread_mutex_unlock(&rs->rot_lock);
+    }
+}
+
+static int h_tick(void *user) {
+    struct robot_sim *rs = user;
+    int r = 0;
+    if (rs->wss.rot_ready) {
+        pthread_mutex_lock(&rs->rot_lock);
+        r = fkd_rot_remote_tick(&rs->wss.rot);
+        pthread_mutex_unlock(&rs->rot_lock);
+    }
+    return r;
 }
 
 /* Welcomed by the control plane: the running image's self-test has passed (docs/
  * ota-updates.md). Runs on the client thread before the next message is read, so a status
  * request right after welcome reports state valid. */
 static void on_welcome(void *user) {
-    struct robot_sim *rs = rs_of_remote(user);
+    struct robot_sim *rs = user;
     (void)robot_sim_ota_confirm(rs);
     atomic_store(&rs->wss.welcomed_flag, 1);
 }
@@ -128,17 +165,24 @@ int robot_sim_wss_start(struct robot_sim *rs, const char *fw_version) {
             oc.ota_pubkey2 = der;
             oc.ota_pubkey2_len = len;
         }
-        if (fkd_ota_remote_setup(&rs->wss.remote, &oc) == FKD_OK) {
-            rs->wss.handler = fkd_ota_remote_handler;
-        }
+        rs->wss.ota_ready = fkd_ota_remote_setup(&rs->wss.remote, &oc) == FKD_OK;
     }
-    rs->wss.handler.welcomed = on_welcome;
+    /* Credential rotation over the channel: the records loaded at boot. */
+    fkd_rot_remote_init(&rs->wss.rot);
+    if (rs->rot_loaded) {
+        rs->wss.rot_ready = fkd_rot_remote_setup(&rs->wss.rot, &rs->rot) == FKD_OK;
+        c.rot = &rs->rot;
+    }
+    static const struct fkd_wss_handler handler = {h_state, h_request, on_welcome, h_credentials,
+                                                   h_tick};
+    rs->wss.handler = handler;
     c.handler = &rs->wss.handler;
-    c.handler_user = &rs->wss.remote;
+    c.handler_user = rs;
     fkd_wss_init(&rs->wss.client);
     if (fkd_wss_setup(&rs->wss.client, &c) != FKD_OK) {
         fkd_wss_free(&rs->wss.client);
         fkd_ota_remote_free(&rs->wss.remote);
+        fkd_rot_remote_free(&rs->wss.rot);
         return 1;
     }
     atomic_store(&rs->wss.stop_flag, 0);
@@ -148,6 +192,7 @@ int robot_sim_wss_start(struct robot_sim *rs, const char *fw_version) {
         fkd_log(FKD_LOG_ERROR, "services: cannot start the wss thread");
         fkd_wss_free(&rs->wss.client);
         fkd_ota_remote_free(&rs->wss.remote);
+        fkd_rot_remote_free(&rs->wss.rot);
         return 1;
     }
     rs->wss.started = 1;
@@ -165,6 +210,7 @@ void robot_sim_wss_stop(struct robot_sim *rs) {
     rs->wss.started = 0;
     fkd_wss_free(&rs->wss.client);
     fkd_ota_remote_free(&rs->wss.remote);
+    fkd_rot_remote_free(&rs->wss.rot);
 }
 
 int robot_sim_wss_reboot_requested(struct robot_sim *rs) {

@@ -203,8 +203,16 @@ void fkd_ctl_init(struct fkd_ctl *ctl);
  * FKD_CTL_OK, FKD_CTL_E_ARG. */
 int fkd_ctl_set_psk(struct fkd_ctl *ctl, enum fkd_ctl_slot slot, const uint8_t *identity,
                     size_t identity_len, const uint8_t *psk, size_t psk_len, uint32_t version);
-/* Wipes and empties a key slot. */
+/* Wipes and empties a key slot. Sessions that authenticated with it stay (fkd_ctl_close_slot). */
 void fkd_ctl_clear_psk(struct fkd_ctl *ctl, enum fkd_ctl_slot slot);
+/* Closes every session (open: close_notify; or still handshaking) that authenticated with the
+ * key of slot. Returns how many. */
+size_t fkd_ctl_close_slot(struct fkd_ctl *ctl, enum fkd_ctl_slot slot);
+/* The end of a PSK rotation: closes every session of the current key, makes the next key the
+ * current one (its sessions stay open and now report auth_slot current) and empties next. From
+ * then on the retired key is refused. No next key: nothing happens. Returns the sessions
+ * closed. */
+size_t fkd_ctl_commit_next(struct fkd_ctl *ctl);
 
 /* Opens the UDP socket and, in DTLS mode, sets up Mbed TLS and every session slot (reserving
  * their record buffers now). cfg is copied (its strings must outlive ctl); sessions[n] and

@@ -24,9 +24,9 @@
  * Kconfig in both modes. The Kconfig Wi-Fi fallback does not exist in a production firmware
  * (compiled out under CONFIG_PRODUCTION_BUILD) and robot-sim never takes it in production.
  *
- * Slots: this version loads the committed ("current") value of each credential. Two slots per
- * credential and the rotation state machine come later; they will add fkd_store_get_slot()
- * next to fkd_store_get() without changing these signatures.
+ * Slots: fkd_store_load reads the seed's items (slot A); fkd_store_load_rot reads the PSK and
+ * the mtls key/certificate from the slot the rotation state machine (fkd/rot.h) says is in
+ * use. The other credentials have one slot here.
  *
  * Memory: the struct lives in caller memory (about 14 KiB); no allocation. fkd_store_free
  * wipes every buffer. Thread safety: load once, then read-only use from any thread. */
@@ -107,6 +107,14 @@ void fkd_store_free(struct fkd_store *s);
  * FKD_OK, or FKD_E_ARG. */
 FKD_MUST_CHECK enum fkd_err fkd_store_load(struct fkd_store *s, struct fkd_nvs *nvs,
                                            const struct fkd_config *cfg);
+/* The same, under credential rotation (fkd/rot.h; rot loaded from the same nvs, or NULL: as
+ * fkd_store_load): security/dtls_psk and psk_id come from the psk class's active slot, the
+ * mtls client key and certificate from the slot fkd_rot_slot_in_use names (the staged one
+ * during a trial); slot B items carry the "_b" names. */
+struct fkd_rot;
+FKD_MUST_CHECK enum fkd_err fkd_store_load_rot(struct fkd_store *s, struct fkd_nvs *nvs,
+                                               const struct fkd_config *cfg,
+                                               const struct fkd_rot *rot);
 
 /* Borrows a credential: *data points into s (valid until fkd_store_free), *len its length
  * (strings: without the NUL, and they are NUL-terminated). FKD_OK or FKD_E_NOTFOUND. */

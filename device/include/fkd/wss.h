@@ -46,6 +46,8 @@
 extern "C" {
 #endif
 
+struct fkd_rot;
+
 #define FKD_WSS_SUBPROTOCOL "fleetkey.v1"
 #define FKD_WSS_MSG_MAX 4096u     /* wss-protocol.md: per message after reassembly */
 #define FKD_WSS_PATH_MAX 128u     /* URI path (and query) including the NUL */
@@ -295,6 +297,16 @@ FKD_MUST_CHECK enum fkd_err fkd_wss_jval_uint(const struct fkd_wss_jval *v, uint
 FKD_MUST_CHECK enum fkd_err fkd_wss_jval_str(const struct fkd_wss_jval *v, char *out,
                                              size_t out_size);
 
+/* A bounded snprintf-style appender for a handler's reply body (reply->body, body_cap): once
+ * something does not fit it stays overflowed (over), and n never passes cap. */
+struct fkd_wss_out {
+    char *b;
+    size_t cap;
+    size_t n;
+    int over;
+};
+void fkd_wss_out_put(struct fkd_wss_out *o, const char *fmt, ...) FKD_PRINTF(2, 3);
+
 /* ---- the client ------------------------------------------------------------------------- */
 
 enum fkd_wss_state {
@@ -323,6 +335,7 @@ enum fkd_wss_reason {
     FKD_WSS_R_IO,           /* socket or TLS error on an open connection */
     FKD_WSS_R_STOPPED,      /* fkd_wss_run was asked to stop */
     FKD_WSS_R_REBOOT,       /* a handler asked for a reboot: closed with 1000 "rebooting" */
+    FKD_WSS_R_TRIAL,        /* closed with 1000 "credential trial": reconnecting at once */
     FKD_WSS_R_COUNT
 };
 const char *fkd_wss_reason_name(enum fkd_wss_reason r); /* never NULL */
@@ -346,6 +359,8 @@ struct fkd_wss_reply {
     char message[FKD_WSS_STR_MAX];    /* for people; may be "" */
     int reboot; /* set with an ok answer: after sending it, close 1000 "rebooting" and return
                  * FKD_WSS_R_REBOOT from fkd_wss_run */
+    int reconnect; /* set with an ok answer: after sending it, close 1000 "credential trial"
+                    * and connect again at once (the credentials callback says with what) */
 };
 
 enum fkd_wss_req_result {
@@ -367,10 +382,32 @@ typedef enum fkd_wss_req_result fkd_wss_request_fn(void *user, const char *kind,
  * that connection is handled. */
 typedef void fkd_wss_welcome_fn(void *user);
 
+/* The client certificate and key to present on the next connection (credential rotation,
+ * fkd/rot_remote.h). The client hands two buffers it does not use between connections; the
+ * callback fills them (PEM with its NUL counted, or DER) and sets cert, or leaves cert NULL:
+ * present the store's credentials, as loaded at setup. tag names the credential: the client
+ * parses again only when it differs from the last one it loaded. */
+struct fkd_wss_creds {
+    uint8_t *cert_buf; /* FKD_WSS_MSG_MAX bytes each, handed in by the client */
+    uint8_t *key_buf;
+    const uint8_t *cert; /* NULL: the store's */
+    size_t cert_len;
+    const uint8_t *key;
+    size_t key_len;
+    uint32_t tag;
+};
+/* Called before each connection attempt. The key buffer is wiped after parsing. */
+typedef void fkd_wss_credentials_fn(void *user, struct fkd_wss_creds *c);
+/* Called on the client's timer (every few hundred ms while connected). Non-zero: close 1000
+ * "credential trial" and connect again (the credentials in use are no longer the ones to use). */
+typedef int fkd_wss_tick_fn(void *user);
+
 struct fkd_wss_handler {
-    fkd_wss_state_fn *state_json; /* may be NULL */
-    fkd_wss_request_fn *request;  /* may be NULL: every kind but status is unsupported */
-    fkd_wss_welcome_fn *welcomed; /* may be NULL */
+    fkd_wss_state_fn *state_json;        /* may be NULL */
+    fkd_wss_request_fn *request;         /* may be NULL: every kind but status is unsupported */
+    fkd_wss_welcome_fn *welcomed;        /* may be NULL */
+    fkd_wss_credentials_fn *credentials; /* may be NULL: always the store's */
+    fkd_wss_tick_fn *tick;               /* may be NULL */
 };
 
 struct fkd_wss_config {
@@ -389,6 +426,10 @@ struct fkd_wss_config {
     void *user;
     const struct fkd_wss_handler *handler; /* may be NULL; borrowed while the client lives */
     void *handler_user;
+    /* Credential rotation state for the "rot" member of hello and status (fkd/rot_remote.h,
+     * fkd_rot_state_json); NULL: no rotation support, the member is left out. Read on the
+     * client's thread only while a message is written. */
+    const struct fkd_rot *rot;
 };
 
 struct fkd_wss_stats {
@@ -433,7 +474,9 @@ struct fkd_wss {
     mbedtls_x509_crt ca;
     mbedtls_x509_crt own;
     mbedtls_pk_context key;
+    uint32_t cred_tag; /* tag of the credentials own/key hold; FKD_WSS_TAG_STORE: the store's */
 };
+#define FKD_WSS_TAG_STORE 0xffffffffu
 
 /* Empties w. Cannot fail. */
 void fkd_wss_init(struct fkd_wss *w);

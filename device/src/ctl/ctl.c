@@ -200,6 +200,48 @@ static void session_fail(struct fkd_ctl *ctl, struct fkd_ctl_session *s, int ret
     session_release(ctl, s);
 }
 
+/* ---- rotation: retiring a key ------------------------------------------------------------ */
+
+size_t fkd_ctl_close_slot(struct fkd_ctl *ctl, enum fkd_ctl_slot slot) {
+    size_t closed = 0;
+    for (size_t i = 0; i < ctl->n_sessions; i++) {
+        struct fkd_ctl_session *s = &ctl->sessions[i];
+        if (s->state == FKD_CTL_S_FREE || s->slot != (int)slot) {
+            continue;
+        }
+        if (s->state == FKD_CTL_S_OPEN) {
+            (void)mbedtls_ssl_close_notify(&s->ssl);
+        }
+        char peer[FKD_NET_ADDR_STR_MAX];
+        fkd_net_addr_str(&s->peer, peer, sizeof peer);
+        logf_(ctl, FKD_CTL_LOG_INFO, "ctl: %s: session closed: identity '%s': its key was retired",
+              peer, s->identity);
+        session_release(ctl, s);
+        closed++;
+    }
+    return closed;
+}
+
+size_t fkd_ctl_commit_next(struct fkd_ctl *ctl) {
+    if (ctl->keys[FKD_CTL_SLOT_NEXT].psk_len == 0) {
+        return 0;
+    }
+    size_t closed = fkd_ctl_close_slot(ctl, FKD_CTL_SLOT_CURRENT);
+    ctl->keys[FKD_CTL_SLOT_CURRENT] = ctl->keys[FKD_CTL_SLOT_NEXT];
+    fkd_ctl_clear_psk(ctl, FKD_CTL_SLOT_NEXT);
+    for (size_t i = 0; i < ctl->n_sessions; i++) {
+        if (ctl->sessions[i].slot == FKD_CTL_SLOT_NEXT) {
+            ctl->sessions[i].slot = FKD_CTL_SLOT_CURRENT; /* their key is the current one now */
+        }
+    }
+    logf_(ctl, FKD_CTL_LOG_INFO,
+          "ctl: next key %s (version %lu) is now current; %zu session(s) "
+          "of the retired key closed",
+          ctl->keys[FKD_CTL_SLOT_CURRENT].fpr,
+          (unsigned long)ctl->keys[FKD_CTL_SLOT_CURRENT].version, closed);
+    return closed;
+}
+
 static struct fkd_ctl_session *find_session(struct fkd_ctl *ctl, const struct fkd_net_addr *a) {
     for (size_t i = 0; i < ctl->n_sessions; i++) {
         struct fkd_ctl_session *s = &ctl->sessions[i];

@@ -147,33 +147,9 @@ static int b64_decode(const uint8_t *s, size_t n, uint8_t *out, size_t cap, size
     return 0;
 }
 
-/* snprintf-style appender into a reply body: once it overflows, it stays overflowed. */
-struct out {
-    char *b;
-    size_t cap;
-    size_t n;
-    int over;
-};
-
-static void put(struct out *o, const char *fmt, ...) FKD_PRINTF(2, 3);
-static void put(struct out *o, const char *fmt, ...) {
-    if (o->over) {
-        return;
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(o->b + o->n, o->cap - o->n, fmt, ap);
-    va_end(ap);
-    if (k < 0 || (size_t)k >= o->cap - o->n) {
-        o->over = 1;
-        return;
-    }
-    o->n += (size_t)k;
-}
-
 /* A protocol string we wrote ourselves or that is printable ASCII from an app description:
  * quoted with the escapes JSON needs. */
-static void put_jstr(struct out *o, const char *s) {
+static void put_jstr(struct fkd_wss_out *o, const char *s) {
     if (o->over) {
         return;
     }
@@ -200,7 +176,7 @@ static void fail(const char *kind, struct fkd_wss_reply *r, const char *code, co
 }
 
 /* Finishes an ok reply from an appender. */
-static void done(const char *kind, struct fkd_wss_reply *r, const struct out *o) {
+static void done(const char *kind, struct fkd_wss_reply *r, const struct fkd_wss_out *o) {
     if (o->over) {
         fail(kind, r, "internal", "answer does not fit");
         return;
@@ -294,12 +270,12 @@ static enum fkd_err key_parse(const uint8_t *der, size_t len, struct fkd_sbv2_ke
 
 static const char *endorsement_problem(struct fkd_ota_remote *r, const uint8_t *der, size_t n,
                                        const uint8_t *body, size_t blen) {
-    static const uint8_t ff[64] = {
-        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    static const uint8_t ff[64] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                   0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                   0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                   0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                   0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                   0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
     struct fkd_wss_jval e;
     size_t got = 0;
     uint8_t d256[32], d384[64];
@@ -424,9 +400,9 @@ const struct fkd_sbv2_keys *fkd_ota_remote_keys(const struct fkd_ota_remote *r) 
 /* ---- state
  * ---------------------------------------------------------------------------------------- */
 
-static void put_keys(struct out *o, const struct fkd_ota_remote *r) {
+static void put_keys(struct fkd_wss_out *o, const struct fkd_ota_remote *r) {
     char hx[65];
-    put(o, "{");
+    fkd_wss_out_put(o, "{");
     int first = 1;
     for (int s = 0; s < 2; s++) {
         int i = key_index(r, s);
@@ -434,10 +410,10 @@ static void put_keys(struct out *o, const struct fkd_ota_remote *r) {
             continue; /* "a key that is absent is left out" */
         }
         hex_lower(r->digest[i], 32, hx);
-        put(o, "%s\"%s\":\"sbv2:%s\"", first ? "" : ",", slot_nvs_key[s], hx);
+        fkd_wss_out_put(o, "%s\"%s\":\"sbv2:%s\"", first ? "" : ",", slot_nvs_key[s], hx);
         first = 0;
     }
-    put(o, "}");
+    fkd_wss_out_put(o, "}");
 }
 
 size_t fkd_ota_remote_state_json(void *user, char *out, size_t size) {
@@ -449,18 +425,19 @@ size_t fkd_ota_remote_state_json(void *user, char *out, size_t size) {
     if (b->slot < 0) {
         return 0; /* no app image runs: "ota" is left out */
     }
-    struct out o = {out, size, 0, 0};
-    put(&o, "{\"slot\":\"ota_%d\",\"state\":\"%s\",\"version\":", b->slot, state_name(b));
+    struct fkd_wss_out o = {out, size, 0, 0};
+    fkd_wss_out_put(&o, "{\"slot\":\"ota_%d\",\"state\":\"%s\",\"version\":", b->slot,
+                    state_name(b));
     put_jstr(&o, b->app.version);
-    put(&o, ",\"secure_version\":%lu", (unsigned long)b->app.secure_version);
+    fkd_wss_out_put(&o, ",\"secure_version\":%lu", (unsigned long)b->app.secure_version);
     if (b->app.hash_appended) {
         char hx[65];
         hex_lower(b->app.sha256, sizeof b->app.sha256, hx);
-        put(&o, ",\"app_sha256\":\"%s\"", hx);
+        fkd_wss_out_put(&o, ",\"app_sha256\":\"%s\"", hx);
     }
-    put(&o, ",\"updates\":%s,\"keys\":", r->keys.count > 0 ? "true" : "false");
+    fkd_wss_out_put(&o, ",\"updates\":%s,\"keys\":", r->keys.count > 0 ? "true" : "false");
     put_keys(&o, r);
-    put(&o, "}");
+    fkd_wss_out_put(&o, "}");
     if (o.over) {
         out[0] = '\0';
         return 0;
@@ -555,8 +532,9 @@ static void ota_begin(struct fkd_ota_remote *r, const uint8_t *body, size_t blen
     r->active = 1;
     fkd_log(FKD_LOG_INFO, "ota: remote update %s: %lu bytes into %s", r->version,
             (unsigned long)size, r->upd.target->label);
-    struct out o = {rep->body, rep->body_cap, 0, 0};
-    put(&o, "{\"slot\":\"%s\",\"chunk\":%u}", r->upd.target->label, FKD_OTA_REMOTE_CHUNK);
+    struct fkd_wss_out o = {rep->body, rep->body_cap, 0, 0};
+    fkd_wss_out_put(&o, "{\"slot\":\"%s\",\"chunk\":%u}", r->upd.target->label,
+                    FKD_OTA_REMOTE_CHUNK);
     done(kind, rep, &o);
 }
 
@@ -614,8 +592,8 @@ static void ota_chunk(struct fkd_ota_remote *r, const uint8_t *body, size_t blen
              "at %lu: %s", (unsigned long)off, fkd_strerror(rc));
         return;
     }
-    struct out o = {rep->body, rep->body_cap, 0, 0};
-    put(&o, "{\"received\":%lu}", (unsigned long)r->upd.received);
+    struct fkd_wss_out o = {rep->body, rep->body_cap, 0, 0};
+    fkd_wss_out_put(&o, "{\"received\":%lu}", (unsigned long)r->upd.received);
     done(kind, rep, &o);
 }
 
@@ -686,11 +664,11 @@ static void ota_finish(struct fkd_ota_remote *r, struct fkd_wss_reply *rep) {
         fkd_log(FKD_LOG_WARN, "ota: ota_begin announced version %s, the image says %s", r->version,
                 a->version);
     }
-    struct out o = {rep->body, rep->body_cap, 0, 0};
-    put(&o, "{\"slot\":\"%s\",\"version\":", r->upd.target->label);
+    struct fkd_wss_out o = {rep->body, rep->body_cap, 0, 0};
+    fkd_wss_out_put(&o, "{\"slot\":\"%s\",\"version\":", r->upd.target->label);
     put_jstr(&o, a->version);
-    put(&o, ",\"secure_version\":%lu,\"key\":\"%s\",\"reboot\":true}",
-        (unsigned long)a->secure_version, fpr);
+    fkd_wss_out_put(&o, ",\"secure_version\":%lu,\"key\":\"%s\",\"reboot\":true}",
+                    (unsigned long)a->secure_version, fpr);
     fkd_log(FKD_LOG_INFO,
             "ota: remote update installed into %s (%s %s, secure_version %lu, "
             "key %s): rebooting",
@@ -792,10 +770,10 @@ static void ota_key(struct fkd_ota_remote *r, const uint8_t *body, size_t blen,
                 "(ota_pubkey2 erased): only %s is trusted",
                 fpr);
     }
-    struct out o = {rep->body, rep->body_cap, 0, 0};
-    put(&o, "{\"keys\":");
+    struct fkd_wss_out o = {rep->body, rep->body_cap, 0, 0};
+    fkd_wss_out_put(&o, "{\"keys\":");
     put_keys(&o, r);
-    put(&o, "}");
+    fkd_wss_out_put(&o, "}");
     done(kind, rep, &o);
 }
 
@@ -825,8 +803,8 @@ enum fkd_wss_req_result fkd_ota_remote_request(void *user, const char *kind, con
             abandon(r);
             fkd_log(FKD_LOG_INFO, "ota: update abandoned by the server (ota_abort)");
         }
-        struct out o = {reply->body, reply->body_cap, 0, 0};
-        put(&o, "{}");
+        struct fkd_wss_out o = {reply->body, reply->body_cap, 0, 0};
+        fkd_wss_out_put(&o, "{}");
         done(kind, reply, &o);
     } else if (strcmp(kind, "ota_key") == 0) {
         ota_key(r, body, body_len, reply);
@@ -860,7 +838,5 @@ void fkd_ota_remote_welcomed(void *user) {
 }
 
 const struct fkd_wss_handler fkd_ota_remote_handler = {
-    fkd_ota_remote_state_json,
-    fkd_ota_remote_request,
-    fkd_ota_remote_welcomed,
+    fkd_ota_remote_state_json, fkd_ota_remote_request, fkd_ota_remote_welcomed, NULL, NULL,
 };

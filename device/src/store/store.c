@@ -8,6 +8,7 @@
 #include "fkd/store.h"
 
 #include "fkd/nvs.h"
+#include "fkd/rot.h"
 
 #include <mbedtls/pk.h>
 #include <string.h>
@@ -193,10 +194,9 @@ static int validate(const struct fkd_store *s, enum fkd_cred id, size_t len) {
 
 /* Reads one credential from NVS into its buffer. */
 static enum fkd_err from_nvs(struct fkd_store *s, struct fkd_nvs *nvs, enum fkd_cred id,
-                             size_t *len) {
+                             const struct cred_def *d, size_t *len) {
     size_t size;
     uint8_t *buf = buf_of(s, id, &size);
-    const struct cred_def *d = &defs[id];
     uint8_t type = 0;
     enum fkd_err rc = fkd_nvs_find(nvs, d->ns, d->key, &type);
     if (rc != FKD_OK) {
@@ -263,8 +263,49 @@ static void describe(struct fkd_store *s, enum fkd_cred id) {
             in->valid ? "" : " (INVALID)");
 }
 
+/* Where credential id lives now: the seed's item, or, under rotation (fkd/rot.h), the item of
+ * the slot in use: the PSK of the active slot (the listener takes the staged one as its next
+ * key, fkd_rot_ctl_sync) and the mtls key and certificate of the slot the wss client presents
+ * (the staged one during a trial). */
+static struct cred_def where(const struct fkd_rot *rot, enum fkd_cred id) {
+    struct cred_def d = defs[id];
+    enum fkd_rot_class c = FKD_ROT_PSK;
+    unsigned item = 0;
+    switch (id) {
+    case FKD_CRED_DTLS_PSK:
+        break;
+    case FKD_CRED_PSK_ID:
+        item = 1;
+        break;
+    case FKD_CRED_CLIENT_KEY:
+        c = FKD_ROT_MTLS;
+        break;
+    case FKD_CRED_CLIENT_CERT:
+        c = FKD_ROT_MTLS;
+        item = 1;
+        break;
+    default:
+        return d;
+    }
+    if (rot == NULL) {
+        return d;
+    }
+    unsigned slot = c == FKD_ROT_PSK ? fkd_rot_info(rot, c)->active : fkd_rot_slot_in_use(rot, c);
+    const char *ns = NULL, *key = NULL;
+    if (fkd_rot_key(c, item, slot, &ns, &key) == FKD_OK) {
+        d.ns = ns;
+        d.key = key;
+    }
+    return d;
+}
+
 enum fkd_err fkd_store_load(struct fkd_store *s, struct fkd_nvs *nvs,
                             const struct fkd_config *cfg) {
+    return fkd_store_load_rot(s, nvs, cfg, NULL);
+}
+
+enum fkd_err fkd_store_load_rot(struct fkd_store *s, struct fkd_nvs *nvs,
+                                const struct fkd_config *cfg, const struct fkd_rot *rot) {
     if (s == NULL || cfg == NULL) {
         return FKD_E_ARG;
     }
@@ -278,7 +319,8 @@ enum fkd_err fkd_store_load(struct fkd_store *s, struct fkd_nvs *nvs,
             continue;
         }
         size_t len = 0;
-        enum fkd_err rc = from_nvs(s, nvs, id, &len);
+        struct cred_def d = where(rot, id);
+        enum fkd_err rc = from_nvs(s, nvs, id, &d, &len);
         s->info[id].nvs_error = rc;
         if (rc == FKD_OK) {
             s->info[id].source = FKD_SRC_NVS;

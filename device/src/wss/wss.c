@@ -51,6 +51,7 @@ static const char *const reason_names[FKD_WSS_R_COUNT] = {
     "I/O error",
     "stopped",
     "rebooting",
+    "credential trial",
 };
 
 const char *fkd_wss_reason_name(enum fkd_wss_reason r) {
@@ -92,6 +93,7 @@ int fkd_wss_stopping(const struct fkd_wss *w) {
 
 void fkd_wss_init(struct fkd_wss *w) {
     memset(w, 0, sizeof *w);
+    w->cred_tag = FKD_WSS_TAG_STORE;
     fkd_net_sock_init(&w->sock);
     fkd_ws_init(&w->ws);
     mbedtls_ssl_init(&w->ssl);
@@ -335,6 +337,12 @@ static enum fkd_wss_reason handle_text(struct fkd_wss *w) {
         fkd_log(FKD_LOG_ERROR, "wss: sending failed");
         return FKD_WSS_R_IO;
     }
+    if (reboot == 2) {
+        /* rotation: "after the response the device closes the connection (1000 "credential
+         * trial") and reconnects presenting the staged key and certificate" */
+        fkd_log(FKD_LOG_INFO, "wss: closing (1000): credential trial");
+        return do_close(w, FKD_WSS_CLOSE_NORMAL, "credential trial", FKD_WSS_R_TRIAL);
+    }
     if (reboot) {
         /* "After sending the response the device closes the connection with 1000
          * "rebooting" and reboots into the new image" */
@@ -352,6 +360,11 @@ static enum fkd_wss_reason serve(struct fkd_wss *w) {
     for (;;) {
         if (fkd_wss_stopping(w)) {
             return do_close(w, FKD_WSS_CLOSE_GOING_AWAY, "device stopping", FKD_WSS_R_STOPPED);
+        }
+        if (w->cfg.handler != NULL && w->cfg.handler->tick != NULL &&
+            w->cfg.handler->tick(w->cfg.handler_user)) {
+            fkd_log(FKD_LOG_INFO, "wss: closing (1000): credential trial over, reconnecting");
+            return do_close(w, FKD_WSS_CLOSE_NORMAL, "credential trial", FKD_WSS_R_TRIAL);
         }
         now = fkd_net_now_ms();
         if (w->state != FKD_WSS_WELCOMED && now - opened >= w->cfg.connect_timeout_ms) {
@@ -448,6 +461,10 @@ enum fkd_wss_reason fkd_wss_connect_and_serve(struct fkd_wss *w) {
     w->io_ret = 0;
     w->pongs_this_conn = 0;
     drop(w);
+    if (fkd_wss_tls_credentials(w) != FKD_OK) {
+        r = FKD_WSS_R_CONFIG;
+        goto out;
+    }
     int ret = mbedtls_ssl_session_reset(&w->ssl);
     if (ret == 0) {
         ret = mbedtls_ssl_set_hostname(&w->ssl, w->expected_host); /* SNI + mbedTLS's check */
@@ -527,6 +544,9 @@ enum fkd_wss_reason fkd_wss_run(struct fkd_wss *w) {
         if (r == FKD_WSS_R_STOPPED || fkd_wss_stopping(w)) {
             r = FKD_WSS_R_STOPPED;
             break;
+        }
+        if (r == FKD_WSS_R_TRIAL) {
+            continue; /* a credential trial begins or ends: connect again at once */
         }
         if (w->cfg.max_attempts != 0 && w->stats.attempts >= w->cfg.max_attempts) {
             fkd_log(FKD_LOG_WARN, "wss: giving up after %u attempts (last: %s)", w->stats.attempts,

@@ -39,6 +39,10 @@ int fkd_wss_stopping(const struct fkd_wss *w);
  * (production build without the client certificate and key from NVS), FKD_E_CRYPTO,
  * FKD_E_NOSPACE; each failure is logged. */
 enum fkd_err fkd_wss_tls_setup(struct fkd_wss *w, const struct fkd_wss_config *cfg);
+/* Before a connection: asks the handler which client credentials to present and parses them
+ * again when they changed (credential rotation). FKD_OK; FKD_E_CRYPTO (logged: they do not
+ * parse or do not match; the previous ones are gone, the attempt fails). */
+enum fkd_err fkd_wss_tls_credentials(struct fkd_wss *w);
 
 /* Waits, at most until deadline and in slices of FKD_WSS_SLICE_MS, for the socket to be ready
  * for what ret (MBEDTLS_ERR_SSL_WANT_READ / _WRITE) asks. 0 go on, -1 deadline, stop or error. */

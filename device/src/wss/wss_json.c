@@ -10,6 +10,8 @@
 
 #include "wss_internal.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 /* ---- JSON (RFC 8259), device side --------------------------------------------------------- */
@@ -544,6 +546,21 @@ enum fkd_err fkd_wss_msg_parse(const uint8_t *buf, size_t len, struct fkd_wss_ms
     }
 #undef WANT
     return FKD_OK;
+}
+
+void fkd_wss_out_put(struct fkd_wss_out *o, const char *fmt, ...) {
+    if (o->over) {
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(o->b + o->n, o->cap - o->n, fmt, ap);
+    va_end(ap);
+    if (k < 0 || (size_t)k >= o->cap - o->n) {
+        o->over = 1;
+        return;
+    }
+    o->n += (size_t)k;
 }
 
 int fkd_wss_json_put_str(char *out, size_t size, size_t *pos, const char *s, size_t len) {

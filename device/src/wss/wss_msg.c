@@ -4,6 +4,8 @@
  * never truncated. */
 #include "wss_internal.h"
 
+#include "fkd/rot_remote.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -105,6 +107,24 @@ static void put_ota(struct fkd_wss *w, struct jw *j) {
     j->n += n;
 }
 
+/* The "rot" member (wss-protocol.md, "Rotation state in hello and in the status body"). */
+static void put_rot(struct fkd_wss *w, struct jw *j) {
+    if (j->over || w->cfg.rot == NULL) {
+        return;
+    }
+    put(j, ",\"rot\":");
+    if (j->over) {
+        return;
+    }
+    size_t room = j->cap - j->n;
+    size_t n = fkd_rot_state_json(w->cfg.rot, j->b + j->n, room);
+    if (n == 0 || n >= room) {
+        j->over = 1;
+        return;
+    }
+    j->n += n;
+}
+
 static enum fkd_err send_text(struct fkd_wss *w, struct jw *j) {
     if (j->over) {
         fkd_log(FKD_LOG_ERROR, "wss: outgoing message larger than %u bytes", FKD_WSS_MSG_MAX);
@@ -124,6 +144,7 @@ enum fkd_err fkd_wss_send_hello(struct fkd_wss *w) {
     put(&j, ",\"posture\":");
     put_posture(&j, w->cfg.posture);
     put_ota(w, &j);
+    put_rot(w, &j);
     put(&j, "}");
     return send_text(w, &j);
 }
@@ -181,7 +202,7 @@ static enum fkd_err handler_response(struct fkd_wss *w, const struct fkd_wss_msg
         j->n += r.body_len;
         j->b[j->n] = '\0';
         put(j, "}");
-        *reboot = r.reboot;
+        *reboot = r.reboot ? 1 : r.reconnect ? 2 : 0;
         return FKD_OK;
     }
     if (r.code[0] == '\0') {
@@ -215,6 +236,7 @@ enum fkd_err fkd_wss_send_response(struct fkd_wss *w, const struct fkd_wss_msg *
         put(&j, ",\"posture\":");
         put_posture(&j, w->cfg.posture);
         put_ota(w, &j);
+        put_rot(w, &j);
         put(&j, "}}");
     } else if (handler_response(w, m, &j, reboot) == FKD_OK) {
         /* answered by the handler */

@@ -223,6 +223,75 @@ static void own_id(struct fkd_wss *w) {
     w->device_id[o] = '\0';
 }
 
+/* Parses the client certificate and key into w->own / w->key (emptied first: the TLS
+ * configuration keeps pointing at the same structures) and checks that they belong together. */
+static enum fkd_err load_own(struct fkd_wss *w, const uint8_t *crt, size_t crt_len,
+                             const uint8_t *key, size_t key_len) {
+    mbedtls_x509_crt_free(&w->own);
+    mbedtls_x509_crt_init(&w->own);
+    mbedtls_pk_free(&w->key); /* mbedTLS zeroizes the private key */
+    mbedtls_pk_init(&w->key);
+    int ret = mbedtls_x509_crt_parse(&w->own, crt, parse_len(crt, crt_len));
+    if (ret != 0) {
+        fkd_log(FKD_LOG_ERROR, "wss: not connecting: %s does not parse (-0x%04x)",
+                fkd_cred_name(FKD_CRED_CLIENT_CERT), (unsigned)-ret);
+        return FKD_E_CRYPTO;
+    }
+    ret = fkd_mbedtls_pk_parse_key(&w->key, key, parse_len(key, key_len), &w->drbg);
+    if (ret != 0) {
+        /* the key's bytes are never logged; its fingerprint is in the store's boot log */
+        fkd_log(FKD_LOG_ERROR, "wss: not connecting: %s does not parse (-0x%04x)",
+                fkd_cred_name(FKD_CRED_CLIENT_KEY), (unsigned)-ret);
+        return FKD_E_CRYPTO;
+    }
+    if (!fkd_mbedtls_pk_pair_ok(&w->own.pk, &w->key, &w->drbg)) {
+        fkd_log(FKD_LOG_ERROR, "wss: not connecting: the client key does not match the client "
+                               "certificate");
+        return FKD_E_CRYPTO;
+    }
+    own_id(w);
+    if (w->device_id[0] == '\0') {
+        fkd_log(FKD_LOG_ERROR, "wss: not connecting: the client certificate has no CN");
+        return FKD_E_CRYPTO;
+    }
+    return FKD_OK;
+}
+
+enum fkd_err fkd_wss_tls_credentials(struct fkd_wss *w) {
+    const struct fkd_wss_handler *h = w->cfg.handler;
+    if (h == NULL || h->credentials == NULL) {
+        return FKD_OK;
+    }
+    /* Between connections msg and tx hold nothing: they lend their room to the credentials. */
+    struct fkd_wss_creds c;
+    memset(&c, 0, sizeof c);
+    c.cert_buf = w->msg;
+    c.key_buf = (uint8_t *)w->tx;
+    h->credentials(w->cfg.handler_user, &c);
+    uint32_t tag = c.cert != NULL ? c.tag : FKD_WSS_TAG_STORE;
+    enum fkd_err rc = FKD_OK;
+    if (tag != w->cred_tag) {
+        const uint8_t *crt = c.cert, *key = c.key;
+        size_t crt_len = c.cert_len, key_len = c.key_len;
+        if (c.cert == NULL) {
+            rc = get_cred(w->cfg.store, FKD_CRED_CLIENT_CERT, &crt, &crt_len);
+            if (rc == FKD_OK) {
+                rc = get_cred(w->cfg.store, FKD_CRED_CLIENT_KEY, &key, &key_len);
+            }
+        }
+        if (rc == FKD_OK) {
+            rc = load_own(w, crt, crt_len, key, key_len);
+        }
+        w->cred_tag = rc == FKD_OK ? tag : FKD_WSS_TAG_STORE - 1u; /* retry next time */
+        if (rc == FKD_OK) {
+            fkd_log(FKD_LOG_INFO, "wss: presenting the %s client certificate",
+                    c.cert != NULL ? "rotation slot's" : "store's");
+        }
+    }
+    fkd_wipe(w->tx, sizeof w->tx);
+    return rc;
+}
+
 /* The TLS half of fkd_wss_setup: the credentials from the store, parsed, the TLS
  * configuration, the SSL context and the frame layer over it. */
 enum fkd_err fkd_wss_tls_setup(struct fkd_wss *w, const struct fkd_wss_config *cfg) {
@@ -270,29 +339,8 @@ enum fkd_err fkd_wss_tls_setup(struct fkd_wss *w, const struct fkd_wss_config *c
                 fkd_cred_name(FKD_CRED_CA_CERT), (unsigned)-ret);
         goto out;
     }
-    ret = mbedtls_x509_crt_parse(&w->own, crt, parse_len(crt, crt_len));
-    if (ret != 0) {
-        fkd_log(FKD_LOG_ERROR, "wss: not connecting: %s does not parse (-0x%04x)",
-                fkd_cred_name(FKD_CRED_CLIENT_CERT), (unsigned)-ret);
-        goto out;
-    }
-    ret = fkd_mbedtls_pk_parse_key(&w->key, key, parse_len(key, key_len), &w->drbg);
-    if (ret != 0) {
-        /* the key's bytes are never logged; its fingerprint is in the store's boot log */
-        fkd_log(FKD_LOG_ERROR, "wss: not connecting: %s does not parse (-0x%04x)",
-                fkd_cred_name(FKD_CRED_CLIENT_KEY), (unsigned)-ret);
-        goto out;
-    }
-    if (!fkd_mbedtls_pk_pair_ok(&w->own.pk, &w->key, &w->drbg)) {
-        fkd_log(FKD_LOG_ERROR, "wss: not connecting: the client key does not match the client "
-                               "certificate");
-        goto out;
-    }
-    own_id(w);
-    if (w->device_id[0] == '\0') {
-        fkd_log(FKD_LOG_ERROR, "wss: not connecting: the client certificate has no CN");
-        goto out;
-    }
+    FKD_GUARD(load_own(w, crt, crt_len, key, key_len));
+    rc = FKD_E_CRYPTO;
 
     ret = mbedtls_ssl_config_defaults(&w->conf, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM,
                                       MBEDTLS_SSL_PRESET_DEFAULT);
