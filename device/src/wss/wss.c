@@ -85,10 +85,6 @@ uint32_t fkd_wss_backoff_ms(uint32_t min_ms, uint32_t max_ms, unsigned step, uin
     return (d - half) + (half > 0 ? rnd % (half + 1) : 0);
 }
 
-int fkd_wss_stopping(const struct fkd_wss *w) {
-    return w->cfg.stop != NULL && w->cfg.stop(w->cfg.user);
-}
-
 /* ---- setup ----------------------------------------------------------------------------------- */
 
 void fkd_wss_init(struct fkd_wss *w) {

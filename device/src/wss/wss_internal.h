@@ -26,10 +26,12 @@ static inline int fkd_wss_is_hex(int c) {
 /* The longest single wait: stop() is seen within this many milliseconds. */
 #define FKD_WSS_SLICE_MS 200u
 
-/* ---- wss.c ---- */
-
-/* 1 when the caller's stop callback asks the client to stop. */
-int fkd_wss_stopping(const struct fkd_wss *w);
+/* 1 when the caller's stop callback asks the client to stop. Inline: the session (wss.c) and
+ * the TLS transport (wss_tls.c) both poll it, and the transport must not call up into the
+ * session. */
+static inline int fkd_wss_stopping(const struct fkd_wss *w) {
+    return w->cfg.stop != NULL && w->cfg.stop(w->cfg.user);
+}
 
 /* ---- wss_tls.c ---- */
 
