@@ -243,7 +243,7 @@ rotation)
     # connection or at once); they confirm, the inventory records it
     run 0 ota_dual $FC ota --device $D1 --device $D2 --wait 180 v2.ab.bin
     for n in 1 2; do
-        wait_for rs$n.err "ota_pubkey2" 600 || fail "robot $n never got ota_pubkey2"
+        wait_for rs$n.err "ota_pubkey2 :=" 600 || fail "robot $n never got ota_pubkey2"
     done
     i=0
     while :; do
@@ -265,7 +265,7 @@ rotation)
     # robot 3 comes online: it gets the key and confirms
     start_robot 3
     welcomed 3 1 || fail "robot 3 not welcomed"
-    wait_for rs3.err "ota_pubkey2" 600 || fail "robot 3 never got ota_pubkey2"
+    wait_for rs3.err "ota_pubkey2 :=" 600 || fail "robot 3 never got ota_pubkey2"
     i=0
     while [ $i -lt 300 ]; do
         $R sign-release --new-only --output v3.b.bin v3.bin >rel3.out 2>rel3.err && break
