@@ -58,22 +58,22 @@ struct rot_job {
     int dirty;
 };
 
-/* ---- rot.c ----------------------------------------------------------------------------- */
+/* Who the rotation's own audit rows name as actor. */
+#define ROT_ACTOR "fleetkey-server"
+
+/* ---- rot_store.c: jobs, their JSON and their files --------------------------------------- */
+
+/* The inventory credential kind of each class (indexed by enum fk_plan_class). */
+extern const char *const fk_srv_rot_cred_kind[FK_PLAN_CLASSES];
+/* {"class":..., "version":v (when > 0), "reason":... (when not empty)}, for an audit row. */
+cJSON *fk_srv_rot_cls_detail(enum fk_plan_class c, unsigned version, const char *reason);
 
 /* At start: loads every rot-*.json of rot_dir (a bad one is logged and left on disk). */
 void fk_srv_rot_load(struct fk_server *srv);
-/* The 1 s tick: plan step, PSK check results, interlock and revocation, saving. */
-void fk_srv_rot_tick(struct fk_server *srv);
 /* Writes the jobs changed since their last write; at shutdown. */
 void fk_srv_rot_save_dirty(struct fk_server *srv);
+/* Frees every job (and the CA); at shutdown, after fk_srv_rot_save_dirty. */
 void fk_srv_rot_free(struct fk_server *srv);
-/* After hello: the session's rotation state, confirmation or rollback outcome. */
-void fk_srv_rot_hello(struct session *s, const struct fk_wss_msg *m);
-/* The next rot_* request of s, if any (called when no OTA request is due). 0, or -1 when
- * the message could not be queued. */
-int fk_srv_rot_push(struct session *s);
-/* The answer to s's outstanding rot_* request (s->rot_act, already cleared pending). */
-void fk_srv_rot_response(struct session *s, const struct fk_wss_msg *m);
 /* The job that is running, paused or settled (or done, not yet revoked), or NULL. */
 struct rot_job *fk_srv_rot_current(struct fk_server *srv);
 /* JSON of a job; detail adds per-device states. NULL when out of memory. */
@@ -88,6 +88,18 @@ int fk_srv_rot_create(struct fk_server *srv, const struct fk_plan_spec *spec,
                       struct rot_job **out, unsigned *status, char *why, size_t why_size);
 /* Marks j changed (saved by the next tick). */
 void fk_srv_rot_dirty(struct rot_job *j);
+
+/* ---- rot.c: delivery, confirmation, interlock and revocation ----------------------------- */
+
+/* The 1 s tick: plan step, PSK check results, interlock and revocation, saving. */
+void fk_srv_rot_tick(struct fk_server *srv);
+/* After hello: the session's rotation state, confirmation or rollback outcome. */
+void fk_srv_rot_hello(struct session *s, const struct fk_wss_msg *m);
+/* The next rot_* request of s, if any (called when no OTA request is due). 0, or -1 when
+ * the message could not be queued. */
+int fk_srv_rot_push(struct session *s);
+/* The answer to s's outstanding rot_* request (s->rot_act, already cleared pending). */
+void fk_srv_rot_response(struct session *s, const struct fk_wss_msg *m);
 
 /* ---- admin_rot.c ----------------------------------------------------------------------- */
 /* (declared in admin_internal.h with the other route handlers) */
