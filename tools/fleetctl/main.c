@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "fleetkey/common.h"
+#include "fleetkey/ctl.h"
 #include "robot.h"
 #include "server_cmd.h"
 
@@ -129,8 +130,8 @@ static int cmd_robot(int argc, char **argv) {
     enum fk_err rc = keys != NULL ? fleetctl_psk_from_manifest(keys, &key, &diag)
                                   : fleetctl_psk_from_file(psk_file, identity, &key, &diag);
     if (rc == FK_OK) {
-        rc = fleetctl_robot_request(host, port, &key, request, (unsigned)timeout_s * 1000u, resp,
-                                    sizeof resp, &diag);
+        rc = fk_ctl_request(host, port, key.identity, key.psk, key.psk_len, request, resp,
+                            sizeof resp, (unsigned)timeout_s * 1000u, &diag);
     }
     fk_wipe(&key, sizeof key);
     if (rc != FK_OK) {
