@@ -27,4 +27,20 @@ FK_MUST_CHECK enum fk_err fk_ctl_request(const char *host, const char *port, con
                                          char *resp, size_t resp_size, unsigned timeout_ms,
                                          struct fk_diag *diag);
 
+/* The control plane's check of a staged PSK (docs/wss-protocol.md, rot_commit): a handshake
+ * of its own as identity with the staged psk, request "status", and the answer must say
+ * "ok":true, "identity" = identity and "auth_slot":"next" (the listener authenticated this
+ * session with its next PSK, not the current one). FK_OK when it does; FK_E_PROTOCOL when the
+ * robot answered otherwise (diag says what it said: slot and identity, never key material);
+ * the errors of fk_ctl_request when no session was made. */
+FK_MUST_CHECK enum fk_err fk_ctl_confirm_next(const char *host, const char *port,
+                                              const char *identity, const uint8_t *psk,
+                                              size_t psk_len, unsigned timeout_ms,
+                                              struct fk_diag *diag);
+
+/* The check of fk_ctl_confirm_next on an answer already received (resp: a status response).
+ * FK_OK or FK_E_PROTOCOL (diag says why). */
+FK_MUST_CHECK enum fk_err fk_ctl_status_is_next(const char *resp, const char *identity,
+                                                struct fk_diag *diag);
+
 #endif
