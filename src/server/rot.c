@@ -126,7 +126,9 @@ static int stage_psk(struct fk_server *srv, struct session *s, struct rot_job *j
     cJSON_AddStringToObject(b, "class", "psk");
     cJSON_AddNumberToObject(b, "version", rd->version[FK_PLAN_PSK]);
     cJSON_AddStringToObject(b, "psk", b64);
-    cJSON_AddStringToObject(b, "identity", s->id);
+    char identity[FK_WSS_ID_MAX + 16];
+    fk_srv_rot_psk_identity(s->id, rd->version[FK_PLAN_PSK], identity, sizeof identity);
+    cJSON_AddStringToObject(b, "identity", identity);
     fk_wipe(b64, sizeof b64);
     fk_log(FK_LOG_INFO, "server: rotation %s: %s: rot_stage psk v%u %s", j->id, s->id,
            rd->version[FK_PLAN_PSK], rd->fpr[FK_PLAN_PSK]);
@@ -568,6 +570,7 @@ void fk_srv_rot_tick(struct fk_server *srv) {
             fk_srv_rot_dirty(j);
         }
     }
+    fk_srv_rot_checks(srv, j);
     audit_outcomes(srv, j);
     if (j->p->wave != wave) {
         cJSON *o = cJSON_CreateObject();
