@@ -64,8 +64,12 @@ cJSON *fk_srv_rot_json(const struct rot_job *j, int detail) {
     cJSON_AddStringToObject(o, "pause_reason", j->p->pause_reason);
     cJSON_AddNumberToObject(o, "wave", j->p->wave);
     cJSON *w = cJSON_AddArrayToObject(o, "waves");
+    cJSON *wd = cJSON_AddArrayToObject(o, "wave_devices");
     for (size_t i = 0; i < j->p->spec.n_waves; i++) {
         cJSON_AddItemToArray(w, cJSON_CreateNumber(j->p->spec.waves[i]));
+        /* the devices wave i covers, cumulative: fk_plan's ceil(n * pct / 100), at least 1 */
+        size_t end = (j->p->n * j->p->spec.waves[i] + 99u) / 100u;
+        cJSON_AddItemToArray(wd, cJSON_CreateNumber(end == 0 && j->p->n > 0 ? 1.0 : (double)end));
     }
     cJSON *cl = cJSON_AddArrayToObject(o, "classes");
     for (int c = 0; c < FK_PLAN_CLASSES; c++) {

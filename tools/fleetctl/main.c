@@ -32,7 +32,9 @@ static void usage(FILE *f) {
                "                   --ca CA.pem (devices | device ID)\n"
                "  ota, ota-status JOB  push a signed update through fleetkey-server and follow\n"
                "          it: fleetctl --p12 ... ota (--device ID ... | --all) [--wait S]\n"
-               "          IMAGE.bin (docs/fleetctl.md)\n");
+               "          IMAGE.bin (docs/fleetctl.md)\n"
+               "  rotate  a credential rotation plan: fleetctl --p12 ... rotate\n"
+               "          plan|start|pause|resume|abort|force|status (docs/fleetctl.md)\n");
     usage_robot(f);
 }
 
@@ -166,7 +168,7 @@ int main(int argc, char **argv) {
     /* fleetctl [--p12 ... --server ...] devices | device ID: the server's admin API. */
     if (strncmp(argv[1], "--", 2) == 0 || strcmp(argv[1], "devices") == 0 ||
         strcmp(argv[1], "device") == 0 || strcmp(argv[1], "ota") == 0 ||
-        strcmp(argv[1], "ota-status") == 0) {
+        strcmp(argv[1], "ota-status") == 0 || strcmp(argv[1], "rotate") == 0) {
         return fleetctl_server_main(argc - 1, argv + 1);
     }
     fprintf(stderr, "fleetctl: unknown command '%s'\n", argv[1]);
