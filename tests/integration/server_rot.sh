@@ -37,6 +37,7 @@ ok "$PK" ca crl --dir pki --out crl.pem
 CA=pki/ca-chain.pem
 printf 'rotation-test-pw\n' >pw.txt
 ok "$PK" export-p12 --dir pki --operator alice --password-file pw.txt --out alice.p12
+OPER="--ca $CA --cert pki/operators/alice.chain.pem --key pki/operators/alice.key.pem"
 FC="$BIN/fleetctl --p12 alice.p12 --password-file pw.txt --server https://127.0.0.1:PORT --ca $CA"
 # fc ARGS...: fleetctl against the running server (port known only after start_server).
 fc() { $(echo "$FC" | sed "s/PORT/$P/") "$@"; }
@@ -131,6 +132,13 @@ offline)
     grep -q "^$D2 .* yes " out.txt || { cat out.txt; fail "the offline device is not listed"; }
     grep -q "^$D1 *confirmed " out.txt || { cat out.txt; fail "$D1 not confirmed"; }
     grep -q '1 offline' out.txt || { cat out.txt; fail "no offline count"; }
+    "$W" --port "$P" $OPER --get /metrics >metrics.txt 2>/dev/null || fail "GET /metrics"
+    for m in '# TYPE fleetkey_rotation_devices gauge' \
+        'fleetkey_rotation_devices{plan="rot-000001",class="mtls",state="confirmed"} 1' \
+        'fleetkey_rotation_devices{plan="rot-000001",class="mtls",state="pending"} 1' \
+        'fleetkey_rotation_devices_offline 1' 'fleetkey_rotation_commits_total 1'; do
+        grep -qF "$m" metrics.txt || { cat metrics.txt; fail "metrics lack: $m"; }
+    done
     grep -q '^plan rot-000001: settled' out.txt || { cat out.txt; fail "plan not settled"; }
     fc_rc 3 rotate status rot-000001 --wait 1 --poll-ms 200
     fc_rc 0 --json rotate status rot-000001
