@@ -7,6 +7,9 @@
 #   offline  two devices, one never connects: status lists it offline, the plan settles and
 #            the interlock holds (blockers listed, nothing revoked); force with a wrong name
 #            is refused, with the right name accepted, then the old certificate is revoked.
+#   psk      a psk rotation: rot_stage with identity <device>.v<N>; ctl_testd plays the
+#            device's listener with the staged PSK as next; the server's own DTLS check
+#            (auth_slot next) leads to rot_commit and the confirmation.
 #   restart  a kill -9 of the server after delivery: restarted, the plan shows the same state
 #            and counts, and the device's trial is committed by the new process.
 set -eu
@@ -171,6 +174,48 @@ restart)
     trial $D1
     fc_rc 0 rotate status rot-000001
     grep -q "^$D1 *confirmed " out.txt || { cat out.txt; fail "not confirmed after the restart"; }
+    ;;
+psk)
+    # The device's DTLS listener is ctl_testd with the staged PSK as its next key: the server's
+    # own handshake with it must see auth_slot next before it sends rot_commit.
+    fc_rc 0 rotate plan --classes psk --waves 100 --timeout 30 --device $D1
+    fc_rc 0 rotate start rot-000001
+    PH='{"type":"hello","device_id":"'$D1'","firmware_version":"1.0","credential_versions":{},"posture":{"build":"development","rules":{}DTLS},"rot":{"psk":{"state":"STATE","version":0,"staged_version":STAGED,"reason":"none","attempts":0}}}'
+    ok "$W" --port "$P" --ca $CA --cert pki/devices/$D1.chain.pem --key pki/devices/$D1.key.pem \
+        --timeout 10 send "$(echo "$PH" | sed 's/DTLS//; s/STATE/idle/; s/STAGED/0/')" \
+        expect welcome expect-request rot_stage respond '{"rot":{"state":"trial"}}'
+    STAGE=$(grep '"rot_stage"' out.txt)
+    VER=$(echo "$STAGE" | sed 's/.*"version":\([0-9]*\).*/\1/')
+    ID=$(echo "$STAGE" | sed 's/.*"identity":"\([^"]*\)".*/\1/')
+    [ "$ID" = "$D1.v$VER" ] || fail "staged identity $ID, not $D1.v$VER"
+    NEXT=$(echo "$STAGE" | sed 's/.*"psk":"\([^"]*\)".*/\1/' | base64 -d | od -An -tx1 | tr -d ' \n')
+    [ ${#NEXT} -eq 64 ] || fail "staged PSK is not 32 bytes"
+    "$BIN/ctl_testd" --psk-hex 000102030405060708090a0b0c0d0e0f000102030405060708090a0b0c0d0e0f \
+        --identity $D1 --next-psk-hex "$NEXT" --next-identity "$ID" --port-file dtls.port \
+        --run-ms 60000 --quiet >testd.log 2>&1 &
+    TD_PID=$!
+    i=0
+    while [ ! -s dtls.port ]; do
+        i=$((i + 1)); [ $i -le 100 ] || fail "ctl_testd did not start"
+        sleep 0.1
+    done
+    DP=$(cat dtls.port)
+    rc=0
+    "$W" --port "$P" --ca $CA --cert pki/devices/$D1.chain.pem --key pki/devices/$D1.key.pem \
+        --timeout 15 send "$(echo "$PH" | sed 's/DTLS/,"dtls_port":'$DP'/; s/STATE/trial/; s/STAGED/'$VER'/')" \
+        expect welcome expect-request rot_commit respond '{"rot":{"state":"committed"}}' idle 2 \
+        >out.txt 2>err.txt || rc=$?
+    kill $TD_PID 2>/dev/null || true
+    wait $TD_PID 2>/dev/null || true
+    [ $rc -eq 0 ] || { cat out.txt err.txt testd.log >&2; fail "no rot_commit after the PSK check"; }
+    expect_log "psk v$VER authenticated as next"
+    grep -q 'requests=1' testd.log || { cat testd.log; fail "ctl_testd did not serve one status"; }
+    fc_rc 0 rotate status rot-000001 --wait 10 --poll-ms 200
+    fc_rc 0 rotate status rot-000001
+    grep -q "^$D1 *confirmed " out.txt || { cat out.txt; fail "psk not confirmed"; }
+    "$W" --port "$P" $OPER --get /metrics >metrics.txt 2>/dev/null || fail "GET /metrics"
+    grep -qF 'fleetkey_rotation_psk_checks_total{result="ok"} 1' metrics.txt ||
+        { cat metrics.txt; fail "psk check not counted"; }
     ;;
 *)
     fail "unknown case"
