@@ -177,13 +177,7 @@ static int call(SSL_CTX *ctx, const struct fleetctl_url *u, unsigned timeout_s, 
         free(body);
         return -1;
     }
-    *out = cJSON_Parse(body);
-    free(body);
-    if (*out == NULL) {
-        fprintf(stderr, "fleetctl: answer is not JSON\n");
-        return -1;
-    }
-    return 0;
+    return fleetctl_take_json(body, out);
 }
 
 static void print_summary(const cJSON *p) {

@@ -246,3 +246,13 @@ int fleetctl_https_json(SSL_CTX *ctx, const struct fleetctl_url *u, const char *
     return https_request(ctx, u, method, path, bf, (long long)len, "application/json", timeout_s,
                          status, body);
 }
+
+int fleetctl_take_json(char *body, cJSON **out) {
+    *out = cJSON_Parse(body);
+    free(body);
+    if (*out == NULL) {
+        fprintf(stderr, "fleetctl: answer is not JSON\n");
+        return -1;
+    }
+    return 0;
+}

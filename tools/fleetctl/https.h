@@ -27,6 +27,10 @@ int fleetctl_https_json(SSL_CTX *ctx, const struct fleetctl_url *u, const char *
                         const char *path, const char *json, unsigned timeout_s, int *status,
                         char **body);
 
+/* Parses an answer's body (freed here) into *out (the caller deletes it). 0, or -1 (printed)
+ * when it is not JSON. */
+int fleetctl_take_json(char *body, cJSON **out);
+
 /* The string member k of o, or "-". */
 const char *fleetctl_jstr(const cJSON *o, const char *k);
 
