@@ -16,7 +16,6 @@ static int send_request(struct session *s, enum fk_ota_action a, cJSON *body) {
     return fk_srv_send_request(s, a == FK_OTA_ACT_NONE ? "status" : fk_ota_action_kind(a), body);
 }
 
-
 static cJSON *key_body(struct fk_server *srv, const char *slot) {
     char der[2 * FK_ROT_DER_MAX];
     char endorsement[2 * FK_ROT_ENDORSE_LEN];

@@ -2,8 +2,9 @@
  *
  * WebSocket messages are bounded (FK_WSS_MAX_MESSAGE) and reassembled into a buffer that is
  * only allocated when a message arrives in several pieces; outgoing messages wait in a short
- * per-connection queue whose overflow closes that connection. */
+ * per-connection queue (session_io.c) whose overflow closes that connection. */
 #include "session_internal.h"
+
 #include "rot_internal.h"
 
 #include "auth_internal.h"
@@ -24,9 +25,6 @@ static int close_index(int code) {
 }
 
 /* ---- WebSocket sessions ----------------------------------------------------------------- */
-
-
-
 
 static int close_now(struct session *s, struct lws *wsi, int code, const char *why,
                      const char *detail) {

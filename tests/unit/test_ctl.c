@@ -6,7 +6,8 @@
 #include "fkd/ctl.h"
 #include "fleetkey/ctl.h"
 
-/* clang-format off: cmocka needs these before it */
+/* cmocka needs these before it */
+/* clang-format off */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
