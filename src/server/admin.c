@@ -3,39 +3,13 @@
 #include "admin_internal.h"
 
 #include "auth_internal.h"
+#include "rot_internal.h"
 #include "session_internal.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-int fk_srv_http_reply(struct lws *wsi, struct http_sess *h, unsigned status, const char *ctype,
-                      const char *body, size_t len) {
-    unsigned char hdr[LWS_PRE + 512];
-    unsigned char *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof hdr - 1;
-    free(h->buf);
-    h->buf = malloc(LWS_PRE + len + 1);
-    if (h->buf == NULL) {
-        return -1;
-    }
-    memcpy(h->buf + LWS_PRE, body, len);
-    h->len = len;
-    if (lws_add_http_common_headers(wsi, status, ctype, (lws_filepos_t)len, &p, end) ||
-        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
-                                     (const unsigned char *)"no-store", 8, &p, end) ||
-        lws_finalize_write_http_header(wsi, start, &p, end)) {
-        return -1;
-    }
-    lws_callback_on_writable(wsi);
-    return 0;
-}
-
-int fk_srv_http_json_error(struct lws *wsi, struct http_sess *h, unsigned status, const char *msg) {
-    char body[256];
-    int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}\n", msg);
-    return fk_srv_http_reply(wsi, h, status, "application/json", body, (size_t)n);
-}
 
 struct strbuf {
     char *p;
@@ -68,6 +42,55 @@ static void sb_printf(struct strbuf *b, const char *fmt, ...) {
         b->p = q;
         b->cap = cap;
     }
+}
+
+/* Credential rotation: the devices of the current plan by class and state (gauges: they move
+ * both ways, and a new plan starts again from pending), and the rotation's counters. */
+static void rot_metrics(struct fk_server *srv, struct strbuf *b) {
+    const struct rot_job *j = fk_srv_rot_current(srv);
+    sb_printf(b, "# HELP fleetkey_rotation_devices Devices of the current rotation plan, by "
+                 "class and state.\n"
+                 "# TYPE fleetkey_rotation_devices gauge\n");
+    for (int c = 0; j != NULL && c < FK_PLAN_CLASSES; c++) {
+        if (!(j->p->spec.classes & (1u << c))) {
+            continue;
+        }
+        size_t n[FK_PLAN_T_ROLLED_BACK + 1] = {0};
+        for (size_t i = 0; i < j->p->n; i++) {
+            if (j->p->t[i].state[c] <= FK_PLAN_T_ROLLED_BACK) {
+                n[j->p->t[i].state[c]]++;
+            }
+        }
+        for (int st = FK_PLAN_T_PENDING; st <= FK_PLAN_T_ROLLED_BACK; st++) {
+            sb_printf(b, "fleetkey_rotation_devices{plan=\"%s\",class=\"%s\",state=\"%s\"} %zu\n",
+                      j->id, fk_plan_class_name((enum fk_plan_class)c),
+                      fk_plan_tstate_name((enum fk_plan_tstate)st), n[st]);
+        }
+    }
+    struct fk_plan_counts k;
+    memset(&k, 0, sizeof k);
+    if (j != NULL) {
+        fk_plan_counts(j->p, &k);
+    }
+    sb_printf(b,
+              "# HELP fleetkey_rotation_devices_offline Devices of the current rotation plan "
+              "offline when their delivery was due.\n"
+              "# TYPE fleetkey_rotation_devices_offline gauge\n"
+              "fleetkey_rotation_devices_offline %zu\n"
+              "# HELP fleetkey_rotation_deliveries_total Rotation deliveries started (rot_csr or "
+              "rot_stage).\n"
+              "# TYPE fleetkey_rotation_deliveries_total counter\n"
+              "fleetkey_rotation_deliveries_total %llu\n"
+              "# HELP fleetkey_rotation_commits_total Successors confirmed (rot_commit "
+              "answered ok).\n"
+              "# TYPE fleetkey_rotation_commits_total counter\n"
+              "fleetkey_rotation_commits_total %llu\n"
+              "# HELP fleetkey_rotation_psk_checks_total DTLS checks of staged PSKs, by result.\n"
+              "# TYPE fleetkey_rotation_psk_checks_total counter\n"
+              "fleetkey_rotation_psk_checks_total{result=\"ok\"} %llu\n"
+              "fleetkey_rotation_psk_checks_total{result=\"failed\"} %llu\n",
+              k.offline, srv->rot_delivered, srv->rot_commits, srv->rot_checks_ok,
+              srv->rot_checks_failed);
 }
 
 /* GET /metrics: Prometheus text format. */
@@ -144,6 +167,7 @@ static int route_metrics(struct fk_server *srv, struct lws *wsi, struct http_ses
                       fk_ota_tstate_name((enum fk_ota_tstate)st), srv->ota_states[st]);
         }
     }
+    rot_metrics(srv, &b);
     int r = b.failed ? -1
                      : fk_srv_http_reply(wsi, h, 200, "text/plain; version=0.0.4; charset=utf-8",
                                          b.p, b.len);
@@ -192,17 +216,6 @@ static int cred_one(void *user, const struct fk_inv_credential *c) {
     cJSON_AddStringToObject(o, "expires_at", c->expires_at);
     cJSON_AddItemToArray(user, o);
     return 0;
-}
-
-int fk_srv_http_json(struct lws *wsi, struct http_sess *h, unsigned status, cJSON *o) {
-    char *text = o != NULL ? cJSON_PrintUnformatted(o) : NULL;
-    cJSON_Delete(o);
-    if (text == NULL) {
-        return -1;
-    }
-    int r = fk_srv_http_reply(wsi, h, status, "application/json", text, strlen(text));
-    cJSON_free(text);
-    return r;
 }
 
 /* GET /api/devices */
@@ -306,7 +319,8 @@ static int dispatch(struct fk_server *srv, struct lws *wsi, struct http_sess *h,
     const struct route *r = route_find(m, path);
     if (r == NULL) {
         return m == M_GET ? fk_srv_http_json_error(wsi, h, 404, "not found")
-                          : fk_srv_http_json_error(wsi, h, 405, "only GET (and POST /api/ota, /api/rotation)");
+                          : fk_srv_http_json_error(wsi, h, 405,
+                                                   "only GET (and POST /api/ota, /api/rotation)");
     }
     if (r->deny != NULL) {
         char name[FK_WSS_ID_MAX + 1];

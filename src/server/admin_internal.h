@@ -28,6 +28,8 @@ typedef int fk_srv_deny_fn(struct fk_server *srv, struct lws *wsi, struct http_s
 int fk_srv_admin_http(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                       size_t len);
 
+/* ---- http.c: the answers, below every route file --------------------------------------- */
+
 /* Answers status with body (copied) as ctype. 0, or -1. */
 int fk_srv_http_reply(struct lws *wsi, struct http_sess *h, unsigned status, const char *ctype,
                       const char *body, size_t len);

@@ -66,8 +66,6 @@ void fk_srv_apply_report(struct session *s, const struct fk_wss_ota *ota);
 
 /* ---- push.c ---------------------------------------------------------------------------- */
 
-/* Queues request kind with body (taken; NULL: {}) as s's one outstanding request. 0, or -1. */
-int fk_srv_send_request(struct session *s, const char *kind, cJSON *body);
 /* Sends s the next request, if any is due and none is outstanding. 0, or -1 when the message
  * could not be queued (the caller closes). */
 int fk_srv_push_next(struct session *s);

@@ -16,20 +16,6 @@ static int send_request(struct session *s, enum fk_ota_action a, cJSON *body) {
     return fk_srv_send_request(s, a == FK_OTA_ACT_NONE ? "status" : fk_ota_action_kind(a), body);
 }
 
-int fk_srv_send_request(struct session *s, const char *kind, cJSON *body) {
-    struct fk_server *srv = s->srv;
-    /* One outstanding request per connection (docs/wss-protocol.md); ids are unique per
-     * server run, so also per connection. */
-    snprintf(s->pending, sizeof s->pending, "r-%06llu", ++srv->requests);
-    s->pending_since = time(NULL);
-    cJSON *r = cJSON_CreateObject();
-    cJSON_AddStringToObject(r, "type", "request");
-    cJSON_AddStringToObject(r, "id", s->pending);
-    cJSON_AddStringToObject(r, "kind", kind);
-    cJSON_AddItemToObject(r, "body", body != NULL ? body : cJSON_CreateObject());
-    return fk_srv_enqueue_json(s, s->wsi, r) == 0 ? 0 : -1;
-}
-
 static cJSON *key_body(struct fk_server *srv, const char *slot) {
     char der[2 * FK_ROT_DER_MAX];
     char endorsement[2 * FK_ROT_ENDORSE_LEN];

@@ -28,7 +28,27 @@
 
 #include <cjson/cJSON.h>
 
+#include <pthread.h>
+#include <stdatomic.h>
+
 #define ROT_PSK_LEN 32
+#define ROT_CHECK_TRIES 5 /* PSK checks of one staged version before the plan's timeout */
+#define ROT_CHECKS_MAX 8  /* PSK checks in flight at once (one thread each) */
+#define ROT_CHECK_TIMEOUT_MS 3000
+
+/* One PSK check in flight (rot_check.c): the worker reads its inputs and writes rc/why, then
+ * sets done; the service thread reads the result only after done, then joins. */
+struct rot_check {
+    pthread_t th;
+    atomic_int done;
+    char host[64];
+    char port[8];
+    char identity[FK_WSS_ID_MAX + 16];
+    uint8_t psk[ROT_PSK_LEN]; /* secret: wiped before the struct is freed */
+    unsigned version;
+    enum fk_err rc;
+    char why[256];
+};
 
 _Static_assert((int)FK_WSS_ROT_MTLS == (int)FK_PLAN_MTLS && (int)FK_WSS_ROT_PSK == (int)FK_PLAN_PSK,
                "the classes of rot in a hello are indexed like the plan's");
@@ -46,6 +66,10 @@ struct rot_dev {
     int due[FK_PLAN_CLASSES];        /* fk_plan_step asked for a delivery not sent yet */
     int commit_due[FK_PLAN_CLASSES]; /* seen authenticate: rot_commit to send */
     int audited[FK_PLAN_CLASSES];    /* the final state of the class was audited */
+    /* psk confirmation (rot_check.c; not saved: a restart checks again) */
+    struct rot_check *chk; /* in flight, or NULL */
+    unsigned chk_version;  /* the staged version chk_tries counts for */
+    unsigned chk_tries;
 };
 
 struct rot_job {
@@ -58,22 +82,22 @@ struct rot_job {
     int dirty;
 };
 
-/* ---- rot.c ----------------------------------------------------------------------------- */
+/* Who the rotation's own audit rows name as actor. */
+#define ROT_ACTOR "fleetkey-server"
+
+/* ---- rot_store.c: jobs, their JSON and their files --------------------------------------- */
+
+/* The inventory credential kind of each class (indexed by enum fk_plan_class). */
+extern const char *const fk_srv_rot_cred_kind[FK_PLAN_CLASSES];
+/* {"class":..., "version":v (when > 0), "reason":... (when not empty)}, for an audit row. */
+cJSON *fk_srv_rot_cls_detail(enum fk_plan_class c, unsigned version, const char *reason);
 
 /* At start: loads every rot-*.json of rot_dir (a bad one is logged and left on disk). */
 void fk_srv_rot_load(struct fk_server *srv);
-/* The 1 s tick: plan step, PSK check results, interlock and revocation, saving. */
-void fk_srv_rot_tick(struct fk_server *srv);
 /* Writes the jobs changed since their last write; at shutdown. */
 void fk_srv_rot_save_dirty(struct fk_server *srv);
+/* Frees every job (and the CA); at shutdown, after fk_srv_rot_save_dirty. */
 void fk_srv_rot_free(struct fk_server *srv);
-/* After hello: the session's rotation state, confirmation or rollback outcome. */
-void fk_srv_rot_hello(struct session *s, const struct fk_wss_msg *m);
-/* The next rot_* request of s, if any (called when no OTA request is due). 0, or -1 when
- * the message could not be queued. */
-int fk_srv_rot_push(struct session *s);
-/* The answer to s's outstanding rot_* request (s->rot_act, already cleared pending). */
-void fk_srv_rot_response(struct session *s, const struct fk_wss_msg *m);
 /* The job that is running, paused or settled (or done, not yet revoked), or NULL. */
 struct rot_job *fk_srv_rot_current(struct fk_server *srv);
 /* JSON of a job; detail adds per-device states. NULL when out of memory. */
@@ -88,6 +112,31 @@ int fk_srv_rot_create(struct fk_server *srv, const struct fk_plan_spec *spec,
                       struct rot_job **out, unsigned *status, char *why, size_t why_size);
 /* Marks j changed (saved by the next tick). */
 void fk_srv_rot_dirty(struct rot_job *j);
+
+/* ---- rot.c: delivery, confirmation, interlock and revocation ----------------------------- */
+
+/* The 1 s tick: plan step, PSK check results, interlock and revocation, saving. */
+void fk_srv_rot_tick(struct fk_server *srv);
+/* After hello: the session's rotation state, confirmation or rollback outcome. */
+void fk_srv_rot_hello(struct session *s, const struct fk_wss_msg *m);
+/* The next rot_* request of s, if any (called when no OTA request is due). 0, or -1 when
+ * the message could not be queued. */
+int fk_srv_rot_push(struct session *s);
+/* The answer to s's outstanding rot_* request (s->rot_act, already cleared pending). */
+void fk_srv_rot_response(struct session *s, const struct fk_wss_msg *m);
+
+/* ---- rot_check.c: PSK confirmation by a DTLS handshake of the server's own ---------------- */
+
+/* The identity a staged PSK is delivered with: "<device>.v<version>". The device's listener
+ * picks its key slot by identity, so the staged PSK needs one of its own for the check to
+ * reach the "next" slot. */
+void fk_srv_rot_psk_identity(const char *device, unsigned version, char *out, size_t size);
+/* The 1 s tick's part: collects finished checks (ok: rot_commit due; failed: counted, retried
+ * up to ROT_CHECK_TRIES, then left to the plan's timeout) and starts a check for each live
+ * session that reports psk "trial" of the staged version. Never blocks. */
+void fk_srv_rot_checks(struct fk_server *srv, struct rot_job *j);
+/* At shutdown: waits for the checks in flight (each bounded by ROT_CHECK_TIMEOUT_MS). */
+void fk_srv_rot_checks_stop(struct fk_server *srv);
 
 /* ---- admin_rot.c ----------------------------------------------------------------------- */
 /* (declared in admin_internal.h with the other route handlers) */

@@ -10,14 +10,18 @@
  *                 store and its reload, certificate identity, WebSocket upgrade checks,
  *                 revocations (new CRL, inventory audit rows) closing live connections
  *   session.c     device WebSockets: fleetkey.v1 state per connection, reassembly, hello,
- *                 ping, send queue, closes
+ *                 ping, closes; session_io.c below it: the send queue, requests, scheduled
+ *                 closes and session look-ups every concern uses
  *   push.c        the OTA channel of a session: next request, responses, time-outs
  *   jobs.c        update jobs and their files in ota_dir, target state changes, the
  *                 OTA-key rotation view (rotation jobs join here)
- *   rot.c         credential rotation jobs (rot_* requests, confirmation from handshakes,
- *                 interlock, revocation) and their files in rot_dir; admin_rot.c their routes
+ *   rot.c         credential rotation: rot_* requests, confirmation from handshakes,
+ *                 interlock, revocation; rot_store.c the jobs and their files in rot_dir;
+ *                 rot_check.c the PSK check (a DTLS handshake in a worker thread);
+ *                 admin_rot.c their routes
  *   admin.c       the admin HTTP API: one route table and its dispatch, /healthz, /metrics,
- *                 /api/devices; admin_ota.c: the /api/ota routes (upload, interlock, jobs)
+ *                 /api/devices; admin_ota.c: the /api/ota routes (upload, interlock, jobs);
+ *                 http.c below them: the answers
  *   ota.c, msg.c, config.c   pure parts behind fleetkey/server.h (OTA decisions, wss message
  *                 parsing, the config file), tested without sockets */
 #include "fleetkey/server.h"
@@ -100,6 +104,7 @@ void fk_server_free(struct fk_server *srv) {
     fk_srv_listener_free(srv); /* sessions close: transfers in flight go back to the queue */
     fk_inventory_close(srv->inv);
     fk_srv_jobs_save_dirty(srv);
+    fk_srv_rot_checks_stop(srv);
     fk_srv_rot_save_dirty(srv);
     fk_srv_rot_free(srv);
     for (size_t j = 0; j < srv->njobs; j++) {

@@ -79,11 +79,11 @@ struct session {
     int rot_confirmed; /* fk_rotation_confirm done (or not needed) here */
     int superseded;    /* the device connected again: push nothing here */
     /* credential rotation (rot.c) */
-    struct fk_wss_rot rot; /* the device's last report; rot.present 0: never sent rot_* */
-    long long dtls_port;   /* posture.dtls_port of hello, 0 when absent */
+    struct fk_wss_rot rot;           /* the device's last report; rot.present 0: never sent rot_* */
+    long long dtls_port;             /* posture.dtls_port of hello, 0 when absent */
     char serial[FK_WSS_STR_MAX + 1]; /* this connection's client certificate serial, hex */
-    int rot_act;           /* enum rot_act of the outstanding request */
-    int rot_cls;           /* its class */
+    int rot_act;                     /* enum rot_act of the outstanding request */
+    int rot_cls;                     /* its class */
 };
 
 /* One update job: an image in the spool directory and one target per device. Jobs live as long
@@ -172,6 +172,8 @@ struct fk_server {
     unsigned long next_rjob;
     struct fk_pki_ca *ca; /* opened on first use */
     unsigned long long rot_delivered, rot_commits;
+    unsigned long long rot_checks_ok, rot_checks_failed;
+    unsigned rot_checks_running; /* PSK checks in flight (rot_check.c) */
     unsigned long long ota_bytes, ota_states[FK_OTA_FAILED + 1], ota_keys[2], ota_uploads_refused;
 };
 

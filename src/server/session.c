@@ -2,8 +2,9 @@
  *
  * WebSocket messages are bounded (FK_WSS_MAX_MESSAGE) and reassembled into a buffer that is
  * only allocated when a message arrives in several pieces; outgoing messages wait in a short
- * per-connection queue whose overflow closes that connection. */
+ * per-connection queue (session_io.c) whose overflow closes that connection. */
 #include "session_internal.h"
+
 #include "rot_internal.h"
 
 #include "auth_internal.h"
@@ -12,8 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define OUTQ_MAX 8 /* queued messages per connection before it is closed as a flood */
 
 const int fk_srv_close_codes[8] = {1000, 1001, 1003, 1007, 1008, 1009, 1011, 0};
 static int close_index(int code) {
@@ -26,44 +25,6 @@ static int close_index(int code) {
 }
 
 /* ---- WebSocket sessions ----------------------------------------------------------------- */
-
-static int enqueue(struct session *s, struct lws *wsi, const char *text, size_t len) {
-    if (s->q_n >= OUTQ_MAX || len > FK_WSS_MAX_MESSAGE) {
-        s->close_code = FK_WSS_CLOSE_POLICY;
-        snprintf(s->close_reason, sizeof s->close_reason, "send queue full");
-        lws_callback_on_writable(wsi);
-        return -1;
-    }
-    struct outmsg *m = malloc(sizeof *m + LWS_PRE + len);
-    if (m == NULL) {
-        return -1;
-    }
-    m->next = NULL;
-    m->len = len;
-    memcpy(m->data + LWS_PRE, text, len);
-    if (s->q_tail != NULL) {
-        s->q_tail->next = m;
-    } else {
-        s->q_head = m;
-    }
-    s->q_tail = m;
-    s->q_n++;
-    lws_callback_on_writable(wsi);
-    return 0;
-}
-
-int fk_srv_enqueue_json(struct session *s, struct lws *wsi, cJSON *o) {
-    char buf[FK_WSS_MAX_MESSAGE];
-    int ok = o != NULL && cJSON_PrintPreallocated(o, buf, (int)sizeof buf, 0);
-    cJSON_Delete(o);
-    return ok ? enqueue(s, wsi, buf, strlen(buf)) : -1;
-}
-
-void fk_srv_schedule_close(struct session *s, struct lws *wsi, int code, const char *why) {
-    s->close_code = code;
-    snprintf(s->close_reason, sizeof s->close_reason, "%s", why);
-    lws_callback_on_writable(wsi);
-}
 
 static int close_now(struct session *s, struct lws *wsi, int code, const char *why,
                      const char *detail) {
@@ -317,22 +278,4 @@ int fk_srv_session_cb(struct lws *wsi, enum lws_callback_reasons reason, void *u
     default:
         return 0;
     }
-}
-
-int fk_srv_connected(const struct fk_server *srv, const char *id) {
-    for (const struct session *s = srv->sessions; s != NULL; s = s->next) {
-        if (s->hello_done && strcmp(s->id, id) == 0) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
-struct session *fk_srv_session_of(struct fk_server *srv, const char *id) {
-    for (struct session *s = srv->sessions; s != NULL; s = s->next) {
-        if (s->hello_done && s->close_code == 0 && !s->superseded && strcmp(s->id, id) == 0) {
-            return s;
-        }
-    }
-    return NULL;
 }

@@ -4,7 +4,9 @@
  * (FK_WSS_MAX_MESSAGE), parsing (msg.c), hello (device id = certificate identity, presence and
  * audit in the inventory, welcome), ping/pong, routing responses to push.c, the outgoing queue
  * whose overflow closes the connection, and the close (logged and counted once). What the
- * server pushes and when is push.c's; time-outs are driven by the listener's tick. */
+ * server pushes and when is push.c's; time-outs are driven by the listener's tick. The queue,
+ * requests, scheduled closes and session look-ups are session_io.c's, below session.c, push.c,
+ * rot.c and auth.c, so that none of those has to call back into session.c. */
 #ifndef FK_SERVER_SESSION_INTERNAL_H
 #define FK_SERVER_SESSION_INTERNAL_H
 
@@ -19,12 +21,17 @@ extern const int fk_srv_close_codes[8];
 int fk_srv_session_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                       size_t len);
 
+/* ---- session_io.c: the low-level I/O every concern of a session uses -------------------- */
+
 /* Queues o (taken, deleted here) as one text message. 0, or -1 when it cannot be printed or
  * queued (a full queue also schedules close 1008). */
 int fk_srv_enqueue_json(struct session *s, struct lws *wsi, cJSON *o);
 
 /* Sends close code / why at the next writable callback. */
 void fk_srv_schedule_close(struct session *s, struct lws *wsi, int code, const char *why);
+
+/* Queues request kind with body (taken; NULL: {}) as s's one outstanding request. 0, or -1. */
+int fk_srv_send_request(struct session *s, const char *kind, cJSON *body);
 
 /* The live session of device id (said hello, not closing, not superseded), or NULL. */
 struct session *fk_srv_session_of(struct fk_server *srv, const char *id);

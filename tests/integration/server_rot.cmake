@@ -1,8 +1,15 @@
-# fleetkey-server's credential rotation (issue 14): an mtls rotation end to end against a
-# scripted device, revocation checked by the server's own handshake refusal.
-if(TARGET fk_server AND TARGET fk_pki AND TARGET wss_client)
-    add_test(NAME server_rot_mtls
-        COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/server_rot.sh ${PROJECT_BINARY_DIR}/bin
-            ${PROJECT_BINARY_DIR}/tmp/server_rot_mtls)
-    set_tests_properties(server_rot_mtls PROPERTIES TIMEOUT 120 LABELS "server;integration")
+# fleetkey-server's credential rotation (issue 14) against scripted devices, driven by fleetctl
+# rotate: mtls end to end, an offline device and the interlock/force, a kill -9 mid-plan, and
+# a psk rotation confirmed by the server's DTLS check against ctl_testd.
+if(TARGET fk_server AND TARGET fk_pki AND TARGET wss_client AND TARGET fleetctl)
+    set(cases mtls offline restart)
+    if(TARGET ctl_testd) # defined by ctl.cmake, included before this file
+        list(APPEND cases psk)
+    endif()
+    foreach(c ${cases})
+        add_test(NAME server_rot_${c}
+            COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/server_rot.sh ${c} ${PROJECT_BINARY_DIR}/bin
+                ${PROJECT_BINARY_DIR}/tmp/server_rot_${c})
+        set_tests_properties(server_rot_${c} PROPERTIES TIMEOUT 120 LABELS "server;integration")
+    endforeach()
 endif()

@@ -128,13 +128,7 @@ static int get_job(SSL_CTX *ctx, const struct fleetctl_url *u, unsigned timeout_
         free(body);
         return -1;
     }
-    *out = cJSON_Parse(body);
-    free(body);
-    if (*out == NULL) {
-        fprintf(stderr, "fleetctl: answer is not JSON\n");
-        return -1;
-    }
-    return 0;
+    return fleetctl_take_json(body, out);
 }
 
 static void print_job_table(const cJSON *j) {

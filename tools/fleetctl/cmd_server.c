@@ -31,10 +31,13 @@ static void usage(FILE *f) {
                "              push a signed update; wait (default 600 s) until every device\n"
                "              confirmed it, refused it, rolled back or failed\n"
                "  ota-status JOB   one update job, per device\n"
+               "  rotate plan|start|pause|resume|abort|force|status ...   a credential\n"
+               "              rotation plan (fleetctl ... rotate with no argument: usage)\n"
                "The identity in NAME.p12 must be an operator certificate (provision-keys\n"
                "export-p12 --operator); the server answers other certificates with 403.\n"
                "exit status: 0 ok, 1 failure (TLS, HTTP error, 403/404/409; ota: a device\n"
-               "refused, rolled back or failed), 2 usage, 3 ota: --wait ran out\n");
+               "refused, rolled back or failed; rotate status --wait: the plan aborted or\n"
+               "paused), 2 usage, 3 ota / rotate status: --wait ran out\n");
 }
 
 /* Loads key, certificate and chain from the bundle into ctx. PKCS#12 files in the legacy
@@ -155,10 +158,19 @@ int fleetctl_server_main(int argc, char **argv) {
     const char *id = i + 1 < argc ? argv[i + 1] : NULL;
     struct fleetctl_url u;
     struct fleetctl_ota_args ota;
+    struct fleetctl_rotate_args rot;
     char path[128];
     int is_ota = strcmp(cmd, "ota") == 0 || strcmp(cmd, "ota-status") == 0;
+    int is_rot = strcmp(cmd, "rotate") == 0;
     memset(&ota, 0, sizeof ota);
-    if (is_ota) {
+    memset(&rot, 0, sizeof rot);
+    if (is_rot) {
+        int urc = fleetctl_rotate_parse(argc - i - 1, argv + i + 1, &rot);
+        if (urc != 0) {
+            free(rot.devices);
+            return urc;
+        }
+    } else if (is_ota) {
         int urc = fleetctl_ota_parse(cmd, argc - i - 1, argv + i + 1, &ota);
         if (urc != 0) {
             free(ota.devices);
@@ -177,6 +189,7 @@ int fleetctl_server_main(int argc, char **argv) {
         fprintf(stderr, "fleetctl: need --p12, --password-file, --server https://HOST:PORT and "
                         "--ca\n");
         free(ota.devices);
+        free(rot.devices);
         return 2;
     }
 
@@ -190,6 +203,7 @@ int fleetctl_server_main(int argc, char **argv) {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     if (ctx == NULL) {
         free(ota.devices);
+        free(rot.devices);
         return 1;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
@@ -212,6 +226,10 @@ int fleetctl_server_main(int argc, char **argv) {
     }
     if (is_ota) {
         rc = fleetctl_ota_run(ctx, &u, timeout_s, json, &ota);
+        goto out;
+    }
+    if (is_rot) {
+        rc = fleetctl_rotate_run(ctx, &u, timeout_s, json, &rot);
         goto out;
     }
     if (fleetctl_https(ctx, &u, "GET", path, NULL, timeout_s, &status, &body) != 0) {
@@ -241,6 +259,7 @@ int fleetctl_server_main(int argc, char **argv) {
     }
 out:
     free(ota.devices);
+    free(rot.devices);
     free(body);
     SSL_CTX_free(ctx);
     return rc;

@@ -104,25 +104,14 @@ static void send_body(SSL *ssl, int fd, FILE *f) {
     }
 }
 
-int fleetctl_https(SSL_CTX *ctx, const struct fleetctl_url *u, const char *method, const char *path,
-                   const char *body_path, unsigned timeout_s, int *status, char **body) {
+/* One request with the body read from bf (body_len bytes, of type ctype; bf NULL: none).
+ * Closes bf. */
+static int https_request(SSL_CTX *ctx, const struct fleetctl_url *u, const char *method,
+                         const char *path, FILE *bf, long long body_len, const char *ctype,
+                         unsigned timeout_s, int *status, char **body) {
     int rc = -1;
     SSL *ssl = NULL;
     char *buf = NULL;
-    FILE *bf = NULL;
-    long long body_len = 0;
-    if (body_path != NULL) {
-        struct stat sb;
-        bf = fopen(body_path, "rb");
-        if (bf == NULL || fstat(fileno(bf), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-            fprintf(stderr, "fleetctl: cannot read %s\n", body_path);
-            if (bf != NULL) {
-                fclose(bf);
-            }
-            return -1;
-        }
-        body_len = (long long)sb.st_size;
-    }
     int fd = tcp_connect(u, timeout_s);
     if (fd < 0) {
         fprintf(stderr, "fleetctl: cannot connect to %s:%s\n", u->host, u->port);
@@ -153,16 +142,15 @@ int fleetctl_https(SSL_CTX *ctx, const struct fleetctl_url *u, const char *metho
         goto out;
     }
     char req[1024];
-    int n = bf != NULL
-                ? snprintf(req, sizeof req,
-                           "%s %s HTTP/1.1\r\nHost: %s\r\nAccept: application/json\r\n"
-                           "Content-Type: application/octet-stream\r\nContent-Length: %lld\r\n"
-                           "Connection: close\r\nUser-Agent: fleetctl\r\n\r\n",
-                           method, path, u->host, body_len)
-                : snprintf(req, sizeof req,
-                           "%s %s HTTP/1.1\r\nHost: %s\r\nAccept: application/json\r\n"
-                           "Connection: close\r\nUser-Agent: fleetctl\r\n\r\n",
-                           method, path, u->host);
+    int n = bf != NULL ? snprintf(req, sizeof req,
+                                  "%s %s HTTP/1.1\r\nHost: %s\r\nAccept: application/json\r\n"
+                                  "Content-Type: %s\r\nContent-Length: %lld\r\n"
+                                  "Connection: close\r\nUser-Agent: fleetctl\r\n\r\n",
+                                  method, path, u->host, ctype, body_len)
+                       : snprintf(req, sizeof req,
+                                  "%s %s HTTP/1.1\r\nHost: %s\r\nAccept: application/json\r\n"
+                                  "Connection: close\r\nUser-Agent: fleetctl\r\n\r\n",
+                                  method, path, u->host);
     if (n <= 0 || (size_t)n >= sizeof req || SSL_write(ssl, req, n) != n) {
         fprintf(stderr, "fleetctl: request failed (the server refused our certificate?)\n");
         goto out;
@@ -224,4 +212,47 @@ out:
 const char *fleetctl_jstr(const cJSON *o, const char *k) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
     return cJSON_IsString(v) ? v->valuestring : "-";
+}
+
+int fleetctl_https(SSL_CTX *ctx, const struct fleetctl_url *u, const char *method, const char *path,
+                   const char *body_path, unsigned timeout_s, int *status, char **body) {
+    FILE *bf = NULL;
+    long long body_len = 0;
+    if (body_path != NULL) {
+        struct stat sb;
+        bf = fopen(body_path, "rb");
+        if (bf == NULL || fstat(fileno(bf), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+            fprintf(stderr, "fleetctl: cannot read %s\n", body_path);
+            if (bf != NULL) {
+                fclose(bf);
+            }
+            return -1;
+        }
+        body_len = (long long)sb.st_size;
+    }
+    return https_request(ctx, u, method, path, bf, body_len, "application/octet-stream", timeout_s,
+                         status, body);
+}
+
+int fleetctl_https_json(SSL_CTX *ctx, const struct fleetctl_url *u, const char *method,
+                        const char *path, const char *json, unsigned timeout_s, int *status,
+                        char **body) {
+    size_t len = strlen(json);
+    FILE *bf = len > 0 ? fmemopen((void *)json, len, "rb") : NULL;
+    if (len > 0 && bf == NULL) {
+        fprintf(stderr, "fleetctl: out of memory\n");
+        return -1;
+    }
+    return https_request(ctx, u, method, path, bf, (long long)len, "application/json", timeout_s,
+                         status, body);
+}
+
+int fleetctl_take_json(char *body, cJSON **out) {
+    *out = cJSON_Parse(body);
+    free(body);
+    if (*out == NULL) {
+        fprintf(stderr, "fleetctl: answer is not JSON\n");
+        return -1;
+    }
+    return 0;
 }

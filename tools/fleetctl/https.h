@@ -22,6 +22,15 @@ int fleetctl_parse_url(const char *s, struct fleetctl_url *u);
 int fleetctl_https(SSL_CTX *ctx, const struct fleetctl_url *u, const char *method, const char *path,
                    const char *body_path, unsigned timeout_s, int *status, char **body);
 
+/* The same with json (a NUL-terminated string; "" sends no body) as an application/json body. */
+int fleetctl_https_json(SSL_CTX *ctx, const struct fleetctl_url *u, const char *method,
+                        const char *path, const char *json, unsigned timeout_s, int *status,
+                        char **body);
+
+/* Parses an answer's body (freed here) into *out (the caller deletes it). 0, or -1 (printed)
+ * when it is not JSON. */
+int fleetctl_take_json(char *body, cJSON **out);
+
 /* The string member k of o, or "-". */
 const char *fleetctl_jstr(const cJSON *o, const char *k);
 

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "fleetkey/common.h"
+#include "fleetkey/ctl.h"
 #include "robot.h"
 #include "server_cmd.h"
 
@@ -31,7 +32,9 @@ static void usage(FILE *f) {
                "                   --ca CA.pem (devices | device ID)\n"
                "  ota, ota-status JOB  push a signed update through fleetkey-server and follow\n"
                "          it: fleetctl --p12 ... ota (--device ID ... | --all) [--wait S]\n"
-               "          IMAGE.bin (docs/fleetctl.md)\n");
+               "          IMAGE.bin (docs/fleetctl.md)\n"
+               "  rotate  a credential rotation plan: fleetctl --p12 ... rotate\n"
+               "          plan|start|pause|resume|abort|force|status (docs/fleetctl.md)\n");
     usage_robot(f);
 }
 
@@ -129,8 +132,8 @@ static int cmd_robot(int argc, char **argv) {
     enum fk_err rc = keys != NULL ? fleetctl_psk_from_manifest(keys, &key, &diag)
                                   : fleetctl_psk_from_file(psk_file, identity, &key, &diag);
     if (rc == FK_OK) {
-        rc = fleetctl_robot_request(host, port, &key, request, (unsigned)timeout_s * 1000u, resp,
-                                    sizeof resp, &diag);
+        rc = fk_ctl_request(host, port, key.identity, key.psk, key.psk_len, request, resp,
+                            sizeof resp, (unsigned)timeout_s * 1000u, &diag);
     }
     fk_wipe(&key, sizeof key);
     if (rc != FK_OK) {
@@ -165,7 +168,7 @@ int main(int argc, char **argv) {
     /* fleetctl [--p12 ... --server ...] devices | device ID: the server's admin API. */
     if (strncmp(argv[1], "--", 2) == 0 || strcmp(argv[1], "devices") == 0 ||
         strcmp(argv[1], "device") == 0 || strcmp(argv[1], "ota") == 0 ||
-        strcmp(argv[1], "ota-status") == 0) {
+        strcmp(argv[1], "ota-status") == 0 || strcmp(argv[1], "rotate") == 0) {
         return fleetctl_server_main(argc - 1, argv + 1);
     }
     fprintf(stderr, "fleetctl: unknown command '%s'\n", argv[1]);

@@ -1,5 +1,6 @@
-/* fleetctl devices / device ID / ota / ota-status: the admin API of fleetkey-server over mTLS
- * with a PKCS#12 identity (cmd_server.c, cmd_ota.c, docs/server.md, docs/fleetctl.md). */
+/* fleetctl devices / device ID / ota / ota-status / rotate: the admin API of fleetkey-server over
+ * mTLS with a PKCS#12 identity (cmd_server.c, cmd_ota.c, cmd_rotate.c, docs/server.md,
+ * docs/fleetctl.md). */
 #ifndef FLEETCTL_SERVER_CMD_H
 #define FLEETCTL_SERVER_CMD_H
 
@@ -13,13 +14,13 @@ int fleetctl_server_main(int argc, char **argv);
 
 /* fleetctl ... ota (--device ID ... | --all) [--wait S | --no-wait] IMAGE, ota-status JOB. */
 struct fleetctl_ota_args {
-    int status_only;     /* ota-status */
-    const char *job;     /* ota-status JOB */
+    int status_only; /* ota-status */
+    const char *job; /* ota-status JOB */
     const char **devices;
     int ndevices;
     int all;
-    long wait_s;         /* default 600 */
-    long poll_ms;        /* between two reads of the job; default 1000 */
+    long wait_s;  /* default 600 */
+    long poll_ms; /* between two reads of the job; default 1000 */
     int no_wait;
     const char *image;
 };
@@ -31,5 +32,26 @@ int fleetctl_ota_parse(const char *cmd, int argc, char **argv, struct fleetctl_o
  * failed, 3 the wait ran out. */
 int fleetctl_ota_run(SSL_CTX *ctx, const struct fleetctl_url *u, unsigned timeout_s, int json,
                      const struct fleetctl_ota_args *a);
+
+/* fleetctl ... rotate plan|start|pause|resume|abort|force|status (cmd_rotate.c). */
+struct fleetctl_rotate_args {
+    const char *sub;  /* the subcommand */
+    const char *plan; /* rot-NNNNNN, or NULL (status: the newest plan) */
+    const char **devices;
+    int ndevices;
+    int all;
+    const char *classes, *waves;
+    long max_failure_pct, timeout_s, retries; /* -1: the server's default */
+    long wait_s;                              /* status --wait; -1: show once */
+    long poll_ms;                             /* default 1000 */
+};
+/* Parses the arguments after "rotate". 0 ok, 2 usage (printed), 1 out of memory. argv must
+ * outlive *a; a->devices is malloc'd (free it). */
+int fleetctl_rotate_parse(int argc, char **argv, struct fleetctl_rotate_args *a);
+/* Runs it. Exit status: 0 done (plan/start/...: the server accepted; status without --wait:
+ * the plan was read), 1 a refusal or, with --wait, the plan aborted or paused (threshold or an
+ * operator), 3 --wait ran out. */
+int fleetctl_rotate_run(SSL_CTX *ctx, const struct fleetctl_url *u, unsigned timeout_s, int json,
+                        const struct fleetctl_rotate_args *a);
 
 #endif

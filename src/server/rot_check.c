@@ -1,0 +1,139 @@
+/* PSK confirmation of credential rotation: see rot_internal.h (rot_check.c).
+ *
+ * The check is a DTLS handshake (fk_ctl_confirm_next) that can take seconds against a slow or
+ * silent device, so it runs in a thread of its own and the service thread never waits for it:
+ * the tick starts it, and a later tick collects the result (done, then join). The worker
+ * touches nothing but its struct rot_check. */
+#include "rot_internal.h"
+
+#include "session_internal.h"
+
+#include "fleetkey/ctl.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void fk_srv_rot_psk_identity(const char *device, unsigned version, char *out, size_t size) {
+    snprintf(out, size, "%s.v%u", device, version);
+}
+
+static void *check_main(void *arg) {
+    struct rot_check *c = arg;
+    struct fk_diag d;
+    fk_diag_init(&d);
+    c->rc = fk_ctl_confirm_next(c->host, c->port, c->identity, c->psk, sizeof c->psk,
+                                ROT_CHECK_TIMEOUT_MS, &d);
+    snprintf(c->why, sizeof c->why, "%.255s", c->rc == FK_OK ? "" : d.msg);
+    atomic_store(&c->done, 1);
+    return NULL;
+}
+
+static void check_free(struct fk_server *srv, struct rot_dev *rd) {
+    pthread_join(rd->chk->th, NULL);
+    fk_wipe(rd->chk->psk, sizeof rd->chk->psk);
+    free(rd->chk);
+    rd->chk = NULL;
+    srv->rot_checks_running--;
+}
+
+/* A finished check of device dev: rot_commit due, or one more failed try. */
+static void collect(struct fk_server *srv, struct rot_job *j, size_t i) {
+    struct rot_dev *rd = &j->d[i];
+    const struct fk_plan_target *t = &j->p->t[i];
+    const struct rot_check *c = rd->chk;
+    if (c->version != rd->version[FK_PLAN_PSK] || t->state[FK_PLAN_PSK] != FK_PLAN_T_SENT) {
+        /* delivered again or settled meanwhile: this answer is about nothing current */
+    } else if (c->rc == FK_OK) {
+        srv->rot_checks_ok++;
+        rd->commit_due[FK_PLAN_PSK] = 1;
+        fk_log(FK_LOG_INFO, "server: rotation %s: %s: psk v%u authenticated as next at %s:%s",
+               j->id, t->device, c->version, c->host, c->port);
+    } else {
+        srv->rot_checks_failed++;
+        fk_log(FK_LOG_WARN, "server: rotation %s: %s: psk v%u check %u/%d failed: %s (%s)", j->id,
+               t->device, c->version, rd->chk_tries, ROT_CHECK_TRIES, fk_strerror(c->rc), c->why);
+    }
+    check_free(srv, rd);
+}
+
+/* The device's address on its wss connection, as a host for getaddrinfo. */
+static void peer_host(const char *peer, char *out, size_t size) {
+    /* an IPv4 peer on a dual-stack socket: the device's listener is IPv4 */
+    if (strncmp(peer, "::ffff:", 7) == 0 && strchr(peer + 7, '.') != NULL) {
+        peer += 7;
+    }
+    snprintf(out, size, "%s", peer);
+}
+
+static void start(struct fk_server *srv, struct rot_job *j, size_t i, const struct session *s) {
+    struct rot_dev *rd = &j->d[i];
+    struct rot_check *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        return;
+    }
+    peer_host(s->peer, c->host, sizeof c->host);
+    snprintf(c->port, sizeof c->port, "%lld", s->dtls_port);
+    c->version = rd->version[FK_PLAN_PSK];
+    fk_srv_rot_psk_identity(s->id, c->version, c->identity, sizeof c->identity);
+    memcpy(c->psk, rd->psk, sizeof c->psk);
+    atomic_init(&c->done, 0);
+    if (pthread_create(&c->th, NULL, check_main, c) != 0) {
+        fk_log(FK_LOG_WARN, "server: rotation %s: %s: psk check not started (no thread)", j->id,
+               s->id);
+        fk_wipe(c->psk, sizeof c->psk);
+        free(c);
+        return;
+    }
+    rd->chk = c;
+    rd->chk_tries++;
+    srv->rot_checks_running++;
+    fk_log(FK_LOG_INFO, "server: rotation %s: %s: psk v%u check %u/%d at %s:%s", j->id, s->id,
+           c->version, rd->chk_tries, ROT_CHECK_TRIES, c->host, c->port);
+}
+
+void fk_srv_rot_checks(struct fk_server *srv, struct rot_job *j) {
+    for (size_t i = 0; i < j->p->n; i++) {
+        struct rot_dev *rd = &j->d[i];
+        if (rd->chk != NULL && atomic_load(&rd->chk->done)) {
+            collect(srv, j, i);
+        }
+    }
+    if (j->p->state != FK_PLAN_RUNNING && j->p->state != FK_PLAN_SETTLED) {
+        return;
+    }
+    for (size_t i = 0; i < j->p->n && srv->rot_checks_running < ROT_CHECKS_MAX; i++) {
+        struct rot_dev *rd = &j->d[i];
+        const struct fk_plan_target *t = &j->p->t[i];
+        unsigned v = rd->version[FK_PLAN_PSK];
+        if (rd->chk != NULL || !rd->has_psk || v == 0 || rd->commit_due[FK_PLAN_PSK] ||
+            t->state[FK_PLAN_PSK] != FK_PLAN_T_SENT) {
+            continue;
+        }
+        if (rd->chk_version != v) {
+            rd->chk_version = v;
+            rd->chk_tries = 0;
+        }
+        if (rd->chk_tries >= ROT_CHECK_TRIES) {
+            continue; /* the plan's per-device timeout decides */
+        }
+        const struct session *s = fk_srv_session_of(srv, t->device);
+        const struct fk_wss_rot_class *dc = s != NULL ? &s->rot.c[FK_PLAN_PSK] : NULL;
+        if (dc == NULL || !dc->present || strcmp(dc->state, "trial") != 0 ||
+            (unsigned long long)dc->staged_version != v || s->dtls_port <= 0) {
+            continue;
+        }
+        start(srv, j, i, s);
+    }
+}
+
+void fk_srv_rot_checks_stop(struct fk_server *srv) {
+    for (size_t k = 0; k < srv->nrjobs; k++) {
+        struct rot_job *j = srv->rjobs[k];
+        for (size_t i = 0; i < j->p->n; i++) {
+            if (j->d[i].chk != NULL) {
+                check_free(srv, &j->d[i]);
+            }
+        }
+    }
+}

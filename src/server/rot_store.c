@@ -1,0 +1,417 @@
+/* Credential rotation jobs, their life and their files (rot_store.c): see rot_internal.h. */
+#include "rot_internal.h"
+
+#include "jobs_internal.h"
+#include "session_internal.h"
+
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+const char *const fk_srv_rot_cred_kind[FK_PLAN_CLASSES] = {"ca_cert", "mtls_cert", "psk",
+                                                           "ota_pubkey"};
+
+void fk_srv_rot_dirty(struct rot_job *j) {
+    j->dirty = 1;
+}
+
+void fk_srv_rot_audit(struct fk_server *srv, const struct rot_job *j, const char *actor,
+                      const char *kind, const char *subject, cJSON *detail) {
+    char buf[1024];
+    struct fk_diag d;
+    fk_diag_init(&d);
+    if (detail == NULL) {
+        detail = cJSON_CreateObject();
+    }
+    cJSON_AddStringToObject(detail, "plan", j->id);
+    if (!cJSON_PrintPreallocated(detail, buf, (int)sizeof buf, 0)) {
+        snprintf(buf, sizeof buf, "{\"plan\":\"%s\"}", j->id);
+    }
+    cJSON_Delete(detail);
+    if (fk_inventory_audit_append(srv->inv, actor, kind, subject, buf, &d) != FK_OK) {
+        fk_log(FK_LOG_WARN, "server: rotation %s: audit %s not written: %s", j->id, kind, d.msg);
+    }
+}
+
+cJSON *fk_srv_rot_cls_detail(enum fk_plan_class c, unsigned version, const char *reason) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "class", fk_plan_class_name(c));
+    if (version > 0) {
+        cJSON_AddNumberToObject(o, "version", version);
+    }
+    if (reason != NULL && reason[0] != '\0') {
+        cJSON_AddStringToObject(o, "reason", reason);
+    }
+    return o;
+}
+
+/* ---- files ------------------------------------------------------------------------------ */
+
+cJSON *fk_srv_rot_json(const struct rot_job *j, int detail) {
+    struct fk_plan_counts k;
+    fk_plan_counts(j->p, &k);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", j->id);
+    cJSON_AddStringToObject(o, "created_at", j->created_at);
+    cJSON_AddStringToObject(o, "operator", j->operator_name);
+    cJSON_AddStringToObject(o, "state", fk_plan_state_name(j->p->state));
+    cJSON_AddStringToObject(o, "pause_reason", j->p->pause_reason);
+    cJSON_AddNumberToObject(o, "wave", j->p->wave);
+    cJSON *w = cJSON_AddArrayToObject(o, "waves");
+    cJSON *wd = cJSON_AddArrayToObject(o, "wave_devices");
+    for (size_t i = 0; i < j->p->spec.n_waves; i++) {
+        cJSON_AddItemToArray(w, cJSON_CreateNumber(j->p->spec.waves[i]));
+        /* the devices wave i covers, cumulative: fk_plan's ceil(n * pct / 100), at least 1 */
+        size_t end = (j->p->n * j->p->spec.waves[i] + 99u) / 100u;
+        cJSON_AddItemToArray(wd, cJSON_CreateNumber(end == 0 && j->p->n > 0 ? 1.0 : (double)end));
+    }
+    cJSON *cl = cJSON_AddArrayToObject(o, "classes");
+    for (int c = 0; c < FK_PLAN_CLASSES; c++) {
+        if (j->p->spec.classes & (1u << c)) {
+            cJSON_AddItemToArray(cl, cJSON_CreateString(fk_plan_class_name((enum fk_plan_class)c)));
+        }
+    }
+    cJSON_AddBoolToObject(o, "forced", j->p->forced);
+    cJSON_AddBoolToObject(o, "revoked", j->revoked);
+    cJSON *n = cJSON_AddObjectToObject(o, "counts");
+    cJSON_AddNumberToObject(n, "devices", (double)k.devices);
+    cJSON_AddNumberToObject(n, "open", (double)k.open);
+    cJSON_AddNumberToObject(n, "confirmed", (double)k.confirmed);
+    cJSON_AddNumberToObject(n, "failed", (double)k.failed);
+    cJSON_AddNumberToObject(n, "rolled_back", (double)k.rolled_back);
+    cJSON_AddNumberToObject(n, "in_flight", (double)k.in_flight);
+    cJSON_AddNumberToObject(n, "offline", (double)k.offline);
+    cJSON_AddNumberToObject(n, "pending", (double)k.pending);
+    if (j->p->state == FK_PLAN_SETTLED) {
+        char(*b)[FK_PLAN_DEV_SIZE] = NULL;
+        size_t nb = 0;
+        enum fk_err rc = fk_plan_interlock(j->p, &b, &nb); /* settled: never changes the plan
+                                                               unless it holds, which the
+                                                               tick would have seen first */
+        cJSON *arr = cJSON_AddArrayToObject(o, "blockers");
+        for (size_t i = 0; rc != FK_OK && i < nb; i++) {
+            cJSON_AddItemToArray(arr, cJSON_CreateString(b[i]));
+        }
+        free(b);
+    }
+    if (detail) {
+        cJSON *arr = cJSON_AddArrayToObject(o, "devices");
+        for (size_t i = 0; i < j->p->n; i++) {
+            const struct fk_plan_target *t = &j->p->t[i];
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "device", t->device);
+            for (int c = 0; c < FK_PLAN_CLASSES; c++) {
+                if (j->p->spec.classes & (1u << c)) {
+                    cJSON_AddStringToObject(e, fk_plan_class_name((enum fk_plan_class)c),
+                                            fk_plan_tstate_name((enum fk_plan_tstate)t->state[c]));
+                }
+            }
+            cJSON_AddBoolToObject(e, "offline", t->offline);
+            cJSON_AddStringToObject(e, "reason", t->reason);
+            cJSON_AddItemToArray(arr, e);
+        }
+    }
+    return o;
+}
+
+/* The file: the plan as fk_plan_to_json wrote it, plus what only the server knows (issued
+ * serials, staged PSKs: secrets, hence 0600 and never logged). */
+static void job_save(struct fk_server *srv, struct rot_job *j) {
+    char path[1200], *pj = NULL, *txt = NULL;
+    size_t pl = 0;
+    struct fk_diag d;
+    fk_diag_init(&d);
+    cJSON *o = NULL;
+    if (fk_plan_to_json(j->p, &pj, &pl) != FK_OK) {
+        goto out;
+    }
+    o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", j->id);
+    cJSON_AddStringToObject(o, "created_at", j->created_at);
+    cJSON_AddStringToObject(o, "operator", j->operator_name);
+    cJSON_AddBoolToObject(o, "revoked", j->revoked);
+    cJSON_AddItemToObject(o, "plan", cJSON_Parse(pj));
+    cJSON *devs = cJSON_AddObjectToObject(o, "server");
+    for (size_t i = 0; i < j->p->n; i++) {
+        const struct rot_dev *rd = &j->d[i];
+        cJSON *e = cJSON_CreateObject();
+        cJSON *v = cJSON_AddArrayToObject(e, "version");
+        cJSON *a = cJSON_AddArrayToObject(e, "audited");
+        cJSON *f = cJSON_AddArrayToObject(e, "fpr");
+        for (int c = 0; c < FK_PLAN_CLASSES; c++) {
+            cJSON_AddItemToArray(v, cJSON_CreateNumber(rd->version[c]));
+            cJSON_AddItemToArray(a, cJSON_CreateNumber(rd->audited[c]));
+            cJSON_AddItemToArray(f, cJSON_CreateString(rd->fpr[c]));
+        }
+        cJSON_AddStringToObject(e, "serial", rd->serial);
+        if (rd->has_psk) {
+            char hex[2 * ROT_PSK_LEN + 1];
+            if (fk_hex_encode(rd->psk, ROT_PSK_LEN, hex, sizeof hex) == FK_OK) {
+                cJSON_AddStringToObject(e, "psk", hex);
+            }
+            fk_wipe(hex, sizeof hex);
+        }
+        cJSON_AddItemToObject(devs, j->p->t[i].device, e);
+    }
+    txt = cJSON_PrintUnformatted(o);
+    snprintf(path, sizeof path, "%s/%s.json", srv->rot_dir, j->id);
+    if (txt != NULL && fk_file_write_atomic(path, txt, strlen(txt), 0600, 0, &d) == FK_OK) {
+        j->dirty = 0;
+    }
+out:
+    if (j->dirty) {
+        fk_log(FK_LOG_WARN, "server: rotation %s: not saved (%s)", j->id, d.msg);
+    }
+    if (txt != NULL) {
+        fk_wipe(txt, strlen(txt));
+        cJSON_free(txt);
+    }
+    cJSON_Delete(o); /* holds the PSK hex: cJSON frees without wiping; short-lived */
+    free(pj);
+}
+
+void fk_srv_rot_save_dirty(struct fk_server *srv) {
+    for (size_t i = 0; i < srv->nrjobs; i++) {
+        if (srv->rjobs[i]->dirty) {
+            job_save(srv, srv->rjobs[i]);
+        }
+    }
+}
+
+static void job_free(struct rot_job *j) {
+    if (j == NULL) {
+        return;
+    }
+    if (j->d != NULL && j->p != NULL) {
+        fk_wipe(j->d, j->p->n * sizeof *j->d);
+    }
+    free(j->d);
+    fk_plan_free(j->p);
+    free(j);
+}
+
+static int job_append(struct fk_server *srv, struct rot_job *j) {
+    void *q = realloc(srv->rjobs, (srv->nrjobs + 1) * sizeof *srv->rjobs);
+    if (q == NULL) {
+        return -1;
+    }
+    srv->rjobs = q;
+    srv->rjobs[srv->nrjobs++] = j;
+    return 0;
+}
+
+static int load_one(struct fk_server *srv, const char *name, unsigned long num) {
+    char path[1200];
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    char *pj = NULL;
+    cJSON *o = NULL;
+    struct rot_job *j = NULL;
+    struct fk_diag d;
+    fk_diag_init(&d);
+    int ok = 0;
+    snprintf(path, sizeof path, "%s/%s", srv->rot_dir, name);
+    if (fk_file_read(path, 256u << 20, &buf, &len, &d) != FK_OK) {
+        goto out;
+    }
+    o = cJSON_ParseWithLength((const char *)buf, len);
+    const cJSON *plan = cJSON_GetObjectItemCaseSensitive(o, "plan");
+    const cJSON *srvp = cJSON_GetObjectItemCaseSensitive(o, "server");
+    j = calloc(1, sizeof *j);
+    if (!cJSON_IsObject(plan) || !cJSON_IsObject(srvp) || j == NULL ||
+        (pj = cJSON_PrintUnformatted(plan)) == NULL) {
+        snprintf(d.msg, sizeof d.msg, "not a rotation job file");
+        goto out;
+    }
+    if (fk_plan_from_json((const uint8_t *)pj, strlen(pj), &j->p, &d) != FK_OK) {
+        goto out;
+    }
+    snprintf(j->id, sizeof j->id, "rot-%06lu", num);
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, "created_at");
+    snprintf(j->created_at, sizeof j->created_at, "%s", cJSON_IsString(it) ? it->valuestring : "");
+    it = cJSON_GetObjectItemCaseSensitive(o, "operator");
+    snprintf(j->operator_name, sizeof j->operator_name, "%s",
+             cJSON_IsString(it) ? it->valuestring : "");
+    j->revoked = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "revoked"));
+    j->d = calloc(j->p->n ? j->p->n : 1, sizeof *j->d);
+    if (j->d == NULL) {
+        goto out;
+    }
+    for (size_t i = 0; i < j->p->n; i++) {
+        struct rot_dev *rd = &j->d[i];
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(srvp, j->p->t[i].device);
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(e, "version");
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(e, "audited");
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(e, "fpr");
+        for (int c = 0; c < FK_PLAN_CLASSES; c++) {
+            const cJSON *x = cJSON_GetArrayItem(v, c);
+            rd->version[c] = cJSON_IsNumber(x) && x->valuedouble >= 0 && x->valuedouble < 2e9
+                                 ? (unsigned)x->valuedouble
+                                 : 0;
+            x = cJSON_GetArrayItem(a, c);
+            rd->audited[c] = cJSON_IsNumber(x) && x->valueint != 0;
+            x = cJSON_GetArrayItem(f, c);
+            snprintf(rd->fpr[c], sizeof rd->fpr[c], "%s", cJSON_IsString(x) ? x->valuestring : "");
+        }
+        it = cJSON_GetObjectItemCaseSensitive(e, "serial");
+        snprintf(rd->serial, sizeof rd->serial, "%s", cJSON_IsString(it) ? it->valuestring : "");
+        it = cJSON_GetObjectItemCaseSensitive(e, "psk");
+        size_t pl = 0, bad = 0;
+        if (cJSON_IsString(it) &&
+            fk_hex_decode(it->valuestring, strlen(it->valuestring), rd->psk, sizeof rd->psk, &pl,
+                          &bad) == FK_OK &&
+            pl == ROT_PSK_LEN) {
+            rd->has_psk = 1;
+        }
+    }
+    if (job_append(srv, j) != 0) {
+        goto out;
+    }
+    fk_log(FK_LOG_INFO, "server: rotation %s loaded: %s, %zu devices", j->id,
+           fk_plan_state_name(j->p->state), j->p->n);
+    j = NULL;
+    ok = 1;
+out:
+    if (!ok) {
+        fk_log(FK_LOG_WARN, "server: rotation file %s not loaded (left on disk): %s", path, d.msg);
+    }
+    job_free(j);
+    if (pj != NULL) {
+        cJSON_free(pj);
+    }
+    cJSON_Delete(o);
+    if (buf != NULL) {
+        fk_free_secret(buf, len);
+    }
+    return ok ? 0 : -1;
+}
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+void fk_srv_rot_load(struct fk_server *srv) {
+    DIR *dir = opendir(srv->rot_dir);
+    char **names = NULL;
+    size_t n = 0;
+    srv->next_rjob = 1;
+    if (dir == NULL) {
+        return;
+    }
+    struct dirent *e;
+    while ((e = readdir(dir)) != NULL) {
+        unsigned long num;
+        char tail[8];
+        if (sscanf(e->d_name, "rot-%6lu.jso%1s", &num, tail) == 2 && strlen(e->d_name) == 15) {
+            char **q = realloc(names, (n + 1) * sizeof *names);
+            if (q == NULL) {
+                break;
+            }
+            names = q;
+            names[n++] = strdup(e->d_name);
+            if (num >= srv->next_rjob) {
+                srv->next_rjob = num + 1;
+            }
+        }
+    }
+    closedir(dir);
+    if (n > 0) {
+        qsort(names, n, sizeof *names, cmp_str);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (names[i] != NULL) {
+            (void)load_one(srv, names[i], strtoul(names[i] + 4, NULL, 10));
+        }
+        free(names[i]);
+    }
+    free(names);
+}
+
+void fk_srv_rot_free(struct fk_server *srv) {
+    for (size_t i = 0; i < srv->nrjobs; i++) {
+        job_free(srv->rjobs[i]);
+    }
+    free(srv->rjobs);
+    srv->rjobs = NULL;
+    srv->nrjobs = 0;
+    fk_pki_ca_free(srv->ca);
+    srv->ca = NULL;
+}
+
+struct rot_job *fk_srv_rot_current(struct fk_server *srv) {
+    for (size_t i = srv->nrjobs; i-- > 0;) {
+        struct rot_job *j = srv->rjobs[i];
+        if (j->p->state != FK_PLAN_ABORTED && (j->p->state != FK_PLAN_DONE || !j->revoked)) {
+            return j;
+        }
+    }
+    return NULL;
+}
+
+/* ---- creating ----------------------------------------------------------------------------- */
+
+int fk_srv_rot_create(struct fk_server *srv, const struct fk_plan_spec *spec,
+                      const char *const *devices, size_t n, const char *operator_name,
+                      struct rot_job **out, unsigned *status, char *why, size_t why_size) {
+    struct fk_diag d;
+    fk_diag_init(&d);
+    struct rot_job *j = NULL;
+    *out = NULL;
+    if (fk_srv_rot_current(srv) != NULL) {
+        *status = 409;
+        snprintf(why, why_size, "a rotation is already under way: %s", fk_srv_rot_current(srv)->id);
+        return -1;
+    }
+    unsigned unsupported = spec->classes & ~((1u << FK_PLAN_MTLS) | (1u << FK_PLAN_PSK));
+    if (unsupported != 0) {
+        *status = 400;
+        snprintf(why, why_size, "the server rotates the classes mtls and psk only");
+        return -1;
+    }
+    if ((spec->classes & (1u << FK_PLAN_MTLS)) && srv->cfg.ca_dir[0] == '\0') {
+        *status = 400;
+        snprintf(why, why_size, "mtls rotation needs ca_dir in the server configuration");
+        return -1;
+    }
+    j = calloc(1, sizeof *j);
+    if (j == NULL) {
+        goto nomem;
+    }
+    snprintf(j->id, sizeof j->id, "rot-%06lu", srv->next_rjob);
+    if (fk_plan_new(j->id, spec, devices, n, &j->p, &d) != FK_OK) {
+        *status = 400;
+        snprintf(why, why_size, "%s", d.msg[0] ? d.msg : "bad plan");
+        job_free(j);
+        return -1;
+    }
+    j->d = calloc(n ? n : 1, sizeof *j->d);
+    if (j->d == NULL || job_append(srv, j) != 0) {
+        goto nomem;
+    }
+    srv->next_rjob++;
+    fk_time_rfc3339((long long)time(NULL), j->created_at);
+    snprintf(j->operator_name, sizeof j->operator_name, "%s", operator_name);
+    /* Created paused: `plan` shows what would happen before anything is delivered. */
+    if (fk_plan_pause(j->p, "not started") != FK_OK) {
+        fk_log(FK_LOG_WARN, "server: rotation %s: not paused", j->id);
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "devices", (double)n);
+    cJSON_AddNumberToObject(o, "classes", spec->classes);
+    fk_srv_rot_audit(srv, j, operator_name, "rotation.created", j->id, o);
+    job_save(srv, j);
+    fk_log(FK_LOG_INFO, "server: rotation %s created by %s: %zu devices", j->id, operator_name, n);
+    *out = j;
+    return 0;
+nomem:
+    job_free(j);
+    *status = 500;
+    snprintf(why, why_size, "out of memory");
+    return -1;
+}

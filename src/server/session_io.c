@@ -1,0 +1,80 @@
+/* The low-level I/O of device sessions (session_io.c): see session_internal.h. Below
+ * session.c, push.c, rot.c and auth.c: each of them queues, requests, closes or looks a session
+ * up through here, and this file calls none of them. */
+#include "session_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define OUTQ_MAX 8 /* queued messages per connection before it is closed as a flood */
+
+static int enqueue(struct session *s, struct lws *wsi, const char *text, size_t len) {
+    if (s->q_n >= OUTQ_MAX || len > FK_WSS_MAX_MESSAGE) {
+        s->close_code = FK_WSS_CLOSE_POLICY;
+        snprintf(s->close_reason, sizeof s->close_reason, "send queue full");
+        lws_callback_on_writable(wsi);
+        return -1;
+    }
+    struct outmsg *m = malloc(sizeof *m + LWS_PRE + len);
+    if (m == NULL) {
+        return -1;
+    }
+    m->next = NULL;
+    m->len = len;
+    memcpy(m->data + LWS_PRE, text, len);
+    if (s->q_tail != NULL) {
+        s->q_tail->next = m;
+    } else {
+        s->q_head = m;
+    }
+    s->q_tail = m;
+    s->q_n++;
+    lws_callback_on_writable(wsi);
+    return 0;
+}
+
+int fk_srv_enqueue_json(struct session *s, struct lws *wsi, cJSON *o) {
+    char buf[FK_WSS_MAX_MESSAGE];
+    int ok = o != NULL && cJSON_PrintPreallocated(o, buf, (int)sizeof buf, 0);
+    cJSON_Delete(o);
+    return ok ? enqueue(s, wsi, buf, strlen(buf)) : -1;
+}
+
+void fk_srv_schedule_close(struct session *s, struct lws *wsi, int code, const char *why) {
+    s->close_code = code;
+    snprintf(s->close_reason, sizeof s->close_reason, "%s", why);
+    lws_callback_on_writable(wsi);
+}
+
+int fk_srv_send_request(struct session *s, const char *kind, cJSON *body) {
+    struct fk_server *srv = s->srv;
+    /* One outstanding request per connection (docs/wss-protocol.md); ids are unique per
+     * server run, so also per connection. */
+    snprintf(s->pending, sizeof s->pending, "r-%06llu", ++srv->requests);
+    s->pending_since = time(NULL);
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddStringToObject(r, "type", "request");
+    cJSON_AddStringToObject(r, "id", s->pending);
+    cJSON_AddStringToObject(r, "kind", kind);
+    cJSON_AddItemToObject(r, "body", body != NULL ? body : cJSON_CreateObject());
+    return fk_srv_enqueue_json(s, s->wsi, r) == 0 ? 0 : -1;
+}
+
+int fk_srv_connected(const struct fk_server *srv, const char *id) {
+    for (const struct session *s = srv->sessions; s != NULL; s = s->next) {
+        if (s->hello_done && strcmp(s->id, id) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+struct session *fk_srv_session_of(struct fk_server *srv, const char *id) {
+    for (struct session *s = srv->sessions; s != NULL; s = s->next) {
+        if (s->hello_done && s->close_code == 0 && !s->superseded && strcmp(s->id, id) == 0) {
+            return s;
+        }
+    }
+    return NULL;
+}
