@@ -19,10 +19,12 @@ build-asan: deps
 	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DFK_SANITIZE=ON >/dev/null
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 
-# The layering check first (seconds, and a violation is a design error, not a test failure);
+# The layering and import-cycle checks first (seconds, and a violation is a design error, not
+# a test failure);
 # then CTest in both trees, each followed by the list of tests that did not run and why.
 check: build build-asan
 	python3 scripts/check-layers
+	python3 scripts/check-cycles $(BUILD)
 	sh scripts/run-ctest $(BUILD) -j $(JOBS)
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 sh scripts/run-ctest $(ASAN_BUILD) -j $(JOBS)
