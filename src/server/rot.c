@@ -307,6 +307,9 @@ static void confirmed(struct fk_server *srv, struct rot_job *j, size_t i, enum f
         return;
     }
     srv->rot_commits++;
+    if (c == FK_PLAN_PSK && rd->has_psk) {
+        (void)fk_srv_rot_write_psk(srv, dev, rd->version[c], rd->psk);
+    }
     (void)set_states(srv, dev, fk_srv_rot_cred_kind[c], rd->version[c], "active", "retired");
     rd->audited[c] = 1;
     fk_srv_rot_dirty(j);

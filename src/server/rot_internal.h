@@ -92,6 +92,11 @@ extern const char *const fk_srv_rot_cred_kind[FK_PLAN_CLASSES];
 /* {"class":..., "version":v (when > 0), "reason":... (when not empty)}, for an audit row. */
 cJSON *fk_srv_rot_cls_detail(enum fk_plan_class c, unsigned version, const char *reason);
 
+/* Writes rot_dir/psk/DEV.json (0600, atomically): the confirmed PSK of dev in the manifest's
+ * fields (psk_hex, psk_identity "<dev>.v<version>"), for `fleetctl robot --keys`. 0 or -1
+ * (logged). */
+int fk_srv_rot_write_psk(struct fk_server *srv, const char *dev, unsigned version,
+                         const uint8_t psk[ROT_PSK_LEN]);
 /* At start: loads every rot-*.json of rot_dir (a bad one is logged and left on disk). */
 void fk_srv_rot_load(struct fk_server *srv);
 /* Writes the jobs changed since their last write; at shutdown. */

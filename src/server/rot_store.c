@@ -184,6 +184,39 @@ void fk_srv_rot_save_dirty(struct fk_server *srv) {
     }
 }
 
+/* The operator's copy of a confirmed PSK: without it nobody could talk to the robot's DTLS
+ * listener after the rotation (the old PSK is refused from the commit on). The fields are the
+ * manifest's (psk_hex, psk_identity), so `fleetctl robot --keys FILE` reads it as it is. */
+int fk_srv_rot_write_psk(struct fk_server *srv, const char *dev, unsigned version,
+                         const uint8_t psk[ROT_PSK_LEN]) {
+    char hex[ROT_PSK_LEN * 2 + 1];
+    char dir[sizeof srv->rot_dir + 8];
+    char path[sizeof dir + FK_PLAN_DEV_SIZE + 8];
+    char text[512];
+    struct fk_diag d = {0};
+    int rc = -1;
+    snprintf(dir, sizeof dir, "%s/psk", srv->rot_dir);
+    snprintf(path, sizeof path, "%s/%s.json", dir, dev);
+    if (fk_hex_encode(psk, ROT_PSK_LEN, hex, sizeof hex) != FK_OK) {
+        goto out;
+    }
+    int n = snprintf(text, sizeof text,
+                     "{\n  \"device_id\": \"%s\",\n  \"psk_hex\": \"%s\",\n"
+                     "  \"psk_identity\": \"%s.v%u\",\n  \"psk_version\": %u\n}\n",
+                     dev, hex, dev, version, version);
+    if (n < 0 || (size_t)n >= sizeof text || fk_mkdirs(dir, 0700, &d) != FK_OK ||
+        fk_file_write_atomic(path, text, (size_t)n, 0600, 0, &d) != FK_OK) {
+        fk_log(FK_LOG_ERROR, "server: %s: PSK v%u not saved: %s", dev, version,
+               d.msg[0] != '\0' ? d.msg : "too long");
+        goto out;
+    }
+    rc = 0;
+out:
+    fk_wipe(hex, sizeof hex);
+    fk_wipe(text, sizeof text);
+    return rc;
+}
+
 static void job_free(struct rot_job *j) {
     if (j == NULL) {
         return;
