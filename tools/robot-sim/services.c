@@ -163,6 +163,9 @@ int start_services(struct robot_sim *rs, int argc, char **argv) {
         fkd_ctl_free(&rs->ctl.ctl);
         return 1;
     }
+    /* The posture (hello, status) names the port the listener really has: with --ctl-port 0
+     * only the socket knows it, and the control plane's PSK check dials it. */
+    rs->posture.dtls_port = fkd_ctl_port(&rs->ctl.ctl);
     const char *mode = cfg.mode == FKD_CTL_MODE_DTLS ? "dtls-psk" : "plaintext";
     fkd_log(FKD_LOG_INFO, "services: control listener on udp %s:%u (%s, %d sessions)", bind_ip,
             (unsigned)fkd_ctl_port(&rs->ctl.ctl), mode, ROBOT_SIM_CTL_SESSIONS);
