@@ -4,6 +4,7 @@
  * one, never a prefix. The temp file lives in the target's directory so rename() stays atomic
  * (same file system), and its name carries the pid and a counter so concurrent writers in one
  * directory never collide. */
+#define _GNU_SOURCE /* sync_file_range */
 #include "fleetkey/common.h"
 
 #include <errno.h>
@@ -14,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 static atomic_uint tmp_counter;
@@ -43,26 +45,17 @@ enum fk_err fk_dir_sync(const char *dir, struct fk_diag *diag) {
     return r == 0 ? FK_OK : io_fail(diag, dir, "fsync", err);
 }
 
-enum fk_err fk_file_write_atomic(const char *path, const void *data, size_t len, unsigned mode,
-                                 unsigned flags, struct fk_diag *diag) {
+/* Creates path's temp file (NAME.tmp.PID.N, the names a killed batch's cleanup knows) with
+ * exactly `mode` and writes data into it; *fd stays open. On failure nothing is left. */
+static enum fk_err temp_write(const char *path, const void *data, size_t len, unsigned mode,
+                              char *tmp, size_t tmp_size, int *fd_out, struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
-    char tmp[4096];
-    char dir[4096];
     int fd = -1;
-    int made = 0;
-
-    FK_GUARD(dir_of(path, dir, sizeof dir));
-    int n = snprintf(tmp, sizeof tmp, "%s.tmp.%ld.%u", path, (long)getpid(),
+    int n = snprintf(tmp, tmp_size, "%s.tmp.%ld.%u", path, (long)getpid(),
                      atomic_fetch_add(&tmp_counter, 1u));
-    FK_ENSURE(n > 0 && (size_t)n < sizeof tmp,
-              fk_diag_at(diag, FK_E_ARG, path, 0, "path too long"));
-    if ((flags & FK_WRITE_EXCL) && access(path, F_OK) == 0) {
-        rc = fk_diag_at(diag, FK_E_EXISTS, path, 0, "already exists");
-        goto out;
-    }
+    FK_ENSURE(n > 0 && (size_t)n < tmp_size, fk_diag_at(diag, FK_E_ARG, path, 0, "path too long"));
     fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     FK_ENSURE(fd >= 0, io_fail(diag, tmp, "cannot create", errno));
-    made = 1;
     /* The umask may have narrowed (or a caller asked for wider) permissions: set them
      * exactly, before any byte is written, so a secret is never readable by others. */
     FK_ENSURE(fchmod(fd, (mode_t)mode) == 0, io_fail(diag, tmp, "chmod", errno));
@@ -77,6 +70,32 @@ enum fk_err fk_file_write_atomic(const char *path, const void *data, size_t len,
         p += w;
         left -= (size_t)w;
     }
+    *fd_out = fd;
+    fd = -1;
+    rc = FK_OK;
+out:
+    if (fd >= 0) {
+        close(fd);
+        unlink(tmp);
+    }
+    return rc;
+}
+
+enum fk_err fk_file_write_atomic(const char *path, const void *data, size_t len, unsigned mode,
+                                 unsigned flags, struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    char tmp[4096];
+    char dir[4096];
+    int fd = -1;
+    int made = 0;
+
+    FK_GUARD(dir_of(path, dir, sizeof dir));
+    if ((flags & FK_WRITE_EXCL) && access(path, F_OK) == 0) {
+        rc = fk_diag_at(diag, FK_E_EXISTS, path, 0, "already exists");
+        goto out;
+    }
+    FK_GUARD(temp_write(path, data, len, mode, tmp, sizeof tmp, &fd, diag));
+    made = 1;
     if (!(flags & FK_WRITE_NOSYNC)) {
         FK_ENSURE(fsync(fd) == 0, io_fail(diag, tmp, "fsync", errno));
     }
@@ -98,6 +117,111 @@ out:
     return rc;
 }
 
+enum fk_err fk_file_stage_write(struct fk_file_stage *s, const char *path, const void *data,
+                                size_t len, unsigned mode, struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    char tmp[4096];
+    int fd = -1;
+    struct fk_file_staged e = {-1, NULL, NULL};
+    if (s->n == s->cap) {
+        size_t ncap = s->cap == 0 ? 64 : s->cap * 2;
+        struct fk_file_staged *nv = realloc(s->v, ncap * sizeof *nv);
+        FK_ENSURE(nv != NULL, FK_E_NOMEM);
+        s->v = nv;
+        s->cap = ncap;
+    }
+    FK_GUARD(temp_write(path, data, len, mode, tmp, sizeof tmp, &fd, diag));
+    /* Start the write-back now, without waiting: by the time the stage is flushed the data
+     * is usually on the device already, so the flush mostly finds nothing left to wait for.
+     * Advisory: where it is not supported the flush's wait does the work. */
+    (void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    e.tmp = strdup(tmp);
+    e.path = strdup(path);
+    FK_ENSURE(e.tmp != NULL && e.path != NULL, FK_E_NOMEM);
+    e.fd = fd;
+    fd = -1;
+    s->v[s->n++] = e;
+    e.tmp = NULL;
+    e.path = NULL;
+    rc = FK_OK;
+out:
+    if (fd >= 0) {
+        close(fd);
+        unlink(tmp);
+    }
+    free(e.tmp);
+    free(e.path);
+    return rc;
+}
+
+enum fk_err fk_file_stage_flush(struct fk_file_stage *s, struct fk_diag *diag) {
+    enum fk_err rc = FK_OK;
+    for (size_t i = 0; i < s->n; i++) {
+        struct fk_file_staged *e = &s->v[i];
+        if (rc == FK_OK) {
+            /* The data must be on the device before the name points at it: a rename made
+             * durable (by the caller's directory fsync) ahead of its data would leave a
+             * complete-looking file of zeros after a power cut. */
+            int r = s->fdatasync_each
+                        ? fdatasync(e->fd)
+                        : sync_file_range(e->fd, 0, 0,
+                                          SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                                              SYNC_FILE_RANGE_WAIT_AFTER);
+            if (r != 0 && !s->fdatasync_each && (errno == ENOSYS || errno == EINVAL)) {
+                r = fdatasync(e->fd);
+            }
+            if (r != 0) {
+                rc = io_fail(diag, e->tmp, s->fdatasync_each ? "fdatasync" : "sync_file_range",
+                             errno);
+            }
+        }
+        if (close(e->fd) != 0 && rc == FK_OK) {
+            rc = io_fail(diag, e->tmp, "close", errno);
+        }
+        e->fd = -1;
+        if (rc == FK_OK && rename(e->tmp, e->path) != 0) {
+            rc = io_fail(diag, e->path, "rename", errno);
+        }
+        if (rc != FK_OK) {
+            unlink(e->tmp);
+        }
+        free(e->tmp);
+        free(e->path);
+    }
+    s->n = 0;
+    return rc;
+}
+
+void fk_file_stage_free(struct fk_file_stage *s) {
+    for (size_t i = 0; i < s->n; i++) {
+        close(s->v[i].fd);
+        unlink(s->v[i].tmp);
+        free(s->v[i].tmp);
+        free(s->v[i].path);
+    }
+    free(s->v);
+    memset(s, 0, sizeof *s);
+}
+
+int fk_dir_sync_covers_data(int fd) {
+    struct statfs st;
+    if (fstatfs(fd, &st) != 0) {
+        return 0;
+    }
+    /* ext4 (0xEF53) and XFS keep one ordered journal/log: forcing it up to the directory's
+     * last change also forces every metadata change made before (block allocation, size
+     * updates done when write-back completed), and the commit is written behind a cache
+     * flush, so data already written back is stable too. tmpfs has no disk. */
+    switch ((unsigned long)st.f_type) {
+    case 0xEF53UL:     /* ext2/3/4 */
+    case 0x58465342UL: /* XFS */
+    case 0x01021994UL: /* tmpfs */
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 enum fk_err fk_file_read(const char *path, size_t max, uint8_t **out, size_t *out_len,
                          struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
@@ -115,7 +239,7 @@ enum fk_err fk_file_read(const char *path, size_t max, uint8_t **out, size_t *ou
                 ncap = max + 2;
             }
             FK_ENSURE(ncap > cap, fk_diag_at(diag, FK_E_TOOBIG, path, 0,
-                                            "larger than the limit of %zu bytes", max));
+                                             "larger than the limit of %zu bytes", max));
             uint8_t *nb = realloc(buf, ncap);
             FK_ENSURE(nb != NULL, FK_E_NOMEM);
             buf = nb;
