@@ -24,29 +24,29 @@ extern "C" {
 
 /* The one error table. Add a row here (never reuse a value for a new meaning); fk_strerror()
  * and the enum are generated from it. */
-#define FK_ERR_TABLE(X)                                                                            \
-    X(FK_OK, "success")                                                                            \
-    X(FK_E_INTERNAL, "internal error")                                                             \
-    X(FK_E_NOMEM, "out of memory")                                                                 \
-    X(FK_E_ARG, "invalid argument")                                                                \
-    X(FK_E_IO, "input/output error")                                                               \
-    X(FK_E_PARSE, "malformed input")                                                               \
-    X(FK_E_TRUNCATED, "input truncated")                                                           \
-    X(FK_E_CRC, "checksum mismatch")                                                               \
-    X(FK_E_RANGE, "value out of range")                                                            \
-    X(FK_E_NOSPACE, "does not fit")                                                                \
-    X(FK_E_CRYPTO, "cryptographic operation failed")                                               \
-    X(FK_E_NOTFOUND, "not found")                                                                  \
-    X(FK_E_EXISTS, "already exists")                                                               \
-    X(FK_E_DB, "database error")                                                                   \
-    X(FK_E_VERIFY, "verification failed")                                                          \
-    X(FK_E_UNSUPPORTED, "unsupported")                                                             \
-    X(FK_E_POLICY, "refused by policy")                                                            \
-    X(FK_E_PROTOCOL, "protocol error")                                                             \
-    X(FK_E_TIMEOUT, "timed out")                                                                   \
-    X(FK_E_MISMATCH, "mismatch")                                                                   \
-    X(FK_E_STATE, "not allowed in the current state")                                              \
-    X(FK_E_AUTH, "authentication failed")                                                          \
+#define FK_ERR_TABLE(X)                                                                        \
+    X(FK_OK, "success")                                                                        \
+    X(FK_E_INTERNAL, "internal error")                                                         \
+    X(FK_E_NOMEM, "out of memory")                                                             \
+    X(FK_E_ARG, "invalid argument")                                                            \
+    X(FK_E_IO, "input/output error")                                                           \
+    X(FK_E_PARSE, "malformed input")                                                           \
+    X(FK_E_TRUNCATED, "input truncated")                                                       \
+    X(FK_E_CRC, "checksum mismatch")                                                           \
+    X(FK_E_RANGE, "value out of range")                                                        \
+    X(FK_E_NOSPACE, "does not fit")                                                            \
+    X(FK_E_CRYPTO, "cryptographic operation failed")                                           \
+    X(FK_E_NOTFOUND, "not found")                                                              \
+    X(FK_E_EXISTS, "already exists")                                                           \
+    X(FK_E_DB, "database error")                                                               \
+    X(FK_E_VERIFY, "verification failed")                                                      \
+    X(FK_E_UNSUPPORTED, "unsupported")                                                         \
+    X(FK_E_POLICY, "refused by policy")                                                        \
+    X(FK_E_PROTOCOL, "protocol error")                                                         \
+    X(FK_E_TIMEOUT, "timed out")                                                               \
+    X(FK_E_MISMATCH, "mismatch")                                                               \
+    X(FK_E_STATE, "not allowed in the current state")                                          \
+    X(FK_E_AUTH, "authentication failed")                                                      \
     X(FK_E_TOOBIG, "input too large")
 
 enum fk_err {
@@ -63,19 +63,19 @@ const char *fk_errname(enum fk_err rc);
 
 /* Guards: every function that uses them declares `enum fk_err rc` (starting as a failure) and
  * has a single `out:` label that releases everything. */
-#define FK_ENSURE(c, e)                                                                            \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            rc = (e);                                                                              \
-            goto out;                                                                              \
-        }                                                                                          \
+#define FK_ENSURE(c, e)                                                                        \
+    do {                                                                                       \
+        if (!(c)) {                                                                            \
+            rc = (e);                                                                          \
+            goto out;                                                                          \
+        }                                                                                      \
     } while (0)
-#define FK_GUARD(call)                                                                             \
-    do {                                                                                           \
-        rc = (call);                                                                               \
-        if (rc != FK_OK) {                                                                         \
-            goto out;                                                                              \
-        }                                                                                          \
+#define FK_GUARD(call)                                                                         \
+    do {                                                                                       \
+        rc = (call);                                                                           \
+        if (rc != FK_OK) {                                                                     \
+            goto out;                                                                          \
+        }                                                                                      \
     } while (0)
 #define FK_GUARD_OSSL(call, e) FK_ENSURE((call) == 1, (e))
 
@@ -83,8 +83,8 @@ const char *fk_errname(enum fk_err rc);
  * Library functions fill it on failure when a non-NULL pointer is passed; a NULL diag is
  * allowed everywhere and simply receives nothing. */
 struct fk_diag {
-    char file[256];   /* input the message is about, "" when none */
-    long line;        /* 1-based line in file, 0 when not applicable */
+    char file[256];  /* input the message is about, "" when none */
+    long line;       /* 1-based line in file, 0 when not applicable */
     long long offset; /* byte offset in file, -1 when not applicable */
     char msg[512];
 };
@@ -157,7 +157,8 @@ static inline uint16_t fk_load_le16(const uint8_t *p) {
     return (uint16_t)(p[0] | (p[1] << 8));
 }
 static inline uint32_t fk_load_le32(const uint8_t *p) {
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
+           ((uint32_t)p[3] << 24);
 }
 static inline void fk_store_le16(uint8_t *p, uint16_t v) {
     p[0] = (uint8_t)v;
@@ -181,7 +182,8 @@ enum {
  * whatever the umask (0600 for secrets). On failure path is unchanged and no temp file is
  * left. FK_OK, FK_E_IO (diag names the file and errno text), FK_E_EXISTS. */
 FK_MUST_CHECK enum fk_err fk_file_write_atomic(const char *path, const void *data, size_t len,
-                                               unsigned mode, unsigned flags, struct fk_diag *diag);
+                                               unsigned mode, unsigned flags,
+                                               struct fk_diag *diag);
 /* Staged atomic writes: fk_file_write_atomic split in two halves so that a batch of files
  * is made durable at once instead of one fsync (one device cache flush) per file.
  * fk_file_stage_write writes a temp file beside path (same temp names as fk_file_write_atomic,
@@ -218,8 +220,8 @@ int fk_dir_sync_covers_data(int fd);
 /* Reads a whole file of at most max bytes into a fresh malloc'd buffer (*out, NUL-terminated
  * past *out_len for convenience; free with free(), or fk_free_secret() for secrets).
  * FK_OK, FK_E_IO, FK_E_TOOBIG. */
-FK_MUST_CHECK enum fk_err fk_file_read(const char *path, size_t max, uint8_t **out, size_t *out_len,
-                                       struct fk_diag *diag);
+FK_MUST_CHECK enum fk_err fk_file_read(const char *path, size_t max, uint8_t **out,
+                                       size_t *out_len, struct fk_diag *diag);
 /* fsyncs a directory (after a batch of FK_WRITE_NOSYNC writes and their renames). */
 FK_MUST_CHECK enum fk_err fk_dir_sync(const char *dir, struct fk_diag *diag);
 /* Creates dir and its parents (like mkdir -p) with the given mode. */

@@ -239,7 +239,7 @@ enum fk_err fk_file_read(const char *path, size_t max, uint8_t **out, size_t *ou
                 ncap = max + 2;
             }
             FK_ENSURE(ncap > cap, fk_diag_at(diag, FK_E_TOOBIG, path, 0,
-                                             "larger than the limit of %zu bytes", max));
+                                            "larger than the limit of %zu bytes", max));
             uint8_t *nb = realloc(buf, ncap);
             FK_ENSURE(nb != NULL, FK_E_NOMEM);
             buf = nb;
