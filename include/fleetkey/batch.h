@@ -127,6 +127,8 @@ struct fk_batch_result {
                               committing them (overlapped with the workers' minting) */
     size_t chunks;         /* chunks minted */
     size_t chunk;          /* devices per chunk at the end (grows from the default) */
+    const char *durability; /* "dir", "fdatasync" or "syncfs": how files were made durable
+                               (static string; see chunk_commit in batch.c) */
     unsigned jobs;         /* worker threads used */
     size_t superseded;     /* mTLS certificates revoked as superseded */
     int ota_key_created;

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
@@ -45,6 +46,24 @@ enum fk_err fk_dir_sync(const char *dir, struct fk_diag *diag) {
     return r == 0 ? FK_OK : io_fail(diag, dir, "fsync", err);
 }
 
+static enum fk_err write_all(int fd, const void *data, size_t len, const char *name,
+                             struct fk_diag *diag) {
+    const uint8_t *p = data;
+    size_t left = len;
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w <= 0) {
+            return io_fail(diag, name, "write", errno);
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    return FK_OK;
+}
+
 /* Creates path's temp file (NAME.tmp.PID.N, the names a killed batch's cleanup knows) with
  * exactly `mode` and writes data into it; *fd stays open. On failure nothing is left. */
 static enum fk_err temp_write(const char *path, const void *data, size_t len, unsigned mode,
@@ -59,17 +78,7 @@ static enum fk_err temp_write(const char *path, const void *data, size_t len, un
     /* The umask may have narrowed (or a caller asked for wider) permissions: set them
      * exactly, before any byte is written, so a secret is never readable by others. */
     FK_ENSURE(fchmod(fd, (mode_t)mode) == 0, io_fail(diag, tmp, "chmod", errno));
-    const uint8_t *p = data;
-    size_t left = len;
-    while (left > 0) {
-        ssize_t w = write(fd, p, left);
-        if (w < 0 && errno == EINTR) {
-            continue;
-        }
-        FK_ENSURE(w > 0, io_fail(diag, tmp, "write", errno));
-        p += w;
-        left -= (size_t)w;
-    }
+    FK_GUARD(write_all(fd, data, len, tmp, diag));
     *fd_out = fd;
     fd = -1;
     rc = FK_OK;
@@ -130,14 +139,37 @@ enum fk_err fk_file_stage_write(struct fk_file_stage *s, const char *path, const
         s->v = nv;
         s->cap = ncap;
     }
-    FK_GUARD(temp_write(path, data, len, mode, tmp, sizeof tmp, &fd, diag));
+    /* An unnamed file (O_TMPFILE) when the file system has them: it needs no directory
+     * entry until the flush links it in place, so creating it does not take the
+     * directory's lock (the one lock every worker writing into one directory contends
+     * on), and a killed run leaves no temp file behind. */
+    tmp[0] = '\0';
+    if (!s->named) {
+        char dir[4096];
+        FK_GUARD(dir_of(path, dir, sizeof dir));
+        fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+        if (fd < 0 || access("/proc/self/fd", X_OK) != 0) {
+            s->named = 1; /* not supported here (or no /proc to link it by): named temps */
+            if (fd >= 0) {
+                close(fd);
+                fd = -1;
+            }
+        } else {
+            FK_ENSURE(fchmod(fd, (mode_t)mode) == 0, io_fail(diag, path, "chmod", errno));
+            FK_GUARD(write_all(fd, data, len, path, diag));
+        }
+    }
+    if (fd < 0) {
+        FK_GUARD(temp_write(path, data, len, mode, tmp, sizeof tmp, &fd, diag));
+        e.tmp = strdup(tmp);
+        FK_ENSURE(e.tmp != NULL, FK_E_NOMEM);
+    }
     /* Start the write-back now, without waiting: by the time the stage is flushed the data
      * is usually on the device already, so the flush mostly finds nothing left to wait for.
      * Advisory: where it is not supported the flush's wait does the work. */
     (void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-    e.tmp = strdup(tmp);
     e.path = strdup(path);
-    FK_ENSURE(e.tmp != NULL && e.path != NULL, FK_E_NOMEM);
+    FK_ENSURE(e.path != NULL, FK_E_NOMEM);
     e.fd = fd;
     fd = -1;
     s->v[s->n++] = e;
@@ -147,11 +179,42 @@ enum fk_err fk_file_stage_write(struct fk_file_stage *s, const char *path, const
 out:
     if (fd >= 0) {
         close(fd);
-        unlink(tmp);
+        if (tmp[0] != '\0') {
+            unlink(tmp);
+        }
     }
     free(e.tmp);
     free(e.path);
     return rc;
+}
+
+/* Gives the unnamed file e->fd the name e->path, replacing any file there atomically. */
+static enum fk_err link_unnamed(struct fk_file_staged *e, struct fk_diag *diag) {
+    char proc[64];
+    char tmp[4096];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", e->fd);
+    if (linkat(AT_FDCWD, proc, AT_FDCWD, e->path, AT_SYMLINK_FOLLOW) == 0) {
+        return FK_OK;
+    }
+    if (errno != EEXIST) {
+        return io_fail(diag, e->path, "link", errno);
+    }
+    /* A file of that name exists (a device minted again): link under a temp name, then
+     * rename over it, so the name never points at nothing. */
+    int n = snprintf(tmp, sizeof tmp, "%s.tmp.%ld.%u", e->path, (long)getpid(),
+                     atomic_fetch_add(&tmp_counter, 1u));
+    if (n <= 0 || (size_t)n >= sizeof tmp) {
+        return fk_diag_at(diag, FK_E_ARG, e->path, 0, "path too long");
+    }
+    if (linkat(AT_FDCWD, proc, AT_FDCWD, tmp, AT_SYMLINK_FOLLOW) != 0) {
+        return io_fail(diag, tmp, "link", errno);
+    }
+    if (rename(tmp, e->path) != 0) {
+        int err = errno;
+        unlink(tmp);
+        return io_fail(diag, e->path, "rename", err);
+    }
+    return FK_OK;
 }
 
 enum fk_err fk_file_stage_flush(struct fk_file_stage *s, struct fk_diag *diag) {
@@ -171,18 +234,21 @@ enum fk_err fk_file_stage_flush(struct fk_file_stage *s, struct fk_diag *diag) {
                 r = fdatasync(e->fd);
             }
             if (r != 0) {
-                rc = io_fail(diag, e->tmp, s->fdatasync_each ? "fdatasync" : "sync_file_range",
+                rc = io_fail(diag, e->path, s->fdatasync_each ? "fdatasync" : "sync_file_range",
                              errno);
             }
         }
+        if (rc == FK_OK && e->tmp == NULL) {
+            rc = link_unnamed(e, diag);
+        }
         if (close(e->fd) != 0 && rc == FK_OK) {
-            rc = io_fail(diag, e->tmp, "close", errno);
+            rc = io_fail(diag, e->path, "close", errno);
         }
         e->fd = -1;
-        if (rc == FK_OK && rename(e->tmp, e->path) != 0) {
+        if (rc == FK_OK && e->tmp != NULL && rename(e->tmp, e->path) != 0) {
             rc = io_fail(diag, e->path, "rename", errno);
         }
-        if (rc != FK_OK) {
+        if (rc != FK_OK && e->tmp != NULL) {
             unlink(e->tmp);
         }
         free(e->tmp);
@@ -195,7 +261,9 @@ enum fk_err fk_file_stage_flush(struct fk_file_stage *s, struct fk_diag *diag) {
 void fk_file_stage_free(struct fk_file_stage *s) {
     for (size_t i = 0; i < s->n; i++) {
         close(s->v[i].fd);
-        unlink(s->v[i].tmp);
+        if (s->v[i].tmp != NULL) {
+            unlink(s->v[i].tmp);
+        }
         free(s->v[i].tmp);
         free(s->v[i].path);
     }
@@ -203,17 +271,46 @@ void fk_file_stage_free(struct fk_file_stage *s) {
     memset(s, 0, sizeof *s);
 }
 
-int fk_dir_sync_covers_data(int fd) {
-    struct statfs st;
-    if (fstatfs(fd, &st) != 0) {
+/* 1 when the ext4 file system on device dev has a journal: jbd2 lists each journal it runs
+ * as /proc/fs/jbd2/<device>-8, the device named as in /sys/dev/block/MAJ:MIN/uevent. Any
+ * doubt answers 0 (the safe side). */
+static int ext4_has_journal(dev_t dev) {
+    char path[128];
+    char line[256];
+    char name[64] = "";
+    snprintf(path, sizeof path, "/sys/dev/block/%u:%u/uevent", major(dev), minor(dev));
+    FILE *f = fopen(path, "re");
+    if (f == NULL) {
         return 0;
     }
-    /* ext4 (0xEF53) and XFS keep one ordered journal/log: forcing it up to the directory's
-     * last change also forces every metadata change made before (block allocation, size
-     * updates done when write-back completed), and the commit is written behind a cache
-     * flush, so data already written back is stable too. tmpfs has no disk. */
+    while (fgets(line, sizeof line, f) != NULL) {
+        if (strncmp(line, "DEVNAME=", 8) == 0) {
+            snprintf(name, sizeof name, "%.*s", (int)strcspn(line + 8, "\n"), line + 8);
+        }
+    }
+    fclose(f);
+    if (name[0] == '\0' || strchr(name, '/') != NULL) {
+        return 0;
+    }
+    snprintf(path, sizeof path, "/proc/fs/jbd2/%s-8", name);
+    return access(path, F_OK) == 0;
+}
+
+int fk_dir_sync_covers_data(int fd) {
+    struct statfs st;
+    struct stat sb;
+    if (fstatfs(fd, &st) != 0 || fstat(fd, &sb) != 0) {
+        return 0;
+    }
+    /* ext4 with a journal and XFS keep one ordered journal/log: forcing it up to the
+     * directory's last change also forces every metadata change made before (block
+     * allocation, size updates done when write-back completed), and the commit is written
+     * behind a cache flush, so data already written back is stable too. ext4 without a
+     * journal (same magic) writes only the directory's own blocks: each file needs its own
+     * sync there. tmpfs has no disk. */
     switch ((unsigned long)st.f_type) {
-    case 0xEF53UL:     /* ext2/3/4 */
+    case 0xEF53UL: /* ext2/3/4 */
+        return ext4_has_journal(sb.st_dev);
     case 0x58465342UL: /* XFS */
     case 0x01021994UL: /* tmpfs */
         return 1;

@@ -126,6 +126,11 @@ const struct fk_manifest *fk_keys_minted_manifest(const struct fk_minted *d) {
 }
 
 static enum fk_err remove_stale(const char *path, struct fk_diag *diag) {
+    /* Almost always absent: a lookup (shared) first, not unlink's exclusive directory lock,
+     * which every worker minting into the directory would contend on. */
+    if (access(path, F_OK) != 0 && errno == ENOENT) {
+        return FK_OK;
+    }
     if (unlink(path) != 0 && errno != ENOENT) {
         return fk_diag_at(diag, FK_E_IO, path, 0, "cannot remove stale file: %s", strerror(errno));
     }

@@ -335,6 +335,7 @@ int fk_cmd_batch(int argc, char **argv) {
         cJSON_AddNumberToObject(oj, "commit_seconds", res.commit_seconds);
         cJSON_AddNumberToObject(oj, "chunks", (double)res.chunks);
         cJSON_AddNumberToObject(oj, "chunk", (double)res.chunk);
+        cJSON_AddStringToObject(oj, "durability", res.durability != NULL ? res.durability : "");
         struct rusage ru;
         if (getrusage(RUSAGE_SELF, &ru) == 0) {
             cJSON_AddNumberToObject(oj, "max_rss_kib", (double)ru.ru_maxrss);
