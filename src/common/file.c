@@ -126,6 +126,38 @@ out:
     return rc;
 }
 
+/* linkat(fd, "", AT_EMPTY_PATH) is refused without CAP_DAC_READ_SEARCH on kernels before
+ * 6.10; the /proc/self/fd/N form always works but costs a walk through procfs. The first
+ * refusal switches to it for the rest of the process. */
+static atomic_int empty_path_refused;
+
+/* Links unnamed file fd as path; -1 with errno on failure. */
+static int link_fd(int fd, const char *path) {
+    if (!atomic_load(&empty_path_refused)) {
+        if (linkat(fd, "", AT_FDCWD, path, AT_EMPTY_PATH) == 0) {
+            return 0;
+        }
+        if (errno != EPERM && errno != ENOENT && errno != EINVAL) {
+            return -1;
+        }
+        atomic_store(&empty_path_refused, 1);
+    }
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    return linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW);
+}
+
+/* 1 when /proc/self/fd is there to link unnamed files by (checked once). */
+static int proc_fd_ok(void) {
+    static atomic_int known = -1;
+    int v = atomic_load(&known);
+    if (v < 0) {
+        v = access("/proc/self/fd", X_OK) == 0;
+        atomic_store(&known, v);
+    }
+    return v;
+}
+
 enum fk_err fk_file_stage_write(struct fk_file_stage *s, const char *path, const void *data,
                                 size_t len, unsigned mode, struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
@@ -148,7 +180,7 @@ enum fk_err fk_file_stage_write(struct fk_file_stage *s, const char *path, const
         char dir[4096];
         FK_GUARD(dir_of(path, dir, sizeof dir));
         fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
-        if (fd < 0 || access("/proc/self/fd", X_OK) != 0) {
+        if (fd < 0 || !proc_fd_ok()) {
             s->named = 1; /* not supported here (or no /proc to link it by): named temps */
             if (fd >= 0) {
                 close(fd);
@@ -190,10 +222,8 @@ out:
 
 /* Gives the unnamed file e->fd the name e->path, replacing any file there atomically. */
 static enum fk_err link_unnamed(struct fk_file_staged *e, struct fk_diag *diag) {
-    char proc[64];
     char tmp[4096];
-    snprintf(proc, sizeof proc, "/proc/self/fd/%d", e->fd);
-    if (linkat(AT_FDCWD, proc, AT_FDCWD, e->path, AT_SYMLINK_FOLLOW) == 0) {
+    if (link_fd(e->fd, e->path) == 0) {
         return FK_OK;
     }
     if (errno != EEXIST) {
@@ -206,7 +236,7 @@ static enum fk_err link_unnamed(struct fk_file_staged *e, struct fk_diag *diag) 
     if (n <= 0 || (size_t)n >= sizeof tmp) {
         return fk_diag_at(diag, FK_E_ARG, e->path, 0, "path too long");
     }
-    if (linkat(AT_FDCWD, proc, AT_FDCWD, tmp, AT_SYMLINK_FOLLOW) != 0) {
+    if (link_fd(e->fd, tmp) != 0) {
         return io_fail(diag, tmp, "link", errno);
     }
     if (rename(tmp, e->path) != 0) {
