@@ -118,19 +118,19 @@ struct fk_batch_opts {
 };
 
 struct fk_batch_result {
-    size_t total;          /* devices given */
-    size_t minted;         /* committed in this run */
-    size_t skipped;        /* already complete */
-    int complete;          /* every device is committed (else the run was stopped: run it again) */
-    double seconds;        /* from FK_BATCH_EV_MINTING to the end */
-    double commit_seconds; /* of which the main thread spent making chunks durable and
-                              committing them (overlapped with the workers' minting) */
-    size_t chunks;         /* chunks minted */
-    size_t chunk;          /* devices per chunk at the end (grows from the default) */
+    size_t total;           /* devices given */
+    size_t minted;          /* committed in this run */
+    size_t skipped;         /* already complete */
+    int complete;           /* every device is committed (else the run was stopped: run it again) */
+    double seconds;         /* from FK_BATCH_EV_MINTING to the end */
+    double commit_seconds;  /* of which the main thread spent making chunks durable and
+                               committing them (overlapped with the workers' minting) */
+    size_t chunks;          /* chunks minted */
+    size_t chunk;           /* devices per chunk at the end (grows from the default) */
     const char *durability; /* "dir", "fdatasync" or "syncfs": how files were made durable
                                (static string; see chunk_commit in batch.c) */
-    unsigned jobs;         /* worker threads used */
-    size_t superseded;     /* mTLS certificates revoked as superseded */
+    unsigned jobs;          /* worker threads used */
+    size_t superseded;      /* mTLS certificates revoked as superseded */
     int ota_key_created;
     char ota_fingerprint[FK_FPR_LEN]; /* of the fleet OTA public key */
     char *inventory_path; /* the paths used (malloc'd, fk_batch_result_clear frees them) */
