@@ -1,27 +1,43 @@
 #!/bin/sh
-# provision-keys batch throughput (devices/s) for 10,000 devices with --jobs 1 and --jobs 2,
-# against the baseline the issue names: the same per-device work for 200 devices done with
-# the openssl command line in a shell loop (openssl rand -hex 32, openssl ecparam -genkey,
-# openssl pkey -pubout -outform DER, a JSON manifest written with printf).
+# provision-keys batch throughput (issue 19): FK_BENCH_DEVICES devices (default 100,000),
+# encrypted NVS (--encrypt-nvs), --jobs 1 and --jobs 2, output on the disk and on tmpfs
+# (/dev/shm), each with devices/s, the jobs-2/jobs-1 ratio, the time the main thread spent
+# committing (--json commit_seconds), how files were made durable, and peak RSS (--json
+# max_rss_kib) for 10,000 and for FK_BENCH_DEVICES rows. Beside it, in the same run, the
+# baseline the issue names on the same CSV (its first FK_BENCH_BASELINE rows, default 200):
+# per device one process each of the openssl CLI (PSK, manifest hash) and of ESP-IDF's
+# nvs_partition_gen.py encrypt (FK_NVS_PARTITION_GEN=path, when python3 can load it), or of
+# `provision-keys nvs encrypt` when it is not there; the bench says which.
 #
-# Note what each side does per device. batch: 32-byte PSK, manifest, a 0x6000 NVS image,
-# durable writes (one syncfs per chunk), an inventory row, credentials and a hash-chained
-# audit entry; the OTA key is the fleet key (one P-256 key pair for the whole batch). The
-# baseline: PSK, a P-256 key pair per device, the public DER, a manifest; no image, no
-# inventory, no fsync. Wall-clock times include process start and CSV parsing.
+# What each side does per device. batch: 32-byte PSK, manifest, a 0x6000 NVS image and its
+# nvs_keys image (AES-256-XTS), three files made durable per chunk, an inventory row,
+# credentials and a hash-chained audit entry. Baseline: the same PSK, keys, image and
+# manifest, no inventory, no fsync. Wall-clock times include process start and CSV parsing.
+#
+# The machine is usually shared: the load average is printed with the figures. Output
+# directories on disk are removed only at the end: ext4 scans recently deleted inodes when
+# it allocates new ones, so deleting 300,000 files right before a run slows that run down.
+# Disk space: about 30 KB per device and run (6 GB on disk for two 100,000-device runs).
 # Usage: sh bench/bench_batch.sh BUILD_DIR   (run by bench/run)
 set -eu
 build=${1:-build-bench}
 pk=$(cd "$build" && pwd)/bin/provision-keys
-n=${FK_BENCH_DEVICES:-10000}
+n=${FK_BENCH_DEVICES:-100000}
 nb=${FK_BENCH_BASELINE:-200}
+small=10000
+[ "$small" -le "$n" ] || small=$n
 work=${TMPDIR:-/tmp}/fk-bench-batch.$$
+shm=""
+if [ -d /dev/shm ] && [ -w /dev/shm ]; then
+    shm=/dev/shm/fk-bench-batch.$$
+fi
 rm -rf "$work"
 mkdir -p "$work"
-trap 'rm -rf "$work"' EXIT INT TERM
+trap 'rm -rf "$work" ${shm:+"$shm"}' EXIT INT TERM
 
 now() { date +%s.%N; }
-rate() { awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN { printf "%.0f", n / (b - a) }'; }
+# field JSON NAME -> the value of "NAME" in the one-line --json summary
+field() { sed -n "s/.*\"$2\":\"\{0,1\}\([^,\"}]*\).*/\1/p" "$1"; }
 
 awk -v n="$n" 'BEGIN {
     print "mac,name"
@@ -29,55 +45,91 @@ awk -v n="$n" 'BEGIN {
         printf "02:%02X:%02X:%02X:%02X:%02X,bench %d\n", int(i / 16777216) % 256,
             int(i / 65536) % 256, int(i / 256) % 256, i % 256, 0, i
 }' >"$work/devices.csv"
+head -n $((small + 1)) "$work/devices.csv" >"$work/small.csv"
 
-for jobs in 1 2; do
-    t0=$(now)
-    "$pk" batch --csv "$work/devices.csv" --output-dir "$work/out$jobs" --jobs "$jobs" \
-        --json >"$work/sum$jobs.json"
-    t1=$(now)
-    grep -q "\"minted\":$n," "$work/sum$jobs.json" || { echo "batch failed"; exit 1; }
-    eval "r$jobs=\$(rate $n $t0 $t1)"
-    rm -rf "$work/out$jobs"
-done
+# run NAME CSV OUTDIR JOBS: one batch, its summary in $work/NAME.json
+run() {
+    "$pk" batch --csv "$2" --output-dir "$3" --jobs "$4" --encrypt-nvs --json >"$work/$1.json"
+    grep -q '"ok":true' "$work/$1.json" || { echo "batch $1 failed"; exit 1; }
+}
 
-# The same on tmpfs, when there is one: separates CPU cost from the file system's (inode
-# allocation and writeback dominate on a busy ext4 disk).
-shm=""
-if [ -d /dev/shm ] && [ -w /dev/shm ]; then
-    shm=/dev/shm/fk-bench-batch.$$
-    trap 'rm -rf "$work" "$shm"' EXIT INT TERM
-    for jobs in 1 2; do
-        t0=$(now)
-        "$pk" batch --csv "$work/devices.csv" --output-dir "$shm/out$jobs" --jobs "$jobs" \
-            --json >"$work/shm$jobs.json"
-        t1=$(now)
-        eval "s$jobs=\$(rate $n $t0 $t1)"
-        rm -rf "$shm/out$jobs"
-    done
-fi
-
-mkdir -p "$work/base"
-t0=$(now)
-i=0
-while [ $i -lt "$nb" ]; do
-    id=$(printf 'robot-02%010X' $i)
-    psk=$(openssl rand -hex 32)
-    openssl ecparam -genkey -name prime256v1 -noout -out "$work/base/$id.key.pem" 2>/dev/null
-    chmod 600 "$work/base/$id.key.pem"
-    der=$(openssl pkey -in "$work/base/$id.key.pem" -pubout -outform DER | od -An -v -tx1 |
-        tr -d ' \n')
-    printf '{\n  "device_id": "%s",\n  "psk_hex": "%s",\n  "psk_identity": "%s",\n  "ota_public_key_der_hex": "%s",\n  "provisioned": false,\n  "provisioned_at": null\n}\n' \
-        "$id" "$psk" "$id" "$der" >"$work/base/$id.json"
-    i=$((i + 1))
-done
-t1=$(now)
-rb=$(rate "$nb" "$t0" "$t1")
-
-echo "batch --jobs 1: $r1 devices/s ($n devices)"
-echo "batch --jobs 2: $r2 devices/s ($n devices)"
+echo "load average before: $(cat /proc/loadavg)"
+run disk1 "$work/devices.csv" "$work/disk1" 1
+run disk2 "$work/devices.csv" "$work/disk2" 2
 if [ -n "$shm" ]; then
-    echo "batch on tmpfs: $s1 devices/s (--jobs 1), $s2 devices/s (--jobs 2)"
+    mkdir -p "$shm"
+    run shm1 "$work/devices.csv" "$shm/out" 1
+    rm -rf "$shm/out"
+    run shm2 "$work/devices.csv" "$shm/out" 2
+    rm -rf "$shm/out"
+    run small "$work/small.csv" "$shm/out" 2
+    rm -rf "$shm/out"
+else
+    run small "$work/small.csv" "$work/small" 2
 fi
-echo "openssl CLI shell loop: $rb devices/s ($nb devices)"
-awk -v a="$r1" -v b="$r2" -v c="$rb" 'BEGIN {
-    printf "ratio batch/openssl: %.0fx (--jobs 1), %.0fx (--jobs 2)\n", a / c, b / c }'
+load=$(cat /proc/loadavg)
+rm -rf "$work/disk1" "$work/disk2" "$work/small"
+
+# The baseline: one process per step and device, on the disk like the batch.
+base=$work/base
+mkdir -p "$base"
+openssl ecparam -genkey -name prime256v1 -noout -out "$base/ota.pem" 2>/dev/null
+ota_der=$(openssl pkey -in "$base/ota.pem" -pubout -outform DER | od -An -v -tx1 | tr -d ' \n')
+gen=""
+if [ -n "${FK_NVS_PARTITION_GEN:-}" ] && [ -f "$FK_NVS_PARTITION_GEN" ] &&
+    python3 -c 'import importlib.util, sys
+s = importlib.util.spec_from_file_location("g", sys.argv[1])
+s.loader.exec_module(importlib.util.module_from_spec(s))' "$FK_NVS_PARTITION_GEN" 2>/dev/null; then
+    gen=esp-idf
+    basename="openssl CLI + ESP-IDF nvs_partition_gen.py ($FK_NVS_PARTITION_GEN)"
+else
+    basename="openssl CLI + provision-keys nvs encrypt, one process each (FK_NVS_PARTITION_GEN unset or not loadable: ESP-IDF is not installed here)"
+fi
+tail -n +2 "$work/devices.csv" | head -n "$nb" >"$base/rows"
+t0=$(now)
+while IFS=, read -r mac _; do
+    id=robot-$(printf '%s' "$mac" | tr -d ':' | tr 'A-F' 'a-f')
+    psk=$(openssl rand -hex 32)
+    printf 'key,type,encoding,value\nsecurity,namespace,,\ndtls_psk,data,hex2bin,%s\nota_pubkey,data,hex2bin,%s\n' \
+        "$psk" "$ota_der" >"$base/$id.csv"
+    if [ "$gen" = esp-idf ]; then
+        python3 "$FK_NVS_PARTITION_GEN" encrypt "$base/$id.csv" "$id.nvs.bin" 0x6000 --keygen \
+            --keyfile "$id.nvs_keys.bin" --outdir "$base" >/dev/null
+    else
+        "$pk" nvs encrypt "$base/$id.csv" "$base/$id.nvs.bin" 0x6000 --keygen \
+            --keyfile "$base/$id.nvs_keys.bin" >/dev/null
+    fi
+    printf '{\n  "device_id": "%s",\n  "mac": "%s",\n  "psk_hex": "%s",\n  "psk_identity": "%s",\n  "nvs_image": "%s.nvs.bin",\n  "provisioned": false\n}\n' \
+        "$id" "$mac" "$psk" "$id" "$id" >"$base/$id.json"
+    chmod 600 "$base/$id.json" "$base/$id.csv"
+    openssl dgst -sha256 "$base/$id.json" >/dev/null
+done <"$base/rows"
+t1=$(now)
+rb=$(awk -v n="$nb" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }')
+
+show() { # show LABEL NAME
+    printf '%-22s %7.0f devices/s  %6.2f s, commit %5.2f s (%s, %s chunks, last %s), peak RSS %s KiB\n' \
+        "$1" "$(field "$work/$2.json" devices_per_second)" "$(field "$work/$2.json" seconds)" \
+        "$(field "$work/$2.json" commit_seconds)" "$(field "$work/$2.json" durability)" \
+        "$(field "$work/$2.json" chunks)" "$(field "$work/$2.json" chunk)" \
+        "$(field "$work/$2.json" max_rss_kib)"
+}
+ratio() { awk -v a="$(field "$work/$1.json" devices_per_second)" \
+    -v b="$(field "$work/$2.json" devices_per_second)" 'BEGIN { printf "%.2f", b / a }'; }
+
+echo "batch, $n devices, --encrypt-nvs (load average after: $load)"
+show "disk  --jobs 1:" disk1
+show "disk  --jobs 2:" disk2
+echo "disk  --jobs 2 / --jobs 1: $(ratio disk1 disk2)x"
+if [ -n "$shm" ]; then
+    show "tmpfs --jobs 1:" shm1
+    show "tmpfs --jobs 2:" shm2
+    echo "tmpfs --jobs 2 / --jobs 1: $(ratio shm1 shm2)x"
+fi
+echo "peak RSS: $(field "$work/small.json" max_rss_kib) KiB for $small rows," \
+    "$(field "$work/disk2.json" max_rss_kib) KiB for $n rows (--jobs 2)"
+echo "baseline: $basename"
+echo "baseline: $rb devices/s ($nb devices)"
+awk -v a="$(field "$work/disk1.json" devices_per_second)" \
+    -v b="$(field "$work/disk2.json" devices_per_second)" -v c="$rb" 'BEGIN {
+    printf "ratio batch/baseline (disk): %.0fx (--jobs 1), %.0fx (--jobs 2)\n", a / c, b / c }'

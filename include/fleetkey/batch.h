@@ -4,7 +4,8 @@
  *
  * Crash safety (docs/provision-keys.md, "Crash safety"): the committed inventory row of a
  * device is its commit point. Files are written first (each atomically), made durable for a
- * whole chunk with one syncfs(), and only then are the chunk's rows, credentials and audit
+ * whole chunk (data waited for, then renamed into place, then one fsync of the directory;
+ * see chunk_commit in batch.c), and only then are the chunk's rows, credentials and audit
  * entries committed in one SQLite transaction. A re-run skips every device whose row is
  * committed and whose manifest is still the one recorded; a device with files but no row is
  * minted again from scratch. One exclusive lock on OUTPUT_DIR/.batch.lock keeps two runs
@@ -107,7 +108,8 @@ struct fk_batch_opts {
     int encrypt_nvs;
     size_t nvs_size;   /* 0: FK_KEYS_NVS_SIZE */
     unsigned jobs;     /* worker threads, 1..FK_BATCH_JOBS_MAX; 0: the number of CPUs */
-    size_t chunk;      /* devices per durable commit; 0: FK_BATCH_CHUNK_DEFAULT */
+    size_t chunk;      /* devices per durable commit; 0: adaptive, FK_BATCH_CHUNK_DEFAULT
+                          growing (to 2048) while the commits would hold up the workers */
     const char *actor; /* audit actor; NULL: "provision-keys batch" */
     const volatile sig_atomic_t *stop; /* may be NULL; when it turns nonzero (a signal
                                           handler), no new chunk is started */
@@ -116,13 +118,19 @@ struct fk_batch_opts {
 };
 
 struct fk_batch_result {
-    size_t total;      /* devices given */
-    size_t minted;     /* committed in this run */
-    size_t skipped;    /* already complete */
-    int complete;      /* every device is committed (else the run was stopped: run it again) */
-    double seconds;    /* from FK_BATCH_EV_MINTING to the end */
-    unsigned jobs;     /* worker threads used */
-    size_t superseded; /* mTLS certificates revoked as superseded */
+    size_t total;           /* devices given */
+    size_t minted;          /* committed in this run */
+    size_t skipped;         /* already complete */
+    int complete;           /* every device is committed (else the run was stopped: run it again) */
+    double seconds;         /* from FK_BATCH_EV_MINTING to the end */
+    double commit_seconds;  /* of which the main thread spent making chunks durable and
+                               committing them (overlapped with the workers' minting) */
+    size_t chunks;          /* chunks minted */
+    size_t chunk;           /* devices per chunk at the end (grows from the default) */
+    const char *durability; /* "dir", "fdatasync" or "syncfs": how files were made durable
+                               (static string; see chunk_commit in batch.c) */
+    unsigned jobs;          /* worker threads used */
+    size_t superseded;      /* mTLS certificates revoked as superseded */
     int ota_key_created;
     char ota_fingerprint[FK_FPR_LEN]; /* of the fleet OTA public key */
     char *inventory_path; /* the paths used (malloc'd, fk_batch_result_clear frees them) */

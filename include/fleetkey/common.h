@@ -184,6 +184,41 @@ enum {
 FK_MUST_CHECK enum fk_err fk_file_write_atomic(const char *path, const void *data, size_t len,
                                                unsigned mode, unsigned flags,
                                                struct fk_diag *diag);
+/* Staged atomic writes: fk_file_write_atomic split in two halves so that a batch of files
+ * is made durable at once instead of one fsync (one device cache flush) per file.
+ * fk_file_stage_write writes an unnamed file (O_TMPFILE) in path's directory, or a temp file
+ * beside path (same temp names as fk_file_write_atomic), with exactly `mode`, and starts its
+ * write-back without waiting; fk_file_stage_flush waits until the
+ * data of every staged file is on the device (or fdatasyncs each one, fdatasync_each set),
+ * then links or renames each into place (atomically replacing any file there), in order. Neither syncs the directory: the renames
+ * (and the file metadata the waits produced) are durable only after the caller's
+ * fk_dir_sync / fsync of the directory, which therefore must come after the flush.
+ * A stage holds one open descriptor per staged file: flush it every few hundred files. */
+struct fk_file_staged {
+    int fd;
+    char *tmp; /* NULL: an unnamed (O_TMPFILE) file, linked in place by the flush */
+    char *path;
+};
+struct fk_file_stage {
+    struct fk_file_staged *v;
+    size_t n;
+    size_t cap;
+    int fdatasync_each; /* the file system's directory fsync does not cover file data */
+    int named;          /* set when O_TMPFILE is unavailable: named temp files */
+};
+/* FK_OK, FK_E_IO, FK_E_NOMEM; on failure nothing new is staged and no temp file is left. */
+FK_MUST_CHECK enum fk_err fk_file_stage_write(struct fk_file_stage *s, const char *path,
+                                              const void *data, size_t len, unsigned mode,
+                                              struct fk_diag *diag);
+/* Waits for, closes and renames every staged file; the stage is empty afterwards, also on
+ * failure (files not renamed then are removed). FK_OK, FK_E_IO. */
+FK_MUST_CHECK enum fk_err fk_file_stage_flush(struct fk_file_stage *s, struct fk_diag *diag);
+/* Closes and removes every staged file still pending and frees the stage's memory. */
+void fk_file_stage_free(struct fk_file_stage *s);
+/* 1 when an fsync of a directory on fd's file system also makes durable the data and
+ * metadata of files fully written back before it (ext4, XFS: one ordered journal; tmpfs:
+ * nothing to make durable), 0 when each file needs its own fdatasync. */
+int fk_dir_sync_covers_data(int fd);
 /* Reads a whole file of at most max bytes into a fresh malloc'd buffer (*out, NUL-terminated
  * past *out_len for convenience; free with free(), or fk_free_secret() for secrets).
  * FK_OK, FK_E_IO, FK_E_TOOBIG. */

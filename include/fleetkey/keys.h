@@ -209,6 +209,12 @@ const struct fk_manifest *fk_keys_minted_manifest(const struct fk_minted *d);
 FK_MUST_CHECK enum fk_err fk_keys_minted_write(struct fk_minted *d, const char *dir,
                                                const char *base, unsigned flags,
                                                char manifest_sha256[65], struct fk_diag *diag);
+/* The same files, staged into stage (fk_file_stage_write) instead of written: they are in
+ * place only after fk_file_stage_flush and durable only after the directory's fsync that
+ * follows it. Stale files are removed right away (as by fk_keys_minted_write). */
+FK_MUST_CHECK enum fk_err fk_keys_minted_stage(struct fk_minted *d, const char *dir,
+                                               const char *base, struct fk_file_stage *stage,
+                                               char manifest_sha256[65], struct fk_diag *diag);
 
 /* SHA-256 of a buffer in lower-case hex (out[65]). */
 void fk_keys_sha256_hex(const void *buf, size_t len, char out[65]);

@@ -126,14 +126,27 @@ const struct fk_manifest *fk_keys_minted_manifest(const struct fk_minted *d) {
 }
 
 static enum fk_err remove_stale(const char *path, struct fk_diag *diag) {
+    /* Almost always absent: a lookup (shared) first, not unlink's exclusive directory lock,
+     * which every worker minting into the directory would contend on. */
+    if (access(path, F_OK) != 0 && errno == ENOENT) {
+        return FK_OK;
+    }
     if (unlink(path) != 0 && errno != ENOENT) {
         return fk_diag_at(diag, FK_E_IO, path, 0, "cannot remove stale file: %s", strerror(errno));
     }
     return FK_OK;
 }
 
-enum fk_err fk_keys_minted_write(struct fk_minted *d, const char *dir, const char *base,
-                                 unsigned flags, char manifest_sha256[65], struct fk_diag *diag) {
+/* One file of the device: staged when the caller collects a chunk, else written atomically. */
+static enum fk_err put(struct fk_file_stage *stage, const char *path, const void *data, size_t len,
+                       unsigned mode, unsigned flags, struct fk_diag *diag) {
+    return stage != NULL ? fk_file_stage_write(stage, path, data, len, mode, diag)
+                         : fk_file_write_atomic(path, data, len, mode, flags, diag);
+}
+
+static enum fk_err minted_write(struct fk_minted *d, const char *dir, const char *base,
+                                unsigned flags, struct fk_file_stage *stage,
+                                char manifest_sha256[65], struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     char *p_img = NULL;
     char *p_keys = NULL;
@@ -153,17 +166,18 @@ enum fk_err fk_keys_minted_write(struct fk_minted *d, const char *dir, const cha
 
     snprintf(m->nvs_image, sizeof m->nvs_image, "%s.nvs.bin", base);
     fk_keys_sha256_hex(d->img, d->img_len, m->nvs_image_sha256);
-    FK_GUARD(fk_file_write_atomic(p_img, d->img, d->img_len, 0600, flags, diag));
+    FK_GUARD(put(stage, p_img, d->img, d->img_len, 0600, flags, diag));
     if (m->nvs_encrypted) {
         snprintf(m->nvs_keys, sizeof m->nvs_keys, "%s.nvs_keys.bin", base);
-        FK_GUARD(fk_file_write_atomic(p_keys, d->keys_img, sizeof d->keys_img, 0600, flags, diag));
+        FK_GUARD(put(stage, p_keys, d->keys_img, sizeof d->keys_img, 0600, flags, diag));
     } else {
         m->nvs_keys[0] = '\0';
         FK_GUARD(remove_stale(p_keys, diag));
     }
     if (d->own != NULL) {
         snprintf(m->ota_private_key, sizeof m->ota_private_key, "%s.key.pem", base);
-        FK_GUARD(fk_keys_ota_write_pem(d->own, p_pem, flags, diag));
+        /* Rare (no fleet key): written and synced on its own even when staging. */
+        FK_GUARD(fk_keys_ota_write_pem(d->own, p_pem, stage != NULL ? 0 : flags, diag));
     } else {
         m->ota_private_key[0] = '\0';
         FK_GUARD(remove_stale(p_pem, diag));
@@ -171,7 +185,7 @@ enum fk_err fk_keys_minted_write(struct fk_minted *d, const char *dir, const cha
     if (d->cert_pem != NULL) {
         /* Public: 0644. Its private key exists only inside the image. */
         snprintf(m->mtls_cert, sizeof m->mtls_cert, "%s.crt.pem", base);
-        FK_GUARD(fk_file_write_atomic(p_crt, d->cert_pem, strlen(d->cert_pem), 0644, flags, diag));
+        FK_GUARD(put(stage, p_crt, d->cert_pem, strlen(d->cert_pem), 0644, flags, diag));
     } else {
         m->mtls_cert[0] = '\0';
         FK_GUARD(remove_stale(p_crt, diag));
@@ -180,7 +194,7 @@ enum fk_err fk_keys_minted_write(struct fk_minted *d, const char *dir, const cha
     if (manifest_sha256 != NULL) {
         fk_keys_sha256_hex(json, json_len, manifest_sha256);
     }
-    FK_GUARD(fk_file_write_atomic(p_json, json, json_len, 0600, flags, diag));
+    FK_GUARD(put(stage, p_json, json, json_len, 0600, flags, diag));
     rc = FK_OK;
 out:
     if (json != NULL) {
@@ -192,4 +206,15 @@ out:
     free(p_json);
     free(p_crt);
     return rc;
+}
+
+enum fk_err fk_keys_minted_write(struct fk_minted *d, const char *dir, const char *base,
+                                 unsigned flags, char manifest_sha256[65], struct fk_diag *diag) {
+    return minted_write(d, dir, base, flags, NULL, manifest_sha256, diag);
+}
+
+enum fk_err fk_keys_minted_stage(struct fk_minted *d, const char *dir, const char *base,
+                                 struct fk_file_stage *stage, char manifest_sha256[65],
+                                 struct fk_diag *diag) {
+    return minted_write(d, dir, base, 0, stage, manifest_sha256, diag);
 }

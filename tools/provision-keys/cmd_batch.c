@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #define ERRORS_SHOWN 20
@@ -47,7 +48,8 @@ static const char help[] =
     "  --jobs N          worker threads (default: the number of CPUs)\n"
     "  --inventory PATH  inventory database (default OUTPUT-DIR/inventory.db)\n"
     "  --json            print the summary as JSON on stdout\n"
-    "  --chunk N         devices per durable commit (default 256)\n";
+    "  --chunk N         devices per durable commit (default: 256, growing to 2048 while\n"
+    "                    commits would hold up minting)\n";
 
 enum {
     OPT_CSV = 256,
@@ -194,7 +196,7 @@ int fk_cmd_batch(int argc, char **argv) {
     unsigned long long cert_days = 0;
     unsigned long long nvs_size = FK_KEYS_NVS_SIZE;
     unsigned long long jobs = 0;
-    unsigned long long chunk_size = FK_BATCH_CHUNK_DEFAULT;
+    unsigned long long chunk_size = 0; /* adaptive */
     int encrypt = 0;
     int json = 0;
     int c;
@@ -330,6 +332,14 @@ int fk_cmd_batch(int argc, char **argv) {
         cJSON_AddNumberToObject(oj, "seconds", secs);
         cJSON_AddNumberToObject(oj, "devices_per_second", rate);
         cJSON_AddNumberToObject(oj, "jobs", (double)res.jobs);
+        cJSON_AddNumberToObject(oj, "commit_seconds", res.commit_seconds);
+        cJSON_AddNumberToObject(oj, "chunks", (double)res.chunks);
+        cJSON_AddNumberToObject(oj, "chunk", (double)res.chunk);
+        cJSON_AddStringToObject(oj, "durability", res.durability != NULL ? res.durability : "");
+        struct rusage ru;
+        if (getrusage(RUSAGE_SELF, &ru) == 0) {
+            cJSON_AddNumberToObject(oj, "max_rss_kib", (double)ru.ru_maxrss);
+        }
         cJSON_AddStringToObject(oj, "output_dir", outdir);
         cJSON_AddStringToObject(oj, "inventory", res.inventory_path);
         cJSON_AddStringToObject(oj, "ota_key", res.ota_key_path);
