@@ -368,6 +368,10 @@ enum fkd_wss_req_result {
     FKD_WSS_REQ_UNKNOWN,  /* not a kind of this handler: answered unsupported_kind */
 };
 
+/* What every request handler does first: an empty ok reply (code, message, body, flags
+ * cleared) and an absent body read as "{}" (*body, *body_len updated). */
+void fkd_wss_reply_begin(struct fkd_wss_reply *reply, const uint8_t **body, size_t *body_len);
+
 /* Writes the JSON value of the "ota" member of hello and of the status body (one object) into
  * out[0..size). Returns its length, or 0 when there is nothing to add (member left out) or it
  * did not fit (logged by the client). */

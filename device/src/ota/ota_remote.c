@@ -780,18 +780,10 @@ static void ota_key(struct fkd_ota_remote *r, const uint8_t *body, size_t blen,
 enum fkd_wss_req_result fkd_ota_remote_request(void *user, const char *kind, const uint8_t *body,
                                                size_t body_len, struct fkd_wss_reply *reply) {
     struct fkd_ota_remote *r = user;
-    static const uint8_t empty[] = "{}";
     if (r == NULL || kind == NULL || reply == NULL) {
         return FKD_WSS_REQ_UNKNOWN;
     }
-    if (body == NULL) {
-        body = empty; /* an absent body reads as {} */
-        body_len = 2;
-    }
-    reply->code[0] = '\0';
-    reply->message[0] = '\0';
-    reply->body_len = 0;
-    reply->reboot = 0;
+    fkd_wss_reply_begin(reply, &body, &body_len);
     if (strcmp(kind, "ota_begin") == 0) {
         ota_begin(r, body, body_len, reply);
     } else if (strcmp(kind, "ota_chunk") == 0) {

@@ -548,6 +548,19 @@ enum fkd_err fkd_wss_msg_parse(const uint8_t *buf, size_t len, struct fkd_wss_ms
     return FKD_OK;
 }
 
+void fkd_wss_reply_begin(struct fkd_wss_reply *reply, const uint8_t **body, size_t *body_len) {
+    static const uint8_t empty[] = "{}";
+    if (*body == NULL) {
+        *body = empty;
+        *body_len = 2;
+    }
+    reply->code[0] = '\0';
+    reply->message[0] = '\0';
+    reply->body_len = 0;
+    reply->reboot = 0;
+    reply->reconnect = 0;
+}
+
 void fkd_wss_out_put(struct fkd_wss_out *o, const char *fmt, ...) {
     if (o->over) {
         return;
