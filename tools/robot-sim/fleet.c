@@ -41,6 +41,8 @@ struct fleet_robot {
     atomic_int running; /* booted and serving */
     atomic_int power_cuts;
     int drop_planned;
+    struct fkd_rot_info last[FKD_ROT_CLASS_COUNT]; /* the rotation states the last boot left */
+    int have_last;
     int code; /* the last boot's exit code */
 };
 
@@ -198,6 +200,10 @@ static int robot_boot(struct fleet *fl, struct fleet_robot *r) {
         code = ROBOT_SIM_POWER_CUT;
     }
     pthread_mutex_lock(&rs->rot_lock);
+    if (rs->rot_loaded) {
+        memcpy(r->last, rs->rot.cls, sizeof r->last);
+        r->have_last = 1;
+    }
     fkd_store_free(&rs->store);
     fkd_nvs_free(&rs->nvs);
     fkd_config_free(&rs->cfg);
@@ -234,7 +240,9 @@ static void count(struct fleet *fl, struct fleet_counts *c) {
         c->dropped += r->drop_planned && !r->rs.fault.drop_commit;
         pthread_mutex_lock(&r->rs.rot_lock);
         for (int k = 0; k < FKD_ROT_CLASS_COUNT; k++) {
-            enum fkd_rot_state s = r->rs.rot_loaded ? r->rs.rot.cls[k].state : FKD_ROT_IDLE;
+            enum fkd_rot_state s = r->rs.rot_loaded ? r->rs.rot.cls[k].state
+                                   : r->have_last   ? r->last[k].state
+                                                    : FKD_ROT_IDLE;
             c->rot[k][s <= FKD_ROT_ROLLED_BACK ? s : FKD_ROT_IDLE]++;
         }
         pthread_mutex_unlock(&r->rs.rot_lock);
