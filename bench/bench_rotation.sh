@@ -145,13 +145,9 @@ stop_fleets
 # ---- 3. 5 % injected faults on a second fleet ----------------------------------------------
 start_fleets faults "$N" "$NF" --fleet-offline 1.7 --fleet-drop-confirm 1.7 \
     --fleet-power-cut 1.6 --seed 14 --rot-trial-ms 20000
-i=0
-until [ -s faults0.json ]; do
-    i=$((i + 1))
-    [ $i -le 600 ] || fail "no status from the faults fleet"
-    sleep 0.1
+for f in $FLEETS; do
+    fleet_wait_status "${f%%:*}"
 done
-sleep 1
 OFF=$(sum_field offline)
 wait_online $((NF - OFF)) $((60 + NF / 20))
 rotate mtls $((N + 1)) "$NF"

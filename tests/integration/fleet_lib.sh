@@ -59,6 +59,16 @@ fleet_start() {
     PIDS="$PIDS $FPID"
 }
 
+# fleet_wait_status NAME: until fleet NAME wrote its first status (10 s at most).
+fleet_wait_status() {
+    i=0
+    until [ -s "$1.json" ]; do
+        i=$((i + 1))
+        [ $i -le 100 ] || fail "no status from fleet $1"
+        sleep 0.1
+    done
+}
+
 # fleet_field FILE KEY: a top-level number of a status file (0 when absent).
 fleet_field() {
     sed -n "s/.*\"$2\":\([0-9]*\).*/\1/p" "$1" 2>/dev/null | head -1 | grep . || echo 0

@@ -34,12 +34,7 @@ fleet_mint $N
 fleet_server
 fleet_start fleet $N --fleet-offline 10 --fleet-drop-confirm 10 --fleet-power-cut 10 --seed 3 \
     --rot-trial-ms 30000 --run-ms 280000
-i=0
-until [ -s fleet.json ]; do
-    i=$((i + 1))
-    [ $i -le 100 ] || fail "no fleet status"
-    sleep 0.1
-done
+fleet_wait_status fleet
 OFF=$(fleet_field fleet.json offline)
 [ "$OFF" -ge 1 ] || fail "seed 3 chose no offline robot"
 UP=$((N - OFF))

@@ -162,16 +162,7 @@ static int put_file(struct fkd_flash *flash, const struct fkd_part_table *t, uin
     if (missing_ok && access(path, F_OK) != 0) {
         return 0;
     }
-    uint8_t *img = NULL;
-    size_t len = 0;
-    if (fk_file_read(path, 1024u * 1024u, &img, &len, NULL) != FK_OK) {
-        fprintf(stderr, "robot-sim: %s: cannot read\n", path);
-        return 2;
-    }
-    int code = robot_sim_image_put(flash, t, subtype, what, path, img, len, 0);
-    fk_wipe(img, len);
-    free(img);
-    return code;
+    return robot_sim_image_put_file(flash, t, subtype, what, path, 0);
 }
 
 /* One boot of robot r, as main.c boots a single robot, and its services until they stop. */

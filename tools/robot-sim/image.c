@@ -76,8 +76,8 @@ int robot_sim_image_put(struct fkd_flash *flash, const struct fkd_part_table *t,
     return 0;
 }
 
-static int put_image(struct fkd_flash *flash, const struct fkd_part_table *t, uint8_t subtype,
-                     const char *what, const char *path) {
+int robot_sim_image_put_file(struct fkd_flash *flash, const struct fkd_part_table *t,
+                             uint8_t subtype, const char *what, const char *path, int verbose) {
     if (fkd_part_find(t, FKD_PART_DATA, subtype, NULL) == NULL) {
         fprintf(stderr, "robot-sim: the partition table has no data/%s partition for %s\n", what,
                 path);
@@ -89,14 +89,14 @@ static int put_image(struct fkd_flash *flash, const struct fkd_part_table *t, ui
         fprintf(stderr, "robot-sim: %s: cannot read\n", path);
         return 2;
     }
-    int code = robot_sim_image_put(flash, t, subtype, what, path, img, len, 1);
+    int code = robot_sim_image_put(flash, t, subtype, what, path, img, len, verbose);
     fk_wipe(img, len);
     free(img);
     return code;
 }
 
-int robot_sim_image_table(const char *csv_text, size_t csv_len, const char *csv_name,
-                          uint32_t size, uint8_t *table, size_t *tlen, struct fkd_part_table *dt) {
+int robot_sim_image_table(const char *csv_text, size_t csv_len, const char *csv_name, uint32_t size,
+                          uint8_t *table, size_t *tlen, struct fkd_part_table *dt) {
     static struct fk_partition_table ht; /* large; callers run one at a time */
     struct fk_diag diag;
     fk_diag_init(&diag);
@@ -200,10 +200,10 @@ int robot_sim_image(int argc, char **argv) {
         code = 4;
     }
     if (code == 0 && nvs != NULL) {
-        code = put_image(&flash, &dt, FKD_PART_SUB_NVS, "nvs", nvs);
+        code = robot_sim_image_put_file(&flash, &dt, FKD_PART_SUB_NVS, "nvs", nvs, 1);
     }
     if (code == 0 && keys != NULL) {
-        code = put_image(&flash, &dt, FKD_PART_SUB_NVS_KEYS, "nvs_keys", keys);
+        code = robot_sim_image_put_file(&flash, &dt, FKD_PART_SUB_NVS_KEYS, "nvs_keys", keys, 1);
     }
     if (fkd_flash_file_close(&ff) != FKD_OK && code == 0) {
         code = 4;

@@ -13,7 +13,7 @@
  * policy -> posture on stdout -> start_services(). Exit codes: 0 booted (and services ended
  * well), 2 usage or unreadable input, 3 boot refused by policy, 4 flash error. */
 #include "download.h"
-#include "fleet.h" /* issue 14: robot-sim --fleet N */
+#include "fleet.h"   /* issue 14: robot-sim --fleet N */
 #include "ota_cmd.h" /* issue 7: OTA boot step, self-test, `robot-sim ota` */
 #include "robot_sim.h"
 

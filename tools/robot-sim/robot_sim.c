@@ -102,8 +102,7 @@ int robot_sim_boot_core(struct robot_sim *rs, const char *sdk, size_t sdk_len,
     /* Credential rotation: which slot each class uses, finishing what a power cut left. */
     fkd_rot_init(&rs->rot);
     if (rs->nvs_mounted) {
-        rc = fkd_rot_load(&rs->rot, &rs->nvs, (unsigned)rs->opt_rot_attempts,
-                          rs->opt_rot_trial_ms);
+        rc = fkd_rot_load(&rs->rot, &rs->nvs, (unsigned)rs->opt_rot_attempts, rs->opt_rot_trial_ms);
         rs->rot_loaded = rc == FKD_OK;
         if (rc != FKD_OK) {
             fkd_log(FKD_LOG_ERROR, "boot: rotation records: %s (repaired at the next boot)",

@@ -152,12 +152,15 @@ int robot_sim_boot_core(struct robot_sim *rs, const char *sdk, size_t sdk_len,
  * robot_sim_image_table encodes the partition table of csv_text (NULL: the built-in layout)
  * into table (FK_PARTITION_TABLE_SIZE bytes; *tlen used) and reads it back into *dt for a
  * flash of size bytes; robot_sim_image_put writes img into the data partition of subtype
- * (what names it, name names img in messages). 0, 2 (bad input, said on stderr) or 4. */
-int robot_sim_image_table(const char *csv_text, size_t csv_len, const char *csv_name,
-                          uint32_t size, uint8_t *table, size_t *tlen, struct fkd_part_table *dt);
+ * (what names it, name names img in messages); robot_sim_image_put_file does it with the
+ * file at path. 0, 2 (bad input, said on stderr) or 4. */
+int robot_sim_image_table(const char *csv_text, size_t csv_len, const char *csv_name, uint32_t size,
+                          uint8_t *table, size_t *tlen, struct fkd_part_table *dt);
 int robot_sim_image_put(struct fkd_flash *flash, const struct fkd_part_table *t, uint8_t subtype,
                         const char *what, const char *name, const uint8_t *img, size_t len,
                         int verbose);
+int robot_sim_image_put_file(struct fkd_flash *flash, const struct fkd_part_table *t,
+                             uint8_t subtype, const char *what, const char *path, int verbose);
 
 /* Parses "4M", "64K", "0x400000", "4194304" (image.c). 1 on success. */
 int robot_sim_parse_size(const char *s, uint32_t *out);

@@ -63,8 +63,8 @@ static int fault_hook(struct robot_sim *rs, const char *kind) {
         fkd_flash_mem_cut(&rs->file.mem, f->cut_at_rot, f->cut_torn);
         pthread_mutex_unlock(&rs->rot_lock);
         f->cut_armed = 1;
-        fkd_log(FKD_LOG_WARN, "fault: power cut armed at rotation flash write %lu%s",
-                f->cut_at_rot, f->cut_torn ? " (torn)" : "");
+        fkd_log(FKD_LOG_WARN, "fault: power cut armed at rotation flash write %lu%s", f->cut_at_rot,
+                f->cut_torn ? " (torn)" : "");
     }
     if (f->drop_commit && strcmp(kind, "rot_commit") == 0) {
         f->drop_commit = 0;
