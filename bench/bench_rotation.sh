@@ -18,7 +18,9 @@
 #
 # usage: bench_rotation.sh BUILD_DIR
 #   env: FK_BENCH_ROBOTS (10000), FK_BENCH_FAULT_ROBOTS (FK_BENCH_ROBOTS),
-#        FK_BENCH_REFLASH_SAMPLE (3)
+#        FK_BENCH_REFLASH_SAMPLE (3), FK_BENCH_RAMP (robots powered on per second, 200: all
+#        at once, thousands of handshakes time out against a single-threaded server on 2 cores
+#        and the robots' backoff then dominates)
 set -eu
 
 B=$(cd "${1:-build-bench}" && pwd)/bin
@@ -26,6 +28,7 @@ SRC=$(cd "$(dirname "$0")/.." && pwd)
 N=${FK_BENCH_ROBOTS:-10000}
 NF=${FK_BENCH_FAULT_ROBOTS:-$N}
 SAMPLE=${FK_BENCH_REFLASH_SAMPLE:-3}
+RAMP=${FK_BENCH_RAMP:-200}
 . "$SRC/bench/lib.inc"
 bench_begin bench_rotation provision-keys robot-sim fleetkey-server wss_client
 fail() {
@@ -59,7 +62,7 @@ start_fleets() {
         c=$left
         [ "$c" -le "$per" ] || c=$((left / 2 + 1))
         [ "$c" -le "$per" ] || c=$per
-        fleet_start "$base$k" "$c" --fleet-offset "$first" "$@"
+        fleet_start "$base$k" "$c" --fleet-offset "$first" --fleet-ramp-per-s "$RAMP" "$@"
         FLEETS="$FLEETS $base$k:$FPID"
         first=$((first + c)) left=$((left - c)) k=$((k + 1))
     done

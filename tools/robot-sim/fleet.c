@@ -78,6 +78,8 @@ void robot_sim_fleet_usage(FILE *f) {
           "                            rotation and boots again from its flash\n"
           "  --clock-skew-ms MS        each robot's clock is off by up to +-MS: its trial time\n"
           "                            limit (--rot-trial-ms) ends that much early or late\n"
+          "  --fleet-ramp-per-s R      power robots on at R per second (default: all at once; a\n"
+          "                            real fleet does not connect in the same instant)\n"
           "  --seed S                  which robots get which fault (default 1)\n",
           f);
 }
@@ -318,7 +320,7 @@ int robot_sim_fleet(int argc, char **argv) {
     memset(&fl, 0, sizeof fl);
     const char *keys = NULL, *sdkconfig = NULL, *status = NULL;
     unsigned long n = 0, offset = 0, stack_kb = 128, skew_ms = 0, run_ms = 0;
-    unsigned long trial_ms = 0, attempts = 0;
+    unsigned long trial_ms = 0, attempts = 0, ramp = 0;
     unsigned offline_pct = 0, drop_pct = 0, cut_pct = 0;
     enum fkd_log_level lvl = FKD_LOG_WARN;
     int code = 2;
@@ -357,6 +359,8 @@ int robot_sim_fleet(int argc, char **argv) {
             ok = parse_pct(v, &cut_pct);
         } else if (strcmp(a, "--clock-skew-ms") == 0) {
             ok = fk_parse_ulong(v, 86400000ul, &skew_ms) == FK_OK;
+        } else if (strcmp(a, "--fleet-ramp-per-s") == 0) {
+            ok = fk_parse_ulong(v, 1000000ul, &ramp) == FK_OK;
         } else if (strcmp(a, "--seed") == 0) {
             ok = fk_parse_ulong(v, ULONG_MAX, &fl.seed) == FK_OK;
         } else if (strcmp(a, "--sdkconfig") == 0) {
@@ -477,7 +481,13 @@ int robot_sim_fleet(int argc, char **argv) {
     pthread_attr_init(&attr);
     (void)pthread_attr_setstacksize(&attr, (size_t)stack_kb * 1024u);
     unsigned long started = 0;
+    uint64_t t_start = fkd_net_now_ms();
     for (unsigned long i = 0; i < n; i++) {
+        while (ramp > 0 && fkd_net_now_ms() < t_start + (uint64_t)i * 1000u / ramp &&
+               !robot_sim_stop_requested()) {
+            struct timespec ts = {0, 2 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
         int prc = pthread_create(&fl.robots[i].thread, &attr, robot_thread, &fl.robots[i]);
         if (prc != 0) {
             fprintf(stderr, "robot-sim: robot %lu: cannot start its thread (%s)\n", i,
