@@ -48,7 +48,7 @@ echo "bench_rotation: $N robots (faults run: $NF), $(nproc) cores, load average"
 t0=$(now)
 fleet_mint $((N + NF))
 echo "minted $((N + NF)) robots with provision-keys batch --ca: $(secs "$t0" "$(now)") s"
-fleet_server --log_level error
+fleet_server --log_level error --max_connections $((N + NF + 256))
 
 # A fleet of robots split over processes when one would exceed its file descriptors (two per
 # robot: the DTLS listener and the wss connection). FLEETS names them; fleet_up COUNT waits.
