@@ -120,8 +120,9 @@ fleet_count() {
 fleet_wait_settled() {
     i=0
     while :; do
-        fleet_api GET "/api/rotation/$ROT_ID"
-        if [ "$(fleet_count in_flight)" = 0 ] && [ "$(fleet_count pending)" = 0 ]; then
+        # A busy server may time a GET out (thousands of robots reconnecting): ask again.
+        if "$B/wss_client" --port "$P" $OPER --get "/api/rotation/$ROT_ID" >api.out 2>api.err &&
+            [ "$(fleet_count in_flight)" = 0 ] && [ "$(fleet_count pending)" = 0 ]; then
             return 0
         fi
         i=$((i + 1))
