@@ -20,7 +20,8 @@ cd "$TMP"
 # 1. --help
 run 0 help "$RS" --help
 opts=$(grep -ho 'strcmp([a-z]*, "--[a-z0-9-]*")' "$SRC"/tools/robot-sim/main.c \
-    "$SRC"/tools/robot-sim/services.c "$SRC"/tools/robot-sim/wss_service.c |
+    "$SRC"/tools/robot-sim/services.c "$SRC"/tools/robot-sim/wss_service.c \
+    "$SRC"/tools/robot-sim/fleet.c |
     sed 's/.*"\(--[a-z0-9-]*\)".*/\1/' | sort -u)
 [ -n "$opts" ] || fail "no options found in the sources"
 n=0

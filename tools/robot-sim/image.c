@@ -51,10 +51,34 @@ static uint8_t *slurp(const char *path, size_t max, size_t *len) {
     return buf;
 }
 
-static int put_image(struct fkd_flash *flash, const struct fkd_part_table *t, uint8_t subtype,
-                     const char *what, const char *path) {
+int robot_sim_image_put(struct fkd_flash *flash, const struct fkd_part_table *t, uint8_t subtype,
+                        const char *what, const char *name, const uint8_t *img, size_t len,
+                        int verbose) {
     const struct fkd_part *p = fkd_part_find(t, FKD_PART_DATA, subtype, NULL);
     if (p == NULL) {
+        fprintf(stderr, "robot-sim: the partition table has no data/%s partition for %s\n", what,
+                name);
+        return 2;
+    }
+    if (len == 0 || len > p->size) {
+        fprintf(stderr, "robot-sim: %s: %zu bytes do not fit partition %s (0x%x bytes)\n", name,
+                len, p->label, (unsigned)p->size);
+        return 2;
+    }
+    if (fkd_flash_write(flash, p->offset, img, len) != FKD_OK) {
+        fprintf(stderr, "robot-sim: cannot write %s into the image\n", name);
+        return 4;
+    }
+    if (verbose) {
+        fprintf(stderr, "robot-sim: %s -> %s at 0x%x (%zu bytes)\n", name, p->label,
+                (unsigned)p->offset, len);
+    }
+    return 0;
+}
+
+int robot_sim_image_put_file(struct fkd_flash *flash, const struct fkd_part_table *t,
+                             uint8_t subtype, const char *what, const char *path, int verbose) {
+    if (fkd_part_find(t, FKD_PART_DATA, subtype, NULL) == NULL) {
         fprintf(stderr, "robot-sim: the partition table has no data/%s partition for %s\n", what,
                 path);
         return 2;
@@ -65,21 +89,41 @@ static int put_image(struct fkd_flash *flash, const struct fkd_part_table *t, ui
         fprintf(stderr, "robot-sim: %s: cannot read\n", path);
         return 2;
     }
-    int code = 0;
-    if (len == 0 || len > p->size) {
-        fprintf(stderr, "robot-sim: %s: %zu bytes do not fit partition %s (0x%x bytes)\n", path,
-                len, p->label, (unsigned)p->size);
-        code = 2;
-    } else if (fkd_flash_write(flash, p->offset, img, len) != FKD_OK) {
-        fprintf(stderr, "robot-sim: cannot write %s into the image\n", path);
-        code = 4;
-    } else {
-        fprintf(stderr, "robot-sim: %s -> %s at 0x%x (%zu bytes)\n", path, p->label,
-                (unsigned)p->offset, len);
-    }
+    int code = robot_sim_image_put(flash, t, subtype, what, path, img, len, verbose);
     fk_wipe(img, len);
     free(img);
     return code;
+}
+
+int robot_sim_image_table(const char *csv_text, size_t csv_len, const char *csv_name, uint32_t size,
+                          uint8_t *table, size_t *tlen, struct fkd_part_table *dt) {
+    static struct fk_partition_table ht; /* large; callers run one at a time */
+    struct fk_diag diag;
+    fk_diag_init(&diag);
+    enum fk_err hrc;
+    if (csv_text != NULL) {
+        hrc = fk_partition_csv_parse(csv_text, csv_len, csv_name, &ht, &diag);
+    } else {
+        hrc = fk_partition_csv_parse(fk_partition_default_csv, strlen(fk_partition_default_csv),
+                                     "default partitions", &ht, &diag);
+    }
+    char msg[1024];
+    if (hrc != FK_OK) {
+        fk_diag_format(&diag, msg, sizeof msg);
+        fprintf(stderr, "robot-sim: %s\n", msg);
+        return 2;
+    }
+    if (fk_partition_encode(&ht, table, FK_PARTITION_TABLE_SIZE, tlen) != FK_OK) {
+        fprintf(stderr, "robot-sim: cannot encode the partition table\n");
+        return 2;
+    }
+    enum fkd_err rc = fkd_part_parse(table, *tlen, size, dt);
+    if (rc != FKD_OK) {
+        fprintf(stderr, "robot-sim: partition table does not fit a %u-byte flash (%s)\n",
+                (unsigned)size, fkd_strerror(rc));
+        return 2;
+    }
+    return 0;
 }
 
 int robot_sim_image(int argc, char **argv) {
@@ -126,46 +170,27 @@ int robot_sim_image(int argc, char **argv) {
     }
 
     /* The table, from partitions.csv or the built-in layout. */
-    static struct fk_partition_table ht;
-    struct fk_diag diag;
-    fk_diag_init(&diag);
-    enum fk_err hrc;
+    uint8_t table[FK_PARTITION_TABLE_SIZE];
+    size_t tlen = 0;
+    static struct fkd_part_table dt;
+    uint8_t *text = NULL;
+    size_t text_len = 0;
     if (csv != NULL) {
-        size_t len = 0;
-        uint8_t *text = slurp(csv, 1024u * 1024u, &len);
+        text = slurp(csv, 1024u * 1024u, &text_len);
         if (text == NULL) {
             fprintf(stderr, "robot-sim: %s: cannot read\n", csv);
             return 2;
         }
-        hrc = fk_partition_csv_parse((const char *)text, len, csv, &ht, &diag);
-        free(text);
-    } else {
-        hrc = fk_partition_csv_parse(fk_partition_default_csv, strlen(fk_partition_default_csv),
-                                     "default partitions", &ht, &diag);
     }
-    char msg[1024];
-    if (hrc != FK_OK) {
-        fk_diag_format(&diag, msg, sizeof msg);
-        fprintf(stderr, "robot-sim: %s\n", msg);
-        return 2;
-    }
-    uint8_t table[FK_PARTITION_TABLE_SIZE];
-    size_t tlen = 0;
-    if (fk_partition_encode(&ht, table, sizeof table, &tlen) != FK_OK) {
-        fprintf(stderr, "robot-sim: cannot encode the partition table\n");
-        return 2;
-    }
-    static struct fkd_part_table dt;
-    enum fkd_err rc = fkd_part_parse(table, tlen, size, &dt);
-    if (rc != FKD_OK) {
-        fprintf(stderr, "robot-sim: partition table does not fit a %u-byte flash (%s)\n",
-                (unsigned)size, fkd_strerror(rc));
-        return 2;
+    int tcode = robot_sim_image_table((const char *)text, text_len, csv, size, table, &tlen, &dt);
+    free(text);
+    if (tcode != 0) {
+        return tcode;
     }
 
     static struct fkd_flash_file ff;
     struct fkd_flash flash;
-    rc = fkd_flash_file_open(&ff, out, 1, size, &flash);
+    enum fkd_err rc = fkd_flash_file_open(&ff, out, 1, size, &flash);
     if (rc != FKD_OK) {
         fprintf(stderr, "robot-sim: %s: cannot create (%s)\n", out, fkd_strerror(rc));
         return 4;
@@ -175,10 +200,10 @@ int robot_sim_image(int argc, char **argv) {
         code = 4;
     }
     if (code == 0 && nvs != NULL) {
-        code = put_image(&flash, &dt, FKD_PART_SUB_NVS, "nvs", nvs);
+        code = robot_sim_image_put_file(&flash, &dt, FKD_PART_SUB_NVS, "nvs", nvs, 1);
     }
     if (code == 0 && keys != NULL) {
-        code = put_image(&flash, &dt, FKD_PART_SUB_NVS_KEYS, "nvs_keys", keys);
+        code = robot_sim_image_put_file(&flash, &dt, FKD_PART_SUB_NVS_KEYS, "nvs_keys", keys, 1);
     }
     if (fkd_flash_file_close(&ff) != FKD_OK && code == 0) {
         code = 4;

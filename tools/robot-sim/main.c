@@ -13,6 +13,7 @@
  * policy -> posture on stdout -> start_services(). Exit codes: 0 booted (and services ended
  * well), 2 usage or unreadable input, 3 boot refused by policy, 4 flash error. */
 #include "download.h"
+#include "fleet.h"   /* issue 14: robot-sim --fleet N */
 #include "ota_cmd.h" /* issue 7: OTA boot step, self-test, `robot-sim ota` */
 #include "robot_sim.h"
 
@@ -37,6 +38,7 @@ static void usage(FILE *f) {
         "                 (robot-sim nvs --help for details)\n"
         "       robot-sim ota --flash FILE --sdkconfig FILE --image SIGNED.bin ...\n"
         "                 (robot-sim ota --help for details)\n"
+        "       robot-sim --fleet N --fleet-keys DIR --sdkconfig FILE [fleet options] ...\n"
         "       robot-sim --flash FILE --download-mode [--pty-link PATH] [--mac M] ... [-- "
         "BOOT-ARGS]\n"
         "\n"
@@ -64,6 +66,7 @@ static void usage(FILE *f) {
         "  --wss-backoff-ms MS       first retry delay (default 1000)\n"
         "  --no-wss                  do not start the wss client\n",
         f);
+    robot_sim_fleet_usage(f);
 }
 
 /* JSON string with the escapes RFC 8259 requires. */
@@ -207,58 +210,21 @@ static int boot(int argc, char **argv) {
                 fkd_strerror(rc));
         goto out;
     }
-    rc = fkd_part_load(&rs.flash, &rs.parts);
-    if (rc != FKD_OK) {
-        fprintf(stderr, "robot-sim: %s: no valid partition table at 0x8000 (%s)\n", rs.flash_path,
-                fkd_strerror(rc));
-        goto out;
-    }
     size_t len = 0;
     rc = fkd_posix_read_file(sdkconfig, sdkconfig_buf, sizeof sdkconfig_buf, &len);
     if (rc != FKD_OK) {
         fprintf(stderr, "robot-sim: %s: cannot read (%s)\n", sdkconfig, fkd_strerror(rc));
         goto out;
     }
-    struct fkd_cfg_diag diag = {0, ""};
-    rc = fkd_config_parse(&rs.cfg, (const char *)sdkconfig_buf, len, &diag);
+    code = robot_sim_boot_core(&rs, (const char *)sdkconfig_buf, len, sdkconfig);
     fkd_wipe(sdkconfig_buf, len); /* it may hold the client key */
-    if (rc != FKD_OK) {
-        fprintf(stderr, "robot-sim: %s:%u: %s\n", sdkconfig, diag.line, diag.msg);
-        goto out;
-    }
-    rc = fkd_config_apply_env(&rs.cfg, fkd_posix_getenv, NULL);
-    if (rc != FKD_OK) {
-        goto out;
-    }
-    if (rs.opt_cut_at > 0) {
-        /* Fault injection: counted from here, so the boot's own repairs are writes too. */
-        fkd_flash_mem_cut(&rs.file.mem, rs.opt_cut_at, rs.opt_cut_torn);
-    }
-    fkd_log(FKD_LOG_INFO, "boot: %s build, flash %s (%u bytes), %u partitions",
-            rs.cfg.production_build ? "production" : "development", rs.flash_path,
-            (unsigned)rs.flash.size, rs.parts.count);
-    robot_sim_mount_nvs(&rs, rs.cfg.nvs_encryption, 1, 0);
-    /* Credential rotation: which slot each class uses, finishing what a power cut left. */
-    fkd_rot_init(&rs.rot);
-    if (rs.nvs_mounted) {
-        rc = fkd_rot_load(&rs.rot, &rs.nvs, (unsigned)rs.opt_rot_attempts, rs.opt_rot_trial_ms);
-        rs.rot_loaded = rc == FKD_OK;
-        if (rc != FKD_OK) {
-            fkd_log(FKD_LOG_ERROR, "boot: rotation records: %s (repaired at the next boot)",
-                    fkd_strerror(rc));
-        }
-    }
-    if (rs.file.mem.dead) {
+    if (code == ROBOT_SIM_POWER_CUT) {
         goto power_cut;
     }
-    rc = fkd_store_load_rot(&rs.store, rs.nvs_mounted ? &rs.nvs : NULL, &rs.cfg,
-                            rs.rot_loaded ? &rs.rot : NULL);
-    if (rc != FKD_OK) {
-        code = 4;
+    if (code != 0) {
         goto out;
     }
-    struct fkd_policy_input in = {&rs.store, &rs.cfg, rs.nvs_encrypted};
-    fkd_policy_evaluate(&in, &rs.posture);
+    code = 2;
     if (status_json) {
         print_status_json();
     } else {
@@ -316,6 +282,9 @@ int main(int argc, char **argv) {
         }
     }
     /* ---- end of the download-mode hook ---- */
+    if (robot_sim_fleet_wanted(argc, argv)) { /* issue 14: N robots in this process, fleet.c */
+        return robot_sim_fleet(argc, argv);
+    }
     if (argc >= 2 && strcmp(argv[1], "flash-image") == 0) {
         return robot_sim_image(argc - 2, argv + 2);
     }

@@ -4,6 +4,10 @@
  * into another. */
 #include "robot_sim.h"
 
+#include <stdio.h>
+
+_Thread_local const struct robot_sim *robot_sim_self;
+
 void robot_sim_mount_nvs(struct robot_sim *r, int want_encrypted, int require_keys, int readonly) {
     const struct fkd_part *np = fkd_part_find(&r->parts, FKD_PART_DATA, FKD_PART_SUB_NVS, NULL);
     const struct fkd_part *kp =
@@ -67,4 +71,53 @@ void robot_sim_mount_nvs(struct robot_sim *r, int want_encrypted, int require_ke
             st.pages_active + st.pages_full, st.pages_free);
     r->nvs_mounted = 1;
     r->nvs_encrypted = enc;
+}
+
+int robot_sim_boot_core(struct robot_sim *rs, const char *sdk, size_t sdk_len,
+                        const char *sdk_name) {
+    enum fkd_err rc = fkd_part_load(&rs->flash, &rs->parts);
+    if (rc != FKD_OK) {
+        fprintf(stderr, "robot-sim: %s: no valid partition table at 0x8000 (%s)\n", rs->flash_path,
+                fkd_strerror(rc));
+        return 2;
+    }
+    struct fkd_cfg_diag diag = {0, ""};
+    rc = fkd_config_parse(&rs->cfg, sdk, sdk_len, &diag);
+    if (rc != FKD_OK) {
+        fprintf(stderr, "robot-sim: %s:%u: %s\n", sdk_name, diag.line, diag.msg);
+        return 2;
+    }
+    rc = fkd_config_apply_env(&rs->cfg, fkd_posix_getenv, NULL);
+    if (rc != FKD_OK) {
+        return 2;
+    }
+    if (rs->opt_cut_at > 0) {
+        /* Fault injection: counted from here, so the boot's own repairs are writes too. */
+        fkd_flash_mem_cut(&rs->file.mem, rs->opt_cut_at, rs->opt_cut_torn);
+    }
+    fkd_log(FKD_LOG_INFO, "boot: %s build, flash %s (%u bytes), %u partitions",
+            rs->cfg.production_build ? "production" : "development", rs->flash_path,
+            (unsigned)rs->flash.size, rs->parts.count);
+    robot_sim_mount_nvs(rs, rs->cfg.nvs_encryption, 1, 0);
+    /* Credential rotation: which slot each class uses, finishing what a power cut left. */
+    fkd_rot_init(&rs->rot);
+    if (rs->nvs_mounted) {
+        rc = fkd_rot_load(&rs->rot, &rs->nvs, (unsigned)rs->opt_rot_attempts, rs->opt_rot_trial_ms);
+        rs->rot_loaded = rc == FKD_OK;
+        if (rc != FKD_OK) {
+            fkd_log(FKD_LOG_ERROR, "boot: rotation records: %s (repaired at the next boot)",
+                    fkd_strerror(rc));
+        }
+    }
+    if (rs->file.mem.dead) {
+        return ROBOT_SIM_POWER_CUT;
+    }
+    rc = fkd_store_load_rot(&rs->store, rs->nvs_mounted ? &rs->nvs : NULL, &rs->cfg,
+                            rs->rot_loaded ? &rs->rot : NULL);
+    if (rc != FKD_OK) {
+        return 4;
+    }
+    struct fkd_policy_input in = {&rs->store, &rs->cfg, rs->nvs_encrypted};
+    fkd_policy_evaluate(&in, &rs->posture);
+    return 0;
 }

@@ -54,11 +54,23 @@ struct robot_sim_wss {
     atomic_int stop_flag;
     atomic_int reboot_flag; /* the client ended with FKD_WSS_R_REBOOT */
     atomic_int welcomed_flag;
+    atomic_int online_flag; /* welcomed on the current connection (robot-sim --fleet counts) */
+    size_t opt_stack;       /* the thread's stack size; 0: the system's default (fleet.c) */
     const char *opt_uri;
     const char *opt_host;
     unsigned long opt_attempts;
     unsigned long opt_backoff_ms;
     int opt_disabled;
+};
+
+/* Fault injection of a fleet rehearsal (fleet.c; all 0 for a single robot): done at the
+ * network and flash level around the device library, never inside it. */
+struct robot_sim_fault {
+    int drop_commit;          /* the next rot_commit: drop the connection, do not answer (once) */
+    unsigned long cut_at_rot; /* power cut at this flash write counted from the first rot_*
+                               * request of this boot (0: none) */
+    int cut_torn;             /* ... and that write is half applied */
+    int cut_armed;
 };
 
 /* Everything a booted robot holds, the one context every part of robot-sim takes as a
@@ -68,6 +80,7 @@ struct robot_sim_wss {
  * file-scope state. */
 struct robot_sim {
     const char *flash_path;
+    const char *name; /* the robot's name in log lines of a fleet (NULL: a single robot) */
     struct fkd_flash_file file;
     struct fkd_flash flash;
     struct fkd_part_table parts;
@@ -89,7 +102,12 @@ struct robot_sim {
     struct robot_sim_ota ota;
     struct robot_sim_ctl ctl;
     struct robot_sim_wss wss;
+    struct robot_sim_fault fault;
 };
+
+/* The robot whose thread this is, for the log lines of a fleet (fleet.c's log handler); set by
+ * each robot thread and its wss thread. */
+extern _Thread_local const struct robot_sim *robot_sim_self;
 
 /* Exit code of a robot whose power was cut (--power-cut-at-write). */
 #define ROBOT_SIM_POWER_CUT 6
@@ -100,6 +118,10 @@ struct robot_sim {
  * FKD_LISTENER_REFUSED (do not start it); posture.dtls_port is the port. argv holds the
  * command-line options main did not recognise (argc of them), for the services to parse. */
 int start_services(struct robot_sim *rs, int argc, char **argv);
+/* Every robot's services stop as on SIGTERM (robot-sim --fleet at its --run-ms); whether that
+ * was asked (a signal, or robot_sim_stop_all). */
+void robot_sim_stop_all(void);
+int robot_sim_stop_requested(void);
 /* start_services' answer when the robot must reboot (an OTA update was installed, or the new
  * image failed its self-test): main.c closes the flash and re-executes robot-sim with its
  * original arguments. */
@@ -116,6 +138,29 @@ int robot_sim_nvs(int argc, char **argv);
  * CONFIG_NVS_ENCRYPTION); otherwise mount plain. readonly: repair nothing on flash
  * (fkd_nvs_mount_readonly), for commands that only look. */
 void robot_sim_mount_nvs(struct robot_sim *rs, int want_encrypted, int require_keys, int readonly);
+
+/* The boot of a robot whose flash is open (rs->flash; rs->file.mem for power cuts): partition
+ * table -> sdkconfig text (sdk, sdk_len; named sdk_name in messages) -> MINITRAIN_* env ->
+ * --power-cut-at-write armed -> NVS -> rotation records -> credential store -> policy
+ * (rs->posture). rs->cfg, store and nvs must have been initialised. Used by main.c for one
+ * robot and by fleet.c for each robot of a fleet. Returns 0 (booted: rs->posture says whether
+ * policy allows it), 2 unusable table or sdkconfig, 4 store error, ROBOT_SIM_POWER_CUT. */
+int robot_sim_boot_core(struct robot_sim *rs, const char *sdk, size_t sdk_len,
+                        const char *sdk_name);
+
+/* image.c, shared by `flash-image create` and the fleet's in-memory images (fleet.c):
+ * robot_sim_image_table encodes the partition table of csv_text (NULL: the built-in layout)
+ * into table (FK_PARTITION_TABLE_SIZE bytes; *tlen used) and reads it back into *dt for a
+ * flash of size bytes; robot_sim_image_put writes img into the data partition of subtype
+ * (what names it, name names img in messages); robot_sim_image_put_file does it with the
+ * file at path. 0, 2 (bad input, said on stderr) or 4. */
+int robot_sim_image_table(const char *csv_text, size_t csv_len, const char *csv_name, uint32_t size,
+                          uint8_t *table, size_t *tlen, struct fkd_part_table *dt);
+int robot_sim_image_put(struct fkd_flash *flash, const struct fkd_part_table *t, uint8_t subtype,
+                        const char *what, const char *name, const uint8_t *img, size_t len,
+                        int verbose);
+int robot_sim_image_put_file(struct fkd_flash *flash, const struct fkd_part_table *t,
+                             uint8_t subtype, const char *what, const char *path, int verbose);
 
 /* Parses "4M", "64K", "0x400000", "4194304" (image.c). 1 on success. */
 int robot_sim_parse_size(const char *s, uint32_t *out);

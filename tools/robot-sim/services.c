@@ -50,6 +50,14 @@ static void on_signal(int sig) {
     stop = 1;
 }
 
+void robot_sim_stop_all(void) {
+    stop = 1;
+}
+
+int robot_sim_stop_requested(void) {
+    return stop != 0;
+}
+
 static void ctl_log(void *user, enum fkd_ctl_level lvl, const char *line) {
     (void)user;
     static const enum fkd_log_level map[] = {FKD_LOG_DEBUG, FKD_LOG_INFO, FKD_LOG_WARN,
@@ -169,9 +177,14 @@ int start_services(struct robot_sim *rs, int argc, char **argv) {
     const char *mode = cfg.mode == FKD_CTL_MODE_DTLS ? "dtls-psk" : "plaintext";
     fkd_log(FKD_LOG_INFO, "services: control listener on udp %s:%u (%s, %d sessions)", bind_ip,
             (unsigned)fkd_ctl_port(&rs->ctl.ctl), mode, ROBOT_SIM_CTL_SESSIONS);
-    printf("robot-sim: control listener on udp %s:%u (%s)\n", bind_ip,
-           (unsigned)fkd_ctl_port(&rs->ctl.ctl), mode);
-    fflush(stdout);
+    /* The port actually bound (--ctl-port 0), as hello's posture.dtls_port reports it: the
+     * control plane reaches the listener there (PSK confirmation). */
+    rs->posture.dtls_port = fkd_ctl_port(&rs->ctl.ctl);
+    if (rs->name == NULL) { /* a fleet's robots are counted, not listed (fleet.c) */
+        printf("robot-sim: control listener on udp %s:%u (%s)\n", bind_ip,
+               (unsigned)fkd_ctl_port(&rs->ctl.ctl), mode);
+        fflush(stdout);
+    }
 
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 int robot_sim_wss_option(struct robot_sim *rs, int argc, char **argv, int i) {
     const char *a = argv[i];
@@ -51,10 +52,36 @@ static size_t h_state(void *user, char *out, size_t size) {
     return rs->wss.ota_ready ? fkd_ota_remote_state_json(&rs->wss.remote, out, size) : 0;
 }
 
+/* Fault injection of a fleet rehearsal (robot_sim.h, struct robot_sim_fault). A power cut is
+ * armed at the first rotation request, so it falls on one of the rotation's flash writes; a
+ * dropped confirmation shuts the socket down under the client, as a network failure would,
+ * before the device sees rot_commit. Returns 1 when the request must not be handled. */
+static int fault_hook(struct robot_sim *rs, const char *kind) {
+    struct robot_sim_fault *f = &rs->fault;
+    if (f->cut_at_rot > 0 && !f->cut_armed && strncmp(kind, "rot_", 4) == 0) {
+        pthread_mutex_lock(&rs->rot_lock);
+        fkd_flash_mem_cut(&rs->file.mem, f->cut_at_rot, f->cut_torn);
+        pthread_mutex_unlock(&rs->rot_lock);
+        f->cut_armed = 1;
+        fkd_log(FKD_LOG_WARN, "fault: power cut armed at rotation flash write %lu%s", f->cut_at_rot,
+                f->cut_torn ? " (torn)" : "");
+    }
+    if (f->drop_commit && strcmp(kind, "rot_commit") == 0) {
+        f->drop_commit = 0;
+        fkd_log(FKD_LOG_WARN, "fault: connection dropped instead of answering rot_commit");
+        (void)shutdown(rs->wss.client.sock.fd, SHUT_RDWR);
+        return 1;
+    }
+    return 0;
+}
+
 static enum fkd_wss_req_result h_request(void *user, const char *kind, const uint8_t *body,
                                          size_t body_len, struct fkd_wss_reply *reply) {
     struct robot_sim *rs = user;
     enum fkd_wss_req_result r = FKD_WSS_REQ_UNKNOWN;
+    if (fault_hook(rs, kind)) {
+        return FKD_WSS_REQ_UNKNOWN; /* its answer goes nowhere: the connection is gone */
+    }
     if (rs->wss.ota_ready) {
         r = fkd_ota_remote_request(&rs->wss.remote, kind, body, body_len, reply);
     }
@@ -68,6 +95,7 @@ static enum fkd_wss_req_result h_request(void *user, const char *kind, const uin
 
 static void h_credentials(void *user, struct fkd_wss_creds *c) {
     struct robot_sim *rs = user;
+    atomic_store(&rs->wss.online_flag, 0); /* a new connection begins */
     if (rs->wss.rot_ready) {
         pthread_mutex_lock(&rs->rot_lock);
         fkd_rot_remote_credentials(&rs->wss.rot, c);
@@ -93,11 +121,14 @@ static void on_welcome(void *user) {
     struct robot_sim *rs = user;
     (void)robot_sim_ota_confirm(rs);
     atomic_store(&rs->wss.welcomed_flag, 1);
+    atomic_store(&rs->wss.online_flag, 1);
 }
 
 static void *run(void *arg) {
     struct robot_sim *rs = arg;
+    robot_sim_self = rs;
     enum fkd_wss_reason r = fkd_wss_run(&rs->wss.client);
+    atomic_store(&rs->wss.online_flag, 0);
     if (r == FKD_WSS_R_REBOOT) {
         atomic_store(&rs->wss.reboot_flag, 1);
     }
@@ -188,7 +219,15 @@ int robot_sim_wss_start(struct robot_sim *rs, const char *fw_version) {
     atomic_store(&rs->wss.stop_flag, 0);
     atomic_store(&rs->wss.reboot_flag, 0);
     atomic_store(&rs->wss.welcomed_flag, 0);
-    if (pthread_create(&rs->wss.thread, NULL, run, rs) != 0) {
+    atomic_store(&rs->wss.online_flag, 0);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    if (rs->wss.opt_stack != 0) {
+        (void)pthread_attr_setstacksize(&attr, rs->wss.opt_stack);
+    }
+    int prc = pthread_create(&rs->wss.thread, &attr, run, rs);
+    pthread_attr_destroy(&attr);
+    if (prc != 0) {
         fkd_log(FKD_LOG_ERROR, "services: cannot start the wss thread");
         fkd_wss_free(&rs->wss.client);
         fkd_ota_remote_free(&rs->wss.remote);
@@ -196,8 +235,10 @@ int robot_sim_wss_start(struct robot_sim *rs, const char *fw_version) {
         return 1;
     }
     rs->wss.started = 1;
-    printf("robot-sim: wss client to %s\n", uri);
-    fflush(stdout);
+    if (rs->name == NULL) {
+        printf("robot-sim: wss client to %s\n", uri);
+        fflush(stdout);
+    }
     return 0;
 }
 

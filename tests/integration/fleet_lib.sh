@@ -1,0 +1,137 @@
+# A fleet of simulated robots against a real fleetkey-server (robot-sim --fleet, issue 14).
+# Sourced by tests/integration/robot_sim_fleet.sh and bench/bench_rotation.sh; needs B (the bin
+# directory) and a fail function; runs in the scratch directory. Background processes go into
+# PIDS (the caller stops them on exit).
+
+# fleet_mint N: a CA, the server's certificate, an operator, a CRL and N robots minted by
+# `provision-keys batch --ca --encrypt-nvs` into keys/ (NVS images with PSK, identity, mTLS key
+# and certificate, CA), and the production sdkconfig the robots boot with.
+fleet_mint() {
+    pk="$B/provision-keys"
+    "$pk" ca init --dir pki >mint.log 2>&1 || fail "ca init"
+    "$pk" ca issue --dir pki --server localhost --san IP:127.0.0.1 >>mint.log 2>&1 ||
+        fail "ca issue --server"
+    "$pk" ca issue --dir pki --operator ops >>mint.log 2>&1 || fail "ca issue --operator"
+    "$pk" ca crl --dir pki --out crl.pem >>mint.log 2>&1 || fail "ca crl"
+    awk -v n="$1" 'BEGIN { print "mac,wifi_ssid,wifi_password"
+        for (i = 0; i < n; i++)
+            printf "02:00:%02X:%02X:%02X:%02X,lab,pw-%d-fleet\n", int(i / 16777216) % 256,
+                int(i / 65536) % 256, int(i / 256) % 256, i % 256, i }' >devices.csv
+    "$pk" batch --csv devices.csv --output-dir keys --ca pki --encrypt-nvs --jobs 2 \
+        >batch.out 2>>mint.log || fail "batch --ca"
+    cat >prod.sdkconfig <<'CFG'
+CONFIG_PRODUCTION_BUILD=y
+CONFIG_NVS_ENCRYPTION=y
+CONFIG_SECURE_BOOT_V2_ENABLED=y
+CONFIG_MINITRAIN_EXPECTED_HOST="localhost"
+CFG
+    OPER="--ca pki/ca-chain.pem --cert pki/operators/ops.chain.pem --key pki/operators/ops.key.pem"
+}
+
+# fleet_server [flags]: fleetkey-server on a port the OS picks, with the rotation config keys
+# (ca_dir, rot_dir); log srv.log; sets P.
+fleet_server() {
+    rm -f port
+    "$B/fleetkey-server" --listen 127.0.0.1 --port 0 --port-file port \
+        --cert pki/servers/localhost.chain.pem --key pki/servers/localhost.key.pem \
+        --ca pki/ca-chain.pem --crl crl.pem --inventory keys/inventory.db \
+        --ca_dir pki --rot_dir rot "$@" 2>srv.log </dev/null &
+    PIDS="$PIDS $!"
+    i=0
+    while [ ! -s port ]; do
+        i=$((i + 1))
+        [ $i -le 300 ] || fail "fleetkey-server did not start"
+        sleep 0.1
+    done
+    P=$(cat port)
+}
+
+# fleet_start NAME N [robot-sim options]: robot-sim --fleet N in the background (NAME.out,
+# NAME.err, status NAME.json); sets FPID.
+fleet_start() {
+    name=$1 n=$2
+    shift 2
+    rm -f "$name.json"
+    "$B/robot-sim" --fleet "$n" --fleet-keys keys --sdkconfig prod.sdkconfig \
+        --wss-uri "wss://127.0.0.1:$P/ws" --wss-backoff-ms 500 --ctl-bind 127.0.0.1 \
+        --fleet-status "$name.json" "$@" >"$name.out" 2>"$name.err" </dev/null &
+    FPID=$!
+    PIDS="$PIDS $FPID"
+}
+
+# fleet_wait_status NAME: until fleet NAME wrote its first status (10 s at most).
+fleet_wait_status() {
+    i=0
+    until [ -s "$1.json" ]; do
+        i=$((i + 1))
+        [ $i -le 100 ] || fail "no status from fleet $1"
+        sleep 0.1
+    done
+}
+
+# fleet_field FILE KEY: a top-level number of a status file (0 when absent).
+fleet_field() {
+    sed -n "s/.*\"$2\":\([0-9]*\).*/\1/p" "$1" 2>/dev/null | head -1 | grep . || echo 0
+}
+
+# fleet_wait_online NAME COUNT SECONDS: until COUNT robots of fleet NAME are connected.
+fleet_wait_online() {
+    i=0
+    while [ "$(fleet_field "$1.json" online)" -lt "$2" ]; do
+        i=$((i + 1))
+        [ $i -le $(($3 * 5)) ] || fail "only $(fleet_field "$1.json" online) of $2 robots connected"
+        sleep 0.2
+    done
+}
+
+# fleet_api METHOD PATH [BODY_FILE]: the admin API as the operator; the answer in api.out
+# (status line first).
+fleet_api() {
+    if [ "$1" = POST ]; then
+        "$B/wss_client" --port "$P" $OPER --post "$2" --body "$3" >api.out 2>api.err ||
+            fail "POST $2"
+    else
+        "$B/wss_client" --port "$P" $OPER --get "$2" >api.out 2>api.err || fail "GET $2"
+    fi
+}
+
+# fleet_rotate CLASSES TIMEOUT_S [FIRST N]: a plan over the minted robots (N of them from the
+# FIRST-th, default all), created and started; sets ROT_ID.
+fleet_rotate() {
+    ls keys | sed -n 's/\.nvs\.bin$//p' | sort | tail -n "+${3:-1}" | head -n "${4:-1000000}" |
+        awk -v c="$1" -v t="$2" 'BEGIN { printf "{\"classes\":\"%s\",\"waves\":\"100\",", c
+            printf "\"timeout_s\":%d,\"devices\":[", t }
+            { printf "%s\"%s\"", (NR > 1 ? "," : ""), $0 } END { print "]}" }' >plan.json
+    fleet_api POST /api/rotation plan.json
+    grep -q '^201' api.out || { cat api.out >&2; fail "plan not created"; }
+    ROT_ID=$(sed -n 's/.*"id":"\(rot-[0-9]*\)".*/\1/p' api.out | head -1)
+    : >empty
+    fleet_api POST "/api/rotation/$ROT_ID/start" empty
+    grep -q '^200' api.out || { cat api.out >&2; fail "start refused"; }
+}
+
+# fleet_count KEY: a number of the plan's counts in api.out.
+fleet_count() {
+    sed -n "s/.*\"counts\":{[^}]*\"$1\":\([0-9]*\).*/\1/p" api.out | head -1
+}
+
+# fleet_wait_settled SECONDS: until nothing of the plan is in flight or pending; the last
+# answer stays in api.out.
+fleet_wait_settled() {
+    i=0
+    while :; do
+        # A busy server may time a GET out (thousands of robots reconnecting): ask again.
+        if "$B/wss_client" --port "$P" $OPER --get "/api/rotation/$ROT_ID" >api.out 2>api.err &&
+            [ "$(fleet_count in_flight)" = 0 ] && [ "$(fleet_count pending)" = 0 ]; then
+            return 0
+        fi
+        i=$((i + 1))
+        [ $i -le $(($1 * 5)) ] || { head -c 600 api.out >&2; fail "the plan did not settle"; }
+        sleep 0.2
+    done
+}
+
+# fleet_rot NAME CLASS STATE: robots of fleet NAME whose CLASS rotation is in STATE (status).
+fleet_rot() {
+    sed -n "s/.*\"$2\":{\([^}]*\)}.*/\1/p" "$1.json" | sed -n "s/.*\"$3\":\([0-9]*\).*/\1/p"
+}
