@@ -177,9 +177,6 @@ int start_services(struct robot_sim *rs, int argc, char **argv) {
     const char *mode = cfg.mode == FKD_CTL_MODE_DTLS ? "dtls-psk" : "plaintext";
     fkd_log(FKD_LOG_INFO, "services: control listener on udp %s:%u (%s, %d sessions)", bind_ip,
             (unsigned)fkd_ctl_port(&rs->ctl.ctl), mode, ROBOT_SIM_CTL_SESSIONS);
-    /* The port actually bound (--ctl-port 0), as hello's posture.dtls_port reports it: the
-     * control plane reaches the listener there (PSK confirmation). */
-    rs->posture.dtls_port = fkd_ctl_port(&rs->ctl.ctl);
     if (rs->name == NULL) { /* a fleet's robots are counted, not listed (fleet.c) */
         printf("robot-sim: control listener on udp %s:%u (%s)\n", bind_ip,
                (unsigned)fkd_ctl_port(&rs->ctl.ctl), mode);
