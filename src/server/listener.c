@@ -151,6 +151,21 @@ void fk_srv_listener_wake(struct fk_server *srv) {
     }
 }
 
+/* A PSK check finished (rot_check.c woke the loop): collect it, start the next ones, and send
+ * rot_commit to the devices it confirmed without waiting for the tick. */
+static void wake_rot(struct fk_server *srv) {
+    fk_srv_rot_checks_wake(srv);
+    for (struct session *s = srv->sessions; s != NULL; s = s->next) {
+        if (!s->kick) {
+            continue;
+        }
+        s->kick = 0;
+        if (s->close_code == 0 && fk_srv_push_next(s) != 0) {
+            fk_srv_schedule_close(s, s->wsi, FK_WSS_CLOSE_INTERNAL, "internal error");
+        }
+    }
+}
+
 enum fk_err fk_srv_listener_run(struct fk_server *srv) {
     while (!srv->stop) {
         if (lws_service(srv->ctx, 0) < 0) {
@@ -158,6 +173,9 @@ enum fk_err fk_srv_listener_run(struct fk_server *srv) {
         }
         if (srv->reload) {
             fk_srv_crl_maybe_reload(srv);
+        }
+        if (atomic_exchange(&srv->rot_wake, 0)) {
+            wake_rot(srv);
         }
     }
     /* Going away: every WebSocket gets close 1001; a bounded number of loop turns to send

@@ -26,6 +26,10 @@ static void *check_main(void *arg) {
                                 ROT_CHECK_TIMEOUT_MS, &d);
     snprintf(c->why, sizeof c->why, "%.255s", c->rc == FK_OK ? "" : d.msg);
     atomic_store(&c->done, 1);
+    /* Wake the service loop: without this a finished check waits for the next 1 s tick, and
+     * a fleet's PSK rotation runs at ROT_CHECKS_MAX devices a second. */
+    atomic_store(c->wake, 1);
+    lws_cancel_service(c->ctx);
     return NULL;
 }
 
@@ -47,6 +51,10 @@ static void collect(struct fk_server *srv, struct rot_job *j, size_t i) {
     } else if (c->rc == FK_OK) {
         srv->rot_checks_ok++;
         rd->commit_due[FK_PLAN_PSK] = 1;
+        struct session *s = fk_srv_session_of(srv, t->device);
+        if (s != NULL) {
+            s->kick = 1;
+        }
         fk_log(FK_LOG_INFO, "server: rotation %s: %s: psk v%u authenticated as next at %s:%s",
                j->id, t->device, c->version, c->host, c->port);
     } else {
@@ -78,6 +86,8 @@ static void start(struct fk_server *srv, struct rot_job *j, size_t i, const stru
     fk_srv_rot_psk_identity(s->id, c->version, c->identity, sizeof c->identity);
     memcpy(c->psk, rd->psk, sizeof c->psk);
     atomic_init(&c->done, 0);
+    c->wake = &srv->rot_wake;
+    c->ctx = srv->ctx;
     if (pthread_create(&c->th, NULL, check_main, c) != 0) {
         fk_log(FK_LOG_WARN, "server: rotation %s: %s: psk check not started (no thread)", j->id,
                s->id);
@@ -124,6 +134,13 @@ void fk_srv_rot_checks(struct fk_server *srv, struct rot_job *j) {
             continue;
         }
         start(srv, j, i, s);
+    }
+}
+
+void fk_srv_rot_checks_wake(struct fk_server *srv) {
+    struct rot_job *j = fk_srv_rot_current(srv);
+    if (j != NULL) {
+        fk_srv_rot_checks(srv, j);
     }
 }
 

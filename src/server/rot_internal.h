@@ -33,7 +33,7 @@
 
 #define ROT_PSK_LEN 32
 #define ROT_CHECK_TRIES 5 /* PSK checks of one staged version before the plan's timeout */
-#define ROT_CHECKS_MAX 8  /* PSK checks in flight at once (one thread each) */
+#define ROT_CHECKS_MAX 64 /* PSK checks in flight at once (one thread each) */
 #define ROT_CHECK_TIMEOUT_MS 3000
 
 /* One PSK check in flight (rot_check.c): the worker reads its inputs and writes rc/why, then
@@ -41,6 +41,8 @@
 struct rot_check {
     pthread_t th;
     atomic_int done;
+    atomic_int *wake;         /* &srv->rot_wake, set when done */
+    struct lws_context *ctx;  /* woken with lws_cancel_service (thread-safe) */
     char host[64];
     char port[8];
     char identity[FK_WSS_ID_MAX + 16];
@@ -140,6 +142,9 @@ void fk_srv_rot_psk_identity(const char *device, unsigned version, char *out, si
  * up to ROT_CHECK_TRIES, then left to the plan's timeout) and starts a check for each live
  * session that reports psk "trial" of the staged version. Never blocks. */
 void fk_srv_rot_checks(struct fk_server *srv, struct rot_job *j);
+/* The loop was woken by a finished check (srv->rot_wake): collects the finished checks and
+ * starts waiting ones at once; a session whose rot_commit became due gets kick = 1. */
+void fk_srv_rot_checks_wake(struct fk_server *srv);
 /* At shutdown: waits for the checks in flight (each bounded by ROT_CHECK_TIMEOUT_MS). */
 void fk_srv_rot_checks_stop(struct fk_server *srv);
 

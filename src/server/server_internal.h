@@ -20,6 +20,7 @@
 #include <openssl/ssl.h>
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -78,6 +79,7 @@ struct session {
     int key_new_tried, key_promote_tried, need_abort;
     int rot_confirmed; /* fk_rotation_confirm done (or not needed) here */
     int superseded;    /* the device connected again: push nothing here */
+    int kick;          /* something is due for it now (a PSK check passed): push at once */
     /* credential rotation (rot.c) */
     struct fk_wss_rot rot;           /* the device's last report; rot.present 0: never sent rot_* */
     long long dtls_port;             /* posture.dtls_port of hello, 0 when absent */
@@ -174,6 +176,7 @@ struct fk_server {
     unsigned long long rot_delivered, rot_commits;
     unsigned long long rot_checks_ok, rot_checks_failed;
     unsigned rot_checks_running; /* PSK checks in flight (rot_check.c) */
+    atomic_int rot_wake; /* a check finished: the loop collects it now, not at the next tick */
     unsigned long long ota_bytes, ota_states[FK_OTA_FAILED + 1], ota_keys[2], ota_uploads_refused;
 };
 
