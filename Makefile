@@ -6,7 +6,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: deps build build-asan check check-asan demo bench clean device-size
+.PHONY: deps build build-asan check check-asan demo bench clean device-size rehearse
 
 deps:
 	@sh scripts/install-deps
@@ -36,6 +36,13 @@ bench: deps
 	cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
 	cmake --build build-bench -j $(JOBS)
 	sh bench/run build-bench
+
+# A rotation rehearsal: staging server, simulated fleet with faults, pass/fail gates.
+#   make rehearse DEVICES=1000 FAULTS=5
+DEVICES ?= 200
+FAULTS ?= 5
+rehearse: build
+	sh scripts/rehearse --devices $(DEVICES) --faults $(FAULTS) --build $(BUILD)
 
 # Compile device/src for the ESP32-C3 core (rv32imc, picolibc) and print its size.
 device-size: deps

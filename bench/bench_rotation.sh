@@ -28,7 +28,7 @@ SRC=$(cd "$(dirname "$0")/.." && pwd)
 N=${FK_BENCH_ROBOTS:-10000}
 NF=${FK_BENCH_FAULT_ROBOTS:-$N}
 SAMPLE=${FK_BENCH_REFLASH_SAMPLE:-3}
-RAMP=${FK_BENCH_RAMP:-200}
+RAMP=${FK_BENCH_RAMP:-100}
 . "$SRC/bench/lib.inc"
 bench_begin bench_rotation provision-keys robot-sim fleetkey-server wss_client
 fail() {
@@ -48,7 +48,9 @@ echo "bench_rotation: $N robots (faults run: $NF), $(nproc) cores, load average"
 t0=$(now)
 fleet_mint $((N + NF))
 echo "minted $((N + NF)) robots with provision-keys batch --ca: $(secs "$t0" "$(now)") s"
-fleet_server --log_level error --max_connections $((N + NF + 256))
+# A fleet of thousands shares two cores where real robots each have their own CPU: handshakes
+# queue for seconds, so both sides get deadlines of minutes rather than 10 s.
+fleet_server --log_level error --max_connections $((N + NF + 256)) --handshake_timeout 180
 
 # A fleet of robots split over processes when one would exceed its file descriptors (two per
 # robot: the DTLS listener and the wss connection). FLEETS names them; fleet_up COUNT waits.
@@ -62,7 +64,8 @@ start_fleets() {
         c=$left
         [ "$c" -le "$per" ] || c=$((left / 2 + 1))
         [ "$c" -le "$per" ] || c=$per
-        fleet_start "$base$k" "$c" --fleet-offset "$first" --fleet-ramp-per-s "$RAMP" "$@"
+        fleet_start "$base$k" "$c" --fleet-offset "$first" --fleet-ramp-per-s "$RAMP" \
+            --wss-connect-timeout-ms 180000 "$@"
         FLEETS="$FLEETS $base$k:$FPID"
         first=$((first + c)) left=$((left - c)) k=$((k + 1))
     done

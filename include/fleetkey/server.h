@@ -44,6 +44,8 @@ struct fk_server_config {
     char inventory[1024]; /* inventory database (SQLite) */
     unsigned max_connections; /* simultaneous TLS connections; default 1024 */
     unsigned hello_timeout;   /* seconds for the first message; default 10 */
+    unsigned handshake_timeout; /* seconds for a TLS handshake and an HTTP request; default 10
+                                   (a simulated fleet of thousands on two cores needs more) */
     unsigned ping_interval;   /* seconds, announced in welcome; idle close at 3x; default 30 */
     enum fk_log_level log_level; /* default FK_LOG_INFO */
     int allow_no_crl;         /* development only */
@@ -62,7 +64,7 @@ struct fk_server_config {
 void fk_server_config_init(struct fk_server_config *cfg);
 
 /* Applies one setting by name ("listen", "port", "cert", "key", "ca", "crl", "inventory",
- * "max_connections", "hello_timeout", "ping_interval", "log_level", "allow_no_crl",
+ * "max_connections", "hello_timeout", "handshake_timeout", "ping_interval", "log_level", "allow_no_crl",
  * "status_request", "ota_dir", "ota_max_image", "rot_dir", "ca_dir"); the
  * command line uses the same names as --flags. FK_OK, FK_E_ARG (unknown name, bad value;
  * diag says which), FK_E_TOOBIG (path too long). */

@@ -13,6 +13,7 @@ void fk_server_config_init(struct fk_server_config *cfg) {
     cfg->port = 8443;
     cfg->max_connections = 1024;
     cfg->hello_timeout = 10;
+    cfg->handshake_timeout = 10;
     cfg->ping_interval = 30;
     cfg->log_level = FK_LOG_INFO;
     cfg->ota_max_image = 16ull * 1024 * 1024;
@@ -62,6 +63,8 @@ enum fk_err fk_server_config_set(struct fk_server_config *cfg, const char *name,
         return set_uint(name, v, 1, 1000000, &cfg->max_connections, diag);
     } else if (strcmp(name, "hello_timeout") == 0) {
         return set_uint(name, v, 1, 86400, &cfg->hello_timeout, diag);
+    } else if (strcmp(name, "handshake_timeout") == 0) {
+        return set_uint(name, v, 1, 3600, &cfg->handshake_timeout, diag);
     } else if (strcmp(name, "ping_interval") == 0) {
         return set_uint(name, v, 1, 3600, &cfg->ping_interval, diag);
     } else if (strcmp(name, "allow_no_crl") == 0) {

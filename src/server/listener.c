@@ -123,7 +123,7 @@ enum fk_err fk_srv_listener_start(struct fk_server *srv, struct fk_diag *diag) {
     vi.ssl_cert_filepath = cfg->cert;
     vi.ssl_private_key_filepath = cfg->key;
     vi.alpn = "http/1.1"; /* WebSockets ride HTTP/1.1 upgrades (docs/wss-protocol.md) */
-    vi.timeout_secs = 10; /* TLS handshake and HTTP request deadline */
+    vi.timeout_secs = (int)srv->cfg.handshake_timeout; /* TLS handshake and HTTP request */
     vi.user = srv;
     srv->vh = lws_create_vhost(srv->ctx, &vi);
     FK_ENSURE(srv->vh != NULL && !srv->load_error && srv->ssl_ctx != NULL,

@@ -1,6 +1,6 @@
 # Credential rotation end to end: robot-sim processes, fleetkey-server, fleetctl rotate, and
 # openssl s_client (DTLS-PSK and mTLS) as the independent peer (tests/integration/rot_robot.sh).
-if(TARGET robot-sim AND TARGET fleetkey-server AND TARGET fleetctl)
+if(TARGET fk_server)
     add_test(NAME rot_robot COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/rot_robot.sh
         ${PROJECT_BINARY_DIR}/bin ${PROJECT_BINARY_DIR}/tmp/rot_robot)
     set_tests_properties(rot_robot PROPERTIES TIMEOUT 600 LABELS "integration;rotation")

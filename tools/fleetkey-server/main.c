@@ -43,6 +43,7 @@ static void usage(FILE *f) {
             "  --inventory FILE       fleet inventory (SQLite)\n"
             "  --max_connections N    simultaneous connections (default 1024)\n"
             "  --hello_timeout S      seconds a device has to send hello (default 10)\n"
+            "  --handshake_timeout S  seconds for a TLS handshake / HTTP request (default 10)\n"
             "  --ping_interval S      keep-alive announced in welcome (default 30)\n"
             "  --log_level L          debug, info, warn, error (default info)\n"
             "  --allow_no_crl 1       development only: run without a CRL\n"

@@ -64,6 +64,7 @@ static void usage(FILE *f) {
         "  --wss-host HOST           override CONFIG_MINITRAIN_EXPECTED_HOST\n"
         "  --wss-attempts N          give up after N connections (default: never)\n"
         "  --wss-backoff-ms MS       first retry delay (default 1000)\n"
+        "  --wss-connect-timeout-ms MS  TCP + TLS + upgrade deadline (default 10000)\n"
         "  --no-wss                  do not start the wss client\n",
         f);
     robot_sim_fleet_usage(f);

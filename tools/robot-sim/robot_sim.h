@@ -60,6 +60,7 @@ struct robot_sim_wss {
     const char *opt_host;
     unsigned long opt_attempts;
     unsigned long opt_backoff_ms;
+    unsigned long opt_connect_timeout_ms; /* 0: the client's default (10 s) */
     int opt_disabled;
 };
 

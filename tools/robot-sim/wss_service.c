@@ -30,6 +30,9 @@ int robot_sim_wss_option(struct robot_sim *rs, int argc, char **argv, int i) {
     if (strcmp(a, "--wss-attempts") == 0) {
         return fk_parse_ulong(v, 1000000ul, &rs->wss.opt_attempts) == FK_OK ? 2 : -1;
     }
+    if (strcmp(a, "--wss-connect-timeout-ms") == 0) {
+        return fk_parse_ulong(v, 600000ul, &rs->wss.opt_connect_timeout_ms) == FK_OK ? 2 : -1;
+    }
     if (strcmp(a, "--wss-backoff-ms") == 0) {
         return fk_parse_ulong(v, 60000ul, &rs->wss.opt_backoff_ms) == FK_OK &&
                        rs->wss.opt_backoff_ms > 0
@@ -173,6 +176,7 @@ int robot_sim_wss_start(struct robot_sim *rs, const char *fw_version) {
     c.expected_host = rs->wss.opt_host;
     c.max_attempts = (unsigned)rs->wss.opt_attempts;
     c.backoff_min_ms = (uint32_t)rs->wss.opt_backoff_ms;
+    c.connect_timeout_ms = (uint32_t)rs->wss.opt_connect_timeout_ms;
     c.stop = should_stop;
     c.user = rs;
     fkd_ota_remote_init(&rs->wss.remote);

@@ -12,6 +12,7 @@
  *   --wss-host HOST      override CONFIG_MINITRAIN_EXPECTED_HOST (tests)
  *   --wss-attempts N     give up after N connections (default: never)
  *   --wss-backoff-ms MS  first retry delay (default 1000; the cap is 60 s)
+ *   --wss-connect-timeout-ms MS  TCP + TLS + upgrade deadline (default 10000)
  *   --no-wss             do not start the client
  * Without a URI (sdkconfig, env or --wss-uri) the client is not started (one INFO line).
  *
