@@ -172,6 +172,13 @@ int fk_srv_rot_push(struct session *s) {
         if (!rd->due[c]) {
             continue;
         }
+        if (j->p->t[i].state[c] != FK_PLAN_T_SENT) {
+            /* Confirmed (or failed) since the delivery was asked for: a new credential now
+             * would replace the one the device just committed, and the interlock would then
+             * revoke the committed one, cutting the device off. */
+            rd->due[c] = 0;
+            continue;
+        }
         const struct fk_wss_rot_class *dc = &s->rot.c[c];
         if ((is_state(dc, "trial") || is_state(dc, "staged")) && dc->staged_version > 0 &&
             (unsigned long long)dc->staged_version != rd->version[c]) {
@@ -362,7 +369,11 @@ void fk_srv_rot_response(struct session *s, const struct fk_wss_msg *m) {
     }
     switch (a) {
     case ROT_ACT_CSR:
-        if (m->csr[0] == '\0' || stage_mtls(srv, s, j, rd, m->csr) != 0) {
+        if (j->p->t[i].state[FK_PLAN_MTLS] != FK_PLAN_T_SENT) {
+            /* confirmed or failed while the device made its key: issue nothing */
+            fk_log(FK_LOG_INFO, "server: rotation %s: %s: stale CSR ignored (mtls %s)", j->id,
+                   s->id, fk_plan_tstate_name(j->p->t[i].state[FK_PLAN_MTLS]));
+        } else if (m->csr[0] == '\0' || stage_mtls(srv, s, j, rd, m->csr) != 0) {
             fk_log(FK_LOG_WARN, "server: rotation %s: %s: no usable CSR", j->id, s->id);
         }
         break;

@@ -2,7 +2,7 @@
 # rotate: mtls end to end, an offline device and the interlock/force, a kill -9 mid-plan, and
 # a psk rotation confirmed by the server's DTLS check against ctl_testd.
 if(TARGET fk_server AND TARGET fk_pki AND TARGET wss_client AND TARGET fleetctl)
-    set(cases mtls offline restart)
+    set(cases mtls late offline restart)
     if(TARGET ctl_testd) # defined by ctl.cmake, included before this file
         list(APPEND cases psk)
     endif()

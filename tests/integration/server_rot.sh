@@ -10,6 +10,10 @@
 #   psk      a psk rotation: rot_stage with identity <device>.v<N>; ctl_testd plays the
 #            device's listener with the staged PSK as next; the server's own DTLS check
 #            (auth_slot next) leads to rot_commit and the confirmation.
+#   late     the device answers rot_commit after its delivery's deadline passed (timeout 1 s):
+#            the plan had asked for a new delivery meanwhile; once the commit is confirmed the
+#            server must not issue another certificate (it would replace the committed one and
+#            the interlock would then revoke the one in use), and the committed one stays valid.
 #   restart  a kill -9 of the server after delivery: restarted, the plan shows the same state
 #            and counts, and the device's trial is committed by the new process.
 set -eu
@@ -109,6 +113,20 @@ mtls)
     fc_rc 0 rotate status rot-000001 --wait 20 --poll-ms 200
     tail -1 out.txt | grep -q '"state":"done"' || { cat out.txt; fail "no done line"; }
     grep -q '"confirmed":1' out.txt || { cat out.txt; fail "progress without confirmed count"; }
+    wait_revoked rot-000001
+    old_refused $D1
+    ok "$W" --port "$P" --ca $CA --cert $D1.new.chain.pem --key $D1.new.key --timeout 5 \
+        send "$(hello $D1 committed 0)" expect welcome
+    ;;
+late)
+    fc_rc 0 rotate plan --classes mtls --waves 100 --timeout 1 --retries 5 --device $D1
+    fc_rc 0 rotate start rot-000001
+    deliver $D1
+    ok "$W" --port "$P" --ca $CA --cert $D1.new.chain.pem --key $D1.new.key --timeout 10 \
+        send "$(hello $D1 trial $VER)" expect welcome expect-request rot_commit sleep 2500 \
+        respond '{"rot":{"state":"committed"}}' idle 3
+    fc_rc 0 rotate status rot-000001 --wait 20 --poll-ms 200
+    tail -1 out.txt | grep -q '"state":"done"' || { cat out.txt; fail "plan not done"; }
     wait_revoked rot-000001
     old_refused $D1
     ok "$W" --port "$P" --ca $CA --cert $D1.new.chain.pem --key $D1.new.key --timeout 5 \

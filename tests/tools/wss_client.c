@@ -15,6 +15,7 @@
  *   wait-file F       wait (bounded by --timeout) until file F exists
  *   expect-close CODE read until the server's close frame; its code must be CODE
  *   idle S            read for S seconds; any message or close fails
+ *   sleep MS          do nothing for MS milliseconds (a slow device)
  *   expect-request KIND  read the next message: a request of that kind (its id is kept)
  *   respond JSON      answer the last request: {"type":"response","id":ID,"ok":true,"body":JSON}
  *   respond-error CODE  answer the last request with ok false and error code CODE
@@ -678,6 +679,11 @@ int main(int argc, char **argv) {
             /* No close frame, no TLS close_notify: the TCP connection just ends. */
             close(fd);
             return 0;
+        } else if (strcmp(step, "sleep") == 0 && arg != NULL) {
+            unsigned long ms = strtoul(arg, NULL, 10);
+            struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+            i++;
         } else if (strcmp(step, "idle") == 0 && arg != NULL) {
             unsigned s = (unsigned)strtoul(arg, NULL, 10);
             struct timeval tv = {(time_t)s, 0};

@@ -197,8 +197,12 @@ int start_services(struct robot_sim *rs, int argc, char **argv) {
                 "welcome",
                 self_test_ms);
     }
+    /* A datagram ends the wait at once; the period only paces the housekeeping below. A
+     * fleet's thousands of listener threads on two cores would spend the machine on waking up
+     * five times a second, so a fleet robot looks once a second. */
+    const int poll_ms = rs->name != NULL ? 1000 : 200;
     while (!stop && fkd_net_now_ms() < deadline) {
-        if (fkd_ctl_poll(&rs->ctl.ctl, 200) < 0) {
+        if (fkd_ctl_poll(&rs->ctl.ctl, poll_ms) < 0) {
             fkd_log(FKD_LOG_ERROR, "services: control socket failed");
             code = 1;
             break;
