@@ -41,8 +41,8 @@
 struct rot_check {
     pthread_t th;
     atomic_int done;
-    atomic_int *wake;         /* &srv->rot_wake, set when done */
-    struct lws_context *ctx;  /* woken with lws_cancel_service (thread-safe) */
+    atomic_int *wake;        /* &srv->rot_wake, set when done */
+    struct lws_context *ctx; /* woken with lws_cancel_service (thread-safe) */
     char host[64];
     char port[8];
     char identity[FK_WSS_ID_MAX + 16];
