@@ -53,7 +53,7 @@ echo "plan $ROT_ID settled: $CONF confirmed, $FAILED failed, $RB rolled back, $P
 i=0
 while :; do
     if [ "$(fleet_field fleet.json online)" -eq $UP ] && [ "$(fleet_rot fleet mtls staged)" = 0 ] &&
-        [ "$(fleet_rot fleet mtls trial)" = 0 ]; then
+        [ "$(fleet_rot fleet mtls trial)" = 0 ] && [ "$(fleet_field fleet.json power_cuts)" -ge 1 ]; then
         break
     fi
     i=$((i + 1))

@@ -44,7 +44,9 @@ int robot_sim_wss_option(struct robot_sim *rs, int argc, char **argv, int i) {
 
 static int should_stop(void *user) {
     struct robot_sim *rs = user;
-    return atomic_load(&rs->wss.stop_flag);
+    /* After a simulated power loss (--power-cut-at-write, a fleet's power cut) the robot is
+     * off: its connection ends now, not when the service loop next looks. */
+    return atomic_load(&rs->wss.stop_flag) || rs->file.mem.dead;
 }
 
 /* The handler (user = the robot): OTA (fkd/ota_remote.h) when the robot runs app images, then
