@@ -58,16 +58,19 @@ struct fk_server_config {
     char ca_dir[1024];        /* the fleet CA (provision-keys ca init) whose issuing key signs
                                  the CSRs of an mtls rotation and whose CRL revokes the old
                                  certificates (written to crl); "" = mtls rotations refused */
+    char ca_bundle[1024];     /* PEM file: the trust anchors the devices should hold next (e.g.
+                                 the old root plus a new one), delivered by a ca rotation;
+                                 "" = ca rotations refused */
 };
 
 /* Fills the defaults above (no paths). Cannot fail. */
 void fk_server_config_init(struct fk_server_config *cfg);
 
 /* Applies one setting by name ("listen", "port", "cert", "key", "ca", "crl", "inventory",
- * "max_connections", "hello_timeout", "handshake_timeout", "ping_interval", "log_level", "allow_no_crl",
- * "status_request", "ota_dir", "ota_max_image", "rot_dir", "ca_dir"); the
- * command line uses the same names as --flags. FK_OK, FK_E_ARG (unknown name, bad value;
- * diag says which), FK_E_TOOBIG (path too long). */
+ * "max_connections", "hello_timeout", "handshake_timeout", "ping_interval", "log_level",
+ * "allow_no_crl", "status_request", "ota_dir", "ota_max_image", "rot_dir", "ca_dir", "ca_bundle");
+ * the command line uses the same names as --flags. FK_OK, FK_E_ARG (unknown name, bad value; diag
+ * says which), FK_E_TOOBIG (path too long). */
 FK_MUST_CHECK enum fk_err fk_server_config_set(struct fk_server_config *cfg, const char *name,
                                                const char *value, struct fk_diag *diag);
 

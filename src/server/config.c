@@ -83,6 +83,8 @@ enum fk_err fk_server_config_set(struct fk_server_config *cfg, const char *name,
         return set_str(name, v, cfg->rot_dir, sizeof cfg->rot_dir, diag);
     } else if (strcmp(name, "ca_dir") == 0) {
         return set_str(name, v, cfg->ca_dir, sizeof cfg->ca_dir, diag);
+    } else if (strcmp(name, "ca_bundle") == 0) {
+        return set_str(name, v, cfg->ca_bundle, sizeof cfg->ca_bundle, diag);
     } else if (strcmp(name, "ota_max_image") == 0) {
         /* ota_begin requires at least 8192 bytes; 4 GiB is far beyond any ESP32 slot. */
         unsigned long n = 0;

@@ -35,7 +35,7 @@ static int send_cb(void *user, const char *device, enum fk_plan_class c, unsigne
     if (s == NULL || !s->rot.present) {
         return 0;
     }
-    if (c != FK_PLAN_MTLS && c != FK_PLAN_PSK) {
+    if (c != FK_PLAN_CA && c != FK_PLAN_MTLS && c != FK_PLAN_PSK) {
         snprintf(reason, FK_PLAN_REASON_SIZE, "class not rotated by the server");
         return -1;
     }
@@ -136,6 +136,40 @@ static int stage_psk(struct fk_server *srv, struct session *s, struct rot_job *j
     return r;
 }
 
+/* The trust anchors of cfg.ca_bundle in rot_stage ca. */
+static int stage_ca(struct fk_server *srv, struct session *s, struct rot_job *j,
+                    struct rot_dev *rd) {
+    uint8_t *der = NULL;
+    size_t dl = 0, nc = 0;
+    char why[256];
+    char *b64 = NULL;
+    size_t bl = (ROT_CA_DER_MAX + 2) / 3 * 4 + 1;
+    if (fk_srv_rot_ca_bundle(srv, &der, &dl, &nc, rd->fpr[FK_PLAN_CA], why, sizeof why) != 0 ||
+        (b64 = malloc(bl)) == NULL || fk_base64_encode(der, dl, b64, bl) != FK_OK) {
+        fk_log(FK_LOG_WARN, "server: rotation %s: %s: ca not staged: %s", j->id, s->id,
+               der == NULL ? why : "out of memory");
+        if (fk_plan_report(j->p, s->id, FK_PLAN_CA, FK_PLAN_T_FAILED, "ca_bundle unusable") ==
+            FK_OK) {
+            fk_srv_rot_dirty(j);
+        }
+        free(der);
+        free(b64);
+        return 0;
+    }
+    free(der);
+    rd->version[FK_PLAN_CA] = next_version(srv, s, rd, FK_PLAN_CA);
+    record_staged(srv, s->id, FK_PLAN_CA, rd->version[FK_PLAN_CA], rd->fpr[FK_PLAN_CA]);
+    fk_srv_rot_dirty(j);
+    cJSON *b = cJSON_CreateObject();
+    cJSON_AddStringToObject(b, "class", "ca");
+    cJSON_AddNumberToObject(b, "version", rd->version[FK_PLAN_CA]);
+    cJSON_AddStringToObject(b, "cert", b64);
+    free(b64);
+    fk_log(FK_LOG_INFO, "server: rotation %s: %s: rot_stage ca v%u (%zu certificates) %s", j->id,
+           s->id, rd->version[FK_PLAN_CA], nc, rd->fpr[FK_PLAN_CA]);
+    return send_rot(s, ROT_ACT_STAGE, FK_PLAN_CA, "rot_stage", b);
+}
+
 static int is_state(const struct fk_wss_rot_class *c, const char *st) {
     return c->present && strcmp(c->state, st) == 0;
 }
@@ -192,6 +226,9 @@ int fk_srv_rot_push(struct session *s) {
         srv->rot_delivered++;
         if (c == FK_PLAN_PSK) {
             return stage_psk(srv, s, j, rd);
+        }
+        if (c == FK_PLAN_CA) {
+            return stage_ca(srv, s, j, rd);
         }
         cJSON *b = cJSON_CreateObject();
         cJSON_AddStringToObject(b, "class", "mtls");
@@ -451,6 +488,10 @@ void fk_srv_rot_hello(struct session *s, const struct fk_wss_msg *m) {
         if (c == FK_PLAN_MTLS && (in_trial || committed) && t->state[c] != FK_PLAN_T_CONFIRMED &&
             same_serial(s->serial, rd->serial)) {
             /* the handshake of this connection authenticated with the issued certificate */
+            rd->commit_due[c] = 1;
+        }
+        if (c == FK_PLAN_CA && (in_trial || committed) && t->state[c] != FK_PLAN_T_CONFIRMED) {
+            /* this connection's handshake verified our chain with the staged anchors */
             rd->commit_due[c] = 1;
         }
     }

@@ -5,14 +5,19 @@
  * fk_plan_step, whose send callback only marks a delivery due for a connected device that
  * reports "rot" (an offline one stays pending); the device's session then sends it at its
  * next free request slot (fk_srv_rot_push, after the OTA items): rot_csr -> CSR signed by the
- * fleet CA (cfg.ca_dir) -> rot_stage for mtls, a fresh 32-byte PSK -> rot_stage for psk.
+ * fleet CA (cfg.ca_dir) -> rot_stage for mtls, a fresh 32-byte PSK -> rot_stage for psk, the
+ * trust anchors of cfg.ca_bundle (DER certificates back to back) -> rot_stage for ca.
  * Confirmation comes from a handshake, never from the device's word: an mtls device in trial
  * whose connection presents the certificate issued for the staged version gets rot_commit;
- * for psk the server opens its own DTLS 1.2 PSK handshake with the staged PSK to the device's
- * listener (rot_check.c, a worker thread) and needs status auth_slot "next". Once the plan is
+ * for ca, a hello on a new connection reporting ca in trial with the staged version is the
+ * proof (the device verified this server's chain with the staged anchors, or the TLS
+ * handshake would have failed) and gets rot_commit; for psk the server opens its own DTLS 1.2
+ * PSK handshake with the staged PSK to the device's listener (rot_check.c, a worker thread)
+ * and needs status auth_slot "next". Once the plan is
  * settled the interlock (or an operator's force naming exactly the blockers) lets the old
  * credentials be revoked: CRL entries + a new CRL file (reloaded at once) for mtls, inventory
- * rows for psk. Every step is an audit row.
+ * rows for psk; nothing for ca (the devices simply stop trusting the old anchors; the old
+ * ca_cert rows were retired at confirmation). Every step is an audit row.
  *
  * Each job is saved as rot_dir/rot-NNNNNN.json (0600: it holds staged PSKs), atomically, on
  * every change at most once a second and at shutdown, and reloaded at start: a kill -9
@@ -35,6 +40,8 @@
 #define ROT_CHECK_TRIES 5 /* PSK checks of one staged version before the plan's timeout */
 #define ROT_CHECKS_MAX 64 /* PSK checks in flight at once (one thread each) */
 #define ROT_CHECK_TIMEOUT_MS 3000
+#define ROT_CA_CERTS_MAX 4  /* certificates in a ca bundle (FKD_CA_CHAIN_MAX on the device) */
+#define ROT_CA_DER_MAX 3072 /* bytes of a ca bundle's DER (FKD_ROT_REMOTE_BUF on the device) */
 
 /* One PSK check in flight (rot_check.c): the worker reads its inputs and writes rc/why, then
  * sets done; the service thread reads the result only after done, then joins. */
@@ -52,7 +59,8 @@ struct rot_check {
     char why[256];
 };
 
-_Static_assert((int)FK_WSS_ROT_MTLS == (int)FK_PLAN_MTLS && (int)FK_WSS_ROT_PSK == (int)FK_PLAN_PSK,
+_Static_assert((int)FK_WSS_ROT_MTLS == (int)FK_PLAN_MTLS &&
+                   (int)FK_WSS_ROT_PSK == (int)FK_PLAN_PSK && (int)FK_WSS_ROT_CA == (int)FK_PLAN_CA,
                "the classes of rot in a hello are indexed like the plan's");
 
 /* What the outstanding rot_* request of a session is. */
@@ -119,6 +127,13 @@ int fk_srv_rot_create(struct fk_server *srv, const struct fk_plan_spec *spec,
                       struct rot_job **out, unsigned *status, char *why, size_t why_size);
 /* Marks j changed (saved by the next tick). */
 void fk_srv_rot_dirty(struct rot_job *j);
+
+/* Reads cfg.ca_bundle (PEM, 1..ROT_CA_CERTS_MAX certificates) into *der (the certificates'
+ * DER back to back, what rot_stage ca carries; malloc'd, the caller frees), their count and
+ * the fingerprint of the DER bundle. 0, or -1 with why set (file missing, not PEM, too many
+ * certificates, larger than a device takes). */
+int fk_srv_rot_ca_bundle(struct fk_server *srv, uint8_t **der, size_t *len, size_t *count,
+                         char fpr[FK_FPR_LEN], char *why, size_t why_size);
 
 /* ---- rot.c: delivery, confirmation, interlock and revocation ----------------------------- */
 

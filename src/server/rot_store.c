@@ -4,6 +4,8 @@
 #include "jobs_internal.h"
 #include "session_internal.h"
 
+#include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -389,6 +391,61 @@ struct rot_job *fk_srv_rot_current(struct fk_server *srv) {
 
 /* ---- creating ----------------------------------------------------------------------------- */
 
+int fk_srv_rot_ca_bundle(struct fk_server *srv, uint8_t **der, size_t *len, size_t *count,
+                         char fpr[FK_FPR_LEN], char *why, size_t why_size) {
+    const char *path = srv->cfg.ca_bundle;
+    uint8_t *out = NULL;
+    size_t n = 0, k = 0;
+    int rc = -1;
+    X509 *x = NULL;
+    *der = NULL;
+    *len = 0;
+    *count = 0;
+    BIO *b = BIO_new_file(path, "r");
+    if (b == NULL) {
+        snprintf(why, why_size, "ca_bundle %s cannot be read", path);
+        goto out;
+    }
+    out = malloc(ROT_CA_DER_MAX);
+    if (out == NULL) {
+        snprintf(why, why_size, "out of memory");
+        goto out;
+    }
+    while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+        int l = i2d_X509(x, NULL);
+        if (++k > ROT_CA_CERTS_MAX) {
+            snprintf(why, why_size, "ca_bundle %s holds more than %d certificates", path,
+                     ROT_CA_CERTS_MAX);
+            goto out;
+        }
+        if (l <= 0 || n + (size_t)l > ROT_CA_DER_MAX) {
+            snprintf(why, why_size, "ca_bundle %s is larger than a device takes (%d bytes of DER)",
+                     path, ROT_CA_DER_MAX);
+            goto out;
+        }
+        unsigned char *p = out + n;
+        n += (size_t)i2d_X509(x, &p);
+        X509_free(x);
+        x = NULL;
+    }
+    ERR_clear_error(); /* the end of the file */
+    if (k == 0) {
+        snprintf(why, why_size, "ca_bundle %s holds no PEM certificate", path);
+        goto out;
+    }
+    fk_fpr(out, n, fpr);
+    *der = out;
+    *len = n;
+    *count = k;
+    out = NULL;
+    rc = 0;
+out:
+    X509_free(x);
+    BIO_free(b);
+    free(out);
+    return rc;
+}
+
 int fk_srv_rot_create(struct fk_server *srv, const struct fk_plan_spec *spec,
                       const char *const *devices, size_t n, const char *operator_name,
                       struct rot_job **out, unsigned *status, char *why, size_t why_size) {
@@ -401,11 +458,29 @@ int fk_srv_rot_create(struct fk_server *srv, const struct fk_plan_spec *spec,
         snprintf(why, why_size, "a rotation is already under way: %s", fk_srv_rot_current(srv)->id);
         return -1;
     }
-    unsigned unsupported = spec->classes & ~((1u << FK_PLAN_MTLS) | (1u << FK_PLAN_PSK));
+    unsigned unsupported =
+        spec->classes & ~((1u << FK_PLAN_CA) | (1u << FK_PLAN_MTLS) | (1u << FK_PLAN_PSK));
     if (unsupported != 0) {
         *status = 400;
-        snprintf(why, why_size, "the server rotates the classes mtls and psk only");
+        snprintf(why, why_size, "the server rotates the classes ca, mtls and psk only");
         return -1;
+    }
+    if (spec->classes & (1u << FK_PLAN_CA)) {
+        if (srv->cfg.ca_bundle[0] == '\0') {
+            *status = 400;
+            snprintf(why, why_size,
+                     "ca rotation needs ca_bundle (a PEM file of the trust anchors "
+                     "the devices should hold next) in the server configuration");
+            return -1;
+        }
+        uint8_t *der = NULL;
+        size_t dl = 0, nc = 0;
+        char fpr[FK_FPR_LEN];
+        if (fk_srv_rot_ca_bundle(srv, &der, &dl, &nc, fpr, why, why_size) != 0) {
+            *status = 400;
+            return -1;
+        }
+        free(der);
     }
     if ((spec->classes & (1u << FK_PLAN_MTLS)) && srv->cfg.ca_dir[0] == '\0') {
         *status = 400;

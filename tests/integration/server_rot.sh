@@ -16,6 +16,11 @@
 #            the interlock would then revoke the one in use), and the committed one stays valid.
 #   restart  a kill -9 of the server after delivery: restarted, the plan shows the same state
 #            and counts, and the device's trial is committed by the new process.
+#   ca       a plan with class ca is refused while ca_bundle is not set; with ca_bundle (the
+#            current chain plus a second, new root) rot_stage ca carries the bundle's DER
+#            certificates back to back; the device reconnects verifying the server with the
+#            staged bundle, reports ca in trial -> rot_commit -> confirmed -> plan done; the
+#            inventory holds ca_cert of that version, active.
 set -eu
 CASE=$1
 BIN=$2
@@ -234,6 +239,42 @@ psk)
     "$W" --port "$P" $OPER --get /metrics >metrics.txt 2>/dev/null || fail "GET /metrics"
     grep -qF 'fleetkey_rotation_psk_checks_total{result="ok"} 1' metrics.txt ||
         { cat metrics.txt; fail "psk check not counted"; }
+    ;;
+ca)
+    fc_rc 1 rotate plan --classes ca --waves 100 --device $D1
+    grep -q 'ca rotation needs ca_bundle' err.txt || { cat err.txt; fail "ca plan without ca_bundle not refused clearly"; }
+    ok "$PK" ca init --dir pki2
+    cat $CA pki2/root.crt.pem >bundle.pem
+    kill "$SRV_PID"
+    wait "$SRV_PID" 2>/dev/null || true
+    start_server --ca_dir pki --rot_dir rot --ca_bundle bundle.pem
+    fc_rc 0 rotate plan --classes ca --waves 100 --timeout 30 --device $D1
+    fc_rc 0 rotate start rot-000001
+    CH='{"type":"hello","device_id":"'$D1'","firmware_version":"1.0","credential_versions":{},"posture":{"build":"development","rules":{}},"rot":{"ca":{"state":"STATE","version":0,"staged_version":STAGED,"reason":"none","attempts":0}}}'
+    ok "$W" --port "$P" --ca $CA --cert pki/devices/$D1.chain.pem --key pki/devices/$D1.key.pem \
+        --timeout 10 send "$(echo "$CH" | sed 's/STATE/idle/; s/STAGED/0/')" \
+        expect welcome expect-request rot_stage respond '{"rot":{"state":"trial"}}'
+    STAGE=$(grep '"rot_stage"' out.txt)
+    echo "$STAGE" | grep -q '"class":"ca"' || fail "rot_stage is not for ca"
+    VER=$(echo "$STAGE" | sed 's/.*"version":\([0-9]*\).*/\1/')
+    echo "$STAGE" | sed 's/.*"cert":"\([^"]*\)".*/\1/' | base64 -d >staged.der
+    # what was staged is the bundle's certificates, DER, back to back
+    awk '/BEGIN CERTIFICATE/{n++} n{print > ("want" n ".pem")}' bundle.pem
+    : >want.der
+    for f in want*.pem; do openssl x509 -in $f -outform DER >>want.der; done
+    [ "$(ls want*.pem | wc -l)" -eq 3 ] || fail "bundle of 3 certificates expected"
+    cmp staged.der want.der || fail "rot_stage ca does not carry the bundle's DER"
+    # the trial connection verifies the server with the staged anchors (the same bundle)
+    ok "$W" --port "$P" --ca bundle.pem --cert pki/devices/$D1.chain.pem \
+        --key pki/devices/$D1.key.pem --timeout 10 \
+        send "$(echo "$CH" | sed 's/STATE/trial/; s/STAGED/'$VER'/')" \
+        expect welcome expect-request rot_commit respond '{"rot":{"state":"committed"}}' idle 3
+    grep '"rot_commit"' out.txt | grep -q '"class":"ca","version":'$VER || { cat out.txt; fail "rot_commit ca v$VER not sent"; }
+    fc_rc 0 rotate status rot-000001 --wait 20 --poll-ms 200
+    tail -1 out.txt | grep -q '"state":"done"' || { cat out.txt; fail "ca plan not done"; }
+    ok "$PK" inventory --inventory keys/inventory.db --json show $D1
+    grep -q '"ca_cert"' out.txt || { cat out.txt; fail "no ca_cert in the inventory"; }
+    expect_log "ca v$VER confirmed"
     ;;
 *)
     fail "unknown case"

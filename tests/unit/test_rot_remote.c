@@ -7,6 +7,9 @@
  *   key_mismatch, no_csr, bad_cert, flash_error, not_staged);
  * - mtls: the CSR carries the subject and the new key; a certificate issued for it stages with
  *   a reconnect; the credentials callback presents the staged slot and counts attempts;
+ * - ca: a bundle of trust anchors (DER chain or PEM) stages with a reconnect, the callback hands
+ *   the staged anchors to the client, commit keeps them, a bundle that is not X.509 is
+ *   bad_cert, used-up attempts and the server's rollback return to the store's anchors;
  * - the DTLS listener following the psk class (fkd_rot_ctl_sync): next during the trial, the
  *   next key promoted at commit;
  * - a power cut at every flash write of a psk rotation driven through the handler (stage,
@@ -158,7 +161,7 @@ static int teardown(void **state) {
 
 /* ---- state and psk ------------------------------------------------------------------------ */
 
-static void state_json_lists_psk_and_mtls(void **state) {
+static void state_json_lists_psk_mtls_and_ca(void **state) {
     (void)state;
     char out[512];
     size_t n = fkd_rot_state_json(&D.rot, out, sizeof out);
@@ -166,7 +169,8 @@ static void state_json_lists_psk_and_mtls(void **state) {
     assert_string_equal(out, "{\"psk\":{\"state\":\"idle\",\"version\":0,\"staged_version\":0,"
                              "\"reason\":\"none\",\"attempts\":0},\"mtls\":{\"state\":\"idle\","
                              "\"version\":0,\"staged_version\":0,\"reason\":\"none\","
-                             "\"attempts\":0}}");
+                             "\"attempts\":0},\"ca\":{\"state\":\"idle\",\"version\":0,"
+                             "\"staged_version\":0,\"reason\":\"none\",\"attempts\":0}}");
     assert_int_equal(fkd_rot_state_json(&D.rot, out, 20), 0);
 }
 
@@ -423,6 +427,164 @@ static void mtls_trial_attempts_run_out(void **state) {
     assert_int_equal(d->rep.reconnect, 1);
 }
 
+/* ---- ca ------------------------------------------------------------------------------------- */
+
+/* A self-signed CA certificate (DER at the start of der) named cn. */
+static size_t self_signed(const char *cn, uint8_t *der, size_t cap) {
+    mbedtls_entropy_context ent;
+    mbedtls_ctr_drbg_context drbg;
+    mbedtls_pk_context key;
+    mbedtls_x509write_cert crt;
+    mbedtls_mpi serial;
+    char name[80];
+    mbedtls_entropy_init(&ent);
+    mbedtls_ctr_drbg_init(&drbg);
+    mbedtls_pk_init(&key);
+    mbedtls_x509write_crt_init(&crt);
+    mbedtls_mpi_init(&serial);
+    assert_int_equal(mbedtls_ctr_drbg_seed(&drbg, mbedtls_entropy_func, &ent, NULL, 0), 0);
+    assert_int_equal(mbedtls_pk_setup(&key, mbedtls_pk_info_from_type(MBEDTLS_PK_ECKEY)), 0);
+    assert_int_equal(mbedtls_ecp_gen_key(MBEDTLS_ECP_DP_SECP256R1, mbedtls_pk_ec(key),
+                                         mbedtls_ctr_drbg_random, &drbg),
+                     0);
+    assert_int_equal(mbedtls_mpi_read_string(&serial, 16, "01"), 0);
+    snprintf(name, sizeof name, "CN=%s", cn);
+    mbedtls_x509write_crt_set_subject_key(&crt, &key);
+    mbedtls_x509write_crt_set_issuer_key(&crt, &key);
+    assert_int_equal(mbedtls_x509write_crt_set_subject_name(&crt, name), 0);
+    assert_int_equal(mbedtls_x509write_crt_set_issuer_name(&crt, name), 0);
+    assert_int_equal(mbedtls_x509write_crt_set_serial(&crt, &serial), 0);
+    assert_int_equal(mbedtls_x509write_crt_set_validity(&crt, "20250101000000", "20350101000000"),
+                     0);
+    assert_int_equal(mbedtls_x509write_crt_set_basic_constraints(&crt, 1, -1), 0);
+    mbedtls_x509write_crt_set_md_alg(&crt, MBEDTLS_MD_SHA256);
+    int n = mbedtls_x509write_crt_der(&crt, der, cap, mbedtls_ctr_drbg_random, &drbg);
+    assert_true(n > 0);
+    memmove(der, der + cap - (size_t)n, (size_t)n);
+    mbedtls_mpi_free(&serial);
+    mbedtls_x509write_crt_free(&crt);
+    mbedtls_pk_free(&key);
+    mbedtls_ctr_drbg_free(&drbg);
+    mbedtls_entropy_free(&ent);
+    return (size_t)n;
+}
+
+static const char *ca_body(const uint8_t *bundle, size_t n, uint32_t version) {
+    static char body[4096];
+    static char enc[3200];
+    b64(bundle, n, enc, sizeof enc);
+    snprintf(body, sizeof body, "{\"class\":\"ca\",\"version\":%u,\"cert\":\"%s\"}", version, enc);
+    return body;
+}
+
+/* The credentials callback as the client calls it before a connection. */
+static void creds(struct dev *d, struct fkd_wss_creds *c) {
+    static uint8_t cb[FKD_WSS_MSG_MAX], kb[FKD_WSS_MSG_MAX];
+    memset(c, 0, sizeof *c);
+    c->cert_buf = cb;
+    c->key_buf = kb;
+    fkd_rot_remote_credentials(&d->rem, c);
+}
+
+static void ca_stage_commit_and_every_error(void **state) {
+    (void)state;
+    struct dev *d = &D;
+    static uint8_t bundle[2048];
+    size_t n = self_signed("old root", bundle, sizeof bundle);
+    n += self_signed("new root", bundle + n, sizeof bundle - n);
+    /* bad_request: no cert, not base64; bad_cert: DER that is no certificate, text that is
+     * no PEM */
+    assert_string_equal(req(d, "rot_stage", "{\"class\":\"ca\",\"version\":2}"), "bad_request");
+    assert_string_equal(req(d, "rot_stage", "{\"class\":\"ca\",\"version\":2,\"cert\":\"*\"}"),
+                        "bad_request");
+    assert_string_equal(
+        req(d, "rot_stage", "{\"class\":\"ca\",\"version\":2,\"cert\":\"MAMCAQE=\"}"), "bad_cert");
+    assert_string_equal(req(d, "rot_stage", ca_body((const uint8_t *)"hello", 5, 2)), "bad_cert");
+    /* a chain whose second certificate is cut short */
+    assert_string_equal(req(d, "rot_stage", ca_body(bundle, n - 10, 2)), "bad_cert");
+    assert_int_equal(fkd_rot_info(&d->rot, FKD_ROT_CA)->state, FKD_ROT_IDLE);
+    /* ok: staged, trial, reconnect */
+    assert_string_equal(req(d, "rot_stage", ca_body(bundle, n, 0)), "bad_request");
+    assert_string_equal(req(d, "rot_stage", ca_body(bundle, n, 2)), "");
+    assert_int_equal(d->rep.reconnect, 1);
+    assert_non_null(strstr(d->out, "{\"rot\":{\"ca\":{\"state\":\"trial\",\"version\":0,"
+                                   "\"staged_version\":2,\"reason\":\"none\",\"attempts\":1}}}"));
+    /* the same stage again is a repeat; another version during the trial is busy */
+    assert_string_equal(req(d, "rot_stage", ca_body(bundle, n, 2)), "");
+    assert_string_equal(req(d, "rot_stage", ca_body(bundle, n, 3)), "busy");
+    /* the reconnection verifies with the staged anchors and is the attempt rot_stage counted;
+     * the mtls credential stays the store's */
+    struct fkd_wss_creds c;
+    creds(d, &c);
+    assert_null(c.cert);
+    assert_non_null(c.ca);
+    assert_int_equal(c.ca_len, n);
+    assert_memory_equal(c.ca, bundle, n);
+    assert_int_equal(fkd_rot_info(&d->rot, FKD_ROT_CA)->attempts, 1);
+    assert_int_equal(fkd_rot_remote_tick(&d->rem), 0);
+    /* commit: no serial for ca; the version must be the staged one */
+    assert_string_equal(req(d, "rot_commit", "{\"class\":\"ca\",\"version\":3}"), "not_staged");
+    assert_string_equal(req(d, "rot_commit", "{\"class\":\"ca\",\"version\":2}"), "");
+    assert_non_null(strstr(d->out, "\"ca\":{\"state\":\"committed\",\"version\":2,"));
+    assert_int_equal(d->rep.reconnect, 0);
+    assert_int_equal(fkd_rot_remote_tick(&d->rem), 0); /* same anchors: no reconnect */
+    /* a lost answer: the commit again is ok */
+    assert_string_equal(req(d, "rot_commit", "{\"class\":\"ca\",\"version\":2}"), "");
+    /* after a reboot the store loads the committed slot: the callback hands nothing */
+    assert_int_equal(dev_boot(d), FKD_OK);
+    const struct fkd_rot_info *i = fkd_rot_info(&d->rot, FKD_ROT_CA);
+    assert_int_equal(i->state, FKD_ROT_COMMITTED);
+    assert_int_equal(i->version, 2);
+    creds(d, &c);
+    assert_null(c.ca);
+    static uint8_t got[2048];
+    size_t gl = 0;
+    assert_int_equal(fkd_rot_read(&d->rot, FKD_ROT_CA, 0, i->active, got, sizeof got, &gl), FKD_OK);
+    assert_int_equal(gl, n);
+    assert_memory_equal(got, bundle, n);
+    /* PEM is accepted too */
+    static const char pem_head[] = "-----BEGIN CERTIFICATE-----\n";
+    static char pem[2048];
+    static char enc[1200];
+    size_t one = self_signed("pem root", bundle, sizeof bundle);
+    b64(bundle, one, enc, sizeof enc);
+    snprintf(pem, sizeof pem, "%s%s\n-----END CERTIFICATE-----\n", pem_head, enc);
+    assert_string_equal(req(d, "rot_stage", ca_body((const uint8_t *)pem, strlen(pem), 3)), "");
+}
+
+static void ca_trial_attempts_run_out_and_server_rollback(void **state) {
+    (void)state;
+    struct dev *d = &D;
+    static uint8_t bundle[1024];
+    size_t n = self_signed("new root only", bundle, sizeof bundle);
+    assert_string_equal(req(d, "rot_stage", ca_body(bundle, n, 5)), "");
+    struct fkd_wss_creds c;
+    for (int k = 0; k < 2; k++) { /* attempt 1 (counted by rot_stage), attempt 2 */
+        creds(d, &c);
+        assert_non_null(c.ca);
+    }
+    creds(d, &c);      /* max 2: the third is refused, rolled back */
+    assert_null(c.ca); /* the store's anchors again */
+    const struct fkd_rot_info *i = fkd_rot_info(&d->rot, FKD_ROT_CA);
+    assert_int_equal(i->state, FKD_ROT_ROLLED_BACK);
+    assert_int_equal(i->reason, FKD_ROT_R_ATTEMPTS);
+    assert_int_equal(i->version, 0);
+    assert_int_equal(fkd_rot_remote_tick(&d->rem), 0);
+    /* a commit after the rollback is refused */
+    assert_string_equal(req(d, "rot_commit", "{\"class\":\"ca\",\"version\":5}"), "not_staged");
+    /* the server rolls back a ca trial of this connection: reconnect with the old anchors */
+    assert_string_equal(req(d, "rot_stage", ca_body(bundle, n, 6)), "");
+    creds(d, &c);
+    assert_non_null(c.ca);
+    assert_int_equal(fkd_rot_remote_tick(&d->rem), 0);
+    assert_string_equal(req(d, "rot_rollback", "{\"class\":\"ca\",\"reason\":\"server\"}"), "");
+    assert_int_equal(d->rep.reconnect, 1);
+    assert_int_equal(fkd_rot_remote_tick(&d->rem), 1);
+    creds(d, &c);
+    assert_null(c.ca);
+    assert_int_equal(fkd_rot_remote_tick(&d->rem), 0);
+}
+
 /* ---- power cuts ----------------------------------------------------------------------------- */
 
 /* The psk rotation as the server drives it: stage, (the server's handshake), commit. */
@@ -494,12 +656,15 @@ static void psk_rotation_power_cut_at_every_write(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(state_json_lists_psk_and_mtls, setup, teardown),
+        cmocka_unit_test_setup_teardown(state_json_lists_psk_mtls_and_ca, setup, teardown),
         cmocka_unit_test_setup_teardown(psk_stage_commit_and_every_error, setup, teardown),
         cmocka_unit_test_setup_teardown(flash_error_is_reported_and_nothing_staged, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(mtls_csr_stage_commit_and_every_error, setup, teardown),
         cmocka_unit_test_setup_teardown(mtls_trial_attempts_run_out, setup, teardown),
+        cmocka_unit_test_setup_teardown(ca_stage_commit_and_every_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(ca_trial_attempts_run_out_and_server_rollback, setup,
+                                        teardown),
         cmocka_unit_test(psk_rotation_power_cut_at_every_write),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

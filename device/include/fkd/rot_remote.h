@@ -1,7 +1,8 @@
 /* fkd rot_remote: credential rotation driven over the control channel (docs/wss-protocol.md,
  * "Credential rotation (request kinds rot_*, server → device)"), on top of the two-slot state
  * machine of fkd/rot.h. A handler for the wss client (fkd/wss.h, struct fkd_wss_handler) for
- * the classes psk (DTLS PSK + identity) and mtls (device key + client certificate):
+ * the classes psk (DTLS PSK + identity), mtls (device key + client certificate) and ca (the
+ * trust anchors the client verifies the server with):
  *
  * - state: the "rot" member of hello and of the status body, one object per class
  *   (fkd_rot_state_json; the client writes it from the struct fkd_rot it is given);
@@ -10,7 +11,9 @@
  * - rot_stage: checks the successor (PSK 32 bytes, identity; for mtls the certificate parses
  *   and carries the pending key's public key), writes it (fkd_rot_stage) and starts the trial
  *   (fkd_rot_trial_begin, attempt 1). mtls: the reply asks the client to reconnect, presenting
- *   the staged key and certificate (fkd_rot_remote_credentials);
+ *   the staged key and certificate (fkd_rot_remote_credentials); ca: the bundle must parse as
+ *   X.509 (DER certificates back to back, at most FKD_CA_CHAIN_MAX, or PEM), and the reply
+ *   asks the client to reconnect verifying the server with the staged anchors;
  * - rot_commit: the version (and for mtls the serial of the staged certificate) must be the
  *   staged one, then fkd_rot_commit;
  * - rot_rollback: fkd_rot_rollback(FKD_ROT_R_SERVER).
@@ -56,9 +59,12 @@ struct fkd_rot_remote {
     size_t key_len;
     uint8_t pub_der[128]; /* its SubjectPublicKeyInfo, DER */
     size_t pub_len;
-    int trial_counted; /* rot_stage counted the attempt of the next connection */
-    uint32_t conn_tag; /* credentials of the connection being made or open */
-    uint32_t boot_tag; /* the store's mtls credentials (what the client loaded at setup) */
+    unsigned trial_counted; /* bit (1u << class): rot_stage counted the attempt of the next
+                               connection */
+    uint32_t conn_tag;      /* mtls credentials of the connection being made or open */
+    uint32_t boot_tag;      /* the store's mtls credentials (what the client loaded at setup) */
+    uint32_t ca_conn_tag;   /* the same two for the trust anchors (class ca) */
+    uint32_t ca_boot_tag;
     uint8_t buf[FKD_ROT_REMOTE_BUF];
     char b64[4096]; /* a base64 member as received (unescaped) */
 };
@@ -72,24 +78,26 @@ FKD_MUST_CHECK enum fkd_err fkd_rot_remote_setup(struct fkd_rot_remote *r, struc
 /* Wipes the pending key and frees the DRBG. Safe after init; idempotent. */
 void fkd_rot_remote_free(struct fkd_rot_remote *r);
 
-/* The "rot" object of hello and status: {"psk":{...},"mtls":{...}} (wss-protocol.md). Returns
+/* The "rot" object of hello and status: {"psk":{...},"mtls":{...},"ca":{...}}
+ * (wss-protocol.md). Returns
  * its length, or 0 when it does not fit size (out then holds ""). */
 size_t fkd_rot_state_json(const struct fkd_rot *rot, char *out, size_t size);
 
 /* fkd_wss_request_fn (user = the context): rot_csr, rot_stage, rot_commit and rot_rollback; any
- * other kind is FKD_WSS_REQ_UNKNOWN. A successful mtls rot_stage, and a rot_rollback of an mtls
- * trial, set reply->reconnect. */
+ * other kind is FKD_WSS_REQ_UNKNOWN. A successful mtls or ca rot_stage, and a rot_rollback of
+ * an mtls or ca trial, set reply->reconnect. */
 enum fkd_wss_req_result fkd_rot_remote_request(void *user, const char *kind, const uint8_t *body,
                                                size_t body_len, struct fkd_wss_reply *reply);
-/* fkd_wss_credentials_fn (user = the context), before each connection: fkd_rot_poll, then, when
- * the mtls class is staged or in trial, fkd_rot_trial_begin (each connection one attempt; the
- * one rot_stage already counted is not counted twice; used up: rolled back). Fills *c with the
- * key and certificate of the slot in use, read from NVS into c's buffers, or leaves c->cert
- * NULL when they are still the store's. */
+/* fkd_wss_credentials_fn (user = the context), before each connection: fkd_rot_poll, then, for
+ * each of mtls and ca that is staged or in trial, fkd_rot_trial_begin (each connection one
+ * attempt; the one rot_stage already counted is not counted twice; used up: rolled back).
+ * Fills *c with the key and certificate of the slot in use, read from NVS into c's buffers, or
+ * leaves c->cert NULL when they are still the store's; likewise c->ca with the anchors of the
+ * ca slot in use (read into this context's b64 buffer), NULL when they are the store's. */
 void fkd_rot_remote_credentials(void *user, struct fkd_wss_creds *c);
 /* fkd_wss_tick_fn (user = the context), on the client's timer: fkd_rot_poll; 1 when the
- * connection presents an mtls credential that is no longer the one to use (the trial timed out
- * or was rolled back): the client then closes and reconnects. */
+ * connection presents an mtls credential, or trusts anchors, that are no longer the ones to use
+ * (the trial timed out or was rolled back): the client then closes and reconnects. */
 int fkd_rot_remote_tick(void *user);
 
 /* What a DTLS listener was last given by fkd_rot_ctl_sync. Zero it (or fkd_rot_ctl_init) before

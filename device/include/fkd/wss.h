@@ -399,6 +399,12 @@ struct fkd_wss_creds {
     const uint8_t *key;
     size_t key_len;
     uint32_t tag;
+    /* The trust anchors to verify the server with (class ca, fkd/rot.h): DER certificates back
+     * to back or PEM (NUL after len), in the callback's own memory, valid until the next
+     * callback; NULL: the store's. ca_tag names them like tag. */
+    const uint8_t *ca;
+    size_t ca_len;
+    uint32_t ca_tag;
 };
 /* Called before each connection attempt. The key buffer is wiped after parsing. */
 typedef void fkd_wss_credentials_fn(void *user, struct fkd_wss_creds *c);
@@ -479,6 +485,7 @@ struct fkd_wss {
     mbedtls_x509_crt own;
     mbedtls_pk_context key;
     uint32_t cred_tag; /* tag of the credentials own/key hold; FKD_WSS_TAG_STORE: the store's */
+    uint32_t ca_tag;   /* tag of the anchors ca holds; FKD_WSS_TAG_STORE: the store's */
 };
 #define FKD_WSS_TAG_STORE 0xffffffffu
 

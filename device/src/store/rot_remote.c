@@ -15,7 +15,10 @@
  * mtls trial connections: each credential the client may present is named by a tag, the
  * version it belongs to and its slot (versions only grow, so a tag is never reused). The client
  * parses again only when the tag changes; the tick compares the tag of the open connection with
- * the one to use, which is how a trial that timed out or was rolled back ends its connection. */
+ * the one to use, which is how a trial that timed out or was rolled back ends its connection.
+ * The trust anchors (class ca) are tagged the same way and follow the same path: the client
+ * verifies the server with the anchors of the slot in use, so a trial connection whose TLS
+ * handshake succeeds is itself the proof that the staged anchors validate the server. */
 #include "fkd/rot_remote.h"
 
 #include "fkd/net.h"
@@ -29,7 +32,7 @@
 #include <string.h>
 
 /* Classes this device rotates over the channel (the "rot" members, in this order). */
-static const enum fkd_rot_class served[] = {FKD_ROT_PSK, FKD_ROT_MTLS};
+static const enum fkd_rot_class served[] = {FKD_ROT_PSK, FKD_ROT_MTLS, FKD_ROT_CA};
 
 /* ---- replies ----------------------------------------------------------------------------------
  */
@@ -153,11 +156,16 @@ static int subject_ok(const char *s) {
 
 /* ---- context ----------------------------------------------------------------------------- */
 
-/* The mtls credential to present now: version and slot (see the file comment). */
-static uint32_t tag_now(const struct fkd_rot *rot) {
-    const struct fkd_rot_info *i = fkd_rot_info(rot, FKD_ROT_MTLS);
+/* The credential of class c (mtls or ca) to use now: version and slot (see the file
+ * comment). */
+static uint32_t cls_tag(const struct fkd_rot *rot, enum fkd_rot_class c) {
+    const struct fkd_rot_info *i = fkd_rot_info(rot, c);
     uint32_t v = i->state == FKD_ROT_TRIAL ? i->staged_version : i->version;
-    return v * 2u + fkd_rot_slot_in_use(rot, FKD_ROT_MTLS);
+    return v * 2u + fkd_rot_slot_in_use(rot, c);
+}
+
+static uint32_t tag_now(const struct fkd_rot *rot) {
+    return cls_tag(rot, FKD_ROT_MTLS);
 }
 
 static void drop_pending(struct fkd_rot_remote *r) {
@@ -180,6 +188,8 @@ enum fkd_err fkd_rot_remote_setup(struct fkd_rot_remote *r, struct fkd_rot *rot)
     r->rot = rot;
     r->boot_tag = tag_now(rot);
     r->conn_tag = r->boot_tag;
+    r->ca_boot_tag = cls_tag(rot, FKD_ROT_CA);
+    r->ca_conn_tag = r->ca_boot_tag;
     if (fkd_mbedtls_global_init() != 0 || fkd_mbedtls_drbg_seed(&r->drbg, "fkd_rot") != 0) {
         fkd_log(FKD_LOG_ERROR, "rot: random generator failed: rot_csr will answer crypto_error");
         return FKD_E_CRYPTO;
@@ -358,6 +368,42 @@ static const char *mtls_values(struct fkd_rot_remote *r, const uint8_t *body, si
     return NULL;
 }
 
+/* Reads and checks the ca successor: the bundle (in r->buf) must parse as X.509, DER
+ * certificates back to back (at most FKD_CA_CHAIN_MAX, what the store accepts) or PEM. NULL,
+ * or the problem with *code set. */
+static const char *ca_values(struct fkd_rot_remote *r, const uint8_t *body, size_t blen,
+                             const char **code, struct fkd_rot_value vals[1]) {
+    size_t n = 0;
+    *code = "bad_request";
+    if (get_b64(r, body, blen, "cert", &n) != 0 || n == 0) {
+        return "cert must be the base64 of the trust anchors (DER certificates or PEM)";
+    }
+    mbedtls_x509_crt crt;
+    mbedtls_x509_crt_init(&crt);
+    int ret = MBEDTLS_ERR_X509_INVALID_FORMAT;
+    if (r->buf[0] == 0x30) {
+        if (fkd_der_seq_count(r->buf, n, FKD_CA_CHAIN_MAX) > 0) {
+            ret = 0;
+            for (size_t off = 0; off < n && ret == 0;) {
+                size_t e = fkd_der_seq_len(r->buf + off, n - off);
+                ret = mbedtls_x509_crt_parse_der(&crt, r->buf + off, e);
+                off += e;
+            }
+        }
+    } else if (n < sizeof r->buf) {
+        r->buf[n] = 0; /* mbedTLS parses PEM with its NUL; the NUL is not stored */
+        ret = mbedtls_x509_crt_parse(&crt, r->buf, n + 1);
+    }
+    mbedtls_x509_crt_free(&crt);
+    if (ret != 0) {
+        *code = "bad_cert";
+        return "the trust anchors do not parse as X.509";
+    }
+    vals[0].data = r->buf;
+    vals[0].len = n;
+    return NULL;
+}
+
 /* The second half of rot_stage: the trial begins at once (attempt 1) and the class's state is
  * the answer; for mtls the client reconnects presenting the staged credential. */
 static void begin_trial(struct fkd_rot_remote *r, enum fkd_rot_class c, uint32_t version,
@@ -370,8 +416,8 @@ static void begin_trial(struct fkd_rot_remote *r, enum fkd_rot_class c, uint32_t
     }
     fkd_log(FKD_LOG_INFO, "rot: %s: version %lu in trial, attempt 1", fkd_rot_class_name(c),
             (unsigned long)version);
-    if (c == FKD_ROT_MTLS) {
-        r->trial_counted = 1; /* the reconnection that follows is attempt 1 */
+    if (c == FKD_ROT_MTLS || c == FKD_ROT_CA) {
+        r->trial_counted |= 1u << c; /* the reconnection that follows is attempt 1 */
         rep->reconnect = 1;
     }
     answer_state("rot_stage", r, c, rep);
@@ -384,7 +430,7 @@ static void rot_stage(struct fkd_rot_remote *r, const uint8_t *body, size_t blen
     uint32_t version = 0;
     if (get_class(body, blen, &c) != 0 || get_uint(body, blen, "version", &version) != FKD_OK ||
         version == 0) {
-        fail(kind, rep, "bad_request", "class (psk or mtls) and version (> 0) are required");
+        fail(kind, rep, "bad_request", "class (psk, mtls or ca) and version (> 0) are required");
         return;
     }
     const struct fkd_rot_info *i = fkd_rot_info(r->rot, c);
@@ -413,16 +459,18 @@ static void rot_stage(struct fkd_rot_remote *r, const uint8_t *body, size_t blen
     struct fkd_rot_value vals[2];
     char id[FKD_PSK_ID_MAX + 1];
     const char *code = "bad_request";
-    const char *why = c == FKD_ROT_PSK ? psk_values(r, body, blen, id, sizeof id, vals)
-                                       : mtls_values(r, body, blen, &code, vals);
+    const char *why = c == FKD_ROT_PSK    ? psk_values(r, body, blen, id, sizeof id, vals)
+                      : c == FKD_ROT_MTLS ? mtls_values(r, body, blen, &code, vals)
+                                          : ca_values(r, body, blen, &code, vals);
     if (why != NULL) {
         fkd_wipe(r->buf, sizeof r->buf);
         fail(kind, rep, code, "%s", why);
         return;
     }
     char fpr[FKD_FPR_LEN];
-    fkd_fpr(vals[c == FKD_ROT_PSK ? 0 : 1].data, vals[c == FKD_ROT_PSK ? 0 : 1].len, fpr);
-    enum fkd_err rc = fkd_rot_stage(r->rot, c, version, vals, 2);
+    size_t fi = c == FKD_ROT_MTLS ? 1 : 0; /* the PSK, the certificate, the bundle */
+    fkd_fpr(vals[fi].data, vals[fi].len, fpr);
+    enum fkd_err rc = fkd_rot_stage(r->rot, c, version, vals, fkd_rot_items(c));
     fkd_wipe(r->buf, sizeof r->buf);
     fkd_wipe(r->b64, sizeof r->b64);
     if (rc != FKD_OK) {
@@ -488,7 +536,7 @@ static void rot_commit(struct fkd_rot_remote *r, const uint8_t *body, size_t ble
     uint32_t version = 0;
     char serial[FKD_WSS_STR_MAX];
     if (get_class(body, blen, &c) != 0 || get_uint(body, blen, "version", &version) != FKD_OK) {
-        fail(kind, rep, "bad_request", "class (psk or mtls) and version are required");
+        fail(kind, rep, "bad_request", "class (psk, mtls or ca) and version are required");
         return;
     }
     if (c == FKD_ROT_MTLS && get_str(body, blen, "serial", serial, sizeof serial) != FKD_OK) {
@@ -526,7 +574,7 @@ static void rot_rollback(struct fkd_rot_remote *r, const uint8_t *body, size_t b
     static const char kind[] = "rot_rollback";
     enum fkd_rot_class c;
     if (get_class(body, blen, &c) != 0) {
-        fail(kind, rep, "bad_request", "class (psk or mtls) is required");
+        fail(kind, rep, "bad_request", "class (psk, mtls or ca) is required");
         return;
     }
     const struct fkd_rot_info *i = fkd_rot_info(r->rot, c);
@@ -541,8 +589,9 @@ static void rot_rollback(struct fkd_rot_remote *r, const uint8_t *body, size_t b
         fkd_log(FKD_LOG_WARN, "rot: %s: version %lu rolled back (server)", fkd_rot_class_name(c),
                 (unsigned long)v);
     }
-    if (c == FKD_ROT_MTLS && tag_now(r->rot) != r->conn_tag) {
-        rep->reconnect = 1; /* this connection presents the abandoned certificate */
+    if ((c == FKD_ROT_MTLS && tag_now(r->rot) != r->conn_tag) ||
+        (c == FKD_ROT_CA && cls_tag(r->rot, FKD_ROT_CA) != r->ca_conn_tag)) {
+        rep->reconnect = 1; /* this connection uses the abandoned credential */
     }
     answer_state(kind, r, c, rep);
 }
@@ -570,6 +619,60 @@ enum fkd_wss_req_result fkd_rot_remote_request(void *user, const char *kind, con
 
 /* ---- the client's connections ---------------------------------------------------------------- */
 
+/* Counts the trial attempt of the coming connection for class c when it is staged or in
+ * trial (see fkd_rot_remote_credentials). */
+static void count_attempt(struct fkd_rot_remote *r, enum fkd_rot_class c, uint64_t now) {
+    const struct fkd_rot_info *i = fkd_rot_info(r->rot, c);
+    const char *cls = fkd_rot_class_name(c);
+    if (i->state != FKD_ROT_STAGED && i->state != FKD_ROT_TRIAL) {
+        return;
+    }
+    if ((r->trial_counted & (1u << c)) && i->state == FKD_ROT_TRIAL) {
+        r->trial_counted &= ~(1u << c); /* rot_stage counted this one */
+        return;
+    }
+    r->trial_counted &= ~(1u << c);
+    enum fkd_err rc = fkd_rot_trial_begin(r->rot, c, now);
+    if (rc == FKD_E_TIMEOUT) {
+        fkd_log(FKD_LOG_WARN,
+                "rot: %s: trial attempts used up: rolled back, connecting with the "
+                "active credential",
+                cls);
+    } else if (rc != FKD_OK) {
+        /* An attempt that cannot be counted is not made. */
+        fkd_log(FKD_LOG_ERROR, "rot: %s: trial attempt not counted (%s): rolling back", cls,
+                fkd_strerror(rc));
+        if (fkd_rot_rollback(r->rot, c, FKD_ROT_R_ATTEMPTS) != FKD_OK) {
+            fkd_log(FKD_LOG_ERROR, "rot: %s: rollback failed too: the next boot finishes it", cls);
+        }
+    } else {
+        fkd_log(FKD_LOG_INFO, "rot: %s: trial connection, attempt %u", cls,
+                fkd_rot_info(r->rot, c)->attempts);
+    }
+}
+
+/* The trust anchors of the ca slot in use, into r->b64 (free between connections), unless
+ * they are what the store loaded at boot. */
+static void ca_credentials(struct fkd_rot_remote *r, struct fkd_wss_creds *c) {
+    uint32_t tag = cls_tag(r->rot, FKD_ROT_CA);
+    r->ca_conn_tag = tag;
+    if (tag == r->ca_boot_tag) {
+        return;
+    }
+    unsigned slot = fkd_rot_slot_in_use(r->rot, FKD_ROT_CA);
+    uint8_t *b = (uint8_t *)r->b64;
+    size_t n = 0;
+    if (fkd_rot_read(r->rot, FKD_ROT_CA, 0, slot, b, sizeof r->b64 - 1, &n) != FKD_OK || n == 0) {
+        fkd_log(FKD_LOG_ERROR, "rot: ca: slot %c unreadable: trusting the store's anchors",
+                slot == FKD_ROT_SLOT_A ? 'A' : 'B');
+        return;
+    }
+    b[n] = 0; /* PEM is parsed with its NUL */
+    c->ca = b;
+    c->ca_len = n;
+    c->ca_tag = tag;
+}
+
 void fkd_rot_remote_credentials(void *user, struct fkd_wss_creds *c) {
     struct fkd_rot_remote *r = user;
     if (r == NULL || r->rot == NULL || c == NULL) {
@@ -577,29 +680,9 @@ void fkd_rot_remote_credentials(void *user, struct fkd_wss_creds *c) {
     }
     uint64_t now = fkd_net_now_ms();
     (void)fkd_rot_poll(r->rot, now);
-    const struct fkd_rot_info *i = fkd_rot_info(r->rot, FKD_ROT_MTLS);
-    if (i->state == FKD_ROT_STAGED || i->state == FKD_ROT_TRIAL) {
-        if (r->trial_counted && i->state == FKD_ROT_TRIAL) {
-            r->trial_counted = 0; /* rot_stage counted this one */
-        } else {
-            enum fkd_err rc = fkd_rot_trial_begin(r->rot, FKD_ROT_MTLS, now);
-            if (rc == FKD_E_TIMEOUT) {
-                fkd_log(FKD_LOG_WARN, "rot: mtls: trial attempts used up: rolled back, "
-                                      "connecting with the active credential");
-            } else if (rc != FKD_OK) {
-                /* An attempt that cannot be counted is not made. */
-                fkd_log(FKD_LOG_ERROR, "rot: mtls: trial attempt not counted (%s): rolling back",
-                        fkd_strerror(rc));
-                if (fkd_rot_rollback(r->rot, FKD_ROT_MTLS, FKD_ROT_R_ATTEMPTS) != FKD_OK) {
-                    fkd_log(FKD_LOG_ERROR, "rot: mtls: rollback failed too: the next boot "
-                                           "finishes it");
-                }
-            } else {
-                fkd_log(FKD_LOG_INFO, "rot: mtls: trial connection, attempt %u",
-                        fkd_rot_info(r->rot, FKD_ROT_MTLS)->attempts);
-            }
-        }
-    }
+    count_attempt(r, FKD_ROT_MTLS, now);
+    count_attempt(r, FKD_ROT_CA, now);
+    ca_credentials(r, c);
     uint32_t tag = tag_now(r->rot);
     r->conn_tag = tag;
     if (tag == r->boot_tag) {
@@ -629,5 +712,5 @@ int fkd_rot_remote_tick(void *user) {
     if (fkd_rot_poll(r->rot, fkd_net_now_ms()) > 0) {
         fkd_log(FKD_LOG_WARN, "rot: a trial timed out: rolled back");
     }
-    return tag_now(r->rot) != r->conn_tag;
+    return tag_now(r->rot) != r->conn_tag || cls_tag(r->rot, FKD_ROT_CA) != r->ca_conn_tag;
 }

@@ -265,8 +265,8 @@ static void describe(struct fkd_store *s, enum fkd_cred id) {
 
 /* Where credential id lives now: the seed's item, or, under rotation (fkd/rot.h), the item of
  * the slot in use: the PSK of the active slot (the listener takes the staged one as its next
- * key, fkd_rot_ctl_sync) and the mtls key and certificate of the slot the wss client presents
- * (the staged one during a trial). */
+ * key, fkd_rot_ctl_sync), the mtls key and certificate of the slot the wss client presents and
+ * the trust anchors it verifies the server with (the staged ones during a trial). */
 static struct cred_def where(const struct fkd_rot *rot, enum fkd_cred id) {
     struct cred_def d = defs[id];
     enum fkd_rot_class c = FKD_ROT_PSK;
@@ -283,6 +283,9 @@ static struct cred_def where(const struct fkd_rot *rot, enum fkd_cred id) {
     case FKD_CRED_CLIENT_CERT:
         c = FKD_ROT_MTLS;
         item = 1;
+        break;
+    case FKD_CRED_CA_CERT:
+        c = FKD_ROT_CA;
         break;
     default:
         return d;

@@ -90,6 +90,7 @@ uint32_t fkd_wss_backoff_ms(uint32_t min_ms, uint32_t max_ms, unsigned step, uin
 void fkd_wss_init(struct fkd_wss *w) {
     memset(w, 0, sizeof *w);
     w->cred_tag = FKD_WSS_TAG_STORE;
+    w->ca_tag = FKD_WSS_TAG_STORE;
     fkd_net_sock_init(&w->sock);
     fkd_ws_init(&w->ws);
     mbedtls_ssl_init(&w->ssl);

@@ -257,6 +257,33 @@ static enum fkd_err load_own(struct fkd_wss *w, const uint8_t *crt, size_t crt_l
     return FKD_OK;
 }
 
+/* Parses the trust anchors into w->ca (emptied first, like w->own: the TLS configuration
+ * keeps pointing at it). */
+static enum fkd_err load_ca(struct fkd_wss *w, const uint8_t *ca, size_t ca_len) {
+    int ret;
+    mbedtls_x509_crt_free(&w->ca);
+    mbedtls_x509_crt_init(&w->ca);
+    if (ca_len > 0 && ca[0] == 0x30) {
+        /* DER chain (NVS from generate/batch --ca): certificates back to back, each length
+         * checked against what remains by the store; parse_der takes one at a time. */
+        ret = 0;
+        for (size_t off = 0; off < ca_len && ret == 0;) {
+            size_t e = fkd_der_seq_len(ca + off, ca_len - off);
+            ret = e == 0 ? MBEDTLS_ERR_X509_INVALID_FORMAT
+                         : mbedtls_x509_crt_parse_der(&w->ca, ca + off, e);
+            off += e;
+        }
+    } else {
+        ret = mbedtls_x509_crt_parse(&w->ca, ca, parse_len(ca, ca_len));
+    }
+    if (ret != 0) {
+        fkd_log(FKD_LOG_ERROR, "wss: not connecting: %s does not parse (-0x%04x)",
+                fkd_cred_name(FKD_CRED_CA_CERT), (unsigned)-ret);
+        return FKD_E_CRYPTO;
+    }
+    return FKD_OK;
+}
+
 enum fkd_err fkd_wss_tls_credentials(struct fkd_wss *w) {
     const struct fkd_wss_handler *h = w->cfg.handler;
     if (h == NULL || h->credentials == NULL) {
@@ -289,6 +316,22 @@ enum fkd_err fkd_wss_tls_credentials(struct fkd_wss *w) {
         }
     }
     fkd_wipe(w->tx, sizeof w->tx);
+    uint32_t ca_tag = c.ca != NULL ? c.ca_tag : FKD_WSS_TAG_STORE;
+    if (rc == FKD_OK && ca_tag != w->ca_tag) {
+        const uint8_t *ca = c.ca;
+        size_t ca_len = c.ca_len;
+        if (ca == NULL) {
+            rc = get_cred(w->cfg.store, FKD_CRED_CA_CERT, &ca, &ca_len);
+        }
+        if (rc == FKD_OK) {
+            rc = load_ca(w, ca, ca_len);
+        }
+        w->ca_tag = rc == FKD_OK ? ca_tag : FKD_WSS_TAG_STORE - 1u; /* retry next time */
+        if (rc == FKD_OK) {
+            fkd_log(FKD_LOG_INFO, "wss: verifying the server with the %s trust anchors",
+                    c.ca != NULL ? "rotation slot's" : "store's");
+        }
+    }
     return rc;
 }
 
@@ -321,22 +364,7 @@ enum fkd_err fkd_wss_tls_setup(struct fkd_wss *w, const struct fkd_wss_config *c
         fkd_log(FKD_LOG_ERROR, "wss: not connecting: random generator failed");
         goto out;
     }
-    if (ca_len > 0 && ca[0] == 0x30) {
-        /* DER chain (NVS from generate/batch --ca): certificates back to back, each length
-         * checked against what remains by the store; parse_der takes one at a time. */
-        ret = 0;
-        for (size_t off = 0; off < ca_len && ret == 0;) {
-            size_t e = fkd_der_seq_len(ca + off, ca_len - off);
-            ret = e == 0 ? MBEDTLS_ERR_X509_INVALID_FORMAT
-                         : mbedtls_x509_crt_parse_der(&w->ca, ca + off, e);
-            off += e;
-        }
-    } else {
-        ret = mbedtls_x509_crt_parse(&w->ca, ca, parse_len(ca, ca_len));
-    }
-    if (ret != 0) {
-        fkd_log(FKD_LOG_ERROR, "wss: not connecting: %s does not parse (-0x%04x)",
-                fkd_cred_name(FKD_CRED_CA_CERT), (unsigned)-ret);
+    if (load_ca(w, ca, ca_len) != FKD_OK) {
         goto out;
     }
     FKD_GUARD(load_own(w, crt, crt_len, key, key_len));
