@@ -50,6 +50,9 @@ static void usage(FILE *f) {
             "  --status_request 1     send a 'status' request after each welcome\n"
             "  --ota_dir DIR          spool of update images (default: ota next to the inventory)\n"
             "  --ota_max_image BYTES  largest image POST /api/ota accepts (default 16777216)\n"
+            "  --rot_dir DIR          credential rotation plans and confirmed PSKs (default: ota_dir)\n"
+            "  --ca_dir DIR           the fleet CA that signs rotated device certificates\n"
+            "  --ca_bundle FILE       PEM trust anchors a ca rotation delivers to the devices\n"
             "  --port-file FILE       write the bound port to FILE (tests)\n");
 }
 
