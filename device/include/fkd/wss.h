@@ -371,6 +371,10 @@ enum fkd_wss_req_result {
 /* What every request handler does first: an empty ok reply (code, message, body, flags
  * cleared) and an absent body read as "{}" (*body, *body_len updated). */
 void fkd_wss_reply_begin(struct fkd_wss_reply *reply, const uint8_t **body, size_t *body_len);
+/* A refusal: code and message (printf-style) into reply, no body, no reboot or reconnect, and
+ * the error log line "<who>: REFUSED: <kind>: <message> (<code>)". */
+void fkd_wss_reply_fail(struct fkd_wss_reply *reply, const char *who, const char *kind,
+                        const char *code, const char *fmt, ...) FKD_PRINTF(5, 6);
 
 /* Writes the JSON value of the "ota" member of hello and of the status body (one object) into
  * out[0..size). Returns its length, or 0 when there is nothing to add (member left out) or it

@@ -161,19 +161,8 @@ static void put_jstr(struct fkd_wss_out *o, const char *s) {
     o->n = pos;
 }
 
-static void fail(const char *kind, struct fkd_wss_reply *r, const char *code, const char *fmt, ...)
-    FKD_PRINTF(4, 5);
-static void fail(const char *kind, struct fkd_wss_reply *r, const char *code, const char *fmt,
-                 ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    (void)vsnprintf(r->message, sizeof r->message, fmt, ap);
-    va_end(ap);
-    (void)snprintf(r->code, sizeof r->code, "%s", code);
-    r->body_len = 0;
-    r->reboot = 0;
-    fkd_log(FKD_LOG_ERROR, "ota: REFUSED: %s: %s (%s)", kind, r->message, code);
-}
+/* A refusal of request kind: reply code and message, logged (fkd_wss_reply_fail). */
+#define fail(kind, r, code, ...) fkd_wss_reply_fail((r), "ota", (kind), (code), __VA_ARGS__)
 
 /* Finishes an ok reply from an appender. */
 static void done(const char *kind, struct fkd_wss_reply *r, const struct fkd_wss_out *o) {

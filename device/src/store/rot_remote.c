@@ -67,19 +67,8 @@ size_t fkd_rot_state_json(const struct fkd_rot *rot, char *out, size_t size) {
     return o.n;
 }
 
-static void fail(const char *kind, struct fkd_wss_reply *r, const char *code, const char *fmt, ...)
-    FKD_PRINTF(4, 5);
-static void fail(const char *kind, struct fkd_wss_reply *r, const char *code, const char *fmt,
-                 ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    (void)vsnprintf(r->message, sizeof r->message, fmt, ap);
-    va_end(ap);
-    (void)snprintf(r->code, sizeof r->code, "%s", code);
-    r->body_len = 0;
-    r->reconnect = 0;
-    fkd_log(FKD_LOG_ERROR, "rot: REFUSED: %s: %s (%s)", kind, r->message, code);
-}
+/* A refusal of request kind: reply code and message, logged (fkd_wss_reply_fail). */
+#define fail(kind, r, code, ...) fkd_wss_reply_fail((r), "rot", (kind), (code), __VA_ARGS__)
 
 /* ok body {"rot":{"<class>":{...}}}: the class's state after the request. */
 static void answer_state(const char *kind, struct fkd_rot_remote *r, enum fkd_rot_class c,

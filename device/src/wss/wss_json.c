@@ -561,6 +561,19 @@ void fkd_wss_reply_begin(struct fkd_wss_reply *reply, const uint8_t **body, size
     reply->reconnect = 0;
 }
 
+void fkd_wss_reply_fail(struct fkd_wss_reply *reply, const char *who, const char *kind,
+                        const char *code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    (void)vsnprintf(reply->message, sizeof reply->message, fmt, ap);
+    va_end(ap);
+    (void)snprintf(reply->code, sizeof reply->code, "%s", code);
+    reply->body_len = 0;
+    reply->reboot = 0;
+    reply->reconnect = 0;
+    fkd_log(FKD_LOG_ERROR, "%s: REFUSED: %s: %s (%s)", who, kind, reply->message, code);
+}
+
 void fkd_wss_out_put(struct fkd_wss_out *o, const char *fmt, ...) {
     if (o->over) {
         return;
