@@ -24,36 +24,8 @@ mkdir -p "$T"
 cd "$T"
 . "$HERE/lib.sh"
 trap stop_all EXIT
-fail() {
-    echo "FAIL [rot_robot]: $*" >&2
-    for f in srv.err rs1.err rs2.err; do
-        [ -f "$f" ] && { echo "--- $f" >&2; tail -n 30 "$f" >&2; }
-    done
-    exit 1
-}
-
-run 0 ca_init "$PK" ca init --dir pki --name "rotation end to end"
-run 0 ca_srv "$PK" ca issue --dir pki --server localhost --san IP:127.0.0.1
-run 0 ca_op "$PK" ca issue --dir pki --operator ops
-echo 'rotation e2e passphrase' >pw.txt
-run 0 p12 "$PK" export-p12 --dir pki --operator ops --password-file pw.txt --out ops.p12
-run 0 crl "$PK" ca crl --dir pki --out crl.pem
-printf 'mac,name\n02:00:00:00:70:01,one\n02:00:00:00:70:02,two\n' >devices.csv
-run 0 batch "$PK" batch --csv devices.csv --output-dir keys --ca pki --encrypt-nvs
-D1=robot-020000007001
-D2=robot-020000007002
-cat >prod.sdkconfig <<'CFG'
-CONFIG_PRODUCTION_BUILD=y
-CONFIG_NVS_ENCRYPTION=y
-CONFIG_SECURE_BOOT_V2_ENABLED=y
-CONFIG_MINITRAIN_EXPECTED_HOST="localhost"
-CFG
-for n in 1 2; do
-    eval "d=\$D$n"
-    run 0 img$n "$RS" flash-image create --out robot$n.img --nvs "keys/$d.nvs.bin" \
-        --nvs-keys "keys/$d.nvs_keys.bin"
-    cp robot$n.img factory$n.img
-done
+. "$HERE/rot_lib.sh"
+rot_fleet rot_robot 020000007001 020000007002
 # blob NAME IMG NS KEY: the NVS blob as a file (robot-sim nvs get prints blobs in hex)
 blob() {
     "$RS" nvs get --flash "$2" --ns "$3" --key "$4" >"$1.hex" 2>"$1.err" ||

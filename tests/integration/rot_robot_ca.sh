@@ -22,41 +22,11 @@ mkdir -p "$T"
 cd "$T"
 . "$HERE/lib.sh"
 trap stop_all EXIT
-fail() {
-    echo "FAIL [rot_robot_ca]: $*" >&2
-    for f in srv.err rs1.err rs2.err rs3.err; do
-        [ -f "$f" ] && { echo "--- $f" >&2; tail -n 30 "$f" >&2; }
-    done
-    exit 1
-}
-
-run 0 ca_init "$PK" ca init --dir pki --name "ca rotation end to end"
-run 0 ca_srv "$PK" ca issue --dir pki --server localhost --san IP:127.0.0.1
-run 0 ca_op "$PK" ca issue --dir pki --operator ops
-echo 'ca rotation passphrase' >pw.txt
-run 0 p12 "$PK" export-p12 --dir pki --operator ops --password-file pw.txt --out ops.p12
-run 0 crl "$PK" ca crl --dir pki --out crl.pem
+. "$HERE/rot_lib.sh"
+rot_fleet rot_robot_ca 020000007101 020000007102 020000007103
 run 0 ca2_init "$PK" ca init --dir pki2 --name "the next root"
 cat pki/ca-chain.pem pki2/root.crt.pem >bundle.pem
 cp pki2/root.crt.pem newroot.pem
-printf 'mac,name\n02:00:00:00:71:01,one\n02:00:00:00:71:02,two\n02:00:00:00:71:03,three\n' \
-    >devices.csv
-run 0 batch "$PK" batch --csv devices.csv --output-dir keys --ca pki --encrypt-nvs
-D1=robot-020000007101
-D2=robot-020000007102
-D3=robot-020000007103
-cat >prod.sdkconfig <<'CFG'
-CONFIG_PRODUCTION_BUILD=y
-CONFIG_NVS_ENCRYPTION=y
-CONFIG_SECURE_BOOT_V2_ENABLED=y
-CONFIG_MINITRAIN_EXPECTED_HOST="localhost"
-CFG
-for n in 1 2 3; do
-    eval "d=\$D$n"
-    run 0 img$n "$RS" flash-image create --out robot$n.img --nvs "keys/$d.nvs.bin" \
-        --nvs-keys "keys/$d.nvs_keys.bin"
-done
-
 # server BUNDLE: (re)starts fleetkey-server with ca_bundle BUNDLE on the same port file
 server() {
     rm -f port
