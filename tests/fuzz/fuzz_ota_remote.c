@@ -14,6 +14,7 @@
 #include "fkd/part.h"
 #include "fkd/wss.h"
 #include "fleetkey/partition.h"
+#include "reply_check.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -41,7 +42,6 @@ static struct fkd_nvs nvs;
 static struct fkd_ota_boot running;
 static struct fkd_ota_remote rem;
 static char body[FKD_WSS_MSG_MAX];
-static char wrap[FKD_WSS_MSG_MAX + 32];
 
 static const struct fkd_part *nvs_part(void) {
     return fkd_part_find(&parts, FKD_PART_DATA, FKD_PART_SUB_NVS, NULL);
@@ -103,25 +103,7 @@ static int known_code(const char *c) {
                                         "fingerprint_mismatch",
                                         "bad_key",
                                         "not_staged"};
-    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
-        if (strcmp(c, codes[i]) == 0) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
-/* One JSON object, checked by wrapping it as a message member and parsing that. */
-static void object_text(const char *s, size_t n) {
-    struct fkd_wss_msg m;
-    if (n == 0 || s[0] != '{') {
-        abort();
-    }
-    int k = snprintf(wrap, sizeof wrap, "{\"type\":\"x\",\"b\":%.*s}", (int)n, s);
-    if (k < 0 || (size_t)k >= sizeof wrap ||
-        fkd_wss_msg_parse((const uint8_t *)wrap, (size_t)k, &m, NULL) != FKD_OK) {
-        abort();
-    }
+    return reply_code_known(c, codes, sizeof codes / sizeof codes[0]);
 }
 
 static void one(const uint8_t *msg, size_t len) {
@@ -158,7 +140,7 @@ static void one(const uint8_t *msg, size_t len) {
     if (r.body_len == 0 || r.body_len >= r.body_cap) {
         abort();
     }
-    object_text(body, r.body_len);
+    reply_object_text(body, r.body_len);
     if (r.reboot && strcmp(m.kind, "ota_finish") != 0) {
         abort();
     }
@@ -200,7 +182,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (n == 0 || n >= sizeof st) {
         abort();
     }
-    object_text(st, n);
+    reply_object_text(st, n);
     fkd_ota_remote_free(&rem);
     fkd_nvs_free(&nvs);
     return 0;

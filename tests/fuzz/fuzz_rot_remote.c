@@ -14,6 +14,7 @@
 #include "fkd/rot.h"
 #include "fkd/rot_remote.h"
 #include "fkd/wss.h"
+#include "reply_check.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -35,7 +36,6 @@ static struct fkd_rot_remote rem;
 static struct fkd_ctl ctl;
 static struct fkd_rot_ctl sync_state;
 static char body[FKD_WSS_MSG_MAX];
-static char wrap[FKD_WSS_MSG_MAX + 32];
 static uint8_t cert_buf[FKD_WSS_MSG_MAX], key_buf[FKD_WSS_MSG_MAX];
 
 static void log_line(void *user, enum fkd_log_level lvl, const char *line) {
@@ -68,25 +68,7 @@ static int known_code(const char *c) {
     static const char *const codes[] = {"bad_request", "busy",         "crypto_error",
                                         "not_newer",   "key_mismatch", "no_csr",
                                         "bad_cert",    "flash_error",  "not_staged"};
-    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
-        if (strcmp(c, codes[i]) == 0) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
-/* One JSON object, checked by wrapping it as a message member and parsing that. */
-static void object_text(const char *s, size_t n) {
-    struct fkd_wss_msg m;
-    if (n == 0 || s[0] != '{') {
-        abort();
-    }
-    int k = snprintf(wrap, sizeof wrap, "{\"type\":\"x\",\"b\":%.*s}", (int)n, s);
-    if (k < 0 || (size_t)k >= sizeof wrap ||
-        fkd_wss_msg_parse((const uint8_t *)wrap, (size_t)k, &m, NULL) != FKD_OK) {
-        abort();
-    }
+    return reply_code_known(c, codes, sizeof codes / sizeof codes[0]);
 }
 
 static void check_active_psk(void) {
@@ -132,7 +114,7 @@ static void one(const uint8_t *msg, size_t len) {
         if (r.body_len == 0 || r.body_len >= r.body_cap) {
             abort();
         }
-        object_text(body, r.body_len);
+        reply_object_text(body, r.body_len);
         if (r.reconnect && strcmp(m.kind, "rot_stage") != 0 &&
             strcmp(m.kind, "rot_rollback") != 0) {
             abort();
@@ -183,7 +165,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (n == 0) {
         abort();
     }
-    object_text(st, n);
+    reply_object_text(st, n);
     fkd_ctl_free(&ctl);
     fkd_nvs_free(&nvs);
     return 0;
