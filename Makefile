@@ -6,7 +6,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: deps build build-asan check check-asan demo bench clean device-size rehearse
+.PHONY: deps build build-asan check check-asan demo bench clean device-size rehearse fuzz
 
 deps:
 	@sh scripts/install-deps
@@ -44,9 +44,19 @@ FAULTS ?= 5
 rehearse: build
 	sh scripts/rehearse --devices $(DEVICES) --faults $(FAULTS) --build $(BUILD)
 
+# The fuzz campaign: every tests/fuzz harness under libFuzzer + ASan + UBSan for FUZZ_SECONDS
+# each; coverage-increasing inputs are merged into tests/fuzz/corpus (commit them).
+#   make fuzz FUZZ_SECONDS=60 [FUZZ_TARGETS="csv slip"]
+FUZZ_SECONDS ?= 30
+fuzz:
+	@sh scripts/install-deps clang libclang-rt-14-dev
+	CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DFK_FUZZ=ON >/dev/null
+	cmake --build build-fuzz -j $(JOBS)
+	FUZZ_SECONDS=$(FUZZ_SECONDS) sh scripts/fuzz build-fuzz
+
 # Compile device/src for the ESP32-C3 core (rv32imc, picolibc) and print its size.
 device-size: deps
 	sh scripts/device-size
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) build-bench
+	rm -rf $(BUILD) $(ASAN_BUILD) build-bench build-fuzz

@@ -14,8 +14,15 @@ endfunction()
 # fk_fuzz(NAME SOURCE LIBS...): a fuzz target. Without libFuzzer it links our standalone
 # driver, and CTest runs it over tests/fuzz/corpus/NAME (every file must be handled without a
 # crash, leak or sanitizer report).
+# With FK_FUZZ (clang, `make fuzz`) the same source links libFuzzer instead, for coverage-guided
+# runs that grow the corpus; CTest still replays the corpus with it.
 function(fk_fuzz name src)
-    add_executable(fuzz_${name} ${src} ${PROJECT_SOURCE_DIR}/tests/fuzz/driver.c)
+    if(FK_FUZZ)
+        add_executable(fuzz_${name} ${src})
+        target_link_options(fuzz_${name} PRIVATE -fsanitize=fuzzer)
+    else()
+        add_executable(fuzz_${name} ${src} ${PROJECT_SOURCE_DIR}/tests/fuzz/driver.c)
+    endif()
     target_link_libraries(fuzz_${name} PRIVATE ${ARGN} fk_flags)
     add_test(NAME fuzz_${name} COMMAND fuzz_${name} ${PROJECT_SOURCE_DIR}/tests/fuzz/corpus/${name})
 endfunction()
