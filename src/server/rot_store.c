@@ -67,11 +67,25 @@ cJSON *fk_srv_rot_json(const struct rot_job *j, int detail) {
     cJSON_AddNumberToObject(o, "wave", j->p->wave);
     cJSON *w = cJSON_AddArrayToObject(o, "waves");
     cJSON *wd = cJSON_AddArrayToObject(o, "wave_devices");
-    for (size_t i = 0; i < j->p->spec.n_waves; i++) {
+    /* Each wave's own devices by progress (what the dashboard draws one bar per wave of). */
+    cJSON *wp = cJSON_AddArrayToObject(o, "wave_progress");
+    for (unsigned i = 0; i < j->p->spec.n_waves; i++) {
         cJSON_AddItemToArray(w, cJSON_CreateNumber(j->p->spec.waves[i]));
-        /* the devices wave i covers, cumulative: fk_plan's ceil(n * pct / 100), at least 1 */
-        size_t end = (j->p->n * j->p->spec.waves[i] + 99u) / 100u;
-        cJSON_AddItemToArray(wd, cJSON_CreateNumber(end == 0 && j->p->n > 0 ? 1.0 : (double)end));
+        /* the devices wave i covers, cumulative */
+        cJSON_AddItemToArray(wd, cJSON_CreateNumber((double)fk_plan_wave_end(j->p, i)));
+        struct fk_plan_counts wk;
+        fk_plan_wave_counts(j->p, i, &wk);
+        cJSON *x = cJSON_CreateObject();
+        cJSON_AddNumberToObject(x, "wave", i + 1);
+        cJSON_AddNumberToObject(x, "devices", (double)wk.devices);
+        cJSON_AddBoolToObject(x, "open", wk.open > 0);
+        cJSON_AddNumberToObject(x, "confirmed", (double)wk.confirmed);
+        cJSON_AddNumberToObject(x, "failed", (double)wk.failed);
+        cJSON_AddNumberToObject(x, "rolled_back", (double)wk.rolled_back);
+        cJSON_AddNumberToObject(x, "in_flight", (double)wk.in_flight);
+        cJSON_AddNumberToObject(x, "offline", (double)wk.offline);
+        cJSON_AddNumberToObject(x, "pending", (double)wk.pending);
+        cJSON_AddItemToArray(wp, x);
     }
     cJSON *cl = cJSON_AddArrayToObject(o, "classes");
     for (int c = 0; c < FK_PLAN_CLASSES; c++) {
@@ -104,10 +118,15 @@ cJSON *fk_srv_rot_json(const struct rot_job *j, int detail) {
     }
     if (detail) {
         cJSON *arr = cJSON_AddArrayToObject(o, "devices");
+        unsigned wave = 0;
         for (size_t i = 0; i < j->p->n; i++) {
             const struct fk_plan_target *t = &j->p->t[i];
+            while (wave + 1u < j->p->spec.n_waves && i >= fk_plan_wave_end(j->p, wave)) {
+                wave++; /* targets are in wave order */
+            }
             cJSON *e = cJSON_CreateObject();
             cJSON_AddStringToObject(e, "device", t->device);
+            cJSON_AddNumberToObject(e, "wave", wave + 1);
             for (int c = 0; c < FK_PLAN_CLASSES; c++) {
                 if (j->p->spec.classes & (1u << c)) {
                     cJSON_AddStringToObject(e, fk_plan_class_name((enum fk_plan_class)c),
