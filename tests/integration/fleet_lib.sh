@@ -5,7 +5,8 @@
 
 # fleet_mint N: a CA, the server's certificate, an operator, a CRL and N robots minted by
 # `provision-keys batch --ca --encrypt-nvs` into keys/ (NVS images with PSK, identity, mTLS key
-# and certificate, CA), and the production sdkconfig the robots boot with.
+# and certificate, CA), and the production sdkconfig the robots boot with. $FLEET_MINT_ARGS
+# adds batch options (e.g. --cert-days 20).
 fleet_mint() {
     pk="$B/provision-keys"
     "$pk" ca init --dir pki >mint.log 2>&1 || fail "ca init"
@@ -17,8 +18,9 @@ fleet_mint() {
         for (i = 0; i < n; i++)
             printf "02:00:%02X:%02X:%02X:%02X,lab,pw-%d-fleet\n", int(i / 16777216) % 256,
                 int(i / 65536) % 256, int(i / 256) % 256, i % 256, i }' >devices.csv
+    # shellcheck disable=SC2086
     "$pk" batch --csv devices.csv --output-dir keys --ca pki --encrypt-nvs --jobs 2 \
-        >batch.out 2>>mint.log || fail "batch --ca"
+        ${FLEET_MINT_ARGS:-} >batch.out 2>>mint.log || fail "batch --ca"
     cat >prod.sdkconfig <<'CFG'
 CONFIG_PRODUCTION_BUILD=y
 CONFIG_NVS_ENCRYPTION=y
