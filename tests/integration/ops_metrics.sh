@@ -77,6 +77,26 @@ python3 "$HERE/ops_check.py" metrics metrics1.txt metrics2.txt devices.json rota
 }
 cat check.out
 
+# Prometheus' own identity: a mobile certificate reads /metrics, not the admin API; the
+# example scrape configuration (examples/prometheus.yml) passes promtool check config.
+SRC=$(cd "$HERE/../.." && pwd)
+"$B/provision-keys" ca issue --dir pki --mobile prometheus >issue.out 2>&1 ||
+    fail "ca issue --mobile: $(cat issue.out)"
+mkdir -p etc
+cp pki/ca-chain.pem pki/mobiles/prometheus.chain.pem pki/mobiles/prometheus.key.pem etc/
+sed "s|/etc/prometheus/fleetkey/|$T/etc/|" "$SRC/examples/prometheus.yml" >prometheus.yml
+promtool check config prometheus.yml >config.out 2>&1 || {
+    cat config.out >&2
+    fail "promtool check config examples/prometheus.yml"
+}
+PROM="curl -sS --max-time 20 --cacert etc/ca-chain.pem --cert etc/prometheus.chain.pem"
+PROM="$PROM --key etc/prometheus.key.pem --resolve localhost:$P:127.0.0.1 -o prom.out"
+[ "$($PROM -w '%{http_code}' "https://localhost:$P/metrics")" = 200 ] ||
+    fail "Prometheus' certificate cannot scrape /metrics"
+promtool check metrics <prom.out >/dev/null 2>&1 || fail "the second scrape does not check"
+[ "$($PROM -w '%{http_code}' "https://localhost:$P/api/devices")" = 403 ] ||
+    fail "Prometheus' certificate reads the admin API"
+
 # The audit tail: N newest rows, oldest first, and its refusals.
 ops_get "/api/audit?tail=5" audit.json
 python3 -c 'import json,sys; a=json.load(open("audit.json"))["audit"]; s=[r["seq"] for r in a]
