@@ -55,6 +55,16 @@ cJSON *fk_srv_rot_cls_detail(enum fk_plan_class c, unsigned version, const char 
 
 /* ---- files ------------------------------------------------------------------------------ */
 
+/* The devices of k by progress, as members of o (the plan's counts, each wave's progress). */
+static void progress_json(cJSON *o, const struct fk_plan_counts *k) {
+    cJSON_AddNumberToObject(o, "confirmed", (double)k->confirmed);
+    cJSON_AddNumberToObject(o, "failed", (double)k->failed);
+    cJSON_AddNumberToObject(o, "rolled_back", (double)k->rolled_back);
+    cJSON_AddNumberToObject(o, "in_flight", (double)k->in_flight);
+    cJSON_AddNumberToObject(o, "offline", (double)k->offline);
+    cJSON_AddNumberToObject(o, "pending", (double)k->pending);
+}
+
 cJSON *fk_srv_rot_json(const struct rot_job *j, int detail) {
     struct fk_plan_counts k;
     fk_plan_counts(j->p, &k);
@@ -79,12 +89,7 @@ cJSON *fk_srv_rot_json(const struct rot_job *j, int detail) {
         cJSON_AddNumberToObject(x, "wave", i + 1);
         cJSON_AddNumberToObject(x, "devices", (double)wk.devices);
         cJSON_AddBoolToObject(x, "open", wk.open > 0);
-        cJSON_AddNumberToObject(x, "confirmed", (double)wk.confirmed);
-        cJSON_AddNumberToObject(x, "failed", (double)wk.failed);
-        cJSON_AddNumberToObject(x, "rolled_back", (double)wk.rolled_back);
-        cJSON_AddNumberToObject(x, "in_flight", (double)wk.in_flight);
-        cJSON_AddNumberToObject(x, "offline", (double)wk.offline);
-        cJSON_AddNumberToObject(x, "pending", (double)wk.pending);
+        progress_json(x, &wk);
         cJSON_AddItemToArray(wp, x);
     }
     cJSON *cl = cJSON_AddArrayToObject(o, "classes");
@@ -98,12 +103,7 @@ cJSON *fk_srv_rot_json(const struct rot_job *j, int detail) {
     cJSON *n = cJSON_AddObjectToObject(o, "counts");
     cJSON_AddNumberToObject(n, "devices", (double)k.devices);
     cJSON_AddNumberToObject(n, "open", (double)k.open);
-    cJSON_AddNumberToObject(n, "confirmed", (double)k.confirmed);
-    cJSON_AddNumberToObject(n, "failed", (double)k.failed);
-    cJSON_AddNumberToObject(n, "rolled_back", (double)k.rolled_back);
-    cJSON_AddNumberToObject(n, "in_flight", (double)k.in_flight);
-    cJSON_AddNumberToObject(n, "offline", (double)k.offline);
-    cJSON_AddNumberToObject(n, "pending", (double)k.pending);
+    progress_json(n, &k);
     if (j->p->state == FK_PLAN_SETTLED) {
         char(*b)[FK_PLAN_DEV_SIZE] = NULL;
         size_t nb = 0;

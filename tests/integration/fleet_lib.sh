@@ -98,10 +98,12 @@ fleet_api() {
 }
 
 # fleet_rotate CLASSES TIMEOUT_S [FIRST N]: a plan over the minted robots (N of them from the
-# FIRST-th, default all), created and started; sets ROT_ID.
+# FIRST-th, default all), created and started, in the waves $FLEET_WAVES (default 100); sets
+# ROT_ID.
 fleet_rotate() {
     ls keys | sed -n 's/\.nvs\.bin$//p' | sort | tail -n "+${3:-1}" | head -n "${4:-1000000}" |
-        awk -v c="$1" -v t="$2" 'BEGIN { printf "{\"classes\":\"%s\",\"waves\":\"100\",", c
+        awk -v c="$1" -v t="$2" -v w="${FLEET_WAVES:-100}" '
+            BEGIN { printf "{\"classes\":\"%s\",\"waves\":\"%s\",", c, w
             printf "\"timeout_s\":%d,\"devices\":[", t }
             { printf "%s\"%s\"", (NR > 1 ? "," : ""), $0 } END { print "]}" }' >plan.json
     fleet_api POST /api/rotation plan.json

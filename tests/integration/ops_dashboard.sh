@@ -15,27 +15,8 @@ B=$1
 T=$2
 HERE=$(cd "$(dirname "$0")" && pwd)
 SRC=$(cd "$HERE/../.." && pwd)
-. "$HERE/skip.sh"
-for t in provision-keys robot-sim fleetkey-server wss_client fleetctl; do
-    [ -x "$B/$t" ] || fk_skip "$B/$t not built"
-done
-for c in chromium curl python3; do
-    command -v $c >/dev/null 2>&1 || fk_skip "$c missing (scripts/packages.d/ops.txt)"
-done
-rm -rf "$T"
-mkdir -p "$T"
-cd "$T"
-. "$HERE/lib.sh"
-fail() {
-    echo "FAIL [ops_dashboard]: $*" >&2
-    for f in srv.log fleet.err dash.err chrome.err; do
-        [ -f "$f" ] && { echo "--- $f" >&2; tail -n 30 "$f" >&2; }
-    done
-    exit 1
-}
-trap stop_all EXIT
-. "$HERE/fleet_lib.sh"
 . "$HERE/ops_lib.sh"
+ops_start ops_dashboard chromium curl python3
 
 ops_fleet
 echo "ops_dashboard passphrase" >pw.txt

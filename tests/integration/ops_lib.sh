@@ -1,5 +1,34 @@
-# The fleet the operations tests look at (ops_metrics.sh, ops_dashboard.sh): sourced after
-# lib.sh and fleet_lib.sh, in the scratch directory, with B (the bin directory) and fail set.
+# The fleet the operations tests look at (ops_metrics.sh, ops_dashboard.sh). Sourced first
+# thing, with B (the bin directory), T (the scratch directory) and HERE (this folder) set.
+
+# ops_start NAME TOOL... : skips unless the programs of B and the commands TOOL... exist, makes
+# T afresh and enters it, loads lib.sh and fleet_lib.sh, defines fail (it shows the logs) and
+# stops every background process on exit.
+ops_start() {
+    OPS_NAME=$1
+    shift
+    . "$HERE/skip.sh"
+    for t in provision-keys robot-sim fleetkey-server wss_client fleetctl; do
+        [ -x "$B/$t" ] || fk_skip "$B/$t not built"
+    done
+    for c in "$@"; do
+        command -v "$c" >/dev/null 2>&1 || fk_skip "$c missing (scripts/packages.d/ops.txt)"
+    done
+    rm -rf "$T"
+    mkdir -p "$T"
+    cd "$T"
+    . "$HERE/lib.sh"
+    trap stop_all EXIT
+    . "$HERE/fleet_lib.sh"
+    # After lib.sh, whose fail this one replaces.
+    fail() {
+        echo "FAIL [$OPS_NAME]: $*" >&2
+        for f in srv.log fleet.err dash.err chrome.err; do
+            [ -f "$f" ] && { echo "--- $f" >&2; tail -n 30 "$f" >&2; }
+        done
+        exit 1
+    }
+}
 
 # ops_fleet: 4 robots minted with 20-day certificates (batch --cert-days 20), the first 3
 # running in one robot-sim --fleet process, the 4th never started (offline); an mtls rotation
@@ -15,13 +44,7 @@ ops_fleet() {
     OFFLINE=$(ls keys | sed -n 's/\.nvs\.bin$//p' | sort | tail -n 1)
     CURL="curl -sS --max-time 20 --cacert pki/ca-chain.pem --cert pki/operators/ops.chain.pem"
     CURL="$CURL --key pki/operators/ops.key.pem --resolve localhost:$P:127.0.0.1"
-    echo '{"classes":"mtls","waves":"50,100","timeout_s":30,"all":true}' >plan.json
-    fleet_api POST /api/rotation plan.json
-    grep -q '^201' api.out || { cat api.out >&2; fail "plan not created"; }
-    ROT_ID=$(sed -n 's/.*"id":"\(rot-[0-9]*\)".*/\1/p' api.out | head -1)
-    : >empty
-    fleet_api POST "/api/rotation/$ROT_ID/start" empty
-    grep -q '^200' api.out || { cat api.out >&2; fail "start refused"; }
+    FLEET_WAVES=50,100 fleet_rotate mtls 30
     i=0
     until "$B/wss_client" --port "$P" $OPER --get "/api/rotation/$ROT_ID" >api.out 2>api.err &&
         grep -q '"state":"settled"' api.out; do

@@ -16,27 +16,8 @@ set -eu
 B=$1
 T=$2
 HERE=$(cd "$(dirname "$0")" && pwd)
-. "$HERE/skip.sh"
-for t in provision-keys robot-sim fleetkey-server wss_client; do
-    [ -x "$B/$t" ] || fk_skip "$B/$t not built"
-done
-for c in promtool curl sqlite3 python3 openssl; do
-    command -v $c >/dev/null 2>&1 || fk_skip "$c missing (scripts/packages.d/ops.txt)"
-done
-rm -rf "$T"
-mkdir -p "$T"
-cd "$T"
-. "$HERE/lib.sh"
-fail() {
-    echo "FAIL [ops_metrics]: $*" >&2
-    for f in srv.log fleet.err; do
-        [ -f "$f" ] && { echo "--- $f" >&2; tail -n 30 "$f" >&2; }
-    done
-    exit 1
-}
-trap stop_all EXIT
-. "$HERE/fleet_lib.sh"
 . "$HERE/ops_lib.sh"
+ops_start ops_metrics promtool curl sqlite3 python3 openssl
 
 ops_fleet
 
