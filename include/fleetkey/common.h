@@ -237,6 +237,12 @@ FK_MUST_CHECK enum fk_err fk_path_join(const char *dir, const char *name, const 
 
 /* Current time as RFC 3339 UTC with a Z ("2025-01-15T10:30:00Z") into out[21]. */
 void fk_time_rfc3339(long long unix_seconds, char out[21]);
+/* Parses exactly what fk_time_rfc3339 writes: "YYYY-MM-DDTHH:MM:SSZ", 20 bytes (a NUL at
+ * buf[20] or len == 20; nothing else may follow), year 1970..9999, every field in range
+ * (February 29 only in leap years, no leap second), into seconds since the epoch. Reads at
+ * most len bytes of buf. FK_OK; FK_E_PARSE (any deviation: another length, a zone other than
+ * Z, fractions, a field out of range). */
+FK_MUST_CHECK enum fk_err fk_time_parse_rfc3339(const char *buf, size_t len, long long *out);
 
 #ifdef __cplusplus
 }

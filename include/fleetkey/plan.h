@@ -165,6 +165,13 @@ FK_MUST_CHECK enum fk_err fk_plan_force(struct fk_plan *p, const char *const *na
                                         struct fk_diag *diag);
 
 void fk_plan_counts(const struct fk_plan *p, struct fk_plan_counts *out);
+/* The same for the devices wave w adds (targets [wave_end(w - 1), wave_end(w)), not
+ * cumulative); open is all of them when the wave is open (every wave of a settled, done or
+ * aborted plan counts as open), else 0. All zero when w is not a wave of p. */
+void fk_plan_wave_counts(const struct fk_plan *p, unsigned w, struct fk_plan_counts *out);
+/* The cumulative number of targets waves 0..w cover: ceil(n * waves[w] / 100), at least 1 for
+ * a non-empty plan; targets [0, end) in p->t. 0 when w is not a wave of p. */
+size_t fk_plan_wave_end(const struct fk_plan *p, unsigned w);
 /* The target of device, or NULL. */
 const struct fk_plan_target *fk_plan_find(const struct fk_plan *p, const char *device);
 

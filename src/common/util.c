@@ -183,3 +183,47 @@ void fk_time_rfc3339(long long unix_seconds, char out[21]) {
     gmtime_r(&t, &tm);
     strftime(out, 21, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
+
+/* Digits buf[0..n) as a number; -1 when one is not a digit. */
+static long digits(const char *buf, size_t n) {
+    long v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (buf[i] < '0' || buf[i] > '9') {
+            return -1;
+        }
+        v = v * 10 + (buf[i] - '0');
+    }
+    return v;
+}
+
+enum fk_err fk_time_parse_rfc3339(const char *buf, size_t len, long long *out) {
+    static const int mdays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (buf == NULL || out == NULL || len < 20 || (len > 20 && buf[20] != '\0')) {
+        return FK_E_PARSE;
+    }
+    /* RFC 3339 section 5.6 date-time, restricted to the one form we write: full-date "T"
+     * partial-time "Z", no time-secfrac, no numeric offset. */
+    if (buf[4] != '-' || buf[7] != '-' || buf[10] != 'T' || buf[13] != ':' || buf[16] != ':' ||
+        buf[19] != 'Z') {
+        return FK_E_PARSE;
+    }
+    long y = digits(buf, 4), mo = digits(buf + 5, 2), d = digits(buf + 8, 2);
+    long h = digits(buf + 11, 2), mi = digits(buf + 14, 2), s = digits(buf + 17, 2);
+    if (y < 1970 || mo < 1 || mo > 12 || d < 1 || h < 0 || h > 23 || mi < 0 || mi > 59 || s < 0 ||
+        s > 59) {
+        return FK_E_PARSE;
+    }
+    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (d > mdays[mo - 1] + (mo == 2 && leap)) {
+        return FK_E_PARSE;
+    }
+    /* Days since 1970-01-01 (civil-from-days inverse, H. Hinnant), no time zone, no libc. */
+    long yy = mo <= 2 ? y - 1 : y;
+    long era = yy / 400;
+    long yoe = yy - era * 400;
+    long doy = (153 * (mo > 2 ? mo - 3 : mo + 9) + 2) / 5 + d - 1;
+    long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    long long days = (long long)era * 146097 + doe - 719468;
+    *out = days * 86400 + h * 3600 + mi * 60 + s;
+    return FK_OK;
+}

@@ -166,6 +166,10 @@ static size_t wave_end(const struct fk_plan *p, unsigned w) {
     return end == 0 && p->n > 0 ? 1 : end;
 }
 
+size_t fk_plan_wave_end(const struct fk_plan *p, unsigned w) {
+    return p == NULL || w >= p->spec.n_waves ? 0 : wave_end(p, w);
+}
+
 /* Called only by the plan's creator and its parser, which have checked the spec. */
 static enum fk_err plan_alloc(size_t n, struct fk_plan **out) {
     struct fk_plan *p = calloc(1, sizeof *p);
@@ -288,15 +292,9 @@ static int step_target(struct fk_plan *p, struct fk_plan_target *t, int64_t now,
     return 1;
 }
 
-void fk_plan_counts(const struct fk_plan *p, struct fk_plan_counts *o) {
-    memset(o, 0, sizeof *o);
-    if (p == NULL) {
-        return;
-    }
-    o->devices = p->n;
-    o->open = p->state == FK_PLAN_RUNNING || p->state == FK_PLAN_PAUSED ? wave_end(p, p->wave)
-                                                                          : p->n;
-    for (size_t i = 0; i < p->n; i++) {
+/* Adds the targets [lo, hi) to o by the state of their next class. */
+static void count_range(const struct fk_plan *p, size_t lo, size_t hi, struct fk_plan_counts *o) {
+    for (size_t i = lo; i < hi; i++) {
         const struct fk_plan_target *t = &p->t[i];
         unsigned c = next_class(p, t);
         if (c == FK_PLAN_CLASSES) {
@@ -313,6 +311,30 @@ void fk_plan_counts(const struct fk_plan *p, struct fk_plan_counts *o) {
             o->pending++;
         }
     }
+}
+
+void fk_plan_counts(const struct fk_plan *p, struct fk_plan_counts *o) {
+    memset(o, 0, sizeof *o);
+    if (p == NULL) {
+        return;
+    }
+    o->devices = p->n;
+    o->open =
+        p->state == FK_PLAN_RUNNING || p->state == FK_PLAN_PAUSED ? wave_end(p, p->wave) : p->n;
+    count_range(p, 0, p->n, o);
+}
+
+void fk_plan_wave_counts(const struct fk_plan *p, unsigned w, struct fk_plan_counts *o) {
+    memset(o, 0, sizeof *o);
+    if (p == NULL || w >= p->spec.n_waves) {
+        return;
+    }
+    size_t lo = w == 0 ? 0 : wave_end(p, w - 1), hi = wave_end(p, w);
+    lo = lo > hi ? hi : lo; /* a wave of the same size as the previous one adds nobody */
+    int running = p->state == FK_PLAN_RUNNING || p->state == FK_PLAN_PAUSED;
+    o->devices = hi - lo;
+    o->open = !running || w <= p->wave ? hi - lo : 0;
+    count_range(p, lo, hi, o);
 }
 
 size_t fk_plan_step(struct fk_plan *p, int64_t now, fk_plan_send_fn *send, void *user) {

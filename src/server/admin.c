@@ -168,6 +168,10 @@ static int route_metrics(struct fk_server *srv, struct lws *wsi, struct http_ses
         }
     }
     rot_metrics(srv, &b);
+    char *fleet = fk_srv_metrics_fleet(srv);
+    b.failed |= fleet == NULL;
+    sb_printf(&b, "%s", fleet != NULL ? fleet : "");
+    free(fleet);
     int r = b.failed ? -1
                      : fk_srv_http_reply(wsi, h, 200, "text/plain; version=0.0.4; charset=utf-8",
                                          b.p, b.len);
@@ -200,12 +204,6 @@ static cJSON *device_json(struct fk_server *srv, const struct fk_inv_device *d) 
     return o;
 }
 
-static int list_one(void *user, const struct fk_inv_device *d) {
-    void **u = user;
-    cJSON_AddItemToArray(u[1], device_json(u[0], d));
-    return 0;
-}
-
 static int cred_one(void *user, const struct fk_inv_credential *c) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "kind", c->kind);
@@ -218,13 +216,39 @@ static int cred_one(void *user, const struct fk_inv_credential *c) {
     return 0;
 }
 
-/* GET /api/devices */
+struct list_ctx {
+    struct fk_server *srv;
+    cJSON *arr;
+    int creds;  /* ?credentials=1: each device with its credentials */
+    int failed; /* a credential list could not be read */
+};
+
+static int list_one(void *user, const struct fk_inv_device *d) {
+    struct list_ctx *u = user;
+    cJSON *o = device_json(u->srv, d);
+    cJSON_AddItemToArray(u->arr, o);
+    if (u->creds &&
+        fk_inventory_credential_list(u->srv->inv, d->id, cred_one,
+                                     cJSON_AddArrayToObject(o, "credentials"), NULL) != FK_OK) {
+        u->failed = 1;
+        return 1; /* stops the walk */
+    }
+    return 0;
+}
+
+/* GET /api/devices[?credentials=1] */
 static int route_devices(struct fk_server *srv, struct lws *wsi, struct http_sess *h,
                          const char *path) {
     (void)path;
-    cJSON *arr = cJSON_CreateArray();
-    void *u[2] = {srv, arr};
-    if (fk_inventory_device_list(srv->inv, list_one, u, NULL) != FK_OK) {
+    char arg[32];
+    int with_creds = 0;
+    for (int i = 0; lws_hdr_copy_fragment(wsi, arg, sizeof arg, WSI_TOKEN_HTTP_URI_ARGS, i) > 0;
+         i++) {
+        with_creds |= strcmp(arg, "credentials=1") == 0;
+    }
+    struct list_ctx u = {srv, cJSON_CreateArray(), with_creds, 0};
+    cJSON *arr = u.arr;
+    if (fk_inventory_device_list(srv->inv, list_one, &u, NULL) != FK_OK || u.failed) {
         cJSON_Delete(arr);
         return fk_srv_http_json_error(wsi, h, 500, "inventory error");
     }
@@ -299,6 +323,9 @@ static const struct route routes[] = {
     {M_POST, "/api/rotation/", 1, deny_json, fk_srv_rot_action},
     {M_GET, "/api/rotation", 0, deny_json, fk_srv_rot_list},
     {M_GET, "/api/rotation/", 1, deny_json, fk_srv_rot_get},
+    {M_GET, "/dashboard", 0, deny_json, fk_srv_dash_page},
+    {M_GET, "/dashboard/", 1, deny_json, fk_srv_dash_file},
+    {M_GET, "/api/audit", 0, deny_json, fk_srv_audit_tail},
 };
 
 static const struct route *route_find(enum method m, const char *path) {

@@ -13,6 +13,8 @@
 
 #include <cjson/cJSON.h>
 
+#include <stdio.h>
+
 /* A route's handler: answers the request for path (already matched, caller authorised). 0 when
  * the answer is under way, -1 to drop the connection. */
 typedef int fk_srv_route_fn(struct fk_server *srv, struct lws *wsi, struct http_sess *h,
@@ -33,10 +35,42 @@ int fk_srv_admin_http(struct lws *wsi, enum lws_callback_reasons reason, void *u
 /* Answers status with body (copied) as ctype. 0, or -1. */
 int fk_srv_http_reply(struct lws *wsi, struct http_sess *h, unsigned status, const char *ctype,
                       const char *body, size_t len);
+/* Answers 200 with a file of the dashboard (body: static, copied) and the headers a page
+ * needs: a Content-Security-Policy that allows the server's own files only, nosniff. */
+int fk_srv_http_page(struct lws *wsi, struct http_sess *h, const char *ctype,
+                     const unsigned char *body, size_t len);
 /* Answers status with {"error":"msg"} (msg: a constant without quotes). */
 int fk_srv_http_json_error(struct lws *wsi, struct http_sess *h, unsigned status, const char *msg);
 /* Answers status with o (taken) as compact JSON. */
 int fk_srv_http_json(struct lws *wsi, struct http_sess *h, unsigned status, cJSON *o);
+
+/* ---- metrics.c: the fleet's part of /metrics ------------------------------------------ */
+
+/* The families read from the inventory (devices by state, credentials by kind and state, the
+ * expiry horizon of active credentials) and the current rotation plan (state, waves, devices
+ * per wave, class and state), with # HELP and # TYPE, as malloc'd NUL-terminated text (the
+ * caller frees it); NULL when out of memory. An unreadable inventory is logged and shown as
+ * fleetkey_inventory_readable 0. */
+char *fk_srv_metrics_fleet(struct fk_server *srv);
+/* Writes v to f as a label value of the exposition format (\, \" and \n escaped). */
+void fk_srv_metrics_label(FILE *f, const char *v);
+
+/* ---- admin_dash.c: the dashboard page and the audit tail ------------------------------- */
+
+/* One embedded file of the page (src/server/dashboard/), generated at build time by
+ * src/server/embed_assets.cmake into the build tree. */
+struct fk_srv_asset {
+    const char *name;  /* "index.html", "dashboard.js", ... */
+    const char *ctype; /* Content-Type */
+    const unsigned char *data;
+    size_t len;
+};
+extern const struct fk_srv_asset fk_srv_dash_assets[];
+extern const size_t fk_srv_dash_nassets;
+
+fk_srv_route_fn fk_srv_dash_page;  /* GET /dashboard: index.html */
+fk_srv_route_fn fk_srv_dash_file;  /* GET /dashboard/NAME: the page's script and style */
+fk_srv_route_fn fk_srv_audit_tail; /* GET /api/audit[?tail=N]: the newest audit rows */
 
 /* ---- admin_rot.c ----------------------------------------------------------------------- */
 

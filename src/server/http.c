@@ -7,9 +7,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-int fk_srv_http_reply(struct lws *wsi, struct http_sess *h, unsigned status, const char *ctype,
-                      const char *body, size_t len) {
-    unsigned char hdr[LWS_PRE + 512];
+/* The headers a page of the dashboard gets on top of no-store: its own files only (no inline
+ * script, nothing from elsewhere: a device name that smuggles markup cannot run), no framing,
+ * no content sniffing. */
+static const char page_csp[] = "default-src 'none'; script-src 'self'; style-src 'self'; "
+                               "connect-src 'self'; img-src 'self'; frame-ancestors 'none'; "
+                               "base-uri 'none'; form-action 'none'";
+
+static int reply(struct lws *wsi, struct http_sess *h, unsigned status, const char *ctype,
+                 const char *body, size_t len, int page) {
+    unsigned char hdr[LWS_PRE + 1024];
     unsigned char *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof hdr - 1;
     free(h->buf);
     h->buf = malloc(LWS_PRE + len + 1);
@@ -21,11 +28,26 @@ int fk_srv_http_reply(struct lws *wsi, struct http_sess *h, unsigned status, con
     if (lws_add_http_common_headers(wsi, status, ctype, (lws_filepos_t)len, &p, end) ||
         lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
                                      (const unsigned char *)"no-store", 8, &p, end) ||
+        (page && (lws_add_http_header_by_name(
+                      wsi, (const unsigned char *)"content-security-policy:",
+                      (const unsigned char *)page_csp, (int)sizeof page_csp - 1, &p, end) ||
+                  lws_add_http_header_by_name(wsi, (const unsigned char *)"x-content-type-options:",
+                                              (const unsigned char *)"nosniff", 7, &p, end))) ||
         lws_finalize_write_http_header(wsi, start, &p, end)) {
         return -1;
     }
     lws_callback_on_writable(wsi);
     return 0;
+}
+
+int fk_srv_http_reply(struct lws *wsi, struct http_sess *h, unsigned status, const char *ctype,
+                      const char *body, size_t len) {
+    return reply(wsi, h, status, ctype, body, len, 0);
+}
+
+int fk_srv_http_page(struct lws *wsi, struct http_sess *h, const char *ctype,
+                     const unsigned char *body, size_t len) {
+    return reply(wsi, h, 200, ctype, (const char *)body, len, 1);
 }
 
 int fk_srv_http_json_error(struct lws *wsi, struct http_sess *h, unsigned status, const char *msg) {

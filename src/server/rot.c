@@ -83,9 +83,10 @@ static unsigned next_version(struct fk_server *srv, struct session *s, struct ro
     return m + 1;
 }
 
-/* The successor as an inventory row in state staged (a retry replaces nothing: new version). */
+/* The successor as an inventory row in state staged (a retry replaces nothing: new version);
+ * not_after: the certificate's expiry (unix seconds), 0 for a credential without one. */
 static void record_staged(struct fk_server *srv, const char *dev, enum fk_plan_class c,
-                          unsigned version, const char *fpr) {
+                          unsigned version, const char *fpr, long long not_after) {
     struct fk_inv_credential cr;
     struct fk_diag d;
     fk_diag_init(&d);
@@ -95,6 +96,9 @@ static void record_staged(struct fk_server *srv, const char *dev, enum fk_plan_c
     cr.version = version;
     snprintf(cr.fingerprint, sizeof cr.fingerprint, "%s", fpr);
     fk_time_rfc3339((long long)time(NULL), cr.created_at);
+    if (not_after > 0) {
+        fk_time_rfc3339(not_after, cr.expires_at); /* what /metrics' expiry horizon reads */
+    }
     snprintf(cr.state, sizeof cr.state, "staged");
     if (fk_inventory_credential_add(srv->inv, &cr, &d) != FK_OK) {
         fk_log(FK_LOG_WARN, "server: %s: %s v%u not recorded: %s", dev, fk_srv_rot_cred_kind[c],
@@ -120,7 +124,7 @@ static int stage_psk(struct fk_server *srv, struct session *s, struct rot_job *j
     rd->version[FK_PLAN_PSK] = next_version(srv, s, rd, FK_PLAN_PSK);
     snprintf(rd->fpr[FK_PLAN_PSK], sizeof rd->fpr[FK_PLAN_PSK], "%s",
              fk_fpr(rd->psk, ROT_PSK_LEN, fpr));
-    record_staged(srv, s->id, FK_PLAN_PSK, rd->version[FK_PLAN_PSK], rd->fpr[FK_PLAN_PSK]);
+    record_staged(srv, s->id, FK_PLAN_PSK, rd->version[FK_PLAN_PSK], rd->fpr[FK_PLAN_PSK], 0);
     fk_srv_rot_dirty(j);
     cJSON *b = cJSON_CreateObject();
     cJSON_AddStringToObject(b, "class", "psk");
@@ -158,7 +162,7 @@ static int stage_ca(struct fk_server *srv, struct session *s, struct rot_job *j,
     }
     free(der);
     rd->version[FK_PLAN_CA] = next_version(srv, s, rd, FK_PLAN_CA);
-    record_staged(srv, s->id, FK_PLAN_CA, rd->version[FK_PLAN_CA], rd->fpr[FK_PLAN_CA]);
+    record_staged(srv, s->id, FK_PLAN_CA, rd->version[FK_PLAN_CA], rd->fpr[FK_PLAN_CA], 0);
     fk_srv_rot_dirty(j);
     cJSON *b = cJSON_CreateObject();
     cJSON_AddStringToObject(b, "class", "ca");
@@ -275,8 +279,10 @@ static int stage_mtls(struct fk_server *srv, struct session *s, struct rot_job *
     snprintf(rd->serial, sizeof rd->serial, "%s", fk_pki_issued_serial(is));
     snprintf(rd->fpr[FK_PLAN_MTLS], sizeof rd->fpr[FK_PLAN_MTLS], "%s",
              fk_pki_issued_fingerprint(is));
+    long long not_after = (long long)fk_pki_issued_not_after(is);
     fk_pki_issued_free(is);
-    record_staged(srv, s->id, FK_PLAN_MTLS, rd->version[FK_PLAN_MTLS], rd->fpr[FK_PLAN_MTLS]);
+    record_staged(srv, s->id, FK_PLAN_MTLS, rd->version[FK_PLAN_MTLS], rd->fpr[FK_PLAN_MTLS],
+                  not_after);
     fk_srv_rot_dirty(j);
     fk_log(FK_LOG_INFO, "server: rotation %s: %s: rot_stage mtls v%u serial %s", j->id, s->id,
            rd->version[FK_PLAN_MTLS], rd->serial);

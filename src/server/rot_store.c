@@ -55,6 +55,16 @@ cJSON *fk_srv_rot_cls_detail(enum fk_plan_class c, unsigned version, const char 
 
 /* ---- files ------------------------------------------------------------------------------ */
 
+/* The devices of k by progress, as members of o (the plan's counts, each wave's progress). */
+static void progress_json(cJSON *o, const struct fk_plan_counts *k) {
+    cJSON_AddNumberToObject(o, "confirmed", (double)k->confirmed);
+    cJSON_AddNumberToObject(o, "failed", (double)k->failed);
+    cJSON_AddNumberToObject(o, "rolled_back", (double)k->rolled_back);
+    cJSON_AddNumberToObject(o, "in_flight", (double)k->in_flight);
+    cJSON_AddNumberToObject(o, "offline", (double)k->offline);
+    cJSON_AddNumberToObject(o, "pending", (double)k->pending);
+}
+
 cJSON *fk_srv_rot_json(const struct rot_job *j, int detail) {
     struct fk_plan_counts k;
     fk_plan_counts(j->p, &k);
@@ -67,11 +77,20 @@ cJSON *fk_srv_rot_json(const struct rot_job *j, int detail) {
     cJSON_AddNumberToObject(o, "wave", j->p->wave);
     cJSON *w = cJSON_AddArrayToObject(o, "waves");
     cJSON *wd = cJSON_AddArrayToObject(o, "wave_devices");
-    for (size_t i = 0; i < j->p->spec.n_waves; i++) {
+    /* Each wave's own devices by progress (what the dashboard draws one bar per wave of). */
+    cJSON *wp = cJSON_AddArrayToObject(o, "wave_progress");
+    for (unsigned i = 0; i < j->p->spec.n_waves; i++) {
         cJSON_AddItemToArray(w, cJSON_CreateNumber(j->p->spec.waves[i]));
-        /* the devices wave i covers, cumulative: fk_plan's ceil(n * pct / 100), at least 1 */
-        size_t end = (j->p->n * j->p->spec.waves[i] + 99u) / 100u;
-        cJSON_AddItemToArray(wd, cJSON_CreateNumber(end == 0 && j->p->n > 0 ? 1.0 : (double)end));
+        /* the devices wave i covers, cumulative */
+        cJSON_AddItemToArray(wd, cJSON_CreateNumber((double)fk_plan_wave_end(j->p, i)));
+        struct fk_plan_counts wk;
+        fk_plan_wave_counts(j->p, i, &wk);
+        cJSON *x = cJSON_CreateObject();
+        cJSON_AddNumberToObject(x, "wave", i + 1);
+        cJSON_AddNumberToObject(x, "devices", (double)wk.devices);
+        cJSON_AddBoolToObject(x, "open", wk.open > 0);
+        progress_json(x, &wk);
+        cJSON_AddItemToArray(wp, x);
     }
     cJSON *cl = cJSON_AddArrayToObject(o, "classes");
     for (int c = 0; c < FK_PLAN_CLASSES; c++) {
@@ -84,12 +103,7 @@ cJSON *fk_srv_rot_json(const struct rot_job *j, int detail) {
     cJSON *n = cJSON_AddObjectToObject(o, "counts");
     cJSON_AddNumberToObject(n, "devices", (double)k.devices);
     cJSON_AddNumberToObject(n, "open", (double)k.open);
-    cJSON_AddNumberToObject(n, "confirmed", (double)k.confirmed);
-    cJSON_AddNumberToObject(n, "failed", (double)k.failed);
-    cJSON_AddNumberToObject(n, "rolled_back", (double)k.rolled_back);
-    cJSON_AddNumberToObject(n, "in_flight", (double)k.in_flight);
-    cJSON_AddNumberToObject(n, "offline", (double)k.offline);
-    cJSON_AddNumberToObject(n, "pending", (double)k.pending);
+    progress_json(n, &k);
     if (j->p->state == FK_PLAN_SETTLED) {
         char(*b)[FK_PLAN_DEV_SIZE] = NULL;
         size_t nb = 0;
@@ -104,10 +118,15 @@ cJSON *fk_srv_rot_json(const struct rot_job *j, int detail) {
     }
     if (detail) {
         cJSON *arr = cJSON_AddArrayToObject(o, "devices");
+        unsigned wave = 0;
         for (size_t i = 0; i < j->p->n; i++) {
             const struct fk_plan_target *t = &j->p->t[i];
+            while (wave + 1u < j->p->spec.n_waves && i >= fk_plan_wave_end(j->p, wave)) {
+                wave++; /* targets are in wave order */
+            }
             cJSON *e = cJSON_CreateObject();
             cJSON_AddStringToObject(e, "device", t->device);
+            cJSON_AddNumberToObject(e, "wave", wave + 1);
             for (int c = 0; c < FK_PLAN_CLASSES; c++) {
                 if (j->p->spec.classes & (1u << c)) {
                     cJSON_AddStringToObject(e, fk_plan_class_name((enum fk_plan_class)c),

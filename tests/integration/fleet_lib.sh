@@ -5,7 +5,8 @@
 
 # fleet_mint N: a CA, the server's certificate, an operator, a CRL and N robots minted by
 # `provision-keys batch --ca --encrypt-nvs` into keys/ (NVS images with PSK, identity, mTLS key
-# and certificate, CA), and the production sdkconfig the robots boot with.
+# and certificate, CA), and the production sdkconfig the robots boot with. $FLEET_MINT_ARGS
+# adds batch options (e.g. --cert-days 20).
 fleet_mint() {
     pk="$B/provision-keys"
     "$pk" ca init --dir pki >mint.log 2>&1 || fail "ca init"
@@ -17,8 +18,9 @@ fleet_mint() {
         for (i = 0; i < n; i++)
             printf "02:00:%02X:%02X:%02X:%02X,lab,pw-%d-fleet\n", int(i / 16777216) % 256,
                 int(i / 65536) % 256, int(i / 256) % 256, i % 256, i }' >devices.csv
+    # shellcheck disable=SC2086
     "$pk" batch --csv devices.csv --output-dir keys --ca pki --encrypt-nvs --jobs 2 \
-        >batch.out 2>>mint.log || fail "batch --ca"
+        ${FLEET_MINT_ARGS:-} >batch.out 2>>mint.log || fail "batch --ca"
     cat >prod.sdkconfig <<'CFG'
 CONFIG_PRODUCTION_BUILD=y
 CONFIG_NVS_ENCRYPTION=y
@@ -96,10 +98,12 @@ fleet_api() {
 }
 
 # fleet_rotate CLASSES TIMEOUT_S [FIRST N]: a plan over the minted robots (N of them from the
-# FIRST-th, default all), created and started; sets ROT_ID.
+# FIRST-th, default all), created and started, in the waves $FLEET_WAVES (default 100); sets
+# ROT_ID.
 fleet_rotate() {
     ls keys | sed -n 's/\.nvs\.bin$//p' | sort | tail -n "+${3:-1}" | head -n "${4:-1000000}" |
-        awk -v c="$1" -v t="$2" 'BEGIN { printf "{\"classes\":\"%s\",\"waves\":\"100\",", c
+        awk -v c="$1" -v t="$2" -v w="${FLEET_WAVES:-100}" '
+            BEGIN { printf "{\"classes\":\"%s\",\"waves\":\"%s\",", c, w
             printf "\"timeout_s\":%d,\"devices\":[", t }
             { printf "%s\"%s\"", (NR > 1 ? "," : ""), $0 } END { print "]}" }' >plan.json
     fleet_api POST /api/rotation plan.json

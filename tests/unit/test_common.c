@@ -223,6 +223,54 @@ static void rfc3339_is_utc_with_z(void **state) {
     assert_string_equal(out, "2025-01-15T10:30:00Z");
 }
 
+static void rfc3339_parse_round_trips_and_rejects_deviations(void **state) {
+    (void)state;
+    long long t = 0;
+    char out[21];
+    /* Round trip over dates around leap days, month ends and the far future. */
+    const long long samples[] = {
+        0, 951782400LL, 951868799LL, 1736937000LL, 4102444799LL, 253402300799LL};
+    for (size_t i = 0; i < sizeof samples / sizeof samples[0]; i++) {
+        fk_time_rfc3339(samples[i], out);
+        assert_int_equal(fk_time_parse_rfc3339(out, sizeof out, &t), FK_OK);
+        assert_true(t == samples[i]);
+        assert_int_equal(fk_time_parse_rfc3339(out, 20, &t), FK_OK); /* no NUL needed */
+    }
+    assert_int_equal(fk_time_parse_rfc3339("2024-02-29T00:00:00Z", 20, &t), FK_OK);
+    assert_true(t == 1709164800LL);
+    const char *bad[] = {
+        "",
+        "2025-01-15T10:30:00",       /* truncated: no zone */
+        "2025-01-15T10:30:00+00:00", /* offsets are not what we write */
+        "2025-01-15T10:30:00.5Z",    /* fractions neither */
+        "2025-01-15 10:30:00Z",      /* space instead of T */
+        "2025-13-15T10:30:00Z",      /* month */
+        "2025-00-15T10:30:00Z",
+        "2025-01-32T10:30:00Z", /* day */
+        "2025-01-00T10:30:00Z",
+        "2025-02-29T10:30:00Z", /* not a leap year */
+        "1900-02-29T10:30:00Z", /* nor is 1900 (and before 1970 anyway) */
+        "2025-04-31T10:30:00Z",
+        "2025-01-15T24:00:00Z", /* hour */
+        "2025-01-15T10:60:00Z", /* minute */
+        "2025-01-15T10:30:60Z", /* no leap second */
+        "1969-12-31T23:59:59Z", /* before the epoch */
+        "2025-01-15T10:30:00z",
+        "2O25-01-15T10:30:00Z", /* a letter O */
+        "+025-01-15T10:30:00Z",
+        "2025-01-15T10:30:00ZZ", /* trailing bytes */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(fk_time_parse_rfc3339(bad[i], strlen(bad[i]), &t), FK_E_PARSE);
+    }
+    /* Each truncation of a valid text is refused, and len bounds the read. */
+    const char *ok = "2025-01-15T10:30:00Z";
+    for (size_t n = 0; n < 20; n++) {
+        assert_int_equal(fk_time_parse_rfc3339(ok, n, &t), FK_E_PARSE);
+    }
+    assert_int_equal(fk_time_parse_rfc3339(NULL, 20, &t), FK_E_PARSE);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(strerror_covers_every_code),
@@ -238,6 +286,7 @@ int main(void) {
         cmocka_unit_test(file_read_enforces_limit),
         cmocka_unit_test(diag_formats_file_and_line),
         cmocka_unit_test(rfc3339_is_utc_with_z),
+        cmocka_unit_test(rfc3339_parse_round_trips_and_rejects_deviations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

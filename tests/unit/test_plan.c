@@ -165,6 +165,49 @@ static void plan_waves_open_only_when_settled(void **state) {
     fk_plan_free(p);
 }
 
+/* Per-wave counts cover the devices each wave adds, say which waves are open, and add up to
+ * the plan's counts. */
+static void plan_wave_counts_split_the_plan(void **state) {
+    (void)state;
+    make_ids(N);
+    static struct fleet f;
+    memset(&f, 0, sizeof f);
+    struct fk_plan *p = NULL;
+    struct fk_plan_spec s = spec_of("psk", "1,10,100", 5);
+    assert_int_equal(fk_plan_new("r-1", &s, idp, N, &p, NULL), FK_OK);
+    assert_int_equal(fk_plan_wave_end(p, 0), 2);
+    assert_int_equal(fk_plan_wave_end(p, 1), 20);
+    assert_int_equal(fk_plan_wave_end(p, 2), N);
+    assert_int_equal(fk_plan_wave_end(p, 3), 0); /* not a wave */
+    f.offline[dev_index(p->t[1].device)] = 1;    /* one device of wave 1 is offline */
+    assert_int_equal(fk_plan_step(p, 100, send_cb, &f), 1);
+    confirm_all_sent(p);
+    assert_int_equal(fk_plan_step(p, 101, send_cb, &f), 18); /* wave 2 opens */
+    struct fk_plan_counts w[4], all;
+    for (unsigned i = 0; i < 4; i++) {
+        fk_plan_wave_counts(p, i, &w[i]);
+    }
+    assert_int_equal(w[0].devices, 2);
+    assert_int_equal(w[0].open, 2);
+    assert_int_equal(w[0].confirmed, 1);
+    assert_int_equal(w[0].offline, 1);
+    assert_int_equal(w[1].devices, 18);
+    assert_int_equal(w[1].open, 18);
+    assert_int_equal(w[1].in_flight, 18);
+    assert_int_equal(w[2].devices, N - 20);
+    assert_int_equal(w[2].open, 0); /* not open yet */
+    assert_int_equal(w[2].pending, N - 20);
+    assert_int_equal(w[3].devices, 0);
+    fk_plan_counts(p, &all);
+    assert_int_equal(w[0].confirmed + w[1].confirmed + w[2].confirmed, all.confirmed);
+    assert_int_equal(w[0].in_flight + w[1].in_flight + w[2].in_flight, all.in_flight);
+    assert_int_equal(w[0].offline + w[1].offline + w[2].offline, all.offline);
+    assert_int_equal(w[0].pending + w[1].pending + w[2].pending, all.pending);
+    fk_plan_wave_counts(NULL, 0, &all);
+    assert_int_equal(all.devices, 0);
+    fk_plan_free(p);
+}
+
 static void plan_classes_go_in_dependency_order(void **state) {
     (void)state;
     make_ids(1);
@@ -446,6 +489,7 @@ int main(void) {
         cmocka_unit_test(plan_parse_lists),
         cmocka_unit_test(plan_new_rejects_bad_input),
         cmocka_unit_test(plan_waves_open_only_when_settled),
+        cmocka_unit_test(plan_wave_counts_split_the_plan),
         cmocka_unit_test(plan_classes_go_in_dependency_order),
         cmocka_unit_test(plan_timeouts_retry_then_fail),
         cmocka_unit_test(plan_threshold_pauses_and_resume_acknowledges),

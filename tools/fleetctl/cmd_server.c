@@ -33,6 +33,9 @@ static void usage(FILE *f) {
                "  ota-status JOB   one update job, per device\n"
                "  rotate plan|start|pause|resume|abort|force|status ...   a credential\n"
                "              rotation plan (fleetctl ... rotate with no argument: usage)\n"
+               "  dashboard --listen 127.0.0.1:PORT   serve the fleet dashboard to a local\n"
+               "              browser: plain HTTP on loopback, forwarded over mTLS (GET\n"
+               "              /dashboard and /api/... only); prints the URL, runs until Ctrl-C\n"
                "The identity in NAME.p12 must be an operator certificate (provision-keys\n"
                "export-p12 --operator); the server answers other certificates with 403.\n"
                "exit status: 0 ok, 1 failure (TLS, HTTP error, 403/404/409; ota: a device\n"
@@ -159,12 +162,19 @@ int fleetctl_server_main(int argc, char **argv) {
     struct fleetctl_url u;
     struct fleetctl_ota_args ota;
     struct fleetctl_rotate_args rot;
+    struct fleetctl_dash_args dash;
     char path[128];
     int is_ota = strcmp(cmd, "ota") == 0 || strcmp(cmd, "ota-status") == 0;
     int is_rot = strcmp(cmd, "rotate") == 0;
+    int is_dash = strcmp(cmd, "dashboard") == 0;
     memset(&ota, 0, sizeof ota);
     memset(&rot, 0, sizeof rot);
-    if (is_rot) {
+    if (is_dash) {
+        int urc = fleetctl_dashboard_parse(argc - i - 1, argv + i + 1, &dash);
+        if (urc != 0) {
+            return urc;
+        }
+    } else if (is_rot) {
         int urc = fleetctl_rotate_parse(argc - i - 1, argv + i + 1, &rot);
         if (urc != 0) {
             free(rot.devices);
@@ -230,6 +240,10 @@ int fleetctl_server_main(int argc, char **argv) {
     }
     if (is_rot) {
         rc = fleetctl_rotate_run(ctx, &u, timeout_s, json, &rot);
+        goto out;
+    }
+    if (is_dash) {
+        rc = fleetctl_dashboard_run(ctx, &u, timeout_s, &dash);
         goto out;
     }
     if (fleetctl_https(ctx, &u, "GET", path, NULL, timeout_s, &status, &body) != 0) {

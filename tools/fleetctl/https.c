@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -104,11 +105,30 @@ static void send_body(SSL *ssl, int fd, FILE *f) {
     }
 }
 
+/* The answer's Content-Type (head: the header block, NUL-terminated) into out; "" without. */
+static void content_type(const char *head, char *out, size_t size) {
+    out[0] = '\0';
+    for (const char *l = strstr(head, "\r\n"); l != NULL; l = strstr(l + 2, "\r\n")) {
+        if (strncasecmp(l + 2, "content-type:", 13) == 0) {
+            const char *v = l + 15;
+            v += strspn(v, " \t");
+            size_t n = strcspn(v, "\r\n");
+            if (n < size) {
+                memcpy(out, v, n);
+                out[n] = '\0';
+            }
+            return;
+        }
+    }
+}
+
 /* One request with the body read from bf (body_len bytes, of type ctype; bf NULL: none).
- * Closes bf. */
+ * Closes bf. rtype (size rtype_size; NULL: not wanted) gets the answer's Content-Type,
+ * *blen (NULL: not wanted) the body's length. */
 static int https_request(SSL_CTX *ctx, const struct fleetctl_url *u, const char *method,
                          const char *path, FILE *bf, long long body_len, const char *ctype,
-                         unsigned timeout_s, int *status, char **body) {
+                         unsigned timeout_s, int *status, char **body, char *rtype,
+                         size_t rtype_size, size_t *blen_out) {
     int rc = -1;
     SSL *ssl = NULL;
     char *buf = NULL;
@@ -191,6 +211,13 @@ static int https_request(SSL_CTX *ctx, const struct fleetctl_url *u, const char 
         goto out;
     }
     size_t blen = len - (size_t)(hend + 4 - buf);
+    if (rtype != NULL) {
+        hend[2] = '\0'; /* the head, each line ending in CRLF */
+        content_type(buf, rtype, rtype_size);
+    }
+    if (blen_out != NULL) {
+        *blen_out = blen;
+    }
     memmove(buf, hend + 4, blen);
     buf[blen] = '\0';
     *body = buf;
@@ -231,7 +258,7 @@ int fleetctl_https(SSL_CTX *ctx, const struct fleetctl_url *u, const char *metho
         body_len = (long long)sb.st_size;
     }
     return https_request(ctx, u, method, path, bf, body_len, "application/octet-stream", timeout_s,
-                         status, body);
+                         status, body, NULL, 0, NULL);
 }
 
 int fleetctl_https_json(SSL_CTX *ctx, const struct fleetctl_url *u, const char *method,
@@ -244,7 +271,14 @@ int fleetctl_https_json(SSL_CTX *ctx, const struct fleetctl_url *u, const char *
         return -1;
     }
     return https_request(ctx, u, method, path, bf, (long long)len, "application/json", timeout_s,
-                         status, body);
+                         status, body, NULL, 0, NULL);
+}
+
+int fleetctl_https_get(SSL_CTX *ctx, const struct fleetctl_url *u, const char *path,
+                       unsigned timeout_s, int *status, char **body, size_t *body_len,
+                       char *ctype, size_t ctype_size) {
+    return https_request(ctx, u, "GET", path, NULL, 0, NULL, timeout_s, status, body, ctype,
+                         ctype_size, body_len);
 }
 
 int fleetctl_take_json(char *body, cJSON **out) {

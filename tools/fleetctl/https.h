@@ -27,6 +27,13 @@ int fleetctl_https_json(SSL_CTX *ctx, const struct fleetctl_url *u, const char *
                         const char *path, const char *json, unsigned timeout_s, int *status,
                         char **body);
 
+/* A GET that also returns the answer's length (*body_len) and Content-Type (into ctype, size
+ * ctype_size; "" when absent or longer): what `fleetctl dashboard` passes on. Same rules and
+ * results as fleetctl_https. */
+int fleetctl_https_get(SSL_CTX *ctx, const struct fleetctl_url *u, const char *path,
+                       unsigned timeout_s, int *status, char **body, size_t *body_len,
+                       char *ctype, size_t ctype_size);
+
 /* Parses an answer's body (freed here) into *out (the caller deletes it). 0, or -1 (printed)
  * when it is not JSON. */
 int fleetctl_take_json(char *body, cJSON **out);

@@ -54,4 +54,18 @@ int fleetctl_rotate_parse(int argc, char **argv, struct fleetctl_rotate_args *a)
 int fleetctl_rotate_run(SSL_CTX *ctx, const struct fleetctl_url *u, unsigned timeout_s, int json,
                         const struct fleetctl_rotate_args *a);
 
+/* fleetctl ... dashboard --listen HOST:PORT (cmd_dashboard.c). */
+struct fleetctl_dash_args {
+    const char *listen; /* as given */
+    char host[64];      /* a loopback address (checked) */
+    unsigned port;      /* 0: any free port (printed) */
+};
+/* Parses the arguments after "dashboard". 0 ok, 2 usage (printed: also a --listen address
+ * that is not loopback). argv must outlive *a. */
+int fleetctl_dashboard_parse(int argc, char **argv, struct fleetctl_dash_args *a);
+/* Serves the dashboard proxy until SIGINT/SIGTERM; prints its URL on stdout first. 0 after a
+ * signal, 1 when it cannot listen. */
+int fleetctl_dashboard_run(SSL_CTX *ctx, const struct fleetctl_url *u, unsigned timeout_s,
+                           const struct fleetctl_dash_args *a);
+
 #endif
