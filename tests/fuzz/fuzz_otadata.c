@@ -81,7 +81,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (b.slot >= 0) {
             struct fkd_app_info again;
             if (b.part == NULL ||
-                fkd_app_check_buf(chip + b.part->offset, SLOT_MAX, &again) != FKD_OK) {
+                fkd_app_check_buf(chip + b.part->offset, b.part->size, &again) != FKD_OK) {
                 abort(); /* booted something that does not check */
             }
             if (round == 1) {

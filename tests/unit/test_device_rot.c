@@ -253,6 +253,31 @@ static void rot_damaged_record_falls_back_to_a_complete_slot(void **state) {
     assert_int_equal(slot_version(&d, FKD_ROT_SLOT_A), 0);
 }
 
+/* A staged successor waits, and the credential in use vanishes behind the record's back (found
+ * by fuzz_rot_record): the robot adopts the successor instead of sitting on an empty slot. */
+static void rot_staged_successor_replaces_a_vanished_current(void **state) {
+    (void)state;
+    static struct dev d;
+    for (int trial = 0; trial <= 1; trial++) {
+        dev_factory(&d);
+        assert_int_equal(dev_boot(&d, 0, 0), FKD_OK);
+        assert_int_equal(stage_new(&d, 1), FKD_OK);
+        if (trial) {
+            assert_int_equal(fkd_rot_trial_begin(&d.rot, FKD_ROT_PSK, 1), FKD_OK);
+        }
+        assert_int_equal(fkd_nvs_erase_key(&d.nvs, "security", "dtls_psk"), FKD_OK);
+        assert_int_equal(dev_boot(&d, 0, 0), FKD_OK);
+        const struct fkd_rot_info *i = fkd_rot_info(&d.rot, FKD_ROT_PSK);
+        assert_int_equal(i->state, FKD_ROT_IDLE);
+        assert_int_equal(i->version, 1);
+        assert_int_equal(fkd_rot_slot_in_use(&d.rot, FKD_ROT_PSK), FKD_ROT_SLOT_B);
+        assert_int_equal(slot_version(&d, FKD_ROT_SLOT_B), 1);
+        /* and it is what the next boot finds, too */
+        assert_int_equal(dev_boot(&d, 0, 0), FKD_OK);
+        assert_int_equal(fkd_rot_slot_in_use(&d.rot, FKD_ROT_PSK), FKD_ROT_SLOT_B);
+    }
+}
+
 /* ---- the power-cut sweeps ---------------------------------------------------------------- */
 
 enum scenario { SC_COMMIT, SC_ROLLBACK };
@@ -395,6 +420,7 @@ int main(void) {
         cmocka_unit_test(rot_attempts_run_out_then_roll_back),
         cmocka_unit_test(rot_trial_time_limit_rolls_back),
         cmocka_unit_test(rot_damaged_record_falls_back_to_a_complete_slot),
+        cmocka_unit_test(rot_staged_successor_replaces_a_vanished_current),
         cmocka_unit_test(rot_power_cut_at_every_write),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

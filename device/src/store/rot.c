@@ -46,8 +46,9 @@ static const struct class_def classes[FKD_ROT_CLASS_COUNT] = {
                       {{"mtls", {"client_key", "client_key_b"}, 0, 1, FKD_PEM_MAX},
                        {"mtls", {"client_cert", "client_cert_b"}, 0, 1, FKD_PEM_MAX}}},
     [FKD_ROT_CA] = {"ca", 1, {{"mtls", {"ca_cert", "ca_cert_b"}, 0, 1, FKD_PEM_MAX}}},
-    [FKD_ROT_OTA] = {"ota", 1, {{"security", {"ota_pubkey", "ota_pubkey_b"}, 0, 1,
-                                 FKD_OTA_KEY_MAX}}},
+    [FKD_ROT_OTA] = {"ota",
+                     1,
+                     {{"security", {"ota_pubkey", "ota_pubkey_b"}, 0, 1, FKD_OTA_KEY_MAX}}},
 };
 
 static int class_ok(enum fkd_rot_class c) {
@@ -177,6 +178,21 @@ static enum fkd_err load_class(struct fkd_rot *r, enum fkd_rot_class c) {
     }
     unsigned spare = ci->active ^ 1u;
     if (ci->state == FKD_ROT_STAGED || ci->state == FKD_ROT_TRIAL) {
+        if (!slot_complete(r, c, ci->active) && slot_complete(r, c, spare)) {
+            /* The credential in use vanished behind our back (a tool rewrote NVS) while a
+             * successor waits: a rollback would land on nothing, so the successor becomes
+             * the credential in use. Found by fuzz_rot_record. */
+            fkd_log(FKD_LOG_ERROR,
+                    "rot: %s: slot %c incomplete, staged version %lu whole: using it",
+                    classes[c].name, ci->active ? 'B' : 'A', (unsigned long)ci->staged_version);
+            struct fkd_rot_info fixed = *ci;
+            fixed.active = spare;
+            fixed.state = FKD_ROT_IDLE;
+            fixed.version = ci->staged_version;
+            fixed.staged_version = 0;
+            fixed.attempts = 0;
+            return rec_write(r, c, &fixed);
+        }
         if (!slot_complete(r, c, spare)) {
             fkd_log(FKD_LOG_ERROR, "rot: %s: staged version %lu incomplete: rolled back",
                     classes[c].name, (unsigned long)ci->staged_version);
@@ -319,9 +335,8 @@ unsigned fkd_rot_poll(struct fkd_rot *r, uint64_t now_ms) {
             now_ms - t0 <= r->trial_ms) {
             continue;
         }
-        fkd_log(FKD_LOG_WARN, "rot: %s: version %lu not confirmed within %lu ms",
-                classes[c].name, (unsigned long)r->cls[c].staged_version,
-                (unsigned long)r->trial_ms);
+        fkd_log(FKD_LOG_WARN, "rot: %s: version %lu not confirmed within %lu ms", classes[c].name,
+                (unsigned long)r->cls[c].staged_version, (unsigned long)r->trial_ms);
         if (fkd_rot_rollback(r, (enum fkd_rot_class)c, FKD_ROT_R_TIMEOUT) == FKD_OK) {
             n++;
         }
