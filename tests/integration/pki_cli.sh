@@ -341,8 +341,8 @@ EOF
     cmp -s ca.out pki/ca-chain.pem || fail "CA_CERT_PEM does not round-trip"
     unescape CONFIG_MINITRAIN_CLIENT_CERT_PEM sdkconfig.frag >crt.out || fail "CLIENT_CERT line"
     cmp -s crt.out pki/devices/robot-AABBCCDDEEFF.crt.pem || fail "CLIENT_CERT_PEM round trip"
-    unescape CONFIG_MINITRAIN_CLIENT_KEY_PEM sdkconfig.frag >key.out || fail "CLIENT_KEY line"
-    cmp -s key.out pki/devices/robot-AABBCCDDEEFF.key.pem || fail "CLIENT_KEY_PEM round trip"
+    unescape CONFIG_MINITRAIN_CLIENT_KEY_PEM sdkconfig.frag >key-from-frag.pem || fail "CLIENT_KEY line"
+    cmp -s key-from-frag.pem pki/devices/robot-AABBCCDDEEFF.key.pem || fail "CLIENT_KEY_PEM round trip"
     [ "$(unescape CONFIG_MINITRAIN_WSS_URI sdkconfig.frag)" = "wss://fleet.example:8443/ws" ] ||
         fail "WSS_URI"
     [ "$(unescape CONFIG_MINITRAIN_EXPECTED_HOST sdkconfig.frag)" = "fleet.example" ] ||
@@ -354,7 +354,7 @@ EOF
     [ "$(grep -c '^CONFIG_MINITRAIN_' sdkconfig.frag)" = 5 ] || fail "want 5 settings"
     # The round-tripped key and certificate belong together.
     openssl x509 -in crt.out -noout -pubkey >a.pub
-    openssl pkey -in key.out -pubout >b.pub
+    openssl pkey -in key-from-frag.pem -pubout >b.pub
     cmp -s a.pub b.pub || fail "key and certificate do not match"
 
     # env: sourced by a real shell, the variables hold the exact PEMs.
