@@ -13,26 +13,11 @@ TMP=$3
 RS="$BIN/robot-sim"
 PK="$BIN/provision-keys"
 MK="$BIN/mkappimage"
+. "$(dirname "$0")/lib.sh"
 rm -rf "$TMP"
 mkdir -p "$TMP"
 cd "$TMP"
-
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
-# run CODE NAME CMD...: output in NAME.out / NAME.err, exit code checked.
-run() {
-    _want=$1
-    _name=$2
-    shift 2
-    set +e
-    "$@" >"$_name.out" 2>"$_name.err"
-    _got=$?
-    set -e
-    [ "$_got" = "$_want" ] || { cat "$_name.out" "$_name.err" >&2; fail "$_name: exit $_got, wanted $_want: $*"; }
-}
-has() { grep -q -- "$1" "$2" || { cat "$2" >&2; fail "$2 lacks: $1"; }; }
+has() { expect "$2" "$1"; }
 hex() { od -An -tx1 -v "$1" | tr -d ' \n'; }
 spaced() { od -An -tx1 -v "$1" | tr -s ' \n' ' ' | sed 's/^ //; s/ $//'; }
 # factory IMAGE FLASH: writes a signed app into ota_0 (0x20000), as esptool would.

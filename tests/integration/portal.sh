@@ -12,27 +12,22 @@ TMP=$2
 RS="$BIN/robot-sim"
 PK="$BIN/provision-keys"
 . "$(dirname "$0")/skip.sh"
+. "$(dirname "$0")/lib.sh"
 command -v curl >/dev/null 2>&1 || fk_skip "curl not installed"
 rm -rf "$TMP"
 mkdir -p "$TMP"
 cd "$TMP"
+trap stop_all EXIT
 
 fail() {
     echo "FAIL: $*" >&2
     [ -f rs.out ] && cat rs.out rs.err >&2
     exit 1
 }
-has() { grep -q -- "$1" "$2" || { cat "$2" >&2; fail "$2 lacks: $1"; }; }
+has() { expect "$2" "$1"; }
 lacks() { if grep -q -- "$1" "$2"; then cat "$2" >&2; fail "$2 has: $1"; fi; }
-# wait_for PATTERN FILE: up to 15 s (bounded), for a line robot-sim prints.
-wait_for() {
-    _i=0
-    while ! grep -q -- "$1" "$2" 2>/dev/null; do
-        _i=$((_i + 1))
-        [ $_i -le 150 ] || fail "no '$1' in $2 after 15 s"
-        sleep 0.1
-    done
-}
+# up PATTERN: up to 15 s (bounded) for a line robot-sim prints on stdout.
+up() { wait_for rs.out "$1" || fail "no '$1' in rs.out after 15 s"; }
 portal_port() {
     sed -n 's|.*portal on http://127\.0\.0\.1:\([0-9]*\)/.*|\1|p' rs.out | tail -n 1
 }
@@ -71,7 +66,8 @@ CFG
 "$RS" --flash robot.img --sdkconfig prod.sdkconfig --boot-only --portal-listen 127.0.0.1:0 \
     >rs.out 2>rs.err &
 pid=$!
-wait_for "portal on http" rs.out
+PIDS=$pid
+up "portal on http"
 PORT=$(portal_port)
 has "wifi: off" rs.out
 has "Kconfig Wi-Fi fallback not used" rs.err
@@ -110,7 +106,8 @@ lacks "$PW" rs.out
 "$RS" --flash robot.img --sdkconfig prod.sdkconfig --boot-only --wifi-fail \
     --portal-listen 127.0.0.1:0 >rs.out 2>rs.err &
 pid=$!
-wait_for "portal on http" rs.out
+PIDS=$pid
+up "portal on http"
 PORT=$(portal_port)
 has "network refused the stored credential" rs.err
 post "Other-AP" "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -124,14 +121,15 @@ has "Other-AP" get.txt
 "$RS" --flash robot.img --sdkconfig prod.sdkconfig --portal-listen 127.0.0.1:0 \
     --ctl-bind 127.0.0.1 --ctl-port 0 --no-wss >rs.out 2>rs.err &
 pid=$!
-wait_for "control listener on udp" rs.out
+PIDS=$pid
+up "control listener on udp"
 lacks "portal on" rs.out
 kill -USR1 $pid
-wait_for "portal on http" rs.out
+up "portal on http"
 PORT=$(portal_port)
 post "Button Net" "$PW"
 has "303 See Other" post.txt
-wait_for "leaving portal mode" rs.out
+up "leaving portal mode"
 _n=0
 while [ "$(grep -c 'control listener on udp' rs.out)" -lt 2 ]; do
     _n=$((_n + 1))
