@@ -237,6 +237,12 @@ static void portal_serves_form_redirects_and_saves(void **st) {
     assert_non_null(strstr(logbuf, "Fleet Lab 5G"));
     assert_null(strstr(logbuf, "S3cret"));
     assert_non_null(strstr(logbuf, "sha256:"));
+    /* A control character in the SSID (allowed by 802.11) cannot forge a log line. */
+    post("ssid=Evil%0AE+forged&password=abcdefgh1", resp, sizeof resp, FKD_PORTAL_SAVED);
+    assert_non_null(strstr(logbuf, "ssid 'Evil?E forged'"));
+    assert_null(strstr(logbuf, "\nE forged"));
+    assert_int_equal(fkd_nvs_get_str(&nvs, "wifi", "ssid", v, sizeof v, &n), FKD_OK);
+    assert_string_equal(v, "Evil\nE forged"); /* stored as given */
     fkd_log_set(NULL, NULL, FKD_LOG_ERROR);
     fkd_nvs_free(&nvs);
 }

@@ -486,7 +486,14 @@ static enum fkd_portal_outcome post_wifi(struct fkd_nvs *nvs, const struct fkd_h
         res = FKD_PORTAL_FAILED;
         goto out;
     }
-    fkd_log(FKD_LOG_INFO, "portal: Wi-Fi credentials saved: ssid '%s', password %s", ssid,
+    /* The SSID may hold any byte but NUL: control characters are masked so a name cannot
+     * forge log lines. */
+    char shown[FKD_WIFI_SSID_MAX + 1];
+    for (size_t i = 0; i <= sl; i++) {
+        uint8_t c = (uint8_t)ssid[i];
+        shown[i] = i == sl ? '\0' : (c < 0x20 || c == 0x7f ? '?' : (char)c);
+    }
+    fkd_log(FKD_LOG_INFO, "portal: Wi-Fi credentials saved: ssid '%s', password %s", shown,
             fkd_fpr((const uint8_t *)pass, pl, fpr));
     respond(out, out_size, out_len, "303 See Other", "Location: /saved\r\n", "");
     res = FKD_PORTAL_SAVED;
