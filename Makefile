@@ -6,7 +6,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: deps build build-asan check check-asan demo bench clean device-size rehearse fuzz
+.PHONY: deps build build-asan check check-asan demo bench clean device-size rehearse fuzz install deb
 
 deps:
 	@sh scripts/install-deps
@@ -57,6 +57,16 @@ fuzz:
 # Compile device/src for the ESP32-C3 core (rv32imc, picolibc) and print its size.
 device-size: deps
 	sh scripts/device-size
+
+# Install the programs, their man pages, the docs and the systemd unit (docs/install.md).
+#   make install [PREFIX=/usr/local] [DESTDIR=/tmp/stage]
+PREFIX ?= /usr/local
+install: build
+	DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix $(PREFIX)
+
+# A Debian package built with dpkg-deb (scripts/mkdeb); its path is printed.
+deb: build
+	sh scripts/mkdeb $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) build-bench build-fuzz

@@ -43,6 +43,7 @@ int fk_cli_stderr_is_tty(void);
     X(verify, "verify a signed firmware image against trusted public keys")                    \
     X(signature_info, "show the signature blocks of a signed image")                           \
     X(key_digest, "SHA-256 digest of a signing public key (the eFuse value)")                  \
+    X(efuse, "virtual eFuse of a robot-sim image: burn-key-digest, summary")                   \
     X(rotate, "plan and drive credential rotations")
 
 #define FK_CLI_DECLARE(name, summary) int fk_cmd_##name(int argc, char **argv);

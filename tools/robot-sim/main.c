@@ -15,6 +15,7 @@
 #include "download.h"
 #include "fleet.h"   /* issue 14: robot-sim --fleet N */
 #include "ota_cmd.h" /* issue 7: OTA boot step, self-test, `robot-sim ota` */
+#include "portal.h"  /* issue 17: Wi-Fi re-provisioning portal */
 #include "robot_sim.h"
 
 #include "fleetkey/common.h"
@@ -53,6 +54,11 @@ static void usage(FILE *f) {
         "  --power-cut-at-write K    the power fails at the K-th flash write or erase from\n"
         "                            boot on: the robot stops there (exit 6)\n"
         "  --power-cut-torn          ... and that write is half applied\n"
+        "  --portal-listen IP:PORT   Wi-Fi re-provisioning portal (simulated soft-AP) when the\n"
+        "                            robot has no usable Wi-Fi credential, or on SIGUSR1 (the\n"
+        "                            button); port 0: any free port (printed)\n"
+        "  --wifi-fail               the Wi-Fi credential found at boot does not join (opens\n"
+        "                            the portal when --portal-listen is given)\n"
         "service options (control listener, wss client):\n"
         "  --ctl-port P              DTLS listener UDP port (default CONFIG_MINITRAIN_DTLS_PORT;\n"
         "                            0: any free port)\n"
@@ -185,6 +191,13 @@ static int boot(int argc, char **argv) {
             }
         } else if (strcmp(a, "--power-cut-torn") == 0) {
             rs.opt_cut_torn = 1;
+        } else if (robot_sim_portal_option(argc, argv, i) != 0) { /* issue 17: portal.h */
+            int took = robot_sim_portal_option(argc, argv, i);
+            if (took < 0) {
+                free(rest);
+                return 2;
+            }
+            i += took - 1;
         } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout);
             free(rest);
@@ -249,6 +262,18 @@ static int boot(int argc, char **argv) {
         goto out;
     }
     /* ---- end of the OTA self-test ---- */
+    /* ---- Wi-Fi re-provisioning (issue 17, portal.c): no usable credential, or --wifi-fail ---- */
+    if (robot_sim_portal_needed(&rs)) {
+        code = robot_sim_portal_run(&rs);
+        if (code != 0) {
+            goto power_cut;
+        }
+        code = 2;
+    }
+    if (robot_sim_portal_enabled()) {
+        robot_sim_button_arm(); /* SIGUSR1 opens the portal while the services run */
+    }
+    /* ---- end of the portal step ---- */
     if (boot_only) {
         code = nrest > 0 ? 2 : 0;
         if (nrest > 0) {
@@ -257,6 +282,12 @@ static int boot(int argc, char **argv) {
         goto out;
     }
     code = start_services(&rs, nrest, rest);
+    while (code == ROBOT_SIM_PORTAL) { /* the button (SIGUSR1): portal, then services again */
+        code = robot_sim_portal_run(&rs);
+        if (code == 0) {
+            code = start_services(&rs, nrest, rest);
+        }
+    }
 power_cut:
     if (rs.file.mem.dead) {
         printf("robot-sim: power cut at flash write %lu%s\n", rs.opt_cut_at,

@@ -6,11 +6,13 @@
  * security/ota_pubkey and security/ota_pubkey2 (DER SPKI from NVS). */
 #include "ota_cmd.h"
 
+#include "fkd/efuse.h"
 #include "fkd/ota.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* The trusted keys of the store; count 0 when none is valid (updates disabled). */
 static void store_keys(const struct fkd_store *s, struct fkd_sbv2_keys *ks) {
@@ -32,11 +34,85 @@ static void store_keys(const struct fkd_store *s, struct fkd_sbv2_keys *ks) {
     }
 }
 
+/* The virtual eFuse beside the flash image (FLASH.efuse, fkd/efuse.h): its Secure Boot key
+ * digests (burned, not revoked, readable) go into *ks. Returns 1 when some key block has a
+ * SECURE_BOOT_DIGEST purpose (secure boot keyed), 0 when not (no file, nothing burned), -1 when
+ * the file is there but unreadable (said on stderr). */
+static int efuse_keys(const struct robot_sim *rs, struct fkd_sbv2_keys *ks) {
+    char path[4096];
+    uint8_t buf[FKD_EFUSE_FILE_LEN + 1];
+    uint8_t dg[FKD_EFUSE_SB_DIGESTS][32];
+    struct fkd_efuse e;
+    size_t len = 0;
+    fkd_sbv2_keys_init(ks);
+    if (rs->flash_path == NULL || rs->name != NULL ||
+        (size_t)snprintf(path, sizeof path, "%s.efuse", rs->flash_path) >= sizeof path) {
+        return 0; /* a fleet's in-memory robots have no eFuse file */
+    }
+    if (access(path, F_OK) != 0) {
+        return 0; /* no eFuse file: nothing burned, as on a fresh chip */
+    }
+    enum fkd_err rc = fkd_posix_read_file(path, buf, sizeof buf, &len);
+    if (rc == FKD_OK) {
+        rc = fkd_efuse_parse(buf, len, &e);
+    }
+    if (rc != FKD_OK) {
+        fprintf(stderr,
+                "robot-sim: %s: not a virtual eFuse file (%s; expected %u bytes, see "
+                "docs/formats.md)\n",
+                path, fkd_strerror(rc), FKD_EFUSE_FILE_LEN);
+        return -1;
+    }
+    unsigned burned = 0;
+    for (unsigned k = 0; k < FKD_EFUSE_KEY_BLOCKS; k++) {
+        unsigned p = fkd_efuse_key_purpose(&e, k);
+        burned += p >= FKD_EFUSE_PURPOSE_SECURE_BOOT_DIGEST0 &&
+                  p <= FKD_EFUSE_PURPOSE_SECURE_BOOT_DIGEST2;
+    }
+    unsigned n = fkd_efuse_sb_digests(&e, dg);
+    for (unsigned i = 0; i < n; i++) {
+        if (fkd_sbv2_keys_add_digest(ks, dg[i]) != FKD_OK) {
+            return -1;
+        }
+    }
+    if (burned > 0) {
+        /* Once a digest is burned the chip is secure-boot keyed for good: revoking every
+         * digest leaves nothing it trusts, not a chip without secure boot. */
+        fkd_log(n > 0 ? FKD_LOG_INFO : FKD_LOG_ERROR,
+                "boot: eFuse %s: %u Secure Boot key digest(s) burned, %u trusted", path, burned,
+                n);
+    }
+    return burned > 0 ? 1 : 0;
+}
+
+/* A development build's bootloader runs what it finds, and says what production would refuse. */
+static void efuse_warn(struct robot_sim *rs, const struct fkd_sbv2_keys *efk) {
+    const struct fkd_ota_boot *b = &rs->ota.running;
+    struct fkd_app_info app;
+    if (b->slot < 0 || b->part == NULL) {
+        return;
+    }
+    if (fkd_ota_slot_verify(&rs->flash, b->part, efk, &app, NULL) != FKD_OK) {
+        fkd_log(FKD_LOG_WARN,
+                "secure boot (development build): %s is not signed by a key whose "
+                "digest is burned in eFuse; a production build refuses it",
+                b->part->label);
+    }
+}
+
 int robot_sim_ota_boot(struct robot_sim *rs, int text) {
-    struct fkd_sbv2_keys ks;
+    struct fkd_sbv2_keys ks, efk;
     store_keys(&rs->store, &ks);
-    /* Secure Boot V2: the bootloader runs only signed images. */
+    /* Secure Boot V2: the bootloader runs only signed images. With key digests burned in the
+     * eFuse, those are what it trusts (the ROM's check), enforced in production builds. */
+    int efuse = efuse_keys(rs, &efk);
+    if (efuse < 0) {
+        return 2;
+    }
     const struct fkd_sbv2_keys *verify = rs->cfg.secure_boot_v2 ? &ks : NULL;
+    if (efuse > 0) {
+        verify = rs->cfg.production_build ? &efk : NULL;
+    }
     uint32_t secver = fkd_ota_committed_secver(rs->nvs_mounted ? &rs->nvs : NULL);
     enum fkd_err rc = fkd_ota_boot_select(&rs->flash, &rs->parts, verify, secver, &rs->ota.running);
     if (rc == FKD_E_NOTFOUND) {
@@ -50,6 +126,17 @@ int robot_sim_ota_boot(struct robot_sim *rs, int text) {
     }
     rs->ota.booted = 1;
     const struct fkd_app_info *a = &rs->ota.running.app;
+    if (efuse > 0 && !rs->cfg.production_build) {
+        efuse_warn(rs, &efk);
+    }
+    if (rs->ota.running.slot < 0 && efuse > 0 && rs->cfg.production_build) {
+        printf("running: none: secure boot refused every app image (no valid signature by a "
+               "key whose digest is burned in eFuse)\n");
+        fflush(stdout);
+        fkd_log(FKD_LOG_ERROR, "boot: refused by secure boot: no app image in ota_0/ota_1 is "
+                               "signed by a key whose digest is burned in eFuse");
+        return 3;
+    }
     if (rs->ota.running.slot < 0) {
         if (text) {
             printf("running: none (no bootable app image in ota_0/ota_1)\n");

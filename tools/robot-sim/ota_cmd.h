@@ -21,7 +21,11 @@ int robot_sim_ota(int argc, char **argv);
 /* The bootloader step of a boot: picks the slot from otadata (rolling back an image that did
  * not confirm itself), checks it (signature too when CONFIG_SECURE_BOOT_V2_ENABLED, with the
  * trusted keys of rs->store), and prints the running image: on stdout as "running: ..." lines
- * when text is set, otherwise as log lines. Returns 0, or 4 on a flash error. */
+ * when text is set, otherwise as log lines. With Secure Boot key digests burned in the virtual
+ * eFuse (FLASH.efuse, docs/efuse.md) the bootloader trusts those instead: a production build
+ * boots only an image signed by such a key, a development build runs what it finds and warns.
+ * Returns 0; 2 (an unreadable eFuse file); 3 (production: secure boot refused every image);
+ * 4 on a flash error. */
 int robot_sim_ota_boot(struct robot_sim *rs, int text);
 
 /* The app's self-test verdict: "pass" marks the running image valid (and commits its

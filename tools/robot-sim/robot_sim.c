@@ -4,6 +4,8 @@
  * into another. */
 #include "robot_sim.h"
 
+#include "fkd/portal.h"
+
 #include <stdio.h>
 
 _Thread_local const struct robot_sim *robot_sim_self;
@@ -108,6 +110,11 @@ int robot_sim_boot_core(struct robot_sim *rs, const char *sdk, size_t sdk_len,
             fkd_log(FKD_LOG_ERROR, "boot: rotation records: %s (repaired at the next boot)",
                     fkd_strerror(rc));
         }
+    }
+    /* Wi-Fi re-provisioning (issue 17): finish a save a power cut interrupted, before the
+     * store reads wifi/ssid and wifi/password. */
+    if (rs->nvs_mounted && fkd_wifi_recover(&rs->nvs) != FKD_OK) {
+        fkd_log(FKD_LOG_ERROR, "boot: wifi journal not applied (retried at the next boot)");
     }
     if (rs->file.mem.dead) {
         return ROBOT_SIM_POWER_CUT;

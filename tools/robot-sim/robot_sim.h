@@ -123,6 +123,11 @@ int start_services(struct robot_sim *rs, int argc, char **argv);
  * was asked (a signal, or robot_sim_stop_all). */
 void robot_sim_stop_all(void);
 int robot_sim_stop_requested(void);
+/* The re-provisioning button (issue 17): robot_sim_button_arm makes SIGUSR1 the button; a press
+ * while the services run makes start_services stop them and return ROBOT_SIM_PORTAL, and main.c
+ * serves the Wi-Fi portal (portal.h) before starting them again. */
+void robot_sim_button_arm(void);
+#define ROBOT_SIM_PORTAL 101
 /* start_services' answer when the robot must reboot (an OTA update was installed, or the new
  * image failed its self-test): main.c closes the flash and re-executes robot-sim with its
  * original arguments. */

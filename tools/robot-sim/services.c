@@ -41,13 +41,23 @@
 
 #define FW_VERSION "robot-sim 0.1.0"
 
-/* The one piece of file-scope state left: a signal handler gets no context pointer, and this
- * flag is all it touches (the listener itself lives in rs->ctl). */
+/* File-scope state, the two signal flags: a signal handler gets no context pointer, and these
+ * flags are all it touches (the listener itself lives in rs->ctl). */
 static volatile sig_atomic_t stop;
+static volatile sig_atomic_t button; /* issue 17: SIGUSR1, the re-provisioning button */
 
 static void on_signal(int sig) {
     (void)sig;
     stop = 1;
+}
+
+static void on_button(int sig) {
+    (void)sig;
+    button = 1;
+}
+
+void robot_sim_button_arm(void) {
+    signal(SIGUSR1, on_button);
 }
 
 void robot_sim_stop_all(void) {
@@ -223,6 +233,12 @@ int start_services(struct robot_sim *rs, int argc, char **argv) {
                 fkd_log(FKD_LOG_ERROR, "services: listener keys not updated: %s", fkd_strerror(sr));
             }
             rot_sync_failed = sr != FKD_OK;
+        }
+        if (button) { /* issue 17: SIGUSR1, the re-provisioning button */
+            button = 0;
+            fkd_log(FKD_LOG_WARN, "wifi: button pressed: leaving station mode for the portal");
+            code = ROBOT_SIM_PORTAL;
+            break;
         }
         /* ---- OTA (issue 7): reboot into a new image; self-test deadline ---- */
         if (robot_sim_wss_reboot_requested(rs)) {

@@ -102,10 +102,15 @@ struct fkd_sbv2_key {
     uint16_t enc_len;
 };
 
-/* The trusted keys (0..2). Plain data, caller memory. */
+/* The trusted keys (0..2), and the eFuse key digests (0..3: what the bootloader trusts, see
+ * fkd/efuse.h). A block is trusted when its key is one of the keys, or when the SHA-256 of its
+ * key fields is one of the digests. Plain data, caller memory. */
+#define FKD_SBV2_DIGESTS_MAX 3u
 struct fkd_sbv2_keys {
     struct fkd_sbv2_key key[FKD_SBV2_KEYS_MAX];
     unsigned count;
+    uint8_t digest[FKD_SBV2_DIGESTS_MAX][32];
+    unsigned digest_count;
 };
 
 enum fkd_sbv2_verdict {
@@ -119,6 +124,7 @@ enum fkd_sbv2_verdict {
 struct fkd_sbv2_result {
     int block; /* first slot that verified, -1 */
     int key;   /* index of the trusted key that verified it, -1 */
+    int digest; /* or of the eFuse digest that trusted its key, -1 */
     uint8_t verdict[FKD_SBV2_BLOCKS];
 };
 
@@ -127,16 +133,22 @@ void fkd_sbv2_keys_init(struct fkd_sbv2_keys *k);
  * already); FKD_E_PARSE (not a key); FKD_E_UNSUPPORTED (other algorithm or size). */
 FKD_MUST_CHECK enum fkd_err fkd_sbv2_keys_add(struct fkd_sbv2_keys *k, const uint8_t *der,
                                               size_t der_len);
-/* 1 when some trusted key needs a SHA-384 image digest (P-384). */
+/* Adds an eFuse key digest (espsecure digest-sbv2-public-key: SHA-256 over the key fields as
+ * a block stores them). FKD_OK; FKD_E_NOSPACE (three already); FKD_E_ARG. */
+FKD_MUST_CHECK enum fkd_err fkd_sbv2_keys_add_digest(struct fkd_sbv2_keys *k,
+                                                     const uint8_t digest[32]);
+/* 1 when some trusted key needs a SHA-384 image digest (P-384), or digests are trusted (their
+ * scheme is unknown until a block names it). */
 int fkd_sbv2_keys_need_sha384(const struct fkd_sbv2_keys *k);
 
 /* Verifies the 4096-byte sector against the digests of the signed data (sha384 may be NULL
  * when no trusted key is P-384). Every slot is classified; the sector bytes after the third
  * slot must be 0xFF and a slot must be erased or a well-formed block (stricter than
  * espsecure, like the host verifier). res may be NULL.
+ * With digests, each well-formed block whose key is not trusted is logged with its key digest.
  * FKD_OK (a block verified with a trusted key); FKD_E_AUTH (none did); FKD_E_CORRUPT (a
  * well-formed block's image digest differs from the data: it was changed after signing);
- * FKD_E_PARSE (a damaged slot or fill); FKD_E_ARG (no trusted key); FKD_E_CRYPTO. */
+ * FKD_E_PARSE (a damaged slot or fill); FKD_E_ARG (no trusted key or digest); FKD_E_CRYPTO. */
 FKD_MUST_CHECK enum fkd_err fkd_sbv2_verify(const uint8_t *sector, const uint8_t sha256[32],
                                             const uint8_t *sha384,
                                             const struct fkd_sbv2_keys *keys,
@@ -213,6 +225,16 @@ FKD_MUST_CHECK enum fkd_err fkd_ota_boot_select(const struct fkd_flash *f,
                                                 const struct fkd_part_table *t,
                                                 const struct fkd_sbv2_keys *keys,
                                                 uint32_t min_secver, struct fkd_ota_boot *out);
+/* Checks the app image in partition p and its signature against keys, as the bootloader does,
+ * without choosing or changing anything (no otadata write): for a development build that
+ * reports what a production bootloader would refuse. app and res receive what was found (res
+ * may be NULL). FKD_OK; the errors of fkd_app_check and fkd_sbv2_verify; FKD_E_AUTH (no room
+ * for a signature sector); FKD_E_ARG (keys NULL). */
+FKD_MUST_CHECK enum fkd_err fkd_ota_slot_verify(const struct fkd_flash *f,
+                                                const struct fkd_part *p,
+                                                const struct fkd_sbv2_keys *keys,
+                                                struct fkd_app_info *app,
+                                                struct fkd_sbv2_result *res);
 /* The running app passed its self-test (esp_ota_mark_app_valid_cancel_rollback): its entry
  * becomes VALID and its secure_version is committed to NVS ota/secver (anti-rollback; never
  * lowered). No-op FKD_OK when the entry is already VALID or there is none. */

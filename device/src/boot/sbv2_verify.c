@@ -14,7 +14,9 @@
  * Trust is what the ROM decides with the eFuse key digests: the key a block carries must be
  * exactly one of the trusted keys, all fields (so an RSA block with a forged rinv/m' for a
  * trusted modulus does not count). The trusted keys arrive as DER SubjectPublicKeyInfo from
- * NVS and are converted once into block form by fkd_sbv2_keys_add. The checks follow the host
+ * NVS and are converted once into block form by fkd_sbv2_keys_add. The bootloader's own trust
+ * is the eFuse's (fkd/efuse.h): a block whose key fields hash (SHA-256) to a burned digest
+ * counts too (fkd_sbv2_keys_add_digest). The checks follow the host
  * verifier: a well-formed block whose digest differs from the data is a hard failure; a slot
  * that is neither erased nor well formed, or a fill byte other than 0xFF, fails too. */
 #include "fkd/ota.h"
@@ -88,7 +90,21 @@ void fkd_sbv2_keys_init(struct fkd_sbv2_keys *k) {
     memset(k, 0, sizeof *k);
 }
 
+enum fkd_err fkd_sbv2_keys_add_digest(struct fkd_sbv2_keys *k, const uint8_t digest[32]) {
+    if (k == NULL || digest == NULL) {
+        return FKD_E_ARG;
+    }
+    if (k->digest_count >= FKD_SBV2_DIGESTS_MAX) {
+        return FKD_E_NOSPACE;
+    }
+    memcpy(k->digest[k->digest_count++], digest, 32);
+    return FKD_OK;
+}
+
 int fkd_sbv2_keys_need_sha384(const struct fkd_sbv2_keys *k) {
+    if (k != NULL && k->digest_count > 0) {
+        return 1;
+    }
     for (unsigned i = 0; k != NULL && i < k->count; i++) {
         if (k->key[i].scheme == FKD_SBV2_ECDSA_P384) {
             return 1;
@@ -288,8 +304,9 @@ enum fkd_err fkd_sbv2_verify(const uint8_t *sector, const uint8_t sha256[32],
     memset(res, 0, sizeof *res);
     res->block = -1;
     res->key = -1;
+    res->digest = -1;
     FKD_ENSURE(sector != NULL && sha256 != NULL, FKD_E_ARG);
-    FKD_ENSURE(keys != NULL && keys->count > 0, FKD_E_ARG);
+    FKD_ENSURE(keys != NULL && (keys->count > 0 || keys->digest_count > 0), FKD_E_ARG);
     /* Nothing in the sector is left unchecked: the fill after the slots is 0xFF. */
     FKD_ENSURE(all_bytes(sector + SLOTS_END, FKD_SBV2_SECTOR - SLOTS_END, 0xFF), FKD_E_PARSE);
     int scheme[FKD_SBV2_BLOCKS];
@@ -332,30 +349,56 @@ enum fkd_err fkd_sbv2_verify(const uint8_t *sector, const uint8_t sha256[32],
         const uint8_t *raw = sector + i * FKD_SBV2_BLOCK;
         const struct layout *l = layout_of(scheme[i]);
         res->verdict[i] = FKD_SBV2_V_UNTRUSTED;
-        for (unsigned k = 0; k < keys->count; k++) {
+        int key_idx = -1, digest_idx = -1;
+        for (unsigned k = 0; k < keys->count && key_idx < 0; k++) {
             const struct fkd_sbv2_key *key = &keys->key[k];
             /* Public data: an ordinary comparison is fine. */
-            if ((int)key->scheme != scheme[i] || key->enc_len != l->key_len ||
-                memcmp(key->enc, raw + l->key_off, l->key_len) != 0) {
-                continue;
+            if ((int)key->scheme == scheme[i] && key->enc_len == l->key_len &&
+                memcmp(key->enc, raw + l->key_off, l->key_len) == 0) {
+                key_idx = (int)k;
             }
-            enum fkd_err v = scheme[i] == FKD_SBV2_RSA3072
-                                 ? verify_rsa(raw + l->key_off, raw + 4, raw + l->sig_off)
-                                 : verify_ecdsa(scheme[i], raw + l->key_off, raw + 4,
-                                                raw + l->sig_off);
-            if (v == FKD_OK) {
-                res->verdict[i] = FKD_SBV2_V_OK;
-                if (res->block < 0) {
-                    res->block = (int)i;
-                    res->key = (int)k;
+        }
+        if (key_idx < 0 && keys->digest_count > 0 && scheme[i] != SCHEME_P192) {
+            /* What the ROM does: SHA-256 over the key fields, compared with the eFuse digests
+             * (espsecure digest-sbv2-public-key hashes the same bytes). */
+            uint8_t dg[32];
+            FKD_ENSURE(fkd_mbedtls_sha256(raw + l->key_off, l->key_len, dg) == 0, FKD_E_CRYPTO);
+            for (unsigned d = 0; d < keys->digest_count && digest_idx < 0; d++) {
+                if (memcmp(keys->digest[d], dg, 32) == 0) {
+                    digest_idx = (int)d;
                 }
-            } else if (v == FKD_E_AUTH) {
-                res->verdict[i] = FKD_SBV2_V_BAD_SIG;
-            } else {
-                rc = v;
-                goto out;
             }
-            break;
+            if (digest_idx < 0) {
+                char hex[65];
+                for (unsigned b = 0; b < 32; b++) {
+                    hex[2 * b] = "0123456789abcdef"[dg[b] >> 4];
+                    hex[2 * b + 1] = "0123456789abcdef"[dg[b] & 15];
+                }
+                hex[64] = '\0';
+                fkd_log(FKD_LOG_ERROR,
+                        "secure boot: signature block %u is signed by a key "
+                        "whose digest %s is not burned in eFuse",
+                        i, hex);
+            }
+        }
+        if (key_idx < 0 && digest_idx < 0) {
+            continue;
+        }
+        enum fkd_err v = scheme[i] == FKD_SBV2_RSA3072
+                             ? verify_rsa(raw + l->key_off, raw + 4, raw + l->sig_off)
+                             : verify_ecdsa(scheme[i], raw + l->key_off, raw + 4, raw + l->sig_off);
+        if (v == FKD_OK) {
+            res->verdict[i] = FKD_SBV2_V_OK;
+            if (res->block < 0) {
+                res->block = (int)i;
+                res->key = key_idx;
+                res->digest = digest_idx;
+            }
+        } else if (v == FKD_E_AUTH) {
+            res->verdict[i] = FKD_SBV2_V_BAD_SIG;
+        } else {
+            rc = v;
+            goto out;
         }
     }
     rc = res->block >= 0 ? FKD_OK : FKD_E_AUTH;

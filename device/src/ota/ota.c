@@ -96,15 +96,42 @@ out:
     return rc;
 }
 
+/* The signature sector after a checked app image in partition p, against keys. */
+static enum fkd_err sig_check(const struct fkd_flash *f, const struct fkd_part *p,
+                              const struct fkd_app_info *app, const struct fkd_sbv2_keys *keys,
+                              struct fkd_sbv2_result *res) {
+    enum fkd_err rc = FKD_E_INTERNAL;
+    uint8_t sector[FKD_SBV2_SECTOR];
+    uint8_t d256[32];
+    uint8_t d384[48];
+    uint32_t signed_len = round_sector(app->image_len);
+    FKD_ENSURE(signed_len <= p->size - FKD_SBV2_SECTOR, FKD_E_AUTH);
+    FKD_GUARD(fkd_flash_read(f, p->offset + signed_len, sector, sizeof sector));
+    FKD_GUARD(hash_flash(f, p->offset, signed_len, d256,
+                         fkd_sbv2_keys_need_sha384(keys) ? d384 : NULL));
+    rc = fkd_sbv2_verify(sector, d256, fkd_sbv2_keys_need_sha384(keys) ? d384 : NULL, keys, res);
+out:
+    return rc;
+}
+
+enum fkd_err fkd_ota_slot_verify(const struct fkd_flash *f, const struct fkd_part *p,
+                                 const struct fkd_sbv2_keys *keys, struct fkd_app_info *app,
+                                 struct fkd_sbv2_result *res) {
+    enum fkd_err rc = FKD_E_INTERNAL;
+    struct flash_src src = {f, p->offset};
+    FKD_ENSURE(keys != NULL, FKD_E_ARG);
+    FKD_GUARD(fkd_app_check(flash_src_read, &src, p->size, app));
+    rc = sig_check(f, p, app, keys, res);
+out:
+    return rc;
+}
+
 /* Checks what a slot holds, as the bootloader does before jumping to it. */
 static enum fkd_err check_slot(const struct fkd_flash *f, const struct fkd_part *p,
                                const struct fkd_sbv2_keys *keys, uint32_t min_secver,
                                struct fkd_app_info *app, int *sig_checked) {
     enum fkd_err rc = FKD_E_INTERNAL;
     struct flash_src src = {f, p->offset};
-    uint8_t sector[FKD_SBV2_SECTOR];
-    uint8_t d256[32];
-    uint8_t d384[48];
     *sig_checked = 0;
     FKD_GUARD(fkd_app_check(flash_src_read, &src, p->size, app));
     if (app->secure_version < min_secver) {
@@ -115,13 +142,7 @@ static enum fkd_err check_slot(const struct fkd_flash *f, const struct fkd_part 
         goto out;
     }
     if (keys != NULL) {
-        uint32_t signed_len = round_sector(app->image_len);
-        FKD_ENSURE(signed_len <= p->size - FKD_SBV2_SECTOR, FKD_E_AUTH);
-        FKD_GUARD(fkd_flash_read(f, p->offset + signed_len, sector, sizeof sector));
-        FKD_GUARD(hash_flash(f, p->offset, signed_len, d256,
-                             fkd_sbv2_keys_need_sha384(keys) ? d384 : NULL));
-        rc = fkd_sbv2_verify(sector, d256, fkd_sbv2_keys_need_sha384(keys) ? d384 : NULL, keys,
-                             NULL);
+        rc = sig_check(f, p, app, keys, NULL);
         if (rc != FKD_OK) {
             fkd_log(FKD_LOG_ERROR, "boot: %s: no valid signature from a trusted key (%s): not "
                                    "booted (secure boot)", p->label, fkd_strerror(rc));
