@@ -43,7 +43,10 @@ int fk_cli_stderr_is_tty(void);
     X(verify, "verify a signed firmware image against trusted public keys")                    \
     X(signature_info, "show the signature blocks of a signed image")                           \
     X(key_digest, "SHA-256 digest of a signing public key (the eFuse value)")                  \
-    X(rotate, "plan and drive credential rotations")
+    X(rotate, "plan and drive credential rotations")                                          \
+    X(backup, "split a signing key into k-of-n share files (Shamir)")                          \
+    X(restore, "rebuild a signing key from k share files and prove it")                        \
+    X(incident, "emergency path: ota-key-compromised (new key, dual-signed push, retire)")
 
 #define FK_CLI_DECLARE(name, summary) int fk_cmd_##name(int argc, char **argv);
 FK_CLI_COMMANDS(FK_CLI_DECLARE)
