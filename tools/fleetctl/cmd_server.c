@@ -33,6 +33,8 @@ static void usage(FILE *f) {
                "  ota-status JOB   one update job, per device\n"
                "  rotate plan|start|pause|resume|abort|force|status ...   a credential\n"
                "              rotation plan (fleetctl ... rotate with no argument: usage)\n"
+               "  incident ota-key-compromised ...   the emergency path for a leaked OTA\n"
+               "              signing key (fleetctl ... incident with no argument: usage)\n"
                "The identity in NAME.p12 must be an operator certificate (provision-keys\n"
                "export-p12 --operator); the server answers other certificates with 403.\n"
                "exit status: 0 ok, 1 failure (TLS, HTTP error, 403/404/409; ota: a device\n"
@@ -159,12 +161,21 @@ int fleetctl_server_main(int argc, char **argv) {
     struct fleetctl_url u;
     struct fleetctl_ota_args ota;
     struct fleetctl_rotate_args rot;
+    struct fleetctl_incident_args inc;
     char path[128];
     int is_ota = strcmp(cmd, "ota") == 0 || strcmp(cmd, "ota-status") == 0;
     int is_rot = strcmp(cmd, "rotate") == 0;
+    int is_inc = strcmp(cmd, "incident") == 0;
     memset(&ota, 0, sizeof ota);
     memset(&rot, 0, sizeof rot);
-    if (is_rot) {
+    memset(&inc, 0, sizeof inc);
+    if (is_inc) {
+        int urc = fleetctl_incident_parse(argc - i - 1, argv + i + 1, &inc);
+        if (urc != 0) {
+            free(inc.force);
+            return urc;
+        }
+    } else if (is_rot) {
         int urc = fleetctl_rotate_parse(argc - i - 1, argv + i + 1, &rot);
         if (urc != 0) {
             free(rot.devices);
@@ -190,6 +201,7 @@ int fleetctl_server_main(int argc, char **argv) {
                         "--ca\n");
         free(ota.devices);
         free(rot.devices);
+        free(inc.force);
         return 2;
     }
 
@@ -204,6 +216,7 @@ int fleetctl_server_main(int argc, char **argv) {
     if (ctx == NULL) {
         free(ota.devices);
         free(rot.devices);
+        free(inc.force);
         return 1;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
@@ -230,6 +243,10 @@ int fleetctl_server_main(int argc, char **argv) {
     }
     if (is_rot) {
         rc = fleetctl_rotate_run(ctx, &u, timeout_s, json, &rot);
+        goto out;
+    }
+    if (is_inc) {
+        rc = fleetctl_incident_run(ctx, &u, timeout_s, json, &inc);
         goto out;
     }
     if (fleetctl_https(ctx, &u, "GET", path, NULL, timeout_s, &status, &body) != 0) {
@@ -260,6 +277,7 @@ int fleetctl_server_main(int argc, char **argv) {
 out:
     free(ota.devices);
     free(rot.devices);
+    free(inc.force);
     free(body);
     SSL_CTX_free(ctx);
     return rc;

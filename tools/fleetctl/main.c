@@ -34,7 +34,9 @@ static void usage(FILE *f) {
                "          it: fleetctl --p12 ... ota (--device ID ... | --all) [--wait S]\n"
                "          IMAGE.bin (docs/fleetctl.md)\n"
                "  rotate  a credential rotation plan: fleetctl --p12 ... rotate\n"
-               "          plan|start|pause|resume|abort|force|status (docs/fleetctl.md)\n");
+               "          plan|start|pause|resume|abort|force|status (docs/fleetctl.md)\n"
+               "  incident  the emergency path for a compromised OTA signing key: fleetctl\n"
+               "          --p12 ... incident ota-key-compromised (docs/incident-response.md)\n");
     usage_robot(f);
 }
 
@@ -168,7 +170,8 @@ int main(int argc, char **argv) {
     /* fleetctl [--p12 ... --server ...] devices | device ID: the server's admin API. */
     if (strncmp(argv[1], "--", 2) == 0 || strcmp(argv[1], "devices") == 0 ||
         strcmp(argv[1], "device") == 0 || strcmp(argv[1], "ota") == 0 ||
-        strcmp(argv[1], "ota-status") == 0 || strcmp(argv[1], "rotate") == 0) {
+        strcmp(argv[1], "ota-status") == 0 || strcmp(argv[1], "rotate") == 0 ||
+        strcmp(argv[1], "incident") == 0) {
         return fleetctl_server_main(argc - 1, argv + 1);
     }
     fprintf(stderr, "fleetctl: unknown command '%s'\n", argv[1]);

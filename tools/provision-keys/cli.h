@@ -45,8 +45,7 @@ int fk_cli_stderr_is_tty(void);
     X(key_digest, "SHA-256 digest of a signing public key (the eFuse value)")                  \
     X(rotate, "plan and drive credential rotations")                                          \
     X(backup, "split a signing key into k-of-n share files (Shamir)")                          \
-    X(restore, "rebuild a signing key from k share files and prove it")                        \
-    X(incident, "emergency path: ota-key-compromised (new key, dual-signed push, retire)")
+    X(restore, "rebuild a signing key from k share files and prove it")
 
 #define FK_CLI_DECLARE(name, summary) int fk_cmd_##name(int argc, char **argv);
 FK_CLI_COMMANDS(FK_CLI_DECLARE)
