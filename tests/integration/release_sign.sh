@@ -5,7 +5,8 @@
 # created except the signed image, that the key's bytes were written to pipes only, and that no
 # program the script started got the key in its arguments or environment; afterwards neither
 # the working directory nor TMPDIR holds a file with the key. Dual-signing with
-# OTA_SIGNING_KEY_NEXT, a key that is not the pinned one, and a missing key are checked too.
+# OTA_SIGNING_KEY_NEXT, a key that is not the pinned one, a missing key, .gitignore, and a key
+# in a PKCS#11 token (SoftHSM2) are checked too.
 #   bash release_sign.sh SOURCE_DIR BIN_DIR WORK_DIR
 set -eu
 SRC=$1
@@ -102,4 +103,32 @@ if git -C "$SRC" rev-parse --git-dir >/dev/null 2>&1; then
     done
     [ -z "$(git -C "$SRC" ls-files -ci --exclude-standard)" ] || fail "tracked files are ignored"
 fi
+# A key in a PKCS#11 token (SoftHSM2, made inside the token: no key file at any point)
+module=""
+for m in /usr/lib/softhsm/libsofthsm2.so /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so \
+    /usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so; do
+    [ -f "$m" ] && module=$m && break
+done
+enginedir=$(openssl version -e | sed 's/^ENGINESDIR: "\(.*\)"$/\1/')
+if ! command -v softhsm2-util >/dev/null || ! command -v pkcs11-tool >/dev/null ||
+    [ -z "$module" ] || [ ! -f "$enginedir/pkcs11.so" ]; then
+    fk_skip "softhsm2, opensc or libengine-pkcs11-openssl missing: PKCS#11 release not tested"
+fi
+mkdir -p "$TMP/tokens"
+printf 'directories.tokendir = %s/tokens\nobjectstore.backend = file\nlog.level = ERROR\n' \
+    "$TMP" >"$TMP/softhsm2.conf"
+export SOFTHSM2_CONF="$TMP/softhsm2.conf" FK_PKCS11_MODULE="$module"
+# Debian 12's libp11 leaks public-key objects (see ota_pkcs11.sh): ignore leaks inside it only.
+printf 'leak:engines-3/pkcs11.so\n' >"$TMP/lsan.supp"
+export LSAN_OPTIONS="${LSAN_OPTIONS:+$LSAN_OPTIONS:}suppressions=$TMP/lsan.supp"
+softhsm2-util --init-token --free --label fk-rel --so-pin 87654321 --pin 135790 >/dev/null
+pkcs11-tool --module "$module" --token-label fk-rel --login --pin 135790 --keypairgen \
+    --key-type EC:prime256v1 --label rel --id 01 >/dev/null 2>&1 || fail "pkcs11-tool keypairgen"
+URI="pkcs11:token=fk-rel;object=rel"
+"$PK" key-digest --key "$URI;type=public" >hsm.digest 2>/dev/null || fail "token public key"
+OTA_SIGNING_KEY="$URI;type=private" FK_PKCS11_PIN=135790 run 0 hsm \
+    bash "$SRC/scripts/release-sign" --provision-keys "$PK" \
+    --expect-digest "$(cut -d' ' -f1 hsm.digest)" --output out/app.hsm.bin app.bin
+FK_PKCS11_PIN=135790 run 0 verify_hsm "$PK" verify --pubkey "$URI;type=public" out/app.hsm.bin
+expect verify_hsm.out "signature OK: block 0"
 echo "PASS [release_sign]"
