@@ -159,12 +159,12 @@ static void say(const struct inc *c, const char *fmt, ...) {
     }
 }
 
-/* Saves the state (atomically) and audits the step: the record that it happened. */
-static enum fk_err step_done(struct inc *c, enum fk_incident_step s, cJSON *detail) {
+/* Audits "incident.ota_key_compromised.<what>" (detail is consumed) and saves the state
+ * atomically: the record that a step happened, before the next one starts. */
+static enum fk_err record(struct inc *c, const char *what, cJSON *detail) {
     enum fk_err rc = FK_E_NOMEM;
     char *txt = NULL, *det = NULL;
     size_t len = 0;
-    c->st.done |= 1u << s;
     if (detail == NULL) {
         detail = cJSON_CreateObject();
     }
@@ -174,16 +174,24 @@ static enum fk_err step_done(struct inc *c, enum fk_incident_step s, cJSON *deta
     }
     FK_ENSURE(det != NULL, FK_E_NOMEM);
     char kind[64];
-    snprintf(kind, sizeof kind, "incident.ota_key_compromised.%s", fk_incident_step_name(s));
+    snprintf(kind, sizeof kind, "incident.ota_key_compromised.%s", what);
     FK_GUARD(fk_inventory_audit_append(c->inv, ACTOR, kind, c->k.new_fpr, det, &c->d));
     FK_GUARD(fk_incident_state_render(&c->st, &txt, &len));
     FK_GUARD(fk_file_write_atomic(c->a->state, txt, len, 0600, 0, &c->d));
-    say(c, "step %s: done", fk_incident_step_name(s));
     rc = FK_OK;
 out:
     cJSON_Delete(detail);
     cJSON_free(det);
     free(txt);
+    return rc;
+}
+
+static enum fk_err step_done(struct inc *c, enum fk_incident_step s, cJSON *detail) {
+    c->st.done |= 1u << s;
+    enum fk_err rc = record(c, fk_incident_step_name(s), detail);
+    if (rc == FK_OK) {
+        say(c, "step %s: done", fk_incident_step_name(s));
+    }
     return rc;
 }
 
@@ -413,22 +421,10 @@ static enum fk_err push_new(struct inc *c) {
     if (n > 0) {
         FK_GUARD(push(c, c->st.fresh.file, ids, n, c->st.new_job));
         say(c, "new-key-only release pushed: job %s", c->st.new_job);
-        char *txt = NULL;
-        size_t len = 0;
-        FK_GUARD(fk_incident_state_render(&c->st, &txt, &len));
-        rc = fk_file_write_atomic(c->a->state, txt, len, 0600, 0, &c->d);
-        free(txt);
-        FK_GUARD(rc);
         cJSON *det = cJSON_CreateObject();
         cJSON_AddStringToObject(det, "job", c->st.new_job);
         cJSON_AddNumberToObject(det, "devices", (double)n);
-        char *dtxt = cJSON_PrintUnformatted(det);
-        cJSON_Delete(det);
-        FK_ENSURE(dtxt != NULL, FK_E_NOMEM);
-        rc = fk_inventory_audit_append(c->inv, ACTOR, "incident.ota_key_compromised.push_new",
-                                       c->k.new_fpr, dtxt, &c->d);
-        cJSON_free(dtxt);
-        FK_GUARD(rc);
+        FK_GUARD(record(c, "push_new", det));
         FK_GUARD(wait_for(c, 1, ids, n));
     }
     rc = FK_OK;
