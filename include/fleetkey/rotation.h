@@ -41,6 +41,7 @@ struct fk_ota_key;
 
 #define FK_ROT_KIND_KEY "ota_signing_key"
 #define FK_ROT_KIND_FW "ota_fw_new_only"
+#define FK_ROT_KIND_FORCED "ota_rot_forced" /* fk_rotation_force: the device no longer gates */
 
 /* The two keys of a rotation, by fingerprint ("sbv2:" + hex SHA-256 key digest). */
 struct fk_rot_keys {
@@ -80,6 +81,7 @@ struct fk_rot_device {
     int holds_new;     /* new key row present (staged or active) */
     int confirmed;     /* new key row "active": the device holds and trusts ota_pubkey2 */
     int runs_new_only; /* ota_fw_new_only row "active" */
+    int forced;        /* named in fk_rotation_force: it no longer holds the gates back */
     int seen;          /* the control plane has seen it at least once */
     char last_seen[FK_INV_TIME_SIZE];
 };
@@ -110,8 +112,7 @@ const char *fk_rot_seen_text(const struct fk_rot_device *d, char *buf, size_t si
  * private key, PEM or PKCS#11). FK_OK; FK_E_ARG (der empty or too long, old not private);
  * FK_E_CRYPTO. */
 FK_MUST_CHECK enum fk_err fk_rotation_endorse(struct fk_ota_key *old, const uint8_t *der,
-                                              size_t der_len,
-                                              uint8_t out[FK_ROT_ENDORSE_LEN],
+                                              size_t der_len, uint8_t out[FK_ROT_ENDORSE_LEN],
                                               struct fk_diag *diag);
 /* Checks an endorsement of der against the key whose fingerprint is old_fpr: the block's own
  * key must have that fingerprint and its signature must verify. FK_OK; FK_E_VERIFY. */
@@ -174,6 +175,22 @@ FK_MUST_CHECK enum fk_err fk_rotation_record_release(struct fk_inventory *inv,
 FK_MUST_CHECK enum fk_err fk_rotation_retire_old(struct fk_inventory *inv,
                                                  const struct fk_rot_keys *k, const char *actor,
                                                  struct fk_rot_status *st, struct fk_diag *diag);
+
+/* The incident path (seed 004: "If a signing key is compromised, rotate immediately"): lets
+ * devices that have not confirmed the new key (offline ones) stop holding back the new-key-only
+ * release and the old key's retirement, so the compromised key leaves the trust of every
+ * device that did confirm. Like fk_plan_force, the operator must name exactly the devices that
+ * block now (not confirmed, not forced before): nobody forces more than they looked at. Each
+ * gets a credential row FK_ROT_KIND_FORCED (fingerprint of the new key), one audit row
+ * "ota_rotation.forced" names them all. A forced device is not covered: it still trusts only the
+ * old key until it reconnects, takes the new key and runs new-key-only firmware.
+ * *st (when non-NULL; free it) is the status before the force.
+ * FK_OK; FK_E_STATE (not started); FK_E_ARG (no device named); FK_E_POLICY (the names are not
+ * exactly the blocking devices: diag lists the difference; audited as a refusal); FK_E_DB. */
+FK_MUST_CHECK enum fk_err fk_rotation_force(struct fk_inventory *inv, const struct fk_rot_keys *k,
+                                            const char *const *devices, size_t ndevices,
+                                            const char *actor, struct fk_rot_status *st,
+                                            struct fk_diag *diag);
 
 /* *retired = 1 when some device row marks the key with this fingerprint retired (signing
  * with it is then refused). FK_OK, FK_E_DB. */

@@ -344,6 +344,8 @@ struct fk_ota_view {
     int old_in_primary;    /* the device reports the old key as ota_pubkey */
     int new_in_secondary;  /* ... and the new one as ota_pubkey2 */
     int key_promote_tried; /* ota_key ota_pubkey already sent on this connection */
+    int promote_hold;      /* the device does not run new-key-only firmware (one forced past the
+                              interlock): promoting would leave its running image untrusted */
     int need_abort;        /* the device answered busy: abort first */
     const struct fk_ota_target *t; /* the device's current update target, or NULL */
     uint64_t size;         /* its image size */

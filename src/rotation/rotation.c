@@ -118,6 +118,9 @@ static int on_cred(void *user, const struct fk_inv_credential *c) {
         }
     } else if (strcmp(c->kind, FK_ROT_KIND_FW) == 0 && strcmp(c->fingerprint, l->k->new_fpr) == 0) {
         d->runs_new_only |= active;
+    } else if (strcmp(c->kind, FK_ROT_KIND_FORCED) == 0 &&
+               strcmp(c->fingerprint, l->k->new_fpr) == 0) {
+        d->forced |= active;
     }
     return 0;
 }
@@ -237,7 +240,7 @@ static size_t blockers(const struct fk_rot_status *st, enum gate g, cJSON *detai
     for (size_t i = 0; i < st->n; i++) {
         const struct fk_rot_device *d = &st->dev[i];
         int ok = g == GATE_CONFIRMED ? d->confirmed : d->runs_new_only;
-        if (ok) {
+        if (ok || d->forced) { /* a forced device holds no gate back (fk_rotation_force) */
             continue;
         }
         n++;
@@ -708,6 +711,94 @@ commit : {
         rc = crc;
     }
 }
+out:
+    if (in_tx) {
+        fk_inventory_rollback(inv);
+    }
+    cJSON_Delete(det);
+    if (st_out != NULL) {
+        *st_out = st;
+    } else {
+        fk_rot_status_free(&st);
+    }
+    return rc;
+}
+
+static int named(const char *id, const char *const *devices, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(devices[i], id) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+enum fk_err fk_rotation_force(struct fk_inventory *inv, const struct fk_rot_keys *k,
+                              const char *const *devices, size_t ndevices, const char *actor,
+                              struct fk_rot_status *st_out, struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    struct fk_rot_status st;
+    cJSON *det = NULL;
+    int in_tx = 0;
+    memset(&st, 0, sizeof st);
+    FK_ENSURE(ndevices > 0, fk_diag_set(diag, FK_E_ARG, "force: no device named"));
+    FK_GUARD(fk_inventory_begin(inv, diag));
+    in_tx = 1;
+    FK_GUARD(load(inv, k, &st, NULL, diag));
+    det = detail_keys(k);
+    cJSON *arr = det != NULL ? cJSON_AddArrayToObject(det, "devices") : NULL;
+    if (!st.started) {
+        rc = fk_diag_set(diag, FK_E_STATE, "refused: the rotation has not started (run start)");
+        goto refused;
+    }
+    /* The named set must equal the blocking set: check both directions. */
+    for (size_t i = 0; i < ndevices; i++) {
+        struct fk_rot_device *d =
+            st.n > 0 ? bsearch(devices[i], st.dev, st.n, sizeof *st.dev, cmp_id) : NULL;
+        if (d == NULL || d->confirmed || d->forced) {
+            rc = fk_diag_set(diag, FK_E_POLICY, "refused: %s does not block the rotation (%s)",
+                             devices[i],
+                             d == NULL      ? "no such device"
+                             : d->confirmed ? "confirmed"
+                                            : "forced");
+            goto refused;
+        }
+    }
+    for (size_t i = 0; i < st.n; i++) {
+        const struct fk_rot_device *d = &st.dev[i];
+        if (!d->confirmed && !d->forced && !named(d->id, devices, ndevices)) {
+            rc = fk_diag_set(diag, FK_E_POLICY,
+                             "refused: %s blocks the rotation too and is not named: force names "
+                             "exactly the blocking devices",
+                             d->id);
+            goto refused;
+        }
+    }
+    for (size_t i = 0; i < ndevices; i++) {
+        struct fk_inv_credential c;
+        memset(&c, 0, sizeof c);
+        snprintf(c.device_id, sizeof c.device_id, "%s", devices[i]);
+        snprintf(c.kind, sizeof c.kind, "%s", FK_ROT_KIND_FORCED);
+        c.version = 1;
+        snprintf(c.fingerprint, sizeof c.fingerprint, "%s", k->new_fpr);
+        snprintf(c.state, sizeof c.state, "%s", STATE_ACTIVE);
+        FK_GUARD(fk_inventory_credential_add(inv, &c, diag));
+        if (arr != NULL) {
+            cJSON_AddItemToArray(arr, cJSON_CreateString(devices[i]));
+        }
+    }
+    FK_GUARD(audit(inv, actor, "ota_rotation.forced", k->new_fpr, det, diag));
+    det = NULL;
+    FK_GUARD(fk_inventory_commit(inv, diag));
+    in_tx = 0;
+    rc = FK_OK;
+    goto out;
+refused:
+    rc = refuse(inv, actor, "force", det, rc, diag);
+    det = NULL;
+    if (fk_inventory_commit(inv, NULL) == FK_OK) {
+        in_tx = 0;
+    }
 out:
     if (in_tx) {
         fk_inventory_rollback(inv);

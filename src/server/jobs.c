@@ -78,9 +78,7 @@ static int cred_find_active(void *user, const struct fk_inv_credential *c) {
     return 0;
 }
 
-/* 1 when the device's credential (kind, fpr) is already "active" in the inventory: then
- * fk_rotation_confirm has nothing to do (and would audit a second confirm). -1 on error. */
-static int cred_active(struct fk_server *srv, const char *id, const char *kind, const char *fpr) {
+int fk_srv_cred_active(struct fk_server *srv, const char *id, const char *kind, const char *fpr) {
     struct cred_find f = {kind, fpr, 0};
     if (fk_inventory_credential_list(srv->inv, id, cred_find_active, &f, NULL) != FK_OK) {
         return -1;
@@ -93,7 +91,7 @@ static int cred_active(struct fk_server *srv, const char *id, const char *kind, 
  * skipped; FK_E_STATE (gate not met) is logged, fk_rotation_confirm audits the refusal. */
 void fk_srv_rot_confirm(struct fk_server *srv, const char *id, int firmware) {
     const char *kind = firmware ? FK_ROT_KIND_FW : FK_ROT_KIND_KEY;
-    if (!srv->rot_found || cred_active(srv, id, kind, srv->rot.keys.new_fpr) != 0) {
+    if (!srv->rot_found || fk_srv_cred_active(srv, id, kind, srv->rot.keys.new_fpr) != 0) {
         return;
     }
     struct fk_diag d;

@@ -30,6 +30,9 @@ int fk_srv_reports_key(const struct fk_wss_ota *o, const char *name, const char 
 /* Records that device id holds the rotation's new key (firmware 0) or runs new-key-only
  * firmware (firmware 1); once per fact, failures logged. */
 void fk_srv_rot_confirm(struct fk_server *srv, const char *id, int firmware);
+/* 1 when the device's credential (kind, fpr) is "active" in the inventory (then
+ * fk_rotation_confirm has nothing to do), 0 when not, -1 on error. */
+int fk_srv_cred_active(struct fk_server *srv, const char *id, const char *kind, const char *fpr);
 
 /* Appends an audit row kind about target t of job, by actor; failures logged. */
 void fk_srv_audit_target(struct fk_server *srv, const struct ota_job *job,

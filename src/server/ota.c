@@ -356,7 +356,7 @@ enum fk_ota_action fk_ota_next(const struct fk_ota_view *v) {
     }
     /* 3. ota_key ota_pubkey, when the old key is retired and the device still trusts it. */
     if (v->rot_active && v->old_retired && v->old_in_primary && v->new_in_secondary &&
-        !v->key_promote_tried) {
+        !v->key_promote_tried && !v->promote_hold) {
         return FK_OTA_ACT_KEY_PROMOTE;
     }
     /* 4. the next step of an update job. */

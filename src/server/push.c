@@ -61,6 +61,12 @@ int fk_srv_push_next(struct session *s) {
     v.old_in_primary = v.rot_active && fk_srv_reports_key(&s->ota, "ota_pubkey", oldf);
     v.new_in_secondary = v.rot_active && fk_srv_reports_key(&s->ota, "ota_pubkey2", newf);
     v.key_promote_tried = s->key_promote_tried;
+    /* Promotion drops the old key from the device: only once it runs an image signed by the
+     * new key alone (always so after a normal retire-old; not for a device forced past the
+     * interlock by the incident path until it installed one). Asked only when it matters. */
+    if (v.old_retired && v.old_in_primary && v.new_in_secondary && !v.key_promote_tried) {
+        v.promote_hold = fk_srv_cred_active(srv, s->id, FK_ROT_KIND_FW, newf) != 1;
+    }
     v.need_abort = s->need_abort;
     v.t = s->target;
     v.size = s->job != NULL ? s->job->info.size : 0;

@@ -258,9 +258,55 @@ static void rotation_refuses_each_early_step_then_completes(void **state) {
     assert_true(rep.rows >= 20);
 }
 
+/* The incident path: an offline device is forced past the gates, by name and only by exact
+ * name; the others complete and the old key is retired. */
+static void rotation_force_names_exactly_the_blocking_devices(void **state) {
+    (void)state;
+    struct fk_rot_status st;
+    struct fk_diag d;
+    fk_diag_init(&d);
+    assert_int_equal(teardown(NULL), 0);
+    assert_int_equal(setup(NULL), 0); /* a fresh inventory */
+    const char *one[] = {"robot-AAAAAAAAAA01"};
+    const char *three[] = {"robot-AAAAAAAAAA03"};
+    const char *wrong[] = {"robot-AAAAAAAAAA03", "robot-AAAAAAAAAA02"};
+    assert_int_equal(fk_rotation_force(inv, &K, three, 1, "t", NULL, &d), FK_E_STATE);
+    assert_int_equal(fk_rotation_start(inv, &K, new_der, new_der_len, endorse, "t", &d), FK_OK);
+    assert_int_equal(fk_rotation_confirm(inv, &K, "robot-AAAAAAAAAA01", 0, "t", &d), FK_OK);
+    assert_int_equal(fk_rotation_confirm(inv, &K, "robot-AAAAAAAAAA02", 0, "t", &d), FK_OK);
+    /* a confirmed device cannot be forced; a blocking one cannot be left out */
+    assert_int_equal(fk_rotation_force(inv, &K, wrong, 2, "t", NULL, &d), FK_E_POLICY);
+    assert_non_null(strstr(d.msg, "robot-AAAAAAAAAA02 does not block"));
+    assert_int_equal(fk_rotation_force(inv, &K, one, 1, "t", NULL, &d), FK_E_POLICY);
+    assert_int_equal(fk_rotation_force(inv, &K, NULL, 0, "t", NULL, &d), FK_E_ARG);
+    assert_int_equal(fk_rotation_gate_release(inv, &K, 1, "t", NULL, &d), FK_E_POLICY);
+    assert_int_equal(fk_rotation_force(inv, &K, three, 1, "t", &st, &d), FK_OK);
+    fk_rot_status_free(&st);
+    assert_int_equal(fk_rotation_force(inv, &K, three, 1, "t", NULL, &d), FK_E_POLICY);
+    assert_int_equal(fk_rotation_status(inv, &K, &st, &d), FK_OK);
+    assert_true(st.dev[2].forced && !st.dev[2].confirmed && !st.dev[0].forced);
+    fk_rot_status_free(&st);
+    /* the forced device no longer holds the gates back; the confirmed ones still do */
+    assert_int_equal(fk_rotation_gate_release(inv, &K, 1, "t", NULL, &d), FK_OK);
+    assert_int_equal(fk_rotation_record_release(inv, &K, 1, "v3.b.bin", "11", "t", &d), FK_OK);
+    assert_int_equal(fk_rotation_confirm(inv, &K, "robot-AAAAAAAAAA01", 1, "t", &d), FK_OK);
+    assert_int_equal(fk_rotation_retire_old(inv, &K, "t", &st, &d), FK_E_POLICY);
+    assert_non_null(strstr(d.msg, "robot-AAAAAAAAAA02"));
+    assert_null(strstr(d.msg, "robot-AAAAAAAAAA03"));
+    fk_rot_status_free(&st);
+    assert_int_equal(fk_rotation_confirm(inv, &K, "robot-AAAAAAAAAA02", 1, "t", &d), FK_OK);
+    assert_int_equal(fk_rotation_retire_old(inv, &K, "t", NULL, &d), FK_OK);
+    /* the forced device comes back later: it can still confirm key and firmware */
+    assert_int_equal(fk_rotation_confirm(inv, &K, "robot-AAAAAAAAAA03", 0, "t", &d), FK_OK);
+    assert_int_equal(fk_rotation_confirm(inv, &K, "robot-AAAAAAAAAA03", 1, "t", &d), FK_OK);
+    struct fk_inv_audit_report rep;
+    assert_int_equal(fk_inventory_audit_verify(inv, &rep, &d), FK_OK);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(rotation_refuses_each_early_step_then_completes),
+        cmocka_unit_test(rotation_force_names_exactly_the_blocking_devices),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -552,6 +552,9 @@ static void next_follows_the_protocol_order(void **state) {
     v.old_in_primary = 1;
     assert_int_equal(fk_ota_next(&v), FK_OTA_ACT_BEGIN);
     v.old_retired = 1;
+    v.promote_hold = 1; /* forced past the interlock, not on new-key-only firmware yet */
+    assert_int_equal(fk_ota_next(&v), FK_OTA_ACT_BEGIN);
+    v.promote_hold = 0;
     assert_int_equal(fk_ota_next(&v), FK_OTA_ACT_KEY_PROMOTE);
     v.key_promote_tried = 1;
     assert_int_equal(fk_ota_next(&v), FK_OTA_ACT_BEGIN);

@@ -36,6 +36,8 @@ static void usage(FILE *f) {
                "  dashboard --listen 127.0.0.1:PORT   serve the fleet dashboard to a local\n"
                "              browser: plain HTTP on loopback, forwarded over mTLS (GET\n"
                "              /dashboard and /api/... only); prints the URL, runs until Ctrl-C\n"
+               "  incident ota-key-compromised ...   the emergency path for a leaked OTA\n"
+               "              signing key (fleetctl ... incident with no argument: usage)\n"
                "The identity in NAME.p12 must be an operator certificate (provision-keys\n"
                "export-p12 --operator); the server answers other certificates with 403.\n"
                "exit status: 0 ok, 1 failure (TLS, HTTP error, 403/404/409; ota: a device\n"
@@ -163,15 +165,24 @@ int fleetctl_server_main(int argc, char **argv) {
     struct fleetctl_ota_args ota;
     struct fleetctl_rotate_args rot;
     struct fleetctl_dash_args dash;
+    struct fleetctl_incident_args inc;
     char path[128];
     int is_ota = strcmp(cmd, "ota") == 0 || strcmp(cmd, "ota-status") == 0;
     int is_rot = strcmp(cmd, "rotate") == 0;
     int is_dash = strcmp(cmd, "dashboard") == 0;
+    int is_inc = strcmp(cmd, "incident") == 0;
     memset(&ota, 0, sizeof ota);
     memset(&rot, 0, sizeof rot);
+    memset(&inc, 0, sizeof inc);
     if (is_dash) {
         int urc = fleetctl_dashboard_parse(argc - i - 1, argv + i + 1, &dash);
         if (urc != 0) {
+            return urc;
+        }
+    } else if (is_inc) {
+        int urc = fleetctl_incident_parse(argc - i - 1, argv + i + 1, &inc);
+        if (urc != 0) {
+            free(inc.force);
             return urc;
         }
     } else if (is_rot) {
@@ -200,6 +211,7 @@ int fleetctl_server_main(int argc, char **argv) {
                         "--ca\n");
         free(ota.devices);
         free(rot.devices);
+        free(inc.force);
         return 2;
     }
 
@@ -214,6 +226,7 @@ int fleetctl_server_main(int argc, char **argv) {
     if (ctx == NULL) {
         free(ota.devices);
         free(rot.devices);
+        free(inc.force);
         return 1;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
@@ -246,6 +259,10 @@ int fleetctl_server_main(int argc, char **argv) {
         rc = fleetctl_dashboard_run(ctx, &u, timeout_s, &dash);
         goto out;
     }
+    if (is_inc) {
+        rc = fleetctl_incident_run(ctx, &u, timeout_s, json, &inc);
+        goto out;
+    }
     if (fleetctl_https(ctx, &u, "GET", path, NULL, timeout_s, &status, &body) != 0) {
         goto out;
     }
@@ -274,6 +291,7 @@ int fleetctl_server_main(int argc, char **argv) {
 out:
     free(ota.devices);
     free(rot.devices);
+    free(inc.force);
     free(body);
     SSL_CTX_free(ctx);
     return rc;

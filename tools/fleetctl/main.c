@@ -36,7 +36,9 @@ static void usage(FILE *f) {
                "  rotate  a credential rotation plan: fleetctl --p12 ... rotate\n"
                "          plan|start|pause|resume|abort|force|status (docs/fleetctl.md)\n"
                "  dashboard  the fleet dashboard in a local browser: fleetctl --p12 ...\n"
-               "          dashboard --listen 127.0.0.1:PORT (docs/operations.md)\n");
+               "          dashboard --listen 127.0.0.1:PORT (docs/operations.md)\n"
+               "  incident  the emergency path for a compromised OTA signing key: fleetctl\n"
+               "          --p12 ... incident ota-key-compromised (docs/incident-response.md)\n");
     usage_robot(f);
 }
 
@@ -171,7 +173,7 @@ int main(int argc, char **argv) {
     if (strncmp(argv[1], "--", 2) == 0 || strcmp(argv[1], "devices") == 0 ||
         strcmp(argv[1], "device") == 0 || strcmp(argv[1], "ota") == 0 ||
         strcmp(argv[1], "ota-status") == 0 || strcmp(argv[1], "rotate") == 0 ||
-        strcmp(argv[1], "dashboard") == 0) {
+        strcmp(argv[1], "dashboard") == 0 || strcmp(argv[1], "incident") == 0) {
         return fleetctl_server_main(argc - 1, argv + 1);
     }
     fprintf(stderr, "fleetctl: unknown command '%s'\n", argv[1]);

@@ -67,5 +67,19 @@ int fleetctl_dashboard_parse(int argc, char **argv, struct fleetctl_dash_args *a
  * signal, 1 when it cannot listen. */
 int fleetctl_dashboard_run(SSL_CTX *ctx, const struct fleetctl_url *u, unsigned timeout_s,
                            const struct fleetctl_dash_args *a);
+/* fleetctl ... incident ota-key-compromised (cmd_incident.c, docs/incident-response.md). */
+struct fleetctl_incident_args {
+    const char *inventory, *old_key, *new_key, *image, *state, *out;
+    const char **force; /* --force-device, malloc'd (free it) */
+    int nforce;
+    long wait_s;  /* bound of each wait for confirmations; default 300 */
+    long poll_ms; /* default 500 */
+};
+/* Parses the arguments after "incident". 0 ok, 2 usage (printed), 1 out of memory. */
+int fleetctl_incident_parse(int argc, char **argv, struct fleetctl_incident_args *a);
+/* Runs the plan. Exit status: 0 every device covered and the old key retired, 3 retired but
+ * some devices not covered (listed), 1 stopped at a gate or failed (re-run continues). */
+int fleetctl_incident_run(SSL_CTX *ctx, const struct fleetctl_url *u, unsigned timeout_s, int json,
+                          const struct fleetctl_incident_args *a);
 
 #endif

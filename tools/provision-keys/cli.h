@@ -44,7 +44,9 @@ int fk_cli_stderr_is_tty(void);
     X(signature_info, "show the signature blocks of a signed image")                           \
     X(key_digest, "SHA-256 digest of a signing public key (the eFuse value)")                  \
     X(efuse, "virtual eFuse of a robot-sim image: burn-key-digest, summary")                   \
-    X(rotate, "plan and drive credential rotations")
+    X(rotate, "plan and drive credential rotations")                                          \
+    X(backup, "split a signing key into k-of-n share files (Shamir)")                          \
+    X(restore, "rebuild a signing key from k share files and prove it")
 
 #define FK_CLI_DECLARE(name, summary) int fk_cmd_##name(int argc, char **argv);
 FK_CLI_COMMANDS(FK_CLI_DECLARE)

@@ -7,13 +7,17 @@
 #include "fleetkey/ota.h"
 #include "fleetkey/rotation.h" /* --inventory: refuse retired keys (issue 7, section 3) */
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ESP32 app partitions are at most 16 MiB (the largest flash); leave room for the sector. */
 #define IMAGE_MAX (16u * 1024u * 1024u + 8192u)
+/* A PEM key read from a pipe: RSA-3072 PKCS#8 is about 2.5 KB. */
+#define PIPE_KEY_MAX 16384u
 
 static const char sign_help[] =
     "usage: provision-keys sign --key KEY [--key KEY2 [--key KEY3]] [--raw] --output OUT IMAGE\n"
@@ -25,7 +29,9 @@ static const char sign_help[] =
     "ESP32 ECO3+), ECDSA P-256 or P-384 (C2/C6/H2 and later).\n"
     "\n"
     "  --key KEY     a PEM private key file, or a PKCS#11 URI (pkcs11:token=...;object=...);\n"
-    "                the token PIN comes from FK_PKCS11_PIN, the module from FK_PKCS11_MODULE\n"
+    "                the token PIN comes from FK_PKCS11_PIN, the module from FK_PKCS11_MODULE;\n"
+    "                '-' reads the PEM text from standard input (a pipe: no key file on disk)\n"
+    "  --key-fd N    reads a PEM key from file descriptor N (a second piped key)\n"
     "  --raw         sign any data; without it IMAGE must be a valid ESP32 app image\n"
     "  --append      add blocks to an already signed image; existing blocks stay unchanged\n"
     "  --output OUT  the signed image (written atomically)\n"
@@ -39,7 +45,8 @@ static const char verify_help[] =
     "Fails (exit 1) when none does, when any block's image digest does not match the image\n"
     "(the image changed after signing), or when the signature sector is damaged.\n"
     "\n"
-    "  --pubkey PUB  a trusted key: PEM public key, PEM private key or pkcs11: URI\n";
+    "  --pubkey PUB  a trusted key: PEM public key, PEM private key or pkcs11: URI;\n"
+    "                '-' reads PEM text from standard input, --key-fd N from descriptor N\n";
 
 static const char info_help[] =
     "usage: provision-keys signature-info SIGNED\n"
@@ -53,10 +60,20 @@ static const char digest_help[] =
     "usage: provision-keys key-digest --key KEY [--output FILE]\n"
     "\n"
     "Prints the SHA-256 digest of a Secure Boot V2 public key, the value burnt into eFuse\n"
-    "(espsecure digest-sbv2-public-key). KEY is a PEM private or public key or a pkcs11: URI.\n"
+    "(espsecure digest-sbv2-public-key). KEY is a PEM private or public key, a pkcs11: URI, or\n"
+    "'-' for PEM text on standard input.\n"
     "--output also writes the 32 raw bytes to FILE.\n";
 
-enum { OPT_KEY = 256, OPT_PUBKEY, OPT_OUTPUT, OPT_RAW, OPT_APPEND, OPT_INVENTORY, OPT_HELP };
+enum {
+    OPT_KEY = 256,
+    OPT_PUBKEY,
+    OPT_OUTPUT,
+    OPT_RAW,
+    OPT_APPEND,
+    OPT_INVENTORY,
+    OPT_KEY_FD,
+    OPT_HELP
+};
 
 static const struct option sign_opts[] = {
     {"key", required_argument, NULL, OPT_KEY},
@@ -65,12 +82,14 @@ static const struct option sign_opts[] = {
     {"raw", no_argument, NULL, OPT_RAW},
     {"append", no_argument, NULL, OPT_APPEND},
     {"inventory", required_argument, NULL, OPT_INVENTORY},
+    {"key-fd", required_argument, NULL, OPT_KEY_FD},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
 
 struct args {
     const char *keys[FK_OTA_SIG_BLOCKS_MAX + 8];
+    int key_fd[FK_OTA_SIG_BLOCKS_MAX + 8]; /* -1: keys[i] is a path or URI; else read this fd */
     size_t nkeys;
     const char *output;
     const char *input;
@@ -82,6 +101,56 @@ struct args {
 
 /* Which options a command takes, as a mask of 1 << (OPT_x - OPT_KEY). */
 #define BIT(o) (1u << ((o)-OPT_KEY))
+
+/* Records one --key/--pubkey (path, URI or "-") or --key-fd N. A descriptor may be read once:
+ * a pipe holds one key. */
+static int key_source(const char *cmd, int is_fd, const char *arg, struct args *a) {
+    int fd = -1;
+    if (is_fd) {
+        unsigned long v = 0;
+        if (fk_parse_ulong(arg, 1024, &v) != FK_OK) {
+            return fk_cli_usage_error(cmd, "--key-fd: expected a file descriptor number, not '%s'",
+                                      arg);
+        }
+        fd = (int)v;
+    } else if (strcmp(arg, "-") == 0) {
+        fd = STDIN_FILENO;
+    }
+    for (size_t i = 0; fd >= 0 && i < a->nkeys; i++) {
+        if (a->key_fd[i] == fd) {
+            return fk_cli_usage_error(cmd, "descriptor %d is given twice: one key per pipe", fd);
+        }
+    }
+    a->key_fd[a->nkeys] = fd;
+    a->keys[a->nkeys++] = arg;
+    return 0;
+}
+
+/* Reads a PEM key from a pipe (or any descriptor) into buf, bounded; never a file of ours. */
+static enum fk_err read_key_fd(int fd, uint8_t *buf, size_t cap, size_t *len, struct fk_diag *d) {
+    size_t n = 0;
+    for (;;) {
+        if (n == cap) {
+            return fk_diag_set(d, FK_E_TOOBIG, "key on descriptor %d: over %zu bytes", fd, cap);
+        }
+        ssize_t r = read(fd, buf + n, cap - n);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r < 0) {
+            return fk_diag_set(d, FK_E_IO, "key on descriptor %d: %s", fd, strerror(errno));
+        }
+        if (r == 0) {
+            break;
+        }
+        n += (size_t)r;
+    }
+    if (n == 0) {
+        return fk_diag_set(d, FK_E_PARSE, "key on descriptor %d: empty (expected PEM text)", fd);
+    }
+    *len = n;
+    return FK_OK;
+}
 
 static int parse(const char *cmd, int argc, char **argv, unsigned allowed, struct args *a) {
     memset(a, 0, sizeof *a);
@@ -99,10 +168,13 @@ static int parse(const char *cmd, int argc, char **argv, unsigned allowed, struc
         switch (c) {
         case OPT_KEY:
         case OPT_PUBKEY:
+        case OPT_KEY_FD:
             if (a->nkeys == sizeof a->keys / sizeof a->keys[0]) {
                 return fk_cli_usage_error(cmd, "too many keys");
             }
-            a->keys[a->nkeys++] = optarg;
+            if (key_source(cmd, c == OPT_KEY_FD, optarg, a) != 0) {
+                return FK_EXIT_USAGE;
+            }
             break;
         case OPT_OUTPUT:
             a->output = optarg;
@@ -141,7 +213,21 @@ static void hex_spaced(const uint8_t *p, size_t n, char *out, size_t out_size) {
 static int load_keys(const struct args *a, int need_private, struct fk_ota_key **keys,
                      struct fk_diag *d) {
     for (size_t i = 0; i < a->nkeys; i++) {
-        enum fk_err rc = fk_ota_key_load(a->keys[i], need_private, &keys[i], d);
+        enum fk_err rc;
+        if (a->key_fd[i] >= 0) {
+            /* Piped key: it lives in this stack buffer only, wiped at once. */
+            uint8_t pem[PIPE_KEY_MAX];
+            size_t len = 0;
+            char name[32];
+            snprintf(name, sizeof name, a->key_fd[i] == 0 ? "stdin" : "fd %d", a->key_fd[i]);
+            rc = read_key_fd(a->key_fd[i], pem, sizeof pem, &len, d);
+            if (rc == FK_OK) {
+                rc = fk_ota_key_from_pem(pem, len, name, need_private, &keys[i], d);
+            }
+            fk_wipe(pem, sizeof pem);
+        } else {
+            rc = fk_ota_key_load(a->keys[i], need_private, &keys[i], d);
+        }
         if (rc != FK_OK) {
             if (d->msg[0] == '\0') {
                 fk_diag_set(d, rc, "%s: %s", a->keys[i], fk_strerror(rc));
@@ -253,8 +339,8 @@ int fk_cmd_sign(int argc, char **argv) {
     uint8_t *out = NULL;
     size_t out_len = 0;
     int ret = parse("sign", argc, argv,
-                    BIT(OPT_KEY) | BIT(OPT_OUTPUT) | BIT(OPT_RAW) | BIT(OPT_APPEND) |
-                        BIT(OPT_INVENTORY),
+                    BIT(OPT_KEY) | BIT(OPT_KEY_FD) | BIT(OPT_OUTPUT) | BIT(OPT_RAW) |
+                        BIT(OPT_APPEND) | BIT(OPT_INVENTORY),
                     &a);
 
     fk_diag_init(&d);
@@ -359,7 +445,7 @@ int fk_cmd_verify(int argc, char **argv) {
     struct fk_ota_key *keys[sizeof a.keys / sizeof a.keys[0]] = {NULL};
     uint8_t *in = NULL;
     size_t in_len = 0;
-    int ret = parse("verify", argc, argv, BIT(OPT_PUBKEY) | BIT(OPT_KEY), &a);
+    int ret = parse("verify", argc, argv, BIT(OPT_PUBKEY) | BIT(OPT_KEY) | BIT(OPT_KEY_FD), &a);
 
     fk_diag_init(&d);
     if (ret != 0 || a.help) {
@@ -500,8 +586,10 @@ int fk_cmd_key_digest(int argc, char **argv) {
         if (c == 'h' || c == OPT_HELP) {
             fputs(digest_help, stdout);
             return FK_EXIT_OK;
-        } else if (c == OPT_KEY && a.nkeys == 0) {
-            a.keys[a.nkeys++] = optarg;
+        } else if ((c == OPT_KEY || c == OPT_KEY_FD) && a.nkeys == 0) {
+            if (key_source("key-digest", c == OPT_KEY_FD, optarg, &a) != 0) {
+                return FK_EXIT_USAGE;
+            }
         } else if (c == OPT_OUTPUT) {
             a.output = optarg;
         } else {
@@ -515,11 +603,10 @@ int fk_cmd_key_digest(int argc, char **argv) {
     if (a.nkeys != 1) {
         return fk_cli_usage_error("key-digest", "--key is required");
     }
-    enum fk_err rc = fk_ota_key_load(a.keys[0], 0, &k, &d);
-    if (rc != FK_OK) {
-        ret = fk_cli_fail(&d, rc);
+    if ((ret = load_keys(&a, 0, &k, &d)) != 0) {
         goto out;
     }
+    enum fk_err rc;
     uint8_t dg[FK_OTA_KEY_DIGEST_LEN];
     char hex[2 * FK_OTA_KEY_DIGEST_LEN + 1];
     if ((rc = fk_ota_key_digest(k, dg)) != FK_OK ||
