@@ -142,6 +142,78 @@ FK_MUST_CHECK enum fk_err fk_oauth_sha256_b64(const void *s, size_t len, char ou
 FK_MUST_CHECK enum fk_err fk_oauth_form_get(const uint8_t *buf, size_t len, const char *name,
                                             char *out, size_t out_size, int *found);
 
+/* ---- the server's durable token state ------------------------------------------------- */
+/* What fleetkey-server remembers of the tokens it issued (docs/oauth.md, "Storage"): refresh
+ * token families (one per client_credentials grant; each refresh rotates the family's token,
+ * the old one's hash is kept as spent so that its reuse is recognised) and the denylist of
+ * revoked access token ids. Only SHA-256 hashes of refresh tokens are kept. The state
+ * serialises to a versioned JSON document the server rewrites atomically. Not thread-safe. */
+#define FK_OAUTH_SPENT_MAX 128 /* spent hashes remembered per family (oldest dropped) */
+#define FK_OAUTH_STATE_MAX (16u * 1024u * 1024u) /* largest state document read */
+
+struct fk_oauth_state;
+
+struct fk_oauth_family {
+    char id[FK_OAUTH_JTI_SIZE];         /* random, base64url */
+    char client[FK_OAUTH_NAME_MAX + 1]; /* the certificate's name = client_id = sub */
+    char kind[16];                      /* "mobile", "operator" */
+    char x5t[FK_OAUTH_B64_32];          /* the certificate the family is bound to */
+    unsigned scope;                     /* what the grant allowed (a refresh may narrow) */
+    char rt_hash[FK_OAUTH_B64_32];      /* fk_oauth_sha256_b64 of the live refresh token */
+    long long rt_exp;                   /* when the live refresh token expires */
+    int revoked;
+};
+
+enum fk_oauth_rt {
+    FK_OAUTH_RT_UNKNOWN, /* never issued, or forgotten after its family expired */
+    FK_OAUTH_RT_ACTIVE,  /* the family's live refresh token, not expired */
+    FK_OAUTH_RT_SPENT,   /* already used once: reuse (RFC 6819 5.2.2.3) */
+    FK_OAUTH_RT_EXPIRED, /* live but past rt_exp */
+    FK_OAUTH_RT_REVOKED  /* its family was revoked */
+};
+
+/* An empty state. FK_OK, FK_E_NOMEM. */
+FK_MUST_CHECK enum fk_err fk_oauth_state_new(struct fk_oauth_state **out);
+/* Parses a state document (len bytes; version 1). FK_OK; FK_E_TOOBIG; FK_E_PARSE (diag names
+ * the field); FK_E_UNSUPPORTED (another version); FK_E_NOMEM. */
+FK_MUST_CHECK enum fk_err fk_oauth_state_parse(const uint8_t *buf, size_t len,
+                                               struct fk_oauth_state **out, struct fk_diag *diag);
+/* The document of st (malloc'd, NUL-terminated, *len without the NUL). FK_OK, FK_E_NOMEM. */
+FK_MUST_CHECK enum fk_err fk_oauth_state_serialize(const struct fk_oauth_state *st, char **out,
+                                                   size_t *len);
+/* Forgets what can no longer matter at now: families whose refresh token and access tokens
+ * have all expired (plus leeway), denylist entries of expired tokens. */
+void fk_oauth_state_prune(struct fk_oauth_state *st, long long now);
+void fk_oauth_state_free(struct fk_oauth_state *st);
+
+/* Adds family f (copied; f->id must be new) with its first access token jti. FK_OK, FK_E_ARG,
+ * FK_E_EXISTS, FK_E_NOMEM. */
+FK_MUST_CHECK enum fk_err fk_oauth_state_family_add(struct fk_oauth_state *st,
+                                                    const struct fk_oauth_family *f,
+                                                    const char *jti, long long jti_exp);
+/* Looks a refresh token up by its hash; *out (may be NULL) gets a copy of its family whenever
+ * the answer is not UNKNOWN. Hashes are compared in constant time. */
+enum fk_oauth_rt fk_oauth_state_rt_find(const struct fk_oauth_state *st,
+                                        const char hash[FK_OAUTH_B64_32], long long now,
+                                        struct fk_oauth_family *out);
+/* Rotates family id's refresh token: the live hash becomes spent, new_hash is live until
+ * rt_exp, jti joins the family's access tokens. FK_OK, FK_E_NOTFOUND, FK_E_STATE (revoked),
+ * FK_E_NOMEM. */
+FK_MUST_CHECK enum fk_err fk_oauth_state_rt_rotate(struct fk_oauth_state *st, const char *id,
+                                                   const char new_hash[FK_OAUTH_B64_32],
+                                                   long long rt_exp, const char *jti,
+                                                   long long jti_exp);
+/* Revokes family id: its refresh tokens stop working and every access token it issued joins
+ * the denylist. FK_OK, FK_E_NOTFOUND, FK_E_NOMEM. */
+FK_MUST_CHECK enum fk_err fk_oauth_state_family_revoke(struct fk_oauth_state *st, const char *id);
+/* Adds access token jti (valid until exp) to the denylist. FK_OK, FK_E_NOMEM. */
+FK_MUST_CHECK enum fk_err fk_oauth_state_jti_revoke(struct fk_oauth_state *st, const char *jti,
+                                                    long long exp);
+/* 1 when jti is on the denylist. */
+int fk_oauth_state_jti_revoked(const struct fk_oauth_state *st, const char *jti);
+/* Counts for metrics: live families, denylist entries. */
+void fk_oauth_state_counts(const struct fk_oauth_state *st, size_t *families, size_t *denied);
+
 #ifdef __cplusplus
 }
 #endif

@@ -116,7 +116,7 @@ enum fk_err fk_oauth_key_load_or_create(const char *path, struct fk_oauth_key **
             rc = fk_diag_set(diag, FK_E_CRYPTO, "a public key: the private key is needed");
         }
         if (rc != FK_OK && diag != NULL) {
-            snprintf(diag->file, sizeof diag->file, "%s", path);
+            snprintf(diag->file, sizeof diag->file, "%.255s", path);
         }
         goto out;
     }

@@ -549,6 +549,120 @@ static void form_get_decodes_and_refuses_bad_input(void **state) {
     }
 }
 
+/* ---- the server's token state ----------------------------------------------------------- */
+
+static void fam_fill(struct fk_oauth_family *f, const char *id, const char *rt) {
+    memset(f, 0, sizeof *f);
+    snprintf(f->id, sizeof f->id, "%s", id);
+    strcpy(f->client, "phone1");
+    strcpy(f->kind, "mobile");
+    assert_int_equal(fk_oauth_x5t_s256((const uint8_t *)"c", 1, f->x5t), FK_OK);
+    f->scope = FK_SCOPE_FLEET_READ;
+    assert_int_equal(fk_oauth_sha256_b64(rt, strlen(rt), f->rt_hash), FK_OK);
+    f->rt_exp = NOW + 1000;
+}
+
+static void state_rotates_detects_reuse_and_revokes_the_family(void **state) {
+    (void)state;
+    struct fk_oauth_state *st = NULL;
+    struct fk_oauth_family f, got;
+    char h1[FK_OAUTH_B64_32], h2[FK_OAUTH_B64_32];
+    assert_int_equal(fk_oauth_state_new(&st), FK_OK);
+    fam_fill(&f, "FFFFFFFFFFFFFFFFFFFFFA", "rt1");
+    assert_int_equal(fk_oauth_state_family_add(st, &f, "JJJJJJJJJJJJJJJJJJJJJA", NOW + 100), FK_OK);
+    assert_int_equal(fk_oauth_state_family_add(st, &f, NULL, 0), FK_E_EXISTS);
+    assert_int_equal(fk_oauth_sha256_b64("rt1", 3, h1), FK_OK);
+    assert_int_equal(fk_oauth_sha256_b64("rt2", 3, h2), FK_OK);
+    assert_int_equal(fk_oauth_state_rt_find(st, h1, NOW, &got), FK_OAUTH_RT_ACTIVE);
+    assert_string_equal(got.id, f.id);
+    assert_int_equal(fk_oauth_state_rt_find(st, h1, NOW + 1000, NULL), FK_OAUTH_RT_EXPIRED);
+    assert_int_equal(fk_oauth_state_rt_find(st, h2, NOW, NULL), FK_OAUTH_RT_UNKNOWN);
+    assert_int_equal(
+        fk_oauth_state_rt_rotate(st, f.id, h2, NOW + 2000, "JJJJJJJJJJJJJJJJJJJJJB", NOW + 200),
+        FK_OK);
+    assert_int_equal(fk_oauth_state_rt_find(st, h1, NOW, NULL), FK_OAUTH_RT_SPENT);
+    assert_int_equal(fk_oauth_state_rt_find(st, h2, NOW, NULL), FK_OAUTH_RT_ACTIVE);
+    assert_false(fk_oauth_state_jti_revoked(st, "JJJJJJJJJJJJJJJJJJJJJA"));
+    assert_int_equal(fk_oauth_state_family_revoke(st, f.id), FK_OK);
+    assert_int_equal(fk_oauth_state_rt_find(st, h2, NOW, NULL), FK_OAUTH_RT_REVOKED);
+    assert_true(fk_oauth_state_jti_revoked(st, "JJJJJJJJJJJJJJJJJJJJJA"));
+    assert_true(fk_oauth_state_jti_revoked(st, "JJJJJJJJJJJJJJJJJJJJJB"));
+    assert_int_equal(
+        fk_oauth_state_rt_rotate(st, f.id, h1, NOW + 2000, "JJJJJJJJJJJJJJJJJJJJJC", NOW + 200),
+        FK_E_STATE);
+    assert_int_equal(fk_oauth_state_family_revoke(st, "nope"), FK_E_NOTFOUND);
+    /* survives a save and a load */
+    char *text = NULL;
+    size_t len = 0;
+    assert_int_equal(fk_oauth_state_serialize(st, &text, &len), FK_OK);
+    assert_null(strstr(text, "rt1")); /* hashes only */
+    struct fk_oauth_state *st2 = NULL;
+    assert_int_equal(fk_oauth_state_parse((const uint8_t *)text, len, &st2, NULL), FK_OK);
+    assert_int_equal(fk_oauth_state_rt_find(st2, h1, NOW, NULL), FK_OAUTH_RT_SPENT);
+    assert_int_equal(fk_oauth_state_rt_find(st2, h2, NOW, NULL), FK_OAUTH_RT_REVOKED);
+    assert_true(fk_oauth_state_jti_revoked(st2, "JJJJJJJJJJJJJJJJJJJJJB"));
+    /* pruning forgets what expired: denylist entries after their exp (+ leeway), families
+     * whose refresh and access tokens all expired */
+    fk_oauth_state_prune(st2, NOW + 150 + FK_OAUTH_LEEWAY_S);
+    assert_false(fk_oauth_state_jti_revoked(st2, "JJJJJJJJJJJJJJJJJJJJJA"));
+    assert_true(fk_oauth_state_jti_revoked(st2, "JJJJJJJJJJJJJJJJJJJJJB"));
+    fk_oauth_state_prune(st2, NOW + 5000);
+    size_t nf = 9, nd = 9;
+    fk_oauth_state_counts(st2, &nf, &nd);
+    assert_int_equal(nf, 0);
+    assert_int_equal(nd, 0);
+    assert_int_equal(fk_oauth_state_rt_find(st2, h1, NOW, NULL), FK_OAUTH_RT_UNKNOWN);
+    free(text);
+    fk_oauth_state_free(st);
+    fk_oauth_state_free(st2);
+}
+
+static void state_parse_refuses_damaged_documents(void **state) {
+    (void)state;
+    const char *h = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFE";
+    char good[1024];
+    int n = snprintf(good, sizeof good,
+                     "{\"version\":1,\"families\":[{\"id\":\"FFFFFFFFFFFFFFFFFFFFFA\","
+                     "\"client\":\"p\",\"kind\":\"mobile\",\"x5t\":\"%s\",\"scope\":1,"
+                     "\"rt_hash\":\"%s\",\"rt_exp\":5,\"revoked\":false,\"spent\":[\"%s\"],"
+                     "\"jtis\":[{\"jti\":\"JJJJJJJJJJJJJJJJJJJJJA\",\"exp\":3}]}],"
+                     "\"revoked_jti\":[]}",
+                     h, h, h);
+    struct fk_oauth_state *st = NULL;
+    assert_int_equal(fk_oauth_state_parse((const uint8_t *)good, (size_t)n, &st, NULL), FK_OK);
+    fk_oauth_state_free(st);
+    for (int cut = 0; cut < n; cut++) {
+        assert_int_not_equal(fk_oauth_state_parse((const uint8_t *)good, (size_t)cut, &st, NULL),
+                             FK_OK);
+        assert_null(st);
+    }
+    struct {
+        const char *from, *to;
+        enum fk_err want;
+    } edits[] = {
+        {"\"version\":1", "\"version\":2", FK_E_UNSUPPORTED},
+        {"\"scope\":1", "\"scope\":9", FK_E_PARSE},
+        {"\"rt_exp\":5", "\"rt_exp\":-5", FK_E_PARSE},
+        {"\"revoked\":false", "\"revoked\":0", FK_E_PARSE},
+        {"\"exp\":3", "\"exp\":\"3\"", FK_E_PARSE},
+        {"JJJJJJJJJJJJJJJJJJJJJA", "JJJ", FK_E_PARSE},
+        {"\"client\":\"p\"", "\"client\":\"\"", FK_E_PARSE},
+        {"\"revoked_jti\":[]", "\"revoked_jti\":{}", FK_E_PARSE},
+    };
+    for (size_t i = 0; i < sizeof edits / sizeof edits[0]; i++) {
+        char bad[1100];
+        const char *at = strstr(good, edits[i].from);
+        assert_non_null(at);
+        int m = snprintf(bad, sizeof bad, "%.*s%s%s", (int)(at - good), good, edits[i].to,
+                         at + strlen(edits[i].from));
+        struct fk_diag d;
+        fk_diag_init(&d);
+        assert_int_equal(fk_oauth_state_parse((const uint8_t *)bad, (size_t)m, &st, &d),
+                         edits[i].want);
+        assert_true(d.msg[0] != '\0');
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(b64url_round_trips_every_length),
@@ -567,6 +681,8 @@ int main(void) {
         cmocka_unit_test(x5t_is_base64url_sha256),
         cmocka_unit_test(scope_parse_and_format),
         cmocka_unit_test(form_get_decodes_and_refuses_bad_input),
+        cmocka_unit_test(state_rotates_detects_reuse_and_revokes_the_family),
+        cmocka_unit_test(state_parse_refuses_damaged_documents),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
