@@ -33,6 +33,8 @@ static void usage(FILE *f) {
                "  ota-status JOB   one update job, per device\n"
                "  rotate plan|start|pause|resume|abort|force|status ...   a credential\n"
                "              rotation plan (fleetctl ... rotate with no argument: usage)\n"
+               "  login|token|whoami|logout (--store-pass-file F | --store-key-file F) ...\n"
+               "              OAuth2 tokens in an encrypted store (fleetctl ... login: usage)\n"
                "The identity in NAME.p12 must be an operator certificate (provision-keys\n"
                "export-p12 --operator); the server answers other certificates with 403.\n"
                "exit status: 0 ok, 1 failure (TLS, HTTP error, 403/404/409; ota: a device\n"
@@ -162,9 +164,16 @@ int fleetctl_server_main(int argc, char **argv) {
     char path[128];
     int is_ota = strcmp(cmd, "ota") == 0 || strcmp(cmd, "ota-status") == 0;
     int is_rot = strcmp(cmd, "rotate") == 0;
+    int is_tok = fleetctl_token_cmd(cmd);
+    struct fleetctl_token_args tok;
     memset(&ota, 0, sizeof ota);
     memset(&rot, 0, sizeof rot);
-    if (is_rot) {
+    if (is_tok) {
+        int urc = fleetctl_token_parse(cmd, argc - i - 1, argv + i + 1, &tok);
+        if (urc != 0) {
+            return urc;
+        }
+    } else if (is_rot) {
         int urc = fleetctl_rotate_parse(argc - i - 1, argv + i + 1, &rot);
         if (urc != 0) {
             free(rot.devices);
@@ -230,6 +239,10 @@ int fleetctl_server_main(int argc, char **argv) {
     }
     if (is_rot) {
         rc = fleetctl_rotate_run(ctx, &u, timeout_s, json, &rot);
+        goto out;
+    }
+    if (is_tok) {
+        rc = fleetctl_token_run(ctx, &u, timeout_s, json, &tok);
         goto out;
     }
     if (fleetctl_https(ctx, &u, "GET", path, NULL, timeout_s, &status, &body) != 0) {

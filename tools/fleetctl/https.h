@@ -27,6 +27,15 @@ int fleetctl_https_json(SSL_CTX *ctx, const struct fleetctl_url *u, const char *
                         const char *path, const char *json, unsigned timeout_s, int *status,
                         char **body);
 
+/* POST of an application/x-www-form-urlencoded body form (the OAuth2 endpoints). The body may
+ * hold a refresh token: the caller wipes form. */
+int fleetctl_https_form(SSL_CTX *ctx, const struct fleetctl_url *u, const char *path,
+                        const char *form, unsigned timeout_s, int *status, char **body);
+
+/* GET with Authorization: Bearer token (wiped from the request buffer after sending). */
+int fleetctl_https_bearer(SSL_CTX *ctx, const struct fleetctl_url *u, const char *path,
+                          const char *token, unsigned timeout_s, int *status, char **body);
+
 /* Parses an answer's body (freed here) into *out (the caller deletes it). 0, or -1 (printed)
  * when it is not JSON. */
 int fleetctl_take_json(char *body, cJSON **out);

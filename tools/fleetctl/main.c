@@ -168,7 +168,8 @@ int main(int argc, char **argv) {
     /* fleetctl [--p12 ... --server ...] devices | device ID: the server's admin API. */
     if (strncmp(argv[1], "--", 2) == 0 || strcmp(argv[1], "devices") == 0 ||
         strcmp(argv[1], "device") == 0 || strcmp(argv[1], "ota") == 0 ||
-        strcmp(argv[1], "ota-status") == 0 || strcmp(argv[1], "rotate") == 0) {
+        strcmp(argv[1], "ota-status") == 0 || strcmp(argv[1], "rotate") == 0 ||
+        fleetctl_token_cmd(argv[1])) {
         return fleetctl_server_main(argc - 1, argv + 1);
     }
     fprintf(stderr, "fleetctl: unknown command '%s'\n", argv[1]);
