@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
-"""A phone on fleetkey-server's wss channel, written from RFC 6455 with python3's ssl and
-socket only (no code shared with the server): mTLS + Authorization: Bearer at the upgrade,
-masked text frames out, frames in, close codes read.
+"""A client of fleetkey-server written with python3's ssl and socket only (no code shared with
+the server or fleetctl), for tests/integration/oauth.sh.
 
-usage: oauth_ws.py PORT CA CERT KEY TOKEN_FILE STEP...
-steps: hello | list | ping | wait-close | hold (prints "held", then waits for the close)
-Prints each message received as one line; "status NNN" when the upgrade is refused;
-"close CODE REASON" when the server closes. Exit 0, or 1 on a protocol error/time-out.
+usage: oauth_peer.py ws PORT CA CERT KEY TOKEN_FILE STEP...
+  A phone on the wss channel (RFC 6455 by hand): mTLS + Authorization: Bearer at the upgrade,
+  masked text frames out, frames in. steps: hello | list | ping | wait-close | hold (prints
+  "held", then waits for the close). Prints each message received as one line; "status NNN"
+  when the upgrade is refused; "close CODE REASON" when the server closes.
+usage: oauth_peer.py http PORT CA CERT KEY METHOD PATH TOKEN_FILE|- [FORM_FILE]
+  One HTTPS request (Bearer token from TOKEN_FILE unless "-", form body from FORM_FILE);
+  prints "status NNN", the WWW-Authenticate header when present, then the body.
+Exit 0, or 1 on a protocol error or time-out (20 s).
 """
 import base64
 import json
@@ -52,14 +56,45 @@ def read_frame(s):
     return b0 & 0x0F, read_exact(s, n)
 
 
-def main():
-    port, ca, cert, key, token_file = sys.argv[1:6]
-    steps = sys.argv[6:]
-    token = open(token_file).read().strip()
+def connect(port, ca, cert, key):
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
     ctx.load_cert_chain(cert, key)
     raw = socket.create_connection(("127.0.0.1", int(port)), timeout=20)
-    s = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+    return ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+
+
+def http(argv):
+    port, ca, cert, key, method, path, token_file = argv[:7]
+    body = open(argv[7], "rb").read() if len(argv) > 7 else b""
+    s = connect(port, ca, cert, key)
+    req = "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n" % (method, path)
+    if token_file != "-":
+        req += "Authorization: Bearer %s\r\n" % open(token_file).read().strip()
+    if method == "POST":
+        req += "Content-Type: application/x-www-form-urlencoded\r\n"
+        req += "Content-Length: %d\r\n" % len(body)
+    s.sendall(req.encode() + b"\r\n" + body)
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, payload = data.partition(b"\r\n\r\n")
+    lines = head.decode(errors="replace").split("\r\n")
+    print("status", lines[0].split(" ")[1])
+    for line in lines[1:]:
+        if line.lower().startswith("www-authenticate:"):
+            print(line)
+    print(payload.decode(errors="replace"))
+    return 0
+
+
+def ws(argv):
+    port, ca, cert, key, token_file = argv[:5]
+    steps = argv[5:]
+    token = open(token_file).read().strip()
+    s = connect(port, ca, cert, key)
     wskey = base64.b64encode(os.urandom(16)).decode()
     req = (
         "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -114,7 +149,12 @@ def main():
 
 if __name__ == "__main__":
     try:
-        sys.exit(main())
+        if len(sys.argv) > 1 and sys.argv[1] == "http":
+            sys.exit(http(sys.argv[2:]))
+        if len(sys.argv) > 1 and sys.argv[1] == "ws":
+            sys.exit(ws(sys.argv[2:]))
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
     except (OSError, EOFError, ValueError) as e:
         print("error:", e, file=sys.stderr)
         sys.exit(1)
