@@ -5,88 +5,73 @@
  * non-canonical last character) and a log line or a denylist entry means one thing. */
 #include "fleetkey/oauth.h"
 
+#include <stdlib.h>
 #include <string.h>
 
-static const char B64URL[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+/* base64url is standard base64 with two letters swapped and no padding (RFC 4648 5): both
+ * directions go through fk_base64_* so the project has one base64 codec. */
 
 enum fk_err fk_b64url_encode(const void *in, size_t n, char *out, size_t out_size,
                              size_t *out_len) {
-    const uint8_t *p = in;
     size_t need = n / 3 * 4 + (n % 3 == 0 ? 0 : n % 3 + 1);
+    size_t padded = (n + 2) / 3 * 4;
     if (out == NULL || out_size <= need) {
         return FK_E_NOSPACE;
     }
-    size_t o = 0;
-    size_t i = 0;
-    for (; i + 3 <= n; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
-        out[o++] = B64URL[v >> 18 & 63];
-        out[o++] = B64URL[v >> 12 & 63];
-        out[o++] = B64URL[v >> 6 & 63];
-        out[o++] = B64URL[v & 63];
+    char *tmp = malloc(padded + 1);
+    if (tmp == NULL) {
+        return FK_E_NOMEM;
     }
-    if (n - i == 1) {
-        uint32_t v = (uint32_t)p[i] << 16;
-        out[o++] = B64URL[v >> 18 & 63];
-        out[o++] = B64URL[v >> 12 & 63];
-    } else if (n - i == 2) {
-        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8;
-        out[o++] = B64URL[v >> 18 & 63];
-        out[o++] = B64URL[v >> 12 & 63];
-        out[o++] = B64URL[v >> 6 & 63];
+    enum fk_err rc = fk_base64_encode(in, n, tmp, padded + 1);
+    if (rc == FK_OK) {
+        for (size_t i = 0; i < need; i++) {
+            out[i] = tmp[i] == '+' ? '-' : tmp[i] == '/' ? '_' : tmp[i];
+        }
+        out[need] = '\0';
+        if (out_len != NULL) {
+            *out_len = need;
+        }
     }
-    out[o] = '\0';
-    if (out_len != NULL) {
-        *out_len = o;
-    }
-    return FK_OK;
-}
-
-static int b64url_val(char c) {
-    if (c >= 'A' && c <= 'Z') {
-        return c - 'A';
-    }
-    if (c >= 'a' && c <= 'z') {
-        return c - 'a' + 26;
-    }
-    if (c >= '0' && c <= '9') {
-        return c - '0' + 52;
-    }
-    return c == '-' ? 62 : c == '_' ? 63 : -1;
+    fk_wipe(tmp, padded + 1); /* the input may be a secret (refresh tokens are random bytes) */
+    free(tmp);
+    return rc;
 }
 
 enum fk_err fk_b64url_decode(const char *in, size_t len, uint8_t *out, size_t out_size,
                              size_t *out_len) {
-    if (len % 4 == 1) {
-        return FK_E_PARSE; /* 6 bits cannot end a byte */
-    }
-    size_t need = len / 4 * 3 + (len % 4 == 0 ? 0 : len % 4 - 1);
-    if (need > out_size) {
-        return FK_E_NOSPACE;
-    }
-    uint32_t acc = 0;
-    unsigned bits = 0;
-    size_t o = 0;
+    enum fk_err rc = FK_E_INTERNAL;
+    char *tmp = NULL, *again = NULL;
+    size_t n = 0;
+    /* 6 bits cannot end a byte; padding, '+', '/' and white space are not base64url. */
+    FK_ENSURE(len % 4 != 1, FK_E_PARSE);
+    FK_ENSURE(len / 4 * 3 + (len % 4 == 0 ? 0 : len % 4 - 1) <= out_size, FK_E_NOSPACE);
+    tmp = malloc(len + 3);
+    again = malloc(len + 1);
+    FK_ENSURE(tmp != NULL && again != NULL, FK_E_NOMEM);
     for (size_t i = 0; i < len; i++) {
-        int v = b64url_val(in[i]);
-        if (v < 0) {
-            return FK_E_PARSE;
-        }
-        acc = (acc << 6 | (uint32_t)v) & 0xffffu;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (uint8_t)(acc >> bits);
-        }
+        char c = in[i];
+        FK_ENSURE((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                      c == '-' || c == '_',
+                  FK_E_PARSE);
+        tmp[i] = c == '-' ? '+' : c == '_' ? '/' : c;
     }
-    /* RFC 4648 3.5: the pad bits of the last character must be zero (canonical form). */
-    if (bits > 0 && (acc & ((1u << bits) - 1u)) != 0) {
-        return FK_E_PARSE;
+    size_t padded = len;
+    while (padded % 4 != 0) {
+        tmp[padded++] = '=';
     }
+    FK_GUARD(fk_base64_decode(tmp, padded, out, out_size, &n));
+    /* RFC 4648 3.5: non-zero pad bits would give a second spelling of the same bytes: only
+     * the canonical one (what encoding gives back) is accepted. */
+    FK_GUARD(fk_b64url_encode(out, n, again, len + 1, NULL));
+    FK_ENSURE(memcmp(again, in, len) == 0, FK_E_PARSE);
     if (out_len != NULL) {
-        *out_len = o;
+        *out_len = n;
     }
-    return FK_OK;
+    rc = FK_OK;
+out:
+    fk_free_secret(tmp, tmp != NULL ? len + 3 : 0);
+    fk_free_secret(again, again != NULL ? len + 1 : 0);
+    return rc;
 }
 
 /* ---- scopes ----------------------------------------------------------------------------- */
@@ -147,19 +132,6 @@ void fk_oauth_scope_format(unsigned mask, char out[FK_OAUTH_SCOPE_SIZE]) {
 
 /* ---- form bodies ------------------------------------------------------------------------ */
 
-static int hexval(uint8_t c) {
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
 /* Percent-decodes buf[0..len) into out. */
 static enum fk_err form_decode(const uint8_t *buf, size_t len, char *out, size_t out_size) {
     size_t o = 0;
@@ -168,10 +140,13 @@ static enum fk_err form_decode(const uint8_t *buf, size_t len, char *out, size_t
         if (c == '+') {
             c = ' ';
         } else if (c == '%') {
-            if (len - i < 3 || hexval(buf[i + 1]) < 0 || hexval(buf[i + 2]) < 0) {
+            uint8_t b = 0;
+            size_t n = 0;
+            if (len - i < 3 ||
+                fk_hex_decode((const char *)buf + i + 1, 2, &b, 1, &n, NULL) != FK_OK) {
                 return FK_E_PARSE;
             }
-            c = hexval(buf[i + 1]) << 4 | hexval(buf[i + 2]);
+            c = b;
             i += 2;
         }
         if (c < 0x20 || c == 0x7f) {

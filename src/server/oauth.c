@@ -26,14 +26,7 @@ static int oauth_error(struct lws *wsi, struct http_sess *h, unsigned status, co
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "error", err);
     cJSON_AddStringToObject(o, "error_description", desc);
-    char *text = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (text == NULL) {
-        return -1;
-    }
-    int r = fk_srv_http_reply(wsi, h, status, "application/json", text, strlen(text));
-    cJSON_free(text);
-    return r;
+    return fk_srv_http_json(wsi, h, status, o);
 }
 
 /* RFC 6750 3: 401 with WWW-Authenticate: Bearer [error="invalid_token"], or 403
@@ -95,6 +88,17 @@ struct treq {
     char x5t[FK_OAUTH_B64_32];
     enum oauth_grant grant;
 };
+
+/* Who asks (peer, certificate identity) and the body of the request. */
+static void req_init(struct lws *wsi, struct http_sess *h, struct treq *q, const uint8_t **b,
+                     size_t *bl) {
+    memset(q, 0, sizeof *q);
+    lws_get_peer_simple(wsi, q->peer, sizeof q->peer);
+    q->kind = fk_srv_wsi_identity(wsi, q->name);
+    q->grant = G_OTHER;
+    *b = (const uint8_t *)(h->jbuf != NULL ? h->jbuf : "");
+    *bl = h->jbuf != NULL ? h->jlen : 0;
+}
 
 static int refuse(struct fk_server *srv, struct lws *wsi, struct http_sess *h, const struct treq *q,
                   unsigned status, const char *err, const char *desc) {
@@ -270,13 +274,10 @@ static int token_done(struct fk_server *srv, struct lws *wsi, struct http_sess *
     int has_scope = 0, has_rt = 0;
     unsigned scope = 0;
     int r = -1;
-    memset(&q, 0, sizeof q);
     rt[0] = '\0';
-    lws_get_peer_simple(wsi, q.peer, sizeof q.peer);
-    q.kind = fk_srv_wsi_identity(wsi, q.name);
-    q.grant = G_OTHER;
-    const uint8_t *b = (const uint8_t *)(h->jbuf != NULL ? h->jbuf : "");
-    size_t bl = h->jbuf != NULL ? h->jlen : 0;
+    const uint8_t *b = NULL;
+    size_t bl = 0;
+    req_init(wsi, h, &q, &b, &bl);
     if (fk_oauth_form_get(b, bl, "grant_type", grant, sizeof grant, NULL) != FK_OK ||
         fk_oauth_form_get(b, bl, "client_id", client_id, sizeof client_id, NULL) != FK_OK ||
         fk_oauth_form_get(b, bl, "scope", scope_s, sizeof scope_s, &has_scope) != FK_OK ||
@@ -343,13 +344,15 @@ static int revoke_done(struct fk_server *srv, struct lws *wsi, struct http_sess 
                        const char *path) {
     (void)path;
     struct srv_oauth *o = srv->oauth;
-    char tok[FK_OAUTH_TOKEN_MAX + 1], hint[32], peer[64], name[FK_WSS_ID_MAX + 1];
+    char tok[FK_OAUTH_TOKEN_MAX + 1], hint[32];
     const char *outcome = "unknown token";
     char what[64] = "";
-    lws_get_peer_simple(wsi, peer, sizeof peer);
-    enum id_kind k = fk_srv_wsi_identity(wsi, name);
-    const uint8_t *b = (const uint8_t *)(h->jbuf != NULL ? h->jbuf : "");
-    size_t bl = h->jbuf != NULL ? h->jlen : 0;
+    struct treq q;
+    const uint8_t *b = NULL;
+    size_t bl = 0;
+    req_init(wsi, h, &q, &b, &bl);
+    const char *peer = q.peer, *name = q.name;
+    enum id_kind k = q.kind;
     int r = -1;
     if (k != ID_MOBILE && k != ID_OPERATOR) {
         r = oauth_error(wsi, h, 401, "invalid_client",

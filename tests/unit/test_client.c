@@ -205,16 +205,23 @@ static enum fk_err fake_refresh(void *user, const struct fk_client_tokens *old,
     return FK_OK;
 }
 
+/* A store NAME in the scratch directory holding a token AT that expires at exp. */
+static void store_make(char *p, size_t size, const char *name, struct fk_client_secret *key,
+                       const char *at, long long exp) {
+    path_of(p, size, name);
+    memset(key, 0, sizeof *key);
+    key->is_key = 1;
+    struct fk_client_tokens t;
+    tokens_fill(&t, at, exp);
+    assert_int_equal(fk_client_store_write(p, key, &t, NULL), FK_OK);
+}
+
 static void token_get_refreshes_only_inside_the_lead(void **state) {
     (void)state;
     char p[600];
-    path_of(p, sizeof p, "sched");
     struct fk_client_secret key;
-    memset(&key, 0, sizeof key);
-    key.is_key = 1;
-    struct fk_client_tokens t, out;
-    tokens_fill(&t, "OLD", NOW + 86400);
-    assert_int_equal(fk_client_store_write(p, &key, &t, NULL), FK_OK);
+    struct fk_client_tokens out;
+    store_make(p, sizeof p, "sched", &key, "OLD", NOW + 86400);
     struct fake_server srv = {0};
     int refreshed = -1;
     long long lead = FK_CLIENT_LEAD_DEFAULT_S;
@@ -252,13 +259,8 @@ static void token_get_refreshes_only_inside_the_lead(void **state) {
 static void token_get_is_single_flight_across_processes(void **state) {
     (void)state;
     char p[600];
-    path_of(p, sizeof p, "flight");
     struct fk_client_secret key;
-    memset(&key, 0, sizeof key);
-    key.is_key = 1;
-    struct fk_client_tokens t;
-    tokens_fill(&t, "DUE", NOW + 60);
-    assert_int_equal(fk_client_store_write(p, &key, &t, NULL), FK_OK);
+    store_make(p, sizeof p, "flight", &key, "DUE", NOW + 60);
     struct fake_server srv = {0};
     path_of(srv.counter_path, sizeof srv.counter_path, "flight.count");
     unlink(srv.counter_path);

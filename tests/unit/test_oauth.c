@@ -23,7 +23,9 @@
 
 #define NOW 1800000000LL
 
-static struct fk_oauth_key *key_new(void) {
+/* A fresh P-256 key as OpenSSL holds it (*pkey, when non-NULL; the caller frees it) and as
+ * fk_oauth loads it from PEM. */
+static struct fk_oauth_key *key_pair(EVP_PKEY **pkey) {
     EVP_PKEY *p = EVP_EC_gen("P-256");
     assert_non_null(p);
     BIO *b = BIO_new(BIO_s_mem());
@@ -33,8 +35,16 @@ static struct fk_oauth_key *key_new(void) {
     struct fk_oauth_key *k = NULL;
     assert_int_equal(fk_oauth_key_from_pem((const uint8_t *)data, (size_t)n, &k, NULL), FK_OK);
     BIO_free(b);
-    EVP_PKEY_free(p);
+    if (pkey != NULL) {
+        *pkey = p;
+    } else {
+        EVP_PKEY_free(p);
+    }
     return k;
+}
+
+static struct fk_oauth_key *key_new(void) {
+    return key_pair(NULL);
 }
 
 static void claims_fill(struct fk_oauth_claims *c) {
@@ -182,13 +192,8 @@ static size_t der_int(uint8_t *o, const uint8_t *v) {
 static void jwt_signature_verifies_with_openssl_directly(void **state) {
     (void)state;
     for (int round = 0; round < 16; round++) {
-        EVP_PKEY *p = EVP_EC_gen("P-256");
-        BIO *b = BIO_new(BIO_s_mem());
-        assert_int_equal(PEM_write_bio_PrivateKey(b, p, NULL, NULL, 0, NULL, NULL), 1);
-        char *data = NULL;
-        long n = BIO_get_mem_data(b, &data);
-        struct fk_oauth_key *k = NULL;
-        assert_int_equal(fk_oauth_key_from_pem((const uint8_t *)data, (size_t)n, &k, NULL), FK_OK);
+        EVP_PKEY *p = NULL;
+        struct fk_oauth_key *k = key_pair(&p);
         struct fk_oauth_claims c;
         claims_fill(&c);
         sign(k, &c);
@@ -214,20 +219,14 @@ static void jwt_signature_verifies_with_openssl_directly(void **state) {
         assert_memory_equal(der2, der, dl2);
         EVP_MD_CTX_free(md);
         fk_oauth_key_free(k);
-        BIO_free(b);
         EVP_PKEY_free(p);
     }
 }
 
 static void jwt_verify_accepts_a_token_signed_by_openssl(void **state) {
     (void)state;
-    EVP_PKEY *p = EVP_EC_gen("P-256");
-    BIO *b = BIO_new(BIO_s_mem());
-    assert_int_equal(PEM_write_bio_PrivateKey(b, p, NULL, NULL, 0, NULL, NULL), 1);
-    char *data = NULL;
-    long n = BIO_get_mem_data(b, &data);
-    struct fk_oauth_key *k = NULL;
-    assert_int_equal(fk_oauth_key_from_pem((const uint8_t *)data, (size_t)n, &k, NULL), FK_OK);
+    EVP_PKEY *p = NULL;
+    struct fk_oauth_key *k = key_pair(&p);
     char hdr[128], cl[512], t[1024];
     snprintf(hdr, sizeof hdr, "{\"typ\":\"at+jwt\",\"alg\":\"ES256\",\"kid\":\"%s\"}",
              fk_oauth_key_kid(k));
@@ -242,7 +241,6 @@ static void jwt_verify_accepts_a_token_signed_by_openssl(void **state) {
     assert_string_equal(out.sub, "bob");
     assert_int_equal(out.scope, FK_SCOPE_FLEET_READ);
     fk_oauth_key_free(k);
-    BIO_free(b);
     EVP_PKEY_free(p);
 }
 
