@@ -199,7 +199,11 @@ enum fk_err fk_oauth_sig_der_to_raw(const uint8_t *der, size_t len, uint8_t raw[
     unsigned char *re = NULL;
     FK_ENSURE(len > 0 && len <= 72, FK_E_PARSE);
     ECDSA_SIG *sig = d2i_ECDSA_SIG(NULL, &p, (long)len);
-    FK_ENSURE(sig != NULL && p == der + len, FK_E_PARSE);
+    if (sig != NULL && p != der + len) {
+        ECDSA_SIG_free(sig); /* bytes after the value */
+        sig = NULL;
+    }
+    FK_ENSURE(sig != NULL, FK_E_PARSE);
     /* Canonical DER only: re-encoding must give back the same bytes. */
     int n = i2d_ECDSA_SIG(sig, &re);
     int canon = n == (int)len && memcmp(re, der, len) == 0;
