@@ -17,24 +17,28 @@
 unsigned fk_srv_mobile_upgrade(struct fk_server *srv, struct lws *wsi, const char *name,
                                char why[128]) {
     struct fk_oauth_claims c;
-    enum bearer b = fk_srv_bearer(srv, wsi, &c, why);
+    enum bearer b = fk_srv_bearer(srv, wsi, &c, why, 1);
     if (b == BEARER_NONE) {
         snprintf(why, 128, "bearer token required");
-        return 401;
-    }
-    if (b != BEARER_OK) {
-        return 401;
-    }
-    if (strcmp(c.sub, name) != 0) {
+    } else if (b == BEARER_OK && strcmp(c.sub, name) != 0) {
         snprintf(why, 128, "token %s is not this certificate's", c.jti);
-        return 401;
-    }
-    if (!(c.scope & (FK_SCOPE_FLEET_READ | FK_SCOPE_ROBOT_COMMAND))) {
+        b = BEARER_BAD;
+    } else if (b == BEARER_OK && !(c.scope & (FK_SCOPE_FLEET_READ | FK_SCOPE_ROBOT_COMMAND))) {
         srv->oauth->bearer_scope++;
         snprintf(why, 128, "token %s has neither fleet:read nor robot:command", c.jti);
-        return 401;
+        b = BEARER_BAD;
     }
-    return 0;
+    if (b == BEARER_OK) {
+        return 0;
+    }
+    char peer[64];
+    lws_get_peer_simple(wsi, peer, sizeof peer);
+    cJSON *a = cJSON_CreateObject();
+    cJSON_AddStringToObject(a, "path", FK_WSS_PATH);
+    cJSON_AddStringToObject(a, "reason", why);
+    cJSON_AddStringToObject(a, "peer", peer);
+    fk_srv_oauth_audit(srv, "oauth.bearer_refused", name, a);
+    return 401;
 }
 
 int fk_srv_mobile_open(struct fk_server *srv, struct session *s, struct lws *wsi) {
@@ -42,7 +46,7 @@ int fk_srv_mobile_open(struct fk_server *srv, struct session *s, struct lws *wsi
     char why[128];
     /* The upgrade checked the token a moment ago; its headers are still here, so read it again
      * rather than carry it across callbacks. */
-    if (fk_srv_bearer(srv, wsi, &c, why) != BEARER_OK) {
+    if (fk_srv_bearer(srv, wsi, &c, why, 0) != BEARER_OK) {
         return -1;
     }
     s->mobile = 1;

@@ -458,7 +458,7 @@ int fk_srv_oauth_whoami(struct fk_server *srv, struct lws *wsi, struct http_sess
     (void)path;
     struct fk_oauth_claims c;
     char why[128], name[FK_WSS_ID_MAX + 1], sc[FK_OAUTH_SCOPE_SIZE];
-    enum bearer b = fk_srv_bearer(srv, wsi, &c, why);
+    enum bearer b = fk_srv_bearer(srv, wsi, &c, why, 1);
     if (b != BEARER_OK) {
         return bearer_refused(srv, wsi, h, b, why);
     }
@@ -476,7 +476,7 @@ int fk_srv_oauth_whoami(struct fk_server *srv, struct lws *wsi, struct http_sess
 int fk_srv_oauth_gate(struct fk_server *srv, struct lws *wsi, struct http_sess *h, int write) {
     struct fk_oauth_claims c;
     char why[128];
-    enum bearer b = fk_srv_bearer(srv, wsi, &c, why);
+    enum bearer b = fk_srv_bearer(srv, wsi, &c, why, 1);
     if (b == BEARER_NONE) {
         return FK_SRV_GATE_NONE;
     }
@@ -488,6 +488,11 @@ int fk_srv_oauth_gate(struct fk_server *srv, struct lws *wsi, struct http_sess *
         srv->oauth->bearer_scope++;
         fk_log(FK_LOG_WARN, "server: %s: token %s lacks %s (403)", c.sub, c.jti,
                write ? "fleet:write" : "fleet:read");
+        cJSON *a = cJSON_CreateObject();
+        cJSON_AddStringToObject(a, "jti", c.jti);
+        cJSON_AddStringToObject(a, "reason",
+                                write ? "fleet:write required" : "fleet:read required");
+        fk_srv_oauth_audit(srv, "oauth.scope_refused", c.sub, a);
         return bearer_error(wsi, h, 403, "insufficient_scope") == 0 ? FK_SRV_GATE_SENT
                                                                     : FK_SRV_GATE_FAILED;
     }

@@ -110,7 +110,7 @@ int fk_srv_peer_x5t(struct lws *wsi, char out[FK_OAUTH_B64_32]) {
 }
 
 enum bearer fk_srv_bearer(struct fk_server *srv, struct lws *wsi, struct fk_oauth_claims *c,
-                          char why[128]) {
+                          char why[128], int count) {
     struct srv_oauth *o = srv->oauth;
     char hdr[BEARER_HDR_MAX + 1];
     char x5t[FK_OAUTH_B64_32];
@@ -152,10 +152,8 @@ enum bearer fk_srv_bearer(struct fk_server *srv, struct lws *wsi, struct fk_oaut
     b = BEARER_OK;
 out:
     fk_wipe(hdr, sizeof hdr);
-    if (b == BEARER_OK) {
-        o->bearer_ok++;
-    } else {
-        o->bearer_invalid++;
+    if (count) {
+        *(b == BEARER_OK ? &o->bearer_ok : &o->bearer_invalid) += 1;
     }
     return b;
 }

@@ -44,9 +44,10 @@ int fk_srv_peer_x5t(struct lws *wsi, char out[FK_OAUTH_B64_32]);
 enum bearer { BEARER_NONE, BEARER_OK, BEARER_BAD };
 /* The Authorization: Bearer token of the request on wsi: NONE when there is no Authorization
  * header; OK with *c filled when it verifies, is not revoked and is bound to this
- * connection's certificate; BAD otherwise (why says which, for the log; counted). */
+ * connection's certificate; BAD otherwise (why says which, for the log). count: add the
+ * outcome to /metrics (0 when the same request's token is read a second time). */
 enum bearer fk_srv_bearer(struct fk_server *srv, struct lws *wsi, struct fk_oauth_claims *c,
-                          char why[128]);
+                          char why[128], int count);
 
 /* Appends an audit row kind/subject with detail JSON o (taken). Logged when it fails. */
 void fk_srv_oauth_audit(struct fk_server *srv, const char *kind, const char *subject, cJSON *o);

@@ -223,6 +223,7 @@ binding)
     audit_kinds
     grep -q oauth.token_refused out.txt || fail "no oauth.token_refused audit row"
     grep -q oauth.bearer_refused out.txt || fail "no oauth.bearer_refused audit row"
+    grep -q oauth.scope_refused out.txt || fail "no oauth.scope_refused audit row"
     ;;
 revoke)
     login
@@ -247,6 +248,9 @@ revoke)
     start_server --token_lifetime 86400
     peer_http mobiles/phone1 GET /api/whoami at1.tok >r3.txt
     expect_status r3.txt 200
+    # and its refresh token too (the server kept its hash)
+    FK_CLOCK_OFFSET_S=80000 fleet token >r4.tok 2>r4.err || { cat r4.err; fail "refresh after a restart"; }
+    ! cmp -s at1.tok r4.tok || fail "no refresh after the restart"
     fleet token --store-pass-file pw >x.out 2>wrongpass.err && fail "a wrong store passphrase worked"
     grep -q "wrong passphrase or key, or the file was modified" wrongpass.err || fail "wrong-pass message"
     audit_kinds
