@@ -15,7 +15,7 @@ static const char page_csp[] = "default-src 'none'; script-src 'self'; style-src
                                "base-uri 'none'; form-action 'none'";
 
 static int reply(struct lws *wsi, struct http_sess *h, unsigned status, const char *ctype,
-                 const char *body, size_t len, int page) {
+                 const char *body, size_t len, int page, const char *www_authenticate) {
     unsigned char hdr[LWS_PRE + 1024];
     unsigned char *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof hdr - 1;
     free(h->buf);
@@ -33,6 +33,10 @@ static int reply(struct lws *wsi, struct http_sess *h, unsigned status, const ch
                       (const unsigned char *)page_csp, (int)sizeof page_csp - 1, &p, end) ||
                   lws_add_http_header_by_name(wsi, (const unsigned char *)"x-content-type-options:",
                                               (const unsigned char *)"nosniff", 7, &p, end))) ||
+        (www_authenticate != NULL &&
+         lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_WWW_AUTHENTICATE,
+                                      (const unsigned char *)www_authenticate,
+                                      (int)strlen(www_authenticate), &p, end)) ||
         lws_finalize_write_http_header(wsi, start, &p, end)) {
         return -1;
     }
@@ -42,12 +46,17 @@ static int reply(struct lws *wsi, struct http_sess *h, unsigned status, const ch
 
 int fk_srv_http_reply(struct lws *wsi, struct http_sess *h, unsigned status, const char *ctype,
                       const char *body, size_t len) {
-    return reply(wsi, h, status, ctype, body, len, 0);
+    return reply(wsi, h, status, ctype, body, len, 0, NULL);
+}
+
+int fk_srv_http_reply_auth(struct lws *wsi, struct http_sess *h, unsigned status, const char *ctype,
+                           const char *body, size_t len, const char *www_authenticate) {
+    return reply(wsi, h, status, ctype, body, len, 0, www_authenticate);
 }
 
 int fk_srv_http_page(struct lws *wsi, struct http_sess *h, const char *ctype,
                      const unsigned char *body, size_t len) {
-    return reply(wsi, h, 200, ctype, (const char *)body, len, 1);
+    return reply(wsi, h, 200, ctype, (const char *)body, len, 1, NULL);
 }
 
 int fk_srv_http_json_error(struct lws *wsi, struct http_sess *h, unsigned status, const char *msg) {

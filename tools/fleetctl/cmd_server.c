@@ -38,6 +38,8 @@ static void usage(FILE *f) {
                "              /dashboard and /api/... only); prints the URL, runs until Ctrl-C\n"
                "  incident ota-key-compromised ...   the emergency path for a leaked OTA\n"
                "              signing key (fleetctl ... incident with no argument: usage)\n"
+               "  login|token|whoami|logout (--store-pass-file F | --store-key-file F) ...\n"
+               "              OAuth2 tokens in an encrypted store (fleetctl ... login: usage)\n"
                "The identity in NAME.p12 must be an operator certificate (provision-keys\n"
                "export-p12 --operator); the server answers other certificates with 403.\n"
                "exit status: 0 ok, 1 failure (TLS, HTTP error, 403/404/409; ota: a device\n"
@@ -171,6 +173,8 @@ int fleetctl_server_main(int argc, char **argv) {
     int is_rot = strcmp(cmd, "rotate") == 0;
     int is_dash = strcmp(cmd, "dashboard") == 0;
     int is_inc = strcmp(cmd, "incident") == 0;
+    int is_tok = fleetctl_token_cmd(cmd);
+    struct fleetctl_token_args tok;
     memset(&ota, 0, sizeof ota);
     memset(&rot, 0, sizeof rot);
     memset(&inc, 0, sizeof inc);
@@ -183,6 +187,11 @@ int fleetctl_server_main(int argc, char **argv) {
         int urc = fleetctl_incident_parse(argc - i - 1, argv + i + 1, &inc);
         if (urc != 0) {
             free(inc.force);
+            return urc;
+        }
+    } else if (is_tok) {
+        int urc = fleetctl_token_parse(cmd, argc - i - 1, argv + i + 1, &tok);
+        if (urc != 0) {
             return urc;
         }
     } else if (is_rot) {
@@ -261,6 +270,10 @@ int fleetctl_server_main(int argc, char **argv) {
     }
     if (is_inc) {
         rc = fleetctl_incident_run(ctx, &u, timeout_s, json, &inc);
+        goto out;
+    }
+    if (is_tok) {
+        rc = fleetctl_token_run(ctx, &u, timeout_s, json, &tok);
         goto out;
     }
     if (fleetctl_https(ctx, &u, "GET", path, NULL, timeout_s, &status, &body) != 0) {

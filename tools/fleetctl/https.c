@@ -3,6 +3,8 @@
  * (cmd_server.c, cmd_ota.c) sit on top of this file; it calls none of them. */
 #include "https.h"
 
+#include "fleetkey/common.h"
+
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
@@ -122,12 +124,12 @@ static void content_type(const char *head, char *out, size_t size) {
     }
 }
 
-/* One request with the body read from bf (body_len bytes, of type ctype; bf NULL: none).
- * Closes bf. rtype (size rtype_size; NULL: not wanted) gets the answer's Content-Type,
+/* One request with the body read from bf (body_len bytes, of type ctype; bf NULL: none) and,
+ * when bearer is non-NULL, an Authorization: Bearer header. Closes bf. rtype (size rtype_size; NULL: not wanted) gets the answer's Content-Type,
  * *blen (NULL: not wanted) the body's length. */
 static int https_request(SSL_CTX *ctx, const struct fleetctl_url *u, const char *method,
                          const char *path, FILE *bf, long long body_len, const char *ctype,
-                         unsigned timeout_s, int *status, char **body, char *rtype,
+                         const char *bearer, unsigned timeout_s, int *status, char **body, char *rtype,
                          size_t rtype_size, size_t *blen_out) {
     int rc = -1;
     SSL *ssl = NULL;
@@ -161,17 +163,26 @@ static int https_request(SSL_CTX *ctx, const struct fleetctl_url *u, const char 
                 v != X509_V_OK ? X509_verify_cert_error_string(v) : "");
         goto out;
     }
-    char req[1024];
+    char req[4096];
+    char auth[2200] = "";
+    if (bearer != NULL &&
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", bearer) >= (int)sizeof auth) {
+        fprintf(stderr, "fleetctl: access token too long\n");
+        goto out;
+    }
     int n = bf != NULL ? snprintf(req, sizeof req,
                                   "%s %s HTTP/1.1\r\nHost: %s\r\nAccept: application/json\r\n"
-                                  "Content-Type: %s\r\nContent-Length: %lld\r\n"
+                                  "Content-Type: %s\r\nContent-Length: %lld\r\n%s"
                                   "Connection: close\r\nUser-Agent: fleetctl\r\n\r\n",
-                                  method, path, u->host, ctype, body_len)
+                                  method, path, u->host, ctype, body_len, auth)
                        : snprintf(req, sizeof req,
-                                  "%s %s HTTP/1.1\r\nHost: %s\r\nAccept: application/json\r\n"
+                                  "%s %s HTTP/1.1\r\nHost: %s\r\nAccept: application/json\r\n%s"
                                   "Connection: close\r\nUser-Agent: fleetctl\r\n\r\n",
-                                  method, path, u->host);
-    if (n <= 0 || (size_t)n >= sizeof req || SSL_write(ssl, req, n) != n) {
+                                  method, path, u->host, auth);
+    int sent = n > 0 && (size_t)n < sizeof req && SSL_write(ssl, req, n) == n;
+    fk_wipe(auth, sizeof auth); /* the token is a secret: not left on the stack */
+    fk_wipe(req, sizeof req);
+    if (!sent) {
         fprintf(stderr, "fleetctl: request failed (the server refused our certificate?)\n");
         goto out;
     }
@@ -257,8 +268,8 @@ int fleetctl_https(SSL_CTX *ctx, const struct fleetctl_url *u, const char *metho
         }
         body_len = (long long)sb.st_size;
     }
-    return https_request(ctx, u, method, path, bf, body_len, "application/octet-stream", timeout_s,
-                         status, body, NULL, 0, NULL);
+    return https_request(ctx, u, method, path, bf, body_len, "application/octet-stream", NULL,
+                         timeout_s, status, body, NULL, 0, NULL);
 }
 
 int fleetctl_https_json(SSL_CTX *ctx, const struct fleetctl_url *u, const char *method,
@@ -270,14 +281,33 @@ int fleetctl_https_json(SSL_CTX *ctx, const struct fleetctl_url *u, const char *
         fprintf(stderr, "fleetctl: out of memory\n");
         return -1;
     }
-    return https_request(ctx, u, method, path, bf, (long long)len, "application/json", timeout_s,
-                         status, body, NULL, 0, NULL);
+    return https_request(ctx, u, method, path, bf, (long long)len, "application/json", NULL,
+                         timeout_s, status, body, NULL, 0, NULL);
+}
+
+int fleetctl_https_form(SSL_CTX *ctx, const struct fleetctl_url *u, const char *path,
+                        const char *form, unsigned timeout_s, int *status, char **body) {
+    size_t len = strlen(form);
+    FILE *bf = fmemopen((void *)form, len, "rb");
+    if (bf == NULL) {
+        fprintf(stderr, "fleetctl: out of memory\n");
+        return -1;
+    }
+    return https_request(ctx, u, "POST", path, bf, (long long)len,
+                         "application/x-www-form-urlencoded", NULL, timeout_s, status, body, NULL,
+                         0, NULL);
+}
+
+int fleetctl_https_bearer(SSL_CTX *ctx, const struct fleetctl_url *u, const char *path,
+                          const char *token, unsigned timeout_s, int *status, char **body) {
+    return https_request(ctx, u, "GET", path, NULL, 0, NULL, token, timeout_s, status, body, NULL,
+                         0, NULL);
 }
 
 int fleetctl_https_get(SSL_CTX *ctx, const struct fleetctl_url *u, const char *path,
                        unsigned timeout_s, int *status, char **body, size_t *body_len,
                        char *ctype, size_t ctype_size) {
-    return https_request(ctx, u, "GET", path, NULL, 0, NULL, timeout_s, status, body, ctype,
+    return https_request(ctx, u, "GET", path, NULL, 0, NULL, NULL, timeout_s, status, body, ctype,
                          ctype_size, body_len);
 }
 

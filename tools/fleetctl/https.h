@@ -33,6 +33,14 @@ int fleetctl_https_json(SSL_CTX *ctx, const struct fleetctl_url *u, const char *
 int fleetctl_https_get(SSL_CTX *ctx, const struct fleetctl_url *u, const char *path,
                        unsigned timeout_s, int *status, char **body, size_t *body_len,
                        char *ctype, size_t ctype_size);
+/* POST of an application/x-www-form-urlencoded body form (the OAuth2 endpoints). The body may
+ * hold a refresh token: the caller wipes form. */
+int fleetctl_https_form(SSL_CTX *ctx, const struct fleetctl_url *u, const char *path,
+                        const char *form, unsigned timeout_s, int *status, char **body);
+
+/* GET with Authorization: Bearer token (wiped from the request buffer after sending). */
+int fleetctl_https_bearer(SSL_CTX *ctx, const struct fleetctl_url *u, const char *path,
+                          const char *token, unsigned timeout_s, int *status, char **body);
 
 /* Parses an answer's body (freed here) into *out (the caller deletes it). 0, or -1 (printed)
  * when it is not JSON. */

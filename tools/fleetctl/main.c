@@ -38,7 +38,9 @@ static void usage(FILE *f) {
                "  dashboard  the fleet dashboard in a local browser: fleetctl --p12 ...\n"
                "          dashboard --listen 127.0.0.1:PORT (docs/operations.md)\n"
                "  incident  the emergency path for a compromised OTA signing key: fleetctl\n"
-               "          --p12 ... incident ota-key-compromised (docs/incident-response.md)\n");
+               "          --p12 ... incident ota-key-compromised (docs/incident-response.md)\n"
+               "  login, token, whoami, logout  OAuth2 tokens bound to the certificate, kept\n"
+               "          in an encrypted store: fleetctl --p12 ... login (docs/oauth.md)\n");
     usage_robot(f);
 }
 
@@ -173,7 +175,8 @@ int main(int argc, char **argv) {
     if (strncmp(argv[1], "--", 2) == 0 || strcmp(argv[1], "devices") == 0 ||
         strcmp(argv[1], "device") == 0 || strcmp(argv[1], "ota") == 0 ||
         strcmp(argv[1], "ota-status") == 0 || strcmp(argv[1], "rotate") == 0 ||
-        strcmp(argv[1], "dashboard") == 0 || strcmp(argv[1], "incident") == 0) {
+        strcmp(argv[1], "dashboard") == 0 || strcmp(argv[1], "incident") == 0 ||
+        fleetctl_token_cmd(argv[1])) {
         return fleetctl_server_main(argc - 1, argv + 1);
     }
     fprintf(stderr, "fleetctl: unknown command '%s'\n", argv[1]);

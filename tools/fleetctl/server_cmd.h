@@ -81,5 +81,21 @@ int fleetctl_incident_parse(int argc, char **argv, struct fleetctl_incident_args
  * some devices not covered (listed), 1 stopped at a gate or failed (re-run continues). */
 int fleetctl_incident_run(SSL_CTX *ctx, const struct fleetctl_url *u, unsigned timeout_s, int json,
                           const struct fleetctl_incident_args *a);
+/* fleetctl ... login|token|whoami|logout (cmd_token.c, docs/fleetctl.md "OAuth2 tokens"). */
+struct fleetctl_token_args {
+    const char *cmd;
+    const char *store;     /* the encrypted token store; NULL: ~/.config/fleetkey/token-store */
+    const char *pass_file; /* the store's passphrase (scrypt) ... */
+    const char *key_file;  /* ... or a 32-byte key file */
+    const char *scope;     /* login: the scopes to ask for (default: all allowed) */
+    long long lead_s;      /* refresh this long before expiry (default 12 h) */
+};
+/* 1 when cmd is one of these commands. */
+int fleetctl_token_cmd(const char *cmd);
+/* Parses the arguments after the command word. 0 ok, 2 usage (printed). */
+int fleetctl_token_parse(const char *cmd, int argc, char **argv, struct fleetctl_token_args *a);
+/* Runs it. 0 ok, 1 failure (printed, naming the file or the server's error). */
+int fleetctl_token_run(SSL_CTX *ctx, const struct fleetctl_url *u, unsigned timeout_s, int json,
+                       const struct fleetctl_token_args *a);
 
 #endif
