@@ -52,8 +52,11 @@ public final class TokenSet {
         return scope;
     }
 
-    /** The store's plaintext form (JSON); only ever written encrypted. */
-    String toJson() {
+    /**
+     * The stores' plaintext form (JSON, with both tokens): for an {@link EncryptedTokenStore}
+     * implementation to encrypt, never to log.
+     */
+    public String toJson() {
         Map<String, Object> m = new LinkedHashMap<>();
         m.put("access_token", accessToken);
         if (refreshToken != null) {
@@ -65,7 +68,8 @@ public final class TokenSet {
         return Json.write(m);
     }
 
-    static TokenSet fromJson(String json) throws Json.JsonException {
+    /** Parses {@link #toJson()}'s output; JsonException names the bad member, not its value. */
+    public static TokenSet fromJson(String json) throws Json.JsonException {
         Map<String, Object> m = Json.parseObject(json);
         String rt = m.containsKey("refresh_token") ? Json.string(m, "refresh_token") : null;
         Instant obtained = Instant.ofEpochSecond(Json.integer(m, "obtained_at"));
