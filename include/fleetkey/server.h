@@ -61,6 +61,11 @@ struct fk_server_config {
     char ca_bundle[1024];     /* PEM file: the trust anchors the devices should hold next (e.g.
                                  the old root plus a new one), delivered by a ca rotation;
                                  "" = ca rotations refused */
+    char oauth_key[1024];     /* the ES256 key signing access tokens (P-256 PEM, 0600, created
+                                 when absent); "" = "oauth-key.pem" next to the inventory. The
+                                 token state (oauth-state.json) lives in the same directory */
+    unsigned long token_lifetime;   /* access token lifetime, seconds (default 86400) */
+    unsigned long refresh_lifetime; /* refresh token lifetime, seconds (default 2592000) */
 };
 
 /* Fills the defaults above (no paths). Cannot fail. */
@@ -68,7 +73,8 @@ void fk_server_config_init(struct fk_server_config *cfg);
 
 /* Applies one setting by name ("listen", "port", "cert", "key", "ca", "crl", "inventory",
  * "max_connections", "hello_timeout", "handshake_timeout", "ping_interval", "log_level",
- * "allow_no_crl", "status_request", "ota_dir", "ota_max_image", "rot_dir", "ca_dir", "ca_bundle");
+ * "allow_no_crl", "status_request", "ota_dir", "ota_max_image", "rot_dir", "ca_dir", "ca_bundle",
+ * "oauth_key", "token_lifetime", "refresh_lifetime");
  * the command line uses the same names as --flags. FK_OK, FK_E_ARG (unknown name, bad value; diag
  * says which), FK_E_TOOBIG (path too long). */
 FK_MUST_CHECK enum fk_err fk_server_config_set(struct fk_server_config *cfg, const char *name,

@@ -3,6 +3,7 @@
 #include "admin_internal.h"
 
 #include "auth_internal.h"
+#include "oauth_internal.h"
 #include "rot_internal.h"
 #include "session_internal.h"
 
@@ -168,6 +169,9 @@ static int route_metrics(struct fk_server *srv, struct lws *wsi, struct http_ses
         }
     }
     rot_metrics(srv, &b);
+    char *om = fk_srv_oauth_metrics(srv);
+    sb_printf(&b, "%s", om != NULL ? om : "");
+    free(om);
     int r = b.failed ? -1
                      : fk_srv_http_reply(wsi, h, 200, "text/plain; version=0.0.4; charset=utf-8",
                                          b.p, b.len);
@@ -299,6 +303,10 @@ static const struct route routes[] = {
     {M_POST, "/api/rotation/", 1, deny_json, fk_srv_rot_action},
     {M_GET, "/api/rotation", 0, deny_json, fk_srv_rot_list},
     {M_GET, "/api/rotation/", 1, deny_json, fk_srv_rot_get},
+    {M_POST, "/oauth/token", 0, NULL, fk_srv_oauth_token},
+    {M_POST, "/oauth/revoke", 0, NULL, fk_srv_oauth_revoke},
+    {M_GET, "/.well-known/jwks.json", 0, NULL, fk_srv_oauth_jwks},
+    {M_GET, "/api/whoami", 0, NULL, fk_srv_oauth_whoami},
 };
 
 static const struct route *route_find(enum method m, const char *path) {
@@ -321,6 +329,13 @@ static int dispatch(struct fk_server *srv, struct lws *wsi, struct http_sess *h,
         return m == M_GET ? fk_srv_http_json_error(wsi, h, 404, "not found")
                           : fk_srv_http_json_error(wsi, h, 405,
                                                    "only GET (and POST /api/ota, /api/rotation)");
+    }
+    /* A bearer token, when sent, decides (docs/oauth.md); without one, the certificate does. */
+    int gate = r->deny != NULL ? fk_srv_oauth_gate(srv, wsi, h, m == M_POST) : FK_SRV_GATE_NONE;
+    if (gate != FK_SRV_GATE_NONE) {
+        return gate == FK_SRV_GATE_OK     ? r->handle(srv, wsi, h, path)
+               : gate == FK_SRV_GATE_SENT ? 0
+                                          : -1;
     }
     if (r->deny != NULL) {
         char name[FK_WSS_ID_MAX + 1];

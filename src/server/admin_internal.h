@@ -33,6 +33,10 @@ int fk_srv_admin_http(struct lws *wsi, enum lws_callback_reasons reason, void *u
 /* Answers status with body (copied) as ctype. 0, or -1. */
 int fk_srv_http_reply(struct lws *wsi, struct http_sess *h, unsigned status, const char *ctype,
                       const char *body, size_t len);
+/* The same with a WWW-Authenticate header (RFC 6750 3) when www_authenticate is non-NULL. */
+int fk_srv_http_reply_auth(struct lws *wsi, struct http_sess *h, unsigned status,
+                           const char *ctype, const char *body, size_t len,
+                           const char *www_authenticate);
 /* Answers status with {"error":"msg"} (msg: a constant without quotes). */
 int fk_srv_http_json_error(struct lws *wsi, struct http_sess *h, unsigned status, const char *msg);
 /* Answers status with o (taken) as compact JSON. */

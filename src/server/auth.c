@@ -16,6 +16,7 @@
  *   read again from the peer certificate wherever it is needed rather than cached. */
 #include "auth_internal.h"
 
+#include "oauth_internal.h"
 #include "session_internal.h"
 
 #include <openssl/err.h>
@@ -469,6 +470,11 @@ int fk_srv_confirm_upgrade(struct fk_server *srv, struct lws *wsi) {
         return refuse_upgrade(srv, wsi, 400, R_COUNT, "?", "subprotocol fleetkey.v1 required");
     }
     enum id_kind k = fk_srv_wsi_identity(wsi, name);
+    if (k == ID_MOBILE) {
+        char why[128];
+        unsigned st = fk_srv_mobile_upgrade(srv, wsi, name, why);
+        return st == 0 ? 0 : refuse_upgrade(srv, wsi, st, R_COUNT, name, why);
+    }
     if (k != ID_DEVICE) {
         return refuse_upgrade(srv, wsi, 403, k == ID_NONE ? R_UNKNOWN_IDENTITY : R_COUNT,
                               fk_srv_kind_name(k), "not a device certificate");

@@ -17,6 +17,8 @@ void fk_server_config_init(struct fk_server_config *cfg) {
     cfg->ping_interval = 30;
     cfg->log_level = FK_LOG_INFO;
     cfg->ota_max_image = 16ull * 1024 * 1024;
+    cfg->token_lifetime = 86400;
+    cfg->refresh_lifetime = 30ul * 86400;
 }
 
 static enum fk_err set_uint(const char *name, const char *v, unsigned lo, unsigned hi,
@@ -77,6 +79,17 @@ enum fk_err fk_server_config_set(struct fk_server_config *cfg, const char *name,
         enum fk_err rc = set_uint(name, v, 0, 1, &b, diag);
         cfg->status_request = (int)b;
         return rc;
+    } else if (strcmp(name, "oauth_key") == 0) {
+        return set_str(name, v, cfg->oauth_key, sizeof cfg->oauth_key, diag);
+    } else if (strcmp(name, "token_lifetime") == 0 || strcmp(name, "refresh_lifetime") == 0) {
+        /* at least 2 min (the verifier's leeway is 60 s), at most a year */
+        unsigned long n = 0;
+        if (fk_parse_ulong(v, 366ul * 86400, &n) != FK_OK || n < 120) {
+            return fk_diag_set(diag, FK_E_ARG, "%s: expected seconds, 120..31622400, got '%s'",
+                               name, v);
+        }
+        *(name[0] == 't' ? &cfg->token_lifetime : &cfg->refresh_lifetime) = n;
+        return FK_OK;
     } else if (strcmp(name, "ota_dir") == 0) {
         return set_str(name, v, cfg->ota_dir, sizeof cfg->ota_dir, diag);
     } else if (strcmp(name, "rot_dir") == 0) {

@@ -9,6 +9,11 @@
 
 int fk_srv_http_reply(struct lws *wsi, struct http_sess *h, unsigned status, const char *ctype,
                       const char *body, size_t len) {
+    return fk_srv_http_reply_auth(wsi, h, status, ctype, body, len, NULL);
+}
+
+int fk_srv_http_reply_auth(struct lws *wsi, struct http_sess *h, unsigned status, const char *ctype,
+                           const char *body, size_t len, const char *www_authenticate) {
     unsigned char hdr[LWS_PRE + 512];
     unsigned char *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof hdr - 1;
     free(h->buf);
@@ -21,6 +26,10 @@ int fk_srv_http_reply(struct lws *wsi, struct http_sess *h, unsigned status, con
     if (lws_add_http_common_headers(wsi, status, ctype, (lws_filepos_t)len, &p, end) ||
         lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
                                      (const unsigned char *)"no-store", 8, &p, end) ||
+        (www_authenticate != NULL &&
+         lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_WWW_AUTHENTICATE,
+                                      (const unsigned char *)www_authenticate,
+                                      (int)strlen(www_authenticate), &p, end)) ||
         lws_finalize_write_http_header(wsi, start, &p, end)) {
         return -1;
     }

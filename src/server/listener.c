@@ -7,6 +7,7 @@
 #include "admin_internal.h"
 #include "auth_internal.h"
 #include "jobs_internal.h"
+#include "oauth_internal.h"
 #include "session_internal.h"
 
 #include <netinet/in.h>
@@ -54,6 +55,7 @@ static void tick(lws_sorted_usec_list_t *sul) {
     fk_srv_revocations_check(srv);
     fk_srv_jobs_save_dirty(srv);
     fk_srv_rot_tick(srv);
+    fk_srv_mobile_tick(srv);
     for (struct session *s = srv->sessions; s != NULL; s = s->next) {
         if (s->close_code != 0) {
             continue;

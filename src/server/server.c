@@ -28,6 +28,7 @@
 
 #include "auth_internal.h"
 #include "jobs_internal.h"
+#include "oauth_internal.h"
 #include "listener_internal.h"
 #include "rot_internal.h"
 #include "server_internal.h"
@@ -50,6 +51,7 @@ enum fk_err fk_server_new(const struct fk_server_config *cfg, struct fk_server *
     srv->cfg = *cfg;
     srv->started = time(NULL);
     FK_GUARD(fk_inventory_open(cfg->inventory, &srv->inv, diag));
+    FK_GUARD(fk_srv_oauth_open(srv, diag));
     if (cfg->ota_dir[0] != '\0') {
         snprintf(srv->ota_dir, sizeof srv->ota_dir, "%s", cfg->ota_dir);
     } else {
@@ -103,6 +105,7 @@ void fk_server_free(struct fk_server *srv) {
     }
     fk_srv_listener_free(srv); /* sessions close: transfers in flight go back to the queue */
     fk_inventory_close(srv->inv);
+    fk_srv_oauth_free(srv);
     fk_srv_jobs_save_dirty(srv);
     fk_srv_rot_checks_stop(srv);
     fk_srv_rot_save_dirty(srv);

@@ -86,6 +86,11 @@ struct session {
     char serial[FK_WSS_STR_MAX + 1]; /* this connection's client certificate serial, hex */
     int rot_act;                     /* enum rot_act of the outstanding request */
     int rot_cls;                     /* its class */
+    /* a phone (mobile certificate + bearer token, mobile.c); not in srv->sessions */
+    int mobile;
+    char jti[24];    /* the token that opened it: closed when that token is revoked */
+    unsigned scope;  /* FK_SCOPE_* bits of that token */
+    long long exp;   /* and its expiry */
 };
 
 /* One update job: an image in the spool directory and one target per device. Jobs live as long
@@ -178,6 +183,7 @@ struct fk_server {
     unsigned rot_checks_running; /* PSK checks in flight (rot_check.c) */
     atomic_int rot_wake; /* a check finished: the loop collects it now, not at the next tick */
     unsigned long long ota_bytes, ota_states[FK_OTA_FAILED + 1], ota_keys[2], ota_uploads_refused;
+    struct srv_oauth *oauth; /* OAuth2 tokens and phone sessions (oauth_internal.h) */
 };
 
 #endif

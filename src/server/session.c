@@ -9,6 +9,7 @@
 
 #include "auth_internal.h"
 #include "jobs_internal.h"
+#include "oauth_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,6 +112,9 @@ static int on_message(struct session *s, struct lws *wsi, const uint8_t *buf, si
     struct fk_diag d;
     fk_diag_init(&d);
     s->srv->msgs_in++;
+    if (s->mobile) {
+        return fk_srv_mobile_message(s, wsi, buf, len);
+    }
     if (fk_wss_msg_parse(buf, len, &m, &code, &d) != FK_OK) {
         return close_now(s, wsi, code,
                          code == FK_WSS_CLOSE_TOO_BIG ? "message too big" : "invalid payload",
@@ -216,7 +220,11 @@ int fk_srv_session_cb(struct lws *wsi, enum lws_callback_reasons reason, void *u
     switch (reason) {
     case LWS_CALLBACK_ESTABLISHED: {
         memset(s, 0, sizeof *s);
-        if (fk_srv_wsi_identity(wsi, s->id) != ID_DEVICE) {
+        enum id_kind kind = fk_srv_wsi_identity(wsi, s->id);
+        if (kind == ID_MOBILE) {
+            return fk_srv_mobile_open(srv, s, wsi);
+        }
+        if (kind != ID_DEVICE) {
             return -1; /* cannot happen: the upgrade was refused before; s->srv stays NULL,
                           so CLOSED does not unlink a session that was never linked */
         }
@@ -259,7 +267,9 @@ int fk_srv_session_cb(struct lws *wsi, enum lws_callback_reasons reason, void *u
         return 0;
     }
     case LWS_CALLBACK_CLOSED:
-        if (s->srv != NULL) {
+        if (s->mobile) {
+            fk_srv_mobile_closed(s);
+        } else if (s->srv != NULL) {
             fk_srv_push_closed(s);
             if (s->prev != NULL) {
                 s->prev->next = s->next;
