@@ -141,7 +141,7 @@ public final class FileTokenStore implements EncryptedTokenStore {
             throw tampered("truncated (" + file.length + " bytes, at least " +
                            (HEADER_LEN + TAG_BITS / 8) + ")");
         }
-        if (!Arrays.equals(file, 0, 4, MAGIC, 0, 4)) {
+        if (!Arrays.equals(Arrays.copyOf(file, 4), MAGIC)) {
             throw tampered("bad magic, expected FKTS");
         }
         int version = file[4] & 0xff;

@@ -96,6 +96,20 @@ public final class MtlsCredentialStore {
         }
         char[] pw = password.clone();
         try {
+            Pkcs12Mac.Result mac;
+            try {
+                mac = Pkcs12Mac.verify(profile, pw);
+            } catch (GeneralSecurityException e) {
+                throw new CredentialException.Malformed("PKCS#12 bundle: " + e.getMessage(), e);
+            }
+            if (mac == Pkcs12Mac.Result.MISMATCH) {
+                /* The MAC covers every byte of the contents: a wrong password, or an altered
+                 * bundle (which a new delivery fixes just the same). */
+                throw new CredentialException.WrongPassword(
+                    "wrong password for the PKCS#12 bundle: its MAC (" + profile.macDigest() +
+                        ") does not verify (or the bundle was altered)",
+                    null);
+            }
             KeyStore ks = KeyStore.getInstance("PKCS12");
             try {
                 ks.load(new ByteArrayInputStream(bundle), pw);

@@ -27,10 +27,27 @@ public final class Pkcs12Profile {
 
     private final List<String> encryptions;
     private final String macDigest;
+    /* The MAC's inputs, as windows into the caller's array (see Pkcs12Mac): */
+    final byte[] buf;
+    final int authSafeOffset, authSafeLength; /* the authSafe OCTET STRING content (MAC input) */
+    final String macDigestOid;
+    final int macOffset, macLength, saltOffset, saltLength;
+    final long macIterations;
 
-    private Pkcs12Profile(List<String> encryptions, String macDigest) {
+    private Pkcs12Profile(List<String> encryptions, String macDigest, byte[] buf,
+                          Der.Element authSafe, String macDigestOid, Der.Element mac,
+                          Der.Element salt, long iterations) {
         this.encryptions = Collections.unmodifiableList(encryptions);
         this.macDigest = macDigest;
+        this.buf = buf;
+        this.authSafeOffset = authSafe.contentOffset;
+        this.authSafeLength = authSafe.contentLength;
+        this.macDigestOid = macDigestOid;
+        this.macOffset = mac == null ? 0 : mac.contentOffset;
+        this.macLength = mac == null ? 0 : mac.contentLength;
+        this.saltOffset = salt == null ? 0 : salt.contentOffset;
+        this.saltLength = salt == null ? 0 : salt.contentLength;
+        this.macIterations = iterations;
     }
 
     /** Human-readable names of the encryption schemes, one per encrypted part, in file order. */
@@ -70,7 +87,8 @@ public final class Pkcs12Profile {
     /**
      * Reads the profile of buf[offset, offset + len). Borrows buf for the call only. Throws
      * {@link Der.DerException} (with the byte offset) for anything that is not a well-formed
-     * PKCS#12 PFX in DER; never throws a RuntimeException on bad input.
+     * PKCS#12 PFX in DER; never throws a RuntimeException on bad input. The profile keeps
+     * windows into buf for {@link Pkcs12Mac}: buf must not change while the profile is used.
      */
     static Pkcs12Profile read(byte[] buf, int offset, int len) throws Der.DerException {
         Der top = new Der(buf, offset, len);
@@ -88,7 +106,8 @@ public final class Pkcs12Profile {
                                        OID_DATA + "); public-key integrity mode is not supported");
         }
         Der explicit = authSafe.next(Der.CONTEXT_0_CONSTRUCTED).contents();
-        Der safes = explicit.next(Der.OCTET_STRING).contents().next(Der.SEQUENCE).contents();
+        Der.Element authSafeOctets = explicit.next(Der.OCTET_STRING);
+        Der safes = authSafeOctets.contents().next(Der.SEQUENCE).contents();
         int items = 0;
         while (safes.hasMore()) {
             if (++items > MAX_ITEMS) {
@@ -125,15 +144,29 @@ public final class Pkcs12Profile {
             }
         }
         String mac = null;
+        String macOid = null;
+        Der.Element macValue = null;
+        Der.Element salt = null;
+        long iterations = 1;
         if (pfx.hasMore()) {
-            /* MacData ::= SEQUENCE { DigestInfo SEQUENCE { AlgorithmIdentifier, digest }, ... } */
+            /* MacData ::= SEQUENCE { mac DigestInfo, macSalt OCTET STRING,
+             *                        iterations INTEGER DEFAULT 1 }   (RFC 7292 4) */
             Der macData = pfx.next(Der.SEQUENCE).contents();
             Der digestInfo = macData.next(Der.SEQUENCE).contents();
             Der alg = digestInfo.next(Der.SEQUENCE).contents();
-            mac = digestName(alg.next(Der.OID).oid());
+            macOid = alg.next(Der.OID).oid();
+            mac = digestName(macOid);
+            macValue = digestInfo.next(Der.OCTET_STRING);
+            digestInfo.expectEnd();
+            salt = macData.next(Der.OCTET_STRING);
+            if (macData.hasMore()) {
+                iterations = macData.next(Der.INTEGER).smallInteger();
+            }
+            macData.expectEnd();
         }
         pfx.expectEnd();
-        return new Pkcs12Profile(encs, mac);
+        return new Pkcs12Profile(encs, mac, buf, authSafeOctets, macOid, macValue, salt,
+                                 iterations);
     }
 
     /** Names an AlgorithmIdentifier of an encrypted part, looking inside PBES2. */

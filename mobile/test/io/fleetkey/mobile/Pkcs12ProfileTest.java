@@ -43,6 +43,26 @@ class Pkcs12ProfileTest {
     }
 
     @Test
+    void macVerifiesWithTheRightPasswordOnly() throws Exception {
+        /* expired.p12 is made by `openssl pkcs12 -export`, the others by provision-keys. */
+        for (String name : new String[] {"alice.p12", "alice-legacy.p12", "expired.p12"}) {
+            byte[] b = Fixture.bytes(name);
+            Pkcs12Profile p = Pkcs12Profile.read(b, 0, b.length);
+            assertEquals(Pkcs12Mac.Result.OK, Pkcs12Mac.verify(p, Fixture.PASSWORD.toCharArray()),
+                         name);
+            assertEquals(Pkcs12Mac.Result.MISMATCH,
+                         Pkcs12Mac.verify(p, "correct horse batterz".toCharArray()), name);
+            assertEquals(Pkcs12Mac.Result.MISMATCH, Pkcs12Mac.verify(p, new char[0]), name);
+            /* One bit of the MAC-covered content changed: the right password no longer fits. */
+            byte[] x = b.clone();
+            x[p.authSafeOffset + p.authSafeLength / 2] ^= 1;
+            Pkcs12Profile q = Pkcs12Profile.read(x, 0, x.length);
+            assertEquals(Pkcs12Mac.Result.MISMATCH,
+                         Pkcs12Mac.verify(q, Fixture.PASSWORD.toCharArray()), name);
+        }
+    }
+
+    @Test
     void readsInsideAWindowOnly() throws Exception {
         byte[] b = Fixture.bytes("alice-legacy.p12");
         byte[] padded = new byte[b.length + 20];
