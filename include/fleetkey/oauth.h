@@ -213,6 +213,12 @@ FK_MUST_CHECK enum fk_err fk_oauth_state_jti_revoke(struct fk_oauth_state *st, c
 int fk_oauth_state_jti_revoked(const struct fk_oauth_state *st, const char *jti);
 /* Counts for metrics: live families, denylist entries. */
 void fk_oauth_state_counts(const struct fk_oauth_state *st, size_t *families, size_t *denied);
+/* The expiry horizon at now, over families not revoked: *rt_soonest the earliest expiry of a
+ * live refresh token (after it, that client must log in again), *at_latest the latest expiry
+ * of an access token issued (until then a token of the state may still be presented). 0 when
+ * there is none. */
+void fk_oauth_state_horizon(const struct fk_oauth_state *st, long long now, long long *rt_soonest,
+                            long long *at_latest);
 
 #ifdef __cplusplus
 }

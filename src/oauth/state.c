@@ -223,6 +223,26 @@ void fk_oauth_state_counts(const struct fk_oauth_state *st, size_t *families, si
     *denied = st->ndenied;
 }
 
+void fk_oauth_state_horizon(const struct fk_oauth_state *st, long long now, long long *rt_soonest,
+                            long long *at_latest) {
+    *rt_soonest = 0;
+    *at_latest = 0;
+    for (size_t i = 0; i < st->nfams; i++) {
+        const struct fam *f = &st->fams[i];
+        if (f->f.revoked) {
+            continue;
+        }
+        if (f->f.rt_exp > now && (*rt_soonest == 0 || f->f.rt_exp < *rt_soonest)) {
+            *rt_soonest = f->f.rt_exp;
+        }
+        for (size_t k = 0; k < f->njtis; k++) {
+            if (f->jtis[k].exp > now && f->jtis[k].exp > *at_latest) {
+                *at_latest = f->jtis[k].exp;
+            }
+        }
+    }
+}
+
 /* ---- the document ----------------------------------------------------------------------- */
 
 static cJSON *jtis_json(const struct jti_ent *v, size_t n) {

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define FORM_MAX 8192u /* largest token / revocation request body */
 
@@ -544,6 +545,31 @@ char *fk_srv_oauth_metrics(struct fk_server *srv) {
             "fleetkey_oauth_revoked_tokens %zu\n",
             o->revocations, o->reuse_detected, o->bearer_ok, o->bearer_invalid, o->bearer_scope,
             fams, denied);
+    }
+    /* The token expiry horizon: an operator sees when phones will have to log in again before
+     * they do. No sample while no token is live. */
+    long long now = (long long)time(NULL);
+    long long rt = 0, at = 0;
+    fk_oauth_state_horizon(o->st, now, &rt, &at);
+    if (n > 0 && (size_t)n < cap) {
+        n += snprintf(p + n, cap - (size_t)n,
+                      "# HELP fleetkey_oauth_refresh_expiry_seconds Seconds until the soonest "
+                      "live refresh token expires (its client must log in again).\n"
+                      "# TYPE fleetkey_oauth_refresh_expiry_seconds gauge\n");
+    }
+    if (rt != 0 && n > 0 && (size_t)n < cap) {
+        n += snprintf(p + n, cap - (size_t)n, "fleetkey_oauth_refresh_expiry_seconds %lld\n",
+                      rt - now);
+    }
+    if (n > 0 && (size_t)n < cap) {
+        n += snprintf(p + n, cap - (size_t)n,
+                      "# HELP fleetkey_oauth_access_expiry_seconds Seconds until the last access "
+                      "token issued expires.\n"
+                      "# TYPE fleetkey_oauth_access_expiry_seconds gauge\n");
+    }
+    if (at != 0 && n > 0 && (size_t)n < cap) {
+        n += snprintf(p + n, cap - (size_t)n, "fleetkey_oauth_access_expiry_seconds %lld\n",
+                      at - now);
     }
     if (n <= 0 || (size_t)n >= cap) {
         free(p);

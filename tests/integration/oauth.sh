@@ -130,6 +130,11 @@ login)
     expect_status dev2.txt 403
     [ "$(metric 'fleetkey_oauth_token_requests_total{grant="client_credentials",result="issued"}')" = 1 ] ||
         fail "client_credentials not counted"
+    # the expiry horizon: the refresh token (30 days) and the access token (24 h) from now
+    h=$(metric fleetkey_oauth_refresh_expiry_seconds)
+    [ "$h" -gt $((30 * 86400 - 600)) ] && [ "$h" -le $((30 * 86400)) ] || fail "refresh horizon $h"
+    h=$(metric fleetkey_oauth_access_expiry_seconds)
+    [ "$h" -gt $((86400 - 600)) ] && [ "$h" -le 86400 ] || fail "access horizon $h"
     expect_log "client_credentials: access token"
     # every issue is in the hash-chained audit log
     audit_kinds

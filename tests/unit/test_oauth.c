@@ -599,6 +599,19 @@ static void state_rotates_detects_reuse_and_revokes_the_family(void **state) {
     assert_int_equal(fk_oauth_state_rt_find(st2, h1, NOW, NULL), FK_OAUTH_RT_SPENT);
     assert_int_equal(fk_oauth_state_rt_find(st2, h2, NOW, NULL), FK_OAUTH_RT_REVOKED);
     assert_true(fk_oauth_state_jti_revoked(st2, "JJJJJJJJJJJJJJJJJJJJJB"));
+    /* the horizon counts live families only: f is revoked, a second one is not */
+    long long rt = -1, at = -1;
+    fk_oauth_state_horizon(st2, NOW, &rt, &at);
+    assert_true(rt == 0 && at == 0);
+    struct fk_oauth_family g;
+    fam_fill(&g, "GGGGGGGGGGGGGGGGGGGGGA", "rt3");
+    g.rt_exp = NOW + 3000;
+    assert_int_equal(fk_oauth_state_family_add(st2, &g, "JJJJJJJJJJJJJJJJJJJJJD", NOW + 300), FK_OK);
+    fk_oauth_state_horizon(st2, NOW, &rt, &at);
+    assert_true(rt == NOW + 3000 && at == NOW + 300);
+    fk_oauth_state_horizon(st2, NOW + 300, &rt, &at); /* the access token has expired */
+    assert_true(rt == NOW + 3000 && at == 0);
+    assert_int_equal(fk_oauth_state_family_revoke(st2, g.id), FK_OK);
     /* pruning forgets what expired: denylist entries after their exp (+ leeway), families
      * whose refresh and access tokens all expired */
     fk_oauth_state_prune(st2, NOW + 150 + FK_OAUTH_LEEWAY_S);
