@@ -13,5 +13,6 @@ idf_component_register(
     REQUIRES mbedtls esp_partition log
     PRIV_REQUIRES app_update bootloader_support efuse esp_hw_support esp_system esp_timer
         freertos lwip nvs_flash wslay)
-# The core is C11 with the feature macros of the host build (strnlen, as in ESP-IDF's libc).
-target_compile_options(${COMPONENT_LIB} PRIVATE -std=gnu11 -Wall -Wextra)
+# Every file sees sdkconfig.h: the core includes no ESP-IDF header, yet store.c compiles the
+# Kconfig fallbacks out when CONFIG_PRODUCTION_BUILD is set (the same as scripts/check-idf).
+target_compile_options(${COMPONENT_LIB} PRIVATE -std=gnu11 -Wall -Wextra -include sdkconfig.h)
