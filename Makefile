@@ -6,7 +6,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: deps build build-asan check check-asan demo bench clean device-size rehearse
+.PHONY: deps build build-asan check check-asan demo bench clean device-size rehearse check-idf
 
 deps:
 	@sh scripts/install-deps
@@ -47,6 +47,10 @@ rehearse: build
 # Compile device/src for the ESP32-C3 core (rv32imc, picolibc) and print its size.
 device-size: deps
 	sh scripts/device-size
+
+# The ESP-IDF component compiled against a real ESP-IDF tree: IDF_PATH=/path/to/esp-idf.
+check-idf: deps
+	sh scripts/check-idf
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) build-bench

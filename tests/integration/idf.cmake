@@ -10,3 +10,6 @@ if(TARGET provision-keys)
     set_tests_properties(idf_partitions PROPERTIES TIMEOUT 60 LABELS "device"
         ENVIRONMENT "FK_BIN=${PROJECT_BINARY_DIR}/bin")
 endif()
+add_test(NAME check_idf COMMAND sh ${PROJECT_SOURCE_DIR}/scripts/check-idf
+    ${PROJECT_BINARY_DIR}/tmp/check_idf)
+set_tests_properties(check_idf PROPERTIES TIMEOUT 600 SKIP_RETURN_CODE 77 LABELS "device")
