@@ -81,7 +81,6 @@ unsigned fkd_idf_posture_apply(struct fkd_config *cfg, int nvs_keys_loaded, int 
  * b is what fkd_ota_remote_config.running borrows. FKD_OK; FKD_E_NOTFOUND (not running from
  * ota_0/ota_1); the image check's errors. */
 FKD_MUST_CHECK enum fkd_err fkd_idf_ota_running(const struct fkd_idf_flash *f,
-                                                const struct fkd_flash *flash,
                                                 struct fkd_ota_boot *b);
 /* One step of the self-test of a running image pending verification (fkd_idf_ota_decide),
  * b from fkd_idf_ota_running: MARK_VALID calls esp_ota_mark_app_valid_cancel_rollback(), sets

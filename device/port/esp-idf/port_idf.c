@@ -268,10 +268,8 @@ static enum fkd_err read_part(void *user, uint32_t off, void *buf, size_t len) {
     return esp_partition_read(p, off, buf, len) == ESP_OK ? FKD_OK : FKD_E_IO;
 }
 
-enum fkd_err fkd_idf_ota_running(const struct fkd_idf_flash *f, const struct fkd_flash *flash,
-                                 struct fkd_ota_boot *b) {
+enum fkd_err fkd_idf_ota_running(const struct fkd_idf_flash *f, struct fkd_ota_boot *b) {
     enum fkd_err rc = FKD_E_INTERNAL;
-    (void)flash;
     memset(b, 0, sizeof *b);
     b->slot = -1;
     b->entry = -1;

@@ -27,6 +27,7 @@
 #include "esp_netif.h"
 #include "esp_wifi.h"
 #include "freertos/FreeRTOS.h"
+#include "freertos/semphr.h"
 #include "freertos/task.h"
 
 #include <string.h>
@@ -50,8 +51,9 @@ struct robot {
     struct fkd_ctl ctl;
     struct fkd_ctl_session sessions[CONFIG_FLEETKEY_CTL_SESSIONS];
     uint8_t rx[FKD_CTL_RX_MAX];
-    volatile int welcomed; /* set on the wss task, read by the self-test on app_main's */
-    volatile int reboot;   /* an update was installed: restart into it */
+    SemaphoreHandle_t ota_lock; /* the self-test runs on both tasks: one decision at a time */
+    volatile int reboot;        /* an update was installed: restart into it */
+    uint64_t booted_ms;
 };
 
 static struct robot robot;
@@ -88,7 +90,7 @@ static int boot(struct robot *r) {
                 fkd_rule_name(r->posture.refused_by));
         return -1;
     }
-    r->running_known = fkd_idf_ota_running(&r->parts, &r->flash, &r->running) == FKD_OK;
+    r->running_known = fkd_idf_ota_running(&r->parts, &r->running) == FKD_OK;
     return 0;
 }
 
@@ -137,11 +139,26 @@ static int wifi_start(struct robot *r) {
 
 /* ---- wss channel --------------------------------------------------------------------------- */
 
-/* The control plane welcomed this image: the OTA self-test passes. ESP-IDF's otadata is
- * confirmed on app_main's task (fkd_idf_ota_step), not by the library's own otadata writer. */
+/* One self-test step under the lock. welcomed: called from the welcome on the wss task, the
+ * only task that writes NVS (the confirmation commits ota/secver there, as the OTA handler
+ * does its writes); app_main's task only times out and rolls back, which writes no NVS. */
+static enum fkd_idf_ota_action self_test(struct robot *r, int welcomed) {
+    xSemaphoreTake(r->ota_lock, portMAX_DELAY);
+    enum fkd_idf_ota_action a =
+        fkd_idf_ota_step(&r->parts, &r->flash, &r->running, r->nvs_mounted ? &r->nvs : NULL,
+                         welcomed, fkd_net_now_ms() - r->booted_ms);
+    xSemaphoreGive(r->ota_lock);
+    return a;
+}
+
+/* The control plane welcomed this image: the OTA self-test passes. It replaces
+ * fkd_ota_remote_welcomed, whose otadata writer ESP-IDF's esp_ota_ops stands in for here. The
+ * handler's user is the OTA context, so the robot is the one static instance. */
 static void on_welcome(void *user) {
-    struct robot *r = user;
-    r->welcomed = 1;
+    (void)user;
+    if (robot.running_known) {
+        (void)self_test(&robot, 1);
+    }
 }
 
 static int wss_stop(void *user) {
@@ -198,17 +215,12 @@ static int wss_start(struct robot *r) {
     wc.stop = wss_stop;
     wc.user = r;
     wc.handler = &r->handler;
-    wc.handler_user = r;
+    wc.handler_user = &r->ota; /* fkd_ota_remote_handler's callbacks take the OTA context */
     fkd_wss_init(&r->wss);
     if (fkd_wss_setup(&r->wss, &wc) != FKD_OK) {
         return -1;
     }
     return xTaskCreate(wss_task, "fkd_wss", WSS_TASK_STACK, r, 5, NULL) == pdPASS ? 0 : -1;
-}
-
-/* The welcome handler above replaced fkd_ota_remote_welcomed; this is the rest of it. */
-static void ota_welcome_done(struct robot *r) {
-    fkd_ota_remote_welcomed(&r->ota);
 }
 
 /* ---- DTLS control listener ------------------------------------------------------------------ */
@@ -260,15 +272,15 @@ void app_main(void) {
     struct robot *r = &robot;
     fkd_log_set(fkd_idf_log, NULL, FKD_LOG_INFO);
     fkd_store_init(&r->store);
-    if (boot(r) != 0) {
+    r->booted_ms = fkd_net_now_ms();
+    r->ota_lock = xSemaphoreCreateMutex();
+    if (r->ota_lock == NULL || boot(r) != 0) {
         fkd_log(FKD_LOG_ERROR, "boot: stopped; the robot stays offline until re-provisioned");
         return; /* the idle task keeps the chip up: the log says why over the console */
     }
     int online = wifi_start(r) == 0 && wss_start(r) == 0;
     int listening = ctl_start(r) == 0;
-    uint64_t booted = fkd_net_now_ms();
-    int self_test = r->running_known;
-    int confirmed = 0;
+    int testing = r->running_known;
     for (;;) {
         if (listening && fkd_ctl_poll(&r->ctl, 200) < 0) {
             fkd_log(FKD_LOG_ERROR, "ctl: socket failed");
@@ -276,15 +288,9 @@ void app_main(void) {
         } else if (!listening) {
             fkd_net_sleep_ms(200);
         }
-        if (self_test) {
-            enum fkd_idf_ota_action a =
-                fkd_idf_ota_step(&r->parts, &r->flash, &r->running, r->nvs_mounted ? &r->nvs : NULL,
-                                 r->welcomed, fkd_net_now_ms() - booted);
-            if (a == FKD_IDF_OTA_MARK_VALID && !confirmed) {
-                ota_welcome_done(r); /* the running image is VALID: updates may begin */
-                confirmed = 1;
-            }
-            self_test = a == FKD_IDF_OTA_WAIT;
+        if (testing) {
+            /* NONE once the welcome confirmed it; ROLLBACK reboots; KEEP is final. */
+            testing = self_test(r, 0) == FKD_IDF_OTA_WAIT;
         }
         if (online && r->reboot) {
             fkd_log(FKD_LOG_INFO, "ota: update installed, restarting");
