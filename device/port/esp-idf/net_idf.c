@@ -16,6 +16,8 @@
 #include "lwip/netdb.h"
 #include "lwip/sockets.h"
 
+#include "../net_bsd.h" /* after the socket headers: what the ports share */
+
 #include <stdio.h>
 #include <string.h>
 
@@ -26,10 +28,6 @@ _Static_assert(sizeof(struct sockaddr_in6) <= FKD_NET_ADDR_MAX, "fkd_net_addr to
 
 void fkd_net_sock_init(struct fkd_net_sock *s) {
     s->fd = -1;
-}
-
-static int again(void) {
-    return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
 }
 
 static int nonblocking(int fd) {
@@ -103,7 +101,7 @@ int fkd_net_recvfrom(struct fkd_net_sock *s, uint8_t *buf, size_t size, struct f
     mh.msg_iovlen = 1;
     ssize_t n = lwip_recvmsg(s->fd, &mh, 0);
     if (n < 0) {
-        return again() ? FKD_NET_E_AGAIN : FKD_NET_E_IO;
+        return fkd_net_bsd_result(n, 0);
     }
     memset(from, 0, sizeof *from);
     if (mh.msg_namelen > FKD_NET_ADDR_MAX) {
@@ -121,10 +119,7 @@ int fkd_net_sendto(struct fkd_net_sock *s, const struct fkd_net_addr *to, const 
                    size_t len) {
     ssize_t n =
         lwip_sendto(s->fd, buf, len, 0, (const struct sockaddr *)(const void *)to->raw, to->len);
-    if (n < 0) {
-        return again() ? FKD_NET_E_AGAIN : FKD_NET_E_IO;
-    }
-    return (int)n;
+    return fkd_net_bsd_result(n, 0);
 }
 
 /* Waits for fd to become readable (write 0) or writable (write 1), at most timeout_ms. */
@@ -228,53 +223,16 @@ out:
 
 int fkd_net_tcp_connect(struct fkd_net_sock *s, const char *host, uint16_t port,
                         uint32_t timeout_ms) {
-    if (s == NULL || host == NULL || host[0] == '\0' || port == 0) {
-        return FKD_NET_E_ARG;
-    }
-    char service[8];
-    snprintf(service, sizeof service, "%u", (unsigned)port);
-    struct addrinfo hints;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    struct addrinfo *res = NULL;
     /* lwIP's resolver blocks for at most its DNS timeout (DNS_MAX_RETRIES x DNS_TMR_INTERVAL). */
-    if (lwip_getaddrinfo(host, service, &hints, &res) != 0 || res == NULL) {
-        return FKD_NET_E_ARG;
-    }
-    uint64_t deadline = fkd_net_now_ms() + timeout_ms;
-    int rc = FKD_NET_E_IO;
-    for (const struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
-        uint64_t now = fkd_net_now_ms();
-        if (now >= deadline) {
-            rc = FKD_NET_E_TIMEOUT;
-            break;
-        }
-        int fd = -1;
-        rc = dial(ai, (uint32_t)(deadline - now), &fd);
-        if (rc == FKD_NET_OK) {
-            s->fd = fd;
-            break;
-        }
-    }
-    lwip_freeaddrinfo(res);
-    return rc;
+    return fkd_net_bsd_connect(s, host, port, timeout_ms, dial);
 }
 
 int fkd_net_send(struct fkd_net_sock *s, const uint8_t *buf, size_t len) {
-    ssize_t n = lwip_send(s->fd, buf, len, MSG_DONTWAIT);
-    if (n < 0) {
-        return again() ? FKD_NET_E_AGAIN : FKD_NET_E_IO;
-    }
-    return n > 0x7fffffff ? 0x7fffffff : (int)n;
+    return fkd_net_bsd_result(lwip_send(s->fd, buf, len, MSG_DONTWAIT), 0);
 }
 
 int fkd_net_recv(struct fkd_net_sock *s, uint8_t *buf, size_t size) {
-    ssize_t n = lwip_recv(s->fd, buf, size, MSG_DONTWAIT);
-    if (n < 0) {
-        return again() ? FKD_NET_E_AGAIN : FKD_NET_E_IO;
-    }
-    return n == 0 ? FKD_NET_E_CLOSED : (int)n;
+    return fkd_net_bsd_result(lwip_recv(s->fd, buf, size, MSG_DONTWAIT), 1);
 }
 
 void fkd_net_sleep_ms(uint32_t ms) {
