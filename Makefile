@@ -6,7 +6,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: deps build build-asan check check-asan demo bench clean device-size rehearse fuzz install deb
+.PHONY: deps build build-asan check check-asan demo bench clean device-size rehearse fuzz install deb check-idf
 
 deps:
 	@sh scripts/install-deps
@@ -67,6 +67,10 @@ install: build
 # A Debian package built with dpkg-deb (scripts/mkdeb); its path is printed.
 deb: build
 	sh scripts/mkdeb $(BUILD)
+
+# The ESP-IDF component compiled against a real ESP-IDF tree: IDF_PATH=/path/to/esp-idf.
+check-idf: deps
+	sh scripts/check-idf
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) build-bench build-fuzz

@@ -17,6 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../net_bsd.h" /* after the socket headers: what the ports share */
+
 _Static_assert(sizeof(struct sockaddr_in6) <= FKD_NET_ADDR_MAX, "fkd_net_addr too small");
 
 void fkd_net_sock_init(struct fkd_net_sock *s) {
@@ -192,55 +194,15 @@ static int connect_one(const struct addrinfo *ai, uint32_t timeout_ms, int *out_
 
 int fkd_net_tcp_connect(struct fkd_net_sock *s, const char *host, uint16_t port,
                         uint32_t timeout_ms) {
-    if (s == NULL || host == NULL || host[0] == '\0' || port == 0) {
-        return FKD_NET_E_ARG;
-    }
-    char service[8];
-    snprintf(service, sizeof service, "%u", (unsigned)port);
-    struct addrinfo hints;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICSERV;
-    struct addrinfo *res = NULL;
-    if (getaddrinfo(host, service, &hints, &res) != 0 || res == NULL) {
-        return FKD_NET_E_ARG;
-    }
-    uint64_t deadline = fkd_net_now_ms() + timeout_ms;
-    int rc = FKD_NET_E_IO;
-    for (const struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
-        uint64_t now = fkd_net_now_ms();
-        if (now >= deadline) {
-            rc = FKD_NET_E_TIMEOUT;
-            break;
-        }
-        int fd = -1;
-        rc = connect_one(ai, (uint32_t)(deadline - now), &fd);
-        if (rc == FKD_NET_OK) {
-            s->fd = fd;
-            break;
-        }
-    }
-    freeaddrinfo(res);
-    return rc;
+    return fkd_net_bsd_connect(s, host, port, timeout_ms, connect_one);
 }
 
 int fkd_net_send(struct fkd_net_sock *s, const uint8_t *buf, size_t len) {
-    ssize_t n = send(s->fd, buf, len, MSG_NOSIGNAL);
-    if (n < 0) {
-        return (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) ? FKD_NET_E_AGAIN
-                                                                           : FKD_NET_E_IO;
-    }
-    return n > 0x7fffffff ? 0x7fffffff : (int)n;
+    return fkd_net_bsd_result(send(s->fd, buf, len, MSG_NOSIGNAL), 0);
 }
 
 int fkd_net_recv(struct fkd_net_sock *s, uint8_t *buf, size_t size) {
-    ssize_t n = recv(s->fd, buf, size > 0x7fffffffu ? 0x7fffffffu : size, 0);
-    if (n < 0) {
-        return (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) ? FKD_NET_E_AGAIN
-                                                                           : FKD_NET_E_IO;
-    }
-    return n == 0 ? FKD_NET_E_CLOSED : (int)n;
+    return fkd_net_bsd_result(recv(s->fd, buf, size > 0x7fffffffu ? 0x7fffffffu : size, 0), 1);
 }
 
 int fkd_net_wait_write(struct fkd_net_sock *s, uint32_t timeout_ms) {

@@ -1,0 +1,33 @@
+/* The target options ESP-IDF's own headers read, for `make check-idf` (scripts/check-idf):
+ * what `idf.py set-target esp32c3` puts into sdkconfig.h with ESP-IDF's defaults, limited to
+ * the names the headers included by device/port/esp-idf and the example need. Appended to the
+ * fleetkey part that scripts/kconfig-check generates from device/Kconfig. */
+#define CONFIG_IDF_TARGET "esp32c3"
+#define CONFIG_IDF_TARGET_ESP32C3 1
+#define CONFIG_IDF_TARGET_ARCH_RISCV 1
+#define CONFIG_IDF_TARGET_ARCH "riscv"
+#define CONFIG_FREERTOS_HZ 100
+#define CONFIG_FREERTOS_UNICORE 1
+#define CONFIG_FREERTOS_NUMBER_OF_CORES 1
+#define CONFIG_FREERTOS_MAX_TASK_NAME_LEN 16
+#define CONFIG_LOG_DEFAULT_LEVEL 3
+#define CONFIG_LOG_MAXIMUM_LEVEL 3
+#define CONFIG_LOG_VERSION_1 1
+#define CONFIG_LOG_VERSION 1
+#define CONFIG_LWIP_IPV4 1
+#define CONFIG_LWIP_IPV6 1
+#define CONFIG_LWIP_MAX_SOCKETS 10
+#define CONFIG_PARTITION_TABLE_OFFSET 0x8000
+#define CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE 1
+#define CONFIG_LIBC_PICOLIBC 1
+#define CONFIG_ESP_SYSTEM_SINGLE_CORE_MODE 1
+#define CONFIG_FREERTOS_TASK_NOTIFICATION_ARRAY_ENTRIES 1
+#define CONFIG_LOG_TIMESTAMP_SOURCE_RTOS 1
+#define CONFIG_LWIP_DHCP_COARSE_TIMER_SECS 1
+#define CONFIG_LWIP_TCP_OVERSIZE_MSS 1
+#define CONFIG_LWIP_IPV6_NUM_ADDRESSES 3
+#define CONFIG_ESP_WIFI_DYNAMIC_RX_BUFFER_NUM 32
+#define CONFIG_ESP_WIFI_DYNAMIC_RX_MGMT_BUF 0
+#define CONFIG_ESP_WIFI_ESPNOW_MAX_ENCRYPT_NUM 7
+#define CONFIG_ESP_WIFI_STATIC_RX_BUFFER_NUM 10
+#define CONFIG_ESP_WIFI_TX_BUFFER_TYPE 1
