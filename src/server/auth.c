@@ -272,9 +272,9 @@ static enum fk_err crl_load(struct fk_server *srv, struct fk_diag *diag) {
  * under the old one. Each peer chain is verified again against the new store, and a connection
  * whose certificate is now revoked is closed 1008; other verdicts (an expiry during the
  * connection, say) are left to the next handshake. */
-static void close_revoked(struct fk_server *srv) {
+static void close_revoked_in(struct fk_server *srv, struct session *list) {
     X509_STORE *st = SSL_CTX_get_cert_store(srv->ssl_ctx);
-    for (struct session *s = srv->sessions; s != NULL; s = s->next) {
+    for (struct session *s = list; s != NULL; s = s->next) {
         if (s->wsi == NULL || s->closing || s->close_code != 0) {
             continue;
         }
@@ -291,6 +291,14 @@ static void close_revoked(struct fk_server *srv) {
         }
         X509_STORE_CTX_free(ctx);
         ERR_clear_error();
+    }
+}
+
+/* Devices and phones: a phone holds its connection by certificate as much as by token. */
+static void close_revoked(struct fk_server *srv) {
+    close_revoked_in(srv, srv->sessions);
+    if (srv->oauth != NULL) {
+        close_revoked_in(srv, srv->oauth->mobiles);
     }
 }
 

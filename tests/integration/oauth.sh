@@ -355,6 +355,34 @@ wss)
     grep -q "^close 1008 token revoked" held.out || { cat held.out; fail "not closed 1008"; }
     peer_ws mobiles/phone1 at1.tok hello >ws5.out 2>ws5.err
     grep -q "^status 401" ws5.out || { cat ws5.out; fail "revoked token upgraded"; }
+    # a revoked certificate closes the phone's open connection too (the new CRL is read within
+    # a second), with a token that is still valid, and the next handshake is refused
+    printf 'grant_type=client_credentials&client_id=phone2' >f2
+    peer_http mobiles/phone2 POST /oauth/token - f2 >g2.txt
+    expect_status g2.txt 200
+    json_field g2.txt access_token >p2.tok
+    peer_ws mobiles/phone2 p2.tok hello hold >held2.out 2>held2.err &
+    HOLD=$!
+    i=0
+    until grep -q held held2.out 2>/dev/null; do
+        i=$((i + 1))
+        [ $i -le 200 ] || fail "phone2 did not connect"
+        sleep 0.1
+    done
+    ok "$PK" ca revoke --dir pki --mobile phone2 --reason keyCompromise
+    ok "$PK" ca crl --dir pki --out crl.new
+    mv crl.new crl.pem
+    i=0
+    while kill -0 $HOLD 2>/dev/null; do
+        i=$((i + 1))
+        [ $i -le 300 ] || fail "connection not closed after the certificate's revocation"
+        sleep 0.1
+    done
+    wait $HOLD || true
+    grep -q "^close 1008 certificate revoked" held2.out || { cat held2.out; fail "not closed 1008"; }
+    if peer_ws mobiles/phone2 p2.tok hello >ws6.out 2>ws6.err && grep -q '^status 101\|welcome' ws6.out; then
+        fail "revoked certificate upgraded"
+    fi
     ;;
 crosscheck)
     login
