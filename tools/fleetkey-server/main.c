@@ -40,7 +40,7 @@ static void usage(FILE *f) {
             "  --key FILE             server private key (PEM)\n"
             "  --ca FILE              fleet CA certificates clients must chain to\n"
             "  --crl FILE             CRL file (PEM); reloaded when it changes or on SIGHUP\n"
-            "  --inventory FILE       fleet inventory (SQLite)\n"
+            "  --inventory FILE|URI   fleet inventory: SQLite file or postgresql:// URI\n"
             "  --max_connections N    simultaneous connections (default 1024)\n"
             "  --hello_timeout S      seconds a device has to send hello (default 10)\n"
             "  --handshake_timeout S  seconds for a TLS handshake / HTTP request (default 10)\n"
