@@ -173,12 +173,19 @@ static PGconn *conn_of(struct fk_inventory *inv) {
 static enum fk_err pg_fail(struct fk_inventory *inv, struct fk_diag *diag, const char *what,
                            const char *msg) {
     char line[400];
-    snprintf(line, sizeof line, "%s", msg != NULL ? msg : "");
-    for (char *p = line; *p != '\0'; p++) {
-        if (*p == '\n' || *p == '\r') {
-            *p = p[1] != '\0' ? ' ' : '\0';
+    size_t n = 0;
+    for (const char *p = msg != NULL ? msg : ""; *p != '\0' && n < sizeof line - 1; p++) {
+        int space = *p == '\n' || *p == '\r' || *p == '\t' || *p == ' ';
+        if (!space) {
+            line[n++] = *p;
+        } else if (n > 0 && line[n - 1] != ' ') {
+            line[n++] = ' '; /* runs of white space, line breaks included, become one space */
         }
     }
+    while (n > 0 && line[n - 1] == ' ') {
+        n--;
+    }
+    line[n] = '\0';
     return fk_diag_at(diag, FK_E_DB, inv->where, 0, "%s: %s", what,
                       line[0] != '\0' ? line : PQerrorMessage(conn_of(inv)));
 }

@@ -1,6 +1,7 @@
 /* Unit tests of the inventory: schema creation and reopen, devices and credentials, the
  * transaction API, and the audit chain, which must notice every edit, deletion, insertion,
- * reordering and cut-off tail made behind its back with raw SQLite calls. */
+ * reordering and cut-off tail made behind its back with raw SQL (sqlite3 on a file, libpq on
+ * PostgreSQL: FK_TEST_PG_HOST, see inv_location.h; CTest runs both). */
 #include "fleetkey/inventory.h"
 
 /* cmocka needs these first, in this order. */
@@ -12,6 +13,8 @@
 #include <cmocka.h>
 /* clang-format on */
 
+#include "inv_location.h"
+
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,17 +25,7 @@
 static char db_path[4096];
 
 static void fresh_db(const char *name) {
-    const char *base = getenv("FK_TMP");
-    char dir[3000];
-    snprintf(dir, sizeof dir, "%s", base != NULL ? base : "/tmp/fk_test_inventory");
-    assert_int_equal(fk_mkdirs(dir, 0700, NULL), FK_OK);
-    snprintf(db_path, sizeof db_path, "%s/%s.db", dir, name);
-    const char *suffix[] = {"", "-wal", "-shm"};
-    for (int i = 0; i < 3; i++) {
-        char p[4200];
-        snprintf(p, sizeof p, "%s%s", db_path, suffix[i]);
-        unlink(p);
-    }
+    assert_int_equal(fk_test_inv_fresh(name, "/tmp/fk_test_inventory", db_path, sizeof db_path), 0);
 }
 
 static struct fk_inventory *open_db(void) {
@@ -56,6 +49,16 @@ static void add_device(struct fk_inventory *inv, int i) {
 /* Raw SQL on the file, as someone with write access to it would do; the triggers are the
  * first thing such a person removes. */
 static void tamper(const char *sql) {
+    if (fk_test_inv_is_pg()) {
+#ifdef FK_HAVE_PG
+        assert_int_equal(fk_test_pg_exec(db_path,
+                                         "DROP TRIGGER IF EXISTS audit_no_update ON audit;"
+                                         "DROP TRIGGER IF EXISTS audit_no_delete ON audit;"),
+                         0);
+        assert_int_equal(fk_test_pg_exec(db_path, sql), 0);
+#endif
+        return;
+    }
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
     char *err = NULL;
@@ -96,9 +99,11 @@ static void inventory_open_creates_0600_and_reopens(void **state) {
     mode_t old = umask(0);
     struct fk_inventory *inv = open_db();
     umask(old);
-    struct stat st;
-    assert_int_equal(stat(db_path, &st), 0);
-    assert_int_equal(st.st_mode & 0777, 0600);
+    if (!fk_test_inv_is_pg()) { /* a database has no file mode */
+        struct stat st;
+        assert_int_equal(stat(db_path, &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0600);
+    }
     add_device(inv, 1);
     fk_inventory_close(inv);
     inv = open_db(); /* second open: no migration runs twice */
@@ -232,6 +237,14 @@ static void audit_refuses_update_through_the_library_file(void **state) {
     struct fk_inventory *inv = open_db();
     audit_rows(inv, 2);
     fk_inventory_close(inv);
+    if (fk_test_inv_is_pg()) {
+#ifdef FK_HAVE_PG
+        assert_int_not_equal(fk_test_pg_exec(db_path, "UPDATE audit SET kind = 'x'"), 0);
+        assert_int_not_equal(fk_test_pg_exec(db_path, "DELETE FROM audit"), 0);
+        assert_int_not_equal(fk_test_pg_exec(db_path, "TRUNCATE audit"), 0);
+#endif
+        return;
+    }
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
     assert_int_not_equal(sqlite3_exec(db, "UPDATE audit SET kind = 'x'", NULL, NULL, NULL),
@@ -364,6 +377,48 @@ static void audit_verify_detects_truncated_tail(void **state) {
         "head_edit", "UPDATE audit_head SET hash = (SELECT hash FROM audit WHERE seq = 3)", 0);
 }
 
+/* What is printed or logged of a location never shows its password. */
+static void location_display_masks_passwords(void **state) {
+    (void)state;
+    char out[128];
+    fk_inventory_location_display("postgresql://fleet:s3cret@db.example:5433/fk?sslmode=require",
+                                  out, sizeof out);
+    assert_string_equal(out, "postgresql://fleet:***@db.example:5433/fk?sslmode=require");
+    fk_inventory_location_display("postgres://u:p@h/d?password=xy&host=/run/pg", out, sizeof out);
+    assert_string_equal(out, "postgres://u:***@h/d?password=***&host=/run/pg");
+    fk_inventory_location_display("postgresql://fleet@/fk?host=/tmp/s", out, sizeof out);
+    assert_string_equal(out, "postgresql://fleet@/fk?host=/tmp/s");
+    fk_inventory_location_display("keys/inventory.db", out, sizeof out);
+    assert_string_equal(out, "keys/inventory.db");
+    /* cut short, the mask is still whole: nothing of the password appears */
+    fk_inventory_location_display("postgresql://u:longpassword@h/d", out, 18);
+    assert_string_equal(out, "postgresql://u:**");
+    assert_true(fk_inventory_is_postgresql("postgres://h/d"));
+    assert_false(fk_inventory_is_postgresql("postgresql.db"));
+}
+
+/* A server that is not there: FK_E_DB (FK_E_UNSUPPORTED without libpq), naming the URI with
+ * its password masked and libpq's reason. */
+static void open_refused_names_uri_without_password(void **state) {
+    (void)state;
+    struct fk_inventory *inv = NULL;
+    struct fk_diag d;
+    fk_diag_init(&d);
+    enum fk_err rc = fk_inventory_open(
+        "postgresql://fleet:s3cret@/fk?host=/nonexistent-fleetkey-dir&connect_timeout=5", &inv,
+        &d);
+    assert_null(inv);
+    assert_true(rc == FK_E_DB || rc == FK_E_UNSUPPORTED);
+    char text[1024];
+    fk_diag_format(&d, text, sizeof text);
+    assert_null(strstr(text, "s3cret"));
+    assert_non_null(strstr(text, "postgresql://fleet:***@/fk?host=/nonexistent-fleetkey-dir"));
+    if (rc == FK_E_DB) {
+        assert_non_null(strstr(text, "cannot connect"));
+        assert_non_null(strstr(text, "No such file or directory"));
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(inventory_open_creates_0600_and_reopens),
@@ -377,6 +432,8 @@ int main(void) {
         cmocka_unit_test(audit_verify_detects_reordered_rows),
         cmocka_unit_test(audit_verify_detects_inserted_row),
         cmocka_unit_test(audit_verify_detects_truncated_tail),
+        cmocka_unit_test(location_display_masks_passwords),
+        cmocka_unit_test(open_refused_names_uri_without_password),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,21 @@
+# PostgreSQL inventory (issue 15). Each case starts its own throw-away cluster
+# (tests/integration/pg_lib.sh) and skips (77) only when the PostgreSQL binaries are absent.
+if(TARGET fk_inventory AND TARGET PkgConfig::LIBPQ)
+    # The inventory unit tests again, on a database of that cluster (inv_location.h). Deferred
+    # to the end of tests/: the unit fragments that define the targets are included after this
+    # one (the fragments are globbed in name order).
+    function(fk_pg_unit_tests)
+        foreach(t test_inventory test_inventory_presence test_rotation)
+            if(TARGET ${t})
+                target_link_libraries(${t} PRIVATE PkgConfig::LIBPQ)
+                target_compile_definitions(${t} PRIVATE FK_HAVE_PG)
+                add_test(NAME ${t}_pg COMMAND bash ${PROJECT_SOURCE_DIR}/tests/integration/inventory_pg.sh
+                    $<TARGET_FILE:${t}> ${PROJECT_BINARY_DIR}/tmp/${t}_pg)
+                set_tests_properties(${t}_pg PROPERTIES TIMEOUT 180 SKIP_RETURN_CODE 77
+                    LABELS "pg;integration" ENVIRONMENT
+                    "FK_VECTORS=${PROJECT_SOURCE_DIR}/tests/vectors;FK_BIN=${PROJECT_BINARY_DIR}/bin")
+            endif()
+        endforeach()
+    endfunction()
+    cmake_language(DEFER CALL fk_pg_unit_tests)
+endif()
