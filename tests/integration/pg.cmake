@@ -16,6 +16,18 @@ if(TARGET fk_inventory AND TARGET PkgConfig::LIBPQ)
                     "FK_VECTORS=${PROJECT_SOURCE_DIR}/tests/vectors;FK_BIN=${PROJECT_BINARY_DIR}/bin")
             endif()
         endforeach()
+        # provision-keys batch into PostgreSQL: the batch scripts with FK_PG=1 (batch/lib.sh),
+        # the crash test's kill -9 points included (a killed client's transaction and writer
+        # lock are dropped by the server).
+        if(TARGET check_fleet)
+            foreach(t batch crash)
+                add_test(NAME batch_${t}_pg COMMAND bash
+                    ${PROJECT_SOURCE_DIR}/tests/integration/batch/${t}.sh)
+                set_tests_properties(batch_${t}_pg PROPERTIES TIMEOUT 900 SKIP_RETURN_CODE 77
+                    LABELS "pg;integration" ENVIRONMENT
+                    "FK_PG=1;CRASH_N=600;FK_BIN=${PROJECT_BINARY_DIR}/bin;FK_TMP=${PROJECT_BINARY_DIR}/tmp/batch_${t}_pg;FK_VECTORS=${PROJECT_SOURCE_DIR}/tests/vectors")
+            endforeach()
+        endif()
     endfunction()
     cmake_language(DEFER CALL fk_pg_unit_tests)
 endif()
