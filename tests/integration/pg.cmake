@@ -31,3 +31,11 @@ if(TARGET fk_inventory AND TARGET PkgConfig::LIBPQ)
     endfunction()
     cmake_language(DEFER CALL fk_pg_unit_tests)
 endif()
+# Two fleetkey-server instances, a batch and generate runs writing one PostgreSQL inventory at
+# once; robots split across the servers, moved from one to the other, one revoked.
+if(TARGET fk_server AND TARGET PkgConfig::LIBPQ)
+    add_test(NAME pg_fleet COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/pg_fleet.sh
+        ${PROJECT_BINARY_DIR}/bin ${PROJECT_BINARY_DIR}/tmp/pg_fleet)
+    set_tests_properties(pg_fleet PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77
+        LABELS "pg;server;integration")
+endif()

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static char db_path[4096];
@@ -377,6 +378,60 @@ static void audit_verify_detects_truncated_tail(void **state) {
         "head_edit", "UPDATE audit_head SET hash = (SELECT hash FROM audit WHERE seq = 3)", 0);
 }
 
+/* Several processes append at once (as two servers and a batch do): every append lands, in one
+ * chain without gaps or forks. Half the writers use explicit transactions that also write a
+ * device, half one append per call. */
+static void audit_concurrent_writers_keep_one_chain(void **state) {
+    (void)state;
+    enum { WRITERS = 4, EACH = 60 };
+    fresh_db("concurrent");
+    fk_inventory_close(open_db()); /* migrated once, before the race */
+    pid_t pids[WRITERS];
+    for (int w = 0; w < WRITERS; w++) {
+        pids[w] = fork();
+        assert_true(pids[w] >= 0);
+        if (pids[w] == 0) {
+            struct fk_inventory *inv = NULL;
+            int bad = fk_inventory_open(db_path, &inv, NULL) != FK_OK;
+            for (int i = 0; i < EACH && !bad; i++) {
+                char subject[32];
+                snprintf(subject, sizeof subject, "w%d-%d", w, i);
+                if (w % 2 == 0) {
+                    struct fk_inv_device d;
+                    memset(&d, 0, sizeof d);
+                    snprintf(d.id, sizeof d.id, "robot-%02X%010X", w, i);
+                    snprintf(d.mac, sizeof d.mac, "02:%02X:00:00:%02X:%02X", w, i >> 8, i & 255);
+                    snprintf(d.state, sizeof d.state, "minted");
+                    bad = fk_inventory_begin(inv, NULL) != FK_OK ||
+                          fk_inventory_device_upsert(inv, &d, NULL) != FK_OK ||
+                          fk_inventory_audit_append(inv, "w", "device.minted", subject, "{}",
+                                                    NULL) != FK_OK ||
+                          fk_inventory_commit(inv, NULL) != FK_OK;
+                } else {
+                    bad = fk_inventory_audit_append(inv, "w", "device.seen", subject, "{}",
+                                                    NULL) != FK_OK;
+                }
+            }
+            fk_inventory_close(inv);
+            _exit(bad ? 1 : 0);
+        }
+    }
+    for (int w = 0; w < WRITERS; w++) {
+        int st = 0;
+        assert_int_equal(waitpid(pids[w], &st, 0), pids[w]);
+        assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    struct fk_inv_audit_report rep;
+    assert_int_equal(verify_now(&rep), FK_OK);
+    assert_int_equal(rep.rows, WRITERS * EACH);
+    assert_int_equal(rep.head_seq, WRITERS * EACH);
+    struct fk_inventory *inv = open_db();
+    int n = 0;
+    assert_int_equal(fk_inventory_device_list(inv, count_dev, &n, NULL), FK_OK);
+    assert_int_equal(n, WRITERS / 2 * EACH);
+    fk_inventory_close(inv);
+}
+
 /* What is printed or logged of a location never shows its password. */
 static void location_display_masks_passwords(void **state) {
     (void)state;
@@ -432,6 +487,7 @@ int main(void) {
         cmocka_unit_test(audit_verify_detects_reordered_rows),
         cmocka_unit_test(audit_verify_detects_inserted_row),
         cmocka_unit_test(audit_verify_detects_truncated_tail),
+        cmocka_unit_test(audit_concurrent_writers_keep_one_chain),
         cmocka_unit_test(location_display_masks_passwords),
         cmocka_unit_test(open_refused_names_uri_without_password),
     };
