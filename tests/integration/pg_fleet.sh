@@ -44,13 +44,22 @@ sql() {
     fk_pg_psql -d fleet -At -c "$1"
 }
 
-# start_srv NAME: fleetkey-server NAME on a port the OS picks (NAME.port, NAME.log).
+# start_srv NAME: fleetkey-server NAME on a port the OS picks (NAME.port, NAME.log), the
+# inventory and the rest in its config file NAME.conf.
 start_srv() {
     rm -f "$1.port"
-    "$B/fleetkey-server" --listen 127.0.0.1 --port 0 --port-file "$1.port" \
-        --cert pki/servers/localhost.chain.pem --key pki/servers/localhost.key.pem \
-        --ca pki/ca-chain.pem --crl crl.pem --inventory "$INV" \
-        --ota_dir "ota_$1" --rot_dir "rot_$1" 2>"$1.log" </dev/null &
+    cat >"$1.conf" <<CONF
+# server $1 of two on one PostgreSQL inventory
+inventory = $INV
+ota_dir = ota_$1
+rot_dir = rot_$1
+cert = pki/servers/localhost.chain.pem
+key = pki/servers/localhost.key.pem
+ca = pki/ca-chain.pem
+crl = crl.pem
+CONF
+    "$B/fleetkey-server" --config "$1.conf" --listen 127.0.0.1 --port 0 --port-file "$1.port" \
+        2>"$1.log" </dev/null &
     PIDS="$PIDS $!"
     i=0
     while [ ! -s "$1.port" ]; do
@@ -63,6 +72,21 @@ start_srv() {
 fleet_mint $N
 [ ! -e keys/inventory.db ] || fail "batch wrote a SQLite file beside the PostgreSQL inventory"
 [ "$(sql 'SELECT count(*) FROM devices')" = $N ] || fail "minted robots not in PostgreSQL"
+# Refusals first: a database has no "next to" for the default spool, and a server that cannot
+# reach PostgreSQL says where (password masked) and why.
+SRV="--listen 127.0.0.1 --port 0 --cert pki/servers/localhost.chain.pem \
+--key pki/servers/localhost.key.pem --ca pki/ca-chain.pem --crl crl.pem"
+if "$B/fleetkey-server" $SRV --inventory "$INV" 2>noota.err </dev/null; then
+    fail "server ran with a PostgreSQL inventory and no ota_dir"
+fi
+grep -q "ota_dir must be set" noota.err || fail "no-ota_dir message: $(cat noota.err)"
+if "$B/fleetkey-server" $SRV --ota_dir ota_x --inventory \
+    "postgresql://fleetkey:s3cret@/fleet?host=$T/nowhere" 2>nodb.err </dev/null; then
+    fail "server ran without its database"
+fi
+grep -q "postgresql://fleetkey:\*\*\*@/fleet?host=$T/nowhere: cannot connect" nodb.err ||
+    fail "refused-connection message: $(cat nodb.err)"
+! grep -q s3cret nodb.err || fail "password printed: $(cat nodb.err)"
 start_srv A
 start_srv B
 PA=$(cat A.port)
