@@ -145,6 +145,7 @@ enum fk_err fk_inventory_begin(struct fk_inventory *inv, struct fk_diag *diag) {
     }
     enum fk_err rc = inv->ops->begin(inv, 1, diag);
     inv->in_tx = rc == FK_OK;
+    inv->head_known = 0;
     return rc;
 }
 
@@ -153,6 +154,7 @@ enum fk_err fk_inventory_commit(struct fk_inventory *inv, struct fk_diag *diag) 
         return fk_diag_set(diag, FK_E_STATE, "no transaction is open");
     }
     inv->in_tx = 0;
+    inv->head_known = 0;
     return inv->ops->commit(inv, diag); /* rolls back itself when it fails */
 }
 
@@ -160,6 +162,7 @@ void fk_inventory_rollback(struct fk_inventory *inv) {
     if (inv != NULL && inv->in_tx) {
         inv->ops->rollback(inv);
         inv->in_tx = 0;
+        inv->head_known = 0;
     }
 }
 
@@ -342,7 +345,14 @@ enum fk_err fk_inventory_audit_append(struct fk_inventory *inv, const char *acto
     now_rfc3339(at);
     FK_GUARD(auto_begin(inv, &own, diag));
     /* Inside the write transaction: no other writer can move the head until we commit. */
-    rc = inv->ops->audit_head(inv, &seq, prev, diag);
+    if (inv->head_known) {
+        seq = inv->head_seq;
+        memcpy(prev, inv->head_hash, sizeof prev);
+        rc = FK_OK;
+    } else {
+        rc = inv->ops->audit_head(inv, &seq, prev, diag);
+    }
+    inv->head_known = 0;
     if (rc == FK_E_NOTFOUND) {
         seq = 0;
         memcpy(prev, zero_hash, sizeof prev);
@@ -354,6 +364,11 @@ enum fk_err fk_inventory_audit_append(struct fk_inventory *inv, const char *acto
               fk_diag_at(diag, FK_E_VERIFY, inv->where, 0, "audit head hash is malformed"));
     struct fk_inv_audit_row r = {seq, at, actor, kind, subject, detail, prev, hash};
     rc = inv->ops->audit_insert(inv, &r, diag);
+    if (rc == FK_OK) {
+        inv->head_known = 1;
+        inv->head_seq = seq;
+        memcpy(inv->head_hash, hash, sizeof inv->head_hash);
+    }
 out:
     return auto_end(inv, own, rc, diag);
 }

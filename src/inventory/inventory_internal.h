@@ -86,8 +86,14 @@ struct fk_inv_ops {
 
 struct fk_inventory {
     const struct fk_inv_ops *ops;
-    void *be;        /* the backend's state */
-    int in_tx;       /* an explicit or per-call write transaction is open */
+    void *be;  /* the backend's state */
+    int in_tx; /* an explicit or per-call write transaction is open */
+    /* The audit head as this transaction last wrote it: while the writers' lock is held no
+     * one else can move it, so appends after the first skip reading it back (one round trip
+     * per row on PostgreSQL). Cleared by begin, commit, rollback and any failed append. */
+    int head_known;
+    long long head_seq;
+    char head_hash[65];
     char where[512]; /* the location for messages, password masked */
 };
 

@@ -58,7 +58,8 @@ fk_pg_uri() {
 }
 
 fk_pg_psql() {
-    psql -X -q -v ON_ERROR_STOP=1 -h "$FK_PG_DIR/sock" -U fleetkey "$@"
+    PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 \
+        -h "$FK_PG_DIR/sock" -U fleetkey "$@"
 }
 
 fk_pg_createdb() {
