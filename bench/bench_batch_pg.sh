@@ -15,6 +15,7 @@
 set -eu
 build=${1:-build-bench}
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.inc" # bench_devices_csv
 pk=$(cd "$build" && pwd)/bin/provision-keys
 n=${FK_BENCH_PG_DEVICES:-${FK_BENCH_DEVICES:-100000}}
 work=${TMPDIR:-/tmp}/fk-bench-batch-pg.$$
@@ -33,12 +34,7 @@ trap 'exit 1' INT TERM
 
 field() { sed -n "s/.*\"$2\":\"\{0,1\}\([^,\"}]*\).*/\1/p" "$1"; }
 
-awk -v n="$n" 'BEGIN {
-    print "mac,name"
-    for (i = 0; i < n; i++)
-        printf "02:%02X:%02X:%02X:%02X:%02X,bench %d\n", int(i / 16777216) % 256,
-            int(i / 65536) % 256, int(i / 256) % 256, i % 256, 0, i
-}' >"$work/devices.csv"
+bench_devices_csv "$n" "$work/devices.csv"
 
 # run NAME INVENTORY: one batch into a fresh output directory, its summary in $work/NAME.json
 run() {

@@ -442,21 +442,22 @@ static enum fk_err pg_device_list(struct fk_inventory *inv, fk_inv_device_fn *fn
     return rc;
 }
 
-/* "0" or "1" rows changed by an UPDATE: FK_E_NOTFOUND for 0. */
-static enum fk_err one_changed(PGresult *r) {
-    return strcmp(PQcmdTuples(r), "1") == 0 ? FK_OK : FK_E_NOTFOUND;
+/* Runs the UPDATE id, which must change exactly one row: FK_E_NOTFOUND when it changed none. */
+static enum fk_err update_one(struct fk_inventory *inv, enum pst id, int n, const char *const *v,
+                              struct fk_diag *diag) {
+    PGresult *r = NULL;
+    enum fk_err rc = run(inv, id, n, v, NULL, NULL, &r, NULL, diag);
+    if (rc == FK_OK && strcmp(PQcmdTuples(r), "1") != 0) {
+        rc = FK_E_NOTFOUND;
+    }
+    PQclear(r);
+    return rc;
 }
 
 static enum fk_err pg_device_set_state(struct fk_inventory *inv, const char *id, const char *state,
                                        const char *at, struct fk_diag *diag) {
     const char *v[3] = {id, state, at != NULL ? opt(at) : NULL};
-    PGresult *r = NULL;
-    enum fk_err rc = run(inv, P_DEV_STATE, 3, v, NULL, NULL, &r, NULL, diag);
-    if (rc == FK_OK) {
-        rc = one_changed(r);
-    }
-    PQclear(r);
-    return rc;
+    return update_one(inv, P_DEV_STATE, 3, v, diag);
 }
 
 static enum fk_err pg_credential_add(struct fk_inventory *inv, const struct fk_inv_credential *c,
@@ -497,13 +498,7 @@ static enum fk_err pg_credential_set_state(struct fk_inventory *inv, const char 
     char ver[16];
     snprintf(ver, sizeof ver, "%u", version);
     const char *v[4] = {device_id, kind, ver, state};
-    PGresult *r = NULL;
-    enum fk_err rc = run(inv, P_CRED_STATE, 4, v, NULL, NULL, &r, NULL, diag);
-    if (rc == FK_OK) {
-        rc = one_changed(r);
-    }
-    PQclear(r);
-    return rc;
+    return update_one(inv, P_CRED_STATE, 4, v, diag);
 }
 
 static enum fk_err pg_audit_head(struct fk_inventory *inv, long long *seq, char hash[65],
