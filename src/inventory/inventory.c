@@ -70,10 +70,12 @@ void fk_inventory_location_display(const char *location, char *out, size_t size)
         return;
     }
     /* scheme://[user[:password]@]host[/db][?k=v&...]: the userinfo ends at the last '@'
-     * before the path or query; the query may carry password=. Masked while copying, so a
-     * cut at size never leaves part of a password in view. */
+     * before the query (not before the path: a password with an unescaped '/' is still
+     * masked; a ':' in the rest is masked too, which hides more, never less); the query may
+     * carry password=. Masked while copying, so a cut at size never leaves part of a
+     * password in view. */
     const char *auth = strstr(s, "://") + 3;
-    size_t hostpart = strcspn(auth, "/?");
+    size_t hostpart = strcspn(auth, "?");
     const char *at = NULL;
     for (const char *p = auth; p < auth + hostpart; p++) {
         if (*p == '@') {

@@ -260,7 +260,7 @@ static enum fk_err read_version(struct fk_inventory *inv, int *version, struct f
                          ? FK_OK
                          : pg_fail(inv, diag, "read schema version", PQresultErrorMessage(r));
     if (rc == FK_OK) {
-        *version = PQntuples(r) == 1 ? atoi(cell(r, 0, 0)) : 0;
+        *version = PQntuples(r) == 1 ? (int)strtol(cell(r, 0, 0), NULL, 10) : 0;
     }
     PQclear(r);
     return rc;
