@@ -29,20 +29,6 @@
 static const char zero_hash[65] =
     "0000000000000000000000000000000000000000000000000000000000000000";
 
-void fk_inv_copy(char *out, size_t size, const char *v) {
-    snprintf(out, size, "%s", v != NULL ? v : "");
-}
-
-enum fk_err fk_inv_check_version(struct fk_inventory *inv, int version, int newest,
-                                 struct fk_diag *diag) {
-    if (version > newest) {
-        return fk_diag_at(diag, FK_E_UNSUPPORTED, inv->where, 0,
-                          "inventory schema version %d is newer than this program (%d)", version,
-                          newest);
-    }
-    return FK_OK;
-}
-
 int fk_inventory_is_postgresql(const char *location) {
     return location != NULL && (strncmp(location, "postgresql://", 13) == 0 ||
                                 strncmp(location, "postgres://", 11) == 0);
