@@ -39,3 +39,11 @@ if(TARGET fk_server AND TARGET PkgConfig::LIBPQ)
     set_tests_properties(pg_fleet PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77
         LABELS "pg;server;integration")
 endif()
+# provision-keys rotate ota-key and sign --inventory on a PostgreSQL inventory.
+if(TARGET PkgConfig::LIBPQ)
+    add_test(NAME rotation_cli_pg COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/rotation_cli.sh
+        ${PROJECT_BINARY_DIR}/bin ${PROJECT_SOURCE_DIR}/tests/vectors
+        ${PROJECT_BINARY_DIR}/tmp/rotation_cli_pg)
+    set_tests_properties(rotation_cli_pg PROPERTIES TIMEOUT 180 SKIP_RETURN_CODE 77
+        LABELS "pg;integration" ENVIRONMENT "FK_PG=1")
+endif()
