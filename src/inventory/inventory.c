@@ -44,6 +44,24 @@ static void put(char *out, size_t size, size_t *len, const char *src, size_t n) 
     out[*len] = '\0';
 }
 
+/* put() of [p, end) with the value of every "password=" (up to the next '&') as "***". */
+static void put_masked(char *out, size_t size, size_t *len, const char *p, const char *end) {
+    while (p < end) {
+        const char *q = p;
+        while (end - q >= 9 && memcmp(q, "password=", 9) != 0) {
+            q++;
+        }
+        if (end - q < 9) {
+            put(out, size, len, p, (size_t)(end - p));
+            return;
+        }
+        put(out, size, len, p, (size_t)(q + 9 - p));
+        put(out, size, len, "***", 3);
+        for (p = q + 9; p < end && *p != '&'; p++) {
+        }
+    }
+}
+
 void fk_inventory_location_display(const char *location, char *out, size_t size) {
     if (size == 0) {
         return;
@@ -69,21 +87,13 @@ void fk_inventory_location_display(const char *location, char *out, size_t size)
         }
     }
     const char *colon = at != NULL ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
-    const char *p = s;
+    const char *end = s + strlen(s);
     if (colon != NULL) {
-        put(out, size, &len, p, (size_t)(colon + 1 - p));
+        put_masked(out, size, &len, s, colon + 1);
         put(out, size, &len, "***", 3);
-        p = at;
-    }
-    while (*p != '\0') {
-        const char *q = strstr(p, "password=");
-        if (q == NULL) {
-            put(out, size, &len, p, strlen(p));
-            break;
-        }
-        put(out, size, &len, p, (size_t)(q + 9 - p));
-        put(out, size, &len, "***", 3);
-        p = q + 9 + strcspn(q + 9, "&");
+        put_masked(out, size, &len, at, end);
+    } else {
+        put_masked(out, size, &len, s, end);
     }
 }
 

@@ -443,6 +443,9 @@ static void location_display_masks_passwords(void **state) {
     assert_string_equal(out, "postgres://u:***@h/d?password=***&host=/run/pg");
     fk_inventory_location_display("postgresql://fleet@/fk?host=/tmp/s", out, sizeof out);
     assert_string_equal(out, "postgresql://fleet@/fk?host=/tmp/s");
+    /* a password= inside what reads as the user name is masked as well (found by fuzzing) */
+    fk_inventory_location_display("postgresql://password=pw:x@h/d", out, sizeof out);
+    assert_string_equal(out, "postgresql://password=******@h/d");
     fk_inventory_location_display("postgresql://u:pa/ss@h/d", out, sizeof out);
     assert_string_equal(out, "postgresql://u:***@h/d");
     fk_inventory_location_display("keys/inventory.db", out, sizeof out);
