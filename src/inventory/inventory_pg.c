@@ -17,7 +17,8 @@
  *
  * An error inside a PostgreSQL transaction aborts it (SQLite keeps it usable): commit then
  * refuses and rolls back instead of reporting a success that did not happen. A connection
- * lost between transactions (server restart) is re-established once before the next one. */
+ * found dead outside a transaction (the database restarted) is re-established once and the
+ * statement tried again; inside one, the transaction fails as it must. */
 #include "inventory_internal.h"
 
 #include <libpq-fe.h>
@@ -162,6 +163,7 @@ _Static_assert(MIGRATION_COUNT == FK_INVENTORY_SCHEMA_VERSION, "one migration pe
 
 struct pg {
     PGconn *conn;
+    int tx_open; /* a transaction (read or write) is open on conn */
     unsigned char prepared[P_COUNT];
 };
 
@@ -206,9 +208,9 @@ static enum fk_err exec(struct fk_inventory *inv, const char *sql, const char *w
  * fmt[i] is 1 (binary, len[i] bytes). *out (may be NULL) gets the result on FK_OK. When the
  * statement fails with SQLSTATE `quiet` (e.g. "23505"), returns FK_E_EXISTS and leaves diag
  * alone: the caller decides what that means. */
-static enum fk_err run(struct fk_inventory *inv, enum pst id, int n, const char *const *val,
-                       const int *len, const int *fmt, PGresult **out, const char *quiet,
-                       struct fk_diag *diag) {
+static enum fk_err run_once(struct fk_inventory *inv, enum pst id, int n, const char *const *val,
+                            const int *len, const int *fmt, PGresult **out, const char *quiet,
+                            struct fk_diag *diag) {
     struct pg *p = inv->be;
     char name[16];
     snprintf(name, sizeof name, "fk_inv_%d", (int)id);
@@ -238,6 +240,32 @@ static enum fk_err run(struct fk_inventory *inv, enum pst id, int n, const char 
                          ? FK_E_EXISTS
                          : pg_fail(inv, diag, "query", PQresultErrorMessage(r));
     PQclear(r);
+    return rc;
+}
+
+static enum fk_err pg_session(struct fk_inventory *inv, struct fk_diag *diag);
+
+/* After the database restarted (or a network cut), conn is dead: outside a transaction
+ * nothing is lost by connecting again, and a long-running server must not stay cut off. Bound
+ * the wait with connect_timeout in the URI when the database is reached over TCP. */
+static int reconnect(struct fk_inventory *inv) {
+    struct pg *p = inv->be;
+    if (p->tx_open || PQstatus(p->conn) != CONNECTION_BAD) {
+        return 0;
+    }
+    PQreset(p->conn);
+    return PQstatus(p->conn) == CONNECTION_OK && pg_session(inv, NULL) == FK_OK;
+}
+
+/* run_once(), tried a second time on a new connection when the first failed because the old
+ * one was dead (outside a transaction only). */
+static enum fk_err run(struct fk_inventory *inv, enum pst id, int n, const char *const *val,
+                       const int *len, const int *fmt, PGresult **out, const char *quiet,
+                       struct fk_diag *diag) {
+    enum fk_err rc = run_once(inv, id, n, val, len, fmt, out, quiet, diag);
+    if (rc == FK_E_DB && reconnect(inv)) {
+        rc = run_once(inv, id, n, val, len, fmt, out, quiet, diag);
+    }
     return rc;
 }
 
@@ -338,30 +366,25 @@ static void pg_close(struct fk_inventory *inv) {
 }
 
 static enum fk_err pg_begin(struct fk_inventory *inv, int write, struct fk_diag *diag) {
-    PGconn *c = conn_of(inv);
-    if (PQstatus(c) == CONNECTION_BAD) {
-        /* between transactions nothing is lost by reconnecting: the server restarted */
-        PQreset(c);
-        if (PQstatus(c) != CONNECTION_OK) {
-            return pg_fail(inv, diag, "reconnect", PQerrorMessage(c));
-        }
-        enum fk_err rc = pg_session(inv, diag);
-        if (rc != FK_OK) {
-            return rc;
-        }
+    struct pg *p = inv->be;
+    const char *sql = write ? "BEGIN; SELECT pg_advisory_xact_lock(" WRITER_LOCK ")"
+                            : "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+    const char *what = write ? "begin (waiting for the other writers)" : "begin";
+    p->tx_open = 0;
+    enum fk_err rc = exec(inv, sql, what, diag);
+    if (rc != FK_OK && reconnect(inv)) {
+        rc = exec(inv, sql, what, diag);
     }
-    enum fk_err rc = exec(inv,
-                          write ? "BEGIN; SELECT pg_advisory_xact_lock(" WRITER_LOCK ")"
-                                : "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-                          write ? "begin (waiting for the other writers)" : "begin", diag);
     if (rc != FK_OK) {
-        PQclear(PQexec(c, "ROLLBACK"));
+        PQclear(PQexec(p->conn, "ROLLBACK"));
     }
+    p->tx_open = rc == FK_OK;
     return rc;
 }
 
 static enum fk_err pg_commit(struct fk_inventory *inv, struct fk_diag *diag) {
     PGconn *c = conn_of(inv);
+    ((struct pg *)inv->be)->tx_open = 0;
     if (PQtransactionStatus(c) == PQTRANS_INERROR) {
         PQclear(PQexec(c, "ROLLBACK"));
         return fk_diag_at(diag, FK_E_DB, inv->where, 0,
@@ -382,6 +405,7 @@ static enum fk_err pg_commit(struct fk_inventory *inv, struct fk_diag *diag) {
 }
 
 static void pg_rollback(struct fk_inventory *inv) {
+    ((struct pg *)inv->be)->tx_open = 0;
     PQclear(PQexec(conn_of(inv), "ROLLBACK"));
 }
 

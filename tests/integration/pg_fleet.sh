@@ -7,7 +7,8 @@
 # provision-keys generate runs write into the same inventory: four writers appending to one
 # audit chain. Then robots 0-3 move to B (a device may connect to either: no second
 # "device.connected" row), robot 4 is revoked with `ca revoke --inventory` and B closes it
-# (1008) and refuses it from then on. Checked: every write is there exactly once (devices,
+# (1008) and refuses it from then on; the database restarts in between and both servers carry
+# on. Checked: every write is there exactly once (devices,
 # minted and connected audit rows, the revocation), and the chain verifies.
 set -eu
 B=$1
@@ -121,6 +122,10 @@ grep -q "hello" A.log && grep -q "hello" B.log || fail "each server should have 
 
 [ "$(sql "SELECT count(*) FROM audit WHERE kind = 'device.connected'")" = $N ] ||
     fail "device.connected rows: $(sql "SELECT count(*) FROM audit WHERE kind = 'device.connected'")"
+
+# The database restarts under the running servers (their connections are cut): each reconnects
+# at its next statement, so what follows (hellos on B, the revocation B reads) still works.
+fk_pg_restart
 
 # A device may connect to either instance: robots 0-3 move from A to B. Their presence rows
 # are updated by B, and none is "connected" for the first time again.

@@ -52,6 +52,13 @@ fk_pg_start() {
         { cat "$FK_PG_DIR/server.log" >&2; echo "FAIL: pg_ctl start" >&2; exit 1; }
 }
 
+# fk_pg_restart: stops the server (fast: clients are cut off) and starts it again with the
+# same options, as an operator's restart or a failover would.
+fk_pg_restart() {
+    fk_pg_as_owner "$FK_PG_BIN/pg_ctl" -D "$FK_PG_DIR/data" -l "$FK_PG_DIR/server.log" -m fast \
+        -w -t 60 restart >/dev/null || { echo "FAIL: pg_ctl restart" >&2; exit 1; }
+}
+
 # The libpq URI of database NAME on the cluster (socket directory in the query).
 fk_pg_uri() {
     echo "postgresql://fleetkey@/$1?host=$FK_PG_DIR/sock"
