@@ -3,9 +3,10 @@
 #   fk_pg_createdb NAME  # prints nothing; the database's URI is then "$(fk_pg_uri NAME)"
 # The cluster listens on a unix socket in DIR only (listen_addresses=''), trusts local
 # connections as its superuser "fleetkey", and is stopped (pg_ctl stop -m immediate) by the
-# EXIT trap fk_pg_start installs, also when the test fails; a script with a cleanup of its own
-# calls fk_pg_stop from it. Run as root, the server runs as nobody (PostgreSQL refuses root)
-# and DIR is handed to that user. Nothing needs a system service.
+# EXIT trap fk_pg_start installs, also when the test fails or is interrupted (INT, TERM: once
+# the command in the foreground returns); a script with a cleanup of its own calls fk_pg_stop
+# from its EXIT trap. Run as root, the server runs as nobody (PostgreSQL refuses root) and DIR
+# is handed to that user. Nothing needs a system service.
 #
 # Without the PostgreSQL server binaries the test skips (fk_skip from skip.sh, a failure under
 # CI): install them with scripts/install-deps (scripts/packages.d/pg.txt).
@@ -42,6 +43,7 @@ fk_pg_start() {
         chown -R nobody:nogroup "$FK_PG_DIR"
     fi
     trap 'fk_pg_stop' EXIT
+    trap 'exit 1' INT TERM # through the EXIT trap: an interrupted test stops its server too
     # --no-sync only for initdb's own files; the running server keeps fsync on.
     fk_pg_as_owner "$FK_PG_BIN/initdb" -D "$FK_PG_DIR/data" -U fleetkey -A trust -E UTF8 \
         --locale=C --no-sync >"$FK_PG_DIR/initdb.log" 2>&1 ||
