@@ -110,4 +110,15 @@ enum fk_err fk_inv_check_version(struct fk_inventory *inv, int version, int newe
 /* Copies a nullable text column into a fixed buffer ("" for NULL). */
 void fk_inv_copy(char *out, size_t size, const char *v);
 
+/* Column i of the current row as text ("" for NULL): how each backend hands a row to the
+ * shared readers below, which fill the public structs in the column order of the SELECTs
+ * (devices: id, mac, name, state, manifest, manifest_sha256, created_at, provisioned_at;
+ * credentials: device_id, kind, version, fingerprint, created_at, expires_at, state;
+ * presence: device_id, first_seen, last_seen, peer, firmware_version, credential_versions,
+ * posture, ota). */
+typedef const char *fk_inv_col_fn(void *row, int i);
+void fk_inv_read_device(struct fk_inv_device *d, fk_inv_col_fn *col, void *row);
+void fk_inv_read_credential(struct fk_inv_credential *c, fk_inv_col_fn *col, void *row);
+void fk_inv_read_presence(struct fk_inv_presence *p, fk_inv_col_fn *col, void *row);
+
 #endif

@@ -422,16 +422,20 @@ static enum fk_err pg_device_upsert(struct fk_inventory *inv, const struct fk_in
     return run(inv, P_DEV_UPSERT, 8, v, NULL, NULL, NULL, NULL, diag);
 }
 
+/* Row row of result r, for the shared readers (fk_inv_col_fn). */
+struct pg_row {
+    PGresult *r;
+    int row;
+};
+
+static const char *row_col(void *row, int i) {
+    struct pg_row *x = row;
+    return cell(x->r, x->row, i);
+}
+
 static void read_device(PGresult *r, int i, struct fk_inv_device *d) {
-    memset(d, 0, sizeof *d);
-    cell_copy(r, i, 0, d->id, sizeof d->id);
-    cell_copy(r, i, 1, d->mac, sizeof d->mac);
-    cell_copy(r, i, 2, d->name, sizeof d->name);
-    cell_copy(r, i, 3, d->state, sizeof d->state);
-    cell_copy(r, i, 4, d->manifest, sizeof d->manifest);
-    cell_copy(r, i, 5, d->manifest_sha256, sizeof d->manifest_sha256);
-    cell_copy(r, i, 6, d->created_at, sizeof d->created_at);
-    cell_copy(r, i, 7, d->provisioned_at, sizeof d->provisioned_at);
+    struct pg_row x = {r, i};
+    fk_inv_read_device(d, row_col, &x);
 }
 
 static enum fk_err pg_device_get(struct fk_inventory *inv, const char *id,
@@ -500,14 +504,8 @@ static enum fk_err pg_credential_list(struct fk_inventory *inv, const char *devi
     enum fk_err rc = run(inv, P_CRED_LIST, 1, &device_id, NULL, NULL, &r, NULL, diag);
     for (int i = 0; rc == FK_OK && i < PQntuples(r); i++) {
         struct fk_inv_credential c;
-        memset(&c, 0, sizeof c);
-        cell_copy(r, i, 0, c.device_id, sizeof c.device_id);
-        cell_copy(r, i, 1, c.kind, sizeof c.kind);
-        c.version = (unsigned)strtoul(cell(r, i, 2), NULL, 10);
-        cell_copy(r, i, 3, c.fingerprint, sizeof c.fingerprint);
-        cell_copy(r, i, 4, c.created_at, sizeof c.created_at);
-        cell_copy(r, i, 5, c.expires_at, sizeof c.expires_at);
-        cell_copy(r, i, 6, c.state, sizeof c.state);
+        struct pg_row x = {r, i};
+        fk_inv_read_credential(&c, row_col, &x);
         if (fn(user, &c) != 0) {
             break;
         }
@@ -601,15 +599,8 @@ static enum fk_err pg_presence_get(struct fk_inventory *inv, const char *id,
         rc = FK_E_NOTFOUND;
     }
     if (rc == FK_OK) {
-        memset(p, 0, sizeof *p);
-        cell_copy(r, 0, 0, p->device_id, sizeof p->device_id);
-        cell_copy(r, 0, 1, p->first_seen, sizeof p->first_seen);
-        cell_copy(r, 0, 2, p->last_seen, sizeof p->last_seen);
-        cell_copy(r, 0, 3, p->peer, sizeof p->peer);
-        cell_copy(r, 0, 4, p->firmware_version, sizeof p->firmware_version);
-        cell_copy(r, 0, 5, p->credential_versions, sizeof p->credential_versions);
-        cell_copy(r, 0, 6, p->posture, sizeof p->posture);
-        cell_copy(r, 0, 7, p->ota, sizeof p->ota);
+        struct pg_row x = {r, 0};
+        fk_inv_read_presence(p, row_col, &x);
     }
     PQclear(r);
     return rc;

@@ -321,30 +321,17 @@ static enum fk_err sq_device_upsert(struct fk_inventory *inv, const struct fk_in
     return step_done(inv, s, 1, "device upsert", diag);
 }
 
+/* fk_inv_col_fn over the current row of a statement. */
+static const char *stmt_col(void *row, int i) {
+    return col(row, i);
+}
+
 static void read_device(sqlite3_stmt *s, void *out) {
-    struct fk_inv_device *d = out;
-    memset(d, 0, sizeof *d);
-    col_text(s, 0, d->id, sizeof d->id);
-    col_text(s, 1, d->mac, sizeof d->mac);
-    col_text(s, 2, d->name, sizeof d->name);
-    col_text(s, 3, d->state, sizeof d->state);
-    col_text(s, 4, d->manifest, sizeof d->manifest);
-    col_text(s, 5, d->manifest_sha256, sizeof d->manifest_sha256);
-    col_text(s, 6, d->created_at, sizeof d->created_at);
-    col_text(s, 7, d->provisioned_at, sizeof d->provisioned_at);
+    fk_inv_read_device(out, stmt_col, s);
 }
 
 static void read_presence(sqlite3_stmt *s, void *out) {
-    struct fk_inv_presence *p = out;
-    memset(p, 0, sizeof *p);
-    col_text(s, 0, p->device_id, sizeof p->device_id);
-    col_text(s, 1, p->first_seen, sizeof p->first_seen);
-    col_text(s, 2, p->last_seen, sizeof p->last_seen);
-    col_text(s, 3, p->peer, sizeof p->peer);
-    col_text(s, 4, p->firmware_version, sizeof p->firmware_version);
-    col_text(s, 5, p->credential_versions, sizeof p->credential_versions);
-    col_text(s, 6, p->posture, sizeof p->posture);
-    col_text(s, 7, p->ota, sizeof p->ota);
+    fk_inv_read_presence(out, stmt_col, s);
 }
 
 /* Runs the one-row lookup st with id bound to ?1 and hands the row to read. */
@@ -459,14 +446,7 @@ static enum fk_err sq_credential_list(struct fk_inventory *inv, const char *devi
         }
         FK_ENSURE(r == SQLITE_ROW, db_fail(inv, diag, "credential list"));
         struct fk_inv_credential c;
-        memset(&c, 0, sizeof c);
-        col_text(s, 0, c.device_id, sizeof c.device_id);
-        col_text(s, 1, c.kind, sizeof c.kind);
-        c.version = (unsigned)sqlite3_column_int64(s, 2);
-        col_text(s, 3, c.fingerprint, sizeof c.fingerprint);
-        col_text(s, 4, c.created_at, sizeof c.created_at);
-        col_text(s, 5, c.expires_at, sizeof c.expires_at);
-        col_text(s, 6, c.state, sizeof c.state);
+        fk_inv_read_credential(&c, stmt_col, s);
         if (fn(user, &c) != 0) {
             break;
         }
