@@ -432,6 +432,69 @@ static void audit_concurrent_writers_keep_one_chain(void **state) {
     fk_inventory_close(inv);
 }
 
+/* Several programs opening a new store at once: each migration runs once (a second run of
+ * migration 0 would fail on CREATE TABLE), every open succeeds. */
+static void open_concurrently_migrates_once(void **state) {
+    (void)state;
+    enum { OPENERS = 4 };
+    fresh_db("migrate_race");
+    pid_t pids[OPENERS];
+    for (int w = 0; w < OPENERS; w++) {
+        pids[w] = fork();
+        assert_true(pids[w] >= 0);
+        if (pids[w] == 0) {
+            struct fk_inventory *inv = NULL;
+            struct fk_diag d;
+            fk_diag_init(&d);
+            enum fk_err rc = fk_inventory_open(db_path, &inv, &d);
+            if (rc != FK_OK) {
+                fprintf(stderr, "open %d: %s\n", w, d.msg);
+            }
+            fk_inventory_close(inv);
+            _exit(rc == FK_OK ? 0 : 1);
+        }
+    }
+    for (int w = 0; w < OPENERS; w++) {
+        int st = 0;
+        assert_int_equal(waitpid(pids[w], &st, 0), pids[w]);
+        assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+}
+
+/* A store left at schema 2 (before the OTA rotation table and the presence's ota column) is
+ * migrated forward on open, migrations 3 and 4 only, and then holds what they added. */
+static void open_migrates_an_older_schema_forward(void **state) {
+    (void)state;
+    fresh_db("older");
+    struct fk_inventory *inv = open_db();
+    add_device(inv, 1);
+    fk_inventory_close(inv);
+    tamper("DROP TABLE ota_rotation; ALTER TABLE device_presence DROP COLUMN ota;"
+           " UPDATE schema_version SET version = 2");
+    inv = open_db();
+    struct fk_inv_device dev;
+    assert_int_equal(fk_inventory_device_get(inv, "robot-000000000001", &dev, NULL), FK_OK);
+    static uint8_t der[64], endorsement[FK_INV_ENDORSE_LEN];
+    memset(der, 0x30, sizeof der);
+    memset(endorsement, 0x5A, sizeof endorsement);
+    assert_int_equal(fk_inventory_rotation_add(inv, "sha256:aa", "sha256:bb", der, sizeof der,
+                                               endorsement, NULL),
+                     FK_OK);
+    static struct fk_inv_rotation rot;
+    assert_int_equal(fk_inventory_rotation_last(inv, &rot, NULL), FK_OK);
+    assert_string_equal(rot.new_fpr, "sha256:bb");
+    assert_int_equal(rot.new_der_len, sizeof der);
+    assert_memory_equal(rot.endorsement, endorsement, sizeof endorsement);
+    static struct fk_inv_presence p;
+    memset(&p, 0, sizeof p);
+    snprintf(p.device_id, sizeof p.device_id, "robot-000000000001");
+    snprintf(p.ota, sizeof p.ota, "{\"running\":\"ota_0\"}");
+    assert_int_equal(fk_inventory_device_seen(inv, &p, NULL, NULL, NULL), FK_OK);
+    assert_int_equal(fk_inventory_presence_get(inv, "robot-000000000001", &p, NULL), FK_OK);
+    assert_string_equal(p.ota, "{\"running\":\"ota_0\"}");
+    fk_inventory_close(inv);
+}
+
 /* What is printed or logged of a location never shows its password. */
 static void location_display_masks_passwords(void **state) {
     (void)state;
@@ -493,6 +556,8 @@ int main(void) {
         cmocka_unit_test(audit_verify_detects_inserted_row),
         cmocka_unit_test(audit_verify_detects_truncated_tail),
         cmocka_unit_test(audit_concurrent_writers_keep_one_chain),
+        cmocka_unit_test(open_concurrently_migrates_once),
+        cmocka_unit_test(open_migrates_an_older_schema_forward),
         cmocka_unit_test(location_display_masks_passwords),
         cmocka_unit_test(open_refused_names_uri_without_password),
     };
