@@ -48,7 +48,9 @@ struct fk_inv_device {
     char mac[18]; /* "AA:BB:CC:DD:EE:FF" */
     char name[FK_INV_TEXT_SIZE];
     char state[FK_INV_STATE_SIZE];
-    char manifest[FK_INV_TEXT_SIZE]; /* manifest file name, relative to the inventory's dir */
+    char manifest[FK_INV_TEXT_SIZE]; /* manifest file name, relative to the directory the device
+                                        was minted into (where a SQLite inventory sits by
+                                        default; a database has no directory) */
     char manifest_sha256[65];        /* SHA-256 of the manifest file as written */
     char created_at[FK_INV_TIME_SIZE];
     char provisioned_at[FK_INV_TIME_SIZE];
