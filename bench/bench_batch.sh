@@ -20,6 +20,7 @@
 # Disk space: about 30 KB per device and run (6 GB on disk for two 100,000-device runs).
 # Usage: sh bench/bench_batch.sh BUILD_DIR   (run by bench/run)
 set -eu
+. "$(dirname "$0")/lib.inc" # bench_devices_csv
 build=${1:-build-bench}
 pk=$(cd "$build" && pwd)/bin/provision-keys
 n=${FK_BENCH_DEVICES:-100000}
@@ -39,12 +40,7 @@ now() { date +%s.%N; }
 # field JSON NAME -> the value of "NAME" in the one-line --json summary
 field() { sed -n "s/.*\"$2\":\"\{0,1\}\([^,\"}]*\).*/\1/p" "$1"; }
 
-awk -v n="$n" 'BEGIN {
-    print "mac,name"
-    for (i = 0; i < n; i++)
-        printf "02:%02X:%02X:%02X:%02X:%02X,bench %d\n", int(i / 16777216) % 256,
-            int(i / 65536) % 256, int(i / 256) % 256, i % 256, 0, i
-}' >"$work/devices.csv"
+bench_devices_csv "$n" "$work/devices.csv"
 head -n $((small + 1)) "$work/devices.csv" >"$work/small.csv"
 
 # run NAME CSV OUTDIR JOBS: one batch, its summary in $work/NAME.json

@@ -1,4 +1,5 @@
-/* fleetkey inventory: the fleet's source of truth in one SQLite file.
+/* fleetkey inventory: the fleet's source of truth, in one SQLite file or in a PostgreSQL
+ * database shared by several processes and hosts (the location decides, fk_inventory_open).
  *
  * Tables (docs/provision-keys.md has the full schema):
  *   devices      one row per device_id; a committed row is what makes a minted device
@@ -8,12 +9,16 @@
  *   audit        append-only and hash-chained: hash = SHA-256(prev_hash || canonical row)
  *   audit_head   the newest (seq, hash), so that truncating the tail is detected as well
  *
- * The database is opened in WAL mode with synchronous=FULL (a commit that returned is on
- * disk), foreign keys on and a busy timeout, and migrated to the newest schema on open.
- * Every statement binds its parameters; no value is ever pasted into SQL.
+ * A SQLite file is opened in WAL mode with synchronous=FULL (a commit that returned is on
+ * disk), foreign keys on and a busy timeout; a PostgreSQL database is used with its defaults
+ * (synchronous_commit on). Both are migrated to the newest schema on open (a schema_version
+ * table; each migration applied once, under a lock, in a transaction) and hold the same
+ * logical schema. Every statement binds its parameters; no value is ever pasted into SQL.
  *
  * Thread safety: one struct fk_inventory must be used by one thread at a time. Several
- * processes may open the same file; writers are serialised by SQLite (BEGIN IMMEDIATE). */
+ * processes may open the same store; writers are serialised by the store (SQLite: BEGIN
+ * IMMEDIATE; PostgreSQL: a transaction-scoped advisory lock taken at begin), readers are not
+ * blocked. */
 #ifndef FLEETKEY_INVENTORY_H
 #define FLEETKEY_INVENTORY_H
 
@@ -43,7 +48,9 @@ struct fk_inv_device {
     char mac[18]; /* "AA:BB:CC:DD:EE:FF" */
     char name[FK_INV_TEXT_SIZE];
     char state[FK_INV_STATE_SIZE];
-    char manifest[FK_INV_TEXT_SIZE]; /* manifest file name, relative to the inventory's dir */
+    char manifest[FK_INV_TEXT_SIZE]; /* manifest file name, relative to the directory the device
+                                        was minted into (where a SQLite inventory sits by
+                                        default; a database has no directory) */
     char manifest_sha256[65];        /* SHA-256 of the manifest file as written */
     char created_at[FK_INV_TIME_SIZE];
     char provisioned_at[FK_INV_TIME_SIZE];
@@ -84,12 +91,23 @@ typedef int fk_inv_device_fn(void *user, const struct fk_inv_device *d);
 typedef int fk_inv_credential_fn(void *user, const struct fk_inv_credential *c);
 typedef int fk_inv_audit_fn(void *user, const struct fk_inv_audit *a);
 
-/* Opens (creating when missing, with mode 0600) the database at path and migrates it to
- * FK_INVENTORY_SCHEMA_VERSION. *out is owned by the caller (fk_inventory_close).
- * FK_OK, FK_E_DB (diag has SQLite's message), FK_E_UNSUPPORTED (the file's schema is newer
- * than this program), FK_E_NOMEM. */
-FK_MUST_CHECK enum fk_err fk_inventory_open(const char *path, struct fk_inventory **out,
+/* Opens the inventory at location and migrates it to FK_INVENTORY_SCHEMA_VERSION:
+ * - "postgresql://..." or "postgres://..." is a libpq connection URI (the database must
+ *   exist; e.g. postgresql://fleet@db.example/fleet, or a unix socket directory as
+ *   postgresql:///fleet?host=/run/postgresql);
+ * - anything else is the path of a SQLite file, created when missing with mode 0600.
+ * *out is owned by the caller (fk_inventory_close). Messages name the location with its
+ * password masked (fk_inventory_location_display). FK_OK, FK_E_DB (diag has the store's
+ * message, e.g. the connection refused), FK_E_UNSUPPORTED (schema newer than this program, or
+ * a PostgreSQL URI in a build without libpq), FK_E_NOMEM. */
+FK_MUST_CHECK enum fk_err fk_inventory_open(const char *location, struct fk_inventory **out,
                                             struct fk_diag *diag);
+/* 1 when location is a PostgreSQL URI (then it is no file: callers must not stat it, derive
+ * directories from it or create it), 0 for a SQLite path. */
+int fk_inventory_is_postgresql(const char *location);
+/* Copies location into out (always NUL-terminated) with any password masked as "***" (the
+ * userinfo password of a URI and a password= parameter): what may be printed or logged. */
+void fk_inventory_location_display(const char *location, char *out, size_t size);
 /* Rolls back an open transaction and closes. NULL is a no-op. */
 void fk_inventory_close(struct fk_inventory *inv);
 

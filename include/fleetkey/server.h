@@ -41,7 +41,7 @@ struct fk_server_config {
     char ca[1024];        /* trust anchors for client certificates (ca-chain.pem) */
     char crl[1024];       /* CRL file (PEM, one or more CRLs); "" = no CRL (refused unless
                              allow_no_crl: without a CRL revocation cannot work) */
-    char inventory[1024]; /* inventory database (SQLite) */
+    char inventory[1024]; /* inventory: SQLite file or postgresql:// URI (fk_inventory_open) */
     unsigned max_connections; /* simultaneous TLS connections; default 1024 */
     unsigned hello_timeout;   /* seconds for the first message; default 10 */
     unsigned handshake_timeout; /* seconds for a TLS handshake and an HTTP request; default 10

@@ -55,7 +55,10 @@ enum fk_err fk_server_new(const struct fk_server_config *cfg, struct fk_server *
     if (cfg->ota_dir[0] != '\0') {
         snprintf(srv->ota_dir, sizeof srv->ota_dir, "%s", cfg->ota_dir);
     } else {
-        /* Default: "ota" next to the inventory file. */
+        /* Default: "ota" next to the inventory file; a database has no "next to". */
+        FK_ENSURE(!fk_inventory_is_postgresql(cfg->inventory),
+                  fk_diag_set(diag, FK_E_ARG,
+                              "ota_dir must be set when inventory is a PostgreSQL URI"));
         const char *slash = strrchr(cfg->inventory, '/');
         int n = slash != NULL ? (int)(slash - cfg->inventory) : 1;
         FK_ENSURE(snprintf(srv->ota_dir, sizeof srv->ota_dir, "%.*s/ota", n,

@@ -1,7 +1,8 @@
 # A fleet of simulated robots against a real fleetkey-server (robot-sim --fleet, issue 14).
 # Sourced by tests/integration/robot_sim_fleet.sh and bench/bench_rotation.sh; needs B (the bin
 # directory) and a fail function; runs in the scratch directory. Background processes go into
-# PIDS (the caller stops them on exit).
+# PIDS (the caller stops them on exit). FLEET_INV (default keys/inventory.db) is the inventory
+# batch records into and the server reads: a postgresql:// URI in pg_fleet.sh.
 
 # fleet_mint N: a CA, the server's certificate, an operator, a CRL and N robots minted by
 # `provision-keys batch --ca --encrypt-nvs` into keys/ (NVS images with PSK, identity, mTLS key
@@ -20,7 +21,8 @@ fleet_mint() {
                 int(i / 65536) % 256, int(i / 256) % 256, i % 256, i }' >devices.csv
     # shellcheck disable=SC2086
     "$pk" batch --csv devices.csv --output-dir keys --ca pki --encrypt-nvs --jobs 2 \
-        ${FLEET_MINT_ARGS:-} >batch.out 2>>mint.log || fail "batch --ca"
+        --inventory "${FLEET_INV:-keys/inventory.db}" ${FLEET_MINT_ARGS:-} >batch.out 2>>mint.log ||
+        fail "batch --ca"
     cat >prod.sdkconfig <<'CFG'
 CONFIG_PRODUCTION_BUILD=y
 CONFIG_NVS_ENCRYPTION=y
@@ -36,7 +38,7 @@ fleet_server() {
     rm -f port
     "$B/fleetkey-server" --listen 127.0.0.1 --port 0 --port-file port \
         --cert pki/servers/localhost.chain.pem --key pki/servers/localhost.key.pem \
-        --ca pki/ca-chain.pem --crl crl.pem --inventory keys/inventory.db \
+        --ca pki/ca-chain.pem --crl crl.pem --inventory "${FLEET_INV:-keys/inventory.db}" \
         --ca_dir pki --rot_dir rot "$@" 2>srv.log </dev/null &
     PIDS="$PIDS $!"
     i=0

@@ -14,8 +14,19 @@ PK="$BIN/provision-keys"
 MK="$BIN/mkappimage"
 rm -rf "$TMP"
 mkdir -p "$TMP/keys"
-. "$(dirname "$0")/lib.sh"
+HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/lib.sh"
 cd "$TMP"
+# The inventory: inv.db, or with FK_PG=1 (rotation_cli_pg, issue 15) a database on a
+# throw-away PostgreSQL cluster.
+INV=inv.db
+if [ "${FK_PG:-0}" = 1 ]; then
+    . "$HERE/skip.sh"
+    . "$HERE/pg_lib.sh"
+    fk_pg_start "$TMP/pg"
+    fk_pg_createdb fleet
+    INV=$(fk_pg_uri fleet)
+fi
 # blockers FILE "ID ID ...": the refusal lists exactly these devices
 blockers() {
     got=$(sed -n 's/^  blocking: \([^ ]*\) .*/\1/p' "$1" | tr '\n' ' ' | sed 's/ $//')
@@ -24,14 +35,14 @@ blockers() {
 
 for n in 1 2 3; do
     run 0 gen$n "$PK" generate --output keys/device_00$n.json --mac AA:BB:CC:DD:EE:0$n \
-        --ota-key "$VEC/key_a.pem" --inventory inv.db
+        --ota-key "$VEC/key_a.pem" --inventory "$INV"
 done
 D1=robot-AABBCCDDEE01
 D2=robot-AABBCCDDEE02
 D3=robot-AABBCCDDEE03
 "$MK" --version 2.0.0 --secure-version 2 v2.bin
 "$MK" --version 3.0.0 --secure-version 3 v3.bin
-R="$PK rotate ota-key --inventory inv.db --old-key $VEC/key_a.pem --new-key $VEC/key_b.pem"
+R="$PK rotate ota-key --inventory $INV --old-key $VEC/key_a.pem --new-key $VEC/key_b.pem"
 
 run 2 usage $R
 run 1 early_sign $R sign-release --output x.bin v2.bin
@@ -75,14 +86,14 @@ expect status1.out "old key: retired"
 expect status1.out "next: done"
 
 # The retired key signs nothing through the inventory; the new one does.
-run 1 sign_old "$PK" sign --inventory inv.db --key "$VEC/key_a.pem" --output s.bin v3.bin
+run 1 sign_old "$PK" sign --inventory "$INV" --key "$VEC/key_a.pem" --output s.bin v3.bin
 expect sign_old.err "retired"
 test ! -e s.bin || fail "signed with a retired key"
-run 0 sign_new "$PK" sign --inventory inv.db --key "$VEC/key_b.pem" --output s.bin v3.bin
+run 0 sign_new "$PK" sign --inventory "$INV" --key "$VEC/key_b.pem" --output s.bin v3.bin
 run 1 dual_after $R sign-release --output v4.bin v3.bin
 expect dual_after.err "old key is retired"
 
-run 0 audit "$PK" inventory --inventory inv.db verify-audit
-run 0 show "$PK" inventory --inventory inv.db show $D3
+run 0 audit "$PK" inventory --inventory "$INV" verify-audit
+run 0 show "$PK" inventory --inventory "$INV" show $D3
 expect show.out "ota_signing_key"
 echo "rotation_cli: OK"

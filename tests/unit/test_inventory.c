@@ -1,6 +1,7 @@
 /* Unit tests of the inventory: schema creation and reopen, devices and credentials, the
  * transaction API, and the audit chain, which must notice every edit, deletion, insertion,
- * reordering and cut-off tail made behind its back with raw SQLite calls. */
+ * reordering and cut-off tail made behind its back with raw SQL (sqlite3 on a file, libpq on
+ * PostgreSQL: FK_TEST_PG_HOST, see inv_location.h; CTest runs both). */
 #include "fleetkey/inventory.h"
 
 /* cmocka needs these first, in this order. */
@@ -12,27 +13,20 @@
 #include <cmocka.h>
 /* clang-format on */
 
+#include "inv_location.h"
+
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static char db_path[4096];
 
 static void fresh_db(const char *name) {
-    const char *base = getenv("FK_TMP");
-    char dir[3000];
-    snprintf(dir, sizeof dir, "%s", base != NULL ? base : "/tmp/fk_test_inventory");
-    assert_int_equal(fk_mkdirs(dir, 0700, NULL), FK_OK);
-    snprintf(db_path, sizeof db_path, "%s/%s.db", dir, name);
-    const char *suffix[] = {"", "-wal", "-shm"};
-    for (int i = 0; i < 3; i++) {
-        char p[4200];
-        snprintf(p, sizeof p, "%s%s", db_path, suffix[i]);
-        unlink(p);
-    }
+    assert_int_equal(fk_test_inv_fresh(name, "/tmp/fk_test_inventory", db_path, sizeof db_path), 0);
 }
 
 static struct fk_inventory *open_db(void) {
@@ -56,6 +50,16 @@ static void add_device(struct fk_inventory *inv, int i) {
 /* Raw SQL on the file, as someone with write access to it would do; the triggers are the
  * first thing such a person removes. */
 static void tamper(const char *sql) {
+    if (fk_test_inv_is_pg()) {
+#ifdef FK_HAVE_PG
+        assert_int_equal(fk_test_pg_exec(db_path,
+                                         "DROP TRIGGER IF EXISTS audit_no_update ON audit;"
+                                         "DROP TRIGGER IF EXISTS audit_no_delete ON audit;"),
+                         0);
+        assert_int_equal(fk_test_pg_exec(db_path, sql), 0);
+#endif
+        return;
+    }
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
     char *err = NULL;
@@ -96,9 +100,11 @@ static void inventory_open_creates_0600_and_reopens(void **state) {
     mode_t old = umask(0);
     struct fk_inventory *inv = open_db();
     umask(old);
-    struct stat st;
-    assert_int_equal(stat(db_path, &st), 0);
-    assert_int_equal(st.st_mode & 0777, 0600);
+    if (!fk_test_inv_is_pg()) { /* a database has no file mode */
+        struct stat st;
+        assert_int_equal(stat(db_path, &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0600);
+    }
     add_device(inv, 1);
     fk_inventory_close(inv);
     inv = open_db(); /* second open: no migration runs twice */
@@ -232,6 +238,14 @@ static void audit_refuses_update_through_the_library_file(void **state) {
     struct fk_inventory *inv = open_db();
     audit_rows(inv, 2);
     fk_inventory_close(inv);
+    if (fk_test_inv_is_pg()) {
+#ifdef FK_HAVE_PG
+        assert_int_not_equal(fk_test_pg_exec(db_path, "UPDATE audit SET kind = 'x'"), 0);
+        assert_int_not_equal(fk_test_pg_exec(db_path, "DELETE FROM audit"), 0);
+        assert_int_not_equal(fk_test_pg_exec(db_path, "TRUNCATE audit"), 0);
+#endif
+        return;
+    }
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
     assert_int_not_equal(sqlite3_exec(db, "UPDATE audit SET kind = 'x'", NULL, NULL, NULL),
@@ -364,6 +378,170 @@ static void audit_verify_detects_truncated_tail(void **state) {
         "head_edit", "UPDATE audit_head SET hash = (SELECT hash FROM audit WHERE seq = 3)", 0);
 }
 
+/* Several processes append at once (as two servers and a batch do): every append lands, in one
+ * chain without gaps or forks. Half the writers use explicit transactions that also write a
+ * device, half one append per call. */
+static void audit_concurrent_writers_keep_one_chain(void **state) {
+    (void)state;
+    enum { WRITERS = 4, EACH = 60 };
+    fresh_db("concurrent");
+    fk_inventory_close(open_db()); /* migrated once, before the race */
+    pid_t pids[WRITERS];
+    for (int w = 0; w < WRITERS; w++) {
+        pids[w] = fork();
+        assert_true(pids[w] >= 0);
+        if (pids[w] == 0) {
+            struct fk_inventory *inv = NULL;
+            int bad = fk_inventory_open(db_path, &inv, NULL) != FK_OK;
+            for (int i = 0; i < EACH && !bad; i++) {
+                char subject[32];
+                snprintf(subject, sizeof subject, "w%d-%d", w, i);
+                if (w % 2 == 0) {
+                    struct fk_inv_device d;
+                    memset(&d, 0, sizeof d);
+                    snprintf(d.id, sizeof d.id, "robot-%02X%010X", w, i);
+                    snprintf(d.mac, sizeof d.mac, "02:%02X:00:00:%02X:%02X", w, i >> 8, i & 255);
+                    snprintf(d.state, sizeof d.state, "minted");
+                    bad = fk_inventory_begin(inv, NULL) != FK_OK ||
+                          fk_inventory_device_upsert(inv, &d, NULL) != FK_OK ||
+                          fk_inventory_audit_append(inv, "w", "device.minted", subject, "{}",
+                                                    NULL) != FK_OK ||
+                          fk_inventory_commit(inv, NULL) != FK_OK;
+                } else {
+                    bad = fk_inventory_audit_append(inv, "w", "device.seen", subject, "{}",
+                                                    NULL) != FK_OK;
+                }
+            }
+            fk_inventory_close(inv);
+            _exit(bad ? 1 : 0);
+        }
+    }
+    for (int w = 0; w < WRITERS; w++) {
+        int st = 0;
+        assert_int_equal(waitpid(pids[w], &st, 0), pids[w]);
+        assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    struct fk_inv_audit_report rep;
+    assert_int_equal(verify_now(&rep), FK_OK);
+    assert_int_equal(rep.rows, WRITERS * EACH);
+    assert_int_equal(rep.head_seq, WRITERS * EACH);
+    struct fk_inventory *inv = open_db();
+    int n = 0;
+    assert_int_equal(fk_inventory_device_list(inv, count_dev, &n, NULL), FK_OK);
+    assert_int_equal(n, WRITERS / 2 * EACH);
+    fk_inventory_close(inv);
+}
+
+/* Several programs opening a new store at once: each migration runs once (a second run of
+ * migration 0 would fail on CREATE TABLE), every open succeeds. */
+static void open_concurrently_migrates_once(void **state) {
+    (void)state;
+    enum { OPENERS = 4 };
+    fresh_db("migrate_race");
+    pid_t pids[OPENERS];
+    for (int w = 0; w < OPENERS; w++) {
+        pids[w] = fork();
+        assert_true(pids[w] >= 0);
+        if (pids[w] == 0) {
+            struct fk_inventory *inv = NULL;
+            struct fk_diag d;
+            fk_diag_init(&d);
+            enum fk_err rc = fk_inventory_open(db_path, &inv, &d);
+            if (rc != FK_OK) {
+                fprintf(stderr, "open %d: %s\n", w, d.msg);
+            }
+            fk_inventory_close(inv);
+            _exit(rc == FK_OK ? 0 : 1);
+        }
+    }
+    for (int w = 0; w < OPENERS; w++) {
+        int st = 0;
+        assert_int_equal(waitpid(pids[w], &st, 0), pids[w]);
+        assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+}
+
+/* A store left at schema 2 (before the OTA rotation table and the presence's ota column) is
+ * migrated forward on open, migrations 3 and 4 only, and then holds what they added. */
+static void open_migrates_an_older_schema_forward(void **state) {
+    (void)state;
+    fresh_db("older");
+    struct fk_inventory *inv = open_db();
+    add_device(inv, 1);
+    fk_inventory_close(inv);
+    tamper("DROP TABLE ota_rotation; ALTER TABLE device_presence DROP COLUMN ota;"
+           " UPDATE schema_version SET version = 2");
+    inv = open_db();
+    struct fk_inv_device dev;
+    assert_int_equal(fk_inventory_device_get(inv, "robot-000000000001", &dev, NULL), FK_OK);
+    static uint8_t der[64], endorsement[FK_INV_ENDORSE_LEN];
+    memset(der, 0x30, sizeof der);
+    memset(endorsement, 0x5A, sizeof endorsement);
+    assert_int_equal(fk_inventory_rotation_add(inv, "sha256:aa", "sha256:bb", der, sizeof der,
+                                               endorsement, NULL),
+                     FK_OK);
+    static struct fk_inv_rotation rot;
+    assert_int_equal(fk_inventory_rotation_last(inv, &rot, NULL), FK_OK);
+    assert_string_equal(rot.new_fpr, "sha256:bb");
+    assert_int_equal(rot.new_der_len, sizeof der);
+    assert_memory_equal(rot.endorsement, endorsement, sizeof endorsement);
+    static struct fk_inv_presence p;
+    memset(&p, 0, sizeof p);
+    snprintf(p.device_id, sizeof p.device_id, "robot-000000000001");
+    snprintf(p.ota, sizeof p.ota, "{\"running\":\"ota_0\"}");
+    assert_int_equal(fk_inventory_device_seen(inv, &p, NULL, NULL, NULL), FK_OK);
+    assert_int_equal(fk_inventory_presence_get(inv, "robot-000000000001", &p, NULL), FK_OK);
+    assert_string_equal(p.ota, "{\"running\":\"ota_0\"}");
+    fk_inventory_close(inv);
+}
+
+/* What is printed or logged of a location never shows its password. */
+static void location_display_masks_passwords(void **state) {
+    (void)state;
+    char out[128];
+    fk_inventory_location_display("postgresql://fleet:s3cret@db.example:5433/fk?sslmode=require",
+                                  out, sizeof out);
+    assert_string_equal(out, "postgresql://fleet:***@db.example:5433/fk?sslmode=require");
+    fk_inventory_location_display("postgres://u:p@h/d?password=xy&host=/run/pg", out, sizeof out);
+    assert_string_equal(out, "postgres://u:***@h/d?password=***&host=/run/pg");
+    fk_inventory_location_display("postgresql://fleet@/fk?host=/tmp/s", out, sizeof out);
+    assert_string_equal(out, "postgresql://fleet@/fk?host=/tmp/s");
+    /* a password= inside what reads as the user name is masked as well (found by fuzzing) */
+    fk_inventory_location_display("postgresql://password=pw:x@h/d", out, sizeof out);
+    assert_string_equal(out, "postgresql://password=******@h/d");
+    fk_inventory_location_display("postgresql://u:pa/ss@h/d", out, sizeof out);
+    assert_string_equal(out, "postgresql://u:***@h/d");
+    fk_inventory_location_display("keys/inventory.db", out, sizeof out);
+    assert_string_equal(out, "keys/inventory.db");
+    /* cut short, the mask is still whole: nothing of the password appears */
+    fk_inventory_location_display("postgresql://u:longpassword@h/d", out, 18);
+    assert_string_equal(out, "postgresql://u:**");
+    assert_true(fk_inventory_is_postgresql("postgres://h/d"));
+    assert_false(fk_inventory_is_postgresql("postgresql.db"));
+}
+
+/* A server that is not there: FK_E_DB (FK_E_UNSUPPORTED without libpq), naming the URI with
+ * its password masked and libpq's reason. */
+static void open_refused_names_uri_without_password(void **state) {
+    (void)state;
+    struct fk_inventory *inv = NULL;
+    struct fk_diag d;
+    fk_diag_init(&d);
+    enum fk_err rc = fk_inventory_open(
+        "postgresql://fleet:s3cret@/fk?host=/nonexistent-fleetkey-dir&connect_timeout=5", &inv,
+        &d);
+    assert_null(inv);
+    assert_true(rc == FK_E_DB || rc == FK_E_UNSUPPORTED);
+    char text[1024];
+    fk_diag_format(&d, text, sizeof text);
+    assert_null(strstr(text, "s3cret"));
+    assert_non_null(strstr(text, "postgresql://fleet:***@/fk?host=/nonexistent-fleetkey-dir"));
+    if (rc == FK_E_DB) {
+        assert_non_null(strstr(text, "cannot connect"));
+        assert_non_null(strstr(text, "No such file or directory"));
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(inventory_open_creates_0600_and_reopens),
@@ -377,6 +555,11 @@ int main(void) {
         cmocka_unit_test(audit_verify_detects_reordered_rows),
         cmocka_unit_test(audit_verify_detects_inserted_row),
         cmocka_unit_test(audit_verify_detects_truncated_tail),
+        cmocka_unit_test(audit_concurrent_writers_keep_one_chain),
+        cmocka_unit_test(open_concurrently_migrates_once),
+        cmocka_unit_test(open_migrates_an_older_schema_forward),
+        cmocka_unit_test(location_display_masks_passwords),
+        cmocka_unit_test(open_refused_names_uri_without_password),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,11 +3,15 @@
  * one file. */
 #include "fleetkey/inventory.h"
 
+/* clang-format off */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+/* clang-format on */
+
+#include "inv_location.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,17 +21,7 @@
 static char db_path[4096];
 
 static struct fk_inventory *fresh(const char *name) {
-    const char *base = getenv("FK_TMP");
-    char dir[3000];
-    snprintf(dir, sizeof dir, "%s", base != NULL ? base : "/tmp/fk_test_presence");
-    assert_int_equal(fk_mkdirs(dir, 0700, NULL), FK_OK);
-    snprintf(db_path, sizeof db_path, "%s/%s.db", dir, name);
-    const char *suffix[] = {"", "-wal", "-shm"};
-    for (int i = 0; i < 3; i++) {
-        char p[4200];
-        snprintf(p, sizeof p, "%s%s", db_path, suffix[i]);
-        unlink(p);
-    }
+    assert_int_equal(fk_test_inv_fresh(name, "/tmp/fk_test_presence", db_path, sizeof db_path), 0);
     struct fk_inventory *inv = NULL;
     assert_int_equal(fk_inventory_open(db_path, &inv, NULL), FK_OK);
     struct fk_inv_device d;

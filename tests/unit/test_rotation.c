@@ -12,6 +12,7 @@
 #include "fleetkey/inventory.h"
 #include "fleetkey/ota.h"
 #include "fleetkey/rotation.h"
+#include "inv_location.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,12 +46,7 @@ static void add_device(const char *id, const char *mac, const char *state) {
 
 static int setup(void **state) {
     (void)state;
-    const char *base = getenv("FK_TMP");
-    char dir[900];
-    snprintf(dir, sizeof dir, "%s", base != NULL ? base : "/tmp/test_rotation");
-    assert_int_equal(fk_mkdirs(dir, 0700, NULL), FK_OK);
-    snprintf(db, sizeof db, "%s/rotation.db", dir);
-    unlink(db);
+    assert_int_equal(fk_test_inv_fresh("rotation", "/tmp/test_rotation", db, sizeof db), 0);
     assert_int_equal(fk_inventory_open(db, &inv, NULL), FK_OK);
     add_device("robot-AAAAAAAAAA01", "AA:AA:AA:AA:AA:01", "provisioned");
     add_device("robot-AAAAAAAAAA02", "AA:AA:AA:AA:AA:02", "provisioned");

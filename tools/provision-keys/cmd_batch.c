@@ -6,6 +6,7 @@
  * the crash-test hooks and maps the result to an exit code. */
 #include "cli.h"
 #include "fleetkey/batch.h"
+#include "fleetkey/inventory.h"
 #include "fleetkey/keys.h"
 
 #include <cjson/cJSON.h>
@@ -46,7 +47,8 @@ static const char help[] =
     "                    key nowhere else; use --encrypt-nvs in production\n"
     "  --cert-days N     certificate validity (default: the CA's device default)\n"
     "  --jobs N          worker threads (default: the number of CPUs)\n"
-    "  --inventory PATH  inventory database (default OUTPUT-DIR/inventory.db)\n"
+    "  --inventory PATH  inventory database (default OUTPUT-DIR/inventory.db), or a\n"
+    "                    PostgreSQL URI postgresql://USER@HOST/DB\n"
     "  --json            print the summary as JSON on stdout\n"
     "  --chunk N         devices per durable commit (default: 256, growing to 2048 while\n"
     "                    commits would hold up minting)\n";
@@ -341,7 +343,9 @@ int fk_cmd_batch(int argc, char **argv) {
             cJSON_AddNumberToObject(oj, "max_rss_kib", (double)ru.ru_maxrss);
         }
         cJSON_AddStringToObject(oj, "output_dir", outdir);
-        cJSON_AddStringToObject(oj, "inventory", res.inventory_path);
+        char inv_name[512]; /* a URI's password masked */
+        fk_inventory_location_display(res.inventory_path, inv_name, sizeof inv_name);
+        cJSON_AddStringToObject(oj, "inventory", inv_name);
         cJSON_AddStringToObject(oj, "ota_key", res.ota_key_path);
         cJSON_AddBoolToObject(oj, "ota_key_created", res.ota_key_created);
         cJSON_AddStringToObject(oj, "ota_public_key_fingerprint", res.ota_fingerprint);

@@ -499,12 +499,14 @@ static int cmd_revoke(int argc, char **argv) {
         if (rc == FK_OK) {
             rc = record_in_inventory(a.inventory, set, &diag);
         }
+        char where[512]; /* a URI's password is masked */
+        fk_inventory_location_display(a.inventory, where, sizeof where);
         if (rc != FK_OK) {
             fprintf(stderr, "provision-keys ca revoke: the CA revocation stands, but recording "
                             "it in %s failed\n",
-                    a.inventory);
+                    where);
         } else {
-            printf("recorded in %s\n", a.inventory);
+            printf("recorded in %s\n", where);
         }
     }
     fk_pki_ca_free(ca);

@@ -349,6 +349,8 @@ int fk_cmd_generate(int argc, char **argv) {
         inv_path = default_inv;
     }
     FK_GUARD(fk_inventory_open(inv_path, &inv, &diag));
+    char inv_name[512]; /* what is printed: a URI's password masked */
+    fk_inventory_location_display(inv_path, inv_name, sizeof inv_name);
 
     /* A device already in the inventory gets new credential versions, and only with --force. */
     unsigned version = 1;
@@ -360,7 +362,7 @@ int fk_cmd_generate(int argc, char **argv) {
         rc = fk_inventory_device_get(inv, id, &existing, &diag);
         if (rc == FK_OK) {
             if (!force) {
-                rc = fk_diag_at(&diag, FK_E_EXISTS, inv_path, 0,
+                rc = fk_diag_at(&diag, FK_E_EXISTS, inv_name, 0,
                                 "%s is already in the inventory (minted %s); use --force to "
                                 "mint new credentials for it",
                                 id, existing.created_at);
@@ -434,7 +436,7 @@ int fk_cmd_generate(int argc, char **argv) {
             cJSON_AddStringToObject(o_json, "mtls_cert_not_after", m->mtls_cert_not_after);
             cJSON_AddNumberToObject(o_json, "mtls_certs_superseded", (double)superseded);
         }
-        cJSON_AddStringToObject(o_json, "inventory", inv_path);
+        cJSON_AddStringToObject(o_json, "inventory", inv_name);
         char *text = cJSON_PrintUnformatted(o_json);
         FK_ENSURE(text != NULL, FK_E_NOMEM);
         puts(text);
@@ -464,7 +466,7 @@ int fk_cmd_generate(int argc, char **argv) {
                        m->device_id);
             }
         }
-        printf("  inventory   %s\n", inv_path);
+        printf("  inventory   %s\n", inv_name);
     }
     ret = FK_EXIT_OK;
     rc = FK_OK;

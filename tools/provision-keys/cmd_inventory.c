@@ -20,7 +20,8 @@ static const char help[] =
     "       provision-keys inventory [--inventory PATH] [--json] show DEVICE_ID\n"
     "       provision-keys inventory [--inventory PATH] [--json] verify-audit\n"
     "\n"
-    "Queries the fleet inventory (default keys/inventory.db).\n"
+    "Queries the fleet inventory (default keys/inventory.db; PATH may be a PostgreSQL URI,\n"
+    "postgresql://USER@HOST/DB, see docs/provision-keys.md).\n"
     "  list          devices: id, MAC, state, name, created\n"
     "  show ID       one device with its credentials (kind, version, fingerprint, state) and\n"
     "                its audit entries\n"
@@ -160,7 +161,7 @@ int fk_cmd_inventory(int argc, char **argv) {
         return fk_cli_usage_error("inventory", "expected list, show ID or verify-audit");
     }
     /* Querying must not create an empty database where the user mistyped a path. */
-    if (access(path, F_OK) != 0) {
+    if (!fk_inventory_is_postgresql(path) && access(path, F_OK) != 0) {
         fprintf(stderr, "provision-keys: %s: no inventory here (use --inventory PATH)\n", path);
         return FK_EXIT_FAIL;
     }

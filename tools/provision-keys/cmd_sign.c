@@ -316,10 +316,12 @@ static int refuse_retired(const struct args *a, struct fk_ota_key **keys, struct
             rc = fk_rotation_key_retired(inv, fpr, &retired, d);
         }
         if (rc == FK_OK && retired) {
+            char where[512]; /* a URI's password is masked */
+            fk_inventory_location_display(a->inventory, where, sizeof where);
             fk_diag_set(d, FK_E_POLICY,
                         "%s: this OTA signing key (%s) is retired in %s: signing with it is "
                         "refused",
-                        fk_ota_key_name(keys[i]), fpr, a->inventory);
+                        fk_ota_key_name(keys[i]), fpr, where);
             ret = fk_cli_fail(d, FK_E_POLICY);
         }
     }

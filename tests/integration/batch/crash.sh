@@ -14,13 +14,13 @@
 
 N=${CRASH_N:-2000}
 make_csv $N devices.csv
-ARGS=(batch --csv devices.csv --output-dir keys --jobs 2 --chunk 64 --encrypt-nvs)
+ARGS=(batch --inventory "$INV" --csv devices.csv --output-dir keys --jobs 2 --chunk 64 --encrypt-nvs)
 if [ "${CRASH_CA:-0}" = 1 ]; then
     "$PK" ca init --dir pki >/dev/null 2>&1 || fail "ca init"
     ARGS+=(--ca pki)
 fi
 run() { "$PK" "${ARGS[@]}" "$@"; }
-count() { "$PK" inventory --inventory keys/inventory.db --json list | grep -c '"device_id"' || true; }
+count() { "$PK" inventory --inventory "$INV" --json list | grep -c '"device_id"' || true; }
 
 # 1. Deterministic crash points (the process kills itself there).
 set +e
@@ -36,7 +36,7 @@ set -e
 [ $rc -eq 137 ] || fail "kill hook 2 did not fire (exit $rc)"
 c2=$(count)
 [ "$c2" -ge "$c1" ] || fail "devices lost: $c2 < $c1"
-"$PK" inventory --inventory keys/inventory.db verify-audit >/dev/null || fail "audit after hooks"
+"$PK" inventory --inventory "$INV" verify-audit >/dev/null || fail "audit after hooks"
 
 # 2. Random SIGKILLs, 20-300 ms into a run.
 # The program itself is started in the background (not a shell function, whose subshell would
@@ -84,7 +84,7 @@ before=$(count)
 run --json >final.json 2>final.err || fail "final run failed: $(cat final.err)"
 grep -q '"ok":true' final.json || fail "final: $(cat final.json)"
 grep -q "\"minted\":$((N - before))," final.json || fail "final run minted the wrong number: $(cat final.json)"
-"$CHECK_FLEET" keys $N || fail "fleet inconsistent after crashes"
+"$CHECK_FLEET" keys $N "$INV" || fail "fleet inconsistent after crashes"
 if [ "${CRASH_CA:-0}" = 1 ]; then
     python3 - "$N" <<'PY' || fail "CA index and fleet disagree"
 import glob, json, sys

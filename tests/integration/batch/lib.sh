@@ -4,9 +4,21 @@ set -euo pipefail
 : "${FK_TMP:?FK_TMP must name a scratch directory}"
 PK="$FK_BIN/provision-keys"
 CHECK_FLEET="$FK_BIN/check_fleet"
+FK_BATCH_LIB=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 rm -rf "$FK_TMP"
 mkdir -p "$FK_TMP"
 cd "$FK_TMP"
+
+# The inventory the scripts pass with --inventory: keys/inventory.db (the default), or with
+# FK_PG=1 (the *_pg CTest cases, issue 15) a database on a throw-away PostgreSQL cluster.
+INV=keys/inventory.db
+if [ "${FK_PG:-0}" = 1 ]; then
+    . "$FK_BATCH_LIB/../skip.sh"
+    . "$FK_BATCH_LIB/../pg_lib.sh"
+    fk_pg_start "$FK_TMP/pg"
+    fk_pg_createdb fleet
+    INV=$(fk_pg_uri fleet)
+fi
 
 fail() {
     echo "FAIL: $*" >&2
