@@ -5,6 +5,8 @@
  * remember after a crash, and a revocation it confirmed survives a restart. */
 #include "oauth_internal.h"
 
+#include "fleetkey/inventory.h"
+
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
@@ -40,6 +42,9 @@ enum fk_err fk_srv_oauth_open(struct fk_server *srv, struct fk_diag *diag) {
     srv->oauth = o;
     if (srv->cfg.oauth_key[0] != '\0') {
         snprintf(key_path, sizeof key_path, "%s", srv->cfg.oauth_key);
+    } else if (fk_inventory_is_postgresql(srv->cfg.inventory)) {
+        /* A database URI has no directory: the instance's own ota_dir holds it. */
+        snprintf(key_path, sizeof key_path, "%s/oauth-key.pem", srv->ota_dir);
     } else {
         dir_of(srv->cfg.inventory, dir, sizeof dir);
         snprintf(key_path, sizeof key_path, "%s/oauth-key.pem", dir);

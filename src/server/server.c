@@ -51,7 +51,6 @@ enum fk_err fk_server_new(const struct fk_server_config *cfg, struct fk_server *
     srv->cfg = *cfg;
     srv->started = time(NULL);
     FK_GUARD(fk_inventory_open(cfg->inventory, &srv->inv, diag));
-    FK_GUARD(fk_srv_oauth_open(srv, diag));
     if (cfg->ota_dir[0] != '\0') {
         snprintf(srv->ota_dir, sizeof srv->ota_dir, "%s", cfg->ota_dir);
     } else {
@@ -66,6 +65,7 @@ enum fk_err fk_server_new(const struct fk_server_config *cfg, struct fk_server *
                   fk_diag_set(diag, FK_E_TOOBIG, "ota_dir path too long"));
     }
     FK_GUARD(fk_mkdirs(srv->ota_dir, 0700, diag));
+    FK_GUARD(fk_srv_oauth_open(srv, diag)); /* its default place may be ota_dir */
     fk_srv_revocations_check(
         srv); /* from now on only new rows: older ones were judged at upgrade */
     fk_srv_jobs_load(srv);

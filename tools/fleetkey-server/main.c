@@ -55,8 +55,9 @@ static void usage(FILE *f) {
             "  --ca_dir DIR           the fleet CA that signs rotated device certificates\n"
             "  --ca_bundle FILE       PEM trust anchors a ca rotation delivers to the devices\n"
             "  --oauth_key FILE       ES256 key signing OAuth2 access tokens, created if absent\n"
-            "                         (default: oauth-key.pem next to the inventory; the token\n"
-            "                         state oauth-state.json is kept next to it)\n"
+            "                         (default: oauth-key.pem next to the inventory, in ota_dir\n"
+            "                         with a PostgreSQL inventory; the token state\n"
+            "                         oauth-state.json is kept next to it)\n"
             "  --token_lifetime S     access token lifetime (default 86400)\n"
             "  --refresh_lifetime S   refresh token lifetime (default 2592000 = 30 days)\n"
             "  --port-file FILE       write the bound port to FILE (tests)\n");
