@@ -14,3 +14,10 @@ if(TARGET fk_server) # wss_client comes with server.cmake, included later
     set_tests_properties(fault_slowloris PROPERTIES TIMEOUT 120 SKIP_RETURN_CODE 77
         LABELS "fault;server;integration")
 endif()
+if(TARGET provision-keys AND TARGET robot-sim)
+    add_test(NAME fault_bad_input
+        COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/fault_bad_input.sh ${PROJECT_BINARY_DIR}/bin
+            ${PROJECT_BINARY_DIR}/tmp/fault_bad_input)
+    set_tests_properties(fault_bad_input PROPERTIES TIMEOUT 120 SKIP_RETURN_CODE 77
+        LABELS "fault;integration")
+endif()
