@@ -5,9 +5,9 @@
 # byte, a TLS ClientHello dribbled one byte every 0.5 s, a completed mTLS handshake without
 # the HTTP upgrade); meanwhile a device's hello gets its welcome and an operator's admin GET is
 # answered; then every held connection must be dropped by the server (within the timeout plus
-# 6 s of its opening: lws's own 10 s header-table limit would be too late; a TLS connection
-# idle before its request may also meet the 5 s HTTP keep-alive limit), and the server still
-# serves afterwards.
+# 6 s of its opening: lws's own 10 s header-table limit would be too late; one that completed
+# TLS may take up to lws's 5 s HTTP keep-alive idle limit), and the server still serves
+# afterwards.
 set -eu
 B=$1
 T=$2
