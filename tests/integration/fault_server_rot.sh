@@ -156,8 +156,10 @@ done
 sqlite3 -separator ' ' keys/inventory.db \
     "SELECT device_id, version, state, fingerprint FROM credentials WHERE kind = 'mtls_cert'" \
     >rows.txt || fail "inventory not readable"
-python3 - "$N" <<'PY' || fail "inventory and CA index disagree"
-import json, sys
+python3 - "$N" "$HERE" <<'PY' || fail "inventory and CA index disagree"
+import sys
+sys.path.insert(0, sys.argv[2])
+from ca_index import device_certs
 n = int(sys.argv[1])
 active, bad = {}, []
 for line in open("rows.txt"):
@@ -166,13 +168,7 @@ for line in open("rows.txt"):
         active.setdefault(dev, []).append((int(ver), fpr.lower()))
     elif state == "staged":
         bad.append("%s v%s left staged" % (dev, ver))
-live, revoked = {}, set()
-for line in open("pki/index.jsonl"):
-    e = json.loads(line)
-    if e.get("op") == "revoke":
-        revoked.add(e["serial"])
-    elif e.get("op") == "issue" and e.get("kind") == "device":
-        live.setdefault(e["name"], []).append((e["serial"], e["fingerprint"].lower()))
+live, revoked = device_certs("pki/index.jsonl")
 issued = sum(len(v) for v in live.values())
 for dev, rows in sorted(active.items()):
     if len(rows) != 1 or rows[0][0] < 2:

@@ -14,6 +14,7 @@
 # certificate (--ca): afterwards each device must have exactly one unrevoked certificate in
 # the CA index, the one its manifest and inventory name; every certificate of an attempt the
 # kills cut short must be revoked (superseded).
+INTEGRATION=$(cd "$(dirname "$0")/.." && pwd) # ca_index.py
 . "$(dirname "$0")/lib.sh"
 
 N=${CRASH_N:-2000}
@@ -126,20 +127,16 @@ sort -u done.sha >done.u.sha
 sha256sum --quiet -c done.u.sha || fail "files of devices finished before a kill changed"
 echo "crash: $(cut -d' ' -f3 done.u.sha | sort -u | wc -l) files of finished devices unchanged"
 if [ "${CRASH_CA:-0}" = 1 ]; then
-    python3 - "$N" <<'PY' || fail "CA index and fleet disagree"
+    python3 - "$N" "$INTEGRATION" <<'PY' || fail "CA index and fleet disagree"
 import glob, json, sys
-live, revoked = {}, set()
-for line in open("pki/index.jsonl"):
-    e = json.loads(line)
-    if e.get("op") == "revoke":
-        revoked.add(e["serial"])
-    elif e.get("op") == "issue" and e.get("kind") == "device":
-        live.setdefault(e["name"], []).append((e["serial"], e["fingerprint"]))
+sys.path.insert(0, sys.argv[2])
+from ca_index import device_certs
+live, revoked = device_certs("pki/index.jsonl")
 n = 0
 for path in glob.glob("keys/robot-*.json"):
     m = json.load(open(path))
     certs = [c for c in live.get(m["device_id"], []) if c[0] not in revoked]
-    want = (m["mtls_cert_serial"], m["mtls_cert_fingerprint"])
+    want = (m["mtls_cert_serial"], m["mtls_cert_fingerprint"].lower())
     if certs != [want]:
         sys.exit("%s: unrevoked certificates %s, manifest %s" % (m["device_id"], certs, want))
     n += 1
