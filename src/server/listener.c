@@ -126,6 +126,10 @@ enum fk_err fk_srv_listener_start(struct fk_server *srv, struct fk_diag *diag) {
     vi.ssl_private_key_filepath = cfg->key;
     vi.alpn = "http/1.1"; /* WebSockets ride HTTP/1.1 upgrades (docs/wss-protocol.md) */
     vi.timeout_secs = (int)srv->cfg.handshake_timeout; /* TLS handshake and HTTP request */
+    /* A connection that never sends its request (slowloris: no byte, a ClientHello dribbled,
+     * TLS done but no upgrade) holds a header table; lws drops it after this, 10 s when 0,
+     * whatever timeout_secs says. */
+    vi.timeout_secs_ah_idle = srv->cfg.handshake_timeout;
     vi.user = srv;
     srv->vh = lws_create_vhost(srv->ctx, &vi);
     FK_ENSURE(srv->vh != NULL && !srv->load_error && srv->ssl_ctx != NULL,

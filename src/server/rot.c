@@ -461,6 +461,69 @@ static int same_serial(const char *a, const char *b) {
            fk_pki_serial_parse(b, y) == FK_OK && strcmp(x, y) == 0;
 }
 
+/* "sha256:" + the hex SHA-256 of this connection's client certificate (the CA index's and
+ * the inventory's fingerprint form); "" when there is none. */
+static void conn_fingerprint(struct session *s, char out[72]) {
+    out[0] = '\0';
+    SSL *ssl = lws_get_ssl(s->wsi);
+    X509 *x = ssl != NULL ? SSL_get0_peer_certificate(ssl) : NULL;
+    unsigned char md[32];
+    unsigned int ml = 0;
+    if (x == NULL || X509_digest(x, EVP_sha256(), md, &ml) != 1 || ml != sizeof md) {
+        return;
+    }
+    memcpy(out, "sha256:", 7);
+    for (unsigned k = 0; k < ml; k++) {
+        snprintf(out + 7 + 2 * k, 3, "%02x", md[k]);
+    }
+}
+
+struct issued_row {
+    const char *fpr, *since;
+    unsigned version;
+};
+
+static int issued_cb(void *user, const struct fk_inv_credential *c) {
+    struct issued_row *r = user;
+    if (strcmp(c->kind, fk_srv_rot_cred_kind[FK_PLAN_MTLS]) == 0 &&
+        strcasecmp(c->fingerprint, r->fpr) == 0 && strcmp(c->created_at, r->since) >= 0) {
+        r->version = c->version;
+    }
+    return 0;
+}
+
+/* The plan file is saved at most once a second, the inventory row of a delivery at once: after
+ * a kill -9 the reloaded plan may lack an mtls delivery that the device staged, tried or even
+ * committed in that last second. When the device comes back in trial or committed with a
+ * version the plan does not know, and this connection's certificate is the one an inventory
+ * row recorded since the plan was created (so this plan issued it and the handshake proved
+ * the device holds its key), that delivery is taken back: the device is confirmed instead of
+ * being sent yet another certificate. The pre-plan certificate never matches: its row is
+ * older than the plan. */
+static void recover_mtls(struct session *s, struct rot_job *j, struct rot_dev *rd,
+                         const struct fk_wss_rot_class *dc) {
+    unsigned long long v = is_state(dc, "trial") ? dc->staged_version : dc->version;
+    if (v == 0 || v == rd->version[FK_PLAN_MTLS] || s->serial[0] == '\0') {
+        return;
+    }
+    char fpr[72];
+    conn_fingerprint(s, fpr);
+    struct issued_row r = {fpr, j->created_at, 0};
+    if (fpr[0] == '\0' ||
+        fk_inventory_credential_list(s->srv->inv, s->id, issued_cb, &r, NULL) != FK_OK ||
+        (unsigned long long)r.version != v) {
+        return;
+    }
+    rd->version[FK_PLAN_MTLS] = r.version;
+    /* s->serial was normalised by conn_serial: it fits (same form as the CA index's) */
+    snprintf(rd->serial, sizeof rd->serial, "%.*s", (int)sizeof rd->serial - 1, s->serial);
+    snprintf(rd->fpr[FK_PLAN_MTLS], sizeof rd->fpr[FK_PLAN_MTLS], "%s", fpr);
+    fk_srv_rot_dirty(j);
+    fk_log(FK_LOG_INFO,
+           "server: rotation %s: %s: mtls v%u serial %s taken back after a restart (%s)", j->id,
+           s->id, r.version, s->serial, dc->state);
+}
+
 void fk_srv_rot_hello(struct session *s, const struct fk_wss_msg *m) {
     struct fk_server *srv = s->srv;
     s->rot = m->rot;
@@ -476,6 +539,10 @@ void fk_srv_rot_hello(struct session *s, const struct fk_wss_msg *m) {
     const struct fk_plan_target *t = &j->p->t[i];
     for (int c = 0; c < FK_WSS_ROT_CLASSES; c++) {
         const struct fk_wss_rot_class *dc = &s->rot.c[c];
+        if (c == FK_PLAN_MTLS && dc->present && t->state[c] == FK_PLAN_T_SENT &&
+            (is_state(dc, "trial") || is_state(dc, "committed"))) {
+            recover_mtls(s, j, rd, dc);
+        }
         if (!dc->present || rd->version[c] == 0) {
             continue;
         }

@@ -6,6 +6,7 @@
 
 #include "fleetkey/partition.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +64,16 @@ int robot_sim_image_put(struct fkd_flash *flash, const struct fkd_part_table *t,
     if (len == 0 || len > p->size) {
         fprintf(stderr, "robot-sim: %s: %zu bytes do not fit partition %s (0x%x bytes)\n", name,
                 len, p->label, (unsigned)p->size);
+        return 2;
+    }
+    if ((subtype == FKD_PART_SUB_NVS || subtype == FKD_PART_SUB_NVS_KEYS) &&
+        len % FKD_FLASH_SECTOR != 0) {
+        /* NVS is made of whole 4 KiB pages (nvs_keys of one): anything else is truncated or
+         * not an NVS image, and a robot booting it would lose its credentials. */
+        fprintf(stderr,
+                "robot-sim: %s: %zu bytes: expected an %s image of whole %u-byte pages "
+                "(truncated?)\n",
+                name, len, what, FKD_FLASH_SECTOR);
         return 2;
     }
     if (fkd_flash_write(flash, p->offset, img, len) != FKD_OK) {
@@ -188,11 +199,18 @@ int robot_sim_image(int argc, char **argv) {
         return tcode;
     }
 
+    /* Built under a temporary name and renamed over OUT only when complete: a refused input
+     * leaves an existing OUT byte for byte as it was. */
+    char tmp[PATH_MAX];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", out) >= sizeof tmp) {
+        fprintf(stderr, "robot-sim: %s: path too long\n", out);
+        return 2;
+    }
     static struct fkd_flash_file ff;
     struct fkd_flash flash;
-    enum fkd_err rc = fkd_flash_file_open(&ff, out, 1, size, &flash);
+    enum fkd_err rc = fkd_flash_file_open(&ff, tmp, 1, size, &flash);
     if (rc != FKD_OK) {
-        fprintf(stderr, "robot-sim: %s: cannot create (%s)\n", out, fkd_strerror(rc));
+        fprintf(stderr, "robot-sim: %s: cannot create (%s)\n", tmp, fkd_strerror(rc));
         return 4;
     }
     int code = 0;
@@ -208,10 +226,14 @@ int robot_sim_image(int argc, char **argv) {
     if (fkd_flash_file_close(&ff) != FKD_OK && code == 0) {
         code = 4;
     }
+    if (code == 0 && rename(tmp, out) != 0) {
+        fprintf(stderr, "robot-sim: %s: cannot rename %s over it\n", out, tmp);
+        code = 4;
+    }
     if (code == 0) {
         fprintf(stderr, "robot-sim: %s: %u bytes, %u partitions\n", out, (unsigned)size, dt.count);
     } else {
-        remove(out); /* never leave a half-made image behind */
+        remove(tmp); /* never leave a half-made image behind */
     }
     return code;
 }
