@@ -66,7 +66,8 @@ KILLED=0
 GROW=${CRASH_GROW:-$((N / 8))}
 # 2. Random SIGKILLs, 20-300 ms into a run, until KILLS of them landed inside a run (exit 137,
 # at most 3 x KILLS runs): a run that finished first makes the fleet grow by GROW devices (the
-# CSV gains rows; the finished devices must stay untouched), so the next kill has work to cut.
+# CSV gains rows; the finished devices must stay untouched), so the next kill has work to cut;
+# GROW doubles each time.
 # The program itself is started in the background (not a shell function, whose subshell would
 # be what gets killed, leaving the batch running).
 i=0
@@ -101,7 +102,10 @@ while [ $KILLED -lt "$KILLS" ]; do
     echo "kill $i: exit $rc, $(count) of $N devices recorded"
     snapshot
     if [ $rc -eq 0 ]; then
+        # The run beat the kill: the next one gets more work, twice as much each time it
+        # happens again (a fast machine, or a fast inventory), so kills keep landing.
         N=$((N + GROW))
+        [ "$GROW" -ge 8000 ] || GROW=$((GROW * 2))
         (make_csv $N devices.csv) # a subshell: make_csv sets i
     fi
 done
