@@ -3,6 +3,7 @@
 
 #include "fkd/ota_remote.h"
 #include "fkd/wss.h"
+#include "fleet_sched.h"
 #include "fleetkey/common.h"
 #include "ota_cmd.h"
 
@@ -147,6 +148,10 @@ static void *run(void *arg) {
     return NULL;
 }
 
+static void run_task(void *arg) {
+    (void)run(arg);
+}
+
 int robot_sim_wss_start(struct robot_sim *rs, const char *fw_version) {
     if (rs->wss.opt_disabled) {
         fkd_log(FKD_LOG_INFO, "services: wss client disabled (--no-wss)");
@@ -226,13 +231,23 @@ int robot_sim_wss_start(struct robot_sim *rs, const char *fw_version) {
     atomic_store(&rs->wss.reboot_flag, 0);
     atomic_store(&rs->wss.welcomed_flag, 0);
     atomic_store(&rs->wss.online_flag, 0);
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    if (rs->wss.opt_stack != 0) {
-        (void)pthread_attr_setstacksize(&attr, rs->wss.opt_stack);
+    int prc = 0;
+    rs->wss.task = NULL;
+    if (fleet_sched_in_task()) {
+        /* A robot of robot-sim --fleet run by the scheduler: the client is a task of the same
+         * worker thread (fleet_sched.h), not a thread of its own. */
+        rs->wss.task = fleet_sched_spawn(rs->wss.opt_stack != 0 ? rs->wss.opt_stack : 131072u,
+                                         run_task, rs, rs);
+        prc = rs->wss.task == NULL;
+    } else {
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        if (rs->wss.opt_stack != 0) {
+            (void)pthread_attr_setstacksize(&attr, rs->wss.opt_stack);
+        }
+        prc = pthread_create(&rs->wss.thread, &attr, run, rs);
+        pthread_attr_destroy(&attr);
     }
-    int prc = pthread_create(&rs->wss.thread, &attr, run, rs);
-    pthread_attr_destroy(&attr);
     if (prc != 0) {
         fkd_log(FKD_LOG_ERROR, "services: cannot start the wss thread");
         fkd_wss_free(&rs->wss.client);
@@ -253,7 +268,12 @@ void robot_sim_wss_stop(struct robot_sim *rs) {
         return;
     }
     atomic_store(&rs->wss.stop_flag, 1);
-    pthread_join(rs->wss.thread, NULL);
+    if (rs->wss.task != NULL) {
+        fleet_sched_join(rs->wss.task);
+        rs->wss.task = NULL;
+    } else {
+        pthread_join(rs->wss.thread, NULL);
+    }
     rs->wss.started = 0;
     fkd_wss_free(&rs->wss.client);
     fkd_ota_remote_free(&rs->wss.remote);

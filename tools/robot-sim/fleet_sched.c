@@ -1,0 +1,398 @@
+/* robot-sim --fleet's scheduler: see fleet_sched.h. */
+#include "fleet_sched.h"
+
+#include "robot_sim.h"
+
+#include "fkd/net.h"
+#include "fkd_posix.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define FLEET_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FLEET_ASAN 1
+#endif
+#endif
+#ifdef FLEET_ASAN
+/* AddressSanitizer must be told when the stack changes under it, or it reports the task's
+ * frames as overflows of the worker's stack. */
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+/* A worker looks at its timers at most every FLEET_TICK_MS: the robots' waits are slices of
+ * 200 ms and timeouts of seconds, so a millisecond more costs nothing and saves a scan of every
+ * task at each millisecond boundary. */
+#define FLEET_TICK_MS 2
+#define FLEET_EVENTS 256
+#define FLEET_GUARD 4096u /* a PROT_NONE page under each stack: an overflow faults */
+
+enum task_state { T_READY, T_WAIT, T_DONE, T_REAPED };
+
+struct fleet_task {
+    ucontext_t ctx;
+    struct fleet_worker *w;
+    fleet_task_fn *fn;
+    void *arg;
+    const void *self; /* robot_sim_self while it runs */
+    uint8_t *map;     /* the stack with its guard page */
+    size_t map_len;
+    enum task_state state;
+    int joinable; /* freed by the worker after fleet_sched_join, not when it ends */
+    int fd;       /* the socket it waits on, or -1 */
+    uint64_t deadline;
+    int result; /* what the wait returns: 1 ready, 0 timed out */
+#ifdef FLEET_ASAN
+    void *fake; /* ASan's fake stack of this task while it is switched out */
+#endif
+};
+
+struct fleet_worker {
+    struct fleet_sched *s;
+    pthread_t thread;
+    int started;
+    int ep;
+    ucontext_t main_ctx;
+    struct fleet_task **t;
+    size_t n, cap;
+    unsigned long long switches, waits;
+#ifdef FLEET_ASAN
+    const void *main_bottom; /* the worker thread's own stack, learnt at the first switch */
+    size_t main_size;
+    void *main_fake;
+#endif
+};
+
+struct fleet_sched {
+    struct fleet_worker *w;
+    unsigned nw;
+};
+
+static _Thread_local struct fleet_task *cur_task;
+
+static int add_task(struct fleet_worker *w, struct fleet_task *t) {
+    if (w->n == w->cap) {
+        size_t cap = w->cap ? w->cap * 2 : 64;
+        struct fleet_task **nt = realloc(w->t, cap * sizeof *nt);
+        if (nt == NULL) {
+            return -1;
+        }
+        w->t = nt;
+        w->cap = cap;
+    }
+    w->t[w->n++] = t;
+    return 0;
+}
+
+static void task_free(struct fleet_task *t) {
+    if (t->map != NULL) {
+        munmap(t->map, t->map_len);
+    }
+    free(t);
+}
+
+/* Switches from the running task back to its worker's loop. */
+static void to_worker(struct fleet_task *t) {
+    struct fleet_worker *w = t->w;
+#ifdef FLEET_ASAN
+    __sanitizer_start_switch_fiber(t->state == T_DONE ? NULL : &t->fake, w->main_bottom,
+                                   w->main_size);
+#endif
+    swapcontext(&t->ctx, &w->main_ctx);
+#ifdef FLEET_ASAN
+    __sanitizer_finish_switch_fiber(t->fake, NULL, NULL);
+#endif
+}
+
+static void task_entry(void) {
+    struct fleet_task *t = cur_task;
+#ifdef FLEET_ASAN
+    __sanitizer_finish_switch_fiber(NULL, &t->w->main_bottom, &t->w->main_size);
+#endif
+    t->fn(t->arg);
+    t->state = T_DONE;
+    to_worker(t); /* never returns: a done task is not resumed */
+}
+
+/* getcontext returns twice in principle (not here: the context is only ever entered through
+ * makecontext); kept out of task_new so its locals cannot be clobbered. */
+static __attribute__((noinline)) int context_get(ucontext_t *c) {
+    return getcontext(c);
+}
+
+static struct fleet_task *task_new(struct fleet_worker *w, size_t stack, fleet_task_fn *fn,
+                                   void *arg, const void *self) {
+    struct fleet_task *t = calloc(1, sizeof *t);
+    if (t == NULL) {
+        return NULL;
+    }
+    long page = sysconf(_SC_PAGESIZE);
+    size_t pg = page > 0 ? (size_t)page : 4096u;
+    stack = (stack + pg - 1) / pg * pg;
+    t->map_len = stack + FLEET_GUARD;
+    /* MAP_NORESERVE: 20,000 stacks of 128 KiB are 2.5 GiB of address space, of which the
+     * robots touch a few pages each. */
+    void *m = mmap(NULL, t->map_len, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+    if (m == MAP_FAILED) {
+        free(t);
+        return NULL;
+    }
+    t->map = m;
+    (void)mprotect(t->map, FLEET_GUARD, PROT_NONE);
+    if (context_get(&t->ctx) != 0) {
+        task_free(t);
+        return NULL;
+    }
+    t->ctx.uc_stack.ss_sp = t->map + FLEET_GUARD;
+    t->ctx.uc_stack.ss_size = stack;
+    t->ctx.uc_link = NULL;
+    makecontext(&t->ctx, task_entry, 0);
+    t->w = w;
+    t->fn = fn;
+    t->arg = arg;
+    t->self = self;
+    t->fd = -1;
+    t->state = T_READY;
+    return t;
+}
+
+static void resume(struct fleet_worker *w, struct fleet_task *t) {
+    cur_task = t;
+    robot_sim_self = t->self;
+    w->switches++;
+#ifdef FLEET_ASAN
+    __sanitizer_start_switch_fiber(&w->main_fake, t->ctx.uc_stack.ss_sp, t->ctx.uc_stack.ss_size);
+#endif
+    swapcontext(&w->main_ctx, &t->ctx);
+#ifdef FLEET_ASAN
+    __sanitizer_finish_switch_fiber(w->main_fake, NULL, NULL);
+#endif
+    cur_task = NULL;
+    robot_sim_self = NULL;
+}
+
+/* The port's waiter (fkd_posix_wait_fn) on a worker thread: parks the running task. */
+static int task_wait(int fd, short events, uint32_t timeout_ms) {
+    struct fleet_task *t = cur_task;
+    if (t == NULL) { /* the worker's own code: never waits through the port */
+        struct pollfd p = {.fd = fd, .events = events, .revents = 0};
+        return poll(&p, fd >= 0 ? 1 : 0, (int)timeout_ms);
+    }
+    struct fleet_worker *w = t->w;
+    if (fd >= 0 && timeout_ms == 0) {
+        struct pollfd p = {.fd = fd, .events = events, .revents = 0};
+        return poll(&p, 1, 0); /* a look, not a wait: no reason to give the worker up */
+    }
+    int registered = 0;
+    if (fd >= 0) {
+        struct epoll_event ev;
+        memset(&ev, 0, sizeof ev);
+        ev.events = ((events & POLLIN) ? EPOLLIN : 0u) | ((events & POLLOUT) ? EPOLLOUT : 0u);
+        ev.data.ptr = t;
+        if (epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+            return -1; /* errno from epoll_ctl: the caller treats it as a socket error */
+        }
+        registered = 1;
+        w->waits++;
+    }
+    t->fd = fd;
+    t->deadline = fkd_net_now_ms() + timeout_ms;
+    t->result = 0;
+    t->state = T_WAIT;
+    to_worker(t);
+    if (registered) {
+        (void)epoll_ctl(w->ep, EPOLL_CTL_DEL, fd, NULL);
+    }
+    t->fd = -1;
+    return t->result;
+}
+
+/* Resumes every ready task, wakes the ones whose time came; returns the wait until the next
+ * deadline (ms), 0 when a task is ready again. Frees ended tasks. */
+static int run_ready(struct fleet_worker *w, size_t *live) {
+    uint64_t now = fkd_net_now_ms();
+    uint64_t next = now + 1000;
+    size_t k = 0;
+    for (size_t i = 0; i < w->n; i++) { /* w->n may grow meanwhile: a spawned task */
+        struct fleet_task *t = w->t[i];
+        if (t->state == T_WAIT && t->deadline <= now) {
+            t->state = T_READY;
+        }
+        if (t->state == T_READY) {
+            resume(w, t);
+            t = w->t[i];
+        }
+        if (t->state == T_WAIT && t->deadline < next) {
+            next = t->deadline;
+        }
+        if ((t->state == T_DONE && !t->joinable) || t->state == T_REAPED) {
+            task_free(t);
+            continue;
+        }
+        w->t[k++] = t;
+    }
+    w->n = k;
+    *live = k;
+    for (size_t i = 0; i < w->n; i++) {
+        if (w->t[i]->state == T_READY) {
+            return 0;
+        }
+    }
+    now = fkd_net_now_ms();
+    uint64_t wait = next > now ? next - now : 0;
+    return (int)(wait < FLEET_TICK_MS ? FLEET_TICK_MS : wait);
+}
+
+static void *worker_main(void *arg) {
+    struct fleet_worker *w = arg;
+    fkd_posix_set_waiter(task_wait);
+    struct epoll_event ev[FLEET_EVENTS];
+    size_t live = w->n;
+    while (live > 0) {
+        int ms = run_ready(w, &live);
+        if (live == 0) {
+            break;
+        }
+        int r = epoll_wait(w->ep, ev, FLEET_EVENTS, ms);
+        for (int i = 0; i < r; i++) {
+            struct fleet_task *t = ev[i].data.ptr;
+            if (t->state == T_WAIT && t->fd >= 0) {
+                t->result = 1; /* readable, writable, or an error the next call reports */
+                t->state = T_READY;
+            }
+        }
+    }
+    fkd_posix_set_waiter(NULL);
+    return NULL;
+}
+
+int fleet_sched_new(struct fleet_sched **out, unsigned threads) {
+    *out = NULL;
+    if (threads == 0 || threads > 256) {
+        return -1;
+    }
+    struct fleet_sched *s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        return -1;
+    }
+    s->w = calloc(threads, sizeof *s->w);
+    if (s->w == NULL) {
+        free(s);
+        return -1;
+    }
+    s->nw = threads;
+    for (unsigned i = 0; i < threads; i++) {
+        s->w[i].s = s;
+        s->w[i].ep = epoll_create1(EPOLL_CLOEXEC);
+        if (s->w[i].ep < 0) {
+            fleet_sched_free(s);
+            return -1;
+        }
+    }
+    *out = s;
+    return 0;
+}
+
+int fleet_sched_add(struct fleet_sched *s, unsigned long index, size_t stack_bytes,
+                    uint64_t start_ms, fleet_task_fn *fn, void *arg, const void *self) {
+    struct fleet_worker *w = &s->w[index % s->nw];
+    struct fleet_task *t = task_new(w, stack_bytes, fn, arg, self);
+    if (t == NULL) {
+        return -1;
+    }
+    /* Powered on later (--fleet-ramp-per-s): parked until then, as if it had waited. */
+    t->state = T_WAIT;
+    t->deadline = start_ms;
+    if (add_task(w, t) != 0) {
+        task_free(t);
+        return -1;
+    }
+    return 0;
+}
+
+int fleet_sched_start(struct fleet_sched *s) {
+    int started = 0;
+    for (unsigned i = 0; i < s->nw; i++) {
+        if (pthread_create(&s->w[i].thread, NULL, worker_main, &s->w[i]) == 0) {
+            s->w[i].started = 1;
+            started++;
+        }
+    }
+    return started > 0 ? 0 : -1;
+}
+
+void fleet_sched_join_all(struct fleet_sched *s) {
+    for (unsigned i = 0; i < s->nw; i++) {
+        if (s->w[i].started) {
+            pthread_join(s->w[i].thread, NULL);
+            s->w[i].started = 0;
+        }
+    }
+}
+
+void fleet_sched_free(struct fleet_sched *s) {
+    if (s == NULL) {
+        return;
+    }
+    for (unsigned i = 0; i < s->nw; i++) {
+        struct fleet_worker *w = &s->w[i];
+        for (size_t k = 0; k < w->n; k++) {
+            task_free(w->t[k]);
+        }
+        free(w->t);
+        if (w->ep >= 0) {
+            close(w->ep);
+        }
+    }
+    free(s->w);
+    free(s);
+}
+
+int fleet_sched_in_task(void) {
+    return cur_task != NULL;
+}
+
+struct fleet_task *fleet_sched_spawn(size_t stack_bytes, fleet_task_fn *fn, void *arg,
+                                     const void *self) {
+    struct fleet_task *me = cur_task;
+    if (me == NULL) {
+        return NULL;
+    }
+    struct fleet_task *t = task_new(me->w, stack_bytes, fn, arg, self);
+    if (t == NULL) {
+        return NULL;
+    }
+    t->joinable = 1;
+    if (add_task(me->w, t) != 0) {
+        task_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+void fleet_sched_join(struct fleet_task *t) {
+    while (t->state != T_DONE) {
+        (void)task_wait(-1, 0, 20); /* the task ends within a wait slice of its own */
+    }
+    t->state = T_REAPED; /* the worker frees it */
+}
+
+void fleet_sched_get_stats(const struct fleet_sched *s, struct fleet_sched_stats *out) {
+    memset(out, 0, sizeof *out);
+    out->threads = s->nw;
+    for (unsigned i = 0; i < s->nw; i++) {
+        out->switches += s->w[i].switches;
+        out->waits += s->w[i].waits;
+    }
+}
