@@ -74,6 +74,8 @@ void robot_sim_fleet_usage(FILE *f) {
           "  --fleet-threads T         run the robots as tasks on T threads (default: one per\n"
           "                            core; each waits on its sockets through epoll); 0: two\n"
           "                            threads per robot (its listener and its wss client)\n"
+          "  --fleet-connects K        connection attempts (TLS handshakes) under way at once\n"
+          "                            per thread (default 8); the others wait their turn\n"
           "  --fleet-stack-kb KB       stack of each robot task or thread (default 128)\n"
           "  --fleet-offline PCT       that share of robots never connects\n"
           "  --fleet-drop-confirm PCT  that share drops the connection instead of answering\n"
@@ -333,6 +335,7 @@ int robot_sim_fleet(int argc, char **argv) {
     unsigned long trial_ms = 0, attempts = 0, ramp = 0;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     unsigned long threads = cores > 0 ? (unsigned long)cores : 1;
+    unsigned long connects = 8;
     struct fleet_sched *sched = NULL;
     unsigned offline_pct = 0, drop_pct = 0, cut_pct = 0;
     enum fkd_log_level lvl = FKD_LOG_WARN;
@@ -366,6 +369,8 @@ int robot_sim_fleet(int argc, char **argv) {
             ok = fk_parse_ulong(v, 65536ul, &stack_kb) == FK_OK && stack_kb >= 32;
         } else if (strcmp(a, "--fleet-threads") == 0) {
             ok = fk_parse_ulong(v, 256ul, &threads) == FK_OK;
+        } else if (strcmp(a, "--fleet-connects") == 0) {
+            ok = fk_parse_ulong(v, 4096ul, &connects) == FK_OK && connects > 0;
         } else if (strcmp(a, "--fleet-offline") == 0) {
             ok = parse_pct(v, &offline_pct);
         } else if (strcmp(a, "--fleet-drop-confirm") == 0) {
@@ -496,7 +501,7 @@ int robot_sim_fleet(int argc, char **argv) {
     uint64_t t_start = fkd_net_now_ms();
     if (threads > 0) {
         /* Every robot a task, powered on at its place in the ramp (fleet_sched.h). */
-        if (fleet_sched_new(&sched, (unsigned)threads) != 0) {
+        if (fleet_sched_new(&sched, (unsigned)threads, (unsigned)connects) != 0) {
             code = 4;
             goto out;
         }
@@ -562,8 +567,8 @@ int robot_sim_fleet(int argc, char **argv) {
         fleet_sched_get_stats(sched, &ss);
         fprintf(stderr,
                 "robot-sim: fleet scheduler: %u threads, %llu task switches, %llu socket "
-                "waits\n",
-                ss.threads, ss.switches, ss.waits);
+                "waits, %llu connection attempts queued for a slot\n",
+                ss.threads, ss.switches, ss.waits, ss.queued);
     }
     for (unsigned long i = 0; i < n; i++) {
         if (fl.robots[i].started) {

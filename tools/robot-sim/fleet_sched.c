@@ -37,7 +37,7 @@
 #define FLEET_EVENTS 256
 #define FLEET_GUARD 4096u /* a PROT_NONE page under each stack: an overflow faults */
 
-enum task_state { T_READY, T_WAIT, T_DONE, T_REAPED };
+enum task_state { T_READY, T_WAIT, T_SLOT, T_DONE, T_REAPED };
 
 struct fleet_task {
     ucontext_t ctx;
@@ -52,6 +52,8 @@ struct fleet_task {
     int fd;       /* the socket it waits on, or -1 */
     uint64_t deadline;
     int result; /* what the wait returns: 1 ready, 0 timed out */
+    int has_slot;
+    struct fleet_task *slot_next; /* in its worker's queue for a slot (T_SLOT) */
 #ifdef FLEET_ASAN
     void *fake; /* ASan's fake stack of this task while it is switched out */
 #endif
@@ -65,7 +67,9 @@ struct fleet_worker {
     ucontext_t main_ctx;
     struct fleet_task **t;
     size_t n, cap;
-    unsigned long long switches, waits;
+    unsigned long long switches, waits, queued;
+    unsigned slots_free;
+    struct fleet_task *slot_head, *slot_tail; /* waiting for a slot, oldest first */
 #ifdef FLEET_ASAN
     const void *main_bottom; /* the worker thread's own stack, learnt at the first switch */
     size_t main_size;
@@ -120,6 +124,7 @@ static void task_entry(void) {
     __sanitizer_finish_switch_fiber(NULL, &t->w->main_bottom, &t->w->main_size);
 #endif
     t->fn(t->arg);
+    fleet_sched_slot_give();
     t->state = T_DONE;
     to_worker(t); /* never returns: a done task is not resumed */
 }
@@ -277,9 +282,9 @@ static void *worker_main(void *arg) {
     return NULL;
 }
 
-int fleet_sched_new(struct fleet_sched **out, unsigned threads) {
+int fleet_sched_new(struct fleet_sched **out, unsigned threads, unsigned slots) {
     *out = NULL;
-    if (threads == 0 || threads > 256) {
+    if (threads == 0 || threads > 256 || slots == 0 || slots > 4096) {
         return -1;
     }
     struct fleet_sched *s = calloc(1, sizeof *s);
@@ -294,6 +299,7 @@ int fleet_sched_new(struct fleet_sched **out, unsigned threads) {
     s->nw = threads;
     for (unsigned i = 0; i < threads; i++) {
         s->w[i].s = s;
+        s->w[i].slots_free = slots;
         s->w[i].ep = epoll_create1(EPOLL_CLOEXEC);
         if (s->w[i].ep < 0) {
             fleet_sched_free(s);
@@ -394,5 +400,50 @@ void fleet_sched_get_stats(const struct fleet_sched *s, struct fleet_sched_stats
     for (unsigned i = 0; i < s->nw; i++) {
         out->switches += s->w[i].switches;
         out->waits += s->w[i].waits;
+        out->queued += s->w[i].queued;
     }
+}
+
+void fleet_sched_slot_take(void) {
+    struct fleet_task *t = cur_task;
+    if (t == NULL || t->has_slot) {
+        return;
+    }
+    struct fleet_worker *w = t->w;
+    if (w->slots_free > 0) {
+        w->slots_free--;
+        t->has_slot = 1;
+        return;
+    }
+    /* Parked outside the timer scan until a slot is handed over (fleet_sched_slot_give). */
+    w->queued++;
+    t->slot_next = NULL;
+    if (w->slot_tail != NULL) {
+        w->slot_tail->slot_next = t;
+    } else {
+        w->slot_head = t;
+    }
+    w->slot_tail = t;
+    t->state = T_SLOT;
+    to_worker(t);
+}
+
+void fleet_sched_slot_give(void) {
+    struct fleet_task *t = cur_task;
+    if (t == NULL || !t->has_slot) {
+        return;
+    }
+    struct fleet_worker *w = t->w;
+    t->has_slot = 0;
+    struct fleet_task *next = w->slot_head;
+    if (next == NULL) {
+        w->slots_free++;
+        return;
+    }
+    w->slot_head = next->slot_next;
+    if (w->slot_head == NULL) {
+        w->slot_tail = NULL;
+    }
+    next->has_slot = 1; /* handed over: the slot stays taken */
+    next->state = T_READY;
 }

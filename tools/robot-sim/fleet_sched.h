@@ -24,8 +24,9 @@ struct fleet_task;
 
 typedef void fleet_task_fn(void *arg);
 
-/* A scheduler of threads workers (1..256). 0, or -1 (out of memory, no epoll). */
-int fleet_sched_new(struct fleet_sched **out, unsigned threads);
+/* A scheduler of threads workers (1..256) with slots connection slots each (1..4096, see
+ * fleet_sched_slot_take). 0, or -1 (out of memory, no epoll). */
+int fleet_sched_new(struct fleet_sched **out, unsigned threads, unsigned slots);
 /* Before fleet_sched_start, from the creating thread: a task of worker (index % threads) that
  * begins fn(arg) not before the monotonic time start_ms (fkd_net_now_ms), on a stack of
  * stack_bytes. self is what robot_sim_self is set to while it runs. 0, or -1. */
@@ -47,11 +48,24 @@ struct fleet_task *fleet_sched_spawn(size_t stack_bytes, fleet_task_fn *fn, void
 /* Inside a task: waits (without blocking the worker) until t ended; t is freed. */
 void fleet_sched_join(struct fleet_task *t);
 
+/* Connection slots: admission control for the expensive steps. A task runs until it waits, so
+ * a worker's pass over its ready tasks lasts as long as their CPU work together; with
+ * thousands of robots in TLS handshakes at once (about 8 ms of mbedTLS each), a robot whose
+ * upgrade was answered would wait seconds for its turn to send hello, the server would close
+ * it (hello_timeout), and it would come back for another handshake: congestion collapse. The
+ * kernel's scheduler hid this under threads by preempting. So a robot takes a slot of its
+ * worker before each connection attempt and gives it back once connected or failed: at most
+ * `slots` handshakes per worker are under way, the others queue (first come, first served).
+ * Outside a task both are no-ops; give is idempotent, and a task that ends gives its slot. */
+void fleet_sched_slot_take(void);
+void fleet_sched_slot_give(void);
+
 /* Statistics of a finished run, for the summary line. */
 struct fleet_sched_stats {
     unsigned threads;
     unsigned long long switches; /* task resumptions */
     unsigned long long waits;    /* waits on a socket */
+    unsigned long long queued;   /* connection attempts that waited for a slot */
 };
 void fleet_sched_get_stats(const struct fleet_sched *s, struct fleet_sched_stats *out);
 

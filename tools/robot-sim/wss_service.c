@@ -45,6 +45,9 @@ int robot_sim_wss_option(struct robot_sim *rs, int argc, char **argv, int i) {
 
 static int should_stop(void *user) {
     struct robot_sim *rs = user;
+    if (rs->wss.client.state != FKD_WSS_CONNECTING) {
+        fleet_sched_slot_give(); /* connected, or the attempt failed (fleet_sched.h) */
+    }
     /* After a simulated power loss (--power-cut-at-write, a fleet's power cut) the robot is
      * off: its connection ends now, not when the service loop next looks. */
     return atomic_load(&rs->wss.stop_flag) || rs->file.mem.dead;
@@ -101,6 +104,9 @@ static enum fkd_wss_req_result h_request(void *user, const char *kind, const uin
 
 static void h_credentials(void *user, struct fkd_wss_creds *c) {
     struct robot_sim *rs = user;
+    /* A connection attempt begins: in a fleet run by the scheduler, at most a few per worker
+     * at once (fleet_sched_slot_take); the others wait here for their turn. */
+    fleet_sched_slot_take();
     atomic_store(&rs->wss.online_flag, 0); /* a new connection begins */
     if (rs->wss.rot_ready) {
         pthread_mutex_lock(&rs->rot_lock);
@@ -125,6 +131,7 @@ static int h_tick(void *user) {
  * request right after welcome reports state valid. */
 static void on_welcome(void *user) {
     struct robot_sim *rs = user;
+    fleet_sched_slot_give();
     (void)robot_sim_ota_confirm(rs);
     atomic_store(&rs->wss.welcomed_flag, 1);
     atomic_store(&rs->wss.online_flag, 1);
