@@ -21,7 +21,7 @@
 # usage: bench_rotation.sh BUILD_DIR
 #   env: FK_BENCH_ROBOTS (10000), FK_BENCH_FAULT_ROBOTS (FK_BENCH_ROBOTS),
 #        FK_BENCH_FLEET_THREADS (robot-sim --fleet-threads: default one per core; 0: the old
-#        thread pair per robot),
+#        thread pair per robot), FK_BENCH_PERF (a directory: perf record each rotation),
 #        FK_BENCH_REFLASH_SAMPLE (3), FK_BENCH_RAMP (robots powered on per second, 200: all
 #        at once, thousands of handshakes time out against a single-threaded server on 2 cores
 #        and the robots' backoff then dominates)
@@ -122,6 +122,25 @@ fleets_cpu() {
     done
     echo "$t"
 }
+# FK_BENCH_PERF=DIR: each rotation is also profiled, server and each fleet process, with
+# `perf record -g` into DIR/<classes>-server.data and DIR/<classes>-<fleet>.data.
+PERFS=""
+perf_start() {
+    [ -n "${FK_BENCH_PERF:-}" ] && command -v perf >/dev/null || return 0
+    mkdir -p "$FK_BENCH_PERF"
+    for f in srv:$SPID $FLEETS; do
+        perf record -F 299 -g -p "${f#*:}" -o "$FK_BENCH_PERF/$1-${f%%:*}.data" \
+            >/dev/null 2>&1 &
+        PERFS="$PERFS $!"
+    done
+}
+perf_stop() {
+    for p in $PERFS; do
+        kill -INT "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    PERFS=""
+}
 # rotate CLASSES FIRST COUNT: a plan over robots FIRST.., timed until it settled; prints a line
 # and where the CPU went: the server (all threads; its event loop is one of them, the PSK
 # checks run in others), the simulated robots, and the wall time the server's CPU alone would
@@ -129,10 +148,12 @@ fleets_cpu() {
 # own CPU time: one thread).
 rotate() {
     c_srv=$(cpu_s "$SPID") c_loop=$(cpu_s "$SPID" "$SPID") c_sim=$(fleets_cpu)
+    perf_start "$1"
     t0=$(now)
     fleet_rotate "$1" 30 "$2" "$3"
     fleet_wait_settled $((300 + $3 / 5))
     dt=$(secs "$t0" "$(now)")
+    perf_stop
     echo "rotation $1: $3 robots, $dt s, $(rate "$3" "$dt") robots/s:" \
         "$(fleet_count confirmed) confirmed, $(fleet_count failed) failed," \
         "$(fleet_count rolled_back) rolled back, $(fleet_count offline) offline"
@@ -148,9 +169,18 @@ rotate() {
     }'
     ROT_SECS=$dt
 }
-# settle_plan: aborts the plan in api.out unless it is done, so the next one can be created.
+# settle_plan: aborts the plan in api.out unless it is done, then waits until the next one can
+# be created: this one aborted, or done with the old credentials revoked (the server's tick
+# after the interlock held; until then the plan is still the one under way).
 settle_plan() {
     grep -q '"state":"done"' api.out || fleet_api POST "/api/rotation/$ROT_ID/abort" empty
+    i=0
+    until "$B/wss_client" --port "$P" $OPER --get "/api/rotation/$ROT_ID" >api.out 2>api.err &&
+        grep -q '"state":"aborted"\|"revoked":true' api.out; do
+        i=$((i + 1))
+        [ $i -le 600 ] || { head -c 600 api.out >&2; fail "plan $ROT_ID neither done nor aborted"; }
+        sleep 0.2
+    done
 }
 
 # ---- 1. mtls over the whole fleet -------------------------------------------------------
