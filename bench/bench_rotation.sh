@@ -92,11 +92,17 @@ wait_online() {
         sleep 0.2
     done
 }
-stop_fleets() {
-    for f in $FLEETS; do
-        kill -TERM "${f#*:}" 2>/dev/null || true
-        wait "${f#*:}" 2>/dev/null || true
+# stop_pids SIGNAL PID...: signals each process and waits for it.
+stop_pids() {
+    sig=$1
+    shift
+    for p in "$@"; do
+        kill "-$sig" "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
     done
+}
+stop_fleets() {
+    stop_pids TERM $(for f in $FLEETS; do echo "${f#*:}"; done)
     FLEETS=""
 }
 rss_kib() {
@@ -135,10 +141,7 @@ perf_start() {
     done
 }
 perf_stop() {
-    for p in $PERFS; do
-        kill -INT "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-    done
+    stop_pids INT $PERFS
     PERFS=""
 }
 # rotate CLASSES FIRST COUNT: a plan over robots FIRST.., timed until it settled; prints a line

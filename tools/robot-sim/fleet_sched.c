@@ -54,12 +54,17 @@ struct fleet_task {
     uint64_t deadline;
     int result; /* what the wait returns: 1 ready, 0 timed out */
     int has_slot;
-    struct fleet_task *slot_next; /* in its worker's queue for a slot (T_SLOT) */
-    struct fleet_task *rq_next;   /* in its worker's ready queue */
+    /* In one of its worker's queues: ready (queued set) or waiting for a slot (T_SLOT); never
+     * both, since a task waiting for a slot is not ready. */
+    struct fleet_task *q_next;
     int queued;
 #ifdef FLEET_ASAN
     void *fake; /* ASan's fake stack of this task while it is switched out */
 #endif
+};
+
+struct task_queue {
+    struct fleet_task *head, *tail;
 };
 
 struct fleet_worker {
@@ -72,9 +77,9 @@ struct fleet_worker {
     size_t n, cap;
     unsigned long long switches, waits, queued;
     unsigned slots_free;
-    struct fleet_task *slot_head, *slot_tail; /* waiting for a slot, oldest first */
-    struct fleet_task *rq_head, *rq_tail;     /* ready to run, oldest first */
-    uint64_t next_scan;                       /* when scan() looks at the timers again */
+    struct task_queue slots_wait; /* waiting for a slot, oldest first */
+    struct task_queue ready;      /* ready to run, oldest first */
+    uint64_t next_scan;           /* when scan() looks at the timers again */
 #ifdef FLEET_ASAN
     const void *main_bottom; /* the worker thread's own stack, learnt at the first switch */
     size_t main_size;
@@ -89,19 +94,34 @@ struct fleet_sched {
 
 static _Thread_local struct fleet_task *cur_task;
 
+static void queue_push(struct task_queue *q, struct fleet_task *t) {
+    t->q_next = NULL;
+    if (q->tail != NULL) {
+        q->tail->q_next = t;
+    } else {
+        q->head = t;
+    }
+    q->tail = t;
+}
+
+static struct fleet_task *queue_pop(struct task_queue *q) {
+    struct fleet_task *t = q->head;
+    if (t != NULL) {
+        q->head = t->q_next;
+        if (q->head == NULL) {
+            q->tail = NULL;
+        }
+        t->q_next = NULL;
+    }
+    return t;
+}
+
 static void make_ready(struct fleet_worker *w, struct fleet_task *t) {
     t->state = T_READY;
-    if (t->queued) {
-        return;
+    if (!t->queued) {
+        t->queued = 1;
+        queue_push(&w->ready, t);
     }
-    t->queued = 1;
-    t->rq_next = NULL;
-    if (w->rq_tail != NULL) {
-        w->rq_tail->rq_next = t;
-    } else {
-        w->rq_head = t;
-    }
-    w->rq_tail = t;
 }
 
 static int add_task(struct fleet_worker *w, struct fleet_task *t) {
@@ -273,11 +293,9 @@ static void scan(struct fleet_worker *w, uint64_t now) {
 /* Resumes the tasks queued ready when it was called, oldest first (what they make ready runs
  * in the next round, after the sockets were looked at). */
 static void run_queue(struct fleet_worker *w) {
-    struct fleet_task *t = w->rq_head;
-    w->rq_head = w->rq_tail = NULL;
-    while (t != NULL) {
-        struct fleet_task *next = t->rq_next;
-        t->rq_next = NULL;
+    struct task_queue q = w->ready;
+    w->ready.head = w->ready.tail = NULL;
+    for (struct fleet_task *t; (t = queue_pop(&q)) != NULL;) {
         t->queued = 0;
         if (t->state == T_READY) {
             resume(w, t);
@@ -285,7 +303,6 @@ static void run_queue(struct fleet_worker *w) {
                 w->next_scan = 0; /* free it soon */
             }
         }
-        t = next;
     }
 }
 
@@ -304,7 +321,7 @@ static void *worker_main(void *arg) {
         }
         run_queue(w);
         now = fkd_net_now_ms();
-        int ms = w->rq_head != NULL || w->next_scan <= now ? 0 : (int)(w->next_scan - now);
+        int ms = w->ready.head != NULL || w->next_scan <= now ? 0 : (int)(w->next_scan - now);
         int r = epoll_wait(w->ep, ev, FLEET_EVENTS, ms);
         for (int i = 0; i < r; i++) {
             struct fleet_task *t = ev[i].data.ptr;
@@ -454,13 +471,7 @@ void fleet_sched_slot_take(void) {
     }
     /* Parked outside the timer scan until a slot is handed over (fleet_sched_slot_give). */
     w->queued++;
-    t->slot_next = NULL;
-    if (w->slot_tail != NULL) {
-        w->slot_tail->slot_next = t;
-    } else {
-        w->slot_head = t;
-    }
-    w->slot_tail = t;
+    queue_push(&w->slots_wait, t);
     t->state = T_SLOT;
     to_worker(t);
 }
@@ -472,14 +483,10 @@ void fleet_sched_slot_give(void) {
     }
     struct fleet_worker *w = t->w;
     t->has_slot = 0;
-    struct fleet_task *next = w->slot_head;
+    struct fleet_task *next = queue_pop(&w->slots_wait);
     if (next == NULL) {
         w->slots_free++;
         return;
-    }
-    w->slot_head = next->slot_next;
-    if (w->slot_head == NULL) {
-        w->slot_tail = NULL;
     }
     next->has_slot = 1; /* handed over: the slot stays taken */
     make_ready(w, next);
