@@ -37,6 +37,7 @@ enum pst {
     P_DEV_STATE,
     P_CRED_ADD,
     P_CRED_LIST,
+    P_CRED_LIST_ONE,
     P_CRED_STATE,
     P_HEAD_GET,
     P_AUDIT_ADD,
@@ -65,9 +66,14 @@ static const char *const pst_sql[P_COUNT] = {
                     " WHERE id = $1",
     [P_CRED_ADD] = "INSERT INTO credentials(device_id, kind, version, fingerprint, created_at,"
                    " expires_at, state) VALUES($1, $2, $3, $4, $5, $6, $7)",
+    /* One device gets its own statement, which the unique (device_id, kind, version) index
+     * answers; "$1 IS NULL OR device_id = $1" would read the whole fleet's credentials. */
     [P_CRED_LIST] = "SELECT device_id, kind, version, fingerprint, created_at, expires_at, state"
-                    " FROM credentials WHERE $1::text IS NULL OR device_id = $1"
+                    " FROM credentials"
                     " ORDER BY device_id COLLATE \"C\", kind COLLATE \"C\", version",
+    [P_CRED_LIST_ONE] = "SELECT device_id, kind, version, fingerprint, created_at, expires_at,"
+                        " state FROM credentials WHERE device_id = $1"
+                        " ORDER BY kind COLLATE \"C\", version",
     [P_CRED_STATE] = "UPDATE credentials SET state = $4"
                      " WHERE device_id = $1 AND kind = $2 AND version = $3",
     [P_HEAD_GET] = "SELECT seq, hash FROM audit_head WHERE id = 1",
@@ -507,7 +513,9 @@ static enum fk_err pg_credential_add(struct fk_inventory *inv, const struct fk_i
 static enum fk_err pg_credential_list(struct fk_inventory *inv, const char *device_id,
                                       fk_inv_credential_fn *fn, void *user, struct fk_diag *diag) {
     PGresult *r = NULL;
-    enum fk_err rc = run(inv, P_CRED_LIST, 1, &device_id, NULL, NULL, &r, NULL, diag);
+    enum fk_err rc = device_id != NULL
+                         ? run(inv, P_CRED_LIST_ONE, 1, &device_id, NULL, NULL, &r, NULL, diag)
+                         : run(inv, P_CRED_LIST, 0, NULL, NULL, NULL, &r, NULL, diag);
     for (int i = 0; rc == FK_OK && i < PQntuples(r); i++) {
         struct fk_inv_credential c;
         struct pg_row x = {r, i};

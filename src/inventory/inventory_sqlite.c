@@ -432,13 +432,20 @@ static enum fk_err sq_credential_list(struct fk_inventory *inv, const char *devi
                                       fk_inv_credential_fn *fn, void *user, struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     sqlite3_stmt *s = NULL;
+    /* One device: its own query, which the UNIQUE(device_id, kind, version) index answers.
+     * "?1 IS NULL OR device_id = ?1" cannot use it and read every credential of the fleet on
+     * each call: the server asks per device several times per rotation step, so a rotation of
+     * 3,000 robots spent 46 % of the server's CPU here (O(fleet^2)). */
     FK_GUARD(prepare(inv,
-                     "SELECT device_id, kind, version, fingerprint, created_at,"
-                     " expires_at, state FROM credentials"
-                     " WHERE ?1 IS NULL OR device_id = ?1"
-                     " ORDER BY device_id, kind, version",
+                     device_id != NULL ? "SELECT device_id, kind, version, fingerprint, created_at,"
+                                         " expires_at, state FROM credentials WHERE device_id = ?1"
+                                         " ORDER BY kind, version"
+                                       : "SELECT device_id, kind, version, fingerprint, created_at,"
+                                         " expires_at, state FROM credentials"
+                                         " ORDER BY device_id, kind, version",
                      &s, diag));
-    FK_ENSURE(bind_text(s, 1, device_id, 0) == SQLITE_OK, db_fail(inv, diag, "bind"));
+    FK_ENSURE(device_id == NULL || bind_text(s, 1, device_id, 0) == SQLITE_OK,
+              db_fail(inv, diag, "bind"));
     for (;;) {
         int r = sqlite3_step(s);
         if (r == SQLITE_DONE) {

@@ -448,7 +448,7 @@ static int on_new_audit(void *user, const struct fk_inv_audit *a) {
     if (strcmp(a->kind, "pki.cert_revoked") != 0) {
         return 0;
     }
-    for (struct session *s = srv->sessions; s != NULL; s = s->next) {
+    for (struct session *s = fk_srv_sessions_hashed(srv, a->subject); s != NULL; s = s->id_next) {
         if (s->hello_done && !s->closing && s->close_code == 0 && strcmp(s->id, a->subject) == 0 &&
             inventory_revoked(srv, s->wsi, s->id)) {
             fk_log(FK_LOG_WARN, "server: %s %s: certificate revoked in the inventory: closing",

@@ -302,7 +302,7 @@ void fk_srv_hello_ota(struct session *s) {
     /* A device that reconnects while its previous connection lingers (power lost: no FIN
      * until the idle time-out): the new connection takes the transfer over, and the old one
      * must neither answer for it nor, when it finally closes, reset it. */
-    for (struct session *o = srv->sessions; o != NULL; o = o->next) {
+    for (struct session *o = fk_srv_sessions_hashed(srv, s->id); o != NULL; o = o->id_next) {
         if (o != s && o->hello_done && strcmp(o->id, s->id) == 0) {
             o->target = NULL;
             o->job = NULL;

@@ -237,6 +237,7 @@ int fk_srv_session_cb(struct lws *wsi, enum lws_callback_reasons reason, void *u
             srv->sessions->prev = s;
         }
         srv->sessions = s;
+        fk_srv_session_index(s);
         srv->ws_open++;
         fk_log(FK_LOG_DEBUG, "server: %s %s: WebSocket open", s->peer, s->id);
         return 0;
@@ -279,6 +280,7 @@ int fk_srv_session_cb(struct lws *wsi, enum lws_callback_reasons reason, void *u
             if (s->next != NULL) {
                 s->next->prev = s->prev;
             }
+            fk_srv_session_unindex(s);
             srv->ws_open--;
             fk_log(FK_LOG_DEBUG, "server: %s %s: WebSocket closed", s->peer, s->id);
         }

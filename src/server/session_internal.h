@@ -33,6 +33,12 @@ void fk_srv_schedule_close(struct session *s, struct lws *wsi, int code, const c
 /* Queues request kind with body (taken; NULL: {}) as s's one outstanding request. 0, or -1. */
 int fk_srv_send_request(struct session *s, const char *kind, cJSON *body);
 
+/* Links s (its id set) into / out of srv->by_id; session.c at ESTABLISHED and CLOSED. */
+void fk_srv_session_index(struct session *s);
+void fk_srv_session_unindex(struct session *s);
+/* The first session of the chain device id hashes to; follow id_next and compare ids. */
+struct session *fk_srv_sessions_hashed(const struct fk_server *srv, const char *id);
+
 /* The live session of device id (said hello, not closing, not superseded), or NULL. */
 struct session *fk_srv_session_of(struct fk_server *srv, const char *id);
 /* 1 when some session of device id said hello (what /api/devices shows as "connected"). */

@@ -3,6 +3,7 @@
  * up through here, and this file calls none of them. */
 #include "session_internal.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,8 +62,42 @@ int fk_srv_send_request(struct session *s, const char *kind, cJSON *body) {
     return fk_srv_enqueue_json(s, s->wsi, r) == 0 ? 0 : -1;
 }
 
+static size_t id_bucket(const char *id) {
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)id; *p != '\0'; p++) {
+        h = (h ^ *p) * 16777619u;
+    }
+    return h & (FK_SRV_ID_BUCKETS - 1u);
+}
+
+void fk_srv_session_index(struct session *s) {
+    struct session **head = &s->srv->by_id[id_bucket(s->id)];
+    s->id_prev = NULL;
+    s->id_next = *head;
+    if (*head != NULL) {
+        (*head)->id_prev = s;
+    }
+    *head = s;
+}
+
+void fk_srv_session_unindex(struct session *s) {
+    if (s->id_prev != NULL) {
+        s->id_prev->id_next = s->id_next;
+    } else {
+        s->srv->by_id[id_bucket(s->id)] = s->id_next;
+    }
+    if (s->id_next != NULL) {
+        s->id_next->id_prev = s->id_prev;
+    }
+    s->id_prev = s->id_next = NULL;
+}
+
+struct session *fk_srv_sessions_hashed(const struct fk_server *srv, const char *id) {
+    return srv->by_id[id_bucket(id)];
+}
+
 int fk_srv_connected(const struct fk_server *srv, const char *id) {
-    for (const struct session *s = srv->sessions; s != NULL; s = s->next) {
+    for (const struct session *s = fk_srv_sessions_hashed(srv, id); s != NULL; s = s->id_next) {
         if (s->hello_done && strcmp(s->id, id) == 0) {
             return 1;
         }
@@ -71,7 +106,7 @@ int fk_srv_connected(const struct fk_server *srv, const char *id) {
 }
 
 struct session *fk_srv_session_of(struct fk_server *srv, const char *id) {
-    for (struct session *s = srv->sessions; s != NULL; s = s->next) {
+    for (struct session *s = fk_srv_sessions_hashed(srv, id); s != NULL; s = s->id_next) {
         if (s->hello_done && s->close_code == 0 && !s->superseded && strcmp(s->id, id) == 0) {
             return s;
         }

@@ -2,6 +2,7 @@
  * its own in-memory flash by the same code as a single robot-sim. */
 #include "fleet.h"
 
+#include "fleet_sched.h"
 #include "robot_sim.h"
 #include "wss_service.h"
 
@@ -70,7 +71,12 @@ void robot_sim_fleet_usage(FILE *f) {
           "                            provision-keys batch --ca writes them\n"
           "  --fleet-offset K          skip the first K identities (several processes)\n"
           "  --fleet-status FILE       the counts as one JSON object, rewritten every 500 ms\n"
-          "  --fleet-stack-kb KB       stack of each robot thread (default 128)\n"
+          "  --fleet-threads T         run the robots as tasks on T threads (default: one per\n"
+          "                            core; each waits on its sockets through epoll); 0: two\n"
+          "                            threads per robot (its listener and its wss client)\n"
+          "  --fleet-connects K        connection attempts (TLS handshakes) under way at once\n"
+          "                            per thread (default 8); the others wait their turn\n"
+          "  --fleet-stack-kb KB       stack of each robot task or thread (default 128)\n"
           "  --fleet-offline PCT       that share of robots never connects\n"
           "  --fleet-drop-confirm PCT  that share drops the connection instead of answering\n"
           "                            rot_commit (once)\n"
@@ -207,6 +213,12 @@ static int robot_boot(struct fleet *fl, struct fleet_robot *r) {
 
 static struct fleet *the_fleet; /* for the robot threads' boots */
 
+static void *robot_thread(void *arg);
+
+static void robot_task(void *arg) {
+    (void)robot_thread(arg);
+}
+
 static void *robot_thread(void *arg) {
     struct fleet_robot *r = arg;
     robot_sim_self = &r->rs;
@@ -321,6 +333,10 @@ int robot_sim_fleet(int argc, char **argv) {
     const char *keys = NULL, *sdkconfig = NULL, *status = NULL;
     unsigned long n = 0, offset = 0, stack_kb = 128, skew_ms = 0, run_ms = 0;
     unsigned long trial_ms = 0, attempts = 0, ramp = 0;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned long threads = cores > 0 ? (unsigned long)cores : 1;
+    unsigned long connects = 8;
+    struct fleet_sched *sched = NULL;
     unsigned offline_pct = 0, drop_pct = 0, cut_pct = 0;
     enum fkd_log_level lvl = FKD_LOG_WARN;
     int code = 2;
@@ -351,6 +367,10 @@ int robot_sim_fleet(int argc, char **argv) {
             ok = v != NULL;
         } else if (strcmp(a, "--fleet-stack-kb") == 0) {
             ok = fk_parse_ulong(v, 65536ul, &stack_kb) == FK_OK && stack_kb >= 32;
+        } else if (strcmp(a, "--fleet-threads") == 0) {
+            ok = fk_parse_ulong(v, 256ul, &threads) == FK_OK;
+        } else if (strcmp(a, "--fleet-connects") == 0) {
+            ok = fk_parse_ulong(v, 4096ul, &connects) == FK_OK && connects > 0;
         } else if (strcmp(a, "--fleet-offline") == 0) {
             ok = parse_pct(v, &offline_pct);
         } else if (strcmp(a, "--fleet-drop-confirm") == 0) {
@@ -477,12 +497,32 @@ int robot_sim_fleet(int argc, char **argv) {
     }
     signal(SIGPIPE, SIG_IGN);
     the_fleet = &fl;
+    unsigned long started = 0;
+    uint64_t t_start = fkd_net_now_ms();
+    if (threads > 0) {
+        /* Every robot a task, powered on at its place in the ramp (fleet_sched.h). */
+        if (fleet_sched_new(&sched, (unsigned)threads, (unsigned)connects) != 0) {
+            code = 4;
+            goto out;
+        }
+        for (unsigned long i = 0; i < n; i++) {
+            uint64_t at = ramp > 0 ? t_start + (uint64_t)i * 1000u / ramp : t_start;
+            if (fleet_sched_add(sched, i, (size_t)stack_kb * 1024u, at, robot_task, &fl.robots[i],
+                                &fl.robots[i].rs) != 0) {
+                fprintf(stderr, "robot-sim: robot %lu: cannot make its task (out of memory)\n", i);
+                break;
+            }
+            started++;
+        }
+        if (started < n || fleet_sched_start(sched) != 0) {
+            fprintf(stderr, "robot-sim: cannot start the fleet's threads\n");
+            started = 0;
+        }
+    }
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     (void)pthread_attr_setstacksize(&attr, (size_t)stack_kb * 1024u);
-    unsigned long started = 0;
-    uint64_t t_start = fkd_net_now_ms();
-    for (unsigned long i = 0; i < n; i++) {
+    for (unsigned long i = 0; i < n && threads == 0; i++) {
         while (ramp > 0 && fkd_net_now_ms() < t_start + (uint64_t)i * 1000u / ramp &&
                !robot_sim_stop_requested()) {
             struct timespec ts = {0, 2 * 1000 * 1000};
@@ -498,7 +538,15 @@ int robot_sim_fleet(int argc, char **argv) {
         started++;
     }
     pthread_attr_destroy(&attr);
-    fprintf(stderr, "robot-sim: fleet of %lu robots started (%lu KiB stacks)\n", started, stack_kb);
+    if (threads > 0) {
+        fprintf(stderr,
+                "robot-sim: fleet of %lu robots started as tasks on %lu threads (%lu KiB "
+                "stacks)\n",
+                started, threads, stack_kb);
+    } else {
+        fprintf(stderr, "robot-sim: fleet of %lu robots started (%lu KiB stacks)\n", started,
+                stack_kb);
+    }
     uint64_t deadline = run_ms != 0 ? fkd_net_now_ms() + run_ms : UINT64_MAX;
     struct fleet_counts c;
     unsigned long booted_ever = 0;
@@ -513,6 +561,15 @@ int robot_sim_fleet(int argc, char **argv) {
         }
     }
     robot_sim_stop_all();
+    if (sched != NULL) {
+        fleet_sched_join_all(sched);
+        struct fleet_sched_stats ss;
+        fleet_sched_get_stats(sched, &ss);
+        fprintf(stderr,
+                "robot-sim: fleet scheduler: %u threads, %llu task switches, %llu socket "
+                "waits, %llu connection attempts queued for a slot\n",
+                ss.threads, ss.switches, ss.waits, ss.queued);
+    }
     for (unsigned long i = 0; i < n; i++) {
         if (fl.robots[i].started) {
             pthread_join(fl.robots[i].thread, NULL);
@@ -531,6 +588,7 @@ int robot_sim_fleet(int argc, char **argv) {
         }
     }
 out:
+    fleet_sched_free(sched);
     if (fl.robots != NULL) {
         for (unsigned long i = 0; i < fl.n; i++) {
             if (fl.robots[i].flash != NULL) {

@@ -42,6 +42,8 @@ struct robot_sim_ctl {
 
 /* wss_service.c's part: the client thread, what it shares with the listener's loop (the
  * atomic flags) and the --wss-* options. */
+struct fleet_task; /* fleet_sched.h */
+
 struct robot_sim_wss {
     struct fkd_wss client;        /* ~11 KiB of caller memory: the whole client */
     struct fkd_ota_remote remote; /* ~8.5 KiB: OTA over the channel (fkd/ota_remote.h) */
@@ -50,6 +52,7 @@ struct robot_sim_wss {
     int rot_ready;
     struct fkd_wss_handler handler; /* OTA, then rotation (wss_service.c) */
     pthread_t thread;
+    struct fleet_task *task; /* instead of thread: a task of the fleet's scheduler */
     int started;
     atomic_int stop_flag;
     atomic_int reboot_flag; /* the client ended with FKD_WSS_R_REBOOT */

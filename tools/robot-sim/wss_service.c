@@ -3,6 +3,7 @@
 
 #include "fkd/ota_remote.h"
 #include "fkd/wss.h"
+#include "fleet_sched.h"
 #include "fleetkey/common.h"
 #include "ota_cmd.h"
 
@@ -44,6 +45,9 @@ int robot_sim_wss_option(struct robot_sim *rs, int argc, char **argv, int i) {
 
 static int should_stop(void *user) {
     struct robot_sim *rs = user;
+    if (rs->wss.client.state != FKD_WSS_CONNECTING) {
+        fleet_sched_slot_give(); /* connected, or the attempt failed (fleet_sched.h) */
+    }
     /* After a simulated power loss (--power-cut-at-write, a fleet's power cut) the robot is
      * off: its connection ends now, not when the service loop next looks. */
     return atomic_load(&rs->wss.stop_flag) || rs->file.mem.dead;
@@ -100,6 +104,9 @@ static enum fkd_wss_req_result h_request(void *user, const char *kind, const uin
 
 static void h_credentials(void *user, struct fkd_wss_creds *c) {
     struct robot_sim *rs = user;
+    /* A connection attempt begins: in a fleet run by the scheduler, at most a few per worker
+     * at once (fleet_sched_slot_take); the others wait here for their turn. */
+    fleet_sched_slot_take();
     atomic_store(&rs->wss.online_flag, 0); /* a new connection begins */
     if (rs->wss.rot_ready) {
         pthread_mutex_lock(&rs->rot_lock);
@@ -124,6 +131,7 @@ static int h_tick(void *user) {
  * request right after welcome reports state valid. */
 static void on_welcome(void *user) {
     struct robot_sim *rs = user;
+    fleet_sched_slot_give();
     (void)robot_sim_ota_confirm(rs);
     atomic_store(&rs->wss.welcomed_flag, 1);
     atomic_store(&rs->wss.online_flag, 1);
@@ -145,6 +153,10 @@ static void *run(void *arg) {
             fkd_wss_reason_name(r), st.attempts, st.connects, st.welcomes, st.pings_sent,
             st.pongs_received, st.requests);
     return NULL;
+}
+
+static void run_task(void *arg) {
+    (void)run(arg);
 }
 
 int robot_sim_wss_start(struct robot_sim *rs, const char *fw_version) {
@@ -226,13 +238,23 @@ int robot_sim_wss_start(struct robot_sim *rs, const char *fw_version) {
     atomic_store(&rs->wss.reboot_flag, 0);
     atomic_store(&rs->wss.welcomed_flag, 0);
     atomic_store(&rs->wss.online_flag, 0);
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    if (rs->wss.opt_stack != 0) {
-        (void)pthread_attr_setstacksize(&attr, rs->wss.opt_stack);
+    int prc = 0;
+    rs->wss.task = NULL;
+    if (fleet_sched_in_task()) {
+        /* A robot of robot-sim --fleet run by the scheduler: the client is a task of the same
+         * worker thread (fleet_sched.h), not a thread of its own. */
+        rs->wss.task = fleet_sched_spawn(rs->wss.opt_stack != 0 ? rs->wss.opt_stack : 131072u,
+                                         run_task, rs, rs);
+        prc = rs->wss.task == NULL;
+    } else {
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        if (rs->wss.opt_stack != 0) {
+            (void)pthread_attr_setstacksize(&attr, rs->wss.opt_stack);
+        }
+        prc = pthread_create(&rs->wss.thread, &attr, run, rs);
+        pthread_attr_destroy(&attr);
     }
-    int prc = pthread_create(&rs->wss.thread, &attr, run, rs);
-    pthread_attr_destroy(&attr);
     if (prc != 0) {
         fkd_log(FKD_LOG_ERROR, "services: cannot start the wss thread");
         fkd_wss_free(&rs->wss.client);
@@ -253,7 +275,12 @@ void robot_sim_wss_stop(struct robot_sim *rs) {
         return;
     }
     atomic_store(&rs->wss.stop_flag, 1);
-    pthread_join(rs->wss.thread, NULL);
+    if (rs->wss.task != NULL) {
+        fleet_sched_join(rs->wss.task);
+        rs->wss.task = NULL;
+    } else {
+        pthread_join(rs->wss.thread, NULL);
+    }
     rs->wss.started = 0;
     fkd_wss_free(&rs->wss.client);
     fkd_ota_remote_free(&rs->wss.remote);

@@ -45,6 +45,18 @@ const char *fkd_posix_getenv(void *user, const char *name);
  * NULL. */
 void fkd_posix_log(void *user, enum fkd_log_level lvl, const char *line);
 
+/* Where the port's network calls wait (fkd_net_wait, fkd_net_wait_write, the TCP connect,
+ * fkd_net_sleep_ms): by default poll(2) / nanosleep on the calling thread. A host that runs
+ * many device instances on a few threads (robot-sim --fleet: cooperative tasks, see
+ * tools/robot-sim/fleet_sched.c) installs a waiter for its threads, which parks the calling
+ * task instead of the thread. fd: the socket, or -1 for a plain sleep; events: POLLIN or
+ * POLLOUT; timeout_ms bounded. Returns as poll(2) on one descriptor: 1 ready, 0 timed out,
+ * < 0 an error (errno set). The device library's own behaviour is unchanged: every wait is
+ * still bounded by the same timeouts. */
+typedef int fkd_posix_wait_fn(int fd, short events, uint32_t timeout_ms);
+/* Sets the waiter of the calling thread (thread-local); NULL restores poll(2). */
+void fkd_posix_set_waiter(fkd_posix_wait_fn *fn);
+
 #ifdef __cplusplus
 }
 #endif

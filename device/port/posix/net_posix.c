@@ -3,6 +3,8 @@
  * that includes OS headers. */
 #include "fkd/net.h"
 
+#include "fkd_posix.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -20,6 +22,21 @@
 #include "../net_bsd.h" /* after the socket headers: what the ports share */
 
 _Static_assert(sizeof(struct sockaddr_in6) <= FKD_NET_ADDR_MAX, "fkd_net_addr too small");
+
+static _Thread_local fkd_posix_wait_fn *waiter; /* fkd_posix_set_waiter; NULL: poll(2) */
+
+void fkd_posix_set_waiter(fkd_posix_wait_fn *fn) {
+    waiter = fn;
+}
+
+/* The one place the port waits on a descriptor: poll(2), or the thread's waiter. */
+static int wait_fd(int fd, short events, int timeout_ms) {
+    if (waiter != NULL) {
+        return waiter(fd, events, (uint32_t)timeout_ms);
+    }
+    struct pollfd p = {.fd = fd, .events = events, .revents = 0};
+    return poll(&p, 1, timeout_ms);
+}
 
 void fkd_net_sock_init(struct fkd_net_sock *s) {
     s->fd = -1;
@@ -112,9 +129,8 @@ int fkd_net_sendto(struct fkd_net_sock *s, const struct fkd_net_addr *to, const 
 }
 
 int fkd_net_wait(struct fkd_net_sock *s, uint32_t timeout_ms) {
-    struct pollfd p = {.fd = s->fd, .events = POLLIN, .revents = 0};
     int timeout = timeout_ms > 0x7fffffffu ? 0x7fffffff : (int)timeout_ms;
-    int r = poll(&p, 1, timeout);
+    int r = wait_fd(s->fd, POLLIN, timeout);
     if (r < 0) {
         return errno == EINTR ? 0 : FKD_NET_E_IO;
     }
@@ -169,11 +185,10 @@ static int connect_one(const struct addrinfo *ai, uint32_t timeout_ms, int *out_
             close(fd);
             return FKD_NET_E_IO;
         }
-        struct pollfd p = {.fd = fd, .events = POLLOUT, .revents = 0};
         int timeout = timeout_ms > 0x7fffffffu ? 0x7fffffff : (int)timeout_ms;
         int r;
         do {
-            r = poll(&p, 1, timeout); /* an EINTR restarts the full wait: still bounded */
+            r = wait_fd(fd, POLLOUT, timeout); /* an EINTR restarts the full wait: bounded */
         } while (r < 0 && errno == EINTR);
         if (r <= 0) {
             close(fd);
@@ -206,9 +221,8 @@ int fkd_net_recv(struct fkd_net_sock *s, uint8_t *buf, size_t size) {
 }
 
 int fkd_net_wait_write(struct fkd_net_sock *s, uint32_t timeout_ms) {
-    struct pollfd p = {.fd = s->fd, .events = POLLOUT, .revents = 0};
     int timeout = timeout_ms > 0x7fffffffu ? 0x7fffffff : (int)timeout_ms;
-    int r = poll(&p, 1, timeout);
+    int r = wait_fd(s->fd, POLLOUT, timeout);
     if (r < 0) {
         return errno == EINTR ? 0 : FKD_NET_E_IO;
     }
@@ -216,6 +230,10 @@ int fkd_net_wait_write(struct fkd_net_sock *s, uint32_t timeout_ms) {
 }
 
 void fkd_net_sleep_ms(uint32_t ms) {
+    if (waiter != NULL) {
+        (void)waiter(-1, 0, ms);
+        return;
+    }
     struct timespec ts = {.tv_sec = (time_t)(ms / 1000u), .tv_nsec = (long)(ms % 1000u) * 1000000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
     }
