@@ -205,6 +205,13 @@ struct fk_file_stage {
     size_t cap;
     int fdatasync_each; /* the file system's directory fsync does not cover file data */
     int named;          /* set when O_TMPFILE is unavailable: named temp files */
+    /* The caller makes the files durable with one syncfs() of their file system before
+     * anything relies on them (it writes back every file's data and inode, links included):
+     * the flush then links files without waiting for their data, and no write-back is
+     * started per file (one request and one device doorbell per small file: syncfs writes
+     * them in far fewer, merged requests). */
+    int syncfs_after;
+    int no_device; /* tmpfs and the like: nothing to write back, no sync_file_range at all */
 };
 /* FK_OK, FK_E_IO, FK_E_NOMEM; on failure nothing new is staged and no temp file is left. */
 FK_MUST_CHECK enum fk_err fk_file_stage_write(struct fk_file_stage *s, const char *path,
@@ -219,6 +226,9 @@ void fk_file_stage_free(struct fk_file_stage *s);
  * metadata of files fully written back before it (ext4, XFS: one ordered journal; tmpfs:
  * nothing to make durable), 0 when each file needs its own fdatasync. */
 int fk_dir_sync_covers_data(int fd);
+/* 1 when fd's file system lives in memory only (tmpfs, ramfs): there is no device to write
+ * back to, so write-back hints and waits are pointless; 0 otherwise or when unknown. */
+int fk_fs_in_memory(int fd);
 /* Reads a whole file of at most max bytes into a fresh malloc'd buffer (*out, NUL-terminated
  * past *out_len for convenience; free with free(), or fk_free_secret() for secrets).
  * FK_OK, FK_E_IO, FK_E_TOOBIG. */

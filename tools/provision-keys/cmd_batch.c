@@ -339,6 +339,12 @@ int fk_cmd_batch(int argc, char **argv) {
         struct rusage ru;
         if (getrusage(RUSAGE_SELF, &ru) == 0) {
             cJSON_AddNumberToObject(oj, "max_rss_kib", (double)ru.ru_maxrss);
+            /* CPU of the whole process (CSV included), all threads: unlike devices/s it
+             * hardly depends on what else the machine runs. */
+            cJSON_AddNumberToObject(oj, "cpu_user_seconds",
+                                    (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6);
+            cJSON_AddNumberToObject(oj, "cpu_system_seconds",
+                                    (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6);
         }
         cJSON_AddStringToObject(oj, "output_dir", outdir);
         cJSON_AddStringToObject(oj, "inventory", res.inventory_path);
