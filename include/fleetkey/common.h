@@ -115,6 +115,10 @@ void fk_log(enum fk_log_level lvl, const char *fmt, ...) FK_PRINTF(2, 3);
 /* Writes the fingerprint of a secret, "sha256:" + the first 8 bytes of SHA-256(buf) in hex,
  * into out[FK_FPR_LEN] and returns out, so it can be used inline in fk_log(). */
 const char *fk_fpr(const void *buf, size_t len, char out[FK_FPR_LEN]);
+/* SHA-256 of buf into out. The digest is fetched from OpenSSL once per process, not at each
+ * call (EVP_sha256() in a one-shot digest looks it up every time: measurable when a batch
+ * hashes five buffers per device). 0 on success, -1 when OpenSSL fails. Thread-safe. */
+int fk_sha256(const void *buf, size_t len, uint8_t out[32]);
 /* True when a field of that name holds a secret and must be masked in dumps and logs:
  * psk_hex, dtls_psk, password, wifi_password, *_key_pem, *_key, *private*, token, secret. */
 int fk_redact_field(const char *name);
