@@ -84,6 +84,7 @@ struct run {
     size_t skipped;              /* already complete */
     size_t minted;               /* committed in this run */
     double commit_seconds;       /* main thread in chunk_commit */
+    double commit_cpu_seconds;   /* CPU time of the main thread in chunk_commit */
     size_t chunks;               /* chunks minted */
     struct timespec t0;
 };
@@ -246,10 +247,14 @@ static void chunk_join(struct chunk *c) {
     c->nthreads = 0;
 }
 
-static double seconds_since(const struct timespec *t0) {
+static double seconds_since_on(clockid_t clock, const struct timespec *t0) {
     struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
+    clock_gettime(clock, &now);
     return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static double seconds_since(const struct timespec *t0) {
+    return seconds_since_on(CLOCK_MONOTONIC, t0);
 }
 
 static void progress(struct run *run, int final) {
@@ -307,7 +312,9 @@ static enum fk_err chunk_commit(struct run *run, struct chunk *c, int dirfd,
                                 struct fk_inventory *inv, struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     struct timespec t0;
+    struct timespec cpu0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu0);
     if (run->durability == DUR_SYNCFS) {
         FK_ENSURE(syncfs(dirfd) == 0,
                   fk_diag_at(diag, FK_E_IO, run->outdir, 0, "syncfs: %s", strerror(errno)));
@@ -356,6 +363,7 @@ static enum fk_err chunk_commit(struct run *run, struct chunk *c, int dirfd,
     FK_GUARD(fk_inventory_commit(inv, diag));
     run->minted += c->n;
     run->commit_seconds += seconds_since(&t0);
+    run->commit_cpu_seconds += seconds_since_on(CLOCK_THREAD_CPUTIME_ID, &cpu0);
     for (size_t i = 0; i < c->n; i++) {
         fk_log(FK_LOG_DEBUG, "batch: psk %s minted for %s", c->res[i].m.psk_fingerprint,
                c->res[i].m.device_id);
@@ -787,6 +795,7 @@ enum fk_err fk_batch_run(const struct fk_batch_opts *o, const struct fk_batch_de
     /* 5. What the run did. */
     res->seconds = seconds_since(&run.t0);
     res->commit_seconds = run.commit_seconds;
+    res->commit_cpu_seconds = run.commit_cpu_seconds;
     res->chunks = run.chunks;
     res->chunk = chunk_size;
     res->complete = run.skipped + run.minted == run.total;

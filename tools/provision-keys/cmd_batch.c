@@ -333,6 +333,7 @@ int fk_cmd_batch(int argc, char **argv) {
         cJSON_AddNumberToObject(oj, "devices_per_second", rate);
         cJSON_AddNumberToObject(oj, "jobs", (double)res.jobs);
         cJSON_AddNumberToObject(oj, "commit_seconds", res.commit_seconds);
+        cJSON_AddNumberToObject(oj, "commit_cpu_seconds", res.commit_cpu_seconds);
         cJSON_AddNumberToObject(oj, "chunks", (double)res.chunks);
         cJSON_AddNumberToObject(oj, "chunk", (double)res.chunk);
         cJSON_AddStringToObject(oj, "durability", res.durability != NULL ? res.durability : "");
