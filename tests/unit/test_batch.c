@@ -96,16 +96,21 @@ static void batch_csv_gives_the_devices_in_order(void **state) {
     fk_batch_csv_free(c);
 }
 
-static void batch_run_mints_an_array_once(void **state) {
-    (void)state;
-    struct fk_batch_device devs[3];
-    memset(devs, 0, sizeof devs);
-    for (int i = 0; i < 3; i++) {
-        uint8_t mac[FK_MAC_LEN] = {0x02, 0, 0, 0, 0x10, (uint8_t)(i + 1)};
+/* n devices with MACs 02:00:00:00:BYTE:01.. and no Wi-Fi. */
+static void make_devices(struct fk_batch_device *devs, int n, uint8_t byte) {
+    memset(devs, 0, (size_t)n * sizeof *devs);
+    for (int i = 0; i < n; i++) {
+        uint8_t mac[FK_MAC_LEN] = {0x02, 0, 0, 0, byte, (uint8_t)(i + 1)};
         memcpy(devs[i].mac, mac, sizeof mac);
         fk_keys_device_id(mac, devs[i].id);
         devs[i].pass = "";
     }
+}
+
+static void batch_run_mints_an_array_once(void **state) {
+    (void)state;
+    struct fk_batch_device devs[3];
+    make_devices(devs, 3, 0x10);
     struct seen s;
     memset(&s, 0, sizeof s);
     struct fk_batch_opts o = {.output_dir = tmpdir("array"),
@@ -156,13 +161,7 @@ static int exists(const char *dir, const char *id, const char *suffix) {
 static void batch_run_removes_stale_files_of_pending_devices_only(void **state) {
     (void)state;
     struct fk_batch_device devs[2];
-    memset(devs, 0, sizeof devs);
-    for (int i = 0; i < 2; i++) {
-        uint8_t mac[FK_MAC_LEN] = {0x02, 0, 0, 0, 0x30, (uint8_t)(i + 1)};
-        memcpy(devs[i].mac, mac, sizeof mac);
-        fk_keys_device_id(mac, devs[i].id);
-        devs[i].pass = "";
-    }
+    make_devices(devs, 2, 0x30);
     struct fk_batch_opts o = {.output_dir = tmpdir("stale"), .jobs = 2, .actor = "test_batch"};
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", o.output_dir);
