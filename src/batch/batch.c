@@ -281,21 +281,6 @@ static enum fk_err add_cred(struct fk_inventory *inv, const struct fk_manifest *
     return fk_inventory_credential_add(inv, &c, diag);
 }
 
-/* Step 3 of chunk_commit, on its own thread: the sync waits for the device while the
- * writer builds the chunk's rows in the still uncommitted transaction. */
-struct syncer {
-    pthread_t thread;
-    int dirfd;
-    int use_syncfs;
-    int err; /* errno of the sync, 0 when it succeeded */
-};
-
-static void *syncer_main(void *arg) {
-    struct syncer *y = arg;
-    y->err = (y->use_syncfs ? syncfs(y->dirfd) : fsync(y->dirfd)) == 0 ? 0 : errno;
-    return NULL;
-}
-
 /* Makes the chunk's files durable, then commits its rows: the commit point of every device
  * in it.
  *
@@ -318,10 +303,7 @@ static void *syncer_main(void *arg) {
  *      (DUR_DIR, fk_dir_sync_covers_data); DUR_FDATASYNC: step 2 fdatasync'd each file;
  *      DUR_SYNCFS: a syncfs() here instead, which writes every inode of the file system;
  *   4. here: the chunk's rows, credentials and audit entries in one SQLite transaction
- *      (WAL, synchronous=FULL: durable when fk_inventory_commit returns). Step 3 runs on a
- *      helper thread while this one INSERTs; the COMMIT waits until it returned success.
- *      Uncommitted rows do not exist for a re-run (killed process, power cut: SQLite
- *      ignores WAL frames without a commit record).
+ *      (WAL, synchronous=FULL: durable when fk_inventory_commit returns).
  * With DUR_DIR this replaces a syncfs() per chunk, which wrote back the whole file system
  * (other programs' dirty pages included): the cost is one directory fsync and one WAL fsync
  * per chunk, and the waits of step 2 run in the workers, in parallel, while this thread
@@ -331,19 +313,17 @@ static enum fk_err chunk_commit(struct run *run, struct chunk *c, int dirfd,
     enum fk_err rc = FK_E_INTERNAL;
     struct timespec t0;
     struct timespec cpu0;
-    struct syncer y = {.dirfd = dirfd, .use_syncfs = run->durability == DUR_SYNCFS};
-    int syncing = 0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu0);
-    /* The sync (step 3) runs beside the INSERTs of step 4; only COMMIT waits for it. Rows
-     * inserted but not committed are not there for anyone, a killed or failed run
-     * included (SQLite ignores WAL frames without a commit record), so the invariant
-     * holds: nothing commits before the chunk's files are durable. */
-    if (pthread_create(&y.thread, NULL, syncer_main, &y) == 0) {
-        syncing = 1;
+    if (run->durability == DUR_SYNCFS) {
+        FK_ENSURE(syncfs(dirfd) == 0,
+                  fk_diag_at(diag, FK_E_IO, run->outdir, 0, "syncfs: %s", strerror(errno)));
     } else {
-        syncer_main(&y);
+        FK_ENSURE(fsync(dirfd) == 0,
+                  fk_diag_at(diag, FK_E_IO, run->outdir, 0, "fsync: %s", strerror(errno)));
     }
+    struct fk_batch_event ev = {.kind = FK_BATCH_EV_COMMIT, .count = ++run->commits};
+    emit(run, &ev);
     FK_GUARD(fk_inventory_begin(inv, diag));
     for (size_t i = 0; i < c->n; i++) {
         const struct fk_manifest *m = &c->res[i].m;
@@ -380,14 +360,6 @@ static enum fk_err chunk_commit(struct run *run, struct chunk *c, int dirfd,
         FK_GUARD(fk_inventory_audit_append(inv, run->actor, "device.minted", m->device_id, detail,
                                            diag));
     }
-    if (syncing) {
-        pthread_join(y.thread, NULL);
-        syncing = 0;
-    }
-    FK_ENSURE(y.err == 0, fk_diag_at(diag, FK_E_IO, run->outdir, 0, "%s: %s",
-                                     y.use_syncfs ? "syncfs" : "fsync", strerror(y.err)));
-    struct fk_batch_event ev = {.kind = FK_BATCH_EV_COMMIT, .count = ++run->commits};
-    emit(run, &ev);
     FK_GUARD(fk_inventory_commit(inv, diag));
     run->minted += c->n;
     run->commit_seconds += seconds_since(&t0);
@@ -398,9 +370,6 @@ static enum fk_err chunk_commit(struct run *run, struct chunk *c, int dirfd,
     }
     rc = FK_OK;
 out:
-    if (syncing) {
-        pthread_join(y.thread, NULL);
-    }
     fk_inventory_rollback(inv);
     return rc;
 }
