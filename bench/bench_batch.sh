@@ -47,6 +47,7 @@ head -n $((small + 1)) "$work/devices.csv" >"$work/small.csv"
 run() {
     "$pk" batch --csv "$2" --output-dir "$3" --jobs "$4" --encrypt-nvs --json >"$work/$1.json"
     grep -q '"ok":true' "$work/$1.json" || { echo "batch $1 failed"; exit 1; }
+    cut -d' ' -f1 /proc/loadavg >"$work/$1.load" # 1-minute load average right after the run
 }
 
 echo "load average before: $(cat /proc/loadavg)"
@@ -64,7 +65,9 @@ else
     run small "$work/small.csv" "$work/small" 2
 fi
 load=$(cat /proc/loadavg)
-rm -rf "$work/disk1" "$work/disk2" "$work/small"
+# The disk output (600,000 files for 100,000 devices) is removed by the exit trap, after the
+# figures: removing it takes minutes on a loaded machine and would slow the baseline's own
+# file creation (recently deleted inodes, see above).
 
 # The baseline: one process per step and device, on the disk like the batch.
 base=$work/base
@@ -103,12 +106,17 @@ done <"$base/rows"
 t1=$(now)
 rb=$(awk -v n="$nb" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }')
 
+# CPU per device (user + system, all threads, CSV parsing included): unlike devices/s it
+# hardly depends on the machine's load, so it is the figure to compare across runs.
+cpu_us() { awk -v u="$(field "$work/$1.json" cpu_user_seconds)" \
+    -v s="$(field "$work/$1.json" cpu_system_seconds)" -v n="$(field "$work/$1.json" minted)" \
+    'BEGIN { printf "%.0f us CPU/device (user %.0f, sys %.0f)", (u + s) * 1e6 / n, u * 1e6 / n, s * 1e6 / n }'; }
 show() { # show LABEL NAME
-    printf '%-22s %7.0f devices/s  %6.2f s, commit %5.2f s (%s, %s chunks, last %s), peak RSS %s KiB\n' \
+    printf '%-22s %7.0f devices/s  %6.2f s, commit %5.2f s (%s, %s chunks, last %s), peak RSS %s KiB, %s, load %s\n' \
         "$1" "$(field "$work/$2.json" devices_per_second)" "$(field "$work/$2.json" seconds)" \
         "$(field "$work/$2.json" commit_seconds)" "$(field "$work/$2.json" durability)" \
         "$(field "$work/$2.json" chunks)" "$(field "$work/$2.json" chunk)" \
-        "$(field "$work/$2.json" max_rss_kib)"
+        "$(field "$work/$2.json" max_rss_kib)" "$(cpu_us "$2")" "$(cat "$work/$2.load")"
 }
 ratio() { awk -v a="$(field "$work/$1.json" devices_per_second)" \
     -v b="$(field "$work/$2.json" devices_per_second)" 'BEGIN { printf "%.2f", b / a }'; }

@@ -118,13 +118,16 @@ struct fk_batch_opts {
 };
 
 struct fk_batch_result {
-    size_t total;           /* devices given */
-    size_t minted;          /* committed in this run */
-    size_t skipped;         /* already complete */
-    int complete;           /* every device is committed (else the run was stopped: run it again) */
-    double seconds;         /* from FK_BATCH_EV_MINTING to the end */
-    double commit_seconds;  /* of which the main thread spent making chunks durable and
-                               committing them (overlapped with the workers' minting) */
+    size_t total;          /* devices given */
+    size_t minted;         /* committed in this run */
+    size_t skipped;        /* already complete */
+    int complete;          /* every device is committed (else the run was stopped: run it again) */
+    double seconds;        /* from FK_BATCH_EV_MINTING to the end */
+    double commit_seconds; /* of which the main thread spent making chunks durable and
+                              committing them (overlapped with the workers' minting) */
+    /* CPU time of the main thread in those commits (SQLite rows, audit chain): the single
+     * writer's share of the work, which --jobs does not spread */
+    double commit_cpu_seconds;
     size_t chunks;          /* chunks minted */
     size_t chunk;           /* devices per chunk at the end (grows from the default) */
     const char *durability; /* "dir", "fdatasync" or "syncfs": how files were made durable

@@ -115,6 +115,10 @@ void fk_log(enum fk_log_level lvl, const char *fmt, ...) FK_PRINTF(2, 3);
 /* Writes the fingerprint of a secret, "sha256:" + the first 8 bytes of SHA-256(buf) in hex,
  * into out[FK_FPR_LEN] and returns out, so it can be used inline in fk_log(). */
 const char *fk_fpr(const void *buf, size_t len, char out[FK_FPR_LEN]);
+/* SHA-256 of buf into out. The digest is fetched from OpenSSL once per process, not at each
+ * call (EVP_sha256() in a one-shot digest looks it up every time: measurable when a batch
+ * hashes five buffers per device). 0 on success, -1 when OpenSSL fails. Thread-safe. */
+int fk_sha256(const void *buf, size_t len, uint8_t out[32]);
 /* True when a field of that name holds a secret and must be masked in dumps and logs:
  * psk_hex, dtls_psk, password, wifi_password, *_key_pem, *_key, *private*, token, secret. */
 int fk_redact_field(const char *name);
@@ -205,6 +209,13 @@ struct fk_file_stage {
     size_t cap;
     int fdatasync_each; /* the file system's directory fsync does not cover file data */
     int named;          /* set when O_TMPFILE is unavailable: named temp files */
+    /* The caller makes the files durable with one syncfs() of their file system before
+     * anything relies on them (it writes back every file's data and inode, links included):
+     * the flush then links files without waiting for their data, and no write-back is
+     * started per file (one request and one device doorbell per small file: syncfs writes
+     * them in far fewer, merged requests). */
+    int syncfs_after;
+    int no_device; /* tmpfs and the like: nothing to write back, no sync_file_range at all */
 };
 /* FK_OK, FK_E_IO, FK_E_NOMEM; on failure nothing new is staged and no temp file is left. */
 FK_MUST_CHECK enum fk_err fk_file_stage_write(struct fk_file_stage *s, const char *path,
@@ -219,6 +230,9 @@ void fk_file_stage_free(struct fk_file_stage *s);
  * metadata of files fully written back before it (ext4, XFS: one ordered journal; tmpfs:
  * nothing to make durable), 0 when each file needs its own fdatasync. */
 int fk_dir_sync_covers_data(int fd);
+/* 1 when fd's file system lives in memory only (tmpfs, ramfs): there is no device to write
+ * back to, so write-back hints and waits are pointless; 0 otherwise or when unknown. */
+int fk_fs_in_memory(int fd);
 /* Reads a whole file of at most max bytes into a fresh malloc'd buffer (*out, NUL-terminated
  * past *out_len for convenience; free with free(), or fk_free_secret() for secrets).
  * FK_OK, FK_E_IO, FK_E_TOOBIG. */

@@ -211,7 +211,9 @@ FK_MUST_CHECK enum fk_err fk_keys_minted_write(struct fk_minted *d, const char *
                                                char manifest_sha256[65], struct fk_diag *diag);
 /* The same files, staged into stage (fk_file_stage_write) instead of written: they are in
  * place only after fk_file_stage_flush and durable only after the directory's fsync that
- * follows it. Stale files are removed right away (as by fk_keys_minted_write). */
+ * follows it. Stale files are NOT removed here: the caller removes the base.nvs_keys.bin /
+ * base.key.pem / base.crt.pem this device will not have before staging it (batch does it
+ * for all its devices with one directory scan instead of two lookups per device). */
 FK_MUST_CHECK enum fk_err fk_keys_minted_stage(struct fk_minted *d, const char *dir,
                                                const char *base, struct fk_file_stage *stage,
                                                char manifest_sha256[65], struct fk_diag *diag);

@@ -76,6 +76,7 @@ struct run {
     fk_batch_event_fn *on_event;
     void *user;
     enum durability durability;  /* how chunk_commit makes files durable */
+    int in_memory;               /* tmpfs: no write-back to start or wait for */
     size_t stage_files;          /* STAGE_FILES / jobs, at least 8 */
     atomic_size_t files_written; /* devices whose files are written, for FK_BATCH_EV_FILES */
     size_t commits;              /* chunks committed or being committed */
@@ -83,6 +84,7 @@ struct run {
     size_t skipped;              /* already complete */
     size_t minted;               /* committed in this run */
     double commit_seconds;       /* main thread in chunk_commit */
+    double commit_cpu_seconds;   /* CPU time of the main thread in chunk_commit */
     size_t chunks;               /* chunks minted */
     struct timespec t0;
 };
@@ -186,10 +188,17 @@ static void *worker(void *arg) {
     size_t staged = 0;
     memset(&stage, 0, sizeof stage);
     stage.fdatasync_each = c->run->durability == DUR_FDATASYNC;
-    /* Unnamed files only where the journal orders their link after their data: without
-     * one, the inode's link count is written apart from the directory entry, and a file
-     * fsck finds with a zero count is cleared. Named temps + rename elsewhere. */
-    stage.named = c->run->durability != DUR_DIR;
+    /* Unnamed files (O_TMPFILE, then one linkat: one directory-locked operation per file
+     * instead of create + rename) wherever what makes the chunk durable also writes the
+     * inodes' link counts: the journal (DUR_DIR) or syncfs (DUR_SYNCFS, every dirty inode
+     * of the file system). Not with DUR_FDATASYNC: the fdatasync comes before the link and
+     * the directory fsync after it writes only the directory, so a power cut could leave a
+     * committed name on an inode whose link count on disk is still 0 (fsck clears it). */
+    stage.named = c->run->durability == DUR_FDATASYNC;
+    /* With syncfs the data and the links become durable together before the rows commit,
+     * so the workers do not wait for each file's data (chunk_commit, step 2). */
+    stage.syncfs_after = c->run->durability == DUR_SYNCFS;
+    stage.no_device = c->run->in_memory;
     fk_diag_init(&w->diag);
     w->rc = FK_OK;
     for (;;) {
@@ -238,10 +247,14 @@ static void chunk_join(struct chunk *c) {
     c->nthreads = 0;
 }
 
-static double seconds_since(const struct timespec *t0) {
+static double seconds_since_on(clockid_t clock, const struct timespec *t0) {
     struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
+    clock_gettime(clock, &now);
     return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static double seconds_since(const struct timespec *t0) {
+    return seconds_since_on(CLOCK_MONOTONIC, t0);
 }
 
 static void progress(struct run *run, int final) {
@@ -275,11 +288,14 @@ static enum fk_err add_cred(struct fk_inventory *inv, const struct fk_manifest *
  * DURABLE BEFORE ITS INVENTORY ROW COMMITS. A row without its files would be a recorded
  * device that a re-run cannot repair (it never re-mints a recorded device); files without
  * a row are harmless (the re-run mints that device again and replaces them). The chain:
- *   1. worker: each file is written to an unnamed file (O_TMPFILE, DUR_DIR only) or a temp
- *      name, and its write-back started (fk_file_stage_write);
+ *   1. worker: each file is written to an unnamed file (O_TMPFILE; a temp name with
+ *      DUR_FDATASYNC), and its write-back started (fk_file_stage_write);
  *   2. worker, before the chunk is joined: the data of each file is waited for on the
  *      device (sync_file_range WAIT, or fdatasync each file where the file system needs
- *      it), only then linked or renamed into place (fk_file_stage_flush);
+ *      it), only then linked or renamed into place (fk_file_stage_flush). Not waited for
+ *      with DUR_SYNCFS (step 3 writes data, inodes and links of the whole chunk before any
+ *      row commits; a crash before it leaves only uncommitted devices, minted again from
+ *      scratch by the re-run), nor on tmpfs (no device);
  *   3. here, after every worker of the chunk joined: one fsync of the output directory. It
  *      makes the renames (and unlinks of stale files) durable and, on a journalling file
  *      system, forces the journal up to the last rename, which carries every allocation and
@@ -296,7 +312,9 @@ static enum fk_err chunk_commit(struct run *run, struct chunk *c, int dirfd,
                                 struct fk_inventory *inv, struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     struct timespec t0;
+    struct timespec cpu0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu0);
     if (run->durability == DUR_SYNCFS) {
         FK_ENSURE(syncfs(dirfd) == 0,
                   fk_diag_at(diag, FK_E_IO, run->outdir, 0, "syncfs: %s", strerror(errno)));
@@ -345,6 +363,7 @@ static enum fk_err chunk_commit(struct run *run, struct chunk *c, int dirfd,
     FK_GUARD(fk_inventory_commit(inv, diag));
     run->minted += c->n;
     run->commit_seconds += seconds_since(&t0);
+    run->commit_cpu_seconds += seconds_since_on(CLOCK_THREAD_CPUTIME_ID, &cpu0);
     for (size_t i = 0; i < c->n; i++) {
         fk_log(FK_LOG_DEBUG, "batch: psk %s minted for %s", c->res[i].m.psk_fingerprint,
                c->res[i].m.device_id);
@@ -469,6 +488,44 @@ static int is_pending(void *user, const char *name) {
     return p->n > 0 && bsearch(name, p->sorted, p->n, sizeof *p->sorted, cmp_key_dev) != NULL;
 }
 
+/* Removes the optional files of devices about to be minted that this run will not write
+ * again (fk_keys_minted_stage leaves that to its caller): ID.key.pem (devices of a batch use
+ * the fleet key), ID.crt.pem without --ca, ID.nvs_keys.bin without --encrypt-nvs. One scan
+ * of the directory instead of two failing lookups per device. Only devices without a
+ * committed row are pending, so this never touches a complete device; the unlinks are made
+ * durable by the first chunk's directory fsync or syncfs, before any row commits. */
+static enum fk_err remove_stale_optional(const char *dir, int dirfd, const struct pending_set *p,
+                                         int certs, int encrypt, struct fk_diag *diag) {
+    static const char *const suffix[] = {".key.pem", ".crt.pem", ".nvs_keys.bin"};
+    const int stale[] = {1, !certs, !encrypt};
+    enum fk_err rc = FK_OK;
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        return fk_diag_at(diag, FK_E_IO, dir, 0, "%s", strerror(errno));
+    }
+    struct dirent *e;
+    while (rc == FK_OK && (e = readdir(d)) != NULL) {
+        size_t len = strlen(e->d_name);
+        for (size_t k = 0; k < sizeof suffix / sizeof suffix[0]; k++) {
+            size_t sl = strlen(suffix[k]);
+            char id[FK_DEVICE_ID_SIZE];
+            if (!stale[k] || len <= sl || len - sl >= sizeof id ||
+                strcmp(e->d_name + len - sl, suffix[k]) != 0) {
+                continue;
+            }
+            memcpy(id, e->d_name, len - sl);
+            id[len - sl] = '\0';
+            if (is_pending((void *)p, id) && unlinkat(dirfd, e->d_name, 0) != 0 &&
+                errno != ENOENT) {
+                rc = fk_diag_at(diag, FK_E_IO, e->d_name, 0, "cannot remove stale file: %s",
+                                strerror(errno));
+            }
+        }
+    }
+    closedir(d);
+    return rc;
+}
+
 /* The fleet key: --ota-key, or OUTDIR/ota_signing.key.pem (created once, synced, audited). */
 static enum fk_err fleet_key(const char *outdir, const char *actor, struct fk_inventory *inv,
                              struct fk_ota_key **key, int *created, char **key_path,
@@ -579,6 +636,7 @@ enum fk_err fk_batch_run(const struct fk_batch_opts *o, const struct fk_batch_de
         run.durability = DUR_SYNCFS;
     }
     res->durability = durability_name[run.durability];
+    run.in_memory = fk_fs_in_memory(dirfd);
     run.stage_files = STAGE_FILES / jobs > 8 ? STAGE_FILES / jobs : 8;
     if (o->inventory_path != NULL) {
         res->inventory_path = strdup(o->inventory_path);
@@ -625,12 +683,18 @@ enum fk_err fk_batch_run(const struct fk_batch_opts *o, const struct fk_batch_de
      * certificate, so those are superseded. Revoked before anything new is issued, so a
      * crash anywhere leaves at most the certificates of uncommitted attempts unrevoked, and
      * the next run revokes them here. A complete device is never touched. */
-    if (run.ca != NULL && npending > 0) {
+    struct pending_set ps = {NULL, 0};
+    if (npending > 0) {
         pending_sorted = malloc(npending * sizeof *pending_sorted);
         FK_ENSURE(pending_sorted != NULL, FK_E_NOMEM);
         memcpy(pending_sorted, pending, npending * sizeof *pending_sorted);
         qsort(pending_sorted, npending, sizeof *pending_sorted, cmp_dev_id);
-        struct pending_set ps = {pending_sorted, npending};
+        ps.sorted = pending_sorted;
+        ps.n = npending;
+        FK_GUARD(
+            remove_stale_optional(outdir, dirfd, &ps, o->ca_dir != NULL, o->encrypt_nvs, diag));
+    }
+    if (run.ca != NULL && npending > 0) {
         FK_GUARD(fk_pki_mtls_supersede(run.ca, is_pending, &ps, NULL, &res->superseded, diag));
         if (res->superseded > 0) {
             char detail[128];
@@ -731,6 +795,7 @@ enum fk_err fk_batch_run(const struct fk_batch_opts *o, const struct fk_batch_de
     /* 5. What the run did. */
     res->seconds = seconds_since(&run.t0);
     res->commit_seconds = run.commit_seconds;
+    res->commit_cpu_seconds = run.commit_cpu_seconds;
     res->chunks = run.chunks;
     res->chunk = chunk_size;
     res->complete = run.skipped + run.minted == run.total;

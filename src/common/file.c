@@ -199,7 +199,9 @@ enum fk_err fk_file_stage_write(struct fk_file_stage *s, const char *path, const
     /* Start the write-back now, without waiting: by the time the stage is flushed the data
      * is usually on the device already, so the flush mostly finds nothing left to wait for.
      * Advisory: where it is not supported the flush's wait does the work. */
-    (void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    if (!s->no_device && !s->syncfs_after) {
+        (void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    }
     e.path = strdup(path);
     FK_ENSURE(e.path != NULL, FK_E_NOMEM);
     e.fd = fd;
@@ -251,7 +253,10 @@ enum fk_err fk_file_stage_flush(struct fk_file_stage *s, struct fk_diag *diag) {
     enum fk_err rc = FK_OK;
     for (size_t i = 0; i < s->n; i++) {
         struct fk_file_staged *e = &s->v[i];
-        if (rc == FK_OK) {
+        /* Nothing to wait for: no device (tmpfs), or the caller's syncfs() writes the data
+         * and the link together before anything relies on either. */
+        int wait = !s->no_device && (s->fdatasync_each || !s->syncfs_after);
+        if (rc == FK_OK && wait) {
             /* The data must be on the device before the name points at it: a rename made
              * durable (by the caller's directory fsync) ahead of its data would leave a
              * complete-looking file of zeros after a power cut. */
@@ -343,6 +348,20 @@ int fk_dir_sync_covers_data(int fd) {
         return ext4_has_journal(sb.st_dev);
     case 0x58465342UL: /* XFS */
     case 0x01021994UL: /* tmpfs */
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+int fk_fs_in_memory(int fd) {
+    struct statfs st;
+    if (fstatfs(fd, &st) != 0) {
+        return 0;
+    }
+    switch ((unsigned long)st.f_type) {
+    case 0x01021994UL: /* tmpfs */
+    case 0x858458F6UL: /* ramfs */
         return 1;
     default:
         return 0;

@@ -54,11 +54,24 @@ void fk_log(enum fk_log_level lvl, const char *fmt, ...) {
     pthread_mutex_unlock(&log_lock);
 }
 
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void) {
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL); /* kept for the process's life */
+}
+
+int fk_sha256(const void *buf, size_t len, uint8_t out[32]) {
+    unsigned int n = 0;
+    pthread_once(&sha256_once, sha256_fetch);
+    const EVP_MD *md = sha256_md != NULL ? sha256_md : EVP_sha256();
+    return EVP_Digest(buf, len, out, &n, md, NULL) == 1 && n == 32 ? 0 : -1;
+}
+
 const char *fk_fpr(const void *buf, size_t len, char out[FK_FPR_LEN]) {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
+    uint8_t md[32];
     memcpy(out, "sha256:", 8);
-    if (EVP_Digest(buf, len, md, &mdlen, EVP_sha256(), NULL) != 1) {
+    if (fk_sha256(buf, len, md) != 0) {
         memcpy(out + 7, "?", 2);
         return out;
     }

@@ -90,9 +90,7 @@ void fk_keys_device_id(const uint8_t mac[FK_MAC_LEN], char out[FK_DEVICE_ID_SIZE
 
 void fk_keys_sha256_hex(const void *buf, size_t len, char out[65]) {
     uint8_t d[32];
-    unsigned n = 0;
-    if (EVP_Digest(buf, len, d, &n, EVP_sha256(), NULL) != 1 || n != 32 ||
-        fk_hex_encode(d, sizeof d, out, 65) != FK_OK) {
+    if (fk_sha256(buf, len, d) != 0 || fk_hex_encode(d, sizeof d, out, 65) != FK_OK) {
         out[0] = '\0'; /* only on allocation failure inside OpenSSL */
     }
 }

@@ -172,7 +172,7 @@ static enum fk_err minted_write(struct fk_minted *d, const char *dir, const char
         FK_GUARD(put(stage, p_keys, d->keys_img, sizeof d->keys_img, 0600, flags, diag));
     } else {
         m->nvs_keys[0] = '\0';
-        FK_GUARD(remove_stale(p_keys, diag));
+        FK_GUARD(stage != NULL ? FK_OK : remove_stale(p_keys, diag));
     }
     if (d->own != NULL) {
         snprintf(m->ota_private_key, sizeof m->ota_private_key, "%s.key.pem", base);
@@ -180,7 +180,7 @@ static enum fk_err minted_write(struct fk_minted *d, const char *dir, const char
         FK_GUARD(fk_keys_ota_write_pem(d->own, p_pem, stage != NULL ? 0 : flags, diag));
     } else {
         m->ota_private_key[0] = '\0';
-        FK_GUARD(remove_stale(p_pem, diag));
+        FK_GUARD(stage != NULL ? FK_OK : remove_stale(p_pem, diag));
     }
     if (d->cert_pem != NULL) {
         /* Public: 0644. Its private key exists only inside the image. */
@@ -188,7 +188,7 @@ static enum fk_err minted_write(struct fk_minted *d, const char *dir, const char
         FK_GUARD(put(stage, p_crt, d->cert_pem, strlen(d->cert_pem), 0644, flags, diag));
     } else {
         m->mtls_cert[0] = '\0';
-        FK_GUARD(remove_stale(p_crt, diag));
+        FK_GUARD(stage != NULL ? FK_OK : remove_stale(p_crt, diag));
     }
     FK_GUARD(fk_keys_manifest_render(m, &json, &json_len));
     if (manifest_sha256 != NULL) {

@@ -96,16 +96,21 @@ static void batch_csv_gives_the_devices_in_order(void **state) {
     fk_batch_csv_free(c);
 }
 
-static void batch_run_mints_an_array_once(void **state) {
-    (void)state;
-    struct fk_batch_device devs[3];
-    memset(devs, 0, sizeof devs);
-    for (int i = 0; i < 3; i++) {
-        uint8_t mac[FK_MAC_LEN] = {0x02, 0, 0, 0, 0x10, (uint8_t)(i + 1)};
+/* n devices with MACs 02:00:00:00:BYTE:01.. and no Wi-Fi. */
+static void make_devices(struct fk_batch_device *devs, int n, uint8_t byte) {
+    memset(devs, 0, (size_t)n * sizeof *devs);
+    for (int i = 0; i < n; i++) {
+        uint8_t mac[FK_MAC_LEN] = {0x02, 0, 0, 0, byte, (uint8_t)(i + 1)};
         memcpy(devs[i].mac, mac, sizeof mac);
         fk_keys_device_id(mac, devs[i].id);
         devs[i].pass = "";
     }
+}
+
+static void batch_run_mints_an_array_once(void **state) {
+    (void)state;
+    struct fk_batch_device devs[3];
+    make_devices(devs, 3, 0x10);
     struct seen s;
     memset(&s, 0, sizeof s);
     struct fk_batch_opts o = {.output_dir = tmpdir("array"),
@@ -138,6 +143,49 @@ static void batch_run_mints_an_array_once(void **state) {
     fk_batch_result_clear(&res);
 }
 
+static void plant(const char *dir, const char *id, const char *suffix) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s%s", dir, id, suffix);
+    assert_int_equal(fk_file_write_atomic(path, "stale", 5, 0600, FK_WRITE_NOSYNC, NULL), FK_OK);
+}
+
+static int exists(const char *dir, const char *id, const char *suffix) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s%s", dir, id, suffix);
+    return access(path, F_OK) == 0;
+}
+
+/* The optional files a device minted now will not have (per-device key, certificate without
+ * --ca, NVS keys without encryption) are removed before it is minted, also when they come
+ * from another run; a complete device's files are never touched, nor another name's. */
+static void batch_run_removes_stale_files_of_pending_devices_only(void **state) {
+    (void)state;
+    struct fk_batch_device devs[2];
+    make_devices(devs, 2, 0x30);
+    struct fk_batch_opts o = {.output_dir = tmpdir("stale"), .jobs = 2, .actor = "test_batch"};
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", o.output_dir);
+    struct fk_batch_result res;
+    assert_int_equal(fk_batch_run(&o, devs, 1, &res, NULL), FK_OK); /* devs[0] complete */
+    fk_batch_result_clear(&res);
+    plant(dir, devs[0].id, ".crt.pem");
+    plant(dir, devs[1].id, ".key.pem");
+    plant(dir, devs[1].id, ".crt.pem");
+    plant(dir, devs[1].id, ".nvs_keys.bin");
+    plant(dir, "robot-notadevice", ".key.pem");
+    assert_int_equal(fk_batch_run(&o, devs, 2, &res, NULL), FK_OK);
+    assert_int_equal(res.minted, 1);
+    assert_int_equal(res.skipped, 1);
+    fk_batch_result_clear(&res);
+    assert_false(exists(dir, devs[1].id, ".key.pem"));
+    assert_false(exists(dir, devs[1].id, ".crt.pem"));
+    assert_false(exists(dir, devs[1].id, ".nvs_keys.bin"));
+    assert_true(exists(dir, devs[1].id, ".nvs.bin"));
+    assert_true(exists(dir, devs[1].id, ".json"));
+    assert_true(exists(dir, devs[0].id, ".crt.pem"));
+    assert_true(exists(dir, "robot-notadevice", ".key.pem"));
+}
+
 static void batch_run_stops_before_a_chunk_when_asked(void **state) {
     (void)state;
     struct fk_batch_device dev;
@@ -168,6 +216,7 @@ int main(void) {
         cmocka_unit_test(batch_csv_reports_every_problem_with_its_line),
         cmocka_unit_test(batch_csv_gives_the_devices_in_order),
         cmocka_unit_test(batch_run_mints_an_array_once),
+        cmocka_unit_test(batch_run_removes_stale_files_of_pending_devices_only),
         cmocka_unit_test(batch_run_stops_before_a_chunk_when_asked),
         cmocka_unit_test(batch_run_refuses_bad_options),
     };

@@ -335,12 +335,19 @@ int fk_cmd_batch(int argc, char **argv) {
         cJSON_AddNumberToObject(oj, "devices_per_second", rate);
         cJSON_AddNumberToObject(oj, "jobs", (double)res.jobs);
         cJSON_AddNumberToObject(oj, "commit_seconds", res.commit_seconds);
+        cJSON_AddNumberToObject(oj, "commit_cpu_seconds", res.commit_cpu_seconds);
         cJSON_AddNumberToObject(oj, "chunks", (double)res.chunks);
         cJSON_AddNumberToObject(oj, "chunk", (double)res.chunk);
         cJSON_AddStringToObject(oj, "durability", res.durability != NULL ? res.durability : "");
         struct rusage ru;
         if (getrusage(RUSAGE_SELF, &ru) == 0) {
             cJSON_AddNumberToObject(oj, "max_rss_kib", (double)ru.ru_maxrss);
+            /* CPU of the whole process (CSV included), all threads: unlike devices/s it
+             * hardly depends on what else the machine runs. */
+            cJSON_AddNumberToObject(oj, "cpu_user_seconds",
+                                    (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6);
+            cJSON_AddNumberToObject(oj, "cpu_system_seconds",
+                                    (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6);
         }
         cJSON_AddStringToObject(oj, "output_dir", outdir);
         char inv_name[512]; /* a URI's password masked */
