@@ -41,9 +41,16 @@ static int cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
     }
 }
 
+/* lws keeps a receive buffer of rx_buffer_size bytes for the whole life of each WebSocket;
+ * with the message bound (4 KiB) that was an eighth of an idle connection's memory. An idle
+ * device sends only pings and short answers, so the buffer is sized to those: a longer
+ * message (hello, an OTA status) arrives in pieces that session.c reassembles into a buffer
+ * it allocates for that message only. */
+#define FK_SRV_WS_RX_BUFFER 512
 static const struct lws_protocols protocols[] = {
     {"http", cb_http, sizeof(struct http_sess), 0, 0, NULL, 0},
-    {FK_WSS_SUBPROTOCOL, fk_srv_session_cb, sizeof(struct session), FK_WSS_MAX_MESSAGE, 0, NULL, 0},
+    {FK_WSS_SUBPROTOCOL, fk_srv_session_cb, sizeof(struct session), FK_SRV_WS_RX_BUFFER, 0, NULL,
+     0},
     {NULL, NULL, 0, 0, 0, NULL, 0}};
 
 /* ---- loop ------------------------------------------------------------------------------- */
