@@ -518,7 +518,10 @@ static int cmd_hold(const struct hold_opts *o) {
             SSL_CTX_set_min_proto_version(L.ctx, TLS1_2_VERSION);
             SSL_CTX_set_session_cache_mode(L.ctx, SSL_SESS_CACHE_OFF);
             SSL_CTX_set_options(L.ctx, SSL_OP_NO_TICKET);
-            SSL_CTX_set_mode(L.ctx, SSL_MODE_RELEASE_BUFFERS);
+            /* A robot sends only its certificate (NVS mtls/client_cert is the leaf); without
+             * NO_AUTO_CHAIN OpenSSL would add the issuing CA and the root from the verify
+             * store, and the server would keep three parsed certificates per connection. */
+            SSL_CTX_set_mode(L.ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_NO_AUTO_CHAIN);
             SSL_CTX_set_verify(L.ctx, SSL_VERIFY_PEER, NULL);
             if (L.n > 0) {
                 run_loop(&L);
