@@ -11,6 +11,10 @@ if(TARGET fk_server AND TARGET fk_pki)
     add_executable(fleet_load ${PROJECT_SOURCE_DIR}/bench/fleet_load.c)
     target_link_libraries(fleet_load PRIVATE fk_nvs fk_common OpenSSL::SSL OpenSSL::Crypto
         fk_flags)
+    add_test(NAME server_fleet_load
+        COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/fleet_load.sh ${PROJECT_BINARY_DIR}/bin
+            ${PROJECT_BINARY_DIR}/tmp/server_fleet_load)
+    set_tests_properties(server_fleet_load PROPERTIES TIMEOUT 300 LABELS "server;integration")
     foreach(c hello refusals revoke openssl protocol admin fleetctl)
         add_test(NAME server_${c}
             COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/server.sh ${c} ${PROJECT_BINARY_DIR}/bin
