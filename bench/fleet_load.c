@@ -288,10 +288,22 @@ static int start(struct loop *L, long i) {
     return 0;
 }
 
+/* After an SSL call on c returned r (failure or would-block): waits for the socket event it
+ * needs, or ends the attempt. */
+static void wait_or_drop(struct loop *L, struct conn *c, int r) {
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        want(L, c, e);
+        return;
+    }
+    ERR_clear_error();
+    drop(L, c);
+}
+
 /* Advances one connection as far as it goes without blocking. */
 static void step(struct loop *L, struct conn *c) {
     for (;;) {
-        int r, e;
+        int r;
         char buf[512];
         switch (c->st) {
         case C_CONNECT: {
@@ -306,28 +318,16 @@ static void step(struct loop *L, struct conn *c) {
         }
         case C_TLS:
             r = SSL_connect(c->ssl);
-            if (r == 1) {
-                c->st = C_UPGRADE;
-                break;
-            }
-            e = SSL_get_error(c->ssl, r);
-            if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-                want(L, c, e);
+            if (r != 1) {
+                wait_or_drop(L, c, r);
                 return;
             }
-            ERR_clear_error();
-            drop(L, c);
-            return;
+            c->st = C_UPGRADE;
+            break;
         case C_UPGRADE:
             r = SSL_write(c->ssl, upgrade_req, (int)sizeof upgrade_req - 1);
             if (r <= 0) {
-                e = SSL_get_error(c->ssl, r);
-                if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-                    want(L, c, e);
-                    return;
-                }
-                ERR_clear_error();
-                drop(L, c);
+                wait_or_drop(L, c, r);
                 return;
             }
             c->st = C_RESPONSE;
@@ -336,13 +336,7 @@ static void step(struct loop *L, struct conn *c) {
         case C_OPEN:
             r = SSL_read(c->ssl, buf, sizeof buf);
             if (r <= 0) {
-                e = SSL_get_error(c->ssl, r);
-                if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-                    want(L, c, e);
-                    return;
-                }
-                ERR_clear_error();
-                drop(L, c); /* refused, or closed by the server */
+                wait_or_drop(L, c, r); /* would block; or refused, or closed by the server */
                 return;
             }
             if (c->st == C_OPEN) {
