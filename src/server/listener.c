@@ -35,6 +35,26 @@ static int cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
         setsockopt(lws_get_socket_fd(wsi), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         return 0;
     }
+    case LWS_CALLBACK_FILTER_NETWORK_CONNECTION: {
+        /* Stopping: the listener is still open while the closes drain (fk_srv_listener_run),
+         * and a device that reconnects at once (after its close 1001) must not be admitted
+         * only to be dropped when the process exits; refused now, it retries the next one. */
+        if (srv->stop) {
+            return 1;
+        }
+        /* max_connections. Descriptors are handed out lowest first, so a new connection's
+         * number is at least the count of descriptors open; the margin covers the listener,
+         * the inventory and the logs. (lws' fd_limit_per_thread would cap it too, but below
+         * the descriptor limit it makes lws look every event's descriptor up by a linear
+         * scan of its table: O(max_connections) per event, 19 % of the CPU at 12,000.) */
+        const struct lws_filter_network_conn_args *a = user;
+        if (a != NULL && a->accept_fd >= (int)srv->cfg.max_connections + 40) {
+            fk_log(FK_LOG_WARN, "server: max_connections (%u) reached: connection refused",
+                   srv->cfg.max_connections);
+            return 1;
+        }
+        return 0;
+    }
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
         return fk_srv_confirm_upgrade(srv, wsi);
     default:
@@ -42,10 +62,26 @@ static int cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
     }
 }
 
+/* lws keeps a receive buffer of rx_buffer_size bytes for the whole life of each WebSocket;
+ * with the message bound (4 KiB) that was an eighth of an idle connection's memory. An idle
+ * device sends only pings and short answers, so the buffer is sized to those: a longer
+ * message (hello, an OTA status) arrives in pieces that session.c reassembles into a buffer
+ * it allocates for that message only. */
+#define FK_SRV_WS_RX_BUFFER 512
 static const struct lws_protocols protocols[] = {
     {"http", cb_http, sizeof(struct http_sess), 0, 0, NULL, 0},
-    {FK_WSS_SUBPROTOCOL, fk_srv_session_cb, sizeof(struct session), FK_WSS_MAX_MESSAGE, 0, NULL, 0},
+    {FK_WSS_SUBPROTOCOL, fk_srv_session_cb, sizeof(struct session), FK_SRV_WS_RX_BUFFER, 0, NULL,
+     0},
     {NULL, NULL, 0, 0, 0, NULL, 0}};
+
+/* No lws "validity" keepalive: lws would keep one timer per connection in its single sorted
+ * timer list (default: a WebSocket ping after 300 s idle, hang-up at 310 s), and inserting a
+ * connection's timer walks that list, so opening N connections cost O(N^2) (36 % of the server's
+ * CPU with 12,000 devices connected). Idle connections are the tick's business
+ * (3 x ping_interval without a message closes 1001 "idle", docs/wss-protocol.md).
+ * secs_since_valid_hangup = 0 is lws' "no validity timer". */
+static const lws_retry_bo_t no_validity_timer = {.secs_since_valid_ping = 0,
+                                                 .secs_since_valid_hangup = 0};
 
 /* ---- loop ------------------------------------------------------------------------------- */
 
@@ -107,16 +143,6 @@ enum fk_err fk_srv_listener_start(struct fk_server *srv, struct fk_diag *diag) {
     memset(&ci, 0, sizeof ci);
     ci.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT | LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
     ci.user = srv;
-    /* lws sizes its descriptor table to fd_limit_per_thread, and when that is below the
-     * process's descriptor limit it finds the connection of each ready socket by a linear
-     * search of the table (O(connections) per event, 4 % of the server's CPU at 3,000 robots):
-     * sized at least to the limit, the socket number indexes it. fleetkey-server raises the
-     * limit to max_connections + 64 (tools/fleetkey-server/main.c). */
-    long dt = (long)getdtablesize();
-    ci.fd_limit_per_thread = cfg->max_connections + 32;
-    if (dt > (long)ci.fd_limit_per_thread && dt < 1000000L) {
-        ci.fd_limit_per_thread = (unsigned)dt;
-    }
     ci.count_threads = 1;
     srv->ctx = lws_create_context(&ci);
     FK_ENSURE(srv->ctx != NULL, fk_diag_set(diag, FK_E_INTERNAL, "lws_create_context failed"));
@@ -140,14 +166,7 @@ enum fk_err fk_srv_listener_start(struct fk_server *srv, struct fk_diag *diag) {
      * TLS done but no upgrade) holds a header table; lws drops it after this, 10 s when 0,
      * whatever timeout_secs says. */
     vi.timeout_secs_ah_idle = srv->cfg.handshake_timeout;
-    /* No lws "validity" timer per connection: lws would re-arm it on every message received,
-     * a sorted insert into the one timer list that every connection is in (lws_dll2_add_sorted:
-     * O(connections) per message, 14 % of the server's CPU at 10,000 robots). The server has
-     * its own idle rule, checked once a second by tick(): no traffic for 3 ping intervals
-     * closes the session (docs/wss-protocol.md); the robots ping. */
-    static const lws_retry_bo_t no_validity = {.secs_since_valid_ping = 0,
-                                               .secs_since_valid_hangup = 0};
-    vi.retry_and_idle_policy = &no_validity;
+    vi.retry_and_idle_policy = &no_validity_timer;
     vi.user = srv;
     srv->vh = lws_create_vhost(srv->ctx, &vi);
     FK_ENSURE(srv->vh != NULL && !srv->load_error && srv->ssl_ctx != NULL,
