@@ -265,12 +265,7 @@ static enum fk_err sq_open(struct fk_inventory *inv, const char *path, struct fk
     FK_ENSURE(sqlite3_busy_timeout(q->db, 10000) == SQLITE_OK, db_fail(inv, diag, "busy"));
     FK_GUARD(exec(inv,
                   "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"
-                  " PRAGMA foreign_keys = ON; PRAGMA trusted_schema = OFF;"
-                  /* The indexes on random fingerprints outgrow SQLite's default 2 MiB page
-                   * cache past ~10,000 devices, and inserts then miss it (a batch's writer
-                   * grows from ~30 to ~45 us per device by 100,000). 64 MiB is a bound, not
-                   * an allocation: pages are taken as they are read. */
-                  " PRAGMA cache_size = -65536;",
+                  " PRAGMA foreign_keys = ON; PRAGMA trusted_schema = OFF;",
                   diag));
     FK_GUARD(migrate(inv, diag));
     rc = FK_OK;
