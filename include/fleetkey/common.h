@@ -128,6 +128,10 @@ int fk_redact_field(const char *name);
 void fk_wipe(void *p, size_t len);
 /* 1 when the n bytes at a and b are equal. Time depends on n only (CRYPTO_memcmp). */
 int fk_ct_equal(const void *a, const void *b, size_t n);
+
+/* 1 when (s, n) is an identity name of the fleet (device ids, operator and phone names, token
+ * subjects): 1..max bytes of [A-Za-z0-9._-], not starting with '.' or '-'. */
+int fk_name_valid(const char *s, size_t n, size_t max);
 /* Fills buf with bytes from the OS-seeded DRBG (RAND_priv_bytes). FK_OK or FK_E_CRYPTO. */
 FK_MUST_CHECK enum fk_err fk_random(void *buf, size_t len);
 

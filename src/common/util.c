@@ -227,3 +227,17 @@ enum fk_err fk_time_parse_rfc3339(const char *buf, size_t len, long long *out) {
     *out = days * 86400 + h * 3600 + mi * 60 + s;
     return FK_OK;
 }
+
+int fk_name_valid(const char *s, size_t n, size_t max) {
+    if (n == 0 || n > max || s[0] == '.' || s[0] == '-') {
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-')) {
+            return 0;
+        }
+    }
+    return 1;
+}

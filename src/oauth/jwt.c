@@ -245,17 +245,7 @@ out:
 /* ---- sign ------------------------------------------------------------------------------- */
 
 static int name_valid(const char *s, size_t n) {
-    if (n == 0 || n > FK_OAUTH_NAME_MAX) {
-        return 0;
-    }
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-')) {
-            return 0;
-        }
-    }
-    return 1;
+    return fk_name_valid(s, n, FK_OAUTH_NAME_MAX);
 }
 
 static int b64url_valid(const char *s, size_t n, size_t want) {

@@ -132,17 +132,7 @@ out:
 /* ---- a device's target ------------------------------------------------------------------ */
 
 int fk_wss_id_valid(const char *s, size_t n) {
-    if (n == 0 || n > FK_WSS_ID_MAX || s[0] == '.' || s[0] == '-') {
-        return 0;
-    }
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-')) {
-            return 0;
-        }
-    }
-    return 1;
+    return fk_name_valid(s, n, FK_WSS_ID_MAX);
 }
 
 enum fk_err fk_ota_tstate_parse(const char *name, enum fk_ota_tstate *out) {

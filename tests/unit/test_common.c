@@ -104,6 +104,21 @@ static void base64_round_trip_and_rejects_garbage(void **state) {
     assert_int_equal(fk_base64_decode("Zm9vYmFy", 8, dec, 5, &n), FK_E_NOSPACE);
 }
 
+static void name_valid_takes_fleet_identity_names_only(void **state) {
+    (void)state;
+    assert_true(fk_name_valid("robot-aabbccddeeff", 18, 64));
+    assert_true(fk_name_valid("phone_1.lab", 11, 64));
+    assert_true(fk_name_valid("a", 1, 1));
+    assert_false(fk_name_valid("ab", 2, 1));   /* longer than max */
+    assert_false(fk_name_valid("", 0, 64));    /* empty */
+    assert_false(fk_name_valid("-x", 2, 64));  /* an option's look */
+    assert_false(fk_name_valid(".x", 2, 64));  /* a hidden file's */
+    assert_false(fk_name_valid("a/b", 3, 64)); /* a path */
+    assert_false(fk_name_valid("a b", 3, 64));
+    assert_false(fk_name_valid("a\0b", 3, 64));
+    assert_false(fk_name_valid("caf\xc3\xa9", 5, 64));
+}
+
 static void ct_equal_compares_all_bytes(void **state) {
     (void)state;
     uint8_t a[32] = {0};
@@ -276,6 +291,7 @@ int main(void) {
         cmocka_unit_test(strerror_covers_every_code),
         cmocka_unit_test(crc32_matches_esp_idf_and_zlib_check_values),
         cmocka_unit_test(hex_round_trip_and_rejects_bad_digits),
+        cmocka_unit_test(name_valid_takes_fleet_identity_names_only),
         cmocka_unit_test(parse_ulong_takes_bounded_decimal_only),
         cmocka_unit_test(base64_round_trip_and_rejects_garbage),
         cmocka_unit_test(ct_equal_compares_all_bytes),
