@@ -62,6 +62,27 @@ peer_http() {
     shift
     $PEER http "$P" $CA "pki/$who.chain.pem" "pki/$who.key.pem" "$@"
 }
+# hold_open WHO TOKEN_FILE OUT: a phone's wss connection held open in the background ($HOLD),
+# returning once it is welcomed; wait_closed WHY: until the server closed it (30 s at most).
+hold_open() {
+    peer_ws "$1" "$2" hello hold >"$3" 2>"$3.err" &
+    HOLD=$!
+    i=0
+    until grep -q held "$3" 2>/dev/null; do
+        i=$((i + 1))
+        [ $i -le 200 ] || fail "$1 did not connect"
+        sleep 0.1
+    done
+}
+wait_closed() {
+    i=0
+    while kill -0 $HOLD 2>/dev/null; do
+        i=$((i + 1))
+        [ $i -le 300 ] || fail "connection not closed after $1"
+        sleep 0.1
+    done
+    wait $HOLD || true
+}
 peer_ws() {
     who=$1
     shift
@@ -336,22 +357,9 @@ wss)
     peer_ws mobiles/phone1 cmd.tok hello list >ws4.out 2>ws4.err
     grep -q '"error": *"insufficient_scope"' ws4.out || { cat ws4.out; fail "list_devices without fleet:read"; }
     # revocation closes the open connection with 1008
-    peer_ws mobiles/phone1 at1.tok hello hold >held.out 2>held.err &
-    HOLD=$!
-    i=0
-    until grep -q held held.out 2>/dev/null; do
-        i=$((i + 1))
-        [ $i -le 200 ] || fail "phone did not connect"
-        sleep 0.1
-    done
+    hold_open mobiles/phone1 at1.tok held.out
     fleet logout >lo.out 2>lo.err || { cat lo.err; fail "logout"; }
-    i=0
-    while kill -0 $HOLD 2>/dev/null; do
-        i=$((i + 1))
-        [ $i -le 300 ] || fail "connection not closed after the revocation"
-        sleep 0.1
-    done
-    wait $HOLD || true
+    wait_closed "the revocation"
     grep -q "^close 1008 token revoked" held.out || { cat held.out; fail "not closed 1008"; }
     peer_ws mobiles/phone1 at1.tok hello >ws5.out 2>ws5.err
     grep -q "^status 401" ws5.out || { cat ws5.out; fail "revoked token upgraded"; }
@@ -361,24 +369,11 @@ wss)
     peer_http mobiles/phone2 POST /oauth/token - f2 >g2.txt
     expect_status g2.txt 200
     json_field g2.txt access_token >p2.tok
-    peer_ws mobiles/phone2 p2.tok hello hold >held2.out 2>held2.err &
-    HOLD=$!
-    i=0
-    until grep -q held held2.out 2>/dev/null; do
-        i=$((i + 1))
-        [ $i -le 200 ] || fail "phone2 did not connect"
-        sleep 0.1
-    done
+    hold_open mobiles/phone2 p2.tok held2.out
     ok "$PK" ca revoke --dir pki --mobile phone2 --reason keyCompromise
     ok "$PK" ca crl --dir pki --out crl.new
     mv crl.new crl.pem
-    i=0
-    while kill -0 $HOLD 2>/dev/null; do
-        i=$((i + 1))
-        [ $i -le 300 ] || fail "connection not closed after the certificate's revocation"
-        sleep 0.1
-    done
-    wait $HOLD || true
+    wait_closed "the certificate's revocation"
     grep -q "^close 1008 certificate revoked" held2.out || { cat held2.out; fail "not closed 1008"; }
     if peer_ws mobiles/phone2 p2.tok hello >ws6.out 2>ws6.err && grep -q '^status 101\|welcome' ws6.out; then
         fail "revoked certificate upgraded"
