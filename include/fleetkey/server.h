@@ -61,6 +61,10 @@ struct fk_server_config {
     char ca_bundle[1024];     /* PEM file: the trust anchors the devices should hold next (e.g.
                                  the old root plus a new one), delivered by a ca rotation;
                                  "" = ca rotations refused */
+    char ota_trial_image[1024]; /* a signed image with a block by the new OTA key (e.g. the
+                                   dual-signed release of `rotate ota-key sign-release`): an ota
+                                   rotation's trial, the robot verifies that block with the
+                                   staged key; "" = ota rotations fail their deliveries */
     char oauth_key[1024];     /* the ES256 key signing access tokens (P-256 PEM, 0600, created
                                  when absent); "" = "oauth-key.pem" next to the inventory. The
                                  token state (oauth-state.json) lives in the same directory */
@@ -74,7 +78,7 @@ void fk_server_config_init(struct fk_server_config *cfg);
 /* Applies one setting by name ("listen", "port", "cert", "key", "ca", "crl", "inventory",
  * "max_connections", "hello_timeout", "handshake_timeout", "ping_interval", "log_level",
  * "allow_no_crl", "status_request", "ota_dir", "ota_max_image", "rot_dir", "ca_dir", "ca_bundle",
- * "oauth_key", "token_lifetime", "refresh_lifetime");
+ * "ota_trial_image", "oauth_key", "token_lifetime", "refresh_lifetime");
  * the command line uses the same names as --flags. FK_OK, FK_E_ARG (unknown name, bad value; diag
  * says which), FK_E_TOOBIG (path too long). */
 FK_MUST_CHECK enum fk_err fk_server_config_set(struct fk_server_config *cfg, const char *name,
@@ -155,7 +159,13 @@ struct fk_wss_rot_class {
     long long attempts;
     char reason[16];          /* none, attempts, timeout, server, invalid */
 };
-enum fk_wss_rot_cls { FK_WSS_ROT_CA, FK_WSS_ROT_MTLS, FK_WSS_ROT_PSK, FK_WSS_ROT_CLASSES };
+enum fk_wss_rot_cls {
+    FK_WSS_ROT_CA,
+    FK_WSS_ROT_MTLS,
+    FK_WSS_ROT_PSK,
+    FK_WSS_ROT_OTA,
+    FK_WSS_ROT_CLASSES
+};
 struct fk_wss_rot {
     int present;
     struct fk_wss_rot_class c[FK_WSS_ROT_CLASSES]; /* indexed like enum fk_plan_class */

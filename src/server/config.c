@@ -98,6 +98,8 @@ enum fk_err fk_server_config_set(struct fk_server_config *cfg, const char *name,
         return set_str(name, v, cfg->ca_dir, sizeof cfg->ca_dir, diag);
     } else if (strcmp(name, "ca_bundle") == 0) {
         return set_str(name, v, cfg->ca_bundle, sizeof cfg->ca_bundle, diag);
+    } else if (strcmp(name, "ota_trial_image") == 0) {
+        return set_str(name, v, cfg->ota_trial_image, sizeof cfg->ota_trial_image, diag);
     } else if (strcmp(name, "ota_max_image") == 0) {
         /* ota_begin requires at least 8192 bytes; 4 GiB is far beyond any ESP32 slot. */
         unsigned long n = 0;

@@ -201,10 +201,10 @@ out:
     return rc;
 }
 
-/* "rot": one member per class ("ca", "mtls", "psk"); a rot_* answer may also carry the one
+/* "rot": one member per class ("ca", "mtls", "psk", "ota"); a rot_* answer may also carry the one
  * class's state directly ({"state": ...}), kept in single. */
 static enum fk_err parse_rot(const cJSON *o, struct fk_wss_rot *r, struct fk_diag *diag) {
-    static const char *const names[FK_WSS_ROT_CLASSES] = {"ca", "mtls", "psk"};
+    static const char *const names[FK_WSS_ROT_CLASSES] = {"ca", "mtls", "psk", "ota"};
     enum fk_err rc = FK_E_PARSE;
     FK_ENSURE(cJSON_IsObject(o), fk_diag_set(diag, FK_E_PARSE, "\"rot\" is not an object"));
     r->present = 1;

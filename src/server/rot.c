@@ -35,10 +35,6 @@ static int send_cb(void *user, const char *device, enum fk_plan_class c, unsigne
     if (s == NULL || !s->rot.present) {
         return 0;
     }
-    if (c != FK_PLAN_CA && c != FK_PLAN_MTLS && c != FK_PLAN_PSK) {
-        snprintf(reason, FK_PLAN_REASON_SIZE, "class not rotated by the server");
-        return -1;
-    }
     if (!s->rot.c[c].present) {
         snprintf(reason, FK_PLAN_REASON_SIZE, "device does not rotate %s", fk_plan_class_name(c));
         return -1;
@@ -174,6 +170,28 @@ static int stage_ca(struct fk_server *srv, struct session *s, struct rot_job *j,
     return send_rot(s, ROT_ACT_STAGE, FK_PLAN_CA, "rot_stage", b);
 }
 
+/* The new OTA key, its endorsement and the trial manifest in rot_stage ota (rot_ota.c). */
+static int stage_ota(struct fk_server *srv, struct session *s, struct rot_job *j,
+                     struct rot_dev *rd) {
+    char why[512];
+    cJSON *b = fk_srv_rot_ota_body(srv, rd->fpr[FK_PLAN_OTA], why, sizeof why);
+    if (b == NULL) {
+        fk_log(FK_LOG_WARN, "server: rotation %s: %s: ota not staged: %s", j->id, s->id, why);
+        if (fk_plan_report(j->p, s->id, FK_PLAN_OTA, FK_PLAN_T_FAILED, why) == FK_OK) {
+            fk_srv_rot_dirty(j);
+        }
+        return 0;
+    }
+    rd->version[FK_PLAN_OTA] = next_version(srv, s, rd, FK_PLAN_OTA);
+    record_staged(srv, s->id, FK_PLAN_OTA, rd->version[FK_PLAN_OTA], rd->fpr[FK_PLAN_OTA], 0);
+    fk_srv_rot_dirty(j);
+    cJSON_AddStringToObject(b, "class", "ota");
+    cJSON_AddNumberToObject(b, "version", rd->version[FK_PLAN_OTA]);
+    fk_log(FK_LOG_INFO, "server: rotation %s: %s: rot_stage ota v%u %s", j->id, s->id,
+           rd->version[FK_PLAN_OTA], rd->fpr[FK_PLAN_OTA]);
+    return send_rot(s, ROT_ACT_STAGE, FK_PLAN_OTA, "rot_stage", b);
+}
+
 static int is_state(const struct fk_wss_rot_class *c, const char *st) {
     return c->present && strcmp(c->state, st) == 0;
 }
@@ -233,6 +251,9 @@ int fk_srv_rot_push(struct session *s) {
         }
         if (c == FK_PLAN_CA) {
             return stage_ca(srv, s, j, rd);
+        }
+        if (c == FK_PLAN_OTA) {
+            return stage_ota(srv, s, j, rd);
         }
         cJSON *b = cJSON_CreateObject();
         cJSON_AddStringToObject(b, "class", "mtls");
@@ -360,6 +381,9 @@ static void confirmed(struct fk_server *srv, struct rot_job *j, size_t i, enum f
     if (c == FK_PLAN_PSK && rd->has_psk) {
         (void)fk_srv_rot_write_psk(srv, dev, rd->version[c], rd->psk);
     }
+    if (c == FK_PLAN_OTA) {
+        fk_srv_rot_confirm(srv, dev, 0); /* the OTA key rotation's record: it trusts the new key */
+    }
     (void)set_states(srv, dev, fk_srv_rot_cred_kind[c], rd->version[c], "active", "retired");
     rd->audited[c] = 1;
     fk_srv_rot_dirty(j);
@@ -423,6 +447,12 @@ void fk_srv_rot_response(struct session *s, const struct fk_wss_msg *m) {
     case ROT_ACT_STAGE:
         fk_srv_rot_audit(srv, j, ROT_ACTOR, "rotation.staged", s->id,
                          fk_srv_rot_cls_detail(c, rd->version[c], ""));
+        if (c == FK_PLAN_OTA && is_state(&s->rot.c[c], "trial") &&
+            (unsigned long long)s->rot.c[c].staged_version == rd->version[c] &&
+            j->p->t[i].state[c] != FK_PLAN_T_CONFIRMED) {
+            /* the robot enters trial only after the staged key verified the manifest */
+            rd->commit_due[c] = 1;
+        }
         break;
     case ROT_ACT_COMMIT:
         confirmed(srv, j, i, c);
@@ -563,8 +593,10 @@ void fk_srv_rot_hello(struct session *s, const struct fk_wss_msg *m) {
             /* the handshake of this connection authenticated with the issued certificate */
             rd->commit_due[c] = 1;
         }
-        if (c == FK_PLAN_CA && (in_trial || committed) && t->state[c] != FK_PLAN_T_CONFIRMED) {
-            /* this connection's handshake verified our chain with the staged anchors */
+        if ((c == FK_PLAN_CA || c == FK_PLAN_OTA) && (in_trial || committed) &&
+            t->state[c] != FK_PLAN_T_CONFIRMED) {
+            /* ca: this connection's handshake verified our chain with the staged anchors; ota:
+             * the robot verified the manifest with its staged key before it entered trial */
             rd->commit_due[c] = 1;
         }
     }
@@ -661,6 +693,10 @@ static void revoke_old(struct fk_server *srv, struct rot_job *j) {
             }
         }
     }
+    size_t ota_keys = 0;
+    if (j->p->spec.classes & (1u << FK_PLAN_OTA)) {
+        ota_keys = fk_srv_rot_ota_retire(srv, j);
+    }
     if (crl_due) {
         char *pem = NULL;
         size_t pl = 0;
@@ -680,10 +716,13 @@ static void revoke_old(struct fk_server *srv, struct rot_job *j) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "certificates", (double)certs);
     cJSON_AddNumberToObject(o, "psks", (double)psks);
+    cJSON_AddNumberToObject(o, "ota_keys", (double)ota_keys);
     cJSON_AddBoolToObject(o, "forced", j->p->forced);
     fk_srv_rot_audit(srv, j, ROT_ACTOR, "rotation.old_revoked", j->id, o);
-    fk_log(FK_LOG_INFO, "server: rotation %s: old credentials revoked (%zu certificates, %zu PSKs)",
-           j->id, certs, psks);
+    fk_log(FK_LOG_INFO,
+           "server: rotation %s: old credentials revoked (%zu certificates, %zu PSKs, %zu OTA "
+           "key rows retired)",
+           j->id, certs, psks, ota_keys);
 }
 
 void fk_srv_rot_tick(struct fk_server *srv) {

@@ -6,17 +6,21 @@
  * reports "rot" (an offline one stays pending); the device's session then sends it at its
  * next free request slot (fk_srv_rot_push, after the OTA items): rot_csr -> CSR signed by the
  * fleet CA (cfg.ca_dir) -> rot_stage for mtls, a fresh 32-byte PSK -> rot_stage for psk, the
- * trust anchors of cfg.ca_bundle (DER certificates back to back) -> rot_stage for ca.
+ * trust anchors of cfg.ca_bundle (DER certificates back to back) -> rot_stage for ca, the new
+ * OTA key with the old key's endorsement and a manifest signed by the new key -> rot_stage for
+ * ota (rot_ota.c).
  * Confirmation comes from a handshake, never from the device's word: an mtls device in trial
  * whose connection presents the certificate issued for the staged version gets rot_commit;
  * for ca, a hello on a new connection reporting ca in trial with the staged version is the
  * proof (the device verified this server's chain with the staged anchors, or the TLS
  * handshake would have failed) and gets rot_commit; for psk the server opens its own DTLS 1.2
  * PSK handshake with the staged PSK to the device's listener (rot_check.c, a worker thread)
- * and needs status auth_slot "next". Once the plan is
+ * and needs status auth_slot "next"; for ota, the rot_stage answer (or a later hello)
+ * reporting ota in trial with the staged version: the robot verified the manifest with the key
+ * read back from its staged slot, which it enters trial only after. Once the plan is
  * settled the interlock (or an operator's force naming exactly the blockers) lets the old
  * credentials be revoked: CRL entries + a new CRL file (reloaded at once) for mtls, inventory
- * rows for psk; nothing for ca (the devices simply stop trusting the old anchors; the old
+ * rows for psk, the old OTA key's rows retired for ota; nothing for ca (the devices simply stop trusting the old anchors; the old
  * ca_cert rows were retired at confirmation). Every step is an audit row.
  *
  * Each job is saved as rot_dir/rot-NNNNNN.json (0600: it holds staged PSKs), atomically, on
@@ -60,7 +64,8 @@ struct rot_check {
 };
 
 _Static_assert((int)FK_WSS_ROT_MTLS == (int)FK_PLAN_MTLS &&
-                   (int)FK_WSS_ROT_PSK == (int)FK_PLAN_PSK && (int)FK_WSS_ROT_CA == (int)FK_PLAN_CA,
+                   (int)FK_WSS_ROT_PSK == (int)FK_PLAN_PSK && (int)FK_WSS_ROT_CA == (int)FK_PLAN_CA &&
+                   (int)FK_WSS_ROT_OTA == (int)FK_PLAN_OTA,
                "the classes of rot in a hello are indexed like the plan's");
 
 /* What the outstanding rot_* request of a session is. */
@@ -162,6 +167,21 @@ void fk_srv_rot_checks(struct fk_server *srv, struct rot_job *j);
 void fk_srv_rot_checks_wake(struct fk_server *srv);
 /* At shutdown: waits for the checks in flight (each bounded by ROT_CHECK_TIMEOUT_MS). */
 void fk_srv_rot_checks_stop(struct fk_server *srv);
+
+/* ---- rot_ota.c: the class ota ------------------------------------------------------------ */
+
+/* The members of rot_stage ota (docs/wss-protocol.md): "key" (the new OTA public key of the
+ * rotation `rotate ota-key start` recorded, DER SPKI), "endorsement" (the old key's block over
+ * it), "manifest_sha256" (+ "manifest_sha384" for a P-384 key) and "manifest_sig": the digest
+ * of cfg.ota_trial_image's signed data and that image's block by the new key (checked here
+ * against the data and the key). fpr gets the new key's fingerprint. NULL with why set: no
+ * rotation under way, the new key retired, no or no usable ota_trial_image. */
+cJSON *fk_srv_rot_ota_body(struct fk_server *srv, char fpr[72], char *why, size_t why_size);
+/* After the interlock: the old OTA key's row (kind FK_ROT_KIND_KEY) of each device of j
+ * becomes "retired", so the inventory refuses signing with it (`provision-keys sign
+ * --inventory`) and the server stops pushing it; one audit row per device. Returns how many
+ * rows changed. */
+size_t fk_srv_rot_ota_retire(struct fk_server *srv, const struct rot_job *j);
 
 /* ---- admin_rot.c ----------------------------------------------------------------------- */
 /* (declared in admin_internal.h with the other route handlers) */

@@ -477,12 +477,15 @@ int fk_srv_rot_create(struct fk_server *srv, const struct fk_plan_spec *spec,
         snprintf(why, why_size, "a rotation is already under way: %s", fk_srv_rot_current(srv)->id);
         return -1;
     }
-    unsigned unsupported =
-        spec->classes & ~((1u << FK_PLAN_CA) | (1u << FK_PLAN_MTLS) | (1u << FK_PLAN_PSK));
-    if (unsupported != 0) {
-        *status = 400;
-        snprintf(why, why_size, "the server rotates the classes ca, mtls and psk only");
-        return -1;
+    if (spec->classes & (1u << FK_PLAN_OTA)) {
+        /* what each delivery will carry, checked once now (rot_ota.c) */
+        char fpr[72];
+        cJSON *b = fk_srv_rot_ota_body(srv, fpr, why, why_size);
+        if (b == NULL) {
+            *status = 400;
+            return -1;
+        }
+        cJSON_Delete(b);
     }
     if (spec->classes & (1u << FK_PLAN_CA)) {
         if (srv->cfg.ca_bundle[0] == '\0') {

@@ -161,7 +161,7 @@ static int teardown(void **state) {
 
 /* ---- state and psk ------------------------------------------------------------------------ */
 
-static void state_json_lists_psk_mtls_and_ca(void **state) {
+static void state_json_lists_psk_mtls_ca_and_ota(void **state) {
     (void)state;
     char out[512];
     size_t n = fkd_rot_state_json(&D.rot, out, sizeof out);
@@ -170,7 +170,9 @@ static void state_json_lists_psk_mtls_and_ca(void **state) {
                              "\"reason\":\"none\",\"attempts\":0},\"mtls\":{\"state\":\"idle\","
                              "\"version\":0,\"staged_version\":0,\"reason\":\"none\","
                              "\"attempts\":0},\"ca\":{\"state\":\"idle\",\"version\":0,"
-                             "\"staged_version\":0,\"reason\":\"none\",\"attempts\":0}}");
+                             "\"staged_version\":0,\"reason\":\"none\",\"attempts\":0},"
+                             "\"ota\":{\"state\":\"idle\",\"version\":0,\"staged_version\":0,"
+                             "\"reason\":\"none\",\"attempts\":0}}");
     assert_int_equal(fkd_rot_state_json(&D.rot, out, 20), 0);
 }
 
@@ -656,7 +658,7 @@ static void psk_rotation_power_cut_at_every_write(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(state_json_lists_psk_mtls_and_ca, setup, teardown),
+        cmocka_unit_test_setup_teardown(state_json_lists_psk_mtls_ca_and_ota, setup, teardown),
         cmocka_unit_test_setup_teardown(psk_stage_commit_and_every_error, setup, teardown),
         cmocka_unit_test_setup_teardown(flash_error_is_reported_and_nothing_staged, setup,
                                         teardown),

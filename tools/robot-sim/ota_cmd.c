@@ -360,7 +360,12 @@ int robot_sim_ota(int argc, char **argv) {
         goto out;
     }
     robot_sim_mount_nvs(&ors, ors.cfg.nvs_encryption, 1, 0);
-    if (fkd_store_load(&ors.store, ors.nvs_mounted ? &ors.nvs : NULL, &ors.cfg) != FKD_OK) {
+    /* The committed OTA key of a rotation (class ota) may live in slot B: load the records as
+     * a boot does, so the store reads the slot they name. */
+    fkd_rot_init(&ors.rot);
+    ors.rot_loaded = ors.nvs_mounted && fkd_rot_load(&ors.rot, &ors.nvs, 0, 0) == FKD_OK;
+    if (fkd_store_load_rot(&ors.store, ors.nvs_mounted ? &ors.nvs : NULL, &ors.cfg,
+                           ors.rot_loaded ? &ors.rot : NULL) != FKD_OK) {
         code = 4;
         goto out;
     }

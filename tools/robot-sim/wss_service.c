@@ -84,6 +84,25 @@ static int fault_hook(struct robot_sim *rs, const char *kind) {
     return 0;
 }
 
+/* The rotation committed a new OTA key (class ota): OTA updates over the channel are checked
+ * with it from now on, as the next boot's store will load it. Called under rot_lock. */
+static void ota_key_follow(struct robot_sim *rs) {
+    uint8_t der[FKD_OTA_KEY_MAX];
+    size_t len = 0;
+    unsigned slot = fkd_rot_info(&rs->rot, FKD_ROT_OTA)->active;
+    enum fkd_err rc = fkd_rot_read(&rs->rot, FKD_ROT_OTA, 0, slot, der, sizeof der, &len);
+    if (rc == FKD_OK && rs->wss.ota_ready) {
+        rc = fkd_ota_remote_trust(&rs->wss.remote, der, len);
+    }
+    if (rc != FKD_OK) {
+        fkd_log(FKD_LOG_ERROR, "ota: the committed OTA key is not trusted until the next boot: %s",
+                fkd_strerror(rc));
+    } else if (rs->wss.ota_ready) {
+        fkd_log(FKD_LOG_INFO, "ota: OTA images are checked with the committed key (version %lu)",
+                (unsigned long)fkd_rot_info(&rs->rot, FKD_ROT_OTA)->version);
+    }
+}
+
 static enum fkd_wss_req_result h_request(void *user, const char *kind, const uint8_t *body,
                                          size_t body_len, struct fkd_wss_reply *reply) {
     struct robot_sim *rs = user;
@@ -96,7 +115,11 @@ static enum fkd_wss_req_result h_request(void *user, const char *kind, const uin
     }
     if (r == FKD_WSS_REQ_UNKNOWN && rs->wss.rot_ready) {
         pthread_mutex_lock(&rs->rot_lock);
+        uint32_t ota_was = fkd_rot_info(&rs->rot, FKD_ROT_OTA)->version;
         r = fkd_rot_remote_request(&rs->wss.rot, kind, body, body_len, reply);
+        if (fkd_rot_info(&rs->rot, FKD_ROT_OTA)->version != ota_was) {
+            ota_key_follow(rs);
+        }
         pthread_mutex_unlock(&rs->rot_lock);
     }
     return r;

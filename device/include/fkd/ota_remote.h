@@ -100,6 +100,26 @@ void fkd_ota_remote_welcomed(void *user);
 /* The handler with all three callbacks above; handler_user must be the context. */
 extern const struct fkd_wss_handler fkd_ota_remote_handler;
 
+/* Replaces the trusted key of slot ota_pubkey with der (DER SPKI), in memory only: the
+ * rotation's class ota committed a new key to NVS (fkd/rot.h, fkd/rot_remote.h) and images
+ * are to be checked with it from now on, without a reboot. FKD_OK; FKD_E_ARG; FKD_E_STATE (an
+ * update is under way: it keeps the keys it began with; the next boot loads the new one);
+ * fkd_sbv2_keys_add's errors (the set is then unchanged). */
+FKD_MUST_CHECK enum fkd_err fkd_ota_remote_trust(struct fkd_ota_remote *r, const uint8_t *der,
+                                                 size_t len);
+
+/* The rotation's endorsement of a new OTA key (fleetkey/rotation.h, FK_ROT_ENDORSE_*): a
+ * Secure Boot V2 block, by a key of keys, over the 32-byte tag "fleetkey-ota-key-endorsement-
+ * v1\n" followed by der (n bytes) and padded with 0xFF to 4096 bytes, as espsecure signs data.
+ * sector holds the decoded block in its first FKD_SBV2_BLOCK bytes; the rest is overwritten
+ * with 0xFF (so a caller lends any free 4 KiB buffer). Used by ota_key and by the rotation
+ * class ota (rot_remote.c). FKD_OK with res->key the index in keys of the key that verified;
+ * FKD_E_ARG (n is 0 or too long); fkd_sbv2_verify's errors; FKD_E_CRYPTO. */
+FKD_MUST_CHECK enum fkd_err fkd_ota_endorsement_verify(uint8_t sector[FKD_SBV2_SECTOR],
+                                                       const uint8_t *der, size_t n,
+                                                       const struct fkd_sbv2_keys *keys,
+                                                       struct fkd_sbv2_result *res);
+
 /* The trusted set as it stands (changes with ota_key). Borrowed from r. */
 const struct fkd_sbv2_keys *fkd_ota_remote_keys(const struct fkd_ota_remote *r);
 /* "sbv2:" + lowercase hex of the key's Secure Boot V2 digest (SHA-256 over its block key

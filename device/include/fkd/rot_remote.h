@@ -1,8 +1,8 @@
 /* fkd rot_remote: credential rotation driven over the control channel (docs/wss-protocol.md,
  * "Credential rotation (request kinds rot_*, server → device)"), on top of the two-slot state
  * machine of fkd/rot.h. A handler for the wss client (fkd/wss.h, struct fkd_wss_handler) for
- * the classes psk (DTLS PSK + identity), mtls (device key + client certificate) and ca (the
- * trust anchors the client verifies the server with):
+ * the classes psk (DTLS PSK + identity), mtls (device key + client certificate), ca (the
+ * trust anchors the client verifies the server with) and ota (the OTA signing public key):
  *
  * - state: the "rot" member of hello and of the status body, one object per class
  *   (fkd_rot_state_json; the client writes it from the struct fkd_rot it is given);
@@ -13,7 +13,13 @@
  *   (fkd_rot_trial_begin, attempt 1). mtls: the reply asks the client to reconnect, presenting
  *   the staged key and certificate (fkd_rot_remote_credentials); ca: the bundle must parse as
  *   X.509 (DER certificates back to back, at most FKD_CA_CHAIN_MAX, or PEM), and the reply
- *   asks the client to reconnect verifying the server with the staged anchors;
+ *   asks the client to reconnect verifying the server with the staged anchors; ota: the new
+ *   OTA public key must come with the endorsement of the committed security/ota_pubkey
+ *   (checked before anything is written: "not_endorsed" otherwise), and once staged, a
+ *   manifest signature by the new key must verify with the key read back from the staged slot
+ *   (the trial; "bad_manifest" rolls the staged key back at once); the answer, ota in trial
+ *   with the staged version, is what the server confirms with rot_commit. Images are checked
+ *   with the committed key only (fkd_store_load_rot; fkd_ota_remote_trust after a commit);
  * - rot_commit: the version (and for mtls the serial of the staged certificate) must be the
  *   staged one, then fkd_rot_commit;
  * - rot_rollback: fkd_rot_rollback(FKD_ROT_R_SERVER).
@@ -26,7 +32,9 @@
  *
  * Memory: struct fkd_rot_remote is caller memory (about 7.5 KiB: a 4 KiB buffer a body member is
  * copied into, a 3 KiB one it is decoded into, the pending key as DER, a DRBG); nothing is
- * allocated here. mbedTLS allocates bignums and the parsed certificate inside one request and frees
+ * allocated here (class ota reuses the two buffers for the keys, a signature block and the
+ * 4 KiB signature sector; a rot_stage ota puts one struct fkd_sbv2_keys, about 1.6 KiB, on the
+ * stack). mbedTLS allocates bignums and the parsed certificate inside one request and frees
  * them before it returns. Threads: none; every call on one context from one thread (the wss
  * client's), and the struct fkd_rot it borrows is not used by anyone else meanwhile. */
 #ifndef FKD_ROT_REMOTE_H
@@ -78,7 +86,7 @@ FKD_MUST_CHECK enum fkd_err fkd_rot_remote_setup(struct fkd_rot_remote *r, struc
 /* Wipes the pending key and frees the DRBG. Safe after init; idempotent. */
 void fkd_rot_remote_free(struct fkd_rot_remote *r);
 
-/* The "rot" object of hello and status: {"psk":{...},"mtls":{...},"ca":{...}}
+/* The "rot" object of hello and status: {"psk":{...},"mtls":{...},"ca":{...},"ota":{...}}
  * (wss-protocol.md). Returns
  * its length, or 0 when it does not fit size (out then holds ""). */
 size_t fkd_rot_state_json(const struct fkd_rot *rot, char *out, size_t size);

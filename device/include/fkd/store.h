@@ -26,7 +26,8 @@
  *
  * Slots: fkd_store_load reads the seed's items (slot A); fkd_store_load_rot reads the PSK and
  * the mtls key/certificate from the slot the rotation state machine (fkd/rot.h) says is in
- * use. The other credentials have one slot here.
+ * use, and security/ota_pubkey from the class ota's committed slot (a staged OTA key is not
+ * trusted for images until it is committed). The other credentials have one slot here.
  *
  * Memory: the struct lives in caller memory (about 14 KiB); no allocation. fkd_store_free
  * wipes every buffer. Thread safety: load once, then read-only use from any thread. */

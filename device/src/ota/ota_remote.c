@@ -257,28 +257,19 @@ static enum fkd_err key_parse(const uint8_t *der, size_t len, struct fkd_sbv2_ke
 #define ENDORSE_TAG "fleetkey-ota-key-endorsement-v1\n"
 #define ENDORSE_TAG_LEN 32u
 
-static const char *endorsement_problem(struct fkd_ota_remote *r, const uint8_t *der, size_t n,
-                                       const uint8_t *body, size_t blen) {
+enum fkd_err fkd_ota_endorsement_verify(uint8_t sector[FKD_SBV2_SECTOR], const uint8_t *der,
+                                        size_t n, const struct fkd_sbv2_keys *keys,
+                                        struct fkd_sbv2_result *res) {
     static const uint8_t ff[64] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
                                    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
                                    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
                                    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
                                    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
                                    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
-    struct fkd_wss_jval e;
-    size_t got = 0;
     uint8_t d256[32], d384[64];
-    uint8_t *sector = r->upd.sector;
-    int primary = key_index(r, FKD_OTA_KEY_PRIMARY);
-    if (primary < 0) {
-        return "no security/ota_pubkey to check an endorsement with";
-    }
-    if (fkd_wss_json_get(body, blen, "endorsement", &e) != FKD_OK || e.type != FKD_WSS_J_STR ||
-        b64_decode(e.p, e.len, sector, FKD_SBV2_SECTOR, &got) != 0 || got != FKD_SBV2_BLOCK) {
-        return "endorsement: expected base64 of one 1216-byte signature block";
-    }
-    if (n > FKD_SBV2_SECTOR - ENDORSE_TAG_LEN) {
-        return "key too long to endorse";
+    if (sector == NULL || der == NULL || keys == NULL || n == 0 ||
+        n > FKD_SBV2_SECTOR - ENDORSE_TAG_LEN) {
+        return FKD_E_ARG;
     }
     memset(sector + FKD_SBV2_BLOCK, 0xFF, FKD_SBV2_SECTOR - FKD_SBV2_BLOCK);
     /* the digests of TAG || der || 0xFF..., without a 4 KiB buffer for the data */
@@ -286,7 +277,7 @@ static const char *endorsement_problem(struct fkd_ota_remote *r, const uint8_t *
     mbedtls_sha512_context c384;
     mbedtls_sha256_init(&c256);
     mbedtls_sha512_init(&c384);
-    int want384 = fkd_sbv2_keys_need_sha384(&r->keys);
+    int want384 = fkd_sbv2_keys_need_sha384(keys);
     int bad = fkd_mbedtls_sha256_starts(&c256) != 0 ||
               fkd_mbedtls_sha256_update(&c256, ENDORSE_TAG, ENDORSE_TAG_LEN) != 0 ||
               fkd_mbedtls_sha256_update(&c256, der, n) != 0;
@@ -310,11 +301,30 @@ static const char *endorsement_problem(struct fkd_ota_remote *r, const uint8_t *
     mbedtls_sha256_free(&c256);
     mbedtls_sha512_free(&c384);
     if (bad) {
-        return "hashing failed";
+        return FKD_E_CRYPTO;
+    }
+    return fkd_sbv2_verify(sector, d256, want384 ? d384 : NULL, keys, res);
+}
+
+static const char *endorsement_problem(struct fkd_ota_remote *r, const uint8_t *der, size_t n,
+                                       const uint8_t *body, size_t blen) {
+    struct fkd_wss_jval e;
+    size_t got = 0;
+    uint8_t *sector = r->upd.sector;
+    int primary = key_index(r, FKD_OTA_KEY_PRIMARY);
+    if (primary < 0) {
+        return "no security/ota_pubkey to check an endorsement with";
+    }
+    if (fkd_wss_json_get(body, blen, "endorsement", &e) != FKD_OK || e.type != FKD_WSS_J_STR ||
+        b64_decode(e.p, e.len, sector, FKD_SBV2_SECTOR, &got) != 0 || got != FKD_SBV2_BLOCK) {
+        return "endorsement: expected base64 of one 1216-byte signature block";
+    }
+    if (n > FKD_SBV2_SECTOR - ENDORSE_TAG_LEN) {
+        return "key too long to endorse";
     }
     struct fkd_sbv2_result res;
-    if (fkd_sbv2_verify(sector, d256, want384 ? d384 : NULL, &r->keys, &res) != FKD_OK ||
-        res.key < 0 || r->key_slot[res.key] != FKD_OTA_KEY_PRIMARY) {
+    if (fkd_ota_endorsement_verify(sector, der, n, &r->keys, &res) != FKD_OK || res.key < 0 ||
+        r->key_slot[res.key] != FKD_OTA_KEY_PRIMARY) {
         /* only security/ota_pubkey may vouch: a staged second key vouching for its successor
          * would let one delivered key bring in the next */
         return "the endorsement does not verify with security/ota_pubkey";
@@ -380,6 +390,23 @@ void fkd_ota_remote_free(struct fkd_ota_remote *r) {
     mbedtls_sha256_free(&r->xfer);
     fkd_wipe(r->buf, sizeof r->buf);
     fkd_ota_remote_init(r);
+}
+
+enum fkd_err fkd_ota_remote_trust(struct fkd_ota_remote *r, const uint8_t *der, size_t len) {
+    struct fkd_sbv2_key k;
+    uint8_t d[32];
+    if (r == NULL || der == NULL || len == 0) {
+        return FKD_E_ARG;
+    }
+    if (r->active) {
+        return FKD_E_STATE; /* an update under way keeps the keys it began with */
+    }
+    enum fkd_err rc = key_parse(der, len, &k, d);
+    if (rc != FKD_OK) {
+        return rc;
+    }
+    key_set(r, FKD_OTA_KEY_PRIMARY, &k, d);
+    return FKD_OK;
 }
 
 const struct fkd_sbv2_keys *fkd_ota_remote_keys(const struct fkd_ota_remote *r) {

@@ -22,6 +22,8 @@
 #include "fkd/rot_remote.h"
 
 #include "fkd/net.h"
+#include "fkd/ota_remote.h"
+#include "fkd/store.h"
 #include "mbedtls_compat.h"
 
 #include <mbedtls/base64.h>
@@ -32,7 +34,17 @@
 #include <string.h>
 
 /* Classes this device rotates over the channel (the "rot" members, in this order). */
-static const enum fkd_rot_class served[] = {FKD_ROT_PSK, FKD_ROT_MTLS, FKD_ROT_CA};
+static const enum fkd_rot_class served[] = {FKD_ROT_PSK, FKD_ROT_MTLS, FKD_ROT_CA, FKD_ROT_OTA};
+
+/* Class ota lays its members out in r->buf side by side: the delivered key, the key that
+ * checks it (the committed one, or the staged one read back), and one decoded signature block.
+ * The signature sector the verifier wants (4 KiB) is r->b64, free once the block is decoded. */
+#define OTA_NEW_KEY 0u
+#define OTA_CHECK_KEY FKD_OTA_KEY_MAX
+#define OTA_BLOCK (2u * FKD_OTA_KEY_MAX)
+_Static_assert(OTA_BLOCK + FKD_SBV2_BLOCK <= FKD_ROT_REMOTE_BUF, "class ota fits r->buf");
+_Static_assert(sizeof(((struct fkd_rot_remote *)0)->b64) >= FKD_SBV2_SECTOR,
+               "r->b64 holds a signature sector");
 
 /* ---- replies ----------------------------------------------------------------------------------
  */
@@ -114,17 +126,23 @@ static int get_class(const uint8_t *body, size_t len, enum fkd_rot_class *c) {
     return -1;
 }
 
-/* A base64 string member decoded into r->buf. 0; -1 absent, not a string or not base64. */
-static int get_b64(struct fkd_rot_remote *r, const uint8_t *body, size_t len, const char *name,
-                   size_t *out_len) {
+/* A base64 string member decoded into out[0..cap) (through r->b64). 0; -1 absent, not a
+ * string, not base64 or longer than cap. */
+static int get_b64_to(struct fkd_rot_remote *r, const uint8_t *body, size_t len, const char *name,
+                      uint8_t *out, size_t cap, size_t *out_len) {
     size_t n = 0;
     if (get_str(body, len, name, r->b64, sizeof r->b64) != FKD_OK ||
-        mbedtls_base64_decode(r->buf, sizeof r->buf, &n, (const unsigned char *)r->b64,
-                              strlen(r->b64)) != 0) {
+        mbedtls_base64_decode(out, cap, &n, (const unsigned char *)r->b64, strlen(r->b64)) != 0) {
         return -1;
     }
     *out_len = n;
     return 0;
+}
+
+/* A base64 string member decoded into r->buf. */
+static int get_b64(struct fkd_rot_remote *r, const uint8_t *body, size_t len, const char *name,
+                   size_t *out_len) {
+    return get_b64_to(r, body, len, name, r->buf, sizeof r->buf, out_len);
 }
 
 /* 1..64 bytes of [A-Za-z0-9._-]: safe inside an X.509 name string and a log line. */
@@ -393,6 +411,110 @@ static const char *ca_values(struct fkd_rot_remote *r, const uint8_t *body, size
     return NULL;
 }
 
+/* Reads and checks the ota successor: "key" (DER SPKI) must be a Secure Boot V2 key and
+ * "endorsement" a signature block over it by the committed security/ota_pubkey (what
+ * `provision-keys rotate ota-key start` signs, fleetkey/rotation.h): the control plane can only
+ * deliver a key the holder of the current release key vouched for. Checked before anything is
+ * written. NULL, or the problem with *code set. */
+static const char *ota_values(struct fkd_rot_remote *r, const uint8_t *body, size_t blen,
+                              const char **code, struct fkd_rot_value vals[1]) {
+    uint8_t *key = r->buf + OTA_NEW_KEY, *cur = r->buf + OTA_CHECK_KEY, *blk = r->buf + OTA_BLOCK;
+    size_t n = 0, kl = 0, bl = 0;
+    struct fkd_sbv2_keys ks;
+    struct fkd_sbv2_result res;
+    *code = "bad_request";
+    if (get_b64_to(r, body, blen, "key", key, FKD_OTA_KEY_MAX, &n) != 0 || n == 0) {
+        return "key must be the base64 of a DER SubjectPublicKeyInfo of at most 600 bytes";
+    }
+    fkd_sbv2_keys_init(&ks);
+    if (fkd_sbv2_keys_add(&ks, key, n) != FKD_OK) {
+        *code = "bad_key";
+        return "key is not an RSA-3072, P-256 or P-384 public key";
+    }
+    if (get_b64_to(r, body, blen, "endorsement", blk, FKD_SBV2_BLOCK, &bl) != 0 ||
+        bl != FKD_SBV2_BLOCK) {
+        return "endorsement must be the base64 of one 1216-byte signature block";
+    }
+    unsigned active = fkd_rot_info(r->rot, FKD_ROT_OTA)->active;
+    fkd_sbv2_keys_init(&ks);
+    if (fkd_rot_read(r->rot, FKD_ROT_OTA, 0, active, cur, FKD_OTA_KEY_MAX, &kl) != FKD_OK ||
+        fkd_sbv2_keys_add(&ks, cur, kl) != FKD_OK) {
+        *code = "no_key";
+        return "no usable security/ota_pubkey to check the endorsement with";
+    }
+    uint8_t *sector = (uint8_t *)r->b64;
+    memcpy(sector, blk, FKD_SBV2_BLOCK);
+    if (fkd_ota_endorsement_verify(sector, key, n, &ks, &res) != FKD_OK) {
+        *code = "not_endorsed";
+        return "the endorsement does not verify with the committed security/ota_pubkey";
+    }
+    vals[0].data = key;
+    vals[0].len = n;
+    return NULL;
+}
+
+/* The trial of class ota: "manifest_sig", a signature block by the new key over the digest
+ * "manifest_sha256" (and "manifest_sha384" for a P-384 key; both base64) of a release the
+ * new key signed, must verify with the key read back from the staged slot: the bytes this
+ * robot will check images with are the right ones and its verifier takes them. NULL, or the
+ * problem. */
+static const char *ota_manifest_problem(struct fkd_rot_remote *r, const uint8_t *body,
+                                        size_t blen) {
+    uint8_t *key = r->buf + OTA_CHECK_KEY, *blk = r->buf + OTA_BLOCK;
+    uint8_t d256[32], d384[64];
+    size_t n = 0, kl = 0;
+    struct fkd_sbv2_keys ks;
+    int slot = fkd_rot_slot_next(r->rot, FKD_ROT_OTA);
+    if (get_b64_to(r, body, blen, "manifest_sha256", d256, sizeof d256, &n) != 0 || n != 32) {
+        return "manifest_sha256 must be the base64 of a SHA-256 digest";
+    }
+    int has384 = get_b64_to(r, body, blen, "manifest_sha384", d384, sizeof d384, &n) == 0;
+    if (has384 && n != 48) {
+        return "manifest_sha384 must be the base64 of a SHA-384 digest";
+    }
+    if (get_b64_to(r, body, blen, "manifest_sig", blk, FKD_SBV2_BLOCK, &n) != 0 ||
+        n != FKD_SBV2_BLOCK) {
+        return "manifest_sig must be the base64 of one 1216-byte signature block";
+    }
+    fkd_sbv2_keys_init(&ks);
+    if (slot < 0 ||
+        fkd_rot_read(r->rot, FKD_ROT_OTA, 0, (unsigned)slot, key, FKD_OTA_KEY_MAX, &kl) != FKD_OK ||
+        fkd_sbv2_keys_add(&ks, key, kl) != FKD_OK) {
+        return "the staged key cannot be read back";
+    }
+    if (fkd_sbv2_keys_need_sha384(&ks) && !has384) {
+        return "manifest_sha384 is required for a P-384 key";
+    }
+    uint8_t *sector = (uint8_t *)r->b64;
+    memcpy(sector, blk, FKD_SBV2_BLOCK);
+    memset(sector + FKD_SBV2_BLOCK, 0xFF, FKD_SBV2_SECTOR - FKD_SBV2_BLOCK);
+    if (fkd_sbv2_verify(sector, d256, has384 ? d384 : NULL, &ks, NULL) != FKD_OK) {
+        return "the manifest's signature does not verify with the staged key";
+    }
+    return NULL;
+}
+
+static void begin_trial(struct fkd_rot_remote *r, enum fkd_rot_class c, uint32_t version,
+                        struct fkd_wss_reply *rep);
+
+/* Class ota after its stage: the manifest check, then the trial (whose answer, ota in trial
+ * with the staged version, is what the server confirms); a manifest that does not verify
+ * rolls the staged key back at once (reason invalid). */
+static void ota_trial(struct fkd_rot_remote *r, const uint8_t *body, size_t blen,
+                      uint32_t version, struct fkd_wss_reply *rep) {
+    const char *why = ota_manifest_problem(r, body, blen);
+    if (why != NULL) {
+        enum fkd_err rc = fkd_rot_rollback(r->rot, FKD_ROT_OTA, FKD_ROT_R_INVALID);
+        fail("rot_stage", rep, "bad_manifest", "ota version %lu: %s: %s", (unsigned long)version,
+             why, rc == FKD_OK ? "rolled back" : "rollback failed, the next boot finishes it");
+        return;
+    }
+    fkd_log(FKD_LOG_INFO,
+            "rot: ota: version %lu: the staged key verified a manifest signed by the new key",
+            (unsigned long)version);
+    begin_trial(r, FKD_ROT_OTA, version, rep);
+}
+
 /* The second half of rot_stage: the trial begins at once (attempt 1) and the class's state is
  * the answer; for mtls the client reconnects presenting the staged credential. */
 static void begin_trial(struct fkd_rot_remote *r, enum fkd_rot_class c, uint32_t version,
@@ -419,7 +541,8 @@ static void rot_stage(struct fkd_rot_remote *r, const uint8_t *body, size_t blen
     uint32_t version = 0;
     if (get_class(body, blen, &c) != 0 || get_uint(body, blen, "version", &version) != FKD_OK ||
         version == 0) {
-        fail(kind, rep, "bad_request", "class (psk, mtls or ca) and version (> 0) are required");
+        fail(kind, rep, "bad_request",
+             "class (psk, mtls, ca or ota) and version (> 0) are required");
         return;
     }
     const struct fkd_rot_info *i = fkd_rot_info(r->rot, c);
@@ -432,7 +555,11 @@ static void rot_stage(struct fkd_rot_remote *r, const uint8_t *body, size_t blen
     }
     if (i->state == FKD_ROT_STAGED && i->staged_version == version) {
         /* Staged, but the trial did not begin (a power cut between the two): begin it now. */
-        begin_trial(r, c, version, rep);
+        if (c == FKD_ROT_OTA) {
+            ota_trial(r, body, blen, version, rep);
+        } else {
+            begin_trial(r, c, version, rep);
+        }
         return;
     }
     if (version <= i->version) {
@@ -450,6 +577,7 @@ static void rot_stage(struct fkd_rot_remote *r, const uint8_t *body, size_t blen
     const char *code = "bad_request";
     const char *why = c == FKD_ROT_PSK    ? psk_values(r, body, blen, id, sizeof id, vals)
                       : c == FKD_ROT_MTLS ? mtls_values(r, body, blen, &code, vals)
+                      : c == FKD_ROT_OTA  ? ota_values(r, body, blen, &code, vals)
                                           : ca_values(r, body, blen, &code, vals);
     if (why != NULL) {
         fkd_wipe(r->buf, sizeof r->buf);
@@ -457,7 +585,7 @@ static void rot_stage(struct fkd_rot_remote *r, const uint8_t *body, size_t blen
         return;
     }
     char fpr[FKD_FPR_LEN];
-    size_t fi = c == FKD_ROT_MTLS ? 1 : 0; /* the PSK, the certificate, the bundle */
+    size_t fi = c == FKD_ROT_MTLS ? 1 : 0; /* the PSK, the certificate, the bundle, the key */
     fkd_fpr(vals[fi].data, vals[fi].len, fpr);
     enum fkd_err rc = fkd_rot_stage(r->rot, c, version, vals, fkd_rot_items(c));
     fkd_wipe(r->buf, sizeof r->buf);
@@ -471,6 +599,10 @@ static void rot_stage(struct fkd_rot_remote *r, const uint8_t *body, size_t blen
         drop_pending(r); /* the key now lives in the staged slot */
     }
     fkd_log(FKD_LOG_INFO, "rot: %s: version %lu staged (%s)", cls, (unsigned long)version, fpr);
+    if (c == FKD_ROT_OTA) {
+        ota_trial(r, body, blen, version, rep);
+        return;
+    }
     begin_trial(r, c, version, rep);
 }
 
@@ -525,7 +657,7 @@ static void rot_commit(struct fkd_rot_remote *r, const uint8_t *body, size_t ble
     uint32_t version = 0;
     char serial[FKD_WSS_STR_MAX];
     if (get_class(body, blen, &c) != 0 || get_uint(body, blen, "version", &version) != FKD_OK) {
-        fail(kind, rep, "bad_request", "class (psk, mtls or ca) and version are required");
+        fail(kind, rep, "bad_request", "class (psk, mtls, ca or ota) and version are required");
         return;
     }
     if (c == FKD_ROT_MTLS && get_str(body, blen, "serial", serial, sizeof serial) != FKD_OK) {
@@ -563,7 +695,7 @@ static void rot_rollback(struct fkd_rot_remote *r, const uint8_t *body, size_t b
     static const char kind[] = "rot_rollback";
     enum fkd_rot_class c;
     if (get_class(body, blen, &c) != 0) {
-        fail(kind, rep, "bad_request", "class (psk, mtls or ca) is required");
+        fail(kind, rep, "bad_request", "class (psk, mtls, ca or ota) is required");
         return;
     }
     const struct fkd_rot_info *i = fkd_rot_info(r->rot, c);

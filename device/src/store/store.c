@@ -287,13 +287,19 @@ static struct cred_def where(const struct fkd_rot *rot, enum fkd_cred id) {
     case FKD_CRED_CA_CERT:
         c = FKD_ROT_CA;
         break;
+    case FKD_CRED_OTA_PUBKEY:
+        c = FKD_ROT_OTA;
+        break;
     default:
         return d;
     }
     if (rot == NULL) {
         return d;
     }
-    unsigned slot = c == FKD_ROT_PSK ? fkd_rot_info(rot, c)->active : fkd_rot_slot_in_use(rot, c);
+    /* PSK and OTA key: the committed slot. A staged PSK is the listener's "next" key, and a
+     * staged OTA key is trusted for images only once the control plane confirmed it. */
+    unsigned slot = c == FKD_ROT_PSK || c == FKD_ROT_OTA ? fkd_rot_info(rot, c)->active
+                                                         : fkd_rot_slot_in_use(rot, c);
     const char *ns = NULL, *key = NULL;
     if (fkd_rot_key(c, item, slot, &ns, &key) == FKD_OK) {
         d.ns = ns;
