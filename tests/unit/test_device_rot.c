@@ -6,9 +6,14 @@
  *   trials until the attempts run out) cut at every flash program operation, clean and torn,
  *   and again at every operation of the recovery boot. After every cut the robot boots with
  *   a complete credential, old or new (never half of each), and driven on it converges: new
- *   PSK in use and the old one erased, or the old one kept after a rollback. */
+ *   PSK in use and the old one erased, or the old one kept after a rollback;
+ * - the same sweeps for the OTA signing key (class ota, real P-256 keys from the Secure Boot V2
+ *   vectors): after every cut the store loads a security/ota_pubkey that the image verifier
+ *   takes, the committed one (old until the commit, new after it). */
+#include "fkd/config.h"
 #include "fkd/flash.h"
 #include "fkd/nvs.h"
+#include "fkd/ota.h"
 #include "fkd/rot.h"
 #include "fkd/store.h"
 
@@ -18,7 +23,9 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <mbedtls/pk.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define NVS_PAGES 4u
@@ -41,6 +48,36 @@ static void fill_psk(uint8_t psk[FKD_PSK_LEN], uint8_t seed) {
     }
 }
 
+/* The OTA keys of the class ota tests: version 0 (as minted) is the vectors' key A, version 1
+ * key B; DER SubjectPublicKeyInfo, as security/ota_pubkey holds them. */
+static uint8_t ota_der[2][FKD_OTA_KEY_MAX];
+static size_t ota_len[2];
+
+static void ota_keys_load(void) {
+    static const char *const names[2] = {"key_a.pub.pem", "key_b.pub.pem"};
+    const char *dir = getenv("FK_VECTORS");
+    assert_non_null(dir);
+    for (int k = 0; k < 2; k++) {
+        char path[1024];
+        unsigned char pem[4096];
+        snprintf(path, sizeof path, "%s/sbv2/%s", dir, names[k]);
+        FILE *f = fopen(path, "rb");
+        assert_non_null(f);
+        size_t n = fread(pem, 1, sizeof pem - 1, f);
+        fclose(f);
+        pem[n] = 0;
+        mbedtls_pk_context pk;
+        mbedtls_pk_init(&pk);
+        assert_int_equal(mbedtls_pk_parse_public_key(&pk, pem, n + 1), 0);
+        int l = mbedtls_pk_write_pubkey_der(&pk, ota_der[k], sizeof ota_der[k]);
+        mbedtls_pk_free(&pk);
+        assert_true(l > 0);
+        /* mbedTLS writes at the end of the buffer */
+        memmove(ota_der[k], ota_der[k] + sizeof ota_der[k] - (size_t)l, (size_t)l);
+        ota_len[k] = (size_t)l;
+    }
+}
+
 /* A factory-fresh robot: NVS with the seed's slot-A items, no rotation record. */
 static void dev_factory(struct dev *d) {
     memset(d->buf, 0xff, sizeof d->buf);
@@ -51,6 +88,10 @@ static void dev_factory(struct dev *d) {
     fill_psk(psk, 0);
     assert_int_equal(fkd_nvs_set_blob(&d->nvs, "security", "dtls_psk", psk, sizeof psk), FKD_OK);
     assert_int_equal(fkd_nvs_set_str(&d->nvs, "security", "psk_id", ID_OLD), FKD_OK);
+    if (ota_len[0] > 0) {
+        assert_int_equal(
+            fkd_nvs_set_blob(&d->nvs, "security", "ota_pubkey", ota_der[0], ota_len[0]), FKD_OK);
+    }
 }
 
 /* Power back on: mount NVS and load the rotation records (which repairs). */
@@ -283,24 +324,76 @@ static void rot_staged_successor_replaces_a_vanished_current(void **state) {
 enum scenario { SC_COMMIT, SC_ROLLBACK };
 #define SWEEP_ATTEMPTS 2u
 
+/* The class a sweep rotates: psk (PSK + identity) or ota (the OTA signing key). */
+static enum fkd_rot_class sweep_cls = FKD_ROT_PSK;
+
+static enum fkd_err sweep_stage(struct dev *d, uint32_t version) {
+    if (sweep_cls == FKD_ROT_PSK) {
+        return stage_new(d, version);
+    }
+    struct fkd_rot_value v = {ota_der[version & 1u], ota_len[version & 1u]};
+    return fkd_rot_stage(&d->rot, FKD_ROT_OTA, version, &v, 1);
+}
+
+/* As slot_version, for the class of the sweep. */
+static int sweep_slot_version(struct dev *d, unsigned slot) {
+    if (sweep_cls == FKD_ROT_PSK) {
+        return slot_version(d, slot);
+    }
+    uint8_t der[FKD_OTA_KEY_MAX + 1];
+    size_t n = 0;
+    enum fkd_err rc = fkd_rot_read(&d->rot, FKD_ROT_OTA, 0, slot, der, sizeof der, &n);
+    if (rc == FKD_E_NOTFOUND) {
+        return -1;
+    }
+    for (int v = 0; rc == FKD_OK && v <= 1; v++) {
+        if (n == ota_len[v] && memcmp(der, ota_der[v], n) == 0) {
+            return v;
+        }
+    }
+    return -2;
+}
+
+/* The key images are checked with after this boot: the store's security/ota_pubkey must be
+ * the committed key, whole, and one the Secure Boot V2 verifier takes. */
+static void check_ota_store(struct dev *d, unsigned long cut, int torn) {
+    static struct fkd_store st;
+    static struct fkd_config cfg;
+    fkd_config_init(&cfg);
+    fkd_store_init(&st);
+    assert_int_equal(fkd_store_load_rot(&st, &d->nvs, &cfg, &d->rot), FKD_OK);
+    const uint8_t *der = NULL;
+    size_t n = 0;
+    uint32_t v = fkd_rot_info(&d->rot, FKD_ROT_OTA)->version;
+    if (fkd_store_get(&st, FKD_CRED_OTA_PUBKEY, &der, &n) != FKD_OK || n != ota_len[v & 1u] ||
+        memcmp(der, ota_der[v & 1u], n) != 0) {
+        fail_msg("ota cut %lu torn %d: the store's OTA key is not the committed version %lu", cut,
+                 torn, (unsigned long)v);
+    }
+    struct fkd_sbv2_keys ks;
+    fkd_sbv2_keys_init(&ks);
+    assert_int_equal(fkd_sbv2_keys_add(&ks, der, n), FKD_OK);
+    fkd_store_free(&st);
+}
+
 /* The rotation as the robot runs it, one step per boot where a boot would happen. Returns the
  * first error (a power cut). */
 static enum fkd_err run_scenario(struct dev *d, enum scenario sc) {
     enum fkd_err rc;
-    if ((rc = dev_boot(d, SWEEP_ATTEMPTS, 0)) != FKD_OK || (rc = stage_new(d, 1)) != FKD_OK) {
+    if ((rc = dev_boot(d, SWEEP_ATTEMPTS, 0)) != FKD_OK || (rc = sweep_stage(d, 1)) != FKD_OK) {
         return rc;
     }
     if (sc == SC_COMMIT) {
-        if ((rc = fkd_rot_trial_begin(&d->rot, FKD_ROT_PSK, 1)) != FKD_OK) {
+        if ((rc = fkd_rot_trial_begin(&d->rot, sweep_cls, 1)) != FKD_OK) {
             return rc;
         }
-        return fkd_rot_commit(&d->rot, FKD_ROT_PSK, 1);
+        return fkd_rot_commit(&d->rot, sweep_cls, 1);
     }
     for (unsigned k = 0; k <= SWEEP_ATTEMPTS; k++) {
         if ((rc = dev_boot(d, SWEEP_ATTEMPTS, 0)) != FKD_OK) {
             return rc;
         }
-        rc = fkd_rot_trial_begin(&d->rot, FKD_ROT_PSK, 1);
+        rc = fkd_rot_trial_begin(&d->rot, sweep_cls, 1);
         if (rc == FKD_E_TIMEOUT) {
             return FKD_OK; /* rolled back */
         }
@@ -314,21 +407,24 @@ static enum fkd_err run_scenario(struct dev *d, enum scenario sc) {
 /* After a cut and a boot: the credential the robot authenticates with is complete, and the
  * rest of the rotation converges. */
 static void check_and_converge(struct dev *d, enum scenario sc, unsigned long cut, int torn) {
-    unsigned use = fkd_rot_slot_in_use(&d->rot, FKD_ROT_PSK);
-    int v = slot_version(d, use);
+    unsigned use = fkd_rot_slot_in_use(&d->rot, sweep_cls);
+    int v = sweep_slot_version(d, use);
     if (v < 0) {
         fail_msg("%s cut %lu torn %d: the slot in use (%c) holds %s",
                  sc == SC_COMMIT ? "commit" : "rollback", cut, torn, use ? 'B' : 'A',
                  v == -1 ? "nothing" : "a mixed or damaged credential");
     }
-    const struct fkd_rot_info *i = fkd_rot_info(&d->rot, FKD_ROT_PSK);
+    const struct fkd_rot_info *i = fkd_rot_info(&d->rot, sweep_cls);
     if ((uint32_t)v != (i->state == FKD_ROT_TRIAL ? i->staged_version : i->version)) {
         fail_msg("cut %lu: slot in use holds version %d, the record says otherwise", cut, v);
+    }
+    if (sweep_cls == FKD_ROT_OTA) {
+        check_ota_store(d, cut, torn);
     }
     /* Drive it on: a robot whose rotation was cut before it was staged is re-sent the
      * successor; then trials until commit (or rollback). */
     for (int step = 0; step < 8; step++) {
-        i = fkd_rot_info(&d->rot, FKD_ROT_PSK);
+        i = fkd_rot_info(&d->rot, sweep_cls);
         if (sc == SC_COMMIT && i->state == FKD_ROT_COMMITTED) {
             break;
         }
@@ -336,12 +432,12 @@ static void check_and_converge(struct dev *d, enum scenario sc, unsigned long cu
             break;
         }
         if (i->state == FKD_ROT_IDLE) {
-            assert_int_equal(stage_new(d, 1), FKD_OK);
+            assert_int_equal(sweep_stage(d, 1), FKD_OK);
         } else if (i->state == FKD_ROT_STAGED || i->state == FKD_ROT_TRIAL) {
-            enum fkd_err rc = fkd_rot_trial_begin(&d->rot, FKD_ROT_PSK, 1);
+            enum fkd_err rc = fkd_rot_trial_begin(&d->rot, sweep_cls, 1);
             if (sc == SC_COMMIT) {
                 assert_int_equal(rc, FKD_OK);
-                assert_int_equal(fkd_rot_commit(&d->rot, FKD_ROT_PSK, 1), FKD_OK);
+                assert_int_equal(fkd_rot_commit(&d->rot, sweep_cls, 1), FKD_OK);
             } else if (rc != FKD_E_TIMEOUT) {
                 assert_int_equal(rc, FKD_OK);
                 assert_int_equal(dev_boot(d, SWEEP_ATTEMPTS, 0), FKD_OK);
@@ -351,10 +447,10 @@ static void check_and_converge(struct dev *d, enum scenario sc, unsigned long cu
         }
     }
     assert_int_equal(dev_boot(d, SWEEP_ATTEMPTS, 0), FKD_OK);
-    i = fkd_rot_info(&d->rot, FKD_ROT_PSK);
+    i = fkd_rot_info(&d->rot, sweep_cls);
     unsigned want_v = sc == SC_COMMIT ? 1u : 0u;
-    if (i->version != want_v || slot_version(d, i->active) != (int)want_v ||
-        slot_version(d, i->active ^ 1u) != -1) {
+    if (i->version != want_v || sweep_slot_version(d, i->active) != (int)want_v ||
+        sweep_slot_version(d, i->active ^ 1u) != -1) {
         fail_msg("%s cut %lu torn %d: did not converge (state %s, version %lu)",
                  sc == SC_COMMIT ? "commit" : "rollback", cut, torn, fkd_rot_state_name(i->state),
                  (unsigned long)i->version);
@@ -402,6 +498,7 @@ static void rot_power_cut_at_every_write(void **state) {
     (void)state;
     unsigned long nested = 0;
     unsigned long cuts = 0;
+    sweep_cls = FKD_ROT_PSK;
     for (int sc = SC_COMMIT; sc <= SC_ROLLBACK; sc++) {
         for (int torn = 0; torn <= 1; torn++) {
             cuts += sweep((enum scenario)sc, torn, &nested);
@@ -409,6 +506,23 @@ static void rot_power_cut_at_every_write(void **state) {
     }
     printf("rot power-cut sweep: %lu cut points (commit and rollback, clean and torn), "
            "%lu cuts of the recovery boot: 0 failures\n",
+           cuts, nested);
+}
+
+static void rot_ota_key_power_cut_at_every_write(void **state) {
+    (void)state;
+    unsigned long nested = 0;
+    unsigned long cuts = 0;
+    ota_keys_load();
+    sweep_cls = FKD_ROT_OTA;
+    for (int sc = SC_COMMIT; sc <= SC_ROLLBACK; sc++) {
+        for (int torn = 0; torn <= 1; torn++) {
+            cuts += sweep((enum scenario)sc, torn, &nested);
+        }
+    }
+    sweep_cls = FKD_ROT_PSK;
+    printf("rot ota power-cut sweep: %lu cut points (commit and rollback, clean and torn), "
+           "%lu cuts of the recovery boot, each booting with a usable OTA key: 0 failures\n",
            cuts, nested);
 }
 
@@ -422,6 +536,7 @@ int main(void) {
         cmocka_unit_test(rot_damaged_record_falls_back_to_a_complete_slot),
         cmocka_unit_test(rot_staged_successor_replaces_a_vanished_current),
         cmocka_unit_test(rot_power_cut_at_every_write),
+        cmocka_unit_test(rot_ota_key_power_cut_at_every_write),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
