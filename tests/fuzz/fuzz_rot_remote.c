@@ -7,10 +7,14 @@
  * Invariants (abort on violation): an answer is either an error with a code from
  * docs/wss-protocol.md and no body, or an ok body that is one JSON object within its buffer;
  * only rot_stage and rot_rollback ask for a reconnect; the "rot" state always parses; the active
- * PSK is always complete (32 bytes + an identity). Corpus: tests/fuzz/corpus/rot_remote/. */
+ * PSK is always complete (32 bytes + an identity); the committed OTA key is always one the
+ * Secure Boot V2 verifier takes (the factory key A of tests/vectors/sbv2, or a successor a
+ * valid endorsement brought in). Corpus: tests/fuzz/corpus/rot_remote/ (the ota entries were
+ * written by test_rot_remote_ota with FK_CORPUS_OUT). */
 #include "fkd/ctl.h"
 #include "fkd/flash.h"
 #include "fkd/nvs.h"
+#include "fkd/ota.h"
 #include "fkd/rot.h"
 #include "fkd/rot_remote.h"
 #include "fkd/wss.h"
@@ -38,6 +42,16 @@ static struct fkd_rot_ctl sync_state;
 static char body[FKD_WSS_MSG_MAX];
 static uint8_t cert_buf[FKD_WSS_MSG_MAX], key_buf[FKD_WSS_MSG_MAX];
 
+/* tests/vectors/sbv2/key_a.pub.pem as DER: the factory security/ota_pubkey (a public key). */
+static const uint8_t ota_key_a[91] = {
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06,
+    0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00, 0x04, 0x0b,
+    0xf3, 0x57, 0xd8, 0x3a, 0x00, 0x0e, 0x6f, 0x6c, 0xbc, 0x6f, 0x5b, 0x56, 0x21, 0xbd,
+    0x85, 0xf4, 0xfb, 0x5c, 0xff, 0x23, 0xd3, 0x80, 0x1e, 0x2a, 0x09, 0x83, 0xe0, 0x40,
+    0xc3, 0x15, 0xa6, 0x85, 0xb8, 0x8f, 0x2c, 0x23, 0xee, 0x96, 0x7b, 0x1c, 0x09, 0x53,
+    0xd1, 0x56, 0xa0, 0x1a, 0xb2, 0xe4, 0x49, 0x36, 0x34, 0x9f, 0xe7, 0xd5, 0xed, 0xe7,
+    0x68, 0x3d, 0x04, 0x93, 0xb3, 0xc4, 0x05};
+
 static void log_line(void *user, enum fkd_log_level lvl, const char *line) {
     (void)user;
     fprintf(stderr, "%s: %s\n", fkd_log_level_name(lvl), line);
@@ -56,7 +70,8 @@ static void setup_once(void) {
     fkd_nvs_init(&nvs);
     if (fkd_nvs_format(&nvs, &flash, 0, NVS_SIZE, NULL) != FKD_OK ||
         fkd_nvs_set_blob(&nvs, "security", "dtls_psk", psk, sizeof psk) != FKD_OK ||
-        fkd_nvs_set_str(&nvs, "security", "psk_id", "robot-aabbccddeeff") != FKD_OK) {
+        fkd_nvs_set_str(&nvs, "security", "psk_id", "robot-aabbccddeeff") != FKD_OK ||
+        fkd_nvs_set_blob(&nvs, "security", "ota_pubkey", ota_key_a, sizeof ota_key_a) != FKD_OK) {
         abort();
     }
     fkd_nvs_free(&nvs);
@@ -65,9 +80,10 @@ static void setup_once(void) {
 }
 
 static int known_code(const char *c) {
-    static const char *const codes[] = {"bad_request", "busy",         "crypto_error",
-                                        "not_newer",   "key_mismatch", "no_csr",
-                                        "bad_cert",    "flash_error",  "not_staged"};
+    static const char *const codes[] = {
+        "bad_request", "busy",        "crypto_error", "not_newer",    "key_mismatch", "no_csr",
+        "bad_cert",    "flash_error", "not_staged",   "bad_key",      "not_endorsed", "no_key",
+        "bad_manifest"};
     return reply_code_known(c, codes, sizeof codes / sizeof codes[0]);
 }
 
@@ -79,6 +95,18 @@ static void check_active_psk(void) {
     if (fkd_rot_read(&rot, FKD_ROT_PSK, 0, i->active, psk, sizeof psk, &pl) != FKD_OK || pl != 32 ||
         fkd_rot_read(&rot, FKD_ROT_PSK, 1, i->active, (uint8_t *)id, sizeof id, &il) != FKD_OK ||
         il == 0) {
+        abort();
+    }
+}
+
+static void check_active_ota_key(void) {
+    uint8_t der[FKD_OTA_KEY_MAX];
+    size_t n = 0;
+    struct fkd_sbv2_keys ks;
+    fkd_sbv2_keys_init(&ks);
+    unsigned slot = fkd_rot_info(&rot, FKD_ROT_OTA)->active;
+    if (fkd_rot_read(&rot, FKD_ROT_OTA, 0, slot, der, sizeof der, &n) != FKD_OK ||
+        fkd_sbv2_keys_add(&ks, der, n) != FKD_OK) {
         abort();
     }
 }
@@ -130,6 +158,7 @@ static void one(const uint8_t *msg, size_t len) {
         abort();
     }
     check_active_psk();
+    check_active_ota_key();
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

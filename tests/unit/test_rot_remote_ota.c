@@ -9,7 +9,9 @@
  *   not_endorsed (endorsed by the new key itself, or by a key no longer committed), no_key
  *   (a robot without security/ota_pubkey);
  * - bad_manifest (signed by the old key, digest changed, members missing): the staged key is
- *   rolled back at once (reason invalid) and the spare slot erased. */
+ *   rolled back at once (reason invalid) and the spare slot erased.
+ * FK_CORPUS_OUT=DIR also writes the committing exchange and a refused one as corpus files for
+ * fuzz_rot_remote (one message a line; the test does not depend on them). */
 #include "fkd/config.h"
 #include "fkd/flash.h"
 #include "fkd/nvs.h"
@@ -212,6 +214,24 @@ static int keys_free(void **state) {
     return 0;
 }
 
+/* FK_CORPUS_OUT: one corpus file of fuzz_rot_remote, the requests as a server sends them. */
+static void corpus_write(const char *name, const char *const *kinds, const char *const *bodies,
+                         size_t n) {
+    const char *dir = getenv("FK_CORPUS_OUT");
+    char path[1024];
+    if (dir == NULL) {
+        return;
+    }
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    for (size_t i = 0; i < n; i++) {
+        fprintf(f, "{\"type\":\"request\",\"id\":\"%zu\",\"kind\":\"%s\",\"body\":%s}\n", i + 1,
+                kinds[i], bodies[i]);
+    }
+    assert_int_equal(fclose(f), 0);
+}
+
 static void ota_stage_trial_commit(void **state) {
     (void)state;
     struct dev *d = &D;
@@ -220,6 +240,13 @@ static void ota_stage_trial_commit(void **state) {
     endorse(0, 1, e);
     manifest(1, sha, &sig);
     struct ota_req r = {K.der[1], K.len[1], e, sig, sha};
+    static const char *const kinds[] = {"rot_stage", "rot_commit"};
+    const char *bodies[] = {ota_body(2, &r), "{\"class\":\"ota\",\"version\":2}"};
+    corpus_write("ota_stage_commit", kinds, bodies, 2);
+    uint8_t self[FK_ROT_ENDORSE_LEN];
+    endorse(1, 1, self);
+    struct ota_req bad = {K.der[1], K.len[1], self, sig, sha};
+    corpus_write("ota_not_endorsed", kinds, (const char *const[]){ota_body(2, &bad), "{}"}, 1);
     assert_string_equal(req(d, "rot_stage", ota_body(2, &r)), "");
     assert_non_null(strstr(d->out, "\"ota\":{\"state\":\"trial\",\"version\":0,"
                                    "\"staged_version\":2"));
