@@ -16,6 +16,8 @@
 
 #include <openssl/evp.h>
 
+#include <stdint.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,6 +100,18 @@ cJSON *fk_srv_rot_ota_body(struct fk_server *srv, char fpr[72], char *why, size_
         (blk->digest_len == 48 && add_b64(b, "manifest_sha384", blk->image_digest, 48) != 0) ||
         add_b64(b, "manifest_sig", blk->raw, FK_OTA_SIG_BLOCK_SIZE) != 0) {
         snprintf(why, why_size, "out of memory");
+        cJSON_Delete(b);
+        b = NULL;
+        goto out;
+    }
+    /* The request around it (type, id, kind, class, version) takes under 128 bytes: the
+     * largest keys (RSA-3072 old and new) come to about 4,010 of the robot's 4,096. */
+    char *text = cJSON_PrintUnformatted(b);
+    size_t tl = text != NULL ? strlen(text) : SIZE_MAX;
+    free(text);
+    if (tl > FK_WSS_MAX_MESSAGE - 128) {
+        snprintf(why, why_size, "rot_stage ota would not fit a %u-byte message",
+                 FK_WSS_MAX_MESSAGE);
         cJSON_Delete(b);
         b = NULL;
         goto out;

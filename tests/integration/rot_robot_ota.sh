@@ -5,6 +5,7 @@
 #   - the release engineer starts the OTA key rotation (`provision-keys rotate ota-key start`:
 #     the new key endorsed by the old one) and signs a dual-signed release, which the server
 #     takes as its ota_trial_image;
+#   - a trial image without a block by the new key: a plan with ota is refused (400);
 #   - plan 1, class ota on robots 1 and 2: each robot checks the endorsement with its
 #     committed key, stages the new key, verifies the release's new-key block with the key read
 #     back from the staged slot, is confirmed and commits; after the interlock the old key is
@@ -45,7 +46,7 @@ server() {
         --cert pki/servers/localhost.chain.pem --key pki/servers/localhost.key.pem \
         --ca pki/ca-chain.pem --crl crl.pem --inventory keys/inventory.db \
         --ca_dir pki --rot_dir rot --ca_bundle pki/ca-chain.pem \
-        --ota_trial_image v2.ab.bin --ping_interval 2 >>srv.out 2>>srv.err </dev/null &
+        --ota_trial_image "$1" --ping_interval 2 >>srv.out 2>>srv.err </dev/null &
     SPID=$!
     PIDS="$PIDS $SPID"
     wait_for port "[0-9]" 600 || fail "fleetkey-server did not start"
@@ -84,9 +85,15 @@ offline_ota() {
     run 0 ota_new$1 "$RS" ota --flash robot$1.img --sdkconfig prod.sdkconfig --image v3.new.bin
 }
 
-server
+# A trial image without a block by the new key: a plan with ota is refused at creation.
+server v3.old.bin
 FC="$BIN/fleetctl --p12 ops.p12 --password-file pw.txt --server https://127.0.0.1:$P"
 FC="$FC --ca pki/ca-chain.pem"
+run 1 plan_bad $FC rotate plan --classes ota --waves 100 --device "$D1"
+expect plan_bad.err "no valid signature block by the new key"
+kill "$SPID"
+wait "$SPID" 2>/dev/null || true
+server v2.ab.bin
 for n in 1 2 3; do
     robot $n
 done
