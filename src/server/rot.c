@@ -644,7 +644,7 @@ static int serials_cb(void *user, const struct fk_pki_cert_info *info) {
 static void revoke_old(struct fk_server *srv, struct rot_job *j) {
     struct fk_diag d;
     fk_diag_init(&d);
-    size_t certs = 0, psks = 0;
+    size_t certs = 0, psks = 0, ota_keys = 0;
     int crl_due = 0;
     for (size_t i = 0; i < j->p->n; i++) {
         const struct fk_plan_target *t = &j->p->t[i];
@@ -692,10 +692,14 @@ static void revoke_old(struct fk_server *srv, struct rot_job *j) {
                 fk_srv_rot_audit(srv, j, ROT_ACTOR, "rotation.revoked", t->device, o);
             }
         }
-    }
-    size_t ota_keys = 0;
-    if (j->p->spec.classes & (1u << FK_PLAN_OTA)) {
-        ota_keys = fk_srv_rot_ota_retire(srv, j);
+        if ((j->p->spec.classes & (1u << FK_PLAN_OTA)) &&
+            fk_srv_rot_ota_retire(srv, t->device) == 1) {
+            ota_keys++;
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "class", "ota");
+            cJSON_AddStringToObject(o, "fingerprint", srv->rot.keys.old_fpr);
+            fk_srv_rot_audit(srv, j, ROT_ACTOR, "rotation.revoked", t->device, o);
+        }
     }
     if (crl_due) {
         char *pem = NULL;

@@ -177,11 +177,10 @@ void fk_srv_rot_checks_stop(struct fk_server *srv);
  * against the data and the key). fpr gets the new key's fingerprint. NULL with why set: no
  * rotation under way, the new key retired, no or no usable ota_trial_image. */
 cJSON *fk_srv_rot_ota_body(struct fk_server *srv, char fpr[72], char *why, size_t why_size);
-/* After the interlock: the old OTA key's row (kind FK_ROT_KIND_KEY) of each device of j
- * becomes "retired", so the inventory refuses signing with it (`provision-keys sign
- * --inventory`) and the server stops pushing it; one audit row per device. Returns how many
- * rows changed. */
-size_t fk_srv_rot_ota_retire(struct fk_server *srv, const struct rot_job *j);
+/* After the interlock: dev's row of the old OTA key (kind FK_ROT_KIND_KEY) becomes "retired",
+ * so the inventory refuses signing with it (`provision-keys sign --inventory`) and the server
+ * stops pushing it. 1 retired now, 0 nothing to do, -1 failed (logged). */
+int fk_srv_rot_ota_retire(struct fk_server *srv, const char *dev);
 
 /* ---- admin_rot.c ----------------------------------------------------------------------- */
 /* (declared in admin_internal.h with the other route handlers) */

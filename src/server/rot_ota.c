@@ -138,36 +138,25 @@ static int old_key_cb(void *user, const struct fk_inv_credential *c) {
     return 0;
 }
 
-size_t fk_srv_rot_ota_retire(struct fk_server *srv, const struct rot_job *j) {
-    size_t n = 0;
+int fk_srv_rot_ota_retire(struct fk_server *srv, const char *dev) {
     const char *old = srv->rot.keys.old_fpr;
+    struct old_key o = {old, 0, 0};
     struct fk_diag d;
     fk_diag_init(&d);
     if (!srv->rot_found || old[0] == '\0') {
         return 0;
     }
-    for (size_t i = 0; i < j->p->n; i++) {
-        const char *dev = j->p->t[i].device;
-        struct old_key o = {old, 0, 0};
-        if (fk_inventory_credential_list(srv->inv, dev, old_key_cb, &o, &d) != FK_OK) {
-            fk_log(FK_LOG_WARN, "server: rotation %s: %s: credentials not read: %s", j->id, dev,
-                   d.msg);
-            continue;
-        }
-        if (!o.active) {
-            continue;
-        }
-        if (fk_inventory_credential_set_state(srv->inv, dev, FK_ROT_KIND_KEY, o.version, "retired",
-                                              &d) != FK_OK) {
-            fk_log(FK_LOG_WARN, "server: rotation %s: %s: OTA key %s not retired: %s", j->id, dev,
-                   old, d.msg);
-            continue;
-        }
-        n++;
-        cJSON *a = cJSON_CreateObject();
-        cJSON_AddStringToObject(a, "class", "ota");
-        cJSON_AddStringToObject(a, "fingerprint", old);
-        fk_srv_rot_audit(srv, j, ROT_ACTOR, "rotation.revoked", dev, a);
+    if (fk_inventory_credential_list(srv->inv, dev, old_key_cb, &o, &d) != FK_OK) {
+        fk_log(FK_LOG_WARN, "server: %s: credentials not read: %s", dev, d.msg);
+        return -1;
     }
-    return n;
+    if (!o.active) {
+        return 0;
+    }
+    if (fk_inventory_credential_set_state(srv->inv, dev, FK_ROT_KIND_KEY, o.version, "retired",
+                                          &d) != FK_OK) {
+        fk_log(FK_LOG_WARN, "server: %s: OTA key %s not retired: %s", dev, old, d.msg);
+        return -1;
+    }
+    return 1;
 }
