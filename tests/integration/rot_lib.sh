@@ -36,6 +36,32 @@ CFG
     done
 }
 
+# rot_server ARG...: (re)starts fleetkey-server on port $P (0 the first time: the OS picks it)
+# with the fleet's server certificate, CA, CRL, inventory, ca_dir and rot_dir, plus ARG...
+# (e.g. --ca_bundle FILE); sets SPID and P.
+rot_server() {
+    rm -f port
+    "$BIN/fleetkey-server" --listen 127.0.0.1 --port "${P:-0}" --port-file port \
+        --cert pki/servers/localhost.chain.pem --key pki/servers/localhost.key.pem \
+        --ca pki/ca-chain.pem --crl crl.pem --inventory keys/inventory.db \
+        --ca_dir pki --rot_dir rot "$@" --ping_interval 2 >>srv.out 2>>srv.err </dev/null &
+    SPID=$!
+    PIDS="$PIDS $SPID"
+    wait_for port "[0-9]" 600 || fail "fleetkey-server did not start"
+    P=$(cat port)
+}
+
+# rot_robot N: starts robot N from robotN.img against the server on $P (log rsN.err,
+# truncated; 2 trial attempts); sets RPIDN.
+rot_robot() {
+    : >rs$1.err
+    "$RS" --flash robot$1.img --sdkconfig prod.sdkconfig --ctl-port 0 --ctl-bind 127.0.0.1 \
+        --run-ms 600000 --wss-uri "wss://127.0.0.1:$P/ws" --wss-backoff-ms 200 \
+        --rot-attempts 2 --rot-trial-ms 60000 >rs$1.out 2>rs$1.err </dev/null &
+    eval "RPID$1=\$!"
+    PIDS="$PIDS $!"
+}
+
 fail() {
     echo "FAIL [$ROT_NAME]: $*" >&2
     for f in srv.err rs1.err rs2.err rs3.err; do

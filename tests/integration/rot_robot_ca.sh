@@ -29,25 +29,10 @@ cat pki/ca-chain.pem pki2/root.crt.pem >bundle.pem
 cp pki2/root.crt.pem newroot.pem
 # server BUNDLE: (re)starts fleetkey-server with ca_bundle BUNDLE on the same port file
 server() {
-    rm -f port
-    "$BIN/fleetkey-server" --listen 127.0.0.1 --port "${P:-0}" --port-file port \
-        --cert pki/servers/localhost.chain.pem --key pki/servers/localhost.key.pem \
-        --ca pki/ca-chain.pem --crl crl.pem --inventory keys/inventory.db \
-        --ca_dir pki --rot_dir rot --ca_bundle "$1" --ping_interval 2 >>srv.out 2>>srv.err \
-        </dev/null &
-    SPID=$!
-    PIDS="$PIDS $SPID"
-    wait_for port "[0-9]" 600 || fail "fleetkey-server did not start"
-    P=$(cat port)
+    rot_server --ca_bundle "$1"
 }
-# robot N: starts robot N (log rsN.err, truncated)
 robot() {
-    : >rs$1.err
-    "$RS" --flash robot$1.img --sdkconfig prod.sdkconfig --ctl-port 0 --ctl-bind 127.0.0.1 \
-        --run-ms 600000 --wss-uri "wss://127.0.0.1:$P/ws" --wss-backoff-ms 200 \
-        --rot-attempts 2 --rot-trial-ms 60000 >rs$1.out 2>rs$1.err </dev/null &
-    eval "RPID$1=\$!"
-    PIDS="$PIDS $!"
+    rot_robot "$1"
 }
 server bundle.pem
 FC="$BIN/fleetctl --p12 ops.p12 --password-file pw.txt --server https://127.0.0.1:$P"

@@ -40,25 +40,12 @@ run 0 rel2 $R sign-release --output v2.ab.bin v2.bin
 run 0 sign_old "$PK" sign --key "$OLD" --output v3.old.bin v3.bin
 run 0 sign_new "$PK" sign --key new.pem --output v3.new.bin v3.bin
 
+# server IMAGE: (re)starts fleetkey-server with ota_trial_image IMAGE on the same port
 server() {
-    rm -f port
-    "$BIN/fleetkey-server" --listen 127.0.0.1 --port "${P:-0}" --port-file port \
-        --cert pki/servers/localhost.chain.pem --key pki/servers/localhost.key.pem \
-        --ca pki/ca-chain.pem --crl crl.pem --inventory keys/inventory.db \
-        --ca_dir pki --rot_dir rot --ca_bundle pki/ca-chain.pem \
-        --ota_trial_image "$1" --ping_interval 2 >>srv.out 2>>srv.err </dev/null &
-    SPID=$!
-    PIDS="$PIDS $SPID"
-    wait_for port "[0-9]" 600 || fail "fleetkey-server did not start"
-    P=$(cat port)
+    rot_server --ca_bundle pki/ca-chain.pem --ota_trial_image "$1"
 }
 robot() {
-    : >rs$1.err
-    "$RS" --flash robot$1.img --sdkconfig prod.sdkconfig --ctl-port 0 --ctl-bind 127.0.0.1 \
-        --run-ms 600000 --wss-uri "wss://127.0.0.1:$P/ws" --wss-backoff-ms 200 \
-        --rot-attempts 2 --rot-trial-ms 60000 >rs$1.out 2>rs$1.err </dev/null &
-    eval "RPID$1=\$!"
-    PIDS="$PIDS $!"
+    rot_robot "$1"
 }
 # plan NAME CLASSES DEVICE...: creates and starts a plan, waits until it is done (lib.sh's
 # run uses $name: this one keeps its own)

@@ -21,6 +21,7 @@
 #include "fkd/rot.h"
 #include "fkd/rot_remote.h"
 #include "fkd/store.h"
+#include "rot_remote_fixture.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -37,21 +38,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#define NVS_PAGES 8u
-#define NVS_SIZE (NVS_PAGES * FKD_FLASH_SECTOR)
+#define NVS_SIZE RR_NVS_SIZE
 
-struct dev {
-    uint8_t buf[NVS_SIZE];
-    struct fkd_flash_mem mem;
-    struct fkd_flash flash;
-    struct fkd_nvs nvs;
-    struct fkd_rot rot;
-    struct fkd_rot_remote rem;
-    char out[4096];
-    struct fkd_wss_reply rep;
-};
-
-static struct dev D;
+static struct rr_dev D;
 static const char *const ID_OLD = "robot-aabbccddeeff";
 static const char *const ID_NEW = "robot-aabbccddeeff.v2";
 
@@ -61,52 +50,12 @@ static void fill_psk(uint8_t psk[FKD_PSK_LEN], uint8_t seed) {
     }
 }
 
-static void dev_factory(struct dev *d) {
-    memset(d->buf, 0xff, sizeof d->buf);
-    fkd_flash_mem_init(&d->mem, d->buf, NVS_SIZE, &d->flash);
-    fkd_nvs_init(&d->nvs);
-    assert_int_equal(fkd_nvs_format(&d->nvs, &d->flash, 0, NVS_SIZE, NULL), FKD_OK);
+static void dev_factory(struct rr_dev *d) {
+    rr_format(d);
     uint8_t psk[FKD_PSK_LEN];
     fill_psk(psk, 0);
     assert_int_equal(fkd_nvs_set_blob(&d->nvs, "security", "dtls_psk", psk, sizeof psk), FKD_OK);
     assert_int_equal(fkd_nvs_set_str(&d->nvs, "security", "psk_id", ID_OLD), FKD_OK);
-}
-
-static enum fkd_err dev_boot(struct dev *d) {
-    fkd_nvs_init(&d->nvs);
-    enum fkd_err rc = fkd_nvs_mount(&d->nvs, &d->flash, 0, NVS_SIZE, NULL, NULL);
-    if (rc != FKD_OK) {
-        return rc;
-    }
-    fkd_rot_init(&d->rot);
-    rc = fkd_rot_load(&d->rot, &d->nvs, 2, 0);
-    fkd_rot_remote_free(&d->rem);
-    fkd_rot_remote_init(&d->rem);
-    if (rc == FKD_OK) {
-        rc = fkd_rot_remote_setup(&d->rem, &d->rot);
-    }
-    return rc;
-}
-
-/* Sends one request; returns the error code ("" for ok). The body answer is in d->out. */
-static const char *req(struct dev *d, const char *kind, const char *body) {
-    memset(&d->rep, 0, sizeof d->rep);
-    d->rep.body = d->out;
-    d->rep.body_cap = sizeof d->out - 1;
-    enum fkd_wss_req_result r = fkd_rot_remote_request(&d->rem, kind, (const uint8_t *)body,
-                                                       body != NULL ? strlen(body) : 0, &d->rep);
-    assert_int_equal(r, FKD_WSS_REQ_DONE);
-    if (d->rep.code[0] == '\0') {
-        d->out[d->rep.body_len] = '\0';
-    } else {
-        d->out[0] = '\0';
-    }
-    return d->rep.code;
-}
-
-static void b64(const uint8_t *in, size_t n, char *out, size_t cap) {
-    size_t o = 0;
-    assert_int_equal(mbedtls_base64_encode((unsigned char *)out, cap, &o, in, n), 0);
 }
 
 static const char *psk_body(uint32_t version, uint8_t seed, const char *id) {
@@ -114,7 +63,7 @@ static const char *psk_body(uint32_t version, uint8_t seed, const char *id) {
     uint8_t psk[FKD_PSK_LEN];
     char enc[64];
     fill_psk(psk, seed);
-    b64(psk, sizeof psk, enc, sizeof enc);
+    rr_b64(psk, sizeof psk, enc, sizeof enc);
     snprintf(body, sizeof body,
              "{\"class\":\"psk\",\"version\":%u,\"psk\":\"%s\",\"identity\":\"%s\"}", version, enc,
              id);
@@ -122,7 +71,7 @@ static const char *psk_body(uint32_t version, uint8_t seed, const char *id) {
 }
 
 /* Which PSK the active slot holds: its seed (0 old, 2 new), -1 empty, -2 anything else. */
-static int active_psk(struct dev *d) {
+static int active_psk(struct rr_dev *d) {
     const struct fkd_rot_info *i = fkd_rot_info(&d->rot, FKD_ROT_PSK);
     uint8_t psk[FKD_PSK_LEN + 1], want[FKD_PSK_LEN];
     char id[FKD_PSK_ID_MAX + 1];
@@ -149,7 +98,7 @@ static int setup(void **state) {
     (void)state;
     fkd_rot_remote_init(&D.rem);
     dev_factory(&D);
-    assert_int_equal(dev_boot(&D), FKD_OK);
+    assert_int_equal(rr_boot(&D), FKD_OK);
     return 0;
 }
 
@@ -178,34 +127,34 @@ static void state_json_lists_psk_mtls_ca_and_ota(void **state) {
 
 static void psk_stage_commit_and_every_error(void **state) {
     (void)state;
-    struct dev *d = &D;
+    struct rr_dev *d = &D;
     /* bad_request: members missing, wrong types, bad base64, wrong length, same identity */
-    assert_string_equal(req(d, "rot_stage", NULL), "bad_request");
-    assert_string_equal(req(d, "rot_stage", "{\"class\":\"ota\",\"version\":2}"), "bad_request");
-    assert_string_equal(req(d, "rot_stage", "{\"class\":\"psk\",\"version\":\"2\"}"),
+    assert_string_equal(rr_req(d, "rot_stage", NULL), "bad_request");
+    assert_string_equal(rr_req(d, "rot_stage", "{\"class\":\"ota\",\"version\":2}"), "bad_request");
+    assert_string_equal(rr_req(d, "rot_stage", "{\"class\":\"psk\",\"version\":\"2\"}"),
                         "bad_request");
-    assert_string_equal(req(d, "rot_stage",
+    assert_string_equal(rr_req(d, "rot_stage",
                             "{\"class\":\"psk\",\"version\":2,\"psk\":\"@@@@\","
                             "\"identity\":\"x\"}"),
                         "bad_request");
-    assert_string_equal(req(d, "rot_stage",
+    assert_string_equal(rr_req(d, "rot_stage",
                             "{\"class\":\"psk\",\"version\":2,\"psk\":\"AAAA\","
                             "\"identity\":\"x\"}"),
                         "bad_request");
-    assert_string_equal(req(d, "rot_stage", psk_body(2, 2, ID_OLD)), "bad_request");
-    assert_string_equal(req(d, "rot_stage", psk_body(0, 2, ID_NEW)), "bad_request");
+    assert_string_equal(rr_req(d, "rot_stage", psk_body(2, 2, ID_OLD)), "bad_request");
+    assert_string_equal(rr_req(d, "rot_stage", psk_body(0, 2, ID_NEW)), "bad_request");
     assert_int_equal(fkd_rot_info(&d->rot, FKD_ROT_PSK)->state, FKD_ROT_IDLE);
     /* ok: staged and in trial at once, the answer carries the class's state */
-    assert_string_equal(req(d, "rot_stage", psk_body(2, 2, ID_NEW)), "");
+    assert_string_equal(rr_req(d, "rot_stage", psk_body(2, 2, ID_NEW)), "");
     assert_non_null(strstr(d->out, "{\"rot\":{\"psk\":{\"state\":\"trial\",\"version\":0,"
                                    "\"staged_version\":2,\"reason\":\"none\",\"attempts\":1}}}"));
     assert_int_equal(d->rep.reconnect, 0);
     /* repeat: ok, nothing written */
     unsigned long ops = d->mem.ops;
-    assert_string_equal(req(d, "rot_stage", psk_body(2, 2, ID_NEW)), "");
+    assert_string_equal(rr_req(d, "rot_stage", psk_body(2, 2, ID_NEW)), "");
     assert_int_equal(d->mem.ops, ops);
     /* busy: another version while this one is in trial */
-    assert_string_equal(req(d, "rot_stage", psk_body(3, 3, ID_NEW)), "busy");
+    assert_string_equal(rr_req(d, "rot_stage", psk_body(3, 3, ID_NEW)), "busy");
     /* the listener: next during the trial */
     static struct fkd_ctl ctl;
     struct fkd_rot_ctl sync;
@@ -219,24 +168,24 @@ static void psk_stage_commit_and_every_error(void **state) {
     assert_memory_equal(ctl.keys[FKD_CTL_SLOT_NEXT].psk, want, FKD_PSK_LEN);
     assert_int_equal(ctl.keys[FKD_CTL_SLOT_NEXT].version, 2);
     /* commit: bad_request, not_staged (wrong version), ok, repeat ok */
-    assert_string_equal(req(d, "rot_commit", "{\"class\":\"psk\"}"), "bad_request");
-    assert_string_equal(req(d, "rot_commit", "{\"class\":\"psk\",\"version\":3}"), "not_staged");
-    assert_string_equal(req(d, "rot_commit", "{\"class\":\"psk\",\"version\":2}"), "");
+    assert_string_equal(rr_req(d, "rot_commit", "{\"class\":\"psk\"}"), "bad_request");
+    assert_string_equal(rr_req(d, "rot_commit", "{\"class\":\"psk\",\"version\":3}"), "not_staged");
+    assert_string_equal(rr_req(d, "rot_commit", "{\"class\":\"psk\",\"version\":2}"), "");
     assert_non_null(strstr(d->out, "\"state\":\"committed\",\"version\":2,"));
-    assert_string_equal(req(d, "rot_commit", "{\"class\":\"psk\",\"version\":2}"), "");
+    assert_string_equal(rr_req(d, "rot_commit", "{\"class\":\"psk\",\"version\":2}"), "");
     assert_int_equal(active_psk(d), 2);
     /* the listener: next promoted, nothing next */
     assert_int_equal(fkd_rot_ctl_sync(&sync, &d->rot, &ctl), FKD_OK);
     assert_memory_equal(ctl.keys[FKD_CTL_SLOT_CURRENT].psk, want, FKD_PSK_LEN);
     assert_int_equal(ctl.keys[FKD_CTL_SLOT_NEXT].psk_len, 0);
     /* not_newer */
-    assert_string_equal(req(d, "rot_stage", psk_body(2, 2, ID_OLD)), "not_newer");
-    assert_string_equal(req(d, "rot_stage", psk_body(1, 2, ID_OLD)), "not_newer");
+    assert_string_equal(rr_req(d, "rot_stage", psk_body(2, 2, ID_OLD)), "not_newer");
+    assert_string_equal(rr_req(d, "rot_stage", psk_body(1, 2, ID_OLD)), "not_newer");
     /* rollback: ok with nothing staged; of a trial: rolled_back, reason server */
-    assert_string_equal(req(d, "rot_rollback", "{\"class\":\"psk\",\"reason\":\"server\"}"), "");
-    assert_string_equal(req(d, "rot_rollback", "{}"), "bad_request");
-    assert_string_equal(req(d, "rot_stage", psk_body(3, 3, ID_OLD)), "");
-    assert_string_equal(req(d, "rot_rollback", "{\"class\":\"psk\",\"reason\":\"server\"}"), "");
+    assert_string_equal(rr_req(d, "rot_rollback", "{\"class\":\"psk\",\"reason\":\"server\"}"), "");
+    assert_string_equal(rr_req(d, "rot_rollback", "{}"), "bad_request");
+    assert_string_equal(rr_req(d, "rot_stage", psk_body(3, 3, ID_OLD)), "");
+    assert_string_equal(rr_req(d, "rot_rollback", "{\"class\":\"psk\",\"reason\":\"server\"}"), "");
     assert_non_null(strstr(d->out, "\"state\":\"rolled_back\",\"version\":2,\"staged_version\":0,"
                                    "\"reason\":\"server\""));
     assert_int_equal(active_psk(d), 2);
@@ -251,11 +200,11 @@ static void psk_stage_commit_and_every_error(void **state) {
 
 static void flash_error_is_reported_and_nothing_staged(void **state) {
     (void)state;
-    struct dev *d = &D;
+    struct rr_dev *d = &D;
     fkd_flash_mem_cut(&d->mem, 1, 0);
-    assert_string_equal(req(d, "rot_stage", psk_body(2, 2, ID_NEW)), "flash_error");
+    assert_string_equal(rr_req(d, "rot_stage", psk_body(2, 2, ID_NEW)), "flash_error");
     fkd_flash_mem_cut(&d->mem, 0, 0);
-    assert_int_equal(dev_boot(d), FKD_OK);
+    assert_int_equal(rr_boot(d), FKD_OK);
     assert_int_not_equal(fkd_rot_info(&d->rot, FKD_ROT_PSK)->state, FKD_ROT_TRIAL);
     assert_int_equal(active_psk(d), 0);
 }
@@ -306,7 +255,7 @@ static size_t issue(const char *csr_pem, const char *serial_hex, uint8_t *der, s
 }
 
 /* The CSR of d->out ({"csr":"<PEM>"}) unescaped into pem. */
-static void csr_of(struct dev *d, char *pem, size_t cap) {
+static void csr_of(struct rr_dev *d, char *pem, size_t cap) {
     struct fkd_wss_jval j;
     assert_int_equal(fkd_wss_json_get((const uint8_t *)d->out, strlen(d->out), "csr", &j), FKD_OK);
     assert_int_equal(fkd_wss_jval_str(&j, pem, cap), FKD_OK);
@@ -315,7 +264,7 @@ static void csr_of(struct dev *d, char *pem, size_t cap) {
 static const char *cert_body(const uint8_t *der, size_t n, uint32_t version) {
     static char body[4096];
     static char enc[3000];
-    b64(der, n, enc, sizeof enc);
+    rr_b64(der, n, enc, sizeof enc);
     snprintf(body, sizeof body, "{\"class\":\"mtls\",\"version\":%u,\"cert\":\"%s\"}", version,
              enc);
     return body;
@@ -323,28 +272,28 @@ static const char *cert_body(const uint8_t *der, size_t n, uint32_t version) {
 
 static void mtls_csr_stage_commit_and_every_error(void **state) {
     (void)state;
-    struct dev *d = &D;
+    struct rr_dev *d = &D;
     static char pem[2048], pem2[2048];
     static uint8_t der[2048], other[2048];
     /* rot_csr: bad_request, crypto_error, ok */
-    assert_string_equal(req(d, "rot_csr", "{\"class\":\"psk\",\"subject\":\"robot-a\"}"),
+    assert_string_equal(rr_req(d, "rot_csr", "{\"class\":\"psk\",\"subject\":\"robot-a\"}"),
                         "bad_request");
-    assert_string_equal(req(d, "rot_csr", "{\"class\":\"mtls\",\"subject\":\"a,CN=b\"}"),
+    assert_string_equal(rr_req(d, "rot_csr", "{\"class\":\"mtls\",\"subject\":\"a,CN=b\"}"),
                         "bad_request");
-    assert_string_equal(req(d, "rot_csr", "{\"class\":\"mtls\"}"), "bad_request");
+    assert_string_equal(rr_req(d, "rot_csr", "{\"class\":\"mtls\"}"), "bad_request");
     d->rem.drbg_ready = 0;
-    assert_string_equal(req(d, "rot_csr", "{\"class\":\"mtls\",\"subject\":\"robot-a\"}"),
+    assert_string_equal(rr_req(d, "rot_csr", "{\"class\":\"mtls\",\"subject\":\"robot-a\"}"),
                         "crypto_error");
     d->rem.drbg_ready = 1;
     /* no_csr before any key */
     assert_string_equal(
-        req(d, "rot_stage", cert_body((const uint8_t *)"\x30\x03\x02\x01\x01", 5, 2)), "no_csr");
+        rr_req(d, "rot_stage", cert_body((const uint8_t *)"\x30\x03\x02\x01\x01", 5, 2)), "no_csr");
     assert_string_equal(
-        req(d, "rot_csr", "{\"class\":\"mtls\",\"subject\":\"robot-aabbccddeeff\"}"), "");
+        rr_req(d, "rot_csr", "{\"class\":\"mtls\",\"subject\":\"robot-aabbccddeeff\"}"), "");
     csr_of(d, pem2, sizeof pem2);
     /* a second rot_csr replaces the pending key */
     assert_string_equal(
-        req(d, "rot_csr", "{\"class\":\"mtls\",\"subject\":\"robot-aabbccddeeff\"}"), "");
+        rr_req(d, "rot_csr", "{\"class\":\"mtls\",\"subject\":\"robot-aabbccddeeff\"}"), "");
     csr_of(d, pem, sizeof pem);
     mbedtls_x509_csr csr;
     mbedtls_x509_csr_init(&csr);
@@ -355,18 +304,18 @@ static void mtls_csr_stage_commit_and_every_error(void **state) {
     mbedtls_x509_csr_free(&csr);
     /* bad_cert, key_mismatch (issued for the replaced key), ok */
     assert_string_equal(
-        req(d, "rot_stage", "{\"class\":\"mtls\",\"version\":2,\"cert\":\"MAMCAQE=\"}"),
+        rr_req(d, "rot_stage", "{\"class\":\"mtls\",\"version\":2,\"cert\":\"MAMCAQE=\"}"),
         "bad_cert");
     size_t on = issue(pem2, "0a1b", other, sizeof other);
-    assert_string_equal(req(d, "rot_stage", cert_body(other, on, 2)), "key_mismatch");
+    assert_string_equal(rr_req(d, "rot_stage", cert_body(other, on, 2)), "key_mismatch");
     size_t n = issue(pem, "0A1B2C", der, sizeof der);
-    assert_string_equal(req(d, "rot_stage", cert_body(der, n, 0)), "bad_request");
-    assert_string_equal(req(d, "rot_stage", cert_body(der, n, 2)), "");
+    assert_string_equal(rr_req(d, "rot_stage", cert_body(der, n, 0)), "bad_request");
+    assert_string_equal(rr_req(d, "rot_stage", cert_body(der, n, 2)), "");
     assert_int_equal(d->rep.reconnect, 1);
     assert_non_null(strstr(d->out, "{\"rot\":{\"mtls\":{\"state\":\"trial\",\"version\":0,"
                                    "\"staged_version\":2,\"reason\":\"none\",\"attempts\":1}}}"));
     /* busy: rot_csr during the trial */
-    assert_string_equal(req(d, "rot_csr", "{\"class\":\"mtls\",\"subject\":\"robot-a\"}"), "busy");
+    assert_string_equal(rr_req(d, "rot_csr", "{\"class\":\"mtls\",\"subject\":\"robot-a\"}"), "busy");
     /* the reconnection presents slot B and is the attempt rot_stage counted */
     static uint8_t cb[FKD_WSS_MSG_MAX], kb[FKD_WSS_MSG_MAX];
     struct fkd_wss_creds c;
@@ -380,26 +329,26 @@ static void mtls_csr_stage_commit_and_every_error(void **state) {
     assert_int_equal(fkd_rot_info(&d->rot, FKD_ROT_MTLS)->attempts, 1);
     assert_int_equal(fkd_rot_remote_tick(&d->rem), 0);
     /* commit: the serial must be the staged certificate's */
-    assert_string_equal(req(d, "rot_commit", "{\"class\":\"mtls\",\"version\":2}"), "bad_request");
+    assert_string_equal(rr_req(d, "rot_commit", "{\"class\":\"mtls\",\"version\":2}"), "bad_request");
     assert_string_equal(
-        req(d, "rot_commit", "{\"class\":\"mtls\",\"version\":2,\"serial\":\"0a1b\"}"),
+        rr_req(d, "rot_commit", "{\"class\":\"mtls\",\"version\":2,\"serial\":\"0a1b\"}"),
         "not_staged");
     assert_string_equal(
-        req(d, "rot_commit", "{\"class\":\"mtls\",\"version\":2,\"serial\":\"0a1b2c\"}"), "");
+        rr_req(d, "rot_commit", "{\"class\":\"mtls\",\"version\":2,\"serial\":\"0a1b2c\"}"), "");
     assert_non_null(strstr(d->out, "\"state\":\"committed\",\"version\":2,"));
     assert_int_equal(fkd_rot_remote_tick(&d->rem), 0); /* same credential: no reconnect */
 }
 
 static void mtls_trial_attempts_run_out(void **state) {
     (void)state;
-    struct dev *d = &D;
+    struct rr_dev *d = &D;
     static char pem[2048];
     static uint8_t der[2048];
     static uint8_t cb[FKD_WSS_MSG_MAX], kb[FKD_WSS_MSG_MAX];
-    assert_string_equal(req(d, "rot_csr", "{\"class\":\"mtls\",\"subject\":\"robot-a\"}"), "");
+    assert_string_equal(rr_req(d, "rot_csr", "{\"class\":\"mtls\",\"subject\":\"robot-a\"}"), "");
     csr_of(d, pem, sizeof pem);
     size_t n = issue(pem, "01", der, sizeof der);
-    assert_string_equal(req(d, "rot_stage", cert_body(der, n, 5)), "");
+    assert_string_equal(rr_req(d, "rot_stage", cert_body(der, n, 5)), "");
     struct fkd_wss_creds c;
     for (int k = 0; k < 2; k++) { /* attempt 1 (counted by rot_stage), attempt 2 */
         memset(&c, 0, sizeof c);
@@ -417,15 +366,15 @@ static void mtls_trial_attempts_run_out(void **state) {
     assert_int_equal(i->state, FKD_ROT_ROLLED_BACK);
     assert_int_equal(i->reason, FKD_ROT_R_ATTEMPTS);
     /* the server rolls back an mtls trial of this connection: reconnect */
-    assert_string_equal(req(d, "rot_csr", "{\"class\":\"mtls\",\"subject\":\"robot-a\"}"), "");
+    assert_string_equal(rr_req(d, "rot_csr", "{\"class\":\"mtls\",\"subject\":\"robot-a\"}"), "");
     csr_of(d, pem, sizeof pem);
     n = issue(pem, "02", der, sizeof der);
-    assert_string_equal(req(d, "rot_stage", cert_body(der, n, 6)), "");
+    assert_string_equal(rr_req(d, "rot_stage", cert_body(der, n, 6)), "");
     memset(&c, 0, sizeof c);
     c.cert_buf = cb;
     c.key_buf = kb;
     fkd_rot_remote_credentials(&d->rem, &c);
-    assert_string_equal(req(d, "rot_rollback", "{\"class\":\"mtls\",\"reason\":\"server\"}"), "");
+    assert_string_equal(rr_req(d, "rot_rollback", "{\"class\":\"mtls\",\"reason\":\"server\"}"), "");
     assert_int_equal(d->rep.reconnect, 1);
 }
 
@@ -474,13 +423,13 @@ static size_t self_signed(const char *cn, uint8_t *der, size_t cap) {
 static const char *ca_body(const uint8_t *bundle, size_t n, uint32_t version) {
     static char body[4096];
     static char enc[3200];
-    b64(bundle, n, enc, sizeof enc);
+    rr_b64(bundle, n, enc, sizeof enc);
     snprintf(body, sizeof body, "{\"class\":\"ca\",\"version\":%u,\"cert\":\"%s\"}", version, enc);
     return body;
 }
 
 /* The credentials callback as the client calls it before a connection. */
-static void creds(struct dev *d, struct fkd_wss_creds *c) {
+static void creds(struct rr_dev *d, struct fkd_wss_creds *c) {
     static uint8_t cb[FKD_WSS_MSG_MAX], kb[FKD_WSS_MSG_MAX];
     memset(c, 0, sizeof *c);
     c->cert_buf = cb;
@@ -490,30 +439,30 @@ static void creds(struct dev *d, struct fkd_wss_creds *c) {
 
 static void ca_stage_commit_and_every_error(void **state) {
     (void)state;
-    struct dev *d = &D;
+    struct rr_dev *d = &D;
     static uint8_t bundle[2048];
     size_t n = self_signed("old root", bundle, sizeof bundle);
     n += self_signed("new root", bundle + n, sizeof bundle - n);
     /* bad_request: no cert, not base64; bad_cert: DER that is no certificate, text that is
      * no PEM */
-    assert_string_equal(req(d, "rot_stage", "{\"class\":\"ca\",\"version\":2}"), "bad_request");
-    assert_string_equal(req(d, "rot_stage", "{\"class\":\"ca\",\"version\":2,\"cert\":\"*\"}"),
+    assert_string_equal(rr_req(d, "rot_stage", "{\"class\":\"ca\",\"version\":2}"), "bad_request");
+    assert_string_equal(rr_req(d, "rot_stage", "{\"class\":\"ca\",\"version\":2,\"cert\":\"*\"}"),
                         "bad_request");
     assert_string_equal(
-        req(d, "rot_stage", "{\"class\":\"ca\",\"version\":2,\"cert\":\"MAMCAQE=\"}"), "bad_cert");
-    assert_string_equal(req(d, "rot_stage", ca_body((const uint8_t *)"hello", 5, 2)), "bad_cert");
+        rr_req(d, "rot_stage", "{\"class\":\"ca\",\"version\":2,\"cert\":\"MAMCAQE=\"}"), "bad_cert");
+    assert_string_equal(rr_req(d, "rot_stage", ca_body((const uint8_t *)"hello", 5, 2)), "bad_cert");
     /* a chain whose second certificate is cut short */
-    assert_string_equal(req(d, "rot_stage", ca_body(bundle, n - 10, 2)), "bad_cert");
+    assert_string_equal(rr_req(d, "rot_stage", ca_body(bundle, n - 10, 2)), "bad_cert");
     assert_int_equal(fkd_rot_info(&d->rot, FKD_ROT_CA)->state, FKD_ROT_IDLE);
     /* ok: staged, trial, reconnect */
-    assert_string_equal(req(d, "rot_stage", ca_body(bundle, n, 0)), "bad_request");
-    assert_string_equal(req(d, "rot_stage", ca_body(bundle, n, 2)), "");
+    assert_string_equal(rr_req(d, "rot_stage", ca_body(bundle, n, 0)), "bad_request");
+    assert_string_equal(rr_req(d, "rot_stage", ca_body(bundle, n, 2)), "");
     assert_int_equal(d->rep.reconnect, 1);
     assert_non_null(strstr(d->out, "{\"rot\":{\"ca\":{\"state\":\"trial\",\"version\":0,"
                                    "\"staged_version\":2,\"reason\":\"none\",\"attempts\":1}}}"));
     /* the same stage again is a repeat; another version during the trial is busy */
-    assert_string_equal(req(d, "rot_stage", ca_body(bundle, n, 2)), "");
-    assert_string_equal(req(d, "rot_stage", ca_body(bundle, n, 3)), "busy");
+    assert_string_equal(rr_req(d, "rot_stage", ca_body(bundle, n, 2)), "");
+    assert_string_equal(rr_req(d, "rot_stage", ca_body(bundle, n, 3)), "busy");
     /* the reconnection verifies with the staged anchors and is the attempt rot_stage counted;
      * the mtls credential stays the store's */
     struct fkd_wss_creds c;
@@ -525,15 +474,15 @@ static void ca_stage_commit_and_every_error(void **state) {
     assert_int_equal(fkd_rot_info(&d->rot, FKD_ROT_CA)->attempts, 1);
     assert_int_equal(fkd_rot_remote_tick(&d->rem), 0);
     /* commit: no serial for ca; the version must be the staged one */
-    assert_string_equal(req(d, "rot_commit", "{\"class\":\"ca\",\"version\":3}"), "not_staged");
-    assert_string_equal(req(d, "rot_commit", "{\"class\":\"ca\",\"version\":2}"), "");
+    assert_string_equal(rr_req(d, "rot_commit", "{\"class\":\"ca\",\"version\":3}"), "not_staged");
+    assert_string_equal(rr_req(d, "rot_commit", "{\"class\":\"ca\",\"version\":2}"), "");
     assert_non_null(strstr(d->out, "\"ca\":{\"state\":\"committed\",\"version\":2,"));
     assert_int_equal(d->rep.reconnect, 0);
     assert_int_equal(fkd_rot_remote_tick(&d->rem), 0); /* same anchors: no reconnect */
     /* a lost answer: the commit again is ok */
-    assert_string_equal(req(d, "rot_commit", "{\"class\":\"ca\",\"version\":2}"), "");
+    assert_string_equal(rr_req(d, "rot_commit", "{\"class\":\"ca\",\"version\":2}"), "");
     /* after a reboot the store loads the committed slot: the callback hands nothing */
-    assert_int_equal(dev_boot(d), FKD_OK);
+    assert_int_equal(rr_boot(d), FKD_OK);
     const struct fkd_rot_info *i = fkd_rot_info(&d->rot, FKD_ROT_CA);
     assert_int_equal(i->state, FKD_ROT_COMMITTED);
     assert_int_equal(i->version, 2);
@@ -549,17 +498,17 @@ static void ca_stage_commit_and_every_error(void **state) {
     static char pem[2048];
     static char enc[1200];
     size_t one = self_signed("pem root", bundle, sizeof bundle);
-    b64(bundle, one, enc, sizeof enc);
+    rr_b64(bundle, one, enc, sizeof enc);
     snprintf(pem, sizeof pem, "%s%s\n-----END CERTIFICATE-----\n", pem_head, enc);
-    assert_string_equal(req(d, "rot_stage", ca_body((const uint8_t *)pem, strlen(pem), 3)), "");
+    assert_string_equal(rr_req(d, "rot_stage", ca_body((const uint8_t *)pem, strlen(pem), 3)), "");
 }
 
 static void ca_trial_attempts_run_out_and_server_rollback(void **state) {
     (void)state;
-    struct dev *d = &D;
+    struct rr_dev *d = &D;
     static uint8_t bundle[1024];
     size_t n = self_signed("new root only", bundle, sizeof bundle);
-    assert_string_equal(req(d, "rot_stage", ca_body(bundle, n, 5)), "");
+    assert_string_equal(rr_req(d, "rot_stage", ca_body(bundle, n, 5)), "");
     struct fkd_wss_creds c;
     for (int k = 0; k < 2; k++) { /* attempt 1 (counted by rot_stage), attempt 2 */
         creds(d, &c);
@@ -573,13 +522,13 @@ static void ca_trial_attempts_run_out_and_server_rollback(void **state) {
     assert_int_equal(i->version, 0);
     assert_int_equal(fkd_rot_remote_tick(&d->rem), 0);
     /* a commit after the rollback is refused */
-    assert_string_equal(req(d, "rot_commit", "{\"class\":\"ca\",\"version\":5}"), "not_staged");
+    assert_string_equal(rr_req(d, "rot_commit", "{\"class\":\"ca\",\"version\":5}"), "not_staged");
     /* the server rolls back a ca trial of this connection: reconnect with the old anchors */
-    assert_string_equal(req(d, "rot_stage", ca_body(bundle, n, 6)), "");
+    assert_string_equal(rr_req(d, "rot_stage", ca_body(bundle, n, 6)), "");
     creds(d, &c);
     assert_non_null(c.ca);
     assert_int_equal(fkd_rot_remote_tick(&d->rem), 0);
-    assert_string_equal(req(d, "rot_rollback", "{\"class\":\"ca\",\"reason\":\"server\"}"), "");
+    assert_string_equal(rr_req(d, "rot_rollback", "{\"class\":\"ca\",\"reason\":\"server\"}"), "");
     assert_int_equal(d->rep.reconnect, 1);
     assert_int_equal(fkd_rot_remote_tick(&d->rem), 1);
     creds(d, &c);
@@ -590,20 +539,20 @@ static void ca_trial_attempts_run_out_and_server_rollback(void **state) {
 /* ---- power cuts ----------------------------------------------------------------------------- */
 
 /* The psk rotation as the server drives it: stage, (the server's handshake), commit. */
-static enum fkd_err drive(struct dev *d) {
-    enum fkd_err rc = dev_boot(d);
+static enum fkd_err drive(struct rr_dev *d) {
+    enum fkd_err rc = rr_boot(d);
     if (rc != FKD_OK) {
         return rc;
     }
-    if (strcmp(req(d, "rot_stage", psk_body(2, 2, ID_NEW)), "") != 0) {
+    if (strcmp(rr_req(d, "rot_stage", psk_body(2, 2, ID_NEW)), "") != 0) {
         return FKD_E_IO;
     }
-    return strcmp(req(d, "rot_commit", "{\"class\":\"psk\",\"version\":2}"), "") == 0 ? FKD_OK
+    return strcmp(rr_req(d, "rot_commit", "{\"class\":\"psk\",\"version\":2}"), "") == 0 ? FKD_OK
                                                                                       : FKD_E_IO;
 }
 
-static void check_boot(struct dev *d, unsigned long cut, int torn) {
-    assert_int_equal(dev_boot(d), FKD_OK);
+static void check_boot(struct rr_dev *d, unsigned long cut, int torn) {
+    assert_int_equal(rr_boot(d), FKD_OK);
     int v = active_psk(d);
     if (v != 0 && v != 2) {
         fail_msg("cut %lu torn %d: the active PSK is %s", cut, torn, v == -1 ? "missing" : "half");
@@ -623,7 +572,7 @@ static void check_boot(struct dev *d, unsigned long cut, int torn) {
 
 static void psk_rotation_power_cut_at_every_write(void **state) {
     (void)state;
-    static struct dev d;
+    static struct rr_dev d;
     fkd_rot_remote_init(&d.rem);
     unsigned long sweeps = 0;
     for (int torn = 0; torn <= 1; torn++) {

@@ -22,6 +22,7 @@
 #include "fleetkey/common.h"
 #include "fleetkey/ota.h"
 #include "fleetkey/rotation.h"
+#include "rot_remote_fixture.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -29,25 +30,10 @@
 #include <stdint.h>
 
 #include <cmocka.h>
-#include <mbedtls/base64.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define NVS_PAGES 8u
-#define NVS_SIZE (NVS_PAGES * FKD_FLASH_SECTOR)
-
-struct dev {
-    uint8_t buf[NVS_SIZE];
-    struct fkd_flash_mem mem;
-    struct fkd_flash flash;
-    struct fkd_nvs nvs;
-    struct fkd_rot rot;
-    struct fkd_rot_remote rem;
-    char out[4096];
-    struct fkd_wss_reply rep;
-};
 
 /* Key A (the committed key of a factory robot) and B (the successor). */
 struct keys {
@@ -57,7 +43,7 @@ struct keys {
     uint8_t signed_by[2][2 * FK_OTA_SECTOR_SIZE]; /* 4096 bytes of data signed by A, by B */
 };
 
-static struct dev D;
+static struct rr_dev D;
 static struct keys K;
 
 static void keys_load(void) {
@@ -84,46 +70,16 @@ static void keys_load(void) {
     }
 }
 
-static void dev_factory(struct dev *d, int with_key) {
-    memset(d->buf, 0xff, sizeof d->buf);
-    fkd_flash_mem_init(&d->mem, d->buf, NVS_SIZE, &d->flash);
-    fkd_nvs_init(&d->nvs);
-    assert_int_equal(fkd_nvs_format(&d->nvs, &d->flash, 0, NVS_SIZE, NULL), FKD_OK);
+static void dev_factory(struct rr_dev *d, int with_key) {
+    rr_format(d);
     if (with_key) {
         assert_int_equal(fkd_nvs_set_blob(&d->nvs, "security", "ota_pubkey", K.der[0], K.len[0]),
                          FKD_OK);
     }
 }
 
-static void dev_boot(struct dev *d) {
-    fkd_nvs_init(&d->nvs);
-    assert_int_equal(fkd_nvs_mount(&d->nvs, &d->flash, 0, NVS_SIZE, NULL, NULL), FKD_OK);
-    fkd_rot_init(&d->rot);
-    assert_int_equal(fkd_rot_load(&d->rot, &d->nvs, 2, 0), FKD_OK);
-    fkd_rot_remote_free(&d->rem);
-    fkd_rot_remote_init(&d->rem);
-    assert_int_equal(fkd_rot_remote_setup(&d->rem, &d->rot), FKD_OK);
-}
-
-/* Sends one request; returns the error code ("" for ok). The body answer is in d->out. */
-static const char *req(struct dev *d, const char *kind, const char *body) {
-    memset(&d->rep, 0, sizeof d->rep);
-    d->rep.body = d->out;
-    d->rep.body_cap = sizeof d->out - 1;
-    enum fkd_wss_req_result r =
-        fkd_rot_remote_request(&d->rem, kind, (const uint8_t *)body, strlen(body), &d->rep);
-    assert_int_equal(r, FKD_WSS_REQ_DONE);
-    if (d->rep.code[0] == '\0') {
-        d->out[d->rep.body_len] = '\0';
-    } else {
-        d->out[0] = '\0';
-    }
-    return d->rep.code;
-}
-
-static void b64(const uint8_t *in, size_t n, char *out, size_t cap) {
-    size_t o = 0;
-    assert_int_equal(mbedtls_base64_encode((unsigned char *)out, cap, &o, in, n), 0);
+static void dev_boot(struct rr_dev *d) {
+    assert_int_equal(rr_boot(d), FKD_OK);
 }
 
 /* What the body's members are made of; NULL leaves a member out. */
@@ -140,19 +96,19 @@ static const char *ota_body(uint32_t version, const struct ota_req *r) {
     char k[1024] = "", e[2048] = "", s[2048] = "", h[64] = "";
     size_t n = (size_t)snprintf(body, sizeof body, "{\"class\":\"ota\",\"version\":%u", version);
     if (r->key != NULL) {
-        b64(r->key, r->key_len, k, sizeof k);
+        rr_b64(r->key, r->key_len, k, sizeof k);
         n += (size_t)snprintf(body + n, sizeof body - n, ",\"key\":\"%s\"", k);
     }
     if (r->endorsement != NULL) {
-        b64(r->endorsement, FK_ROT_ENDORSE_LEN, e, sizeof e);
+        rr_b64(r->endorsement, FK_ROT_ENDORSE_LEN, e, sizeof e);
         n += (size_t)snprintf(body + n, sizeof body - n, ",\"endorsement\":\"%s\"", e);
     }
     if (r->sha256 != NULL) {
-        b64(r->sha256, 32, h, sizeof h);
+        rr_b64(r->sha256, 32, h, sizeof h);
         n += (size_t)snprintf(body + n, sizeof body - n, ",\"manifest_sha256\":\"%s\"", h);
     }
     if (r->sig != NULL) {
-        b64(r->sig, FK_OTA_SIG_BLOCK_SIZE, s, sizeof s);
+        rr_b64(r->sig, FK_OTA_SIG_BLOCK_SIZE, s, sizeof s);
         n += (size_t)snprintf(body + n, sizeof body - n, ",\"manifest_sig\":\"%s\"", s);
     }
     snprintf(body + n, sizeof body - n, "}");
@@ -175,7 +131,7 @@ static void manifest(int k, uint8_t sha[32], const uint8_t **sig) {
 }
 
 /* Which key slot s holds: 0 (A), 1 (B), -1 empty, -2 anything else. */
-static int slot_key(struct dev *d, unsigned s) {
+static int slot_key(struct rr_dev *d, unsigned s) {
     uint8_t der[FKD_OTA_KEY_MAX + 1];
     size_t n = 0;
     enum fkd_err rc = fkd_rot_read(&d->rot, FKD_ROT_OTA, 0, s, der, sizeof der, &n);
@@ -234,7 +190,7 @@ static void corpus_write(const char *name, const char *const *kinds, const char 
 
 static void ota_stage_trial_commit(void **state) {
     (void)state;
-    struct dev *d = &D;
+    struct rr_dev *d = &D;
     uint8_t e[FK_ROT_ENDORSE_LEN], sha[32];
     const uint8_t *sig = NULL;
     endorse(0, 1, e);
@@ -247,7 +203,7 @@ static void ota_stage_trial_commit(void **state) {
     endorse(1, 1, self);
     struct ota_req bad = {K.der[1], K.len[1], self, sig, sha};
     corpus_write("ota_not_endorsed", kinds, (const char *const[]){ota_body(2, &bad), "{}"}, 1);
-    assert_string_equal(req(d, "rot_stage", ota_body(2, &r)), "");
+    assert_string_equal(rr_req(d, "rot_stage", ota_body(2, &r)), "");
     assert_non_null(strstr(d->out, "\"ota\":{\"state\":\"trial\",\"version\":0,"
                                    "\"staged_version\":2"));
     /* the staged key is not trusted for images before the commit */
@@ -261,10 +217,10 @@ static void ota_stage_trial_commit(void **state) {
     assert_int_equal(fkd_store_get(&st, FKD_CRED_OTA_PUBKEY, &der, &n), FKD_OK);
     assert_memory_equal(der, K.der[0], K.len[0]);
     /* a repeat (the answer was lost) changes nothing */
-    assert_string_equal(req(d, "rot_stage", ota_body(2, &r)), "");
+    assert_string_equal(rr_req(d, "rot_stage", ota_body(2, &r)), "");
     assert_int_equal(fkd_rot_info(&d->rot, FKD_ROT_OTA)->attempts, 1);
-    assert_string_equal(req(d, "rot_commit", "{\"class\":\"ota\",\"version\":3}"), "not_staged");
-    assert_string_equal(req(d, "rot_commit", "{\"class\":\"ota\",\"version\":2}"), "");
+    assert_string_equal(rr_req(d, "rot_commit", "{\"class\":\"ota\",\"version\":3}"), "not_staged");
+    assert_string_equal(rr_req(d, "rot_commit", "{\"class\":\"ota\",\"version\":2}"), "");
     const struct fkd_rot_info *i = fkd_rot_info(&d->rot, FKD_ROT_OTA);
     assert_int_equal(i->state, FKD_ROT_COMMITTED);
     assert_int_equal(i->active, FKD_ROT_SLOT_B);
@@ -284,13 +240,13 @@ static void ota_stage_trial_commit(void **state) {
     uint8_t e2[FK_ROT_ENDORSE_LEN];
     endorse(0, 0, e2);
     again.endorsement = e2;
-    assert_string_equal(req(d, "rot_stage", ota_body(3, &again)), "not_endorsed");
+    assert_string_equal(rr_req(d, "rot_stage", ota_body(3, &again)), "not_endorsed");
     assert_int_equal(slot_key(d, FKD_ROT_SLOT_A), -1);
 }
 
 static void ota_refusals_write_nothing(void **state) {
     (void)state;
-    struct dev *d = &D;
+    struct rr_dev *d = &D;
     uint8_t e[FK_ROT_ENDORSE_LEN], self[FK_ROT_ENDORSE_LEN], sha[32];
     const uint8_t *sig = NULL;
     endorse(0, 1, e);
@@ -298,28 +254,28 @@ static void ota_refusals_write_nothing(void **state) {
     manifest(1, sha, &sig);
     unsigned long ops = d->mem.ops;
     struct ota_req r = {NULL, 0, e, sig, sha};
-    assert_string_equal(req(d, "rot_stage", ota_body(2, &r)), "bad_request"); /* no key */
+    assert_string_equal(rr_req(d, "rot_stage", ota_body(2, &r)), "bad_request"); /* no key */
     uint8_t junk[40];
     memset(junk, 0x30, sizeof junk);
     r.key = junk;
     r.key_len = sizeof junk;
-    assert_string_equal(req(d, "rot_stage", ota_body(2, &r)), "bad_key");
+    assert_string_equal(rr_req(d, "rot_stage", ota_body(2, &r)), "bad_key");
     r.key = K.der[1];
     r.key_len = K.len[1];
     r.endorsement = NULL;
-    assert_string_equal(req(d, "rot_stage", ota_body(2, &r)), "bad_request");
-    assert_string_equal(req(d, "rot_stage",
-                            "{\"class\":\"ota\",\"version\":2,\"key\":\"AAAA\","
-                            "\"endorsement\":\"AAAA\"}"),
+    assert_string_equal(rr_req(d, "rot_stage", ota_body(2, &r)), "bad_request");
+    assert_string_equal(rr_req(d, "rot_stage",
+                               "{\"class\":\"ota\",\"version\":2,\"key\":\"AAAA\","
+                               "\"endorsement\":\"AAAA\"}"),
                         "bad_key");
     /* the new key vouching for itself */
     r.endorsement = self;
-    assert_string_equal(req(d, "rot_stage", ota_body(2, &r)), "not_endorsed");
+    assert_string_equal(rr_req(d, "rot_stage", ota_body(2, &r)), "not_endorsed");
     /* an endorsement of another key */
     r.endorsement = e;
     r.key = K.der[0];
     r.key_len = K.len[0];
-    assert_string_equal(req(d, "rot_stage", ota_body(2, &r)), "not_endorsed");
+    assert_string_equal(rr_req(d, "rot_stage", ota_body(2, &r)), "not_endorsed");
     assert_int_equal(d->mem.ops, ops); /* not one flash write */
     assert_int_equal(fkd_rot_info(&d->rot, FKD_ROT_OTA)->state, FKD_ROT_IDLE);
     assert_int_equal(slot_key(d, FKD_ROT_SLOT_B), -1);
@@ -328,13 +284,13 @@ static void ota_refusals_write_nothing(void **state) {
     dev_boot(d);
     r.key = K.der[1];
     r.key_len = K.len[1];
-    assert_string_equal(req(d, "rot_stage", ota_body(2, &r)), "no_key");
+    assert_string_equal(rr_req(d, "rot_stage", ota_body(2, &r)), "no_key");
     assert_int_equal(slot_key(d, FKD_ROT_SLOT_B), -1);
 }
 
 static void ota_bad_manifest_rolls_back(void **state) {
     (void)state;
-    struct dev *d = &D;
+    struct rr_dev *d = &D;
     uint8_t e[FK_ROT_ENDORSE_LEN], sha_a[32], sha_b[32];
     const uint8_t *sig_a = NULL, *sig_b = NULL;
     endorse(0, 1, e);
@@ -343,19 +299,19 @@ static void ota_bad_manifest_rolls_back(void **state) {
     /* signed by the old key: the staged key does not verify it */
     struct ota_req r = {K.der[1], K.len[1], e, sig_a, sha_a};
     uint32_t v = 2;
-    assert_string_equal(req(d, "rot_stage", ota_body(v, &r)), "bad_manifest");
+    assert_string_equal(rr_req(d, "rot_stage", ota_body(v, &r)), "bad_manifest");
     /* the new key's block over another digest */
     r.sig = sig_b;
     r.sha256 = sha_b;
     sha_b[0] ^= 1;
-    assert_string_equal(req(d, "rot_stage", ota_body(++v, &r)), "bad_manifest");
+    assert_string_equal(rr_req(d, "rot_stage", ota_body(++v, &r)), "bad_manifest");
     sha_b[0] ^= 1;
     /* members missing */
     r.sha256 = NULL;
-    assert_string_equal(req(d, "rot_stage", ota_body(++v, &r)), "bad_manifest");
+    assert_string_equal(rr_req(d, "rot_stage", ota_body(++v, &r)), "bad_manifest");
     r.sha256 = sha_b;
     r.sig = NULL;
-    assert_string_equal(req(d, "rot_stage", ota_body(++v, &r)), "bad_manifest");
+    assert_string_equal(rr_req(d, "rot_stage", ota_body(++v, &r)), "bad_manifest");
     const struct fkd_rot_info *i = fkd_rot_info(&d->rot, FKD_ROT_OTA);
     assert_int_equal(i->state, FKD_ROT_ROLLED_BACK);
     assert_int_equal(i->reason, FKD_ROT_R_INVALID);
@@ -364,7 +320,7 @@ static void ota_bad_manifest_rolls_back(void **state) {
     assert_int_equal(slot_key(d, FKD_ROT_SLOT_B), -1); /* the spare slot was erased */
     /* and a good one still goes through after the rollbacks */
     r.sig = sig_b;
-    assert_string_equal(req(d, "rot_stage", ota_body(++v, &r)), "");
+    assert_string_equal(rr_req(d, "rot_stage", ota_body(++v, &r)), "");
     assert_int_equal(fkd_rot_info(&d->rot, FKD_ROT_OTA)->state, FKD_ROT_TRIAL);
 }
 
