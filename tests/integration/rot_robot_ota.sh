@@ -11,6 +11,8 @@
 #     back from the staged slot, is confirmed and commits; after the interlock the old key is
 #     retired (`provision-keys sign --inventory` refuses it);
 #   - plan 2, classes ca,mtls,psk,ota on robot 3: all four in one plan;
+#   - online, robot 2 (running the dual-signed release) installs a new-key-only image over the
+#     channel right after its commit, reboots into it and confirms it;
 #   - offline, each robot (`robot-sim ota`, a boot of the robot) refuses an image signed by the
 #     old key only and installs one signed by the new key only.
 #   sh rot_robot_ota.sh BIN_DIR WORK_DIR
@@ -72,6 +74,12 @@ offline_ota() {
     run 0 ota_new$1 "$RS" ota --flash robot$1.img --sdkconfig prod.sdkconfig --image v3.new.bin
 }
 
+# Robot 2 runs firmware: the dual-signed release (it boots with either key, as it must once
+# the robot trusts only the new key).
+run 0 fac2 "$RS" ota --flash robot2.img --sdkconfig prod.sdkconfig --image v2.ab.bin
+run 0 boot2 "$RS" --flash robot2.img --sdkconfig prod.sdkconfig --boot-only --self-test pass
+expect boot2.out "app: robot 2.0.0"
+
 # A trial image without a block by the new key: a plan with ota is refused at creation.
 server v3.old.bin
 FC="$BIN/fleetctl --p12 ops.p12 --password-file pw.txt --server https://127.0.0.1:$P"
@@ -104,6 +112,17 @@ run 1 sign_retired "$PK" sign --inventory keys/inventory.db --key "$OLD" --outpu
 expect sign_retired.err "retired"
 run 0 show1 "$PK" inventory --inventory keys/inventory.db show "$D1"
 expect show1.out "ota_pubkey .* active"
+
+# online, without a reboot since its commit: robot 2 installs a new-key-only image over the
+# channel (its handler checks images with the committed key from the commit on), reboots
+# into it (the bootloader checks it with the committed key) and confirms it
+expect rs2.err "ota: OTA images are checked with the committed key"
+run 0 ota_online $FC ota --device "$D2" --wait 180 v3.new.bin
+expect ota_online.out "$D2.*confirmed"
+expect rs2.out "self-test: pass: ota_1 3.0.0 marked valid"
+# verified by the key in the ota_pubkey slot, which held the old key until the commit (the
+# stand-alone flow also gave it the new key as ota_pubkey2: the slot named proves the switch)
+expect rs2.err "signature block 0 verified with trusted key security/ota_pubkey$"
 
 # ---- plan 2: ca,mtls,psk,ota in one plan on robot 3 ----------------------------------------
 plan plan2 ca,mtls,psk,ota "$D3"
