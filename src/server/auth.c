@@ -10,6 +10,8 @@
  *   fleet CA + the CRL with X509_V_FLAG_CRL_CHECK. Its first failure names the rejection
  *   reason; failures that never reach it (no certificate, protocol version) are recognised
  *   from the fatal alert the server sends (info callback).
+ *   The store's own signatures (issuing CA, CRLs) are checked when it is built (auth_trust.c),
+ *   so a handshake verifies only the client's certificate and CertificateVerify.
  * - The CRL is reloaded by building a fresh store and swapping it into the SSL_CTX: OpenSSL
  *   reads the store only while verifying a handshake, so established connections keep going.
  * - The identity is the certificate's URI SAN urn:fleetkey:<kind>:<name> (as pki issues it),
@@ -213,9 +215,11 @@ static void info_cb(const SSL *ssl, int where, int ret) {
     }
 }
 
-/* A new trust store: the CA file plus every CRL in the CRL file, CRL checking on. */
-static enum fk_err build_store(struct fk_server *srv, X509_STORE **out, int *n_crls,
-                               size_t *n_sigs, struct fk_diag *diag) {
+/* A new trust store: the CA file plus every CRL in the CRL file, CRL checking on, and the
+ * signatures of its own certificates and CRLs verified here once (auth_trust.c) rather than in
+ * every handshake. */
+static enum fk_err build_store(struct fk_server *srv, X509_STORE **out, int *n_crls, size_t *n_sigs,
+                               struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     X509_STORE *st = X509_STORE_new();
     BIO *b = NULL;
