@@ -5,7 +5,9 @@
 # OpenSSL's. Each scenario starts the server on a CA file and CRL file, connects a device, and
 # compares the server's verdict (refusal reason, depth, OpenSSL's message) with what
 # `openssl verify -crl_check -purpose sslclient` (OpenSSL's unmodified checks) says about the
-# same certificate, CA file and CRL file. Every wait is bounded; nothing asserts on time.
+# same certificate, CA file and CRL file: good, revoked, expired, expired and revoked, CRL with
+# a bad signature, no CRL for the issuer, issuing CA with a bad signature, CRL not yet valid,
+# CRL expired. Every wait is bounded; nothing asserts on time.
 #
 # usage: server_trust.sh BIN_DIR TMP_DIR
 set -eu
@@ -37,8 +39,17 @@ ok "$PK" generate --output keys/d1.json --mac 02:00:00:00:00:01
 ok "$PK" generate --output keys/d2.json --mac 02:00:00:00:00:02
 ok "$PK" ca issue --dir pki --device $D1
 ok "$PK" ca issue --dir pki --device $D2
+# D3 expired; D4 expired and revoked (OpenSSL checks revocation before the dates). A leaf
+# must lie inside the issuing CA's validity, which pki starts 5 minutes in the past.
+D3=robot-020000000003
+D4=robot-020000000004
+now=$(date +%s)
+ca_start=$(date -d "$(openssl x509 -in pki/issuing.crt.pem -noout -startdate | cut -d= -f2)" +%s)
+ok "$PK" ca issue --dir pki --device $D3 --not-before @$((ca_start + 1)) --not-after @$((now - 2))
+ok "$PK" ca issue --dir pki --device $D4 --not-before @$((ca_start + 1)) --not-after @$((now - 2))
 ok "$PK" ca crl --dir pki --out good.crl
 ok "$PK" ca revoke --dir pki --device $D2 --reason keyCompromise
+ok "$PK" ca revoke --dir pki --device $D4 --reason keyCompromise
 ok "$PK" ca crl --dir pki --out revoked.crl
 GOOD_CA=pki/ca-chain.pem
 
@@ -65,6 +76,22 @@ echo 01 >crlnumber
 ok openssl ca -config ca.cnf -gencrl -keyfile pki/issuing.key.pem -cert pki/issuing.crt.pem \
     -crlsec 1 -out short.crl
 cat short.crl pki/root.crl.pem >expired.crl
+# An issuing CRL whose thisUpdate is a day ahead (neither pki nor openssl ca can date one),
+# signed with the issuing key, then the root's CRL.
+python3 - pki/issuing.crt.pem pki/issuing.key.pem future.crl <<'PY' || fail "future CRL"
+import datetime, sys
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+ca = x509.load_pem_x509_certificate(open(sys.argv[1], "rb").read())
+key = serialization.load_pem_private_key(open(sys.argv[2], "rb").read(), None)
+now = datetime.datetime.now(datetime.timezone.utc)
+b = (x509.CertificateRevocationListBuilder().issuer_name(ca.subject)
+     .last_update(now + datetime.timedelta(days=1)).next_update(now + datetime.timedelta(days=8))
+     .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.public_key()), False)
+     .add_extension(x509.CRLNumber(99), False))
+open(sys.argv[3], "wb").write(b.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+PY
+cat future.crl pki/root.crl.pem >not_yet_valid.crl
 
 # openssl_says CA CRL ID: "DEPTH|MESSAGE" of OpenSSL's first error, "ok" when it verifies.
 openssl_says() {
@@ -115,9 +142,12 @@ scenario() {
 scenario good $GOOD_CA good.crl $D1 ok 3
 scenario revoked $GOOD_CA revoked.crl $D2 revoked 3
 scenario revoked_other_ok $GOOD_CA revoked.crl $D1 ok 3
+scenario leaf_expired $GOOD_CA good.crl $D3 expired 3
+scenario leaf_expired_and_revoked $GOOD_CA revoked.crl $D4 revoked 3
 scenario crl_bad_signature $GOOD_CA bad_sig.crl $D1 bad_chain 2
 scenario no_crl_for_issuer $GOOD_CA no_issuing.crl $D1 bad_chain 2
 scenario ca_bad_signature bad_ca.pem good.crl $D1 bad_chain 2
+scenario crl_not_yet_valid $GOOD_CA not_yet_valid.crl $D1 bad_chain 3
 # The short CRL: wait (bounded) until OpenSSL itself calls it expired.
 i=0
 until [ "$(openssl_says $GOOD_CA expired.crl $D1)" = "0|CRL has expired" ]; do
