@@ -121,8 +121,13 @@ scenario() {
     rc=$?
     set -e
     kill "$SRV_PID"
-    wait "$SRV_PID" 2>/dev/null || true
+    set +e
+    wait "$SRV_PID"
+    src=$?
+    set -e
     SRV_PID=""
+    ! grep -q 'Sanitizer\|runtime error:' srv.log || fail "$name: sanitizer report in srv.log"
+    [ "$src" -eq 0 ] || fail "$name: server exit status $src after SIGTERM"
     if [ "$reason" = ok ]; then
         [ "$want" = ok ] || fail "$name: openssl verify refuses ($want), test expects ok"
         [ "$rc" -eq 0 ] || { cat out.txt err.txt >&2; fail "$name: refused, exit $rc"; }
