@@ -23,7 +23,8 @@
 # TCP_NODELAY, so its wall-clock rate is latency-bound; the per-CPU figure is the fair one.
 #
 # usage: bench_server.sh BUILD_DIR
-#   env: FK_BENCH_SECONDS (5), FK_BENCH_CONNS (100000), FK_BENCH_WORKERS (4)
+#   env: FK_BENCH_SECONDS (5), FK_BENCH_CONNS (100000), FK_BENCH_WORKERS (4),
+#        FK_BENCH_FLEET_TLS (1.3; 1.2 as robots), FK_BENCH_SKIP_HS (0)
 set -eu
 
 BD=$(cd "${1:-build-bench}" && pwd)
@@ -55,6 +56,8 @@ PROCS=$(((N + HARD - 201) / (HARD - 200)))
 "$B/provision-keys" ca crl --dir pki --out crl.pem >/dev/null 2>&1
 CA=pki/ca-chain.pem
 DEV="--ca $CA --cert pki/devices/robot-020000000001.chain.pem --key pki/devices/robot-020000000001.key.pem"
+# What a robot sends: its leaf only (NVS mtls/client_cert); the chain file adds the issuing CA.
+LEAF="--ca $CA --cert pki/devices/robot-020000000001.crt.pem --key pki/devices/robot-020000000001.key.pem"
 
 start_ours() {
     rm -f port
@@ -83,14 +86,18 @@ rate() { # "handshakes N failed F seconds S" -> N/S
 # (the command name in field 2 has no spaces here).
 cpu_ticks() { awk '{ print $14 + $15 }' /proc/"$1"/stat; }
 TCK=$(getconf CLK_TCK)
-# hs_run PID PORT TLS OUT: runs the handshake load; OUT gets the load's line plus the
-# server's CPU seconds, so the rate per CPU-second of the server can be computed.
+# hs_run PID PORT TLS OUT [CLIENT ARGS]: runs the handshake load (client certificate chain
+# and P-256 unless CLIENT ARGS say otherwise); OUT gets the load's line plus the server's CPU
+# seconds, so the rate per CPU-second of the server can be computed.
 hs_run() {
     c0=$(cpu_ticks "$1")
-    "$B/server_load" hs --port "$2" $DEV --seconds "$S" --workers "$W" --tls "$3" >"$4"
-    c1=$(cpu_ticks "$1")
+    hs_pid=$1 hs_port=$2 hs_tls=$3 hs_out=$4
+    shift 4
+    "$B/server_load" hs --port "$hs_port" ${*:-$DEV} --seconds "$S" --workers "$W" \
+        --tls "$hs_tls" >"$hs_out"
+    c1=$(cpu_ticks "$hs_pid")
     echo "cpu $(awk -v a="$c0" -v b="$c1" -v t="$TCK" 'BEGIN { printf "%.2f", (b - a) / t }')" \
-        >>"$4"
+        >>"$hs_out"
 }
 # per_cpu OUT: handshakes per second of server CPU.
 per_cpu() {
@@ -106,6 +113,9 @@ if [ "${FK_BENCH_SKIP_HS:-0}" = 0 ]; then
 start_ours
 hs_run "$OURS" "$P" 1.2 ours12.txt
 hs_run "$OURS" "$P" 1.3 ours13.txt
+hs_run "$OURS" "$P" 1.2 ours12leaf.txt $LEAF
+hs_run "$OURS" "$P" 1.3 ours13leaf.txt $LEAF
+hs_run "$OURS" "$P" 1.3 ours13x.txt $LEAF --groups X25519
 stop_pid "$OURS"
 
 # openssl s_server on a port of its own (the first free one of a few tries).
@@ -114,7 +124,7 @@ for try in 1 2 3 4 5; do
     port=$((20000 + ($$ * 7 + try * 131) % 20000))
     openssl s_server -accept "127.0.0.1:$port" -cert pki/servers/localhost.chain.pem \
         -key pki/servers/localhost.key.pem -CAfile $CA -Verify 3 -verify_return_error \
-        -crl_check -CRL crl.pem -cipher ECDHE-ECDSA-AES128-GCM-SHA256 -groups P-256 \
+        -crl_check -CRL crl.pem -cipher ECDHE-ECDSA-AES128-GCM-SHA256 -groups P-256:X25519 \
         -no_ticket -quiet >ssl.log 2>&1 &
     SSL_PID=$!
     PIDS="$PIDS $SSL_PID"
@@ -133,15 +143,24 @@ done
 [ -n "$SP" ] || { cat ssl.log; echo "bench_server: openssl s_server did not start"; exit 1; }
 hs_run "$SSL_PID" "$SP" 1.2 ssl12.txt
 hs_run "$SSL_PID" "$SP" 1.3 ssl13.txt
+hs_run "$SSL_PID" "$SP" 1.2 ssl12leaf.txt $LEAF
+hs_run "$SSL_PID" "$SP" 1.3 ssl13leaf.txt $LEAF
+hs_run "$SSL_PID" "$SP" 1.3 ssl13x.txt $LEAF --groups X25519
 stop_pid "$SSL_PID"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-for v in 12 13; do
+for v in 12 13 12leaf 13leaf 13x; do
     o=$(rate ours$v.txt)
     b=$(rate ssl$v.txt)
     oc=$(per_cpu ours$v.txt)
     bc=$(per_cpu ssl$v.txt)
-    name=$([ $v = 12 ] && echo "TLS 1.2" || echo "TLS 1.3")
+    case $v in
+    12) name="TLS 1.2" ;;
+    13) name="TLS 1.3" ;;
+    12leaf) name="TLS 1.2, leaf only (as a robot)," ;;
+    13leaf) name="TLS 1.3, leaf only (as a robot)," ;;
+    13x) name="TLS 1.3, leaf only, X25519 (not a robot: mbedTLS 2.28 has P-256 only)," ;;
+    esac
     echo "$name mTLS P-256 full handshakes/s (wall clock, $W clients):" \
         "fleetkey-server $o (failed $(failed ours$v.txt)), openssl s_server $b" \
         "(failed $(failed ssl$v.txt)), ratio $(ratio "$o" "$b")"
@@ -153,7 +172,9 @@ done
 # sign (its CertificateVerify / ServerKeyExchange), 2 ECDH P-256 scalar multiplications (key
 # share and shared secret), 2 ECDSA verifies (the client's certificate and CertificateVerify).
 openssl speed -seconds 2 ecdsap256 ecdhp256 >speed.txt 2>/dev/null || true
-awk -v o12="$(per_cpu ours12.txt)" -v o13="$(per_cpu ours13.txt)" '
+awk -v o12="$(per_cpu ours12.txt)" -v o13="$(per_cpu ours13.txt)" \
+    -v l12="$(per_cpu ours12leaf.txt)" -v l13="$(per_cpu ours13leaf.txt)" \
+    -v x13="$(per_cpu ours13x.txt)" '
     /ecdsa \(nistp256\)/ { sign = $(NF - 1); verify = $NF }
     /ecdh \(nistp256\)/ { ecdh = $NF }
     END {
@@ -161,8 +182,9 @@ awk -v o12="$(per_cpu ours12.txt)" -v o13="$(per_cpu ours13.txt)" '
             b = 1 / (1 / sign + 2 / ecdh + 2 / verify)
             printf "openssl speed (same run): ecdsap256 sign %.0f/s, verify %.0f/s; ecdhp256 %.0f/s;" \
                 " bound 1/(1/sign + 2/ecdh + 2/verify) = %.0f handshakes/s per core\n", sign, verify, ecdh, b
-            printf "fleetkey-server per CPU-second against the bound: TLS 1.2 %.0f%%, TLS 1.3 %.0f%% (goal >= 50%%)\n",
-                100 * o12 / b, 100 * o13 / b
+            printf "fleetkey-server per CPU-second against the bound: TLS 1.2 %.0f%%, TLS 1.3 %.0f%%;" \
+                " leaf only (as a robot): TLS 1.2 %.0f%%, TLS 1.3 %.0f%%; X25519 TLS 1.3 %.0f%% (goal >= 50%%)\n",
+                100 * o12 / b, 100 * o13 / b, 100 * l12 / b, 100 * l13 / b, 100 * x13 / b
         } else print "openssl speed: no ecdsap256/ecdhp256 figures"
     }' speed.txt
 fi
@@ -218,16 +240,19 @@ start_fleet() {
     P=$(cat port)
 }
 rss() { awk '/^VmRSS/ { print $2 }' /proc/"$1"/status; }
+# The fleet's TLS version: 1.3 by default; FK_BENCH_FLEET_TLS=1.2 is what robots on mbedTLS
+# 2.28 negotiate (about 1 KiB less per connection on the server).
+FTLS=${FK_BENCH_FLEET_TLS:-1.3}
 start_fleet
 # Warm up (first handshakes, inventory pages, allocator arenas) before the baseline.
 "$B/fleet_load" hold --port "$P" --ca "$FCA" --creds "$FLEET/creds.bin" --conns 10 \
-    --timeout 60 >/dev/null 2>&1 || true
+    --tls-max "$FTLS" --timeout 60 >/dev/null 2>&1 || true
 sleep 1
 rss0=$(rss "$OURS")
 c0=$(cpu_ticks "$OURS")
 rm -f ready storm hold
 "$B/fleet_load" hold --port "$P" --ca "$FCA" --creds "$FLEET/creds.bin" --conns "$N" \
-    --procs "$PROCS" --ready-file ready --storm-file storm --hold-file hold --reconnect \
+    --tls-max "$FTLS" --procs "$PROCS" --ready-file ready --storm-file storm --hold-file hold --reconnect \
     --timeout 3000 >fleet.txt 2>fleet.err &
 CL=$!
 PIDS="$PIDS $CL"
@@ -244,7 +269,7 @@ opened=$(cat ready 2>/dev/null || echo 0)
 held=$(curl -s --cacert "$FCA" --cert "$FLEET/pki/operators/bench.chain.pem" \
     --key "$FLEET/pki/operators/bench.key.pem" "https://127.0.0.1:$P/metrics" 2>/dev/null |
     awk '$1 == "fleetkey_connections_open" { print $2 }')
-echo "idle device WebSocket connections: asked $ASKED, held $N: opened $opened" \
+echo "idle device WebSocket connections (TLS $FTLS): asked $ASKED, held $N: opened $opened" \
     "($PROCS client processes), server reports ${held:-?} open (load $(cut -d' ' -f1-3 /proc/loadavg))"
 sed -n 1p fleet.txt
 awk -v a="$rss0" -v b="$rss1" -v n="$opened" -v c0="$c0" -v c1="$c1" -v t="$TCK" 'BEGIN {

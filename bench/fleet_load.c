@@ -7,7 +7,7 @@
  *       records "u16 cert_len, u16 key_len, cert DER, key DER". Prints "creds N".
  *   fleet_load hold --port P --ca CA --creds FILE --conns N [--procs K] [--addrs A]
  *                   [--inflight M] [--ready-file R] [--storm-file S] [--hold-file H]
- *                   [--timeout T] [--reconnect]
+ *                   [--timeout T] [--reconnect] [--tls-max 1.2|1.3]
  *       Opens N WebSocket connections (TLS with device i's own certificate, HTTP upgrade to
  *       fleetkey.v1), device i = credential i, from K processes (each takes N/K of them, so each
  *       stays inside its descriptor limit, which it raises to its hard limit), bound to A
@@ -17,7 +17,9 @@
  *       for 30 s. Then holds them until H exists or T seconds passed. With --reconnect a
  *       connection the server closes is opened again at once (failed attempts retry after
  *       100 ms): after a server restart, S gets the seconds from the first close until all N
- *       were open again. Prints "open N failed F ...", the opening rate and the client RSS.
+ *       were open again. --tls-max 1.2 caps the version at TLS 1.2, what a robot's mbedTLS 2.28
+ *       negotiates (default: TLS 1.3 when the server offers it). Prints "open N failed F ...",
+ *       the opening rate and the client RSS.
  * Per connection the client keeps 16 bytes plus OpenSSL's SSL object (SSL_MODE_RELEASE_BUFFERS:
  * no record buffers while idle); the certificate and key are decoded from the mapped file for
  * each handshake and owned by that SSL only. */
@@ -429,6 +431,7 @@ struct hold_opts {
     unsigned port, addrs, inflight, procs, timeout;
     long n;
     int reconnect;
+    int tls_max; /* TLS1_2_VERSION or TLS1_3_VERSION */
     const char *ca, *creds, *ready, *storm, *hold;
 };
 
@@ -510,6 +513,7 @@ static int cmd_hold(const struct hold_opts *o) {
                 _exit(1);
             }
             SSL_CTX_set_min_proto_version(L.ctx, TLS1_2_VERSION);
+            SSL_CTX_set_max_proto_version(L.ctx, o->tls_max);
             SSL_CTX_set_session_cache_mode(L.ctx, SSL_SESS_CACHE_OFF);
             SSL_CTX_set_options(L.ctx, SSL_OP_NO_TICKET);
             /* A robot sends only its certificate (NVS mtls/client_cert is the leaf); without
@@ -581,7 +585,12 @@ static int cmd_hold(const struct hold_opts *o) {
 }
 
 int main(int argc, char **argv) {
-    struct hold_opts o = {.addrs = 0, .inflight = 32, .procs = 1, .timeout = 600, .n = 1000};
+    struct hold_opts o = {.addrs = 0,
+                          .inflight = 32,
+                          .procs = 1,
+                          .timeout = 600,
+                          .n = 1000,
+                          .tls_max = TLS1_3_VERSION};
     const char *keys = NULL, *out = NULL;
     if (argc < 2) {
         fprintf(stderr, "usage: fleet_load prep --keys DIR --out FILE | hold --port P --ca CA "
@@ -621,6 +630,9 @@ int main(int argc, char **argv) {
             o.hold = v;
         } else if (strcmp(a, "--timeout") == 0) {
             o.timeout = (unsigned)strtoul(v, NULL, 10);
+        } else if (strcmp(a, "--tls-max") == 0 &&
+                   (strcmp(v, "1.2") == 0 || strcmp(v, "1.3") == 0)) {
+            o.tls_max = strcmp(v, "1.2") == 0 ? TLS1_2_VERSION : TLS1_3_VERSION;
         } else if (strcmp(a, "--keys") == 0) {
             keys = v;
         } else if (strcmp(a, "--out") == 0) {

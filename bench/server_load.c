@@ -1,9 +1,10 @@
 /* server_load: the load generator of bench/bench_server.sh (not a benchmark by itself).
  *
  *   server_load hs   --port P --ca CA --cert C --key K --seconds S [--tls 1.2|1.3]
- *                    [--workers W]
- *       Full mTLS handshakes in a loop (new TCP connection, no session reuse, ECDHE on P-256,
- *       ECDSA P-256 certificates on both sides), W processes for S seconds. A handshake
+ *                    [--workers W] [--groups G]
+ *       Full mTLS handshakes in a loop (new TCP connection, no session reuse, ECDHE on P-256
+ *       or the OpenSSL group list G, ECDSA P-256 certificates on both sides; the client sends
+ *       exactly the certificates of C), W processes for S seconds. A handshake
  *       counts when the server has judged our certificate: after SSL_connect we send
  *       close_notify and wait for the server to close (in TLS 1.3 the server verifies the
  *       client's certificate after the client has finished). Prints "handshakes N seconds S".
@@ -36,6 +37,7 @@
 
 static unsigned port;
 static const char *ca, *cert, *key;
+static const char *groups = "P-256"; /* --groups: the key exchange offered */
 
 static double now_s(void) {
     struct timespec ts;
@@ -51,10 +53,16 @@ static SSL_CTX *make_ctx(int tls) {
     SSL_CTX_set_min_proto_version(ctx, tls == 13 ? TLS1_3_VERSION : TLS1_2_VERSION);
     SSL_CTX_set_max_proto_version(ctx, tls == 12 ? TLS1_2_VERSION : TLS1_3_VERSION);
     SSL_CTX_set_cipher_list(ctx, "ECDHE-ECDSA-AES128-GCM-SHA256");
-    SSL_CTX_set1_groups_list(ctx, "P-256");
+    if (SSL_CTX_set1_groups_list(ctx, groups) != 1) {
+        fprintf(stderr, "server_load: --groups %s: not a group list OpenSSL knows\n", groups);
+        exit(2);
+    }
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
-    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    /* The client sends what --cert holds and nothing more: without NO_AUTO_CHAIN, a file with
+     * only the leaf would get the issuing CA and root added from the verify store. A robot
+     * sends its leaf only (bench/fleet_load.c); a chain file sends leaf + issuing CA. */
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_NO_AUTO_CHAIN);
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     if (SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1 ||
         SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
@@ -389,6 +397,8 @@ int main(int argc, char **argv) {
             seconds = strtod(v, NULL);
         } else if (strcmp(a, "--tls") == 0) {
             tls = strcmp(v, "1.3") == 0 ? 13 : 12;
+        } else if (strcmp(a, "--groups") == 0) {
+            groups = v;
         } else if (strcmp(a, "--workers") == 0) {
             workers = (int)strtol(v, NULL, 10);
         } else if (strcmp(a, "--conns") == 0) {

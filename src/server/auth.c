@@ -10,6 +10,8 @@
  *   fleet CA + the CRL with X509_V_FLAG_CRL_CHECK. Its first failure names the rejection
  *   reason; failures that never reach it (no certificate, protocol version) are recognised
  *   from the fatal alert the server sends (info callback).
+ *   The store's own signatures (issuing CA, CRLs) are checked when it is built (auth_trust.c),
+ *   so a handshake verifies only the client's certificate and CertificateVerify.
  * - The CRL is reloaded by building a fresh store and swapping it into the SSL_CTX: OpenSSL
  *   reads the store only while verifying a handshake, so established connections keep going.
  * - The identity is the certificate's URI SAN urn:fleetkey:<kind>:<name> (as pki issues it),
@@ -43,7 +45,7 @@ int fk_srv_auth_init(void) {
         ctx_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
         ssl_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
     }
-    return ctx_idx >= 0 && ssl_idx >= 0 ? 0 : -1;
+    return ctx_idx >= 0 && ssl_idx >= 0 && fk_srv_trust_init() == 0 ? 0 : -1;
 }
 
 /* ---- identity --------------------------------------------------------------------------- */
@@ -213,8 +215,10 @@ static void info_cb(const SSL *ssl, int where, int ret) {
     }
 }
 
-/* A new trust store: the CA file plus every CRL in the CRL file, CRL checking on. */
-static enum fk_err build_store(struct fk_server *srv, X509_STORE **out, int *n_crls,
+/* A new trust store: the CA file plus every CRL in the CRL file, CRL checking on, and the
+ * signatures of its own certificates and CRLs verified here once (auth_trust.c) rather than in
+ * every handshake. */
+static enum fk_err build_store(struct fk_server *srv, X509_STORE **out, int *n_crls, size_t *n_sigs,
                                struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     X509_STORE *st = X509_STORE_new();
@@ -238,6 +242,8 @@ static enum fk_err build_store(struct fk_server *srv, X509_STORE **out, int *n_c
         FK_ENSURE(*n_crls > 0, fk_diag_at(diag, FK_E_CRYPTO, srv->cfg.crl, 0, "no CRL in file"));
         X509_STORE_set_flags(st, X509_V_FLAG_CRL_CHECK);
     }
+    FK_ENSURE(fk_srv_trust_prepare(st, n_sigs) == FK_OK,
+              fk_diag_at(diag, FK_E_CRYPTO, srv->cfg.ca, 0, "cannot prepare the trust store"));
     *out = st;
     st = NULL;
     rc = FK_OK;
@@ -251,19 +257,21 @@ out:
 static enum fk_err crl_load(struct fk_server *srv, struct fk_diag *diag) {
     X509_STORE *st = NULL;
     int n = 0;
+    size_t sigs = 0;
     struct stat sb;
     memset(&sb, 0, sizeof sb);
     if (srv->cfg.crl[0] != '\0' && stat(srv->cfg.crl, &sb) != 0) {
         return fk_diag_at(diag, FK_E_IO, srv->cfg.crl, 0, "cannot stat CRL");
     }
-    enum fk_err rc = build_store(srv, &st, &n, diag);
+    enum fk_err rc = build_store(srv, &st, &n, &sigs, diag);
     if (rc != FK_OK) {
         return rc;
     }
     SSL_CTX_set_cert_store(srv->ssl_ctx, st); /* frees the previous store */
     srv->crl_st = sb;
     if (srv->cfg.crl[0] != '\0') {
-        fk_log(FK_LOG_INFO, "server: CRL %s loaded (%d CRLs)", srv->cfg.crl, n);
+        fk_log(FK_LOG_INFO, "server: CRL %s loaded (%d CRLs; %zu CA/CRL signatures verified once)",
+               srv->cfg.crl, n, sigs);
     }
     return FK_OK;
 }

@@ -17,6 +17,18 @@ extern const char *const fk_srv_reason_names[R_COUNT];
 /* Allocates the OpenSSL ex_data indexes (once per process). 0, or -1 when OpenSSL cannot. */
 int fk_srv_auth_init(void);
 
+/* auth_trust.c: the signatures of the trust store's own objects (a CA certificate signed by
+ * another CA of the store, a CRL signed by a CA of the store) are verified once, when the store
+ * is built, instead of in every handshake. fk_srv_trust_init (called by fk_srv_auth_init) finds
+ * OpenSSL's default hooks, once per process: 0, or -1. fk_srv_trust_prepare, on a store filled
+ * with its certificates and CRLs (nothing may be added afterwards), verifies them, keeps the
+ * pairs that verified as the store's ex_data (freed with the store) and installs the store's
+ * check_crl and verify hooks, which take the same decisions with the same errors as OpenSSL's
+ * and skip only a signature check recorded here. *n_cached gets the number of pairs. FK_OK, or
+ * FK_E_NOMEM / FK_E_CRYPTO (the store is then unchanged). */
+int fk_srv_trust_init(void);
+enum fk_err fk_srv_trust_prepare(X509_STORE *st, size_t *n_cached);
+
 /* LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS: configures ctx (the vhost's SSL_CTX)
  * and loads the CA and CRL. 0, or -1 (logged) when TLS cannot be set up. */
 int fk_srv_setup_tls(struct fk_server *srv, SSL_CTX *ctx);
