@@ -31,7 +31,7 @@
 extern "C" {
 #endif
 
-#define FK_INVENTORY_SCHEMA_VERSION 4
+#define FK_INVENTORY_SCHEMA_VERSION 5
 #define FK_INV_ID_SIZE 32    /* "robot-AABBCCDDEEFF" and other ids, with NUL */
 #define FK_INV_TEXT_SIZE 256 /* names, file names */
 #define FK_INV_TIME_SIZE 21  /* RFC 3339 UTC "2025-01-15T10:30:00Z", "" when unset */
@@ -144,6 +144,15 @@ FK_MUST_CHECK enum fk_err fk_inventory_device_set_state(struct fk_inventory *inv
 FK_MUST_CHECK enum fk_err fk_inventory_credential_add(struct fk_inventory *inv,
                                                       const struct fk_inv_credential *c,
                                                       struct fk_diag *diag);
+/* Adds the n credentials of v (e.g. the 3-4 of one minted device) as
+ * fk_inventory_credential_add would one by one, but all or none and, on SQLite, in one
+ * statement (one foreign-key probe instead of n): what a bulk writer uses. n is 1 to
+ * FK_INV_CRED_MANY_MAX. FK_OK, FK_E_ARG (bad n or entry: nothing written), FK_E_EXISTS (one
+ * of them is already recorded: none added), FK_E_DB. */
+#define FK_INV_CRED_MANY_MAX 8
+FK_MUST_CHECK enum fk_err fk_inventory_credential_add_many(struct fk_inventory *inv,
+                                                           const struct fk_inv_credential *v,
+                                                           size_t n, struct fk_diag *diag);
 /* Calls fn for each credential of device_id (all devices when device_id is NULL), ordered
  * by device, kind, version. FK_OK, FK_E_DB. */
 FK_MUST_CHECK enum fk_err fk_inventory_credential_list(struct fk_inventory *inv,
@@ -159,7 +168,8 @@ FK_MUST_CHECK enum fk_err fk_inventory_credential_set_state(struct fk_inventory 
 /* Appends one audit row: who (actor), what (kind, e.g. "device.minted"), about what
  * (subject, e.g. a device id) and detail (a JSON object as text; fingerprints only, never a
  * secret). The row's hash chains to the previous row and the head is advanced in the same
- * transaction. FK_OK, FK_E_ARG, FK_E_DB. */
+ * transaction (written once per transaction, at fk_inventory_commit, however many rows it
+ * appended). FK_OK, FK_E_ARG, FK_E_DB. */
 FK_MUST_CHECK enum fk_err fk_inventory_audit_append(struct fk_inventory *inv, const char *actor,
                                                     const char *kind, const char *subject,
                                                     const char *detail_json, struct fk_diag *diag);

@@ -266,19 +266,18 @@ static void progress(struct run *run, int final) {
     emit(run, &ev);
 }
 
-static enum fk_err add_cred(struct fk_inventory *inv, const struct fk_manifest *m, const char *kind,
-                            unsigned version, const char *fpr, const char *expires,
-                            struct fk_diag *diag) {
-    struct fk_inv_credential c;
-    memset(&c, 0, sizeof c);
-    memcpy(c.device_id, m->device_id, sizeof m->device_id);
-    snprintf(c.kind, sizeof c.kind, "%s", kind);
-    c.version = version;
-    snprintf(c.fingerprint, sizeof c.fingerprint, "%s", fpr);
-    memcpy(c.created_at, m->created_at, sizeof m->created_at);
-    snprintf(c.expires_at, sizeof c.expires_at, "%s", expires);
-    snprintf(c.state, sizeof c.state, "active");
-    return fk_inventory_credential_add(inv, &c, diag);
+/* Fills the next credential row of a device (*n of them so far). */
+static void add_cred(struct fk_inv_credential *v, size_t *n, const struct fk_manifest *m,
+                     const char *kind, unsigned version, const char *fpr, const char *expires) {
+    struct fk_inv_credential *c = &v[(*n)++];
+    memset(c, 0, sizeof *c);
+    memcpy(c->device_id, m->device_id, sizeof m->device_id);
+    snprintf(c->kind, sizeof c->kind, "%s", kind);
+    c->version = version;
+    snprintf(c->fingerprint, sizeof c->fingerprint, "%s", fpr);
+    memcpy(c->created_at, m->created_at, sizeof m->created_at);
+    snprintf(c->expires_at, sizeof c->expires_at, "%s", expires);
+    memcpy(c->state, "active", sizeof "active");
 }
 
 /* Makes the chunk's files durable, then commits its rows: the commit point of every device
@@ -338,17 +337,19 @@ static enum fk_err chunk_commit(struct run *run, struct chunk *c, int dirfd,
         memcpy(d.manifest_sha256, c->res[i].manifest_sha, sizeof d.manifest_sha256);
         memcpy(d.created_at, m->created_at, sizeof m->created_at);
         FK_GUARD(fk_inventory_device_upsert(inv, &d, diag));
-        FK_GUARD(add_cred(inv, m, "psk", m->psk_version, m->psk_fingerprint, "", diag));
-        FK_GUARD(
-            add_cred(inv, m, "ota_pubkey", m->ota_key_version, m->ota_key_fingerprint, "", diag));
+        /* A device's credentials in one statement (fk_inventory_credential_add_many). */
+        struct fk_inv_credential cred[4];
+        size_t ncred = 0;
+        add_cred(cred, &ncred, m, "psk", m->psk_version, m->psk_fingerprint, "");
+        add_cred(cred, &ncred, m, "ota_pubkey", m->ota_key_version, m->ota_key_fingerprint, "");
         if (m->nvs_encrypted) {
-            FK_GUARD(
-                add_cred(inv, m, "nvs_keys", m->psk_version, m->nvs_keys_fingerprint, "", diag));
+            add_cred(cred, &ncred, m, "nvs_keys", m->psk_version, m->nvs_keys_fingerprint, "");
         }
         if (m->mtls_cert_fingerprint[0] != '\0') {
-            FK_GUARD(add_cred(inv, m, "mtls_cert", m->psk_version, m->mtls_cert_fingerprint,
-                              m->mtls_cert_not_after, diag));
+            add_cred(cred, &ncred, m, "mtls_cert", m->psk_version, m->mtls_cert_fingerprint,
+                     m->mtls_cert_not_after);
         }
+        FK_GUARD(fk_inventory_credential_add_many(inv, cred, ncred, diag));
         snprintf(
             detail, sizeof detail,
             "{\"mac\":\"%s\",\"manifest_sha256\":\"%s\",\"psk_fingerprint\":\"%s\","

@@ -30,6 +30,7 @@ struct fk_inv_audit_row {
 
 typedef int fk_inv_row_fn(void *user, const struct fk_inv_audit_row *r);
 
+
 struct fk_inv_ops {
     const char *name; /* "sqlite", "postgresql" */
     /* Connects/opens location and migrates it to FK_INVENTORY_SCHEMA_VERSION; sets inv->be. */
@@ -52,6 +53,11 @@ struct fk_inv_ops {
                                     const char *at, struct fk_diag *diag); /* FK_E_NOTFOUND */
     enum fk_err (*credential_add)(struct fk_inventory *inv, const struct fk_inv_credential *c,
                                   const char *created_at, struct fk_diag *diag); /* FK_E_EXISTS */
+    /* The n (1..FK_INV_CRED_MANY_MAX) credentials of v in one statement, each with created_at
+     * where its own is "" (FK_E_EXISTS when any one is already recorded: none is added).
+     * NULL: inventory.c calls credential_add n times. */
+    enum fk_err (*credential_add_many)(struct fk_inventory *inv, const struct fk_inv_credential *v,
+                                       size_t n, const char *created_at, struct fk_diag *diag);
     enum fk_err (*credential_list)(struct fk_inventory *inv, const char *device_id,
                                    fk_inv_credential_fn *fn, void *user, struct fk_diag *diag);
     enum fk_err (*credential_set_state)(struct fk_inventory *inv, const char *device_id,
@@ -61,9 +67,13 @@ struct fk_inv_ops {
     /* The head (seq, hash); FK_E_NOTFOUND when the log is empty. */
     enum fk_err (*audit_head)(struct fk_inventory *inv, long long *seq, char hash[65],
                               struct fk_diag *diag);
-    /* Inserts r and moves the head to (r->seq, r->hash). */
+    /* Inserts r. The head is not moved here: inventory.c writes it once per transaction,
+     * with audit_head_set, before the commit (and before a verify inside the transaction). */
     enum fk_err (*audit_insert)(struct fk_inventory *inv, const struct fk_inv_audit_row *r,
                                 struct fk_diag *diag);
+    /* Sets the head to (seq, hash), creating its row when the log was empty. */
+    enum fk_err (*audit_head_set)(struct fk_inventory *inv, long long seq, const char *hash,
+                                  struct fk_diag *diag);
     /* Rows with seq > after in seq order; a non-zero fn return stops the walk (FK_OK). */
     enum fk_err (*audit_walk)(struct fk_inventory *inv, long long after, fk_inv_row_fn *fn,
                               void *user, struct fk_diag *diag);
@@ -92,8 +102,13 @@ struct fk_inventory {
      * one else can move it, so appends after the first skip reading it back (one round trip
      * per row on PostgreSQL). Cleared by begin, commit, rollback and any failed append. */
     int head_known;
+    int head_dirty; /* head_seq/head_hash not yet written to audit_head: done at commit */
     long long head_seq;
     char head_hash[65];
+    /* now(): formatted once per second, not once per row (time() is cheap, strftime not) */
+    long long now_sec;
+    char now_text[FK_INV_TIME_SIZE];
+    void *md; /* EVP_MD_CTX reused by the audit hash of every append (one thread, see .h) */
     char where[512]; /* the location for messages, password masked */
 };
 

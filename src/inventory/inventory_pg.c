@@ -41,6 +41,7 @@ enum pst {
     P_CRED_STATE,
     P_HEAD_GET,
     P_AUDIT_ADD,
+    P_HEAD_SET,
     P_AUDIT_PAGE,
     P_AUDIT_EXISTS,
     P_SEEN_GET,
@@ -77,11 +78,11 @@ static const char *const pst_sql[P_COUNT] = {
     [P_CRED_STATE] = "UPDATE credentials SET state = $4"
                      " WHERE device_id = $1 AND kind = $2 AND version = $3",
     [P_HEAD_GET] = "SELECT seq, hash FROM audit_head WHERE id = 1",
-    /* One round trip for the row and the head it becomes. */
-    [P_AUDIT_ADD] = "WITH a AS (INSERT INTO audit(seq, at, actor, kind, subject, detail,"
-                    " prev_hash, hash) VALUES($1, $2, $3, $4, $5, $6, $7, $8))"
-                    " INSERT INTO audit_head(id, seq, hash) VALUES(1, $1, $8)"
-                    " ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+    /* The head is written once per transaction (P_HEAD_SET, before the commit). */
+    [P_AUDIT_ADD] = "INSERT INTO audit(seq, at, actor, kind, subject, detail, prev_hash, hash)"
+                    " VALUES($1, $2, $3, $4, $5, $6, $7, $8)",
+    [P_HEAD_SET] = "INSERT INTO audit_head(id, seq, hash) VALUES(1, $1, $2)"
+                   " ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
     [P_AUDIT_PAGE] = "SELECT seq, at, actor, kind, subject, detail, prev_hash, hash FROM audit"
                      " WHERE seq > $1 ORDER BY seq LIMIT 5000",
     [P_AUDIT_EXISTS] = "SELECT 1 FROM audit WHERE kind = $1 AND subject = $2 LIMIT 1",
@@ -163,6 +164,9 @@ static const char *const migrations[] = {
     " started_at TEXT NOT NULL,"
     " UNIQUE(old_fpr, new_fpr));",
     "ALTER TABLE ota_rotation ADD COLUMN endorsement BYTEA;",
+    /* 4 -> 5: no query looks a credential up by fingerprint (SQLite's migration 5 also
+     * rewrites its state CHECKs, the same constraints, which PostgreSQL evaluates cheaply). */
+    "DROP INDEX IF EXISTS credentials_fpr;",
 };
 #define MIGRATION_COUNT ((int)(sizeof migrations / sizeof migrations[0]))
 _Static_assert(MIGRATION_COUNT == FK_INVENTORY_SCHEMA_VERSION, "one migration per version");
@@ -562,6 +566,14 @@ static enum fk_err pg_audit_insert(struct fk_inventory *inv, const struct fk_inv
     return run(inv, P_AUDIT_ADD, 8, v, NULL, NULL, NULL, NULL, diag);
 }
 
+static enum fk_err pg_audit_head_set(struct fk_inventory *inv, long long seq, const char *hash,
+                                     struct fk_diag *diag) {
+    char s[24];
+    snprintf(s, sizeof s, "%lld", seq);
+    const char *v[2] = {s, hash};
+    return run(inv, P_HEAD_SET, 2, v, NULL, NULL, NULL, NULL, diag);
+}
+
 /* In pages of 5000 rows by seq (keyset), so verifying a long log never holds it all in
  * memory; inside verify's REPEATABLE READ transaction all pages come from one snapshot. */
 static enum fk_err pg_audit_walk(struct fk_inventory *inv, long long after, fk_inv_row_fn *fn,
@@ -704,6 +716,7 @@ const struct fk_inv_ops fk_inv_pg_ops = {
     .credential_set_state = pg_credential_set_state,
     .audit_head = pg_audit_head,
     .audit_insert = pg_audit_insert,
+    .audit_head_set = pg_audit_head_set,
     .audit_walk = pg_audit_walk,
     .audit_exists = pg_audit_exists,
     .presence_get = pg_presence_get,
