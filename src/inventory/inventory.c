@@ -319,8 +319,10 @@ enum fk_err fk_inventory_credential_add_many(struct fk_inventory *inv,
         }
     }
     if (rc == FK_E_EXISTS) {
-        rc = fk_diag_set(diag, FK_E_EXISTS, "%s: one of %zu credentials (%s version %u, ...) "
-                         "already recorded", v[0].device_id, n, v[0].kind, v[0].version);
+        rc = fk_diag_set(diag, FK_E_EXISTS,
+                         "%s: one of %zu credentials (%s version %u, ...) "
+                         "already recorded",
+                         v[0].device_id, n, v[0].kind, v[0].version);
     }
 out:
     return auto_end(inv, own, rc, diag);
@@ -480,8 +482,8 @@ static int verify_row(void *user, const struct fk_inv_audit_row *a) {
                             a->seq - 1);
         return 1;
     }
-    if (row_hash(w->md, w->prev, a->seq, a->at, a->actor, a->kind, a->subject, a->detail,
-                 expect) != FK_OK ||
+    if (row_hash(w->md, w->prev, a->seq, a->at, a->actor, a->kind, a->subject, a->detail, expect) !=
+            FK_OK ||
         strcmp(expect, a->hash) != 0) {
         w->rc = verify_fail(rep, a->seq, "row %lld: content does not match its hash", a->seq);
         return 1;

@@ -30,7 +30,6 @@ struct fk_inv_audit_row {
 
 typedef int fk_inv_row_fn(void *user, const struct fk_inv_audit_row *r);
 
-
 struct fk_inv_ops {
     const char *name; /* "sqlite", "postgresql" */
     /* Connects/opens location and migrates it to FK_INVENTORY_SCHEMA_VERSION; sets inv->be. */
@@ -108,7 +107,7 @@ struct fk_inventory {
     /* now(): formatted once per second, not once per row (time() is cheap, strftime not) */
     long long now_sec;
     char now_text[FK_INV_TIME_SIZE];
-    void *md; /* EVP_MD_CTX reused by the audit hash of every append (one thread, see .h) */
+    void *md;        /* EVP_MD_CTX reused by the audit hash of every append (one thread, see .h) */
     char where[512]; /* the location for messages, password masked */
 };
 

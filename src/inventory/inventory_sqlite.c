@@ -446,7 +446,7 @@ static int bind_credential(sqlite3_stmt *s, int base, const struct fk_inv_creden
 /* Steps an INSERT of credentials and resets it: FK_E_EXISTS for a duplicate. */
 static enum fk_err cred_step(struct fk_inventory *inv, sqlite3_stmt *s, struct fk_diag *diag) {
     int r = sqlite3_step(s);
-    enum fk_err rc = r == SQLITE_DONE               ? FK_OK
+    enum fk_err rc = r == SQLITE_DONE                ? FK_OK
                      : r == SQLITE_CONSTRAINT_UNIQUE ? FK_E_EXISTS
                                                      : db_fail(inv, diag, "credential add");
     sqlite3_reset(s);
@@ -479,8 +479,8 @@ static enum fk_err sq_credential_add_many(struct fk_inventory *inv,
                                     ", (?%d, ?%d, ?%d, ?%d, ?%d, ?%d, ?%d)", b + 1, b + 2, b + 3,
                                     b + 4, b + 5, b + 6, b + 7);
         }
-        if (sqlite3_prepare_v3(q->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &q->cred_many[n],
-                               NULL) != SQLITE_OK) {
+        if (sqlite3_prepare_v3(q->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &q->cred_many[n], NULL) !=
+            SQLITE_OK) {
             return db_fail(inv, diag, "prepare");
         }
     }
