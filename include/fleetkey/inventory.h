@@ -126,6 +126,17 @@ void fk_inventory_rollback(struct fk_inventory *inv);
 FK_MUST_CHECK enum fk_err fk_inventory_device_upsert(struct fk_inventory *inv,
                                                      const struct fk_inv_device *d,
                                                      struct fk_diag *diag);
+/* Bulk writers (provision-keys batch): the same rows as n calls of the single-row functions,
+ * all or none, and on SQLite in one statement, so that the per-statement cost (parse-free
+ * but still: VM start, constraint and foreign-key bookkeeping, statement journal) is paid
+ * once per FK_INV_MANY_MAX devices. n is 1 to FK_INV_MANY_MAX (credentials: to
+ * FK_INV_CRED_MANY_MAX); anything else is FK_E_ARG with nothing written. */
+#define FK_INV_MANY_MAX 8
+#define FK_INV_CRED_MANY_MAX (4 * FK_INV_MANY_MAX)
+/* fk_inventory_device_upsert of v[0..n-1]. FK_OK, FK_E_ARG, FK_E_DB (none written). */
+FK_MUST_CHECK enum fk_err fk_inventory_device_upsert_many(struct fk_inventory *inv,
+                                                          const struct fk_inv_device *v, size_t n,
+                                                          struct fk_diag *diag);
 /* Reads the row of id into *out. FK_OK, FK_E_NOTFOUND, FK_E_DB. */
 FK_MUST_CHECK enum fk_err fk_inventory_device_get(struct fk_inventory *inv, const char *id,
                                                   struct fk_inv_device *out, struct fk_diag *diag);
@@ -144,12 +155,9 @@ FK_MUST_CHECK enum fk_err fk_inventory_device_set_state(struct fk_inventory *inv
 FK_MUST_CHECK enum fk_err fk_inventory_credential_add(struct fk_inventory *inv,
                                                       const struct fk_inv_credential *c,
                                                       struct fk_diag *diag);
-/* Adds the n credentials of v (e.g. the 3-4 of one minted device) as
- * fk_inventory_credential_add would one by one, but all or none and, on SQLite, in one
- * statement (one foreign-key probe instead of n): what a bulk writer uses. n is 1 to
- * FK_INV_CRED_MANY_MAX. FK_OK, FK_E_ARG (bad n or entry: nothing written), FK_E_EXISTS (one
- * of them is already recorded: none added), FK_E_DB. */
-#define FK_INV_CRED_MANY_MAX 8
+/* fk_inventory_credential_add of v[0..n-1] (the credentials of up to FK_INV_MANY_MAX
+ * devices). FK_OK, FK_E_ARG, FK_E_EXISTS (one of them is already recorded: none added),
+ * FK_E_DB. */
 FK_MUST_CHECK enum fk_err fk_inventory_credential_add_many(struct fk_inventory *inv,
                                                            const struct fk_inv_credential *v,
                                                            size_t n, struct fk_diag *diag);
@@ -173,6 +181,17 @@ FK_MUST_CHECK enum fk_err fk_inventory_credential_set_state(struct fk_inventory 
 FK_MUST_CHECK enum fk_err fk_inventory_audit_append(struct fk_inventory *inv, const char *actor,
                                                     const char *kind, const char *subject,
                                                     const char *detail_json, struct fk_diag *diag);
+/* One audit entry of fk_inventory_audit_append_many; strings borrowed for the call. */
+struct fk_inv_audit_entry {
+    const char *subject;
+    const char *detail_json; /* NULL: "{}" */
+};
+/* fk_inventory_audit_append(inv, actor, kind, v[i].subject, v[i].detail_json) for i in
+ * 0..n-1, in that order (each row chains to the one before). FK_OK, FK_E_ARG, FK_E_DB. */
+FK_MUST_CHECK enum fk_err fk_inventory_audit_append_many(struct fk_inventory *inv,
+                                                         const char *actor, const char *kind,
+                                                         const struct fk_inv_audit_entry *v,
+                                                         size_t n, struct fk_diag *diag);
 /* Walks the whole audit log in seq order and checks: seq runs 1, 2, 3... without gaps,
  * each prev_hash equals the previous row's hash, each hash equals SHA-256(prev_hash ||
  * canonical content), and the last row equals audit_head. Detected: an edited, deleted,

@@ -220,18 +220,57 @@ static int valid_cred_state(const char *s) {
            strcmp(s, "revoked") == 0;
 }
 
+static enum fk_err device_check(const struct fk_inv_device *d, struct fk_diag *diag) {
+    if (d->id[0] == '\0' || d->mac[0] == '\0') {
+        return fk_diag_set(diag, FK_E_ARG, "device id and mac are required");
+    }
+    if (!valid_device_state(d->state)) {
+        return fk_diag_set(diag, FK_E_ARG, "unknown device state '%s'", d->state);
+    }
+    return FK_OK;
+}
+
 enum fk_err fk_inventory_device_upsert(struct fk_inventory *inv, const struct fk_inv_device *d,
                                        struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     int own = 0;
     char now[FK_INV_TIME_SIZE];
-    FK_ENSURE(d->id[0] != '\0' && d->mac[0] != '\0',
-              fk_diag_set(diag, FK_E_ARG, "device id and mac are required"));
-    FK_ENSURE(valid_device_state(d->state),
-              fk_diag_set(diag, FK_E_ARG, "unknown device state '%s'", d->state));
+    FK_GUARD(device_check(d, diag));
     now_rfc3339(inv, now);
     FK_GUARD(auto_begin(inv, &own, diag));
     rc = inv->ops->device_upsert(inv, d, d->created_at[0] != '\0' ? d->created_at : now, diag);
+out:
+    return auto_end(inv, own, rc, diag);
+}
+
+/* FK_E_ARG unless 1 <= n <= max. */
+static enum fk_err many_check(size_t n, size_t max, struct fk_diag *diag) {
+    if (n < 1 || n > max) {
+        return fk_diag_set(diag, FK_E_ARG, "%zu rows in one call (1..%zu expected)", n, max);
+    }
+    return FK_OK;
+}
+
+enum fk_err fk_inventory_device_upsert_many(struct fk_inventory *inv, const struct fk_inv_device *v,
+                                            size_t n, struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    int own = 0;
+    char now[FK_INV_TIME_SIZE];
+    FK_GUARD(many_check(n, FK_INV_MANY_MAX, diag));
+    for (size_t i = 0; i < n; i++) {
+        FK_GUARD(device_check(&v[i], diag));
+    }
+    now_rfc3339(inv, now);
+    FK_GUARD(auto_begin(inv, &own, diag));
+    if (inv->ops->device_upsert_many != NULL) {
+        rc = inv->ops->device_upsert_many(inv, v, n, now, diag);
+    } else { /* a failure aborts the store's transaction: none commits (inventory_internal.h) */
+        rc = FK_OK;
+        for (size_t i = 0; i < n && rc == FK_OK; i++) {
+            rc = inv->ops->device_upsert(inv, &v[i],
+                                         v[i].created_at[0] != '\0' ? v[i].created_at : now, diag);
+        }
+    }
 out:
     return auto_end(inv, own, rc, diag);
 }
@@ -299,9 +338,7 @@ enum fk_err fk_inventory_credential_add_many(struct fk_inventory *inv,
     enum fk_err rc = FK_E_INTERNAL;
     int own = 0;
     char now[FK_INV_TIME_SIZE];
-    FK_ENSURE(n >= 1 && n <= FK_INV_CRED_MANY_MAX,
-              fk_diag_set(diag, FK_E_ARG, "%zu credentials in one call (1..%d expected)", n,
-                          FK_INV_CRED_MANY_MAX));
+    FK_GUARD(many_check(n, FK_INV_CRED_MANY_MAX, diag));
     for (size_t i = 0; i < n; i++) {
         FK_GUARD(credential_check(&v[i], diag));
     }
@@ -309,9 +346,7 @@ enum fk_err fk_inventory_credential_add_many(struct fk_inventory *inv,
     FK_GUARD(auto_begin(inv, &own, diag));
     if (inv->ops->credential_add_many != NULL) {
         rc = inv->ops->credential_add_many(inv, v, n, now, diag);
-    } else {
-        /* One by one: a failure aborts the store's transaction (PostgreSQL), so none of
-         * them commits either way. */
+    } else { /* a failure aborts the store's transaction: none commits (inventory_internal.h) */
         rc = FK_OK;
         for (size_t i = 0; i < n && rc == FK_OK; i++) {
             rc = inv->ops->credential_add(inv, &v[i],
@@ -400,46 +435,68 @@ out:
 enum fk_err fk_inventory_audit_append(struct fk_inventory *inv, const char *actor, const char *kind,
                                       const char *subject, const char *detail_json,
                                       struct fk_diag *diag) {
+    struct fk_inv_audit_entry e = {subject, detail_json};
+    return fk_inventory_audit_append_many(inv, actor, kind, &e, 1, diag);
+}
+
+enum fk_err fk_inventory_audit_append_many(struct fk_inventory *inv, const char *actor,
+                                           const char *kind, const struct fk_inv_audit_entry *v,
+                                           size_t n, struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     int own = 0;
     char at[FK_INV_TIME_SIZE];
-    char prev[65];
-    char hash[65];
+    char hash[FK_INV_MANY_MAX + 1][65]; /* [0]: the head before, [i + 1]: row i's */
+    struct fk_inv_audit_row r[FK_INV_MANY_MAX];
     long long seq = 0;
-    const char *detail = detail_json != NULL ? detail_json : "{}";
-    FK_ENSURE(actor != NULL && actor[0] != '\0' && kind != NULL && kind[0] != '\0' &&
-                  subject != NULL,
+    FK_GUARD(many_check(n, FK_INV_MANY_MAX, diag));
+    FK_ENSURE(actor != NULL && actor[0] != '\0' && kind != NULL && kind[0] != '\0',
               fk_diag_set(diag, FK_E_ARG, "audit entry needs actor, kind and subject"));
+    for (size_t i = 0; i < n; i++) {
+        FK_ENSURE(v[i].subject != NULL,
+                  fk_diag_set(diag, FK_E_ARG, "audit entry needs actor, kind and subject"));
+    }
     now_rfc3339(inv, at);
     FK_GUARD(auto_begin(inv, &own, diag));
     /* Inside the write transaction: no other writer can move the head until we commit. */
     if (inv->head_known) {
         seq = inv->head_seq;
-        memcpy(prev, inv->head_hash, sizeof prev);
+        memcpy(hash[0], inv->head_hash, sizeof hash[0]);
         rc = FK_OK;
     } else {
-        rc = inv->ops->audit_head(inv, &seq, prev, diag);
+        rc = inv->ops->audit_head(inv, &seq, hash[0], diag);
     }
     if (rc == FK_E_NOTFOUND) {
         seq = 0;
-        memcpy(prev, zero_hash, sizeof prev);
+        memcpy(hash[0], zero_hash, sizeof hash[0]);
     } else if (rc != FK_OK) {
         goto out;
     }
-    seq++;
     if (inv->md == NULL) {
         inv->md = EVP_MD_CTX_new();
     }
     FK_ENSURE(inv->md != NULL, FK_E_NOMEM);
-    FK_ENSURE(row_hash(inv->md, prev, seq, at, actor, kind, subject, detail, hash) == FK_OK,
-              fk_diag_at(diag, FK_E_VERIFY, inv->where, 0, "audit head hash is malformed"));
-    struct fk_inv_audit_row r = {seq, at, actor, kind, subject, detail, prev, hash};
-    FK_GUARD(inv->ops->audit_insert(inv, &r, diag));
+    for (size_t i = 0; i < n; i++) {
+        const char *detail = v[i].detail_json != NULL ? v[i].detail_json : "{}";
+        r[i] = (struct fk_inv_audit_row){seq + 1 + (long long)i, at,      actor,      kind,
+                                         v[i].subject,          detail, hash[i], hash[i + 1]};
+        FK_ENSURE(row_hash(inv->md, hash[i], r[i].seq, at, actor, kind, v[i].subject, detail,
+                           hash[i + 1]) == FK_OK,
+                  fk_diag_at(diag, FK_E_VERIFY, inv->where, 0, "audit head hash is malformed"));
+    }
+    if (inv->ops->audit_insert_many != NULL) {
+        rc = inv->ops->audit_insert_many(inv, r, n, diag);
+    } else { /* a failure aborts the store's transaction: none commits (inventory_internal.h) */
+        rc = FK_OK;
+        for (size_t i = 0; i < n && rc == FK_OK; i++) {
+            rc = inv->ops->audit_insert(inv, &r[i], diag);
+        }
+    }
+    FK_GUARD(rc);
     /* A failed insert changed nothing: the cached head (if any) stays what it was. */
     inv->head_known = 1;
     inv->head_dirty = 1;
-    inv->head_seq = seq;
-    memcpy(inv->head_hash, hash, sizeof inv->head_hash);
+    inv->head_seq = seq + (long long)n;
+    memcpy(inv->head_hash, hash[n], sizeof inv->head_hash);
 out:
     return auto_end(inv, own, rc, diag);
 }

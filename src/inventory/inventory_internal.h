@@ -52,9 +52,12 @@ struct fk_inv_ops {
                                     const char *at, struct fk_diag *diag); /* FK_E_NOTFOUND */
     enum fk_err (*credential_add)(struct fk_inventory *inv, const struct fk_inv_credential *c,
                                   const char *created_at, struct fk_diag *diag); /* FK_E_EXISTS */
-    /* The n (1..FK_INV_CRED_MANY_MAX) credentials of v in one statement, each with created_at
-     * where its own is "" (FK_E_EXISTS when any one is already recorded: none is added).
-     * NULL: inventory.c calls credential_add n times. */
+    /* The *_many ops write n rows in one statement, all or none, each row with created_at
+     * where its own is "" (FK_E_EXISTS: one credential is already recorded). NULL: inventory.c
+     * calls the single-row op n times, which is all or none only because the backend aborts
+     * the transaction at the first failure (PostgreSQL does; SQLite has the _many ops). */
+    enum fk_err (*device_upsert_many)(struct fk_inventory *inv, const struct fk_inv_device *v,
+                                      size_t n, const char *created_at, struct fk_diag *diag);
     enum fk_err (*credential_add_many)(struct fk_inventory *inv, const struct fk_inv_credential *v,
                                        size_t n, const char *created_at, struct fk_diag *diag);
     enum fk_err (*credential_list)(struct fk_inventory *inv, const char *device_id,
@@ -70,6 +73,8 @@ struct fk_inv_ops {
      * with audit_head_set, before the commit (and before a verify inside the transaction). */
     enum fk_err (*audit_insert)(struct fk_inventory *inv, const struct fk_inv_audit_row *r,
                                 struct fk_diag *diag);
+    enum fk_err (*audit_insert_many)(struct fk_inventory *inv, const struct fk_inv_audit_row *r,
+                                     size_t n, struct fk_diag *diag); /* may be NULL */
     /* Sets the head to (seq, hash), creating its row when the log was empty. */
     enum fk_err (*audit_head_set)(struct fk_inventory *inv, long long seq, const char *hash,
                                   struct fk_diag *diag);

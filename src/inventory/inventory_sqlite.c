@@ -58,6 +58,29 @@ static const char *const stmt_sql[ST_COUNT] = {
         " ota = excluded.ota",
 };
 
+/* Multi-row statements of the *_many ops: head, then n groups of cols parameters, then tail;
+ * prepared once per (statement, n). */
+enum many_id { M_DEV, M_CRED, M_AUDIT, M_COUNT };
+static const struct {
+    const char *head;
+    int cols;
+    const char *tail;
+} many_sql[M_COUNT] = {
+    [M_DEV] = {"INSERT INTO devices(id, mac, name, state, manifest, manifest_sha256, created_at,"
+               " provisioned_at) VALUES",
+               8,
+               " ON CONFLICT(id) DO UPDATE SET mac = excluded.mac, name = excluded.name,"
+               " state = excluded.state, manifest = excluded.manifest,"
+               " manifest_sha256 = excluded.manifest_sha256, created_at = excluded.created_at,"
+               " provisioned_at = excluded.provisioned_at"},
+    [M_CRED] = {"INSERT INTO credentials(device_id, kind, version, fingerprint, created_at,"
+                " expires_at, state) VALUES",
+                7, ""},
+    [M_AUDIT] = {"INSERT INTO audit(seq, at, actor, kind, subject, detail, prev_hash, hash)"
+                 " VALUES",
+                 8, ""},
+};
+
 /* Migrations: entry i takes the schema from version i to i + 1. Append, never edit; keep
  * inventory_pg.c's list the same logical schema, step for step. */
 static const char *const migrations[] = {
@@ -148,7 +171,7 @@ _Static_assert(MIGRATION_COUNT == FK_INVENTORY_SCHEMA_VERSION, "one migration pe
 struct sq {
     sqlite3 *db;
     sqlite3_stmt *st[ST_COUNT];
-    sqlite3_stmt *cred_many[FK_INV_CRED_MANY_MAX + 1]; /* [n]: INSERT of n credentials */
+    sqlite3_stmt *many[M_COUNT][FK_INV_CRED_MANY_MAX + 1]; /* [id][n]: n rows, many_sql[id] */
 };
 
 static sqlite3 *db_of(struct fk_inventory *inv) {
@@ -181,6 +204,32 @@ static enum fk_err stmt(struct fk_inventory *inv, enum stmt_id id, sqlite3_stmt 
     sqlite3_reset(q->st[id]);
     sqlite3_clear_bindings(q->st[id]);
     *out = q->st[id];
+    return FK_OK;
+}
+
+/* The cached statement of n rows of many_sql[id], bindings cleared. */
+static enum fk_err many_stmt(struct fk_inventory *inv, enum many_id id, size_t n,
+                             sqlite3_stmt **out, struct fk_diag *diag) {
+    struct sq *q = inv->be;
+    if (q->many[id][n] == NULL) {
+        char sql[1024 + FK_INV_CRED_MANY_MAX * 64];
+        size_t len = (size_t)snprintf(sql, sizeof sql, "%s", many_sql[id].head);
+        for (size_t i = 0; i < n; i++) {
+            for (int k = 1; k <= many_sql[id].cols; k++) {
+                len += (size_t)snprintf(sql + len, sizeof sql - len, "%s?%zu",
+                                        k == 1 ? (i == 0 ? "(" : ", (") : ", ",
+                                        i * (size_t)many_sql[id].cols + (size_t)k);
+            }
+            len += (size_t)snprintf(sql + len, sizeof sql - len, ")");
+        }
+        snprintf(sql + len, sizeof sql - len, "%s", many_sql[id].tail);
+        if (sqlite3_prepare_v3(q->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &q->many[id][n],
+                               NULL) != SQLITE_OK) {
+            return db_fail(inv, diag, "prepare");
+        }
+    }
+    sqlite3_clear_bindings(q->many[id][n]);
+    *out = q->many[id][n];
     return FK_OK;
 }
 
@@ -304,8 +353,10 @@ static void sq_close(struct fk_inventory *inv) {
     for (int i = 0; i < ST_COUNT; i++) {
         sqlite3_finalize(q->st[i]);
     }
-    for (int i = 0; i <= FK_INV_CRED_MANY_MAX; i++) {
-        sqlite3_finalize(q->cred_many[i]);
+    for (int m = 0; m < M_COUNT; m++) {
+        for (int i = 0; i <= FK_INV_CRED_MANY_MAX; i++) {
+            sqlite3_finalize(q->many[m][i]);
+        }
     }
     sqlite3_close(q->db);
     free(q);
@@ -329,6 +380,19 @@ static void sq_rollback(struct fk_inventory *inv) {
     sqlite3_exec(db_of(inv), "ROLLBACK", NULL, NULL, NULL);
 }
 
+/* Binds device d to the 8 parameters from ?(base + 1) on. */
+static int bind_device(sqlite3_stmt *s, int base, const struct fk_inv_device *d,
+                       const char *created_at) {
+    return bind_text(s, base + 1, d->id, 0) == SQLITE_OK &&
+           bind_text(s, base + 2, d->mac, 0) == SQLITE_OK &&
+           bind_text(s, base + 3, d->name, 1) == SQLITE_OK &&
+           bind_text(s, base + 4, d->state, 0) == SQLITE_OK &&
+           bind_text(s, base + 5, d->manifest, 1) == SQLITE_OK &&
+           bind_text(s, base + 6, d->manifest_sha256, 1) == SQLITE_OK &&
+           bind_text(s, base + 7, created_at, 0) == SQLITE_OK &&
+           bind_text(s, base + 8, d->provisioned_at, 1) == SQLITE_OK;
+}
+
 static enum fk_err sq_device_upsert(struct fk_inventory *inv, const struct fk_inv_device *d,
                                     const char *created_at, struct fk_diag *diag) {
     sqlite3_stmt *s = NULL;
@@ -336,15 +400,23 @@ static enum fk_err sq_device_upsert(struct fk_inventory *inv, const struct fk_in
     if (rc != FK_OK) {
         return rc;
     }
-    if (bind_text(s, 1, d->id, 0) != SQLITE_OK || bind_text(s, 2, d->mac, 0) != SQLITE_OK ||
-        bind_text(s, 3, d->name, 1) != SQLITE_OK || bind_text(s, 4, d->state, 0) != SQLITE_OK ||
-        bind_text(s, 5, d->manifest, 1) != SQLITE_OK ||
-        bind_text(s, 6, d->manifest_sha256, 1) != SQLITE_OK ||
-        bind_text(s, 7, created_at, 0) != SQLITE_OK ||
-        bind_text(s, 8, d->provisioned_at, 1) != SQLITE_OK) {
+    if (!bind_device(s, 0, d, created_at)) {
         return db_fail(inv, diag, "bind");
     }
     return step_done(inv, s, 1, "device upsert", diag);
+}
+
+static enum fk_err sq_device_upsert_many(struct fk_inventory *inv, const struct fk_inv_device *v,
+                                         size_t n, const char *created_at, struct fk_diag *diag) {
+    sqlite3_stmt *s = NULL;
+    enum fk_err rc = many_stmt(inv, M_DEV, n, &s, diag);
+    for (size_t i = 0; i < n && rc == FK_OK; i++) {
+        if (!bind_device(s, (int)i * 8, &v[i], v[i].created_at[0] != '\0' ? v[i].created_at
+                                                                           : created_at)) {
+            rc = db_fail(inv, diag, "bind");
+        }
+    }
+    return rc == FK_OK ? step_done(inv, s, 1, "device upsert", diag) : rc;
 }
 
 /* fk_inv_col_fn over the current row of a statement. */
@@ -464,34 +536,19 @@ static enum fk_err sq_credential_add(struct fk_inventory *inv, const struct fk_i
                                                 : db_fail(inv, diag, "bind");
 }
 
-/* One INSERT of n rows (prepared once per n): one statement execution and one foreign-key
- * probe per device instead of one per credential. A statement is atomic: a duplicate among
- * the n adds none of them. */
+/* One INSERT of n rows: one statement execution (and one foreign-key probe per device)
+ * instead of one per credential. A statement is atomic: a duplicate among the n adds none. */
 static enum fk_err sq_credential_add_many(struct fk_inventory *inv,
                                           const struct fk_inv_credential *v, size_t n,
                                           const char *created_at, struct fk_diag *diag) {
-    struct sq *q = inv->be;
-    if (q->cred_many[n] == NULL) {
-        char sql[256 + FK_INV_CRED_MANY_MAX * 48];
-        size_t len = (size_t)snprintf(sql, sizeof sql, "%s", stmt_sql[ST_CRED_ADD]);
-        for (int b = 7; b < (int)n * 7; b += 7) {
-            len += (size_t)snprintf(sql + len, sizeof sql - len,
-                                    ", (?%d, ?%d, ?%d, ?%d, ?%d, ?%d, ?%d)", b + 1, b + 2, b + 3,
-                                    b + 4, b + 5, b + 6, b + 7);
-        }
-        if (sqlite3_prepare_v3(q->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &q->cred_many[n], NULL) !=
-            SQLITE_OK) {
-            return db_fail(inv, diag, "prepare");
-        }
-    }
-    sqlite3_stmt *s = q->cred_many[n];
-    sqlite3_clear_bindings(s);
-    for (size_t i = 0; i < n; i++) {
+    sqlite3_stmt *s = NULL;
+    enum fk_err rc = many_stmt(inv, M_CRED, n, &s, diag);
+    for (size_t i = 0; i < n && rc == FK_OK; i++) {
         if (!bind_credential(s, (int)i * 7, &v[i], created_at)) {
-            return db_fail(inv, diag, "bind");
+            rc = db_fail(inv, diag, "bind");
         }
     }
-    return cred_step(inv, s, diag);
+    return rc == FK_OK ? cred_step(inv, s, diag) : rc;
 }
 
 static enum fk_err sq_credential_list(struct fk_inventory *inv, const char *device_id,
@@ -569,23 +626,40 @@ out:
     return rc;
 }
 
+/* Binds audit row a to the 8 parameters from ?(base + 1) on. */
+static int bind_audit(sqlite3_stmt *s, int base, const struct fk_inv_audit_row *a) {
+    return sqlite3_bind_int64(s, base + 1, a->seq) == SQLITE_OK &&
+           bind_text(s, base + 2, a->at, 0) == SQLITE_OK &&
+           bind_text(s, base + 3, a->actor, 0) == SQLITE_OK &&
+           bind_text(s, base + 4, a->kind, 0) == SQLITE_OK &&
+           bind_text(s, base + 5, a->subject, 0) == SQLITE_OK &&
+           bind_text(s, base + 6, a->detail, 0) == SQLITE_OK &&
+           bind_text(s, base + 7, a->prev_hash, 0) == SQLITE_OK &&
+           bind_text(s, base + 8, a->hash, 0) == SQLITE_OK;
+}
+
 static enum fk_err sq_audit_insert(struct fk_inventory *inv, const struct fk_inv_audit_row *a,
                                    struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     sqlite3_stmt *s = NULL;
     FK_GUARD(stmt(inv, ST_AUDIT_ADD, &s, diag));
-    FK_ENSURE(
-        sqlite3_bind_int64(s, 1, a->seq) == SQLITE_OK && bind_text(s, 2, a->at, 0) == SQLITE_OK &&
-            bind_text(s, 3, a->actor, 0) == SQLITE_OK && bind_text(s, 4, a->kind, 0) == SQLITE_OK &&
-            bind_text(s, 5, a->subject, 0) == SQLITE_OK &&
-            bind_text(s, 6, a->detail, 0) == SQLITE_OK &&
-            bind_text(s, 7, a->prev_hash, 0) == SQLITE_OK &&
-            bind_text(s, 8, a->hash, 0) == SQLITE_OK,
-        db_fail(inv, diag, "bind"));
+    FK_ENSURE(bind_audit(s, 0, a), db_fail(inv, diag, "bind"));
     FK_GUARD(step_done(inv, s, 1, "audit append", diag));
     rc = FK_OK;
 out:
     return rc;
+}
+
+static enum fk_err sq_audit_insert_many(struct fk_inventory *inv, const struct fk_inv_audit_row *r,
+                                        size_t n, struct fk_diag *diag) {
+    sqlite3_stmt *s = NULL;
+    enum fk_err rc = many_stmt(inv, M_AUDIT, n, &s, diag);
+    for (size_t i = 0; i < n && rc == FK_OK; i++) {
+        if (!bind_audit(s, (int)i * 8, &r[i])) {
+            rc = db_fail(inv, diag, "bind");
+        }
+    }
+    return rc == FK_OK ? step_done(inv, s, 1, "audit append", diag) : rc;
 }
 
 static enum fk_err sq_audit_head_set(struct fk_inventory *inv, long long seq, const char *hash,
@@ -751,6 +825,7 @@ const struct fk_inv_ops fk_inv_sqlite_ops = {
     .commit = sq_commit,
     .rollback = sq_rollback,
     .device_upsert = sq_device_upsert,
+    .device_upsert_many = sq_device_upsert_many,
     .device_get = sq_device_get,
     .device_list = sq_device_list,
     .device_set_state = sq_device_set_state,
@@ -761,6 +836,7 @@ const struct fk_inv_ops fk_inv_sqlite_ops = {
     .audit_head = sq_audit_head,
     .audit_insert = sq_audit_insert,
     .audit_head_set = sq_audit_head_set,
+    .audit_insert_many = sq_audit_insert_many,
     .audit_walk = sq_audit_walk,
     .audit_exists = sq_audit_exists,
     .presence_get = sq_presence_get,
