@@ -596,6 +596,74 @@ static void credential_add_many_is_all_or_none(void **state) {
     fk_inventory_close(inv);
 }
 
+static struct fk_inv_device device_of(int i, const char *state) {
+    struct fk_inv_device d;
+    memset(&d, 0, sizeof d);
+    snprintf(d.id, sizeof d.id, "robot-0000000000%02X", i);
+    snprintf(d.mac, sizeof d.mac, "02:00:00:00:00:%02X", i);
+    snprintf(d.state, sizeof d.state, "%s", state);
+    return d;
+}
+
+/* Several devices and audit entries per call: all of them or none, in order. */
+static void device_and_audit_many_are_all_or_none(void **state) {
+    (void)state;
+    fresh_db("devmany");
+    struct fk_inventory *inv = open_db();
+    struct fk_diag d;
+    fk_diag_init(&d);
+    struct fk_inv_device v[FK_INV_MANY_MAX + 1];
+    for (int i = 0; i <= FK_INV_MANY_MAX; i++) {
+        v[i] = device_of(i + 1, "minted");
+    }
+    assert_int_equal(fk_inventory_device_upsert_many(inv, v, 3, &d), FK_OK);
+    v[0].name[0] = 'x'; /* upsert: an existing id is updated */
+    assert_int_equal(fk_inventory_device_upsert_many(inv, v, 1, &d), FK_OK);
+    struct fk_inv_device got;
+    assert_int_equal(fk_inventory_device_get(inv, "robot-000000000001", &got, NULL), FK_OK);
+    assert_string_equal(got.name, "x");
+    assert_true(got.created_at[0] != '\0');
+    /* A new device claiming device 2's MAC: the statement fails, device 4 is not written. */
+    struct fk_inv_device bad[2] = {device_of(4, "minted"), device_of(5, "minted")};
+    snprintf(bad[1].mac, sizeof bad[1].mac, "02:00:00:00:00:02");
+    assert_int_equal(fk_inventory_device_upsert_many(inv, bad, 2, &d), FK_E_DB);
+    assert_int_equal(fk_inventory_device_get(inv, "robot-000000000004", &got, NULL), FK_E_NOTFOUND);
+    bad[1] = device_of(5, "bogus");
+    assert_int_equal(fk_inventory_device_upsert_many(inv, bad, 2, &d), FK_E_ARG);
+    assert_int_equal(fk_inventory_device_upsert_many(inv, v, 0, &d), FK_E_ARG);
+    assert_int_equal(fk_inventory_device_upsert_many(inv, v, FK_INV_MANY_MAX + 1, &d), FK_E_ARG);
+    assert_int_equal(fk_inventory_device_get(inv, "robot-000000000004", &got, NULL), FK_E_NOTFOUND);
+    assert_int_equal(fk_inventory_device_upsert_many(inv, v, FK_INV_MANY_MAX, &d), FK_OK);
+    int n = 0;
+    assert_int_equal(fk_inventory_device_list(inv, count_dev, &n, NULL), FK_OK);
+    assert_int_equal(n, FK_INV_MANY_MAX);
+
+    struct fk_inv_audit_entry e[FK_INV_MANY_MAX + 1];
+    for (int i = 0; i <= FK_INV_MANY_MAX; i++) {
+        e[i] = (struct fk_inv_audit_entry){v[i].id, i % 2 == 0 ? "{\"k\":1}" : NULL};
+    }
+    audit_rows(inv, 1);
+    assert_int_equal(fk_inventory_audit_append_many(inv, "test", "device.minted", e, 3, &d), FK_OK);
+    assert_int_equal(fk_inventory_begin(inv, NULL), FK_OK);
+    assert_int_equal(
+        fk_inventory_audit_append_many(inv, "test", "device.minted", e, FK_INV_MANY_MAX, &d),
+        FK_OK);
+    audit_rows(inv, 1);
+    assert_int_equal(fk_inventory_commit(inv, NULL), FK_OK);
+    assert_int_equal(
+        fk_inventory_audit_append_many(inv, "test", "device.minted", e, FK_INV_MANY_MAX + 1, &d),
+        FK_E_ARG);
+    assert_int_equal(fk_inventory_audit_append_many(inv, "test", "device.minted", e, 0, &d),
+                     FK_E_ARG);
+    e[1].subject = NULL;
+    assert_int_equal(fk_inventory_audit_append_many(inv, "test", "device.minted", e, 2, &d),
+                     FK_E_ARG);
+    struct fk_inv_audit_report rep;
+    assert_int_equal(fk_inventory_audit_verify(inv, &rep, NULL), FK_OK);
+    assert_int_equal(rep.rows, 1 + 3 + FK_INV_MANY_MAX + 1);
+    fk_inventory_close(inv);
+}
+
 /* The head is written once per transaction: a verify inside the transaction, after the
  * commit and after a rollback all see the head that matches the last row. */
 static void audit_head_follows_the_transaction(void **state) {
@@ -756,6 +824,7 @@ int main(void) {
         cmocka_unit_test(open_migrates_an_older_schema_forward),
         cmocka_unit_test(credential_add_many_is_all_or_none),
         cmocka_unit_test(audit_head_follows_the_transaction),
+        cmocka_unit_test(device_and_audit_many_are_all_or_none),
         cmocka_unit_test(open_migrates_schema_4_to_5),
         cmocka_unit_test(location_display_masks_passwords),
         cmocka_unit_test(open_refused_names_uri_without_password),
