@@ -262,15 +262,7 @@ enum fk_err fk_inventory_device_upsert_many(struct fk_inventory *inv, const stru
     }
     now_rfc3339(inv, now);
     FK_GUARD(auto_begin(inv, &own, diag));
-    if (inv->ops->device_upsert_many != NULL) {
-        rc = inv->ops->device_upsert_many(inv, v, n, now, diag);
-    } else { /* a failure aborts the store's transaction: none commits (inventory_internal.h) */
-        rc = FK_OK;
-        for (size_t i = 0; i < n && rc == FK_OK; i++) {
-            rc = inv->ops->device_upsert(inv, &v[i],
-                                         v[i].created_at[0] != '\0' ? v[i].created_at : now, diag);
-        }
-    }
+    rc = inv->ops->device_upsert_many(inv, v, n, now, diag);
 out:
     return auto_end(inv, own, rc, diag);
 }
@@ -344,15 +336,7 @@ enum fk_err fk_inventory_credential_add_many(struct fk_inventory *inv,
     }
     now_rfc3339(inv, now);
     FK_GUARD(auto_begin(inv, &own, diag));
-    if (inv->ops->credential_add_many != NULL) {
-        rc = inv->ops->credential_add_many(inv, v, n, now, diag);
-    } else { /* a failure aborts the store's transaction: none commits (inventory_internal.h) */
-        rc = FK_OK;
-        for (size_t i = 0; i < n && rc == FK_OK; i++) {
-            rc = inv->ops->credential_add(inv, &v[i],
-                                          v[i].created_at[0] != '\0' ? v[i].created_at : now, diag);
-        }
-    }
+    rc = inv->ops->credential_add_many(inv, v, n, now, diag);
     if (rc == FK_E_EXISTS) {
         rc = fk_diag_set(diag, FK_E_EXISTS,
                          "%s: one of %zu credentials (%s version %u, ...) "
@@ -483,15 +467,7 @@ enum fk_err fk_inventory_audit_append_many(struct fk_inventory *inv, const char 
                            hash[i + 1]) == FK_OK,
                   fk_diag_at(diag, FK_E_VERIFY, inv->where, 0, "audit head hash is malformed"));
     }
-    if (inv->ops->audit_insert_many != NULL) {
-        rc = inv->ops->audit_insert_many(inv, r, n, diag);
-    } else { /* a failure aborts the store's transaction: none commits (inventory_internal.h) */
-        rc = FK_OK;
-        for (size_t i = 0; i < n && rc == FK_OK; i++) {
-            rc = inv->ops->audit_insert(inv, &r[i], diag);
-        }
-    }
-    FK_GUARD(rc);
+    FK_GUARD(inv->ops->audit_insert_many(inv, r, n, diag));
     /* A failed insert changed nothing: the cached head (if any) stays what it was. */
     inv->head_known = 1;
     inv->head_dirty = 1;

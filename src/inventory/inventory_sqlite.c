@@ -24,7 +24,6 @@ enum stmt_id {
     ST_CRED_ADD,
     ST_HEAD_GET,
     ST_HEAD_SET,
-    ST_AUDIT_ADD,
     ST_SEEN_GET,
     ST_SEEN_SET,
     ST_COUNT
@@ -45,8 +44,6 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_HEAD_GET] = "SELECT seq, hash FROM audit_head WHERE id = 1",
     [ST_HEAD_SET] = "INSERT INTO audit_head(id, seq, hash) VALUES(1, ?1, ?2)"
                     " ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-    [ST_AUDIT_ADD] = "INSERT INTO audit(seq, at, actor, kind, subject, detail, prev_hash, hash)"
-                     " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     [ST_SEEN_GET] = "SELECT device_id, first_seen, last_seen, peer, firmware_version,"
                     " credential_versions, posture, ota FROM device_presence WHERE device_id = ?1",
     [ST_SEEN_SET] =
@@ -56,29 +53,6 @@ static const char *const stmt_sql[ST_COUNT] = {
         " peer = excluded.peer, firmware_version = excluded.firmware_version,"
         " credential_versions = excluded.credential_versions, posture = excluded.posture,"
         " ota = excluded.ota",
-};
-
-/* Multi-row statements of the *_many ops: head, then n groups of cols parameters, then tail;
- * prepared once per (statement, n). */
-enum many_id { M_DEV, M_CRED, M_AUDIT, M_COUNT };
-static const struct {
-    const char *head;
-    int cols;
-    const char *tail;
-} many_sql[M_COUNT] = {
-    [M_DEV] = {"INSERT INTO devices(id, mac, name, state, manifest, manifest_sha256, created_at,"
-               " provisioned_at) VALUES",
-               8,
-               " ON CONFLICT(id) DO UPDATE SET mac = excluded.mac, name = excluded.name,"
-               " state = excluded.state, manifest = excluded.manifest,"
-               " manifest_sha256 = excluded.manifest_sha256, created_at = excluded.created_at,"
-               " provisioned_at = excluded.provisioned_at"},
-    [M_CRED] = {"INSERT INTO credentials(device_id, kind, version, fingerprint, created_at,"
-                " expires_at, state) VALUES",
-                7, ""},
-    [M_AUDIT] = {"INSERT INTO audit(seq, at, actor, kind, subject, detail, prev_hash, hash)"
-                 " VALUES",
-                 8, ""},
 };
 
 /* Migrations: entry i takes the schema from version i to i + 1. Append, never edit; keep
@@ -171,7 +145,7 @@ _Static_assert(MIGRATION_COUNT == FK_INVENTORY_SCHEMA_VERSION, "one migration pe
 struct sq {
     sqlite3 *db;
     sqlite3_stmt *st[ST_COUNT];
-    sqlite3_stmt *many[M_COUNT][FK_INV_CRED_MANY_MAX + 1]; /* [id][n]: n rows, many_sql[id] */
+    sqlite3_stmt *many[FK_INV_MANY_COUNT][FK_INV_CRED_MANY_MAX + 1]; /* [id][n]: n rows of fk_inv_many_sql */
 };
 
 static sqlite3 *db_of(struct fk_inventory *inv) {
@@ -207,22 +181,13 @@ static enum fk_err stmt(struct fk_inventory *inv, enum stmt_id id, sqlite3_stmt 
     return FK_OK;
 }
 
-/* The cached statement of n rows of many_sql[id], bindings cleared. */
-static enum fk_err many_stmt(struct fk_inventory *inv, enum many_id id, size_t n,
+/* The cached statement of n rows of fk_inv_many_sql(id), bindings cleared. */
+static enum fk_err many_stmt(struct fk_inventory *inv, enum fk_inv_many id, size_t n,
                              sqlite3_stmt **out, struct fk_diag *diag) {
     struct sq *q = inv->be;
     if (q->many[id][n] == NULL) {
-        char sql[1024 + FK_INV_CRED_MANY_MAX * 64];
-        size_t len = (size_t)snprintf(sql, sizeof sql, "%s", many_sql[id].head);
-        for (size_t i = 0; i < n; i++) {
-            for (int k = 1; k <= many_sql[id].cols; k++) {
-                len += (size_t)snprintf(sql + len, sizeof sql - len, "%s?%zu",
-                                        k == 1 ? (i == 0 ? "(" : ", (") : ", ",
-                                        i * (size_t)many_sql[id].cols + (size_t)k);
-            }
-            len += (size_t)snprintf(sql + len, sizeof sql - len, ")");
-        }
-        snprintf(sql + len, sizeof sql - len, "%s", many_sql[id].tail);
+        char sql[FK_INV_MANY_SQL_SIZE];
+        fk_inv_many_sql(id, n, '?', sql, sizeof sql);
         if (sqlite3_prepare_v3(q->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &q->many[id][n],
                                NULL) != SQLITE_OK) {
             return db_fail(inv, diag, "prepare");
@@ -353,7 +318,7 @@ static void sq_close(struct fk_inventory *inv) {
     for (int i = 0; i < ST_COUNT; i++) {
         sqlite3_finalize(q->st[i]);
     }
-    for (int m = 0; m < M_COUNT; m++) {
+    for (int m = 0; m < FK_INV_MANY_COUNT; m++) {
         for (int i = 0; i <= FK_INV_CRED_MANY_MAX; i++) {
             sqlite3_finalize(q->many[m][i]);
         }
@@ -409,7 +374,7 @@ static enum fk_err sq_device_upsert(struct fk_inventory *inv, const struct fk_in
 static enum fk_err sq_device_upsert_many(struct fk_inventory *inv, const struct fk_inv_device *v,
                                          size_t n, const char *created_at, struct fk_diag *diag) {
     sqlite3_stmt *s = NULL;
-    enum fk_err rc = many_stmt(inv, M_DEV, n, &s, diag);
+    enum fk_err rc = many_stmt(inv, FK_INV_MANY_DEV, n, &s, diag);
     for (size_t i = 0; i < n && rc == FK_OK; i++) {
         if (!bind_device(s, (int)i * 8, &v[i], v[i].created_at[0] != '\0' ? v[i].created_at
                                                                            : created_at)) {
@@ -542,7 +507,7 @@ static enum fk_err sq_credential_add_many(struct fk_inventory *inv,
                                           const struct fk_inv_credential *v, size_t n,
                                           const char *created_at, struct fk_diag *diag) {
     sqlite3_stmt *s = NULL;
-    enum fk_err rc = many_stmt(inv, M_CRED, n, &s, diag);
+    enum fk_err rc = many_stmt(inv, FK_INV_MANY_CRED, n, &s, diag);
     for (size_t i = 0; i < n && rc == FK_OK; i++) {
         if (!bind_credential(s, (int)i * 7, &v[i], created_at)) {
             rc = db_fail(inv, diag, "bind");
@@ -638,22 +603,10 @@ static int bind_audit(sqlite3_stmt *s, int base, const struct fk_inv_audit_row *
            bind_text(s, base + 8, a->hash, 0) == SQLITE_OK;
 }
 
-static enum fk_err sq_audit_insert(struct fk_inventory *inv, const struct fk_inv_audit_row *a,
-                                   struct fk_diag *diag) {
-    enum fk_err rc = FK_E_INTERNAL;
-    sqlite3_stmt *s = NULL;
-    FK_GUARD(stmt(inv, ST_AUDIT_ADD, &s, diag));
-    FK_ENSURE(bind_audit(s, 0, a), db_fail(inv, diag, "bind"));
-    FK_GUARD(step_done(inv, s, 1, "audit append", diag));
-    rc = FK_OK;
-out:
-    return rc;
-}
-
 static enum fk_err sq_audit_insert_many(struct fk_inventory *inv, const struct fk_inv_audit_row *r,
                                         size_t n, struct fk_diag *diag) {
     sqlite3_stmt *s = NULL;
-    enum fk_err rc = many_stmt(inv, M_AUDIT, n, &s, diag);
+    enum fk_err rc = many_stmt(inv, FK_INV_MANY_AUDIT, n, &s, diag);
     for (size_t i = 0; i < n && rc == FK_OK; i++) {
         if (!bind_audit(s, (int)i * 8, &r[i])) {
             rc = db_fail(inv, diag, "bind");
@@ -834,7 +787,6 @@ const struct fk_inv_ops fk_inv_sqlite_ops = {
     .credential_list = sq_credential_list,
     .credential_set_state = sq_credential_set_state,
     .audit_head = sq_audit_head,
-    .audit_insert = sq_audit_insert,
     .audit_head_set = sq_audit_head_set,
     .audit_insert_many = sq_audit_insert_many,
     .audit_walk = sq_audit_walk,
