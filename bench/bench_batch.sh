@@ -111,12 +111,17 @@ rb=$(awk -v n="$nb" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }'
 cpu_us() { awk -v u="$(field "$work/$1.json" cpu_user_seconds)" \
     -v s="$(field "$work/$1.json" cpu_system_seconds)" -v n="$(field "$work/$1.json" minted)" \
     'BEGIN { printf "%.0f us CPU/device (user %.0f, sys %.0f)", (u + s) * 1e6 / n, u * 1e6 / n, s * 1e6 / n }'; }
+# The single SQLite writer's CPU per device (--json commit_cpu_seconds): with the workers'
+# CPU w and this c, --jobs 2 / --jobs 1 is at most 2w / (w + c) on two cores (README).
+writer_us() { awk -v c="$(field "$work/$1.json" commit_cpu_seconds)" \
+    -v n="$(field "$work/$1.json" minted)" 'BEGIN { printf "writer %.1f us/device", c * 1e6 / n }'; }
 show() { # show LABEL NAME
-    printf '%-22s %7.0f devices/s  %6.2f s, commit %5.2f s (%s, %s chunks, last %s), peak RSS %s KiB, %s, load %s\n' \
+    printf '%-22s %7.0f devices/s  %6.2f s, commit %5.2f s (%s, %s chunks, last %s), peak RSS %s KiB, %s, %s, load %s\n' \
         "$1" "$(field "$work/$2.json" devices_per_second)" "$(field "$work/$2.json" seconds)" \
         "$(field "$work/$2.json" commit_seconds)" "$(field "$work/$2.json" durability)" \
         "$(field "$work/$2.json" chunks)" "$(field "$work/$2.json" chunk)" \
-        "$(field "$work/$2.json" max_rss_kib)" "$(cpu_us "$2")" "$(cat "$work/$2.load")"
+        "$(field "$work/$2.json" max_rss_kib)" "$(cpu_us "$2")" "$(writer_us "$2")" \
+        "$(cat "$work/$2.load")"
 }
 ratio() { awk -v a="$(field "$work/$1.json" devices_per_second)" \
     -v b="$(field "$work/$2.json" devices_per_second)" 'BEGIN { printf "%.2f", b / a }'; }
