@@ -133,7 +133,8 @@ FK_MUST_CHECK enum fk_err fk_inventory_device_upsert(struct fk_inventory *inv,
  * FK_INV_CRED_MANY_MAX); anything else is FK_E_ARG with nothing written. */
 #define FK_INV_MANY_MAX 8
 #define FK_INV_CRED_MANY_MAX (4 * FK_INV_MANY_MAX)
-/* fk_inventory_device_upsert of v[0..n-1]. FK_OK, FK_E_ARG, FK_E_DB (none written). */
+/* fk_inventory_device_upsert of v[0..n-1], whose ids must differ. FK_OK, FK_E_ARG (also: an
+ * id twice), FK_E_DB (none written). */
 FK_MUST_CHECK enum fk_err fk_inventory_device_upsert_many(struct fk_inventory *inv,
                                                           const struct fk_inv_device *v, size_t n,
                                                           struct fk_diag *diag);

@@ -259,6 +259,12 @@ enum fk_err fk_inventory_device_upsert_many(struct fk_inventory *inv, const stru
     FK_GUARD(many_check(n, FK_INV_MANY_MAX, diag));
     for (size_t i = 0; i < n; i++) {
         FK_GUARD(device_check(&v[i], diag));
+        /* One statement may not upsert a row twice (PostgreSQL refuses it; SQLite would
+         * apply both): the same answer on both backends. */
+        for (size_t j = 0; j < i; j++) {
+            FK_ENSURE(strcmp(v[i].id, v[j].id) != 0,
+                      fk_diag_set(diag, FK_E_ARG, "device %s twice in one call", v[i].id));
+        }
     }
     now_rfc3339(inv, now);
     FK_GUARD(auto_begin(inv, &own, diag));

@@ -630,6 +630,8 @@ static void device_and_audit_many_are_all_or_none(void **state) {
     assert_int_equal(fk_inventory_device_get(inv, "robot-000000000004", &got, NULL), FK_E_NOTFOUND);
     bad[1] = device_of(5, "bogus");
     assert_int_equal(fk_inventory_device_upsert_many(inv, bad, 2, &d), FK_E_ARG);
+    bad[1] = device_of(4, "minted"); /* the same id twice in one call */
+    assert_int_equal(fk_inventory_device_upsert_many(inv, bad, 2, &d), FK_E_ARG);
     assert_int_equal(fk_inventory_device_upsert_many(inv, v, 0, &d), FK_E_ARG);
     assert_int_equal(fk_inventory_device_upsert_many(inv, v, FK_INV_MANY_MAX + 1, &d), FK_E_ARG);
     assert_int_equal(fk_inventory_device_get(inv, "robot-000000000004", &got, NULL), FK_E_NOTFOUND);
