@@ -119,6 +119,10 @@ const char *fk_fpr(const void *buf, size_t len, char out[FK_FPR_LEN]);
  * call (EVP_sha256() in a one-shot digest looks it up every time: measurable when a batch
  * hashes five buffers per device). 0 on success, -1 when OpenSSL fails. Thread-safe. */
 int fk_sha256(const void *buf, size_t len, uint8_t out[32]);
+/* The SHA-256 EVP_MD that fk_sha256 uses (fetched once), for callers that hash
+ * incrementally with their own EVP_MD_CTX: pass it to EVP_DigestInit_ex. Never NULL. */
+struct evp_md_st;
+const struct evp_md_st *fk_sha256_md(void);
 /* True when a field of that name holds a secret and must be masked in dumps and logs:
  * psk_hex, dtls_psk, password, wifi_password, *_key_pem, *_key, *private*, token, secret. */
 int fk_redact_field(const char *name);

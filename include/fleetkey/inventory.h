@@ -31,7 +31,7 @@
 extern "C" {
 #endif
 
-#define FK_INVENTORY_SCHEMA_VERSION 4
+#define FK_INVENTORY_SCHEMA_VERSION 5
 #define FK_INV_ID_SIZE 32    /* "robot-AABBCCDDEEFF" and other ids, with NUL */
 #define FK_INV_TEXT_SIZE 256 /* names, file names */
 #define FK_INV_TIME_SIZE 21  /* RFC 3339 UTC "2025-01-15T10:30:00Z", "" when unset */
@@ -126,6 +126,18 @@ void fk_inventory_rollback(struct fk_inventory *inv);
 FK_MUST_CHECK enum fk_err fk_inventory_device_upsert(struct fk_inventory *inv,
                                                      const struct fk_inv_device *d,
                                                      struct fk_diag *diag);
+/* Bulk writers (provision-keys batch): the same rows as n calls of the single-row functions,
+ * all or none, and on SQLite in one statement, so that the per-statement cost (parse-free
+ * but still: VM start, constraint and foreign-key bookkeeping, statement journal) is paid
+ * once per FK_INV_MANY_MAX devices. n is 1 to FK_INV_MANY_MAX (credentials: to
+ * FK_INV_CRED_MANY_MAX); anything else is FK_E_ARG with nothing written. */
+#define FK_INV_MANY_MAX 8
+#define FK_INV_CRED_MANY_MAX (4 * FK_INV_MANY_MAX)
+/* fk_inventory_device_upsert of v[0..n-1], whose ids must differ. FK_OK, FK_E_ARG (also: an
+ * id twice), FK_E_DB (none written). */
+FK_MUST_CHECK enum fk_err fk_inventory_device_upsert_many(struct fk_inventory *inv,
+                                                          const struct fk_inv_device *v, size_t n,
+                                                          struct fk_diag *diag);
 /* Reads the row of id into *out. FK_OK, FK_E_NOTFOUND, FK_E_DB. */
 FK_MUST_CHECK enum fk_err fk_inventory_device_get(struct fk_inventory *inv, const char *id,
                                                   struct fk_inv_device *out, struct fk_diag *diag);
@@ -144,6 +156,12 @@ FK_MUST_CHECK enum fk_err fk_inventory_device_set_state(struct fk_inventory *inv
 FK_MUST_CHECK enum fk_err fk_inventory_credential_add(struct fk_inventory *inv,
                                                       const struct fk_inv_credential *c,
                                                       struct fk_diag *diag);
+/* fk_inventory_credential_add of v[0..n-1] (the credentials of up to FK_INV_MANY_MAX
+ * devices). FK_OK, FK_E_ARG, FK_E_EXISTS (one of them is already recorded: none added),
+ * FK_E_DB. */
+FK_MUST_CHECK enum fk_err fk_inventory_credential_add_many(struct fk_inventory *inv,
+                                                           const struct fk_inv_credential *v,
+                                                           size_t n, struct fk_diag *diag);
 /* Calls fn for each credential of device_id (all devices when device_id is NULL), ordered
  * by device, kind, version. FK_OK, FK_E_DB. */
 FK_MUST_CHECK enum fk_err fk_inventory_credential_list(struct fk_inventory *inv,
@@ -159,10 +177,22 @@ FK_MUST_CHECK enum fk_err fk_inventory_credential_set_state(struct fk_inventory 
 /* Appends one audit row: who (actor), what (kind, e.g. "device.minted"), about what
  * (subject, e.g. a device id) and detail (a JSON object as text; fingerprints only, never a
  * secret). The row's hash chains to the previous row and the head is advanced in the same
- * transaction. FK_OK, FK_E_ARG, FK_E_DB. */
+ * transaction (written once per transaction, at fk_inventory_commit, however many rows it
+ * appended). FK_OK, FK_E_ARG, FK_E_DB. */
 FK_MUST_CHECK enum fk_err fk_inventory_audit_append(struct fk_inventory *inv, const char *actor,
                                                     const char *kind, const char *subject,
                                                     const char *detail_json, struct fk_diag *diag);
+/* One audit entry of fk_inventory_audit_append_many; strings borrowed for the call. */
+struct fk_inv_audit_entry {
+    const char *subject;
+    const char *detail_json; /* NULL: "{}" */
+};
+/* fk_inventory_audit_append(inv, actor, kind, v[i].subject, v[i].detail_json) for i in
+ * 0..n-1, in that order (each row chains to the one before). FK_OK, FK_E_ARG, FK_E_DB. */
+FK_MUST_CHECK enum fk_err fk_inventory_audit_append_many(struct fk_inventory *inv,
+                                                         const char *actor, const char *kind,
+                                                         const struct fk_inv_audit_entry *v,
+                                                         size_t n, struct fk_diag *diag);
 /* Walks the whole audit log in seq order and checks: seq runs 1, 2, 3... without gaps,
  * each prev_hash equals the previous row's hash, each hash equals SHA-256(prev_hash ||
  * canonical content), and the last row equals audit_head. Detected: an edited, deleted,

@@ -53,11 +53,16 @@ static const char *const durability_name[] = {"dir", "fdatasync", "syncfs"};
 struct run;
 static void emit(struct run *run, const struct fk_batch_event *ev);
 
+/* A minted device's inventory rows, built by its worker so that the single writer only
+ * binds them (chunk_commit): fingerprints and names, never a secret. */
 struct result {
     enum fk_err rc;
     struct fk_diag diag;
-    struct fk_manifest m; /* PSK wiped: only fingerprints and names are used afterwards */
     char manifest_sha[65];
+    struct fk_inv_device dev;
+    struct fk_inv_credential cred[4];
+    size_t ncred;
+    char detail[640]; /* the device.minted audit entry's JSON */
 };
 
 struct run {
@@ -117,6 +122,52 @@ struct chunk {
     size_t cap; /* results allocated */
 };
 
+/* Fills the next credential row of r. */
+static void add_cred(struct result *r, const struct fk_manifest *m, const char *kind,
+                     unsigned version, const char *fpr, const char *expires) {
+    struct fk_inv_credential *c = &r->cred[r->ncred++];
+    memset(c, 0, sizeof *c);
+    memcpy(c->device_id, m->device_id, sizeof m->device_id);
+    snprintf(c->kind, sizeof c->kind, "%s", kind);
+    c->version = version;
+    snprintf(c->fingerprint, sizeof c->fingerprint, "%s", fpr);
+    memcpy(c->created_at, m->created_at, sizeof m->created_at);
+    snprintf(c->expires_at, sizeof c->expires_at, "%s", expires);
+    memcpy(c->state, "active", sizeof "active");
+}
+
+/* The device row, its credentials and its audit detail, from the manifest as written. */
+static enum fk_err rows_of(struct result *r, const struct fk_manifest *m) {
+    struct fk_inv_device *d = &r->dev;
+    memset(d, 0, sizeof *d);
+    memcpy(d->id, m->device_id, sizeof m->device_id);
+    memcpy(d->mac, m->mac, sizeof m->mac);
+    memcpy(d->name, m->name, sizeof m->name);
+    memcpy(d->state, "minted", sizeof "minted");
+    snprintf(d->manifest, sizeof d->manifest, "%s.json", m->device_id);
+    memcpy(d->manifest_sha256, r->manifest_sha, sizeof d->manifest_sha256);
+    memcpy(d->created_at, m->created_at, sizeof m->created_at);
+    r->ncred = 0;
+    add_cred(r, m, "psk", m->psk_version, m->psk_fingerprint, "");
+    add_cred(r, m, "ota_pubkey", m->ota_key_version, m->ota_key_fingerprint, "");
+    if (m->nvs_encrypted) {
+        add_cred(r, m, "nvs_keys", m->psk_version, m->nvs_keys_fingerprint, "");
+    }
+    if (m->mtls_cert_fingerprint[0] != '\0') {
+        add_cred(r, m, "mtls_cert", m->psk_version, m->mtls_cert_fingerprint,
+                 m->mtls_cert_not_after);
+    }
+    int n = snprintf(
+        r->detail, sizeof r->detail,
+        "{\"mac\":\"%s\",\"manifest_sha256\":\"%s\",\"psk_fingerprint\":\"%s\","
+        "\"ota_public_key_fingerprint\":\"%s\",\"nvs_image_sha256\":\"%s\","
+        "\"nvs_encrypted\":%s,\"mtls_cert_fingerprint\":\"%s\",\"mtls_cert_serial\":\"%s\"}",
+        m->mac, r->manifest_sha, m->psk_fingerprint, m->ota_key_fingerprint, m->nvs_image_sha256,
+        m->nvs_encrypted ? "true" : "false", m->mtls_cert_fingerprint, m->mtls_cert_serial);
+    /* every field has a bounded size: a cut would be a bug, and must not be recorded */
+    return n > 0 && (size_t)n < sizeof r->detail ? FK_OK : FK_E_INTERNAL;
+}
+
 static void mint_one(struct chunk *c, size_t i, struct fk_file_stage *stage) {
     const struct fk_batch_device *dv = c->devs[i];
     struct result *r = &c->res[i];
@@ -146,9 +197,9 @@ static void mint_one(struct chunk *c, size_t i, struct fk_file_stage *stage) {
         r->rc = fk_keys_minted_stage(m, c->run->outdir, dv->id, stage, r->manifest_sha, &r->diag);
     }
     if (r->rc == FK_OK) {
-        r->m = *fk_keys_minted_manifest(m);
-        fk_wipe(r->m.psk, sizeof r->m.psk);
-    } else {
+        r->rc = rows_of(r, fk_keys_minted_manifest(m));
+    }
+    if (r->rc != FK_OK) {
         if (r->diag.line == 0 && r->diag.file[0] == '\0') {
             fk_diag_at(&r->diag, r->rc, NULL, 0, "%s: %s", dv->id,
                        r->diag.msg[0] != '\0' ? r->diag.msg : fk_strerror(r->rc));
@@ -266,21 +317,6 @@ static void progress(struct run *run, int final) {
     emit(run, &ev);
 }
 
-static enum fk_err add_cred(struct fk_inventory *inv, const struct fk_manifest *m, const char *kind,
-                            unsigned version, const char *fpr, const char *expires,
-                            struct fk_diag *diag) {
-    struct fk_inv_credential c;
-    memset(&c, 0, sizeof c);
-    memcpy(c.device_id, m->device_id, sizeof m->device_id);
-    snprintf(c.kind, sizeof c.kind, "%s", kind);
-    c.version = version;
-    snprintf(c.fingerprint, sizeof c.fingerprint, "%s", fpr);
-    memcpy(c.created_at, m->created_at, sizeof m->created_at);
-    snprintf(c.expires_at, sizeof c.expires_at, "%s", expires);
-    snprintf(c.state, sizeof c.state, "active");
-    return fk_inventory_credential_add(inv, &c, diag);
-}
-
 /* Makes the chunk's files durable, then commits its rows: the commit point of every device
  * in it.
  *
@@ -325,48 +361,32 @@ static enum fk_err chunk_commit(struct run *run, struct chunk *c, int dirfd,
     struct fk_batch_event ev = {.kind = FK_BATCH_EV_COMMIT, .count = ++run->commits};
     emit(run, &ev);
     FK_GUARD(fk_inventory_begin(inv, diag));
-    for (size_t i = 0; i < c->n; i++) {
-        const struct fk_manifest *m = &c->res[i].m;
-        struct fk_inv_device d;
-        char detail[1024];
-        memset(&d, 0, sizeof d);
-        memcpy(d.id, m->device_id, sizeof m->device_id);
-        memcpy(d.mac, m->mac, sizeof m->mac);
-        memcpy(d.name, m->name, sizeof m->name);
-        snprintf(d.state, sizeof d.state, "minted");
-        snprintf(d.manifest, sizeof d.manifest, "%s.json", m->device_id);
-        memcpy(d.manifest_sha256, c->res[i].manifest_sha, sizeof d.manifest_sha256);
-        memcpy(d.created_at, m->created_at, sizeof m->created_at);
-        FK_GUARD(fk_inventory_device_upsert(inv, &d, diag));
-        FK_GUARD(add_cred(inv, m, "psk", m->psk_version, m->psk_fingerprint, "", diag));
+    /* FK_INV_MANY_MAX devices per statement: the rows were built by the workers. */
+    for (size_t i0 = 0; i0 < c->n; i0 += FK_INV_MANY_MAX) {
+        size_t n = c->n - i0 < FK_INV_MANY_MAX ? c->n - i0 : FK_INV_MANY_MAX;
+        struct fk_inv_device dev[FK_INV_MANY_MAX];
+        struct fk_inv_credential cred[FK_INV_CRED_MANY_MAX];
+        struct fk_inv_audit_entry audit[FK_INV_MANY_MAX];
+        size_t ncred = 0;
+        for (size_t k = 0; k < n; k++) {
+            const struct result *r = &c->res[i0 + k];
+            dev[k] = r->dev;
+            memcpy(&cred[ncred], r->cred, r->ncred * sizeof *cred);
+            ncred += r->ncred;
+            audit[k] = (struct fk_inv_audit_entry){r->dev.id, r->detail};
+        }
+        FK_GUARD(fk_inventory_device_upsert_many(inv, dev, n, diag));
+        FK_GUARD(fk_inventory_credential_add_many(inv, cred, ncred, diag));
         FK_GUARD(
-            add_cred(inv, m, "ota_pubkey", m->ota_key_version, m->ota_key_fingerprint, "", diag));
-        if (m->nvs_encrypted) {
-            FK_GUARD(
-                add_cred(inv, m, "nvs_keys", m->psk_version, m->nvs_keys_fingerprint, "", diag));
-        }
-        if (m->mtls_cert_fingerprint[0] != '\0') {
-            FK_GUARD(add_cred(inv, m, "mtls_cert", m->psk_version, m->mtls_cert_fingerprint,
-                              m->mtls_cert_not_after, diag));
-        }
-        snprintf(
-            detail, sizeof detail,
-            "{\"mac\":\"%s\",\"manifest_sha256\":\"%s\",\"psk_fingerprint\":\"%s\","
-            "\"ota_public_key_fingerprint\":\"%s\",\"nvs_image_sha256\":\"%s\","
-            "\"nvs_encrypted\":%s,\"mtls_cert_fingerprint\":\"%s\",\"mtls_cert_serial\":\"%s\"}",
-            m->mac, c->res[i].manifest_sha, m->psk_fingerprint, m->ota_key_fingerprint,
-            m->nvs_image_sha256, m->nvs_encrypted ? "true" : "false", m->mtls_cert_fingerprint,
-            m->mtls_cert_serial);
-        FK_GUARD(fk_inventory_audit_append(inv, run->actor, "device.minted", m->device_id, detail,
-                                           diag));
+            fk_inventory_audit_append_many(inv, run->actor, "device.minted", audit, n, diag));
     }
     FK_GUARD(fk_inventory_commit(inv, diag));
     run->minted += c->n;
     run->commit_seconds += seconds_since(&t0);
     run->commit_cpu_seconds += seconds_since_on(CLOCK_THREAD_CPUTIME_ID, &cpu0);
     for (size_t i = 0; i < c->n; i++) {
-        fk_log(FK_LOG_DEBUG, "batch: psk %s minted for %s", c->res[i].m.psk_fingerprint,
-               c->res[i].m.device_id);
+        fk_log(FK_LOG_DEBUG, "batch: psk %s minted for %s", c->res[i].cred[0].fingerprint,
+               c->res[i].dev.id);
     }
     rc = FK_OK;
 out:

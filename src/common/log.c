@@ -61,10 +61,14 @@ static void sha256_fetch(void) {
     sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL); /* kept for the process's life */
 }
 
+const EVP_MD *fk_sha256_md(void) {
+    pthread_once(&sha256_once, sha256_fetch);
+    return sha256_md != NULL ? sha256_md : EVP_sha256();
+}
+
 int fk_sha256(const void *buf, size_t len, uint8_t out[32]) {
     unsigned int n = 0;
-    pthread_once(&sha256_once, sha256_fetch);
-    const EVP_MD *md = sha256_md != NULL ? sha256_md : EVP_sha256();
+    const EVP_MD *md = fk_sha256_md();
     return EVP_Digest(buf, len, out, &n, md, NULL) == 1 && n == 32 ? 0 : -1;
 }
 

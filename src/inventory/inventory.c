@@ -13,7 +13,9 @@
  * big-endian), so no two different rows serialise alike. Because seq is hashed, moving,
  * inserting or deleting a row breaks the chain at that point. audit_head keeps the newest
  * (seq, hash) and is updated in the same transaction as the append, which makes a cut-off
- * tail visible too. */
+ * tail visible too. A transaction holds the writers' lock, so the head it read cannot move
+ * under it: it is read at the first append and written once, before the commit (a batch
+ * chunk appends thousands of rows). */
 #include "inventory_internal.h"
 
 #include <openssl/evp.h>
@@ -134,6 +136,7 @@ void fk_inventory_close(struct fk_inventory *inv) {
     if (inv->ops != NULL) {
         inv->ops->close(inv);
     }
+    EVP_MD_CTX_free(inv->md);
     free(inv);
 }
 
@@ -144,12 +147,28 @@ enum fk_err fk_inventory_begin(struct fk_inventory *inv, struct fk_diag *diag) {
     enum fk_err rc = inv->ops->begin(inv, 1, diag);
     inv->in_tx = rc == FK_OK;
     inv->head_known = 0;
+    inv->head_dirty = 0;
+    return rc;
+}
+
+/* Writes the head the appends of this transaction advanced, if any. */
+static enum fk_err head_flush(struct fk_inventory *inv, struct fk_diag *diag) {
+    if (!inv->head_dirty) {
+        return FK_OK;
+    }
+    enum fk_err rc = inv->ops->audit_head_set(inv, inv->head_seq, inv->head_hash, diag);
+    inv->head_dirty = rc != FK_OK;
     return rc;
 }
 
 enum fk_err fk_inventory_commit(struct fk_inventory *inv, struct fk_diag *diag) {
     if (!inv->in_tx) {
         return fk_diag_set(diag, FK_E_STATE, "no transaction is open");
+    }
+    enum fk_err rc = head_flush(inv, diag);
+    if (rc != FK_OK) {
+        fk_inventory_rollback(inv); /* rows without their head must not commit */
+        return rc;
     }
     inv->in_tx = 0;
     inv->head_known = 0;
@@ -161,6 +180,7 @@ void fk_inventory_rollback(struct fk_inventory *inv) {
         inv->ops->rollback(inv);
         inv->in_tx = 0;
         inv->head_known = 0;
+        inv->head_dirty = 0;
     }
 }
 
@@ -182,8 +202,13 @@ static enum fk_err auto_end(struct fk_inventory *inv, int own, enum fk_err rc,
     return fk_inventory_commit(inv, diag);
 }
 
-static void now_rfc3339(char out[FK_INV_TIME_SIZE]) {
-    fk_time_rfc3339((long long)time(NULL), out);
+static void now_rfc3339(struct fk_inventory *inv, char out[FK_INV_TIME_SIZE]) {
+    long long t = (long long)time(NULL);
+    if (t != inv->now_sec || inv->now_text[0] == '\0') {
+        fk_time_rfc3339(t, inv->now_text);
+        inv->now_sec = t;
+    }
+    memcpy(out, inv->now_text, FK_INV_TIME_SIZE);
 }
 
 static int valid_device_state(const char *s) {
@@ -195,18 +220,55 @@ static int valid_cred_state(const char *s) {
            strcmp(s, "revoked") == 0;
 }
 
+static enum fk_err device_check(const struct fk_inv_device *d, struct fk_diag *diag) {
+    if (d->id[0] == '\0' || d->mac[0] == '\0') {
+        return fk_diag_set(diag, FK_E_ARG, "device id and mac are required");
+    }
+    if (!valid_device_state(d->state)) {
+        return fk_diag_set(diag, FK_E_ARG, "unknown device state '%s'", d->state);
+    }
+    return FK_OK;
+}
+
 enum fk_err fk_inventory_device_upsert(struct fk_inventory *inv, const struct fk_inv_device *d,
                                        struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     int own = 0;
     char now[FK_INV_TIME_SIZE];
-    FK_ENSURE(d->id[0] != '\0' && d->mac[0] != '\0',
-              fk_diag_set(diag, FK_E_ARG, "device id and mac are required"));
-    FK_ENSURE(valid_device_state(d->state),
-              fk_diag_set(diag, FK_E_ARG, "unknown device state '%s'", d->state));
-    now_rfc3339(now);
+    FK_GUARD(device_check(d, diag));
+    now_rfc3339(inv, now);
     FK_GUARD(auto_begin(inv, &own, diag));
     rc = inv->ops->device_upsert(inv, d, d->created_at[0] != '\0' ? d->created_at : now, diag);
+out:
+    return auto_end(inv, own, rc, diag);
+}
+
+/* FK_E_ARG unless 1 <= n <= max. */
+static enum fk_err many_check(size_t n, size_t max, struct fk_diag *diag) {
+    if (n < 1 || n > max) {
+        return fk_diag_set(diag, FK_E_ARG, "%zu rows in one call (1..%zu expected)", n, max);
+    }
+    return FK_OK;
+}
+
+enum fk_err fk_inventory_device_upsert_many(struct fk_inventory *inv, const struct fk_inv_device *v,
+                                            size_t n, struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    int own = 0;
+    char now[FK_INV_TIME_SIZE];
+    FK_GUARD(many_check(n, FK_INV_MANY_MAX, diag));
+    for (size_t i = 0; i < n; i++) {
+        FK_GUARD(device_check(&v[i], diag));
+        /* One statement may not upsert a row twice (PostgreSQL refuses it; SQLite would
+         * apply both): the same answer on both backends. */
+        for (size_t j = 0; j < i; j++) {
+            FK_ENSURE(strcmp(v[i].id, v[j].id) != 0,
+                      fk_diag_set(diag, FK_E_ARG, "device %s twice in one call", v[i].id));
+        }
+    }
+    now_rfc3339(inv, now);
+    FK_GUARD(auto_begin(inv, &own, diag));
+    rc = inv->ops->device_upsert_many(inv, v, n, now, diag);
 out:
     return auto_end(inv, own, rc, diag);
 }
@@ -240,22 +302,52 @@ out:
     return auto_end(inv, own, rc, diag);
 }
 
+static enum fk_err credential_check(const struct fk_inv_credential *c, struct fk_diag *diag) {
+    if (c->device_id[0] == '\0' || c->kind[0] == '\0' || c->fingerprint[0] == '\0' ||
+        c->version < 1) {
+        return fk_diag_set(diag, FK_E_ARG, "credential needs device, kind, version, fingerprint");
+    }
+    if (!valid_cred_state(c->state)) {
+        return fk_diag_set(diag, FK_E_ARG, "unknown credential state '%s'", c->state);
+    }
+    return FK_OK;
+}
+
 enum fk_err fk_inventory_credential_add(struct fk_inventory *inv, const struct fk_inv_credential *c,
                                         struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     int own = 0;
     char now[FK_INV_TIME_SIZE];
-    FK_ENSURE(c->device_id[0] != '\0' && c->kind[0] != '\0' && c->fingerprint[0] != '\0' &&
-                  c->version >= 1,
-              fk_diag_set(diag, FK_E_ARG, "credential needs device, kind, version, fingerprint"));
-    FK_ENSURE(valid_cred_state(c->state),
-              fk_diag_set(diag, FK_E_ARG, "unknown credential state '%s'", c->state));
-    now_rfc3339(now);
+    FK_GUARD(credential_check(c, diag));
+    now_rfc3339(inv, now);
     FK_GUARD(auto_begin(inv, &own, diag));
     rc = inv->ops->credential_add(inv, c, c->created_at[0] != '\0' ? c->created_at : now, diag);
     if (rc == FK_E_EXISTS) {
         rc = fk_diag_set(diag, FK_E_EXISTS, "%s %s version %u already recorded", c->device_id,
                          c->kind, c->version);
+    }
+out:
+    return auto_end(inv, own, rc, diag);
+}
+
+enum fk_err fk_inventory_credential_add_many(struct fk_inventory *inv,
+                                             const struct fk_inv_credential *v, size_t n,
+                                             struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    int own = 0;
+    char now[FK_INV_TIME_SIZE];
+    FK_GUARD(many_check(n, FK_INV_CRED_MANY_MAX, diag));
+    for (size_t i = 0; i < n; i++) {
+        FK_GUARD(credential_check(&v[i], diag));
+    }
+    now_rfc3339(inv, now);
+    FK_GUARD(auto_begin(inv, &own, diag));
+    rc = inv->ops->credential_add_many(inv, v, n, now, diag);
+    if (rc == FK_E_EXISTS) {
+        rc = fk_diag_set(diag, FK_E_EXISTS,
+                         "%s: one of %zu credentials (%s version %u, ...) "
+                         "already recorded",
+                         v[0].device_id, n, v[0].kind, v[0].version);
     }
 out:
     return auto_end(inv, own, rc, diag);
@@ -293,15 +385,16 @@ static void put_len_text(EVP_MD_CTX *md, const char *t) {
     EVP_DigestUpdate(md, t, n);
 }
 
-/* hash = SHA-256(prev_hash_hex decoded || canonical row), as 64 lower-case hex digits. */
-static enum fk_err row_hash(const char *prev_hex, long long seq, const char *at, const char *actor,
-                            const char *kind, const char *subject, const char *detail,
-                            char out[65]) {
+/* hash = SHA-256(prev_hash_hex decoded || canonical row), as 64 lower-case hex digits.
+ * md: a context to (re)use, or NULL for one of its own; digest: SHA-256 fetched once. */
+static enum fk_err row_hash(EVP_MD_CTX *reuse, const char *prev_hex, long long seq, const char *at,
+                            const char *actor, const char *kind, const char *subject,
+                            const char *detail, char out[65]) {
     enum fk_err rc = FK_E_INTERNAL;
     uint8_t prev[32];
     uint8_t digest[32];
     size_t n = 0;
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    EVP_MD_CTX *md = reuse != NULL ? reuse : EVP_MD_CTX_new();
     FK_ENSURE(md != NULL, FK_E_NOMEM);
     FK_ENSURE(strlen(prev_hex) == 64, FK_E_VERIFY);
     FK_ENSURE(fk_hex_decode(prev_hex, 64, prev, sizeof prev, &n, NULL) == FK_OK && n == 32,
@@ -310,7 +403,7 @@ static enum fk_err row_hash(const char *prev_hex, long long seq, const char *at,
     for (int i = 0; i < 8; i++) {
         seq_be[i] = (uint8_t)((unsigned long long)seq >> (56 - 8 * i));
     }
-    FK_GUARD_OSSL(EVP_DigestInit_ex(md, EVP_sha256(), NULL), FK_E_CRYPTO);
+    FK_GUARD_OSSL(EVP_DigestInit_ex(md, fk_sha256_md(), NULL), FK_E_CRYPTO);
     FK_GUARD_OSSL(EVP_DigestUpdate(md, prev, sizeof prev), FK_E_CRYPTO);
     FK_GUARD_OSSL(EVP_DigestUpdate(md, AUDIT_TAG, sizeof AUDIT_TAG), FK_E_CRYPTO);
     FK_GUARD_OSSL(EVP_DigestUpdate(md, seq_be, sizeof seq_be), FK_E_CRYPTO);
@@ -323,50 +416,69 @@ static enum fk_err row_hash(const char *prev_hex, long long seq, const char *at,
     FK_GUARD(fk_hex_encode(digest, sizeof digest, out, 65));
     rc = FK_OK;
 out:
-    EVP_MD_CTX_free(md);
+    if (md != reuse) {
+        EVP_MD_CTX_free(md);
+    }
     return rc;
 }
 
 enum fk_err fk_inventory_audit_append(struct fk_inventory *inv, const char *actor, const char *kind,
                                       const char *subject, const char *detail_json,
                                       struct fk_diag *diag) {
+    struct fk_inv_audit_entry e = {subject, detail_json};
+    return fk_inventory_audit_append_many(inv, actor, kind, &e, 1, diag);
+}
+
+enum fk_err fk_inventory_audit_append_many(struct fk_inventory *inv, const char *actor,
+                                           const char *kind, const struct fk_inv_audit_entry *v,
+                                           size_t n, struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     int own = 0;
     char at[FK_INV_TIME_SIZE];
-    char prev[65];
-    char hash[65];
+    char hash[FK_INV_MANY_MAX + 1][65]; /* [0]: the head before, [i + 1]: row i's */
+    struct fk_inv_audit_row r[FK_INV_MANY_MAX];
     long long seq = 0;
-    const char *detail = detail_json != NULL ? detail_json : "{}";
-    FK_ENSURE(actor != NULL && actor[0] != '\0' && kind != NULL && kind[0] != '\0' &&
-                  subject != NULL,
+    FK_GUARD(many_check(n, FK_INV_MANY_MAX, diag));
+    FK_ENSURE(actor != NULL && actor[0] != '\0' && kind != NULL && kind[0] != '\0',
               fk_diag_set(diag, FK_E_ARG, "audit entry needs actor, kind and subject"));
-    now_rfc3339(at);
+    for (size_t i = 0; i < n; i++) {
+        FK_ENSURE(v[i].subject != NULL,
+                  fk_diag_set(diag, FK_E_ARG, "audit entry needs actor, kind and subject"));
+    }
+    now_rfc3339(inv, at);
     FK_GUARD(auto_begin(inv, &own, diag));
     /* Inside the write transaction: no other writer can move the head until we commit. */
     if (inv->head_known) {
         seq = inv->head_seq;
-        memcpy(prev, inv->head_hash, sizeof prev);
+        memcpy(hash[0], inv->head_hash, sizeof hash[0]);
         rc = FK_OK;
     } else {
-        rc = inv->ops->audit_head(inv, &seq, prev, diag);
+        rc = inv->ops->audit_head(inv, &seq, hash[0], diag);
     }
-    inv->head_known = 0;
     if (rc == FK_E_NOTFOUND) {
         seq = 0;
-        memcpy(prev, zero_hash, sizeof prev);
+        memcpy(hash[0], zero_hash, sizeof hash[0]);
     } else if (rc != FK_OK) {
         goto out;
     }
-    seq++;
-    FK_ENSURE(row_hash(prev, seq, at, actor, kind, subject, detail, hash) == FK_OK,
-              fk_diag_at(diag, FK_E_VERIFY, inv->where, 0, "audit head hash is malformed"));
-    struct fk_inv_audit_row r = {seq, at, actor, kind, subject, detail, prev, hash};
-    rc = inv->ops->audit_insert(inv, &r, diag);
-    if (rc == FK_OK) {
-        inv->head_known = 1;
-        inv->head_seq = seq;
-        memcpy(inv->head_hash, hash, sizeof inv->head_hash);
+    if (inv->md == NULL) {
+        inv->md = EVP_MD_CTX_new();
     }
+    FK_ENSURE(inv->md != NULL, FK_E_NOMEM);
+    for (size_t i = 0; i < n; i++) {
+        const char *detail = v[i].detail_json != NULL ? v[i].detail_json : "{}";
+        r[i] = (struct fk_inv_audit_row){seq + 1 + (long long)i, at,      actor,      kind,
+                                         v[i].subject,          detail, hash[i], hash[i + 1]};
+        FK_ENSURE(row_hash(inv->md, hash[i], r[i].seq, at, actor, kind, v[i].subject, detail,
+                           hash[i + 1]) == FK_OK,
+                  fk_diag_at(diag, FK_E_VERIFY, inv->where, 0, "audit head hash is malformed"));
+    }
+    FK_GUARD(inv->ops->audit_insert_many(inv, r, n, diag));
+    /* A failed insert changed nothing: the cached head (if any) stays what it was. */
+    inv->head_known = 1;
+    inv->head_dirty = 1;
+    inv->head_seq = seq + (long long)n;
+    memcpy(inv->head_hash, hash[n], sizeof inv->head_hash);
 out:
     return auto_end(inv, own, rc, diag);
 }
@@ -386,6 +498,7 @@ static enum fk_err verify_fail(struct fk_inv_audit_report *rep, long long seq, c
 
 struct verify_walk {
     struct fk_inv_audit_report *rep;
+    EVP_MD_CTX *md;
     char prev[65];
     long long want;
     enum fk_err rc;
@@ -408,7 +521,7 @@ static int verify_row(void *user, const struct fk_inv_audit_row *a) {
                             a->seq - 1);
         return 1;
     }
-    if (row_hash(w->prev, a->seq, a->at, a->actor, a->kind, a->subject, a->detail, expect) !=
+    if (row_hash(w->md, w->prev, a->seq, a->at, a->actor, a->kind, a->subject, a->detail, expect) !=
             FK_OK ||
         strcmp(expect, a->hash) != 0) {
         w->rc = verify_fail(rep, a->seq, "row %lld: content does not match its hash", a->seq);
@@ -423,16 +536,18 @@ static int verify_row(void *user, const struct fk_inv_audit_row *a) {
 enum fk_err fk_inventory_audit_verify(struct fk_inventory *inv, struct fk_inv_audit_report *rep,
                                       struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
-    struct verify_walk w = {rep, "", 1, FK_OK};
+    struct verify_walk w = {rep, inv->md, "", 1, FK_OK};
     long long head_seq = 0;
     char head_hash[65] = "";
     memset(rep, 0, sizeof *rep);
     memcpy(w.prev, zero_hash, sizeof w.prev);
     int own_read = !inv->in_tx;
     /* Read everything in one snapshot: a concurrent append must not look like a broken
-     * tail. */
+     * tail. Inside our own write transaction, the head our appends moved is written first. */
     if (own_read) {
         FK_GUARD(inv->ops->begin(inv, 0, diag));
+    } else {
+        FK_GUARD(head_flush(inv, diag));
     }
     FK_GUARD(inv->ops->audit_walk(inv, 0, verify_row, &w, diag));
     FK_GUARD(w.rc);
@@ -518,7 +633,7 @@ enum fk_err fk_inventory_device_seen(struct fk_inventory *inv, const struct fk_i
     FK_ENSURE(p->device_id[0] != '\0', fk_diag_set(diag, FK_E_ARG, "device id is required"));
     old = malloc(sizeof *old);
     FK_ENSURE(old != NULL, FK_E_NOMEM);
-    now_rfc3339(now);
+    now_rfc3339(inv, now);
     FK_GUARD(auto_begin(inv, &own, diag));
     rc = inv->ops->presence_get(inv, p->device_id, old, diag);
     FK_ENSURE(rc == FK_OK || rc == FK_E_NOTFOUND, rc);
@@ -556,7 +671,7 @@ enum fk_err fk_inventory_rotation_add(struct fk_inventory *inv, const char *old_
               fk_diag_set(diag, FK_E_ARG, "rotation: public key of %zu bytes (1..%u expected)",
                           der_len, (unsigned)FK_INV_DER_MAX));
     FK_ENSURE(endorsement != NULL, fk_diag_set(diag, FK_E_ARG, "rotation: no endorsement"));
-    now_rfc3339(now);
+    now_rfc3339(inv, now);
     FK_GUARD(auto_begin(inv, &own, diag));
     rc = inv->ops->rotation_add(inv, old_fpr, new_fpr, der, der_len, endorsement, now, diag);
 out:

@@ -10,7 +10,7 @@
  * diag (the caller words them); any other failure fills diag. Ops that write are only called
  * inside a write transaction (begin(write = 1)), which the backend serialises against every
  * other writer of the same store (SQLite: BEGIN IMMEDIATE; PostgreSQL: a transaction-scoped
- * advisory lock), so audit_head + audit_insert see and advance the true head. */
+ * advisory lock), so audit_head + audit_insert_many see and advance the true head. */
 #ifndef FLEETKEY_INVENTORY_INTERNAL_H
 #define FLEETKEY_INVENTORY_INTERNAL_H
 
@@ -52,6 +52,12 @@ struct fk_inv_ops {
                                     const char *at, struct fk_diag *diag); /* FK_E_NOTFOUND */
     enum fk_err (*credential_add)(struct fk_inventory *inv, const struct fk_inv_credential *c,
                                   const char *created_at, struct fk_diag *diag); /* FK_E_EXISTS */
+    /* The *_many ops write n rows (fk_inv_many_sql) in one statement, all or none, each row
+     * with created_at where its own is "" (FK_E_EXISTS: one credential already recorded). */
+    enum fk_err (*device_upsert_many)(struct fk_inventory *inv, const struct fk_inv_device *v,
+                                      size_t n, const char *created_at, struct fk_diag *diag);
+    enum fk_err (*credential_add_many)(struct fk_inventory *inv, const struct fk_inv_credential *v,
+                                       size_t n, const char *created_at, struct fk_diag *diag);
     enum fk_err (*credential_list)(struct fk_inventory *inv, const char *device_id,
                                    fk_inv_credential_fn *fn, void *user, struct fk_diag *diag);
     enum fk_err (*credential_set_state)(struct fk_inventory *inv, const char *device_id,
@@ -61,9 +67,14 @@ struct fk_inv_ops {
     /* The head (seq, hash); FK_E_NOTFOUND when the log is empty. */
     enum fk_err (*audit_head)(struct fk_inventory *inv, long long *seq, char hash[65],
                               struct fk_diag *diag);
-    /* Inserts r and moves the head to (r->seq, r->hash). */
-    enum fk_err (*audit_insert)(struct fk_inventory *inv, const struct fk_inv_audit_row *r,
-                                struct fk_diag *diag);
+    /* Inserts r[0..n-1] (n <= FK_INV_MANY_MAX) in one statement. The head is not moved here:
+     * inventory.c writes it once per transaction, with audit_head_set, before the commit (and
+     * before a verify inside the transaction). */
+    enum fk_err (*audit_insert_many)(struct fk_inventory *inv, const struct fk_inv_audit_row *r,
+                                     size_t n, struct fk_diag *diag);
+    /* Sets the head to (seq, hash), creating its row when the log was empty. */
+    enum fk_err (*audit_head_set)(struct fk_inventory *inv, long long seq, const char *hash,
+                                  struct fk_diag *diag);
     /* Rows with seq > after in seq order; a non-zero fn return stops the walk (FK_OK). */
     enum fk_err (*audit_walk)(struct fk_inventory *inv, long long after, fk_inv_row_fn *fn,
                               void *user, struct fk_diag *diag);
@@ -92,8 +103,13 @@ struct fk_inventory {
      * one else can move it, so appends after the first skip reading it back (one round trip
      * per row on PostgreSQL). Cleared by begin, commit, rollback and any failed append. */
     int head_known;
+    int head_dirty; /* head_seq/head_hash not yet written to audit_head: done at commit */
     long long head_seq;
     char head_hash[65];
+    /* now(): formatted once per second, not once per row (time() is cheap, strftime not) */
+    long long now_sec;
+    char now_text[FK_INV_TIME_SIZE];
+    void *md;        /* EVP_MD_CTX reused by the audit hash of every append (one thread, see .h) */
     char where[512]; /* the location for messages, password masked */
 };
 
@@ -106,6 +122,13 @@ extern const struct fk_inv_ops fk_inv_pg_ops;
  * program's. FK_OK, or FK_E_UNSUPPORTED naming both numbers. */
 enum fk_err fk_inv_check_version(struct fk_inventory *inv, int version, int newest,
                                  struct fk_diag *diag);
+
+/* The multi-row INSERTs of the *_many ops, the same SQL on both backends: "head (p1, ...,
+ * pcols), (...), ... tail" for n rows, placeholders written with mark ('?' SQLite, '$'
+ * PostgreSQL) and numbered from 1. Into out (size >= FK_INV_MANY_SQL_SIZE). */
+enum fk_inv_many { FK_INV_MANY_DEV, FK_INV_MANY_CRED, FK_INV_MANY_AUDIT, FK_INV_MANY_COUNT };
+#define FK_INV_MANY_SQL_SIZE 4096
+void fk_inv_many_sql(enum fk_inv_many id, size_t n, char mark, char *out, size_t size);
 
 /* Copies a nullable text column into a fixed buffer ("" for NULL). */
 void fk_inv_copy(char *out, size_t size, const char *v);

@@ -40,7 +40,7 @@ enum pst {
     P_CRED_LIST_ONE,
     P_CRED_STATE,
     P_HEAD_GET,
-    P_AUDIT_ADD,
+    P_HEAD_SET,
     P_AUDIT_PAGE,
     P_AUDIT_EXISTS,
     P_SEEN_GET,
@@ -77,11 +77,8 @@ static const char *const pst_sql[P_COUNT] = {
     [P_CRED_STATE] = "UPDATE credentials SET state = $4"
                      " WHERE device_id = $1 AND kind = $2 AND version = $3",
     [P_HEAD_GET] = "SELECT seq, hash FROM audit_head WHERE id = 1",
-    /* One round trip for the row and the head it becomes. */
-    [P_AUDIT_ADD] = "WITH a AS (INSERT INTO audit(seq, at, actor, kind, subject, detail,"
-                    " prev_hash, hash) VALUES($1, $2, $3, $4, $5, $6, $7, $8))"
-                    " INSERT INTO audit_head(id, seq, hash) VALUES(1, $1, $8)"
-                    " ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+    [P_HEAD_SET] = "INSERT INTO audit_head(id, seq, hash) VALUES(1, $1, $2)"
+                   " ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
     [P_AUDIT_PAGE] = "SELECT seq, at, actor, kind, subject, detail, prev_hash, hash FROM audit"
                      " WHERE seq > $1 ORDER BY seq LIMIT 5000",
     [P_AUDIT_EXISTS] = "SELECT 1 FROM audit WHERE kind = $1 AND subject = $2 LIMIT 1",
@@ -163,6 +160,9 @@ static const char *const migrations[] = {
     " started_at TEXT NOT NULL,"
     " UNIQUE(old_fpr, new_fpr));",
     "ALTER TABLE ota_rotation ADD COLUMN endorsement BYTEA;",
+    /* 4 -> 5: no query looks a credential up by fingerprint (SQLite's migration 5 also
+     * rewrites its state CHECKs, the same constraints, which PostgreSQL evaluates cheaply). */
+    "DROP INDEX IF EXISTS credentials_fpr;",
 };
 #define MIGRATION_COUNT ((int)(sizeof migrations / sizeof migrations[0]))
 _Static_assert(MIGRATION_COUNT == FK_INVENTORY_SCHEMA_VERSION, "one migration per version");
@@ -171,6 +171,7 @@ struct pg {
     PGconn *conn;
     int tx_open; /* a transaction (read or write) is open on conn */
     unsigned char prepared[P_COUNT];
+    unsigned char many_prepared[FK_INV_MANY_COUNT][FK_INV_CRED_MANY_MAX + 1];
 };
 
 static PGconn *conn_of(struct fk_inventory *inv) {
@@ -214,14 +215,30 @@ static enum fk_err exec(struct fk_inventory *inv, const char *sql, const char *w
  * fmt[i] is 1 (binary, len[i] bytes). *out (may be NULL) gets the result on FK_OK. When the
  * statement fails with SQLSTATE `quiet` (e.g. "23505"), returns FK_E_EXISTS and leaves diag
  * alone: the caller decides what that means. */
+static enum fk_err run_named(struct fk_inventory *inv, const char *name, const char *sql,
+                             unsigned char *prepared, int n, const char *const *val,
+                             const int *len, const int *fmt, PGresult **out, const char *quiet,
+                             struct fk_diag *diag);
+
 static enum fk_err run_once(struct fk_inventory *inv, enum pst id, int n, const char *const *val,
                             const int *len, const int *fmt, PGresult **out, const char *quiet,
                             struct fk_diag *diag) {
     struct pg *p = inv->be;
     char name[16];
     snprintf(name, sizeof name, "fk_inv_%d", (int)id);
-    if (!p->prepared[id]) {
-        PGresult *r = PQprepare(p->conn, name, pst_sql[id], 0, NULL);
+    return run_named(inv, name, pst_sql[id], &p->prepared[id], n, val, len, fmt, out, quiet,
+                     diag);
+}
+
+/* run_once of a statement by name and text: sql is prepared under name once per session
+ * (*prepared), then executed. */
+static enum fk_err run_named(struct fk_inventory *inv, const char *name, const char *sql,
+                             unsigned char *prepared, int n, const char *const *val,
+                             const int *len, const int *fmt, PGresult **out, const char *quiet,
+                             struct fk_diag *diag) {
+    struct pg *p = inv->be;
+    if (!*prepared) {
+        PGresult *r = PQprepare(p->conn, name, sql, 0, NULL);
         enum fk_err rc = PQresultStatus(r) == PGRES_COMMAND_OK
                              ? FK_OK
                              : pg_fail(inv, diag, "prepare", PQresultErrorMessage(r));
@@ -229,7 +246,7 @@ static enum fk_err run_once(struct fk_inventory *inv, enum pst id, int n, const 
         if (rc != FK_OK) {
             return rc;
         }
-        p->prepared[id] = 1;
+        *prepared = 1;
     }
     PGresult *r = PQexecPrepared(p->conn, name, n, val, len, fmt, 0);
     ExecStatusType st = PQresultStatus(r);
@@ -345,7 +362,9 @@ static void quiet_notice(void *arg, const char *message) {
 
 static enum fk_err pg_session(struct fk_inventory *inv, struct fk_diag *diag) {
     PQsetNoticeProcessor(conn_of(inv), quiet_notice, NULL);
-    memset(((struct pg *)inv->be)->prepared, 0, P_COUNT);
+    struct pg *p = inv->be;
+    memset(p->prepared, 0, sizeof p->prepared);
+    memset(p->many_prepared, 0, sizeof p->many_prepared);
     return exec(inv, "SET lock_timeout = '10s'; SET client_min_messages = warning", "session",
                 diag);
 }
@@ -510,6 +529,62 @@ static enum fk_err pg_credential_add(struct fk_inventory *inv, const struct fk_i
     return run(inv, P_CRED_ADD, 7, v, NULL, NULL, NULL, "23505", diag);
 }
 
+/* The multi-row statement id of n rows (fk_inv_many_sql) with vals: one round trip for a
+ * batch chunk's 8 devices instead of one per row. Only ever inside a write transaction
+ * (the *_many ops), where a dead connection fails the transaction anyway: no retry. */
+static enum fk_err run_many(struct fk_inventory *inv, enum fk_inv_many id, size_t n,
+                            const char *const *val, int nval, const char *quiet,
+                            struct fk_diag *diag) {
+    struct pg *p = inv->be;
+    char name[32];
+    char sql[FK_INV_MANY_SQL_SIZE] = "";
+    snprintf(name, sizeof name, "fk_inv_m%d_%zu", (int)id, n);
+    if (!p->many_prepared[id][n]) {
+        fk_inv_many_sql(id, n, '$', sql, sizeof sql);
+    }
+    return run_named(inv, name, sql, &p->many_prepared[id][n], nval, val, NULL, NULL, NULL, quiet,
+                     diag);
+}
+
+static enum fk_err pg_device_upsert_many(struct fk_inventory *inv, const struct fk_inv_device *v,
+                                         size_t n, const char *created_at, struct fk_diag *diag) {
+    const char *val[FK_INV_MANY_MAX * 8];
+    for (size_t i = 0; i < n; i++) {
+        const struct fk_inv_device *d = &v[i];
+        const char **x = &val[i * 8];
+        x[0] = d->id;
+        x[1] = d->mac;
+        x[2] = opt(d->name);
+        x[3] = d->state;
+        x[4] = opt(d->manifest);
+        x[5] = opt(d->manifest_sha256);
+        x[6] = d->created_at[0] != '\0' ? d->created_at : created_at;
+        x[7] = opt(d->provisioned_at);
+    }
+    return run_many(inv, FK_INV_MANY_DEV, n, val, (int)n * 8, NULL, diag);
+}
+
+static enum fk_err pg_credential_add_many(struct fk_inventory *inv,
+                                          const struct fk_inv_credential *v, size_t n,
+                                          const char *created_at, struct fk_diag *diag) {
+    const char *val[FK_INV_CRED_MANY_MAX * 7];
+    char ver[FK_INV_CRED_MANY_MAX][16];
+    for (size_t i = 0; i < n; i++) {
+        const struct fk_inv_credential *c = &v[i];
+        const char **x = &val[i * 7];
+        snprintf(ver[i], sizeof ver[i], "%u", c->version);
+        x[0] = c->device_id;
+        x[1] = c->kind;
+        x[2] = ver[i];
+        x[3] = c->fingerprint;
+        x[4] = c->created_at[0] != '\0' ? c->created_at : created_at;
+        x[5] = opt(c->expires_at);
+        x[6] = c->state;
+    }
+    /* unique_violation: one (device_id, kind, version) exists */
+    return run_many(inv, FK_INV_MANY_CRED, n, val, (int)n * 7, "23505", diag);
+}
+
 static enum fk_err pg_credential_list(struct fk_inventory *inv, const char *device_id,
                                       fk_inv_credential_fn *fn, void *user, struct fk_diag *diag) {
     PGresult *r = NULL;
@@ -553,13 +628,31 @@ static enum fk_err pg_audit_head(struct fk_inventory *inv, long long *seq, char 
     return rc;
 }
 
-static enum fk_err pg_audit_insert(struct fk_inventory *inv, const struct fk_inv_audit_row *a,
-                                   struct fk_diag *diag) {
-    char seq[24];
-    snprintf(seq, sizeof seq, "%lld", a->seq);
-    const char *v[8] = {seq,        a->at,     a->actor,     a->kind,
-                        a->subject, a->detail, a->prev_hash, a->hash};
-    return run(inv, P_AUDIT_ADD, 8, v, NULL, NULL, NULL, NULL, diag);
+static enum fk_err pg_audit_insert_many(struct fk_inventory *inv, const struct fk_inv_audit_row *a,
+                                        size_t n, struct fk_diag *diag) {
+    const char *val[FK_INV_MANY_MAX * 8];
+    char seq[FK_INV_MANY_MAX][24];
+    for (size_t i = 0; i < n; i++) {
+        const char **x = &val[i * 8];
+        snprintf(seq[i], sizeof seq[i], "%lld", a[i].seq);
+        x[0] = seq[i];
+        x[1] = a[i].at;
+        x[2] = a[i].actor;
+        x[3] = a[i].kind;
+        x[4] = a[i].subject;
+        x[5] = a[i].detail;
+        x[6] = a[i].prev_hash;
+        x[7] = a[i].hash;
+    }
+    return run_many(inv, FK_INV_MANY_AUDIT, n, val, (int)n * 8, NULL, diag);
+}
+
+static enum fk_err pg_audit_head_set(struct fk_inventory *inv, long long seq, const char *hash,
+                                     struct fk_diag *diag) {
+    char s[24];
+    snprintf(s, sizeof s, "%lld", seq);
+    const char *v[2] = {s, hash};
+    return run(inv, P_HEAD_SET, 2, v, NULL, NULL, NULL, NULL, diag);
 }
 
 /* In pages of 5000 rows by seq (keyset), so verifying a long log never holds it all in
@@ -696,14 +789,17 @@ const struct fk_inv_ops fk_inv_pg_ops = {
     .commit = pg_commit,
     .rollback = pg_rollback,
     .device_upsert = pg_device_upsert,
+    .device_upsert_many = pg_device_upsert_many,
     .device_get = pg_device_get,
     .device_list = pg_device_list,
     .device_set_state = pg_device_set_state,
     .credential_add = pg_credential_add,
+    .credential_add_many = pg_credential_add_many,
     .credential_list = pg_credential_list,
     .credential_set_state = pg_credential_set_state,
     .audit_head = pg_audit_head,
-    .audit_insert = pg_audit_insert,
+    .audit_head_set = pg_audit_head_set,
+    .audit_insert_many = pg_audit_insert_many,
     .audit_walk = pg_audit_walk,
     .audit_exists = pg_audit_exists,
     .presence_get = pg_presence_get,

@@ -24,7 +24,6 @@ enum stmt_id {
     ST_CRED_ADD,
     ST_HEAD_GET,
     ST_HEAD_SET,
-    ST_AUDIT_ADD,
     ST_SEEN_GET,
     ST_SEEN_SET,
     ST_COUNT
@@ -45,8 +44,6 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_HEAD_GET] = "SELECT seq, hash FROM audit_head WHERE id = 1",
     [ST_HEAD_SET] = "INSERT INTO audit_head(id, seq, hash) VALUES(1, ?1, ?2)"
                     " ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-    [ST_AUDIT_ADD] = "INSERT INTO audit(seq, at, actor, kind, subject, detail, prev_hash, hash)"
-                     " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     [ST_SEEN_GET] = "SELECT device_id, first_seen, last_seen, peer, firmware_version,"
                     " credential_versions, posture, ota FROM device_presence WHERE device_id = ?1",
     [ST_SEEN_SET] =
@@ -121,6 +118,26 @@ static const char *const migrations[] = {
      * trust a key delivered over the channel. A rotation recorded without one cannot be
      * delivered: start it again (idempotent for the devices, it records the endorsement). */
     "ALTER TABLE ota_rotation ADD COLUMN endorsement BLOB;",
+    /* 4 -> 5 (issue 19): what a bulk insert paid for and nobody used.
+     * - credentials_fpr: no query looks a credential up by fingerprint, and an index on
+     *   random keys puts every insert on a random page (the writer's cost grew with the fleet).
+     * - The state CHECKs as comparisons instead of IN lists: SQLite evaluates a CHECK's IN
+     *   list of more than two constants by building a temporary B-tree on every row written
+     *   (a third of the batch writer's instructions). Same constraint, so the table text is
+     *   edited in place (SQLite's documented procedure for CHECK changes: no row is touched);
+     *   the DROP INDEX bumps the schema cookie, so other connections reload the schema, and
+     *   RESET makes this one reload it. PostgreSQL's migration 5 drops the index only. */
+    "DROP INDEX IF EXISTS credentials_fpr;"
+    "PRAGMA writable_schema = ON;"
+    "UPDATE sqlite_master SET sql = replace(sql,"
+    " 'CHECK (state IN (''minted'', ''provisioned'', ''retired''))',"
+    " 'CHECK (state = ''minted'' OR state = ''provisioned'' OR state = ''retired'')')"
+    " WHERE type = 'table' AND name = 'devices';"
+    "UPDATE sqlite_master SET sql = replace(sql,"
+    " 'CHECK (state IN (''active'', ''staged'', ''retired'', ''revoked''))',"
+    " 'CHECK (state = ''active'' OR state = ''staged'' OR state = ''retired'' OR"
+    " state = ''revoked'')') WHERE type = 'table' AND name = 'credentials';"
+    "PRAGMA writable_schema = RESET;",
 };
 #define MIGRATION_COUNT ((int)(sizeof migrations / sizeof migrations[0]))
 _Static_assert(MIGRATION_COUNT == FK_INVENTORY_SCHEMA_VERSION, "one migration per version");
@@ -128,6 +145,7 @@ _Static_assert(MIGRATION_COUNT == FK_INVENTORY_SCHEMA_VERSION, "one migration pe
 struct sq {
     sqlite3 *db;
     sqlite3_stmt *st[ST_COUNT];
+    sqlite3_stmt *many[FK_INV_MANY_COUNT][FK_INV_CRED_MANY_MAX + 1]; /* [id][n]: n rows of fk_inv_many_sql */
 };
 
 static sqlite3 *db_of(struct fk_inventory *inv) {
@@ -163,6 +181,23 @@ static enum fk_err stmt(struct fk_inventory *inv, enum stmt_id id, sqlite3_stmt 
     return FK_OK;
 }
 
+/* The cached statement of n rows of fk_inv_many_sql(id), bindings cleared. */
+static enum fk_err many_stmt(struct fk_inventory *inv, enum fk_inv_many id, size_t n,
+                             sqlite3_stmt **out, struct fk_diag *diag) {
+    struct sq *q = inv->be;
+    if (q->many[id][n] == NULL) {
+        char sql[FK_INV_MANY_SQL_SIZE];
+        fk_inv_many_sql(id, n, '?', sql, sizeof sql);
+        if (sqlite3_prepare_v3(q->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &q->many[id][n],
+                               NULL) != SQLITE_OK) {
+            return db_fail(inv, diag, "prepare");
+        }
+    }
+    sqlite3_clear_bindings(q->many[id][n]);
+    *out = q->many[id][n];
+    return FK_OK;
+}
+
 /* A one-off statement (finalised by the caller). */
 static enum fk_err prepare(struct fk_inventory *inv, const char *sql, sqlite3_stmt **out,
                            struct fk_diag *diag) {
@@ -171,12 +206,14 @@ static enum fk_err prepare(struct fk_inventory *inv, const char *sql, sqlite3_st
                : db_fail(inv, diag, "prepare");
 }
 
-/* Binds a string; "" becomes NULL when null_if_empty. SQLITE_TRANSIENT: SQLite copies it. */
+/* Binds a string; "" becomes NULL when null_if_empty. SQLITE_STATIC (no copy): every
+ * statement here is stepped and reset by the function that binds it, while the caller's
+ * strings are alive; a reused statement has its bindings cleared before the next use. */
 static int bind_text(sqlite3_stmt *s, int i, const char *v, int null_if_empty) {
     if (v == NULL || (null_if_empty && v[0] == '\0')) {
         return sqlite3_bind_null(s, i);
     }
-    return sqlite3_bind_text(s, i, v, -1, SQLITE_TRANSIENT);
+    return sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
 }
 
 static const char *col(sqlite3_stmt *s, int i) {
@@ -281,6 +318,11 @@ static void sq_close(struct fk_inventory *inv) {
     for (int i = 0; i < ST_COUNT; i++) {
         sqlite3_finalize(q->st[i]);
     }
+    for (int m = 0; m < FK_INV_MANY_COUNT; m++) {
+        for (int i = 0; i <= FK_INV_CRED_MANY_MAX; i++) {
+            sqlite3_finalize(q->many[m][i]);
+        }
+    }
     sqlite3_close(q->db);
     free(q);
     inv->be = NULL;
@@ -303,6 +345,19 @@ static void sq_rollback(struct fk_inventory *inv) {
     sqlite3_exec(db_of(inv), "ROLLBACK", NULL, NULL, NULL);
 }
 
+/* Binds device d to the 8 parameters from ?(base + 1) on. */
+static int bind_device(sqlite3_stmt *s, int base, const struct fk_inv_device *d,
+                       const char *created_at) {
+    return bind_text(s, base + 1, d->id, 0) == SQLITE_OK &&
+           bind_text(s, base + 2, d->mac, 0) == SQLITE_OK &&
+           bind_text(s, base + 3, d->name, 1) == SQLITE_OK &&
+           bind_text(s, base + 4, d->state, 0) == SQLITE_OK &&
+           bind_text(s, base + 5, d->manifest, 1) == SQLITE_OK &&
+           bind_text(s, base + 6, d->manifest_sha256, 1) == SQLITE_OK &&
+           bind_text(s, base + 7, created_at, 0) == SQLITE_OK &&
+           bind_text(s, base + 8, d->provisioned_at, 1) == SQLITE_OK;
+}
+
 static enum fk_err sq_device_upsert(struct fk_inventory *inv, const struct fk_inv_device *d,
                                     const char *created_at, struct fk_diag *diag) {
     sqlite3_stmt *s = NULL;
@@ -310,15 +365,23 @@ static enum fk_err sq_device_upsert(struct fk_inventory *inv, const struct fk_in
     if (rc != FK_OK) {
         return rc;
     }
-    if (bind_text(s, 1, d->id, 0) != SQLITE_OK || bind_text(s, 2, d->mac, 0) != SQLITE_OK ||
-        bind_text(s, 3, d->name, 1) != SQLITE_OK || bind_text(s, 4, d->state, 0) != SQLITE_OK ||
-        bind_text(s, 5, d->manifest, 1) != SQLITE_OK ||
-        bind_text(s, 6, d->manifest_sha256, 1) != SQLITE_OK ||
-        bind_text(s, 7, created_at, 0) != SQLITE_OK ||
-        bind_text(s, 8, d->provisioned_at, 1) != SQLITE_OK) {
+    if (!bind_device(s, 0, d, created_at)) {
         return db_fail(inv, diag, "bind");
     }
     return step_done(inv, s, 1, "device upsert", diag);
+}
+
+static enum fk_err sq_device_upsert_many(struct fk_inventory *inv, const struct fk_inv_device *v,
+                                         size_t n, const char *created_at, struct fk_diag *diag) {
+    sqlite3_stmt *s = NULL;
+    enum fk_err rc = many_stmt(inv, FK_INV_MANY_DEV, n, &s, diag);
+    for (size_t i = 0; i < n && rc == FK_OK; i++) {
+        if (!bind_device(s, (int)i * 8, &v[i], v[i].created_at[0] != '\0' ? v[i].created_at
+                                                                           : created_at)) {
+            rc = db_fail(inv, diag, "bind");
+        }
+    }
+    return rc == FK_OK ? step_done(inv, s, 1, "device upsert", diag) : rc;
 }
 
 /* fk_inv_col_fn over the current row of a statement. */
@@ -404,28 +467,53 @@ out:
     return rc;
 }
 
+/* Binds credential c to the 7 parameters from ?(base + 1) on; created_at where c has none. */
+static int bind_credential(sqlite3_stmt *s, int base, const struct fk_inv_credential *c,
+                           const char *created_at) {
+    return bind_text(s, base + 1, c->device_id, 0) == SQLITE_OK &&
+           bind_text(s, base + 2, c->kind, 0) == SQLITE_OK &&
+           sqlite3_bind_int64(s, base + 3, (sqlite3_int64)c->version) == SQLITE_OK &&
+           bind_text(s, base + 4, c->fingerprint, 0) == SQLITE_OK &&
+           bind_text(s, base + 5, c->created_at[0] != '\0' ? c->created_at : created_at, 0) ==
+               SQLITE_OK &&
+           bind_text(s, base + 6, c->expires_at, 1) == SQLITE_OK &&
+           bind_text(s, base + 7, c->state, 0) == SQLITE_OK;
+}
+
+/* Steps an INSERT of credentials and resets it: FK_E_EXISTS for a duplicate. */
+static enum fk_err cred_step(struct fk_inventory *inv, sqlite3_stmt *s, struct fk_diag *diag) {
+    int r = sqlite3_step(s);
+    enum fk_err rc = r == SQLITE_DONE                ? FK_OK
+                     : r == SQLITE_CONSTRAINT_UNIQUE ? FK_E_EXISTS
+                                                     : db_fail(inv, diag, "credential add");
+    sqlite3_reset(s);
+    return rc;
+}
+
 static enum fk_err sq_credential_add(struct fk_inventory *inv, const struct fk_inv_credential *c,
                                      const char *created_at, struct fk_diag *diag) {
-    enum fk_err rc = FK_E_INTERNAL;
     sqlite3_stmt *s = NULL;
-    FK_GUARD(stmt(inv, ST_CRED_ADD, &s, diag));
-    FK_ENSURE(bind_text(s, 1, c->device_id, 0) == SQLITE_OK &&
-                  bind_text(s, 2, c->kind, 0) == SQLITE_OK &&
-                  sqlite3_bind_int64(s, 3, (sqlite3_int64)c->version) == SQLITE_OK &&
-                  bind_text(s, 4, c->fingerprint, 0) == SQLITE_OK &&
-                  bind_text(s, 5, created_at, 0) == SQLITE_OK &&
-                  bind_text(s, 6, c->expires_at, 1) == SQLITE_OK &&
-                  bind_text(s, 7, c->state, 0) == SQLITE_OK,
-              db_fail(inv, diag, "bind"));
-    int r = sqlite3_step(s);
-    FK_ENSURE(r != SQLITE_CONSTRAINT_UNIQUE, FK_E_EXISTS);
-    FK_ENSURE(r == SQLITE_DONE, db_fail(inv, diag, "credential add"));
-    rc = FK_OK;
-out:
-    if (s != NULL) {
-        sqlite3_reset(s);
+    enum fk_err rc = stmt(inv, ST_CRED_ADD, &s, diag);
+    if (rc != FK_OK) {
+        return rc;
     }
-    return rc;
+    return bind_credential(s, 0, c, created_at) ? cred_step(inv, s, diag)
+                                                : db_fail(inv, diag, "bind");
+}
+
+/* One INSERT of n rows: one statement execution (and one foreign-key probe per device)
+ * instead of one per credential. A statement is atomic: a duplicate among the n adds none. */
+static enum fk_err sq_credential_add_many(struct fk_inventory *inv,
+                                          const struct fk_inv_credential *v, size_t n,
+                                          const char *created_at, struct fk_diag *diag) {
+    sqlite3_stmt *s = NULL;
+    enum fk_err rc = many_stmt(inv, FK_INV_MANY_CRED, n, &s, diag);
+    for (size_t i = 0; i < n && rc == FK_OK; i++) {
+        if (!bind_credential(s, (int)i * 7, &v[i], created_at)) {
+            rc = db_fail(inv, diag, "bind");
+        }
+    }
+    return rc == FK_OK ? cred_step(inv, s, diag) : rc;
 }
 
 static enum fk_err sq_credential_list(struct fk_inventory *inv, const char *device_id,
@@ -503,23 +591,36 @@ out:
     return rc;
 }
 
-static enum fk_err sq_audit_insert(struct fk_inventory *inv, const struct fk_inv_audit_row *a,
-                                   struct fk_diag *diag) {
+/* Binds audit row a to the 8 parameters from ?(base + 1) on. */
+static int bind_audit(sqlite3_stmt *s, int base, const struct fk_inv_audit_row *a) {
+    return sqlite3_bind_int64(s, base + 1, a->seq) == SQLITE_OK &&
+           bind_text(s, base + 2, a->at, 0) == SQLITE_OK &&
+           bind_text(s, base + 3, a->actor, 0) == SQLITE_OK &&
+           bind_text(s, base + 4, a->kind, 0) == SQLITE_OK &&
+           bind_text(s, base + 5, a->subject, 0) == SQLITE_OK &&
+           bind_text(s, base + 6, a->detail, 0) == SQLITE_OK &&
+           bind_text(s, base + 7, a->prev_hash, 0) == SQLITE_OK &&
+           bind_text(s, base + 8, a->hash, 0) == SQLITE_OK;
+}
+
+static enum fk_err sq_audit_insert_many(struct fk_inventory *inv, const struct fk_inv_audit_row *r,
+                                        size_t n, struct fk_diag *diag) {
+    sqlite3_stmt *s = NULL;
+    enum fk_err rc = many_stmt(inv, FK_INV_MANY_AUDIT, n, &s, diag);
+    for (size_t i = 0; i < n && rc == FK_OK; i++) {
+        if (!bind_audit(s, (int)i * 8, &r[i])) {
+            rc = db_fail(inv, diag, "bind");
+        }
+    }
+    return rc == FK_OK ? step_done(inv, s, 1, "audit append", diag) : rc;
+}
+
+static enum fk_err sq_audit_head_set(struct fk_inventory *inv, long long seq, const char *hash,
+                                     struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     sqlite3_stmt *s = NULL;
-    FK_GUARD(stmt(inv, ST_AUDIT_ADD, &s, diag));
-    FK_ENSURE(
-        sqlite3_bind_int64(s, 1, a->seq) == SQLITE_OK && bind_text(s, 2, a->at, 0) == SQLITE_OK &&
-            bind_text(s, 3, a->actor, 0) == SQLITE_OK && bind_text(s, 4, a->kind, 0) == SQLITE_OK &&
-            bind_text(s, 5, a->subject, 0) == SQLITE_OK &&
-            bind_text(s, 6, a->detail, 0) == SQLITE_OK &&
-            bind_text(s, 7, a->prev_hash, 0) == SQLITE_OK &&
-            bind_text(s, 8, a->hash, 0) == SQLITE_OK,
-        db_fail(inv, diag, "bind"));
-    FK_GUARD(step_done(inv, s, 1, "audit append", diag));
     FK_GUARD(stmt(inv, ST_HEAD_SET, &s, diag));
-    FK_ENSURE(sqlite3_bind_int64(s, 1, a->seq) == SQLITE_OK &&
-                  bind_text(s, 2, a->hash, 0) == SQLITE_OK,
+    FK_ENSURE(sqlite3_bind_int64(s, 1, seq) == SQLITE_OK && bind_text(s, 2, hash, 0) == SQLITE_OK,
               db_fail(inv, diag, "bind"));
     FK_GUARD(step_done(inv, s, 1, "audit head update", diag));
     rc = FK_OK;
@@ -677,14 +778,17 @@ const struct fk_inv_ops fk_inv_sqlite_ops = {
     .commit = sq_commit,
     .rollback = sq_rollback,
     .device_upsert = sq_device_upsert,
+    .device_upsert_many = sq_device_upsert_many,
     .device_get = sq_device_get,
     .device_list = sq_device_list,
     .device_set_state = sq_device_set_state,
     .credential_add = sq_credential_add,
+    .credential_add_many = sq_credential_add_many,
     .credential_list = sq_credential_list,
     .credential_set_state = sq_credential_set_state,
     .audit_head = sq_audit_head,
-    .audit_insert = sq_audit_insert,
+    .audit_head_set = sq_audit_head_set,
+    .audit_insert_many = sq_audit_insert_many,
     .audit_walk = sq_audit_walk,
     .audit_exists = sq_audit_exists,
     .presence_get = sq_presence_get,

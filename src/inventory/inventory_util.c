@@ -6,6 +6,48 @@
 #include <stdlib.h>
 #include <string.h>
 
+static const struct {
+    const char *head;
+    int cols;
+    const char *tail;
+} many_sql[FK_INV_MANY_COUNT] = {
+    [FK_INV_MANY_DEV] = {"INSERT INTO devices(id, mac, name, state, manifest, manifest_sha256,"
+                         " created_at, provisioned_at) VALUES",
+                         8,
+                         " ON CONFLICT(id) DO UPDATE SET mac = excluded.mac, name = excluded.name,"
+                         " state = excluded.state, manifest = excluded.manifest,"
+                         " manifest_sha256 = excluded.manifest_sha256,"
+                         " created_at = excluded.created_at,"
+                         " provisioned_at = excluded.provisioned_at"},
+    [FK_INV_MANY_CRED] = {"INSERT INTO credentials(device_id, kind, version, fingerprint,"
+                          " created_at, expires_at, state) VALUES",
+                          7, ""},
+    [FK_INV_MANY_AUDIT] = {"INSERT INTO audit(seq, at, actor, kind, subject, detail, prev_hash,"
+                           " hash) VALUES",
+                           8, ""},
+};
+
+/* At most FK_INV_CRED_MANY_MAX rows of 8 placeholders of "$256, " (6 bytes) plus "(), "
+ * per row and the fixed text: well under FK_INV_MANY_SQL_SIZE. */
+_Static_assert(FK_INV_CRED_MANY_MAX * (8 * 6 + 4) + 600 < FK_INV_MANY_SQL_SIZE, "SQL fits");
+
+void fk_inv_many_sql(enum fk_inv_many id, size_t n, char mark, char *out, size_t size) {
+    size_t len = (size_t)snprintf(out, size, "%s", many_sql[id].head);
+    size_t cols = (size_t)many_sql[id].cols;
+    for (size_t i = 0; i < n && len < size; i++) {
+        for (size_t k = 1; k <= cols && len < size; k++) {
+            len += (size_t)snprintf(out + len, size - len, "%s%c%zu",
+                                    k == 1 ? (i == 0 ? "(" : ", (") : ", ", mark, i * cols + k);
+        }
+        if (len < size) {
+            len += (size_t)snprintf(out + len, size - len, ")");
+        }
+    }
+    if (len < size) {
+        snprintf(out + len, size - len, "%s", many_sql[id].tail);
+    }
+}
+
 void fk_inv_copy(char *out, size_t size, const char *v) {
     snprintf(out, size, "%s", v != NULL ? v : "");
 }

@@ -76,6 +76,23 @@ static void tamper(const char *sql) {
     sqlite3_close(db);
 }
 
+/* Raw SQL on the store, triggers left in place: 0 when it ran, -1 when the store refused. */
+static int raw_exec(const char *sql) {
+    if (fk_test_inv_is_pg()) {
+#ifdef FK_HAVE_PG
+        return fk_test_pg_exec(db_path, sql) == 0 ? 0 : -1;
+#else
+        return -1;
+#endif
+    }
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL), SQLITE_OK);
+    int r = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    sqlite3_close(db);
+    return r == SQLITE_OK ? 0 : -1;
+}
+
 static void audit_rows(struct fk_inventory *inv, int n) {
     for (int i = 0; i < n; i++) {
         char subject[32];
@@ -140,6 +157,17 @@ static int count_cred(void *user, const struct fk_inv_credential *c) {
     assert_string_equal(c->state, "revoked");
     (*(int *)user)++;
     return 0;
+}
+
+static int count_any_cred(void *user, const struct fk_inv_credential *c) {
+    (void)c;
+    (*(int *)user)++;
+    return 0;
+}
+
+static int first_cred(void *user, const struct fk_inv_credential *c) {
+    *(struct fk_inv_credential *)user = *c;
+    return 1;
 }
 
 static void inventory_devices_and_credentials(void **state) {
@@ -495,6 +523,244 @@ static void open_migrates_an_older_schema_forward(void **state) {
     fk_inventory_close(inv);
 }
 
+static struct fk_inv_credential cred_of(int dev, const char *kind, const char *state) {
+    struct fk_inv_credential c;
+    memset(&c, 0, sizeof c);
+    snprintf(c.device_id, sizeof c.device_id, "robot-0000000000%02X", dev);
+    snprintf(c.kind, sizeof c.kind, "%s", kind);
+    c.version = 1;
+    snprintf(c.fingerprint, sizeof c.fingerprint, "sha256:%016d", dev);
+    snprintf(c.state, sizeof c.state, "%s", state);
+    return c;
+}
+
+static int credentials_of(struct fk_inventory *inv, const char *id) {
+    int n = 0;
+    assert_int_equal(fk_inventory_credential_list(inv, id, count_any_cred, &n, NULL), FK_OK);
+    return n;
+}
+
+/* A device's credentials in one call: all of them, or none when one is a duplicate, invalid,
+ * or the count is out of range. */
+static void credential_add_many_is_all_or_none(void **state) {
+    (void)state;
+    fresh_db("many");
+    struct fk_inventory *inv = open_db();
+    struct fk_diag d;
+    fk_diag_init(&d);
+    add_device(inv, 1);
+    add_device(inv, 2);
+    struct fk_inv_credential v[FK_INV_CRED_MANY_MAX + 1];
+    v[0] = cred_of(1, "psk", "active");
+    v[1] = cred_of(1, "ota_pubkey", "active");
+    v[2] = cred_of(1, "nvs_keys", "staged");
+    assert_int_equal(fk_inventory_credential_add_many(inv, v, 3, &d), FK_OK);
+    assert_int_equal(credentials_of(inv, "robot-000000000001"), 3);
+    struct fk_inv_credential got;
+    assert_int_equal(
+        fk_inventory_credential_list(inv, "robot-000000000001", first_cred, &got, NULL), FK_OK);
+    assert_string_equal(got.kind, "nvs_keys"); /* ordered by kind */
+    assert_string_equal(got.state, "staged");
+    assert_true(got.created_at[0] != '\0'); /* "" means now */
+
+    /* One duplicate among new ones: none added, in a transaction of the caller's too. */
+    v[0] = cred_of(2, "psk", "active");
+    v[1] = cred_of(1, "psk", "active");
+    assert_int_equal(fk_inventory_credential_add_many(inv, v, 2, &d), FK_E_EXISTS);
+    assert_int_equal(credentials_of(inv, "robot-000000000002"), 0);
+    assert_int_equal(fk_inventory_begin(inv, NULL), FK_OK);
+    assert_int_equal(fk_inventory_credential_add_many(inv, v, 2, &d), FK_E_EXISTS);
+    fk_inventory_rollback(inv);
+    assert_int_equal(credentials_of(inv, "robot-000000000002"), 0);
+
+    /* Checked before anything is written. */
+    v[1] = cred_of(2, "ota_pubkey", "bogus");
+    assert_int_equal(fk_inventory_credential_add_many(inv, v, 2, &d), FK_E_ARG);
+    v[1] = cred_of(2, "ota_pubkey", "active");
+    v[1].version = 0;
+    assert_int_equal(fk_inventory_credential_add_many(inv, v, 2, &d), FK_E_ARG);
+    assert_int_equal(fk_inventory_credential_add_many(inv, v, 0, &d), FK_E_ARG);
+    for (int i = 0; i <= FK_INV_CRED_MANY_MAX; i++) {
+        char kind[16];
+        snprintf(kind, sizeof kind, "k%d", i);
+        v[i] = cred_of(2, kind, "active");
+    }
+    assert_int_equal(fk_inventory_credential_add_many(inv, v, FK_INV_CRED_MANY_MAX + 1, &d),
+                     FK_E_ARG);
+    assert_int_equal(credentials_of(inv, "robot-000000000002"), 0);
+    /* The largest count, and a device that does not exist (foreign key). */
+    assert_int_equal(fk_inventory_credential_add_many(inv, v, FK_INV_CRED_MANY_MAX, &d), FK_OK);
+    assert_int_equal(credentials_of(inv, "robot-000000000002"), FK_INV_CRED_MANY_MAX);
+    v[0] = cred_of(9, "psk", "active");
+    assert_int_equal(fk_inventory_credential_add_many(inv, v, 1, &d), FK_E_DB);
+    fk_inventory_close(inv);
+}
+
+static struct fk_inv_device device_of(int i, const char *state) {
+    struct fk_inv_device d;
+    memset(&d, 0, sizeof d);
+    snprintf(d.id, sizeof d.id, "robot-0000000000%02X", i);
+    snprintf(d.mac, sizeof d.mac, "02:00:00:00:00:%02X", i);
+    snprintf(d.state, sizeof d.state, "%s", state);
+    return d;
+}
+
+/* Several devices and audit entries per call: all of them or none, in order. */
+static void device_and_audit_many_are_all_or_none(void **state) {
+    (void)state;
+    fresh_db("devmany");
+    struct fk_inventory *inv = open_db();
+    struct fk_diag d;
+    fk_diag_init(&d);
+    struct fk_inv_device v[FK_INV_MANY_MAX + 1];
+    for (int i = 0; i <= FK_INV_MANY_MAX; i++) {
+        v[i] = device_of(i + 1, "minted");
+    }
+    assert_int_equal(fk_inventory_device_upsert_many(inv, v, 3, &d), FK_OK);
+    v[0].name[0] = 'x'; /* upsert: an existing id is updated */
+    assert_int_equal(fk_inventory_device_upsert_many(inv, v, 1, &d), FK_OK);
+    struct fk_inv_device got;
+    assert_int_equal(fk_inventory_device_get(inv, "robot-000000000001", &got, NULL), FK_OK);
+    assert_string_equal(got.name, "x");
+    assert_true(got.created_at[0] != '\0');
+    /* A new device claiming device 2's MAC: the statement fails, device 4 is not written. */
+    struct fk_inv_device bad[2] = {device_of(4, "minted"), device_of(5, "minted")};
+    snprintf(bad[1].mac, sizeof bad[1].mac, "02:00:00:00:00:02");
+    assert_int_equal(fk_inventory_device_upsert_many(inv, bad, 2, &d), FK_E_DB);
+    assert_int_equal(fk_inventory_device_get(inv, "robot-000000000004", &got, NULL), FK_E_NOTFOUND);
+    bad[1] = device_of(5, "bogus");
+    assert_int_equal(fk_inventory_device_upsert_many(inv, bad, 2, &d), FK_E_ARG);
+    bad[1] = device_of(4, "minted"); /* the same id twice in one call */
+    assert_int_equal(fk_inventory_device_upsert_many(inv, bad, 2, &d), FK_E_ARG);
+    assert_int_equal(fk_inventory_device_upsert_many(inv, v, 0, &d), FK_E_ARG);
+    assert_int_equal(fk_inventory_device_upsert_many(inv, v, FK_INV_MANY_MAX + 1, &d), FK_E_ARG);
+    assert_int_equal(fk_inventory_device_get(inv, "robot-000000000004", &got, NULL), FK_E_NOTFOUND);
+    assert_int_equal(fk_inventory_device_upsert_many(inv, v, FK_INV_MANY_MAX, &d), FK_OK);
+    int n = 0;
+    assert_int_equal(fk_inventory_device_list(inv, count_dev, &n, NULL), FK_OK);
+    assert_int_equal(n, FK_INV_MANY_MAX);
+
+    struct fk_inv_audit_entry e[FK_INV_MANY_MAX + 1];
+    for (int i = 0; i <= FK_INV_MANY_MAX; i++) {
+        e[i] = (struct fk_inv_audit_entry){v[i].id, i % 2 == 0 ? "{\"k\":1}" : NULL};
+    }
+    audit_rows(inv, 1);
+    assert_int_equal(fk_inventory_audit_append_many(inv, "test", "device.minted", e, 3, &d), FK_OK);
+    assert_int_equal(fk_inventory_begin(inv, NULL), FK_OK);
+    assert_int_equal(
+        fk_inventory_audit_append_many(inv, "test", "device.minted", e, FK_INV_MANY_MAX, &d),
+        FK_OK);
+    audit_rows(inv, 1);
+    assert_int_equal(fk_inventory_commit(inv, NULL), FK_OK);
+    assert_int_equal(
+        fk_inventory_audit_append_many(inv, "test", "device.minted", e, FK_INV_MANY_MAX + 1, &d),
+        FK_E_ARG);
+    assert_int_equal(fk_inventory_audit_append_many(inv, "test", "device.minted", e, 0, &d),
+                     FK_E_ARG);
+    e[1].subject = NULL;
+    assert_int_equal(fk_inventory_audit_append_many(inv, "test", "device.minted", e, 2, &d),
+                     FK_E_ARG);
+    struct fk_inv_audit_report rep;
+    assert_int_equal(fk_inventory_audit_verify(inv, &rep, NULL), FK_OK);
+    assert_int_equal(rep.rows, 1 + 3 + FK_INV_MANY_MAX + 1);
+    fk_inventory_close(inv);
+}
+
+/* The head is written once per transaction: a verify inside the transaction, after the
+ * commit and after a rollback all see the head that matches the last row. */
+static void audit_head_follows_the_transaction(void **state) {
+    (void)state;
+    fresh_db("head");
+    struct fk_inventory *inv = open_db();
+    struct fk_inv_audit_report rep;
+    assert_int_equal(fk_inventory_begin(inv, NULL), FK_OK);
+    audit_rows(inv, 5);
+    assert_int_equal(fk_inventory_audit_verify(inv, &rep, NULL), FK_OK);
+    assert_int_equal(rep.head_seq, 5);
+    audit_rows(inv, 2);
+    assert_int_equal(fk_inventory_commit(inv, NULL), FK_OK);
+    assert_int_equal(verify_now(&rep), FK_OK);
+    assert_int_equal(rep.rows, 7);
+    assert_int_equal(rep.head_seq, 7);
+    char head[65];
+    memcpy(head, rep.head_hash, sizeof head);
+
+    assert_int_equal(fk_inventory_begin(inv, NULL), FK_OK);
+    audit_rows(inv, 3);
+    fk_inventory_rollback(inv);
+    assert_int_equal(verify_now(&rep), FK_OK);
+    assert_int_equal(rep.head_seq, 7);
+    assert_string_equal(rep.head_hash, head);
+    audit_rows(inv, 1); /* its own transaction: head read back from the store */
+    assert_int_equal(verify_now(&rep), FK_OK);
+    assert_int_equal(rep.head_seq, 8);
+    fk_inventory_close(inv);
+}
+
+/* SQLite: how many of devices, credentials have a CHECK with an IN list. */
+static int tables_with_in_list(void) {
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT count(*) FROM sqlite_master WHERE name IN"
+                                        " ('devices', 'credentials') AND sql LIKE '% IN (%'",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int n = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+/* Migration 5 from a store at schema 4: the fingerprint index is gone and the state CHECKs
+ * still refuse what they refused (on SQLite now without an IN list). */
+static void open_migrates_schema_4_to_5(void **state) {
+    (void)state;
+    fresh_db("schema4");
+    struct fk_inventory *inv = open_db();
+    add_device(inv, 1);
+    fk_inventory_close(inv);
+    if (fk_test_inv_is_pg()) {
+        tamper("CREATE INDEX credentials_fpr ON credentials(fingerprint);"
+               " UPDATE schema_version SET version = 4");
+    } else {
+        /* Back to schema 4's text, as migration 0 wrote it. */
+        tamper("CREATE INDEX credentials_fpr ON credentials(fingerprint);"
+               "PRAGMA writable_schema = ON;"
+               "UPDATE sqlite_master SET sql = replace(sql, 'state = ''minted'' OR"
+               " state = ''provisioned'' OR state = ''retired''', 'state IN (''minted'',"
+               " ''provisioned'', ''retired'')') WHERE name = 'devices';"
+               "UPDATE sqlite_master SET sql = replace(sql, 'state = ''active'' OR"
+               " state = ''staged'' OR state = ''retired'' OR state = ''revoked''',"
+               " 'state IN (''active'', ''staged'', ''retired'', ''revoked'')')"
+               " WHERE name = 'credentials';"
+               "PRAGMA writable_schema = RESET;"
+               "UPDATE schema_version SET version = 4");
+        assert_int_equal(raw_exec("CREATE INDEX credentials_fpr ON credentials(kind)"), -1);
+        assert_int_equal(tables_with_in_list(), 2);
+    }
+    inv = open_db();
+    struct fk_inv_device dev;
+    assert_int_equal(fk_inventory_device_get(inv, "robot-000000000001", &dev, NULL), FK_OK);
+    fk_inventory_close(inv);
+    assert_int_equal(raw_exec("DROP INDEX credentials_fpr"), -1); /* no such index */
+    if (!fk_test_inv_is_pg()) {
+        assert_int_equal(tables_with_in_list(), 0);
+    }
+    assert_int_equal(raw_exec("UPDATE devices SET state = 'bogus'"), -1);
+    assert_int_equal(raw_exec("INSERT INTO credentials(device_id, kind, version, fingerprint,"
+                              " created_at, state) VALUES('robot-000000000001', 'psk', 1,"
+                              " 'sha256:00', '2026-01-01T00:00:00Z', 'bogus')"),
+                     -1);
+    assert_int_equal(raw_exec("INSERT INTO credentials(device_id, kind, version, fingerprint,"
+                              " created_at, state) VALUES('robot-000000000001', 'psk', 1,"
+                              " 'sha256:00', '2026-01-01T00:00:00Z', 'revoked')"),
+                     0);
+    assert_int_equal(raw_exec("UPDATE devices SET state = 'retired'"), 0);
+}
+
 /* What is printed or logged of a location never shows its password. */
 static void location_display_masks_passwords(void **state) {
     (void)state;
@@ -558,6 +824,10 @@ int main(void) {
         cmocka_unit_test(audit_concurrent_writers_keep_one_chain),
         cmocka_unit_test(open_concurrently_migrates_once),
         cmocka_unit_test(open_migrates_an_older_schema_forward),
+        cmocka_unit_test(credential_add_many_is_all_or_none),
+        cmocka_unit_test(audit_head_follows_the_transaction),
+        cmocka_unit_test(device_and_audit_many_are_all_or_none),
+        cmocka_unit_test(open_migrates_schema_4_to_5),
         cmocka_unit_test(location_display_masks_passwords),
         cmocka_unit_test(open_refused_names_uri_without_password),
     };
