@@ -319,7 +319,10 @@ static int rows_cb(void *user, const struct fk_inv_credential *c) {
 }
 
 /* Rows of kind for dev: version keep (0: none) becomes keep_state (unless NULL); every other
- * row not yet revoked becomes other_state when it is active (retire) or any state (revoke). */
+ * row not yet revoked becomes other_state when it is active or staged (retire) or any state
+ * (revoke). A staged row other than the confirmed version is a delivery the device never took
+ * (timed out and sent again, or lost in a kill -9): left staged, nothing would ever end it
+ * for a class whose revocation touches no rows (ca). */
 static size_t set_states(struct fk_server *srv, const char *dev, const char *kind, unsigned keep,
                          const char *keep_state, const char *other_state) {
     struct rows r;
@@ -338,7 +341,8 @@ static size_t set_states(struct fk_server *srv, const char *dev, const char *kin
         if (r.v[k] == keep) {
             to = keep_state;
         } else if (strcmp(r.state[k], "revoked") != 0 &&
-                   (revoking || strcmp(r.state[k], "active") == 0)) {
+                   (revoking || strcmp(r.state[k], "active") == 0 ||
+                    strcmp(r.state[k], "staged") == 0)) {
             to = other_state;
         }
         if (to != NULL && strcmp(to, r.state[k]) != 0) {
