@@ -205,16 +205,9 @@ if has mtls; then
 import sys
 sys.path.insert(0, sys.argv[2])
 from ca_index import device_certs
+from inv_rows import credential_rows
 n = int(sys.argv[1])
-active, bad = {}, []
-for line in open("rows.txt"):
-    dev, kind, ver, state, fpr = line.split()
-    if kind != "mtls_cert":
-        continue
-    if state == "active":
-        active.setdefault(dev, []).append((int(ver), fpr.lower()))
-    elif state == "staged":
-        bad.append("%s v%s left staged" % (dev, ver))
+active, bad = credential_rows("rows.txt", "mtls_cert")
 live, revoked = device_certs("pki/index.jsonl")
 issued = sum(len(v) for v in live.values())
 for dev, rows in sorted(active.items()):
@@ -248,18 +241,12 @@ if has psk; then
             --timeout 10 status >"status.$dev" 2>"status.$dev.err" ||
             fail "psk: $dev does not answer to its confirmed PSK: $(cat "status.$dev.err")"
     done <ports.txt
-    python3 - "$N" <<'PY' || fail "psk: the robots, the inventory and the confirmed copies disagree"
+    python3 - "$N" "$HERE" <<'PY' || fail "psk: the robots, the inventory and the confirmed copies disagree"
 import hashlib, json, sys
+sys.path.insert(0, sys.argv[2])
+from inv_rows import credential_rows
 n = int(sys.argv[1])
-active, bad = {}, []
-for line in open("rows.txt"):
-    dev, kind, ver, state, fpr = line.split()
-    if kind != "psk":
-        continue
-    if state == "active":
-        active.setdefault(dev, []).append((int(ver), fpr.lower()))
-    elif state == "staged":
-        bad.append("%s v%s left staged" % (dev, ver))
+active, bad = credential_rows("rows.txt", "psk")
 for line in open("ports.txt"):
     dev = line.split()[0]
     m = json.load(open("rot/psk/%s.json" % dev))
@@ -318,18 +305,12 @@ for line in open(sys.argv[1]):
     elif b64 is not None:
         b64 += line
 print("sha256:" + hashlib.sha256(der).hexdigest()[:16])' bundle.pem)
-    python3 - "$N" "$BUNDLE_FPR" <<'PY' || fail "ca: inventory rows"
+    python3 - "$N" "$BUNDLE_FPR" "$HERE" <<'PY' || fail "ca: inventory rows"
 import sys
+sys.path.insert(0, sys.argv[3])
+from inv_rows import credential_rows
 n, want = int(sys.argv[1]), sys.argv[2]
-active, bad = {}, []
-for line in open("rows.txt"):
-    dev, kind, ver, state, fpr = line.split()
-    if kind != "ca_cert":
-        continue
-    if state == "active":
-        active.setdefault(dev, []).append((int(ver), fpr.lower()))
-    elif state == "staged":
-        bad.append("%s v%s left staged" % (dev, ver))
+active, bad = credential_rows("rows.txt", "ca_cert")
 for dev, rows in sorted(active.items()):
     if len(rows) != 1 or rows[0][1] != want:
         bad.append("%s: active ca rows %s (want one, %s)" % (dev, rows, want))
