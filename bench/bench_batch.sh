@@ -20,7 +20,7 @@
 # Disk space: about 30 KB per device and run (6 GB on disk for two 100,000-device runs).
 # Usage: sh bench/bench_batch.sh BUILD_DIR   (run by bench/run)
 set -eu
-. "$(dirname "$0")/lib.inc" # bench_devices_csv
+. "$(dirname "$0")/lib.inc" # bench_devices_csv, bench_batch_baseline
 build=${1:-build-bench}
 pk=$(cd "$build" && pwd)/bin/provision-keys
 n=${FK_BENCH_DEVICES:-100000}
@@ -36,7 +36,6 @@ rm -rf "$work"
 mkdir -p "$work"
 trap 'rm -rf "$work" ${shm:+"$shm"}' EXIT INT TERM
 
-now() { date +%s.%N; }
 # field JSON NAME -> the value of "NAME" in the one-line --json summary
 field() { sed -n "s/.*\"$2\":\"\{0,1\}\([^,\"}]*\).*/\1/p" "$1"; }
 
@@ -70,41 +69,8 @@ load=$(cat /proc/loadavg)
 # file creation (recently deleted inodes, see above).
 
 # The baseline: one process per step and device, on the disk like the batch.
-base=$work/base
-mkdir -p "$base"
-openssl ecparam -genkey -name prime256v1 -noout -out "$base/ota.pem" 2>/dev/null
-ota_der=$(openssl pkey -in "$base/ota.pem" -pubout -outform DER | od -An -v -tx1 | tr -d ' \n')
-gen=""
-if [ -n "${FK_NVS_PARTITION_GEN:-}" ] && [ -f "$FK_NVS_PARTITION_GEN" ] &&
-    python3 -c 'import importlib.util, sys
-s = importlib.util.spec_from_file_location("g", sys.argv[1])
-s.loader.exec_module(importlib.util.module_from_spec(s))' "$FK_NVS_PARTITION_GEN" 2>/dev/null; then
-    gen=esp-idf
-    basename="openssl CLI + ESP-IDF nvs_partition_gen.py ($FK_NVS_PARTITION_GEN)"
-else
-    basename="openssl CLI + provision-keys nvs encrypt, one process each (FK_NVS_PARTITION_GEN unset or not loadable: ESP-IDF is not installed here)"
-fi
-tail -n +2 "$work/devices.csv" | head -n "$nb" >"$base/rows"
-t0=$(now)
-while IFS=, read -r mac _; do
-    id=robot-$(printf '%s' "$mac" | tr -d ':' | tr 'A-F' 'a-f')
-    psk=$(openssl rand -hex 32)
-    printf 'key,type,encoding,value\nsecurity,namespace,,\ndtls_psk,data,hex2bin,%s\nota_pubkey,data,hex2bin,%s\n' \
-        "$psk" "$ota_der" >"$base/$id.csv"
-    if [ "$gen" = esp-idf ]; then
-        python3 "$FK_NVS_PARTITION_GEN" encrypt "$base/$id.csv" "$id.nvs.bin" 0x6000 --keygen \
-            --keyfile "$id.nvs_keys.bin" --outdir "$base" >/dev/null
-    else
-        "$pk" nvs encrypt "$base/$id.csv" "$base/$id.nvs.bin" 0x6000 --keygen \
-            --keyfile "$base/$id.nvs_keys.bin" >/dev/null
-    fi
-    printf '{\n  "device_id": "%s",\n  "mac": "%s",\n  "psk_hex": "%s",\n  "psk_identity": "%s",\n  "nvs_image": "%s.nvs.bin",\n  "provisioned": false\n}\n' \
-        "$id" "$mac" "$psk" "$id" "$id" >"$base/$id.json"
-    chmod 600 "$base/$id.json" "$base/$id.csv"
-    openssl dgst -sha256 "$base/$id.json" >/dev/null
-done <"$base/rows"
-t1=$(now)
-rb=$(awk -v n="$nb" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }')
+bench_batch_baseline "$pk" "$work/devices.csv" "$nb" "$work/base"
+rb=$bench_base_rate
 
 # CPU per device (user + system, all threads, CSV parsing included): unlike devices/s it
 # hardly depends on the machine's load, so it is the figure to compare across runs.
@@ -137,8 +103,8 @@ if [ -n "$shm" ]; then
 fi
 echo "peak RSS: $(field "$work/small.json" max_rss_kib) KiB for $small rows," \
     "$(field "$work/disk2.json" max_rss_kib) KiB for $n rows (--jobs 2)"
-echo "baseline: $basename"
-echo "baseline: $rb devices/s ($nb devices)"
+echo "baseline: $bench_base_name"
+echo "baseline: $rb devices/s, $bench_base_cpu_us us CPU/device ($nb devices)"
 awk -v a="$(field "$work/disk1.json" devices_per_second)" \
     -v b="$(field "$work/disk2.json" devices_per_second)" -v c="$rb" 'BEGIN {
     printf "ratio batch/baseline (disk): %.0fx (--jobs 1), %.0fx (--jobs 2)\n", a / c, b / c }'

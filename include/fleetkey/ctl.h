@@ -38,6 +38,14 @@ FK_MUST_CHECK enum fk_err fk_ctl_confirm_next(const char *host, const char *port
                                               size_t psk_len, unsigned timeout_ms,
                                               struct fk_diag *diag);
 
+/* The same check with "auth_slot":"current": the robot took psk as its current key (a
+ * control plane that lost its confirmation in a kill -9 proves a committed PSK rotation with
+ * it). Same returns as fk_ctl_confirm_next. */
+FK_MUST_CHECK enum fk_err fk_ctl_confirm_current(const char *host, const char *port,
+                                                 const char *identity, const uint8_t *psk,
+                                                 size_t psk_len, unsigned timeout_ms,
+                                                 struct fk_diag *diag);
+
 /* The check of fk_ctl_confirm_next on an answer already received (resp: a status response).
  * FK_OK or FK_E_PROTOCOL (diag says why). */
 FK_MUST_CHECK enum fk_err fk_ctl_status_is_next(const char *resp, const char *identity,

@@ -277,7 +277,9 @@ out:
     return rc;
 }
 
-enum fk_err fk_ctl_status_is_next(const char *resp, const char *identity, struct fk_diag *diag) {
+/* The answer says ok, the session's identity and that it was authenticated with slot want. */
+static enum fk_err status_is(const char *resp, const char *identity, const char *want,
+                             struct fk_diag *diag) {
     enum fk_err rc = FK_E_PROTOCOL;
     cJSON *o = resp != NULL ? cJSON_Parse(resp) : NULL;
     const cJSON *ok = cJSON_GetObjectItemCaseSensitive(o, "ok");
@@ -285,10 +287,11 @@ enum fk_err fk_ctl_status_is_next(const char *resp, const char *identity, struct
     const cJSON *slot = cJSON_GetObjectItemCaseSensitive(o, "auth_slot");
     if (!cJSON_IsObject(o) || !cJSON_IsTrue(ok)) {
         rc = fk_diag_set(diag, FK_E_PROTOCOL, "status: not an ok JSON answer");
-    } else if (!cJSON_IsString(slot) || strcmp(slot->valuestring, "next") != 0) {
-        /* "current": the robot took the staged PSK for its current one, or none is staged */
-        rc = fk_diag_set(diag, FK_E_PROTOCOL, "status: auth_slot is %.16s, not next",
-                         cJSON_IsString(slot) ? slot->valuestring : "absent");
+    } else if (!cJSON_IsString(slot) || strcmp(slot->valuestring, want) != 0) {
+        /* next wanted, "current" seen: the robot took the staged PSK for its current one, or
+         * none is staged */
+        rc = fk_diag_set(diag, FK_E_PROTOCOL, "status: auth_slot is %.16s, not %s",
+                         cJSON_IsString(slot) ? slot->valuestring : "absent", want);
     } else if (!cJSON_IsString(id) || identity == NULL || strcmp(id->valuestring, identity) != 0) {
         rc = fk_diag_set(diag, FK_E_PROTOCOL, "status: the session's identity is not %.64s",
                          identity != NULL ? identity : "?");
@@ -299,14 +302,30 @@ enum fk_err fk_ctl_status_is_next(const char *resp, const char *identity, struct
     return rc;
 }
 
-enum fk_err fk_ctl_confirm_next(const char *host, const char *port, const char *identity,
-                                const uint8_t *psk, size_t psk_len, unsigned timeout_ms,
-                                struct fk_diag *diag) {
+enum fk_err fk_ctl_status_is_next(const char *resp, const char *identity, struct fk_diag *diag) {
+    return status_is(resp, identity, "next", diag);
+}
+
+static enum fk_err confirm(const char *host, const char *port, const char *identity,
+                           const uint8_t *psk, size_t psk_len, const char *want,
+                           unsigned timeout_ms, struct fk_diag *diag) {
     char resp[2048];
     enum fk_err rc = fk_ctl_request(host, port, identity, psk, psk_len, "status", resp, sizeof resp,
                                     timeout_ms, diag);
     if (rc != FK_OK) {
         return rc;
     }
-    return fk_ctl_status_is_next(resp, identity, diag);
+    return status_is(resp, identity, want, diag);
+}
+
+enum fk_err fk_ctl_confirm_next(const char *host, const char *port, const char *identity,
+                                const uint8_t *psk, size_t psk_len, unsigned timeout_ms,
+                                struct fk_diag *diag) {
+    return confirm(host, port, identity, psk, psk_len, "next", timeout_ms, diag);
+}
+
+enum fk_err fk_ctl_confirm_current(const char *host, const char *port, const char *identity,
+                                   const uint8_t *psk, size_t psk_len, unsigned timeout_ms,
+                                   struct fk_diag *diag) {
+    return confirm(host, port, identity, psk, psk_len, "current", timeout_ms, diag);
 }

@@ -116,8 +116,16 @@ static int stage_psk(struct fk_server *srv, struct session *s, struct rot_job *j
         fk_base64_encode(rd->psk, ROT_PSK_LEN, b64, sizeof b64) != FK_OK) {
         return 0;
     }
+    unsigned v = next_version(srv, s, rd, FK_PLAN_PSK);
+    /* Durable before it leaves: a PSK the device holds but the server lost could never be
+     * confirmed (recover_psk). Not written: nothing sent, the plan's timeout delivers again. */
+    if (fk_srv_rot_write_psk(srv, s->id, v, rd->psk, 1) != 0) {
+        fk_wipe(rd->psk, ROT_PSK_LEN);
+        rd->has_psk = 0;
+        return 0;
+    }
     rd->has_psk = 1;
-    rd->version[FK_PLAN_PSK] = next_version(srv, s, rd, FK_PLAN_PSK);
+    rd->version[FK_PLAN_PSK] = v;
     snprintf(rd->fpr[FK_PLAN_PSK], sizeof rd->fpr[FK_PLAN_PSK], "%s",
              fk_fpr(rd->psk, ROT_PSK_LEN, fpr));
     record_staged(srv, s->id, FK_PLAN_PSK, rd->version[FK_PLAN_PSK], rd->fpr[FK_PLAN_PSK], 0);
@@ -332,7 +340,10 @@ static int rows_cb(void *user, const struct fk_inv_credential *c) {
 }
 
 /* Rows of kind for dev: version keep (0: none) becomes keep_state (unless NULL); every other
- * row not yet revoked becomes other_state when it is active (retire) or any state (revoke). */
+ * row not yet revoked becomes other_state when it is active or staged (retire) or any state
+ * (revoke). A staged row other than the confirmed version is a delivery the device never took
+ * (timed out and sent again, or lost in a kill -9): left staged, nothing would ever end it
+ * for a class whose revocation touches no rows (ca). */
 static size_t set_states(struct fk_server *srv, const char *dev, const char *kind, unsigned keep,
                          const char *keep_state, const char *other_state) {
     struct rows r;
@@ -351,7 +362,8 @@ static size_t set_states(struct fk_server *srv, const char *dev, const char *kin
         if (r.v[k] == keep) {
             to = keep_state;
         } else if (strcmp(r.state[k], "revoked") != 0 &&
-                   (revoking || strcmp(r.state[k], "active") == 0)) {
+                   (revoking || strcmp(r.state[k], "active") == 0 ||
+                    strcmp(r.state[k], "staged") == 0)) {
             to = other_state;
         }
         if (to != NULL && strcmp(to, r.state[k]) != 0) {
@@ -378,8 +390,9 @@ static void confirmed(struct fk_server *srv, struct rot_job *j, size_t i, enum f
         return;
     }
     srv->rot_commits++;
-    if (c == FK_PLAN_PSK && rd->has_psk) {
-        (void)fk_srv_rot_write_psk(srv, dev, rd->version[c], rd->psk);
+    if (c == FK_PLAN_PSK && rd->has_psk &&
+        fk_srv_rot_write_psk(srv, dev, rd->version[c], rd->psk, 0) == 0) {
+        fk_srv_rot_drop_staged_psk(srv, dev);
     }
     if (c == FK_PLAN_OTA) {
         fk_srv_rot_confirm(srv, dev, 0); /* the OTA key rotation's record: it trusts the new key */
@@ -509,14 +522,15 @@ static void conn_fingerprint(struct session *s, char out[72]) {
 }
 
 struct issued_row {
-    const char *fpr, *since;
+    const char *kind, *fpr, *since;
     unsigned version;
 };
 
+/* The version of the row of r->kind with fingerprint r->fpr recorded since r->since. */
 static int issued_cb(void *user, const struct fk_inv_credential *c) {
     struct issued_row *r = user;
-    if (strcmp(c->kind, fk_srv_rot_cred_kind[FK_PLAN_MTLS]) == 0 &&
-        strcasecmp(c->fingerprint, r->fpr) == 0 && strcmp(c->created_at, r->since) >= 0) {
+    if (strcmp(c->kind, r->kind) == 0 && strcasecmp(c->fingerprint, r->fpr) == 0 &&
+        strcmp(c->created_at, r->since) >= 0) {
         r->version = c->version;
     }
     return 0;
@@ -538,7 +552,7 @@ static void recover_mtls(struct session *s, struct rot_job *j, struct rot_dev *r
     }
     char fpr[72];
     conn_fingerprint(s, fpr);
-    struct issued_row r = {fpr, j->created_at, 0};
+    struct issued_row r = {fk_srv_rot_cred_kind[FK_PLAN_MTLS], fpr, j->created_at, 0};
     if (fpr[0] == '\0' ||
         fk_inventory_credential_list(s->srv->inv, s->id, issued_cb, &r, NULL) != FK_OK ||
         (unsigned long long)r.version != v) {
@@ -552,6 +566,84 @@ static void recover_mtls(struct session *s, struct rot_job *j, struct rot_dev *r
     fk_log(FK_LOG_INFO,
            "server: rotation %s: %s: mtls v%u serial %s taken back after a restart (%s)", j->id,
            s->id, r.version, s->serial, dc->state);
+}
+
+/* The PSK counterpart of recover_mtls: the device is in trial (or committed) with a PSK
+ * version the reloaded plan does not know, or knows without its key. The copy of that version
+ * on disk (rot_dir/psk/staged, written before rot_stage left; or the confirmed copy, written
+ * when the device's rot_commit was answered) whose fingerprint an inventory row recorded since
+ * the plan was created is taken back; the DTLS check then decides as for any delivery (the
+ * device proves it holds that key, next in trial, current once committed). */
+static void recover_psk(struct session *s, struct rot_job *j, struct rot_dev *rd,
+                        const struct fk_wss_rot_class *dc) {
+    unsigned long long v = is_state(dc, "trial") ? dc->staged_version : dc->version;
+    if (v == 0 || (v == rd->version[FK_PLAN_PSK] && rd->has_psk)) {
+        return;
+    }
+    uint8_t psk[ROT_PSK_LEN];
+    unsigned sv = 0;
+    char fpr[FK_FPR_LEN];
+    for (int staged = 1; staged >= 0; staged--) {
+        if (fk_srv_rot_read_psk(s->srv, s->id, staged, &sv, psk) != 0) {
+            continue;
+        }
+        struct issued_row r = {fk_srv_rot_cred_kind[FK_PLAN_PSK], fk_fpr(psk, sizeof psk, fpr),
+                               j->created_at, 0};
+        if ((unsigned long long)sv == v &&
+            fk_inventory_credential_list(s->srv->inv, s->id, issued_cb, &r, NULL) == FK_OK &&
+            (unsigned long long)r.version == v) {
+            memcpy(rd->psk, psk, sizeof psk);
+            fk_wipe(psk, sizeof psk);
+            rd->has_psk = 1;
+            rd->version[FK_PLAN_PSK] = sv;
+            snprintf(rd->fpr[FK_PLAN_PSK], sizeof rd->fpr[FK_PLAN_PSK], "%s", fpr);
+            fk_srv_rot_dirty(j);
+            fk_log(FK_LOG_INFO,
+                   "server: rotation %s: %s: psk v%u %s taken back after a restart (%s)", j->id,
+                   s->id, sv, fpr, dc->state);
+            return;
+        }
+        fk_wipe(psk, sizeof psk);
+    }
+}
+
+struct ca_row {
+    const char *since;
+    unsigned long long version;
+    char fpr[FK_INV_FPR_SIZE];
+};
+
+static int ca_row_cb(void *user, const struct fk_inv_credential *c) {
+    struct ca_row *r = user;
+    if (strcmp(c->kind, fk_srv_rot_cred_kind[FK_PLAN_CA]) == 0 && c->version == r->version &&
+        strcmp(c->created_at, r->since) >= 0) {
+        snprintf(r->fpr, sizeof r->fpr, "%s", c->fingerprint);
+    }
+    return 0;
+}
+
+/* The ca counterpart of recover_mtls: the device reports ca in trial or committed with a
+ * version the reloaded plan does not know. When an inventory row of that version was recorded
+ * since the plan was created (this plan delivered it), the delivery is taken back; this
+ * connection's handshake verified our chain with those anchors, so fk_srv_rot_hello's check
+ * below then confirms it as it would have before the restart. */
+static void recover_ca(struct session *s, struct rot_job *j, struct rot_dev *rd,
+                       const struct fk_wss_rot_class *dc) {
+    unsigned long long v = is_state(dc, "trial") ? dc->staged_version : dc->version;
+    if (v == 0 || v == rd->version[FK_PLAN_CA]) {
+        return;
+    }
+    struct ca_row r = {j->created_at, v, ""};
+    if (fk_inventory_credential_list(s->srv->inv, s->id, ca_row_cb, &r, NULL) != FK_OK ||
+        r.fpr[0] == '\0') {
+        return;
+    }
+    rd->version[FK_PLAN_CA] = (unsigned)v;
+    snprintf(rd->fpr[FK_PLAN_CA], sizeof rd->fpr[FK_PLAN_CA], "%.*s",
+             (int)sizeof rd->fpr[FK_PLAN_CA] - 1, r.fpr);
+    fk_srv_rot_dirty(j);
+    fk_log(FK_LOG_INFO, "server: rotation %s: %s: ca v%u %s taken back after a restart (%s)", j->id,
+           s->id, (unsigned)v, r.fpr, dc->state);
 }
 
 void fk_srv_rot_hello(struct session *s, const struct fk_wss_msg *m) {
@@ -573,10 +665,21 @@ void fk_srv_rot_hello(struct session *s, const struct fk_wss_msg *m) {
             (is_state(dc, "trial") || is_state(dc, "committed"))) {
             recover_mtls(s, j, rd, dc);
         }
+        if (c == FK_PLAN_CA && dc->present && t->state[c] == FK_PLAN_T_SENT &&
+            (is_state(dc, "trial") || is_state(dc, "committed"))) {
+            recover_ca(s, j, rd, dc);
+        }
+        if (c == FK_PLAN_PSK && dc->present && t->state[c] == FK_PLAN_T_SENT &&
+            (is_state(dc, "trial") || is_state(dc, "committed"))) {
+            recover_psk(s, j, rd, dc);
+        }
         if (!dc->present || rd->version[c] == 0) {
             continue;
         }
-        if (t->state[c] == FK_PLAN_T_SENT && is_state(dc, "rolled_back")) {
+        /* A rollback the server asked for (another version in trial, see fk_srv_rot_push) is
+         * ours, not the device's failure: after a kill -9 its hello may still report it. */
+        if (t->state[c] == FK_PLAN_T_SENT && is_state(dc, "rolled_back") &&
+            strcmp(dc->reason, "server") != 0) {
             if (fk_plan_report(j->p, s->id, (enum fk_plan_class)c, FK_PLAN_T_ROLLED_BACK,
                                dc->reason) == FK_OK) {
                 fk_log(FK_LOG_WARN, "server: rotation %s: %s: %s rolled back (%s)", j->id, s->id,

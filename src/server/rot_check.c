@@ -22,8 +22,10 @@ static void *check_main(void *arg) {
     struct rot_check *c = arg;
     struct fk_diag d;
     fk_diag_init(&d);
-    c->rc = fk_ctl_confirm_next(c->host, c->port, c->identity, c->psk, sizeof c->psk,
-                                ROT_CHECK_TIMEOUT_MS, &d);
+    c->rc = c->current ? fk_ctl_confirm_current(c->host, c->port, c->identity, c->psk,
+                                                sizeof c->psk, ROT_CHECK_TIMEOUT_MS, &d)
+                       : fk_ctl_confirm_next(c->host, c->port, c->identity, c->psk, sizeof c->psk,
+                                             ROT_CHECK_TIMEOUT_MS, &d);
     snprintf(c->why, sizeof c->why, "%.255s", c->rc == FK_OK ? "" : d.msg);
     atomic_store(&c->done, 1);
     /* Wake the service loop: without this a finished check waits for the next 1 s tick, and
@@ -55,8 +57,8 @@ static void collect(struct fk_server *srv, struct rot_job *j, size_t i) {
         if (s != NULL) {
             s->kick = 1;
         }
-        fk_log(FK_LOG_INFO, "server: rotation %s: %s: psk v%u authenticated as next at %s:%s",
-               j->id, t->device, c->version, c->host, c->port);
+        fk_log(FK_LOG_INFO, "server: rotation %s: %s: psk v%u authenticated as %s at %s:%s", j->id,
+               t->device, c->version, c->current ? "current" : "next", c->host, c->port);
     } else {
         srv->rot_checks_failed++;
         fk_log(FK_LOG_WARN, "server: rotation %s: %s: psk v%u check %u/%d failed: %s (%s)", j->id,
@@ -74,7 +76,8 @@ static void peer_host(const char *peer, char *out, size_t size) {
     snprintf(out, size, "%s", peer);
 }
 
-static void start(struct fk_server *srv, struct rot_job *j, size_t i, const struct session *s) {
+static void start(struct fk_server *srv, struct rot_job *j, size_t i, const struct session *s,
+                  int current) {
     struct rot_dev *rd = &j->d[i];
     struct rot_check *c = calloc(1, sizeof *c);
     if (c == NULL) {
@@ -83,6 +86,7 @@ static void start(struct fk_server *srv, struct rot_job *j, size_t i, const stru
     peer_host(s->peer, c->host, sizeof c->host);
     snprintf(c->port, sizeof c->port, "%lld", s->dtls_port);
     c->version = rd->version[FK_PLAN_PSK];
+    c->current = current;
     fk_srv_rot_psk_identity(s->id, c->version, c->identity, sizeof c->identity);
     memcpy(c->psk, rd->psk, sizeof c->psk);
     atomic_init(&c->done, 0);
@@ -129,11 +133,17 @@ void fk_srv_rot_checks(struct fk_server *srv, struct rot_job *j) {
         }
         const struct session *s = fk_srv_session_of(srv, t->device);
         const struct fk_wss_rot_class *dc = s != NULL ? &s->rot.c[FK_PLAN_PSK] : NULL;
-        if (dc == NULL || !dc->present || strcmp(dc->state, "trial") != 0 ||
-            (unsigned long long)dc->staged_version != v || s->dtls_port <= 0) {
+        if (dc == NULL || !dc->present || s->dtls_port <= 0) {
             continue;
         }
-        start(srv, j, i, s);
+        /* In trial the staged PSK must open the "next" slot. Committed with this version: the
+         * confirmation of an earlier life was lost in a kill -9 (rot_commit went out, the plan
+         * file did not), and the key must now open the "current" slot. */
+        int trial = strcmp(dc->state, "trial") == 0 && (unsigned long long)dc->staged_version == v;
+        int committed = strcmp(dc->state, "committed") == 0 && (unsigned long long)dc->version == v;
+        if (trial || committed) {
+            start(srv, j, i, s, committed);
+        }
     }
 }
 

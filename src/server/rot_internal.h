@@ -59,6 +59,7 @@ struct rot_check {
     char identity[FK_WSS_ID_MAX + 16];
     uint8_t psk[ROT_PSK_LEN]; /* secret: wiped before the struct is freed */
     unsigned version;
+    int current; /* the device reports this version committed: auth_slot current proves it */
     enum fk_err rc;
     char why[256];
 };
@@ -108,10 +109,20 @@ extern const char *const fk_srv_rot_cred_kind[FK_PLAN_CLASSES];
 cJSON *fk_srv_rot_cls_detail(enum fk_plan_class c, unsigned version, const char *reason);
 
 /* Writes rot_dir/psk/DEV.json (0600, atomically): the confirmed PSK of dev in the manifest's
- * fields (psk_hex, psk_identity "<dev>.v<version>"), for `fleetctl robot --keys`. 0 or -1
+ * fields (psk_hex, psk_identity "<dev>.v<version>", psk_version), for `fleetctl robot --keys`;
+ * with staged set, rot_dir/psk/staged/DEV.json instead: the PSK of a delivery, made durable
+ * before rot_stage leaves (the plan file is saved at most once a second, and a PSK a kill -9
+ * lost could never be confirmed: fk_srv_rot_read_psk takes it back). 0 or -1
  * (logged). */
 int fk_srv_rot_write_psk(struct fk_server *srv, const char *dev, unsigned version,
-                         const uint8_t psk[ROT_PSK_LEN]);
+                         const uint8_t psk[ROT_PSK_LEN], int staged);
+/* Reads rot_dir/psk/staged/DEV.json (staged set) or rot_dir/psk/DEV.json (at most 4 KiB): its
+ * version and PSK (secret: the caller wipes it). 0, or -1 when absent, unreadable or not one
+ * of ours (psk untouched or wiped). */
+int fk_srv_rot_read_psk(struct fk_server *srv, const char *dev, int staged, unsigned *version,
+                        uint8_t psk[ROT_PSK_LEN]);
+/* Removes rot_dir/psk/staged/DEV.json (after the confirmation: nothing left to take back). */
+void fk_srv_rot_drop_staged_psk(struct fk_server *srv, const char *dev);
 /* At start: loads every rot-*.json of rot_dir (a bad one is logged and left on disk). */
 void fk_srv_rot_load(struct fk_server *srv);
 /* Writes the jobs changed since their last write; at shutdown. */
@@ -160,7 +171,8 @@ void fk_srv_rot_response(struct session *s, const struct fk_wss_msg *m);
 void fk_srv_rot_psk_identity(const char *device, unsigned version, char *out, size_t size);
 /* The 1 s tick's part: collects finished checks (ok: rot_commit due; failed: counted, retried
  * up to ROT_CHECK_TRIES, then left to the plan's timeout) and starts a check for each live
- * session that reports psk "trial" of the staged version. Never blocks. */
+ * session that reports psk "trial" of the staged version (slot next), or that version
+ * "committed" (slot current: a confirmation lost in a kill -9). Never blocks. */
 void fk_srv_rot_checks(struct fk_server *srv, struct rot_job *j);
 /* The loop was woken by a finished check (srv->rot_wake): collects the finished checks and
  * starts waiting ones at once; a session whose rot_commit became due gets kick = 1. */

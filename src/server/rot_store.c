@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 const char *const fk_srv_rot_cred_kind[FK_PLAN_CLASSES] = {"ca_cert", "mtls_cert", "psk",
                                                            "ota_pubkey"};
@@ -208,16 +209,23 @@ void fk_srv_rot_save_dirty(struct fk_server *srv) {
 /* The operator's copy of a confirmed PSK: without it nobody could talk to the robot's DTLS
  * listener after the rotation (the old PSK is refused from the commit on). The fields are the
  * manifest's (psk_hex, psk_identity), so `fleetctl robot --keys FILE` reads it as it is. */
+/* rot_dir/psk (confirmed copies) or rot_dir/psk/staged (deliveries in flight), and the file
+ * of dev in it. */
+static void psk_path(const struct fk_server *srv, const char *dev, int staged, char *dir,
+                     size_t dir_size, char *path, size_t path_size) {
+    snprintf(dir, dir_size, "%s/psk%s", srv->rot_dir, staged ? "/staged" : "");
+    snprintf(path, path_size, "%s/%s.json", dir, dev);
+}
+
 int fk_srv_rot_write_psk(struct fk_server *srv, const char *dev, unsigned version,
-                         const uint8_t psk[ROT_PSK_LEN]) {
+                         const uint8_t psk[ROT_PSK_LEN], int staged) {
     char hex[ROT_PSK_LEN * 2 + 1];
-    char dir[sizeof srv->rot_dir + 8];
+    char dir[sizeof srv->rot_dir + 16];
     char path[sizeof dir + FK_PLAN_DEV_SIZE + 8];
     char text[512];
     struct fk_diag d = {0};
     int rc = -1;
-    snprintf(dir, sizeof dir, "%s/psk", srv->rot_dir);
-    snprintf(path, sizeof path, "%s/%s.json", dir, dev);
+    psk_path(srv, dev, staged, dir, sizeof dir, path, sizeof path);
     if (fk_hex_encode(psk, ROT_PSK_LEN, hex, sizeof hex) != FK_OK) {
         goto out;
     }
@@ -227,8 +235,8 @@ int fk_srv_rot_write_psk(struct fk_server *srv, const char *dev, unsigned versio
                      dev, hex, dev, version, version);
     if (n < 0 || (size_t)n >= sizeof text || fk_mkdirs(dir, 0700, &d) != FK_OK ||
         fk_file_write_atomic(path, text, (size_t)n, 0600, 0, &d) != FK_OK) {
-        fk_log(FK_LOG_ERROR, "server: %s: PSK v%u not saved: %s", dev, version,
-               d.msg[0] != '\0' ? d.msg : "too long");
+        fk_log(FK_LOG_ERROR, "server: %s: %sPSK v%u not saved: %s", dev, staged ? "staged " : "",
+               version, d.msg[0] != '\0' ? d.msg : "too long");
         goto out;
     }
     rc = 0;
@@ -236,6 +244,49 @@ out:
     fk_wipe(hex, sizeof hex);
     fk_wipe(text, sizeof text);
     return rc;
+}
+
+int fk_srv_rot_read_psk(struct fk_server *srv, const char *dev, int staged, unsigned *version,
+                        uint8_t psk[ROT_PSK_LEN]) {
+    char dir[sizeof srv->rot_dir + 16];
+    char path[sizeof dir + FK_PLAN_DEV_SIZE + 8];
+    uint8_t *buf = NULL;
+    size_t len = 0, pl = 0, bad = 0;
+    cJSON *o = NULL;
+    int rc = -1;
+    psk_path(srv, dev, staged, dir, sizeof dir, path, sizeof path);
+    if (fk_file_read(path, 4096, &buf, &len, NULL) != FK_OK) {
+        goto out;
+    }
+    o = cJSON_ParseWithLength((const char *)buf, len);
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "device_id");
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "psk_version");
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(o, "psk_hex");
+    if (!cJSON_IsString(id) || strcmp(id->valuestring, dev) != 0 || !cJSON_IsNumber(v) ||
+        v->valuedouble < 1 || v->valuedouble >= 2e9 || !cJSON_IsString(h) ||
+        fk_hex_decode(h->valuestring, strlen(h->valuestring), psk, ROT_PSK_LEN, &pl, &bad) !=
+            FK_OK ||
+        pl != ROT_PSK_LEN) {
+        fk_wipe(psk, ROT_PSK_LEN);
+        goto out;
+    }
+    *version = (unsigned)v->valuedouble;
+    rc = 0;
+out:
+    if (o != NULL && cJSON_IsString(cJSON_GetObjectItemCaseSensitive(o, "psk_hex"))) {
+        char *x = cJSON_GetObjectItemCaseSensitive(o, "psk_hex")->valuestring;
+        fk_wipe(x, strlen(x));
+    }
+    cJSON_Delete(o);
+    fk_free_secret(buf, len);
+    return rc;
+}
+
+void fk_srv_rot_drop_staged_psk(struct fk_server *srv, const char *dev) {
+    char dir[sizeof srv->rot_dir + 16];
+    char path[sizeof dir + FK_PLAN_DEV_SIZE + 8];
+    psk_path(srv, dev, 1, dir, sizeof dir, path, sizeof path);
+    (void)unlink(path); /* absent already: nothing to drop */
 }
 
 static void job_free(struct rot_job *j) {

@@ -5,7 +5,7 @@
 if(TARGET fk_server AND TARGET fk_pki AND TARGET wss_client AND TARGET fleetctl)
     set(cases mtls late offline restart ca)
     if(TARGET ctl_testd) # defined by ctl.cmake, included before this file
-        list(APPEND cases psk)
+        list(APPEND cases psk psk_restart)
     endif()
     foreach(c ${cases})
         add_test(NAME server_rot_${c}

@@ -16,6 +16,13 @@
 #            the interlock would then revoke the one in use), and the committed one stays valid.
 #   restart  a kill -9 of the server after delivery: restarted, the plan shows the same state
 #            and counts, and the device's trial is committed by the new process.
+#   psk_restart  a kill -9 that loses the last second of a psk plan, twice (the plan file is
+#            put back as it stood before the delivery reached it): after the rot_stage, the
+#            device comes back in trial with the staged version and the server takes the PSK
+#            back from rot_dir/psk/staged, checks it as next and confirms it; after the
+#            rot_commit, it comes back committed and the server checks the confirmed copy as
+#            the listener's current key and confirms it again. Before the fix the PSK was lost
+#            with the plan file's last second and the device failed after its deliveries.
 #   ca       a plan with class ca is refused while ca_bundle is not set; with ca_bundle (the
 #            current chain plus a second, new root) rot_stage ca carries the bundle's DER
 #            certificates back to back; the device reconnects verifying the server with the
@@ -239,6 +246,93 @@ psk)
     "$W" --port "$P" $OPER --get /metrics >metrics.txt 2>/dev/null || fail "GET /metrics"
     grep -qF 'fleetkey_rotation_psk_checks_total{result="ok"} 1' metrics.txt ||
         { cat metrics.txt; fail "psk check not counted"; }
+    ;;
+psk_restart)
+    fc_rc 0 rotate plan --classes psk --waves 100 --timeout 60 --device $D1
+    fc_rc 0 rotate start rot-000001
+    PH='{"type":"hello","device_id":"'$D1'","firmware_version":"1.0","credential_versions":{},"posture":{"build":"development","rules":{}DTLS},"rot":{"psk":{"state":"STATE","version":CUR,"staged_version":STAGED,"reason":"none","attempts":0}}}'
+    ok "$W" --port "$P" --ca $CA --cert pki/devices/$D1.chain.pem --key pki/devices/$D1.key.pem \
+        --timeout 10 send "$(echo "$PH" | sed 's/DTLS//; s/STATE/idle/; s/CUR/0/; s/STAGED/0/')" \
+        expect welcome expect-request rot_stage respond '{"rot":{"state":"trial"}}'
+    STAGE=$(grep '"rot_stage"' out.txt)
+    VER=$(echo "$STAGE" | sed 's/.*"version":\([0-9]*\).*/\1/')
+    ID=$(echo "$STAGE" | sed 's/.*"identity":"\([^"]*\)".*/\1/')
+    NEXT=$(echo "$STAGE" | sed 's/.*"psk":"\([^"]*\)".*/\1/' | base64 -d | od -An -tx1 | tr -d ' \n')
+    [ -f rot/psk/staged/$D1.json ] || fail "the staged PSK was not written before rot_stage"
+    [ "$(stat -c %a rot/psk/staged/$D1.json)" = 600 ] || fail "the staged PSK file is not 0600"
+    # The plan file with the delivery marked sent (saved at the tick that asked for it), then
+    # without what the last second added: the staged version and its PSK.
+    i=0
+    until grep -q '"state":\[0,0,1,0\]' rot/rot-000001.json 2>/dev/null; do
+        i=$((i + 1)); [ $i -le 50 ] || fail "the plan file never showed the delivery"
+        sleep 0.1
+    done
+    kill -9 "$SRV_PID"
+    wait "$SRV_PID" 2>/dev/null || true
+    python3 - rot/rot-000001.json <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+for d in j["server"].values():
+    d.pop("psk", None)
+    d["version"][2] = 0
+    d["fpr"][2] = ""
+open(sys.argv[1], "w").write(json.dumps(j))
+PY
+    cp rot/rot-000001.json lost.json
+    mv srv.log srv1.log
+    start_server --ca_dir pki --rot_dir rot
+    "$BIN/ctl_testd" --psk-hex 000102030405060708090a0b0c0d0e0f000102030405060708090a0b0c0d0e0f \
+        --identity $D1 --next-psk-hex "$NEXT" --next-identity "$ID" --port-file dtls.port \
+        --run-ms 60000 --quiet >testd.log 2>&1 &
+    TD_PID=$!
+    i=0
+    while [ ! -s dtls.port ]; do
+        i=$((i + 1)); [ $i -le 100 ] || fail "ctl_testd did not start"
+        sleep 0.1
+    done
+    rc=0
+    "$W" --port "$P" --ca $CA --cert pki/devices/$D1.chain.pem --key pki/devices/$D1.key.pem \
+        --timeout 15 send "$(echo "$PH" | sed 's/DTLS/,"dtls_port":'"$(cat dtls.port)"'/; s/STATE/trial/; s/CUR/0/; s/STAGED/'$VER'/')" \
+        expect welcome expect-request rot_commit respond '{"rot":{"state":"committed"}}' idle 2 \
+        >out.txt 2>err.txt || rc=$?
+    kill $TD_PID 2>/dev/null || true
+    wait $TD_PID 2>/dev/null || true
+    [ $rc -eq 0 ] || { cat out.txt err.txt srv.log >&2; fail "trial: no rot_commit after the restart"; }
+    expect_log "psk v$VER sha256:[0-9a-f]* taken back after a restart (trial)"
+    expect_log "psk v$VER authenticated as next"
+    [ ! -f rot/psk/staged/$D1.json ] || fail "the staged PSK outlived the confirmation"
+    [ -f rot/psk/$D1.json ] || fail "no confirmed copy"
+    # Again, now losing the confirmation: the device is committed, the plan waits for it.
+    kill -9 "$SRV_PID"
+    wait "$SRV_PID" 2>/dev/null || true
+    cp lost.json rot/rot-000001.json
+    mv srv.log srv2.log
+    start_server --ca_dir pki --rot_dir rot
+    rm -f dtls.port
+    "$BIN/ctl_testd" --psk-hex "$NEXT" --identity "$ID" --port-file dtls.port --run-ms 60000 \
+        --quiet >testd.log 2>&1 &
+    TD_PID=$!
+    i=0
+    while [ ! -s dtls.port ]; do
+        i=$((i + 1)); [ $i -le 100 ] || fail "ctl_testd did not start"
+        sleep 0.1
+    done
+    rc=0
+    "$W" --port "$P" --ca $CA --cert pki/devices/$D1.chain.pem --key pki/devices/$D1.key.pem \
+        --timeout 15 send "$(echo "$PH" | sed 's/DTLS/,"dtls_port":'"$(cat dtls.port)"'/; s/STATE/committed/; s/CUR/'$VER'/; s/STAGED/0/')" \
+        expect welcome expect-request rot_commit respond '{"rot":{"state":"committed"}}' idle 2 \
+        >out.txt 2>err.txt || rc=$?
+    kill $TD_PID 2>/dev/null || true
+    wait $TD_PID 2>/dev/null || true
+    [ $rc -eq 0 ] || { cat out.txt err.txt srv.log >&2; fail "committed: no rot_commit after the restart"; }
+    expect_log "psk v$VER sha256:[0-9a-f]* taken back after a restart (committed)"
+    expect_log "psk v$VER authenticated as current"
+    fc_rc 0 rotate status rot-000001 --wait 10 --poll-ms 200
+    fc_rc 0 rotate status rot-000001
+    grep -q "^$D1 *confirmed " out.txt || { cat out.txt; fail "psk not confirmed"; }
+    if grep -q "$NEXT" srv1.log srv2.log srv.log; then
+        fail "a PSK in the server's log"
+    fi
     ;;
 ca)
     fc_rc 1 rotate plan --classes ca --waves 100 --device $D1

@@ -111,6 +111,25 @@ static void confirm_next(void **state) {
     assert_non_null(strstr(d.msg, "current"));
 }
 
+/* A control plane that lost its confirmation in a kill -9 proves a committed PSK with the
+ * current slot: only the current key passes, the next one is named as such. */
+static void confirm_current(void **state) {
+    (void)state;
+    struct fk_diag d;
+    fk_diag_init(&d);
+    assert_int_equal(fk_ctl_confirm_current("127.0.0.1", port, ID, cur, sizeof cur, 5000, &d),
+                     FK_OK);
+    fk_diag_init(&d);
+    assert_int_equal(
+        fk_ctl_confirm_current("127.0.0.1", port, NEXT_ID, next, sizeof next, 5000, &d),
+        FK_E_PROTOCOL);
+    assert_non_null(strstr(d.msg, "auth_slot is next, not current"));
+    /* the answer must name the identity asked for */
+    fk_diag_init(&d);
+    assert_int_equal(
+        fk_ctl_confirm_current("127.0.0.1", port, NEXT_ID, cur, sizeof cur, 3000, &d) == FK_OK, 0);
+}
+
 static void wrong_psk(void **state) {
     (void)state;
     uint8_t bad[32];
@@ -158,8 +177,8 @@ static void status_check(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(request_current), cmocka_unit_test(confirm_next),
-        cmocka_unit_test(wrong_psk),       cmocka_unit_test(bad_args),
-        cmocka_unit_test(status_check),
+        cmocka_unit_test(confirm_current), cmocka_unit_test(wrong_psk),
+        cmocka_unit_test(bad_args),        cmocka_unit_test(status_check),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
