@@ -142,6 +142,13 @@ static void tick(struct ev_loop *ev, ev_timer *w, int revents) {
             fk_srv_schedule_close(s, s->wsi, FK_WSS_CLOSE_INTERNAL, "internal error");
         }
     }
+    /* lws' own time-outs (TLS handshake, HTTP request, header table: the slowloris limits)
+     * are its lws_sul timers, which its libev back end runs from an idle watcher started by
+     * socket events and from one libev timer that it re-arms with ev_timer_set + start: a no-op
+     * while that timer is still pending for a later deadline, so a nearer time-out was missed
+     * until then (fault_slowloris: connections that never sent their request stayed open). A
+     * turn through lws' event pipe each second runs every ripe one, at most a second late. */
+    lws_cancel_service(srv->ctx);
 }
 
 static void lws_log_emit(int level, const char *line) {
