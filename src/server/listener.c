@@ -1,6 +1,17 @@
 /* The event loop and listener: see listener_internal.h. lws owns the sockets, the HTTP parser
  * and the RFC 6455 framing; the protocols' callbacks hand each event to the concern that owns
- * it (auth.c: TLS setup and upgrade checks; admin.c: HTTP requests; session.c: WebSockets). */
+ * it (auth.c: TLS setup and upgrade checks; admin.c: HTTP requests; session.c: WebSockets).
+ *
+ * lws runs on a libev loop (epoll) that this file creates and hands to lws as a "foreign"
+ * loop; lws loads its libev back end from the Debian plugin libwebsockets-evlib-ev. Without
+ * it, lws 4.1 calls poll(2) over every descriptor at each turn: O(connections) per event,
+ * 35 % of the server's CPU at 10,000 robots (bench/README.md). With epoll a turn costs what
+ * is ready. The loop being ours, fk_srv_listener_run keeps running it one turn at a time and
+ * looks at its flags (stop, reload, rot_wake) after each turn as it did around lws_service;
+ * lws_cancel_service (a write to lws' event pipe, which sits in the loop like any socket)
+ * still ends a turn from a signal handler or another thread. The 1 s tick is a libev timer:
+ * lws 4.1's libev back end only re-arms its own timer (lws_sul) after socket events, so a
+ * lws_sul tick would not start on a server that nobody has connected to yet. */
 #include "listener_internal.h"
 #include "rot_internal.h"
 
@@ -10,9 +21,11 @@
 #include "oauth_internal.h"
 #include "session_internal.h"
 
+#include <ev.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -85,8 +98,15 @@ static const lws_retry_bo_t no_validity_timer = {.secs_since_valid_ping = 0,
 
 /* ---- loop ------------------------------------------------------------------------------- */
 
-static void tick(lws_sorted_usec_list_t *sul) {
-    struct fk_server *srv = lws_container_of(sul, struct fk_server, tick);
+struct fk_srv_loop {
+    struct ev_loop *ev;
+    ev_timer tick;
+};
+
+static void tick(struct ev_loop *ev, ev_timer *w, int revents) {
+    struct fk_server *srv = w->data;
+    (void)ev;
+    (void)revents;
     time_t now = time(NULL);
     fk_srv_crl_maybe_reload(srv);
     fk_srv_revocations_check(srv);
@@ -95,6 +115,7 @@ static void tick(lws_sorted_usec_list_t *sul) {
     fk_srv_mobile_tick(srv);
     for (struct session *s = srv->sessions; s != NULL; s = s->next) {
         if (s->close_code != 0) {
+            fk_srv_close_overdue(s, now);
             continue;
         }
         if (!s->hello_done && now - s->opened >= (time_t)srv->cfg.hello_timeout) {
@@ -121,7 +142,13 @@ static void tick(lws_sorted_usec_list_t *sul) {
             fk_srv_schedule_close(s, s->wsi, FK_WSS_CLOSE_INTERNAL, "internal error");
         }
     }
-    lws_sul_schedule(srv->ctx, 0, &srv->tick, tick, LWS_US_PER_SEC);
+    /* lws' own time-outs (TLS handshake, HTTP request, header table: the slowloris limits)
+     * are its lws_sul timers, which its libev back end runs from an idle watcher started by
+     * socket events and from one libev timer that it re-arms with ev_timer_set + start: a no-op
+     * while that timer is still pending for a later deadline, so a nearer time-out was missed
+     * until then (fault_slowloris: connections that never sent their request stayed open). A
+     * turn through lws' event pipe each second runs every ripe one, at most a second late. */
+    lws_cancel_service(srv->ctx);
 }
 
 static void lws_log_emit(int level, const char *line) {
@@ -137,15 +164,28 @@ static void lws_log_emit(int level, const char *line) {
 enum fk_err fk_srv_listener_start(struct fk_server *srv, struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     const struct fk_server_config *cfg = &srv->cfg;
-    lws_set_log_level(cfg->log_level == FK_LOG_DEBUG ? (LLL_ERR | LLL_WARN | LLL_NOTICE) : LLL_ERR,
+    /* Not LLL_NOTICE even at debug: lws' libev back end logs every watcher start and stop
+     * there (three quarters of a debug log under load). */
+    lws_set_log_level(cfg->log_level == FK_LOG_DEBUG ? (LLL_ERR | LLL_WARN) : LLL_ERR,
                       lws_log_emit);
+    srv->loop = calloc(1, sizeof *srv->loop);
+    FK_ENSURE(srv->loop != NULL, FK_E_NOMEM);
+    /* EVFLAG_AUTO: epoll on Linux. No signal watcher is installed on a loop made by
+     * ev_loop_new, so SIGTERM/SIGHUP stay the program's (tools/fleetkey-server). */
+    srv->loop->ev = ev_loop_new(EVFLAG_AUTO);
+    FK_ENSURE(srv->loop->ev != NULL, fk_diag_set(diag, FK_E_INTERNAL, "ev_loop_new failed"));
     struct lws_context_creation_info ci;
     memset(&ci, 0, sizeof ci);
-    ci.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT | LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+    ci.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT | LWS_SERVER_OPTION_EXPLICIT_VHOSTS |
+                 LWS_SERVER_OPTION_LIBEV;
+    void *foreign[1] = {srv->loop->ev};
+    ci.foreign_loops = foreign;
     ci.user = srv;
     ci.count_threads = 1;
     srv->ctx = lws_create_context(&ci);
-    FK_ENSURE(srv->ctx != NULL, fk_diag_set(diag, FK_E_INTERNAL, "lws_create_context failed"));
+    FK_ENSURE(srv->ctx != NULL,
+              fk_diag_set(diag, FK_E_INTERNAL,
+                          "lws_create_context failed (is libwebsockets-evlib-ev installed?)"));
 
     struct lws_context_creation_info vi;
     memset(&vi, 0, sizeof vi);
@@ -174,11 +214,14 @@ enum fk_err fk_srv_listener_start(struct fk_server *srv, struct fk_diag *diag) {
                           "cannot serve on %s:%u (port busy, or certificate/key/CA/CRL unusable:"
                           " see the log)",
                           cfg->listen, cfg->port));
-    lws_sul_schedule(srv->ctx, 0, &srv->tick, tick, LWS_US_PER_SEC);
+    ev_timer_init(&srv->loop->tick, tick, 1.0, 1.0);
+    srv->loop->tick.data = srv;
+    ev_timer_start(srv->loop->ev, &srv->loop->tick);
     fk_log(FK_LOG_INFO,
            "server: listening on %s:%u (wss %s, TLS 1.2-1.3, client certificates "
-           "required)",
-           cfg->listen, fk_srv_listener_port(srv), FK_WSS_PATH);
+           "required; event loop libev/%s)",
+           cfg->listen, fk_srv_listener_port(srv), FK_WSS_PATH,
+           ev_backend(srv->loop->ev) == EVBACKEND_EPOLL ? "epoll" : "not epoll");
     rc = FK_OK;
 out:
     return rc;
@@ -211,9 +254,9 @@ static void wake_rot(struct fk_server *srv) {
 
 enum fk_err fk_srv_listener_run(struct fk_server *srv) {
     while (!srv->stop) {
-        if (lws_service(srv->ctx, 0) < 0) {
-            return FK_E_INTERNAL;
-        }
+        /* One turn: waits for a socket, lws' event pipe (lws_cancel_service) or the tick,
+         * and runs what is ready; a signal that interrupts the wait also ends the turn. */
+        ev_run(srv->loop->ev, EVRUN_ONCE);
         if (srv->reload) {
             fk_srv_crl_maybe_reload(srv);
         }
@@ -229,17 +272,25 @@ enum fk_err fk_srv_listener_run(struct fk_server *srv) {
     }
     time_t until = time(NULL) + 2;
     while (srv->sessions != NULL && time(NULL) < until) {
-        if (lws_service(srv->ctx, 0) < 0) {
-            break;
-        }
+        ev_run(srv->loop->ev, EVRUN_ONCE); /* the tick bounds each turn to 1 s */
     }
     return FK_OK;
 }
 
 void fk_srv_listener_free(struct fk_server *srv) {
     if (srv->ctx != NULL) {
+        /* On a foreign libev loop lws finishes in this one call: its watchers are stopped
+         * synchronously, the loop itself is left to us. */
         lws_context_destroy(srv->ctx);
         srv->ctx = NULL;
         srv->vh = NULL;
+    }
+    if (srv->loop != NULL) {
+        if (srv->loop->ev != NULL) {
+            ev_timer_stop(srv->loop->ev, &srv->loop->tick);
+            ev_loop_destroy(srv->loop->ev);
+        }
+        free(srv->loop);
+        srv->loop = NULL;
     }
 }

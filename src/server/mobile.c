@@ -192,6 +192,7 @@ void fk_srv_mobile_tick(struct fk_server *srv) {
     time_t now = time(NULL);
     for (struct session *s = srv->oauth->mobiles; s != NULL; s = s->next) {
         if (s->close_code != 0 || s->closing) {
+            fk_srv_close_overdue(s, now);
             continue;
         }
         if (fk_oauth_state_jti_revoked(srv->oauth->st, s->jti)) {

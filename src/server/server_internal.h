@@ -70,6 +70,8 @@ struct session {
     int close_code;
     char close_reason[64];
     int closing;                        /* close frame queued: log and count once */
+    int close_sent;                     /* scheduled close: our frame written (session.c) */
+    time_t close_sent_at;               /* when; the peer's answer is awaited FK_SRV_CLOSE_WAIT */
     char pending[FK_WSS_REQID_MAX + 1]; /* id of the outstanding request, "" when none */
     time_t pending_since;
     /* OTA delivery (docs/wss-protocol.md, "What the server pushes, and when") */
@@ -149,7 +151,7 @@ struct fk_server {
     struct lws_vhost *vh;
     SSL_CTX *ssl_ctx;
     struct fk_inventory *inv;
-    lws_sorted_usec_list_t tick;
+    struct fk_srv_loop *loop; /* the epoll loop lws runs on, and the tick (listener.c) */
     volatile sig_atomic_t stop;
     volatile sig_atomic_t reload;
     struct stat crl_st;

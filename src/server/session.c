@@ -27,8 +27,8 @@ static int close_index(int code) {
 
 /* ---- WebSocket sessions ----------------------------------------------------------------- */
 
-static int close_now(struct session *s, struct lws *wsi, int code, const char *why,
-                     const char *detail) {
+/* Logs and counts a close once: 0 the first time, -1 when s is already closing. */
+static int close_note(struct session *s, int code, const char *why, const char *detail) {
     if (s->closing) {
         return -1;
     }
@@ -37,8 +37,54 @@ static int close_now(struct session *s, struct lws *wsi, int code, const char *w
            "server: %s %s: closing %d (%s)%s%s", s->peer, s->id[0] ? s->id : "?", code, why,
            detail != NULL ? ": " : "", detail != NULL ? detail : "");
     s->srv->closes[close_index(code)]++;
+    return 0;
+}
+
+/* A close decided while handling a received message: lws sends the frame and ends the
+ * connection (one connection at a time, so its close timers cost little). */
+static int close_now(struct session *s, struct lws *wsi, int code, const char *why,
+                     const char *detail) {
+    if (close_note(s, code, why, detail) != 0) {
+        return -1;
+    }
     lws_close_reason(wsi, (enum lws_close_status)code, (unsigned char *)why, strlen(why));
     return -1;
+}
+
+/* A scheduled close (fk_srv_schedule_close: shutdown, idle, revocation, full queue), at the
+ * writable callback. The frame is written here instead of by lws_close_reason + -1 because
+ * lws then waits for the peer's answer with two timers per connection (PENDING_TIMEOUT_
+ * CLOSE_SEND, then _CLOSE_ACK) in its one sorted timer list, and each insert walks that list
+ * from its head: closing N connections at once (1001 to every device at shutdown, a CRL that
+ * revokes thousands) cost O(N^2), ~25 s at 19,900 devices. Here the peer's answering close
+ * ends the connection (LWS_CALLBACK_WS_PEER_INITIATED_CLOSE), and one that does not answer
+ * is dropped FK_SRV_CLOSE_WAIT s later (the tick calls fk_srv_close_overdue): no lws timer. */
+static int send_close(struct session *s, struct lws *wsi) {
+    if (s->close_sent) {
+        return time(NULL) - s->close_sent_at >= FK_SRV_CLOSE_WAIT ? -1 : 0;
+    }
+    if (close_note(s, s->close_code, s->close_reason, NULL) != 0) {
+        return -1;
+    }
+    /* lws' public API frames no close (lws_close_reason is the way, and brings the timers),
+     * so the frame is built here and written raw. RFC 6455 5.2: FIN + opcode 0x8, a server's
+     * frame is unmasked, 7-bit length; 5.5: a control frame carries <= 125 bytes; 5.5.1: the
+     * 2-byte code, then the reason. */
+    uint8_t frame[LWS_PRE + 2 + 125];
+    uint8_t *f = frame + LWS_PRE;
+    size_t n = strlen(s->close_reason);
+    n = n < 123 ? n : 123;
+    f[0] = 0x88;
+    f[1] = (uint8_t)(2 + n);
+    f[2] = (uint8_t)(s->close_code >> 8);
+    f[3] = (uint8_t)(s->close_code & 0xff);
+    memcpy(f + 4, s->close_reason, n);
+    if (lws_write(wsi, f, 4 + n, LWS_WRITE_RAW) < (int)(4 + n)) {
+        return -1;
+    }
+    s->close_sent = 1;
+    s->close_sent_at = time(NULL);
+    return 0;
 }
 
 static int on_hello(struct session *s, struct lws *wsi, const struct fk_wss_msg *m) {
@@ -161,6 +207,9 @@ static int on_message(struct session *s, struct lws *wsi, const uint8_t *buf, si
 }
 
 static int on_receive(struct session *s, struct lws *wsi, const uint8_t *in, size_t len) {
+    if (s->close_sent) {
+        return 0; /* RFC 6455 5.5.1: we are closing; what the peer sent meanwhile is moot */
+    }
     s->last_rx = time(NULL);
     if (lws_frame_is_binary(wsi)) {
         return close_now(s, wsi, FK_WSS_CLOSE_UNSUPPORTED, "binary frames not accepted", NULL);
@@ -246,7 +295,7 @@ int fk_srv_session_cb(struct lws *wsi, enum lws_callback_reasons reason, void *u
         return on_receive(s, wsi, in, len);
     case LWS_CALLBACK_SERVER_WRITEABLE: {
         if (s->close_code != 0) {
-            return close_now(s, wsi, s->close_code, s->close_reason, NULL);
+            return send_close(s, wsi);
         }
         struct outmsg *m = s->q_head;
         if (m == NULL) {
@@ -267,6 +316,10 @@ int fk_srv_session_cb(struct lws *wsi, enum lws_callback_reasons reason, void *u
         }
         return 0;
     }
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        /* The answer to our close frame: done (nonzero: lws closes without echoing it). A
+         * close the peer started gets lws' echo as before. */
+        return s->close_sent ? -1 : 0;
     case LWS_CALLBACK_CLOSED:
         if (s->mobile) {
             fk_srv_mobile_closed(s);

@@ -30,6 +30,13 @@ int fk_srv_enqueue_json(struct session *s, struct lws *wsi, cJSON *o);
 /* Sends close code / why at the next writable callback. */
 void fk_srv_schedule_close(struct session *s, struct lws *wsi, int code, const char *why);
 
+/* Seconds a peer has to answer a scheduled close before the connection is dropped (what lws'
+ * own close handshake allows). */
+#define FK_SRV_CLOSE_WAIT 5
+/* The tick's part of a scheduled close: drops s once its close frame has gone unanswered for
+ * FK_SRV_CLOSE_WAIT seconds at now. */
+void fk_srv_close_overdue(struct session *s, time_t now);
+
 /* Queues request kind with body (taken; NULL: {}) as s's one outstanding request. 0, or -1. */
 int fk_srv_send_request(struct session *s, const char *kind, cJSON *body);
 

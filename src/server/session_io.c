@@ -48,6 +48,12 @@ void fk_srv_schedule_close(struct session *s, struct lws *wsi, int code, const c
     lws_callback_on_writable(wsi);
 }
 
+void fk_srv_close_overdue(struct session *s, time_t now) {
+    if (s->close_sent && now - s->close_sent_at >= FK_SRV_CLOSE_WAIT) {
+        lws_callback_on_writable(s->wsi); /* session.c's writable callback drops it */
+    }
+}
+
 int fk_srv_send_request(struct session *s, const char *kind, cJSON *body) {
     struct fk_server *srv = s->srv;
     /* One outstanding request per connection (docs/wss-protocol.md); ids are unique per

@@ -296,6 +296,12 @@ protocol)
     # The hello deadline closes a silent connection with 1008.
     ok "$W" --port "$P" $(dev $D1) expect-close 1008
     grep -q 'no hello in time' out.txt || fail "hello timeout reason"
+    # A scheduled close answered by the device: the server ends the connection and sends
+    # nothing more (not an echo of the answer).
+    ok "$W" --port "$P" $(dev $D1) expect-close 1008 answer-close expect-eof
+    # Not answered: the server drops the connection itself (FK_SRV_CLOSE_WAIT, 5 s; the
+    # bound leaves room for a loaded machine).
+    ok "$W" --port "$P" --timeout 20 $(dev $D1) expect-close 1008 expect-eof
     # A fragmented message is reassembled (3 fragments, 3000 bytes of an invalid object).
     ok "$W" --port "$P" $(dev $D1) hello $D1 frag 3000 expect-close 1007
     expect_log "closing 1009 (message too big)"
@@ -306,7 +312,11 @@ protocol)
     expect_metric_ge 'fleetkey_ws_closes_total{code="1007"}' 4
     # Nothing else was affected: the server still serves.
     ok "$W" --port "$P" $(dev $D1) hello $D1 ping
+    # Shutdown: close 1001 to a held device, which answers; then the connection ends.
+    hold $D2 held expect-close 1001 answer-close expect-eof
     stop_server
+    wait "$HELD_PID" || fail "held device: $(cat held.out held.err)"
+    grep -q 'close 1001 server shutting down' held.out || fail "no 1001 at shutdown: $(cat held.out)"
     # A server-initiated request and its response (status_request = 1).
     start_server --status_request 1
     ok "$W" --port "$P" $(dev $D1) hello $D1 expect request \

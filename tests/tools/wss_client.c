@@ -14,6 +14,9 @@
  *   binary            send a binary frame
  *   wait-file F       wait (bounded by --timeout) until file F exists
  *   expect-close CODE read until the server's close frame; its code must be CODE
+ *   answer-close      answer that close frame with ours (RFC 6455 5.5.1: echo its code)
+ *   expect-eof        read: the server must end the connection (TLS close or TCP end, within
+ *                     --timeout) and send nothing more, no frame, not a second close
  *   idle S            read for S seconds; any message or close fails
  *   sleep MS          do nothing for MS milliseconds (a slow device)
  *   expect-request KIND  read the next message: a request of that kind (its id is kept)
@@ -648,6 +651,26 @@ int main(int argc, char **argv) {
                 return 1;
             }
             i++;
+        } else if (strcmp(step, "answer-close") == 0) {
+            /* msg still holds the last close frame's payload (expect-close). */
+            if (send_frame(1, 8, (const uint8_t *)msg, len >= 2 ? 2 : 0) != 0) {
+                fprintf(stderr, "wss_client: answer-close: send failed\n");
+                return 1;
+            }
+        } else if (strcmp(step, "expect-eof") == 0) {
+            uint8_t b;
+            int r = SSL_read(ssl, &b, 1);
+            int e = SSL_get_error(ssl, r);
+            /* The receive time-out (SO_RCVTIMEO: EAGAIN) is WANT_READ to OpenSSL's socket BIO,
+             * or SYSCALL with EAGAIN; the end is ZERO_RETURN (close_notify), or SYSCALL with
+             * errno 0 (FIN) or a reset. */
+            int timed_out = e == SSL_ERROR_WANT_READ ||
+                            (e == SSL_ERROR_SYSCALL && (errno == EAGAIN || errno == EWOULDBLOCK));
+            if (r > 0 || timed_out) {
+                fprintf(stderr, "wss_client: expect-eof: %s\n",
+                        r > 0 ? "the server sent more after its close" : "time-out");
+                return 1;
+            }
         } else if (strcmp(step, "expect-request") == 0 && arg != NULL) {
             if (expect_request(msg, sizeof msg, arg) != 0) {
                 return 1;
