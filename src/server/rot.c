@@ -525,11 +525,15 @@ static void recover_mtls(struct session *s, struct rot_job *j, struct rot_dev *r
 }
 
 void fk_srv_rot_hello(struct session *s, const struct fk_wss_msg *m) {
-    struct fk_server *srv = s->srv;
     s->rot = m->rot;
     s->dtls_port = m->dtls_port;
     s->rot_act = ROT_ACT_NONE;
     conn_serial(s);
+    fk_srv_rot_recheck(s);
+}
+
+void fk_srv_rot_recheck(struct session *s) {
+    struct fk_server *srv = s->srv;
     struct rot_job *j = fk_srv_rot_current(srv);
     size_t i = j != NULL && s->rot.present ? index_of(j, s->id) : (size_t)-1;
     if (i == (size_t)-1) {
@@ -609,7 +613,7 @@ static int serials_cb(void *user, const struct fk_pki_cert_info *info) {
 }
 
 /* After the interlock (or force): every device's old credentials go. */
-static void revoke_old(struct fk_server *srv, struct rot_job *j) {
+void fk_srv_rot_revoke_old(struct fk_server *srv, struct rot_job *j) {
     struct fk_diag d;
     fk_diag_init(&d);
     size_t certs = 0, psks = 0;
@@ -688,6 +692,10 @@ static void revoke_old(struct fk_server *srv, struct rot_job *j) {
 
 void fk_srv_rot_tick(struct fk_server *srv) {
     struct rot_job *j = fk_srv_rot_current(srv);
+    if (j == NULL && fk_srv_rot_shared(srv)) {
+        fk_srv_rot_shared_sync(srv); /* a plan another instance created */
+        j = fk_srv_rot_current(srv);
+    }
     if (j == NULL) {
         return;
     }
@@ -700,14 +708,17 @@ void fk_srv_rot_tick(struct fk_server *srv) {
     }
     fk_srv_rot_checks(srv, j);
     audit_outcomes(srv, j);
-    if (j->p->wave != wave) {
+    /* A shared plan's waves, state changes and revocation are audited (and the revocation
+     * done) once, by the instance whose merge makes them (rot_shared.c). */
+    int shared = fk_srv_rot_shared(srv);
+    if (j->p->wave != wave && !shared) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "wave", j->p->wave);
         cJSON_AddNumberToObject(o, "percent", j->p->spec.waves[j->p->wave]);
         fk_srv_rot_audit(srv, j, ROT_ACTOR, "rotation.wave_opened", j->id, o);
         fk_srv_rot_dirty(j);
     }
-    if (j->p->state != was) {
+    if (j->p->state != was && !shared) {
         fk_log(FK_LOG_INFO, "server: rotation %s: %s -> %s %s", j->id, fk_plan_state_name(was),
                fk_plan_state_name(j->p->state), j->p->pause_reason);
         cJSON *o = cJSON_CreateObject();
@@ -720,14 +731,14 @@ void fk_srv_rot_tick(struct fk_server *srv) {
     if (j->p->state == FK_PLAN_SETTLED) {
         char(*b)[FK_PLAN_DEV_SIZE] = NULL;
         size_t nb = 0;
-        if (fk_plan_interlock(j->p, &b, &nb) == FK_OK) {
+        if (fk_plan_interlock(j->p, &b, &nb) == FK_OK && !shared) {
             fk_srv_rot_audit(srv, j, ROT_ACTOR, "rotation.interlock_held", j->id, NULL);
             fk_srv_rot_dirty(j);
         }
         free(b);
     }
-    if (j->p->state == FK_PLAN_DONE && !j->revoked) {
-        revoke_old(srv, j);
+    if (j->p->state == FK_PLAN_DONE && !j->revoked && !shared) {
+        fk_srv_rot_revoke_old(srv, j);
     }
     fk_srv_rot_save_dirty(srv);
 }

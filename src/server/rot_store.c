@@ -143,11 +143,9 @@ cJSON *fk_srv_rot_json(const struct rot_job *j, int detail) {
 
 /* The file: the plan as fk_plan_to_json wrote it, plus what only the server knows (issued
  * serials, staged PSKs: secrets, hence 0600 and never logged). */
-static void job_save(struct fk_server *srv, struct rot_job *j) {
-    char path[1200], *pj = NULL, *txt = NULL;
+char *fk_srv_rot_text(const struct rot_job *j) {
+    char *pj = NULL, *txt = NULL;
     size_t pl = 0;
-    struct fk_diag d;
-    fk_diag_init(&d);
     cJSON *o = NULL;
     if (fk_plan_to_json(j->p, &pj, &pl) != FK_OK) {
         goto out;
@@ -181,23 +179,40 @@ static void job_save(struct fk_server *srv, struct rot_job *j) {
         cJSON_AddItemToObject(devs, j->p->t[i].device, e);
     }
     txt = cJSON_PrintUnformatted(o);
+out:
+    cJSON_Delete(o); /* holds the PSK hex: cJSON frees without wiping; short-lived */
+    free(pj);
+    return txt;
+}
+
+void fk_srv_rot_text_free(char *body) {
+    if (body != NULL) {
+        fk_wipe(body, strlen(body));
+        cJSON_free(body);
+    }
+}
+
+static void job_save(struct fk_server *srv, struct rot_job *j) {
+    char path[1200];
+    struct fk_diag d;
+    fk_diag_init(&d);
+    char *txt = fk_srv_rot_text(j);
     snprintf(path, sizeof path, "%s/%s.json", srv->rot_dir, j->id);
     if (txt != NULL && fk_file_write_atomic(path, txt, strlen(txt), 0600, 0, &d) == FK_OK) {
         j->dirty = 0;
     }
-out:
     if (j->dirty) {
-        fk_log(FK_LOG_WARN, "server: rotation %s: not saved (%s)", j->id, d.msg);
+        fk_log(FK_LOG_WARN, "server: rotation %s: not saved (%s)", j->id,
+               txt == NULL ? "out of memory" : d.msg);
     }
-    if (txt != NULL) {
-        fk_wipe(txt, strlen(txt));
-        cJSON_free(txt);
-    }
-    cJSON_Delete(o); /* holds the PSK hex: cJSON frees without wiping; short-lived */
-    free(pj);
+    fk_srv_rot_text_free(txt);
 }
 
 void fk_srv_rot_save_dirty(struct fk_server *srv) {
+    if (fk_srv_rot_shared(srv)) {
+        fk_srv_rot_shared_sync(srv); /* the plans live in the inventory: rot_shared.c */
+        return;
+    }
     for (size_t i = 0; i < srv->nrjobs; i++) {
         if (srv->rjobs[i]->dirty) {
             job_save(srv, srv->rjobs[i]);
@@ -238,10 +253,11 @@ out:
     return rc;
 }
 
-static void job_free(struct rot_job *j) {
+void fk_srv_rot_job_free(struct rot_job *j) {
     if (j == NULL) {
         return;
     }
+    fk_srv_rot_job_free(j->base);
     if (j->d != NULL && j->p != NULL) {
         fk_wipe(j->d, j->p->n * sizeof *j->d);
     }
@@ -250,7 +266,7 @@ static void job_free(struct rot_job *j) {
     free(j);
 }
 
-static int job_append(struct fk_server *srv, struct rot_job *j) {
+int fk_srv_rot_job_append(struct fk_server *srv, struct rot_job *j) {
     void *q = realloc(srv->rjobs, (srv->nrjobs + 1) * sizeof *srv->rjobs);
     if (q == NULL) {
         return -1;
@@ -260,21 +276,15 @@ static int job_append(struct fk_server *srv, struct rot_job *j) {
     return 0;
 }
 
-static int load_one(struct fk_server *srv, const char *name, unsigned long num) {
-    char path[1200];
-    uint8_t *buf = NULL;
-    size_t len = 0;
+struct rot_job *fk_srv_rot_parse(const char *buf, size_t len, const char *id,
+                                 struct fk_diag *diag) {
     char *pj = NULL;
     cJSON *o = NULL;
     struct rot_job *j = NULL;
     struct fk_diag d;
     fk_diag_init(&d);
     int ok = 0;
-    snprintf(path, sizeof path, "%s/%s", srv->rot_dir, name);
-    if (fk_file_read(path, 256u << 20, &buf, &len, &d) != FK_OK) {
-        goto out;
-    }
-    o = cJSON_ParseWithLength((const char *)buf, len);
+    o = cJSON_ParseWithLength(buf, len);
     const cJSON *plan = cJSON_GetObjectItemCaseSensitive(o, "plan");
     const cJSON *srvp = cJSON_GetObjectItemCaseSensitive(o, "server");
     j = calloc(1, sizeof *j);
@@ -286,7 +296,7 @@ static int load_one(struct fk_server *srv, const char *name, unsigned long num) 
     if (fk_plan_from_json((const uint8_t *)pj, strlen(pj), &j->p, &d) != FK_OK) {
         goto out;
     }
-    snprintf(j->id, sizeof j->id, "rot-%06lu", num);
+    snprintf(j->id, sizeof j->id, "%s", id);
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, "created_at");
     snprintf(j->created_at, sizeof j->created_at, "%s", cJSON_IsString(it) ? it->valuestring : "");
     it = cJSON_GetObjectItemCaseSensitive(o, "operator");
@@ -324,7 +334,33 @@ static int load_one(struct fk_server *srv, const char *name, unsigned long num) 
             rd->has_psk = 1;
         }
     }
-    if (job_append(srv, j) != 0) {
+    ok = 1;
+out:
+    if (!ok) {
+        fk_diag_set(diag, FK_E_PARSE, "%s", d.msg[0] != '\0' ? d.msg : "out of memory");
+        fk_srv_rot_job_free(j);
+        j = NULL;
+    }
+    if (pj != NULL) {
+        cJSON_free(pj);
+    }
+    cJSON_Delete(o); /* held the PSK hex: cJSON frees without wiping; short-lived */
+    return j;
+}
+
+static int load_one(struct fk_server *srv, const char *name, unsigned long num) {
+    char path[1200], id[16];
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    struct rot_job *j = NULL;
+    struct fk_diag d;
+    fk_diag_init(&d);
+    int ok = 0;
+    snprintf(path, sizeof path, "%s/%s", srv->rot_dir, name);
+    snprintf(id, sizeof id, "rot-%06lu", num % 1000000u);
+    if (fk_file_read(path, 256u << 20, &buf, &len, &d) != FK_OK ||
+        (j = fk_srv_rot_parse((const char *)buf, len, id, &d)) == NULL ||
+        fk_srv_rot_job_append(srv, j) != 0) {
         goto out;
     }
     fk_log(FK_LOG_INFO, "server: rotation %s loaded: %s, %zu devices", j->id,
@@ -335,11 +371,7 @@ out:
     if (!ok) {
         fk_log(FK_LOG_WARN, "server: rotation file %s not loaded (left on disk): %s", path, d.msg);
     }
-    job_free(j);
-    if (pj != NULL) {
-        cJSON_free(pj);
-    }
-    cJSON_Delete(o);
+    fk_srv_rot_job_free(j);
     if (buf != NULL) {
         fk_free_secret(buf, len);
     }
@@ -351,10 +383,14 @@ static int cmp_str(const void *a, const void *b) {
 }
 
 void fk_srv_rot_load(struct fk_server *srv) {
+    srv->next_rjob = 1;
+    if (fk_srv_rot_shared(srv)) {
+        fk_srv_rot_shared_sync(srv); /* every plan of the inventory: rot_shared.c */
+        return;
+    }
     DIR *dir = opendir(srv->rot_dir);
     char **names = NULL;
     size_t n = 0;
-    srv->next_rjob = 1;
     if (dir == NULL) {
         return;
     }
@@ -389,7 +425,7 @@ void fk_srv_rot_load(struct fk_server *srv) {
 
 void fk_srv_rot_free(struct fk_server *srv) {
     for (size_t i = 0; i < srv->nrjobs; i++) {
-        job_free(srv->rjobs[i]);
+        fk_srv_rot_job_free(srv->rjobs[i]);
     }
     free(srv->rjobs);
     srv->rjobs = NULL;
@@ -506,19 +542,30 @@ int fk_srv_rot_create(struct fk_server *srv, const struct fk_plan_spec *spec,
         snprintf(why, why_size, "mtls rotation needs ca_dir in the server configuration");
         return -1;
     }
+    int shared = fk_srv_rot_shared(srv);
+    char id[16];
+    long long db_id = 0;
+    snprintf(id, sizeof id, "rot-%06lu", srv->next_rjob);
+    if (shared && fk_srv_rot_shared_claim(srv, id, &db_id, status, why, why_size) != 0) {
+        return -1; /* the id comes from the inventory, unique across instances */
+    }
     j = calloc(1, sizeof *j);
     if (j == NULL) {
         goto nomem;
     }
-    snprintf(j->id, sizeof j->id, "rot-%06lu", srv->next_rjob);
+    snprintf(j->id, sizeof j->id, "%s", id);
+    j->db_id = db_id;
     if (fk_plan_new(j->id, spec, devices, n, &j->p, &d) != FK_OK) {
         *status = 400;
         snprintf(why, why_size, "%s", d.msg[0] ? d.msg : "bad plan");
-        job_free(j);
+        fk_srv_rot_job_free(j);
+        if (shared) {
+            fk_inventory_rollback(srv->inv);
+        }
         return -1;
     }
     j->d = calloc(n ? n : 1, sizeof *j->d);
-    if (j->d == NULL || job_append(srv, j) != 0) {
+    if (j->d == NULL || fk_srv_rot_job_append(srv, j) != 0) {
         goto nomem;
     }
     srv->next_rjob++;
@@ -532,12 +579,26 @@ int fk_srv_rot_create(struct fk_server *srv, const struct fk_plan_spec *spec,
     cJSON_AddNumberToObject(o, "devices", (double)n);
     cJSON_AddNumberToObject(o, "classes", spec->classes);
     fk_srv_rot_audit(srv, j, operator_name, "rotation.created", j->id, o);
-    job_save(srv, j);
+    if (shared) {
+        /* the audit row commits with the plan row, or neither is there */
+        if (fk_srv_rot_shared_created(srv, j) != 0) {
+            srv->nrjobs--; /* j is the last one appended */
+            fk_srv_rot_job_free(j);
+            *status = 500;
+            snprintf(why, why_size, "the plan could not be written to the inventory");
+            return -1;
+        }
+    } else {
+        job_save(srv, j);
+    }
     fk_log(FK_LOG_INFO, "server: rotation %s created by %s: %zu devices", j->id, operator_name, n);
     *out = j;
     return 0;
 nomem:
-    job_free(j);
+    fk_srv_rot_job_free(j);
+    if (shared) {
+        fk_inventory_rollback(srv->inv);
+    }
     *status = 500;
     snprintf(why, why_size, "out of memory");
     return -1;

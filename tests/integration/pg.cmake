@@ -39,6 +39,14 @@ if(TARGET fk_server AND TARGET PkgConfig::LIBPQ)
     set_tests_properties(pg_fleet PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77
         LABELS "pg;server;integration")
 endif()
+# One mtls rotation driven by two instances on one PostgreSQL inventory, robots moved between
+# them mid-plan (rotation plans in the inventory, src/server/rot_shared.c).
+if(TARGET fk_server AND TARGET PkgConfig::LIBPQ)
+    add_test(NAME pg_rot COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/pg_rot.sh
+        ${PROJECT_BINARY_DIR}/bin ${PROJECT_BINARY_DIR}/tmp/pg_rot)
+    set_tests_properties(pg_rot PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77
+        LABELS "pg;server;integration")
+endif()
 # provision-keys rotate ota-key and sign --inventory on a PostgreSQL inventory.
 if(TARGET PkgConfig::LIBPQ)
     add_test(NAME rotation_cli_pg COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/rotation_cli.sh
