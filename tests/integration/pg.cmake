@@ -5,7 +5,7 @@ if(TARGET fk_inventory AND TARGET PkgConfig::LIBPQ)
     # to the end of tests/: the unit fragments that define the targets are included after this
     # one (the fragments are globbed in name order).
     function(fk_pg_unit_tests)
-        foreach(t test_inventory test_inventory_presence test_rotation)
+        foreach(t test_inventory test_inventory_presence test_rotation test_inventory_plans)
             if(TARGET ${t})
                 target_link_libraries(${t} PRIVATE PkgConfig::LIBPQ)
                 target_compile_definitions(${t} PRIVATE FK_HAVE_PG)

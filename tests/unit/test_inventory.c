@@ -469,8 +469,8 @@ static void open_migrates_an_older_schema_forward(void **state) {
     struct fk_inventory *inv = open_db();
     add_device(inv, 1);
     fk_inventory_close(inv);
-    tamper("DROP TABLE rot_plans; DROP TABLE ota_rotation; ALTER TABLE device_presence DROP COLUMN ota;"
-           " UPDATE schema_version SET version = 2");
+    tamper("DROP TABLE rot_plans; DROP TABLE ota_rotation;"
+           " ALTER TABLE device_presence DROP COLUMN ota; UPDATE schema_version SET version = 2");
     inv = open_db();
     struct fk_inv_device dev;
     assert_int_equal(fk_inventory_device_get(inv, "robot-000000000001", &dev, NULL), FK_OK);
