@@ -5,16 +5,16 @@
 # A throw-away cluster (pg_lib.sh); 8 robots minted by provision-keys batch --ca into it;
 # servers A and B (own ports and rot_dirs; one database, one CA directory and CRL file).
 # Robots 0-2 run as a robot-sim fleet on A, 3-4 as a fleet on B, 5-7 as single robot-sims
-# with flash image files (what a power cycle keeps) on A. One mtls plan in two waves is created
-# and started through A only. In the middle, robots 5-7 move to B (kill -9, restarted pointed
-# at B): 5 when A's log shows its delivery due, 6 when A staged its certificate (it comes back
-# in trial: B must confirm what A issued), 7 when A asked for its CSR or later. Checked: the
-# plan is done and revoked on both instances and `fleetctl rotate status` shows the same plan
-# on both; every device confirmed exactly once (one rotation.confirmed row each), one active
-# mtls_cert row and one unrevoked certificate per device (the one that row names), none left
-# staged, the old certificates revoked exactly once (one rotation.old_revoked row, each serial
-# in one rotation.revoked row), every robot back with its new certificate, and the audit chain
-# verifies.
+# with flash image files (what a power cycle keeps) on A. One mtls,psk plan in two waves is
+# created and started through A only. In the middle, robots 5-7 move to B (kill -9, restarted
+# pointed at B): 5 when A's log shows its delivery due, 6 when A staged its certificate (it
+# comes back in trial: B must confirm what A issued), 7 when A asked for its CSR or later.
+# Checked: the plan is done and revoked on both instances and `fleetctl rotate status` shows
+# the same plan on both; every device confirmed each class exactly once (one
+# rotation.confirmed row each); one active mtls_cert row and one unrevoked certificate per
+# device (the one that row names), one active psk row, none left staged; the old credentials
+# revoked exactly once (one rotation.old_revoked row, each serial in one rotation.revoked
+# row); every fleet robot back with its new certificate; the audit chain verifies.
 set -eu
 B=$1
 T=$2
@@ -121,7 +121,7 @@ for k in 5 6 7; do
 done
 
 # The plan, created and started on A only: B learns it from the inventory.
-P=$PA FLEET_WAVES=50,100 fleet_rotate mtls 10
+P=$PA FLEET_WAVES=50,100 fleet_rotate mtls,psk 10
 echo "pg_rot: plan $ROT_ID started on A"
 D5=$(nth 5)
 D6=$(nth 6)
@@ -198,14 +198,24 @@ if len(active) != n:
 if bad:
     sys.exit("\n".join(bad))
 PY
-[ "$(sql "SELECT count(*), count(DISTINCT subject) FROM audit WHERE kind = 'rotation.confirmed'")" = "$N $N" ] ||
-    fail "rotation.confirmed rows: $(sql "SELECT subject, count(*) FROM audit WHERE kind = 'rotation.confirmed' GROUP BY subject")"
+# one confirmation per device and class (the detail names the class and version)
+[ "$(sql "SELECT count(*), count(DISTINCT subject || ' ' || (detail::json->>'class'))
+    FROM audit WHERE kind = 'rotation.confirmed'")" = "$((2 * N)) $((2 * N))" ] ||
+    fail "rotation.confirmed rows: $(sql "SELECT subject, detail FROM audit WHERE kind = 'rotation.confirmed'")"
+# PSKs: one active row per device, a successor; the old ones revoked, none left staged
+[ "$(sql "SELECT count(*) FROM credentials WHERE kind = 'psk' AND state = 'active' AND version >= 2")" = $N ] &&
+    [ "$(sql "SELECT count(DISTINCT device_id) FROM credentials WHERE kind = 'psk' AND state = 'active'")" = $N ] &&
+    [ "$(sql "SELECT count(*) FROM credentials WHERE kind = 'psk' AND state IN ('active', 'staged')")" = $N ] ||
+    fail "psk rows: $(sql "SELECT device_id, version, state FROM credentials WHERE kind = 'psk'")"
+[ "$(sql "SELECT count(*) FROM credentials WHERE kind = 'psk' AND state = 'revoked'")" -ge $N ] ||
+    fail "old PSKs not revoked"
 [ "$(sql "SELECT count(*) FROM audit WHERE kind = 'rotation.old_revoked'")" = 1 ] ||
     fail "rotation.old_revoked rows: $(sql "SELECT count(*) FROM audit WHERE kind = 'rotation.old_revoked'")"
-[ "$(sql "SELECT count(*) = count(DISTINCT detail) FROM audit WHERE kind = 'rotation.revoked'")" = t ] ||
+[ "$(sql "SELECT count(*) = count(DISTINCT subject || detail) FROM audit
+    WHERE kind = 'rotation.revoked'")" = t ] ||
     fail "a serial revoked twice: $(sql "SELECT detail FROM audit WHERE kind = 'rotation.revoked'")"
-[ "$(sql "SELECT count(*) FROM audit WHERE kind = 'rotation.revoked'")" -ge $N ] ||
-    fail "old certificates not all revoked"
+[ "$(sql "SELECT count(*) FROM audit WHERE kind = 'rotation.revoked'
+    AND detail::json->>'serial' IS NOT NULL")" -ge $N ] || fail "old certificates not all revoked"
 [ "$(sql "SELECT count(*) FROM audit WHERE kind = 'rotation.created'")" = 1 ] || fail "plan created twice"
 [ "$(grep -c "mtls v[0-9]* confirmed" B.log || true)" -ge 3 ] ||
     fail "B confirmed fewer than its 2 robots and a moved one"
