@@ -6,9 +6,10 @@
 # servers A and B (own ports and rot_dirs; one database, one CA directory and CRL file).
 # Robots 0-2 run as a robot-sim fleet on A, 3-4 as a fleet on B, 5-7 as single robot-sims
 # with flash image files (what a power cycle keeps) on A. One mtls,psk plan in two waves is
-# created and started through A only. In the middle, robots 5-7 move to B (kill -9, restarted
-# pointed at B): 5 when A's log shows its delivery due, 6 when A staged its certificate (it
-# comes back in trial: B must confirm what A issued), 7 when A asked for its CSR or later.
+# created and started through A only, paused and resumed through B (A follows). In the middle,
+# robots 5-7 move to B (kill -9, restarted pointed at B): 5 when A's log shows its delivery
+# due, 6 when A staged its certificate (it comes back in trial: B must confirm what A
+# issued), 7 when A asked for its CSR or later.
 # Checked: the plan is done and revoked on both instances and `fleetctl rotate status` shows
 # the same plan on both; every device confirmed each class exactly once (one
 # rotation.confirmed row each); one active mtls_cert row and one unrevoked certificate per
@@ -123,6 +124,24 @@ done
 # The plan, created and started on A only: B learns it from the inventory.
 P=$PA FLEET_WAVES=50,100 fleet_rotate mtls,psk 10
 echo "pg_rot: plan $ROT_ID started on A"
+# Operator actions through B act on the one plan: paused there, A stops too; resumed there.
+# get_until S PATTERN: until GET /api/rotation/ID on server S matches PATTERN (20 s at most).
+get_until() {
+    i=0
+    until P=$(cat "$1.port") fleet_api GET "/api/rotation/$ROT_ID" && grep -q "$2" api.out; do
+        i=$((i + 1))
+        [ $i -le 100 ] || fail "$1 never showed $2: $(head -c 600 api.out)"
+        sleep 0.2
+    done
+}
+get_until B '"id":"'"$ROT_ID"'"'
+: >empty
+P=$PB fleet_api POST "/api/rotation/$ROT_ID/pause" empty
+grep -q '^200' api.out || fail "pause through B: $(cat api.out)"
+get_until A '"state":"paused","pause_reason":"paused by ops"'
+P=$PB fleet_api POST "/api/rotation/$ROT_ID/resume" empty
+grep -q '^200' api.out || fail "resume through B: $(cat api.out)"
+get_until A '"state":"running"\|"state":"settled"'
 D5=$(nth 5)
 D6=$(nth 6)
 D7=$(nth 7)
