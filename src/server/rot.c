@@ -178,6 +178,9 @@ static int is_state(const struct fk_wss_rot_class *c, const char *st) {
     return c->present && strcmp(c->state, st) == 0;
 }
 
+static void recover_mtls(struct session *s, struct rot_job *j, struct rot_dev *rd,
+                         const struct fk_wss_rot_class *dc);
+
 int fk_srv_rot_push(struct session *s) {
     struct fk_server *srv = s->srv;
     struct rot_job *j = fk_srv_rot_current(srv);
@@ -220,6 +223,20 @@ int fk_srv_rot_push(struct session *s) {
         const struct fk_wss_rot_class *dc = &s->rot.c[c];
         if ((is_state(dc, "trial") || is_state(dc, "staged")) && dc->staged_version > 0 &&
             (unsigned long long)dc->staged_version != rd->version[c]) {
+            if (c == FK_PLAN_MTLS && is_state(dc, "trial")) {
+                /* issued by this plan (a restart, another instance) and proven by the
+                 * handshake: confirm it rather than roll it back */
+                recover_mtls(s, j, rd, dc);
+                if ((unsigned long long)dc->staged_version == rd->version[c]) {
+                    rd->due[c] = 0;
+                    fk_srv_rot_recheck(s);
+                    return fk_srv_rot_push(s);
+                }
+            }
+            if (fk_srv_rot_shared_issued(srv, j, s->id, (enum fk_plan_class)c,
+                                         dc->staged_version)) {
+                return 0; /* another instance's delivery: its merge brings it in a second */
+            }
             /* another version in trial: the device says busy until it is rolled back */
             cJSON *b = cJSON_CreateObject();
             cJSON_AddStringToObject(b, "class", fk_plan_class_name((enum fk_plan_class)c));
@@ -363,8 +380,10 @@ static void confirmed(struct fk_server *srv, struct rot_job *j, size_t i, enum f
     (void)set_states(srv, dev, fk_srv_rot_cred_kind[c], rd->version[c], "active", "retired");
     rd->audited[c] = 1;
     fk_srv_rot_dirty(j);
-    fk_srv_rot_audit(srv, j, ROT_ACTOR, "rotation.confirmed", dev,
-                     fk_srv_rot_cls_detail(c, rd->version[c], ""));
+    if (!fk_srv_rot_shared(srv)) { /* shared: by the merge that records it (rot_shared.c) */
+        fk_srv_rot_audit(srv, j, ROT_ACTOR, "rotation.confirmed", dev,
+                         fk_srv_rot_cls_detail(c, rd->version[c], ""));
+    }
     fk_log(FK_LOG_INFO, "server: rotation %s: %s: %s v%u confirmed", j->id, dev,
            fk_plan_class_name(c), rd->version[c]);
 }
@@ -576,7 +595,7 @@ void fk_srv_rot_recheck(struct session *s) {
 
 /* ---- the tick: step, audit of outcomes, interlock, revocation --------------------------- */
 
-static void audit_outcomes(struct fk_server *srv, struct rot_job *j) {
+void fk_srv_rot_audit_outcomes(struct fk_server *srv, struct rot_job *j) {
     for (size_t i = 0; i < j->p->n; i++) {
         const struct fk_plan_target *t = &j->p->t[i];
         for (int c = 0; c < FK_PLAN_CLASSES; c++) {
@@ -707,10 +726,12 @@ void fk_srv_rot_tick(struct fk_server *srv) {
         }
     }
     fk_srv_rot_checks(srv, j);
-    audit_outcomes(srv, j);
-    /* A shared plan's waves, state changes and revocation are audited (and the revocation
-     * done) once, by the instance whose merge makes them (rot_shared.c). */
+    /* A shared plan's outcomes, waves, state changes and revocation are audited (and the
+     * revocation done) once, by the instance whose merge makes them (rot_shared.c). */
     int shared = fk_srv_rot_shared(srv);
+    if (!shared) {
+        fk_srv_rot_audit_outcomes(srv, j);
+    }
     if (j->p->wave != wave && !shared) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "wave", j->p->wave);

@@ -154,6 +154,12 @@ int fk_srv_rot_shared(const struct fk_server *srv);
  * stored row under the inventory's writers' lock (or adopts the row when this instance
  * changed nothing) and revokes the old credentials of a done plan exactly once. */
 void fk_srv_rot_shared_sync(struct fk_server *srv);
+/* 1 when the plans are shared and the inventory holds a staged row of class c, version v,
+ * for dev, recorded since j was created: another instance of this plan delivered it and its
+ * next merge brings it here (then this instance confirms it, or the device's own trial limits
+ * roll it back), so it is not rolled back as a stranger. 0 otherwise. */
+int fk_srv_rot_shared_issued(struct fk_server *srv, const struct rot_job *j, const char *dev,
+                             enum fk_plan_class c, unsigned long long v);
 /* fk_srv_rot_create's part: opens a write transaction, loads the plans other instances
  * created, and refuses (409) when one is under way; else allocates the plan's row and names
  * the job id after it. 0 (transaction left open: fk_srv_rot_shared_created commits it), or -1
@@ -175,6 +181,8 @@ int fk_srv_rot_ca_bundle(struct fk_server *srv, uint8_t **der, size_t *len, size
 
 /* The 1 s tick: plan step, PSK check results, interlock and revocation, saving. */
 void fk_srv_rot_tick(struct fk_server *srv);
+/* Audits each failed or rolled-back class of j not audited yet, and marks it audited. */
+void fk_srv_rot_audit_outcomes(struct fk_server *srv, struct rot_job *j);
 /* After the interlock (or force): revokes every device's old credentials of j (CRL entries
  * and a new CRL file, PSK rows), audits them and sets j->revoked. Idempotent. */
 void fk_srv_rot_revoke_old(struct fk_server *srv, struct rot_job *j);

@@ -113,7 +113,19 @@ static int state_rank(enum fk_plan_state s) {
     return 0;
 }
 
-/* Copies this instance's changes (j against its base) into the stored job s. */
+/* 1 when a confirms a class that b does not: a confirmation is a fact (the control plane saw
+ * the successor authenticate) that no other instance's later view undoes. */
+static int confirms_more(const struct fk_plan_target *a, const struct fk_plan_target *b) {
+    for (int c = 0; c < FK_PLAN_CLASSES; c++) {
+        if (a->state[c] == FK_PLAN_T_CONFIRMED && b->state[c] != FK_PLAN_T_CONFIRMED) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Copies this instance's changes (j against its base) into the stored job s, auditing the
+ * confirmations the row did not have yet. */
 static void merge_into(struct fk_server *srv, const struct rot_job *j, struct rot_job *s) {
     const struct rot_job *b = j->base;
     for (size_t i = 0; i < j->p->n; i++) {
@@ -121,10 +133,19 @@ static void merge_into(struct fk_server *srv, const struct rot_job *j, struct ro
         if (b != NULL && fk_plan_target_same(t, &b->p->t[i]) && dev_same(&j->d[i], &b->d[i])) {
             continue; /* not changed here */
         }
-        int there = b != NULL && (!fk_plan_target_same(&s->p->t[i], &b->p->t[i]) ||
-                                  !dev_same(&s->d[i], &b->d[i]));
-        if (there && fk_srv_session_of(srv, t->device) == NULL) {
+        const struct fk_plan_target *st = &s->p->t[i];
+        int there =
+            b != NULL && (!fk_plan_target_same(st, &b->p->t[i]) || !dev_same(&s->d[i], &b->d[i]));
+        if (there && fk_srv_session_of(srv, t->device) == NULL && !confirms_more(t, st)) {
             continue; /* changed by the instance it moved to as well: that one drives it */
+        }
+        for (int c = 0; c < FK_PLAN_CLASSES; c++) {
+            if (t->state[c] == FK_PLAN_T_CONFIRMED && st->state[c] != FK_PLAN_T_CONFIRMED) {
+                /* once for the fleet, however many instances saw it authenticate */
+                fk_srv_rot_audit(
+                    srv, s, ROT_ACTOR, "rotation.confirmed", t->device,
+                    fk_srv_rot_cls_detail((enum fk_plan_class)c, j->d[i].version[c], ""));
+            }
         }
         if (fk_plan_copy_target(s->p, j->p, t->device) == FK_OK) {
             dev_copy(&s->d[i], &j->d[i]);
@@ -240,6 +261,7 @@ static void merge(struct fk_server *srv, struct rot_job *j) {
     enum fk_plan_state before = s->p->state;
     unsigned wave_before = s->p->wave;
     merge_into(srv, j, s);
+    fk_srv_rot_audit_outcomes(srv, s); /* failures: once, from the merged row */
     audit_transitions(srv, s, wave_before, before);
     if (s->p->state == FK_PLAN_DONE && !s->revoked) {
         /* the one instance whose merge finds the plan done and not revoked revokes */
@@ -299,6 +321,28 @@ static void refresh(struct fk_server *srv, struct rot_job *j) {
     }
 }
 
+struct staged_row {
+    const char *kind, *since;
+    unsigned long long version;
+    int found;
+};
+
+static int staged_cb(void *user, const struct fk_inv_credential *c) {
+    struct staged_row *r = user;
+    if (strcmp(c->kind, r->kind) == 0 && (unsigned long long)c->version == r->version &&
+        strcmp(c->state, "staged") == 0 && strcmp(c->created_at, r->since) >= 0) {
+        r->found = 1;
+    }
+    return 0;
+}
+
+int fk_srv_rot_shared_issued(struct fk_server *srv, const struct rot_job *j, const char *dev,
+                             enum fk_plan_class c, unsigned long long v) {
+    struct staged_row r = {fk_srv_rot_cred_kind[c], j->created_at, v, 0};
+    return fk_srv_rot_shared(srv) && j->db_id != 0 &&
+           fk_inventory_credential_list(srv->inv, dev, staged_cb, &r, NULL) == FK_OK && r.found;
+}
+
 /* ---- plans created elsewhere ------------------------------------------------------------ */
 
 static long long newest_row(const struct fk_server *srv) {
@@ -339,6 +383,9 @@ static enum fk_err pull(struct fk_server *srv, struct fk_diag *d) {
 void fk_srv_rot_shared_sync(struct fk_server *srv) {
     struct fk_diag d;
     fk_diag_init(&d);
+    if (srv->inv == NULL) {
+        return; /* fk_server_free after the inventory could not be opened */
+    }
     if (pull(srv, &d) != FK_OK) {
         fk_log(FK_LOG_WARN, "server: rotation plans not read from the inventory: %s", d.msg);
     }

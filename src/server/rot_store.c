@@ -348,6 +348,38 @@ out:
     return j;
 }
 
+enum fk_err fk_rot_job_check(const uint8_t *buf, size_t len, size_t *devices, char **canonical,
+                             struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    struct rot_job *j = NULL;
+    char *t = NULL;
+    if (devices != NULL) {
+        *devices = 0;
+    }
+    if (canonical != NULL) {
+        *canonical = NULL;
+    }
+    FK_ENSURE(len <= FK_INV_PLAN_MAX, fk_diag_set(diag, FK_E_TOOBIG,
+                                                  "rotation job of %zu bytes (at most %u)", len,
+                                                  FK_INV_PLAN_MAX));
+    FK_ENSURE((j = fk_srv_rot_parse((const char *)buf, len, "rot-check", diag)) != NULL,
+              FK_E_PARSE);
+    if (canonical != NULL) {
+        FK_ENSURE((t = fk_srv_rot_text(j)) != NULL, fk_diag_set(diag, FK_E_NOMEM, "memory"));
+        size_t n = strlen(t);
+        FK_ENSURE((*canonical = malloc(n + 1)) != NULL, fk_diag_set(diag, FK_E_NOMEM, "memory"));
+        memcpy(*canonical, t, n + 1);
+    }
+    if (devices != NULL) {
+        *devices = j->p->n;
+    }
+    rc = FK_OK;
+out:
+    fk_srv_rot_text_free(t);
+    fk_srv_rot_job_free(j);
+    return rc;
+}
+
 static int load_one(struct fk_server *srv, const char *name, unsigned long num) {
     char path[1200], id[16];
     uint8_t *buf = NULL;

@@ -5,6 +5,7 @@
  * (inv_location.h; CTest runs both). */
 #include "fleetkey/inventory.h"
 #include "fleetkey/plan.h"
+#include "fleetkey/server.h"
 
 /* cmocka needs these first, in this order. */
 /* clang-format off */
@@ -220,11 +221,69 @@ static void plan_merge_keeps_each_instances_device(void **state) {
     fk_inventory_close(inv);
 }
 
+/* What a server trusts in a stored job (a rot_plans row any writer of the database could have
+ * written): refused with the reason unless it is a whole job; accepted ones write back the
+ * same. */
+static void rot_job_check_refuses_damaged_jobs(void **state) {
+    (void)state;
+    struct fk_plan *p = new_plan();
+    char *pj = NULL;
+    size_t pl = 0;
+    assert_int_equal(fk_plan_to_json(p, &pj, &pl), FK_OK);
+    fk_plan_free(p);
+    char job[4096];
+    int n = snprintf(job, sizeof job,
+                     "{\"id\":\"rot-000001\",\"created_at\":\"\",\"operator\":\"ops\","
+                     "\"revoked\":false,\"plan\":%s,\"server\":{\"robot-a\":{\"version\":[0,2,0,0],"
+                     "\"audited\":[0,0,0,0],\"fpr\":[\"\",\"sha256:ab\",\"\",\"\"],"
+                     "\"serial\":\"0A\"}}}",
+                     pj);
+    free(pj);
+    assert_true(n > 0 && (size_t)n < sizeof job);
+    size_t devices = 0;
+    char *canon = NULL, *again = NULL;
+    assert_int_equal(fk_rot_job_check((const uint8_t *)job, (size_t)n, &devices, &canon, NULL),
+                     FK_OK);
+    assert_int_equal(devices, 4);
+    assert_non_null(strstr(canon, "\"serial\":\"0A\""));
+    assert_int_equal(fk_rot_job_check((const uint8_t *)canon, strlen(canon), NULL, &again, NULL),
+                     FK_OK);
+    assert_string_equal(canon, again);
+    free(canon);
+    free(again);
+    struct fk_diag d;
+    /* every truncation is refused, with nothing handed out */
+    for (size_t cut = 0; cut < (size_t)n; cut += 7) {
+        fk_diag_init(&d);
+        canon = (char *)job;
+        devices = 9;
+        assert_int_equal(fk_rot_job_check((const uint8_t *)job, cut, &devices, &canon, &d),
+                         FK_E_PARSE);
+        assert_null(canon);
+        assert_int_equal(devices, 0);
+        assert_true(d.msg[0] != '\0');
+    }
+    static const char *const bad[] = {
+        "{}", "[]", "{\"plan\":{},\"server\":{}}", "{\"server\":{}}", "not json",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        fk_diag_init(&d);
+        assert_int_equal(fk_rot_job_check((const uint8_t *)bad[i], strlen(bad[i]), NULL, NULL, &d),
+                         FK_E_PARSE);
+        assert_true(d.msg[0] != '\0');
+    }
+    /* the length is judged before a byte is read */
+    assert_int_equal(
+        fk_rot_job_check((const uint8_t *)"{}", (size_t)FK_INV_PLAN_MAX + 1, NULL, NULL, NULL),
+        FK_E_TOOBIG);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(plan_rows_get_ids_and_versions),
         cmocka_unit_test(plan_rows_refuse_bad_input),
         cmocka_unit_test(plan_merge_keeps_each_instances_device),
+        cmocka_unit_test(rot_job_check_refuses_damaged_jobs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
