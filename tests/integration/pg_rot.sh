@@ -48,31 +48,6 @@ sql() {
     fk_pg_psql -d fleet -At -F ' ' -c "$1"
 }
 
-# start_srv NAME: fleetkey-server NAME on a port the OS picks (NAME.port, NAME.log).
-start_srv() {
-    rm -f "$1.port"
-    cat >"$1.conf" <<CONF
-# server $1 of two on one PostgreSQL inventory; one fleet CA and CRL file
-inventory = $INV
-ota_dir = ota_$1
-rot_dir = rot_$1
-ca_dir = pki
-cert = pki/servers/localhost.chain.pem
-key = pki/servers/localhost.key.pem
-ca = pki/ca-chain.pem
-crl = crl.pem
-CONF
-    "$B/fleetkey-server" --config "$1.conf" --listen 127.0.0.1 --port 0 --port-file "$1.port" \
-        2>"$1.log" </dev/null &
-    PIDS="$PIDS $!"
-    i=0
-    while [ ! -s "$1.port" ]; do
-        i=$((i + 1))
-        [ $i -le 300 ] || fail "server $1 did not start"
-        sleep 0.1
-    done
-}
-
 # robot K PORT: single robot-sim K (its flash image rK.img) dialling PORT; sets RPID_K.
 robot() {
     "$B/robot-sim" --flash "r$1.img" --sdkconfig prod.sdkconfig --ctl-port 0 \
@@ -102,8 +77,8 @@ for k in 5 6 7; do
     "$B/robot-sim" flash-image create --out "r$k.img" --nvs "keys/$d.nvs.bin" \
         --nvs-keys "keys/$d.nvs_keys.bin" >img.out 2>&1 || fail "flash image $k: $(cat img.out)"
 done
-start_srv A
-start_srv B
+fleet_server_named A "ca_dir = pki"
+fleet_server_named B "ca_dir = pki"
 PA=$(cat A.port)
 PB=$(cat B.port)
 
@@ -195,25 +170,8 @@ sql "SELECT device_id, version, state, fingerprint FROM credentials WHERE kind =
 python3 - "$N" "$HERE" <<'PY' || fail "inventory and CA index disagree"
 import sys
 sys.path.insert(0, sys.argv[2])
-from ca_index import device_certs
-n = int(sys.argv[1])
-active, bad = {}, []
-for line in open("rows.txt"):
-    dev, ver, state, fpr = line.split()
-    if state == "active":
-        active.setdefault(dev, []).append((int(ver), fpr.lower()))
-    elif state == "staged":
-        bad.append("%s v%s left staged" % (dev, ver))
-live, revoked = device_certs("pki/index.jsonl")
-for dev, rows in sorted(active.items()):
-    if len(rows) != 1 or rows[0][0] < 2:
-        bad.append("%s: active mtls rows %s (want one, version >= 2)" % (dev, rows))
-        continue
-    certs = [c for c in live.get(dev, []) if c[0] not in revoked]
-    if [c[1] for c in certs] != [rows[0][1]]:
-        bad.append("%s: unrevoked certificates %s, inventory active %s" % (dev, certs, rows[0]))
-if len(active) != n:
-    bad.append("%d devices with an active mtls row, not %d" % (len(active), n))
+from ca_index import check_one_active
+bad = check_one_active("rows.txt", "pki/index.jsonl", int(sys.argv[1]))[0]
 if bad:
     sys.exit("\n".join(bad))
 PY
