@@ -169,6 +169,26 @@ fleet_wait_settled() {
     done
 }
 
+# fleet_wait_done SECONDS [WHO]: until the plan ROT_ID on the server at P is done and its old
+# credentials revoked (the last answer stays in api.out); a plan that paused itself (failures
+# over the threshold) or was aborted fails at once. WHO names the server in messages.
+fleet_wait_done() {
+    i=0
+    while :; do
+        # A server busy with reconnecting robots may time a GET out: ask again.
+        if "$B/wss_client" --port "$P" $OPER --get "/api/rotation/$ROT_ID" >api.out 2>api.err; then
+            grep -q '"state":"done"' api.out && grep -q '"revoked":true' api.out && return 0
+            if grep -q '"state":"paused"\|"state":"aborted"' api.out; then
+                fail "the plan stopped${2:+ ($2)}: $(head -c 800 api.out)"
+            fi
+        fi
+        i=$((i + 1))
+        [ $i -le $(($1 * 5)) ] ||
+            fail "plan not done and revoked${2:+ on $2} within $1 s: $(head -c 800 api.out)"
+        sleep 0.2
+    done
+}
+
 # fleet_rot NAME CLASS STATE: robots of fleet NAME whose CLASS rotation is in STATE (status).
 fleet_rot() {
     sed -n "s/.*\"$2\":{\([^}]*\)}.*/\1/p" "$1.json" | sed -n "s/.*\"$3\":\([0-9]*\).*/\1/p"

@@ -127,18 +127,7 @@ move 7 "$D7: mtls delivery due"
 # Done and revoked, seen alike from both instances.
 for S in A B; do
     P=$(cat $S.port)
-    i=0
-    while :; do
-        if "$B/wss_client" --port "$P" $OPER --get "/api/rotation/$ROT_ID" >api.out 2>api.err; then
-            grep -q '"state":"done"' api.out && grep -q '"revoked":true' api.out && break
-            if grep -q '"state":"paused"\|"state":"aborted"' api.out; then
-                fail "the plan stopped ($S): $(head -c 800 api.out)"
-            fi
-        fi
-        i=$((i + 1))
-        [ $i -le 900 ] || fail "plan not done and revoked on $S within 180 s: $(head -c 800 api.out)"
-        sleep 0.2
-    done
+    fleet_wait_done 180 $S
     [ "$(fleet_count confirmed)" = "$N" ] || fail "$S: confirmed $(fleet_count confirmed) of $N"
     FC="$B/fleetctl --p12 ops.p12 --password-file pw.txt --server https://127.0.0.1:$P"
     $FC --ca pki/ca-chain.pem --json rotate status "$ROT_ID" >"status_$S.json" 2>"status_$S.err" ||
