@@ -181,6 +181,32 @@ static int is_state(const struct fk_wss_rot_class *c, const char *st) {
 static void recover_mtls(struct session *s, struct rot_job *j, struct rot_dev *rd,
                          const struct fk_wss_rot_class *dc);
 
+struct staged_row {
+    const char *kind, *since;
+    unsigned long long version;
+    int found;
+};
+
+static int staged_cb(void *user, const struct fk_inv_credential *c) {
+    struct staged_row *r = user;
+    if (strcmp(c->kind, r->kind) == 0 && (unsigned long long)c->version == r->version &&
+        strcmp(c->state, "staged") == 0 && strcmp(c->created_at, r->since) >= 0) {
+        r->found = 1;
+    }
+    return 0;
+}
+
+/* 1 when the plans are shared and the inventory holds a staged row of class c, version v,
+ * for dev, recorded since j was created: another instance of this plan delivered it and its
+ * next merge brings it here (then this instance confirms it, or the device's own trial limits
+ * roll it back), so it is not rolled back as a stranger. */
+static int issued_elsewhere(struct fk_server *srv, const struct rot_job *j, const char *dev,
+                            enum fk_plan_class c, unsigned long long v) {
+    struct staged_row r = {fk_srv_rot_cred_kind[c], j->created_at, v, 0};
+    return fk_srv_rot_shared(srv) && j->db_id != 0 &&
+           fk_inventory_credential_list(srv->inv, dev, staged_cb, &r, NULL) == FK_OK && r.found;
+}
+
 int fk_srv_rot_push(struct session *s) {
     struct fk_server *srv = s->srv;
     struct rot_job *j = fk_srv_rot_current(srv);
@@ -233,8 +259,7 @@ int fk_srv_rot_push(struct session *s) {
                     return fk_srv_rot_push(s);
                 }
             }
-            if (fk_srv_rot_shared_issued(srv, j, s->id, (enum fk_plan_class)c,
-                                         dc->staged_version)) {
+            if (issued_elsewhere(srv, j, s->id, (enum fk_plan_class)c, dc->staged_version)) {
                 return 0; /* another instance's delivery: its merge brings it in a second */
             }
             /* another version in trial: the device says busy until it is rolled back */
@@ -709,12 +734,8 @@ void fk_srv_rot_revoke_old(struct fk_server *srv, struct rot_job *j) {
            j->id, certs, psks);
 }
 
-void fk_srv_rot_tick(struct fk_server *srv) {
+void fk_srv_rot_step(struct fk_server *srv) {
     struct rot_job *j = fk_srv_rot_current(srv);
-    if (j == NULL && fk_srv_rot_shared(srv)) {
-        fk_srv_rot_shared_sync(srv); /* a plan another instance created */
-        j = fk_srv_rot_current(srv);
-    }
     if (j == NULL) {
         return;
     }
@@ -761,5 +782,4 @@ void fk_srv_rot_tick(struct fk_server *srv) {
     if (j->p->state == FK_PLAN_DONE && !j->revoked && !shared) {
         fk_srv_rot_revoke_old(srv, j);
     }
-    fk_srv_rot_save_dirty(srv);
 }

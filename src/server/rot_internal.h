@@ -115,8 +115,15 @@ int fk_srv_rot_write_psk(struct fk_server *srv, const char *dev, unsigned versio
                          const uint8_t psk[ROT_PSK_LEN]);
 /* At start: loads every rot-*.json of rot_dir (a bad one is logged and left on disk). */
 void fk_srv_rot_load(struct fk_server *srv);
-/* Writes the jobs changed since their last write; at shutdown. */
+/* Writes the jobs changed since their last write (rot_dir files, or the merge of shared
+ * plans: rot_shared.c); once a second, after an operator's action, at shutdown. */
 void fk_srv_rot_save_dirty(struct fk_server *srv);
+/* The rot_dir file part of fk_srv_rot_load / fk_srv_rot_save_dirty, and one job's file. */
+void fk_srv_rot_load_files(struct fk_server *srv);
+void fk_srv_rot_save_files(struct fk_server *srv);
+void fk_srv_rot_save_file(struct fk_server *srv, struct rot_job *j);
+/* 1 when the plans live in the inventory (a PostgreSQL URI), 0 for rot_dir files. */
+int fk_srv_rot_shared(const struct fk_server *srv);
 /* Frees every job (and the CA); at shutdown, after fk_srv_rot_save_dirty. */
 void fk_srv_rot_free(struct fk_server *srv);
 /* The job that is running, paused or settled (or done, not yet revoked), or NULL. */
@@ -126,8 +133,17 @@ cJSON *fk_srv_rot_json(const struct rot_job *j, int detail);
 /* Audits kind about subject with detail (compact JSON) as actor; failures logged. */
 void fk_srv_rot_audit(struct fk_server *srv, const struct rot_job *j, const char *actor,
                       const char *kind, const char *subject, cJSON *detail);
-/* A new plan (created paused, "not started") from an admin request; 0, or -1 with *status and
- * *why set. */
+/* fk_srv_rot_create's parts: the refusals (409 while a plan is under way, 400 for what the
+ * configuration cannot rotate), and the job itself, appended to srv->rjobs and audited, not
+ * yet saved. 0, or -1 with *status and why set. */
+int fk_srv_rot_create_check(struct fk_server *srv, const struct fk_plan_spec *spec,
+                            unsigned *status, char *why, size_t why_size);
+int fk_srv_rot_create_job(struct fk_server *srv, const struct fk_plan_spec *spec,
+                          const char *const *devices, size_t n, const char *operator_name,
+                          const char *id, long long db_id, struct rot_job **out,
+                          unsigned *status, char *why, size_t why_size);
+/* A new plan (created paused, "not started") from an admin request (rot_shared.c: a rot_dir
+ * file or a row of the shared inventory); 0, or -1 with *status and *why set. */
 int fk_srv_rot_create(struct fk_server *srv, const struct fk_plan_spec *spec,
                       const char *const *devices, size_t n, const char *operator_name,
                       struct rot_job **out, unsigned *status, char *why, size_t why_size);
@@ -147,19 +163,11 @@ int fk_srv_rot_job_append(struct fk_server *srv, struct rot_job *j);
 
 /* ---- rot_shared.c: plans in a PostgreSQL inventory, driven by every instance ------------- */
 
-/* 1 when the plans live in the inventory (a PostgreSQL URI), 0 for rot_dir files. */
-int fk_srv_rot_shared(const struct fk_server *srv);
 /* Once a second, after an operator's action, at start and at shutdown: loads the plans other
  * instances created, then for each unfinished plan merges this instance's changes into the
  * stored row under the inventory's writers' lock (or adopts the row when this instance
  * changed nothing) and revokes the old credentials of a done plan exactly once. */
 void fk_srv_rot_shared_sync(struct fk_server *srv);
-/* 1 when the plans are shared and the inventory holds a staged row of class c, version v,
- * for dev, recorded since j was created: another instance of this plan delivered it and its
- * next merge brings it here (then this instance confirms it, or the device's own trial limits
- * roll it back), so it is not rolled back as a stranger. 0 otherwise. */
-int fk_srv_rot_shared_issued(struct fk_server *srv, const struct rot_job *j, const char *dev,
-                             enum fk_plan_class c, unsigned long long v);
 /* fk_srv_rot_create's part: opens a write transaction, loads the plans other instances
  * created, and refuses (409) when one is under way; else allocates the plan's row and names
  * the job id after it. 0 (transaction left open: fk_srv_rot_shared_created commits it), or -1
@@ -179,8 +187,11 @@ int fk_srv_rot_ca_bundle(struct fk_server *srv, uint8_t **der, size_t *len, size
 
 /* ---- rot.c: delivery, confirmation, interlock and revocation ----------------------------- */
 
-/* The 1 s tick: plan step, PSK check results, interlock and revocation, saving. */
+/* The 1 s tick (rot_shared.c): loads a plan another instance created, steps, saves. */
 void fk_srv_rot_tick(struct fk_server *srv);
+/* Its engine part: plan step, PSK check results, interlock and revocation (a file plan's;
+ * a shared plan's are the merge's). */
+void fk_srv_rot_step(struct fk_server *srv);
 /* Audits each failed or rolled-back class of j not audited yet, and marks it audited. */
 void fk_srv_rot_audit_outcomes(struct fk_server *srv, struct rot_job *j);
 /* After the interlock (or force): revokes every device's old credentials of j (CRL entries

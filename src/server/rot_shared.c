@@ -19,6 +19,9 @@
  * simply done again by the next merge). An instance that changed nothing adopts the row when
  * its version moved.
  *
+ * The entry points of rot*.c that depend on where plans live (tick, load, save, create) are
+ * here too: rot_dir files (rot_store.c) with SQLite, rows with PostgreSQL.
+ *
  * Service thread only, like the rest of rot*.c. */
 #include "rot_internal.h"
 
@@ -27,10 +30,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-int fk_srv_rot_shared(const struct fk_server *srv) {
-    return fk_inventory_is_postgresql(srv->cfg.inventory);
-}
 
 static void job_name(long long db_id, char id[16]) {
     snprintf(id, 16, "rot-%06u", (unsigned)(db_id % 1000000000LL)); /* ids stay below 1e9 */
@@ -321,28 +320,6 @@ static void refresh(struct fk_server *srv, struct rot_job *j) {
     }
 }
 
-struct staged_row {
-    const char *kind, *since;
-    unsigned long long version;
-    int found;
-};
-
-static int staged_cb(void *user, const struct fk_inv_credential *c) {
-    struct staged_row *r = user;
-    if (strcmp(c->kind, r->kind) == 0 && (unsigned long long)c->version == r->version &&
-        strcmp(c->state, "staged") == 0 && strcmp(c->created_at, r->since) >= 0) {
-        r->found = 1;
-    }
-    return 0;
-}
-
-int fk_srv_rot_shared_issued(struct fk_server *srv, const struct rot_job *j, const char *dev,
-                             enum fk_plan_class c, unsigned long long v) {
-    struct staged_row r = {fk_srv_rot_cred_kind[c], j->created_at, v, 0};
-    return fk_srv_rot_shared(srv) && j->db_id != 0 &&
-           fk_inventory_credential_list(srv->inv, dev, staged_cb, &r, NULL) == FK_OK && r.found;
-}
-
 /* ---- plans created elsewhere ------------------------------------------------------------ */
 
 static long long newest_row(const struct fk_server *srv) {
@@ -467,4 +444,71 @@ out:
     fk_srv_rot_job_free(b);
     fk_srv_rot_text_free(text);
     return rc;
+}
+
+/* ---- where plans live: the entry points of rot*.c ------------------------------------------ */
+
+void fk_srv_rot_tick(struct fk_server *srv) {
+    if (fk_srv_rot_shared(srv) && fk_srv_rot_current(srv) == NULL) {
+        fk_srv_rot_shared_sync(srv); /* a plan another instance created */
+    }
+    fk_srv_rot_step(srv);
+    fk_srv_rot_save_dirty(srv);
+}
+
+void fk_srv_rot_save_dirty(struct fk_server *srv) {
+    if (fk_srv_rot_shared(srv)) {
+        fk_srv_rot_shared_sync(srv);
+    } else {
+        fk_srv_rot_save_files(srv);
+    }
+}
+
+void fk_srv_rot_load(struct fk_server *srv) {
+    if (fk_srv_rot_shared(srv)) {
+        srv->next_rjob = 1; /* unused: the inventory numbers the plans */
+        fk_srv_rot_shared_sync(srv);
+    } else {
+        fk_srv_rot_load_files(srv);
+    }
+}
+
+int fk_srv_rot_create(struct fk_server *srv, const struct fk_plan_spec *spec,
+                      const char *const *devices, size_t n, const char *operator_name,
+                      struct rot_job **out, unsigned *status, char *why, size_t why_size) {
+    int shared = fk_srv_rot_shared(srv);
+    char id[16];
+    long long db_id = 0;
+    *out = NULL;
+    if (fk_srv_rot_create_check(srv, spec, status, why, why_size) != 0) {
+        return -1;
+    }
+    snprintf(id, sizeof id, "rot-%06lu", srv->next_rjob % 1000000u);
+    if (shared && fk_srv_rot_shared_claim(srv, id, &db_id, status, why, why_size) != 0) {
+        return -1; /* the id comes from the inventory, unique across instances */
+    }
+    struct rot_job *j = NULL;
+    if (fk_srv_rot_create_job(srv, spec, devices, n, operator_name, id, db_id, &j, status, why,
+                              why_size) != 0) {
+        if (shared) {
+            fk_inventory_rollback(srv->inv);
+        }
+        return -1;
+    }
+    if (shared) {
+        /* the audit row commits with the plan row, or neither is there */
+        if (fk_srv_rot_shared_created(srv, j) != 0) {
+            srv->nrjobs--; /* j is the last one appended */
+            fk_srv_rot_job_free(j);
+            *status = 500;
+            snprintf(why, why_size, "the plan could not be written to the inventory");
+            return -1;
+        }
+    } else {
+        srv->next_rjob++;
+        fk_srv_rot_save_file(srv, j);
+    }
+    fk_log(FK_LOG_INFO, "server: rotation %s created by %s: %zu devices", j->id, operator_name, n);
+    *out = j;
+    return 0;
 }

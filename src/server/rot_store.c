@@ -19,6 +19,10 @@
 const char *const fk_srv_rot_cred_kind[FK_PLAN_CLASSES] = {"ca_cert", "mtls_cert", "psk",
                                                            "ota_pubkey"};
 
+int fk_srv_rot_shared(const struct fk_server *srv) {
+    return fk_inventory_is_postgresql(srv->cfg.inventory);
+}
+
 void fk_srv_rot_dirty(struct rot_job *j) {
     j->dirty = 1;
 }
@@ -192,7 +196,7 @@ void fk_srv_rot_text_free(char *body) {
     }
 }
 
-static void job_save(struct fk_server *srv, struct rot_job *j) {
+void fk_srv_rot_save_file(struct fk_server *srv, struct rot_job *j) {
     char path[1200];
     struct fk_diag d;
     fk_diag_init(&d);
@@ -208,14 +212,10 @@ static void job_save(struct fk_server *srv, struct rot_job *j) {
     fk_srv_rot_text_free(txt);
 }
 
-void fk_srv_rot_save_dirty(struct fk_server *srv) {
-    if (fk_srv_rot_shared(srv)) {
-        fk_srv_rot_shared_sync(srv); /* the plans live in the inventory: rot_shared.c */
-        return;
-    }
+void fk_srv_rot_save_files(struct fk_server *srv) {
     for (size_t i = 0; i < srv->nrjobs; i++) {
         if (srv->rjobs[i]->dirty) {
-            job_save(srv, srv->rjobs[i]);
+            fk_srv_rot_save_file(srv, srv->rjobs[i]);
         }
     }
 }
@@ -421,12 +421,8 @@ static int cmp_str(const void *a, const void *b) {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-void fk_srv_rot_load(struct fk_server *srv) {
+void fk_srv_rot_load_files(struct fk_server *srv) {
     srv->next_rjob = 1;
-    if (fk_srv_rot_shared(srv)) {
-        fk_srv_rot_shared_sync(srv); /* every plan of the inventory: rot_shared.c */
-        return;
-    }
     DIR *dir = opendir(srv->rot_dir);
     char **names = NULL;
     size_t n = 0;
@@ -540,13 +536,8 @@ out:
     return rc;
 }
 
-int fk_srv_rot_create(struct fk_server *srv, const struct fk_plan_spec *spec,
-                      const char *const *devices, size_t n, const char *operator_name,
-                      struct rot_job **out, unsigned *status, char *why, size_t why_size) {
-    struct fk_diag d;
-    fk_diag_init(&d);
-    struct rot_job *j = NULL;
-    *out = NULL;
+int fk_srv_rot_create_check(struct fk_server *srv, const struct fk_plan_spec *spec,
+                            unsigned *status, char *why, size_t why_size) {
     if (fk_srv_rot_current(srv) != NULL) {
         *status = 409;
         snprintf(why, why_size, "a rotation is already under way: %s", fk_srv_rot_current(srv)->id);
@@ -581,14 +572,17 @@ int fk_srv_rot_create(struct fk_server *srv, const struct fk_plan_spec *spec,
         snprintf(why, why_size, "mtls rotation needs ca_dir in the server configuration");
         return -1;
     }
-    int shared = fk_srv_rot_shared(srv);
-    char id[16];
-    long long db_id = 0;
-    snprintf(id, sizeof id, "rot-%06lu", srv->next_rjob);
-    if (shared && fk_srv_rot_shared_claim(srv, id, &db_id, status, why, why_size) != 0) {
-        return -1; /* the id comes from the inventory, unique across instances */
-    }
-    j = calloc(1, sizeof *j);
+    return 0;
+}
+
+int fk_srv_rot_create_job(struct fk_server *srv, const struct fk_plan_spec *spec,
+                          const char *const *devices, size_t n, const char *operator_name,
+                          const char *id, long long db_id, struct rot_job **out, unsigned *status,
+                          char *why, size_t why_size) {
+    struct fk_diag d;
+    fk_diag_init(&d);
+    struct rot_job *j = calloc(1, sizeof *j);
+    *out = NULL;
     if (j == NULL) {
         goto nomem;
     }
@@ -598,16 +592,12 @@ int fk_srv_rot_create(struct fk_server *srv, const struct fk_plan_spec *spec,
         *status = 400;
         snprintf(why, why_size, "%s", d.msg[0] ? d.msg : "bad plan");
         fk_srv_rot_job_free(j);
-        if (shared) {
-            fk_inventory_rollback(srv->inv);
-        }
         return -1;
     }
     j->d = calloc(n ? n : 1, sizeof *j->d);
     if (j->d == NULL || fk_srv_rot_job_append(srv, j) != 0) {
         goto nomem;
     }
-    srv->next_rjob++;
     fk_time_rfc3339((long long)time(NULL), j->created_at);
     snprintf(j->operator_name, sizeof j->operator_name, "%s", operator_name);
     /* Created paused: `plan` shows what would happen before anything is delivered. */
@@ -618,26 +608,10 @@ int fk_srv_rot_create(struct fk_server *srv, const struct fk_plan_spec *spec,
     cJSON_AddNumberToObject(o, "devices", (double)n);
     cJSON_AddNumberToObject(o, "classes", spec->classes);
     fk_srv_rot_audit(srv, j, operator_name, "rotation.created", j->id, o);
-    if (shared) {
-        /* the audit row commits with the plan row, or neither is there */
-        if (fk_srv_rot_shared_created(srv, j) != 0) {
-            srv->nrjobs--; /* j is the last one appended */
-            fk_srv_rot_job_free(j);
-            *status = 500;
-            snprintf(why, why_size, "the plan could not be written to the inventory");
-            return -1;
-        }
-    } else {
-        job_save(srv, j);
-    }
-    fk_log(FK_LOG_INFO, "server: rotation %s created by %s: %zu devices", j->id, operator_name, n);
     *out = j;
     return 0;
 nomem:
     fk_srv_rot_job_free(j);
-    if (shared) {
-        fk_inventory_rollback(srv->inv);
-    }
     *status = 500;
     snprintf(why, why_size, "out of memory");
     return -1;
