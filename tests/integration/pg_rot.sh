@@ -194,5 +194,6 @@ if grep -q 'Sanitizer\|runtime error:' A.log B.log fa.err fb.err r5.err r6.err r
     fail "sanitizer report"
 fi
 echo "pg_rot: plan $ROT_ID over $N robots on 2 servers (3 moved from A to B mid-plan):" \
-    "A confirmed $(grep -c "mtls v[0-9]* confirmed" A.log || true)," \
-    "B $(grep -c "mtls v[0-9]* confirmed" B.log || true); one certificate each, old ones revoked once"
+    "mtls confirmations logged by A $(grep -c "mtls v[0-9]* confirmed" A.log || true)," \
+    "by B $(grep -c "mtls v[0-9]* confirmed" B.log || true)," \
+    "taken back by B $(grep -c "taken back" B.log || true); audited once per device and class"
