@@ -31,7 +31,7 @@
 extern "C" {
 #endif
 
-#define FK_INVENTORY_SCHEMA_VERSION 5
+#define FK_INVENTORY_SCHEMA_VERSION 6
 #define FK_INV_ID_SIZE 32    /* "robot-AABBCCDDEEFF" and other ids, with NUL */
 #define FK_INV_TEXT_SIZE 256 /* names, file names */
 #define FK_INV_TIME_SIZE 21  /* RFC 3339 UTC "2025-01-15T10:30:00Z", "" when unset */
@@ -276,6 +276,40 @@ FK_MUST_CHECK enum fk_err fk_inventory_rotation_add(struct fk_inventory *inv, co
 FK_MUST_CHECK enum fk_err fk_inventory_rotation_last(struct fk_inventory *inv,
                                                      struct fk_inv_rotation *out,
                                                      struct fk_diag *diag);
+
+
+/* ---- credential rotation plans shared by several fleetkey-server instances -------------- */
+/* A plan row: id allocated by the store (1, 2, ...; unique whichever instance adds it), body
+ * (the server's plan JSON, opaque here; it holds staged PSKs, so the database is as secret as
+ * a rot_dir) and version (1 when added, + 1 on every put: readers adopt a body only when the
+ * version moved). Bodies are at most FK_INV_PLAN_MAX bytes. */
+#define FK_INV_PLAN_MAX (256u << 20)
+/* Borrows body (len bytes, NUL-terminated) for the call; non-zero stops the walk. */
+typedef int fk_inv_plan_fn(void *user, long long id, long long version, const char *body,
+                           size_t len);
+
+/* Adds a plan with body; *id gets its number. Runs in its own transaction unless one is open
+ * (open one with fk_inventory_begin to add and then put the body that names the id). FK_OK,
+ * FK_E_ARG (empty or too long body), FK_E_DB. */
+FK_MUST_CHECK enum fk_err fk_inventory_plan_add(struct fk_inventory *inv, const char *body,
+                                                size_t len, long long *id, struct fk_diag *diag);
+/* Reads plan id: *body malloc'd and NUL-terminated (the caller wipes and frees it), *len, and
+ * *version (may be NULL). Read inside fk_inventory_begin .. commit it is the newest committed
+ * body and no other writer can change it before the commit (the writers' lock): that is how
+ * several instances merge their progress into one row. FK_OK, FK_E_NOTFOUND, FK_E_DB
+ * (also: a stored body that is empty or too long). */
+FK_MUST_CHECK enum fk_err fk_inventory_plan_get(struct fk_inventory *inv, long long id,
+                                                char **body, size_t *len, long long *version,
+                                                struct fk_diag *diag);
+/* Replaces the body of plan id and advances its version. Runs in its own transaction unless
+ * one is open. FK_OK, FK_E_ARG, FK_E_NOTFOUND, FK_E_DB. */
+FK_MUST_CHECK enum fk_err fk_inventory_plan_put(struct fk_inventory *inv, long long id,
+                                                const char *body, size_t len,
+                                                struct fk_diag *diag);
+/* Calls fn for each plan with id > after, in id order. FK_OK, FK_E_DB. */
+FK_MUST_CHECK enum fk_err fk_inventory_plan_list(struct fk_inventory *inv, long long after,
+                                                 fk_inv_plan_fn *fn, void *user,
+                                                 struct fk_diag *diag);
 
 #ifdef __cplusplus
 }

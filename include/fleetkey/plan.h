@@ -175,6 +175,16 @@ size_t fk_plan_wave_end(const struct fk_plan *p, unsigned w);
 /* The target of device, or NULL. */
 const struct fk_plan_target *fk_plan_find(const struct fk_plan *p, const char *device);
 
+/* Several control-plane instances driving one stored plan merge per device: each copies the
+ * targets of the devices it changed into the stored plan (fk_plan_copy_target) and adopts the
+ * rest. fk_plan_copy_target copies device's per-class states, attempts, deadlines, reason and
+ * offline flag from src into dst (both plans must hold device). FK_OK; FK_E_NOTFOUND (device
+ * missing from either plan). fk_plan_target_same is 1 when a and b hold the same state (what
+ * fk_plan_copy_target copies), else 0. Neither allocates. */
+FK_MUST_CHECK enum fk_err fk_plan_copy_target(struct fk_plan *dst, const struct fk_plan *src,
+                                              const char *device);
+int fk_plan_target_same(const struct fk_plan_target *a, const struct fk_plan_target *b);
+
 /* Serialises the whole plan as one JSON object; *out is malloc'd (free it), NUL-terminated.
  * FK_OK, FK_E_NOMEM. */
 FK_MUST_CHECK enum fk_err fk_plan_to_json(const struct fk_plan *p, char **out, size_t *out_len);

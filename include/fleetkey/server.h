@@ -315,6 +315,17 @@ FK_MUST_CHECK enum fk_err fk_ota_job_parse(const uint8_t *buf, size_t len,
 /* Frees what fk_ota_job_parse allocated; zeroes r. NULL-safe. */
 void fk_ota_job_record_free(struct fk_ota_job_record *r);
 
+/* Reads a saved credential rotation job the way fleetkey-server does at start (a rot_dir
+ * file) and at each merge of a shared plan (a rot_plans row of a PostgreSQL inventory): the
+ * plan (fk_plan_from_json) and the server's per-device part (versions, serials, fingerprints,
+ * staged PSKs). Borrows buf (len bytes, not trusted, need not be NUL-terminated). *devices
+ * (may be NULL) gets the plan's device count; *canonical (may be NULL) the job as the server
+ * would write it back (malloc'd; it may hold staged PSKs: wipe and free it). Nothing else is
+ * kept. FK_OK; FK_E_PARSE (diag says what); FK_E_TOOBIG (over 256 MiB); FK_E_NOMEM.
+ * Thread-safe. */
+FK_MUST_CHECK enum fk_err fk_rot_job_check(const uint8_t *buf, size_t len, size_t *devices,
+                                           char **canonical, struct fk_diag *diag);
+
 /* Applies a device's report (hello or status "ota") to its target of the job whose app image
  * hash is app_sha256. Returns 1 when the state changed. A report without "ota" changes
  * nothing; running the image in state valid confirms (also straight from queued: an

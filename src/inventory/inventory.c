@@ -687,3 +687,78 @@ enum fk_err fk_inventory_rotation_last(struct fk_inventory *inv, struct fk_inv_r
     }
     return rc;
 }
+
+/* ---- rotation plans ------------------------------------------------------------------------ */
+
+static enum fk_err plan_body_ok(const char *body, size_t len, struct fk_diag *diag) {
+    if (body == NULL || len == 0 || len > FK_INV_PLAN_MAX || memchr(body, '\0', len) != NULL) {
+        return fk_diag_set(diag, FK_E_ARG, "plan: body of %zu bytes (1..%u, no NUL expected)", len,
+                           FK_INV_PLAN_MAX);
+    }
+    return FK_OK;
+}
+
+/* The backends bind the body as a C string: a copy ends it at len. */
+static char *plan_text(const char *body, size_t len) {
+    char *t = malloc(len + 1);
+    if (t != NULL) {
+        memcpy(t, body, len);
+        t[len] = '\0';
+    }
+    return t;
+}
+
+/* Adds (*id == 0 on entry: *id gets the new row) or replaces row *id with body. */
+static enum fk_err plan_write(struct fk_inventory *inv, const char *body, size_t len, long long *id,
+                              int add, struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    int own = 0;
+    char now[FK_INV_TIME_SIZE];
+    char *t = NULL;
+    FK_GUARD(plan_body_ok(body, len, diag));
+    FK_ENSURE((t = plan_text(body, len)) != NULL, fk_diag_set(diag, FK_E_NOMEM, "plan: memory"));
+    now_rfc3339(now);
+    FK_GUARD(auto_begin(inv, &own, diag));
+    rc = add ? inv->ops->plan_add(inv, t, now, id, diag)
+             : inv->ops->plan_put(inv, *id, t, now, diag);
+    if (rc == FK_E_NOTFOUND) {
+        rc = fk_diag_set(diag, FK_E_NOTFOUND, "plan %lld: no such plan", *id);
+    }
+    rc = auto_end(inv, own, rc, diag);
+out:
+    if (t != NULL) {
+        fk_free_secret(t, len + 1); /* a body holds staged PSKs */
+    }
+    return rc;
+}
+
+enum fk_err fk_inventory_plan_add(struct fk_inventory *inv, const char *body, size_t len,
+                                  long long *id, struct fk_diag *diag) {
+    *id = 0;
+    return plan_write(inv, body, len, id, 1, diag);
+}
+
+enum fk_err fk_inventory_plan_get(struct fk_inventory *inv, long long id, char **body, size_t *len,
+                                  long long *version, struct fk_diag *diag) {
+    long long v = 0;
+    *body = NULL;
+    *len = 0;
+    enum fk_err rc = inv->ops->plan_get(inv, id, body, len, &v, diag);
+    if (rc == FK_E_NOTFOUND) {
+        rc = fk_diag_set(diag, FK_E_NOTFOUND, "plan %lld: no such plan", id);
+    }
+    if (version != NULL) {
+        *version = v;
+    }
+    return rc;
+}
+
+enum fk_err fk_inventory_plan_put(struct fk_inventory *inv, long long id, const char *body,
+                                  size_t len, struct fk_diag *diag) {
+    return plan_write(inv, body, len, &id, 0, diag);
+}
+
+enum fk_err fk_inventory_plan_list(struct fk_inventory *inv, long long after, fk_inv_plan_fn *fn,
+                                   void *user, struct fk_diag *diag) {
+    return inv->ops->plan_list(inv, after, fn, user, diag);
+}

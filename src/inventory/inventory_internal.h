@@ -93,6 +93,17 @@ struct fk_inv_ops {
     /* FK_E_NOTFOUND when none; a malformed stored row is FK_E_DB with a message. */
     enum fk_err (*rotation_last)(struct fk_inventory *inv, struct fk_inv_rotation *out,
                                  struct fk_diag *diag);
+
+    /* Rotation plans (fleetkey/inventory.h). updated_at is never empty. */
+    enum fk_err (*plan_add)(struct fk_inventory *inv, const char *body, const char *updated_at,
+                            long long *id, struct fk_diag *diag);
+    /* *body malloc'd; FK_E_NOTFOUND. */
+    enum fk_err (*plan_get)(struct fk_inventory *inv, long long id, char **body, size_t *len,
+                            long long *version, struct fk_diag *diag);
+    enum fk_err (*plan_put)(struct fk_inventory *inv, long long id, const char *body,
+                            const char *updated_at, struct fk_diag *diag); /* FK_E_NOTFOUND */
+    enum fk_err (*plan_list)(struct fk_inventory *inv, long long after, fk_inv_plan_fn *fn,
+                             void *user, struct fk_diag *diag);
 };
 
 struct fk_inventory {

@@ -138,6 +138,14 @@ static const char *const migrations[] = {
     " 'CHECK (state = ''active'' OR state = ''staged'' OR state = ''retired'' OR"
     " state = ''revoked'')') WHERE type = 'table' AND name = 'credentials';"
     "PRAGMA writable_schema = RESET;",
+    /* 5 -> 6: credential rotation plans in the inventory, so that several server instances
+     * on one (PostgreSQL) inventory drive one plan; the same table here keeps the schemas
+     * step for step. */
+    "CREATE TABLE rot_plans("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " body TEXT NOT NULL,"
+    " version INTEGER NOT NULL,"
+    " updated_at TEXT NOT NULL);",
 };
 #define MIGRATION_COUNT ((int)(sizeof migrations / sizeof migrations[0]))
 _Static_assert(MIGRATION_COUNT == FK_INVENTORY_SCHEMA_VERSION, "one migration per version");
@@ -770,6 +778,93 @@ out:
     return rc;
 }
 
+static enum fk_err sq_plan_add(struct fk_inventory *inv, const char *body, const char *updated_at,
+                               long long *id, struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    sqlite3_stmt *s = NULL;
+    FK_GUARD(prepare(inv, "INSERT INTO rot_plans(body, version, updated_at) VALUES(?1, 1, ?2)",
+                     &s, diag));
+    FK_ENSURE(bind_text(s, 1, body, 0) == SQLITE_OK && bind_text(s, 2, updated_at, 0) == SQLITE_OK,
+              db_fail(inv, diag, "bind"));
+    rc = step_done(inv, s, 0, "plan add", diag);
+    s = NULL;
+    if (rc == FK_OK) {
+        *id = (long long)sqlite3_last_insert_rowid(db_of(inv));
+    }
+out:
+    sqlite3_finalize(s);
+    return rc;
+}
+
+static enum fk_err sq_plan_get(struct fk_inventory *inv, long long id, char **body, size_t *len,
+                               long long *version, struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    sqlite3_stmt *s = NULL;
+    FK_GUARD(prepare(inv, "SELECT body, version FROM rot_plans WHERE id = ?1", &s, diag));
+    FK_ENSURE(sqlite3_bind_int64(s, 1, id) == SQLITE_OK, db_fail(inv, diag, "bind"));
+    int r = sqlite3_step(s);
+    FK_ENSURE(r != SQLITE_DONE, FK_E_NOTFOUND);
+    FK_ENSURE(r == SQLITE_ROW, db_fail(inv, diag, "plan get"));
+    const unsigned char *t = sqlite3_column_text(s, 0);
+    int n = sqlite3_column_bytes(s, 0);
+    FK_ENSURE(t != NULL && n > 0 && (unsigned)n <= FK_INV_PLAN_MAX,
+              fk_diag_set(diag, FK_E_DB, "plan %lld: stored body of %d bytes", id, n));
+    FK_ENSURE((*body = malloc((size_t)n + 1)) != NULL,
+              fk_diag_set(diag, FK_E_NOMEM, "plan %lld: memory", id));
+    memcpy(*body, t, (size_t)n);
+    (*body)[n] = '\0';
+    *len = (size_t)n;
+    *version = sqlite3_column_int64(s, 1);
+    rc = FK_OK;
+out:
+    sqlite3_finalize(s);
+    return rc;
+}
+
+static enum fk_err sq_plan_put(struct fk_inventory *inv, long long id, const char *body,
+                               const char *updated_at, struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    sqlite3_stmt *s = NULL;
+    FK_GUARD(prepare(inv,
+                     "UPDATE rot_plans SET body = ?2, version = version + 1, updated_at = ?3"
+                     " WHERE id = ?1",
+                     &s, diag));
+    FK_ENSURE(sqlite3_bind_int64(s, 1, id) == SQLITE_OK && bind_text(s, 2, body, 0) == SQLITE_OK &&
+                  bind_text(s, 3, updated_at, 0) == SQLITE_OK,
+              db_fail(inv, diag, "bind"));
+    rc = step_done(inv, s, 0, "plan put", diag);
+    s = NULL;
+    if (rc == FK_OK && sqlite3_changes(db_of(inv)) == 0) {
+        rc = FK_E_NOTFOUND;
+    }
+out:
+    sqlite3_finalize(s);
+    return rc;
+}
+
+static enum fk_err sq_plan_list(struct fk_inventory *inv, long long after, fk_inv_plan_fn *fn,
+                                void *user, struct fk_diag *diag) {
+    enum fk_err rc = FK_E_INTERNAL;
+    sqlite3_stmt *s = NULL;
+    FK_GUARD(prepare(inv, "SELECT id, version, body FROM rot_plans WHERE id > ?1 ORDER BY id", &s,
+                     diag));
+    FK_ENSURE(sqlite3_bind_int64(s, 1, after) == SQLITE_OK, db_fail(inv, diag, "bind"));
+    int r;
+    while ((r = sqlite3_step(s)) == SQLITE_ROW) {
+        const unsigned char *t = sqlite3_column_text(s, 2);
+        int n = sqlite3_column_bytes(s, 2);
+        if (fn(user, sqlite3_column_int64(s, 0), sqlite3_column_int64(s, 1),
+               t != NULL ? (const char *)t : "", n > 0 ? (size_t)n : 0) != 0) {
+            break;
+        }
+    }
+    FK_ENSURE(r == SQLITE_ROW || r == SQLITE_DONE, db_fail(inv, diag, "plan list"));
+    rc = FK_OK;
+out:
+    sqlite3_finalize(s);
+    return rc;
+}
+
 const struct fk_inv_ops fk_inv_sqlite_ops = {
     .name = "sqlite",
     .open = sq_open,
@@ -795,4 +890,8 @@ const struct fk_inv_ops fk_inv_sqlite_ops = {
     .presence_set = sq_presence_set,
     .rotation_add = sq_rotation_add,
     .rotation_last = sq_rotation_last,
+    .plan_add = sq_plan_add,
+    .plan_get = sq_plan_get,
+    .plan_put = sq_plan_put,
+    .plan_list = sq_plan_list,
 };

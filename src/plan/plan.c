@@ -417,6 +417,37 @@ enum fk_err fk_plan_report(struct fk_plan *p, const char *device, enum fk_plan_c
     return FK_OK;
 }
 
+int fk_plan_target_same(const struct fk_plan_target *a, const struct fk_plan_target *b) {
+    /* Field by field, not memcmp: padding bytes carry no state. */
+    if (strcmp(a->device, b->device) != 0 || a->offline != b->offline ||
+        strcmp(a->reason, b->reason) != 0) {
+        return 0;
+    }
+    for (int c = 0; c < FK_PLAN_CLASSES; c++) {
+        if (a->state[c] != b->state[c] || a->attempts[c] != b->attempts[c] ||
+            a->deadline[c] != b->deadline[c]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+enum fk_err fk_plan_copy_target(struct fk_plan *dst, const struct fk_plan *src,
+                                const char *device) {
+    struct fk_plan_target *d = (struct fk_plan_target *)fk_plan_find(dst, device);
+    const struct fk_plan_target *s = fk_plan_find(src, device);
+    if (d == NULL || s == NULL) {
+        return FK_E_NOTFOUND;
+    }
+    /* device and order are the key: equal by the find */
+    memcpy(d->state, s->state, sizeof d->state);
+    memcpy(d->attempts, s->attempts, sizeof d->attempts);
+    memcpy(d->deadline, s->deadline, sizeof d->deadline);
+    memcpy(d->reason, s->reason, sizeof d->reason);
+    d->offline = s->offline;
+    return FK_OK;
+}
+
 enum fk_err fk_plan_pause(struct fk_plan *p, const char *why) {
     if (p == NULL || p->state != FK_PLAN_RUNNING) {
         return FK_E_STATE;

@@ -201,6 +201,8 @@ int fk_srv_rot_post(struct fk_server *srv, struct lws *wsi, struct http_sess *h,
 /* POST /api/rotation/ID/(start|pause|resume|abort|force) */
 static int action_done(struct fk_server *srv, struct lws *wsi, struct http_sess *h,
                        const char *path) {
+    /* a shared plan: act on what every instance made of it so far, not on a second-old copy */
+    fk_srv_rot_save_dirty(srv);
     const char *id = path + strlen("/api/rotation/");
     const char *slash = strchr(id, '/');
     struct rot_job *j = slash != NULL ? find(srv, id, (size_t)(slash - id)) : NULL;

@@ -204,6 +204,35 @@ static int is_state(const struct fk_wss_rot_class *c, const char *st) {
     return c->present && strcmp(c->state, st) == 0;
 }
 
+static void recover_mtls(struct session *s, struct rot_job *j, struct rot_dev *rd,
+                         const struct fk_wss_rot_class *dc);
+
+struct staged_row {
+    const char *kind, *since;
+    unsigned long long version;
+    int found;
+};
+
+static int staged_cb(void *user, const struct fk_inv_credential *c) {
+    struct staged_row *r = user;
+    if (strcmp(c->kind, r->kind) == 0 && (unsigned long long)c->version == r->version &&
+        strcmp(c->state, "staged") == 0 && strcmp(c->created_at, r->since) >= 0) {
+        r->found = 1;
+    }
+    return 0;
+}
+
+/* 1 when the plans are shared and the inventory holds a staged row of class c, version v,
+ * for dev, recorded since j was created: another instance of this plan delivered it and its
+ * next merge brings it here (then this instance confirms it, or the device's own trial limits
+ * roll it back), so it is not rolled back as a stranger. */
+static int issued_elsewhere(struct fk_server *srv, const struct rot_job *j, const char *dev,
+                            enum fk_plan_class c, unsigned long long v) {
+    struct staged_row r = {fk_srv_rot_cred_kind[c], j->created_at, v, 0};
+    return fk_srv_rot_shared(srv) && j->db_id != 0 &&
+           fk_inventory_credential_list(srv->inv, dev, staged_cb, &r, NULL) == FK_OK && r.found;
+}
+
 int fk_srv_rot_push(struct session *s) {
     struct fk_server *srv = s->srv;
     struct rot_job *j = fk_srv_rot_current(srv);
@@ -246,6 +275,19 @@ int fk_srv_rot_push(struct session *s) {
         const struct fk_wss_rot_class *dc = &s->rot.c[c];
         if ((is_state(dc, "trial") || is_state(dc, "staged")) && dc->staged_version > 0 &&
             (unsigned long long)dc->staged_version != rd->version[c]) {
+            if (c == FK_PLAN_MTLS && is_state(dc, "trial")) {
+                /* issued by this plan (a restart, another instance) and proven by the
+                 * handshake: confirm it rather than roll it back */
+                recover_mtls(s, j, rd, dc);
+                if ((unsigned long long)dc->staged_version == rd->version[c]) {
+                    rd->due[c] = 0;
+                    fk_srv_rot_recheck(s);
+                    return fk_srv_rot_push(s);
+                }
+            }
+            if (issued_elsewhere(srv, j, s->id, (enum fk_plan_class)c, dc->staged_version)) {
+                return 0; /* another instance's delivery: its merge brings it in a second */
+            }
             /* another version in trial: the device says busy until it is rolled back */
             cJSON *b = cJSON_CreateObject();
             cJSON_AddStringToObject(b, "class", fk_plan_class_name((enum fk_plan_class)c));
@@ -400,8 +442,10 @@ static void confirmed(struct fk_server *srv, struct rot_job *j, size_t i, enum f
     (void)set_states(srv, dev, fk_srv_rot_cred_kind[c], rd->version[c], "active", "retired");
     rd->audited[c] = 1;
     fk_srv_rot_dirty(j);
-    fk_srv_rot_audit(srv, j, ROT_ACTOR, "rotation.confirmed", dev,
-                     fk_srv_rot_cls_detail(c, rd->version[c], ""));
+    if (!fk_srv_rot_shared(srv)) { /* shared: by the merge that records it (rot_shared.c) */
+        fk_srv_rot_audit(srv, j, ROT_ACTOR, "rotation.confirmed", dev,
+                         fk_srv_rot_cls_detail(c, rd->version[c], ""));
+    }
     fk_log(FK_LOG_INFO, "server: rotation %s: %s: %s v%u confirmed", j->id, dev,
            fk_plan_class_name(c), rd->version[c]);
 }
@@ -647,11 +691,15 @@ static void recover_ca(struct session *s, struct rot_job *j, struct rot_dev *rd,
 }
 
 void fk_srv_rot_hello(struct session *s, const struct fk_wss_msg *m) {
-    struct fk_server *srv = s->srv;
     s->rot = m->rot;
     s->dtls_port = m->dtls_port;
     s->rot_act = ROT_ACT_NONE;
     conn_serial(s);
+    fk_srv_rot_recheck(s);
+}
+
+void fk_srv_rot_recheck(struct session *s) {
+    struct fk_server *srv = s->srv;
     struct rot_job *j = fk_srv_rot_current(srv);
     size_t i = j != NULL && s->rot.present ? index_of(j, s->id) : (size_t)-1;
     if (i == (size_t)-1) {
@@ -707,7 +755,7 @@ void fk_srv_rot_hello(struct session *s, const struct fk_wss_msg *m) {
 
 /* ---- the tick: step, audit of outcomes, interlock, revocation --------------------------- */
 
-static void audit_outcomes(struct fk_server *srv, struct rot_job *j) {
+void fk_srv_rot_audit_outcomes(struct fk_server *srv, struct rot_job *j) {
     for (size_t i = 0; i < j->p->n; i++) {
         const struct fk_plan_target *t = &j->p->t[i];
         for (int c = 0; c < FK_PLAN_CLASSES; c++) {
@@ -744,7 +792,7 @@ static int serials_cb(void *user, const struct fk_pki_cert_info *info) {
 }
 
 /* After the interlock (or force): every device's old credentials go. */
-static void revoke_old(struct fk_server *srv, struct rot_job *j) {
+void fk_srv_rot_revoke_old(struct fk_server *srv, struct rot_job *j) {
     struct fk_diag d;
     fk_diag_init(&d);
     size_t certs = 0, psks = 0, ota_keys = 0;
@@ -832,7 +880,7 @@ static void revoke_old(struct fk_server *srv, struct rot_job *j) {
            j->id, certs, psks, ota_keys);
 }
 
-void fk_srv_rot_tick(struct fk_server *srv) {
+void fk_srv_rot_step(struct fk_server *srv) {
     struct rot_job *j = fk_srv_rot_current(srv);
     if (j == NULL) {
         return;
@@ -845,15 +893,20 @@ void fk_srv_rot_tick(struct fk_server *srv) {
         }
     }
     fk_srv_rot_checks(srv, j);
-    audit_outcomes(srv, j);
-    if (j->p->wave != wave) {
+    /* A shared plan's outcomes, waves, state changes and revocation are audited (and the
+     * revocation done) once, by the instance whose merge makes them (rot_shared.c). */
+    int shared = fk_srv_rot_shared(srv);
+    if (!shared) {
+        fk_srv_rot_audit_outcomes(srv, j);
+    }
+    if (j->p->wave != wave && !shared) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "wave", j->p->wave);
         cJSON_AddNumberToObject(o, "percent", j->p->spec.waves[j->p->wave]);
         fk_srv_rot_audit(srv, j, ROT_ACTOR, "rotation.wave_opened", j->id, o);
         fk_srv_rot_dirty(j);
     }
-    if (j->p->state != was) {
+    if (j->p->state != was && !shared) {
         fk_log(FK_LOG_INFO, "server: rotation %s: %s -> %s %s", j->id, fk_plan_state_name(was),
                fk_plan_state_name(j->p->state), j->p->pause_reason);
         cJSON *o = cJSON_CreateObject();
@@ -866,14 +919,13 @@ void fk_srv_rot_tick(struct fk_server *srv) {
     if (j->p->state == FK_PLAN_SETTLED) {
         char(*b)[FK_PLAN_DEV_SIZE] = NULL;
         size_t nb = 0;
-        if (fk_plan_interlock(j->p, &b, &nb) == FK_OK) {
+        if (fk_plan_interlock(j->p, &b, &nb) == FK_OK && !shared) {
             fk_srv_rot_audit(srv, j, ROT_ACTOR, "rotation.interlock_held", j->id, NULL);
             fk_srv_rot_dirty(j);
         }
         free(b);
     }
-    if (j->p->state == FK_PLAN_DONE && !j->revoked) {
-        revoke_old(srv, j);
+    if (j->p->state == FK_PLAN_DONE && !j->revoked && !shared) {
+        fk_srv_rot_revoke_old(srv, j);
     }
-    fk_srv_rot_save_dirty(srv);
 }

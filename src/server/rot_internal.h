@@ -96,6 +96,12 @@ struct rot_job {
     struct rot_dev *d;
     int revoked; /* the old credentials were revoked (done plans) */
     int dirty;
+    /* A plan in a PostgreSQL inventory (rot_shared.c): its row, the row's version this
+     * instance adopted last, and the plan as adopted then (what this instance changed since
+     * is what differs from it). 0 and NULL for a plan in a rot_dir file. */
+    long long db_id;
+    long long db_version;
+    struct rot_job *base;
 };
 
 /* Who the rotation's own audit rows name as actor. */
@@ -125,8 +131,15 @@ int fk_srv_rot_read_psk(struct fk_server *srv, const char *dev, int staged, unsi
 void fk_srv_rot_drop_staged_psk(struct fk_server *srv, const char *dev);
 /* At start: loads every rot-*.json of rot_dir (a bad one is logged and left on disk). */
 void fk_srv_rot_load(struct fk_server *srv);
-/* Writes the jobs changed since their last write; at shutdown. */
+/* Writes the jobs changed since their last write (rot_dir files, or the merge of shared
+ * plans: rot_shared.c); once a second, after an operator's action, at shutdown. */
 void fk_srv_rot_save_dirty(struct fk_server *srv);
+/* The rot_dir file part of fk_srv_rot_load / fk_srv_rot_save_dirty, and one job's file. */
+void fk_srv_rot_load_files(struct fk_server *srv);
+void fk_srv_rot_save_files(struct fk_server *srv);
+void fk_srv_rot_save_file(struct fk_server *srv, struct rot_job *j);
+/* 1 when the plans live in the inventory (a PostgreSQL URI), 0 for rot_dir files. */
+int fk_srv_rot_shared(const struct fk_server *srv);
 /* Frees every job (and the CA); at shutdown, after fk_srv_rot_save_dirty. */
 void fk_srv_rot_free(struct fk_server *srv);
 /* The job that is running, paused or settled (or done, not yet revoked), or NULL. */
@@ -136,13 +149,50 @@ cJSON *fk_srv_rot_json(const struct rot_job *j, int detail);
 /* Audits kind about subject with detail (compact JSON) as actor; failures logged. */
 void fk_srv_rot_audit(struct fk_server *srv, const struct rot_job *j, const char *actor,
                       const char *kind, const char *subject, cJSON *detail);
-/* A new plan (created paused, "not started") from an admin request; 0, or -1 with *status and
- * *why set. */
+/* fk_srv_rot_create's parts: the refusals (409 while a plan is under way, 400 for what the
+ * configuration cannot rotate), and the job itself, appended to srv->rjobs and audited, not
+ * yet saved. 0, or -1 with *status and why set. */
+int fk_srv_rot_create_check(struct fk_server *srv, const struct fk_plan_spec *spec,
+                            unsigned *status, char *why, size_t why_size);
+int fk_srv_rot_create_job(struct fk_server *srv, const struct fk_plan_spec *spec,
+                          const char *const *devices, size_t n, const char *operator_name,
+                          const char *id, long long db_id, struct rot_job **out,
+                          unsigned *status, char *why, size_t why_size);
+/* A new plan (created paused, "not started") from an admin request (rot_shared.c: a rot_dir
+ * file or a row of the shared inventory); 0, or -1 with *status and *why set. */
 int fk_srv_rot_create(struct fk_server *srv, const struct fk_plan_spec *spec,
                       const char *const *devices, size_t n, const char *operator_name,
                       struct rot_job **out, unsigned *status, char *why, size_t why_size);
 /* Marks j changed (saved by the next tick). */
 void fk_srv_rot_dirty(struct rot_job *j);
+/* The text of j as saved (plan, issued serials, staged PSKs: secret): NULL when out of
+ * memory; free with fk_srv_rot_text_free, which wipes it. */
+char *fk_srv_rot_text(const struct rot_job *j);
+void fk_srv_rot_text_free(char *body);
+/* A job from what fk_srv_rot_text wrote (len bytes, not trusted), named id. NULL with diag
+ * set when it is not one. The caller owns it (fk_srv_rot_job_free, which frees its base). */
+struct rot_job *fk_srv_rot_parse(const char *buf, size_t len, const char *id,
+                                 struct fk_diag *diag);
+void fk_srv_rot_job_free(struct rot_job *j);
+/* Appends j to srv->rjobs, which owns it from then on. 0, or -1 when out of memory. */
+int fk_srv_rot_job_append(struct fk_server *srv, struct rot_job *j);
+
+/* ---- rot_shared.c: plans in a PostgreSQL inventory, driven by every instance ------------- */
+
+/* Once a second, after an operator's action, at start and at shutdown: loads the plans other
+ * instances created, then for each unfinished plan merges this instance's changes into the
+ * stored row under the inventory's writers' lock (or adopts the row when this instance
+ * changed nothing) and revokes the old credentials of a done plan exactly once. */
+void fk_srv_rot_shared_sync(struct fk_server *srv);
+/* fk_srv_rot_create's part: opens a write transaction, loads the plans other instances
+ * created, and refuses (409) when one is under way; else allocates the plan's row and names
+ * the job id after it. 0 (transaction left open: fk_srv_rot_shared_created commits it), or -1
+ * with *status and why set (transaction closed). */
+int fk_srv_rot_shared_claim(struct fk_server *srv, char id[16], long long *db_id,
+                            unsigned *status, char *why, size_t why_size);
+/* Writes the new job j (appended to srv->rjobs) into its row and commits; j's base is set.
+ * 0, or -1 (rolled back with the row and the audit rows written since the claim; logged). */
+int fk_srv_rot_shared_created(struct fk_server *srv, struct rot_job *j);
 
 /* Reads cfg.ca_bundle (PEM, 1..ROT_CA_CERTS_MAX certificates) into *der (the certificates'
  * DER back to back, what rot_stage ca carries; malloc'd, the caller frees), their count and
@@ -153,10 +203,22 @@ int fk_srv_rot_ca_bundle(struct fk_server *srv, uint8_t **der, size_t *len, size
 
 /* ---- rot.c: delivery, confirmation, interlock and revocation ----------------------------- */
 
-/* The 1 s tick: plan step, PSK check results, interlock and revocation, saving. */
+/* The 1 s tick (rot_shared.c): loads a plan another instance created, steps, saves. */
 void fk_srv_rot_tick(struct fk_server *srv);
+/* Its engine part: plan step, PSK check results, interlock and revocation (a file plan's;
+ * a shared plan's are the merge's). */
+void fk_srv_rot_step(struct fk_server *srv);
+/* Audits each failed or rolled-back class of j not audited yet, and marks it audited. */
+void fk_srv_rot_audit_outcomes(struct fk_server *srv, struct rot_job *j);
+/* After the interlock (or force): revokes every device's old credentials of j (CRL entries
+ * and a new CRL file, PSK rows), audits them and sets j->revoked. Idempotent. */
+void fk_srv_rot_revoke_old(struct fk_server *srv, struct rot_job *j);
 /* After hello: the session's rotation state, confirmation or rollback outcome. */
 void fk_srv_rot_hello(struct session *s, const struct fk_wss_msg *m);
+/* The outcome part of fk_srv_rot_hello again, from the hello s already stored: after another
+ * instance's delivery to this device was adopted (rot_shared.c), the connection that came
+ * here in trial with it is the proof that confirms it. */
+void fk_srv_rot_recheck(struct session *s);
 /* The next rot_* request of s, if any (called when no OTA request is due). 0, or -1 when
  * the message could not be queued. */
 int fk_srv_rot_push(struct session *s);

@@ -107,11 +107,11 @@ void fk_server_free(struct fk_server *srv) {
         return;
     }
     fk_srv_listener_free(srv); /* sessions close: transfers in flight go back to the queue */
-    fk_inventory_close(srv->inv);
     fk_srv_oauth_free(srv);
     fk_srv_jobs_save_dirty(srv);
     fk_srv_rot_checks_stop(srv);
-    fk_srv_rot_save_dirty(srv);
+    fk_srv_rot_save_dirty(srv); /* a shared plan's last merge writes the inventory */
+    fk_inventory_close(srv->inv);
     fk_srv_rot_free(srv);
     for (size_t j = 0; j < srv->njobs; j++) {
         fk_srv_job_free(srv->jobs[j]);

@@ -162,19 +162,7 @@ srv_restart
 P=$(cat port)
 # Done (every device confirmed) and revoked (old certificates in the CRL, reloaded); a plan
 # that paused itself (failures over the threshold) or was aborted fails at once.
-i=0
-while :; do
-    # A server busy with reconnecting robots may time a GET out: ask again.
-    if "$B/wss_client" --port "$P" $OPER --get "/api/rotation/$ROT_ID" >api.out 2>api.err; then
-        grep -q '"state":"done"' api.out && grep -q '"revoked":true' api.out && break
-        if grep -q '"state":"paused"\|"state":"aborted"' api.out; then
-            fail "the plan stopped: $(head -c 800 api.out)"
-        fi
-    fi
-    i=$((i + 1))
-    [ $i -le 1200 ] || fail "plan not done and revoked within 240 s: $(head -c 800 api.out)"
-    sleep 0.2
-done
+fleet_wait_done 240
 [ "$(fleet_count confirmed)" = "$N" ] || fail "confirmed $(fleet_count confirmed) of $N"
 # settled CLASS: every robot online with CLASS committed, none staged, in trial, rolled back.
 settled() {

@@ -50,6 +50,38 @@ fleet_server() {
     P=$(cat port)
 }
 
+# fleet_server_named NAME [LINE...]: fleetkey-server NAME on a port the OS picks (NAME.port,
+# log NAME.log) reading its config file NAME.conf: the inventory FLEET_INV, an ota_dir and
+# rot_dir of its own, the fleet's certificates and CRL, and each LINE (e.g. "ca_dir = pki").
+# Several of them on one PostgreSQL inventory: pg_fleet.sh, pg_rot.sh.
+fleet_server_named() {
+    name=$1
+    shift
+    rm -f "$name.port"
+    {
+        echo "# server $name: inventory, spool and rotation directories, certificates"
+        echo "inventory = ${FLEET_INV:-keys/inventory.db}"
+        echo "ota_dir = ota_$name"
+        echo "rot_dir = rot_$name"
+        echo "cert = pki/servers/localhost.chain.pem"
+        echo "key = pki/servers/localhost.key.pem"
+        echo "ca = pki/ca-chain.pem"
+        echo "crl = crl.pem"
+        for line in "$@"; do
+            echo "$line"
+        done
+    } >"$name.conf"
+    "$B/fleetkey-server" --config "$name.conf" --listen 127.0.0.1 --port 0 \
+        --port-file "$name.port" 2>"$name.log" </dev/null &
+    PIDS="$PIDS $!"
+    i=0
+    while [ ! -s "$name.port" ]; do
+        i=$((i + 1))
+        [ $i -le 300 ] || fail "server $name did not start"
+        sleep 0.1
+    done
+}
+
 # fleet_start NAME N [robot-sim options]: robot-sim --fleet N in the background (NAME.out,
 # NAME.err, status NAME.json); sets FPID.
 fleet_start() {
@@ -133,6 +165,26 @@ fleet_wait_settled() {
         fi
         i=$((i + 1))
         [ $i -le $(($1 * 5)) ] || { head -c 600 api.out >&2; fail "the plan did not settle"; }
+        sleep 0.2
+    done
+}
+
+# fleet_wait_done SECONDS [WHO]: until the plan ROT_ID on the server at P is done and its old
+# credentials revoked (the last answer stays in api.out); a plan that paused itself (failures
+# over the threshold) or was aborted fails at once. WHO names the server in messages.
+fleet_wait_done() {
+    i=0
+    while :; do
+        # A server busy with reconnecting robots may time a GET out: ask again.
+        if "$B/wss_client" --port "$P" $OPER --get "/api/rotation/$ROT_ID" >api.out 2>api.err; then
+            grep -q '"state":"done"' api.out && grep -q '"revoked":true' api.out && return 0
+            if grep -q '"state":"paused"\|"state":"aborted"' api.out; then
+                fail "the plan stopped${2:+ ($2)}: $(head -c 800 api.out)"
+            fi
+        fi
+        i=$((i + 1))
+        [ $i -le $(($1 * 5)) ] ||
+            fail "plan not done and revoked${2:+ on $2} within $1 s: $(head -c 800 api.out)"
         sleep 0.2
     done
 }

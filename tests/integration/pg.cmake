@@ -5,7 +5,7 @@ if(TARGET fk_inventory AND TARGET PkgConfig::LIBPQ)
     # to the end of tests/: the unit fragments that define the targets are included after this
     # one (the fragments are globbed in name order).
     function(fk_pg_unit_tests)
-        foreach(t test_inventory test_inventory_presence test_rotation)
+        foreach(t test_inventory test_inventory_presence test_rotation test_inventory_plans)
             if(TARGET ${t})
                 target_link_libraries(${t} PRIVATE PkgConfig::LIBPQ)
                 target_compile_definitions(${t} PRIVATE FK_HAVE_PG)
@@ -37,6 +37,14 @@ if(TARGET fk_server AND TARGET PkgConfig::LIBPQ)
     add_test(NAME pg_fleet COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/pg_fleet.sh
         ${PROJECT_BINARY_DIR}/bin ${PROJECT_BINARY_DIR}/tmp/pg_fleet)
     set_tests_properties(pg_fleet PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77
+        LABELS "pg;server;integration")
+endif()
+# One mtls rotation driven by two instances on one PostgreSQL inventory, robots moved between
+# them mid-plan (rotation plans in the inventory, src/server/rot_shared.c).
+if(TARGET fk_server AND TARGET PkgConfig::LIBPQ)
+    add_test(NAME pg_rot COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/pg_rot.sh
+        ${PROJECT_BINARY_DIR}/bin ${PROJECT_BINARY_DIR}/tmp/pg_rot)
+    set_tests_properties(pg_rot PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77
         LABELS "pg;server;integration")
 endif()
 # provision-keys rotate ota-key and sign --inventory on a PostgreSQL inventory.

@@ -45,31 +45,6 @@ sql() {
     fk_pg_psql -d fleet -At -c "$1"
 }
 
-# start_srv NAME: fleetkey-server NAME on a port the OS picks (NAME.port, NAME.log), the
-# inventory and the rest in its config file NAME.conf.
-start_srv() {
-    rm -f "$1.port"
-    cat >"$1.conf" <<CONF
-# server $1 of two on one PostgreSQL inventory
-inventory = $INV
-ota_dir = ota_$1
-rot_dir = rot_$1
-cert = pki/servers/localhost.chain.pem
-key = pki/servers/localhost.key.pem
-ca = pki/ca-chain.pem
-crl = crl.pem
-CONF
-    "$B/fleetkey-server" --config "$1.conf" --listen 127.0.0.1 --port 0 --port-file "$1.port" \
-        2>"$1.log" </dev/null &
-    PIDS="$PIDS $!"
-    i=0
-    while [ ! -s "$1.port" ]; do
-        i=$((i + 1))
-        [ $i -le 300 ] || fail "server $1 did not start"
-        sleep 0.1
-    done
-}
-
 fleet_mint $N
 [ ! -e keys/inventory.db ] || fail "batch wrote a SQLite file beside the PostgreSQL inventory"
 [ "$(sql 'SELECT count(*) FROM devices')" = $N ] || fail "minted robots not in PostgreSQL"
@@ -88,8 +63,8 @@ fi
 grep -q "postgresql://fleetkey:\*\*\*@/fleet?host=$T/nowhere: cannot connect" nodb.err ||
     fail "refused-connection message: $(cat nodb.err)"
 ! grep -q s3cret nodb.err || fail "password printed: $(cat nodb.err)"
-start_srv A
-start_srv B
+fleet_server_named A
+fleet_server_named B
 PA=$(cat A.port)
 PB=$(cat B.port)
 

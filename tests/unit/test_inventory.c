@@ -497,8 +497,8 @@ static void open_migrates_an_older_schema_forward(void **state) {
     struct fk_inventory *inv = open_db();
     add_device(inv, 1);
     fk_inventory_close(inv);
-    tamper("DROP TABLE ota_rotation; ALTER TABLE device_presence DROP COLUMN ota;"
-           " UPDATE schema_version SET version = 2");
+    tamper("DROP TABLE rot_plans; DROP TABLE ota_rotation;"
+           " ALTER TABLE device_presence DROP COLUMN ota; UPDATE schema_version SET version = 2");
     inv = open_db();
     struct fk_inv_device dev;
     assert_int_equal(fk_inventory_device_get(inv, "robot-000000000001", &dev, NULL), FK_OK);
@@ -714,7 +714,7 @@ static int tables_with_in_list(void) {
     return n;
 }
 
-/* Migration 5 from a store at schema 4: the fingerprint index is gone and the state CHECKs
+/* Migrations 5 and 6 from a store at schema 4 (6 adds rot_plans, dropped here with it): the fingerprint index is gone and the state CHECKs
  * still refuse what they refused (on SQLite now without an IN list). */
 static void open_migrates_schema_4_to_5(void **state) {
     (void)state;
@@ -724,10 +724,11 @@ static void open_migrates_schema_4_to_5(void **state) {
     fk_inventory_close(inv);
     if (fk_test_inv_is_pg()) {
         tamper("CREATE INDEX credentials_fpr ON credentials(fingerprint);"
-               " UPDATE schema_version SET version = 4");
+               " DROP TABLE rot_plans; UPDATE schema_version SET version = 4");
     } else {
         /* Back to schema 4's text, as migration 0 wrote it. */
         tamper("CREATE INDEX credentials_fpr ON credentials(fingerprint);"
+               "DROP TABLE rot_plans;"
                "PRAGMA writable_schema = ON;"
                "UPDATE sqlite_master SET sql = replace(sql, 'state = ''minted'' OR"
                " state = ''provisioned'' OR state = ''retired''', 'state IN (''minted'',"
