@@ -717,7 +717,7 @@ static enum fk_err plan_write(struct fk_inventory *inv, const char *body, size_t
     char *t = NULL;
     FK_GUARD(plan_body_ok(body, len, diag));
     FK_ENSURE((t = plan_text(body, len)) != NULL, fk_diag_set(diag, FK_E_NOMEM, "plan: memory"));
-    now_rfc3339(now);
+    now_rfc3339(inv, now);
     FK_GUARD(auto_begin(inv, &own, diag));
     rc = add ? inv->ops->plan_add(inv, t, now, id, diag)
              : inv->ops->plan_put(inv, *id, t, now, diag);
