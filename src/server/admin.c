@@ -140,6 +140,7 @@ static int route_metrics(struct fk_server *srv, struct lws *wsi, struct http_ses
               "fleetkey_requests_total{outcome=\"sent\"} %llu\n"
               "fleetkey_requests_total{outcome=\"answered\"} %llu\n"
               "fleetkey_requests_total{outcome=\"timed_out\"} %llu\n"
+              "fleetkey_requests_total{outcome=\"answered_late\"} %llu\n"
               "# HELP fleetkey_ota_jobs_total Update jobs accepted (POST /api/ota).\n"
               "# TYPE fleetkey_ota_jobs_total counter\n"
               "fleetkey_ota_jobs_total %zu\n"
@@ -157,7 +158,7 @@ static int route_metrics(struct fk_server *srv, struct lws *wsi, struct http_ses
               "# TYPE fleetkey_uptime_seconds gauge\n"
               "fleetkey_uptime_seconds %lld\n",
               srv->http_requests, srv->crl_reloads, srv->crl_reload_failures, srv->requests,
-              srv->responses, srv->request_timeouts, srv->njobs, srv->ota_uploads_refused,
+              srv->responses, srv->request_timeouts, srv->late_responses, srv->njobs, srv->ota_uploads_refused,
               srv->ota_bytes, srv->ota_keys[0], srv->ota_keys[1],
               (long long)(time(NULL) - srv->started));
     sb_printf(&b, "# HELP fleetkey_ota_devices_total Device update transitions, by new state.\n"

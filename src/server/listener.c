@@ -128,6 +128,7 @@ static void tick(struct ev_loop *ev, ev_timer *w, int revents) {
             fk_log(FK_LOG_WARN, "server: %s %s: request %s unanswered after 30 s", s->peer, s->id,
                    s->pending);
             srv->request_timeouts++;
+            memcpy(s->late, s->pending, sizeof s->late);
             s->pending[0] = '\0';
             fk_srv_push_timeout(s);
         }

@@ -264,7 +264,10 @@ void fk_srv_push_response(struct session *s, const struct fk_wss_msg *m) {
 /* A pending request went unanswered for 30 s. */
 void fk_srv_push_timeout(struct session *s) {
     enum fk_ota_action a = s->pending_act;
-    s->rot_act = ROT_ACT_NONE; /* the plan's own timeout delivers again */
+    /* The plan's own timeout delivers again, unless the answer still comes (s->late). */
+    s->late_rot_act = s->rot_act;
+    s->late_rot_cls = s->rot_cls;
+    s->rot_act = ROT_ACT_NONE;
     struct fk_ota_target *t = s->target;
     if (t == NULL || s->job == NULL) {
         return;

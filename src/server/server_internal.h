@@ -91,6 +91,12 @@ struct session {
     char serial[FK_WSS_STR_MAX + 1]; /* this connection's client certificate serial, hex */
     int rot_act;                     /* enum rot_act of the outstanding request */
     int rot_cls;                     /* its class */
+    /* A rot_* request given up after 30 s: its id and what it was. Its answer is still taken
+     * while nothing else has been asked since (session.c): a robot busy with its share of a
+     * fleet's crypto answers late, and dropping that answer left the delivery waiting for the
+     * plan's own timeout (minutes at fleet scale) before it was sent again. */
+    char late[FK_WSS_REQID_MAX + 1];
+    int late_rot_act, late_rot_cls;
     /* a phone (mobile certificate + bearer token, mobile.c); not in srv->sessions */
     int mobile;
     char jti[24];    /* the token that opened it: closed when that token is revoked */
@@ -168,7 +174,7 @@ struct fk_server {
     unsigned long long closes[8]; /* by close code, index from close_index() */
     unsigned long long http_requests;
     unsigned long long crl_reloads, crl_reload_failures;
-    unsigned long long requests, responses, request_timeouts;
+    unsigned long long requests, responses, request_timeouts, late_responses;
     int load_error; /* set when LOAD_EXTRA could not configure TLS */
     /* OTA */
     char ota_dir[1024];

@@ -183,6 +183,18 @@ static int on_message(struct session *s, struct lws *wsi, const uint8_t *buf, si
     case FK_WSS_PONG:
         return 0;
     case FK_WSS_RESPONSE:
+        if (s->pending[0] == '\0' && s->late[0] != '\0' && strcmp(m.req_id, s->late) == 0 &&
+            s->late_rot_act != ROT_ACT_NONE) {
+            /* The answer to a rot_* request given up on (server_internal.h, late): rot.c
+             * still checks that it answers the delivery under way. */
+            s->late[0] = '\0';
+            s->rot_act = s->late_rot_act;
+            s->rot_cls = s->late_rot_cls;
+            s->srv->late_responses++;
+            fk_log(FK_LOG_INFO, "server: %s %s: late response %s taken", s->peer, s->id, m.req_id);
+            fk_srv_push_response(s, &m);
+            return fk_srv_push_next(s);
+        }
         if (s->pending[0] == '\0' || strcmp(m.req_id, s->pending) != 0) {
             fk_log(FK_LOG_DEBUG, "server: %s: response %s to no outstanding request", s->id,
                    m.req_id);

@@ -60,6 +60,7 @@ int fk_srv_send_request(struct session *s, const char *kind, cJSON *body) {
      * server run, so also per connection. */
     snprintf(s->pending, sizeof s->pending, "r-%06llu", ++srv->requests);
     s->pending_since = time(NULL);
+    s->late[0] = '\0'; /* something else asked: a late answer to an older request is moot */
     cJSON *r = cJSON_CreateObject();
     cJSON_AddStringToObject(r, "type", "request");
     cJSON_AddStringToObject(r, "id", s->pending);

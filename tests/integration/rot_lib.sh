@@ -44,21 +44,23 @@ rot_server() {
     "$BIN/fleetkey-server" --listen 127.0.0.1 --port "${P:-0}" --port-file port \
         --cert pki/servers/localhost.chain.pem --key pki/servers/localhost.key.pem \
         --ca pki/ca-chain.pem --crl crl.pem --inventory keys/inventory.db \
-        --ca_dir pki --rot_dir rot "$@" --ping_interval 2 >>srv.out 2>>srv.err </dev/null &
+        --ca_dir pki --rot_dir rot --ping_interval 2 "$@" >>srv.out 2>>srv.err </dev/null &
     SPID=$!
     PIDS="$PIDS $SPID"
     wait_for port "[0-9]" 600 || fail "fleetkey-server did not start"
     P=$(cat port)
 }
 
-# rot_robot N: starts robot N from robotN.img against the server on $P (log rsN.err,
-# truncated; 2 trial attempts); sets RPIDN.
+# rot_robot N [ARG...]: starts robot N from robotN.img against the server on $P (log rsN.err,
+# truncated; 2 trial attempts; ARG... added to robot-sim's options); sets RPIDN.
 rot_robot() {
-    : >rs$1.err
-    "$RS" --flash robot$1.img --sdkconfig prod.sdkconfig --ctl-port 0 --ctl-bind 127.0.0.1 \
+    n=$1
+    shift
+    : >rs$n.err
+    "$RS" --flash robot$n.img --sdkconfig prod.sdkconfig --ctl-port 0 --ctl-bind 127.0.0.1 \
         --run-ms 600000 --wss-uri "wss://127.0.0.1:$P/ws" --wss-backoff-ms 200 \
-        --rot-attempts 2 --rot-trial-ms 60000 >rs$1.out 2>rs$1.err </dev/null &
-    eval "RPID$1=\$!"
+        --rot-attempts 2 --rot-trial-ms 60000 "$@" >rs$n.out 2>rs$n.err </dev/null &
+    eval "RPID$n=\$!"
     PIDS="$PIDS $!"
 }
 

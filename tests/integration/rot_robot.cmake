@@ -12,3 +12,9 @@ if(TARGET fk_server)
         ${PROJECT_BINARY_DIR}/bin ${PROJECT_BINARY_DIR}/tmp/rot_robot_ca)
     set_tests_properties(rot_robot_ca PROPERTIES TIMEOUT 600 LABELS "integration;rotation")
 endif()
+# A rotation answer that comes after the server's 30 s: taken (tests/integration/rot_robot_late.sh).
+if(TARGET fk_server)
+    add_test(NAME rot_robot_late COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/rot_robot_late.sh
+        ${PROJECT_BINARY_DIR}/bin ${PROJECT_BINARY_DIR}/tmp/rot_robot_late)
+    set_tests_properties(rot_robot_late PROPERTIES TIMEOUT 300 LABELS "integration;rotation")
+endif()

@@ -54,6 +54,8 @@ static void usage(FILE *f) {
         "  --power-cut-at-write K    the power fails at the K-th flash write or erase from\n"
         "                            boot on: the robot stops there (exit 6)\n"
         "  --power-cut-torn          ... and that write is half applied\n"
+        "  --rot-answer-delay-ms MS  the first rot_* request is answered MS late (a robot\n"
+        "                            busy with other work; the server stops waiting at 30 s)\n"
         "  --portal-listen IP:PORT   Wi-Fi re-provisioning portal (simulated soft-AP) when the\n"
         "                            robot has no usable Wi-Fi credential, or on SIGUSR1 (the\n"
         "                            button); port 0: any free port (printed)\n"
@@ -191,6 +193,12 @@ static int boot(int argc, char **argv) {
             }
         } else if (strcmp(a, "--power-cut-torn") == 0) {
             rs.opt_cut_torn = 1;
+        } else if (strcmp(a, "--rot-answer-delay-ms") == 0 && i + 1 < argc) {
+            if (fk_parse_ulong(argv[++i], 600000ul, &rs.fault.answer_delay_ms) != FK_OK) {
+                fprintf(stderr, "robot-sim: --rot-answer-delay-ms: expected 0..600000\n");
+                free(rest);
+                return 2;
+            }
         } else if (robot_sim_portal_option(argc, argv, i) != 0) { /* issue 17: portal.h */
             int took = robot_sim_portal_option(argc, argv, i);
             if (took < 0) {

@@ -75,6 +75,7 @@ struct robot_sim_fault {
                                * request of this boot (0: none) */
     int cut_torn;             /* ... and that write is half applied */
     int cut_armed;
+    unsigned long answer_delay_ms; /* the first rot_* request: answered this late (once) */
 };
 
 /* Everything a booted robot holds, the one context every part of robot-sim takes as a

@@ -7,11 +7,13 @@
 #include "fleetkey/common.h"
 #include "ota_cmd.h"
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 int robot_sim_wss_option(struct robot_sim *rs, int argc, char **argv, int i) {
     const char *a = argv[i];
@@ -74,6 +76,14 @@ static int fault_hook(struct robot_sim *rs, const char *kind) {
         f->cut_armed = 1;
         fkd_log(FKD_LOG_WARN, "fault: power cut armed at rotation flash write %lu%s", f->cut_at_rot,
                 f->cut_torn ? " (torn)" : "");
+    }
+    if (f->answer_delay_ms > 0 && strncmp(kind, "rot_", 4) == 0) {
+        unsigned long ms = f->answer_delay_ms;
+        f->answer_delay_ms = 0;
+        fkd_log(FKD_LOG_WARN, "fault: %s answered %lu ms late", kind, ms);
+        struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+        }
     }
     if (f->drop_commit && strcmp(kind, "rot_commit") == 0) {
         f->drop_commit = 0;
