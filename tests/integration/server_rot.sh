@@ -279,25 +279,35 @@ for d in j["server"].values():
 open(sys.argv[1], "w").write(json.dumps(j))
 PY
     cp rot/rot-000001.json lost.json
-    mv srv.log srv1.log
-    start_server --ca_dir pki --rot_dir rot
-    "$BIN/ctl_testd" --psk-hex 000102030405060708090a0b0c0d0e0f000102030405060708090a0b0c0d0e0f \
-        --identity $D1 --next-psk-hex "$NEXT" --next-identity "$ID" --port-file dtls.port \
-        --run-ms 60000 --quiet >testd.log 2>&1 &
-    TD_PID=$!
-    i=0
-    while [ ! -s dtls.port ]; do
-        i=$((i + 1)); [ $i -le 100 ] || fail "ctl_testd did not start"
-        sleep 0.1
-    done
-    rc=0
-    "$W" --port "$P" --ca $CA --cert pki/devices/$D1.chain.pem --key pki/devices/$D1.key.pem \
-        --timeout 15 send "$(echo "$PH" | sed 's/DTLS/,"dtls_port":'"$(cat dtls.port)"'/; s/STATE/trial/; s/CUR/0/; s/STAGED/'$VER'/')" \
-        expect welcome expect-request rot_commit respond '{"rot":{"state":"committed"}}' idle 2 \
-        >out.txt 2>err.txt || rc=$?
-    kill $TD_PID 2>/dev/null || true
-    wait $TD_PID 2>/dev/null || true
-    [ $rc -eq 0 ] || { cat out.txt err.txt srv.log >&2; fail "trial: no rot_commit after the restart"; }
+    # hello_after_restart LOG STATE CUR STAGED TESTD_ARG...: the killed server's log kept as
+    # LOG, a new server on the same rot_dir, ctl_testd (the device's DTLS listener) started
+    # with TESTD_ARG..., and the device's hello reporting psk STATE (current version CUR,
+    # staged STAGED): the server must send rot_commit.
+    hello_after_restart() {
+        mv srv.log "$1"
+        start_server --ca_dir pki --rot_dir rot
+        rm -f dtls.port
+        st=$2 cur=$3 staged=$4
+        shift 4
+        "$BIN/ctl_testd" "$@" --port-file dtls.port --run-ms 60000 --quiet >testd.log 2>&1 &
+        TD_PID=$!
+        i=0
+        while [ ! -s dtls.port ]; do
+            i=$((i + 1)); [ $i -le 100 ] || fail "ctl_testd did not start"
+            sleep 0.1
+        done
+        rc=0
+        "$W" --port "$P" --ca $CA --cert pki/devices/$D1.chain.pem --key pki/devices/$D1.key.pem \
+            --timeout 15 send "$(echo "$PH" | sed 's/DTLS/,"dtls_port":'"$(cat dtls.port)"'/; s/STATE/'$st'/; s/CUR/'$cur'/; s/STAGED/'$staged'/')" \
+            expect welcome expect-request rot_commit respond '{"rot":{"state":"committed"}}' idle 2 \
+            >out.txt 2>err.txt || rc=$?
+        kill $TD_PID 2>/dev/null || true
+        wait $TD_PID 2>/dev/null || true
+        [ $rc -eq 0 ] || { cat out.txt err.txt srv.log >&2; fail "$st: no rot_commit after the restart"; }
+    }
+    hello_after_restart srv1.log trial 0 "$VER" \
+        --psk-hex 000102030405060708090a0b0c0d0e0f000102030405060708090a0b0c0d0e0f \
+        --identity $D1 --next-psk-hex "$NEXT" --next-identity "$ID"
     expect_log "psk v$VER sha256:[0-9a-f]* taken back after a restart (trial)"
     expect_log "psk v$VER authenticated as next"
     [ ! -f rot/psk/staged/$D1.json ] || fail "the staged PSK outlived the confirmation"
@@ -306,25 +316,7 @@ PY
     kill -9 "$SRV_PID"
     wait "$SRV_PID" 2>/dev/null || true
     cp lost.json rot/rot-000001.json
-    mv srv.log srv2.log
-    start_server --ca_dir pki --rot_dir rot
-    rm -f dtls.port
-    "$BIN/ctl_testd" --psk-hex "$NEXT" --identity "$ID" --port-file dtls.port --run-ms 60000 \
-        --quiet >testd.log 2>&1 &
-    TD_PID=$!
-    i=0
-    while [ ! -s dtls.port ]; do
-        i=$((i + 1)); [ $i -le 100 ] || fail "ctl_testd did not start"
-        sleep 0.1
-    done
-    rc=0
-    "$W" --port "$P" --ca $CA --cert pki/devices/$D1.chain.pem --key pki/devices/$D1.key.pem \
-        --timeout 15 send "$(echo "$PH" | sed 's/DTLS/,"dtls_port":'"$(cat dtls.port)"'/; s/STATE/committed/; s/CUR/'$VER'/; s/STAGED/0/')" \
-        expect welcome expect-request rot_commit respond '{"rot":{"state":"committed"}}' idle 2 \
-        >out.txt 2>err.txt || rc=$?
-    kill $TD_PID 2>/dev/null || true
-    wait $TD_PID 2>/dev/null || true
-    [ $rc -eq 0 ] || { cat out.txt err.txt srv.log >&2; fail "committed: no rot_commit after the restart"; }
+    hello_after_restart srv2.log committed "$VER" 0 --psk-hex "$NEXT" --identity "$ID"
     expect_log "psk v$VER sha256:[0-9a-f]* taken back after a restart (committed)"
     expect_log "psk v$VER authenticated as current"
     fc_rc 0 rotate status rot-000001 --wait 10 --poll-ms 200
