@@ -111,6 +111,19 @@ old_refused() {
     fi
 }
 
+# start_testd ARG...: ctl_testd (a device's DTLS listener) with ARG..., its port in dtls.port;
+# sets TD_PID.
+start_testd() {
+    rm -f dtls.port
+    "$BIN/ctl_testd" "$@" --port-file dtls.port --run-ms 60000 --quiet >testd.log 2>&1 &
+    TD_PID=$!
+    i=0
+    while [ ! -s dtls.port ]; do
+        i=$((i + 1)); [ $i -le 100 ] || fail "ctl_testd did not start"
+        sleep 0.1
+    done
+}
+
 case $CASE in
 mtls)
     fc_rc 0 rotate plan --classes mtls --waves 100 --timeout 30 --device $D1
@@ -220,15 +233,8 @@ psk)
     [ "$ID" = "$D1.v$VER" ] || fail "staged identity $ID, not $D1.v$VER"
     NEXT=$(echo "$STAGE" | sed 's/.*"psk":"\([^"]*\)".*/\1/' | base64 -d | od -An -tx1 | tr -d ' \n')
     [ ${#NEXT} -eq 64 ] || fail "staged PSK is not 32 bytes"
-    "$BIN/ctl_testd" --psk-hex 000102030405060708090a0b0c0d0e0f000102030405060708090a0b0c0d0e0f \
-        --identity $D1 --next-psk-hex "$NEXT" --next-identity "$ID" --port-file dtls.port \
-        --run-ms 60000 --quiet >testd.log 2>&1 &
-    TD_PID=$!
-    i=0
-    while [ ! -s dtls.port ]; do
-        i=$((i + 1)); [ $i -le 100 ] || fail "ctl_testd did not start"
-        sleep 0.1
-    done
+    start_testd --psk-hex 000102030405060708090a0b0c0d0e0f000102030405060708090a0b0c0d0e0f \
+        --identity $D1 --next-psk-hex "$NEXT" --next-identity "$ID"
     DP=$(cat dtls.port)
     rc=0
     "$W" --port "$P" --ca $CA --cert pki/devices/$D1.chain.pem --key pki/devices/$D1.key.pem \
@@ -280,22 +286,14 @@ open(sys.argv[1], "w").write(json.dumps(j))
 PY
     cp rot/rot-000001.json lost.json
     # hello_after_restart LOG STATE CUR STAGED TESTD_ARG...: the killed server's log kept as
-    # LOG, a new server on the same rot_dir, ctl_testd (the device's DTLS listener) started
-    # with TESTD_ARG..., and the device's hello reporting psk STATE (current version CUR,
+    # LOG, a new server on the same rot_dir, start_testd TESTD_ARG..., and the device's hello reporting psk STATE (current version CUR,
     # staged STAGED): the server must send rot_commit.
     hello_after_restart() {
         mv srv.log "$1"
         start_server --ca_dir pki --rot_dir rot
-        rm -f dtls.port
         st=$2 cur=$3 staged=$4
         shift 4
-        "$BIN/ctl_testd" "$@" --port-file dtls.port --run-ms 60000 --quiet >testd.log 2>&1 &
-        TD_PID=$!
-        i=0
-        while [ ! -s dtls.port ]; do
-            i=$((i + 1)); [ $i -le 100 ] || fail "ctl_testd did not start"
-            sleep 0.1
-        done
+        start_testd "$@"
         rc=0
         "$W" --port "$P" --ca $CA --cert pki/devices/$D1.chain.pem --key pki/devices/$D1.key.pem \
             --timeout 15 send "$(echo "$PH" | sed 's/DTLS/,"dtls_port":'"$(cat dtls.port)"'/; s/STATE/'$st'/; s/CUR/'$cur'/; s/STAGED/'$staged'/')" \
