@@ -286,8 +286,8 @@ open(sys.argv[1], "w").write(json.dumps(j))
 PY
     cp rot/rot-000001.json lost.json
     # hello_after_restart LOG STATE CUR STAGED TESTD_ARG...: the killed server's log kept as
-    # LOG, a new server on the same rot_dir, start_testd TESTD_ARG..., and the device's hello reporting psk STATE (current version CUR,
-    # staged STAGED): the server must send rot_commit.
+    # LOG, a new server on the same rot_dir, start_testd TESTD_ARG..., and the device's hello
+    # reporting psk STATE (current version CUR, staged STAGED): the server must send rot_commit.
     hello_after_restart() {
         mv srv.log "$1"
         start_server --ca_dir pki --rot_dir rot
