@@ -195,6 +195,19 @@ FK_MUST_CHECK enum fk_err fk_pki_serial_parse(const char *in,
 FK_MUST_CHECK enum fk_err fk_pki_revoke_serial(struct fk_pki_ca *ca, const char *serial,
                                                enum fk_pki_reason reason, int64_t when,
                                                struct fk_diag *diag);
+/* Revokes a batch of certificates by serial (each spelled as for fk_pki_revoke_serial) with
+ * reason, at `when` (0 → now), under one lock of the index and with one commit: one append
+ * and one fsync however many serials, which is what revoking a whole fleet after a rotation
+ * needs. The batch is checked before anything is recorded: a malformed serial (FK_E_ARG) or
+ * one this CA never issued (FK_E_NOTFOUND) fails it whole, nothing revoked, diag naming its
+ * position. A serial already revoked (before the call or earlier in the batch) is skipped,
+ * not an error, and keeps its first date and reason: a retried batch revokes only what is
+ * left. *revoked (may be NULL) receives how many were revoked by this call (0 on failure).
+ * n = 0 is FK_OK with nothing written. Borrows serials for the call. FK_OK, FK_E_ARG,
+ * FK_E_NOTFOUND, FK_E_PARSE (damaged index), FK_E_IO, FK_E_NOMEM. */
+FK_MUST_CHECK enum fk_err fk_pki_revoke_serials(struct fk_pki_ca *ca, const char *const *serials,
+                                                size_t n, enum fk_pki_reason reason, int64_t when,
+                                                size_t *revoked, struct fk_diag *diag);
 /* Revokes every certificate of (kind, name) that is not yet revoked, e.g. all of a
  * compromised device's certificates; *count (may be NULL) receives how many. FK_OK,
  * FK_E_NOTFOUND (none to revoke), FK_E_IO. */

@@ -110,30 +110,70 @@ static int reason_ok(enum fk_pki_reason r) {
     return strcmp(fk_pki_reason_name(r), "?") != 0;
 }
 
-enum fk_err fk_pki_revoke_serial(struct fk_pki_ca *ca, const char *serial,
-                                 enum fk_pki_reason reason, int64_t when, struct fk_diag *diag) {
+enum fk_err fk_pki_revoke_serials(struct fk_pki_ca *ca, const char *const *serials, size_t n,
+                                  enum fk_pki_reason reason, int64_t when, size_t *revoked,
+                                  struct fk_diag *diag) {
     enum fk_err rc = FK_E_INTERNAL;
     int locked = 0;
+    size_t done = 0;
     char norm[FK_PKI_SERIAL_HEX_LEN * 2 + 1];
-    FK_ENSURE(ca != NULL && reason_ok(reason), FK_E_ARG);
-    FK_ENSURE(pki_serial_normalise(serial, norm) == FK_OK,
-              fk_diag_set(diag, FK_E_ARG, "'%s' is not a serial number (hex)",
-                          serial != NULL ? serial : ""));
+    FK_ENSURE(ca != NULL && (serials != NULL || n == 0) && reason_ok(reason), FK_E_ARG);
+    /* Spelling first, without the lock: a bad batch costs no lock and no read. */
+    for (size_t i = 0; i < n; i++) {
+        FK_ENSURE(pki_serial_normalise(serials[i], norm) == FK_OK,
+                  fk_diag_set(diag, FK_E_ARG, "serial %zu: '%s' is not a serial number (hex)", i,
+                              serials[i] != NULL ? serials[i] : ""));
+    }
+    if (n == 0) {
+        rc = FK_OK;
+        goto out;
+    }
     FK_GUARD(pki_index_lock(&ca->ix, ca->dir, diag));
     locked = 1;
-    cJSON *e = pki_index_find(&ca->ix, norm);
-    FK_ENSURE(e != NULL,
-              fk_diag_set(diag, FK_E_NOTFOUND, "serial %s was not issued by this CA", norm));
-    const char *st = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "status"));
-    FK_ENSURE(st != NULL && strcmp(st, "revoked") != 0,
-              fk_diag_set(diag, FK_E_STATE, "serial %s is already revoked", norm));
-    FK_GUARD(pki_index_revoke(&ca->ix, norm, reason, when != 0 ? when : (int64_t)time(NULL)));
+    /* Existence second, before any record: an unknown serial fails the batch whole. */
+    for (size_t i = 0; i < n; i++) {
+        (void)pki_serial_normalise(serials[i], norm);
+        FK_ENSURE(
+            pki_index_find(&ca->ix, norm) != NULL,
+            fk_diag_set(diag, FK_E_NOTFOUND, "serial %zu: %s was not issued by this CA", i, norm));
+    }
+    int64_t at = when != 0 ? when : (int64_t)time(NULL);
+    for (size_t i = 0; i < n; i++) {
+        (void)pki_serial_normalise(serials[i], norm);
+        const cJSON *e = pki_index_find(&ca->ix, norm);
+        const char *st = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "status"));
+        if (st == NULL || strcmp(st, "revoked") == 0) {
+            continue; /* revoked before, or earlier in this batch: nothing left to do */
+        }
+        FK_GUARD(pki_index_revoke(&ca->ix, norm, reason, at));
+        fk_log(FK_LOG_DEBUG, "pki: revoking serial %s (%s)", norm, fk_pki_reason_name(reason));
+        done++;
+    }
+    /* One append and one fsync for the whole batch (none when nothing changed). */
     FK_GUARD(pki_index_commit(&ca->ix, diag));
-    fk_log(FK_LOG_INFO, "pki: revoked serial %s (%s)", norm, fk_pki_reason_name(reason));
+    if (done > 0) {
+        fk_log(FK_LOG_INFO, "pki: revoked %zu of %zu serials (%s)", done, n,
+               fk_pki_reason_name(reason));
+    }
     rc = FK_OK;
 out:
+    if (revoked != NULL) {
+        *revoked = rc == FK_OK ? done : 0;
+    }
     if (locked) {
         pki_index_unlock(&ca->ix, rc == FK_OK);
+    }
+    return rc;
+}
+
+enum fk_err fk_pki_revoke_serial(struct fk_pki_ca *ca, const char *serial,
+                                 enum fk_pki_reason reason, int64_t when, struct fk_diag *diag) {
+    size_t done = 0;
+    enum fk_err rc = fk_pki_revoke_serials(ca, &serial, 1, reason, when, &done, diag);
+    if (rc == FK_OK && done == 0) {
+        char norm[FK_PKI_SERIAL_HEX_LEN * 2 + 1];
+        (void)pki_serial_normalise(serial, norm); /* checked by the batch */
+        rc = fk_diag_set(diag, FK_E_STATE, "serial %s is already revoked", norm);
     }
     return rc;
 }

@@ -28,6 +28,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,10 @@ void pki_index_init(struct pki_index *ix) {
 }
 
 static void drop_cache(struct pki_index *ix) {
+    free(ix->by_serial);
+    ix->by_serial = NULL;
+    ix->by_serial_cap = 0;
+    ix->by_serial_n = 0;
     cJSON_Delete(ix->root);
     ix->root = NULL;
     cJSON_Delete(ix->pending);
@@ -108,6 +113,51 @@ static enum fk_err set_number(cJSON *root, const char *key, double v) {
     return cJSON_AddNumberToObject(root, key, v) != NULL ? FK_OK : FK_E_NOMEM;
 }
 
+/* ---- the serial table ---------------------------------------------------------------------- */
+static const char *entry_serial(const cJSON *e) {
+    return cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "serial"));
+}
+
+/* FNV-1a: serials are random hex, any cheap mix spreads them. */
+static size_t serial_hash(const char *s) {
+    uint64_t h = 14695981039346656037ull;
+    for (; *s != '\0'; s++) {
+        h = (h ^ (uint8_t)*s) * 1099511628211ull;
+    }
+    return (size_t)h;
+}
+
+/* The slot of serial: its entry, or the empty slot where it would go. cap must be > 0. */
+static size_t serial_slot(cJSON *const *tab, size_t cap, const char *serial) {
+    size_t i = serial_hash(serial) & (cap - 1);
+    while (tab[i] != NULL && strcmp(entry_serial(tab[i]), serial) != 0) {
+        i = (i + 1) & (cap - 1);
+    }
+    return i;
+}
+
+/* Adds entry e (whose serial is not in the table yet); grows the table at half full. */
+static enum fk_err serial_put(struct pki_index *ix, cJSON *e) {
+    if (2 * (ix->by_serial_n + 1) > ix->by_serial_cap) {
+        size_t cap = ix->by_serial_cap != 0 ? 2 * ix->by_serial_cap : 256;
+        cJSON **tab = calloc(cap, sizeof *tab);
+        if (tab == NULL) {
+            return FK_E_NOMEM;
+        }
+        for (size_t i = 0; i < ix->by_serial_cap; i++) {
+            if (ix->by_serial[i] != NULL) {
+                tab[serial_slot(tab, cap, entry_serial(ix->by_serial[i]))] = ix->by_serial[i];
+            }
+        }
+        free(ix->by_serial);
+        ix->by_serial = tab;
+        ix->by_serial_cap = cap;
+    }
+    ix->by_serial[serial_slot(ix->by_serial, ix->by_serial_cap, entry_serial(e))] = e;
+    ix->by_serial_n++;
+    return FK_OK;
+}
+
 /* Applies one record to the folded state (creating it for "init"). */
 static enum fk_err apply(struct pki_index *ix, const cJSON *rec) {
     const char *op = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(rec, "op"));
@@ -150,7 +200,7 @@ static enum fk_err apply(struct pki_index *ix, const cJSON *rec) {
             cJSON_Delete(e);
             return FK_E_NOMEM;
         }
-        return FK_OK;
+        return serial_put(ix, e); /* on failure the caller drops the whole cache */
     }
     if (strcmp(op, "revoke") == 0) {
         cJSON *e = serial != NULL ? pki_index_find(ix, serial) : NULL;
@@ -354,17 +404,10 @@ cJSON *pki_index_certs(const struct pki_index *ix) {
 }
 
 cJSON *pki_index_find(const struct pki_index *ix, const char *serial_hex) {
-    cJSON *c;
-    if (serial_hex == NULL) {
+    if (serial_hex == NULL || ix->by_serial_cap == 0) {
         return NULL;
     }
-    cJSON_ArrayForEach(c, pki_index_certs(ix)) {
-        const char *s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c, "serial"));
-        if (s != NULL && strcmp(s, serial_hex) == 0) {
-            return c;
-        }
-    }
-    return NULL;
+    return ix->by_serial[serial_slot(ix->by_serial, ix->by_serial_cap, serial_hex)];
 }
 
 enum fk_err pki_index_add(struct pki_index *ix, const char *serial_hex, enum fk_pki_kind kind,

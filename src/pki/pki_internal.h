@@ -22,6 +22,11 @@ struct pki_index {
     struct cJSON *pending; /* records to append at commit */
     char *path;            /* <dir>/index.jsonl */
     long long offset;      /* bytes of the log folded into root */
+    /* Serial -> entry of root's "certs" (open addressing, borrowed pointers, rebuilt with
+     * root): a find is O(1), so folding or revoking n records is O(n), not O(n^2). */
+    struct cJSON **by_serial;
+    size_t by_serial_cap; /* a power of two, or 0 */
+    size_t by_serial_n;
 };
 
 void pki_index_init(struct pki_index *ix);

@@ -948,6 +948,154 @@ static void list_reports_index_and_serials_normalise(void **state) {
     free(dir);
 }
 
+/* The bytes of <dir>/index.jsonl: what a refused batch must leave as it was. */
+static char *index_text(const char *dir, size_t *len) {
+    char *p = NULL;
+    assert_int_equal(fk_path_join(dir, "index.jsonl", "", &p), FK_OK);
+    FILE *f = fopen(p, "rb");
+    assert_non_null(f);
+    char *buf = calloc(1, 1 << 20);
+    assert_non_null(buf);
+    *len = fread(buf, 1, (1 << 20) - 1, f);
+    fclose(f);
+    free(p);
+    return buf;
+}
+
+/* Runs cmd (printf-style) through the shell; its exit status. */
+static int run(const char *fmt, ...) {
+    char cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void batch_revoke_skips_revoked_refuses_unknown_and_openssl_verifies_crl(void **state) {
+    (void)state;
+    char *dir = NULL;
+    struct fk_pki_ca *ca = new_ca("batch", &dir);
+    enum { DEVICES = 6 };
+    struct fk_pki_issued *c[DEVICES];
+    char serial[DEVICES][FK_PKI_SERIAL_HEX_LEN + 1];
+    for (int i = 0; i < DEVICES; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "robot-batch%d", i);
+        assert_int_equal(fk_pki_issue_device(ca, id, 0, &c[i], NULL), FK_OK);
+        snprintf(serial[i], sizeof serial[i], "%s", fk_pki_issued_serial(c[i]));
+    }
+    assert_int_equal(fk_pki_revoke_serial(ca, serial[0], FK_PKI_REASON_KEY_COMPROMISE, 0, NULL),
+                     FK_OK);
+
+    /* Refused whole: a malformed serial, a serial of no certificate of ours. The index is
+     * left byte for byte as it was, and so nothing of the batch is revoked. */
+    size_t before_len = 0, after_len = 0;
+    char *before = index_text(dir, &before_len);
+    char unknown[] = "0123456789abcdef0123456789abcdef";
+    const char *bad[] = {serial[1], serial[2], "xyz"};
+    const char *missing[] = {serial[1], unknown, serial[2]};
+    size_t n = 99;
+    struct fk_diag d;
+    fk_diag_init(&d);
+    assert_int_equal(fk_pki_revoke_serials(ca, bad, 3, FK_PKI_REASON_SUPERSEDED, 0, &n, &d),
+                     FK_E_ARG);
+    assert_int_equal(n, 0);
+    assert_non_null(strstr(d.msg, "serial 2"));
+    fk_diag_init(&d);
+    assert_int_equal(fk_pki_revoke_serials(ca, missing, 3, FK_PKI_REASON_SUPERSEDED, 0, &n, &d),
+                     FK_E_NOTFOUND);
+    assert_non_null(strstr(d.msg, "serial 1"));
+    char *after = index_text(dir, &after_len);
+    assert_int_equal(after_len, before_len);
+    assert_memory_equal(after, before, before_len);
+    free(after);
+    assert_int_equal(fk_pki_revoke_serials(ca, NULL, 0, FK_PKI_REASON_SUPERSEDED, 0, &n, NULL),
+                     FK_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(fk_pki_revoke_serials(ca, bad, 1, (enum fk_pki_reason)7, 0, &n, NULL),
+                     FK_E_ARG);
+
+    /* One batch: serial[0] was revoked before, serial[3] comes twice (once upper case):
+     * skipped, not errors; four newly revoked in one append of four records. */
+    char upper[FK_PKI_SERIAL_HEX_LEN + 3] = "0X";
+    for (size_t i = 0; serial[3][i] != '\0'; i++) {
+        upper[i + 2] = serial[3][i] >= 'a' ? (char)(serial[3][i] - 32) : serial[3][i];
+    }
+    const char *batch[] = {serial[0], serial[1], serial[2], serial[3], upper, serial[4]};
+    assert_int_equal(fk_pki_revoke_serials(ca, batch, 6, FK_PKI_REASON_SUPERSEDED, 0, &n, NULL),
+                     FK_OK);
+    assert_int_equal(n, 4);
+    after = index_text(dir, &after_len);
+    size_t records = 0;
+    for (const char *q = after + before_len; (q = strstr(q, "\"op\":\"revoke\"")) != NULL; q++) {
+        records++;
+    }
+    assert_int_equal(records, 4);
+    free(after);
+    free(before);
+    /* A retry of the same batch revokes nothing and writes nothing. */
+    before = index_text(dir, &before_len);
+    assert_int_equal(fk_pki_revoke_serials(ca, batch, 6, FK_PKI_REASON_SUPERSEDED, 0, &n, NULL),
+                     FK_OK);
+    assert_int_equal(n, 0);
+    after = index_text(dir, &after_len);
+    assert_int_equal(after_len, before_len);
+    free(after);
+    free(before);
+    /* The first revocation keeps its reason: key compromise, not superseded. */
+    struct list_count k = {0, 0, FK_PKI_REASON_UNSPECIFIED};
+    assert_int_equal(fk_pki_list(ca, count_cb, &k, NULL), FK_OK);
+    assert_int_equal(k.total, DEVICES);
+    assert_int_equal(k.revoked, 5);
+
+    /* The CRL signed afterwards: OpenSSL verifies its signature with the issuing CA and it
+     * lists the five revoked serials and not the sixth. */
+    char *crl = NULL;
+    size_t crl_len = 0;
+    assert_int_equal(fk_pki_crl(ca, 0, 0, &crl, &crl_len, NULL), FK_OK);
+    char *crl_path = NULL, *chain_path = NULL;
+    assert_int_equal(fk_path_join(dir, "batch-crl", ".pem", &crl_path), FK_OK);
+    assert_int_equal(fk_path_join(dir, "batch-chain", ".pem", &chain_path), FK_OK);
+    assert_int_equal(fk_file_write_atomic(crl_path, crl, crl_len, 0644, 0, NULL), FK_OK);
+    const char *chain = fk_pki_ca_chain_pem(ca);
+    assert_int_equal(fk_file_write_atomic(chain_path, chain, strlen(chain), 0644, 0, NULL), FK_OK);
+    assert_int_equal(run("openssl crl -in '%s' -CAfile '%s' -noout -verify 2>&1 | grep -qx "
+                         "'verify OK'",
+                         crl_path, chain_path),
+                     0);
+    for (int i = 0; i < DEVICES; i++) {
+        int listed = run("openssl crl -in '%s' -noout -text | tr -d ' :' | grep -qiE "
+                         "'^SerialNumber0*%s$'",
+                         crl_path, serial[i]);
+        assert_int_equal(listed, i < 5 ? 0 : 1);
+    }
+    /* A CRL with one character of its signature changed fails that same check: it can fail.
+     * The first line of the issuing CRL's last base64 line encodes the end of the
+     * signature's last INTEGER. */
+    char *end = strstr(crl, "\n-----END X509 CRL-----");
+    assert_non_null(end);
+    char *last = end;
+    while (last > crl && last[-1] != '\n') {
+        last--;
+    }
+    *last = *last == 'A' ? 'B' : 'A';
+    assert_int_equal(fk_file_write_atomic(crl_path, crl, crl_len, 0644, 0, NULL), FK_OK);
+    assert_int_not_equal(run("openssl crl -in '%s' -CAfile '%s' -noout -verify 2>&1 | grep -qx "
+                             "'verify OK'",
+                             crl_path, chain_path),
+                         0);
+    free(crl);
+    free(crl_path);
+    free(chain_path);
+    for (int i = 0; i < DEVICES; i++) {
+        fk_pki_issued_free(c[i]);
+    }
+    fk_pki_ca_free(ca);
+    free(dir);
+}
+
 static void names_kinds_and_reasons_parse(void **state) {
     (void)state;
     enum fk_pki_kind k;
@@ -974,6 +1122,7 @@ int main(void) {
         cmocka_unit_test(csr_signing_takes_only_the_public_key),
         cmocka_unit_test(csr_refused_for_bad_signature_truncation_cn_and_weak_key),
         cmocka_unit_test(revoked_cert_fails_verification_with_the_crl),
+        cmocka_unit_test(batch_revoke_skips_revoked_refuses_unknown_and_openssl_verifies_crl),
         cmocka_unit_test(concurrent_issuers_lose_no_index_entry),
         cmocka_unit_test(p12_both_forms_open_with_the_password_only),
         cmocka_unit_test(kconfig_and_shell_escaping),
