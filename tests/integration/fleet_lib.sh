@@ -193,3 +193,22 @@ fleet_wait_done() {
 fleet_rot() {
     sed -n "s/.*\"$2\":{\([^}]*\)}.*/\1/p" "$1.json" | sed -n "s/.*\"$3\":\([0-9]*\).*/\1/p"
 }
+
+# fleet_wait_state STATE SECONDS: until the plan ROT_ID is in STATE (the answer in api.out).
+fleet_wait_state() {
+    i=0
+    until "$B/wss_client" --port "$P" $OPER --get "/api/rotation/$ROT_ID" >api.out 2>api.err &&
+        grep -q "\"state\":\"$1\"" api.out; do
+        i=$((i + 1))
+        [ $i -le $(($2 * 5)) ] || fail "plan not $1 within $2 s: $(head -c 400 api.out)"
+        sleep 0.2
+    done
+}
+
+# fleet_force: forces the settled plan ROT_ID past its interlock, naming every device of the
+# plan.json fleet_rotate wrote (each must block it: offline or failed).
+fleet_force() {
+    sed 's/^.*"devices":/{"devices":/' plan.json >force.json
+    fleet_api POST "/api/rotation/$ROT_ID/force" force.json
+    grep -q '^200' api.out || fail "force refused: $(head -c 400 api.out)"
+}
