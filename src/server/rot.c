@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 /* ---- delivery ----------------------------------------------------------------------------- */
 
@@ -776,14 +777,18 @@ void fk_srv_rot_audit_outcomes(struct fk_server *srv, struct rot_job *j) {
 }
 
 /* ---- revocation --------------------------------------------------------------------------
- * At 10,000 devices the revocation is one pass over the CA index (not one per device), one
- * batch revocation (the index locked, appended and fsynced once), one CRL, and the audit rows
- * and credential states in one inventory transaction per ROT_REVOKE_TXN devices: about a
- * second of server CPU instead of minutes (bench/README.md, "10,000 robots, to the end"). */
+ * At 10,000 devices it runs in the event loop in slices (bench/README.md, "10,000 robots, to
+ * the end"). The first tick: one pass over the CA index (not one per device), one batch
+ * revocation (the index locked, appended and fsynced once), the certificates' audit rows, one
+ * CRL. Each tick after: the credential states and PSK / OTA key rows of ROT_REVOKE_SLICE
+ * devices, in one inventory transaction. Every step is idempotent, which makes it
+ * restart-safe without saving where it stood: the batch skips what is revoked (so a rerun
+ * finds no certificate to revoke or audit again), set_states changes and audits only rows not
+ * yet revoked, and the CRL is written again. A plan in a PostgreSQL inventory is revoked in
+ * one call inside the merge's transaction (rot_shared.c), which commits it with the plan. */
 
-/* Devices per inventory transaction of our own: bounds how long other writers of the store
- * wait for its write lock. Inside the caller's transaction (rot_shared.c) it is the caller's. */
-#define ROT_REVOKE_TXN 1024
+/* Devices per tick: about 70 us of CPU each (SQLite), so ~0.15 s of loop time per slice. */
+#define ROT_REVOKE_SLICE 2000
 
 /* The old certificates of the plan's devices: every device certificate of a plan device
  * that is not revoked and not the one it confirmed (a device that never confirmed keeps
@@ -923,19 +928,22 @@ static void txn_commit(struct fk_server *srv, const struct rot_job *j) {
     }
 }
 
-/* The inventory side of one device: its old certificates' rows (x->v[*k...] of this
- * device, consumed), its credential states and its PSK / OTA key rows. */
-static void revoke_rows(struct fk_server *srv, const struct rot_job *j, size_t i,
-                        const struct old_certs *x, size_t *k, struct revoked_rows *r, size_t *psks,
-                        size_t *ota_keys) {
+/* The certificates' audit rows: one per serial revoked, about its device (x sorted). */
+static void cert_rows(const struct rot_job *j, const struct old_certs *x, struct revoked_rows *r) {
+    for (size_t k = 0; k < x->n; k++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "serial", x->v[k].serial);
+        rows_add(r, j->p->t[x->v[k].dev].device, o);
+    }
+    rows_flush(r);
+}
+
+/* The inventory side of device i: its credential states and its PSK / OTA key rows. */
+static void revoke_rows(struct fk_server *srv, struct rot_job *j, size_t i,
+                        struct revoked_rows *r) {
     const struct fk_plan_target *t = &j->p->t[i];
     const struct rot_dev *rd = &j->d[i];
     if (j->p->spec.classes & (1u << FK_PLAN_MTLS)) {
-        for (; *k < x->n && x->v[*k].dev == i; (*k)++) {
-            cJSON *o = cJSON_CreateObject();
-            cJSON_AddStringToObject(o, "serial", x->v[*k].serial);
-            rows_add(r, t->device, o);
-        }
         (void)set_states(srv, t->device, fk_srv_rot_cred_kind[FK_PLAN_MTLS],
                          t->state[FK_PLAN_MTLS] == FK_PLAN_T_CONFIRMED ? rd->version[FK_PLAN_MTLS]
                                                                        : 0,
@@ -947,7 +955,7 @@ static void revoke_rows(struct fk_server *srv, const struct rot_job *j, size_t i
                        t->state[FK_PLAN_PSK] == FK_PLAN_T_CONFIRMED ? rd->version[FK_PLAN_PSK] : 0,
                        NULL, "revoked");
         if (n > 0) {
-            *psks += n;
+            j->rv.psks += n;
             cJSON *o = cJSON_CreateObject();
             cJSON_AddStringToObject(o, "class", "psk");
             cJSON_AddNumberToObject(o, "credentials", (double)n);
@@ -955,7 +963,7 @@ static void revoke_rows(struct fk_server *srv, const struct rot_job *j, size_t i
         }
     }
     if ((j->p->spec.classes & (1u << FK_PLAN_OTA)) && fk_srv_rot_ota_retire(srv, t->device) == 1) {
-        (*ota_keys)++;
+        j->rv.ota_keys++;
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "class", "ota");
         cJSON_AddStringToObject(o, "fingerprint", srv->rot.keys.old_fpr);
@@ -971,65 +979,114 @@ static int old_cert_cmp(const void *a, const void *b) {
     return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
-/* After the interlock (or force): every device's old credentials go. Idempotent, so a retry
- * (CA unavailable, or a kill -9 before j->revoked was saved) finishes the job: the batch
- * skips what is revoked, set_states changes (and audits) only what is not revoked yet. */
-void fk_srv_rot_revoke_old(struct fk_server *srv, struct rot_job *j) {
+/* Writes the CRL with what the index holds now: also when this run revoked nothing, since a
+ * run before a restart may have revoked without getting this far. */
+static void write_crl(struct fk_server *srv, const struct rot_job *j) {
     struct fk_diag d;
     fk_diag_init(&d);
-    size_t certs = 0, psks = 0, ota_keys = 0;
+    char *pem = NULL;
+    size_t pl = 0;
+    if (srv->cfg.crl[0] == '\0') {
+        if (j->rv.certs > 0) {
+            fk_log(FK_LOG_WARN, "server: rotation %s: no crl configured: new CRL not written",
+                   j->id);
+        }
+    } else if (fk_pki_crl(srv->ca, 0, 0, &pem, &pl, &d) != FK_OK ||
+               fk_file_write_atomic(srv->cfg.crl, pem, pl, 0644, 0, &d) != FK_OK) {
+        fk_log(FK_LOG_WARN, "server: rotation %s: CRL not written: %s", j->id, d.msg);
+    } else {
+        srv->reload = 1; /* the next tick reloads it and closes old-certificate sessions */
+    }
+    free(pem);
+}
+
+/* The first slice: the certificates (see the top of this part). 0, or -1 to retry. */
+static int revoke_start(struct fk_server *srv, struct rot_job *j, struct revoked_rows *r) {
     struct old_certs x;
     memset(&x, 0, sizeof x);
     x.j = j;
-    if ((j->p->spec.classes & (1u << FK_PLAN_MTLS)) && revoke_certs(srv, j, &x, &certs) != 0) {
-        goto out;
+    int rc = 0;
+    if (j->p->spec.classes & (1u << FK_PLAN_MTLS)) {
+        if (revoke_certs(srv, j, &x, &j->rv.certs) != 0) {
+            rc = -1;
+            goto out;
+        }
+        if (x.n > 1) { /* by device: each device's rows together */
+            qsort(x.v, x.n, sizeof *x.v, old_cert_cmp);
+        }
+        int own = txn_begin(srv, j);
+        cert_rows(j, &x, r);
+        if (own) {
+            txn_commit(srv, j);
+        }
+        write_crl(srv, j);
     }
-    if (x.n > 1) { /* by device, so that revoke_rows takes each device's run once */
-        qsort(x.v, x.n, sizeof *x.v, old_cert_cmp);
-    }
+    j->rv.started = 1;
+    j->rv.next = 0;
+out:
+    free(x.v);
+    return rc;
+}
+
+/* After the interlock (or force): every device's old credentials go, over one or more calls
+ * (one per tick) until j->revoked; see the top of this part. */
+static double thread_cpu(void) {
+    struct timespec t;
+    return clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t) == 0
+               ? (double)t.tv_sec + (double)t.tv_nsec / 1e9
+               : 0;
+}
+
+/* The CPU the loop thread spent in this call, for the log: how long the loop was held. */
+static void slice_done(struct rot_job *j, double t0) {
+    double dt = thread_cpu() - t0;
+    j->rv.slices++;
+    j->rv.slice_max = dt > j->rv.slice_max ? dt : j->rv.slice_max;
+}
+
+void fk_srv_rot_revoke_old(struct fk_server *srv, struct rot_job *j) {
+    double t0 = thread_cpu();
     struct revoked_rows r;
     memset(&r, 0, sizeof r);
     r.srv = srv;
     r.j = j;
-    size_t k = 0;
-    for (size_t i = 0; i < j->p->n; i += ROT_REVOKE_TXN) {
-        int own = txn_begin(srv, j);
-        for (size_t e = i; e < j->p->n && e < i + ROT_REVOKE_TXN; e++) {
-            revoke_rows(srv, j, e, &x, &k, &r, &psks, &ota_keys);
+    int shared = fk_srv_rot_shared(srv);
+    if (!j->rv.started) {
+        if (revoke_start(srv, j, &r) != 0) {
+            return; /* nothing done: the next tick tries again */
         }
-        rows_flush(&r);
-        if (own) {
-            txn_commit(srv, j);
+        if (!shared && j->p->n > ROT_REVOKE_SLICE) {
+            slice_done(j, t0);
+            return; /* a large plan's rows from the next tick on: this one did enough */
         }
     }
-    if (certs > 0) {
-        char *pem = NULL;
-        size_t pl = 0;
-        if (srv->cfg.crl[0] == '\0') {
-            fk_log(FK_LOG_WARN, "server: rotation %s: no crl configured: new CRL not written",
-                   j->id);
-        } else if (fk_pki_crl(srv->ca, 0, 0, &pem, &pl, &d) != FK_OK ||
-                   fk_file_write_atomic(srv->cfg.crl, pem, pl, 0644, 0, &d) != FK_OK) {
-            fk_log(FK_LOG_WARN, "server: rotation %s: CRL not written: %s", j->id, d.msg);
-        } else {
-            srv->reload = 1; /* the next tick reloads it and closes old-certificate sessions */
-        }
-        free(pem);
+    /* one go inside the caller's transaction: its merge commits the plan with it */
+    size_t slice = shared ? j->p->n : ROT_REVOKE_SLICE;
+    size_t end = j->rv.next + slice < j->p->n ? j->rv.next + slice : j->p->n;
+    int own = txn_begin(srv, j);
+    for (; j->rv.next < end; j->rv.next++) {
+        revoke_rows(srv, j, j->rv.next, &r);
+    }
+    rows_flush(&r);
+    if (own) {
+        txn_commit(srv, j);
+    }
+    slice_done(j, t0);
+    if (j->rv.next < j->p->n) {
+        return;
     }
     j->revoked = 1;
     fk_srv_rot_dirty(j);
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "certificates", (double)certs);
-    cJSON_AddNumberToObject(o, "psks", (double)psks);
-    cJSON_AddNumberToObject(o, "ota_keys", (double)ota_keys);
+    cJSON_AddNumberToObject(o, "certificates", (double)j->rv.certs);
+    cJSON_AddNumberToObject(o, "psks", (double)j->rv.psks);
+    cJSON_AddNumberToObject(o, "ota_keys", (double)j->rv.ota_keys);
     cJSON_AddBoolToObject(o, "forced", j->p->forced);
     fk_srv_rot_audit(srv, j, ROT_ACTOR, "rotation.old_revoked", j->id, o);
     fk_log(FK_LOG_INFO,
            "server: rotation %s: old credentials revoked (%zu certificates, %zu PSKs, %zu OTA "
-           "key rows retired)",
-           j->id, certs, psks, ota_keys);
-out:
-    free(x.v);
+           "key rows retired) in %u ticks, the longest %.0f ms of CPU",
+           j->id, j->rv.certs, j->rv.psks, j->rv.ota_keys, j->rv.slices, j->rv.slice_max * 1e3);
 }
 
 void fk_srv_rot_step(struct fk_server *srv) {

@@ -102,6 +102,15 @@ struct rot_job {
     long long db_id;
     long long db_version;
     struct rot_job *base;
+    /* The revocation under way (fk_srv_rot_revoke_old, sliced over ticks). Not saved: every
+     * step of it is idempotent, so a restart simply starts it over. */
+    struct {
+        int started; /* certificates revoked, their audit rows appended, the CRL written */
+        size_t next; /* the next device whose credential rows are due */
+        size_t certs, psks, ota_keys;
+        unsigned slices;  /* calls so far */
+        double slice_max; /* the longest call, CPU seconds of the loop thread (logged) */
+    } rv;
 };
 
 /* Who the rotation's own audit rows name as actor. */
