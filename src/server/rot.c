@@ -1085,8 +1085,9 @@ void fk_srv_rot_revoke_old(struct fk_server *srv, struct rot_job *j) {
     fk_srv_rot_audit(srv, j, ROT_ACTOR, "rotation.old_revoked", j->id, o);
     fk_log(FK_LOG_INFO,
            "server: rotation %s: old credentials revoked (%zu certificates, %zu PSKs, %zu OTA "
-           "key rows retired) in %u ticks, the longest %.0f ms of CPU",
-           j->id, j->rv.certs, j->rv.psks, j->rv.ota_keys, j->rv.slices, j->rv.slice_max * 1e3);
+           "key rows retired) in %u tick%s, the longest %.0f ms of CPU",
+           j->id, j->rv.certs, j->rv.psks, j->rv.ota_keys, j->rv.slices,
+           j->rv.slices == 1 ? "" : "s", j->rv.slice_max * 1e3);
 }
 
 void fk_srv_rot_step(struct fk_server *srv) {
