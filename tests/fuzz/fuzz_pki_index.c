@@ -25,9 +25,10 @@ static void setup(void) {
     if (base == NULL) {
         base = "fuzz_pki_index.tmp";
     }
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", base);
-    if (system(cmd) != 0 || fk_mkdirs(base, 0700, NULL) != FK_OK ||
-        fk_path_join(base, "pki", "", &ca_dir) != FK_OK ||
+    /* mkdir -p: parents the umask's way, as the other tests make tmp/ (a 0700 tmp/ made here
+     * first would lock out the PostgreSQL tests' server, which runs as nobody) */
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", base, base);
+    if (system(cmd) != 0 || fk_path_join(base, "pki", "", &ca_dir) != FK_OK ||
         fk_path_join(ca_dir, "index.jsonl", "", &index_path) != FK_OK) {
         abort();
     }
