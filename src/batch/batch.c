@@ -67,7 +67,8 @@ struct result {
 
 /* Credential rows per device at most: psk, ota_pubkey, nvs_keys, mtls_cert. */
 #define CRED_MAX 4
-_Static_assert((CRED_MAX * FK_INV_MANY_MAX) <= FK_INV_CRED_MANY_MAX, "one call per FK_INV_MANY_MAX devices");
+_Static_assert((CRED_MAX * FK_INV_MANY_MAX) <= FK_INV_CRED_MANY_MAX,
+               "one call per FK_INV_MANY_MAX devices");
 
 struct run {
     const char *outdir;

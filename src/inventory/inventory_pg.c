@@ -554,8 +554,8 @@ static enum fk_err pg_credential_add(struct fk_inventory *inv, const struct fk_i
 }
 
 /* The multi-row statement id of n rows (fk_inv_many_sql) with vals: one round trip for a
- * batch chunk's FK_INV_MANY_MAX devices instead of one per row. Only ever inside a write transaction
- * (the *_many ops), where a dead connection fails the transaction anyway: no retry. */
+ * batch chunk's FK_INV_MANY_MAX devices instead of one per row. Only ever inside a write
+ * transaction (the *_many ops), where a dead connection fails the transaction anyway: no retry. */
 static enum fk_err run_many(struct fk_inventory *inv, enum fk_inv_many id, size_t n,
                             const char *const *val, int nval, const char *quiet,
                             struct fk_diag *diag) {
