@@ -519,8 +519,8 @@ enum fk_err fk_inventory_audit_append_many(struct fk_inventory *inv, const char 
         const char *detail = v[i].detail_json != NULL ? v[i].detail_json : "{}";
         r[i] = (struct fk_inv_audit_row){seq + 1 + (long long)i, at,      actor,      kind,
                                          v[i].subject,          detail, hash[i], hash[i + 1]};
-        FK_GUARD(row_hash_bin(inv->md, prev, r[i].seq, at, actor, kind, v[i].subject, detail,
-                              prev));
+        FK_GUARD(
+            row_hash_bin(inv->md, prev, r[i].seq, at, actor, kind, v[i].subject, detail, prev));
         FK_GUARD(fk_hex_encode(prev, sizeof prev, hash[i + 1], sizeof hash[i + 1]));
     }
     FK_GUARD(inv->ops->audit_insert_many(inv, r, n, diag));

@@ -845,13 +845,14 @@ static void open_migrates_schema_6_to_7(void **state) {
     assert_int_equal(credentials_of(inv, "robot-000000000002"), 2);
     assert_int_equal(credentials_of(inv, "robot-000000000003"), 0);
     static struct fk_inv_credential got;
-    assert_int_equal(fk_inventory_credential_list(inv, "robot-000000000001", first_cred, &got, NULL),
-                     FK_OK);
+    assert_int_equal(
+        fk_inventory_credential_list(inv, "robot-000000000001", first_cred, &got, NULL), FK_OK);
     assert_string_equal(got.fingerprint, c[0].fingerprint);
     assert_string_equal(got.state, "active");
     assert_string_equal(got.expires_at, "");
-    assert_int_equal(fk_inventory_credential_list(inv, "robot-000000000002", first_cred, &got, NULL),
-                     FK_OK); /* ordered by kind: ota_pubkey first */
+    assert_int_equal(
+        fk_inventory_credential_list(inv, "robot-000000000002", first_cred, &got, NULL),
+        FK_OK); /* ordered by kind: ota_pubkey first */
     assert_string_equal(got.kind, "ota_pubkey");
     assert_string_equal(got.expires_at, "2030-01-01T00:00:00Z");
     struct fk_diag d;
