@@ -728,21 +728,23 @@ static void audit_head_follows_the_transaction(void **state) {
     fk_inventory_close(inv);
 }
 
-/* SQLite: how many of devices, credentials have a CHECK with an IN list. */
-static int tables_with_in_list(void) {
+/* SQLite: the integer a one-row query of the file answers. */
+static int sqlite_int(const char *sql) {
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
     assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_prepare_v2(db,
-                                        "SELECT count(*) FROM sqlite_master WHERE name IN"
-                                        " ('devices', 'credentials') AND sql LIKE '% IN (%'",
-                                        -1, &st, NULL),
-                     SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
     int n = sqlite3_column_int(st, 0);
     sqlite3_finalize(st);
     sqlite3_close(db);
     return n;
+}
+
+/* SQLite: how many of devices, credentials have a CHECK with an IN list. */
+static int tables_with_in_list(void) {
+    return sqlite_int("SELECT count(*) FROM sqlite_master WHERE name IN"
+                      " ('devices', 'credentials') AND sql LIKE '% IN (%'");
 }
 
 /* Migrations 5 and 6 from a store at schema 4 (6 adds rot_plans, dropped here with it): the fingerprint index is gone and the state CHECKs
@@ -806,19 +808,9 @@ static int credentials_keyed_by_identity(void) {
                         " IS DISTINCT FROM 'device_id,kind,version' THEN RAISE EXCEPTION"
                         " 'wrong key'; END IF; END$$") == 0;
     }
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_prepare_v2(db,
-                                        "SELECT count(*) FROM sqlite_master WHERE name ="
-                                        " 'credentials' AND sql LIKE '%) WITHOUT ROWID'",
-                                        -1, &st, NULL),
-                     SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    int n = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    return n == 1 && raw_exec("SELECT rowid FROM credentials") != 0;
+    return sqlite_int("SELECT count(*) FROM sqlite_master WHERE name = 'credentials' AND"
+                      " sql LIKE '%) WITHOUT ROWID'") == 1 &&
+           raw_exec("SELECT rowid FROM credentials") != 0;
 }
 
 /* Migration 7 from a store at schema 6: credentials become keyed by (device_id, kind,
