@@ -128,7 +128,7 @@ const struct evp_md_st *fk_sha256_md(void);
 int fk_redact_field(const char *name);
 
 /* ---- secrets ------------------------------------------------------------------------- */
-/* Wipes len bytes in a way the compiler cannot drop (OPENSSL_cleanse). NULL is a no-op. */
+/* Wipes len bytes in a way the compiler cannot drop (explicit_bzero). NULL is a no-op. */
 void fk_wipe(void *p, size_t len);
 /* 1 when the n bytes at a and b are equal. Time depends on n only (CRYPTO_memcmp). */
 int fk_ct_equal(const void *a, const void *b, size_t n);

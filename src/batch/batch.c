@@ -53,17 +53,22 @@ static const char *const durability_name[] = {"dir", "fdatasync", "syncfs"};
 struct run;
 static void emit(struct run *run, const struct fk_batch_event *ev);
 
-/* A minted device's inventory rows, built by its worker so that the single writer only
- * binds them (chunk_commit): fingerprints and names, never a secret. */
+/* A minted device's outcome. Its inventory rows (fingerprints and names, never a secret)
+ * are built by its worker so that the single writer only binds them (chunk_commit): the
+ * device row in chunk.dev[i], the credential rows in chunk.cred[i * run.ncred ...], the audit
+ * detail here. The rows sit in arrays of their own, as the inventory's *_many calls take
+ * them: the writer hands them over without copying them (issue 19). */
 struct result {
     enum fk_err rc;
     struct fk_diag diag;
     char manifest_sha[65];
-    struct fk_inv_device dev;
-    struct fk_inv_credential cred[4];
-    size_t ncred;
     char detail[640]; /* the device.minted audit entry's JSON */
 };
+
+/* Credential rows per device at most: psk, ota_pubkey, nvs_keys, mtls_cert. */
+#define CRED_MAX 4
+_Static_assert((CRED_MAX * FK_INV_MANY_MAX) <= FK_INV_CRED_MANY_MAX,
+               "one call per FK_INV_MANY_MAX devices");
 
 struct run {
     const char *outdir;
@@ -78,6 +83,7 @@ struct run {
     unsigned cert_days;
     pthread_mutex_t ca_lock;
     const char *actor;
+    size_t ncred; /* credential rows of every device of this run (rows_of) */
     fk_batch_event_fn *on_event;
     void *user;
     enum durability durability;  /* how chunk_commit makes files durable */
@@ -113,6 +119,8 @@ struct chunk {
     struct run *run;
     const struct fk_batch_device **devs;
     struct result *res;
+    struct fk_inv_device *dev;      /* [cap] */
+    struct fk_inv_credential *cred; /* [cap * CRED_MAX], run.ncred used per device */
     size_t n;
     atomic_size_t next;
     atomic_int failed;
@@ -122,10 +130,13 @@ struct chunk {
     size_t cap; /* results allocated */
 };
 
-/* Fills the next credential row of r. */
-static void add_cred(struct result *r, const struct fk_manifest *m, const char *kind,
-                     unsigned version, const char *fpr, const char *expires) {
-    struct fk_inv_credential *c = &r->cred[r->ncred++];
+/* Fills credential row *n of v (at most CRED_MAX). */
+static void add_cred(struct fk_inv_credential *v, size_t *n, const struct fk_manifest *m,
+                     const char *kind, unsigned version, const char *fpr, const char *expires) {
+    if (*n == CRED_MAX) {
+        return;
+    }
+    struct fk_inv_credential *c = &v[(*n)++];
     memset(c, 0, sizeof *c);
     memcpy(c->device_id, m->device_id, sizeof m->device_id);
     snprintf(c->kind, sizeof c->kind, "%s", kind);
@@ -136,9 +147,14 @@ static void add_cred(struct result *r, const struct fk_manifest *m, const char *
     memcpy(c->state, "active", sizeof "active");
 }
 
-/* The device row, its credentials and its audit detail, from the manifest as written. */
-static enum fk_err rows_of(struct result *r, const struct fk_manifest *m) {
-    struct fk_inv_device *d = &r->dev;
+/* Device i's row, its credentials and its audit detail, from the manifest as written. Every
+ * device of a run has the same credential rows (what it has depends on the run's options
+ * only), so those of a chunk are contiguous: FK_E_INTERNAL if one differs. */
+static enum fk_err rows_of(struct chunk *c, size_t i, const struct fk_manifest *m) {
+    struct result *r = &c->res[i];
+    struct fk_inv_device *d = &c->dev[i];
+    struct fk_inv_credential *cred = &c->cred[i * c->run->ncred];
+    size_t ncred = 0;
     memset(d, 0, sizeof *d);
     memcpy(d->id, m->device_id, sizeof m->device_id);
     memcpy(d->mac, m->mac, sizeof m->mac);
@@ -147,16 +163,21 @@ static enum fk_err rows_of(struct result *r, const struct fk_manifest *m) {
     snprintf(d->manifest, sizeof d->manifest, "%s.json", m->device_id);
     memcpy(d->manifest_sha256, r->manifest_sha, sizeof d->manifest_sha256);
     memcpy(d->created_at, m->created_at, sizeof m->created_at);
-    r->ncred = 0;
-    add_cred(r, m, "psk", m->psk_version, m->psk_fingerprint, "");
-    add_cred(r, m, "ota_pubkey", m->ota_key_version, m->ota_key_fingerprint, "");
+    struct fk_inv_credential mine[CRED_MAX];
+    add_cred(mine, &ncred, m, "psk", m->psk_version, m->psk_fingerprint, "");
+    add_cred(mine, &ncred, m, "ota_pubkey", m->ota_key_version, m->ota_key_fingerprint, "");
     if (m->nvs_encrypted) {
-        add_cred(r, m, "nvs_keys", m->psk_version, m->nvs_keys_fingerprint, "");
+        add_cred(mine, &ncred, m, "nvs_keys", m->psk_version, m->nvs_keys_fingerprint, "");
     }
     if (m->mtls_cert_fingerprint[0] != '\0') {
-        add_cred(r, m, "mtls_cert", m->psk_version, m->mtls_cert_fingerprint,
+        add_cred(mine, &ncred, m, "mtls_cert", m->psk_version, m->mtls_cert_fingerprint,
                  m->mtls_cert_not_after);
     }
+    if (ncred != c->run->ncred) {
+        return fk_diag_set(&r->diag, FK_E_INTERNAL, "%s: %zu credentials, the run has %zu",
+                           m->device_id, ncred, c->run->ncred);
+    }
+    memcpy(cred, mine, ncred * sizeof *cred);
     int n = snprintf(
         r->detail, sizeof r->detail,
         "{\"mac\":\"%s\",\"manifest_sha256\":\"%s\",\"psk_fingerprint\":\"%s\","
@@ -197,7 +218,7 @@ static void mint_one(struct chunk *c, size_t i, struct fk_file_stage *stage) {
         r->rc = fk_keys_minted_stage(m, c->run->outdir, dv->id, stage, r->manifest_sha, &r->diag);
     }
     if (r->rc == FK_OK) {
-        r->rc = rows_of(r, fk_keys_minted_manifest(m));
+        r->rc = rows_of(c, i, fk_keys_minted_manifest(m));
     }
     if (r->rc != FK_OK) {
         if (r->diag.line == 0 && r->diag.file[0] == '\0') {
@@ -274,6 +295,35 @@ static void *worker(void *arg) {
     }
     fk_file_stage_free(&stage); /* after a failure: removes the temp files not renamed */
     return NULL;
+}
+
+/* Frees the chunk's results and rows (wiped first, like everything a device was minted
+ * with, although none of it is secret). */
+static void chunk_free_rows(struct chunk *c) {
+    if (c->res != NULL) {
+        fk_wipe(c->res, c->cap * sizeof *c->res);
+    }
+    free(c->res);
+    free(c->dev);
+    free(c->cred);
+    c->res = NULL;
+    c->dev = NULL;
+    c->cred = NULL;
+    c->cap = 0;
+}
+
+/* Room for n devices' results and rows; -1 (and none) when out of memory. */
+static int chunk_grow(struct chunk *c, size_t n) {
+    chunk_free_rows(c);
+    c->res = calloc(n, sizeof *c->res);
+    c->dev = calloc(n, sizeof *c->dev);
+    c->cred = calloc(n * CRED_MAX, sizeof *c->cred);
+    if (c->res == NULL || c->dev == NULL || c->cred == NULL) {
+        chunk_free_rows(c);
+        return -1;
+    }
+    c->cap = n;
+    return 0;
 }
 
 static int chunk_start(struct chunk *c, int jobs) {
@@ -361,22 +411,17 @@ static enum fk_err chunk_commit(struct run *run, struct chunk *c, int dirfd,
     struct fk_batch_event ev = {.kind = FK_BATCH_EV_COMMIT, .count = ++run->commits};
     emit(run, &ev);
     FK_GUARD(fk_inventory_begin(inv, diag));
-    /* FK_INV_MANY_MAX devices per statement: the rows were built by the workers. */
+    /* FK_INV_MANY_MAX devices per statement: the rows were built by the workers, in the
+     * arrays these calls take (no copy: reading them is already a cache miss per line). */
     for (size_t i0 = 0; i0 < c->n; i0 += FK_INV_MANY_MAX) {
         size_t n = c->n - i0 < FK_INV_MANY_MAX ? c->n - i0 : FK_INV_MANY_MAX;
-        struct fk_inv_device dev[FK_INV_MANY_MAX];
-        struct fk_inv_credential cred[FK_INV_CRED_MANY_MAX];
         struct fk_inv_audit_entry audit[FK_INV_MANY_MAX];
-        size_t ncred = 0;
         for (size_t k = 0; k < n; k++) {
-            const struct result *r = &c->res[i0 + k];
-            dev[k] = r->dev;
-            memcpy(&cred[ncred], r->cred, r->ncred * sizeof *cred);
-            ncred += r->ncred;
-            audit[k] = (struct fk_inv_audit_entry){r->dev.id, r->detail};
+            audit[k] = (struct fk_inv_audit_entry){c->dev[i0 + k].id, c->res[i0 + k].detail};
         }
-        FK_GUARD(fk_inventory_device_upsert_many(inv, dev, n, diag));
-        FK_GUARD(fk_inventory_credential_add_many(inv, cred, ncred, diag));
+        FK_GUARD(fk_inventory_device_upsert_many(inv, &c->dev[i0], n, diag));
+        FK_GUARD(
+            fk_inventory_credential_add_many(inv, &c->cred[i0 * run->ncred], n * run->ncred, diag));
         FK_GUARD(
             fk_inventory_audit_append_many(inv, run->actor, "device.minted", audit, n, diag));
     }
@@ -385,8 +430,8 @@ static enum fk_err chunk_commit(struct run *run, struct chunk *c, int dirfd,
     run->commit_seconds += seconds_since(&t0);
     run->commit_cpu_seconds += seconds_since_on(CLOCK_THREAD_CPUTIME_ID, &cpu0);
     for (size_t i = 0; i < c->n; i++) {
-        fk_log(FK_LOG_DEBUG, "batch: psk %s minted for %s", c->res[i].cred[0].fingerprint,
-               c->res[i].dev.id);
+        fk_log(FK_LOG_DEBUG, "batch: psk %s minted for %s", c->cred[i * run->ncred].fingerprint,
+               c->dev[i].id); /* psk: the first row */
     }
     rc = FK_OK;
 out:
@@ -594,7 +639,6 @@ enum fk_err fk_batch_run(const struct fk_batch_opts *o, const struct fk_batch_de
     const struct fk_batch_device **pending_sorted = NULL;
     uint8_t *chain = NULL;
     size_t chain_len = 0;
-    struct result *res_buf[2] = {NULL, NULL};
     struct chunk ch[2];
     char *lock_path = NULL;
     int lock_fd = -1;
@@ -735,6 +779,7 @@ enum fk_err fk_batch_run(const struct fk_batch_opts *o, const struct fk_batch_de
     run.chain = chain;
     run.chain_len = chain_len;
     run.cert_days = o->cert_days;
+    run.ncred = 2 + (run.encrypt ? 1 : 0) + (run.ca != NULL ? 1 : 0); /* rows_of */
     run.total = n;
     clock_gettime(CLOCK_MONOTONIC, &run.t0);
     struct fk_batch_event start = {.kind = FK_BATCH_EV_MINTING};
@@ -751,14 +796,7 @@ enum fk_err fk_batch_run(const struct fk_batch_opts *o, const struct fk_batch_de
         now->devs = pending + next;
         now->n = npending - next < chunk_size ? npending - next : chunk_size;
         if (now->cap < now->n) { /* this buffer's previous chunk is committed: free to grow */
-            if (res_buf[cur] != NULL) {
-                fk_wipe(res_buf[cur], now->cap * sizeof *res_buf[cur]);
-                free(res_buf[cur]);
-            }
-            res_buf[cur] = calloc(now->n, sizeof *res_buf[cur]);
-            now->cap = res_buf[cur] != NULL ? now->n : 0;
-            now->res = res_buf[cur];
-            FK_ENSURE(res_buf[cur] != NULL, FK_E_NOMEM);
+            FK_ENSURE(chunk_grow(now, now->n) == 0, FK_E_NOMEM);
         }
         next += now->n;
         struct timespec tm;
@@ -827,10 +865,7 @@ enum fk_err fk_batch_run(const struct fk_batch_opts *o, const struct fk_batch_de
 out:
     for (int k = 0; k < 2; k++) {
         chunk_join(&ch[k]);
-        if (res_buf[k] != NULL) {
-            fk_wipe(res_buf[k], ch[k].cap * sizeof *res_buf[k]);
-            free(res_buf[k]);
-        }
+        chunk_free_rows(&ch[k]);
     }
     res->minted = run.minted;
     res->skipped = run.skipped;

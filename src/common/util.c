@@ -11,7 +11,11 @@
 
 void fk_wipe(void *p, size_t len) {
     if (p != NULL && len > 0) {
-        OPENSSL_cleanse(p, len);
+        /* glibc's explicit_bzero: the optimised memset behind a compiler barrier, so the
+         * store cannot be dropped as dead. OPENSSL_cleanse on x86-64 stores 8 bytes per
+         * iteration: the batch workers wipe each device's 24 KB NVS image and its buffers,
+         * and spent 2.4 % of their CPU there (issue 19). */
+        explicit_bzero(p, len);
     }
 }
 

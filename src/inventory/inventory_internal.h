@@ -138,7 +138,7 @@ enum fk_err fk_inv_check_version(struct fk_inventory *inv, int version, int newe
  * pcols), (...), ... tail" for n rows, placeholders written with mark ('?' SQLite, '$'
  * PostgreSQL) and numbered from 1. Into out (size >= FK_INV_MANY_SQL_SIZE). */
 enum fk_inv_many { FK_INV_MANY_DEV, FK_INV_MANY_CRED, FK_INV_MANY_AUDIT, FK_INV_MANY_COUNT };
-#define FK_INV_MANY_SQL_SIZE 4096
+#define FK_INV_MANY_SQL_SIZE 16384
 void fk_inv_many_sql(enum fk_inv_many id, size_t n, char mark, char *out, size_t size);
 
 /* Copies a nullable text column into a fixed buffer ("" for NULL). */

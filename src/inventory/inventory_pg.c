@@ -179,6 +179,14 @@ static const char *const migrations[] = {
     " body TEXT NOT NULL,"
     " version BIGINT NOT NULL,"
     " updated_at TEXT NOT NULL);",
+    /* 6 -> 7: (device_id, kind, version) is the key of a credential, as in SQLite's WITHOUT
+     * ROWID table: it becomes the primary key in place of the UNIQUE constraint (an index
+     * that belongs to a constraint cannot be taken over, so it is built again, once), and
+     * the surrogate id (never read) goes with its index: one index insert per credential
+     * less. */
+    "ALTER TABLE credentials DROP COLUMN id,"
+    " DROP CONSTRAINT credentials_device_id_kind_version_key,"
+    " ADD PRIMARY KEY (device_id, kind, version);",
 };
 #define MIGRATION_COUNT ((int)(sizeof migrations / sizeof migrations[0]))
 _Static_assert(MIGRATION_COUNT == FK_INVENTORY_SCHEMA_VERSION, "one migration per version");
@@ -546,8 +554,8 @@ static enum fk_err pg_credential_add(struct fk_inventory *inv, const struct fk_i
 }
 
 /* The multi-row statement id of n rows (fk_inv_many_sql) with vals: one round trip for a
- * batch chunk's 8 devices instead of one per row. Only ever inside a write transaction
- * (the *_many ops), where a dead connection fails the transaction anyway: no retry. */
+ * batch chunk's FK_INV_MANY_MAX devices instead of one per row. Only ever inside a write
+ * transaction (the *_many ops), where a dead connection fails the transaction anyway: no retry. */
 static enum fk_err run_many(struct fk_inventory *inv, enum fk_inv_many id, size_t n,
                             const char *const *val, int nval, const char *quiet,
                             struct fk_diag *diag) {

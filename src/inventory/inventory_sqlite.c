@@ -146,6 +146,28 @@ static const char *const migrations[] = {
     " body TEXT NOT NULL,"
     " version INTEGER NOT NULL,"
     " updated_at TEXT NOT NULL);",
+    /* 6 -> 7 (issue 19): credentials keyed by what identifies one, (device_id, kind,
+     * version), in a WITHOUT ROWID table: one B-tree insert per credential instead of two
+     * (the rowid table and its UNIQUE index), and the record built once. The surrogate id
+     * was never read. A table's storage cannot be changed in place, so the rows are copied
+     * (once, under the migration's write lock); nothing refers to credentials, so dropping
+     * the old table with foreign keys on is safe. PostgreSQL's migration 7 makes the same
+     * key the primary key and drops id too. */
+    "CREATE TABLE credentials_v7("
+    " device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE RESTRICT,"
+    " kind TEXT NOT NULL,"
+    " version INTEGER NOT NULL CHECK (version >= 1),"
+    " fingerprint TEXT NOT NULL,"
+    " created_at TEXT NOT NULL,"
+    " expires_at TEXT,"
+    " state TEXT NOT NULL CHECK (state = 'active' OR state = 'staged' OR state = 'retired' OR"
+    " state = 'revoked'),"
+    " PRIMARY KEY(device_id, kind, version)) WITHOUT ROWID;"
+    "INSERT INTO credentials_v7(device_id, kind, version, fingerprint, created_at, expires_at,"
+    " state) SELECT device_id, kind, version, fingerprint, created_at, expires_at, state"
+    " FROM credentials;"
+    "DROP TABLE credentials;"
+    "ALTER TABLE credentials_v7 RENAME TO credentials;",
 };
 #define MIGRATION_COUNT ((int)(sizeof migrations / sizeof migrations[0]))
 _Static_assert(MIGRATION_COUNT == FK_INVENTORY_SCHEMA_VERSION, "one migration per version");
@@ -189,7 +211,9 @@ static enum fk_err stmt(struct fk_inventory *inv, enum stmt_id id, sqlite3_stmt 
     return FK_OK;
 }
 
-/* The cached statement of n rows of fk_inv_many_sql(id), bindings cleared. */
+/* The cached statement of n rows of fk_inv_many_sql(id). Its bindings are not cleared:
+ * every caller binds all n rows' parameters before it steps (and does not step when a bind
+ * fails), so clearing them first was work for nothing on the batch writer's path. */
 static enum fk_err many_stmt(struct fk_inventory *inv, enum fk_inv_many id, size_t n,
                              sqlite3_stmt **out, struct fk_diag *diag) {
     struct sq *q = inv->be;
@@ -201,7 +225,6 @@ static enum fk_err many_stmt(struct fk_inventory *inv, enum fk_inv_many id, size
             return db_fail(inv, diag, "prepare");
         }
     }
-    sqlite3_clear_bindings(q->many[id][n]);
     *out = q->many[id][n];
     return FK_OK;
 }
@@ -491,9 +514,11 @@ static int bind_credential(sqlite3_stmt *s, int base, const struct fk_inv_creden
 /* Steps an INSERT of credentials and resets it: FK_E_EXISTS for a duplicate. */
 static enum fk_err cred_step(struct fk_inventory *inv, sqlite3_stmt *s, struct fk_diag *diag) {
     int r = sqlite3_step(s);
-    enum fk_err rc = r == SQLITE_DONE                ? FK_OK
-                     : r == SQLITE_CONSTRAINT_UNIQUE ? FK_E_EXISTS
-                                                     : db_fail(inv, diag, "credential add");
+    /* PRIMARYKEY since schema 7 (the key of a WITHOUT ROWID table), UNIQUE before */
+    enum fk_err rc = r == SQLITE_DONE ? FK_OK
+                     : r == SQLITE_CONSTRAINT_PRIMARYKEY || r == SQLITE_CONSTRAINT_UNIQUE
+                         ? FK_E_EXISTS
+                         : db_fail(inv, diag, "credential add");
     sqlite3_reset(s);
     return rc;
 }

@@ -30,9 +30,25 @@ struct out_buf {
     int overflow;
 };
 
+/* Appends text as it is. The manifest is mostly literal text: 52 vsnprintf calls per
+ * manifest were 5 % of a provision-keys batch worker's instructions (issue 19). */
+static void put_text(struct out_buf *b, const char *s) {
+    size_t n = strlen(s);
+    if (b->overflow || n >= b->cap - b->len) {
+        b->overflow = 1;
+        return;
+    }
+    memcpy(b->p + b->len, s, n + 1);
+    b->len += n;
+}
+
 static void put(struct out_buf *b, const char *fmt, ...) FK_PRINTF(2, 3);
 
 static void put(struct out_buf *b, const char *fmt, ...) {
+    if (strchr(fmt, '%') == NULL) {
+        put_text(b, fmt);
+        return;
+    }
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
@@ -64,7 +80,9 @@ static void put_str(struct out_buf *b, const char *s) {
 }
 
 static void put_str_field(struct out_buf *b, const char *name, const char *v, int null_if_empty) {
-    put(b, ",\n  \"%s\": ", name);
+    put_text(b, ",\n  \"");
+    put_text(b, name);
+    put_text(b, "\": ");
     if (null_if_empty && v[0] == '\0') {
         put(b, "null");
     } else {
@@ -104,7 +122,7 @@ enum fk_err fk_keys_manifest_render(const struct fk_manifest *m, char **out, siz
     put_str_field(&b, "psk_identity", m->psk_identity, 0);
     put(&b, ",\n  \"ota_public_key_der_hex\": ");
     put_hex(&b, m->ota_pub_der, m->ota_pub_der_len);
-    put(&b, ",\n  \"provisioned\": %s", m->provisioned ? "true" : "false");
+    put_text(&b, m->provisioned ? ",\n  \"provisioned\": true" : ",\n  \"provisioned\": false");
     put_str_field(&b, "provisioned_at", m->provisioned_at, 1);
     put(&b, ",\n  \"schema_version\": %u", m->schema_version);
     put_str_field(&b, "mac", m->mac, 1);
@@ -113,7 +131,7 @@ enum fk_err fk_keys_manifest_render(const struct fk_manifest *m, char **out, siz
     put_str_field(&b, "nvs_image", m->nvs_image, 1);
     put_str_field(&b, "nvs_image_sha256", m->nvs_image_sha256, 1);
     put(&b, ",\n  \"nvs_size\": %u", m->nvs_size);
-    put(&b, ",\n  \"nvs_encrypted\": %s", m->nvs_encrypted ? "true" : "false");
+    put_text(&b, m->nvs_encrypted ? ",\n  \"nvs_encrypted\": true" : ",\n  \"nvs_encrypted\": false");
     put_str_field(&b, "nvs_keys", m->nvs_keys, 1);
     put_str_field(&b, "ota_private_key", m->ota_private_key, 1);
     put_str_field(&b, "psk_fingerprint", m->psk_fingerprint, 1);
