@@ -707,6 +707,9 @@ void fk_srv_rot_recheck(struct session *s) {
     }
     struct rot_dev *rd = &j->d[i];
     const struct fk_plan_target *t = &j->p->t[i];
+    if (s->rot.c[FK_PLAN_PSK].present && t->state[FK_PLAN_PSK] == FK_PLAN_T_SENT) {
+        fk_srv_rot_check_queue(j, i); /* a trial to check: the next wake-up, not the tick */
+    }
     for (int c = 0; c < FK_WSS_ROT_CLASSES; c++) {
         const struct fk_wss_rot_class *dc = &s->rot.c[c];
         if (c == FK_PLAN_MTLS && dc->present && t->state[c] == FK_PLAN_T_SENT &&
