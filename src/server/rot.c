@@ -450,6 +450,13 @@ static void confirmed(struct fk_server *srv, struct rot_job *j, size_t i, enum f
            fk_plan_class_name(c), rd->version[c]);
 }
 
+/* Device i may be in a PSK trial now (its session reported a psk state): queued for a check,
+ * which the loop starts once this turn ends (wake_rot), not at the next tick. */
+static void queue_check(struct fk_server *srv, struct rot_job *j, size_t i) {
+    fk_srv_rot_check_queue(j, i);
+    atomic_store(&srv->rot_wake, 1);
+}
+
 static void take_rot(struct session *s, const struct fk_wss_msg *m, int c) {
     if (c >= FK_WSS_ROT_CLASSES) {
         return;
@@ -475,6 +482,9 @@ void fk_srv_rot_response(struct session *s, const struct fk_wss_msg *m) {
     }
     struct rot_dev *rd = &j->d[i];
     take_rot(s, m, c);
+    if (c == FK_PLAN_PSK && j->p->t[i].state[FK_PLAN_PSK] == FK_PLAN_T_SENT) {
+        queue_check(srv, j, i); /* rot_stage's answer: the device is in trial now */
+    }
     if (!m->ok) {
         fk_log(FK_LOG_WARN, "server: rotation %s: %s: %s refused: %s", j->id, s->id,
                a == ROT_ACT_CSR      ? "rot_csr"
@@ -708,7 +718,7 @@ void fk_srv_rot_recheck(struct session *s) {
     struct rot_dev *rd = &j->d[i];
     const struct fk_plan_target *t = &j->p->t[i];
     if (s->rot.c[FK_PLAN_PSK].present && t->state[FK_PLAN_PSK] == FK_PLAN_T_SENT) {
-        fk_srv_rot_check_queue(j, i); /* a trial to check: the next wake-up, not the tick */
+        queue_check(srv, j, i);
     }
     for (int c = 0; c < FK_WSS_ROT_CLASSES; c++) {
         const struct fk_wss_rot_class *dc = &s->rot.c[c];
