@@ -146,10 +146,13 @@ static void tick(struct ev_loop *ev, ev_timer *w, int revents) {
     if (srv->sessions != NULL) {
         fk_srv_rot_refresh(srv);
     }
+    /* The deliveries' inventory rows and audit entries, one group (fk_srv_group_begin). */
+    int opened = fk_srv_group_begin(srv);
     for (struct session *s = srv->sessions; s != NULL; s = s->next) {
         kick(s); /* every session is pushed: the kicks listed so far are served */
     }
     srv->n_rot_kicks = 0;
+    (void)fk_srv_group_end(srv, opened, "tick"); /* failed: logged, queues closed */
     /* lws' own time-outs (TLS handshake, HTTP request, header table: the slowloris limits)
      * are its lws_sul timers, which its libev back end runs from an idle watcher started by
      * socket events and from one libev timer that it re-arms with ev_timer_set + start: a no-op
@@ -250,6 +253,7 @@ void fk_srv_listener_wake(struct fk_server *srv) {
 /* The kicked sessions are found by id (srv->rot_kicks): a walk of every session per wake-up
  * was O(fleet) per confirmed device, O(fleet^2) per rotation. */
 static void wake_rot(struct fk_server *srv) {
+    int opened = fk_srv_group_begin(srv);
     fk_srv_rot_checks_wake(srv);
     if (srv->n_rot_kicks > SRV_ROT_KICKS_MAX) {
         for (struct session *s = srv->sessions; s != NULL; s = s->next) {
@@ -266,6 +270,7 @@ static void wake_rot(struct fk_server *srv) {
         }
     }
     srv->n_rot_kicks = 0;
+    (void)fk_srv_group_end(srv, opened, "psk checks"); /* failed: logged, queues closed */
 }
 
 enum fk_err fk_srv_listener_run(struct fk_server *srv) {

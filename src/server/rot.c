@@ -900,6 +900,10 @@ void fk_srv_rot_step(struct fk_server *srv) {
     }
     enum fk_plan_state was = j->p->state;
     unsigned wave = j->p->wave;
+    /* The step's inventory writes (outcomes audited, waves, states) in one group, committed
+     * before the plan file that records them as done is written (fk_srv_rot_tick). The
+     * revocation stays out of it: at 10,000 devices it would hold the write lock for long. */
+    int opened = fk_srv_group_begin(srv);
     if (was == FK_PLAN_RUNNING || was == FK_PLAN_SETTLED) {
         if (fk_plan_step(j->p, (int64_t)time(NULL), send_cb, srv) > 0) {
             fk_srv_rot_dirty(j);
@@ -938,6 +942,7 @@ void fk_srv_rot_step(struct fk_server *srv) {
         }
         free(b);
     }
+    (void)fk_srv_group_end(srv, opened, "rotation step"); /* failed: logged, queues closed */
     if (j->p->state == FK_PLAN_DONE && !j->revoked && !shared) {
         fk_srv_rot_revoke_old(srv, j);
     }
