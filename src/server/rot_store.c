@@ -4,6 +4,8 @@
 #include "jobs_internal.h"
 #include "session_internal.h"
 
+#include "fleetkey/jbuf.h"
+
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -146,148 +148,68 @@ cJSON *fk_srv_rot_json(const struct rot_job *j, int detail) {
     return o;
 }
 
-/* The file's text is printed straight into one buffer: building a cJSON tree of the whole
- * fleet, parsing the plan's own JSON back into it and printing it again cost three passes
- * and a malloc per value, once a second while a plan changes (cJSON was 7-10 % of the
- * server's CPU at 10,000 devices). The buffer holds staged PSKs: it never goes through
- * realloc (which would leave a copy behind unwiped), a larger one takes over and the old is
- * wiped. */
-struct text {
-    char *b;
-    size_t len, cap;
-    int bad; /* out of memory: the text is dropped */
-};
-
-static void text_reserve(struct text *t, size_t more) {
-    if (t->bad || t->cap - t->len > more) {
-        return;
-    }
-    size_t cap = t->cap > 0 ? t->cap : 4096;
-    while (cap - t->len <= more) {
-        if (cap > SIZE_MAX / 2) {
-            t->bad = 1;
-            return;
-        }
-        cap *= 2;
-    }
-    char *b = malloc(cap);
-    if (b == NULL) {
-        t->bad = 1;
-        return;
-    }
-    if (t->b != NULL) {
-        memcpy(b, t->b, t->len);
-        fk_free_secret(t->b, t->cap);
-    }
-    t->b = b;
-    t->cap = cap;
-}
-
-static void text_put(struct text *t, const char *s, size_t n) {
-    text_reserve(t, n);
-    if (!t->bad) {
-        memcpy(t->b + t->len, s, n);
-        t->len += n;
-        t->b[t->len] = '\0';
-    }
-}
-
-static void text_puts(struct text *t, const char *s) {
-    text_put(t, s, strlen(s));
-}
-
-static void text_uint(struct text *t, unsigned long long v) {
-    char num[24];
-    int n = snprintf(num, sizeof num, "%llu", v);
-    text_put(t, num, (size_t)n);
-}
-
-/* s as a JSON string (RFC 8259 section 7: '"', '\' and the controls escaped; other bytes as
- * they are, as cJSON prints them). */
-static void text_str(struct text *t, const char *s) {
-    text_put(t, "\"", 1);
-    for (const char *run = s;; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch != '\0' && ch != '"' && ch != '\\' && ch >= 0x20) {
-            continue;
-        }
-        text_put(t, run, (size_t)(s - run));
-        if (ch == '\0') {
-            break;
-        }
-        char esc[8];
-        int n = ch == '"' || ch == '\\' ? snprintf(esc, sizeof esc, "\\%c", ch)
-                                        : snprintf(esc, sizeof esc, "\\u%04x", ch);
-        text_put(t, esc, (size_t)n);
-        run = s + 1;
-    }
-    text_put(t, "\"", 1);
-}
-
+/* The file's text is printed straight into one buffer (fleetkey/jbuf.h): building a cJSON
+ * tree of the fleet, parsing the plan's own JSON back into it and printing it again cost three
+ * passes and a malloc per value, once a second while a plan changes (cJSON was 7-10 % of the
+ * server's CPU at 10,000 devices). */
 /* The file: the plan as fk_plan_to_json wrote it, plus what only the server knows (issued
  * serials, staged PSKs: secrets, hence 0600 and never logged). fk_srv_rot_parse reads it. */
 char *fk_srv_rot_text(const struct rot_job *j) {
     char *pj = NULL;
     size_t pl = 0;
-    struct text t = {0};
+    struct fk_jbuf t = {0};
     if (fk_plan_to_json(j->p, &pj, &pl) != FK_OK) {
         return NULL;
     }
-    text_reserve(&t, pl + 256 + j->p->n * 400);
-    text_puts(&t, "{\"id\":");
-    text_str(&t, j->id);
-    text_puts(&t, ",\"created_at\":");
-    text_str(&t, j->created_at);
-    text_puts(&t, ",\"operator\":");
-    text_str(&t, j->operator_name);
-    text_puts(&t, j->revoked ? ",\"revoked\":true,\"plan\":" : ",\"revoked\":false,\"plan\":");
-    text_put(&t, pj, pl);
-    text_puts(&t, ",\"server\":{");
+    fk_jbuf_reserve(&t, pl + 256 + j->p->n * 400);
+    fk_jbuf_puts(&t, "{\"id\":");
+    fk_jbuf_str(&t, j->id);
+    fk_jbuf_puts(&t, ",\"created_at\":");
+    fk_jbuf_str(&t, j->created_at);
+    fk_jbuf_puts(&t, ",\"operator\":");
+    fk_jbuf_str(&t, j->operator_name);
+    fk_jbuf_puts(&t, j->revoked ? ",\"revoked\":true,\"plan\":" : ",\"revoked\":false,\"plan\":");
+    fk_jbuf_put(&t, pj, pl);
+    fk_jbuf_puts(&t, ",\"server\":{");
     for (size_t i = 0; i < j->p->n; i++) {
         const struct rot_dev *rd = &j->d[i];
         const char *arr[3] = {"\"version\":[", "],\"audited\":[", "],\"fpr\":["};
         if (i > 0) {
-            text_put(&t, ",", 1);
+            fk_jbuf_put(&t, ",", 1);
         }
-        text_str(&t, j->p->t[i].device);
-        text_puts(&t, ":{");
+        fk_jbuf_str(&t, j->p->t[i].device);
+        fk_jbuf_puts(&t, ":{");
         for (int k = 0; k < 3; k++) {
-            text_puts(&t, arr[k]);
+            fk_jbuf_puts(&t, arr[k]);
             for (int c = 0; c < FK_PLAN_CLASSES; c++) {
                 if (c > 0) {
-                    text_put(&t, ",", 1);
+                    fk_jbuf_put(&t, ",", 1);
                 }
                 if (k == 0) {
-                    text_uint(&t, rd->version[c]);
+                    fk_jbuf_int(&t, rd->version[c]);
                 } else if (k == 1) {
-                    text_uint(&t, rd->audited[c] != 0);
+                    fk_jbuf_int(&t, rd->audited[c] != 0);
                 } else {
-                    text_str(&t, rd->fpr[c]);
+                    fk_jbuf_str(&t, rd->fpr[c]);
                 }
             }
         }
-        text_puts(&t, "],\"serial\":");
-        text_str(&t, rd->serial);
+        fk_jbuf_puts(&t, "],\"serial\":");
+        fk_jbuf_str(&t, rd->serial);
         if (rd->has_psk) {
             char hex[2 * ROT_PSK_LEN + 1];
             if (fk_hex_encode(rd->psk, ROT_PSK_LEN, hex, sizeof hex) == FK_OK) {
-                text_puts(&t, ",\"psk\":\"");
-                text_put(&t, hex, 2 * ROT_PSK_LEN);
-                text_put(&t, "\"", 1);
+                fk_jbuf_puts(&t, ",\"psk\":\"");
+                fk_jbuf_put(&t, hex, 2 * ROT_PSK_LEN);
+                fk_jbuf_put(&t, "\"", 1);
             }
             fk_wipe(hex, sizeof hex);
         }
-        text_put(&t, "}", 1);
+        fk_jbuf_put(&t, "}", 1);
     }
-    text_puts(&t, "}}");
+    fk_jbuf_puts(&t, "}}");
     free(pj);
-    if (t.bad) {
-        if (t.b != NULL) {
-            fk_free_secret(t.b, t.cap);
-        }
-        return NULL;
-    }
-    return t.b;
+    return fk_jbuf_take(&t, NULL);
 }
 
 void fk_srv_rot_text_free(char *body) {
