@@ -22,7 +22,7 @@
 #   env: FK_BENCH_ROBOTS (10000), FK_BENCH_FAULT_ROBOTS (FK_BENCH_ROBOTS),
 #        FK_BENCH_FLEET_THREADS (robot-sim --fleet-threads: default one per core; 0: the old
 #        thread pair per robot), FK_BENCH_PERF (a directory: perf record each rotation),
-#        FK_BENCH_REFLASH_SAMPLE (3), FK_BENCH_RAMP (robots powered on per second, 200: all
+#        FK_BENCH_REFLASH_SAMPLE (3; 0 skips the baseline), FK_BENCH_RAMP (robots powered on per second, 200: all
 #        at once, thousands of handshakes time out against a single-threaded server on 2 cores
 #        and the robots' backoff then dominates)
 set -eu
@@ -257,6 +257,8 @@ stop_fleets
 fi
 
 # ---- 4. baseline: re-flash-based rotation ---------------------------------------------------
+# FK_BENCH_REFLASH_SAMPLE=0 skips it (profiling the rotations alone).
+[ "$SAMPLE" -gt 0 ] || exit 0
 mkdir -p reflash
 t_all=0
 k=0

@@ -120,6 +120,25 @@ FK_MUST_CHECK enum fk_err fk_inventory_commit(struct fk_inventory *inv, struct f
 /* Rolls back the open transaction, if any. */
 void fk_inventory_rollback(struct fk_inventory *inv);
 
+/* Groups: one write transaction (and so one sync to disk) for many writes. Between
+ * group_begin and group_commit every transaction, explicit (begin/commit/rollback) or per
+ * call, is a savepoint inside the group's: each stays all or nothing, but none is durable
+ * before group_commit, so the caller must not tell anyone about a write of the group (answer
+ * a device or an operator) before group_commit returned FK_OK. The write lock is held from
+ * group_begin to group_commit. *grouped = 1 when the group is open; 0 with FK_OK when the
+ * backend has none (PostgreSQL): the writes are then transactions of their own, as without a
+ * group, and group_commit must not be called. FK_OK, FK_E_STATE (a transaction or group is
+ * open), FK_E_DB. */
+FK_MUST_CHECK enum fk_err fk_inventory_group_begin(struct fk_inventory *inv, int *grouped,
+                                                   struct fk_diag *diag);
+/* Commits the group (a transaction left open inside it is rolled back first): its writes are
+ * durable once this returns FK_OK; on failure none of them is. FK_OK, FK_E_STATE (no group),
+ * FK_E_DB. */
+FK_MUST_CHECK enum fk_err fk_inventory_group_commit(struct fk_inventory *inv,
+                                                    struct fk_diag *diag);
+/* Rolls back the open group, if any, with every write in it. */
+void fk_inventory_group_rollback(struct fk_inventory *inv);
+
 /* Inserts or replaces the row with d->id (mac must be unique across devices). created_at ""
  * means now. FK_OK, FK_E_ARG (empty id/mac, unknown state), FK_E_DB (e.g. the mac belongs to
  * another device). */

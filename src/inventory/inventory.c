@@ -133,6 +133,7 @@ void fk_inventory_close(struct fk_inventory *inv) {
         return;
     }
     fk_inventory_rollback(inv);
+    fk_inventory_group_rollback(inv);
     if (inv->ops != NULL) {
         inv->ops->close(inv);
     }
@@ -144,7 +145,8 @@ enum fk_err fk_inventory_begin(struct fk_inventory *inv, struct fk_diag *diag) {
     if (inv->in_tx) {
         return fk_diag_set(diag, FK_E_STATE, "a transaction is already open");
     }
-    enum fk_err rc = inv->ops->begin(inv, 1, diag);
+    enum fk_err rc =
+        inv->group ? inv->ops->savepoint(inv, diag) : inv->ops->begin(inv, 1, diag);
     inv->in_tx = rc == FK_OK;
     inv->head_known = 0;
     inv->head_dirty = 0;
@@ -172,13 +174,61 @@ enum fk_err fk_inventory_commit(struct fk_inventory *inv, struct fk_diag *diag) 
     }
     inv->in_tx = 0;
     inv->head_known = 0;
+    if (inv->group) {
+        rc = inv->ops->release(inv, diag);
+        if (rc != FK_OK) {
+            inv->ops->rollback_to(inv);
+        }
+        return rc;
+    }
     return inv->ops->commit(inv, diag); /* rolls back itself when it fails */
 }
 
 void fk_inventory_rollback(struct fk_inventory *inv) {
     if (inv != NULL && inv->in_tx) {
-        inv->ops->rollback(inv);
+        if (inv->group) {
+            inv->ops->rollback_to(inv);
+        } else {
+            inv->ops->rollback(inv);
+        }
         inv->in_tx = 0;
+        inv->head_known = 0;
+        inv->head_dirty = 0;
+    }
+}
+
+enum fk_err fk_inventory_group_begin(struct fk_inventory *inv, int *grouped,
+                                     struct fk_diag *diag) {
+    *grouped = 0;
+    if (inv->in_tx || inv->group) {
+        return fk_diag_set(diag, FK_E_STATE, "a transaction is already open");
+    }
+    if (inv->ops->savepoint == NULL) {
+        return FK_OK; /* no groups here: every write stays a transaction of its own */
+    }
+    enum fk_err rc = inv->ops->begin(inv, 1, diag);
+    inv->group = rc == FK_OK;
+    *grouped = inv->group;
+    inv->head_known = 0;
+    inv->head_dirty = 0;
+    return rc;
+}
+
+enum fk_err fk_inventory_group_commit(struct fk_inventory *inv, struct fk_diag *diag) {
+    if (!inv->group) {
+        return fk_diag_set(diag, FK_E_STATE, "no group is open");
+    }
+    fk_inventory_rollback(inv); /* a transaction left open inside is not part of the group */
+    inv->group = 0;
+    inv->head_known = 0;
+    return inv->ops->commit(inv, diag); /* rolls back itself when it fails */
+}
+
+void fk_inventory_group_rollback(struct fk_inventory *inv) {
+    if (inv != NULL && inv->group) {
+        fk_inventory_rollback(inv);
+        inv->ops->rollback(inv);
+        inv->group = 0;
         inv->head_known = 0;
         inv->head_dirty = 0;
     }
@@ -591,7 +641,7 @@ enum fk_err fk_inventory_audit_verify(struct fk_inventory *inv, struct fk_inv_au
     char head_hash[65] = "";
     memset(rep, 0, sizeof *rep);
     memcpy(w.prev, zero_hash, sizeof w.prev);
-    int own_read = !inv->in_tx;
+    int own_read = !inv->in_tx && !inv->group;
     /* Read everything in one snapshot: a concurrent append must not look like a broken
      * tail. Inside our own write transaction, the head our appends moved is written first. */
     if (own_read) {

@@ -40,6 +40,11 @@ struct fk_inv_ops {
     /* Fails (and rolls back) when the transaction was aborted by an earlier error. */
     enum fk_err (*commit)(struct fk_inventory *inv, struct fk_diag *diag);
     void (*rollback)(struct fk_inventory *inv);
+    /* Inside the write transaction of a group (fk_inventory_group_begin): a nested one that
+     * release keeps and rollback_to undoes, alone. NULL: the backend has no groups. */
+    enum fk_err (*savepoint)(struct fk_inventory *inv, struct fk_diag *diag);
+    enum fk_err (*release)(struct fk_inventory *inv, struct fk_diag *diag);
+    void (*rollback_to)(struct fk_inventory *inv);
 
     /* created_at is never empty here (the API fills in now). */
     enum fk_err (*device_upsert)(struct fk_inventory *inv, const struct fk_inv_device *d,
@@ -110,6 +115,7 @@ struct fk_inventory {
     const struct fk_inv_ops *ops;
     void *be;  /* the backend's state */
     int in_tx; /* an explicit or per-call write transaction is open */
+    int group; /* a group's transaction is open: each in_tx is a savepoint inside it */
     /* The audit head as this transaction last wrote it: while the writers' lock is held no
      * one else can move it, so appends after the first skip reading it back (one round trip
      * per row on PostgreSQL). Cleared by begin, commit, rollback and any failed append. */

@@ -376,6 +376,19 @@ static void sq_rollback(struct fk_inventory *inv) {
     sqlite3_exec(db_of(inv), "ROLLBACK", NULL, NULL, NULL);
 }
 
+static enum fk_err sq_savepoint(struct fk_inventory *inv, struct fk_diag *diag) {
+    return exec(inv, "SAVEPOINT fk_group", diag);
+}
+
+static enum fk_err sq_release(struct fk_inventory *inv, struct fk_diag *diag) {
+    return exec(inv, "RELEASE fk_group", diag);
+}
+
+static void sq_rollback_to(struct fk_inventory *inv) {
+    /* ROLLBACK TO keeps the savepoint open: RELEASE ends it, with nothing left in it */
+    sqlite3_exec(db_of(inv), "ROLLBACK TO fk_group; RELEASE fk_group", NULL, NULL, NULL);
+}
+
 /* Binds device d to the 8 parameters from ?(base + 1) on. */
 static int bind_device(sqlite3_stmt *s, int base, const struct fk_inv_device *d,
                        const char *created_at) {
@@ -897,6 +910,9 @@ const struct fk_inv_ops fk_inv_sqlite_ops = {
     .begin = sq_begin,
     .commit = sq_commit,
     .rollback = sq_rollback,
+    .savepoint = sq_savepoint,
+    .release = sq_release,
+    .rollback_to = sq_rollback_to,
     .device_upsert = sq_device_upsert,
     .device_upsert_many = sq_device_upsert_many,
     .device_get = sq_device_get,

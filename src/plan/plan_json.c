@@ -13,6 +13,8 @@
  * the engine would misread. */
 #include "plan_internal.h"
 
+#include "fleetkey/jbuf.h"
+
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,92 +23,75 @@
 #define PLAN_FORMAT 1
 #define PLAN_JSON_MAX (256u * 1024u * 1024u)
 
-static cJSON *int_array(const void *vals, size_t n, int wide) {
-    cJSON *a = cJSON_CreateArray();
-    for (size_t i = 0; a != NULL && i < n; i++) {
-        double v = wide ? (double)((const int64_t *)vals)[i] : (double)((const uint8_t *)vals)[i];
-        cJSON *x = cJSON_CreateNumber(v);
-        if (x == NULL || !cJSON_AddItemToArray(a, x)) {
-            cJSON_Delete(x);
-            cJSON_Delete(a);
-            return NULL;
+/* Printed straight into one buffer (fleetkey/jbuf.h), not through a cJSON tree: the server
+ * rewrites a plan of up to FK_PLAN_MAX_DEVICES targets every second while it changes, and a
+ * tree costs a malloc per value and a second pass. */
+static void int_array(struct fk_jbuf *t, const void *vals, size_t n, int wide) {
+    fk_jbuf_put(t, "[", 1);
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0) {
+            fk_jbuf_put(t, ",", 1);
         }
+        fk_jbuf_int(t, wide ? (long long)((const int64_t *)vals)[i]
+                            : (long long)((const uint8_t *)vals)[i]);
     }
-    return a;
-}
-
-static int add(cJSON *o, const char *k, cJSON *v) {
-    if (v == NULL) {
-        return 0;
-    }
-    if (!cJSON_AddItemToObject(o, k, v)) {
-        cJSON_Delete(v);
-        return 0;
-    }
-    return 1;
+    fk_jbuf_put(t, "]", 1);
 }
 
 enum fk_err fk_plan_to_json(const struct fk_plan *p, char **out, size_t *out_len) {
-    enum fk_err rc = FK_E_NOMEM;
-    cJSON *root = cJSON_CreateObject();
-    cJSON *spec = cJSON_CreateObject();
-    cJSON *classes = cJSON_CreateArray();
-    cJSON *targets = cJSON_CreateArray();
-    char *text = NULL;
-    *out = NULL;
-    FK_ENSURE(root && spec && classes && targets, FK_E_NOMEM);
+    struct fk_jbuf t = {0};
+    int first = 1;
+    fk_jbuf_reserve(&t, 512 + p->n * 160);
+    fk_jbuf_puts(&t, "{\"format\":");
+    fk_jbuf_int(&t, PLAN_FORMAT);
+    fk_jbuf_puts(&t, ",\"id\":");
+    fk_jbuf_str(&t, p->id);
+    fk_jbuf_puts(&t, ",\"state\":");
+    fk_jbuf_str(&t, fk_plan_state_name(p->state));
+    fk_jbuf_puts(&t, ",\"wave\":");
+    fk_jbuf_int(&t, (long long)p->wave);
+    fk_jbuf_puts(&t, p->forced ? ",\"forced\":true" : ",\"forced\":false");
+    fk_jbuf_puts(&t, ",\"acked\":");
+    fk_jbuf_int(&t, (long long)p->acked);
+    fk_jbuf_puts(&t, ",\"pause_reason\":");
+    fk_jbuf_str(&t, p->pause_reason);
+    fk_jbuf_puts(&t, ",\"spec\":{\"classes\":[");
     for (unsigned c = 0; c < FK_PLAN_CLASSES; c++) {
         if ((p->spec.classes >> c) & 1u) {
-            FK_ENSURE(add(classes, "", cJSON_CreateString(fk_plan_class_name(c))), FK_E_NOMEM);
+            fk_jbuf_puts(&t, first ? "" : ",");
+            fk_jbuf_str(&t, fk_plan_class_name(c));
+            first = 0;
         }
     }
-    int waves[FK_PLAN_WAVES_MAX];
+    fk_jbuf_puts(&t, "],\"waves\":[");
     for (size_t w = 0; w < p->spec.n_waves; w++) {
-        waves[w] = (int)p->spec.waves[w];
+        fk_jbuf_puts(&t, w > 0 ? "," : "");
+        fk_jbuf_int(&t, (long long)p->spec.waves[w]);
     }
-    FK_ENSURE(add(spec, "classes", classes), FK_E_NOMEM);
-    classes = NULL;
-    FK_ENSURE(add(spec, "waves", cJSON_CreateIntArray(waves, (int)p->spec.n_waves)), FK_E_NOMEM);
-    FK_ENSURE(add(spec, "max_failure_pct", cJSON_CreateNumber(p->spec.max_failure_pct)),
-              FK_E_NOMEM);
-    FK_ENSURE(add(spec, "timeout_s", cJSON_CreateNumber(p->spec.timeout_s)), FK_E_NOMEM);
-    FK_ENSURE(add(spec, "retries", cJSON_CreateNumber(p->spec.retries)), FK_E_NOMEM);
-    FK_ENSURE(add(root, "format", cJSON_CreateNumber(PLAN_FORMAT)), FK_E_NOMEM);
-    FK_ENSURE(add(root, "id", cJSON_CreateString(p->id)), FK_E_NOMEM);
-    FK_ENSURE(add(root, "state", cJSON_CreateString(fk_plan_state_name(p->state))), FK_E_NOMEM);
-    FK_ENSURE(add(root, "wave", cJSON_CreateNumber(p->wave)), FK_E_NOMEM);
-    FK_ENSURE(add(root, "forced", cJSON_CreateBool(p->forced)), FK_E_NOMEM);
-    FK_ENSURE(add(root, "acked", cJSON_CreateNumber((double)p->acked)), FK_E_NOMEM);
-    FK_ENSURE(add(root, "pause_reason", cJSON_CreateString(p->pause_reason)), FK_E_NOMEM);
-    FK_ENSURE(add(root, "spec", spec), FK_E_NOMEM);
-    spec = NULL;
+    fk_jbuf_puts(&t, "],\"max_failure_pct\":");
+    fk_jbuf_int(&t, (long long)p->spec.max_failure_pct);
+    fk_jbuf_puts(&t, ",\"timeout_s\":");
+    fk_jbuf_int(&t, (long long)p->spec.timeout_s);
+    fk_jbuf_puts(&t, ",\"retries\":");
+    fk_jbuf_int(&t, (long long)p->spec.retries);
+    fk_jbuf_puts(&t, "},\"targets\":[");
     for (size_t i = 0; i < p->n; i++) {
-        const struct fk_plan_target *t = &p->t[i];
-        cJSON *o = cJSON_CreateObject();
-        FK_ENSURE(add(targets, "", o), FK_E_NOMEM);
-        FK_ENSURE(add(o, "device", cJSON_CreateString(t->device)) &&
-                      add(o, "state", int_array(t->state, FK_PLAN_CLASSES, 0)) &&
-                      add(o, "attempts", int_array(t->attempts, FK_PLAN_CLASSES, 0)) &&
-                      add(o, "deadline", int_array(t->deadline, FK_PLAN_CLASSES, 1)) &&
-                      add(o, "reason", cJSON_CreateString(t->reason)) &&
-                      add(o, "offline", cJSON_CreateBool(t->offline)),
-                  FK_E_NOMEM);
+        const struct fk_plan_target *g = &p->t[i];
+        fk_jbuf_puts(&t, i > 0 ? ",{\"device\":" : "{\"device\":");
+        fk_jbuf_str(&t, g->device);
+        fk_jbuf_puts(&t, ",\"state\":");
+        int_array(&t, g->state, FK_PLAN_CLASSES, 0);
+        fk_jbuf_puts(&t, ",\"attempts\":");
+        int_array(&t, g->attempts, FK_PLAN_CLASSES, 0);
+        fk_jbuf_puts(&t, ",\"deadline\":");
+        int_array(&t, g->deadline, FK_PLAN_CLASSES, 1);
+        fk_jbuf_puts(&t, ",\"reason\":");
+        fk_jbuf_str(&t, g->reason);
+        fk_jbuf_puts(&t, g->offline ? ",\"offline\":true}" : ",\"offline\":false}");
     }
-    FK_ENSURE(add(root, "targets", targets), FK_E_NOMEM);
-    targets = NULL;
-    text = cJSON_PrintUnformatted(root);
-    FK_ENSURE(text != NULL, FK_E_NOMEM);
-    *out = text;
-    *out_len = strlen(text);
-    text = NULL;
-    rc = FK_OK;
-out:
-    cJSON_Delete(root);
-    cJSON_Delete(spec);
-    cJSON_Delete(classes);
-    cJSON_Delete(targets);
-    free(text);
-    return rc;
+    fk_jbuf_puts(&t, "]}");
+    *out = fk_jbuf_take(&t, out_len);
+    return *out != NULL ? FK_OK : FK_E_NOMEM;
 }
 
 /* ---- parsing ----------------------------------------------------------------------------- */

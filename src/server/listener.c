@@ -103,6 +103,14 @@ struct fk_srv_loop {
     ev_timer tick;
 };
 
+/* What the next message to s is, now (fk_srv_push_next); kick served. */
+static void kick(struct session *s) {
+    s->kick = 0;
+    if (s->close_code == 0 && fk_srv_push_next(s) != 0) {
+        fk_srv_schedule_close(s, s->wsi, FK_WSS_CLOSE_INTERNAL, "internal error");
+    }
+}
+
 static void tick(struct ev_loop *ev, ev_timer *w, int revents) {
     struct fk_server *srv = w->data;
     (void)ev;
@@ -138,11 +146,13 @@ static void tick(struct ev_loop *ev, ev_timer *w, int revents) {
     if (srv->sessions != NULL) {
         fk_srv_rot_refresh(srv);
     }
+    /* The deliveries' inventory rows and audit entries, one group (fk_srv_group_begin). */
+    int opened = fk_srv_group_begin(srv);
     for (struct session *s = srv->sessions; s != NULL; s = s->next) {
-        if (s->close_code == 0 && fk_srv_push_next(s) != 0) {
-            fk_srv_schedule_close(s, s->wsi, FK_WSS_CLOSE_INTERNAL, "internal error");
-        }
+        kick(s); /* every session is pushed: the kicks listed so far are served */
     }
+    srv->n_rot_kicks = 0;
+    (void)fk_srv_group_end(srv, opened, "tick"); /* failed: logged, queues closed */
     /* lws' own time-outs (TLS handshake, HTTP request, header table: the slowloris limits)
      * are its lws_sul timers, which its libev back end runs from an idle watcher started by
      * socket events and from one libev timer that it re-arms with ev_timer_set + start: a no-op
@@ -240,17 +250,27 @@ void fk_srv_listener_wake(struct fk_server *srv) {
 
 /* A PSK check finished (rot_check.c woke the loop): collect it, start the next ones, and send
  * rot_commit to the devices it confirmed without waiting for the tick. */
+/* The kicked sessions are found by id (srv->rot_kicks): a walk of every session per wake-up
+ * was O(fleet) per confirmed device, O(fleet^2) per rotation. */
 static void wake_rot(struct fk_server *srv) {
+    int opened = fk_srv_group_begin(srv);
     fk_srv_rot_checks_wake(srv);
-    for (struct session *s = srv->sessions; s != NULL; s = s->next) {
-        if (!s->kick) {
-            continue;
+    if (srv->n_rot_kicks > SRV_ROT_KICKS_MAX) {
+        for (struct session *s = srv->sessions; s != NULL; s = s->next) {
+            if (s->kick) {
+                kick(s);
+            }
         }
-        s->kick = 0;
-        if (s->close_code == 0 && fk_srv_push_next(s) != 0) {
-            fk_srv_schedule_close(s, s->wsi, FK_WSS_CLOSE_INTERNAL, "internal error");
+    } else {
+        for (size_t k = 0; k < srv->n_rot_kicks; k++) {
+            struct session *s = fk_srv_session_of(srv, srv->rot_kicks[k]);
+            if (s != NULL && s->kick) {
+                kick(s);
+            }
         }
     }
+    srv->n_rot_kicks = 0;
+    (void)fk_srv_group_end(srv, opened, "psk checks"); /* failed: logged, queues closed */
 }
 
 enum fk_err fk_srv_listener_run(struct fk_server *srv) {

@@ -451,6 +451,13 @@ static void confirmed(struct fk_server *srv, struct rot_job *j, size_t i, enum f
            fk_plan_class_name(c), rd->version[c]);
 }
 
+/* Device i may be in a PSK trial now (its session reported a psk state): queued for a check,
+ * which the loop starts once this turn ends (wake_rot), not at the next tick. */
+static void queue_check(struct fk_server *srv, struct rot_job *j, size_t i) {
+    fk_srv_rot_check_queue(j, i);
+    atomic_store(&srv->rot_wake, 1);
+}
+
 static void take_rot(struct session *s, const struct fk_wss_msg *m, int c) {
     if (c >= FK_WSS_ROT_CLASSES) {
         return;
@@ -476,6 +483,9 @@ void fk_srv_rot_response(struct session *s, const struct fk_wss_msg *m) {
     }
     struct rot_dev *rd = &j->d[i];
     take_rot(s, m, c);
+    if (c == FK_PLAN_PSK && j->p->t[i].state[FK_PLAN_PSK] == FK_PLAN_T_SENT) {
+        queue_check(srv, j, i); /* rot_stage's answer: the device is in trial now */
+    }
     if (!m->ok) {
         fk_log(FK_LOG_WARN, "server: rotation %s: %s: %s refused: %s", j->id, s->id,
                a == ROT_ACT_CSR      ? "rot_csr"
@@ -708,6 +718,9 @@ void fk_srv_rot_recheck(struct session *s) {
     }
     struct rot_dev *rd = &j->d[i];
     const struct fk_plan_target *t = &j->p->t[i];
+    if (s->rot.c[FK_PLAN_PSK].present && t->state[FK_PLAN_PSK] == FK_PLAN_T_SENT) {
+        queue_check(srv, j, i);
+    }
     for (int c = 0; c < FK_WSS_ROT_CLASSES; c++) {
         const struct fk_wss_rot_class *dc = &s->rot.c[c];
         if (c == FK_PLAN_MTLS && dc->present && t->state[c] == FK_PLAN_T_SENT &&
@@ -1097,6 +1110,10 @@ void fk_srv_rot_step(struct fk_server *srv) {
     }
     enum fk_plan_state was = j->p->state;
     unsigned wave = j->p->wave;
+    /* The step's inventory writes (outcomes audited, waves, states) in one group, committed
+     * before the plan file that records them as done is written (fk_srv_rot_tick). The
+     * revocation stays out of it: at 10,000 devices it would hold the write lock for long. */
+    int opened = fk_srv_group_begin(srv);
     if (was == FK_PLAN_RUNNING || was == FK_PLAN_SETTLED) {
         if (fk_plan_step(j->p, (int64_t)time(NULL), send_cb, srv) > 0) {
             fk_srv_rot_dirty(j);
@@ -1135,6 +1152,7 @@ void fk_srv_rot_step(struct fk_server *srv) {
         }
         free(b);
     }
+    (void)fk_srv_group_end(srv, opened, "rotation step"); /* failed: logged, queues closed */
     if (j->p->state == FK_PLAN_DONE && !j->revoked && !shared) {
         fk_srv_rot_revoke_old(srv, j);
     }

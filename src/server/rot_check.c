@@ -54,8 +54,12 @@ static void collect(struct fk_server *srv, struct rot_job *j, size_t i) {
         srv->rot_checks_ok++;
         rd->commit_due[FK_PLAN_PSK] = 1;
         struct session *s = fk_srv_session_of(srv, t->device);
-        if (s != NULL) {
+        if (s != NULL && !s->kick) {
             s->kick = 1;
+            if (srv->n_rot_kicks < SRV_ROT_KICKS_MAX) {
+                memcpy(srv->rot_kicks[srv->n_rot_kicks], s->id, sizeof srv->rot_kicks[0]);
+            }
+            srv->n_rot_kicks++; /* past the array: wake_rot walks every session instead */
         }
         fk_log(FK_LOG_INFO, "server: rotation %s: %s: psk v%u authenticated as %s at %s:%s", j->id,
                t->device, c->version, c->current ? "current" : "next", c->host, c->port);
@@ -63,8 +67,22 @@ static void collect(struct fk_server *srv, struct rot_job *j, size_t i) {
         srv->rot_checks_failed++;
         fk_log(FK_LOG_WARN, "server: rotation %s: %s: psk v%u check %u/%d failed: %s (%s)", j->id,
                t->device, c->version, rd->chk_tries, ROT_CHECK_TRIES, fk_strerror(c->rc), c->why);
+        fk_srv_rot_check_queue(j, i); /* the next try as soon as a slot is free */
     }
     check_free(srv, rd);
+}
+
+/* Collects the finished checks of j: only the devices in j->chk_run are looked at. */
+static void collect_done(struct fk_server *srv, struct rot_job *j) {
+    for (size_t k = 0; k < j->n_chk_run;) {
+        size_t i = j->chk_run[k];
+        if (j->d[i].chk == NULL || !atomic_load(&j->d[i].chk->done)) {
+            k++;
+            continue;
+        }
+        j->chk_run[k] = j->chk_run[--j->n_chk_run]; /* order does not matter */
+        collect(srv, j, i);
+    }
 }
 
 /* The device's address on its wss connection, as a host for getaddrinfo. */
@@ -79,6 +97,9 @@ static void peer_host(const char *peer, char *out, size_t size) {
 static void start(struct fk_server *srv, struct rot_job *j, size_t i, const struct session *s,
                   int current) {
     struct rot_dev *rd = &j->d[i];
+    if (j->n_chk_run >= ROT_CHECKS_MAX) {
+        return; /* the global limit holds it too; this keeps chk_run in bounds on its own */
+    }
     struct rot_check *c = calloc(1, sizeof *c);
     if (c == NULL) {
         return;
@@ -102,55 +123,83 @@ static void start(struct fk_server *srv, struct rot_job *j, size_t i, const stru
     rd->chk = c;
     rd->chk_tries++;
     srv->rot_checks_running++;
+    j->chk_run[j->n_chk_run++] = i;
     fk_log(FK_LOG_INFO, "server: rotation %s: %s: psk v%u check %u/%d at %s:%s", j->id, s->id,
            c->version, rd->chk_tries, ROT_CHECK_TRIES, c->host, c->port);
 }
 
-void fk_srv_rot_checks(struct fk_server *srv, struct rot_job *j) {
-    for (size_t i = 0; i < j->p->n; i++) {
-        struct rot_dev *rd = &j->d[i];
-        if (rd->chk != NULL && atomic_load(&rd->chk->done)) {
-            collect(srv, j, i);
-        }
+/* Starts a check of device i of j if it needs one now: its PSK delivered (sent), none in
+ * flight, tries left, and its live session reports the staged version in trial (slot next) or
+ * committed (slot current). */
+static void maybe_start(struct fk_server *srv, struct rot_job *j, size_t i) {
+    struct rot_dev *rd = &j->d[i];
+    const struct fk_plan_target *t = &j->p->t[i];
+    unsigned v = rd->version[FK_PLAN_PSK];
+    if (rd->chk != NULL || !rd->has_psk || v == 0 || rd->commit_due[FK_PLAN_PSK] ||
+        t->state[FK_PLAN_PSK] != FK_PLAN_T_SENT) {
+        return;
     }
-    if (j->p->state != FK_PLAN_RUNNING && j->p->state != FK_PLAN_SETTLED) {
+    if (rd->chk_version != v) {
+        rd->chk_version = v;
+        rd->chk_tries = 0;
+    }
+    if (rd->chk_tries >= ROT_CHECK_TRIES) {
+        return; /* the plan's per-device timeout decides */
+    }
+    const struct session *s = fk_srv_session_of(srv, t->device);
+    const struct fk_wss_rot_class *dc = s != NULL ? &s->rot.c[FK_PLAN_PSK] : NULL;
+    if (dc == NULL || !dc->present || s->dtls_port <= 0) {
+        return;
+    }
+    /* In trial the staged PSK must open the "next" slot. Committed with this version: the
+     * confirmation of an earlier life was lost in a kill -9 (rot_commit went out, the plan
+     * file did not), and the key must now open the "current" slot. */
+    int trial = strcmp(dc->state, "trial") == 0 && (unsigned long long)dc->staged_version == v;
+    int committed = strcmp(dc->state, "committed") == 0 && (unsigned long long)dc->version == v;
+    if (trial || committed) {
+        start(srv, j, i, s, committed);
+    }
+}
+
+static int running(const struct rot_job *j) {
+    return j->p->state == FK_PLAN_RUNNING || j->p->state == FK_PLAN_SETTLED;
+}
+
+void fk_srv_rot_checks(struct fk_server *srv, struct rot_job *j) {
+    collect_done(srv, j);
+    if (!running(j)) {
         return;
     }
     for (size_t i = 0; i < j->p->n && srv->rot_checks_running < ROT_CHECKS_MAX; i++) {
-        struct rot_dev *rd = &j->d[i];
-        const struct fk_plan_target *t = &j->p->t[i];
-        unsigned v = rd->version[FK_PLAN_PSK];
-        if (rd->chk != NULL || !rd->has_psk || v == 0 || rd->commit_due[FK_PLAN_PSK] ||
-            t->state[FK_PLAN_PSK] != FK_PLAN_T_SENT) {
-            continue;
-        }
-        if (rd->chk_version != v) {
-            rd->chk_version = v;
-            rd->chk_tries = 0;
-        }
-        if (rd->chk_tries >= ROT_CHECK_TRIES) {
-            continue; /* the plan's per-device timeout decides */
-        }
-        const struct session *s = fk_srv_session_of(srv, t->device);
-        const struct fk_wss_rot_class *dc = s != NULL ? &s->rot.c[FK_PLAN_PSK] : NULL;
-        if (dc == NULL || !dc->present || s->dtls_port <= 0) {
-            continue;
-        }
-        /* In trial the staged PSK must open the "next" slot. Committed with this version: the
-         * confirmation of an earlier life was lost in a kill -9 (rot_commit went out, the plan
-         * file did not), and the key must now open the "current" slot. */
-        int trial = strcmp(dc->state, "trial") == 0 && (unsigned long long)dc->staged_version == v;
-        int committed = strcmp(dc->state, "committed") == 0 && (unsigned long long)dc->version == v;
-        if (trial || committed) {
-            start(srv, j, i, s, committed);
-        }
+        maybe_start(srv, j, i);
     }
+}
+
+void fk_srv_rot_check_queue(struct rot_job *j, size_t i) {
+    if (i >= j->p->n || j->d[i].chk_queued) {
+        return;
+    }
+    if (j->chk_q == NULL && (j->chk_q = calloc(j->p->n, sizeof *j->chk_q)) == NULL) {
+        return; /* the tick's scan finds it */
+    }
+    /* each device at most once (chk_queued), so chk_q_len never exceeds p->n */
+    j->chk_q[(j->chk_q_head + j->chk_q_len) % j->p->n] = i;
+    j->chk_q_len++;
+    j->d[i].chk_queued = 1;
 }
 
 void fk_srv_rot_checks_wake(struct fk_server *srv) {
     struct rot_job *j = fk_srv_rot_current(srv);
-    if (j != NULL) {
-        fk_srv_rot_checks(srv, j);
+    if (j == NULL) {
+        return;
+    }
+    collect_done(srv, j);
+    while (running(j) && j->chk_q_len > 0 && srv->rot_checks_running < ROT_CHECKS_MAX) {
+        size_t i = j->chk_q[j->chk_q_head];
+        j->chk_q_head = (j->chk_q_head + 1) % j->p->n;
+        j->chk_q_len--;
+        j->d[i].chk_queued = 0;
+        maybe_start(srv, j, i);
     }
 }
 

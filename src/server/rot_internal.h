@@ -86,6 +86,7 @@ struct rot_dev {
     struct rot_check *chk; /* in flight, or NULL */
     unsigned chk_version;  /* the staged version chk_tries counts for */
     unsigned chk_tries;
+    int chk_queued; /* in j->chk_q */
 };
 
 struct rot_job {
@@ -111,6 +112,13 @@ struct rot_job {
         unsigned slices;  /* calls so far */
         double slice_max; /* the longest call, CPU seconds of the loop thread (logged) */
     } rv;
+    /* PSK checks (rot_check.c; not saved): the devices with a check in flight, and a queue
+     * (ring of p->n, each device at most once) of those whose session reported a PSK state
+     * since: a wake-up by a finished check looks at these, not at the whole fleet. */
+    size_t chk_run[ROT_CHECKS_MAX];
+    size_t n_chk_run;
+    size_t *chk_q;
+    size_t chk_q_head, chk_q_len;
 };
 
 /* Who the rotation's own audit rows name as actor. */
@@ -246,8 +254,15 @@ void fk_srv_rot_psk_identity(const char *device, unsigned version, char *out, si
  * "committed" (slot current: a confirmation lost in a kill -9). Never blocks. */
 void fk_srv_rot_checks(struct fk_server *srv, struct rot_job *j);
 /* The loop was woken by a finished check (srv->rot_wake): collects the finished checks and
- * starts waiting ones at once; a session whose rot_commit became due gets kick = 1. */
+ * starts the queued ones (fk_srv_rot_check_queue) while fewer than ROT_CHECKS_MAX run; a
+ * session whose rot_commit became due gets kick = 1 and its device id in srv->rot_kicks.
+ * O(checks in flight + devices queued), not O(fleet): the tick's full scan is the net for
+ * anything the queue missed. */
 void fk_srv_rot_checks_wake(struct fk_server *srv);
+/* Device i of j may now need a PSK check (its session reported a psk state, or a check of it
+ * failed): queued for the next wake-up. Allocates the queue on first use; out of memory, the
+ * device waits for the tick. */
+void fk_srv_rot_check_queue(struct rot_job *j, size_t i);
 /* At shutdown: waits for the checks in flight (each bounded by ROT_CHECK_TIMEOUT_MS). */
 void fk_srv_rot_checks_stop(struct fk_server *srv);
 

@@ -26,6 +26,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#define SRV_ROT_KICKS_MAX 128 /* devices a wake-up pushes to by id (listener.c wake_rot) */
+
 /* Why a connection was refused (auth.c counts them, /metrics shows them by name). */
 enum reason {
     R_NO_CERT,
@@ -196,6 +198,10 @@ struct fk_server {
     unsigned long long rot_checks_ok, rot_checks_failed;
     unsigned rot_checks_running; /* PSK checks in flight (rot_check.c) */
     atomic_int rot_wake; /* a check finished: the loop collects it now, not at the next tick */
+    /* The devices kicked since the last tick (rot_check.c), so a wake-up pushes to them alone;
+     * n_rot_kicks > SRV_ROT_KICKS_MAX: too many to list, it walks every session. */
+    char rot_kicks[SRV_ROT_KICKS_MAX][FK_WSS_ID_MAX + 1];
+    size_t n_rot_kicks;
     unsigned long long ota_bytes, ota_states[FK_OTA_FAILED + 1], ota_keys[2], ota_uploads_refused;
     struct srv_oauth *oauth; /* OAuth2 tokens and phone sessions (oauth_internal.h) */
 };

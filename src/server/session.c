@@ -152,7 +152,7 @@ static int on_hello(struct session *s, struct lws *wsi, const struct fk_wss_msg 
     return fk_srv_push_next(s);
 }
 
-static int on_message(struct session *s, struct lws *wsi, const uint8_t *buf, size_t len) {
+static int on_message_in(struct session *s, struct lws *wsi, const uint8_t *buf, size_t len) {
     static struct fk_wss_msg m; /* 8 KiB: one thread, so one static instead of the stack */
     int code = 0;
     struct fk_diag d;
@@ -216,6 +216,15 @@ static int on_message(struct session *s, struct lws *wsi, const uint8_t *buf, si
         return fk_srv_enqueue_json(s, wsi, o) == 0 ? 0 : -1;
     }
     }
+}
+
+/* One message's inventory writes (hello: last seen + audit; rot answers: credential states +
+ * audit) commit together, before anything it queued can be written (fk_srv_group_begin). */
+static int on_message(struct session *s, struct lws *wsi, const uint8_t *buf, size_t len) {
+    int opened = fk_srv_group_begin(s->srv);
+    int r = on_message_in(s, wsi, buf, len);
+    (void)fk_srv_group_end(s->srv, opened, s->id); /* failed: closes what has a queue */
+    return r;
 }
 
 static int on_receive(struct session *s, struct lws *wsi, const uint8_t *in, size_t len) {

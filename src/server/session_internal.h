@@ -51,4 +51,16 @@ struct session *fk_srv_session_of(struct fk_server *srv, const char *id);
 /* 1 when some session of device id said hello (what /api/devices shows as "connected"). */
 int fk_srv_connected(const struct fk_server *srv, const char *id);
 
+/* The inventory writes of one event of the loop (a tick, a device's message) in one group
+ * (fk_inventory_group_begin): one transaction and one sync to disk instead of one per
+ * write. Why nothing is acknowledged before its commit: a callback only queues what it sends
+ * (fk_srv_enqueue_json, fk_srv_send_request); lws writes a queue in the writable callback of
+ * the connection (session.c, admin.c), never inside another callback, so the group is
+ * committed when the callback that opened it ends, before any of its answers can leave.
+ * begin: 1 when it opened a group (0: PostgreSQL, or one is open already: the writes go on as
+ * they would without it). end: commits what begin opened; 0, or -1: none of the event's
+ * writes is durable, logged, and every connection with a message queued is closed unsent. */
+int fk_srv_group_begin(struct fk_server *srv);
+int fk_srv_group_end(struct fk_server *srv, int opened, const char *what);
+
 #endif

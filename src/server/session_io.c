@@ -120,3 +120,31 @@ struct session *fk_srv_session_of(struct fk_server *srv, const char *id) {
     }
     return NULL;
 }
+
+int fk_srv_group_begin(struct fk_server *srv) {
+    int opened = 0;
+    struct fk_diag d;
+    fk_diag_init(&d);
+    if (fk_inventory_group_begin(srv->inv, &opened, &d) != FK_OK) {
+        fk_log(FK_LOG_DEBUG, "server: inventory writes not grouped: %s", d.msg);
+        return 0; /* each write is then its own transaction, as without groups */
+    }
+    return opened;
+}
+
+int fk_srv_group_end(struct fk_server *srv, int opened, const char *what) {
+    struct fk_diag d;
+    fk_diag_init(&d);
+    if (!opened || fk_inventory_group_commit(srv->inv, &d) == FK_OK) {
+        return 0;
+    }
+    fk_log(FK_LOG_ERROR, "server: %s: inventory writes not committed: %s", what, d.msg);
+    /* What the event queued must not leave: every connection with something queued is closed
+     * instead (the devices reconnect; a plan delivers again at its timeout). */
+    for (struct session *s = srv->sessions; s != NULL; s = s->next) {
+        if (s->q_n > 0 && s->close_code == 0) {
+            fk_srv_schedule_close(s, s->wsi, FK_WSS_CLOSE_INTERNAL, "internal error");
+        }
+    }
+    return -1;
+}

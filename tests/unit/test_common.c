@@ -1,6 +1,7 @@
 /* Unit tests of the common module: error table, CRC32 variants, hex/base64 (valid and
  * invalid), constant-time compare, fingerprints and redaction, atomic file writes. */
 #include "fleetkey/common.h"
+#include "fleetkey/jbuf.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -286,6 +287,55 @@ static void rfc3339_parse_round_trips_and_rejects_deviations(void **state) {
     assert_int_equal(fk_time_parse_rfc3339(NULL, 20, &t), FK_E_PARSE);
 }
 
+static void jbuf_escapes_strings_and_keeps_text_across_growth(void **state) {
+    (void)state;
+    struct fk_jbuf t = {0};
+    size_t len = 99;
+    char *e = fk_jbuf_take(&t, &len); /* nothing put: an empty text, not NULL */
+    assert_non_null(e);
+    assert_string_equal(e, "");
+    assert_int_equal(len, 0);
+    free(e);
+    fk_jbuf_str(&t, "a\"b\\c\n\x01\x1f \xc3\xa9/");
+    fk_jbuf_put(&t, ",", 1);
+    fk_jbuf_int(&t, -9223372036854775807LL - 1);
+    fk_jbuf_put(&t, ",", 1);
+    fk_jbuf_str(&t, "");
+    char *s = fk_jbuf_take(&t, &len);
+    assert_non_null(s);
+    assert_string_equal(s,
+                        "\"a\\\"b\\\\c\\u000a\\u0001\\u001f \xc3\xa9/\",-9223372036854775808,\"\"");
+    assert_int_equal(len, strlen(s));
+    assert_null(t.b);
+    free(s);
+    /* well past the first 4096 bytes, in pieces that straddle each growth */
+    for (int i = 0; i < 3000; i++) {
+        fk_jbuf_int(&t, i);
+        fk_jbuf_put(&t, ";", 1);
+    }
+    s = fk_jbuf_take(&t, &len);
+    assert_non_null(s);
+    assert_true(len > 3 * 4096);
+    char *p = s;
+    for (int i = 0; i < 3000; i++) {
+        char *end = NULL;
+        assert_int_equal(strtol(p, &end, 10), i);
+        assert_int_equal(*end, ';');
+        p = end + 1;
+    }
+    assert_int_equal(*p, '\0');
+    free(s);
+    /* free of a half-built buffer leaves it empty and usable */
+    fk_jbuf_puts(&t, "x");
+    fk_jbuf_free(&t);
+    assert_null(t.b);
+    assert_int_equal(t.len, 0);
+    fk_jbuf_puts(&t, "y");
+    s = fk_jbuf_take(&t, NULL);
+    assert_string_equal(s, "y");
+    free(s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(strerror_covers_every_code),
@@ -303,6 +353,7 @@ int main(void) {
         cmocka_unit_test(diag_formats_file_and_line),
         cmocka_unit_test(rfc3339_is_utc_with_z),
         cmocka_unit_test(rfc3339_parse_round_trips_and_rejects_deviations),
+        cmocka_unit_test(jbuf_escapes_strings_and_keeps_text_across_growth),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -260,6 +260,77 @@ static void inventory_rollback_discards_a_chunk(void **state) {
     fk_inventory_close(inv);
 }
 
+/* Devices a second connection sees: what is committed, not what a group holds. */
+static int committed_devices(void) {
+    struct fk_inventory *other = open_db();
+    int n = 0;
+    assert_int_equal(fk_inventory_device_list(other, count_dev, &n, NULL), FK_OK);
+    fk_inventory_close(other);
+    return n;
+}
+
+static void inventory_group_defers_commit_keeps_each_write_all_or_none(void **state) {
+    (void)state;
+    fresh_db("group");
+    struct fk_inventory *inv = open_db();
+    int grouped = -1;
+    assert_int_equal(fk_inventory_group_begin(inv, &grouped, NULL), FK_OK);
+    if (fk_test_inv_is_pg()) {
+        /* no groups: each write is its own transaction, as without one */
+        assert_int_equal(grouped, 0);
+        add_device(inv, 1);
+        assert_int_equal(committed_devices(), 1);
+        assert_int_equal(fk_inventory_group_commit(inv, NULL), FK_E_STATE);
+        fk_inventory_close(inv);
+        return;
+    }
+    assert_int_equal(grouped, 1);
+    assert_int_equal(fk_inventory_group_begin(inv, &grouped, NULL), FK_E_STATE);
+    assert_int_equal(grouped, 0);
+    /* an explicit transaction inside is a savepoint: commit keeps it in the group */
+    assert_int_equal(fk_inventory_begin(inv, NULL), FK_OK);
+    assert_int_equal(fk_inventory_begin(inv, NULL), FK_E_STATE);
+    add_device(inv, 1);
+    audit_rows(inv, 1);
+    assert_int_equal(fk_inventory_commit(inv, NULL), FK_OK);
+    /* a rollback undoes its own writes only */
+    assert_int_equal(fk_inventory_begin(inv, NULL), FK_OK);
+    add_device(inv, 2);
+    assert_int_equal(fk_inventory_credential_set_state(inv, "robot-000000000002", "psk", 9,
+                                                       "revoked", NULL),
+                     FK_E_NOTFOUND);
+    fk_inventory_rollback(inv);
+    /* a failed write of its own: rolled back alone, the group goes on */
+    assert_int_equal(fk_inventory_credential_set_state(inv, "robot-000000000001", "psk", 9,
+                                                       "revoked", NULL),
+                     FK_E_NOTFOUND);
+    add_device(inv, 3);
+    audit_rows(inv, 2);
+    struct fk_inv_audit_report rep;
+    assert_int_equal(fk_inventory_audit_verify(inv, &rep, NULL), FK_OK);
+    assert_int_equal(rep.rows, 3);
+    /* nothing is committed before group_commit: another connection sees none of it */
+    assert_int_equal(committed_devices(), 0);
+    assert_int_equal(fk_inventory_group_commit(inv, NULL), FK_OK);
+    assert_int_equal(fk_inventory_group_commit(inv, NULL), FK_E_STATE);
+    assert_int_equal(committed_devices(), 2);
+    /* a transaction left open inside is not committed with the group */
+    assert_int_equal(fk_inventory_group_begin(inv, &grouped, NULL), FK_OK);
+    add_device(inv, 4);
+    assert_int_equal(fk_inventory_begin(inv, NULL), FK_OK);
+    add_device(inv, 5);
+    assert_int_equal(fk_inventory_group_commit(inv, NULL), FK_OK);
+    assert_int_equal(committed_devices(), 3);
+    /* a group left open at close is rolled back */
+    assert_int_equal(fk_inventory_group_begin(inv, &grouped, NULL), FK_OK);
+    add_device(inv, 6);
+    audit_rows(inv, 1);
+    fk_inventory_close(inv);
+    assert_int_equal(committed_devices(), 3);
+    assert_int_equal(verify_now(&rep), FK_OK);
+    assert_int_equal(rep.rows, 3);
+}
+
 static void audit_refuses_update_through_the_library_file(void **state) {
     (void)state;
     fresh_db("trigger");
@@ -925,6 +996,7 @@ int main(void) {
         cmocka_unit_test(inventory_refuses_newer_schema),
         cmocka_unit_test(inventory_devices_and_credentials),
         cmocka_unit_test(inventory_rollback_discards_a_chunk),
+        cmocka_unit_test(inventory_group_defers_commit_keeps_each_write_all_or_none),
         cmocka_unit_test(audit_refuses_update_through_the_library_file),
         cmocka_unit_test(audit_chain_verifies_when_untouched),
         cmocka_unit_test(audit_verify_detects_edited_content),
