@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 void fk_srv_rot_psk_identity(const char *device, unsigned version, char *out, size_t size) {
     snprintf(out, size, "%s.v%u", device, version);
@@ -43,6 +44,12 @@ static void check_free(struct fk_server *srv, struct rot_dev *rd) {
     srv->rot_checks_running--;
 }
 
+static long long mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* A finished check of device dev: rot_commit due, or one more failed try. */
 static void collect(struct fk_server *srv, struct rot_job *j, size_t i) {
     struct rot_dev *rd = &j->d[i];
@@ -67,7 +74,10 @@ static void collect(struct fk_server *srv, struct rot_job *j, size_t i) {
         srv->rot_checks_failed++;
         fk_log(FK_LOG_WARN, "server: rotation %s: %s: psk v%u check %u/%d failed: %s (%s)", j->id,
                t->device, c->version, rd->chk_tries, ROT_CHECK_TRIES, fk_strerror(c->rc), c->why);
-        fk_srv_rot_check_queue(j, i); /* the next try as soon as a slot is free */
+        /* The next try from the tick's scan, a second later at the earliest: a robot answers
+         * rot_stage before its listener has taken the staged key (a fleet robot's listener
+         * looks once a second), so a try at once fails the same way and spends the tries. */
+        j->d[i].chk_after_ms = mono_ms() + ROT_CHECK_RETRY_MS;
     }
     check_free(srv, rd);
 }
@@ -142,9 +152,13 @@ static void maybe_start(struct fk_server *srv, struct rot_job *j, size_t i) {
     if (rd->chk_version != v) {
         rd->chk_version = v;
         rd->chk_tries = 0;
+        rd->chk_after_ms = 0;
     }
     if (rd->chk_tries >= ROT_CHECK_TRIES) {
         return; /* the plan's per-device timeout decides */
+    }
+    if (rd->chk_after_ms > mono_ms()) {
+        return; /* a try failed less than ROT_CHECK_RETRY_MS ago */
     }
     const struct session *s = fk_srv_session_of(srv, t->device);
     const struct fk_wss_rot_class *dc = s != NULL ? &s->rot.c[FK_PLAN_PSK] : NULL;

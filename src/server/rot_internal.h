@@ -42,6 +42,7 @@
 
 #define ROT_PSK_LEN 32
 #define ROT_CHECK_TRIES 5 /* PSK checks of one staged version before the plan's timeout */
+#define ROT_CHECK_RETRY_MS 1000 /* a failed PSK check is tried again no sooner */
 #define ROT_CHECKS_MAX 64 /* PSK checks in flight at once (one thread each) */
 #define ROT_CHECK_TIMEOUT_MS 3000
 #define ROT_CA_CERTS_MAX 4  /* certificates in a ca bundle (FKD_CA_CHAIN_MAX on the device) */
@@ -86,6 +87,7 @@ struct rot_dev {
     struct rot_check *chk; /* in flight, or NULL */
     unsigned chk_version;  /* the staged version chk_tries counts for */
     unsigned chk_tries;
+    long long chk_after_ms; /* a failed try: the next one not before this (monotonic ms) */
     int chk_queued; /* in j->chk_q */
 };
 
@@ -249,7 +251,8 @@ void fk_srv_rot_response(struct session *s, const struct fk_wss_msg *m);
  * reach the "next" slot. */
 void fk_srv_rot_psk_identity(const char *device, unsigned version, char *out, size_t size);
 /* The 1 s tick's part: collects finished checks (ok: rot_commit due; failed: counted, retried
- * up to ROT_CHECK_TRIES, then left to the plan's timeout) and starts a check for each live
+ * by this scan ROT_CHECK_RETRY_MS later at the earliest, up to ROT_CHECK_TRIES, then left to
+ * the plan's timeout) and starts a check for each live
  * session that reports psk "trial" of the staged version (slot next), or that version
  * "committed" (slot current: a confirmation lost in a kill -9). Never blocks. */
 void fk_srv_rot_checks(struct fk_server *srv, struct rot_job *j);
@@ -259,8 +262,7 @@ void fk_srv_rot_checks(struct fk_server *srv, struct rot_job *j);
  * O(checks in flight + devices queued), not O(fleet): the tick's full scan is the net for
  * anything the queue missed. */
 void fk_srv_rot_checks_wake(struct fk_server *srv);
-/* Device i of j may now need a PSK check (its session reported a psk state, or a check of it
- * failed): queued for the next wake-up. Allocates the queue on first use; out of memory, the
+/* Device i of j may now need a PSK check (its session reported a psk state): queued for the next wake-up. Allocates the queue on first use; out of memory, the
  * device waits for the tick. */
 void fk_srv_rot_check_queue(struct rot_job *j, size_t i);
 /* At shutdown: waits for the checks in flight (each bounded by ROT_CHECK_TIMEOUT_MS). */
