@@ -14,6 +14,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 /* ---- delivery ----------------------------------------------------------------------------- */
 
@@ -807,21 +808,30 @@ void fk_srv_rot_audit_outcomes(struct fk_server *srv, struct rot_job *j) {
  * that is not revoked and not the one it confirmed (a device that never confirmed keeps
  * nothing: it was named by the force). */
 struct old_cert {
-    size_t dev; /* index of the device in the plan */
-    size_t seq; /* position in the index: the order of the audit rows within a device */
+    size_t dev;    /* index of the device in the plan */
+    size_t seq;    /* position in the index: the order of the audit rows within a device */
+    int recovered; /* revoked by a run cut before its audit rows: only the row is due */
     char serial[FK_PKI_SERIAL_HEX_LEN * 2 + 1];
 };
 struct old_certs {
     const struct rot_job *j;
     struct old_cert *v;
     size_t n, cap, seen;
+    size_t to_revoke; /* entries not recovered */
     int nomem;
+    /* a resumed run (rev_marks): the revocation began at since (Unix seconds) */
+    int recover;
+    long long since;
 };
 
 static int old_certs_cb(void *user, const struct fk_pki_cert_info *info) {
     struct old_certs *x = user;
     x->seen++;
-    if (info->kind != FK_PKI_DEVICE || info->revoked) {
+    /* revoked as superseded since the run began, so by it (the reason and date are those the
+     * batch writes; a serial revoked otherwise, or before, keeps no row of ours) */
+    int recovered = info->revoked && x->recover && info->reason == FK_PKI_REASON_SUPERSEDED &&
+                    info->revoked_at >= x->since;
+    if (info->kind != FK_PKI_DEVICE || (info->revoked && !recovered)) {
         return 0;
     }
     size_t i = index_of(x->j, info->name); /* bsearch over the plan's sorted targets */
@@ -846,6 +856,8 @@ static int old_certs_cb(void *user, const struct fk_pki_cert_info *info) {
     struct old_cert *c = &x->v[x->n++];
     c->dev = i;
     c->seq = x->seen;
+    c->recovered = recovered;
+    x->to_revoke += !recovered;
     snprintf(c->serial, sizeof c->serial, "%s", info->serial);
     return 0;
 }
@@ -868,16 +880,22 @@ static int revoke_certs(struct fk_server *srv, const struct rot_job *j, struct o
                x->nomem ? "out of memory" : d.msg);
         goto out;
     }
-    if (x->n > 0 && (v = malloc(x->n * sizeof *v)) == NULL) {
+    if (x->to_revoke > 0 && (v = malloc(x->to_revoke * sizeof *v)) == NULL) {
         fk_log(FK_LOG_WARN, "server: rotation %s: out of memory, revocation retried", j->id);
         goto out;
     }
+    size_t nv = 0;
     for (size_t k = 0; k < x->n; k++) {
-        v[k] = x->v[k].serial;
+        if (!x->v[k].recovered) {
+            v[nv++] = x->v[k].serial;
+        }
     }
-    if (fk_pki_revoke_serials(srv->ca, v, x->n, FK_PKI_REASON_SUPERSEDED, 0, certs, &d) != FK_OK) {
+    if (fk_pki_revoke_serials(srv->ca, v, nv, FK_PKI_REASON_SUPERSEDED, 0, certs, &d) != FK_OK) {
         fk_log(FK_LOG_WARN, "server: rotation %s: revocation retried: %s", j->id, d.msg);
         goto out;
+    }
+    if (getenv("FK_TEST_ROT_EXIT_AFTER_CA") != NULL && nv > 0) {
+        _exit(86); /* tests only (rot_revoke_crash): a kill -9 right after the index's fsync */
     }
     rc = 0;
 out:
@@ -946,6 +964,9 @@ static void cert_rows(const struct rot_job *j, const struct old_certs *x, struct
     for (size_t k = 0; k < x->n; k++) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "serial", x->v[k].serial);
+        if (x->v[k].recovered) {
+            cJSON_AddBoolToObject(o, "recovered", 1);
+        }
         rows_add(r, j->p->t[x->v[k].dev].device, o);
     }
     rows_flush(r);
@@ -1013,6 +1034,97 @@ static void write_crl(struct fk_server *srv, const struct rot_job *j) {
     free(pem);
 }
 
+/* Where a revocation began. The CA index and the inventory are two stores: a kill -9 after
+ * the index's fsync and before the commit of the certificates' audit rows would leave serials
+ * revoked that no row records, and the rerun's batch finds nothing left to revoke (nor to
+ * audit). So a REV_BEGUN row about the plan is committed before the batch, and the
+ * certificates' rows are committed together with a REV_CERTS row. A start that finds the
+ * newest REV_BEGUN without a REV_CERTS after it resumes a run cut in between: the serials the
+ * index shows revoked (superseded) since that row get their rows now, marked "recovered". */
+#define REV_BEGUN "rotation.revoking"
+#define REV_CERTS "rotation.certs_revoked"
+
+/* An audit row of kind about the plan, in the caller's transaction or one of ours, committed
+ * before this returns. 0, or -1 (logged). */
+static int rev_mark(struct fk_server *srv, const struct rot_job *j, const char *kind,
+                    cJSON *detail) {
+    struct fk_diag d;
+    fk_diag_init(&d);
+    char buf[256];
+    int rc = -1;
+    cJSON_AddStringToObject(detail, "plan", j->id);
+    if (!cJSON_PrintPreallocated(detail, buf, (int)sizeof buf, 0)) {
+        snprintf(buf, sizeof buf, "{\"plan\":\"%s\"}", j->id);
+    }
+    int own = txn_begin(srv, j);
+    if (fk_inventory_audit_append(srv->inv, ROT_ACTOR, kind, j->id, buf, &d) != FK_OK ||
+        (own && fk_inventory_commit(srv->inv, &d) != FK_OK)) {
+        fk_log(FK_LOG_WARN, "server: rotation %s: audit %s not written: %s", j->id, kind, d.msg);
+        if (own) {
+            fk_inventory_rollback(srv->inv);
+        }
+        goto out;
+    }
+    rc = 0;
+out:
+    cJSON_Delete(detail);
+    return rc;
+}
+
+/* The newest REV_BEGUN row of a plan, and whether a REV_CERTS row follows it. */
+struct rev_scan {
+    const char *plan;
+    int begun, certs;
+    char at[FK_INV_TIME_SIZE];
+};
+
+static int rev_scan_cb(void *user, const struct fk_inv_audit *a) {
+    struct rev_scan *s = user;
+    if (strcmp(a->subject, s->plan) != 0) {
+        return 0;
+    }
+    if (strcmp(a->kind, REV_BEGUN) == 0) {
+        s->begun = 1;
+        s->certs = 0;
+        snprintf(s->at, sizeof s->at, "%s", a->at);
+    } else if (strcmp(a->kind, REV_CERTS) == 0) {
+        s->certs = 1;
+    }
+    return 0;
+}
+
+/* Before the batch: a fresh run commits REV_BEGUN; a run resuming one cut before its
+ * certificates' rows sets x->recover and x->since. 0, or -1 (nothing revoked: retried). */
+static int rev_begin(struct fk_server *srv, const struct rot_job *j, struct old_certs *x) {
+    struct fk_diag d;
+    fk_diag_init(&d);
+    int found = 0;
+    /* the common case (a first run) costs one lookup; the walk of the log only on a resume */
+    if (fk_inventory_audit_exists(srv->inv, REV_BEGUN, j->id, &found, &d) != FK_OK) {
+        fk_log(FK_LOG_WARN, "server: rotation %s: audit log: %s", j->id, d.msg);
+        return -1;
+    }
+    struct rev_scan s = {.plan = j->id};
+    if (found && fk_inventory_audit_list_after(srv->inv, 0, rev_scan_cb, &s, &d) != FK_OK) {
+        fk_log(FK_LOG_WARN, "server: rotation %s: audit log: %s", j->id, d.msg);
+        return -1;
+    }
+    if (!s.begun || s.certs) {
+        /* a new start (also for a plan id an earlier plan of a reset rot_dir used) */
+        return rev_mark(srv, j, REV_BEGUN, cJSON_CreateObject());
+    }
+    if (fk_time_parse_rfc3339(s.at, strlen(s.at), &x->since) != FK_OK) {
+        fk_log(FK_LOG_WARN, "server: rotation %s: %s row dated \"%s\"", j->id, REV_BEGUN, s.at);
+        return -1;
+    }
+    x->recover = 1;
+    fk_log(FK_LOG_INFO,
+           "server: rotation %s: resuming the revocation begun at %s: serials revoked since "
+           "without their audit rows get them now",
+           j->id, s.at);
+    return 0;
+}
+
 /* The first slice: the certificates (see the top of this part). 0, or -1 to retry. */
 static int revoke_start(struct fk_server *srv, struct rot_job *j, struct revoked_rows *r) {
     struct old_certs x;
@@ -1020,15 +1132,19 @@ static int revoke_start(struct fk_server *srv, struct rot_job *j, struct revoked
     x.j = j;
     int rc = 0;
     if (j->p->spec.classes & (1u << FK_PLAN_MTLS)) {
-        if (revoke_certs(srv, j, &x, &j->rv.certs) != 0) {
+        if (rev_begin(srv, j, &x) != 0 || revoke_certs(srv, j, &x, &j->rv.certs) != 0) {
             rc = -1;
             goto out;
         }
         if (x.n > 1) { /* by device: each device's rows together */
             qsort(x.v, x.n, sizeof *x.v, old_cert_cmp);
         }
+        j->rv.recovered = x.n - x.to_revoke;
         int own = txn_begin(srv, j);
         cert_rows(j, &x, r);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "certificates", (double)x.n);
+        (void)rev_mark(srv, j, REV_CERTS, o); /* in our transaction: committed with the rows */
         if (own) {
             txn_commit(srv, j);
         }
@@ -1092,6 +1208,9 @@ void fk_srv_rot_revoke_old(struct fk_server *srv, struct rot_job *j) {
     fk_srv_rot_dirty(j);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "certificates", (double)j->rv.certs);
+    if (j->rv.recovered > 0) {
+        cJSON_AddNumberToObject(o, "certificates_recovered", (double)j->rv.recovered);
+    }
     cJSON_AddNumberToObject(o, "psks", (double)j->rv.psks);
     cJSON_AddNumberToObject(o, "ota_keys", (double)j->rv.ota_keys);
     cJSON_AddBoolToObject(o, "forced", j->p->forced);

@@ -111,6 +111,7 @@ struct rot_job {
         int started; /* certificates revoked, their audit rows appended, the CRL written */
         size_t next; /* the next device whose credential rows are due */
         size_t certs, psks, ota_keys;
+        size_t recovered; /* certificates' audit rows a run cut by a crash had not written */
         unsigned slices;  /* calls so far */
         double slice_max; /* the longest call, CPU seconds of the loop thread (logged) */
     } rv;
