@@ -1094,7 +1094,9 @@ static int rev_scan_cb(void *user, const struct fk_inv_audit *a) {
 }
 
 /* Before the batch: a fresh run commits REV_BEGUN; a run resuming one cut before its
- * certificates' rows sets x->recover and x->since. 0, or -1 (nothing revoked: retried). */
+ * certificates' rows sets x->recover and x->since. 0, 1 (REV_BEGUN appended in the caller's
+ * transaction: the batch waits for the next call, once it is committed), or -1 (nothing
+ * revoked: retried). */
 static int rev_begin(struct fk_server *srv, const struct rot_job *j, struct old_certs *x) {
     struct fk_diag d;
     fk_diag_init(&d);
@@ -1110,36 +1112,44 @@ static int rev_begin(struct fk_server *srv, const struct rot_job *j, struct old_
         return -1;
     }
     if (!s.begun || s.certs) {
-        /* a new start (also for a plan id an earlier plan of a reset rot_dir used) */
-        return rev_mark(srv, j, REV_BEGUN, cJSON_CreateObject());
+        /* a new start (also for a plan id an earlier plan of a reset rot_dir used). A shared
+         * plan's merge (rot_shared.c) holds a transaction that the CA index is no part of: the
+         * row must be committed by that merge before the batch, so the next merge revokes. */
+        if (rev_mark(srv, j, REV_BEGUN, cJSON_CreateObject()) != 0) {
+            return -1;
+        }
+        return fk_srv_rot_shared(srv) ? 1 : 0;
     }
     if (fk_time_parse_rfc3339(s.at, strlen(s.at), &x->since) != FK_OK) {
         fk_log(FK_LOG_WARN, "server: rotation %s: %s row dated \"%s\"", j->id, REV_BEGUN, s.at);
         return -1;
     }
-    x->recover = 1;
-    fk_log(FK_LOG_INFO,
-           "server: rotation %s: resuming the revocation begun at %s: serials revoked since "
-           "without their audit rows get them now",
-           j->id, s.at);
+    x->recover = 1; /* the batch's start was committed, its certificates' rows not (yet) */
     return 0;
 }
 
-/* The first slice: the certificates (see the top of this part). 0, or -1 to retry. */
+/* The first slice: the certificates (see the top of this part). 0, 1 (a shared plan's start
+ * recorded: the certificates from the next merge on), or -1 to retry. */
 static int revoke_start(struct fk_server *srv, struct rot_job *j, struct revoked_rows *r) {
     struct old_certs x;
     memset(&x, 0, sizeof x);
     x.j = j;
     int rc = 0;
     if (j->p->spec.classes & (1u << FK_PLAN_MTLS)) {
-        if (rev_begin(srv, j, &x) != 0 || revoke_certs(srv, j, &x, &j->rv.certs) != 0) {
-            rc = -1;
+        if ((rc = rev_begin(srv, j, &x)) != 0 || revoke_certs(srv, j, &x, &j->rv.certs) != 0) {
+            rc = rc != 0 ? rc : -1;
             goto out;
         }
         if (x.n > 1) { /* by device: each device's rows together */
             qsort(x.v, x.n, sizeof *x.v, old_cert_cmp);
         }
         j->rv.recovered = x.n - x.to_revoke;
+        if (j->rv.recovered > 0) {
+            fk_log(FK_LOG_WARN,
+                   "server: rotation %s: %zu certificates revoked by a run cut before their "
+                   "audit rows: rows written now, marked recovered",
+                   j->id, j->rv.recovered);
+        }
         int own = txn_begin(srv, j);
         cert_rows(j, &x, r);
         cJSON *o = cJSON_CreateObject();
@@ -1182,7 +1192,7 @@ void fk_srv_rot_revoke_old(struct fk_server *srv, struct rot_job *j) {
     int shared = fk_srv_rot_shared(srv);
     if (!j->rv.started) {
         if (revoke_start(srv, j, &r) != 0) {
-            return; /* nothing done: the next tick tries again */
+            return; /* nothing revoked yet: the next tick (or merge) goes on */
         }
         if (!shared && j->p->n > ROT_REVOKE_SLICE) {
             slice_done(j, t0);

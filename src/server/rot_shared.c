@@ -373,7 +373,9 @@ void fk_srv_rot_shared_sync(struct fk_server *srv) {
         if (j->db_id == 0 || (finished && !j->dirty && !changed_here(j))) {
             continue;
         }
-        if (j->dirty || changed_here(j)) {
+        /* done and not revoked: the merge revokes, also the one after a merge that only
+         * recorded the start (rot.c, rev_begin) or one cut by a crash, changes here or not */
+        if (j->dirty || changed_here(j) || j->p->state == FK_PLAN_DONE) {
             merge(srv, j);
         } else {
             refresh(srv, j);
