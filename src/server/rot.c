@@ -798,8 +798,11 @@ void fk_srv_rot_audit_outcomes(struct fk_server *srv, struct rot_job *j) {
  * devices, in one inventory transaction. Every step is idempotent, which makes it
  * restart-safe without saving where it stood: the batch skips what is revoked (so a rerun
  * finds no certificate to revoke or audit again), set_states changes and audits only rows not
- * yet revoked, and the CRL is written again. A plan in a PostgreSQL inventory is revoked in
- * one call inside the merge's transaction (rot_shared.c), which commits it with the plan. */
+ * yet revoked, and the CRL is written again. The one step a rerun cannot redo, the
+ * certificates' audit rows after the index committed, is recovered from a start marker
+ * (rev_begin). A plan in a PostgreSQL inventory is revoked in one call inside the merge's
+ * transaction (rot_shared.c), which commits it with the plan, the merge after the one that
+ * committed the marker. */
 
 /* Devices per tick: about 70 us of CPU each (SQLite), so ~0.15 s of loop time per slice. */
 #define ROT_REVOKE_SLICE 2000

@@ -106,7 +106,8 @@ struct rot_job {
     long long db_version;
     struct rot_job *base;
     /* The revocation under way (fk_srv_rot_revoke_old, sliced over ticks). Not saved: every
-     * step of it is idempotent, so a restart simply starts it over. */
+     * step of it is idempotent, so a restart simply starts it over (the certificates' audit
+     * rows a crash lost are recovered from the audit log's rotation.revoking row, rot.c). */
     struct {
         int started; /* certificates revoked, their audit rows appended, the CRL written */
         size_t next; /* the next device whose credential rows are due */
