@@ -212,3 +212,14 @@ fleet_force() {
     fleet_api POST "/api/rotation/$ROT_ID/force" force.json
     grep -q '^200' api.out || fail "force refused: $(head -c 400 api.out)"
 }
+
+# fleet_serials FILE: "device serial" of every device certificate in the CA index pki/, sorted
+# by device, into FILE.
+fleet_serials() {
+    python3 -c '
+import json
+for line in open("pki/index.jsonl"):
+    r = json.loads(line)
+    if r.get("op") == "issue" and r["kind"] == "device":
+        print(r["name"], r["serial"])' | sort >"$1"
+}

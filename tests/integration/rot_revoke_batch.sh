@@ -32,12 +32,7 @@ trap stop_all EXIT
 
 fleet_mint 30
 # The device -> serial map from the CA index, and 3 plan devices revoked before the plan.
-python3 -c '
-import json
-for line in open("pki/index.jsonl"):
-    r = json.loads(line)
-    if r.get("op") == "issue" and r["kind"] == "device":
-        print(r["name"], r["serial"])' | sort >serials
+fleet_serials serials
 [ "$(wc -l <serials)" -eq 30 ] || fail "expected 30 device certificates in the index"
 head -n 25 serials >plan.serials
 tail -n 5 serials >other.serials
