@@ -928,14 +928,9 @@ static void rows_flush(struct revoked_rows *r) {
 
 /* Queues a row about dev with detail (consumed), "plan" added as fk_srv_rot_audit does. */
 static void rows_add(struct revoked_rows *r, const char *dev, cJSON *detail) {
-    char *buf = r->detail[r->n];
-    cJSON_AddStringToObject(detail, "plan", r->j->id);
-    if (!cJSON_PrintPreallocated(detail, buf, (int)sizeof r->detail[0], 0)) {
-        snprintf(buf, sizeof r->detail[0], "{\"plan\":\"%s\"}", r->j->id);
-    }
-    cJSON_Delete(detail);
+    fk_srv_rot_detail_text(r->j, detail, r->detail[r->n], sizeof r->detail[0]);
     r->e[r->n].subject = dev;
-    r->e[r->n].detail_json = buf;
+    r->e[r->n].detail_json = r->detail[r->n];
     if (++r->n == FK_INV_MANY_MAX) {
         rows_flush(r);
     }
@@ -1053,25 +1048,19 @@ static int rev_mark(struct fk_server *srv, const struct rot_job *j, const char *
                     cJSON *detail) {
     struct fk_diag d;
     fk_diag_init(&d);
-    char buf[256];
-    int rc = -1;
-    cJSON_AddStringToObject(detail, "plan", j->id);
-    if (!cJSON_PrintPreallocated(detail, buf, (int)sizeof buf, 0)) {
-        snprintf(buf, sizeof buf, "{\"plan\":\"%s\"}", j->id);
-    }
     int own = txn_begin(srv, j);
-    if (fk_inventory_audit_append(srv->inv, ROT_ACTOR, kind, j->id, buf, &d) != FK_OK ||
-        (own && fk_inventory_commit(srv->inv, &d) != FK_OK)) {
-        fk_log(FK_LOG_WARN, "server: rotation %s: audit %s not written: %s", j->id, kind, d.msg);
+    if (fk_srv_rot_audit(srv, j, ROT_ACTOR, kind, j->id, detail) != 0) {
         if (own) {
             fk_inventory_rollback(srv->inv);
         }
-        goto out;
+        return -1;
     }
-    rc = 0;
-out:
-    cJSON_Delete(detail);
-    return rc;
+    if (own && fk_inventory_commit(srv->inv, &d) != FK_OK) {
+        fk_log(FK_LOG_WARN, "server: rotation %s: audit %s not written: %s", j->id, kind, d.msg);
+        fk_inventory_rollback(srv->inv);
+        return -1;
+    }
+    return 0;
 }
 
 /* The newest REV_BEGUN row of a plan, and whether a REV_CERTS row follows it. */

@@ -167,9 +167,12 @@ void fk_srv_rot_free(struct fk_server *srv);
 struct rot_job *fk_srv_rot_current(struct fk_server *srv);
 /* JSON of a job; detail adds per-device states. NULL when out of memory. */
 cJSON *fk_srv_rot_json(const struct rot_job *j, int detail);
-/* Audits kind about subject with detail (compact JSON) as actor; failures logged. */
-void fk_srv_rot_audit(struct fk_server *srv, const struct rot_job *j, const char *actor,
-                      const char *kind, const char *subject, cJSON *detail);
+/* detail (consumed; NULL: {}) with "plan": j's id added, as compact JSON into buf (size
+ * bytes); when it does not fit, just {"plan": id}. What every rotation audit row carries. */
+void fk_srv_rot_detail_text(const struct rot_job *j, cJSON *detail, char *buf, size_t size);
+/* Audits kind about subject with detail (fk_srv_rot_detail_text) as actor. 0, or -1 (logged). */
+int fk_srv_rot_audit(struct fk_server *srv, const struct rot_job *j, const char *actor,
+                     const char *kind, const char *subject, cJSON *detail);
 /* fk_srv_rot_create's parts: the refusals (409 while a plan is under way, 400 for what the
  * configuration cannot rotate), and the job itself, appended to srv->rjobs and audited, not
  * yet saved. 0, or -1 with *status and why set. */

@@ -30,22 +30,28 @@ void fk_srv_rot_dirty(struct rot_job *j) {
     j->dirty = 1;
 }
 
-void fk_srv_rot_audit(struct fk_server *srv, const struct rot_job *j, const char *actor,
-                      const char *kind, const char *subject, cJSON *detail) {
-    char buf[1024];
-    struct fk_diag d;
-    fk_diag_init(&d);
+void fk_srv_rot_detail_text(const struct rot_job *j, cJSON *detail, char *buf, size_t size) {
     if (detail == NULL) {
         detail = cJSON_CreateObject();
     }
     cJSON_AddStringToObject(detail, "plan", j->id);
-    if (!cJSON_PrintPreallocated(detail, buf, (int)sizeof buf, 0)) {
-        snprintf(buf, sizeof buf, "{\"plan\":\"%s\"}", j->id);
+    if (!cJSON_PrintPreallocated(detail, buf, (int)size, 0)) {
+        snprintf(buf, size, "{\"plan\":\"%s\"}", j->id);
     }
     cJSON_Delete(detail);
+}
+
+int fk_srv_rot_audit(struct fk_server *srv, const struct rot_job *j, const char *actor,
+                     const char *kind, const char *subject, cJSON *detail) {
+    char buf[1024];
+    struct fk_diag d;
+    fk_diag_init(&d);
+    fk_srv_rot_detail_text(j, detail, buf, sizeof buf);
     if (fk_inventory_audit_append(srv->inv, actor, kind, subject, buf, &d) != FK_OK) {
         fk_log(FK_LOG_WARN, "server: rotation %s: audit %s not written: %s", j->id, kind, d.msg);
+        return -1;
     }
+    return 0;
 }
 
 cJSON *fk_srv_rot_cls_detail(enum fk_plan_class c, unsigned version, const char *reason) {
