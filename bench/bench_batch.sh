@@ -18,11 +18,15 @@
 # directories on disk are removed only at the end: ext4 scans recently deleted inodes when
 # it allocates new ones, so deleting 300,000 files right before a run slows that run down.
 # Disk space: about 30 KB per device and run (6 GB on disk for two 100,000-device runs).
+# Beside each pair, bench/fs_bound makes the same files the same way without minting (no
+# crypto, no SQLite): the file system's and the disk's own bound for 1 and 2 threads, and the
+# share of it batch reaches.
 # Usage: sh bench/bench_batch.sh BUILD_DIR   (run by bench/run)
 set -eu
 . "$(dirname "$0")/lib.inc" # bench_devices_csv, bench_batch_baseline
 build=${1:-build-bench}
 pk=$(cd "$build" && pwd)/bin/provision-keys
+fsb=$(cd "$build" && pwd)/bin/fs_bound
 n=${FK_BENCH_DEVICES:-100000}
 nb=${FK_BENCH_BASELINE:-200}
 small=10000
@@ -49,6 +53,15 @@ run() {
     cut -d' ' -f1 /proc/loadavg >"$work/$1.load" # 1-minute load average right after the run
 }
 
+# sizes_of DIR -> "SUFFIX=SIZE ..." of the files batch wrote for the CSV's first device
+sizes_of() { (cd "$1" && for f in robot-020000000000.*; do
+    printf '%s=%s ' "${f#robot-020000000000.}" "$(stat -c %s "$f")"; done); }
+# bound NAME DIR JOBS: the same files made the same way by fs_bound (no crypto, no SQLite)
+bound() {
+    # shellcheck disable=SC2086 # $sizes is a list of arguments
+    "$fsb" "$2" "$n" "$3" 2048 $sizes >"$work/$1.bound"
+}
+
 echo "load average before: $(cat /proc/loadavg)"
 # tmpfs first: after a disk run the kernel is still writing back its 3 GB of page cache (the
 # flusher threads take CPU from the next run) and 600,000 more cached pages are resident.
@@ -56,9 +69,14 @@ echo "load average before: $(cat /proc/loadavg)"
 if [ -n "$shm" ]; then
     mkdir -p "$shm"
     run shm1 "$work/devices.csv" "$shm/out" 1
+    sizes=$(sizes_of "$shm/out")
     rm -rf "$shm/out"
     run shm2 "$work/devices.csv" "$shm/out" 2
     rm -rf "$shm/out"
+    bound shm1 "$shm/fsb" 1
+    rm -rf "$shm/fsb"
+    bound shm2 "$shm/fsb" 2
+    rm -rf "$shm/fsb"
     run small "$work/small.csv" "$shm/out" 2
     rm -rf "$shm/out"
 fi
@@ -66,6 +84,11 @@ sync
 run disk1 "$work/devices.csv" "$work/disk1" 1
 sync
 run disk2 "$work/devices.csv" "$work/disk2" 2
+[ -n "${sizes:-}" ] || sizes=$(sizes_of "$work/disk1")
+sync
+bound disk1 "$work/fsb1" 1
+sync
+bound disk2 "$work/fsb2" 2
 [ -n "$shm" ] || run small "$work/small.csv" "$work/small" 2
 load=$(cat /proc/loadavg)
 # The disk output (600,000 files for 100,000 devices) is removed by the exit trap, after the
@@ -105,6 +128,19 @@ if [ -n "$shm" ]; then
     show "tmpfs --jobs 2:" shm2
     echo "tmpfs --jobs 2 / --jobs 1: $(ratio shm1 shm2)x"
 fi
+# The physical bound: the file system and the disk alone, for exactly these files
+bshow() { # bshow LABEL NAME1 NAME2
+    r1=$(cut -d' ' -f1 "$work/$2.bound") r2=$(cut -d' ' -f1 "$work/$3.bound")
+    echo "$1 file system alone (fs_bound: the same $(echo "$sizes" | wc -w) files per device, no crypto, no SQLite):"
+    echo "    1 thread:  $(cat "$work/$2.bound")"
+    echo "    2 threads: $(cat "$work/$3.bound")"
+    awk -v r1="$r1" -v r2="$r2" -v b1="$(field "$work/$2.json" devices_per_second)" \
+        -v b2="$(field "$work/$3.json" devices_per_second)" 'BEGIN {
+        printf "    bound 2 threads / 1 thread: %.2fx; batch reaches %.0f%% (--jobs 1) and %.0f%% (--jobs 2) of it\n",
+            r2 / r1, 100 * b1 / r1, 100 * b2 / r2 }'
+}
+bshow "disk: " disk1 disk2
+[ -z "$shm" ] || bshow "tmpfs:" shm1 shm2
 echo "peak RSS: $(field "$work/small.json" max_rss_kib) KiB for $small rows," \
     "$(field "$work/disk2.json" max_rss_kib) KiB for $n rows (--jobs 2)"
 echo "baseline: $bench_base_name"

@@ -8,6 +8,13 @@ if(TARGET fk_keys AND TARGET fk_inventory)
         set_tests_properties(batch_${t} PROPERTIES TIMEOUT 900 ENVIRONMENT
             "FK_BIN=${PROJECT_BINARY_DIR}/bin;FK_TMP=${PROJECT_BINARY_DIR}/tmp/batch_${t};FK_VECTORS=${PROJECT_SOURCE_DIR}/tests/vectors")
     endforeach()
+    # The file system's share of batch, alone (bench/bench_batch.sh runs it beside batch;
+    # built here: bench/ builds bench_*.c only).
+    add_executable(fs_bound ${PROJECT_SOURCE_DIR}/bench/fs_bound.c)
+    target_link_libraries(fs_bound PRIVATE Threads::Threads fk_flags)
+    add_test(NAME batch_fs_bound COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/batch/fs_bound.sh)
+    set_tests_properties(batch_fs_bound PROPERTIES TIMEOUT 300 ENVIRONMENT
+        "FK_BIN=${PROJECT_BINARY_DIR}/bin;FK_TMP=${PROJECT_BINARY_DIR}/tmp/batch_fs_bound")
     # The same with --ca (an mTLS certificate per device, one P-256 keygen and signature each,
     # index appended under the CA's lock): fewer devices to stay near a minute.
     if(TARGET fk_pki)
