@@ -33,7 +33,7 @@ S=${FK_BENCH_SECONDS:-5}
 W=${FK_BENCH_WORKERS:-4}
 N=${FK_BENCH_CONNS:-100000}
 . "$(dirname "$0")/lib.inc"
-bench_begin bench_server fleetkey-server server_load fleet_load provision-keys
+bench_begin bench_server fleetkey-server server_load fleet_load provision-keys tls_floor
 
 # Descriptors: the server needs one per connection (+64), so does the client (spread over
 # processes). Raise the soft limit to the hard one; raising the hard limit needs
@@ -58,6 +58,10 @@ CA=pki/ca-chain.pem
 DEV="--ca $CA --cert pki/devices/robot-020000000001.chain.pem --key pki/devices/robot-020000000001.key.pem"
 # What a robot sends: its leaf only (NVS mtls/client_cert); the chain file adds the issuing CA.
 LEAF="--ca $CA --cert pki/devices/robot-020000000001.crt.pem --key pki/devices/robot-020000000001.key.pem"
+# tls_floor (OpenSSL alone, the floor under any server on it): this server and this robot
+FLOOR="--ca $CA --cert pki/servers/localhost.chain.pem --key pki/servers/localhost.key.pem
+    --client-cert pki/devices/robot-020000000001.crt.pem
+    --client-key pki/devices/robot-020000000001.key.pem"
 
 start_ours() {
     rm -f port
@@ -172,9 +176,21 @@ done
 # sign (its CertificateVerify / ServerKeyExchange), 2 ECDH P-256 scalar multiplications (key
 # share and shared secret), 2 ECDSA verifies (the client's certificate and CertificateVerify).
 openssl speed -seconds 2 ecdsap256 ecdhp256 >speed.txt 2>/dev/null || true
+# The floor under any server on this OpenSSL: its handshake alone (tls_floor --cpu: the server
+# SSL's SSL_do_handshake over a socketpair, in one process: no TCP, no event loop, no
+# WebSocket, no inventory), with the robot's leaf, with the CRL checked as OpenSSL does it
+# (its signature verified in every handshake) and with no revocation check at all.
+for v in 1.2 1.3; do
+    # shellcheck disable=SC2086 # $FLOOR is a list of arguments
+    "$B/tls_floor" $FLOOR --conns 3000 --cpu 1 --tls $v --crl crl.pem >floor$v.txt
+    # shellcheck disable=SC2086
+    "$B/tls_floor" $FLOOR --conns 3000 --cpu 1 --tls $v --crl none >floor${v}n.txt
+done
+fl() { sed -n 's/.* side \([0-9]*\) per CPU-second.*/\1/p' "$1"; }
 awk -v o12="$(per_cpu ours12.txt)" -v o13="$(per_cpu ours13.txt)" \
     -v l12="$(per_cpu ours12leaf.txt)" -v l13="$(per_cpu ours13leaf.txt)" \
-    -v x13="$(per_cpu ours13x.txt)" '
+    -v x13="$(per_cpu ours13x.txt)" -v f12="$(fl floor1.2.txt)" -v f13="$(fl floor1.3.txt)" \
+    -v n12="$(fl floor1.2n.txt)" -v n13="$(fl floor1.3n.txt)" '
     /ecdsa \(nistp256\)/ { sign = $(NF - 1); verify = $NF }
     /ecdh \(nistp256\)/ { ecdh = $NF }
     END {
@@ -185,6 +201,10 @@ awk -v o12="$(per_cpu ours12.txt)" -v o13="$(per_cpu ours13.txt)" \
             printf "fleetkey-server per CPU-second against the bound: TLS 1.2 %.0f%%, TLS 1.3 %.0f%%;" \
                 " leaf only (as a robot): TLS 1.2 %.0f%%, TLS 1.3 %.0f%%; X25519 TLS 1.3 %.0f%% (goal >= 50%%)\n",
                 100 * o12 / b, 100 * o13 / b, 100 * l12 / b, 100 * l13 / b, 100 * x13 / b
+            printf "OpenSSL alone (tls_floor: SSL_do_handshake only, leaf only, no TCP/loop/WebSocket)," \
+                " per CPU-second: CRL checked TLS 1.2 %.0f (%.0f%%), TLS 1.3 %.0f (%.0f%%);" \
+                " no revocation check TLS 1.2 %.0f (%.0f%%), TLS 1.3 %.0f (%.0f%%) of the bound\n",
+                f12, 100 * f12 / b, f13, 100 * f13 / b, n12, 100 * n12 / b, n13, 100 * n13 / b
         } else print "openssl speed: no ecdsap256/ecdhp256 figures"
     }' speed.txt
 fi
@@ -276,6 +296,10 @@ awk -v a="$rss0" -v b="$rss1" -v n="$opened" -v c0="$c0" -v c1="$c1" -v t="$TCK"
     if (n > 0) printf "server VmRSS %d KiB -> %d KiB: %.1f KiB per connection (target <= 16);" \
         " %.2f ms server CPU per connection opened (%.0f per CPU-second)\n",
         a, b, (b - a) / n, (c1 - c0) / t * 1000 / n, n / ((c1 - c0) / t + 1e-9) }'
+# The floor under it: OpenSSL's own live heap per idle connection, server side, configured as
+# fleetkey-server (tls_floor: counted through CRYPTO_set_mem_functions, 2,000 connections).
+# shellcheck disable=SC2086 # $FLOOR is a list of arguments
+"$B/tls_floor" $FLOOR --conns 2000 --tls "$FTLS" --crl crl.pem --sites 6 | sed 's/^/OpenSSL alone: /'
 
 # ---- 3. reconnect storm ------------------------------------------------------------------
 ts=$(date +%s.%N)

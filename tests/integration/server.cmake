@@ -11,6 +11,13 @@ if(TARGET fk_server AND TARGET fk_pki)
     add_executable(fleet_load ${PROJECT_SOURCE_DIR}/bench/fleet_load.c)
     target_link_libraries(fleet_load PRIVATE fk_nvs fk_common OpenSSL::SSL OpenSSL::Crypto
         fk_flags)
+    # OpenSSL's own floor per connection (heap, handshake CPU), printed by bench_server.sh.
+    add_executable(tls_floor ${PROJECT_SOURCE_DIR}/bench/tls_floor.c)
+    target_link_libraries(tls_floor PRIVATE OpenSSL::SSL OpenSSL::Crypto fk_flags)
+    add_test(NAME server_tls_floor
+        COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/tls_floor.sh ${PROJECT_BINARY_DIR}/bin
+            ${PROJECT_BINARY_DIR}/tmp/server_tls_floor)
+    set_tests_properties(server_tls_floor PROPERTIES TIMEOUT 120 LABELS "server;integration")
     add_test(NAME server_fleet_load
         COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/fleet_load.sh ${PROJECT_BINARY_DIR}/bin
             ${PROJECT_BINARY_DIR}/tmp/server_fleet_load)
