@@ -17,7 +17,8 @@
 # The machine is usually shared: the load average is printed with the figures. Output
 # directories on disk are removed only at the end: ext4 scans recently deleted inodes when
 # it allocates new ones, so deleting 300,000 files right before a run slows that run down.
-# Disk space: about 30 KB per device and run (6 GB on disk for two 100,000-device runs).
+# Disk space: about 30 KB per device and run (12 GB on disk for the two batch and the two
+# fs_bound runs of 100,000 devices).
 # Beside each pair, bench/fs_bound makes the same files the same way without minting (no
 # crypto, no SQLite): the file system's and the disk's own bound for 1 and 2 threads, and the
 # share of it batch reaches.

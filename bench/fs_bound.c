@@ -115,8 +115,8 @@ int main(int argc, char **argv) {
         long size = eq != NULL ? strtol(eq + 1, &end, 10) : 0;
         if (eq == NULL || eq == argv[i] || end == eq + 1 || *end != '\0' || size <= 0 ||
             size > MAX_SIZE) {
-            fprintf(stderr, "fs_bound: argument %d \"%s\": expected SUFFIX=SIZE, SIZE 1-%d\n",
-                    i, argv[i], MAX_SIZE);
+            fprintf(stderr, "fs_bound: argument %d \"%s\": expected SUFFIX=SIZE, SIZE 1-%d\n", i,
+                    argv[i], MAX_SIZE);
             return 2;
         }
         *eq = '\0';

@@ -13,9 +13,9 @@
  * (CRYPTO_set_mem_functions) that charges it to the side whose SSL call made it, so the
  * client's objects are not counted. After all handshakes, with nothing in flight, it prints
  * the server side's live heap per connection: the bytes OpenSSL asked for, and the bytes
- * glibc's malloc holds for them (each request rounded to its 16-byte chunk with header). That is the floor any
- * server on this OpenSSL pays per idle connection before its own WebSocket and session
- * state; the server's VmRSS delta per connection (bench_server.sh) sits on top of it.
+ * glibc's malloc holds for them (each request rounded to its 16-byte chunk with header). That is
+ * the floor any server on this OpenSSL pays per idle connection before its own WebSocket and
+ * session state; the server's VmRSS delta per connection (bench_server.sh) sits on top of it.
  * --sites K also lists the K allocation sites (OpenSSL source file:line) holding the most.
  * --cpu 1 measures CPU instead (no counting allocator): the server thread's CPU time inside
  * SSL_do_handshake over the N full handshakes, printed as handshakes per server CPU-second:
@@ -185,40 +185,32 @@ static SSL_CTX *client_ctx(const char *ca, const char *cert, const char *key, in
 }
 
 int main(int argc, char **argv) {
-    const char *ca = NULL, *crl = NULL, *cert = NULL, *key = NULL, *ccert = NULL,
-               *ckey = NULL;
-    long n = 0;
-    int tls = 12, show_sites = 0, cpu = 0;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        const char *a = argv[i], *v = argv[i + 1];
-        if (strcmp(a, "--ca") == 0)
-            ca = v;
-        else if (strcmp(a, "--crl") == 0)
-            crl = v;
-        else if (strcmp(a, "--cert") == 0)
-            cert = v;
-        else if (strcmp(a, "--key") == 0)
-            key = v;
-        else if (strcmp(a, "--client-cert") == 0)
-            ccert = v;
-        else if (strcmp(a, "--client-key") == 0)
-            ckey = v;
-        else if (strcmp(a, "--conns") == 0)
-            n = atol(v);
-        else if (strcmp(a, "--cpu") == 0)
-            cpu = strcmp(v, "1") == 0;
-        else if (strcmp(a, "--sites") == 0)
-            show_sites = atoi(v);
-        else if (strcmp(a, "--tls") == 0)
-            tls = strcmp(v, "1.3") == 0 ? 13 : strcmp(v, "1.2") == 0 ? 12 : 0;
-        else {
-            fprintf(stderr, "tls_floor: unknown option %s\n", a);
+    const char *ca = NULL, *crl = NULL, *cert = NULL, *key = NULL, *ccert = NULL, *ckey = NULL,
+               *conns = "0", *tlsv = "1.2", *nsites = "0", *cpuv = "0";
+    const struct {
+        const char *name, **dst;
+    } opt[] = {{"--ca", &ca},       {"--crl", &crl},           {"--cert", &cert},
+               {"--key", &key},     {"--client-cert", &ccert}, {"--client-key", &ckey},
+               {"--conns", &conns}, {"--tls", &tlsv},          {"--sites", &nsites},
+               {"--cpu", &cpuv}};
+    for (int i = 1; i < argc; i += 2) {
+        size_t k = 0;
+        while (k < sizeof opt / sizeof opt[0] && strcmp(argv[i], opt[k].name) != 0)
+            k++;
+        if (k == sizeof opt / sizeof opt[0] || i + 1 >= argc) {
+            fprintf(stderr, "tls_floor: %s option %s\n",
+                    k == sizeof opt / sizeof opt[0] ? "unknown" : "no value for", argv[i]);
             return 2;
         }
+        *opt[k].dst = argv[i + 1];
     }
+    long n = atol(conns);
+    int tls = strcmp(tlsv, "1.3") == 0 ? 13 : strcmp(tlsv, "1.2") == 0 ? 12 : 0;
+    int show_sites = atoi(nsites), cpu = strcmp(cpuv, "1") == 0;
     if (!ca || !crl || !cert || !key || !ccert || !ckey || n <= 0 || n > 100000 || !tls) {
-        fprintf(stderr, "usage: tls_floor --ca CA --crl CRL --cert C --key K --client-cert CC "
-                        "--client-key CK --conns N (1-100000) [--tls 1.2|1.3] [--sites K] [--cpu 1]\n");
+        fprintf(stderr,
+                "usage: tls_floor --ca CA --crl CRL --cert C --key K --client-cert CC "
+                "--client-key CK --conns N (1-100000) [--tls 1.2|1.3] [--sites K] [--cpu 1]\n");
         return 2;
     }
     struct rlimit rl;
