@@ -184,6 +184,25 @@ static SSL_CTX *client_ctx(const char *ca, const char *cert, const char *key, in
     return ctx;
 }
 
+/* The server side's live heap per connection, since before the first connection. */
+static long long heap_req0, heap_held0;
+
+static void print_heap(long n, int tls) {
+    long long req = live_req[1] - heap_req0, held = live_held[1] - heap_held0;
+    printf("TLS %s, %ld idle connections: OpenSSL server-side live heap %.2f KiB requested, "
+           "%.2f KiB held by glibc per connection (%s)\n",
+           tls == 13 ? "1.3" : "1.2", n, (double)req / 1024.0 / (double)n,
+           (double)held / 1024.0 / (double)n, OpenSSL_version(OPENSSL_VERSION));
+}
+
+/* Setup (both SSL_CTXs) was charged to side 0, so what is left at side 1 is per connection. */
+static void print_sites(long n, int k) {
+    qsort(sites, SITES, sizeof sites[0], site_cmp);
+    for (int i = 0; i < k && i < SITES && sites[i].bytes > 0; i++)
+        printf("  %7.0f B  %s:%d\n", (double)sites[i].bytes / (double)n,
+               sites[i].file ? sites[i].file : "?", sites[i].line);
+}
+
 int main(int argc, char **argv) {
     const char *ca = NULL, *crl = NULL, *cert = NULL, *key = NULL, *ccert = NULL, *ckey = NULL,
                *conns = "0", *tlsv = "1.2", *nsites = "0", *cpuv = "0";
@@ -230,7 +249,8 @@ int main(int argc, char **argv) {
     SSL **s = calloc((size_t)n, sizeof *s), **c = calloc((size_t)n, sizeof *c);
     if (s == NULL || c == NULL)
         die("out of memory");
-    long long req0 = live_req[1], held0 = live_held[1];
+    heap_req0 = live_req[1];
+    heap_held0 = live_held[1];
     double server_cpu = 0;
     for (long i = 0; i < n; i++) {
         int sv[2];
@@ -277,17 +297,20 @@ int main(int argc, char **argv) {
                "each, SSL_do_handshake only: no TCP, no event loop) (%s)\n",
                tls == 13 ? "1.3" : "1.2", n, (double)n / server_cpu, server_cpu * 1e3 / (double)n,
                OpenSSL_version(OPENSSL_VERSION));
-        return 0;
+    } else {
+        print_heap(n, tls);
+        print_sites(n, show_sites);
     }
-    long long req = live_req[1] - req0, held = live_held[1] - held0;
-    printf("TLS %s, %ld idle connections: OpenSSL server-side live heap %.2f KiB requested, "
-           "%.2f KiB held by glibc per connection (%s)\n",
-           tls == 13 ? "1.3" : "1.2", n, (double)req / 1024.0 / (double)n,
-           (double)held / 1024.0 / (double)n, OpenSSL_version(OPENSSL_VERSION));
-    /* Setup (both SSL_CTXs) was charged to side 0, so what is left at side 1 is per connection. */
-    qsort(sites, SITES, sizeof sites[0], site_cmp);
-    for (int i = 0; i < show_sites && i < SITES && sites[i].bytes > 0; i++)
-        printf("  %7.0f B  %s:%d\n", (double)sites[i].bytes / (double)n,
-               sites[i].file ? sites[i].file : "?", sites[i].line);
+    for (long i = 0; i < n; i++) {
+        int fds[2] = {SSL_get_fd(s[i]), SSL_get_fd(c[i])};
+        SSL_free(s[i]);
+        SSL_free(c[i]);
+        close(fds[0]);
+        close(fds[1]);
+    }
+    free(s);
+    free(c);
+    SSL_CTX_free(sctx);
+    SSL_CTX_free(cctx);
     return 0;
 }
