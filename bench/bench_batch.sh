@@ -15,13 +15,14 @@
 # manifest, no inventory, no fsync. Wall-clock times include process start and CSV parsing.
 #
 # The machine is usually shared: the load average is printed with the figures. Output
-# directories on disk are removed only at the end: ext4 scans recently deleted inodes when
-# it allocates new ones, so deleting 300,000 files right before a run slows that run down.
-# Disk space: about 30 KB per device and run (12 GB on disk for the two batch and the two
+# directories on disk are removed only at the end: ext4 without a journal scans recently
+# deleted inodes when it allocates new ones, so deleting many files (a run's 300,000, a test
+# suite's) in the minutes before a disk run slows that run down, up to 5x (bench/README.md).
+# Disk space: about 30 KB per device and run (15 GB on disk for the two batch and the three
 # fs_bound runs of 100,000 devices).
 # Beside each pair, bench/fs_bound makes the same files the same way without minting (no
-# crypto, no SQLite): the file system's and the disk's own bound for 1 and 2 threads, and the
-# share of it batch reaches.
+# crypto, no SQLite): the file system's and the disk's own bound for 1 and 2 threads (and 4
+# on disk), and the share of it batch reaches.
 # Usage: sh bench/bench_batch.sh BUILD_DIR   (run by bench/run)
 set -eu
 . "$(dirname "$0")/lib.inc" # bench_devices_csv, bench_batch_baseline
@@ -63,33 +64,57 @@ bound() {
     "$fsb" "$2" "$n" "$3" 2048 $sizes >"$work/$1.bound"
 }
 
+# room: before each measured run, about one run's worth of memory (32 KB per device) is
+# written to tmpfs and freed again, so that the run finds free pages instead of reclaiming
+# other programs' page cache in its own allocations (bench/README.md, round 5: tmpfs --jobs 1
+# at 54 us of system time per device when it started with the page cache full of a test
+# suite's files, 28-31 us with free pages).
+room() {
+    [ -n "$shm" ] || return 0
+    dd if=/dev/zero of="$shm/room" bs=32k count="$n" status=none 2>/dev/null || true
+    rm -f "$shm/room"
+}
+
 echo "load average before: $(cat /proc/loadavg)"
 # tmpfs first: after a disk run the kernel is still writing back its 3 GB of page cache (the
 # flusher threads take CPU from the next run) and 600,000 more cached pages are resident.
 # Each disk run starts after a sync for the same reason: it pays for its own writes only.
+# Each batch run is followed by fs_bound with as many threads, so that the two see the file
+# system in the same state (see "recently deleted" above: it changes within minutes).
 if [ -n "$shm" ]; then
     mkdir -p "$shm"
+    room
     run shm1 "$work/devices.csv" "$shm/out" 1
     sizes=$(sizes_of "$shm/out")
     rm -rf "$shm/out"
-    run shm2 "$work/devices.csv" "$shm/out" 2
-    rm -rf "$shm/out"
+    room
     bound shm1 "$shm/fsb" 1
     rm -rf "$shm/fsb"
+    room
+    run shm2 "$work/devices.csv" "$shm/out" 2
+    rm -rf "$shm/out"
+    room
     bound shm2 "$shm/fsb" 2
     rm -rf "$shm/fsb"
     run small "$work/small.csv" "$shm/out" 2
     rm -rf "$shm/out"
 fi
 sync
+room
 run disk1 "$work/devices.csv" "$work/disk1" 1
-sync
-run disk2 "$work/devices.csv" "$work/disk2" 2
 [ -n "${sizes:-}" ] || sizes=$(sizes_of "$work/disk1")
 sync
+room
 bound disk1 "$work/fsb1" 1
 sync
+room
+run disk2 "$work/devices.csv" "$work/disk2" 2
+sync
+room
 bound disk2 "$work/fsb2" 2
+sync
+room
+bound disk4 "$work/fsb4" 4 # does more threads help the file system at all?
 [ -n "$shm" ] || run small "$work/small.csv" "$work/small" 2
 load=$(cat /proc/loadavg)
 # The disk output (600,000 files for 100,000 devices) is removed by the exit trap, after the
@@ -130,17 +155,18 @@ if [ -n "$shm" ]; then
     echo "tmpfs --jobs 2 / --jobs 1: $(ratio shm1 shm2)x"
 fi
 # The physical bound: the file system and the disk alone, for exactly these files
-bshow() { # bshow LABEL NAME1 NAME2
+bshow() { # bshow LABEL NAME1 NAME2 [NAME4]
     r1=$(cut -d' ' -f1 "$work/$2.bound") r2=$(cut -d' ' -f1 "$work/$3.bound")
     echo "$1 file system alone (fs_bound: the same $(echo "$sizes" | wc -w) files per device, no crypto, no SQLite):"
     echo "    1 thread:  $(cat "$work/$2.bound")"
     echo "    2 threads: $(cat "$work/$3.bound")"
+    [ -z "${4:-}" ] || echo "    4 threads: $(cat "$work/$4.bound")"
     awk -v r1="$r1" -v r2="$r2" -v b1="$(field "$work/$2.json" devices_per_second)" \
         -v b2="$(field "$work/$3.json" devices_per_second)" 'BEGIN {
         printf "    bound 2 threads / 1 thread: %.2fx; batch reaches %.0f%% (--jobs 1) and %.0f%% (--jobs 2) of it\n",
             r2 / r1, 100 * b1 / r1, 100 * b2 / r2 }'
 }
-bshow "disk: " disk1 disk2
+bshow "disk: " disk1 disk2 disk4
 [ -z "$shm" ] || bshow "tmpfs:" shm1 shm2
 echo "peak RSS: $(field "$work/small.json" max_rss_kib) KiB for $small rows," \
     "$(field "$work/disk2.json" max_rss_kib) KiB for $n rows (--jobs 2)"
