@@ -223,3 +223,24 @@ for line in open("pki/index.jsonl"):
     if r.get("op") == "issue" and r["kind"] == "device":
         print(r["name"], r["serial"])' | sort >"$1"
 }
+
+# fleet_mint_split N K: mints N robots (fleet_mint), writes "device serial" of each to serials
+# (fleet_serials), the first K to plan.serials and the other N-K to other.serials.
+fleet_mint_split() {
+    fleet_mint "$1"
+    fleet_serials serials
+    [ "$(wc -l <serials)" -eq "$1" ] || fail "expected $1 device certificates in the index"
+    head -n "$2" serials >plan.serials
+    tail -n "$(($1 - $2))" serials >other.serials
+}
+
+# fleet_crl_is FILE: crl.pem lists exactly the serials of FILE ("device serial" lines); its text
+# (one lower-case token per line, colons and spaces dropped) is left in crl.txt.
+fleet_crl_is() {
+    openssl crl -in crl.pem -noout -text | tr -d ' :' | tr 'A-Z' 'a-z' >crl.txt
+    while read -r dev s; do
+        grep -qE "^serialnumber0*$s\$" crl.txt || fail "$dev ($s) not in the CRL"
+    done <"$1"
+    [ "$(grep -c '^serialnumber' crl.txt)" = "$(wc -l <"$1" | tr -d ' ')" ] ||
+        fail "the CRL lists other than the $(wc -l <"$1" | tr -d ' ') serials of $1"
+}
