@@ -18,14 +18,19 @@
 # directories on disk are removed only at the end: ext4 without a journal scans recently
 # deleted inodes when it allocates new ones, so deleting many files (a run's 300,000, a test
 # suite's) in the minutes before a disk run slows that run down, up to 5x (bench/README.md).
-# Disk space: about 30 KB per device and run (15 GB on disk for the two batch and the three
+# Disk space: about 30 KB per device and run (21 GB on disk for the four batch and the three
 # fs_bound runs of 100,000 devices).
 # Beside each pair, bench/fs_bound makes the same files the same way without minting (no
 # crypto, no SQLite): the file system's and the disk's own bound for 1 and 2 threads (and 4
 # on disk), and the share of it batch reaches.
+# Each run also counts the CPU that kernel threads took meanwhile (bench_kthreads: on disk the
+# flusher threads writing the run's files back), and for --jobs 1 the cores it kept busy in
+# all, U: its process plus those threads. Two cores give two jobs at most 2/U times one job's
+# rate at the same CPU per device, the ceiling printed beside the ratio (bench/README.md,
+# round 6). Each medium runs --jobs 1, 2, 2, 1 and the ratio is that of the two means.
 # Usage: sh bench/bench_batch.sh BUILD_DIR   (run by bench/run)
 set -eu
-. "$(dirname "$0")/lib.inc" # bench_devices_csv, bench_batch_baseline
+. "$(dirname "$0")/lib.inc" # bench_devices_csv, bench_batch_baseline, bench_kthreads
 build=${1:-build-bench}
 pk=$(cd "$build" && pwd)/bin/provision-keys
 fsb=$(cd "$build" && pwd)/bin/fs_bound
@@ -49,10 +54,17 @@ bench_devices_csv "$n" "$work/devices.csv"
 head -n $((small + 1)) "$work/devices.csv" >"$work/small.csv"
 
 # run NAME CSV OUTDIR JOBS: one batch, its summary in $work/NAME.json
+# $work/NAME.kth: the CPU seconds kernel threads took meanwhile (bench_kthreads).
 run() {
+    bench_kthreads "$work/k0"
+    t0=$(date +%s%N)
     "$pk" batch --csv "$2" --output-dir "$3" --jobs "$4" --encrypt-nvs --json >"$work/$1.json"
+    t1=$(date +%s%N)
+    bench_kthreads "$work/k1"
+    echo "$(((t1 - t0) / 1000000))" >"$work/$1.ms" # the process's wall time, start-up included
     grep -q '"ok":true' "$work/$1.json" || { echo "batch $1 failed"; exit 1; }
     cut -d' ' -f1 /proc/loadavg >"$work/$1.load" # 1-minute load average right after the run
+    bench_kthreads_delta "$work/k0" "$work/k1" >"$work/$1.kth"
 }
 
 # sizes_of DIR -> "SUFFIX=SIZE ..." of the files batch wrote for the CSV's first device
@@ -60,8 +72,11 @@ sizes_of() { (cd "$1" && for f in robot-020000000000.*; do
     printf '%s=%s ' "${f#robot-020000000000.}" "$(stat -c %s "$f")"; done); }
 # bound NAME DIR JOBS: the same files made the same way by fs_bound (no crypto, no SQLite)
 bound() {
+    bench_kthreads "$work/k0"
     # shellcheck disable=SC2086 # $sizes is a list of arguments
     "$fsb" "$2" "$n" "$3" 2048 $sizes >"$work/$1.bound"
+    bench_kthreads "$work/k1"
+    bench_kthreads_delta "$work/k0" "$work/k1" >"$work/$1.bkth"
 }
 
 # room: before each measured run, about one run's worth of memory (32 KB per device) is
@@ -96,6 +111,12 @@ if [ -n "$shm" ]; then
     room
     bound shm2 "$shm/fsb" 2
     rm -rf "$shm/fsb"
+    room
+    run shm2b "$work/devices.csv" "$shm/out" 2
+    rm -rf "$shm/out"
+    room
+    run shm1b "$work/devices.csv" "$shm/out" 1
+    rm -rf "$shm/out"
     run small "$work/small.csv" "$shm/out" 2
     rm -rf "$shm/out"
 fi
@@ -112,6 +133,12 @@ run disk2 "$work/devices.csv" "$work/disk2" 2
 sync
 room
 bound disk2 "$work/fsb2" 2
+sync
+room
+run disk2b "$work/devices.csv" "$work/disk2b" 2
+sync
+room
+run disk1b "$work/devices.csv" "$work/disk1b" 1
 sync
 room
 bound disk4 "$work/fsb4" 4 # does more threads help the file system at all?
@@ -134,33 +161,68 @@ cpu_us() { awk -v u="$(field "$work/$1.json" cpu_user_seconds)" \
 # CPU w and this c, --jobs 2 / --jobs 1 is at most 2w / (w + c) on two cores (README).
 writer_us() { awk -v c="$(field "$work/$1.json" commit_cpu_seconds)" \
     -v n="$(field "$work/$1.json" minted)" 'BEGIN { printf "writer %.1f us/device", c * 1e6 / n }'; }
+# The kernel threads' CPU per device during a run (write-back, mostly: bench_kthreads).
+kth_us() { awk -v k="$(cat "$work/$1.kth")" -v n="$(field "$work/$1.json" minted)" \
+    'BEGIN { printf "kernel threads %.1f us/device", k * 1e6 / n }'; }
 show() { # show LABEL NAME
-    printf '%-22s %7.0f devices/s  %6.2f s, commit %5.2f s (%s, %s chunks, last %s), peak RSS %s KiB, %s, %s, load %s\n' \
+    printf '%-22s %7.0f devices/s  %6.2f s, commit %5.2f s (%s, %s chunks, last %s), peak RSS %s KiB, %s, %s, %s, load %s\n' \
         "$1" "$(field "$work/$2.json" devices_per_second)" "$(field "$work/$2.json" seconds)" \
         "$(field "$work/$2.json" commit_seconds)" "$(field "$work/$2.json" durability)" \
         "$(field "$work/$2.json" chunks)" "$(field "$work/$2.json" chunk)" \
         "$(field "$work/$2.json" max_rss_kib)" "$(cpu_us "$2")" "$(writer_us "$2")" \
-        "$(cat "$work/$2.load")"
+        "$(kth_us "$2")" "$(cat "$work/$2.load")"
+}
+# ceiling LABEL NAME1 NAME2: the cores --jobs 1 kept busy, its process's CPU (worker and
+# writer, start-up included) plus the kernel threads', over the process's wall time. At U
+# cores for one job, two cores give two jobs at most 2/U times its rate, as long as a device
+# costs as much CPU with two jobs as with one (bench/README.md, round 6): the part of the
+# second core that one job already uses is not there to gain.
+ceiling() {
+    awk -v label="$1" -v u="$(field "$work/$2.json" cpu_user_seconds)" \
+        -v s="$(field "$work/$2.json" cpu_system_seconds)" -v k="$(cat "$work/$2.kth")" \
+        -v ms="$(cat "$work/$2.ms")" -v r="$(ratio "$2" "$3")" 'BEGIN {
+        p = (u + s) / (ms / 1000); kt = k / (ms / 1000); c = p + kt
+        printf "%s--jobs 1 kept %.2f cores busy (its process %.2f, kernel threads %.2f): at that CPU per device two cores allow %.2fx; --jobs 2 reached %.2fx\n",
+            label, c, p, kt, 2 / c, r }'
 }
 ratio() { awk -v a="$(field "$work/$1.json" devices_per_second)" \
     -v b="$(field "$work/$2.json" devices_per_second)" 'BEGIN { printf "%.2f", b / a }'; }
+# pairs ONE TWO TWO_AGAIN ONE_AGAIN: each medium runs --jobs 1, 2, 2, 1 (A B B A), so that a
+# drift of the machine during the set (memory handed back to the host, the disk's state, see
+# round 5) weighs on both alike: the ratio of the two means, and of each pair.
+pairs() { awk -v a="$(field "$work/$1.json" devices_per_second)" \
+    -v b="$(field "$work/$2.json" devices_per_second)" \
+    -v c="$(field "$work/$3.json" devices_per_second)" \
+    -v d="$(field "$work/$4.json" devices_per_second)" 'BEGIN {
+    printf "%.2fx (mean of the runs 1 2 2 1: %.0f and %.0f devices/s; first pair %.2fx, second %.2fx)",
+        (b + c) / (a + d), (a + d) / 2, (b + c) / 2, b / a, c / d }'; }
 
 echo "batch, $n devices, --encrypt-nvs (load average after: $load)"
 show "disk  --jobs 1:" disk1
 show "disk  --jobs 2:" disk2
-echo "disk  --jobs 2 / --jobs 1: $(ratio disk1 disk2)x"
+show "disk  --jobs 2 again:" disk2b
+show "disk  --jobs 1 again:" disk1b
+echo "disk  --jobs 2 / --jobs 1: $(pairs disk1 disk2 disk2b disk1b)"
+ceiling "disk: " disk1 disk2
+ceiling "disk: " disk1b disk2b
 if [ -n "$shm" ]; then
     show "tmpfs --jobs 1:" shm1
     show "tmpfs --jobs 2:" shm2
-    echo "tmpfs --jobs 2 / --jobs 1: $(ratio shm1 shm2)x"
+    show "tmpfs --jobs 2 again:" shm2b
+    show "tmpfs --jobs 1 again:" shm1b
+    echo "tmpfs --jobs 2 / --jobs 1: $(pairs shm1 shm2 shm2b shm1b)"
+    ceiling "tmpfs: " shm1 shm2
+    ceiling "tmpfs: " shm1b shm2b
 fi
 # The physical bound: the file system and the disk alone, for exactly these files
+bkth_us() { awk -v k="$(cat "$work/$1.bkth")" -v n="$n" \
+    'BEGIN { printf "kernel threads %.1f us/device", k * 1e6 / n }'; }
 bshow() { # bshow LABEL NAME1 NAME2 [NAME4]
     r1=$(cut -d' ' -f1 "$work/$2.bound") r2=$(cut -d' ' -f1 "$work/$3.bound")
     echo "$1 file system alone (fs_bound: the same $(echo "$sizes" | wc -w) files per device, no crypto, no SQLite):"
-    echo "    1 thread:  $(cat "$work/$2.bound")"
-    echo "    2 threads: $(cat "$work/$3.bound")"
-    [ -z "${4:-}" ] || echo "    4 threads: $(cat "$work/$4.bound")"
+    echo "    1 thread:  $(cat "$work/$2.bound"), $(bkth_us "$2")"
+    echo "    2 threads: $(cat "$work/$3.bound"), $(bkth_us "$3")"
+    [ -z "${4:-}" ] || echo "    4 threads: $(cat "$work/$4.bound"), $(bkth_us "$4")"
     awk -v r1="$r1" -v r2="$r2" -v b1="$(field "$work/$2.json" devices_per_second)" \
         -v b2="$(field "$work/$3.json" devices_per_second)" 'BEGIN {
         printf "    bound 2 threads / 1 thread: %.2fx; batch reaches %.0f%% (--jobs 1) and %.0f%% (--jobs 2) of it\n",
