@@ -478,16 +478,12 @@ struct committed {
 
 static int collect_device(void *user, const struct fk_inv_device *d) {
     struct committed *c = user;
-    if (c->n == c->cap) {
-        size_t ncap = c->cap == 0 ? 1024 : c->cap * 2;
-        struct fk_inv_device *nv = realloc(c->v, ncap * sizeof *nv);
-        if (nv == NULL) {
-            c->oom = 1;
-            return 1;
-        }
-        c->v = nv;
-        c->cap = ncap;
+    struct fk_inv_device *nv = fk_grow(c->v, &c->cap, c->n, sizeof *nv, 1024);
+    if (nv == NULL) {
+        c->oom = 1;
+        return 1;
     }
+    c->v = nv;
     c->v[c->n++] = *d;
     return 0;
 }

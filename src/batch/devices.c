@@ -167,17 +167,13 @@ static int csv_load(const char *buf, size_t len, const char *path, struct report
             record_free(&r); /* blank line */
             continue;
         }
-        if (out->nrecs == cap) {
-            size_t ncap = cap == 0 ? 1024 : cap * 2;
-            struct record *nr = realloc(out->recs, ncap * sizeof *nr);
-            if (nr == NULL) {
-                record_free(&r);
-                fk_diag_set(diag, FK_E_NOMEM, "out of memory");
-                return -1;
-            }
-            out->recs = nr;
-            cap = ncap;
+        struct record *nr = fk_grow(out->recs, &cap, out->nrecs, sizeof *nr, 1024);
+        if (nr == NULL) {
+            record_free(&r);
+            fk_diag_set(diag, FK_E_NOMEM, "out of memory");
+            return -1;
         }
+        out->recs = nr;
         out->recs[out->nrecs++] = r;
         if (out->nrecs > FK_BATCH_ROWS_MAX + 1) {
             fk_diag_at(&d, FK_E_TOOBIG, path, r.line, "more than %u devices", FK_BATCH_ROWS_MAX);

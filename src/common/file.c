@@ -164,13 +164,9 @@ enum fk_err fk_file_stage_write(struct fk_file_stage *s, const char *path, const
     char tmp[4096];
     int fd = -1;
     struct fk_file_staged e = {-1, NULL, NULL};
-    if (s->n == s->cap) {
-        size_t ncap = s->cap == 0 ? 64 : s->cap * 2;
-        struct fk_file_staged *nv = realloc(s->v, ncap * sizeof *nv);
-        FK_ENSURE(nv != NULL, FK_E_NOMEM);
-        s->v = nv;
-        s->cap = ncap;
-    }
+    struct fk_file_staged *nv = fk_grow(s->v, &s->cap, s->n, sizeof *nv, 64);
+    FK_ENSURE(nv != NULL, FK_E_NOMEM);
+    s->v = nv;
     /* An unnamed file (O_TMPFILE) when the file system has them: it needs no directory
      * entry until the flush links it in place, so creating it does not take the
      * directory's lock (the one lock every worker writing into one directory contends

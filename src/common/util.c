@@ -19,6 +19,27 @@ void fk_wipe(void *p, size_t len) {
     }
 }
 
+void *fk_grow(void *arr, size_t *cap, size_t n, size_t elem, size_t first) {
+    if (n < *cap) {
+        return arr;
+    }
+    size_t ncap = *cap != 0 ? *cap : first != 0 ? first : 1;
+    while (ncap <= n || ncap == *cap) { /* doubles at least once, past n in any case */
+        if (ncap > SIZE_MAX / 2) {
+            return NULL;
+        }
+        ncap *= 2;
+    }
+    if (elem == 0 || ncap > SIZE_MAX / elem) {
+        return NULL;
+    }
+    void *na = realloc(arr, ncap * elem);
+    if (na != NULL) {
+        *cap = ncap;
+    }
+    return na;
+}
+
 void fk_free_secret(void *p, size_t len) {
     fk_wipe(p, len);
     free(p);

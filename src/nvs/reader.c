@@ -79,26 +79,13 @@ const char *fk_nvs_type_name(uint8_t type) {
     }
 }
 
-static void *grow(void *arr, size_t *cap, size_t n, size_t elem) {
-    if (n < *cap) {
-        return arr;
-    }
-    size_t ncap = *cap ? *cap * 2 : 32;
-    void *na = realloc(arr, ncap * elem);
-    if (na == NULL) {
-        return NULL;
-    }
-    *cap = ncap;
-    return na;
-}
-
 static void problem(struct fk_nvs_image *img, enum fk_err code, size_t offset, long page,
                     int entry, const char *fmt, ...) FK_PRINTF(6, 7);
 
 static void problem(struct fk_nvs_image *img, enum fk_err code, size_t offset, long page,
                     int entry, const char *fmt, ...) {
-    struct fk_nvs_problem *np = grow(img->problems, &img->problem_cap, img->nproblems,
-                                     sizeof *np);
+    struct fk_nvs_problem *np = fk_grow(img->problems, &img->problem_cap, img->nproblems,
+                                        sizeof *np, 32);
     if (np == NULL) {
         img->nomem = 1;
         return;
@@ -157,7 +144,7 @@ static int is_known_type(uint8_t t) {
 
 static void add_rec(struct fk_nvs_image *img, size_t page, unsigned i,
                     const struct fkd_nvs_entry *e, const uint8_t *data, size_t size) {
-    struct rec *nr = grow(img->recs, &img->rec_cap, img->nrecs, sizeof *nr);
+    struct rec *nr = fk_grow(img->recs, &img->rec_cap, img->nrecs, sizeof *nr, 32);
     if (nr == NULL) {
         img->nomem = 1;
         return;
@@ -323,7 +310,7 @@ static void walk_page(struct fk_nvs_image *img, size_t page) {
 static enum fk_err add_item(struct fk_nvs_image *img, const struct rec *r, const uint8_t *data,
                             size_t len, unsigned chunks) {
     size_t cap = img->item_cap;
-    struct fk_nvs_item *ni = grow(img->items, &cap, img->nitems, sizeof *ni);
+    struct fk_nvs_item *ni = fk_grow(img->items, &cap, img->nitems, sizeof *ni, 32);
     if (ni == NULL) {
         return FK_E_NOMEM;
     }

@@ -60,16 +60,12 @@ static int collect(void *user, const struct fk_pki_cert_info *info) {
         (v->keep != NULL && strcmp(info->fingerprint, v->keep) == 0)) {
         return 0;
     }
-    if (v->n == v->cap) {
-        size_t ncap = v->cap == 0 ? 16 : v->cap * 2;
-        void *np = realloc(v->serial, ncap * sizeof *v->serial);
-        if (np == NULL) {
-            v->oom = 1;
-            return 1;
-        }
-        v->serial = np;
-        v->cap = ncap;
+    void *np = fk_grow(v->serial, &v->cap, v->n, sizeof *v->serial, 16);
+    if (np == NULL) {
+        v->oom = 1;
+        return 1;
     }
+    v->serial = np;
     memcpy(v->serial[v->n++], info->serial, sizeof *v->serial);
     return 0;
 }

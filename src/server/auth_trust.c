@@ -87,15 +87,11 @@ static int sig_known(const X509_STORE_CTX *ctx, const void *obj, const X509 *iss
 }
 
 static int sig_add(struct trust *t, const void *obj, const X509 *issuer) {
-    if (t->n == t->cap) {
-        size_t cap = t->cap != 0 ? 2 * t->cap : 8;
-        struct sig_ok *p = realloc(t->ok, cap * sizeof *p);
-        if (p == NULL) {
-            return -1;
-        }
-        t->ok = p;
-        t->cap = cap;
+    struct sig_ok *p = fk_grow(t->ok, &t->cap, t->n, sizeof *p, 8);
+    if (p == NULL) {
+        return -1;
     }
+    t->ok = p;
     t->ok[t->n].obj = obj;
     t->ok[t->n].issuer = issuer;
     t->n++;

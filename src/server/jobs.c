@@ -174,15 +174,11 @@ void fk_srv_jobs_save_dirty(struct fk_server *srv) {
 }
 
 int fk_srv_job_append(struct fk_server *srv, struct ota_job *job) {
-    if (srv->njobs == srv->jobs_cap) {
-        size_t cap = srv->jobs_cap ? 2 * srv->jobs_cap : 16;
-        void *q = realloc(srv->jobs, cap * sizeof *srv->jobs);
-        if (q == NULL) {
-            return -1;
-        }
-        srv->jobs = q;
-        srv->jobs_cap = cap;
+    void *q = fk_grow(srv->jobs, &srv->jobs_cap, srv->njobs, sizeof *srv->jobs, 16);
+    if (q == NULL) {
+        return -1;
     }
+    srv->jobs = q;
     srv->jobs[srv->njobs++] = job;
     return 0;
 }
@@ -272,14 +268,11 @@ void fk_srv_jobs_load(struct fk_server *srv) {
             strlen(de->d_name) != 2 + 6 + 5 || num == 0) {
             continue;
         }
-        if (n == cap) {
-            cap = cap ? 2 * cap : 16;
-            unsigned long *q = realloc(nums, cap * sizeof *nums);
-            if (q == NULL) {
-                break;
-            }
-            nums = q;
+        unsigned long *q = fk_grow(nums, &cap, n, sizeof *nums, 16);
+        if (q == NULL) {
+            break;
         }
+        nums = q;
         nums[n++] = num;
         if (num >= srv->next_job) {
             srv->next_job = num + 1;

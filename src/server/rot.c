@@ -846,16 +846,12 @@ static int old_certs_cb(void *user, const struct fk_pki_cert_info *info) {
     if (same_serial(info->serial, keep)) {
         return 0;
     }
-    if (x->n == x->cap) {
-        size_t cap = x->cap != 0 ? 2 * x->cap : 256;
-        struct old_cert *v = realloc(x->v, cap * sizeof *v);
-        if (v == NULL) {
-            x->nomem = 1;
-            return 1;
-        }
-        x->v = v;
-        x->cap = cap;
+    struct old_cert *v = fk_grow(x->v, &x->cap, x->n, sizeof *v, 256);
+    if (v == NULL) {
+        x->nomem = 1;
+        return 1;
     }
+    x->v = v;
     struct old_cert *c = &x->v[x->n++];
     c->dev = i;
     c->seq = x->seen;

@@ -1,5 +1,6 @@
 /* Unit tests of the common module: error table, CRC32 variants, hex/base64 (valid and
- * invalid), constant-time compare, fingerprints and redaction, atomic file writes. */
+ * invalid), constant-time compare, fingerprints and redaction, atomic file writes, array
+ * growth. */
 #include "fleetkey/common.h"
 #include "fleetkey/jbuf.h"
 
@@ -336,6 +337,41 @@ static void jbuf_escapes_strings_and_keeps_text_across_growth(void **state) {
     free(s);
 }
 
+static void grow_doubles_keeps_contents_and_refuses_overflow(void **state) {
+    (void)state;
+    size_t cap = 0;
+    int *v = NULL;
+    for (size_t n = 0; n < 1000; n++) {
+        int *nv = fk_grow(v, &cap, n, sizeof *nv, 16);
+        assert_non_null(nv);
+        v = nv;
+        assert_true(n < cap);
+        v[n] = (int)n;
+    }
+    assert_int_equal(cap, 1024); /* 16, 32, ... 1024: doubled, never more */
+    for (size_t n = 0; n < 1000; n++) {
+        assert_int_equal(v[n], (int)n);
+    }
+    /* no growth while there is room: the same array, cap unchanged */
+    assert_ptr_equal(fk_grow(v, &cap, 999, sizeof *v, 16), v);
+    assert_int_equal(cap, 1024);
+    /* past the end in one step: doubled until element n fits */
+    int *nv = fk_grow(v, &cap, 5000, sizeof *v, 16);
+    assert_non_null(nv);
+    v = nv;
+    assert_int_equal(cap, 8192);
+    assert_int_equal(v[999], 999);
+    /* a size that does not fit size_t: NULL, and the array and cap are left as they were */
+    size_t huge = SIZE_MAX / 4 + 1;
+    assert_null(fk_grow(v, &huge, huge, sizeof *v, 16));
+    assert_int_equal(huge, SIZE_MAX / 4 + 1);
+    size_t zero = 0;
+    assert_null(fk_grow(NULL, &zero, 0, SIZE_MAX / 2, 4));
+    assert_int_equal(zero, 0);
+    assert_int_equal(v[0], 0);
+    free(v);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(strerror_covers_every_code),
@@ -354,6 +390,7 @@ int main(void) {
         cmocka_unit_test(rfc3339_is_utc_with_z),
         cmocka_unit_test(rfc3339_parse_round_trips_and_rejects_deviations),
         cmocka_unit_test(jbuf_escapes_strings_and_keeps_text_across_growth),
+        cmocka_unit_test(grow_doubles_keeps_contents_and_refuses_overflow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -382,16 +382,12 @@ static int collect_revoked(void *user, const struct fk_pki_cert_info *info) {
     if (!hit) {
         return 0;
     }
-    if (set->n == set->cap) {
-        size_t cap = set->cap != 0 ? 2 * set->cap : 16;
-        struct fk_pki_cert_info *v = realloc(set->items, cap * sizeof *v);
-        if (v == NULL) {
-            set->nomem = 1;
-            return 1; /* stop: an incomplete record would be a silent lie */
-        }
-        set->items = v;
-        set->cap = cap;
+    struct fk_pki_cert_info *v = fk_grow(set->items, &set->cap, set->n, sizeof *v, 16);
+    if (v == NULL) {
+        set->nomem = 1;
+        return 1; /* stop: an incomplete record would be a silent lie */
     }
+    set->items = v;
     set->items[set->n++] = *info;
     return 0;
 }

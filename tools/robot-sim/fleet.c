@@ -141,14 +141,11 @@ static char **list_keys(const char *dir, size_t *count) {
         if (len <= strlen(suffix) || strcmp(e->d_name + len - strlen(suffix), suffix) != 0) {
             continue;
         }
-        if (n == cap) {
-            cap = cap ? cap * 2 : 256;
-            char **nn = realloc(names, cap * sizeof *nn);
-            if (nn == NULL) {
-                break;
-            }
-            names = nn;
+        char **nn = fk_grow(names, &cap, n, sizeof *nn, 256);
+        if (nn == NULL) {
+            break;
         }
+        names = nn;
         names[n] = strndup(e->d_name, len - strlen(suffix));
         if (names[n] == NULL) {
             break;
