@@ -161,8 +161,9 @@ cpu_us() { awk -v u="$(field "$work/$1.json" cpu_user_seconds)" \
 # CPU w and this c, --jobs 2 / --jobs 1 is at most 2w / (w + c) on two cores (README).
 writer_us() { awk -v c="$(field "$work/$1.json" commit_cpu_seconds)" \
     -v n="$(field "$work/$1.json" minted)" 'BEGIN { printf "writer %.1f us/device", c * 1e6 / n }'; }
-# The kernel threads' CPU per device during a run (write-back, mostly: bench_kthreads).
-kth_us() { awk -v k="$(cat "$work/$1.kth")" -v n="$(field "$work/$1.json" minted)" \
+# kth_us FILE N: the kernel threads' CPU per device during a run (FILE: its bench_kthreads
+# delta; write-back, mostly)
+kth_us() { awk -v k="$(cat "$1")" -v n="$2" \
     'BEGIN { printf "kernel threads %.1f us/device", k * 1e6 / n }'; }
 show() { # show LABEL NAME
     printf '%-22s %7.0f devices/s  %6.2f s, commit %5.2f s (%s, %s chunks, last %s), peak RSS %s KiB, %s, %s, %s, load %s\n' \
@@ -170,7 +171,7 @@ show() { # show LABEL NAME
         "$(field "$work/$2.json" commit_seconds)" "$(field "$work/$2.json" durability)" \
         "$(field "$work/$2.json" chunks)" "$(field "$work/$2.json" chunk)" \
         "$(field "$work/$2.json" max_rss_kib)" "$(cpu_us "$2")" "$(writer_us "$2")" \
-        "$(kth_us "$2")" "$(cat "$work/$2.load")"
+        "$(kth_us "$work/$2.kth" "$(field "$work/$2.json" minted)")" "$(cat "$work/$2.load")"
 }
 # ceiling LABEL NAME1 NAME2: the cores --jobs 1 kept busy, its process's CPU (worker and
 # writer, start-up included) plus the kernel threads', over the process's wall time. At U
@@ -215,14 +216,12 @@ if [ -n "$shm" ]; then
     ceiling "tmpfs: " shm1b shm2b
 fi
 # The physical bound: the file system and the disk alone, for exactly these files
-bkth_us() { awk -v k="$(cat "$work/$1.bkth")" -v n="$n" \
-    'BEGIN { printf "kernel threads %.1f us/device", k * 1e6 / n }'; }
 bshow() { # bshow LABEL NAME1 NAME2 [NAME4]
     r1=$(cut -d' ' -f1 "$work/$2.bound") r2=$(cut -d' ' -f1 "$work/$3.bound")
     echo "$1 file system alone (fs_bound: the same $(echo "$sizes" | wc -w) files per device, no crypto, no SQLite):"
-    echo "    1 thread:  $(cat "$work/$2.bound"), $(bkth_us "$2")"
-    echo "    2 threads: $(cat "$work/$3.bound"), $(bkth_us "$3")"
-    [ -z "${4:-}" ] || echo "    4 threads: $(cat "$work/$4.bound"), $(bkth_us "$4")"
+    echo "    1 thread:  $(cat "$work/$2.bound"), $(kth_us "$work/$2.bkth" "$n")"
+    echo "    2 threads: $(cat "$work/$3.bound"), $(kth_us "$work/$3.bkth" "$n")"
+    [ -z "${4:-}" ] || echo "    4 threads: $(cat "$work/$4.bound"), $(kth_us "$work/$4.bkth" "$n")"
     awk -v r1="$r1" -v r2="$r2" -v b1="$(field "$work/$2.json" devices_per_second)" \
         -v b2="$(field "$work/$3.json" devices_per_second)" 'BEGIN {
         printf "    bound 2 threads / 1 thread: %.2fx; batch reaches %.0f%% (--jobs 1) and %.0f%% (--jobs 2) of it\n",

@@ -254,10 +254,10 @@ FK_MUST_CHECK enum fk_err fk_mkdirs(const char *dir, unsigned mode, struct fk_di
 void fk_free_secret(void *p, size_t len);
 /* Room for element n of the array arr of *cap elements of elem bytes: arr itself while
  * n < *cap, else arr realloc'd to first elements (when *cap is 0), or to twice *cap, doubled
- * again until element n fits, and *cap updated. NULL when out of memory, or when the size would not fit a size_t: arr and *cap
- * are then unchanged, and arr is still the caller's to use or free. realloc may leave the
- * old block's bytes on the heap: not for arrays that hold secrets (fk_jbuf wipes its old
- * copy instead). */
+ * again until element n fits, and *cap updated. NULL when out of memory, or when the size
+ * would not fit a size_t: arr and *cap are then unchanged, and arr is still the caller's to
+ * use or free. realloc may leave the old block's bytes on the heap: not for arrays that hold
+ * secrets (fk_jbuf wipes its old copy instead). */
 FK_MUST_CHECK void *fk_grow(void *arr, size_t *cap, size_t n, size_t elem, size_t first);
 
 /* Joins dir + "/" + name + suffix into a malloc'd string (*out). FK_OK or FK_E_NOMEM. */
