@@ -63,22 +63,22 @@ static int on_device(void *user, const struct fk_inv_device *d) {
     if (strcmp(d->state, "retired") == 0) {
         return 0;
     }
-    if (l->st->n == l->cap) {
-        size_t cap = l->cap ? 2 * l->cap : 64;
-        struct fk_rot_device *v = realloc(l->st->dev, cap * sizeof *v);
-        unsigned *mv = realloc(l->max_version, cap * sizeof *mv);
-        if (v != NULL) {
-            l->st->dev = v;
-        }
-        if (mv != NULL) {
-            l->max_version = mv;
-        }
-        if (v == NULL || mv == NULL) {
-            l->nomem = 1;
-            return 1;
-        }
-        l->cap = cap;
+    /* Two parallel arrays, one capacity: both grow from l->cap by the same rule. */
+    size_t dev_cap = l->cap;
+    size_t mv_cap = l->cap;
+    struct fk_rot_device *v = fk_grow(l->st->dev, &dev_cap, l->st->n, sizeof *v, 64);
+    unsigned *mv = fk_grow(l->max_version, &mv_cap, l->st->n, sizeof *mv, 64);
+    if (v != NULL) {
+        l->st->dev = v;
     }
+    if (mv != NULL) {
+        l->max_version = mv;
+    }
+    if (v == NULL || mv == NULL) {
+        l->nomem = 1;
+        return 1;
+    }
+    l->cap = dev_cap;
     struct fk_rot_device *r = &l->st->dev[l->st->n];
     memset(r, 0, sizeof *r);
     snprintf(r->id, sizeof r->id, "%s", d->id);
